@@ -1,0 +1,61 @@
+"""The one interface every target classifier presents, whatever file it came from."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import nn
+
+
+class Classifier(abc.ABC):
+    """A black box to explain: images in the data range [0, 1] in, class probabilities out.
+
+    Subclasses implement :meth:`_logits_batch` (or override :meth:`predict_proba`
+    when the backend returns probabilities). Batching, device placement and
+    ``no_grad`` live here, so every backend behaves the same.
+    """
+
+    #: True when :attr:`module` is a differentiable ``nn.Module`` (gradient explainers need it).
+    has_gradients: bool = False
+
+    def __init__(self, class_names: list[str], image_size: int | None, channels: int | None,
+                 device: torch.device | str = "cpu", batch_size: int = 256) -> None:
+        self.class_names = list(class_names)
+        self.image_size = image_size
+        self.channels = channels
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def module(self) -> nn.Module | None:
+        """An ``nn.Module`` mapping data-range images to logits, or ``None`` for black boxes."""
+        return None
+
+    @abc.abstractmethod
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[b, K]`` for one batch already on :attr:`device`."""
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``[B, K]`` (float32, on the input's device), batched internally."""
+        if images.ndim != 4:
+            raise ValueError(f"expected a batch [B, C, H, W], got shape {tuple(images.shape)}")
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                batch = images[start:start + self.batch_size].to(self.device, torch.float32)
+                outputs.append(torch.softmax(self._logits_batch(batch).float(), dim=1).to(images.device))
+        if not outputs:
+            return images.new_zeros((0, self.num_classes))
+        return torch.cat(outputs)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Predicted class indices ``[B]``."""
+        return self.predict_proba(images).argmax(dim=1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.predict_proba(images)

@@ -1,0 +1,1 @@
+"""The ``caex`` command line: a thin layer over the Python API."""

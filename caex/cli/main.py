@@ -1,0 +1,78 @@
+"""Entry point of the ``caex`` command.
+
+Each sub-command lives in its own module under ``caex.cli`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a function
+taking the parsed arguments. This module owns only the error policy: user
+errors (:class:`caex.errors.CaexError`) become one line and a non-zero exit;
+unexpected errors become one line too, with ``--debug`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from caex import __version__
+from caex.errors import CaexError
+
+# Order is the order shown in ``caex --help``: the pipeline, front door first.
+COMMAND_MODULES = [
+    "demo",
+    "data",
+    "train_classifier",
+    "train",
+    "explain",
+    "manifold",
+    "evaluate",
+    "report",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caex",
+        description="Explain image classifiers with Class Association Embedding (CAE).",
+    )
+    parser.add_argument("--version", action="version", version=f"caex {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"caex.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"caex.cli.{name}":
+                raise
+            continue  # command not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except CaexError as exc:
+        if args.debug:
+            raise
+        print(f"caex {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"caex {args.command}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a raw traceback
+        if args.debug:
+            raise
+        print(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The in-memory data types every pipeline stage shares.
+
+Images are float32 tensors ``[N, C, H, W]`` in the *data range* [0, 1]. The
+classifier applies its own normalisation and the CAE maps to [-1, 1]
+internally, so nothing downstream has to know where the pixels came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class ImageSet(Dataset):
+    """One split: images, labels, optional lesion masks and where each image came from."""
+
+    images: torch.Tensor  # [N, C, H, W] float32 in [0, 1]
+    labels: torch.Tensor  # [N] int64
+    masks: torch.Tensor | None = None  # [N, H, W] bool, ground-truth regions where known
+    sources: list[str] = field(default_factory=list)  # one string per image (file path or "synthetic:17")
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            self.sources = [f"#{i}" for i in range(len(self.labels))]
+        assert self.images.ndim == 4 and len(self.images) == len(self.labels) == len(self.sources)
+        assert self.masks is None or self.masks.shape == (len(self.images), *self.images.shape[2:])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        mask = None if self.masks is None else self.masks[index]
+        return self.images[index], int(self.labels[index]), mask
+
+    def subset(self, indices: torch.Tensor | list[int]) -> "ImageSet":
+        """A new ImageSet with the chosen rows (used for class selection and sampling)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(
+            images=self.images[index],
+            labels=self.labels[index],
+            masks=None if self.masks is None else self.masks[index],
+            sources=[self.sources[i] for i in index.tolist()],
+        )
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass
+class DataBundle:
+    """A loaded data set: train and test splits plus what a model needs to know about it."""
+
+    train: ImageSet
+    test: ImageSet
+    class_names: list[str]
+    spec: str  # the spec string it was loaded from, recorded in every bundle for provenance
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    @property
+    def has_masks(self) -> bool:
+        return self.test.masks is not None

@@ -1,0 +1,31 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad path, a corrupt file, an unknown spec) raises
+:class:`CaexError` with one line that names the file or value and what is wrong.
+The CLI prints that line and exits non-zero; programming errors keep their
+tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class CaexError(Exception):
+    """A problem with the user's input, reported as one clear line."""
+
+    exit_code = 2
+
+
+class DataError(CaexError):
+    """A data source cannot be read or does not make a usable data set."""
+
+
+class ClassifierError(CaexError):
+    """A classifier file is missing, unreadable or does not match the data."""
+
+
+class ModelError(CaexError):
+    """A CAE run folder or bundle is missing or inconsistent."""
+
+
+class TrainingError(CaexError):
+    """Training cannot continue (e.g. a loss became non-finite)."""

@@ -1,0 +1,18 @@
+"""Small shared helpers: seeding, devices, atomic files, progress bars."""
+
+from caex.utils.device import autocast_context, resolve_device
+from caex.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
+from caex.utils.progress import progress
+from caex.utils.seed import seed_everything, torch_generator
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "autocast_context",
+    "progress",
+    "read_json",
+    "resolve_device",
+    "seed_everything",
+    "torch_generator",
+    "write_json",
+]
