@@ -1,5 +1,23 @@
-"""Target classifiers: the black boxes caex explains."""
+"""Target classifiers: the black boxes caex explains, and the tools to train, save and open them."""
 
+from caex.classifier.arch import ARCHITECTURES, ClassifierNet, SmallCNN, build_classifier_network
 from caex.classifier.base import Classifier
+from caex.classifier.bundle import ClassifierInfo, save_bundle
+from caex.classifier.loaders import OnnxClassifier, TorchClassifier, check_compatible, load_classifier
+from caex.classifier.train import TrainMetrics, train_classifier
 
-__all__ = ["Classifier"]
+__all__ = [
+    "ARCHITECTURES",
+    "Classifier",
+    "ClassifierInfo",
+    "ClassifierNet",
+    "OnnxClassifier",
+    "SmallCNN",
+    "TorchClassifier",
+    "TrainMetrics",
+    "build_classifier_network",
+    "check_compatible",
+    "load_classifier",
+    "save_bundle",
+    "train_classifier",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -36,22 +37,44 @@ class Classifier(abc.ABC):
         """An ``nn.Module`` mapping data-range images to logits, or ``None`` for black boxes."""
         return None
 
+    @property
+    def target_layer(self) -> nn.Module | None:
+        """The last convolutional layer of :attr:`module` (Grad-CAM's target), or ``None`` if unknown."""
+        return None
+
+    def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Penultimate features ``[b, F]`` for one batch on :attr:`device`, or ``None`` if unreachable."""
+        return None
+
+    def features(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Penultimate features ``[B, F]`` (float32, on the input's device), or ``None`` for black boxes."""
+        return self._batched(images, self._features_batch)
+
     @abc.abstractmethod
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[b, K]`` for one batch already on :attr:`device`."""
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities ``[B, K]`` (float32, on the input's device), batched internally."""
+        probs = self._batched(images, lambda batch: torch.softmax(self._logits_batch(batch).float(), dim=1))
+        return images.new_zeros((0, self.num_classes)) if probs is None else probs
+
+    def _batched(self, images: torch.Tensor,
+                 fn: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.Tensor | None:
+        """Run ``fn`` over ``batch_size`` chunks on :attr:`device` under ``no_grad``.
+
+        ``None`` when ``fn`` gives none (an unreachable output) or ``images`` is empty.
+        """
         if images.ndim != 4:
             raise ValueError(f"expected a batch [B, C, H, W], got shape {tuple(images.shape)}")
         outputs = []
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
-                batch = images[start:start + self.batch_size].to(self.device, torch.float32)
-                outputs.append(torch.softmax(self._logits_batch(batch).float(), dim=1).to(images.device))
-        if not outputs:
-            return images.new_zeros((0, self.num_classes))
-        return torch.cat(outputs)
+                output = fn(images[start:start + self.batch_size].to(self.device, torch.float32))
+                if output is None:
+                    return None
+                outputs.append(output.float().to(images.device))
+        return torch.cat(outputs) if outputs else None
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted class indices ``[B]``."""

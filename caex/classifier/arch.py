@@ -1,0 +1,159 @@
+"""Target-classifier networks: torchvision ResNets adapted to small images, and a compact CNN.
+
+Every network is wrapped in :class:`ClassifierNet`, which takes data-range
+images ``[B, C, H, W]`` in [0, 1], applies the per-channel normalisation it was
+trained with (stored as buffers, so it travels with the weights and with
+TorchScript/ONNX exports) and returns logits. The wrapper splits each network
+into a ``backbone`` (images -> pooled penultimate features) and a linear
+``head``, so explainers can reach the features and the last convolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torchvision
+from torch import nn
+
+from caex.errors import ClassifierError
+
+#: Images at most this large get the CIFAR-style stem (3x3 stride-1 conv, no max-pool),
+#: so a 64 px image still has an 8x8 map at the last stage instead of 2x2.
+SMALL_STEM_MAX_SIZE = 64
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU stages with max-pooling in between, then global average pooling.
+
+    Fast enough to train in seconds on a CPU; the last stage (``stages[-1]``) is
+    the Grad-CAM target layer.
+    """
+
+    def __init__(self, channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128, 128)) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        in_width = channels
+        for index, width in enumerate(widths):
+            layers: list[nn.Module] = [] if index == 0 else [nn.MaxPool2d(2)]
+            layers += [nn.Conv2d(in_width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            stages.append(nn.Sequential(*layers))
+            in_width = width
+        self.stages = nn.Sequential(*stages)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.stages(x)), 1))
+
+
+def _torchvision_resnet(name: str) -> Callable[[int, int, bool], nn.Module]:
+    """A builder for a torchvision ResNet with a ``channels``-wide first conv and an optional small stem."""
+
+    def build(channels: int, num_classes: int, small_stem: bool) -> nn.Module:
+        net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+        if small_stem:
+            net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif channels != 3:
+            net.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        return net
+
+    return build
+
+
+#: Bare networks by name: ``builder(channels, num_classes, small_stem) -> nn.Module`` with an ``fc`` head.
+ARCHITECTURES: dict[str, Callable[[int, int, bool], nn.Module]] = {
+    "resnet18": _torchvision_resnet("resnet18"),
+    "resnet50": _torchvision_resnet("resnet50"),
+    "smallcnn": lambda channels, num_classes, small_stem: SmallCNN(channels, num_classes),
+}
+
+
+def check_arch(arch: str) -> None:
+    """Raise a one-line :class:`ClassifierError` for an architecture name caex cannot build."""
+    if arch not in ARCHITECTURES:
+        raise ClassifierError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+
+class ClassifierNet(nn.Module):
+    """Data-range images in, logits out: ``head(backbone((x - mean) / std))``."""
+
+    __jit_unused_properties__ = ["target_layer"]  # a Python-side handle for Grad-CAM, not part of the export
+
+    def __init__(self, arch: str, backbone: nn.Module, head: nn.Linear, mean: Sequence[float],
+                 std: Sequence[float], small_stem: bool, target_layer_name: str) -> None:
+        super().__init__()
+        self.arch = arch
+        self.small_stem = small_stem
+        self.backbone = backbone
+        self.head = head
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.target_layer_name = target_layer_name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    @torch.jit.export
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate (globally pooled) features ``[B, F]`` of data-range images."""
+        return self.backbone((images - self.mean) / self.std)
+
+    @property
+    def target_layer(self) -> nn.Module:
+        """The last convolutional stage, whose activations Grad-CAM weighs."""
+        return self.backbone.get_submodule(self.target_layer_name)
+
+
+def build_classifier_network(arch: str, *, channels: int, num_classes: int, image_size: int | None = None,
+                             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                             small_stem: bool | None = None) -> ClassifierNet:
+    """A fresh (randomly initialised) :class:`ClassifierNet`.
+
+    ``small_stem`` defaults to ``image_size <= 64`` (ResNets only); ``mean``/``std``
+    default to no normalisation (0 and 1 per channel).
+    """
+    check_arch(arch)
+    if small_stem is None:
+        small_stem = image_size is None or image_size <= SMALL_STEM_MAX_SIZE
+    net = ARCHITECTURES[arch](channels, num_classes, small_stem)
+    head = net.fc
+    net.fc = nn.Identity()
+    target_layer_name = "stages" if isinstance(net, SmallCNN) else "layer4"
+    return ClassifierNet(arch, net, head, mean=[0.0] * channels if mean is None else mean,
+                         std=[1.0] * channels if std is None else std, small_stem=small_stem,
+                         target_layer_name=target_layer_name)
+
+
+def to_wrapper_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a bare (torchvision-style) state dict onto :class:`ClassifierNet` keys; wrapper keys pass through.
+
+    ``fc.*`` becomes ``head.*``, everything else moves under ``backbone.``; a
+    leading ``module.`` (from DataParallel/DDP checkpoints) is dropped.
+    """
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    if any(key.startswith(("backbone.", "head.")) for key in state):
+        return dict(state)
+    return {(f"head.{key[3:]}" if key.startswith("fc.") else f"backbone.{key}"): value
+            for key, value in state.items()}
+
+
+def infer_network_shape(arch: str, state: Mapping[str, torch.Tensor], source: str) -> tuple[int, int, bool]:
+    """``(channels, num_classes, small_stem)`` read off a wrapper-keyed state dict of ``arch``.
+
+    The first conv gives the channel count (and, for ResNets, the stem: a 3x3
+    kernel is the small stem), the head gives the class count. ``source`` names
+    the file in errors.
+    """
+    check_arch(arch)
+    first_conv = "backbone.stages.0.0.weight" if arch == "smallcnn" else "backbone.conv1.weight"
+    for key in (first_conv, "head.weight"):
+        if key not in state:
+            raise ClassifierError(f"{source}: weights do not match architecture {arch!r} (no key {key!r})")
+    conv = state[first_conv]
+    if conv.ndim != 4 or state["head.weight"].ndim != 2:
+        raise ClassifierError(f"{source}: weights do not match architecture {arch!r} "
+                              f"({first_conv!r} has shape {tuple(conv.shape)})")
+    return int(conv.shape[1]), int(state["head.weight"].shape[0]), arch == "smallcnn" or conv.shape[-1] == 3

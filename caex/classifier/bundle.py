@@ -1,0 +1,109 @@
+"""The classifier bundle folder: weights, metadata and ready-to-run exports side by side.
+
+A bundle holds ``classifier.safetensors`` (the :class:`ClassifierNet` state,
+normalisation buffers included), ``classifier.json`` (:class:`ClassifierInfo`),
+``classifier.torchscript.pt`` (a scripted wrapper taking data-range images) and,
+optionally, ``classifier.onnx``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import warnings
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from caex.classifier.arch import ClassifierNet
+from caex.errors import ClassifierError
+from caex.utils.io import atomic_write_bytes, write_json
+
+WEIGHTS_FILE = "classifier.safetensors"
+INFO_FILE = "classifier.json"
+TORCHSCRIPT_FILE = "classifier.torchscript.pt"
+ONNX_FILE = "classifier.onnx"
+
+#: Fixed export opset so bundles from different machines read the same everywhere.
+ONNX_OPSET = 17
+
+
+@dataclass
+class ClassifierInfo:
+    """What a bundle records about its classifier (the contents of ``classifier.json``)."""
+
+    arch: str
+    class_names: list[str]
+    image_size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+    small_stem: bool
+    test_accuracy: float | None = None
+    data_spec: str | None = None
+    caex_version: str = ""
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "ClassifierInfo":
+        """Parse a ``classifier.json``, with one-line errors for a missing, corrupt or incomplete file."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ClassifierError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ClassifierError(f"{path}: not a readable classifier.json ({exc})") from None
+        known = {field.name for field in fields(cls)}
+        if not isinstance(raw, dict):
+            raise ClassifierError(f"{path}: not a classifier.json (expected a JSON object)")
+        missing = [field.name for field in fields(cls) if field.default is MISSING and field.name not in raw]
+        if missing:
+            raise ClassifierError(f"{path}: classifier.json lacks {', '.join(missing)}")
+        return cls(**{key: value for key, value in raw.items() if key in known})
+
+
+def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,
+                test_accuracy: float | None = None, data_spec: str | None = None,
+                onnx: bool = False) -> ClassifierInfo:
+    """Write the bundle of a trained ``net`` into ``out_dir`` (created as needed); returns its info."""
+    from caex import __version__
+
+    out_dir = Path(out_dir)
+    net = copy.deepcopy(net).to(device="cpu", memory_format=torch.contiguous_format).eval()
+    info = ClassifierInfo(arch=net.arch, class_names=list(class_names), image_size=image_size,
+                          channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
+                          std=net.std.flatten().tolist(), small_stem=net.small_stem,
+                          test_accuracy=test_accuracy, data_spec=data_spec, caex_version=__version__)
+    state = {key: value.contiguous() for key, value in net.state_dict().items()}
+    atomic_write_bytes(out_dir / WEIGHTS_FILE, safetensors_bytes(state))
+    atomic_write_bytes(out_dir / TORCHSCRIPT_FILE, torchscript_bytes(net))
+    if onnx:
+        example = torch.rand(2, info.channels, image_size, image_size)
+        atomic_write_bytes(out_dir / ONNX_FILE, onnx_bytes(net, example))
+    write_json(out_dir / INFO_FILE, asdict(info))  # last, so a folder with a json is a complete bundle
+    return info
+
+
+def torchscript_bytes(net: ClassifierNet) -> bytes:
+    """The scripted wrapper (``forward`` and ``features``) as bytes for ``torch.jit.load``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still the portable format
+        scripted = torch.jit.script(net)
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+    return buffer.getvalue()
+
+
+def onnx_bytes(net: ClassifierNet, example: torch.Tensor) -> bytes:
+    """An ONNX graph ``images [batch, C, H, W] in [0, 1] -> logits [batch, K]`` with a dynamic batch axis."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    return buffer.getvalue()

@@ -1,0 +1,252 @@
+"""Load a target classifier from whatever the user has, behind the one :class:`Classifier` interface.
+
+Backends: a bundle folder (from ``caex train-classifier``), a TorchScript file,
+an architecture name plus a state-dict file (``.safetensors`` or ``.pt``/``.pth``
+read with ``weights_only=True``), and an ONNX model run by onnxruntime as a pure
+black box. Every failure a user can cause is a one-line :class:`ClassifierError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from caex.classifier.arch import ClassifierNet, build_classifier_network, infer_network_shape, to_wrapper_state_dict
+from caex.classifier.base import Classifier
+from caex.classifier.bundle import INFO_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, ClassifierInfo
+from caex.data.types import DataBundle
+from caex.errors import ClassifierError
+from caex.utils.device import resolve_device
+
+#: Keys under which training scripts commonly nest a state dict inside a checkpoint.
+NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+class TorchClassifier(Classifier):
+    """A differentiable PyTorch module (our wrapper or a TorchScript file) mapping data-range images to logits."""
+
+    has_gradients = True
+
+    def __init__(self, module: nn.Module, class_names: list[str], image_size: int | None, channels: int | None,
+                 device: torch.device | str = "cpu", batch_size: int = 256) -> None:
+        super().__init__(class_names, image_size, channels, device=device, batch_size=batch_size)
+        self._module = module.to(self.device).eval()
+
+    @property
+    def module(self) -> nn.Module:
+        return self._module
+
+    @property
+    def target_layer(self) -> nn.Module | None:
+        return self._module.target_layer if isinstance(self._module, ClassifierNet) else None
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        return self._module(images)
+
+    def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
+        return self._module.features(images) if hasattr(self._module, "features") else None
+
+
+class OnnxClassifier(Classifier):
+    """An ONNX model run by onnxruntime: probabilities only, no gradients, no features.
+
+    The model's output may be logits or probabilities; rows that are already
+    probability vectors are passed through unchanged.
+    """
+
+    has_gradients = False
+
+    def __init__(self, session, class_names: list[str], image_size: int | None, channels: int | None,
+                 batch_size: int = 256) -> None:
+        super().__init__(class_names, image_size, channels, device="cpu", batch_size=batch_size)
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
+        if _are_probabilities(output):
+            return output.clamp_min(1e-12).log()  # softmax(log p) == p
+        return output
+
+
+def _are_probabilities(output: torch.Tensor) -> bool:
+    """True when every row is non-negative and sums to one (a softmax already applied)."""
+    return bool((output >= 0).all() and torch.allclose(output.sum(dim=1), torch.ones(len(output)), atol=1e-4))
+
+
+def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
+                    class_names: Sequence[str] | None = None, image_size: int | None = None,
+                    channels: int | None = None, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None, device: str | torch.device = "auto",
+                    batch_size: int = 256) -> Classifier:
+    """Open a classifier from a bundle folder, TorchScript file, ``arch`` + state dict, or ONNX file.
+
+    Metadata comes from the bundle's ``classifier.json`` (also when it sits next
+    to a TorchScript/ONNX/weights file); the keyword arguments fill in or
+    override it. ``mean``/``std`` apply only to bare state dicts without
+    normalisation buffers (default: none).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ClassifierError(f"{path}: no such file or folder")
+    folder = path if path.is_dir() else path.parent
+    info = ClassifierInfo.read(folder / INFO_FILE) if (folder / INFO_FILE).is_file() else None
+    if path.is_dir():
+        if info is None:
+            raise ClassifierError(f"{path}: not a classifier bundle (no {INFO_FILE})")
+        path = next((path / name for name in (WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE) if (path / name).is_file()),
+                    path / WEIGHTS_FILE)
+        if not path.is_file():
+            raise ClassifierError(f"{path.parent}: bundle has no weights ({WEIGHTS_FILE})")
+    image_size = image_size if image_size is not None else (info.image_size if info else None)
+    channels = channels if channels is not None else (info.channels if info else None)
+    names = list(class_names) if class_names is not None else (info.class_names if info else None)
+
+    if path.suffix == ".onnx":
+        return _load_onnx(path, names, num_classes, image_size, channels, device, batch_size)
+    device = resolve_device(device)
+    if arch is None and path.suffix == ".safetensors":
+        if info is None:
+            raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch)")
+        arch = info.arch
+    if arch is not None:
+        net = _load_state_dict_network(path, arch, mean, std)
+        return TorchClassifier(net, _class_names(path, int(net.head.out_features), names, num_classes),
+                               image_size, channels, device=device, batch_size=batch_size)
+    module = _load_torchscript(path)
+    found_classes = _probe_num_classes(path, lambda x: module(x), image_size, channels, names, num_classes)
+    return TorchClassifier(module, _class_names(path, found_classes, names, num_classes), image_size, channels,
+                           device=device, batch_size=batch_size)
+
+
+def check_compatible(classifier: Classifier, data: DataBundle) -> None:
+    """Raise a one-line :class:`ClassifierError` when ``classifier`` cannot take ``data``'s images and labels."""
+    if classifier.num_classes != data.num_classes:
+        raise ClassifierError(f"the classifier has {classifier.num_classes} classes but data {data.spec!r} has "
+                              f"{data.num_classes} ({', '.join(data.class_names)})")
+    if classifier.channels is not None and classifier.channels != data.channels:
+        raise ClassifierError(f"the classifier takes {classifier.channels}-channel images but data {data.spec!r} "
+                              f"has {data.channels} (use --channels {classifier.channels})")
+    if classifier.image_size is not None and classifier.image_size != data.image_size:
+        raise ClassifierError(f"the classifier takes {classifier.image_size}px images but data {data.spec!r} is "
+                              f"{data.image_size}px (use --size {classifier.image_size})")
+    try:
+        classifier.predict_proba(data.test.images[:1])
+    except RuntimeError as exc:  # an unrecorded size or channel count the network cannot take
+        raise ClassifierError(f"the classifier cannot take data {data.spec!r}'s "
+                              f"{tuple(data.test.images.shape[1:])} images ({_first_line(exc)})") from None
+
+
+def _class_names(path: Path, found: int, names: list[str] | None, num_classes: int | None) -> list[str]:
+    """Class names for a model with ``found`` outputs, checked against what the user or the json said."""
+    for expected, what in ((num_classes, "num_classes"), (None if names is None else len(names), "class names")):
+        if expected is not None and expected != found:
+            raise ClassifierError(f"{path}: the model has {found} outputs but {expected} {what} were given")
+    return names if names is not None else [str(index) for index in range(found)]
+
+
+def _probe_num_classes(path: Path, forward, image_size: int | None, channels: int | None,
+                       names: list[str] | None, num_classes: int | None) -> int:
+    """The model's class count: from the metadata when known, else one forward pass on a blank image."""
+    if image_size is None or channels is None:
+        if names is not None or num_classes is not None:
+            return len(names) if names is not None else num_classes
+        raise ClassifierError(f"{path}: cannot tell the input shape; keep {INFO_FILE} next to it or pass "
+                              "image_size= and channels=")
+    try:
+        with torch.no_grad():
+            logits = forward(torch.zeros(1, channels, image_size, image_size))
+    except Exception as exc:  # noqa: BLE001 - any backend failure on a blank image means the shape is wrong
+        raise ClassifierError(f"{path}: does not take {channels}x{image_size}x{image_size} images "
+                              f"({_first_line(exc)})") from None
+    return int(torch.as_tensor(logits).shape[-1])
+
+
+def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zipfile errors alike
+        raise ClassifierError(f"{path}: not a readable TorchScript file ({_first_line(exc)}); for a state dict "
+                              "pass arch= (--arch)") from None
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file or a ``torch.save``d dict (never unpickling arbitrary objects)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - safetensors/pickle/zip errors all mean "unreadable"
+        raise ClassifierError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
+    if isinstance(state, dict):
+        nested = [key for key in NESTED_STATE_KEYS if isinstance(state.get(key), dict)]
+        state = state[nested[0]] if nested else state
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ClassifierError(f"{path}: does not hold a state dict (a mapping of names to tensors)")
+    return state
+
+
+def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None,
+                             std: Sequence[float] | None) -> ClassifierNet:
+    """Rebuild ``arch`` around the weights in ``path``; shapes come from the weights themselves."""
+    state = to_wrapper_state_dict(_read_state_dict(path))
+    channels, num_classes, small_stem = infer_network_shape(arch, state, str(path))
+    net = build_classifier_network(arch, channels=channels, num_classes=num_classes, mean=mean, std=std,
+                                   small_stem=small_stem)
+    expected = net.state_dict()
+    for buffer in ("mean", "std"):
+        state.setdefault(buffer, expected[buffer])
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(key for key in set(state) & set(expected) if state[key].shape != expected[key].shape)
+    for keys, problem in ((missing, "lacks"), (unexpected, "has unexpected"), (wrong_shape, "has a wrong shape for")):
+        if keys:
+            more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+            raise ClassifierError(f"{path}: weights do not match architecture {arch!r} ({problem} key "
+                                  f"{keys[0]!r}{more})")
+    net.load_state_dict(state)
+    return net
+
+
+def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, image_size: int | None,
+               channels: int | None, device: str | torch.device, batch_size: int) -> OnnxClassifier:
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        raise ClassifierError(f"{path}: reading ONNX models needs onnxruntime; install the extra: "
+                              "pip install 'caex[onnx]'") from None
+    providers = ["CPUExecutionProvider"]
+    if resolve_device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ClassifierError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    shape = session.get_inputs()[0].shape
+    if len(shape) != 4:
+        raise ClassifierError(f"{path}: the ONNX input has shape {shape}, expected [batch, C, H, W]")
+    static_batch, static_channels, static_size = (dim if isinstance(dim, int) else None for dim in shape[:3])
+    channels = channels or static_channels
+    image_size = image_size or static_size
+    batch_size = static_batch or batch_size
+    output_dim = session.get_outputs()[0].shape[-1]
+    if isinstance(output_dim, int):
+        found = output_dim
+    else:
+        input_name = session.get_inputs()[0].name
+        found = _probe_num_classes(path, lambda x: session.run(None, {input_name: x.numpy()})[0],
+                                   image_size, channels, names, num_classes)
+    return OnnxClassifier(session, _class_names(path, found, names, num_classes), image_size, channels,
+                          batch_size=batch_size)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

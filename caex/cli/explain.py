@@ -1,0 +1,160 @@
+"""``caex explain``: counterfactual paths and saliency maps for image files."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+from pathlib import Path
+
+from caex.cli.common import add_device_argument, add_seed_argument
+from caex.errors import CaexError
+
+#: File types read when IMAGES names a folder (any Pillow format works when named directly).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="explain a classifier's decisions on image files (counterfactual paths + saliency maps)",
+        description="For each image: morph its class code toward another class along a path on the "
+                    "CAE's class-code manifold, decode every step with the image's own individual "
+                    "code, classify each frame, and build a saliency map from the changes that moved "
+                    "the classifier. Writes per image: <stem>_saliency.png (overlay), "
+                    "<stem>_saliency.npy (raw map), <stem>_path.png (strip with the target "
+                    "probability per frame), <stem>_path.gif and <stem>.json (summary).",
+    )
+    parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
+    parser.add_argument("images", metavar="IMAGES", nargs="+",
+                        help="image files, folders (searched recursively) or glob patterns; any size and "
+                             "format Pillow reads (resized and centre-cropped to the CAE's size)")
+    parser.add_argument("--classifier", metavar="CLF", required=True,
+                        help="the classifier to explain: bundle folder, TorchScript, ONNX or weights file")
+    parser.add_argument("--target", metavar="CLASS", default=None,
+                        help="class name or index to move toward (default: the most probable other class)")
+    parser.add_argument("--path", choices=("guided", "centroid", "nearest", "reference"), default="guided",
+                        help="guided: shortest path through the graph of training codes (default); centroid / "
+                             "nearest: straight to the target class centroid / nearest training code; "
+                             "reference: straight to the code of --reference")
+    parser.add_argument("--reference", metavar="IMG", default=None,
+                        help="reference image for --path reference (its predicted class is the default target)")
+    parser.add_argument("--steps", type=int, default=16, help="codes sampled along the path (default: 16)")
+    parser.add_argument("--no-stop-at-flip", dest="stop_at_flip", action="store_false",
+                        help="build the map from the whole path, not only up to the step the prediction flips")
+    parser.add_argument("--all-targets", action="store_true",
+                        help="one explanation per other class (files get a _to-<class> suffix)")
+    parser.add_argument("--saliency", choices=("weighted", "contrast"), default="weighted",
+                        help="weighted: frame changes weighted by the change in target probability "
+                             "(default); contrast: |flip frame - reconstruction|")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="images explained together; each brings STEPS decoded frames (default: 16)")
+    add_device_argument(parser)
+    add_seed_argument(parser)
+    parser.add_argument("--out", metavar="DIR", required=True, help="output folder (created as needed)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from caex.classifier import load_classifier
+    from caex.explain import Explainer
+    from caex.explain.render import save_explanation
+    from caex.model import CAE
+    from caex.utils.device import resolve_device
+    from caex.utils.progress import progress
+
+    if args.steps < 2:
+        raise CaexError(f"--steps {args.steps}: a path needs at least 2 steps")
+    if (args.reference is not None) != (args.path == "reference"):
+        raise CaexError("--reference IMG goes with --path reference (and that path needs one)")
+    if args.all_targets and args.target is not None:
+        raise CaexError("give either --target or --all-targets, not both")
+    sources = collect_images(args.images)
+    device = resolve_device(args.device)
+    cae = CAE.load(args.run, device=device)
+    classifier = load_classifier(args.classifier, device=device)
+    explainer = Explainer(cae, classifier, device=device, seed=args.seed)
+    size, channels = cae.config.image_size, cae.config.channels
+    reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
+    stems = unique_stems(sources)
+    out = Path(args.out)
+    written = 0
+    with progress(total=len(sources), desc="explain", unit="img") as bar:
+        for begin in range(0, len(sources), args.batch_size):
+            batch = sources[begin:begin + args.batch_size]
+            images = torch.stack([read_image(path, size, channels) for path in batch])
+            result = explainer.explain(images, target=args.target, path=args.path, steps=args.steps,
+                                       stop_at_flip=args.stop_at_flip, reference=reference,
+                                       all_targets=args.all_targets, saliency=args.saliency)
+            for explanation in result if isinstance(result, list) else [result]:
+                for index, path in enumerate(batch):
+                    stem = stems[begin + index]
+                    if args.all_targets:
+                        stem = f"{stem}_to-{explanation.class_names[int(explanation.target[index])]}"
+                    save_explanation(explanation, index, images[index], out, stem, str(path))
+                    written += 1
+            bar.update(len(batch))
+    print(f"wrote {written} explanation(s) of {len(sources)} image(s) to {out}")
+    return 0
+
+
+def collect_images(patterns: list[str]) -> list[Path]:
+    """Files named directly, image files inside folders (recursive) and glob matches, in order, once each."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise CaexError(f"{pattern}: folder contains no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise CaexError(f"{pattern}: no files match this pattern")
+        else:
+            raise CaexError(f"{pattern}: no such image file or folder")
+        found.extend(matches)
+    return list(dict.fromkeys(found))
+
+
+def read_image(path: Path, size: int, channels: int):
+    """One image file -> ``[channels, size, size]`` in [0, 1] (shorter side resized, centre crop)."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from caex.data.transforms import resize_and_crop, to_channels
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit/float greyscale: scale by its own range
+                array = np.asarray(image, dtype=np.float32)
+                array = array / max(float(array.max()), 1.0) if image.mode != "F" else array.clip(0, 1)
+                pixels = torch.from_numpy(array)[None]
+            else:
+                rgb = image.convert("RGB" if channels == 3 or image.mode not in ("L", "1") else "L")
+                pixels = torch.from_numpy(np.array(rgb, dtype=np.float32) / 255.0)
+                pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+    except FileNotFoundError:
+        raise CaexError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise CaexError(f"{path}: not a readable image ({exc})") from None
+    return resize_and_crop(to_channels(pixels[None], channels), size)[0]
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """File stems for output names; a repeated stem (same name in two folders) gets -2, -3, ..."""
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        stem, count = path.stem, 1
+        while stem in used:
+            count += 1
+            stem = f"{path.stem}-{count}"
+        used.add(stem)
+        stems.append(stem)
+    return stems

@@ -1,0 +1,94 @@
+"""``caex manifold``: the global analysis of a trained CAE's class-code manifold."""
+
+from __future__ import annotations
+
+import argparse
+
+from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument, load_data_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "manifold",
+        help="global analysis of the class-code manifold: maps, separability, swaps, smoothness",
+        description="Encode DATA with the CAE in RUN and write to --out: codes.csv (one row per image), 2-D maps "
+                    "(map_pca.png, map_tsne.png, maps.html to browse offline), random-forest separability of the "
+                    "test codes (vs pixel PCA and the classifier's features), the class-swap success matrix, "
+                    "SMOTE smoothness per class, monotone straight paths (paths.png) and summary.json.",
+    )
+    parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
+    add_data_arguments(parser)
+    parser.add_argument("--classifier", required=True, metavar="CLF",
+                        help="the target classifier: bundle folder, TorchScript, .onnx or state dict (with --arch)")
+    parser.add_argument("--arch", default=None, help="architecture of a bare state-dict classifier file")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    add_seed_argument(parser)
+    add_device_argument(parser)
+    parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    parser.add_argument("--smote-per-class", type=int, default=2000,
+                        help="SMOTE codes decoded per class (default: 2000, as in the paper)")
+    parser.add_argument("--swap-pairs", type=int, default=100,
+                        help="test pairs per ordered class pair in the swap matrix (default: 100)")
+    parser.add_argument("--paths", type=int, default=50, help="random straight inter-class paths (default: 50)")
+    parser.add_argument("--path-steps", type=int, default=10, help="codes along each path (default: 10)")
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="largest drop of the target probability per step that still counts as "
+                             "monotone (default: 0.05)")
+    parser.add_argument("--folds", type=int, default=10, help="cross-validation folds (default: 10)")
+    parser.add_argument("--map-points", type=int, default=2000,
+                        help="at most this many points per split in the 2-D maps (default: 2000)")
+    parser.add_argument("--no-tsne", action="store_true", help="skip the t-SNE map (the slowest stage)")
+    parser.set_defaults(func=run)
+
+
+#: The smallest value each count option can take.
+_MINIMUMS = {"batch_size": 1, "smote_per_class": 1, "swap_pairs": 1, "paths": 1, "path_steps": 2, "folds": 2,
+             "map_points": 2}
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    from caex.errors import CaexError
+
+    for name, minimum in _MINIMUMS.items():
+        value = getattr(args, name)
+        if value < minimum:
+            raise CaexError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from caex.classifier import load_classifier
+    from caex.manifold import analyse_manifold
+    from caex.model import CAE
+    from caex.utils import resolve_device
+
+    _check_counts(args)
+    device = resolve_device(args.device)
+    cae = CAE.load(args.run, device=device)
+    classifier = load_classifier(args.classifier, arch=args.arch, device=device)
+    data = load_data_from_args(args)
+    summary = analyse_manifold(
+        cae, classifier, data, args.out, seed=args.seed, verbose=True, batch_size=args.batch_size,
+        folds=args.folds, swap_pairs=args.swap_pairs, smote_per_class=args.smote_per_class, paths=args.paths,
+        path_steps=args.path_steps, monotone_tolerance=args.tolerance, tsne=not args.no_tsne,
+        map_points=args.map_points)
+    separability = summary["separability"]
+    lines = [f"RF accuracy ({label}): {_mean_std(separability[key])}"
+             for key, label in (("class_codes", "class codes"), ("pixel_pca", "pixel PCA"),
+                                ("classifier_features", "classifier features"))]
+    lines += [f"swap success: mean {_percent(summary['swap']['mean'])}, min {_percent(summary['swap']['min'])}",
+              "SMOTE smoothness: " + ", ".join(f"{name} {_percent(share)}"
+                                               for name, share in summary["smoothness"]["per_class"].items()),
+              f"monotone paths: {_percent(summary['paths']['monotone_share'])}",
+              f"wrote {args.out}/ ({', '.join(summary['files'].values())}, summary.json)"]
+    print("\n".join(lines))
+    return 0
+
+
+def _mean_std(figure: dict) -> str:
+    if figure.get("skipped") or figure["mean"] is None:
+        return f"n/a ({figure.get('note', '')})"
+    return f"{figure['mean']:.3f} ± {figure['std']:.3f}" + (f" ({figure['note']})" if figure["note"] else "")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"

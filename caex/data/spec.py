@@ -1,0 +1,118 @@
+"""One entry point for every data source: a spec string in, a :class:`DataBundle` out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from caex.data.sources import RawData, RawImages, read_digits, read_folder, read_mnist, read_npz
+from caex.data.synthetic import SyntheticConfig, generate_synthetic
+from caex.data.transforms import resize_and_crop, to_channels
+from caex.data.types import DataBundle, ImageSet
+from caex.errors import DataError
+
+SPEC_FORMS = ("synthetic[:classes=4,per_class=400,size=64,channels=1], mnist[:4,9], digits[:0,1], "
+              "an image folder (root/<class>/*.png, optional train/ test/), or a .npz file")
+#: Image size each source gets when none is asked for (``None``: the file's own).
+DEFAULT_SIZES = {"mnist": 28, "digits": 32, "folder": 64, "npz": None}
+SIZE_RANGE = (8, 1024)
+
+
+def load_dataset(spec: str, *, size: int | None = None, channels: int | None = None, seed: int = 0,
+                 skip_bad: bool = False, test_fraction: float = 0.2) -> DataBundle:
+    """Load ``spec`` as train/test splits of float32 images in [0, 1].
+
+    ``spec`` is ``synthetic[:key=value,...]``, ``mnist[:digits]``, ``digits[:digits]``,
+    an image folder or a ``.npz`` file. ``size`` (square side) and ``channels``
+    (1 or 3) override the source's own; the split is stratified and seeded
+    unless the source defines one (a folder's ``train/`` and ``test/``, an
+    npz's ``test_*`` arrays).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction={test_fraction}: must be between 0 and 1 (exclusive)")
+    if size is not None and not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+        raise DataError(f"size={size}: out of range ({SIZE_RANGE[0]}..{SIZE_RANGE[1]} pixels)")
+    if channels not in (None, 1, 3):
+        raise DataError(f"channels={channels}: must be 1 or 3")
+    name, has_options, options = spec.partition(":")
+    if name == "synthetic":
+        return _load_synthetic(spec, options, size, channels, seed, test_fraction)
+    if name in ("mnist", "digits"):
+        reader = read_mnist if name == "mnist" else read_digits
+        raw = reader(options if has_options and options else None)
+        return _assemble(raw, spec, size or DEFAULT_SIZES[name], channels, seed, test_fraction)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        raw = read_folder(path, skip_bad=skip_bad)
+        return _assemble(raw, spec, size or DEFAULT_SIZES["folder"], channels, seed, test_fraction)
+    if path.suffix.lower() == ".npz" or os.sep in spec or (os.altsep and os.altsep in spec):
+        if not path.exists():
+            raise DataError(f"{spec}: no such file or folder")
+        if path.suffix.lower() != ".npz":
+            raise DataError(f"{spec}: not a folder or a .npz file (valid specs: {SPEC_FORMS})")
+        return _assemble(read_npz(path), spec, size, channels, seed, test_fraction)
+    raise DataError(f"unknown data spec {spec!r} (valid: {SPEC_FORMS})")
+
+
+def parse_options(spec: str, text: str) -> dict[str, str]:
+    """``"classes=4,size=64"`` -> ``{"classes": "4", "size": "64"}``."""
+    options: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise DataError(f"{spec}: option {item!r} is not key=value")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _load_synthetic(spec: str, text: str, size: int | None, channels: int | None, seed: int,
+                    test_fraction: float) -> DataBundle:
+    options = parse_options(spec, text)
+    for key, value in (("size", size), ("channels", channels)):
+        if value is None:
+            continue
+        if key in options and options[key] != str(value):
+            raise DataError(f"{spec}: {key}={options[key]} in the spec conflicts with {key}={value}")
+        options[key] = str(value)
+    generated = generate_synthetic(SyntheticConfig.from_options(options), seed=seed)
+    everything = ImageSet(generated.images, generated.labels, generated.masks,
+                          [f"synthetic:{i}" for i in range(len(generated.labels))])
+    train, test = everything.split(test_fraction, seed)
+    return DataBundle(train, test, generated.class_names, spec)
+
+
+def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, seed: int,
+              test_fraction: float) -> DataBundle:
+    """Resize and convert a source's images, then split them (unless the source already did)."""
+    present = raw.train.labels.unique()
+    if len(present) < 2:
+        names = ", ".join(raw.class_names[k] for k in present.tolist()) or "none"
+        raise DataError(f"{spec}: needs at least two classes with images, found {names}")
+    parts = [raw.train] if raw.test is None else [raw.train, raw.test]
+    if channels is None:
+        channels = 1 if all(_is_gray(images) for part in parts for images in _batches(part)) else 3
+    if size is None:
+        first = raw.train.images[0]
+        size = min(first.shape[-2:])
+    sets = [ImageSet(_prepare(part, size, channels), part.labels, None, part.sources) for part in parts]
+    train, test = sets[0].split(test_fraction, seed) if raw.test is None else sets
+    return DataBundle(train, test, list(raw.class_names), spec)
+
+
+def _batches(part: RawImages) -> list[torch.Tensor]:
+    """A source's images as batches ``[n, C, H, W]``: one per file for folders, one in all otherwise."""
+    return [image[None] for image in part.images] if isinstance(part.images, list) else [part.images]
+
+
+def _is_gray(images: torch.Tensor) -> bool:
+    """One channel, or colour channels that are all equal (grayscale saved as RGB)."""
+    if images.shape[1] == 1:
+        return True
+    colour = images[:, :3]
+    return bool((colour == colour[:, :1]).all())
+
+
+def _prepare(part: RawImages, size: int, channels: int) -> torch.Tensor:
+    return torch.cat([to_channels(resize_and_crop(batch, size), channels) for batch in _batches(part)])

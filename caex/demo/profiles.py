@@ -1,0 +1,138 @@
+"""The demo's settings profiles: every size that decides how long ``caex demo`` takes, in one place.
+
+``default`` must finish in under 15 minutes and ``fast`` in under 3 on a
+2-core CPU (see ``benchmarks/bench_demo.py``); ``tiny`` is for tests and only
+checks that the pipeline runs end to end. Each stage reads only its own
+settings block, and the stage's reuse key hashes exactly that block, so
+changing one setting reruns that stage and the stages after it, nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from caex.errors import CaexError
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The embedded synthetic OCT-style data (80% train, 20% test)."""
+
+    classes: int = 4
+    per_class: int = 300
+    size: int = 64
+
+    @property
+    def spec(self) -> str:
+        return f"synthetic:classes={self.classes},per_class={self.per_class},size={self.size}"
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """The target classifier the demo trains and then explains."""
+
+    arch: str = "smallcnn"
+    epochs: int | None = None  # None: the architecture's own default
+
+
+@dataclass(frozen=True)
+class CAESettings:
+    """BBCFE training of the CAE."""
+
+    preset: str = "small"
+    iterations: int = 3000
+    batch_size: int = 8
+    sample_every: int = 500  # how often the trainer writes a reconstruction/swap grid
+
+
+@dataclass(frozen=True)
+class ManifoldSettings:
+    """Global analysis sizes (the paper's 2000 SMOTE codes per class are cut for CPU budgets)."""
+
+    swap_pairs: int = 50  # test pairs per ordered class pair
+    smote_per_class: int = 500
+    paths: int = 40
+    path_steps: int = 10
+    folds: int = 10
+    n_estimators: int = 100
+    tsne: bool = True
+    map_points: int = 1000
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Local explanations written as figures: a few test images per class."""
+
+    per_class: int = 3
+    steps: int = 16
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """CAE against the baselines on the same correctly classified test images."""
+
+    n_images: int = 32
+    methods: tuple[str, ...] = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrated_gradients",
+                                "random")
+    lime_samples: int = 300  # perturbed images per LIME explanation (the dominant cost of LIME)
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """All demo settings; ``budget_seconds`` is the wall-time target on a 2-core CPU."""
+
+    name: str
+    budget_seconds: int
+    data: DataSettings = field(default_factory=DataSettings)
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    cae: CAESettings = field(default_factory=CAESettings)
+    manifold: ManifoldSettings = field(default_factory=ManifoldSettings)
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+
+    def replace(self, **blocks: dict[str, Any]) -> "DemoProfile":
+        """A copy with some fields of some blocks changed: ``profile.replace(cae={"iterations": 10})``."""
+        changes: dict[str, Any] = {}
+        for block, values in blocks.items():
+            current = getattr(self, block, None)
+            if not dataclasses.is_dataclass(current):
+                raise CaexError(f"demo profile: unknown settings block {block!r}")
+            try:
+                changes[block] = dataclasses.replace(current, **values)
+            except TypeError as exc:
+                raise CaexError(f"demo profile: bad setting for {block!r} ({exc})") from None
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, DemoProfile] = {
+    "default": DemoProfile(name="default", budget_seconds=15 * 60),
+    "fast": DemoProfile(
+        name="fast", budget_seconds=3 * 60,
+        data=DataSettings(per_class=120, size=32),
+        classifier=ClassifierSettings(epochs=5),
+        cae=CAESettings(iterations=600, sample_every=200),
+        manifold=ManifoldSettings(swap_pairs=20, smote_per_class=200, paths=16, folds=5, n_estimators=50,
+                                  map_points=500),
+        explain=ExplainSettings(per_class=2),
+        evaluate=EvaluateSettings(n_images=16, lime_samples=100),
+    ),
+    "tiny": DemoProfile(
+        name="tiny", budget_seconds=60,
+        data=DataSettings(classes=2, per_class=10, size=32),
+        classifier=ClassifierSettings(epochs=1),
+        cae=CAESettings(preset="tiny", iterations=4, batch_size=4, sample_every=2),
+        manifold=ManifoldSettings(swap_pairs=3, smote_per_class=8, paths=3, path_steps=4, folds=2,
+                                  n_estimators=5, tsne=False, map_points=50),
+        explain=ExplainSettings(per_class=1, steps=4),
+        evaluate=EvaluateSettings(n_images=2, methods=("cae", "gradcam", "lime", "random"), lime_samples=10),
+    ),
+}
+
+
+def get_profile(name: str) -> DemoProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise CaexError(f"unknown demo profile {name!r}; choose one of {', '.join(PROFILES)}") from None

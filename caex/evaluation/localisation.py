@@ -1,0 +1,69 @@
+"""Localisation against ground-truth masks: does the saliency point at the lesion?
+
+Per-image scores on ``saliency [B, H, W]`` and ``masks [B, H, W]`` (bool).
+Images whose mask is empty (e.g. a healthy class) have no lesion to find and
+score NaN; :class:`LocalisationMetric` averages over the others.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from caex.evaluation.perturbation import pixel_rank
+
+
+def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    return torch.where(masks.flatten(1).any(dim=1), scores, torch.nan)
+
+
+def pointing_game(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """1 where the most salient pixel (first in raster order on ties) lies inside the mask, else 0."""
+    top = saliency.flatten(1).argmax(dim=1)
+    hits = masks.flatten(1).gather(1, top[:, None]).squeeze(1).float()
+    return _nan_where_empty(hits, masks)
+
+
+def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Share of the total saliency that falls inside the mask (0 for an all-zero map)."""
+    flat = saliency.flatten(1).clamp_min(0)
+    total = flat.sum(dim=1)
+    inside = (flat * masks.flatten(1)).sum(dim=1)
+    return _nan_where_empty(torch.where(total > 0, inside / total.clamp_min(1e-12), 0.0), masks)
+
+
+def topk_iou(saliency: torch.Tensor, masks: torch.Tensor, k: float | None = None) -> torch.Tensor:
+    """IoU of the top-``k`` share of pixels with the mask; ``k=None`` uses each mask's own area share."""
+    flat_mask = masks.flatten(1)
+    pixels = flat_mask.shape[1]
+    if k is None:
+        n_top = flat_mask.sum(dim=1)
+    else:
+        n_top = torch.full((len(flat_mask),), max(1, round(k * pixels)), device=flat_mask.device)
+    top = pixel_rank(saliency) < n_top[:, None]
+    union = (top | flat_mask).sum(dim=1)
+    iou = (top & flat_mask).sum(dim=1) / union.clamp_min(1)
+    return _nan_where_empty(iou.float(), masks)
+
+
+def _nanmean(values: torch.Tensor) -> float:
+    valid = values[~values.isnan()]
+    return float(valid.mean()) if len(valid) else math.nan
+
+
+@dataclass(frozen=True)
+class LocalisationMetric:
+    """Pointing game, mass in mask and top-k IoU, averaged over images that have a lesion."""
+
+    k: float | None = None
+
+    def __call__(self, saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        masks = masks.to(saliency.device, torch.bool)
+        return {
+            "pointing": _nanmean(pointing_game(saliency, masks)),
+            "mass_in_mask": _nanmean(mass_in_mask(saliency, masks)),
+            "iou": _nanmean(topk_iou(saliency, masks, self.k)),
+            "n_with_mask": int(masks.flatten(1).any(dim=1).sum()),
+        }

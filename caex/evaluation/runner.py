@@ -1,0 +1,286 @@
+"""Side-by-side evaluation: CAE and the baselines on the same images, fills, device and batch size.
+
+:func:`evaluate` picks correctly classified test images (stratified over
+classes, seeded), computes every method's saliency with timing, measures
+AOPC/PD (and localisation where the data has masks), and writes the results in
+the layout of the paper's Tables II and V plus the degradation curves and a
+gallery in the layout of its Fig. 6.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from caex.classifier.base import Classifier
+from caex.data.types import DataBundle
+from caex.errors import CaexError
+from caex.evaluation.localisation import LocalisationMetric
+from caex.evaluation.perturbation import PerturbationMetric, make_fill
+from caex.evaluation.timing import timed_saliency
+from caex.explain.attribution import BASELINES, Attributor, AttributionError, ExplainerAttributor, make_attributor
+from caex.utils.io import atomic_write_bytes, atomic_write_text, write_json
+from caex.utils.progress import progress
+from caex.utils.seed import torch_generator
+
+#: Path variants of the CAE explainer that the evaluation can compare (``cae`` alone = guided).
+CAE_PATHS = ("guided", "centroid", "nearest")
+DEFAULT_CAE_PATH = "guided"
+DEFAULT_METHODS = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrated_gradients", "random")
+_ALIASES = {"ig": "integrated_gradients", "integrated-gradients": "integrated_gradients", "grad-cam": "gradcam"}
+GALLERY_ROWS = 6
+
+
+class EvaluationError(CaexError):
+    """The evaluation was asked for something it cannot do (unknown method, no usable images)."""
+
+
+@dataclass
+class MethodResult:
+    """One row of the results table; metrics stay NaN for a skipped method or missing masks."""
+
+    method: str
+    status: str = "ok"  # "ok" or "skipped"
+    reason: str = ""
+    aopc: float = math.nan
+    peak_degradation: float = math.nan
+    pointing: float = math.nan
+    mass_in_mask: float = math.nan
+    iou: float = math.nan
+    ms_per_image: float = math.nan
+    curve: list[float] = field(default_factory=list)  # mean drop of F for p = 1..N
+
+
+@dataclass
+class EvaluationResults:
+    methods: list[MethodResult]
+    settings: dict[str, Any]
+    image_indices: list[int]  # rows of the test split that were evaluated
+    maps: dict[str, torch.Tensor]  # method -> saliency [n, H, W] of the evaluated images
+
+    def row(self, method: str) -> MethodResult:
+        return next(result for result in self.methods if result.method == method)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"settings": self.settings, "image_indices": self.image_indices,
+                "methods": [_finite_or_none(asdict(result)) for result in self.methods]}
+
+    def to_markdown(self) -> str:
+        """Rows = methods, columns = the paper's AOPC and PD, localisation, then Table V's time."""
+        header = "| method | AOPC ↑ | PD ↑ | pointing ↑ | mass in mask ↑ | top-k IoU ↑ | ms/image ↓ |"
+        lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+        for result in self.methods:
+            if result.status != "ok":
+                lines.append(f"| {result.method} | {result.reason} | | | | | |")
+                continue
+            values = (result.aopc, result.peak_degradation, result.pointing, result.mass_in_mask, result.iou)
+            cells = [_format(value) for value in values] + [_format(result.ms_per_image, ".1f")]
+            lines.append(f"| {result.method} | " + " | ".join(cells) + " |")
+        s = self.settings
+        lines += ["", f"K = {s['n_images']} correctly classified test images of `{s['data']}` "
+                      f"(stratified over classes, seed {s['seed']}); classifier `{s['classifier']}`.",
+                  f"Perturbation: N = {s['n_patches']} patches of {s['patch']}x{s['patch']} px (at most "
+                  f"{100 * s['covered_share_max']:.1f}% of the {s['image_size']}x{s['image_size']} image), "
+                  f"fill: {s['fill']}. F = softmax probability of the ground-truth class.",
+                  f"Timing: median ms per image over batches of {s['batch_size']} on {s['device']}, "
+                  "first batch run once before timing."]
+        if not s["has_masks"]:
+            lines.append("Localisation: the data has no ground-truth masks (—).")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        columns = ["method", "status", "reason", "aopc", "peak_degradation", "pointing", "mass_in_mask", "iou",
+                   "ms_per_image"]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for result in self.methods:
+            writer.writerow({key: "" if _is_nan(value) else value for key, value in asdict(result).items()})
+        return buffer.getvalue()
+
+
+def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
+             methods: tuple[str, ...] | list[str] = DEFAULT_METHODS, n_images: int = 32, seed: int = 0,
+             out_dir: str | os.PathLike | None = None, batch_size: int = 16,
+             metric: PerturbationMetric | None = None, localisation: LocalisationMetric | None = None,
+             method_options: dict[str, dict[str, Any]] | None = None, verbose: bool = False) -> EvaluationResults:
+    """Evaluate every method on the same ``n_images`` test images; write the outputs when ``out_dir`` is set.
+
+    ``explainer`` is a CAE run folder, a ``CAE``, an ``Explainer``, or ``None``
+    when only baselines are asked for. ``method_options`` passes constructor
+    arguments per baseline (e.g. ``{"lime": {"n_samples": 200}}``).
+    """
+    names = [canonical_method(name) for name in methods]
+    metric = metric or PerturbationMetric()
+    localisation = localisation or LocalisationMetric()
+    indices = select_images(classifier, data, n_images, seed)
+    test = data.test.subset(indices)
+    images, labels = test.images, test.labels
+    fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
+    cae = _resolve_explainer(explainer, classifier) if any(name.startswith("cae") for name in names) else None
+    height, width = images.shape[-2:]
+    settings = {"data": data.spec, "classifier": _classifier_name(classifier), "n_images": len(indices),
+                "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
+                "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
+                **metric.describe(height, width)}
+    results, maps = [], {}
+    for name in names:
+        try:
+            attributor = _make_method(name, classifier, cae, batch_size, seed, (method_options or {}).get(name, {}))
+            with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
+                timed = timed_saliency(attributor.saliency, images, labels, batch_size=batch_size,
+                                       device=classifier.device, on_batch=bar.update)
+        except AttributionError as exc:
+            results.append(MethodResult(name, status="skipped", reason=f"skipped: {exc}"))
+            continue
+        maps[name] = timed.maps
+        scores = metric(classifier, images, labels, timed.maps, fill)
+        located = localisation(timed.maps, test.masks) if test.masks is not None else {}
+        results.append(MethodResult(
+            name, aopc=scores.aopc, peak_degradation=scores.peak_degradation, curve=scores.curve,
+            ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
+            mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
+    evaluation = EvaluationResults(results, settings, indices.tolist(), maps)
+    if out_dir is not None:
+        write_results(evaluation, test.images, test.masks, out_dir)
+    return evaluation
+
+
+def canonical_method(name: str) -> str:
+    """Validate a method name and return its registry spelling (``ig`` -> ``integrated_gradients``)."""
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key in BASELINES or key == "cae" or (key.startswith("cae-") and key[4:] in CAE_PATHS):
+        return key
+    known = ["cae", *(f"cae-{path}" for path in CAE_PATHS), *BASELINES]
+    raise EvaluationError(f"unknown method {name!r}; choose from {', '.join(known)}")
+
+
+def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed: int = 0) -> torch.Tensor:
+    """Indices of up to ``n_images`` test images the classifier gets right, classes taking turns.
+
+    Within each class the order is a seeded shuffle; the classes are then
+    interleaved, so any prefix of the selection is as balanced as it can be.
+    """
+    if n_images < 1:
+        raise EvaluationError(f"--n-images {n_images}: must be at least 1")
+    labels = data.test.labels
+    correct = torch.nonzero(classifier.predict(data.test.images).cpu() == labels).squeeze(1)
+    if len(correct) == 0:
+        raise EvaluationError(f"the classifier gets no test image of {data.spec!r} right; nothing to explain")
+    shuffled = correct[torch.randperm(len(correct), generator=torch_generator(seed))]
+    by_class = shuffled[torch.argsort(labels[shuffled], stable=True)]
+    class_of = labels[by_class]
+    first_of_class = torch.searchsorted(class_of, class_of)  # class_of is sorted
+    turn = torch.arange(len(by_class)) - first_of_class
+    interleaved = by_class[torch.argsort(turn * data.num_classes + class_of, stable=True)]
+    return interleaved[:n_images]
+
+
+def _make_method(name: str, classifier: Classifier, cae: Any, batch_size: int, seed: int,
+                 options: dict[str, Any]) -> Attributor:
+    if name.startswith("cae"):
+        path = name[4:] or DEFAULT_CAE_PATH
+        return ExplainerAttributor(classifier, cae, path=path, name=name, batch_size=batch_size, seed=seed, **options)
+    return make_attributor(name, classifier, batch_size=batch_size, seed=seed, **options)
+
+
+def _resolve_explainer(source: Any, classifier: Classifier) -> Any:
+    """An object with ``explain(images, target=, path=)`` from a run folder, a CAE or an Explainer."""
+    if source is None:
+        raise EvaluationError("the cae methods need a CAE run folder; pass one or leave the cae methods out")
+    if hasattr(source, "explain"):
+        return source
+    from caex.explain.explainer import Explainer
+
+    if isinstance(source, (str, os.PathLike)):
+        from caex.model import CAE
+
+        source = CAE.load(source, device=classifier.device)
+    return Explainer(source, classifier)
+
+
+def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
+                  out_dir: str | os.PathLike) -> Path:
+    """``results.{csv,json,md}``, ``curves.png`` and ``gallery.png`` under ``out_dir``."""
+    out = Path(out_dir)
+    atomic_write_text(out / "results.csv", results.to_csv())
+    write_json(out / "results.json", results.to_json())
+    atomic_write_text(out / "results.md", results.to_markdown())
+    atomic_write_bytes(out / "curves.png", _png(_curves_figure(results)))
+    atomic_write_bytes(out / "gallery.png", _png(_gallery_figure(results, images, masks)))
+    return out
+
+
+def _curves_figure(results: EvaluationResults):
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for result in results.methods:
+        if result.status == "ok":
+            axes.plot(range(1, len(result.curve) + 1), result.curve, marker="o", markersize=3,
+                      label=f"{result.method} (AOPC {result.aopc:.3f})")
+    s = results.settings
+    axes.set_xlabel(f"patches covered p ({s['patch']}x{s['patch']} px each)")
+    axes.set_ylabel("mean drop of p(ground-truth class)")
+    axes.set_title(f"Degradation curves, {s['n_images']} images of {s['data']}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None):
+    """Rows = images, columns = input then one saliency map per method; mask outlines in green."""
+    from matplotlib.figure import Figure
+
+    methods = list(results.maps)
+    rows = min(GALLERY_ROWS, len(images))
+    columns = 1 + len(methods)
+    figure = Figure(figsize=(1.6 * columns, 1.6 * rows + 0.3), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for row in range(rows):
+        picture = images[row].permute(1, 2, 0).squeeze(-1).cpu().numpy()
+        for column, axes in enumerate(grid[row]):
+            axes.imshow(picture, cmap="gray", vmin=0, vmax=1)
+            if column:
+                axes.imshow(results.maps[methods[column - 1]][row].cpu().numpy(), cmap="jet", alpha=0.5,
+                            vmin=0, vmax=1)
+            if masks is not None and masks[row].any():
+                axes.contour(masks[row].cpu().numpy().astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if row == 0:
+                axes.set_title("input" if column == 0 else methods[column - 1], fontsize=8)
+    return figure
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _classifier_name(classifier: Classifier) -> str:
+    return str(getattr(classifier, "source", None) or type(classifier).__name__)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _finite_or_none(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: missing metrics become null."""
+    return {key: None if _is_nan(value) else value for key, value in row.items()}
+
+
+def _format(value: float, spec: str = ".3f") -> str:
+    return "—" if _is_nan(value) else format(value, spec)

@@ -1,0 +1,347 @@
+"""Baseline saliency methods behind one contract, so the evaluation treats CAE and its rivals alike.
+
+The contract is Captum's: an :class:`Attributor` built on a classifier answers
+``attribute(inputs [B,C,H,W], target [B])`` with raw attributions of the input's
+spatial size, and ``saliency(inputs, target)`` with ``[B,H,W]`` maps in [0, 1].
+Following pytorch-grad-cam's template-method layout, the base class owns the
+mechanics every method shares (device, eval mode, batching, the gradient check,
+channel reduction, resizing, normalisation); each method only says how to get
+attributions for one batch.
+
+Gradient methods need :attr:`Classifier.module`; on a black box (ONNX) they
+raise :class:`GradientsUnavailableError`, which the evaluation reports as a
+skipped method. LIME, occlusion and random only call ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from caex.classifier.base import Classifier
+from caex.errors import CaexError
+from caex.utils.seed import torch_generator
+
+
+class AttributionError(CaexError):
+    """A saliency method cannot run on the given classifier or arguments."""
+
+
+class GradientsUnavailableError(AttributionError):
+    """A gradient method was asked to explain a classifier that exposes no gradients."""
+
+
+def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max scale each map of ``[B, ...]`` to [0, 1]; constant maps become all zeros."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), 0.0)
+    return scaled.view_as(maps)
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``[B, C, h, w]`` maps to ``size`` (a no-op when already there)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+class Attributor:
+    """Base of every saliency method: mechanics here, the method in :meth:`_attribute_batch`.
+
+    Subclasses set :attr:`name`, :attr:`needs_gradients` and :attr:`absolute`
+    (whether the sign of an attribution is noise, as for raw gradients, or
+    meaning, as for LIME/occlusion where negative = evidence against the class).
+    """
+
+    name: ClassVar[str] = "attributor"
+    needs_gradients: ClassVar[bool] = False
+    absolute: ClassVar[bool] = False
+
+    def __init__(self, classifier: Classifier, *, batch_size: int = 32, seed: int = 0) -> None:
+        if self.needs_gradients and (not classifier.has_gradients or classifier.module is None):
+            raise GradientsUnavailableError(
+                f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
+        self.classifier = classifier
+        self.device = classifier.device
+        self.batch_size = batch_size
+        self.seed = seed
+        # One stream per attributor, advanced across calls: batches get fresh draws, and a new
+        # attributor with the same seed replays the same maps for the same calls.
+        self.generator = torch_generator(seed)
+        if self.needs_gradients:
+            classifier.module.eval()
+
+    @property
+    def module(self) -> nn.Module:
+        """The differentiable classifier (data-range images to logits); gradient methods only."""
+        return self.classifier.module
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), on the inputs' device."""
+        if inputs.ndim != 4 or len(target) != len(inputs):
+            raise AttributionError(f"{self.name}: expected inputs [B,C,H,W] and target [B], got "
+                                   f"{tuple(inputs.shape)} and {tuple(target.shape)}")
+        chunks = []
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start:start + self.batch_size].to(self.device, torch.float32)
+            labels = target[start:start + self.batch_size].to(self.device, torch.long)
+            attributions = self._attribute_batch(batch, labels).detach().float()
+            chunks.append(resize_maps(attributions, tuple(inputs.shape[-2:])).to(inputs.device))
+        return torch.cat(chunks)
+
+    def saliency(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Maps ``[B, H, W]`` in [0, 1]: attributions reduced over channels and normalised per image."""
+        attributions = self.attribute(inputs, target)
+        if self.absolute:
+            attributions = attributions.abs()
+        return normalise_maps(attributions.sum(dim=1))
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Attributions ``[b, C' , h, w]`` for one batch already on :attr:`device`."""
+        raise NotImplementedError
+
+
+class RandomAttributor(Attributor):
+    """Seeded uniform noise: the floor every real explanation must beat."""
+
+    name = "random"
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand((len(inputs), 1, *inputs.shape[-2:]), generator=self.generator)
+        return noise.to(inputs.device)
+
+
+def last_conv_layer(module: nn.Module) -> nn.Conv2d:
+    """The deepest ``Conv2d`` in registration order, Grad-CAM's usual layer."""
+    convs = [layer for layer in module.modules() if isinstance(layer, nn.Conv2d)]
+    if not convs:
+        raise AttributionError(f"gradcam: {type(module).__name__} has no Conv2d layer to explain")
+    return convs[-1]
+
+
+class GradCamAttributor(Attributor):
+    """Grad-CAM (Captum ``LayerGradCam``), ReLU'd; upsampled by the base.
+
+    The layer is, in order: ``layer=``, the classifier's own ``target_layer``
+    (its last convolutional stage), or the last ``Conv2d`` of the module.
+    """
+
+    name = "gradcam"
+    needs_gradients = True
+
+    def __init__(self, classifier: Classifier, *, layer: nn.Module | None = None, **kwargs: Any) -> None:
+        super().__init__(classifier, **kwargs)
+        from captum.attr import LayerGradCam
+
+        if layer is None:
+            layer = getattr(classifier, "target_layer", None)  # a Sequential stage may be empty-falsy: test None
+        self._method = LayerGradCam(self.module, layer if layer is not None else last_conv_layer(self.module))
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._method.attribute(inputs, target=target, relu_attributions=True)
+
+
+def _bias_of(layer: nn.Module) -> torch.Tensor | None:
+    """The additive bias a layer applies per channel at inference (folded for batch norm)."""
+    if isinstance(layer, nn.Conv2d):
+        return layer.bias
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None:
+        scale = layer.weight if layer.weight is not None else torch.ones_like(layer.running_var)
+        shift = layer.bias if layer.bias is not None else torch.zeros_like(layer.running_mean)
+        return shift - layer.running_mean * scale / torch.sqrt(layer.running_var + layer.eps)
+    return None
+
+
+class FullGradAttributor(Attributor):
+    """FullGrad (Srinivas & Fleuret 2019): |input-grad x input| plus |bias-grad| of every conv/BN.
+
+    Each term is made positive, scaled to [0, 1] and upsampled before summing,
+    as pytorch-grad-cam does. One backward pass per batch gives all gradients.
+    """
+
+    name = "fullgrad"
+    needs_gradients = True
+
+    def __init__(self, classifier: Classifier, **kwargs: Any) -> None:
+        super().__init__(classifier, **kwargs)
+        self._biased = [(layer, bias) for layer in self.module.modules()
+                        if (bias := _bias_of(layer)) is not None]
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # (bias, output) per layer call, in order
+        hooks = [layer.register_forward_hook(
+                     lambda _module, _input, output, bias=bias: calls.append((bias, output)))
+                 for layer, bias in self._biased]
+        try:
+            inputs = inputs.detach().requires_grad_(True)
+            score = self.module(inputs).gather(1, target[:, None]).sum()
+            grads = torch.autograd.grad(score, [inputs, *(output for _, output in calls)], allow_unused=True)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        size = tuple(inputs.shape[-2:])
+        total = self._term(grads[0] * inputs, size)
+        for (bias, _), grad in zip(calls, grads[1:]):
+            if grad is None:  # a layer whose output does not reach the logits
+                continue
+            total = total + self._term(grad * bias.detach().view(1, -1, 1, 1), size)
+        return total
+
+    @staticmethod
+    def _term(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return resize_maps(normalise_maps(values.abs().sum(dim=1, keepdim=True)), size)
+
+
+class IntegratedGradientsAttributor(Attributor):
+    """Integrated gradients (Captum) from an all-zero (black) baseline, Captum's default 50 steps."""
+
+    name = "integrated_gradients"
+    needs_gradients = True
+    absolute = True
+
+    def __init__(self, classifier: Classifier, *, n_steps: int = 50, **kwargs: Any) -> None:
+        super().__init__(classifier, **kwargs)
+        from captum.attr import IntegratedGradients
+
+        self._method = IntegratedGradients(self.module)
+        self.n_steps = n_steps
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._method.attribute(inputs, target=target, n_steps=self.n_steps,
+                                      internal_batch_size=self.batch_size * 8)
+
+
+class OcclusionAttributor(Attributor):
+    """Occlusion (Captum): a black square about 1/8 of the image, sliding by half its side."""
+
+    name = "occlusion"
+
+    def __init__(self, classifier: Classifier, *, window_fraction: float = 1 / 8,
+                 perturbations_per_eval: int = 64, **kwargs: Any) -> None:
+        super().__init__(classifier, **kwargs)
+        from captum.attr import Occlusion
+
+        self._method = Occlusion(classifier.predict_proba)  # scores p_target, as the metrics do
+        self.window_fraction = window_fraction
+        self.perturbations_per_eval = perturbations_per_eval
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        channels, height, width = inputs.shape[1:]
+        window = (max(1, round(height * self.window_fraction)), max(1, round(width * self.window_fraction)))
+        strides = (channels, max(1, window[0] // 2), max(1, window[1] // 2))
+        return self._method.attribute(inputs, sliding_window_shapes=(channels, *window), strides=strides,
+                                      baselines=0.0, target=target,
+                                      perturbations_per_eval=self.perturbations_per_eval)
+
+
+def superpixels(image: torch.Tensor, n_segments: int = 50, compactness: float = 1.0) -> torch.Tensor:
+    """SLIC superpixels of one data-range image ``[C, H, W]`` as integer labels ``[H, W]`` from 0.
+
+    On [0, 1] intensities a compactness of 1 keeps segments whole on noisy
+    textures; much lower values let SLIC's connectivity pass merge them into one.
+    """
+    from skimage.segmentation import slic
+
+    array = image.detach().cpu().permute(1, 2, 0).double().numpy()
+    labels = slic(array, n_segments=n_segments, compactness=compactness, start_label=0,
+                  channel_axis=-1, convert2lab=False)
+    return torch.from_numpy(np.ascontiguousarray(labels)).long()
+
+
+class LimeAttributor(Attributor):
+    """LIME (Captum ``Lime``) over SLIC superpixels, 1,000 seeded samples per image.
+
+    The surrogate follows the reference ``lime`` package rather than Captum's
+    defaults: weighted ridge regression (alpha 1), an exponential cosine kernel
+    of width 0.25, and a switched-off superpixel takes its own mean colour, so
+    the explanation asks "does this region's texture matter" rather than "does
+    a black hole here matter".
+    """
+
+    name = "lime"
+
+    def __init__(self, classifier: Classifier, *, n_samples: int = 1000, n_segments: int = 50,
+                 compactness: float = 1.0, perturbations_per_eval: int = 250, **kwargs: Any) -> None:
+        super().__init__(classifier, **kwargs)
+        self.n_samples = n_samples
+        self.n_segments = n_segments
+        self.compactness = compactness
+        self.perturbations_per_eval = perturbations_per_eval
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from captum._utils.models.linear_model import SkLearnRidge
+        from captum.attr import Lime
+        from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+        method = Lime(self.classifier.predict_proba, interpretable_model=SkLearnRidge(alpha=1.0),
+                      similarity_func=get_exp_kernel_similarity_function("cosine", kernel_width=0.25),
+                      perturb_func=self._sampler(self.generator))
+        maps = []
+        for image, label in zip(inputs, target.tolist()):  # LIME fits one surrogate model per image
+            segments = superpixels(image, self.n_segments, self.compactness).to(image.device)
+            maps.append(method.attribute(
+                image[None], target=label, n_samples=self.n_samples, feature_mask=segments[None, None],
+                baselines=superpixel_means(image, segments)[None],
+                perturbations_per_eval=self.perturbations_per_eval))
+        return torch.cat(maps)
+
+    @staticmethod
+    def _sampler(generator: torch.Generator) -> Callable[..., torch.Tensor]:
+        """LIME's coin flip per superpixel, drawn from a private generator (Captum's uses the global one)."""
+        def sample(original: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            probs = torch.full((1, int(kwargs["num_interp_features"])), 0.5)
+            return torch.bernoulli(probs, generator=generator).long().to(original.device)
+        return sample
+
+
+def superpixel_means(image: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """Each pixel of ``image [C,H,W]`` replaced by the mean of its superpixel ``segments [H,W]``."""
+    flat = segments.flatten()
+    count = torch.bincount(flat).clamp_min(1).to(image.dtype)
+    sums = torch.zeros(image.shape[0], len(count), dtype=image.dtype, device=image.device)
+    sums.index_add_(1, flat, image.flatten(1))
+    return (sums / count)[:, flat].view_as(image)
+
+
+class ExplainerAttributor(Attributor):
+    """CAE's counterfactual saliency in the Attributor contract, for side-by-side evaluation.
+
+    ``target`` is the class being explained (ground truth); the path runs from
+    the image towards the most probable *other* class, and the saliency marks
+    what had to change to leave ``target``.
+    """
+
+    def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided",
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(classifier, **kwargs)
+        self.explainer = explainer
+        self.path = path
+        self.name = name or f"cae-{path}"
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs = self.classifier.predict_proba(inputs)
+        counter_class = probs.scatter(1, target[:, None], -1.0).argmax(dim=1)
+        explanation = self.explainer.explain(inputs, target=counter_class, path=self.path)
+        return explanation.saliency[:, None]
+
+
+BASELINES: dict[str, type[Attributor]] = {
+    cls.name: cls for cls in (RandomAttributor, GradCamAttributor, FullGradAttributor, LimeAttributor,
+                              OcclusionAttributor, IntegratedGradientsAttributor)
+}
+
+
+def make_attributor(name: str, classifier: Classifier, **kwargs: Any) -> Attributor:
+    """A baseline by its registry name (``gradcam``, ``lime``, ...); keyword arguments go to its constructor."""
+    try:
+        cls = BASELINES[name]
+    except KeyError:
+        raise AttributionError(f"unknown saliency method {name!r}; choose from {', '.join(BASELINES)}") from None
+    return cls(classifier, **kwargs)

@@ -1,0 +1,319 @@
+"""Local explanations: guided counterfactual paths on the class-code manifold, and their saliency.
+
+For each exemplar ``x`` (SPEC §4): encode ``(c, s) = E(x)``, pick a target class
+``t``, build a path of ``T`` class codes from ``c`` to an end code of class
+``t`` (:mod:`caex.explain.paths`), decode every step with the exemplar's own
+individual code ``x_k = G(c_k, s)``, classify every frame, find the first step
+the classifier says ``t`` and turn the frame-to-frame changes into a saliency
+map (:mod:`caex.explain.saliency`).
+
+Everything is batched: all exemplars x all steps go through the decoder and
+the classifier as ``[B*T, C, H, W]`` chunks of ``batch_size``; "stop at the
+flip" is a mask applied afterwards, never a per-image loop. Only
+``predict_proba`` is called on the classifier and everything runs under
+``torch.no_grad``, so an ONNX black box works unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from caex.classifier.base import Classifier
+from caex.errors import CaexError, ModelError
+from caex.explain.paths import CodeGraph, guided_paths, nearest_in_class, straight_paths
+from caex.explain.saliency import SALIENCY_METHODS, end_steps, flip_steps, gaussian_smooth
+from caex.utils.device import resolve_device
+from caex.utils.seed import torch_generator
+
+PATHS = ("guided", "centroid", "nearest", "reference")
+
+TargetSpec = int | str | torch.Tensor | Sequence[int | str] | None
+
+
+class ExplainError(CaexError):
+    """An explanation request that cannot be served (bad target, path or reference)."""
+
+
+@dataclass
+class Explanation:
+    """Counterfactual paths and saliency maps for a batch of exemplars (one target each).
+
+    Step 0 of every path is the exemplar's own class code, so ``frames[:, 0]``
+    is the reconstruction ``x0 = G(c, s)`` the maps are measured against.
+    All tensors are on the CPU.
+    """
+
+    saliency: torch.Tensor        # [B, H, W] in [0, 1]
+    frames: torch.Tensor          # [B, T, C, H, W] decoded path, data range
+    probs: torch.Tensor           # [B, T, K] classifier probabilities of every frame
+    target_probs: torch.Tensor    # [B, T] probability of the target class along the path
+    flip_step: torch.Tensor       # [B] first step classified as the target, -1 when never
+    end_step: torch.Tensor        # [B] last step the saliency uses (the flip, or T-1)
+    target: torch.Tensor          # [B] target class index
+    prediction: torch.Tensor      # [B] the classifier's class for the input image
+    input_probs: torch.Tensor     # [B, K] the classifier's probabilities for the input image
+    codes: torch.Tensor           # [B, T, D] class codes along the path
+    reconstruction: torch.Tensor  # [B, C, H, W] x0 = G(c, s)
+    path: str                     # guided | centroid | nearest | reference
+    path_nodes: list[list[int]] | None  # guided: stored training-code indices visited (last = end code)
+    class_names: list[str]
+    saliency_method: str = "weighted"
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def __getitem__(self, index: int | slice | torch.Tensor | list[int]) -> "Explanation":
+        """The explanations of a subset of exemplars (``exp[3]`` keeps a batch axis of 1)."""
+        rows = torch.arange(len(self))[index].reshape(-1)
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        for name, value in fields.items():
+            if isinstance(value, torch.Tensor):
+                fields[name] = value[rows]
+        if self.path_nodes is not None:
+            fields["path_nodes"] = [self.path_nodes[i] for i in rows.tolist()]
+        return Explanation(**fields)
+
+
+class Explainer:
+    """Explains a classifier's decisions with counterfactual paths decoded by a trained CAE.
+
+    Args:
+        cae: a :class:`caex.model.CAE` (or any module with its interface) whose
+            ``train_codes``/``train_labels``/``centroids`` are set (loaded bundles have them).
+        classifier: the black box; only ``predict_proba`` is used.
+        batch_size: images per decoder/classifier call.
+        device: where the CAE runs (default: where its parameters are).
+        knn: neighbours per node of the guided path's code graph.
+        seed: drives the subsample of stored codes when there are more than ``max_graph_nodes``.
+        candidates: guided paths decode the ``candidates`` nearest-by-graph target-class codes
+            with the exemplar's individual code and end at the first the classifier assigns to
+            the target (0: end at the nearest target-labelled code, no extra decoding).
+        smoothing: Gaussian sigma in pixels applied to the maps (0 = off; see saliency module).
+        max_graph_nodes: cap on stored codes in the graph (a seeded random subset beyond it).
+    """
+
+    def __init__(self, cae: nn.Module, classifier: Classifier, *, batch_size: int = 256,
+                 device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
+                 candidates: int = 4, smoothing: float = 0.0, max_graph_nodes: int = 20_000) -> None:
+        if classifier.num_classes != len(cae.class_names):
+            raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
+                               f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")
+        self.device = resolve_device(device) if device is not None else _module_device(cae)
+        self.cae = cae.to(self.device).eval()
+        self.classifier = classifier
+        self.class_names = list(cae.class_names)
+        self.batch_size = batch_size
+        self.knn = knn
+        self.seed = seed
+        self.candidates = candidates
+        self.smoothing = smoothing
+        self.max_graph_nodes = max_graph_nodes
+        self._graph: CodeGraph | None = None
+        self._graph_rows: torch.Tensor | None = None  # stored-code index of every graph node
+
+    # -- public API ----------------------------------------------------------------------
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided", steps: int = 16,
+                stop_at_flip: bool = True, reference: torch.Tensor | None = None, all_targets: bool = False,
+                saliency: str = "weighted") -> Explanation | list[Explanation]:
+        """Explain ``images`` ``[B, C, H, W]`` (or one ``[C, H, W]``) in the data range.
+
+        ``target``: a class index, a class name, or one per image (``[B]`` tensor
+        or list). Default: the most probable class other than the prediction
+        (the other class for binary tasks); for ``path="reference"`` it is the
+        classifier's class for the reference image(s).
+
+        ``all_targets=True`` returns a list of ``K-1`` :class:`Explanation` s:
+        element ``j`` targets, for each image, its ``j``-th most probable class
+        other than the prediction — so element 0 is the default explanation.
+        All ``B*(K-1)`` paths are decoded in the same batches.
+        """
+        if path not in PATHS:
+            raise ExplainError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+        if saliency not in SALIENCY_METHODS:
+            raise ExplainError(f"unknown saliency {saliency!r}; choose one of {', '.join(SALIENCY_METHODS)}")
+        if steps < 2:
+            raise ExplainError(f"steps={steps}: a path needs at least 2 steps")
+        if (reference is not None) != (path == "reference"):
+            raise ExplainError("a reference image goes with path='reference' (and that path needs one)")
+        if all_targets and target is not None:
+            raise ExplainError("give either a target or all_targets=True, not both")
+        images = self._as_batch(images, "images")
+        input_probs = self.classifier.predict_proba(images).cpu()
+        prediction = input_probs.argmax(dim=1)
+        codes, individual = self._encode(images)
+
+        end_codes = None
+        if path == "reference":
+            reference = self._as_batch(reference, "reference")
+            if len(reference) not in (1, len(images)):
+                raise ExplainError(f"{len(reference)} reference images for {len(images)} images; give 1 or "
+                                   f"{len(images)}")
+            end_codes = self._encode(reference)[0].expand(len(images), -1)
+            if target is None:
+                target = self.classifier.predict(reference).cpu().expand(len(images))
+
+        if all_targets:
+            ranked = _other_classes_by_probability(input_probs, prediction)         # [B, K-1]
+            owner = torch.arange(len(images)).repeat(ranked.shape[1])                # [(K-1)*B]
+            targets = ranked.T.reshape(-1)
+        else:
+            owner = torch.arange(len(images))
+            targets = (self._parse_target(target, len(images)) if target is not None
+                       else _other_classes_by_probability(input_probs, prediction)[:, 0])
+        explanation = self._explain_rows(
+            codes, individual, owner, targets, path=path, steps=steps, stop_at_flip=stop_at_flip,
+            end_codes=None if end_codes is None else end_codes[owner], saliency=saliency,
+            prediction=prediction[owner], input_probs=input_probs[owner])
+        if not all_targets:
+            return explanation
+        return [explanation[rows] for rows in torch.arange(len(owner)).view(-1, len(images))]
+
+    # -- core ----------------------------------------------------------------------------
+    def _explain_rows(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
+                      target: torch.Tensor, *, path: str, steps: int, stop_at_flip: bool,
+                      end_codes: torch.Tensor | None, saliency: str, prediction: torch.Tensor,
+                      input_probs: torch.Tensor) -> Explanation:
+        """One path per row: exemplar ``owner[r]`` towards class ``target[r]``."""
+        start = codes[owner]
+        path_nodes = None
+        if path == "guided":
+            path_codes, path_nodes = self._guided(codes, individual, owner, target, steps)
+        else:
+            if path == "centroid":
+                self._require_codes("centroid", target)
+                end_codes = self.cae.centroids.to(start.device, start.dtype)[target.to(start.device)]
+            elif path == "nearest":
+                self._require_codes("nearest", target)
+                bank = self.cae.train_codes.to(start.device, start.dtype)
+                labels = self.cae.train_labels.to(start.device)
+                end_codes = bank[nearest_in_class(start, bank, labels, target.to(start.device))]
+            path_codes = straight_paths(start, end_codes.to(start.device, start.dtype), steps)
+
+        rows, length = len(owner), path_codes.shape[1]
+        frames, probs = self._decode_and_classify(path_codes.reshape(rows * length, -1), individual,
+                                                  owner.repeat_interleave(length))
+        frames = frames.view(rows, length, *frames.shape[1:])
+        probs = probs.view(rows, length, -1)
+        target_probs = probs.gather(2, target.view(-1, 1, 1).expand(-1, length, 1)).squeeze(2)
+        flip_step = flip_steps(probs, target)
+        end_step = end_steps(flip_step, length, stop_at_flip)
+        maps = SALIENCY_METHODS[saliency](frames, target_probs, end_step)
+        return Explanation(
+            saliency=gaussian_smooth(maps, self.smoothing), frames=frames, probs=probs,
+            target_probs=target_probs, flip_step=flip_step, end_step=end_step, target=target,
+            prediction=prediction, input_probs=input_probs, codes=path_codes.cpu(),
+            reconstruction=frames[:, 0], path=path, path_nodes=path_nodes, class_names=self.class_names,
+            saliency_method=saliency)
+
+    def _guided(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
+                target: torch.Tensor, steps: int) -> tuple[torch.Tensor, list[list[int]]]:
+        """Graph paths whose end the classifier confirms: see :attr:`candidates` in the class docstring."""
+        self._require_codes("guided", target)
+        graph = self._code_graph()
+        search = graph.search(codes).select(owner)
+        candidates = search.candidates(graph.region(target), max(self.candidates, 1))      # [R, M]
+        ends = candidates[:, 0]
+        if self.candidates > 1:
+            valid = candidates >= 0
+            rows = valid.nonzero(as_tuple=True)
+            bank = graph.bank.to(self.device)
+            _, probs = self._decode_and_classify(bank[candidates[rows].to(self.device)], individual, owner[rows[0]])
+            score = torch.full(candidates.shape, -1.0)
+            score[rows] = probs.gather(1, target[rows[0]][:, None]).squeeze(1)
+            hit = torch.zeros_like(valid)
+            hit[rows] = probs.argmax(dim=1) == target[rows[0]]
+            column = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), score.argmax(dim=1))
+            ends = candidates.gather(1, column[:, None]).squeeze(1)
+        guided = guided_paths(graph, codes[owner], target, steps, search=search, ends=ends)
+        nodes = [self._graph_rows[route].tolist() for route in guided.nodes]
+        return guided.codes, nodes
+
+    def _decode_and_classify(self, codes: torch.Tensor, individual: torch.Tensor,
+                             owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``G(codes[i], individual[owner[i]])`` and classify, ``batch_size`` rows at a time (CPU out)."""
+        frames, probs = [], []
+        for begin in range(0, len(codes), self.batch_size):
+            chunk = slice(begin, begin + self.batch_size)
+            decoded = self.cae.decode(codes[chunk].to(self.device),
+                                      individual[owner[chunk].to(individual.device)]).float().clamp(0.0, 1.0)
+            probs.append(self.classifier.predict_proba(decoded).cpu())
+            frames.append(decoded.cpu())
+        return torch.cat(frames), torch.cat(probs)
+
+    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class and individual codes, ``batch_size`` images at a time, kept on :attr:`device`."""
+        pairs = [self.cae.encode(images[begin:begin + self.batch_size].to(self.device))
+                 for begin in range(0, len(images), self.batch_size)]
+        return torch.cat([c.float() for c, _ in pairs]), torch.cat([s for _, s in pairs])
+
+    def _code_graph(self) -> CodeGraph:
+        """The kNN graph over the stored codes, built on first use (a seeded subset above the cap)."""
+        if self._graph is None:
+            count = len(self.cae.train_codes)
+            rows = torch.arange(count)
+            if count > self.max_graph_nodes:
+                rows = torch.randperm(count, generator=torch_generator(self.seed))[:self.max_graph_nodes].sort().values
+            self._graph_rows = rows
+            self._graph = CodeGraph(self.cae.train_codes.float().cpu()[rows],
+                                    self.cae.train_labels.cpu()[rows], k=self.knn)
+        return self._graph
+
+    # -- checks --------------------------------------------------------------------------
+    def _require_codes(self, path: str, target: torch.Tensor) -> None:
+        """The stored training codes a path needs exist and cover every target class."""
+        if self.cae.train_codes is None or self.cae.train_labels is None:
+            raise ModelError(f"path {path!r} needs the CAE's stored training codes; this CAE has none "
+                             "(train it, or load a finished run folder)")
+        present = torch.bincount(self.cae.train_labels.cpu(), minlength=len(self.class_names)) > 0
+        missing = sorted({self.class_names[t] for t in target.tolist() if not present[t]})
+        if missing:
+            raise ExplainError(f"path {path!r}: no stored training codes of class(es) {', '.join(missing)}")
+
+    def _as_batch(self, images: torch.Tensor, what: str) -> torch.Tensor:
+        """``[C,H,W]`` or ``[B,C,H,W]`` float images matching the CAE's channels, as a batch."""
+        images = torch.as_tensor(images)
+        if images.ndim == 3:
+            images = images[None]
+        channels = self.cae.config.channels
+        if images.ndim != 4 or images.shape[1] != channels:
+            raise ExplainError(f"{what}: expected [B, {channels}, H, W] images for this CAE, "
+                               f"got shape {tuple(images.shape)}")
+        return images.float()
+
+    def _parse_target(self, target: TargetSpec, count: int) -> torch.Tensor:
+        """A class index, class name or one per image -> ``[B]`` int64 indices, validated."""
+        if isinstance(target, (int, str)):
+            target = [target] * count
+        if isinstance(target, torch.Tensor):
+            target = target.reshape(-1).tolist() if target.ndim else [int(target)] * count
+        if len(target) != count:
+            raise ExplainError(f"{len(target)} targets for {count} images")
+        return torch.tensor([self._class_index(value) for value in target], dtype=torch.long)
+
+    def _class_index(self, value: int | str) -> int:
+        if isinstance(value, str) and value in self.class_names:
+            return self.class_names.index(value)
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, int) and 0 <= value < len(self.class_names):
+            return value
+        raise ExplainError(f"target {value!r}: not a class of this model ({', '.join(self.class_names)} "
+                           f"or 0..{len(self.class_names) - 1})")
+
+
+def _other_classes_by_probability(probs: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """``[B, K-1]`` class indices other than the prediction, most probable first."""
+    masked = probs.scatter(1, prediction[:, None], -1.0)
+    return masked.argsort(dim=1, descending=True, stable=True)[:, :-1]
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a parameter-free stand-in)."""
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

@@ -1,0 +1,218 @@
+"""Counterfactual paths on the class-code manifold: pure, batched functions on codes.
+
+A path takes an exemplar's class code ``c`` to an end code ``c*`` in the target
+class and is sampled at ``T`` codes ``[B, T, D]``; step 0 is exactly ``c`` and
+step ``T-1`` exactly ``c*``. Four ways to choose the end (SPEC §4):
+
+* ``reference`` / ``centroid`` / ``nearest``: straight lines to a given image's
+  code, the target class centroid, or the nearest stored training code of the
+  target class (:func:`straight_paths`).
+* ``guided``: the shortest path through a k-nearest-neighbour graph over the
+  stored training codes (:class:`CodeGraph`). It follows the data manifold
+  instead of cutting through empty code space, which is what makes the local
+  explanation "global": every intermediate code is one the CAE has seen.
+
+Nothing here decodes or classifies; :class:`caex.explain.Explainer` does that.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+#: Distances below this are stored as this, because sparse graphs read an explicit 0 as "no edge".
+_MIN_EDGE = 1e-12
+
+
+def straight_paths(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Tensor:
+    """Evenly spaced codes ``[B, T, D]`` on the segments ``start[b] -> end[b]`` (both ``[B, D]``).
+
+    ``torch.lerp`` is exact at both ends, so step 0 equals ``start`` and step
+    ``T-1`` equals ``end`` bit for bit.
+    """
+    _check_steps(steps)
+    weight = torch.linspace(0.0, 1.0, steps, device=start.device, dtype=start.dtype)
+    return torch.lerp(start[:, None, :], end[:, None, :], weight[None, :, None])
+
+
+def resample_polylines(polylines: list[torch.Tensor], steps: int) -> torch.Tensor:
+    """``T`` points evenly spaced by arc length along each polyline (``[L_b, D]`` vertices).
+
+    Polylines of different lengths are padded with their last vertex (a
+    zero-length segment changes no arc length), so all are resampled in one
+    batched ``searchsorted``. Returns ``[B, T, D]``; the first and last points
+    are the first and last vertices exactly.
+    """
+    _check_steps(steps)
+    longest = max(len(line) for line in polylines)
+    vertices = torch.stack([torch.cat([line, line[-1:].expand(longest - len(line), -1)])
+                            for line in polylines])                       # [B, L, D]
+    if longest == 1:
+        return vertices.expand(-1, steps, -1).clone()
+    segment = (vertices[:, 1:] - vertices[:, :-1]).norm(dim=-1)          # [B, L-1]
+    arc = torch.cat([segment.new_zeros(len(polylines), 1), segment.cumsum(dim=1)], dim=1)  # [B, L]
+    fraction = torch.linspace(0.0, 1.0, steps, device=arc.device, dtype=arc.dtype)
+    wanted = arc[:, -1:] * fraction                                       # [B, T]
+    index = (torch.searchsorted(arc, wanted, right=True) - 1).clamp(0, longest - 2)
+    left = arc.gather(1, index)
+    length = segment.gather(1, index)
+    weight = ((wanted - left) / length.clamp_min(_MIN_EDGE)).clamp(0.0, 1.0)
+    gather = index[..., None].expand(-1, -1, vertices.shape[-1])
+    points = torch.lerp(vertices.gather(1, gather), vertices.gather(1, gather + 1), weight[..., None])
+    points[:, 0] = vertices[:, 0]
+    points[:, -1] = vertices[:, -1]
+    return points
+
+
+def nearest_in_class(codes: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor,
+                     target: torch.Tensor) -> torch.Tensor:
+    """Index into ``bank`` of the nearest (Euclidean) stored code labelled ``target[b]``, per exemplar."""
+    distance = torch.cdist(codes, bank)                                   # [B, N]
+    other_class = bank_labels[None, :] != target[:, None]
+    return distance.masked_fill(other_class, float("inf")).argmin(dim=1)
+
+
+def knn_indices(points: torch.Tensor, bank: torch.Tensor, k: int, *, exclude_self: bool = False,
+                chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices ``[P, k]`` of each point's ``k`` nearest bank codes (chunked ``cdist``).
+
+    With ``exclude_self`` the points are the bank itself and each point's own
+    row is skipped (duplicates of a point are still its neighbours).
+    """
+    k = min(k, len(bank) - int(exclude_self))
+    distances, indices = [], []
+    for start in range(0, len(points), chunk):
+        distance = torch.cdist(points[start:start + chunk], bank)
+        if exclude_self:
+            rows = torch.arange(len(distance), device=distance.device)
+            distance[rows, rows + start] = float("inf")
+        top = distance.topk(k, dim=1, largest=False)
+        distances.append(top.values)
+        indices.append(top.indices)
+    return torch.cat(distances), torch.cat(indices)
+
+
+@dataclass
+class GraphSearch:
+    """Shortest-path trees from a batch of exemplars into the stored codes.
+
+    ``distance[b, n]`` is the graph distance from exemplar ``b`` to stored code
+    ``n`` (``inf`` when unreachable); ``predecessor`` is scipy's predecessor
+    matrix over all ``N + B`` nodes (stored codes first, then exemplars).
+    """
+
+    distance: np.ndarray     # [B, N] float64
+    predecessor: np.ndarray  # [B, N + B] int32, -9999 where none
+
+    def candidates(self, region: torch.Tensor, count: int) -> torch.Tensor:
+        """The ``count`` nearest-by-graph nodes inside ``region`` ``[B, N]`` (bool) per exemplar.
+
+        Returns ``[B, count]`` node indices sorted by graph distance, ``-1``
+        where fewer than ``count`` region nodes are reachable.
+        """
+        distance = np.where(region.cpu().numpy(), self.distance, np.inf)
+        count = min(count, distance.shape[1])
+        order = np.argsort(distance, axis=1, kind="stable")[:, :count]
+        reachable = np.isfinite(np.take_along_axis(distance, order, axis=1))
+        return torch.from_numpy(np.where(reachable, order, -1))
+
+    def select(self, rows: torch.Tensor) -> "GraphSearch":
+        """The searches of exemplars ``rows`` (e.g. one exemplar repeated for several targets)."""
+        index = rows.cpu().numpy()
+        return GraphSearch(distance=self.distance[index], predecessor=self.predecessor[index])
+
+    def route(self, exemplar: int, end: int) -> list[int]:
+        """Stored-code indices visited from exemplar ``exemplar`` to node ``end`` (inclusive)."""
+        nodes = [end]
+        while (node := int(self.predecessor[exemplar, nodes[-1]])) < self.distance.shape[1]:
+            nodes.append(node)  # stops at the exemplar's own node (index >= N)
+        return nodes[::-1]
+
+
+class CodeGraph:
+    """A symmetric k-nearest-neighbour graph over stored class codes, built once and reused.
+
+    Edge weights are Euclidean distances. Exemplars join a search with edges
+    *out of* them only, so no exemplar can relay another's path: a batch gives
+    exactly the paths its images would get one at a time.
+    """
+
+    def __init__(self, bank: torch.Tensor, labels: torch.Tensor, k: int = 10) -> None:
+        if len(bank) < 2:
+            raise ValueError("a code graph needs at least two stored codes")
+        self.bank = bank.detach().float().cpu()
+        self.labels = labels.detach().long().cpu()
+        self.k = k
+        distance, neighbour = knn_indices(self.bank, self.bank, k, exclude_self=True)
+        rows = torch.arange(len(self.bank)).repeat_interleave(neighbour.shape[1])
+        weights = distance.flatten().double().clamp_min(_MIN_EDGE).numpy()
+        graph = csr_matrix((weights, (rows.numpy(), neighbour.flatten().numpy())),
+                           shape=(len(self.bank), len(self.bank)))
+        self.graph = graph.maximum(graph.T).tocsr()  # i~j if either is among the other's k nearest
+
+    @property
+    def size(self) -> int:
+        return len(self.bank)
+
+    def search(self, codes: torch.Tensor) -> GraphSearch:
+        """Dijkstra from every exemplar code ``[B, D]`` at once (multi-source, one scipy call)."""
+        codes = codes.detach().float().cpu()
+        count, size = len(codes), self.size
+        distance, neighbour = knn_indices(codes, self.bank, self.k)
+        bank = self.graph.tocoo()
+        rows = np.concatenate([bank.row, np.repeat(np.arange(size, size + count), neighbour.shape[1])])
+        cols = np.concatenate([bank.col, neighbour.flatten().numpy()])
+        weights = np.concatenate([bank.data, distance.flatten().double().clamp_min(_MIN_EDGE).numpy()])
+        graph = csr_matrix((weights, (rows, cols)), shape=(size + count, size + count))
+        distances, predecessors = dijkstra(graph, directed=True, indices=np.arange(size, size + count),
+                                           return_predecessors=True)
+        return GraphSearch(distance=distances[:, :size], predecessor=predecessors)
+
+    def region(self, target: torch.Tensor) -> torch.Tensor:
+        """``[B, N]`` bool: the stored codes labelled ``target[b]`` (the target-class region)."""
+        return self.labels[None, :] == target.cpu()[:, None]
+
+
+@dataclass
+class GuidedPaths:
+    """The result of :func:`guided_paths`: sampled codes plus the stored codes each path visits."""
+
+    codes: torch.Tensor       # [B, T, D]
+    nodes: list[list[int]]    # stored-code indices along each path; the last one is the end code
+    fallback: torch.Tensor    # [B] bool: target region unreachable, straight line to the nearest code
+
+
+def guided_paths(graph: CodeGraph, codes: torch.Tensor, target: torch.Tensor, steps: int, *,
+                 search: GraphSearch | None = None, ends: torch.Tensor | None = None) -> GuidedPaths:
+    """Shortest graph routes from each code ``[B, D]`` into its target class, resampled to ``T`` steps.
+
+    ``ends[b]`` is the stored code to end at (default: the nearest-by-graph
+    code labelled ``target[b]``); ``-1`` means unreachable. An unreachable
+    target region (the kNN graph is disconnected) falls back to a straight line
+    to the Euclidean-nearest stored code of the class, with a warning.
+    """
+    search = graph.search(codes) if search is None else search
+    if ends is None:
+        ends = search.candidates(graph.region(target), 1)[:, 0]
+    fallback = ends < 0
+    if fallback.any():
+        warnings.warn(f"{int(fallback.sum())} exemplar(s) cannot reach their target class in the "
+                      f"{graph.k}-NN code graph (disconnected); using a straight path to the nearest "
+                      "stored code instead", RuntimeWarning, stacklevel=2)
+        nearest = nearest_in_class(codes.detach().float().cpu(), graph.bank, graph.labels, target.cpu())
+        ends = torch.where(fallback, nearest, ends)
+    nodes = [[int(end)] if lost else search.route(b, int(end))
+             for b, (end, lost) in enumerate(zip(ends.tolist(), fallback.tolist()))]
+    bank = graph.bank.to(codes.device, codes.dtype)
+    polylines = [torch.cat([codes[b:b + 1], bank[route]]) for b, route in enumerate(nodes)]
+    return GuidedPaths(codes=resample_polylines(polylines, steps), nodes=nodes, fallback=fallback)
+
+
+def _check_steps(steps: int) -> None:
+    if steps < 2:
+        raise ValueError(f"a path needs at least 2 steps, got {steps}")

@@ -1,0 +1,158 @@
+"""Pictures of an explanation: saliency overlay, counterfactual strip and an animated GIF of the path.
+
+All functions take CPU tensors in the data range and return Pillow images (or
+GIF bytes); writing goes through :mod:`caex.utils.io` so files appear atomically.
+Small images are enlarged with nearest-neighbour sampling (pixels stay honest)
+so a 28 px digit is still readable.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
+
+from caex.explain.explainer import Explanation
+from caex.utils.io import atomic_write_bytes, write_json
+
+#: Frame-caption colours: the flip frame stands out, the rest stay neutral.
+FLIP_COLOUR = (220, 30, 30)
+TEXT_COLOUR = (20, 20, 20)
+BACKGROUND = (255, 255, 255)
+
+
+def to_pil(image: torch.Tensor, min_size: int = 0) -> Image.Image:
+    """``[C, H, W]`` in [0, 1] (C = 1 or 3) -> an RGB image, enlarged to at least ``min_size`` pixels."""
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
+    array = np.repeat(array, 3, axis=0) if array.shape[0] == 1 else array[:3]
+    return _enlarge(Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), "RGB"), min_size)
+
+
+def saliency_overlay(image: torch.Tensor, saliency: torch.Tensor, *, alpha: float = 0.5,
+                     colormap: str = "jet", min_size: int = 192) -> Image.Image:
+    """The image in grey with the ``[H, W]`` saliency map blended on top in ``colormap``."""
+    grey = image.detach().float().clamp(0, 1).mean(dim=0).cpu().numpy()
+    heat = colormaps[colormap](saliency.detach().float().clamp(0, 1).cpu().numpy())[..., :3]
+    blended = (1 - alpha) * grey[..., None] + alpha * heat
+    return _enlarge(Image.fromarray((blended * 255).round().astype(np.uint8), "RGB"), min_size)
+
+
+def _captioned(frame: Image.Image, caption: str, font: ImageFont.ImageFont, flip: bool) -> Image.Image:
+    """A frame with a caption band underneath (and a red border when it is the flip frame)."""
+    band = font.size + 6 if hasattr(font, "size") else 16
+    border = 3
+    canvas = Image.new("RGB", (frame.width + 2 * border, frame.height + 2 * border + band),
+                       FLIP_COLOUR if flip else BACKGROUND)
+    canvas.paste(frame, (border, border))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, frame.height + 2 * border, canvas.width, canvas.height), fill=BACKGROUND)
+    draw.text((canvas.width // 2, frame.height + 2 * border + band // 2), caption,
+              fill=FLIP_COLOUR if flip else TEXT_COLOUR, font=font, anchor="mm")
+    return canvas
+
+
+def _path_frames(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int,
+                 min_size: int) -> list[Image.Image]:
+    """One captioned picture per step: ``p(target)`` on every frame, the flip frame marked."""
+    size = max(min_size, frames.shape[-1])
+    font = ImageFont.load_default(size=max(10, size // 8))
+    pictures = []
+    for step, (frame, prob) in enumerate(zip(frames, target_probs.tolist())):
+        caption = f"{'x0 ' if step == 0 else ''}p={prob:.2f}{' flip' if step == flip_step else ''}"
+        pictures.append(_captioned(to_pil(frame, min_size), caption, font, step == flip_step))
+    return pictures
+
+
+def counterfactual_strip(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *,
+                         title: str = "", min_size: int = 96) -> Image.Image:
+    """Frames ``[T, C, H, W]`` side by side, each captioned with its target probability."""
+    pictures = _path_frames(frames, target_probs, flip_step, min_size)
+    font = ImageFont.load_default(size=max(10, min_size // 7))
+    header = (font.size + 8) if title else 0
+    width, height = pictures[0].size
+    strip = Image.new("RGB", (width * len(pictures), height + header), BACKGROUND)
+    if title:
+        ImageDraw.Draw(strip).text((4, 4), title, fill=TEXT_COLOUR, font=font)
+    for index, picture in enumerate(pictures):
+        strip.paste(picture, (index * width, header))
+    return strip
+
+
+def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *,
+                   duration_ms: int = 150, min_size: int = 160) -> bytes:
+    """An endlessly looping GIF of the path (the flip frame held three times as long)."""
+    pictures = _path_frames(frames, target_probs, flip_step, min_size)
+    durations = [duration_ms * (3 if step == flip_step else 1) for step in range(len(pictures))]
+    durations[-1] = max(durations[-1], duration_ms * 4)  # pause before looping
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:],
+                     duration=durations, loop=0, disposal=2)
+    return buffer.getvalue()
+
+
+def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
+                     stem: str, source: str) -> dict[str, Any]:
+    """Write exemplar ``index``'s overlay PNG (on its input ``image``), raw map ``.npy``, strip, GIF and JSON.
+
+    Files are named ``<stem>_saliency.png``, ``<stem>_saliency.npy``,
+    ``<stem>_path.png``, ``<stem>_path.gif`` and ``<stem>.json``; returns the summary.
+    With ``stop_at_flip`` the strip and GIF end at the flip frame.
+    """
+    out_dir = Path(out_dir)
+    names = explanation.class_names
+    prediction, target = int(explanation.prediction[index]), int(explanation.target[index])
+    flip, end = int(explanation.flip_step[index]), int(explanation.end_step[index])
+    frames, target_probs = explanation.frames[index, :end + 1], explanation.target_probs[index, :end + 1]
+    files = {"overlay": f"{stem}_saliency.png", "saliency": f"{stem}_saliency.npy",
+             "strip": f"{stem}_path.png", "animation": f"{stem}_path.gif"}
+    save_png(saliency_overlay(image, explanation.saliency[index]),
+             out_dir / files["overlay"])
+    save_npy(explanation.saliency[index], out_dir / files["saliency"])
+    title = f"{Path(source).name}: {names[prediction]} -> {names[target]}, p({names[target]}) per frame"
+    save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
+    atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip))
+    summary = {
+        "source": source,
+        "prediction": {"class": names[prediction], "index": prediction,
+                       "probability": float(explanation.input_probs[index, prediction])},
+        "target": {"class": names[target], "index": target,
+                   "input_probability": float(explanation.input_probs[index, target])},
+        "flip_step": flip,
+        "flipped": flip >= 0,
+        "end_step": end,
+        "path": explanation.path,
+        "path_nodes": None if explanation.path_nodes is None else explanation.path_nodes[index],
+        "steps": int(explanation.frames.shape[1]),
+        "saliency_method": explanation.saliency_method,
+        "target_probs": [round(float(p), 6) for p in explanation.target_probs[index]],
+        "files": files,
+    }
+    write_json(out_dir / f"{stem}.json", summary)
+    return summary
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Write ``image`` as PNG atomically."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_npy(array: torch.Tensor, path: str | os.PathLike) -> Path:
+    """Write a tensor as a ``.npy`` file atomically (loadable with ``numpy.load``)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array.detach().cpu().numpy())
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _enlarge(image: Image.Image, min_size: int) -> Image.Image:
+    """Integer nearest-neighbour enlargement so the shorter side reaches ``min_size``."""
+    factor = max(1, -(-min_size // min(image.size)))  # ceiling division
+    return image if factor == 1 else image.resize((image.width * factor, image.height * factor),
+                                                  Image.Resampling.NEAREST)

@@ -1,0 +1,183 @@
+"""``analyse_manifold``: every global analysis of the class-code manifold in one call, into one folder.
+
+Outputs (in ``out_dir``): ``codes.csv``, ``map_pca.png``, ``map_tsne.png``
+(``map_umap.png`` when umap is installed), ``maps.html``, ``paths.png`` and
+``summary.json`` holding every figure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from caex.classifier import check_compatible as check_classifier_compatible
+from caex.data.types import DataBundle
+from caex.errors import CaexError, DataError, ModelError
+from caex.manifold.codes import CodesTable, encode_bundle, write_codes_csv
+from caex.manifold.maps import plot_map, project_2d, subsample_rows, umap_available, write_maps_html
+from caex.manifold.separability import Separability, pixel_pca, random_forest_accuracy
+from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pairs, smote_smoothness,
+                                      straight_path_probabilities)
+from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
+from caex.utils import write_json
+
+
+def check_inputs(cae, classifier, data: DataBundle) -> None:
+    """One-line errors when the CAE, the classifier and the data disagree on shape or classes."""
+    check_classifier_compatible(classifier, data)
+    config = cae.config
+    if (config.num_classes, config.channels, config.image_size) != (data.num_classes, data.channels,
+                                                                    data.image_size):
+        raise ModelError(f"the CAE was trained for {config.num_classes} classes of {config.channels}-channel "
+                         f"{config.image_size}px images but data {data.spec!r} has {data.num_classes} classes of "
+                         f"{data.channels}-channel {data.image_size}px images")
+    if len(data.test) < 2:
+        raise DataError(f"data {data.spec!r}: the test split has {len(data.test)} images; at least 2 are needed")
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: undefined figures (empty class pairs, the swap diagonal) become null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _reduce(values: np.ndarray, reduce) -> float | None:
+    """``reduce`` over the finite entries (None when there are none)."""
+    finite = values[np.isfinite(values)]
+    return float(reduce(finite)) if len(finite) else None
+
+
+def _matrix_to_json(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[_finite_or_none(v) for v in row] for row in matrix.tolist()]
+
+
+def _stage(message: str, verbose: bool) -> None:
+    if verbose:
+        print(f"[manifold] {message}", file=sys.stderr, flush=True)
+
+
+def separability_figures(codes: CodesTable, images: torch.Tensor, classifier, *, folds: int, n_estimators: int,
+                         seed: int) -> dict[str, dict[str, Any]]:
+    """RF accuracy on the test class codes, on a pixel PCA of the same size and on the classifier's
+    penultimate features (skipped with a note for black boxes)."""
+    labels = codes.labels
+
+    def measure(features) -> dict[str, Any]:
+        result: Separability = random_forest_accuracy(features, labels, folds=folds, n_estimators=n_estimators,
+                                                      seed=seed)
+        return {**result.as_dict(), "mean": _finite_or_none(result.mean), "std": _finite_or_none(result.std)}
+
+    figures = {"class_codes": measure(codes.codes),
+               "pixel_pca": measure(pixel_pca(images, codes.code_dim, seed=seed))}
+    features = classifier.features(images)
+    if features is None:
+        figures["classifier_features"] = {"skipped": True,
+                                          "note": "the classifier is a black box: its penultimate features "
+                                                  "are not reachable"}
+    else:
+        figures["classifier_features"] = measure(features)
+    return figures
+
+
+def write_maps(table: CodesTable, rows: np.ndarray, out: Path, *, tsne: bool, seed: int) -> dict[str, str]:
+    """PNG maps per projection (PCA, t-SNE, UMAP where available) and ``maps.html`` of the chosen rows."""
+    codes, labels = table.codes.numpy()[rows], table.labels.numpy()[rows]
+    splits = [table.splits[i] for i in rows]
+    methods = ["pca"] + (["tsne"] if tsne else []) + (["umap"] if umap_available() else [])
+    projections, files = {}, {}
+    for method in methods:
+        projections[method] = project_2d(codes, method, seed=seed)
+        files[f"map_{method}"] = plot_map(out / f"map_{method}.png", projections[method], labels, splits,
+                                          table.class_names, f"class codes, {method.upper()}").name
+    files["maps"] = write_maps_html(out / "maps.html", projections, labels, table.predictions.numpy()[rows],
+                                    splits, [table.sources[i] for i in rows], table.class_names).name
+    return files
+
+
+def analyse_manifold(cae, classifier, data: DataBundle, out_dir: str | os.PathLike, *, seed: int = 0,
+                     verbose: bool = False, batch_size: int = 128, folds: int = 10, n_estimators: int = 150,
+                     swap_pairs: int = 100, smote_per_class: int = 2000, smote_neighbours: int = 5,
+                     smote_individuals: int = 8, paths: int = 50, path_steps: int = 10,
+                     monotone_tolerance: float = 0.05, figure_paths: int = 8, tsne: bool = True,
+                     map_points: int = 2000) -> dict[str, Any]:
+    """Run the codes export, 2-D maps, separability, swap, SMOTE and path analyses; return the summary.
+
+    ``swap_pairs`` is the number of test pairs per ordered class pair;
+    ``map_points`` caps the points per split in the maps (t-SNE is quadratic).
+    Everything random is drawn from ``seed``; the summary is also written to
+    ``out_dir/summary.json``.
+    """
+    check_inputs(cae, classifier, data)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CaexError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    num_classes, class_names = data.num_classes, list(data.class_names)
+    files: dict[str, str] = {}
+
+    _stage("encoding the data set", verbose)
+    table = encode_bundle(cae, classifier, data, batch_size=batch_size, verbose=verbose)
+    files["codes"] = write_codes_csv(out / "codes.csv", table).name
+    test = table.split("test")
+    test_images = data.test.images
+
+    _stage("drawing the 2-D maps", verbose)
+    rows = subsample_rows(table.splits, map_points, seed=seed)
+    files.update(write_maps(table, rows, out, tsne=tsne, seed=seed))
+
+    _stage("measuring separability (random forest, cross-validated)", verbose)
+    separability = separability_figures(test, test_images, classifier, folds=folds, n_estimators=n_estimators,
+                                        seed=seed)
+
+    _stage("swapping class codes between test images", verbose)
+    index_a, index_b = sample_swap_pairs(test.labels, num_classes, swap_pairs, seed=seed)
+    predictions = swap_predictions(cae, classifier, test_images, test.codes, index_a, index_b,
+                                   batch_size=batch_size, verbose=verbose)
+    success, counts = swap_success_matrix(test.labels[index_a], test.labels[index_b], predictions, num_classes)
+
+    _stage("decoding SMOTE samples of the class codes", verbose)
+    smote = smote_smoothness(cae, classifier, test_images, test.codes, test.labels, num_classes,
+                             per_class=smote_per_class, neighbours=smote_neighbours,
+                             individuals=smote_individuals, batch_size=batch_size, seed=seed, verbose=verbose)
+
+    _stage("walking straight inter-class paths", verbose)
+    path_a, path_b = sample_path_pairs(test.labels, paths, seed=seed)
+    targets = test.labels[path_b]
+    probabilities, frames = straight_path_probabilities(
+        cae, classifier, test_images, test.codes, path_a, path_b, targets, steps=path_steps,
+        keep_frames=figure_paths, batch_size=batch_size, verbose=verbose)
+    monotone = monotone_paths(probabilities, tolerance=monotone_tolerance)
+    if len(frames):
+        titles = [f"{class_names[int(test.labels[a])]} → {class_names[int(test.labels[b])]}"
+                  for a, b in zip(path_a[:len(frames)].tolist(), path_b[:len(frames)].tolist())]
+        files["paths"] = plot_paths(out / "paths.png", frames, probabilities[:len(frames)], titles).name
+
+    summary = {
+        "seed": seed,
+        "data": data.spec,
+        "class_names": class_names,
+        "code_dim": table.code_dim,
+        "counts": {"train": len(data.train), "test": len(data.test),
+                   "train_per_class": data.train.class_counts(num_classes),
+                   "test_per_class": data.test.class_counts(num_classes),
+                   "map_points": len(rows)},
+        "classifier_test_accuracy": float((test.predictions == test.labels).float().mean()),
+        "separability": separability,
+        "swap": {"matrix": _matrix_to_json(success), "pairs": counts.tolist(), "mean": _reduce(success, np.mean),
+                 "min": _reduce(success, np.min), "pairs_per_class_pair": swap_pairs},
+        "smoothness": {"per_class": dict(zip(class_names, (_finite_or_none(v) for v in smote))),
+                       "min": _reduce(smote, np.min), "samples_per_class": smote_per_class,
+                       "neighbours": smote_neighbours, "individual_codes_per_class": smote_individuals},
+        "paths": {"count": len(probabilities), "steps": path_steps, "tolerance": monotone_tolerance,
+                  "monotone_share": _reduce(monotone.float().numpy(), np.mean),
+                  "target_probabilities": [[round(float(p), 4) for p in row] for row in probabilities]},
+        "files": files,
+    }
+    write_json(out / "summary.json", summary)
+    _stage(f"wrote {out}", verbose)
+    return summary

@@ -1,0 +1,207 @@
+"""2-D maps of the class-code manifold (paper Fig. 8): PNG figures and one offline interactive page."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+
+from caex.utils import atomic_write_bytes, atomic_write_text
+
+SPLITS = ("train", "test")
+
+
+def save_figure(path: str | os.PathLike, figure: Figure, dpi: int = 110) -> Path:
+    """Render a (pyplot-free) figure to PNG atomically; no global matplotlib state is touched."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def umap_available() -> bool:
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def subsample_rows(splits: list[str], cap_per_split: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted row indices keeping at most ``cap_per_split`` random rows of each split (seeded)."""
+    rng = np.random.default_rng(seed)
+    split_array = np.asarray(splits)
+    kept = []
+    for split in SPLITS:
+        rows = np.flatnonzero(split_array == split)
+        kept.append(rows if len(rows) <= cap_per_split else rng.choice(rows, cap_per_split, replace=False))
+    return np.sort(np.concatenate(kept))
+
+
+def project_2d(codes: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
+    """``[N, 2]`` coordinates of ``codes [N, D]``; train and test are embedded together so they share axes."""
+    codes = np.asarray(codes, dtype=np.float32)
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(codes)
+    if method == "tsne":
+        perplexity = float(min(30.0, max(1.0, (len(codes) - 1) / 3)))  # must stay below N
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
+    if method == "umap":
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(codes)
+    raise ValueError(f"unknown projection {method!r} (pca, tsne or umap)")
+
+
+def class_colours(num_classes: int) -> list[str]:
+    """Distinct hex colours, the same in the PNGs and the HTML page."""
+    palette = colormaps["tab10" if num_classes <= 10 else "tab20" if num_classes <= 20 else "hsv"]
+    if num_classes <= 20:
+        return [to_hex(palette(k)) for k in range(num_classes)]
+    return [to_hex(palette(k / num_classes)) for k in range(num_classes)]
+
+
+def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, splits: list[str],
+             class_names: list[str], title: str) -> Path:
+    """Train and test panels side by side on the same axes, coloured by class, centroids as crosses."""
+    colours = class_colours(len(class_names))
+    split_array = np.asarray(splits)
+    figure = Figure(figsize=(11, 5.2), layout="constrained")
+    axes = figure.subplots(1, 2, sharex=True, sharey=True)
+    for axis, split in zip(axes, SPLITS):
+        in_split = split_array == split
+        for k, name in enumerate(class_names):
+            points = coords[in_split & (labels == k)]
+            if not len(points):
+                continue
+            axis.scatter(points[:, 0], points[:, 1], s=7, alpha=0.6, color=colours[k], linewidths=0)
+            centre = points.mean(axis=0)
+            axis.scatter(*centre, marker="X", s=160, color=colours[k], edgecolors="black", linewidths=1.2)
+        axis.set_title(f"{split} ({int(in_split.sum())} images)")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    handles = [Line2D([], [], marker="o", linestyle="", color=colour, label=name)
+               for colour, name in zip(colours, class_names)]
+    handles.append(Line2D([], [], marker="X", linestyle="", markersize=10, color="white",
+                          markeredgecolor="black", label="centroid"))
+    figure.legend(handles=handles, loc="outside right center", frameon=False, title="class")
+    figure.suptitle(title)
+    return save_figure(path, figure)
+
+
+def maps_html(projections: dict[str, np.ndarray], labels: np.ndarray, predictions: np.ndarray,
+              splits: list[str], sources: list[str], class_names: list[str]) -> str:
+    """A self-contained page (inline data, canvas and script; no network) to browse the maps."""
+    data = {
+        "classes": list(class_names),
+        "colours": class_colours(len(class_names)),
+        "labels": [int(v) for v in labels],
+        "predictions": [int(v) for v in predictions],
+        "test": [int(split == "test") for split in splits],
+        "sources": list(sources),
+        "projections": {name: np.round(np.asarray(xy, dtype=np.float64), 4).tolist()
+                        for name, xy in projections.items()},
+    }
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return _PAGE.replace("__DATA__", payload)
+
+
+def write_maps_html(path: str | os.PathLike, *args, **kwargs) -> Path:
+    return atomic_write_text(path, maps_html(*args, **kwargs))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>caex: class-code manifold</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
+#controls{margin:.5em 0}#controls>*{margin-right:1.2em}
+#legend span{display:inline-block;margin-right:1em}
+#legend i{display:inline-block;width:.8em;height:.8em;border-radius:50%;margin-right:.3em;vertical-align:middle}
+canvas{border:1px solid #ccc;cursor:crosshair}
+#tip{position:absolute;display:none;background:#fff;border:1px solid #888;padding:.3em .5em;
+font-size:.85em;pointer-events:none;white-space:nowrap;box-shadow:1px 1px 4px #aaa}
+</style></head><body>
+<h2>Class-code manifold</h2>
+<p>Each point is one image's class code projected to 2-D; filled dots are training images, rings test images,
+crosses the class centroids. Hover a point for its file, label and the classifier's prediction.</p>
+<div id="controls">
+<label>projection <select id="projection"></select></label>
+<label><input type="checkbox" id="show-train" checked> train</label>
+<label><input type="checkbox" id="show-test" checked> test</label>
+</div>
+<div id="legend"></div>
+<canvas id="map" width="760" height="760"></canvas>
+<div id="tip"></div>
+<script>
+const DATA = __DATA__;
+const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
+const tip = document.getElementById("tip"), select = document.getElementById("projection");
+const showTrain = document.getElementById("show-train"), showTest = document.getElementById("show-test");
+const PAD = 24;
+let positions = [];
+for (const name of Object.keys(DATA.projections)) select.add(new Option(name.toUpperCase(), name));
+DATA.classes.forEach((name, k) => {
+  const item = document.createElement("span"), swatch = document.createElement("i");
+  swatch.style.background = DATA.colours[k];
+  item.append(swatch, name);
+  document.getElementById("legend").append(item);
+});
+function visible(i) { return DATA.test[i] ? showTest.checked : showTrain.checked; }
+function draw() {
+  const xy = DATA.projections[select.value];
+  const xs = xy.map(p => p[0]), ys = xy.map(p => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const scale = Math.min((canvas.width - 2 * PAD) / (x1 - x0 || 1), (canvas.height - 2 * PAD) / (y1 - y0 || 1));
+  positions = xy.map(p => [PAD + (p[0] - x0) * scale, canvas.height - PAD - (p[1] - y0) * scale]);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const sums = DATA.classes.map(() => [0, 0, 0]);
+  positions.forEach((p, i) => {
+    if (!visible(i)) return;
+    const colour = DATA.colours[DATA.labels[i]];
+    ctx.beginPath(); ctx.arc(p[0], p[1], 3, 0, 2 * Math.PI);
+    if (DATA.test[i]) { ctx.strokeStyle = colour; ctx.lineWidth = 1.3; ctx.stroke(); }
+    else { ctx.fillStyle = colour; ctx.globalAlpha = 0.7; ctx.fill(); ctx.globalAlpha = 1; }
+    const s = sums[DATA.labels[i]]; s[0] += p[0]; s[1] += p[1]; s[2] += 1;
+  });
+  sums.forEach((s, k) => {
+    if (!s[2]) return;
+    const cx = s[0] / s[2], cy = s[1] / s[2];
+    for (const [width, colour] of [[6, "#000"], [3, DATA.colours[k]]]) {
+      ctx.lineWidth = width; ctx.strokeStyle = colour; ctx.beginPath();
+      ctx.moveTo(cx - 8, cy - 8); ctx.lineTo(cx + 8, cy + 8); ctx.moveTo(cx + 8, cy - 8); ctx.lineTo(cx - 8, cy + 8);
+      ctx.stroke();
+    }
+  });
+}
+canvas.addEventListener("mousemove", event => {
+  const box = canvas.getBoundingClientRect();
+  const mx = (event.clientX - box.left) * canvas.width / box.width;
+  const my = (event.clientY - box.top) * canvas.height / box.height;
+  let best = -1, bestDistance = 49;
+  positions.forEach((p, i) => {
+    const d = (p[0] - mx) ** 2 + (p[1] - my) ** 2;
+    if (visible(i) && d < bestDistance) { best = i; bestDistance = d; }
+  });
+  if (best < 0) { tip.style.display = "none"; return; }
+  const label = DATA.classes[DATA.labels[best]], prediction = DATA.classes[DATA.predictions[best]];
+  tip.textContent = "";
+  for (const line of [DATA.sources[best], (DATA.test[best] ? "test" : "train") + " image",
+                      "label: " + label, "prediction: " + prediction + (label === prediction ? "" : " (wrong)")]) {
+    tip.appendChild(document.createTextNode(line)); tip.appendChild(document.createElement("br"));
+  }
+  tip.style.left = (event.pageX + 12) + "px"; tip.style.top = (event.pageY + 12) + "px";
+  tip.style.display = "block";
+});
+canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+for (const control of [select, showTrain, showTest]) control.addEventListener("change", draw);
+draw();
+</script></body></html>
+"""

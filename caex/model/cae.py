@@ -1,0 +1,173 @@
+"""The CAE bundle: Ec, Es and G behind a data-range API, plus the stored training codes.
+
+A run folder holds ``config.json`` (format, :class:`CAEConfig`, class names),
+``model.safetensors`` (the three networks) and ``codes.safetensors`` (the class
+codes of the training set, their labels and the class centroids), so the
+explainer and the manifold analysis never need the training images again.
+Nothing is unpickled on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from caex.errors import ModelError
+from caex.model.config import CAEConfig
+from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
+from caex.utils.device import resolve_device
+from caex.utils.io import atomic_write_bytes, read_json, write_json
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CODES_FILE = "codes.safetensors"
+FORMAT = "caex-cae"
+FORMAT_VERSION = 1
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """Data range [0, 1] -> the networks' range [-1, 1]."""
+    return images * 2.0 - 1.0
+
+
+def to_data_range(images: torch.Tensor) -> torch.Tensor:
+    """The networks' range [-1, 1] -> data range [0, 1]."""
+    return (images + 1.0) * 0.5
+
+
+class CAE(nn.Module):
+    """Class Association Embedding: ``x -> (c, s)`` and ``(c, s) -> x``, all in the data range.
+
+    ``train_codes``, ``train_labels`` and ``centroids`` are non-persistent
+    buffers (they follow ``.to(device)`` but live in ``codes.safetensors``, not
+    in the weights); they are ``None`` until :meth:`set_train_codes` is called.
+    """
+
+    train_codes: torch.Tensor | None
+    train_labels: torch.Tensor | None
+    centroids: torch.Tensor | None
+
+    def __init__(self, config: CAEConfig, class_names: list[str] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        names = list(class_names) if class_names is not None else [str(k) for k in range(config.num_classes)]
+        if len(names) != config.num_classes:
+            raise ModelError(f"{len(names)} class names given for a CAE with num_classes={config.num_classes}")
+        self.class_names = names
+        self.class_encoder = ClassEncoder(config)
+        self.individual_encoder = IndividualEncoder(config)
+        self.decoder = Decoder(config)
+        for name in ("train_codes", "train_labels", "centroids"):
+            self.register_buffer(name, None, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- differentiable core -------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, C, H, W] in [0, 1] -> (class code [B, D], individual code [B, Cs, h, w])."""
+        x = to_model_range(images)
+        return self.class_encoder(x), self.individual_encoder(x)
+
+    def decode(self, class_code: torch.Tensor, individual_code: torch.Tensor) -> torch.Tensor:
+        """(class code [B, D], individual code) -> images [B, C, H, W] in [0, 1]."""
+        return to_data_range(self.decoder(class_code, individual_code))
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(*self.encode(images))
+
+    def swap(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+        """``G(c_B, s_A)``: each image of A with the class features of its partner in B."""
+        _, individual_a = self.encode(images_a)
+        return self.decode(self.class_encoder(to_model_range(images_b)), individual_a)
+
+    # -- batched helpers -----------------------------------------------------------------
+    @torch.no_grad()
+    def class_codes(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class codes [N, D] of any number of images, in batches, returned on the images' device."""
+        device = self.device
+        codes = [self.class_encoder(to_model_range(images[start:start + batch_size].to(device, torch.float32)))
+                 .float().to(images.device) for start in range(0, len(images), batch_size)]
+        return torch.cat(codes) if codes else images.new_zeros((0, self.config.code_dim))
+
+    def set_train_codes(self, codes: torch.Tensor, labels: torch.Tensor) -> None:
+        """Store the training set's class codes and labels and derive the class centroids.
+
+        A class without any training code gets a NaN centroid (there is nothing to average).
+        """
+        if codes.ndim != 2 or codes.shape[1] != self.config.code_dim or len(codes) != len(labels):
+            raise ModelError(f"train codes must be [N, {self.config.code_dim}] with N labels, got "
+                             f"{tuple(codes.shape)} and {tuple(labels.shape)}")
+        codes = codes.detach().float().to(self.device)
+        labels = labels.detach().long().to(self.device)
+        num_classes = self.config.num_classes
+        sums = codes.new_zeros((num_classes, codes.shape[1])).index_add_(0, labels, codes)
+        counts = torch.bincount(labels, minlength=num_classes).to(codes.dtype)
+        self.train_codes, self.train_labels = codes, labels
+        self.centroids = sums / counts[:, None]  # 0 / 0 -> NaN for empty classes, by design
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, run_dir: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and (if set) ``codes.safetensors`` atomically."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        weights = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
+        atomic_write_bytes(run_dir / WEIGHTS_FILE, save(weights))
+        if self.train_codes is not None:
+            codes = {"train_codes": self.train_codes, "train_labels": self.train_labels,
+                     "centroids": self.centroids}
+            atomic_write_bytes(run_dir / CODES_FILE, save({k: v.cpu().contiguous() for k, v in codes.items()}))
+        # config.json last: its presence marks a complete bundle.
+        write_json(run_dir / CONFIG_FILE, {"format": FORMAT, "version": FORMAT_VERSION,
+                                           "config": self.config.to_dict(), "class_names": self.class_names})
+        return run_dir
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> "CAE":
+        """Load a bundle written by :meth:`save` (or by training); errors name the file at fault."""
+        run_dir = Path(run_dir)
+        config_path, weights_path, codes_path = run_dir / CONFIG_FILE, run_dir / WEIGHTS_FILE, run_dir / CODES_FILE
+        if not run_dir.is_dir():
+            raise ModelError(f"{run_dir}: no such CAE run folder")
+        if not config_path.is_file():
+            raise ModelError(f"{config_path}: missing; {run_dir} is not a finished CAE run")
+        try:
+            meta = read_json(config_path)
+            if meta.get("format") != FORMAT:
+                raise ModelError(f"{config_path}: not a CAE config (format {meta.get('format')!r})")
+            model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
+        if not weights_path.is_file():
+            raise ModelError(f"{weights_path}: missing CAE weights")
+        model.load_state_dict(_read_tensors(weights_path), strict=True, source=weights_path)
+        if codes_path.is_file():
+            codes = _read_tensors(codes_path)
+            try:
+                model.set_train_codes(codes["train_codes"], codes["train_labels"])
+            except KeyError as exc:
+                raise ModelError(f"{codes_path}: missing tensor {exc}") from None
+        return model.to(resolve_device(device)).eval()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *,
+                        source: str | os.PathLike | None = None):
+        """``nn.Module.load_state_dict`` with shape/key mismatches reported as one-line ModelErrors."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as exc:
+            first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+            raise ModelError(f"{source or 'state dict'}: weights do not match the CAE config ({first})") from None
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None

@@ -1,0 +1,114 @@
+"""The CAE network configuration: every size the networks need, plus named presets.
+
+Presets
+-------
+``tiny``
+    For tests: a few thousand parameters, runs in milliseconds.
+``small``
+    For images up to 64 px on a 2-core CPU (SPEC §8). Narrow (16 channels),
+    only one down-sampling in the individual encoder (at 64 px its code is a
+    32x32 map, which keeps reconstructions sharp without wide layers), two
+    residual blocks, a 64-wide AdaIN MLP.
+``paper``
+    The official implementation at 256 px: base width 64, 2 down-samplings in
+    Es and 4 in Ec, 6 residual blocks, 256-wide MLP, code size 8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from caex.errors import ModelError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(width=8, n_down_class=2, n_down_individual=1, n_res=1, mlp_dim=16,
+                 disc_width=8, disc_n_down=2, disc_n_res=0, disc_mlp_dim=16),
+    "small": dict(width=16, n_down_class=3, n_down_individual=1, n_res=2, mlp_dim=64,
+                  disc_width=16, disc_n_down=3, disc_n_res=1, disc_mlp_dim=64),
+    "paper": dict(width=64, n_down_class=4, n_down_individual=2, n_res=6, mlp_dim=256,
+                  disc_width=64, disc_n_down=4, disc_n_res=2, disc_mlp_dim=256),
+}
+
+
+@dataclass
+class CAEConfig:
+    """Sizes of the class encoder Ec, individual encoder Es, decoder G and discriminator D."""
+
+    image_size: int = 64
+    channels: int = 1
+    num_classes: int = 2
+    code_dim: int = 8              # length of the class-associated code c
+    width: int = 16                # channels after the first 7x7 convolution of Ec and Es
+    n_down_class: int = 3          # stride-2 stages in Ec (global pooling follows)
+    n_down_individual: int = 1     # stride-2 stages in Es (= up-sampling stages in G)
+    n_res: int = 2                 # residual blocks in Es and AdaIN residual blocks in G
+    mlp_dim: int = 64              # hidden width of the code -> AdaIN parameter MLP
+    mlp_layers: int = 3            # linear layers of that MLP (8 -> 256 -> 256 -> params in the paper)
+    max_width_mult: int = 4        # Ec widths stop doubling at width * this (256 = 64 * 4 in the paper)
+    pad_type: str = "reflect"
+    disc_width: int = 16
+    disc_n_down: int = 3
+    disc_n_res: int = 1
+    disc_mlp_dim: int = 64
+    disc_dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject sizes the networks cannot run, naming the offending value."""
+        for name in ("image_size", "channels", "code_dim", "width", "mlp_dim", "mlp_layers",
+                     "max_width_mult", "disc_width", "disc_n_down", "disc_mlp_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ModelError(f"CAEConfig.{name}={getattr(self, name)!r}: must be a positive integer")
+        for name in ("n_down_class", "n_down_individual", "n_res", "disc_n_res"):
+            if int(getattr(self, name)) < 0:
+                raise ModelError(f"CAEConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        if self.num_classes < 2:
+            raise ModelError(f"CAEConfig.num_classes={self.num_classes}: CAE needs at least 2 classes")
+        factor = 2 ** self.n_down_individual
+        if self.image_size % factor:
+            raise ModelError(f"CAEConfig.image_size={self.image_size}: must be divisible by "
+                             f"2**n_down_individual={factor} so the decoder restores the size")
+        for name in ("n_down_class", "disc_n_down"):
+            if self.image_size // 2 ** getattr(self, name) < 2:  # padded 3x3/4x4 convs need >= 2 pixels
+                raise ModelError(f"CAEConfig.{name}={getattr(self, name)}: too many down-samplings "
+                                 f"for image_size={self.image_size}")
+        if not 0.0 <= self.disc_dropout < 1.0:
+            raise ModelError(f"CAEConfig.disc_dropout={self.disc_dropout}: must be in [0, 1)")
+
+    @property
+    def individual_channels(self) -> int:
+        """Channels of the individual code ``s`` (``width * 2**n_down_individual``)."""
+        return self.width * 2 ** self.n_down_individual
+
+    @property
+    def individual_size(self) -> int:
+        """Spatial size of the individual code ``s``."""
+        return self.image_size // 2 ** self.n_down_individual
+
+    @classmethod
+    def preset(cls, name: str, *, image_size: int, channels: int, num_classes: int,
+               **overrides: Any) -> "CAEConfig":
+        """A named preset (``tiny``, ``small``, ``paper``) fitted to the data, with field overrides."""
+        if name not in PRESETS:
+            raise ModelError(f"unknown CAE preset {name!r}; choose one of {', '.join(PRESETS)}")
+        fields = {**PRESETS[name], **overrides}
+        unknown = set(fields) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ModelError(f"unknown CAEConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(image_size=image_size, channels=channels, num_classes=num_classes, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CAEConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error, so typos in a config.json show up."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"CAE config has unknown field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)

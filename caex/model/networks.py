@@ -1,0 +1,112 @@
+"""The four CAE networks (SPEC §2), sized by :class:`~caex.model.config.CAEConfig`.
+
+All of them work on images in [-1, 1]; :class:`~caex.model.cae.CAE` does the
+mapping from and to the data range.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from caex.model.blocks import MLP, AdaINResBlock, Conv2dBlock, res_blocks
+from caex.model.config import CAEConfig
+
+
+class ClassEncoder(nn.Module):
+    """Ec: image -> class-associated code ``[B, code_dim]``.
+
+    No normalisation (it would wash out exactly the global statistics the class
+    code must carry); strided convolutions, then a 1x1 projection and global
+    average pooling.
+    """
+
+    def __init__(self, config: CAEConfig) -> None:
+        super().__init__()
+        width, cap = config.width, config.width * config.max_width_mult
+        layers: list[nn.Module] = [Conv2dBlock(config.channels, width, 7, 1, 3, pad_type=config.pad_type)]
+        for _ in range(config.n_down_class):
+            layers.append(Conv2dBlock(width, min(2 * width, cap), 4, 2, 1, pad_type=config.pad_type))
+            width = min(2 * width, cap)
+        layers += [nn.Conv2d(width, config.code_dim, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class IndividualEncoder(nn.Module):
+    """Es: image -> individual code ``[B, width * 2**n_down, H / 2**n_down, W / 2**n_down]``."""
+
+    def __init__(self, config: CAEConfig) -> None:
+        super().__init__()
+        width, pad = config.width, config.pad_type
+        layers: list[nn.Module] = [Conv2dBlock(config.channels, width, 7, 1, 3, norm="in", pad_type=pad)]
+        for _ in range(config.n_down_individual):
+            layers.append(Conv2dBlock(width, 2 * width, 4, 2, 1, norm="in", pad_type=pad))
+            width *= 2
+        layers.append(res_blocks(config.n_res, width, norm="in", pad_type=pad))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """G: (class code, individual code) -> image in [-1, 1].
+
+    The class code enters only through the AdaIN parameters that :attr:`mlp`
+    produces for the residual blocks; the up-sampling stages (nearest x2,
+    conv5x5, LayerNorm, ReLU) and the final conv7x7 + tanh see only features.
+    """
+
+    def __init__(self, config: CAEConfig) -> None:
+        super().__init__()
+        width, pad = config.individual_channels, config.pad_type
+        self.blocks = nn.ModuleList(AdaINResBlock(width, pad_type=pad) for _ in range(config.n_res))
+        self.num_adain_params = AdaINResBlock.params_per_channel * width * config.n_res
+        self.mlp = MLP(config.code_dim, self.num_adain_params, config.mlp_dim, config.mlp_layers)
+        layers: list[nn.Module] = []
+        for _ in range(config.n_down_individual):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+                       Conv2dBlock(width, width // 2, 5, 1, 2, norm="ln", pad_type=pad)]
+            width //= 2
+        layers.append(Conv2dBlock(width, config.channels, 7, 1, 3, activation="tanh", pad_type=pad))
+        self.upsample = nn.Sequential(*layers)
+
+    def forward(self, class_code: torch.Tensor, individual_code: torch.Tensor) -> torch.Tensor:
+        h = individual_code
+        if self.blocks:
+            params = self.mlp(class_code).chunk(len(self.blocks), dim=1)
+            for block, block_params in zip(self.blocks, params):
+                h = block(h, block_params)
+        return self.upsample(h)
+
+
+class Discriminator(nn.Module):
+    """D: one shared trunk with two heads, ``Dr`` (2 logits: fake/real) and ``Dc`` (K class logits).
+
+    Returns ``(real_logits [B, 2], class_logits [B, K])``; both are trained with
+    softmax cross-entropy (eqs. 5, 6, 8, 9).
+    """
+
+    def __init__(self, config: CAEConfig) -> None:
+        super().__init__()
+        width, pad = config.disc_width, config.pad_type
+        cap = config.disc_width * 8
+        layers: list[nn.Module] = [Conv2dBlock(config.channels, width, 4, 2, 1, activation="lrelu", pad_type=pad)]
+        for _ in range(config.disc_n_down - 1):
+            layers.append(Conv2dBlock(width, min(2 * width, cap), 4, 2, 1, activation="lrelu", pad_type=pad))
+            width = min(2 * width, cap)
+        layers += [res_blocks(config.disc_n_res, width, norm="none", activation="lrelu", pad_type=pad),
+                   nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                   MLP(width, config.disc_mlp_dim, config.disc_mlp_dim, 2, activation="lrelu",
+                       dropout=config.disc_dropout),
+                   nn.LeakyReLU(0.2, inplace=True), nn.Dropout(config.disc_dropout)]
+        self.trunk = nn.Sequential(*layers)
+        self.real_head = nn.Linear(config.disc_mlp_dim, 2)
+        self.class_head = nn.Linear(config.disc_mlp_dim, config.num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.trunk(x)
+        return self.real_head(features), self.class_head(features)

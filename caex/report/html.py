@@ -1,0 +1,473 @@
+"""Build one self-contained HTML report from the folders a caex run leaves behind.
+
+The report only reads files (it never loads a model), so it can be rebuilt in a
+second from any run, and a partial run gives a partial report: every figure or
+table whose file is missing is listed under its section as "not available"
+instead of failing. Figures are embedded as base64 PNG data URIs and the style
+is inline, so the single file opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from caex import __version__
+from caex.errors import CaexError
+from caex.report import readings
+from caex.report.template import PAGE, STYLE
+from caex.utils import atomic_write_text
+
+#: Sub-folders of a demo run, in pipeline order (``caex demo`` writes exactly these).
+STAGE_FOLDERS = ("data", "classifier", "cae", "manifold", "explain", "evaluate")
+REPORT_FILE = "report.html"
+#: Entries of a training log that are bookkeeping, not loss terms.
+LOG_BOOKKEEPING = {"iteration", "step", "iter", "epoch", "time", "elapsed", "seconds", "lr", "lr_gen", "lr_dis",
+                   "wall_time", "images_per_second", "it_per_s"}
+
+
+@dataclass
+class ReportSources:
+    """Where each part of the report comes from; ``None`` marks a part that was not run."""
+
+    title: str
+    root: Path
+    data: Path | None = None
+    classifier: Path | None = None
+    cae: Path | None = None
+    manifold: Path | None = None
+    explain: Path | None = None
+    evaluate: Path | None = None
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike, *, manifold: str | os.PathLike | None = None,
+                 explain: str | os.PathLike | None = None,
+                 evaluate: str | os.PathLike | None = None) -> "ReportSources":
+        """Map a demo run folder (``data/ classifier/ cae/ ...``) or a CAE training run folder to sources.
+
+        Explicit ``manifold``/``explain``/``evaluate`` folders override what the
+        run folder holds, so a CAE run analysed separately can still be reported.
+        """
+        root = _existing_folder(run, "RUN")
+        parts = {name: root / name for name in STAGE_FOLDERS if (root / name).is_dir()}
+        if not parts:
+            if not any((root / name).is_file() for name in ("config.json", "log.jsonl")):
+                raise CaexError(f"RUN {str(run)!r}: neither a demo run folder (no {', '.join(STAGE_FOLDERS)} "
+                                "sub-folders) nor a CAE run folder (no config.json or log.jsonl)")
+            parts = {"cae": root}
+        overrides = {"manifold": manifold, "explain": explain, "evaluate": evaluate}
+        for name, folder in overrides.items():
+            if folder is not None:
+                parts[name] = _existing_folder(folder, f"--{name}")
+        return cls(title=f"caex report: {root.resolve().name}", root=root, **parts)
+
+
+def _existing_folder(path: str | os.PathLike, what: str) -> Path:
+    folder = Path(path)
+    if not folder.exists():
+        raise CaexError(f"{what} {str(path)!r}: no such folder")
+    if not folder.is_dir():
+        raise CaexError(f"{what} {str(path)!r}: not a folder")
+    return folder
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@dataclass
+class Section:
+    """One titled block of the page; ``missing`` lists what could not be shown and why."""
+
+    anchor: str
+    title: str
+    lead: str
+    parts: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        body = "\n".join(self.parts)
+        if self.missing:
+            items = "".join(f"<li>{html.escape(item)}</li>" for item in self.missing)
+            label = "Not available" if not self.parts else "Also not available"
+            body += f'\n<div class="missing"><b>{label}:</b><ul>{items}</ul></div>'
+        return (f'<section id="{self.anchor}"><h2>{html.escape(self.title)}</h2>'
+                f'<p class="lead">{html.escape(self.lead)}</p>\n{body}</section>')
+
+    def figure(self, folder: Path | None, name: str, caption: str) -> None:
+        """Embed ``folder/name`` if it exists, otherwise note it as missing."""
+        path = None if folder is None else folder / name
+        if path is None or not path.is_file():
+            self.missing.append(f"{caption} ({_where(folder, name)} not found)")
+            return
+        self.parts.append(figure_html(path.read_bytes(), caption))
+
+    def reading(self, text: str) -> None:
+        self.parts.append(f'<p class="reading">{html.escape(text)}</p>')
+
+
+def _where(folder: Path | None, name: str) -> str:
+    return name if folder is None else str(folder / name)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_html(png: bytes, caption: str) -> str:
+    """An embedded PNG with its caption (the caption doubles as the alt text)."""
+    text = html.escape(caption)
+    return f'<figure><img src="{png_data_uri(png)}" alt="{text}"><figcaption>{text}</figcaption></figure>'
+
+
+def matplotlib_png(figure) -> bytes:
+    """PNG bytes of a matplotlib ``Figure`` (the object-oriented API: no global pyplot state)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def format_cell(value: Any) -> str:
+    """Numbers to 3 significant decimals, NaN/None as an en dash, everything else as text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3f}"
+    return str(value)
+
+
+def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None) -> str:
+    """A plain HTML table; the row whose first cell equals ``highlight`` (ignoring case) is bold."""
+    head = "".join(f"<th>{html.escape(str(name))}</th>" for name in header)
+    lines = []
+    for row in rows:
+        marked = highlight is not None and str(row[0]).lower() == highlight.lower()
+        cells = "".join(f"<td>{html.escape(format_cell(value))}</td>" for value in row)
+        lines.append(f'<tr class="highlight">{cells}</tr>' if marked else f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+def kpis_html(figures: Sequence[tuple[str, str]]) -> str:
+    """A row of headline figures: (value, label) pairs."""
+    boxes = "".join(f'<div class="kpi"><b>{html.escape(value)}</b><span>{html.escape(label)}</span></div>'
+                    for value, label in figures)
+    return f'<div class="kpis">{boxes}</div>'
+
+
+def _read_json(path: Path) -> Any | None:
+    """JSON content, or ``None`` when the file is absent or unreadable (a partial run)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _json_or_missing(section: Section, folder: Path | None, name: str, what: str) -> Any | None:
+    content = None if folder is None else _read_json(folder / name)
+    if content is None:
+        section.missing.append(f"{what} ({_where(folder, name)} not found or unreadable)")
+    return content
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def read_training_log(path: Path) -> list[dict[str, float]]:
+    """The numeric entries of every readable line of a ``log.jsonl`` (a torn last line is skipped)."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append({key: float(value) for key, value in _flatten(record).items()
+                            if readings.finite(value)})
+    return records
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"loss": {"rec": 1}}`` -> ``{"loss/rec": 1}``, so nested and flat logs plot alike."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
+    """One small panel per loss term against the iteration, raw values faint and a moving average bold."""
+    from matplotlib.figure import Figure
+
+    step_key = next((key for key in ("iteration", "step", "iter") if records and key in records[0]), None)
+    terms = sorted({key for record in records for key in record} - LOG_BOOKKEEPING)
+    if not records or not terms:
+        return None
+    columns = min(4, len(terms))
+    rows = math.ceil(len(terms) / columns)
+    figure = Figure(figsize=(3.3 * columns, 2.3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis, term in zip(axes, terms):
+        points = [(record.get(step_key, index), record[term]) for index, record in enumerate(records)
+                  if term in record]
+        steps, values = zip(*points)
+        axis.plot(steps, values, color="#9fb3c8", linewidth=0.8)
+        window = max(1, len(values) // 20)
+        if window > 1:
+            smooth = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+                      for i in range(len(values))]
+            axis.plot(steps, smooth, color="#2f6f9f", linewidth=1.6)
+        axis.set_title(term, fontsize=9)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    for axis in axes[len(terms):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    return matplotlib_png(figure)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def overview_section(sources: ReportSources) -> Section:
+    """Headline figures and which stages ran (from the demo's ``stage.json`` markers where present)."""
+    section = Section("overview", "Overview", "What was run and the headline figures, each explained below.")
+    figures = []
+    classifier_info = None if sources.classifier is None else _read_json(sources.classifier / "classifier.json")
+    if classifier_info and readings.finite(classifier_info.get("test_accuracy")):
+        figures.append((readings.share(classifier_info["test_accuracy"]), "classifier test accuracy"))
+    summary = None if sources.manifold is None else _read_json(sources.manifold / "summary.json")
+    swap = _swap_overall(summary) if summary else None
+    if swap is not None:
+        figures.append((readings.share(swap), "class-swap success"))
+    aopc = _column(_result_rows(sources.evaluate), "aopc")
+    if readings.finite(aopc.get("cae")):
+        figures.append((f"{aopc['cae']:.3f}", "CAE AOPC"))
+    if figures:
+        section.parts.append(kpis_html(figures))
+    stages = [(name, _read_json(sources.root / name / "stage.json")) for name in STAGE_FOLDERS]
+    rows = [[name, marker.get("status", "?"), marker.get("seconds")] for name, marker in stages if marker]
+    if rows:
+        section.parts.append(table_html(["stage", "status", "seconds"], rows))
+    if not section.parts:
+        section.missing.append("no headline figures found")
+    return section
+
+
+def data_section(sources: ReportSources) -> Section:
+    section = Section("data", "Data", "Test samples per class with their ground-truth lesion masks outlined.")
+    section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
+    info = _json_or_missing(section, sources.data, "dataset.json", "data set description")
+    if info:
+        counts = info.get("class_counts", {})
+        rows = [[name, counts.get("train", [None] * len(info["class_names"]))[k],
+                 counts.get("test", [None] * len(info["class_names"]))[k]]
+                for k, name in enumerate(info["class_names"])]
+        section.parts.append(table_html(["class", "train images", "test images"], rows))
+        section.reading(f"{info.get('spec', 'The data')}: {sum(counts.get('train', []))} training and "
+                        f"{sum(counts.get('test', []))} test images of {info.get('image_size', '?')} px.")
+    return section
+
+
+def classifier_section(sources: ReportSources) -> Section:
+    section = Section("classifier", "Classifier", "The black box being explained.")
+    info = _json_or_missing(section, sources.classifier, "classifier.json", "classifier description")
+    if info:
+        rows = [["architecture", info.get("arch")], ["image size", info.get("image_size")],
+                ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
+                ["test accuracy", info.get("test_accuracy")]]
+        section.parts.append(table_html(["property", "value"], rows))
+        section.reading(readings.read_accuracy(info.get("test_accuracy", float("nan")),
+                                               len(info.get("class_names", [])) or 2))
+    return section
+
+
+def training_section(sources: ReportSources) -> Section:
+    section = Section("training", "CAE training",
+                      "Every loss term of the BBCFE objective over the run, then the trainer's latest grid of "
+                      "reconstructions and class swaps.")
+    log = None if sources.cae is None else sources.cae / "log.jsonl"
+    curves = training_curves_png(read_training_log(log)) if log is not None and log.is_file() else None
+    if curves is None:
+        section.missing.append(f"training curves ({_where(sources.cae, 'log.jsonl')} not found or empty)")
+    else:
+        section.parts.append(figure_html(curves, "loss terms against iteration (bold: moving average)"))
+    grids = sorted((sources.cae / "samples").glob("*.png")) if sources.cae is not None else []
+    if grids:
+        section.parts.append(figure_html(grids[-1].read_bytes(),
+                                         f"reconstructions and swaps at the end of training ({grids[-1].name})"))
+    else:
+        section.missing.append(f"reconstruction/swap grid ({_where(sources.cae, 'samples/*.png')} not found)")
+    return section
+
+
+def _swap_overall(summary: dict[str, Any]) -> float | None:
+    value = (summary.get("swap") or {}).get("mean")
+    return float(value) if readings.finite(value) else None
+
+
+def manifold_section(sources: ReportSources) -> Section:
+    section = Section("manifold", "The class-code manifold",
+                      "Every image's 8-number class code, projected to 2-D (train and test side by side), and "
+                      "what the codes allow: separating the classes, swapping them, moving smoothly between them.")
+    section.figure(sources.manifold, "map_pca.png", "class codes, PCA")
+    section.figure(sources.manifold, "map_tsne.png", "class codes, t-SNE")
+    section.figure(sources.manifold, "paths.png",
+                   "straight paths between classes (as in the paper's Fig. 11): numbers are the classifier's "
+                   "probability of the target class")
+    summary = _json_or_missing(section, sources.manifold, "summary.json", "manifold tables")
+    if summary:
+        _manifold_tables(section, summary)
+    return section
+
+
+#: Rows of the separability table: summary key -> what the features are.
+SEPARABILITY_ROWS = {"class_codes": "CAE class codes", "pixel_pca": "raw pixels, PCA",
+                     "classifier_features": "classifier features"}
+
+
+def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
+    """The separability, swap and smoothness tables of ``summary.json``, each with its reading."""
+    class_names = summary.get("class_names", [])
+    separability = summary.get("separability") or {}
+    rows = [[label, entry.get("mean"), entry.get("std"), entry.get("dims"), entry.get("folds")]
+            for key, label in SEPARABILITY_ROWS.items()
+            if isinstance(entry := separability.get(key), dict) and not entry.get("skipped")]
+    if rows:
+        section.parts.append("<h3>Separability (random forest on the test set)</h3>"
+                             + table_html(["features", "accuracy", "std", "dims", "folds"], rows))
+        codes, pixels = separability.get("class_codes", {}), separability.get("pixel_pca", {})
+        section.reading(readings.read_separability(
+            codes.get("mean"), dims=codes.get("dims"), folds=codes.get("folds"),
+            pixel_accuracy=pixels.get("mean"), chance=1 / len(class_names) if class_names else None))
+    matrix = (summary.get("swap") or {}).get("matrix")
+    if matrix and class_names:
+        rows = [[f"from {name}", *row] for name, row in zip(class_names, matrix)]
+        section.parts.append("<h3>Class-swap success</h3>"
+                             + table_html(["", *[f"to {name}" for name in class_names]], rows))
+        section.reading(readings.read_swap(matrix, class_names, _swap_overall(summary)))
+    per_class = (summary.get("smoothness") or {}).get("per_class") or {}
+    monotone = (summary.get("paths") or {}).get("monotone_share")
+    if per_class or monotone is not None:
+        rows = [[name, value] for name, value in per_class.items()]
+        section.parts.append("<h3>Smoothness</h3>"
+                             + table_html(["class", "decoded SMOTE codes kept in class"], rows))
+        section.reading(readings.read_smoothness(per_class, monotone))
+
+
+def explain_section(sources: ReportSources) -> Section:
+    section = Section("explanations", "Local explanations",
+                      "For a few test images per class: the counterfactual path toward another class (until the "
+                      "classifier flips) and the saliency map built from the changes along it.")
+    strips = sorted(sources.explain.glob("*strip*.png")) if sources.explain is not None else []
+    overlays = sorted(sources.explain.glob("*overlay*.png")) if sources.explain is not None else []
+    if not strips and not overlays:
+        section.missing.append(f"explanation figures ({_where(sources.explain, '*.png')} not found)")
+    for path in [*strips, *overlays]:
+        section.parts.append(figure_html(path.read_bytes(), path.stem.replace("_", " ")))
+    return section
+
+
+#: Columns of the results table: results.json key -> heading (arrows: which way is better).
+RESULT_COLUMNS = {"aopc": "AOPC ↑", "peak_degradation": "PD ↑", "pointing": "pointing game ↑",
+                  "mass_in_mask": "mass in mask ↑", "iou": "top-k IoU ↑", "ms_per_image": "ms / image ↓"}
+
+
+def _result_rows(folder: Path | None) -> list[dict[str, Any]]:
+    """The per-method rows of ``results.json`` (empty when absent)."""
+    results = None if folder is None else _read_json(folder / "results.json")
+    methods = results.get("methods") if isinstance(results, dict) else None
+    return [row for row in methods or [] if isinstance(row, dict) and "method" in row]
+
+
+def _column(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """``{method: value}`` of one metric over the methods that ran."""
+    return {str(row["method"]): row[key] for row in rows
+            if row.get("status", "ok") == "ok" and readings.finite(row.get(key))}
+
+
+def evaluation_section(sources: ReportSources) -> Section:
+    section = Section("evaluation", "Faithfulness and localisation against the baselines",
+                      "Every method explains the same test images of the same classifier. AOPC and PD: how fast "
+                      "the classifier's confidence drops as the most salient patches are covered with noise "
+                      "(higher is better); localisation: how much saliency falls inside the true lesion.")
+    section.figure(sources.evaluate, "gallery.png", "saliency maps of every method; green: ground-truth lesion")
+    section.figure(sources.evaluate, "curves.png", "mean drop of the true class's probability as patches are covered")
+    rows = _result_rows(sources.evaluate)
+    if not rows:
+        section.missing.append(f"results table ({_where(sources.evaluate, 'results.json')} not found or empty)")
+        return section
+    ran = [row for row in rows if row.get("status", "ok") == "ok"]
+    columns = [key for key in RESULT_COLUMNS if any(readings.finite(row.get(key)) for row in ran)]
+    section.parts.append("<h3>Results</h3>" + table_html(
+        ["method", *(RESULT_COLUMNS[key] for key in columns)],
+        [[row["method"], *(row.get(key) for key in columns)] for row in ran], highlight="cae"))
+    settings = (_read_json(sources.evaluate / "results.json") or {}).get("settings", {})
+    if settings:
+        section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings))}</p>')
+    skipped = [f"{row['method']}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
+    if skipped:
+        section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
+    if "aopc" in columns:
+        section.reading(readings.read_faithfulness(_column(ran, "aopc"), metric="AOPC"))
+    if "peak_degradation" in columns:
+        section.reading(readings.read_faithfulness(_column(ran, "peak_degradation"), metric="PD"))
+    if "mass_in_mask" in columns:
+        section.reading(readings.read_localisation(_column(ran, "mass_in_mask"), _column(ran, "pointing")))
+    if "ms_per_image" in columns:
+        section.reading(readings.read_time(_column(ran, "ms_per_image")))
+    return section
+
+
+def _evaluation_setup(settings: dict[str, Any]) -> str:
+    """One line saying what the numbers were measured on."""
+    parts = [f"{settings.get('n_images', '?')} correctly classified test images"]
+    if "n_patches" in settings and "patch" in settings:
+        parts.append(f"up to {settings['n_patches']} patches of {settings['patch']}x{settings['patch']} px covered")
+    if "fill" in settings:
+        parts.append(f"fill: {settings['fill']}")
+    if "device" in settings:
+        parts.append(f"timed on {settings['device']}")
+    return "Measured on " + "; ".join(parts) + "."
+
+
+SECTIONS: tuple[Callable[[ReportSources], Section], ...] = (
+    overview_section, data_section, classifier_section, training_section, manifold_section,
+    explain_section, evaluation_section,
+)
+
+
+def render_report(sources: ReportSources) -> str:
+    """The complete HTML page for ``sources``."""
+    sections = [build(sources) for build in SECTIONS]
+    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return PAGE.format(
+        title=html.escape(sources.title), style=STYLE, nav=nav,
+        subtitle=html.escape(f"Class Association Embedding explanations of {sources.root}"),
+        body="\n".join(section.render() for section in sections),
+        footer=html.escape(f"generated by caex {__version__} on {stamp}; self-contained, opens offline"),
+    )
+
+
+def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 manifold: str | os.PathLike | None = None, explain: str | os.PathLike | None = None,
+                 evaluate: str | os.PathLike | None = None) -> Path:
+    """Write the report for ``run`` to ``out`` (default ``RUN/report.html``) atomically; returns its path."""
+    sources = ReportSources.from_run(run, manifold=manifold, explain=explain, evaluate=evaluate)
+    target = Path(out) if out is not None else sources.root / REPORT_FILE
+    return atomic_write_text(target, render_report(sources))

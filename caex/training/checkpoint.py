@@ -1,0 +1,129 @@
+"""Crash-safe training checkpoints in ONE safetensors file.
+
+Weights, both optimiser states, the lr schedulers, the iteration and every
+rank's RNG states go into ``checkpoint.safetensors``: tensors as tensors, the
+rest as JSON in the file's metadata. One file written through
+:func:`caex.utils.io.atomic_write_bytes` (temp file, fsync, rename) means a kill
+at any moment leaves either the previous checkpoint or the new one, never a
+weights file from one iteration next to a state file from another.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+from torch import nn
+from torch.optim import Optimizer
+
+from caex.errors import TrainingError
+from caex.utils.io import atomic_write_bytes
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+FORMAT = "caex-checkpoint"
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, independent of the live objects it is restored into."""
+
+    iteration: int
+    meta: dict[str, Any] = field(default_factory=dict)  # JSON: configs, class names, ...
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def module_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        start = f"{prefix}."
+        return {name[len(start):]: t for name, t in self.tensors.items() if name.startswith(start)}
+
+
+def flatten_optimizer(prefix: str, optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser's state as (tensors keyed ``prefix.state.<param>.<name>``, JSON for everything else)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param_id, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{prefix}.state.{param_id}.{name}"] = value
+            else:
+                scalars.setdefault(str(param_id), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_optimizer`: a dict ``Optimizer.load_state_dict`` accepts."""
+    state: dict[int, dict[str, Any]] = {}
+    start = f"{prefix}.state."
+    for key, tensor in tensors.items():
+        if key.startswith(start):
+            param_id, name = key[len(start):].split(".", 1)
+            state.setdefault(int(param_id), {})[name] = tensor
+    for param_id, values in meta["scalars"].items():
+        state.setdefault(int(param_id), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(path: str | Path, *, iteration: int, modules: dict[str, nn.Module],
+                    optimizers: dict[str, Optimizer], schedulers: dict[str, Any],
+                    rng_states: list[dict[str, torch.Tensor]], meta: dict[str, Any]) -> Path:
+    """Write everything needed to continue training bit-for-bit, atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        tensors.update({f"{name}.{key}": value for key, value in module.state_dict().items()})
+    optimizer_meta = {}
+    for name, optimizer in optimizers.items():
+        flat, optimizer_meta[name] = flatten_optimizer(name, optimizer)
+        tensors.update(flat)
+    for rank, states in enumerate(rng_states):
+        tensors.update({f"rng.{rank}.{name}": state for name, state in states.items()})
+    header = {"format": FORMAT, "iteration": iteration, "optimizers": optimizer_meta,
+              "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
+              "ranks": len(rng_states), **meta}
+    payload = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
+                   metadata={"caex": json.dumps(header)})
+    return atomic_write_bytes(path, payload)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (no unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"{path}: no checkpoint to resume from")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = json.loads((handle.metadata() or {})["caex"])
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if header.get("format") != FORMAT:
+        raise TrainingError(f"{path}: not a caex checkpoint")
+    return Checkpoint(iteration=int(header.pop("iteration")), meta=header, tensors=tensors)
+
+
+def restore_optimizer(checkpoint: Checkpoint, name: str, optimizer: Optimizer) -> None:
+    optimizer.load_state_dict(unflatten_optimizer(name, checkpoint.tensors, checkpoint.meta["optimizers"][name]))
+
+
+def capture_rng() -> dict[str, torch.Tensor]:
+    """This process's global RNG states (dropout draws from them)."""
+    states = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["torch_cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def restore_rng(checkpoint: Checkpoint, rank: int) -> bool:
+    """Put back ``rank``'s RNG states; ``False`` when the checkpoint has none for it (world size changed)."""
+    cpu = checkpoint.tensors.get(f"rng.{rank}.torch_cpu")
+    if cpu is None:
+        return False
+    torch.set_rng_state(cpu)
+    cuda = checkpoint.tensors.get(f"rng.{rank}.torch_cuda")
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
+    return True

@@ -1,0 +1,84 @@
+"""Single-process or ``torchrun`` DistributedDataParallel, decided from the environment.
+
+Under ``torchrun --nproc-per-node N`` the variables ``RANK``, ``WORLD_SIZE``
+and ``LOCAL_RANK`` are set; each process then trains on its own data stream
+(the pair sampler is seeded with the rank), gradients are averaged by DDP, and
+only rank 0 writes files. NCCL on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from caex.errors import TrainingError
+from caex.utils.device import resolve_device
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_process_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
+    """Join the process group ``torchrun`` describes, or run alone when it describes none."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext(0, 1, resolve_device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", local_rank)
+        torch.cuda.set_device(resolved)
+    owns = not dist.is_initialized()
+    if owns:
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        except (RuntimeError, ValueError) as exc:
+            raise TrainingError(f"cannot join the {backend} process group of {world_size} ranks: {exc}") from None
+    return DistContext(rank, world_size, resolved, owns)
+
+
+def shutdown(context: DistContext) -> None:
+    """Leave the process group if this context created it."""
+    if context.owns_process_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(context: DistContext) -> None:
+    if context.distributed:
+        dist.barrier()
+
+
+def gather_objects(obj: Any, context: DistContext) -> list[Any]:
+    """Every rank's ``obj`` (picklable, small: e.g. RNG states) on every rank; ``[obj]`` alone."""
+    if not context.distributed:
+        return [obj]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_flag(flag: bool, context: DistContext) -> bool:
+    """Rank 0's ``flag`` on every rank (so all ranks take the same branch)."""
+    if not context.distributed:
+        return flag
+    holder = [flag]
+    dist.broadcast_object_list(holder, src=0)
+    return bool(holder[0])

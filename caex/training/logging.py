@@ -1,0 +1,88 @@
+"""Training records: every loss term per logged step to ``log.jsonl`` / ``log.csv`` / TensorBoard,
+and PNG grids of originals, reconstructions and class swaps in ``samples/``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from caex.utils.io import atomic_write_bytes, atomic_write_text
+
+LOG_JSONL = "log.jsonl"
+LOG_CSV = "log.csv"
+
+
+class RunLogger:
+    """Appends one record per logged step; on resume, drops records past the checkpoint.
+
+    ``log.jsonl`` is appended and flushed line by line (``tail -f`` works);
+    ``log.csv`` is rewritten atomically from the same records at every
+    :meth:`flush`, so both always agree.
+    """
+
+    def __init__(self, run_dir: Path, *, resume_from: int | None = None, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
+        self.records: list[dict[str, Any]] = []
+        jsonl = run_dir / LOG_JSONL
+        if resume_from is not None and jsonl.is_file():
+            lines = jsonl.read_text(encoding="utf-8").splitlines()
+            self.records = [r for r in map(json.loads, filter(None, lines)) if r["iter"] <= resume_from]
+        atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._jsonl = jsonl.open("a", encoding="utf-8")
+        self._tensorboard = _summary_writer(run_dir / "tensorboard", resume_from) if tensorboard else None
+
+    def log(self, iteration: int, values: dict[str, float]) -> None:
+        record = {"iter": iteration, **{k: round(float(v), 6) for k, v in values.items()}}
+        self.records.append(record)
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self._tensorboard is not None:
+            for name, value in values.items():
+                self._tensorboard.add_scalar(f"train/{name}", value, iteration)
+
+    def flush(self) -> None:
+        """Rewrite ``log.csv`` from all records so far."""
+        if not self.records:
+            return
+        columns = list(dict.fromkeys(key for record in self.records for key in record))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.records)
+        atomic_write_text(self.run_dir / LOG_CSV, buffer.getvalue())
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._jsonl.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _summary_writer(folder: Path, resume_from: int | None):
+    """A TensorBoard writer when ``torch.utils.tensorboard`` imports, else ``None`` (it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder), purge_step=resume_from)
+
+
+def save_image_grid(path: Path, rows: list[torch.Tensor]) -> Path:
+    """Stack equally long rows of data-range images [n, C, H, W] into one PNG, atomically."""
+    images = torch.cat(rows).detach().float().clamp(0, 1).cpu()
+    grid = make_grid(images, nrow=len(rows[0]), padding=2, pad_value=1.0)
+    array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if array.shape[2] == 1:
+        array = array[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())

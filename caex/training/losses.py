@@ -1,0 +1,78 @@
+"""The BBCFE loss terms (paper eqs. 1-10) as pure functions of tensors.
+
+The trainer feeds both directions of every pair through one batch (A->B in the
+first half, B->A in the second), so each term below is the mean over both
+directions, i.e. ``(L^A + L^B) / 2``; eqs. 7 and 10 are therefore the weighted
+sums of :func:`weighted_sum` times two, a constant factor Adam does not see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+FAKE, REAL = 0, 1  # indices of the Dr logits (eq. 5: [1] is "real")
+
+
+@dataclass
+class LossWeights:
+    """λ1..λ6 (generator, eq. 7) and φ1, φ2 (discriminator, eq. 10); defaults are the paper's."""
+
+    recon_image: float = 10.0       # λ1, eq. 1
+    recon_class: float = 1.0        # λ2, eq. 2
+    recon_individual: float = 1.0   # λ3, eq. 3
+    cycle: float = 10.0             # λ4, eq. 4
+    adversarial: float = 1.0        # λ5, eq. 5
+    classification: float = 1.0    # λ6, eq. 6
+    disc_adversarial: float = 1.0   # φ1, eq. 8
+    disc_classification: float = 2.0  # φ2, eq. 9
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+GENERATOR_TERMS = ("recon_image", "recon_class", "recon_individual", "cycle", "adversarial", "classification")
+DISCRIMINATOR_TERMS = ("disc_adversarial", "disc_classification")
+
+
+def l1_distance(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference: eq. 1 (image), 2 (class code), 3 (individual code) and 4 (cycle)."""
+    return (output.float() - target.float()).abs().mean()
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of ``logits`` [B, K] against class indices: eq. 6 (fakes) and eq. 9 (reals)."""
+    return F.cross_entropy(logits.float(), targets)
+
+
+def _real_fake_loss(real_logits: torch.Tensor, label: int) -> torch.Tensor:
+    targets = torch.full((len(real_logits),), label, dtype=torch.long, device=real_logits.device)
+    return F.cross_entropy(real_logits.float(), targets)
+
+
+def adversarial_generator_loss(fake_real_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: the generator wants ``Dr`` to call its swapped images real."""
+    return _real_fake_loss(fake_real_logits, REAL)
+
+
+def adversarial_discriminator_loss(fake_real_logits: torch.Tensor, real_real_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 8: ``Dr`` should call swapped images fake and training images real."""
+    return _real_fake_loss(fake_real_logits, FAKE) + _real_fake_loss(real_real_logits, REAL)
+
+
+def weighted_sum(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """Eq. 7 / eq. 10: the weighted sum of the named terms (names are :class:`LossWeights` fields)."""
+    table = weights.as_dict()
+    return sum(table[name] * value for name, value in terms.items())
+
+
+def first_non_finite(terms: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first non-finite term, or ``None``; one device sync for all terms."""
+    values = torch.stack([value.detach().float() for value in terms.values()])
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return None
+    return list(terms)[int((~finite).nonzero()[0])]

@@ -1,0 +1,129 @@
+"""Every baseline saliency method: the Attributor contract, determinism, and black-box handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from caex.classifier import Classifier, TorchClassifier
+from caex.data.types import DataBundle, ImageSet
+from caex.evaluation import evaluate
+from caex.explain.attribution import (
+    BASELINES,
+    AttributionError,
+    FullGradAttributor,
+    GradientsUnavailableError,
+    make_attributor,
+    superpixel_means,
+)
+
+SIZE = 16
+FAST = {"lime": {"n_samples": 100}}  # LIME's 1,000 samples are the default; the contract needs fewer
+
+
+def tiny_net(channels: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+
+
+def tiny_classifier(channels: int) -> TorchClassifier:
+    return TorchClassifier(tiny_net(channels), ["a", "b", "c"], SIZE, channels)
+
+
+class BlackBox(Classifier):
+    """Probabilities only, like an ONNX model: no module, no gradients."""
+
+    def __init__(self, channels: int):
+        super().__init__(["a", "b", "c"], SIZE, channels)
+        self._net = tiny_net(channels)
+
+    def _logits_batch(self, images):
+        return self._net(images)
+
+
+def inputs(channels: int, count: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.rand(count, channels, SIZE, SIZE, generator=torch.Generator().manual_seed(channels))
+    return images, torch.arange(count) % 3
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_every_baseline_gives_normalised_maps_of_the_input_size(name, channels):
+    images, target = inputs(channels)
+    attributor = make_attributor(name, tiny_classifier(channels), batch_size=2, **FAST.get(name, {}))
+    attributions = attributor.attribute(images, target)
+    assert attributions.shape[0] == 3 and attributions.shape[1] in (1, channels)
+    assert attributions.shape[-2:] == (SIZE, SIZE)
+    maps = attributor.saliency(images, target)
+    assert maps.shape == (3, SIZE, SIZE) and maps.dtype == torch.float32
+    assert float(maps.min()) == 0.0 and float(maps.max()) == 1.0  # informative, scaled per image
+
+
+@pytest.mark.parametrize("name", ["random", "lime"])
+def test_seeded_methods_are_reproducible(name):
+    images, target = inputs(1)
+    attributor = make_attributor(name, tiny_classifier(1), seed=4, **FAST.get(name, {}))
+    first, next_call = attributor.saliency(images, target), attributor.saliency(images, target)
+    again = make_attributor(name, tiny_classifier(1), seed=4, **FAST.get(name, {})).saliency(images, target)
+    other = make_attributor(name, tiny_classifier(1), seed=5, **FAST.get(name, {})).saliency(images, target)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert not torch.equal(first, next_call)  # later batches get fresh draws, not a replay
+
+
+def test_occlusion_finds_the_only_region_the_model_reads():
+    class CornerReader(nn.Module):
+        def forward(self, images):
+            score = images[:, :, :4, :4].mean(dim=(1, 2, 3))
+            return torch.stack([-score, score], dim=1) * 10
+
+    classifier = TorchClassifier(CornerReader(), ["off", "on"], SIZE, 1)
+    maps = make_attributor("occlusion", classifier).saliency(torch.ones(1, 1, SIZE, SIZE), torch.tensor([1]))
+    assert maps[0, :4, :4].mean() > 0.5 and float(maps[0, 8:, 8:].max()) == 0.0
+
+
+def test_fullgrad_includes_conv_and_folded_batchnorm_biases():
+    attributor = FullGradAttributor(tiny_classifier(1))
+    kinds = sorted(type(layer).__name__ for layer, _ in attributor._biased)
+    assert kinds == ["BatchNorm2d", "Conv2d", "Conv2d"]
+
+
+@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])
+def test_gradient_methods_refuse_black_boxes(name):
+    with pytest.raises(GradientsUnavailableError, match=f"^{name} needs gradients; BlackBox is a black box$"):
+        make_attributor(name, BlackBox(1))
+
+
+@pytest.mark.parametrize("name", ["lime", "occlusion", "random"])
+def test_perturbation_methods_work_on_black_boxes(name):
+    images, target = inputs(3)
+    maps = make_attributor(name, BlackBox(3), **FAST.get(name, {})).saliency(images, target)
+    assert maps.shape == (3, SIZE, SIZE)
+
+
+def test_runner_reports_gradient_methods_as_skipped_on_black_boxes(tmp_path):
+    images, labels = inputs(1, count=9)
+    labels = BlackBox(1).predict(images)  # every image counts as correctly classified
+    split = ImageSet(images, labels)
+    data = DataBundle(train=split, test=split, class_names=["a", "b", "c"], spec="tiny")
+    results = evaluate(None, BlackBox(1), data, methods=["gradcam", "random"], n_images=3, out_dir=tmp_path)
+    assert results.row("gradcam").status == "skipped"
+    assert results.row("gradcam").reason == "skipped: gradcam needs gradients; BlackBox is a black box"
+    assert results.row("random").status == "ok"
+    assert "| gradcam | skipped: gradcam needs gradients; BlackBox is a black box |" in (
+        tmp_path / "results.md").read_text()
+
+
+def test_unknown_baseline_and_bad_shapes_are_one_line_errors():
+    with pytest.raises(AttributionError, match="unknown saliency method 'smoothgrad'"):
+        make_attributor("smoothgrad", tiny_classifier(1))
+    with pytest.raises(AttributionError, match=r"expected inputs \[B,C,H,W\]"):
+        make_attributor("gradcam", tiny_classifier(1)).attribute(torch.rand(1, SIZE, SIZE), torch.tensor([0]))
+
+
+def test_superpixel_means_replace_each_segment_by_its_mean():
+    image = torch.tensor([[[1.0, 3.0], [5.0, 7.0]]])
+    segments = torch.tensor([[0, 0], [1, 1]])
+    assert superpixel_means(image, segments).tolist() == [[[2.0, 2.0], [6.0, 6.0]]]

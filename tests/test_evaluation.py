@@ -1,0 +1,259 @@
+"""Known-answer tests of the faithfulness/localisation metrics, timing and the evaluation runner."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from caex.classifier import TorchClassifier
+from caex.data.types import DataBundle, ImageSet
+from caex.evaluation import (
+    EvaluationError,
+    LocalisationMetric,
+    PerturbationMetric,
+    aopc,
+    default_n_patches,
+    evaluate,
+    greedy_patches,
+    make_fill,
+    mass_in_mask,
+    peak_degradation,
+    perturbation_curve,
+    pointing_game,
+    select_images,
+    timed_saliency,
+    topk_iou,
+)
+
+SIZE = 16
+SQUARE = (slice(6, 10), slice(6, 10))  # the only region the classifier looks at
+
+
+class SquareBrightness(nn.Module):
+    """Logit of class 1 grows with the mean intensity of one fixed square; class 0 is constant."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        brightness = images[:, :, SQUARE[0], SQUARE[1]].mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(brightness), 12 * (brightness - 0.5)], dim=1)
+
+
+def square_classifier() -> TorchClassifier:
+    return TorchClassifier(SquareBrightness(), ["dark", "bright"], SIZE, 1)
+
+
+def square_mask(count: int) -> torch.Tensor:
+    masks = torch.zeros(count, SIZE, SIZE, dtype=torch.bool)
+    masks[:, SQUARE[0], SQUARE[1]] = True
+    return masks
+
+
+def bright_images(count: int, seed: int = 0) -> torch.Tensor:
+    """Dim noisy backgrounds with a bright square: class 1 with high confidence."""
+    images = 0.3 * torch.rand(count, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    images[:, :, SQUARE[0], SQUARE[1]] = 1.0
+    return images
+
+
+def test_hand_computed_aopc_and_pd():
+    probs = torch.tensor([[0.9, 0.5, 0.2], [0.8, 0.8, 0.4]])
+    # drops per p: image 0 -> 0.4, 0.7; image 1 -> 0.0, 0.4; means 0.2, 0.55
+    assert aopc(probs) == pytest.approx(0.375)
+    assert peak_degradation(probs) == pytest.approx(0.55)
+
+
+def test_perturbation_curve_on_a_mean_intensity_model():
+    """F = mean intensity; white 4x4 images, black fill, 1x1 patches: F drops by 1/16 per patch."""
+    def mean_model(images: torch.Tensor) -> torch.Tensor:
+        brightness = images.mean(dim=(1, 2, 3))
+        return torch.stack([1 - brightness, brightness], dim=1)
+
+    images = torch.ones(2, 1, 4, 4)
+    saliency = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    probs = perturbation_curve(mean_model, images, torch.tensor([1, 1]), saliency, torch.zeros_like(images),
+                               n_patches=3, patch=1)
+    expected = torch.tensor([1.0, 15 / 16, 14 / 16, 13 / 16]).expand(2, -1)
+    torch.testing.assert_close(probs, expected)
+    assert aopc(probs) == pytest.approx(2 / 16)  # mean of 1/16, 2/16, 3/16
+    assert peak_degradation(probs) == pytest.approx(3 / 16)
+
+
+def test_greedy_patches_skip_covered_pixels_and_clip_at_borders():
+    saliency = torch.zeros(1, 6, 6)
+    saliency[0, 2, 2] = 10  # patch 1 covers rows 1-3, cols 1-3
+    saliency[0, 2, 3] = 9   # covered by patch 1: skipped
+    saliency[0, 0, 5] = 8   # corner: patch clipped to rows 0-1, cols 4-5
+    saliency[0, 5, 0] = 7
+    saliency[0, 3, 3] = 6   # covered by patch 1: skipped
+    saliency[0, 5, 5] = 5
+    centres, cover_step = greedy_patches(saliency, n_patches=4, patch=3)
+    assert centres.tolist() == [[2 * 6 + 2, 0 * 6 + 5, 5 * 6 + 0, 5 * 6 + 5]]
+    assert [int((cover_step <= p).sum()) for p in range(1, 5)] == [9, 13, 17, 21]
+    assert cover_step[0, 3, 3] == 1 and cover_step[0, 0, 4] == 2 and cover_step[0, 0, 0] == 5  # 5 = never
+
+
+def test_greedy_patches_stop_when_the_image_is_covered():
+    saliency = torch.zeros(2, 3, 3)
+    saliency[:, 1, 1] = 1  # the first patch, centred, covers the whole 3x3 image
+    centres, cover_step = greedy_patches(saliency, n_patches=2, patch=3)
+    assert centres.tolist() == [[4, -1], [4, -1]]
+    assert bool((cover_step == 1).all())
+
+
+def test_ideal_map_maximises_aopc_inverted_minimises_random_in_between():
+    classifier = square_classifier()
+    images, labels = bright_images(6), torch.ones(6, dtype=torch.long)
+    ideal = square_mask(6).float()
+    metric = PerturbationMetric(patch=3, n_patches=4)
+    fill = make_fill(images, seed=0)
+    best = metric(classifier, images, labels, ideal, fill)
+    worst = metric(classifier, images, labels, 1 - ideal, fill)
+    randoms = [metric(classifier, images, labels, torch.rand(6, SIZE, SIZE, generator=torch.Generator().manual_seed(s)),
+                      fill).aopc for s in range(5)]
+    assert worst.aopc == pytest.approx(0.0, abs=1e-6)  # covers only background the model ignores
+    assert best.aopc > max(randoms) >= min(randoms) >= worst.aopc
+    assert best.peak_degradation == pytest.approx(max(best.curve))
+    assert len(best.curve) == best.n_patches == 4 and best.probs.shape == (6, 5)
+
+
+def test_fill_is_seeded_and_in_range():
+    images = torch.zeros(3, 2, 8, 8)
+    fill = make_fill(images, seed=3)
+    assert torch.equal(fill, make_fill(images, seed=3))
+    assert not torch.equal(fill, make_fill(images, seed=4))
+    assert fill.shape == images.shape and 0 <= float(fill.min()) and float(fill.max()) <= 1
+
+
+def test_default_n_patches_covers_a_fixed_share():
+    assert default_n_patches(28, 28) == 4  # 0.25 * 784 / 49
+    assert default_n_patches(256, 256, share=0.1) == 134
+    assert default_n_patches(4, 4) == 1
+
+
+def test_localisation_exact_values():
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[0, :2, :2] = True  # 4 of 16 pixels; image 1 has no lesion
+    saliency = torch.zeros(2, 4, 4)
+    saliency[0, 0, 0], saliency[0, 0, 1], saliency[0, 3, 3], saliency[0, 2, 2] = 1.0, 0.5, 0.25, 0.25
+    assert pointing_game(saliency, masks)[0] == 1 and math.isnan(pointing_game(saliency, masks)[1])
+    assert mass_in_mask(saliency, masks)[0] == pytest.approx(1.5 / 2.0)
+    # top-4 pixels (mask share): (0,0), (0,1), (2,2), (3,3) -> 2 shared of 6 in the union
+    assert topk_iou(saliency, masks)[0] == pytest.approx(2 / 6)
+    assert topk_iou(saliency, masks, k=2 / 16)[0] == pytest.approx(2 / 4)
+    missed = torch.zeros(1, 4, 4)
+    missed[0, 3, 3] = 1
+    assert pointing_game(missed, masks[:1])[0] == 0 and mass_in_mask(missed, masks[:1])[0] == 0
+    summary = LocalisationMetric()(saliency, masks)
+    assert summary == {"pointing": 1.0, "mass_in_mask": 0.75, "iou": pytest.approx(1 / 3), "n_with_mask": 1}
+
+
+def test_timed_saliency_batches_and_reports_median():
+    calls = []
+
+    def fn(images, targets):
+        calls.append(len(images))
+        return images[:, 0]
+
+    images = torch.rand(5, 1, 4, 4)
+    timed = timed_saliency(fn, images, torch.zeros(5, dtype=torch.long), batch_size=2, device=torch.device("cpu"))
+    assert calls == [2, 2, 2, 1]  # warm-up on the first batch, then three timed batches
+    assert torch.equal(timed.maps, images[:, 0])
+    assert len(timed.batch_ms_per_image) == 3 and timed.ms_per_image >= 0
+
+
+def tiny_bundle(count: int = 8) -> DataBundle:
+    """Half bright-square images (class 1), half dark (class 0); masks mark the square on class 1."""
+    images = bright_images(count)
+    images[::2, :, SQUARE[0], SQUARE[1]] = 0.0
+    labels = torch.tensor([0, 1] * (count // 2))
+    masks = square_mask(count) & (labels == 1)[:, None, None]
+    split = ImageSet(images, labels, masks)
+    return DataBundle(train=split, test=split, class_names=["dark", "bright"], spec="tiny-square")
+
+
+def test_select_images_is_stratified_seeded_and_correct_only():
+    data = tiny_bundle(12)
+    classifier = square_classifier()
+    data.test.labels[0] = 1  # now misclassified: must never be picked
+    picked = select_images(classifier, data, 6, seed=1)
+    assert torch.equal(picked, select_images(classifier, data, 6, seed=1))
+    assert 0 not in picked.tolist()
+    assert data.test.labels[picked].tolist() == [0, 1, 0, 1, 0, 1]
+    with pytest.raises(EvaluationError, match="n-images 0"):
+        select_images(classifier, data, 0)
+
+
+class MaskExplainer:
+    """A stand-in for caex.explain.Explainer that 'explains' by pointing at the square."""
+
+    def __init__(self):
+        self.targets = []
+
+    def explain(self, images, target=None, path="guided"):
+        self.targets.append((target.tolist(), path))
+        return SimpleNamespace(saliency=square_mask(len(images)).float())
+
+
+def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
+    fills = []
+    original_call = PerturbationMetric.__call__
+
+    def recording_call(self, model, images, labels, saliency, fill):
+        fills.append(fill.clone())
+        return original_call(self, model, images, labels, saliency, fill)
+
+    monkeypatch.setattr(PerturbationMetric, "__call__", recording_call)
+    explainer = MaskExplainer()
+    results = evaluate(explainer, square_classifier(), tiny_bundle(), methods=["cae-centroid", "occlusion", "random"],
+                       n_images=4, out_dir=tmp_path, batch_size=2, metric=PerturbationMetric(patch=3, n_patches=3))
+    for name in ("results.csv", "results.json", "results.md", "curves.png", "gallery.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert all(torch.equal(fill, fills[0]) for fill in fills) and len(fills) == 3
+    # CAE moves each image towards the other class, with the requested path, batch by batch.
+    assert explainer.targets[-2:] == [([1, 0], "centroid"), ([1, 0], "centroid")]
+    cae = results.row("cae-centroid")
+    assert cae.pointing == 1.0 and cae.mass_in_mask == 1.0 and cae.iou == 1.0
+    assert cae.aopc > results.row("random").aopc
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"]["n_patches"] == 3 and saved["settings"]["patch"] == 3
+    assert [row["method"] for row in saved["methods"]] == ["cae-centroid", "occlusion", "random"]
+    table = (tmp_path / "results.md").read_text()
+    assert "| cae-centroid | 0." in table and "N = 3 patches of 3x3 px" in table
+
+
+def test_runner_is_deterministic():
+    kwargs = dict(methods=["random", "occlusion"], n_images=4, seed=5, batch_size=4)
+    first = evaluate(None, square_classifier(), tiny_bundle(), **kwargs)
+    second = evaluate(None, square_classifier(), tiny_bundle(), **kwargs)
+    for name in ("random", "occlusion"):
+        assert first.row(name).aopc == second.row(name).aopc
+        assert torch.equal(first.maps[name], second.maps[name])
+
+
+def test_runner_rejects_unknown_methods_and_cae_without_a_run():
+    with pytest.raises(EvaluationError, match="unknown method 'gradcamm'"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["gradcamm"])
+    with pytest.raises(EvaluationError, match="need a CAE run"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["cae"], n_images=2)
+
+
+def test_runner_with_a_real_cae_explainer_on_every_path(tmp_path):
+    from caex.explain import Explainer
+    from caex.model import CAE, CAEConfig
+
+    data = tiny_bundle()
+    torch.manual_seed(0)
+    cae = CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=2), class_names=data.class_names)
+    cae.set_train_codes(cae.class_codes(data.train.images), data.train.labels)
+    explainer = Explainer(cae, square_classifier(), knn=7, candidates=0)  # 8 codes: one connected graph
+    methods = ["cae", "cae-guided", "cae-centroid", "cae-nearest"]
+    results = evaluate(explainer, square_classifier(), data, methods=methods, n_images=4, batch_size=4,
+                       metric=PerturbationMetric(patch=3, n_patches=2))
+    for name in methods:
+        row = results.row(name)
+        assert row.status == "ok" and 0 <= row.pointing <= 1 and math.isfinite(row.aopc)
+        assert results.maps[name].shape == (4, SIZE, SIZE)

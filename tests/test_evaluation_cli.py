@@ -1,0 +1,52 @@
+"""``caex evaluate`` end to end: argument validation and a baselines-only run that writes every output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import caex.data
+from caex.classifier import build_classifier_network, save_bundle
+from caex.cli.main import main
+
+
+def test_help_lists_the_methods(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert "cae-guided" in text and "integrated_gradients" in text and "--n-images" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["none", "synthetic", "--methods", "cae,gradcam"], "RUN is 'none' but --methods asks for cae"),
+    (["no/such/run", "synthetic"], "RUN no/such/run: no such CAE run folder"),
+    (["none", "synthetic", "--methods", "gradcam,smoothgrad"], "unknown method 'smoothgrad'"),
+    (["none", "synthetic", "--methods", "random", "--share", "2"], "the share in (0, 1]"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
+    code = main(["evaluate", *argv, "--classifier", str(tmp_path), "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith("caex evaluate: error: ") and message in error
+    assert error.count("\n") == 1
+
+
+@pytest.mark.skipif(not hasattr(caex.data, "load_dataset"), reason="caex.data.load_dataset not built yet")
+def test_baselines_only_run_writes_every_output(tmp_path, capsys):
+    generator = np.random.default_rng(0)
+    arrays = {f"{split}_{kind}": value for split in ("train", "test") for kind, value in (
+        ("images", generator.integers(0, 256, (12, 16, 16), dtype=np.uint8)), ("labels", np.arange(12) % 2))}
+    np.savez(tmp_path / "tiny.npz", **arrays)
+    torch.manual_seed(0)
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=16)
+    save_bundle(net, tmp_path / "clf", class_names=["0", "1"], image_size=16)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "none", str(tmp_path / "tiny.npz"), "--classifier", str(tmp_path / "clf"),
+                 "--methods", "gradcam,occlusion,random", "--n-images", "4", "--device", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert "| gradcam | 0." in capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["methods"]
+    assert [row["method"] for row in rows] == ["gradcam", "occlusion", "random"]
+    assert all((out / name).is_file() for name in ("results.csv", "results.md", "curves.png", "gallery.png"))

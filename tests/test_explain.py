@@ -1,0 +1,316 @@
+"""Explainer, paths and saliency: known answers on a hand-built CAE, path geometry, batching, black boxes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from caex.classifier import Classifier, TorchClassifier, build_classifier_network
+from caex.errors import CaexError
+from caex.explain import Explainer, Explanation
+from caex.explain.paths import CodeGraph, guided_paths, resample_polylines, straight_paths
+from caex.explain.saliency import contrast_saliency, end_steps, flip_steps, gaussian_smooth, weighted_saliency
+from caex.model import CAE, CAEConfig
+
+SIZE = 16
+LESION = (slice(4, 8), slice(4, 8))        # the region the classifier reads
+DISTRACTOR = (slice(10, 14), slice(9, 13))  # changes along the path, ignored by the classifier
+
+
+def region_mask(region: tuple[slice, slice]) -> torch.Tensor:
+    mask = torch.zeros(SIZE, SIZE)
+    mask[region] = 1.0
+    return mask
+
+
+class PaintingCAE(nn.Module):
+    """A CAE stand-in with a known answer: code[0] paints the lesion, code[1] the distractor.
+
+    The distractor only appears once code[1] passes 0.6, i.e. after a path along
+    the diagonal from (0, 0) has already flipped the lesion classifier (at code[0] > 0.5).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(channels=1, image_size=SIZE, code_dim=2)
+        self.class_names = ["healthy", "lesion"]
+        self.register_buffer("lesion", region_mask(LESION))
+        self.register_buffer("distractor", region_mask(DISTRACTOR))
+        diagonal = torch.linspace(0, 1, 41)
+        self.train_codes = torch.stack([diagonal, diagonal], dim=1)  # a connected chain of codes
+        self.train_labels = (diagonal > 0.5).long()
+        self.centroids = torch.stack([self.train_codes[self.train_labels == k].mean(0) for k in (0, 1)])
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lesion = (images[:, 0] * self.lesion).sum((1, 2)) / self.lesion.sum()
+        distractor = (images[:, 0] * self.distractor).sum((1, 2)) / self.distractor.sum()
+        individual = images * (1 - self.lesion - self.distractor)
+        return torch.stack([lesion, distractor], dim=1), individual
+
+    def decode(self, codes: torch.Tensor, individual: torch.Tensor) -> torch.Tensor:
+        distractor = ((codes[:, 1] - 0.6) / 0.4).clamp(0, 1)
+        return (individual + codes[:, 0, None, None, None] * self.lesion
+                + distractor[:, None, None, None] * self.distractor)
+
+
+class LesionBlackBox(Classifier):
+    """A probabilities-only classifier computed in NumPy (like ONNX): p(lesion) = sigmoid(40 (mean - 0.5))."""
+
+    def __init__(self) -> None:
+        super().__init__(["healthy", "lesion"], SIZE, 1)
+        self.calls_with_grad = 0
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls_with_grad += int(torch.is_grad_enabled())
+        pixels = images.numpy()[:, 0, LESION[0], LESION[1]]
+        score = 40.0 * (pixels.mean(axis=(1, 2)) - 0.5)
+        return torch.from_numpy(np.stack([np.zeros_like(score), score], axis=1))
+
+
+def healthy_images(count: int, seed: int = 0) -> torch.Tensor:
+    """Noise backgrounds with an empty lesion and an empty distractor (codes = (0, 0))."""
+    generator = torch.Generator().manual_seed(seed)
+    images = 0.3 * torch.rand(count, 1, SIZE, SIZE, generator=generator)
+    return images * (1 - region_mask(LESION) - region_mask(DISTRACTOR))
+
+
+@pytest.fixture
+def painted() -> Explainer:
+    return Explainer(PaintingCAE(), LesionBlackBox(), batch_size=7, knn=3)
+
+
+def mass_in(maps: torch.Tensor, region: tuple[slice, slice]) -> torch.Tensor:
+    return (maps * region_mask(region)).sum((1, 2)) / maps.sum((1, 2))
+
+
+# -- saliency: known answers -----------------------------------------------------------------
+def test_weighted_saliency_finds_the_lesion_and_ignores_the_distractor(painted: Explainer) -> None:
+    explanation = painted.explain(healthy_images(3), path="centroid", steps=16)
+    assert explanation.target.tolist() == [1, 1, 1] and explanation.prediction.tolist() == [0, 0, 0]
+    assert explanation.saliency.shape == (3, SIZE, SIZE)
+    assert explanation.saliency.min() >= 0 and torch.allclose(explanation.saliency.amax((1, 2)), torch.ones(3))
+    assert torch.all(mass_in(explanation.saliency, LESION) > 0.999)
+    # The flip comes where the lesion code passes 0.5 on the path to the class-1 centroid.
+    codes_at_flip = explanation.codes[torch.arange(3), explanation.flip_step, 0]
+    codes_before = explanation.codes[torch.arange(3), explanation.flip_step - 1, 0]
+    assert torch.all(codes_at_flip > 0.5) and torch.all(codes_before <= 0.5)
+
+
+def test_contrast_map_credits_the_distractor_that_weighting_discounts(painted: Explainer) -> None:
+    images = healthy_images(2)
+    contrast = painted.explain(images, path="centroid", stop_at_flip=False, saliency="contrast")
+    weighted = painted.explain(images, path="centroid", stop_at_flip=False)
+    assert torch.all(mass_in(contrast.saliency, DISTRACTOR) > 0.2)
+    assert torch.all(mass_in(weighted.saliency, LESION) > mass_in(contrast.saliency, LESION) + 0.2)
+    assert torch.equal(weighted.end_step, torch.full((2,), 15))
+
+
+def test_frames_are_compared_with_the_reconstruction_not_the_input(painted: Explainer) -> None:
+    images = healthy_images(2)
+    images[:, :, 0, 0] = 0.9  # something the stand-in CAE cannot reconstruct...
+    painted.cae.decode = lambda codes, individual: PaintingCAE.decode(painted.cae, codes, individual * 0.5)
+    explanation = painted.explain(images, path="centroid")
+    assert torch.allclose(explanation.reconstruction, explanation.frames[:, 0])
+    assert not torch.allclose(explanation.reconstruction, images)
+    assert explanation.saliency[:, 0, 0].max() == 0  # ...so its error does not leak into the map
+
+
+def test_flip_steps_and_end_steps_on_constructed_probabilities() -> None:
+    p = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])     # flips at step 2
+    never = torch.tensor([[0.9, 0.1]] * 4)
+    at_start = torch.tensor([[0.1, 0.9]] * 4)
+    probs = torch.stack([p, never, at_start])
+    flips = flip_steps(probs, torch.tensor([1, 1, 1]))
+    assert flips.tolist() == [2, -1, 0]
+    assert flip_steps(probs, torch.tensor([0, 0, 0])).tolist() == [0, 0, -1]
+    assert end_steps(flips, 4, stop_at_flip=True).tolist() == [2, 3, 3]
+    assert end_steps(flips, 4, stop_at_flip=False).tolist() == [3, 3, 3]
+
+
+def test_weighted_saliency_uses_only_steps_up_to_the_end() -> None:
+    frames = torch.zeros(1, 4, 1, 2, 2)
+    frames[0, 1:, 0, 0, 0] = 1.0   # pixel (0,0) changes at step 1
+    frames[0, 3:, 0, 1, 1] = 1.0   # pixel (1,1) changes at step 3
+    target_probs = torch.tensor([[0.0, 0.5, 0.6, 1.0]])
+    early = weighted_saliency(frames, target_probs, torch.tensor([2]))
+    late = weighted_saliency(frames, target_probs, torch.tensor([3]))
+    assert early[0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert torch.allclose(late[0], torch.tensor([[1.0, 0.0], [0.0, 0.8]]))  # 0.4 / 0.5
+    assert contrast_saliency(frames, target_probs, torch.tensor([3]))[0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_gaussian_smoothing_spreads_a_point_and_stays_normalised() -> None:
+    point = torch.zeros(1, 9, 9)
+    point[0, 4, 4] = 1.0
+    smooth = gaussian_smooth(point, sigma=1.0)
+    assert smooth[0, 4, 4] == 1.0 and 0 < smooth[0, 4, 5] < 1 and smooth[0, 0, 0] < smooth[0, 4, 6]
+    assert torch.equal(gaussian_smooth(point, 0.0), point)
+
+
+# -- paths ---------------------------------------------------------------------------------------
+def test_straight_paths_are_exact_at_both_ends() -> None:
+    start, end = torch.randn(3, 8, generator=torch.Generator().manual_seed(1)), torch.randn(3, 8)
+    path = straight_paths(start, end, 7)
+    assert path.shape == (3, 7, 8)
+    assert torch.equal(path[:, 0], start) and torch.equal(path[:, -1], end)
+    assert torch.allclose(path[:, 3], (start + end) / 2, atol=1e-6)
+
+
+def test_resampling_is_even_in_arc_length_across_ragged_polylines() -> None:
+    corner = torch.tensor([[0.0, 0.0], [3.0, 0.0], [3.0, 1.0]])   # length 4
+    line = torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    points = resample_polylines([corner, line], steps=5)
+    expected_corner = torch.tensor([[0, 0], [1, 0], [2, 0], [3, 0], [3, 1]], dtype=torch.float32)
+    assert torch.allclose(points[0], expected_corner, atol=1e-6)
+    assert torch.allclose(points[1], torch.tensor([[0.0, 0.0], [0, 0.5], [0, 1], [0, 1.5], [0, 2]]), atol=1e-6)
+    assert torch.equal(resample_polylines([corner[:1]], 3), corner[:1].expand(1, 3, 2))
+
+
+def u_shaped_codes(count: int = 150, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes along a U in 8-D (left arm class 0, right arm class 1, joined at the bottom).
+
+    The straight line between the arm tips crosses empty code space; the data
+    only connect the classes through the bottom of the U.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 3, count)
+    x = torch.where(t < 1, 0.0, torch.where(t < 2, t - 1, 1.0))
+    y = torch.where(t < 1, 1 - t, torch.where(t < 2, 0.0, t - 2))
+    codes = 0.005 * torch.randn(count, 8, generator=generator)
+    codes[:, 0] += x
+    codes[:, 1] += y
+    return codes, (t > 1.5).long()
+
+
+def test_guided_path_follows_graph_edges_and_ends_on_a_target_code() -> None:
+    bank, labels = u_shaped_codes()
+    graph = CodeGraph(bank, labels, k=6)
+    exemplars = bank[:5] + 0.001                                  # near the tip of the class-0 arm
+    target = torch.ones(5, dtype=torch.long)
+    guided = guided_paths(graph, exemplars, target, steps=12)
+    assert not guided.fallback.any()
+    adjacency = graph.graph.toarray() > 0
+    for b, route in enumerate(guided.nodes):
+        assert labels[route[-1]] == 1 and all(labels[node] == 0 for node in route[:-1])
+        assert bank[route[-1], 1] < 0.05                          # it went round the U, not across
+        assert all(adjacency[a, c] for a, c in zip(route, route[1:]))
+        assert torch.equal(guided.codes[b, 0], exemplars[b]) and torch.equal(guided.codes[b, -1], bank[route[-1]])
+        polyline = torch.cat([exemplars[b:b + 1], bank[route]])
+        length = (polyline[1:] - polyline[:-1]).norm(dim=1).sum()
+        spacing = (guided.codes[b, 1:] - guided.codes[b, :-1]).norm(dim=1)
+        assert torch.all(spacing <= length / 11 + 1e-5)          # even steps along the polyline...
+        assert spacing.sum() <= length + 1e-5                     # ...never overshooting it
+        assert torch.all(spacing > 0.5 * length / 11)            # ...and always moving forward
+
+
+def test_disconnected_graph_falls_back_to_the_nearest_code_with_a_warning() -> None:
+    bank = torch.cat([torch.zeros(5, 2), torch.full((5, 2), 10.0)]) + torch.arange(10.0)[:, None] * 0.01
+    labels = torch.tensor([0] * 5 + [1] * 5)
+    graph = CodeGraph(bank, labels, k=2)
+    with pytest.warns(RuntimeWarning, match="cannot reach"):
+        guided = guided_paths(graph, torch.zeros(1, 2), torch.tensor([1]), steps=4)
+    assert guided.fallback.tolist() == [True] and guided.nodes == [[5]]
+    assert torch.equal(guided.codes[0, -1], bank[5])
+
+
+def test_every_path_type_starts_at_the_exemplar_and_ends_at_its_end_code(painted: Explainer) -> None:
+    images, cae = healthy_images(3), painted.cae
+    start = cae.encode(images)[0]
+    reference = healthy_images(1, seed=5)
+    reference[:, :, LESION[0], LESION[1]] = 1.0
+    ends = {
+        "centroid": cae.centroids[1].expand(3, -1),
+        "nearest": cae.train_codes[cae.train_labels == 1][0].expand(3, -1),  # the chain's first class-1 code
+        "reference": cae.encode(reference)[0].expand(3, -1),
+    }
+    for path, end in ends.items():
+        explanation = painted.explain(images, path=path, reference=reference if path == "reference" else None)
+        assert torch.equal(explanation.codes[:, 0], start) and torch.equal(explanation.codes[:, -1], end), path
+        assert explanation.target.tolist() == [1, 1, 1]
+    guided = painted.explain(images, path="guided")
+    assert torch.equal(guided.codes[:, 0], start)
+    for b, route in enumerate(guided.path_nodes):
+        assert torch.equal(guided.codes[b, -1], cae.train_codes[route[-1]]) and cae.train_labels[route[-1]] == 1
+
+
+# -- the Explainer on a real (tiny, untrained) CAE ----------------------------------------------
+@pytest.fixture(scope="module")
+def tiny() -> tuple[Explainer, torch.Tensor]:
+    torch.manual_seed(0)
+    names = ["a", "b", "c"]
+    cae = CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=3), names)
+    images = torch.rand(45, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    # An untrained encoder maps everything to nearly one code; spread stored codes keep graph
+    # distances free of near-ties, so paths do not hinge on float noise.
+    codes = cae.class_codes(images)
+    spread = codes.mean(0) + codes.std() * torch.randn(45, 8, generator=torch.Generator().manual_seed(3))
+    cae.set_train_codes(spread, torch.arange(45) % 3)
+    net = build_classifier_network("smallcnn", channels=1, num_classes=3, image_size=SIZE)
+    with torch.no_grad():
+        net.head.weight.mul_(100.0)  # confident outputs, so probabilities really change along a path
+    classifier = TorchClassifier(net, names, SIZE, 1, batch_size=16)
+    return Explainer(cae, classifier, batch_size=16, knn=4), images
+
+
+def test_explanation_fields_have_the_documented_shapes(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    explainer, images = tiny
+    explanation = explainer.explain(images[:5], steps=6)
+    assert isinstance(explanation, Explanation) and len(explanation) == 5
+    shapes = {"saliency": (5, SIZE, SIZE), "frames": (5, 6, 1, SIZE, SIZE), "target_probs": (5, 6),
+              "probs": (5, 6, 3), "flip_step": (5,), "target": (5,), "prediction": (5,), "codes": (5, 6, 8),
+              "reconstruction": (5, 1, SIZE, SIZE)}
+    for name, shape in shapes.items():
+        assert tuple(getattr(explanation, name).shape) == shape, name
+    assert torch.all(explanation.target != explanation.prediction)
+    assert torch.allclose(explanation.probs.sum(-1), torch.ones(5, 6), atol=1e-5)
+    assert not explanation.frames.requires_grad and not explanation.saliency.requires_grad
+
+
+def test_batched_results_equal_one_by_one(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    explainer, images = tiny
+    batch = explainer.explain(images[:4], steps=5)
+    for i in range(4):
+        single = explainer.explain(images[i:i + 1], steps=5)
+        assert single.path_nodes == batch.path_nodes[i:i + 1]
+        for name in ("codes", "frames", "probs", "flip_step", "target"):
+            assert torch.allclose(getattr(single, name), getattr(batch, name)[i:i + 1], atol=1e-5), name
+        # An untrained decoder changes frames by ~1e-3 per step, so float noise of 1e-6 between
+        # batch sizes becomes ~1e-3 after the per-image normalisation.
+        assert torch.allclose(single.saliency, batch.saliency[i:i + 1], atol=1e-2)
+
+
+def test_all_targets_gives_one_explanation_per_other_class(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    explainer, images = tiny
+    default = explainer.explain(images[:3], path="centroid", steps=4)
+    every = explainer.explain(images[:3], path="centroid", steps=4, all_targets=True)
+    assert isinstance(every, list) and len(every) == 2
+    assert torch.equal(every[0].target, default.target) and torch.allclose(every[0].saliency, default.saliency)
+    targets = torch.stack([e.target for e in every])
+    assert torch.all(targets != default.prediction) and torch.all(targets[0] != targets[1])
+
+
+def test_targets_by_index_name_and_tensor(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    explainer, images = tiny
+    assert explainer.explain(images[:2], target="c", path="centroid", steps=3).target.tolist() == [2, 2]
+    assert explainer.explain(images[:2], target=1, path="centroid", steps=3).target.tolist() == [1, 1]
+    per_image = explainer.explain(images[:2], target=torch.tensor([0, 2]), path="centroid", steps=3)
+    assert per_image.target.tolist() == [0, 2]
+    with pytest.raises(CaexError, match="target 'zebra': not a class"):
+        explainer.explain(images[:2], target="zebra")
+    with pytest.raises(CaexError, match="3 targets for 2 images"):
+        explainer.explain(images[:2], target=[0, 1, 2])
+    with pytest.raises(CaexError, match="unknown path 'curvy'"):
+        explainer.explain(images[:2], path="curvy")
+    with pytest.raises(CaexError, match="reference"):
+        explainer.explain(images[:2], path="reference")
+
+
+def test_a_black_box_runs_without_gradients(painted: Explainer) -> None:
+    assert painted.classifier.module is None
+    explanation = painted.explain(healthy_images(4), path="guided", steps=8)
+    assert painted.classifier.calls_with_grad == 0
+    assert torch.all(explanation.flip_step > 0) and torch.all(mass_in(explanation.saliency, LESION) > 0.99)

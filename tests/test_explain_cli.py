@@ -1,0 +1,108 @@
+"""``caex explain`` end to end on a tiny saved CAE and classifier: files decode, errors are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from caex.classifier import build_classifier_network, save_bundle
+from caex.cli.explain import collect_images, unique_stems
+from caex.cli.main import main
+from caex.errors import CaexError
+from caex.model import CAE, CAEConfig
+
+SIZE = 16
+NAMES = ["normal", "lesion", "other"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CAE run folder, a classifier bundle and a few image files of mixed size and mode."""
+    root = tmp_path_factory.mktemp("explain_cli")
+    torch.manual_seed(0)
+    cae = CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=3), NAMES)
+    generator = torch.Generator().manual_seed(1)
+    cae.set_train_codes(torch.randn(30, 8, generator=generator), torch.arange(30) % 3)
+    cae.save(root / "run")
+    net = build_classifier_network("smallcnn", channels=1, num_classes=3, image_size=SIZE)
+    save_bundle(net, root / "clf", class_names=NAMES, image_size=SIZE)
+    rng = np.random.default_rng(0)
+    (root / "imgs" / "sub").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(root / "imgs" / "rgb.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / "imgs" / "sub" / "grey.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(root / "imgs" / "sub" / "rgb.bmp")
+    (root / "imgs" / "notes.txt").write_text("not an image")
+    (root / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def run_cli(workspace: Path, *args: str) -> int:
+    return main(["explain", str(workspace / "run"), *args, "--classifier", str(workspace / "clf"),
+                 "--device", "cpu"])
+
+
+def test_explain_writes_decodable_files_for_every_image(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    out = workspace / "out"
+    assert run_cli(workspace, str(workspace / "imgs"), "--steps", "5", "--out", str(out)) == 0
+    assert "wrote 3 explanation(s) of 3 image(s)" in capsys.readouterr().out
+    for stem in ("rgb", "grey", "rgb-2"):   # the second rgb.* gets a distinct name
+        summary = json.loads((out / f"{stem}.json").read_text())
+        assert summary["path"] == "guided" and len(summary["target_probs"]) == 5
+        assert summary["target"]["class"] != summary["prediction"]["class"]
+        assert 0.0 <= summary["prediction"]["probability"] <= 1.0
+        assert summary["flip_step"] >= -1 and summary["path_nodes"]
+        saliency = np.load(out / f"{stem}_saliency.npy")
+        assert saliency.shape == (SIZE, SIZE) and 0.0 <= saliency.min() and saliency.max() <= 1.0
+        with Image.open(out / f"{stem}_saliency.png") as overlay:
+            assert overlay.format == "PNG" and overlay.size[0] >= SIZE
+        with Image.open(out / f"{stem}_path.png") as strip:
+            assert strip.format == "PNG" and strip.width > strip.height
+        with Image.open(out / f"{stem}_path.gif") as gif:
+            assert gif.format == "GIF" and gif.n_frames == summary["end_step"] + 1
+
+
+def test_explain_options_target_reference_and_all_targets(workspace: Path) -> None:
+    image = str(workspace / "imgs" / "rgb.png")
+    out = workspace / "out_options"
+    assert run_cli(workspace, image, "--target", "other", "--path", "centroid", "--steps", "4",
+                   "--no-stop-at-flip", "--out", str(out)) == 0
+    summary = json.loads((out / "rgb.json").read_text())
+    assert summary["target"]["class"] == "other" and summary["end_step"] == 3 and summary["path_nodes"] is None
+    assert run_cli(workspace, image, "--path", "reference", "--reference", str(workspace / "imgs" / "sub" /
+                   "grey.jpg"), "--steps", "3", "--out", str(out / "ref")) == 0
+    assert json.loads((out / "ref" / "rgb.json").read_text())["path"] == "reference"
+    assert run_cli(workspace, image, "--all-targets", "--steps", "3", "--out", str(out / "all")) == 0
+    assert len(list((out / "all").glob("rgb_to-*.json"))) == 2
+
+
+@pytest.mark.parametrize("images, message", [
+    (["missing.png"], "missing.png: no such image file or folder"),
+    (["*.nothing"], "no files match this pattern"),
+    (["broken.png"], "broken.png: not a readable image"),
+])
+def test_bad_images_give_one_line_errors(workspace: Path, capsys: pytest.CaptureFixture, monkeypatch,
+                                         images: list[str], message: str) -> None:
+    monkeypatch.chdir(workspace)
+    assert run_cli(workspace, *images, "--out", str(workspace / "never")) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("caex explain: error:") and message in error and "\n" not in error
+
+
+def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--target", "zebra",
+                   "--out", str(workspace / "never")) == 2
+    assert "target 'zebra': not a class" in capsys.readouterr().err
+
+
+def test_collect_images_expands_folders_and_globs_once(workspace: Path) -> None:
+    folder = workspace / "imgs"
+    found = collect_images([str(folder), str(folder / "*.png")])
+    assert [p.name for p in found] == ["rgb.png", "grey.jpg", "rgb.bmp"]
+    with pytest.raises(CaexError, match="folder contains no images"):
+        collect_images([str(workspace / "run")])
+    assert unique_stems([Path("a/x.png"), Path("b/x.png"), Path("x-2.png")]) == ["x", "x-2", "x-2-2"]

@@ -1,0 +1,255 @@
+"""Known-answer tests of the manifold statistics, on constructed codes and stand-in models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from caex.classifier import Classifier
+from caex.data.types import DataBundle, ImageSet
+from caex.errors import CaexError
+from caex.manifold import (analyse_manifold, maps_html, monotone_paths, random_forest_accuracy, sample_path_pairs,
+                           sample_swap_pairs, smote_codes, subsample_rows, swap_predictions, swap_success_matrix)
+
+K, SIZE = 3, 8
+
+
+class CodeInImageCAE(nn.Module):
+    """A CAE stand-in whose class code is written in the image's first row (one value per class).
+
+    ``encode`` reads the code back and keeps the whole image as the individual
+    code; ``decode`` writes the code over it. With ``ignore_code`` the decoder
+    returns the individual image untouched, so swaps can never change the class.
+    """
+
+    def __init__(self, ignore_code: bool = False) -> None:
+        super().__init__()
+        self.ignore_code = ignore_code
+        self.config = SimpleNamespace(num_classes=K, channels=1, image_size=SIZE, code_dim=K)
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return images[:, 0, 0, :K].clone(), images.clone()
+
+    def decode(self, codes: torch.Tensor, individual: torch.Tensor) -> torch.Tensor:
+        images = individual.clone()
+        if not self.ignore_code:
+            images[:, 0, 0, :K] = codes
+        return images
+
+    def class_codes(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        return self.encode(images)[0]
+
+
+class CodeReader(Classifier):
+    """A classifier stand-in that reads the class from the first row; ``features`` returns that row."""
+
+    has_gradients = True
+
+    def __init__(self) -> None:
+        super().__init__([f"class{k}" for k in range(K)], SIZE, 1, batch_size=16)
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        return 20 * images[:, 0, 0, :K]
+
+    def _features_batch(self, images: torch.Tensor) -> torch.Tensor:
+        return images[:, 0, 0, :]
+
+
+class BlackBoxReader(CodeReader):
+    def _features_batch(self, images: torch.Tensor) -> None:
+        return None
+
+
+def coded_images(per_class: int, seed: int) -> ImageSet:
+    """Random images whose first row holds a noisy one-hot code of their class."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(K).repeat_interleave(per_class)
+    images = torch.rand(len(labels), 1, SIZE, SIZE, generator=generator)
+    codes = 0.8 * nn.functional.one_hot(labels, K).float() + 0.1 * torch.rand(len(labels), K, generator=generator)
+    images[:, 0, 0, :K] = codes
+    return ImageSet(images, labels, sources=[f"img{seed}_{i}.png" for i in range(len(labels))])
+
+
+@pytest.fixture(scope="module")
+def bundle() -> DataBundle:
+    return DataBundle(coded_images(20, seed=1), coded_images(12, seed=2), [f"class{k}" for k in range(K)],
+                      spec="coded")
+
+
+def blobs(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(K), per_class)
+    return rng.normal(size=(len(labels), 8)) * 0.3 + 5 * np.eye(K, 8)[labels], labels
+
+
+# -- separability -------------------------------------------------------------------------------
+
+
+def test_random_forest_separates_well_separated_codes() -> None:
+    codes, labels = blobs(30, seed=0)
+    result = random_forest_accuracy(codes, labels, n_estimators=30)
+    assert result.mean > 0.98 and result.folds == 10 and result.dims == 8 and result.note == ""
+
+
+def test_random_forest_is_at_chance_on_shuffled_labels() -> None:
+    codes, labels = blobs(40, seed=0)
+    shuffled = np.random.default_rng(1).permutation(labels)
+    result = random_forest_accuracy(codes, shuffled, n_estimators=30)
+    assert abs(result.mean - 1 / K) < 0.15
+
+
+def test_random_forest_reduces_folds_for_small_classes_and_is_seeded() -> None:
+    codes, labels = blobs(6, seed=0)
+    first = random_forest_accuracy(codes, labels, n_estimators=10, seed=3)
+    assert first.folds == 6 and "smallest class has 6" in first.note
+    assert first == random_forest_accuracy(codes, labels, n_estimators=10, seed=3)
+    single = random_forest_accuracy(codes[:13], labels[:13], n_estimators=10)  # class 2 has one sample
+    assert np.isnan(single.mean) and single.note
+
+
+# -- class swaps --------------------------------------------------------------------------------
+
+
+def test_swap_pairs_are_balanced_distinct_and_seeded() -> None:
+    labels = torch.tensor([0] * 5 + [1] * 3 + [2] * 1)
+    a, b = sample_swap_pairs(labels, K, 4, seed=0)
+    counts = torch.bincount(labels[a] * K + labels[b], minlength=K * K).view(K, K)
+    assert counts.tolist() == [[0, 4, 4], [4, 0, 3], [4, 3, 0]]  # 1 x 3 images give only 3 distinct pairs
+    assert len(set(zip(a.tolist(), b.tolist()))) == len(a)
+    again = sample_swap_pairs(labels, K, 4, seed=0)
+    assert torch.equal(a, again[0]) and torch.equal(b, again[1])
+
+
+def test_swap_success_matrix_known_answer() -> None:
+    source, target = torch.tensor([0, 0, 1, 1, 1]), torch.tensor([1, 1, 0, 0, 0])
+    predictions = torch.tensor([1, 0, 0, 0, 1])
+    success, counts = swap_success_matrix(source, target, predictions, 2)
+    assert counts.tolist() == [[0, 2], [3, 0]]
+    assert success[0, 1] == 0.5 and success[1, 0] == pytest.approx(2 / 3)
+    assert np.isnan(success[0, 0]) and np.isnan(success[1, 1])
+
+
+@pytest.mark.parametrize(("ignore_code", "expected"), [(False, 1.0), (True, 0.0)])
+def test_swap_success_with_stand_in_models(bundle: DataBundle, ignore_code: bool, expected: float) -> None:
+    cae, test = CodeInImageCAE(ignore_code), bundle.test
+    codes = cae.class_codes(test.images)
+    a, b = sample_swap_pairs(test.labels, K, 10, seed=0)
+    predictions = swap_predictions(cae, CodeReader(), test.images, codes, a, b, batch_size=7)
+    success, _ = swap_success_matrix(test.labels[a], test.labels[b], predictions, K)
+    off_diagonal = success[~np.eye(K, dtype=bool)]
+    assert np.all(off_diagonal == expected)
+
+
+# -- smoothness ---------------------------------------------------------------------------------
+
+
+def test_smote_samples_lie_between_a_code_and_one_of_its_nearest_neighbours() -> None:
+    codes = torch.from_numpy(blobs(30, seed=0)[0][:30]).float()
+    samples, anchor, partner, weight = smote_codes(codes, 500, neighbours=3, seed=0)
+    assert samples.shape == (500, 8)
+    assert torch.all((weight >= 0) & (weight <= 1)) and torch.all(anchor != partner)
+    torch.testing.assert_close(samples, codes[anchor] + weight[:, None] * (codes[partner] - codes[anchor]))
+    nearest = torch.cdist(codes, codes).fill_diagonal_(float("inf")).topk(3, largest=False).indices
+    assert all(int(p) in nearest[int(a)].tolist() for a, p in zip(anchor, partner))
+    assert torch.all(samples >= codes.min(0).values) and torch.all(samples <= codes.max(0).values)
+    assert torch.equal(samples, smote_codes(codes, 500, neighbours=3, seed=0)[0])
+    single = smote_codes(codes[:1], 5, seed=0)[0]
+    assert torch.equal(single, codes[:1].expand(5, -1))
+
+
+def test_monotone_path_detection() -> None:
+    probabilities = torch.tensor([
+        [0.0, 0.1, 0.5, 0.9, 1.0],    # rising
+        [0.0, 0.3, 0.27, 0.8, 0.9],   # dips by 0.03: within the tolerance
+        [0.0, 0.6, 0.4, 0.8, 0.9],    # dips by 0.2
+        [0.9, 0.7, 0.5, 0.3, 0.1],    # falling
+    ])
+    assert monotone_paths(probabilities, tolerance=0.05).tolist() == [True, True, False, False]
+    assert monotone_paths(probabilities, tolerance=0.0).tolist() == [True, False, False, False]
+
+
+def test_path_pairs_cross_classes_and_are_seeded() -> None:
+    labels = torch.tensor([0, 0, 1, 2, 2, 1])
+    a, b = sample_path_pairs(labels, 30, seed=5)
+    assert len(a) == 30 and torch.all(labels[a] != labels[b])
+    assert torch.equal(a, sample_path_pairs(labels, 30, seed=5)[0])
+    assert len(sample_path_pairs(torch.zeros(4, dtype=torch.long), 3)[0]) == 0
+
+
+def test_subsample_caps_each_split_deterministically() -> None:
+    splits = ["train"] * 50 + ["test"] * 8
+    rows = subsample_rows(splits, 10, seed=0)
+    assert len(rows) == 18 and np.all(rows[-8:] == np.arange(50, 58)) and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, subsample_rows(splits, 10, seed=0))
+
+
+def test_maps_html_is_offline_and_escapes_sources() -> None:
+    page = maps_html({"pca": np.zeros((2, 2))}, np.array([0, 1]), np.array([1, 1]), ["train", "test"],
+                     ["a</script><script>alert(1)</script>.png", "b.png"], ["x", "y"])
+    assert page.count("</script>") == 1 and "<\\/script>" in page
+    assert not re.search(r"https?://|\bsrc\s*=", page)
+
+
+# -- the whole analysis -------------------------------------------------------------------------
+
+
+def run_analysis(bundle: DataBundle, out, classifier: Classifier | None = None, **kwargs) -> dict:
+    options = dict(seed=0, folds=4, n_estimators=20, swap_pairs=5, smote_per_class=40, paths=6, path_steps=5,
+                   figure_paths=3, map_points=30)
+    return analyse_manifold(CodeInImageCAE(), classifier or CodeReader(), bundle, out, **{**options, **kwargs})
+
+
+def test_analyse_manifold_writes_every_file_with_known_answers(bundle: DataBundle, tmp_path) -> None:
+    summary = run_analysis(bundle, tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+    with open(tmp_path / "codes.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["source", "split", "label", "label_name", "prediction", "prediction_name",
+                             "c0", "c1", "c2"]
+    assert len(rows) == 60 + 36 and rows[0]["source"] == "img1_0.png" and rows[-1]["split"] == "test"
+    assert all(row["label"] == row["prediction"] for row in rows)  # the reader is always right here
+
+    for name in ("map_pca.png", "map_tsne.png", "paths.png"):
+        with Image.open(tmp_path / name) as image:
+            image.verify()
+    page = (tmp_path / "maps.html").read_text()
+    assert '"pca"' in page and '"tsne"' in page and not re.search(r"https?://|\bsrc\s*=", page)
+
+    assert summary["separability"]["class_codes"]["mean"] > 0.95
+    assert summary["separability"]["classifier_features"]["mean"] > 0.95
+    assert summary["separability"]["pixel_pca"]["dims"] == 3
+    assert summary["swap"]["mean"] == summary["swap"]["min"] == 1.0
+    assert [summary["swap"]["matrix"][k][k] for k in range(K)] == [None] * K
+    assert summary["swap"]["pairs"][0][1] == 5
+    assert list(summary["smoothness"]["per_class"].values()) == [1.0] * K
+    assert summary["paths"]["monotone_share"] == 1.0 and summary["paths"]["count"] == 6
+    assert summary["counts"]["test_per_class"] == [12] * K and summary["classifier_test_accuracy"] == 1.0
+
+
+def test_analyse_manifold_is_deterministic_and_notes_black_boxes(bundle: DataBundle, tmp_path) -> None:
+    first = run_analysis(bundle, tmp_path / "a", BlackBoxReader(), tsne=False)
+    second = run_analysis(bundle, tmp_path / "b", BlackBoxReader(), tsne=False)
+    assert first == second
+    assert first["separability"]["classifier_features"]["skipped"]
+    assert (tmp_path / "a" / "map_pca.png").read_bytes() == (tmp_path / "b" / "map_pca.png").read_bytes()
+    assert not (tmp_path / "a" / "map_tsne.png").exists()
+
+
+def test_analyse_manifold_rejects_mismatched_inputs(bundle: DataBundle, tmp_path) -> None:
+    two_classes = DataBundle(bundle.train, bundle.test, ["a", "b"], spec="two")
+    with pytest.raises(CaexError, match="3 classes but data 'two' has 2"):
+        run_analysis(two_classes, tmp_path)
+    small = DataBundle(bundle.train, bundle.test, bundle.class_names, spec="coded")
+    cae = CodeInImageCAE()
+    cae.config.image_size = 16
+    with pytest.raises(CaexError, match="16px images but data 'coded'"):
+        analyse_manifold(cae, CodeReader(), small, tmp_path)

@@ -1,0 +1,116 @@
+"""CAE networks, config presets and the saved bundle."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from caex.errors import ModelError
+from caex.model import CAE, CAEConfig, Discriminator
+from caex.model.blocks import LayerNorm, adaptive_instance_norm
+
+
+def _tiny(size: int = 32, channels: int = 1, num_classes: int = 2, **overrides) -> CAEConfig:
+    return CAEConfig.preset("tiny", image_size=size, channels=channels, num_classes=num_classes, **overrides)
+
+
+@pytest.mark.parametrize("size", [28, 32, 64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_shapes_and_ranges(size: int, channels: int, num_classes: int) -> None:
+    torch.manual_seed(0)
+    config = _tiny(size, channels, num_classes)
+    cae, disc = CAE(config), Discriminator(config)
+    x = torch.rand(3, channels, size, size)
+    c, s = cae.encode(x)
+    assert c.shape == (3, config.code_dim)
+    assert s.shape == (3, config.individual_channels, config.individual_size, config.individual_size)
+    y = cae.decode(c, s)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert cae.swap(x, x.flip(0)).shape == x.shape
+    real_logits, class_logits = disc(x * 2 - 1)
+    assert real_logits.shape == (3, 2) and class_logits.shape == (3, num_classes)
+
+
+def test_class_code_enters_decoder_only_through_adain() -> None:
+    torch.manual_seed(0)
+    cae = CAE(_tiny())
+    _, s = cae.encode(torch.rand(2, 1, 32, 32))
+    c = torch.randn(2, 8)
+    # Identical individual codes, different class codes -> different images; the MLP is the only path.
+    assert not torch.allclose(cae.decode(c, s), cae.decode(c.flip(0), s))
+    with torch.no_grad():
+        for p in cae.decoder.mlp.parameters():
+            p.zero_()
+    assert torch.equal(cae.decode(c, s), cae.decode(c.flip(0), s))
+
+
+def test_adain_and_layernorm_known_values() -> None:
+    x = torch.randn(2, 3, 5, 5)
+    out = adaptive_instance_norm(x, torch.full((2, 3), 1.0), torch.full((2, 3), 0.5))
+    assert torch.allclose(out.mean(dim=(2, 3)), torch.full((2, 3), 0.5), atol=1e-5)
+    assert torch.allclose(out.std(dim=(2, 3), unbiased=False), torch.full((2, 3), 2.0), atol=1e-3)
+    ln = LayerNorm(3)(x)
+    assert torch.allclose(ln.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5)
+
+
+def test_presets_and_json_round_trip() -> None:
+    paper = CAEConfig.preset("paper", image_size=256, channels=3, num_classes=2)
+    assert (paper.width, paper.n_down_class, paper.n_down_individual, paper.n_res, paper.mlp_dim) == (64, 4, 2, 6, 256)
+    assert paper.individual_channels == 256 and paper.code_dim == 8
+    small = CAEConfig.preset("small", image_size=64, channels=1, num_classes=4, n_res=3)
+    assert small.n_res == 3
+    assert CAEConfig.from_dict(json.loads(json.dumps(small.to_dict()))) == small
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="huge"), "unknown CAE preset 'huge'"),
+    (dict(name="tiny", bogus=1), "unknown CAEConfig field(s): bogus"),
+    (dict(name="tiny", num_classes=1), "at least 2 classes"),
+    (dict(name="tiny", image_size=30, n_down_individual=2), "image_size=30: must be divisible"),
+    (dict(name="paper", image_size=28), "too many down-samplings"),
+])
+def test_config_errors(kwargs: dict, message: str) -> None:
+    args = dict(image_size=32, channels=1, num_classes=2) | kwargs
+    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        CAEConfig.preset(args.pop("name"), **args)
+
+
+def test_bundle_round_trip(tmp_path) -> None:
+    torch.manual_seed(0)
+    cae = CAE(_tiny(num_classes=3), class_names=["a", "b", "c"]).eval()
+    x = torch.rand(6, 1, 32, 32)
+    labels = torch.tensor([0, 0, 1, 1, 1, 0])
+    cae.set_train_codes(cae.class_codes(x, batch_size=4), labels)
+    assert torch.isnan(cae.centroids[2]).all()  # no training code of class c
+    assert torch.allclose(cae.centroids[1], cae.train_codes[2:5].mean(0))
+    cae.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.safetensors", "config.json", "model.safetensors"]
+    loaded = CAE.load(tmp_path, device="cpu")
+    assert loaded.class_names == ["a", "b", "c"] and loaded.config == cae.config
+    c, s = cae.encode(x)
+    c2, s2 = loaded.encode(x)
+    assert torch.equal(c, c2) and torch.equal(s, s2)
+    assert torch.equal(cae.decode(c, s), loaded.decode(c2, s2))
+    assert torch.equal(loaded.train_labels, labels)
+    assert torch.equal(loaded.train_codes, cae.train_codes)
+
+
+def test_load_errors(tmp_path) -> None:
+    with pytest.raises(ModelError, match="no such CAE run folder"):
+        CAE.load(tmp_path / "missing")
+    with pytest.raises(ModelError, match="config.json: missing"):
+        CAE.load(tmp_path)
+    CAE(_tiny()).save(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="model.safetensors: not a readable safetensors file"):
+        CAE.load(tmp_path)
+    CAE(_tiny(width=4)).save(tmp_path / "other")
+    (tmp_path / "other" / "model.safetensors").replace(tmp_path / "model.safetensors")
+    with pytest.raises(ModelError, match="weights do not match the CAE config"):
+        CAE.load(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable CAE config"):
+        CAE.load(tmp_path)

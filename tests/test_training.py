@@ -1,0 +1,209 @@
+"""BBCFE training: loss terms, pair sampler, checkpoints/resume, crash safety, non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import os
+from itertools import combinations
+
+import pytest
+import torch
+
+from caex.data import DataBundle, ImageSet
+from caex.errors import DataError, TrainingError
+from caex.model import CAE, CAEConfig
+from caex.training import TrainConfig, losses, train_cae
+from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from caex.training.pairs import PairSampler
+from caex.training.trainer import BBCFETrainer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions run fastest single-threaded, above all on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _data(n: int = 24, classes: int = 3, size: int = 16) -> ImageSet:
+    generator = torch.Generator().manual_seed(0)
+    return ImageSet(torch.rand(n, 1, size, size, generator=generator), torch.arange(n) % classes)
+
+
+def _configs(classes: int = 3, size: int = 16, **train) -> tuple[CAEConfig, TrainConfig]:
+    config = CAEConfig.preset("tiny", image_size=size, channels=1, num_classes=classes)
+    return config, TrainConfig.preset("tiny", tensorboard=False, **train)
+
+
+# -- loss terms ------------------------------------------------------------------------------
+def test_l1_terms_known_values() -> None:
+    x = torch.rand(2, 1, 4, 4)
+    assert losses.l1_distance(x, x) == 0  # exact reconstruction -> eq. 1 (and 2-4) vanish
+    assert torch.isclose(losses.l1_distance(x, x + 0.25), torch.tensor(0.25))
+
+
+def test_cross_entropy_terms_known_values() -> None:
+    confident_real = torch.tensor([[-50.0, 50.0]])
+    confident_fake = torch.tensor([[50.0, -50.0]])
+    undecided = torch.zeros(3, 2)
+    assert losses.adversarial_generator_loss(confident_real) < 1e-6  # eq. 5: fooled D
+    assert torch.isclose(losses.adversarial_generator_loss(confident_fake), torch.tensor(100.0))
+    assert torch.isclose(losses.adversarial_generator_loss(undecided), torch.log(torch.tensor(2.0)))
+    assert losses.adversarial_discriminator_loss(confident_fake, confident_real) < 1e-6  # eq. 8: perfect D
+    assert torch.isclose(losses.adversarial_discriminator_loss(undecided, undecided), 2 * torch.log(torch.tensor(2.0)))
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 30.0, 0.0, 0.0]])
+    assert torch.isclose(losses.classification_loss(logits[:1], torch.tensor([2])), torch.log(torch.tensor(4.0)))
+    assert losses.classification_loss(logits[1:], torch.tensor([1])) < 1e-6
+
+
+def test_weighted_sum_uses_paper_weights() -> None:
+    weights = losses.LossWeights()
+    assert (weights.recon_image, weights.recon_class, weights.recon_individual, weights.cycle,
+            weights.adversarial, weights.classification) == (10, 1, 1, 10, 1, 1)
+    assert (weights.disc_adversarial, weights.disc_classification) == (1, 2)
+    terms = {name: torch.tensor(1.0) for name in losses.GENERATOR_TERMS}
+    assert losses.weighted_sum(terms, weights) == 24
+    assert losses.weighted_sum({"disc_adversarial": torch.tensor(1.0), "disc_classification": torch.tensor(1.0)},
+                               weights) == 3
+
+
+def test_first_non_finite_names_the_term() -> None:
+    assert losses.first_non_finite({"a": torch.tensor(1.0), "b": torch.tensor(2.0)}) is None
+    assert losses.first_non_finite({"a": torch.tensor(1.0), "b": torch.tensor(float("inf"))}) == "b"
+
+
+# -- pair sampler ----------------------------------------------------------------------------
+def test_pair_sampler_balanced_over_class_pairs_with_imbalanced_classes() -> None:
+    labels = torch.tensor([0] * 50 + [1] * 3 + [2] * 10 + [3] * 1)
+    sampler = PairSampler(labels, 4, seed=7)
+    assert sampler.num_class_pairs == 6
+    counts = {pair: 0 for pair in combinations(range(4), 2)}
+    for iteration in range(10):
+        a, b = sampler.sample(iteration, 6)  # 60 draws = 10 full decks of the 6 class pairs
+        assert (labels[a] != labels[b]).all()
+        for pair in zip(labels[a].tolist(), labels[b].tolist()):
+            counts[tuple(sorted(pair))] += 1
+    assert set(counts.values()) == {10}
+    a, b = sampler.sample(3, 6)
+    assert torch.equal(torch.stack(sampler.sample(3, 6)), torch.stack([a, b]))  # a pure function of the iteration
+    assert not torch.equal(torch.stack(PairSampler(labels, 4, seed=7, rank=1).sample(3, 6)), torch.stack([a, b]))
+
+
+def test_pair_sampler_both_orientations_and_missing_class() -> None:
+    labels = torch.tensor([0, 0, 2, 2, 2])  # class 1 absent
+    a, b = PairSampler(labels, 3, seed=0).sample(0, 64)
+    assert set(labels[a].tolist()) == {0, 2} and set(labels[b].tolist()) == {0, 2}
+    with pytest.raises(DataError, match="at least 2 classes"):
+        PairSampler(torch.zeros(5, dtype=torch.long), 2)
+
+
+# -- configuration ---------------------------------------------------------------------------
+def test_train_config_round_trip_and_errors() -> None:
+    config = TrainConfig.preset("small", lr=3e-4)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    paper = TrainConfig.preset("paper")
+    assert (paper.lr, paper.betas, paper.weight_decay, paper.lr_halvings) == (1e-4, (0.5, 0.999), 1e-4, 10)
+    with pytest.raises(TrainingError, match="dc='critic'"):
+        TrainConfig(dc="critic")
+    with pytest.raises(TrainingError, match="unknown training preset"):
+        TrainConfig.preset("huge")
+
+
+# -- training runs ---------------------------------------------------------------------------
+def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
+    data = _data()
+    bundle = DataBundle(train=data, test=data.subset([0, 1, 2]), class_names=["x", "y", "z"], spec="test")
+    config, train_config = _configs(iters=4, sample_every=2, ckpt_every=2, log_every=1)
+    cae = train_cae(bundle, config, train_config, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "codes.safetensors", "train_config.json", "log.jsonl",
+                 "log.csv", "summary.json", CHECKPOINT_FILE, "samples/iter_0000002.png", "samples/iter_0000004.png"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [1, 2, 3, 4]
+    assert set(losses.GENERATOR_TERMS + losses.DISCRIMINATOR_TERMS) <= set(records[0])
+    loaded = CAE.load(run)
+    assert loaded.class_names == ["x", "y", "z"] and loaded.train_codes.shape == (24, 8)
+    assert torch.equal(loaded.class_codes(data.images), cae.class_codes(data.images))
+    assert torch.allclose(loaded.centroids[1], loaded.train_codes[data.labels == 1].mean(0))
+    assert json.loads((run / "summary.json").read_text())["iters"] == 4
+    with pytest.raises(TrainingError, match="folder is not empty; pass --resume"):
+        train_cae(bundle, config, train_config, run)
+    train_cae(bundle, config, train_config, run, force=True)
+
+
+def _interrupt_at(monkeypatch, stop: int) -> None:
+    """Make the trainer die like a killed process when it starts iteration ``stop``."""
+    original = BBCFETrainer.step
+
+    def step(self, iteration):
+        if iteration == stop:
+            raise KeyboardInterrupt
+        return original(self, iteration)
+
+    monkeypatch.setattr(BBCFETrainer, "step", step)
+
+
+def test_resume_is_exact(tmp_path, monkeypatch) -> None:
+    data = _data()
+    config, train_config = _configs(iters=6, ckpt_every=3, sample_every=100)
+    straight = train_cae(data, config, train_config, tmp_path / "straight")
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 4)  # dies one iteration after the checkpoint at 3
+        with pytest.raises(KeyboardInterrupt):
+            train_cae(data, config, train_config, tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT_FILE).iteration == 3
+    resumed = train_cae(data, config, train_config, tmp_path / "resumed", resume=True)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    lines = (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iter"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch) -> None:
+    data = _data()
+    config, train_config = _configs(iters=4, ckpt_every=2, sample_every=100)
+    real_replace = os.replace
+    calls = []
+
+    def replace(src, dst):
+        if str(dst).endswith(CHECKPOINT_FILE):
+            calls.append(dst)
+            if len(calls) == 2:
+                raise OSError("disk pulled")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="disk pulled"):
+        train_cae(data, config, train_config, tmp_path / "run")
+    checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    assert checkpoint.iteration == 2 and "cae.decoder.mlp.net.0.weight" in checkpoint.tensors
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch) -> None:
+    data = _data()
+    config, train_config = _configs(iters=6, ckpt_every=2, sample_every=100)
+    original, calls = losses.adversarial_generator_loss, []
+
+    def poisoned(logits):
+        calls.append(1)
+        return original(logits) * (float("nan") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(losses, "adversarial_generator_loss", poisoned)
+    with pytest.raises(TrainingError, match="loss term 'adversarial' became non-finite .* at iteration 3"):
+        train_cae(data, config, train_config, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 2
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
+    data = _data()
+    config, train_config = _configs()
+    with pytest.raises(DataError, match=r"training images are \(1, 16, 16\), the CAE config expects \(1, 32, 32\)"):
+        train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=3), train_config)
+    with pytest.raises(TrainingError, match="no checkpoint to resume from"):
+        train_cae(data, config, train_config, tmp_path / "none", resume=True)
+    with pytest.raises(TrainingError, match="need a target classifier"):
+        train_cae(data, config, TrainConfig.preset("tiny", dc="classifier"))
