@@ -44,7 +44,8 @@ def model_folders(spec: str) -> tuple[Path, Path, Path]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", help=f"data spec, repeatable (default: {' and '.join(DEFAULT_DATA)})")
+    parser.add_argument("--data", action="append",
+                        help=f"data spec, repeatable (default: {' and '.join(DEFAULT_DATA)})")
     parser.add_argument("--methods", default=",".join(BENCH_METHODS))
     parser.add_argument("--n-images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)

@@ -44,9 +44,10 @@ def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     save_bundle(net, tmp_path / "clf", class_names=["0", "1"], image_size=16)
     out = tmp_path / "eval"
     code = main(["evaluate", "none", str(tmp_path / "tiny.npz"), "--classifier", str(tmp_path / "clf"),
-                 "--methods", "gradcam,occlusion,random", "--n-images", "4", "--device", "cpu", "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
-    assert "| gradcam | 0." in capsys.readouterr().out
+                 "--methods", "gradcam,random", "--n-images", "2", "--device", "cpu", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "| gradcam | " in printed.out and "skipped" not in printed.out and "N = 1 patches of 7x7" in printed.out
     rows = json.loads((out / "results.json").read_text())["methods"]
-    assert [row["method"] for row in rows] == ["gradcam", "occlusion", "random"]
+    assert [row["method"] for row in rows] == ["gradcam", "random"]
     assert all((out / name).is_file() for name in ("results.csv", "results.md", "curves.png", "gallery.png"))

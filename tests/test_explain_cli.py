@@ -83,13 +83,13 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
 @pytest.mark.parametrize("images, message", [
     (["missing.png"], "missing.png: no such image file or folder"),
     (["*.nothing"], "no files match this pattern"),
-    (["broken.png"], "broken.png: not a readable image"),
+    (["broken.png"], "broken.png: cannot read image"),
 ])
 def test_bad_images_give_one_line_errors(workspace: Path, capsys: pytest.CaptureFixture, monkeypatch,
                                          images: list[str], message: str) -> None:
     monkeypatch.chdir(workspace)
     assert run_cli(workspace, *images, "--out", str(workspace / "never")) == 2
-    error = capsys.readouterr().err.strip()
+    error = capsys.readouterr().err.strip().split("\r")[-1]  # after the progress bar, if one was drawn
     assert error.startswith("caex explain: error:") and message in error and "\n" not in error
 
 

@@ -9,6 +9,7 @@ from itertools import combinations
 import pytest
 import torch
 
+from caex.classifier import Classifier
 from caex.data import DataBundle, ImageSet
 from caex.errors import DataError, TrainingError
 from caex.model import CAE, CAEConfig
@@ -207,3 +208,34 @@ def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
         train_cae(data, config, train_config, tmp_path / "none", resume=True)
     with pytest.raises(TrainingError, match="need a target classifier"):
         train_cae(data, config, TrainConfig.preset("tiny", dc="classifier"))
+
+
+class _MeanBrightness(Classifier):
+    """A differentiable toy classifier: class 1 iff the image is brighter than 0.5 on average."""
+
+    def __init__(self) -> None:
+        super().__init__(["dark", "bright"], image_size=16, channels=1)
+        self._net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 2))
+        with torch.no_grad():  # logit(bright) - logit(dark) = 80 * (mean - 0.5)
+            self._net[1].weight.copy_(torch.stack([-torch.ones(256), torch.ones(256)]) * 40 / 256)
+            self._net[1].bias.copy_(torch.tensor([20.0, -20.0]))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self._net
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        return self._net(images)
+
+
+def test_classifier_as_critic_and_predicted_labels() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(20, 1, 16, 16, generator=generator) * 0.5 + torch.linspace(0, 0.5, 20).view(-1, 1, 1, 1)
+    data = ImageSet(images, torch.zeros(20, dtype=torch.long).index_fill(0, torch.arange(10), 1))  # wrong labels
+    classifier = _MeanBrightness()
+    expected = classifier.predict(images)
+    assert 0 < int(expected.sum()) < 20
+    config, train_config = _configs(classes=2, iters=2, dc="classifier", labels="predicted")
+    cae = train_cae(data, config, train_config, classifier=classifier)
+    assert torch.equal(cae.train_labels, expected)  # trained (and coded) on the classifier's view
+    assert not any(p.requires_grad for p in classifier.module.parameters())  # frozen critic

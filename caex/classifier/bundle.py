@@ -90,11 +90,10 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
 
 def torchscript_bytes(net: ClassifierNet) -> bytes:
     """The scripted wrapper (``forward`` and ``features``) as bytes for ``torch.jit.load``."""
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still the portable format
-        scripted = torch.jit.script(net)
-    buffer = io.BytesIO()
-    torch.jit.save(scripted, buffer)
+        torch.jit.save(torch.jit.script(net), buffer)
     return buffer.getvalue()
 
 

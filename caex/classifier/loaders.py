@@ -9,6 +9,7 @@ black box. Every failure a user can cause is a one-line :class:`ClassifierError`
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     if arch is not None:
         net = _load_state_dict_network(path, arch, mean, std)
         return TorchClassifier(net, _class_names(path, int(net.head.out_features), names, num_classes),
-                               image_size, channels, device=device, batch_size=batch_size)
+                               image_size, int(net.mean.shape[1]), device=device, batch_size=batch_size)
     module = _load_torchscript(path)
     found_classes = _probe_num_classes(path, lambda x: module(x), image_size, channels, names, num_classes)
     return TorchClassifier(module, _class_names(path, found_classes, names, num_classes), image_size, channels,
@@ -168,7 +169,9 @@ def _probe_num_classes(path: Path, forward, image_size: int | None, channels: in
 
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream, still the format users have
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zipfile errors alike
         raise ClassifierError(f"{path}: not a readable TorchScript file ({_first_line(exc)}); for a state dict "
                               "pass arch= (--arch)") from None

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--share", type=float, default=DEFAULT_SHARE,
                         help="image share that N patches cover, which sets N "
                              f"(default: {DEFAULT_SHARE}); ignored with --n-patches")
-    parser.add_argument("--n-patches", type=int, default=None, help="number N of patches covered (default: from --share)")
+    parser.add_argument("--n-patches", type=int, default=None,
+                        help="number N of patches covered (default: from --share)")
     add_seed_argument(parser)
     add_device_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     check_compatible(classifier, data)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
     results = evaluate(run_dir, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
-                       out_dir=args.out, batch_size=args.batch_size, metric=metric, verbose=True)
+                       out_dir=args.out, batch_size=args.batch_size, metric=metric,
+                       classifier_name=args.classifier, verbose=True)
     print(results.to_markdown())
     print(f"wrote results.csv, results.json, results.md, curves.png and gallery.png to {args.out}")
     return 0

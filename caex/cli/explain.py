@@ -9,10 +9,6 @@ from pathlib import Path
 from caex.cli.common import add_device_argument, add_seed_argument
 from caex.errors import CaexError
 
-#: File types read when IMAGES names a folder (any Pillow format works when named directly).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "explain",
@@ -100,14 +96,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def collect_images(patterns: list[str]) -> list[Path]:
-    """Files named directly, image files inside folders (recursive) and glob matches, in order, once each."""
+    """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each."""
+    from caex.data.sources import IMAGE_SUFFIXES
+
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
             matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not matches:
-                raise CaexError(f"{pattern}: folder contains no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise CaexError(f"{pattern}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         elif path.is_file():
             matches = [path]
         elif glob.has_magic(pattern):
@@ -122,28 +120,10 @@ def collect_images(patterns: list[str]) -> list[Path]:
 
 def read_image(path: Path, size: int, channels: int):
     """One image file -> ``[channels, size, size]`` in [0, 1] (shorter side resized, centre crop)."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
+    from caex.data.sources import read_image as read_file
     from caex.data.transforms import resize_and_crop, to_channels
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit/float greyscale: scale by its own range
-                array = np.asarray(image, dtype=np.float32)
-                array = array / max(float(array.max()), 1.0) if image.mode != "F" else array.clip(0, 1)
-                pixels = torch.from_numpy(array)[None]
-            else:
-                rgb = image.convert("RGB" if channels == 3 or image.mode not in ("L", "1") else "L")
-                pixels = torch.from_numpy(np.array(rgb, dtype=np.float32) / 255.0)
-                pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-    except FileNotFoundError:
-        raise CaexError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise CaexError(f"{path}: not a readable image ({exc})") from None
-    return resize_and_crop(to_channels(pixels[None], channels), size)[0]
+    return resize_and_crop(to_channels(read_file(path)[None], channels), size)[0]
 
 
 def unique_stems(paths: list[Path]) -> list[str]:

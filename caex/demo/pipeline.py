@@ -36,10 +36,10 @@ from caex.data.types import DataBundle, ImageSet
 from caex.demo.profiles import DemoProfile, get_profile
 from caex.demo.stages import Stage, StageOutcome, run_stage, stage_key
 from caex.errors import DataError
-from caex.utils import atomic_write_bytes, resolve_device, write_json
+from caex.report.html import method_name
+from caex.utils import atomic_write_bytes, progress, read_json, resolve_device, write_json
 
 DATASET_FILE = "dataset.safetensors"
-STAGE_NAMES = ("data", "classifier", "cae", "manifold", "explain", "evaluate", "report")
 
 
 @dataclass
@@ -70,12 +70,12 @@ class DemoResult:
         ranking = self.summary("evaluate").get("aopc_ranking", [])
         if ranking:
             lines.append("  AOPC (higher = more faithful):")
-            lines += [f"    {method:<22} {value:.3f}" for method, value in ranking[:4]]
+            lines += [f"    {method_name(method):<22} {value:.3f}" for method, value in ranking[:4]]
         lines.append(f"  report: {self.report}")
         return lines
 
 
-class _Artefacts:
+class DemoArtefacts:
     """Lazily loaded products of finished stages, shared by the stages that need them."""
 
     def __init__(self, out_dir: Path, device: torch.device) -> None:
@@ -158,7 +158,7 @@ def _data_stage(profile: DemoProfile, seed: int) -> Stage:
                  outputs=(DATASET_FILE, "dataset.json", "samples.png"))
 
 
-def _classifier_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verbose: bool) -> Stage:
+def _classifier_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> Stage:
     settings = profile.classifier
 
     def run(folder: Path) -> dict[str, Any]:
@@ -177,23 +177,35 @@ def _classifier_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, ve
                  depends=("data",))
 
 
-def _cae_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verbose: bool) -> Stage:
+def _cae_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> Stage:
     settings = profile.cae
 
     def run(folder: Path) -> dict[str, Any]:
-        from caex.training import train_cae
+        from caex.model import CAEConfig
+        from caex.training import TrainConfig, train_cae
+        from caex.training.checkpoint import CHECKPOINT_FILE
 
-        train_cae(artefacts.bundle, folder, preset=settings.preset, iterations=settings.iterations,
-                  batch_size=settings.batch_size, sample_every=settings.sample_every, seed=seed,
-                  device=artefacts.device, resume=True, verbose=verbose)
-        return {"iterations": settings.iterations}
+        bundle = artefacts.bundle
+        config = CAEConfig.preset(settings.preset, image_size=bundle.image_size, channels=bundle.channels,
+                                  num_classes=bundle.num_classes)
+        train_config = TrainConfig.preset(settings.preset, iters=settings.iterations,
+                                          batch_size=settings.batch_size, sample_every=settings.sample_every,
+                                          seed=seed, device=str(artefacts.device), tensorboard=False)
+        # An interrupted stage continues from the trainer's checkpoint; otherwise the folder holds
+        # only this stage's marker (and perhaps logs from before the first checkpoint) to overwrite.
+        resume = (folder / CHECKPOINT_FILE).is_file()
+        train_cae(bundle, config, train_config, out_dir=folder, resume=resume, force=not resume, verbose=verbose)
+        summary = read_json(folder / "summary.json")
+        return {"iterations": summary["iters"], "recon_l1": summary["recon_l1"],
+                "resumed_from": summary["iters"] - summary["trained_iters"]}
 
     return Stage("cae", f"Training the CAE ({settings.preset} preset, {settings.iterations} iterations)",
-                 {**asdict(settings), "seed": seed}, run, outputs=("config.json", "model.safetensors", "log.jsonl"),
+                 {**asdict(settings), "seed": seed}, run,
+                 outputs=("config.json", "model.safetensors", "codes.safetensors", "log.jsonl", "summary.json"),
                  depends=("data",))
 
 
-def _manifold_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verbose: bool) -> Stage:
+def _manifold_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> Stage:
     settings = profile.manifold
 
     def run(folder: Path) -> dict[str, Any]:
@@ -214,7 +226,7 @@ def _manifold_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verb
                  depends=("data", "classifier", "cae"))
 
 
-def _explain_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verbose: bool) -> Stage:
+def _explain_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> Stage:
     settings = profile.explain
 
     def run(folder: Path) -> dict[str, Any]:
@@ -227,7 +239,7 @@ def _explain_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verbo
                  depends=("data", "classifier", "cae"))
 
 
-def _evaluate_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verbose: bool) -> Stage:
+def _evaluate_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> Stage:
     settings = profile.evaluate
 
     def run(folder: Path) -> dict[str, Any]:
@@ -249,16 +261,49 @@ def _evaluate_stage(profile: DemoProfile, seed: int, artefacts: _Artefacts, verb
                  depends=("data", "classifier", "cae"))
 
 
-def explain_examples(artefacts: _Artefacts, folder: Path, *, per_class: int, steps: int, seed: int,
+def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, steps: int, seed: int,
                      verbose: bool) -> dict[str, Any]:
-    """Explain ``per_class`` seeded test images of every class and write their figures into ``folder``."""
-    raise NotImplementedError  # filled in when caex.explain.render lands
+    """Explain ``per_class`` seeded test images of every class into ``folder``.
+
+    Files per example follow ``caex explain``'s names (``<stem>_saliency.png``,
+    ``<stem>_path.png``, ``<stem>_path.gif``) so the report reads either;
+    ``explanations.json`` adds what each example shows.
+    """
+    from caex.data.preview import sample_grid_indices
+    from caex.explain import Explainer
+    from caex.explain.render import counterfactual_strip, path_animation, saliency_overlay, save_png
+
+    bundle = artefacts.bundle
+    names = bundle.class_names
+    rows = [index for indices in sample_grid_indices(bundle.test.labels, bundle.num_classes, per_class, seed)
+            for index in indices]
+    images = bundle.test.images[rows]
+    explanation = Explainer(artefacts.cae, artefacts.classifier, seed=seed).explain(images, steps=steps)
+    examples = []
+    for i in progress(range(len(rows)), desc="rendering explanations", unit="img", enabled=verbose):
+        label, prediction, target = (int(bundle.test.labels[rows[i]]), int(explanation.prediction[i]),
+                                     int(explanation.target[i]))
+        flip = int(explanation.flip_step[i])
+        stem = f"{i:02d}_{names[label]}"
+        title = (f"{names[label]} (classified {names[prediction]}) towards {names[target]}: "
+                 + (f"flips at step {flip}" if flip >= 0 else "never flips"))
+        save_png(counterfactual_strip(explanation.frames[i], explanation.target_probs[i], flip, title=title),
+                 folder / f"{stem}_path.png")
+        save_png(saliency_overlay(images[i], explanation.saliency[i]), folder / f"{stem}_saliency.png")
+        atomic_write_bytes(folder / f"{stem}_path.gif",
+                           path_animation(explanation.frames[i], explanation.target_probs[i], flip))
+        examples.append({"test_index": rows[i], "source": bundle.test.sources[rows[i]], "label": names[label],
+                         "prediction": names[prediction], "target": names[target], "flip_step": flip,
+                         "title": title, "stem": stem})
+    write_json(folder / "explanations.json", {"steps": steps, "path": explanation.path, "examples": examples})
+    flipped = sum(example["flip_step"] >= 0 for example in examples)
+    return {"images": len(examples), "flipped": flipped}
 
 
 # --------------------------------------------------------------------------- the pipeline
 
 
-def build_stages(profile: DemoProfile, seed: int, artefacts: _Artefacts, verbose: bool) -> list[Stage]:
+def build_stages(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> list[Stage]:
     """The six computing stages in pipeline order (the report is built after them)."""
     return [
         _data_stage(profile, seed),
@@ -282,7 +327,8 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, fast: bool = False, fo
 
     ``profile`` overrides ``fast`` (``"default"``, ``"fast"``, ``"tiny"`` or a
     :class:`DemoProfile`, e.g. ``get_profile("tiny").replace(cae={"iterations": 2})``).
-    ``force`` reruns every stage from scratch.
+    A stage is reused unless ``force``, its settings changed, its outputs are
+    incomplete or a stage it reads from was recomputed in this run.
     """
     from caex.report import build_report
 
@@ -290,18 +336,24 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, fast: bool = False, fo
         profile = "fast" if fast else "default"
     if isinstance(profile, str):
         profile = get_profile(profile)
+    device = resolve_device(device)  # a bad --device fails before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    artefacts = _Artefacts(out, resolve_device(device))
+    artefacts = DemoArtefacts(out, device)
     stages = build_stages(profile, seed, artefacts, verbose)
     total = len(stages) + 1
     started = time.perf_counter()
     result = DemoResult(out_dir=out, report=out / "report.html", profile=profile.name)
     keys: dict[str, str] = {}
+    recomputed: set[str] = set()
     for number, stage in enumerate(stages, 1):
         keys[stage.name] = stage_key(stage.settings, [keys[name] for name in stage.depends])
         _announce(f"[{number}/{total}] {stage.title}…", verbose)
-        outcome = run_stage(stage, out / stage.name, keys[stage.name], force=force)
+        # A stage that reads a recomputed stage's outputs must not keep results made from the old ones.
+        stale = force or any(name in recomputed for name in stage.depends)
+        outcome = run_stage(stage, out / stage.name, keys[stage.name], force=stale)
+        if not outcome.reused:
+            recomputed.add(stage.name)
         _announce("      reused (finished earlier; --force reruns it)" if outcome.reused
                   else f"      done in {outcome.seconds:.1f} s", verbose)
         result.outcomes.append(outcome)

@@ -110,12 +110,14 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
              methods: tuple[str, ...] | list[str] = DEFAULT_METHODS, n_images: int = 32, seed: int = 0,
              out_dir: str | os.PathLike | None = None, batch_size: int = 16,
              metric: PerturbationMetric | None = None, localisation: LocalisationMetric | None = None,
-             method_options: dict[str, dict[str, Any]] | None = None, verbose: bool = False) -> EvaluationResults:
+             method_options: dict[str, dict[str, Any]] | None = None, classifier_name: str | None = None,
+             verbose: bool = False) -> EvaluationResults:
     """Evaluate every method on the same ``n_images`` test images; write the outputs when ``out_dir`` is set.
 
     ``explainer`` is a CAE run folder, a ``CAE``, an ``Explainer``, or ``None``
     when only baselines are asked for. ``method_options`` passes constructor
-    arguments per baseline (e.g. ``{"lime": {"n_samples": 200}}``).
+    arguments per baseline (e.g. ``{"lime": {"n_samples": 200}}``); ``classifier_name``
+    (e.g. its path) labels the tables.
     """
     names = [canonical_method(name) for name in methods]
     metric = metric or PerturbationMetric()
@@ -126,8 +128,8 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
     cae = _resolve_explainer(explainer, classifier) if any(name.startswith("cae") for name in names) else None
     height, width = images.shape[-2:]
-    settings = {"data": data.spec, "classifier": _classifier_name(classifier), "n_images": len(indices),
-                "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
+    settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
+                "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                 "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
                 **metric.describe(height, width)}
     results, maps = [], {}
@@ -267,10 +269,6 @@ def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     return buffer.getvalue()
-
-
-def _classifier_name(classifier: Classifier) -> str:
-    return str(getattr(classifier, "source", None) or type(classifier).__name__)
 
 
 def _is_nan(value: Any) -> bool:

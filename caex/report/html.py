@@ -148,6 +148,11 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
+def percent(value: Any) -> str:
+    """A share as a percentage cell ("91.2%"), missing values as an en dash."""
+    return f"{100 * value:.1f}%" if readings.finite(value) else "–"
+
+
 def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None) -> str:
     """A plain HTML table; the row whose first cell equals ``highlight`` (ignoring case) is bold."""
     head = "".join(f"<th>{html.escape(str(name))}</th>" for name in header)
@@ -255,12 +260,13 @@ def overview_section(sources: ReportSources) -> Section:
     if swap is not None:
         figures.append((readings.share(swap), "class-swap success"))
     aopc = _column(_result_rows(sources.evaluate), "aopc")
-    if readings.finite(aopc.get("cae")):
-        figures.append((f"{aopc['cae']:.3f}", "CAE AOPC"))
+    if readings.finite(aopc.get("CAE")):
+        figures.append((f"{aopc['CAE']:.3f}", "CAE AOPC"))
     if figures:
         section.parts.append(kpis_html(figures))
     stages = [(name, _read_json(sources.root / name / "stage.json")) for name in STAGE_FOLDERS]
-    rows = [[name, marker.get("status", "?"), marker.get("seconds")] for name, marker in stages if marker]
+    rows = [[name, marker.get("status", "?"), f"{marker['seconds']:.1f}" if marker.get("seconds") else "–"]
+            for name, marker in stages if marker]
     if rows:
         section.parts.append(table_html(["stage", "status", "seconds"], rows))
     if not section.parts:
@@ -269,7 +275,7 @@ def overview_section(sources: ReportSources) -> Section:
 
 
 def data_section(sources: ReportSources) -> Section:
-    section = Section("data", "Data", "Test samples per class with their ground-truth lesion masks outlined.")
+    section = Section("data", "Data", "Training samples per class, ground-truth lesion masks outlined in red.")
     section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
     info = _json_or_missing(section, sources.data, "dataset.json", "data set description")
     if info:
@@ -289,7 +295,7 @@ def classifier_section(sources: ReportSources) -> Section:
     if info:
         rows = [["architecture", info.get("arch")], ["image size", info.get("image_size")],
                 ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
-                ["test accuracy", info.get("test_accuracy")]]
+                ["test accuracy", percent(info.get("test_accuracy"))]]
         section.parts.append(table_html(["property", "value"], rows))
         section.reading(readings.read_accuracy(info.get("test_accuracy", float("nan")),
                                                len(info.get("class_names", [])) or 2))
@@ -344,7 +350,7 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
     """The separability, swap and smoothness tables of ``summary.json``, each with its reading."""
     class_names = summary.get("class_names", [])
     separability = summary.get("separability") or {}
-    rows = [[label, entry.get("mean"), entry.get("std"), entry.get("dims"), entry.get("folds")]
+    rows = [[label, percent(entry.get("mean")), percent(entry.get("std")), entry.get("dims"), entry.get("folds")]
             for key, label in SEPARABILITY_ROWS.items()
             if isinstance(entry := separability.get(key), dict) and not entry.get("skipped")]
     if rows:
@@ -356,35 +362,66 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
             pixel_accuracy=pixels.get("mean"), chance=1 / len(class_names) if class_names else None))
     matrix = (summary.get("swap") or {}).get("matrix")
     if matrix and class_names:
-        rows = [[f"from {name}", *row] for name, row in zip(class_names, matrix)]
+        rows = [[f"from {name}", *map(percent, row)] for name, row in zip(class_names, matrix)]
         section.parts.append("<h3>Class-swap success</h3>"
                              + table_html(["", *[f"to {name}" for name in class_names]], rows))
         section.reading(readings.read_swap(matrix, class_names, _swap_overall(summary)))
     per_class = (summary.get("smoothness") or {}).get("per_class") or {}
     monotone = (summary.get("paths") or {}).get("monotone_share")
     if per_class or monotone is not None:
-        rows = [[name, value] for name, value in per_class.items()]
+        rows = [[name, percent(value)] for name, value in per_class.items()]
         section.parts.append("<h3>Smoothness</h3>"
                              + table_html(["class", "decoded SMOTE codes kept in class"], rows))
         section.reading(readings.read_smoothness(per_class, monotone))
 
 
 def explain_section(sources: ReportSources) -> Section:
+    """Saliency overlay and counterfactual strip per example, from the demo or ``caex explain`` outputs."""
     section = Section("explanations", "Local explanations",
-                      "For a few test images per class: the counterfactual path toward another class (until the "
-                      "classifier flips) and the saliency map built from the changes along it.")
-    strips = sorted(sources.explain.glob("*strip*.png")) if sources.explain is not None else []
-    overlays = sorted(sources.explain.glob("*overlay*.png")) if sources.explain is not None else []
-    if not strips and not overlays:
-        section.missing.append(f"explanation figures ({_where(sources.explain, '*.png')} not found)")
-    for path in [*strips, *overlays]:
-        section.parts.append(figure_html(path.read_bytes(), path.stem.replace("_", " ")))
+                      "For a few test images: the saliency map (left) and the counterfactual path toward another "
+                      "class that it is built from, each frame captioned with the classifier's probability of "
+                      "that class (red: where the decision flips).")
+    folder = sources.explain
+    overlays = sorted(folder.glob("*_saliency.png")) if folder is not None else []
+    if not overlays:
+        section.missing.append(f"explanation figures ({_where(folder, '*_saliency.png')} not found)")
+        return section
+    index = _read_json(folder / "explanations.json") or {}
+    titles = {example["stem"]: example.get("title", "") for example in index.get("examples", [])}
+    for overlay in overlays:
+        stem = overlay.name.removesuffix("_saliency.png")
+        pictures = [overlay] + [path for path in [folder / f"{stem}_path.png"] if path.is_file()]
+        images = "".join(f'<img src="{png_data_uri(path.read_bytes())}" alt="{html.escape(path.stem)}">'
+                         for path in pictures)
+        caption = html.escape(titles.get(stem) or stem.replace("_", " "))
+        section.parts.append(f'<figure class="example">{images}<figcaption>{caption}</figcaption></figure>')
+    flips = [example.get("flip_step", -1) for example in index.get("examples", [])]
+    if flips:
+        flipped = sum(step >= 0 for step in flips)
+        section.reading(f"The classifier's decision flips along {flipped} of the {len(flips)} paths within "
+                        f"{index.get('steps', '?')} steps" + (": the counterfactuals cross the decision boundary, "
+                        "so the maps show what had to change to cross it." if flipped == len(flips) else
+                        "; maps of paths that never flip show the change toward the target without a decision."))
     return section
 
 
 #: Columns of the results table: results.json key -> heading (arrows: which way is better).
 RESULT_COLUMNS = {"aopc": "AOPC ↑", "peak_degradation": "PD ↑", "pointing": "pointing game ↑",
                   "mass_in_mask": "mass in mask ↑", "iou": "top-k IoU ↑", "ms_per_image": "ms / image ↓"}
+#: How the methods of the evaluation are named in prose.
+METHOD_NAMES = {"cae": "CAE", "gradcam": "Grad-CAM", "fullgrad": "FullGrad", "lime": "LIME",
+                "occlusion": "Occlusion", "integrated_gradients": "Integrated gradients", "random": "Random"}
+
+
+def method_name(method: str) -> str:
+    """``gradcam`` -> ``Grad-CAM``; CAE path variants keep their suffix (``CAE-centroid``)."""
+    head, _, variant = method.partition("-")
+    name = METHOD_NAMES.get(head, method)
+    return f"{name}-{variant}" if variant else name
+
+
+def _cell(key: str, value: Any) -> Any:
+    return f"{value:,.1f}" if key == "ms_per_image" and readings.finite(value) else value
 
 
 def _result_rows(folder: Path | None) -> list[dict[str, Any]]:
@@ -396,7 +433,7 @@ def _result_rows(folder: Path | None) -> list[dict[str, Any]]:
 
 def _column(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     """``{method: value}`` of one metric over the methods that ran."""
-    return {str(row["method"]): row[key] for row in rows
+    return {method_name(str(row["method"])): row[key] for row in rows
             if row.get("status", "ok") == "ok" and readings.finite(row.get(key))}
 
 
@@ -415,11 +452,12 @@ def evaluation_section(sources: ReportSources) -> Section:
     columns = [key for key in RESULT_COLUMNS if any(readings.finite(row.get(key)) for row in ran)]
     section.parts.append("<h3>Results</h3>" + table_html(
         ["method", *(RESULT_COLUMNS[key] for key in columns)],
-        [[row["method"], *(row.get(key) for key in columns)] for row in ran], highlight="cae"))
+        [[method_name(row["method"]), *(_cell(key, row.get(key)) for key in columns)] for row in ran],
+        highlight="CAE"))
     settings = (_read_json(sources.evaluate / "results.json") or {}).get("settings", {})
     if settings:
         section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings))}</p>')
-    skipped = [f"{row['method']}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
+    skipped = [f"{method_name(row['method'])}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
     if skipped:
         section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
     if "aopc" in columns:

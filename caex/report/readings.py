@@ -36,40 +36,40 @@ def _ranked(values: Mapping[str, float], *, higher_is_better: bool) -> list[tupl
     return sorted(usable, key=lambda item: item[1], reverse=higher_is_better)
 
 
-def _ratio(value: float, other: float) -> str:
-    return f"{value / other:.1f}x" if other > 0 else "ahead of"
+#: What a higher faithfulness score means, per metric, for the sentence's ending.
+_EFFECT = {"AOPC": "lowers the classifier's confidence fastest",
+           "PD": "lowers the classifier's confidence the most"}
 
 
 def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC") -> str:
-    """How the subject's faithfulness score (higher is better) compares with the baselines and random."""
-    ranked = _ranked(values, higher_is_better=True)
-    subject = _find(dict(ranked), SUBJECT)
+    """How the subject's faithfulness score (higher is better) compares with the best baseline and random."""
+    scores = dict(_ranked(values, higher_is_better=True))
+    if not scores:
+        return f"No {metric} values were recorded."
+    effect = _EFFECT.get(metric, "moves the classifier's decision most")
+    subject, random = _find(scores, SUBJECT), _find(scores, RANDOM)
+    baselines = [name for name in scores if name not in (subject, random)]
     if subject is None:
-        if not ranked:
-            return f"No {metric} values were recorded."
-        best, score = ranked[0]
-        return f"{best} has the highest {metric} ({score:.2f}): covering the pixels it marks lowers the " \
-               "classifier's confidence fastest."
-    score = dict(ranked)[subject]
-    random = _find(dict(ranked), RANDOM)
-    baselines = [(name, v) for name, v in ranked if name not in (subject, random)]
-    if not baselines:
-        sentence = f"{subject}'s {metric} is {score:.2f}."
+        best = next(iter(scores))
+        sentence = f"{best} has the highest {metric} ({scores[best]:.3f}): covering the pixels it marks {effect}."
+    elif not baselines:
+        sentence = f"{subject}'s {metric} is {scores[subject]:.3f}."
     else:
-        best, best_score = baselines[0]
-        if score >= best_score:
-            sentence = (f"{subject}'s {metric} is {score:.2f}, {_ratio(score, best_score)} the best baseline "
-                        f"({best}, {best_score:.2f}): covering the pixels {subject} marks lowers the "
-                        "classifier's confidence fastest.")
+        best = baselines[0]
+        if scores[subject] >= scores[best]:
+            ratio = (f"{scores[subject] / scores[best]:.1f}x" if scores[best] > 0 else "ahead of")
+            sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, {ratio} the best baseline ({best}, "
+                        f"{scores[best]:.3f}): covering the pixels {subject} marks {effect}.")
         else:
-            sentence = (f"{subject}'s {metric} is {score:.2f}, below the best baseline ({best}, {best_score:.2f}): "
-                        f"covering the pixels {best} marks lowers the classifier's confidence faster.")
+            sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, below the best baseline ({best}, "
+                        f"{scores[best]:.3f}): covering the pixels {best} marks {effect}.")
     if random is not None:
-        losers = [name for name, v in ranked if name != random and v <= dict(ranked)[random]]
+        losers = [name for name in scores if name != random and scores[name] <= scores[random]]
         if losers:
-            sentence += (f" {', '.join(losers)} {'does' if len(losers) == 1 else 'do'} not beat the random "
-                         f"map ({dict(ranked)[random]:.2f}), so {'it is' if len(losers) == 1 else 'they are'} "
-                         "not explaining this classifier.")
+            one = len(losers) == 1
+            sentence += (f" {', '.join(losers)} {'does' if one else 'do'} not beat the random map "
+                         f"({scores[random]:.3f}), so {'it is' if one else 'they are'} not explaining this "
+                         "classifier.")
     return sentence
 
 
@@ -95,23 +95,28 @@ def read_localisation(mass: Mapping[str, float], pointing: Mapping[str, float] |
     return sentence + "."
 
 
+def _milliseconds(value: float) -> str:
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
 def read_time(milliseconds: Mapping[str, float]) -> str:
-    """How long one saliency map takes, relative to the fastest and slowest methods."""
+    """How long one saliency map takes, relative to the slowest and the quickest method."""
     ranked = _ranked(milliseconds, higher_is_better=False)
     if not ranked:
         return "No timings were recorded."
-    values = dict(ranked)
-    subject = _find(values, SUBJECT)
-    fastest, slowest = ranked[0], ranked[-1]
+    times = dict(ranked)
+    (fastest, fastest_ms), (slowest, slowest_ms) = ranked[0], ranked[-1]
+    subject = _find(times, SUBJECT)
     if subject is None:
-        return f"{fastest[0]} is fastest ({fastest[1]:.0f} ms per map), {slowest[0]} slowest ({slowest[1]:.0f} ms)."
-    time = values[subject]
-    sentence = f"{subject} takes {time:.0f} ms per saliency map"
-    if slowest[0] != subject:
-        sentence += f", {slowest[1] / max(time, 1e-9):.1f}x faster than the slowest method ({slowest[0]}, " \
-                    f"{slowest[1]:.0f} ms)"
-    if fastest[0] != subject:
-        sentence += f"; {fastest[0]} is quickest at {fastest[1]:.0f} ms"
+        return (f"{fastest} is quickest ({_milliseconds(fastest_ms)} per map), "
+                f"{slowest} slowest ({_milliseconds(slowest_ms)}).")
+    sentence = f"{subject} takes {_milliseconds(times[subject])} per saliency map"
+    if slowest != subject:
+        factor = slowest_ms / max(times[subject], 1e-9)
+        sentence += (f", {factor:.1f}x" if factor < 10 else f", {factor:,.0f}x") + \
+            f" faster than the slowest method ({slowest}, {_milliseconds(slowest_ms)})"
+    if fastest != subject:
+        sentence += f"; {fastest} is quickest at {_milliseconds(fastest_ms)}"
     return sentence + "."
 
 
@@ -140,13 +145,10 @@ def read_separability(code_accuracy: float, *, dims: int | None = None, folds: i
     what = f"the {dims}-number class code" if dims else "the class code"
     how = f" ({folds}-fold cross-validation)" if folds else ""
     sentence = f"A random forest recovers the class from {what} with {share(code_accuracy)} accuracy{how}"
-    comparisons = []
     if pixel_accuracy is not None and finite(pixel_accuracy):
-        comparisons.append(f"{share(pixel_accuracy)} from as many PCA components of the raw pixels")
+        sentence += f", against {share(pixel_accuracy)} from as many PCA components of the raw pixels"
     if chance is not None and finite(chance):
-        comparisons.append(f"chance is {share(chance)}")
-    if comparisons:
-        sentence += ", against " + " and ".join(comparisons)
+        sentence += f" (chance: {share(chance)})"
     return sentence + "."
 
 

@@ -28,6 +28,9 @@ p.reading { margin: 8px 0 4px; padding: 8px 12px; border-left: 4px solid var(--a
 figure { margin: 12px 0; text-align: center; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px;
              image-rendering: pixelated; }
+figure.example { display: flex; flex-wrap: wrap; align-items: flex-end; gap: 10px; justify-content: center; }
+figure.example img { max-height: 200px; width: auto; }
+figure.example figcaption { flex-basis: 100%; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 table { border-collapse: collapse; margin: 10px 0 4px; font-size: 14px; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 12px; border-bottom: 1px solid var(--rule); text-align: right; }

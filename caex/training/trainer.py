@@ -24,7 +24,8 @@ from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_ra
 from caex.training import losses
 from caex.training.checkpoint import (CHECKPOINT_FILE, Checkpoint, capture_rng, load_checkpoint, restore_optimizer,
                                       restore_rng, save_checkpoint)
-from caex.training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
+from caex.training.distributed import (DistContext, barrier, broadcast_flag, gather_objects, init_distributed,
+                                       shutdown)
 from caex.training.logging import RunLogger, save_image_grid
 from caex.training.pairs import PairSampler
 from caex.utils.device import autocast_context
@@ -37,8 +38,8 @@ SUMMARY_FILE = "summary.json"
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(iters=20, batch_size=4, lr=1e-3, lr_halvings=0, log_every=1, sample_every=10, ckpt_every=10),
-    "small": dict(iters=1500, batch_size=8, lr=5e-4, lr_halvings=2, log_every=10, sample_every=250,
-                  ckpt_every=250),
+    "small": dict(iters=1200, batch_size=8, lr=5e-4, lr_halvings=2, log_every=10, sample_every=200,
+                  ckpt_every=200),
     "paper": dict(),
 }
 
@@ -71,6 +72,7 @@ class TrainConfig:
     sample_every: int = 500
     ckpt_every: int = 1000
     tensorboard: bool = True
+    time_limit: float | None = None  # seconds of training after which to stop early (None: run all iters)
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -214,7 +216,7 @@ class BBCFETrainer:
     def _check_finite(terms: dict[str, torch.Tensor], iteration: int) -> None:
         bad = losses.first_non_finite(terms)
         if bad is not None:
-            raise TrainingError(f"loss term {bad!r} became non-finite ({float(terms[bad])}) at iteration "
+            raise TrainingError(f"loss term {bad!r} became non-finite ({float(terms[bad].detach())}) at iteration "
                                 f"{iteration + 1}; stopped, the last checkpoint is kept")
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -290,8 +292,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     if checkpoint is not None:
         trainer.restore(checkpoint)
         start = checkpoint.iteration
-    meta = {"cae_config": config.to_dict(), "train_config": train_config.to_dict(), "class_names": names,
-            "data_spec": getattr(train_set, "spec", None)}
+    meta = {"cae_config": config.to_dict(), "train_config": train_config.to_dict(), "class_names": names}
     logger = RunLogger(run_dir, resume_from=start if checkpoint else None,
                        tensorboard=train_config.tensorboard) if writes else None
     if writes:
@@ -299,7 +300,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     exemplars = _exemplar_indices(labels, len(names))
     bar = progress(total=train_config.iters, initial=start, desc="train CAE", unit="it",
                    enabled=verbose and context.is_main)
-    began, done, terms = time.perf_counter(), start, {}
+    began, done, terms, paused = time.perf_counter(), start, {}, 0.0  # paused: samples + callback time
     cae.train()
     discriminator.train()
     try:
@@ -313,20 +314,28 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                 if logger is not None:
                     logger.log(done, terms)
             if done % train_config.sample_every == 0 and context.is_main:
+                pause = time.perf_counter()
                 if writes:
                     _save_samples(cae, train_set.images[exemplars], run_dir / "samples" / f"iter_{done:07d}.png")
                 if callback is not None:
                     callback(done, cae)
                 cae.train()
-            if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters):
+                paused += time.perf_counter() - pause
+            out_of_time = (train_config.time_limit is not None and done % train_config.log_every == 0
+                           and broadcast_flag(time.perf_counter() - began - paused > train_config.time_limit,
+                                              context))
+            if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters
+                                        or out_of_time):
                 trainer.save(run_dir / CHECKPOINT_FILE, done, meta)
                 if logger is not None:
                     logger.flush()
+            if out_of_time:
+                break
     finally:
         bar.close()
         if logger is not None:
             logger.close()
-    seconds = time.perf_counter() - began
+    seconds = time.perf_counter() - began - paused
     cae.eval()
     cae.set_train_codes(cae.class_codes(train_set.images), labels)
     if writes:

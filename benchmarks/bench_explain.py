@@ -1,0 +1,115 @@
+"""Time per saliency map on CPU at 64x64: CAE (batched guided path) vs Grad-CAM vs LIME.
+
+All three explain the same classifier on the same synthetic test images. CAE
+and Grad-CAM run on the same batch of images with the same batch size; LIME
+(1,000 samples per image, one surrogate fit per image) runs on a few images
+only, since it takes seconds each. Prints ms/image and the ratios
+CAE/Grad-CAM and LIME/CAE, and writes them to ``bench_explain.json`` here.
+
+    python benchmarks/bench_explain.py                          # fresh small CAE, untrained classifier
+    python benchmarks/bench_explain.py --run RUN --classifier CLF  # trained ones (same cost per image)
+
+A freshly initialised network costs exactly what a trained one does, so the
+default needs no training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from caex.classifier import Classifier, TorchClassifier, build_classifier_network, load_classifier
+from caex.data import load_dataset
+from caex.explain import Explainer
+from caex.explain.attribution import make_attributor
+from caex.model import CAE, CAEConfig
+from caex.utils.io import write_json
+
+
+def seconds_per_image(fn: Callable[[], object], count: int, repeats: int) -> float:
+    """Best wall time of ``repeats`` calls (after one warm-up call), divided by ``count`` images."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best / count
+
+
+def build_models(args: argparse.Namespace, data) -> tuple[CAE, Classifier]:
+    """The CAE and classifier to time: loaded from files, or fresh ones of the same shape."""
+    size, channels, classes = data.image_size, data.channels, data.num_classes
+    if args.run:
+        cae = CAE.load(args.run, device="cpu")
+    else:
+        torch.manual_seed(args.seed)
+        cae = CAE(CAEConfig.preset(args.preset, image_size=size, channels=channels, num_classes=classes),
+                  data.class_names).eval()
+        cae.set_train_codes(cae.class_codes(data.train.images), data.train.labels)
+    if args.classifier:
+        classifier = load_classifier(args.classifier, device="cpu", batch_size=args.batch_size)
+    else:
+        net = build_classifier_network(args.arch, channels=channels, num_classes=classes, image_size=size)
+        classifier = TorchClassifier(net, data.class_names, size, channels, batch_size=args.batch_size)
+    return cae, classifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="a trained CAE run folder (default: a fresh CAE of --preset)")
+    parser.add_argument("--classifier", help="a classifier file or bundle (default: a fresh --arch)")
+    parser.add_argument("--preset", default="small", help="CAE preset when no --run (default: small)")
+    parser.add_argument("--arch", default="resnet18", help="classifier architecture when no --classifier")
+    parser.add_argument("--images", type=int, default=64, help="images timed for CAE and Grad-CAM")
+    parser.add_argument("--lime-images", type=int, default=3, help="images timed for LIME")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, nargs="+", default=[16, 6],
+                        help="path lengths to time (16 = caex default, 6 = the official demo)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = load_dataset("synthetic:classes=2,per_class=200,size=64", seed=args.seed)
+    cae, classifier = build_models(args, data)
+    images = data.test.images[:args.images]
+    target = classifier.predict(images)
+    explainer = Explainer(cae, classifier, batch_size=args.batch_size, device="cpu", seed=args.seed)
+    gradcam = make_attributor("gradcam", classifier, batch_size=args.batch_size)
+    lime = make_attributor("lime", classifier, seed=args.seed)
+
+    timings = {f"cae_steps{steps}": seconds_per_image(
+        lambda steps=steps: explainer.explain(images, path="guided", steps=steps), len(images), args.repeats)
+        for steps in args.steps}
+    timings["gradcam"] = seconds_per_image(lambda: gradcam.saliency(images, target), len(images), args.repeats)
+    few = images[:args.lime_images]
+    timings["lime"] = seconds_per_image(lambda: lime.saliency(few, target[:len(few)]), len(few), 1)
+
+    milliseconds = {name: 1000 * value for name, value in timings.items()}
+    default = f"cae_steps{args.steps[0]}"
+    ratios = {f"{name}/gradcam": milliseconds[name] / milliseconds["gradcam"] for name in milliseconds
+              if name.startswith("cae")}
+    ratios.update({f"lime/{name}": milliseconds["lime"] / milliseconds[name] for name in milliseconds
+                   if name.startswith("cae")})
+    print(f"CPU, {args.threads} threads, 64x64x{data.channels}, CAE {'run ' + args.run if args.run else args.preset}, "
+          f"classifier {args.classifier or args.arch}, batch {args.batch_size}")
+    for name, value in milliseconds.items():
+        print(f"  {name:>14}: {value:10.2f} ms/image")
+    for name, value in ratios.items():
+        print(f"  {name:>22}: {value:8.2f}x")
+    print(f"bar: CAE <= Grad-CAM: {ratios[default + '/gradcam'] <= 1.0}; "
+          f"LIME >= 100x CAE: {ratios['lime/' + default] >= 100}")
+    write_json(Path(__file__).with_suffix(".json"), {
+        "device": "cpu", "threads": args.threads, "image_size": 64, "batch_size": args.batch_size,
+        "cae": args.run or f"fresh {args.preset}", "classifier": args.classifier or f"fresh {args.arch}",
+        "images": len(images), "lime_images": len(few), "ms_per_image": milliseconds, "ratios": ratios})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Training benchmark: the ``small`` preset on the default synthetic data (64x64, 4 classes).
+
+Trains for at most ``--minutes`` of wall time (evaluation pauses excluded) and,
+every ``--eval-every`` iterations, measures on the test split
+
+* class-swap success: share of test pairs (A, B), y_A != y_B, for which an
+  independently trained target classifier predicts y_B on decode(c_B, s_A);
+* reconstruction L1 on the [-1, 1] scale.
+
+Prints the figures (throughput, time to 90% swap success, final values) and
+writes them to ``benchmarks/bench_training_<dc>.json``. Run::
+
+    python benchmarks/bench_training.py [--minutes 10] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from caex.classifier.loaders import TorchClassifier
+from caex.classifier.train import train_classifier
+from caex.data import load_dataset
+from caex.model import CAE, CAEConfig
+from caex.training import TrainConfig, train_cae
+from caex.training.pairs import PairSampler
+from caex.training.trainer import reconstruction_l1
+
+
+@torch.no_grad()
+def swap_success(cae: CAE, classifier: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 pairs: int = 400, seed: int = 123) -> float:
+    """Share of different-class test pairs whose swap G(c_B, s_A) the classifier calls y_B."""
+    cae.eval()
+    index_a, index_b = PairSampler(labels, int(labels.max()) + 1, seed=seed).sample(0, pairs)
+    swapped = torch.cat([cae.swap(images[index_a[i:i + 100]], images[index_b[i:i + 100]])
+                         for i in range(0, pairs, 100)])
+    predicted = classifier(swapped).argmax(1)
+    return float((predicted == labels[index_b]).float().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--iters", type=int, default=None, help="iteration cap (default: the preset's)")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)")
+    parser.add_argument("--classifier-arch", default="smallcnn")
+    parser.add_argument("--dc", choices=("discriminator", "classifier"), default="discriminator",
+                        help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
+                             "the one measuring swap success stays independent of training")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()
+
+    bundle = load_dataset("synthetic")
+    started = time.perf_counter()
+    net, metrics = train_classifier(bundle, args.classifier_arch, seed=1, device="cpu")
+    net.eval()
+    classifier_seconds = time.perf_counter() - started
+    print(f"target classifier {args.classifier_arch}: test accuracy {metrics.test_accuracy:.3f} "
+          f"({classifier_seconds:.0f} s)", flush=True)
+
+    critic = None
+    if args.dc == "classifier":
+        critic_net, critic_metrics = train_classifier(bundle, args.classifier_arch, seed=2, device="cpu")
+        critic = TorchClassifier(critic_net.eval(), bundle.class_names, bundle.image_size, bundle.channels)
+        print(f"critic classifier (seed 2): test accuracy {critic_metrics.test_accuracy:.3f}", flush=True)
+    test_images, test_labels = bundle.test.images, bundle.test.labels
+    history: list[dict[str, float]] = []
+    clock = {"paused": 0.0, "start": 0.0}
+
+    def evaluate(iteration: int, cae: CAE) -> None:
+        pause = time.perf_counter()
+        elapsed = pause - clock["start"] - clock["paused"]
+        row = {"iter": iteration, "train_seconds": round(elapsed, 1),
+               "swap_success": swap_success(cae, net, test_images, test_labels),
+               "recon_l1": reconstruction_l1(cae, test_images)}
+        history.append(row)
+        print(json.dumps(row), flush=True)
+        clock["paused"] += time.perf_counter() - pause
+
+    config = CAEConfig.preset("small", image_size=bundle.image_size, channels=bundle.channels,
+                              num_classes=bundle.num_classes)
+    overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc)
+    if args.iters:
+        overrides["iters"] = args.iters
+    train_config = TrainConfig.preset("small", **overrides)
+    with tempfile.TemporaryDirectory() as run:
+        clock["start"] = time.perf_counter()
+        cae = train_cae(bundle, config, train_config, Path(run) / "run", classifier=critic, verbose=True,
+                        callback=evaluate)
+        summary = json.loads((Path(run) / "run" / "summary.json").read_text())
+    final = {"swap_success": swap_success(cae, net, test_images, test_labels),
+             "recon_l1": reconstruction_l1(cae, test_images)}
+    reached = next((row["train_seconds"] for row in history if row["swap_success"] >= 0.9), None)
+    result = {
+        "load_average_at_start": [round(x, 2) for x in load], "threads": args.threads,
+        "classifier": {"arch": args.classifier_arch, "test_accuracy": metrics.test_accuracy},
+        "cae_config": config.to_dict(), "train_config": train_config.to_dict(),
+        "iters": summary["iters"], "train_seconds": summary["seconds"],
+        "images_per_second": summary["images_per_second"],
+        "seconds_to_90pct_swap": reached, "final": final, "history": history,
+    }
+    print(f"load average at start {load[0]:.1f} (2 cores, shared); {summary['iters']} iters in "
+          f"{summary['seconds']:.0f} s = {summary['images_per_second']:.1f} images/s")
+    print(f"final: swap success {final['swap_success']:.1%} (bar >= 90%), test recon L1 {final['recon_l1']:.4f} "
+          f"on [-1,1] (bar <= 0.05); time to 90% swap: {reached if reached is not None else 'not reached'} s")
+    Path(__file__).with_name(f"bench_training_{args.dc}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

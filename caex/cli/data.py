@@ -1,0 +1,51 @@
+"""``caex data show``: what a data spec loads to, as text and as a picture."""
+
+from __future__ import annotations
+
+import argparse
+
+from caex.cli.common import add_data_arguments, add_seed_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="inspect a data set (class counts, a grid of samples)",
+        description="Inspect what a data spec loads to, before training on it.",
+    )
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    show = actions.add_parser(
+        "show",
+        help="print classes and counts; write a PNG grid of samples with lesion masks outlined",
+        description="Print class names with train/test counts, image size and channels, and write a "
+                    "PNG grid (one row per class) with ground-truth lesion masks outlined in red.",
+    )
+    add_data_arguments(show)
+    add_seed_argument(show)
+    show.add_argument("--out", required=True, metavar="FILE.png", help="where to write the sample grid")
+    show.add_argument("--per-class", type=int, default=8, metavar="N",
+                      help="samples per class in the grid (default: 8)")
+    show.set_defaults(func=run_show)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from caex.cli.common import load_data_from_args
+    from caex.data import save_preview
+    from caex.errors import CaexError
+
+    if args.per_class < 1:
+        raise CaexError(f"--per-class {args.per_class}: must be at least 1")
+    bundle = load_data_from_args(args)
+    print(f"data: {bundle.spec}")
+    print(f"images: {bundle.image_size}x{bundle.image_size}, {bundle.channels} channel(s); "
+          f"lesion masks: {'yes' if bundle.has_masks else 'no'}")
+    train_counts = bundle.train.class_counts(bundle.num_classes)
+    test_counts = bundle.test.class_counts(bundle.num_classes)
+    width = max(len("class"), *(len(name) for name in bundle.class_names))
+    print(f"  {'class':<{width}}  {'train':>6}  {'test':>6}")
+    for name, train, test in zip(bundle.class_names, train_counts, test_counts):
+        print(f"  {name:<{width}}  {train:>6}  {test:>6}")
+    print(f"  {'total':<{width}}  {sum(train_counts):>6}  {sum(test_counts):>6}")
+    path = save_preview(bundle, args.out, per_class=args.per_class, seed=args.seed)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,91 @@
+"""``caex train``: learn a CAE on a data set with BBCFE (a thin layer over :func:`caex.training.train_cae`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a Class Association Embedding (CAE) on a data set",
+        description="Train the CAE encoders, decoder and discriminator with building-block coherency "
+                    "feature extraction (pairs of images from different classes, class-code swaps). "
+                    "RUN receives the CAE bundle (config.json, model.safetensors, codes.safetensors), "
+                    "train_config.json, log.jsonl/log.csv, TensorBoard events, samples/*.png and "
+                    "checkpoint.safetensors for --resume. Under torchrun --nproc-per-node N it trains "
+                    "with DistributedDataParallel.",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--out", metavar="RUN", required=True, help="run folder to create (or to --resume)")
+    parser.add_argument("--preset", choices=("tiny", "small", "paper"), default="small",
+                        help="network sizes and training settings: tiny (tests), small (<= 64 px on a CPU, "
+                             "default), paper (256 px, the official widths and optimiser)")
+    parser.add_argument("--iters", type=int, default=None, help="training iterations (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="image pairs per iteration")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (halved over the run)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop after this much training time, still saving the model")
+    parser.add_argument("--classifier", metavar="CLF", default=None,
+                        help="target classifier (bundle folder, TorchScript, ONNX or weights), needed for "
+                             "--dc classifier and --labels predicted")
+    parser.add_argument("--dc", choices=("discriminator", "classifier"), default="discriminator",
+                        help="class critic for swapped images: the discriminator's class head (default) or "
+                             "the frozen target classifier")
+    parser.add_argument("--labels", choices=("dataset", "predicted"), default="dataset",
+                        help="train on the data set's labels (default) or on the classifier's predictions "
+                             "(explain the model rather than the data)")
+    parser.add_argument("--sample-every", type=int, default=None, help="iterations between sample grids")
+    parser.add_argument("--ckpt-every", type=int, default=None, help="iterations between checkpoints")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (1 is often fastest for small models on busy machines)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
+    mode.add_argument("--force", action="store_true", help="start over in a non-empty RUN")
+    add_seed_argument(parser)
+    add_device_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    import torch
+
+    from caex.cli.common import load_data_from_args
+    from caex.errors import CaexError
+    from caex.model import CAEConfig
+    from caex.training import TrainConfig, train_cae
+    from caex.utils.io import read_json
+
+    for name in ("iters", "batch_size", "sample_every", "ckpt_every", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CaexError(f"--{name.replace('_', '-')} {value}: must be a positive integer")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = load_data_from_args(args)
+    classifier = None
+    if args.classifier is not None:
+        from caex.classifier import load_classifier
+
+        classifier = load_classifier(args.classifier, device=args.device)
+    overrides = {key: value for key, value in dict(
+        iters=args.iters, batch_size=args.batch_size, lr=args.lr, time_limit=args.time_limit,
+        sample_every=args.sample_every, ckpt_every=args.ckpt_every).items() if value is not None}
+    train_config = TrainConfig.preset(args.preset, dc=args.dc, labels=args.labels, seed=args.seed,
+                                      device=args.device, **overrides)
+    config = CAEConfig.preset(args.preset, image_size=bundle.image_size, channels=bundle.channels,
+                              num_classes=bundle.num_classes)
+    train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
+              verbose=True, force=args.force)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
+    summary = read_json(f"{args.out}/summary.json")
+    print(f"caex train: {summary['iters']} iterations in {summary['seconds']:.1f} s "
+          f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
+          f"CAE saved to {args.out}", file=sys.stderr)
+    return 0

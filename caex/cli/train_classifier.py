@@ -1,0 +1,50 @@
+"""``caex train-classifier``: train a target classifier on a data set and save its bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-classifier",
+        help="train a target classifier (resnet18, resnet50, smallcnn) and save its bundle",
+        description="Train a classifier on DATA, print its test accuracy and save a bundle folder: "
+                    "classifier.safetensors, classifier.json, classifier.torchscript.pt (and classifier.onnx "
+                    "with --onnx). Every saved model takes data-range [0, 1] images; the normalisation is "
+                    "inside. Epochs and learning rate default per architecture.",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--arch", choices=("resnet18", "resnet50", "smallcnn"), default="resnet18",
+                        help="network architecture (default: resnet18)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="bundle folder to write (created as needed)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: per architecture)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: 32)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per architecture)")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="train without random shifts")
+    parser.add_argument("--onnx", action="store_true", help="also export classifier.onnx")
+    add_seed_argument(parser)
+    add_device_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from caex.classifier import save_bundle, train_classifier
+    from caex.classifier.train import DEFAULT_BATCH_SIZE
+    from caex.cli.common import load_data_from_args
+
+    data = load_data_from_args(args)
+    print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
+          f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
+    net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
+                                    batch_size=args.batch_size or DEFAULT_BATCH_SIZE, lr=args.lr, seed=args.seed,
+                                    device=args.device, verbose=True, augment=args.augment)
+    save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
+                test_accuracy=metrics.test_accuracy, data_spec=data.spec, onnx=args.onnx)
+    print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({metrics.epochs} epochs, "
+          f"{metrics.seconds:.1f} s); bundle written to {args.out}")
+    return 0

@@ -1,0 +1,52 @@
+"""Shared test fixtures. Keep them tiny: the whole suite must run in minutes on 2 CPU cores.
+
+* ``tiny_synthetic`` — a small synthetic :class:`~caex.data.DataBundle`
+  (4 classes x 10 images, 32x32, one channel, with lesion masks; 8 train / 2 test
+  per class). Session-scoped and shared: do not modify its tensors in place.
+* ``make_image_folder`` — writes ``root/<class>/*.png`` (optionally under
+  ``train/`` and ``test/``) in ``tmp_path`` and returns the root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from caex.data import DataBundle, load_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic() -> DataBundle:
+    return load_dataset("synthetic:classes=4,per_class=10,size=32", seed=0)
+
+
+@pytest.fixture
+def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
+    """``make(classes={"a": 5, "b": 5}, mode="L", size=(30, 40), splits=None)`` -> folder root.
+
+    Each class gets a different mean brightness so the classes are distinguishable;
+    ``splits={"train": 4, "test": 1}`` writes per-class counts under train/ and test/.
+    """
+
+    def make(classes: dict[str, int] | None = None, *, mode: str = "L", size: tuple[int, int] = (30, 40),
+             splits: dict[str, int] | None = None, root: Path | None = None) -> Path:
+        classes = classes or {"a": 5, "b": 5}
+        root = root or tmp_path / "images"
+        rng = np.random.default_rng(0)
+        layout = {split: {name: count for name in classes} for split, count in splits.items()} if splits \
+            else {"": classes}
+        for split, counts in layout.items():
+            for label, (name, count) in enumerate(counts.items()):
+                folder = root / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+                    pixels = rng.integers(0, 60, shape) + 120 * label
+                    Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+        return root
+
+    return make

@@ -1,0 +1,266 @@
+"""Target classifiers: architectures, the normalising wrapper, bundles, loaders and their errors, training."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from caex.classifier import (
+    ClassifierInfo,
+    ClassifierNet,
+    OnnxClassifier,
+    TorchClassifier,
+    build_classifier_network,
+    check_compatible,
+    load_classifier,
+    save_bundle,
+    train_classifier,
+)
+from caex.classifier.train import random_shift
+from caex.data import load_dataset
+from caex.data.types import DataBundle, ImageSet
+from caex.errors import ClassifierError
+
+NAMES = ["normal", "cnv", "dme"]
+SIZE = 32
+
+
+def _seeded_net(arch: str = "smallcnn", channels: int = 1, num_classes: int = 3, image_size: int = SIZE,
+                mean: list[float] | None = None, std: list[float] | None = None) -> ClassifierNet:
+    """A network with random weights *and* random BatchNorm statistics, so round trips test every tensor."""
+    torch.manual_seed(0)
+    net = build_classifier_network(arch, channels=channels, num_classes=num_classes, image_size=image_size,
+                                   mean=mean, std=std)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def _images(n: int = 5, channels: int = 1, size: int = SIZE, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _bundle(num_classes: int = 3, channels: int = 1, size: int = SIZE) -> DataBundle:
+    images = _images(6, channels, size)
+    split = ImageSet(images, torch.arange(6) % num_classes)
+    return DataBundle(split, split, [str(k) for k in range(num_classes)], "random")
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "smallcnn"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [28, 64, 128])
+def test_architectures_give_logits_and_features_for_any_size_and_channels(arch, channels, size):
+    net = build_classifier_network(arch, channels=channels, num_classes=5, image_size=size).eval()
+    with torch.no_grad():
+        logits = net(_images(2, channels, size))
+        features = net.features(_images(2, channels, size))
+    assert logits.shape == (2, 5)
+    assert features.shape == (2, net.head.in_features)
+    if arch != "smallcnn":  # the small stem (3x3, stride 1, no max-pool) up to 64 px, the standard one above
+        assert net.backbone.conv1.kernel_size == ((3, 3) if size <= 64 else (7, 7))
+        assert net.backbone.conv1.in_channels == channels
+        assert net.target_layer is net.backbone.layer4
+    else:
+        assert net.target_layer is net.backbone.stages
+
+
+def test_wrapper_normalises_data_range_images_with_its_buffers():
+    mean, std = [0.2, 0.5, 0.7], [0.1, 0.2, 0.4]
+    net = _seeded_net("smallcnn", channels=3, mean=mean, std=std)
+    images = _images(4, 3)
+    expected = net.head(net.backbone((images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)))
+    torch.testing.assert_close(net(images), expected)
+    assert {"mean", "std"} <= set(net.state_dict())  # normalisation travels with the weights
+    unnormalised = _seeded_net("smallcnn", channels=3)
+    assert not torch.allclose(unnormalised(images), net(images))
+
+
+def test_random_shift_moves_each_image_by_at_most_max_shift():
+    images = torch.zeros(8, 1, 16, 16)
+    images[:, :, 8, 8] = 1.0
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
+    peaks = shifted.flatten(1).argmax(dim=1)
+    rows, cols = peaks // 16, peaks % 16
+    assert shifted.shape == images.shape and shifted.sum().item() == 8.0
+    assert ((rows - 8).abs() <= 2).all() and ((cols - 8).abs() <= 2).all()
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 1  # offsets differ per image
+
+
+# --------------------------------------------------------------------------- bundles and loaders
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[Path, ClassifierNet]:
+    folder = tmp_path_factory.mktemp("bundle") / "clf"
+    net = _seeded_net("smallcnn", mean=[0.4], std=[0.3])
+    save_bundle(net, folder, class_names=NAMES, image_size=SIZE, test_accuracy=0.5, data_spec="random", onnx=True)
+    return folder, net
+
+
+def test_bundle_writes_all_files_and_metadata(saved):
+    folder, _ = saved
+    assert {p.name for p in folder.iterdir()} == {"classifier.safetensors", "classifier.json",
+                                                  "classifier.torchscript.pt", "classifier.onnx"}
+    info = ClassifierInfo.read(folder / "classifier.json")
+    assert (info.arch, info.class_names, info.image_size, info.channels) == ("smallcnn", NAMES, SIZE, 1)
+    assert info.mean == pytest.approx([0.4]) and info.std == pytest.approx([0.3])
+    assert info.test_accuracy == 0.5 and info.data_spec == "random" and info.caex_version
+
+
+def test_every_backend_gives_the_same_probabilities(saved, tmp_path):
+    folder, net = saved
+    images = _images(7)
+    with torch.no_grad():
+        expected = torch.softmax(net(images), dim=1)
+    save_file(net.state_dict(), tmp_path / "weights.safetensors")
+    loaded = {
+        "bundle": load_classifier(folder, device="cpu", batch_size=3),
+        "torchscript": load_classifier(folder / "classifier.torchscript.pt", device="cpu"),
+        "onnx": load_classifier(folder / "classifier.onnx", device="cpu"),
+        "state dict": load_classifier(tmp_path / "weights.safetensors", arch="smallcnn", class_names=NAMES),
+    }
+    for name, classifier in loaded.items():
+        torch.testing.assert_close(classifier.predict_proba(images), expected, atol=1e-4, rtol=0, msg=name)
+        assert classifier.class_names == NAMES, name
+        assert torch.equal(classifier.predict(images), expected.argmax(dim=1)), name
+    assert isinstance(loaded["onnx"], OnnxClassifier)
+    assert not loaded["onnx"].has_gradients and loaded["onnx"].module is None
+    assert loaded["onnx"].features(images) is None and loaded["onnx"].image_size == SIZE
+    for name in ("bundle", "torchscript"):
+        assert loaded[name].has_gradients and loaded[name].module is not None
+        torch.testing.assert_close(loaded[name].features(images), net.features(images).detach(), atol=1e-5, rtol=0)
+    assert loaded["bundle"].target_layer is loaded["bundle"].module.backbone.stages
+
+
+def test_torchvision_style_state_dict_loads_with_arch(tmp_path):
+    net = _seeded_net("resnet18", channels=3, num_classes=4)
+    bare = {**{key: value for key, value in net.backbone.state_dict().items()},
+            **{f"fc.{key}": value for key, value in net.head.state_dict().items()}}
+    torch.save({"state_dict": bare}, tmp_path / "resnet.pth")
+    classifier = load_classifier(tmp_path / "resnet.pth", arch="resnet18", image_size=SIZE, device="cpu")
+    images = _images(3, 3)
+    torch.testing.assert_close(classifier.predict_proba(images), torch.softmax(net(images), 1).detach(), atol=1e-4,
+                               rtol=0)
+    assert classifier.class_names == ["0", "1", "2", "3"] and classifier.channels == 3
+
+
+def test_torchscript_without_metadata_is_probed_for_its_class_count(saved, tmp_path):
+    folder, _ = saved
+    lone = tmp_path / "model.pt"
+    lone.write_bytes((folder / "classifier.torchscript.pt").read_bytes())
+    with pytest.raises(ClassifierError, match="cannot tell the input shape.*image_size="):
+        load_classifier(lone)
+    classifier = load_classifier(lone, image_size=SIZE, channels=1)
+    assert classifier.class_names == ["0", "1", "2"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _one_line(exc_info) -> str:
+    message = str(exc_info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("name, content, kwargs, expected", [
+    ("missing.pt", None, {}, "no such file"),
+    ("garbage.pt", b"not a model", {}, "not a readable TorchScript file"),
+    ("garbage.pth", b"not a model", {"arch": "resnet18"}, "not a readable weights file"),
+    ("garbage.safetensors", b"\x00" * 64, {"arch": "smallcnn"}, "not a readable weights file"),
+    ("garbage.onnx", b"not a model", {}, "not a readable ONNX model"),
+])
+def test_unreadable_files_raise_one_line(tmp_path, name, content, kwargs, expected):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ClassifierError, match=expected) as exc_info:
+        load_classifier(path, **kwargs)
+    assert name in _one_line(exc_info)
+
+
+@pytest.mark.parametrize("weights_arch, arch, expected", [
+    ("smallcnn", "resnet18", "do not match architecture 'resnet18'.*'backbone.conv1.weight'"),
+    ("resnet18", "resnet50", "do not match architecture 'resnet50'.*key 'backbone"),
+    ("resnet18", "vgg11", "unknown architecture 'vgg11'"),
+])
+def test_weights_of_another_architecture_are_refused(tmp_path, weights_arch, arch, expected):
+    path = tmp_path / "weights.safetensors"
+    save_file(_seeded_net(weights_arch).state_dict(), path)
+    with pytest.raises(ClassifierError, match=expected) as exc_info:
+        load_classifier(path, arch=arch)
+    _one_line(exc_info)
+
+
+def test_bundle_problems_are_named(saved, tmp_path):
+    folder, _ = saved
+    with pytest.raises(ClassifierError, match="not a classifier bundle"):
+        load_classifier(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "classifier.json").write_text("{not json")
+    with pytest.raises(ClassifierError, match="not a readable classifier.json"):
+        load_classifier(broken)
+    (broken / "classifier.json").write_text('{"arch": "smallcnn"}')
+    with pytest.raises(ClassifierError, match="lacks class_names"):
+        load_classifier(broken)
+    with pytest.raises(ClassifierError, match="the model has 3 outputs but 5 num_classes"):
+        load_classifier(folder, num_classes=5)
+
+
+def test_onnx_without_onnxruntime_names_the_extra(saved, monkeypatch):
+    folder, _ = saved
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(ClassifierError, match=r"caex\[onnx\]"):
+        load_classifier(folder / "classifier.onnx")
+
+
+@pytest.mark.parametrize("num_classes, channels, size, expected", [
+    (4, 1, SIZE, "has 3 classes but data 'random' has 4"),
+    (3, 3, SIZE, "takes 1-channel images.*--channels 1"),
+    (3, 1, 48, "takes 32px images.*--size 32"),
+])
+def test_check_compatible_names_the_mismatch(saved, num_classes, channels, size, expected):
+    classifier = load_classifier(saved[0], device="cpu")
+    with pytest.raises(ClassifierError, match=expected) as exc_info:
+        check_compatible(classifier, _bundle(num_classes, channels, size))
+    _one_line(exc_info)
+    check_compatible(classifier, _bundle(3, 1, SIZE))
+
+
+def test_check_compatible_uses_shapes_read_off_weights_or_a_probe(saved, tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file(_seeded_net("smallcnn", channels=3).state_dict(), path)
+    classifier = load_classifier(path, arch="smallcnn")  # no metadata: channels come from the first conv
+    assert classifier.channels == 3 and classifier.image_size is None
+    with pytest.raises(ClassifierError, match="takes 3-channel images"):
+        check_compatible(classifier, _bundle(3, 1, SIZE))
+    lone = tmp_path / "model.pt"  # TorchScript without metadata: nothing known until it runs
+    lone.write_bytes((saved[0] / "classifier.torchscript.pt").read_bytes())
+    classifier = load_classifier(lone, num_classes=3)
+    with pytest.raises(ClassifierError, match="cannot take data 'random'.*3, 32, 32") as exc_info:
+        check_compatible(classifier, _bundle(3, 3, SIZE))
+    _one_line(exc_info)
+    check_compatible(classifier, _bundle(3, 1, SIZE))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_smallcnn_learns_synthetic_data():
+    data = load_dataset("synthetic:per_class=150,size=32")
+    net, metrics = train_classifier(data, arch="smallcnn", epochs=8, seed=0, device="cpu")
+    assert metrics.test_accuracy >= 0.95, metrics
+    assert metrics.train_loss < 0.5 and metrics.steps == 8 * (len(data.train) // 32)
+    classifier = TorchClassifier(net, data.class_names, data.image_size, data.channels)
+    accuracy = (classifier.predict(data.test.images) == data.test.labels).float().mean().item()
+    assert accuracy == pytest.approx(metrics.test_accuracy)

@@ -1,0 +1,95 @@
+"""``caex train-classifier`` end to end, and classifier errors as one line through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from caex.classifier import load_classifier
+from caex.cli.main import main
+from caex.data import load_dataset
+
+TINY = "synthetic:classes=2,per_class=12,size=32"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "clf"
+    code = main(["train-classifier", TINY, "--arch", "smallcnn", "--epochs", "1", "--batch-size", "8",
+                 "--out", str(out), "--onnx", "--device", "cpu"])
+    return code, out
+
+
+def test_train_classifier_writes_every_bundle_file(trained, capsys):
+    code, out = trained
+    assert code == 0
+    assert {p.name for p in out.iterdir()} == {"classifier.safetensors", "classifier.json",
+                                               "classifier.torchscript.pt", "classifier.onnx"}
+    info = json.loads((out / "classifier.json").read_text())
+    assert info["arch"] == "smallcnn" and info["class_names"] == ["normal", "cnv"]
+    assert (info["image_size"], info["channels"], info["data_spec"]) == (32, 1, TINY)
+    assert 0.0 <= info["test_accuracy"] <= 1.0 and len(info["mean"]) == len(info["std"]) == 1
+
+
+def test_saved_bundle_reproduces_the_reported_accuracy(trained):
+    _, out = trained
+    data = load_dataset(TINY)
+    info = json.loads((out / "classifier.json").read_text())
+    for path in (out, out / "classifier.torchscript.pt", out / "classifier.onnx"):
+        predictions = load_classifier(path, device="cpu").predict(data.test.images)
+        assert (predictions == data.test.labels).float().mean().item() == pytest.approx(info["test_accuracy"])
+
+
+def _error_line(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_bad_training_settings_are_one_line(tmp_path, capsys):
+    line = _error_line(capsys, ["train-classifier", TINY, "--arch", "smallcnn", "--epochs", "0",
+                                "--out", str(tmp_path / "x")])
+    assert line.startswith("caex train-classifier: error:") and "epochs (0)" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_arch_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc_info:
+        main(["train-classifier", TINY, "--arch", "vgg11", "--out", "x"])
+    assert exc_info.value.code == 2 and "invalid choice: 'vgg11'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make_classifier, extra, expected", [
+    (lambda root, out: root / "missing", [], "missing: no such file or folder"),
+    (lambda root, out: _write(root / "bad.pt", b"garbage"), [], "bad.pt: not a readable TorchScript file"),
+    (lambda root, out: _write(root / "w.pth", torch_bytes(out)), ["--arch", "resnet18"],
+     "do not match architecture 'resnet18'"),
+    (lambda root, out: out, ["--size", "48"], "takes 32px images but data"),
+    (lambda root, out: out, ["--channels", "3"], "takes 1-channel images"),
+])
+def test_classifier_errors_through_the_cli_are_one_line(trained, tmp_path, capsys, make_classifier, extra, expected):
+    """``caex evaluate`` is a command that loads a classifier and checks it against data."""
+    _, out = trained
+    classifier = make_classifier(tmp_path, out)
+    line = _error_line(capsys, ["evaluate", "none", TINY, *extra, "--methods", "random",
+                                "--classifier", str(classifier), "--out", str(tmp_path / "eval")])
+    assert line.startswith("caex evaluate: error:") and expected in line
+
+
+def _write(path, content: bytes):
+    path.write_bytes(content)
+    return path
+
+
+def torch_bytes(bundle) -> bytes:
+    """The bundle's weights as a ``torch.save``d state dict (a .pth a user might have)."""
+    import io
+
+    from safetensors.torch import load_file
+
+    buffer = io.BytesIO()
+    torch.save(load_file(bundle / "classifier.safetensors"), buffer)
+    return buffer.getvalue()

