@@ -2,8 +2,9 @@
 
 Runs each profile from scratch into a temporary folder and prints the time of
 every stage, the total against the profile's budget, the CPU load average
-during the run (timings on a shared machine are inflated) and the headline
-figures. Writes ``benchmarks/bench_demo.json``. Run::
+during the run and the headline figures. On a shared machine wall times are
+inflated; the process CPU time (with ``--threads 1``) estimates what the run
+costs a single idle core. Writes ``benchmarks/bench_demo.json``. Run::
 
     python benchmarks/bench_demo.py [--profiles fast default] [--threads N] [--keep DIR]
 """
@@ -29,12 +30,15 @@ def bench_profile(name: str, out: Path) -> dict:
     load_before = os.getloadavg()[0]
     result = run_demo(out, profile=profile, force=True, verbose=True)
     stages = {outcome.name: round(outcome.seconds, 1) for outcome in result.outcomes}
+    cpu = {outcome.name: round(outcome.cpu_seconds, 1) for outcome in result.outcomes}
     return {
         "profile": name,
         "budget_s": profile.budget_seconds,
         "total_s": round(result.seconds, 1),
         "within_budget": result.seconds <= profile.budget_seconds,
         "stages_s": stages,
+        "cpu_s": round(sum(cpu.values()), 1),
+        "stages_cpu_s": cpu,
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "classifier_accuracy": result.summary("classifier").get("test_accuracy"),
         "swap_success": result.summary("manifold").get("swap_success"),
@@ -63,7 +67,10 @@ def main() -> None:
             print(f"\n{name}: {run['total_s']:.0f} s (budget {run['budget_s']} s, "
                   f"{'within' if run['within_budget'] else 'OVER'} budget), load average "
                   f"{run['load_average_1min'][0]} -> {run['load_average_1min'][1]} on {os.cpu_count()} CPUs")
-            print("  stages: " + ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in run["stages_s"].items()))
+            print("  stages (wall): " + ", ".join(f"{stage} {s:.0f} s" for stage, s in run["stages_s"].items()))
+            print(f"  process CPU time {run['cpu_s']:.0f} s (an idle-machine estimate with "
+                  f"{torch.get_num_threads()} thread(s)): "
+                  + ", ".join(f"{stage} {s:.0f} s" for stage, s in run["stages_cpu_s"].items()))
             print("\n".join(run["summary"]))
     kept = [run for run in previous.get("runs", []) if run["profile"] not in args.profiles]
     figures["runs"] = kept + figures["runs"]

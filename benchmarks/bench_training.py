@@ -28,7 +28,7 @@ from caex.classifier.loaders import TorchClassifier
 from caex.classifier.train import train_classifier
 from caex.data import load_dataset
 from caex.model import CAE, CAEConfig
-from caex.training import TrainConfig, train_cae
+from caex.training import LossWeights, TrainConfig, train_cae
 from caex.training.pairs import PairSampler
 from caex.training.trainer import reconstruction_l1
 
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)")
     parser.add_argument("--classifier-arch", default="smallcnn")
+    parser.add_argument("--batch-size", type=int, default=None, help="pairs per iteration (default: the preset's)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
+    parser.add_argument("--class-weight", type=float, default=None, help="lambda6 of eq. 6 (default: 1, the paper's)")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="discriminator",
                         help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
                              "the one measuring swap success stays independent of training")
@@ -89,8 +92,11 @@ def main() -> None:
     config = CAEConfig.preset("small", image_size=bundle.image_size, channels=bundle.channels,
                               num_classes=bundle.num_classes)
     overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc)
-    if args.iters:
-        overrides["iters"] = args.iters
+    for name in ("iters", "batch_size", "lr"):
+        if getattr(args, name):
+            overrides[name] = getattr(args, name)
+    if args.class_weight is not None:
+        overrides["weights"] = LossWeights(classification=args.class_weight)
     train_config = TrainConfig.preset("small", **overrides)
     with tempfile.TemporaryDirectory() as run:
         clock["start"] = time.perf_counter()

@@ -11,13 +11,14 @@ from caex.classifier import load_classifier
 from caex.cli.main import main
 from caex.data import load_dataset
 
-TINY = "synthetic:classes=2,per_class=12,size=32"
+TINY = "synthetic:classes=2,per_class=12"
+SIZE = ["--size", "32"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "clf"
-    code = main(["train-classifier", TINY, "--arch", "smallcnn", "--epochs", "1", "--batch-size", "8",
+    code = main(["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1", "--batch-size", "8",
                  "--out", str(out), "--onnx", "--device", "cpu"])
     return code, out
 
@@ -35,7 +36,7 @@ def test_train_classifier_writes_every_bundle_file(trained, capsys):
 
 def test_saved_bundle_reproduces_the_reported_accuracy(trained):
     _, out = trained
-    data = load_dataset(TINY)
+    data = load_dataset(TINY, size=32)
     info = json.loads((out / "classifier.json").read_text())
     for path in (out, out / "classifier.torchscript.pt", out / "classifier.onnx"):
         predictions = load_classifier(path, device="cpu").predict(data.test.images)
@@ -50,7 +51,7 @@ def _error_line(capsys, argv: list[str]) -> str:
 
 
 def test_bad_training_settings_are_one_line(tmp_path, capsys):
-    line = _error_line(capsys, ["train-classifier", TINY, "--arch", "smallcnn", "--epochs", "0",
+    line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "0",
                                 "--out", str(tmp_path / "x")])
     assert line.startswith("caex train-classifier: error:") and "epochs (0)" in line
     assert not (tmp_path / "x").exists()
@@ -63,12 +64,12 @@ def test_unknown_arch_is_refused_by_the_parser(capsys):
 
 
 @pytest.mark.parametrize("make_classifier, extra, expected", [
-    (lambda root, out: root / "missing", [], "missing: no such file or folder"),
-    (lambda root, out: _write(root / "bad.pt", b"garbage"), [], "bad.pt: not a readable TorchScript file"),
-    (lambda root, out: _write(root / "w.pth", torch_bytes(out)), ["--arch", "resnet18"],
+    (lambda root, out: root / "missing", SIZE, "missing: no such file or folder"),
+    (lambda root, out: _write(root / "bad.pt", b"garbage"), SIZE, "bad.pt: not a readable TorchScript file"),
+    (lambda root, out: _write(root / "w.pth", torch_bytes(out)), [*SIZE, "--arch", "resnet18"],
      "do not match architecture 'resnet18'"),
     (lambda root, out: out, ["--size", "48"], "takes 32px images but data"),
-    (lambda root, out: out, ["--channels", "3"], "takes 1-channel images"),
+    (lambda root, out: out, [*SIZE, "--channels", "3"], "takes 1-channel images"),
 ])
 def test_classifier_errors_through_the_cli_are_one_line(trained, tmp_path, capsys, make_classifier, extra, expected):
     """``caex evaluate`` is a command that loads a classifier and checks it against data."""

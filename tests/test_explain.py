@@ -314,3 +314,11 @@ def test_a_black_box_runs_without_gradients(painted: Explainer) -> None:
     explanation = painted.explain(healthy_images(4), path="guided", steps=8)
     assert painted.classifier.calls_with_grad == 0
     assert torch.all(explanation.flip_step > 0) and torch.all(mass_in(explanation.saliency, LESION) > 0.99)
+
+
+def test_smoothing_spreads_a_sharp_known_answer_beyond_its_region() -> None:
+    """Why smoothing defaults to off: on a sharp lesion it only moves mass outside the region."""
+    images = healthy_images(2)
+    sharp = Explainer(PaintingCAE(), LesionBlackBox()).explain(images, path="centroid")
+    blurred = Explainer(PaintingCAE(), LesionBlackBox(), smoothing=1.0).explain(images, path="centroid")
+    assert torch.all(mass_in(blurred.saliency, LESION) < mass_in(sharp.saliency, LESION) - 0.2)

@@ -57,6 +57,9 @@ def test_other_readings_use_the_numbers():
     assert "CAE puts 62%" in local and "Grad-CAM, 48%" in local and "random: 9.0%" in local and "90%" in local
     time = readings.read_time({"CAE": 25, "LIME": 18900, "Random": 0.3})
     assert "756x faster than the slowest method (LIME, 18,900 ms)" in time and "Random is quickest" in time
+    flips = readings.read_flips([3, 0, -1, 5], 16)
+    assert flips.startswith("The classifier's decision flips along 2 of the 4 paths within 16 steps; for 1 the")
+    assert readings.read_flips([2, 4]).endswith("so the maps show what had to change.")
     assert readings.read_accuracy(0.975, 4) == ("The classifier being explained is right on 98% of held-out "
                                                 "test images (chance with 4 classes: 25%).")
 
@@ -162,7 +165,7 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     # samples, curves, latest grid, 3 manifold figures, overlay + strip, gallery + curves
     images = [link for link in page.links if link.startswith("data:")]
     assert len(images) == 10
-    assert "iter_0000020.png" in text and "iter_0000010.png" not in text  # the latest grid only
+    assert "iter_0000020: originals" in text and "iter_0000010" not in text  # the latest grid only
     assert page.tables == 6  # dataset, classifier, separability, swap, smoothness, results (no stage markers)
     assert "CAE&#x27;s AOPC is 0.410, 1.3x the best baseline (LIME, 0.310)" in text
     assert "Giving an image another class&#x27;s code" in text and "80% of test pairs" in text

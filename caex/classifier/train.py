@@ -91,6 +91,20 @@ def _training_autocast(device: torch.device):
     return autocast_context(device)
 
 
+def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float | None) -> tuple[int, float]:
+    """``(epochs, lr)`` with the architecture's defaults filled in; one-line errors for unusable values.
+
+    Separate from training so the CLI can refuse bad settings before loading any data.
+    """
+    check_arch(arch)
+    epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
+    lr = DEFAULT_LR[arch] if lr is None else lr
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise TrainingError(f"training {arch}: epochs ({epochs}), batch size ({batch_size}) and lr ({lr}) "
+                            "must be positive")
+    return epochs, lr
+
+
 def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, lr: float | None = None, seed: int = 0,
                      device: str | torch.device = "auto", verbose: bool = False,
@@ -101,12 +115,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     training images) and its :class:`TrainMetrics`. ``epochs``/``lr`` default
     per architecture (:data:`DEFAULT_EPOCHS`, :data:`DEFAULT_LR`).
     """
-    check_arch(arch)
-    epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
-    lr = DEFAULT_LR[arch] if lr is None else lr
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise TrainingError(f"training {arch}: epochs ({epochs}), batch size ({batch_size}) and lr ({lr}) "
-                            "must be positive")
+    epochs, lr = resolve_settings(arch, epochs, batch_size, lr)
     device = resolve_device(device)
     seed_everything(seed)  # weight initialisation
     generator = torch_generator(seed)  # shuffling and augmentation

@@ -11,7 +11,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Tr
         parser.add_argument(
             "data",
             metavar="DATA",
-            help="data spec: synthetic[:classes=4,per_class=300], mnist[:4,9], digits[:0,1], "
+            help="data spec: synthetic[:classes=4,per_class=400], mnist[:4,9], digits[:0,1], "
                  "an image folder (root/<class>/*.png, optional train/ test/), or a .npz file",
         )
     parser.add_argument("--size", type=int, default=None, help="image size in pixels (default: the source's own)")

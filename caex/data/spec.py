@@ -53,7 +53,7 @@ def load_dataset(spec: str, *, size: int | None = None, channels: int | None = N
         if path.suffix.lower() != ".npz":
             raise DataError(f"{spec}: not a folder or a .npz file (valid specs: {SPEC_FORMS})")
         return _assemble(read_npz(path), spec, size, channels, seed, test_fraction)
-    raise DataError(f"unknown data spec {spec!r} (valid: {SPEC_FORMS})")
+    raise DataError(f"unknown data spec {spec!r}: not a built-in source and no such folder (valid: {SPEC_FORMS})")
 
 
 def parse_options(spec: str, text: str) -> dict[str, str]:
@@ -76,7 +76,10 @@ def _load_synthetic(spec: str, text: str, size: int | None, channels: int | None
         if key in options and options[key] != str(value):
             raise DataError(f"{spec}: {key}={options[key]} in the spec conflicts with {key}={value}")
         options[key] = str(value)
-    generated = generate_synthetic(SyntheticConfig.from_options(options), seed=seed)
+    config = SyntheticConfig.from_options(options)
+    if config.per_class < 2:
+        raise DataError(f"{spec}: per_class={config.per_class} must be at least 2 (one train, one test image)")
+    generated = generate_synthetic(config, seed=seed)
     everything = ImageSet(generated.images, generated.labels, generated.masks,
                           [f"synthetic:{i}" for i in range(len(generated.labels))])
     train, test = everything.split(test_fraction, seed)

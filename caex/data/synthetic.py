@@ -22,7 +22,8 @@ is the same individual, pixel for pixel:
   layers above it, filled by a bright, irregular, heterogeneous blob.
 * ``dme`` (diabetic macular oedema): one to three dark fluid-filled cysts inside
   the tissue (darker than any layer) with local swelling of the tissue.
-* ``drusen``: a row of three to five small bright domes under the RPE line.
+* ``drusen``: a row of three to five small bright domes rising from the RPE line
+  (deposits under the pigment epithelium).
 * ``hole`` (macular hole, K >= 5): a V-shaped gap opening from the top surface
   down through the inner layers, with raised rims.
 * ``erm`` (epiretinal membrane, K >= 6): a bright thin membrane on the top
@@ -42,9 +43,10 @@ is never the answer, and the DME cysts are darker than the tissue around them.
 Ground truth
 ------------
 Each image is rendered twice from the same individual (same geometry, texture,
-noise and distractors): with and without its lesion. The lesion mask is exactly
-the set of pixels where the two renderings differ, so an image differs from its
-lesion-free twin only inside its mask (normal images: empty mask). With three
+noise and distractors): with and without its lesion. The lesion mask is the set
+of pixels where the two renderings differ, closed into solid regions, and an
+image is identical to its lesion-free twin everywhere outside its mask (normal
+images: empty mask). With three
 channels the same structure gets a mild per-image colour tint.
 
 Everything is drawn from one seeded ``torch.Generator`` and rendered in batches,
@@ -88,8 +90,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if not 2 <= self.classes <= len(CLASS_NAMES):
             raise DataError(f"synthetic: classes={self.classes} is out of range (2..{len(CLASS_NAMES)})")
-        if self.per_class < 2:
-            raise DataError(f"synthetic: per_class={self.per_class} must be at least 2 (one train, one test)")
+        if self.per_class < 1:
+            raise DataError(f"synthetic: per_class={self.per_class} must be at least 1")
         if not 32 <= self.size <= 256:
             raise DataError(f"synthetic: size={self.size} is out of range (32..256)")
         if self.channels not in (1, 3):
@@ -120,7 +122,7 @@ class SyntheticImages:
 
     images: torch.Tensor  # [N, C, H, W] float32 in [0, 1]
     labels: torch.Tensor  # [N] int64
-    masks: torch.Tensor  # [N, H, W] bool, True exactly where the lesion changed the image
+    masks: torch.Tensor  # [N, H, W] bool, where the lesion changed the image (outside: identical)
     lesion_free: torch.Tensor  # [N, C, H, W] the same individuals rendered without their lesion
     class_names: list[str]
 
@@ -283,6 +285,13 @@ def _centre_and_scale(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _column(0.3 + 0.4 * draws[:, 0]), _column(0.85 + 0.3 * draws[:, 1])
 
 
+def _segment(draws: torch.Tensor, u: torch.Tensor, half_width: float, spread: float, edge: float) -> torch.Tensor:
+    """A soft window over the lesion's columns, ``half_width`` (+ up to ``spread``) either side of its centre."""
+    centre, scale = _centre_and_scale(draws)
+    half = (half_width + spread * _column(draws[:, 2])) * scale
+    return torch.sigmoid((half - (u - centre).abs()) / edge)
+
+
 class _CNV(_Lesion):
     """A broad bulge lifting the RPE and the layers above it over a bright, irregular blob."""
 
@@ -375,9 +384,7 @@ class _ERM(_Lesion):
     """A bright membrane on the top surface, which wrinkles under it."""
 
     def _window(self, draws, u):
-        centre, scale = _centre_and_scale(draws)
-        half_length = (0.1 + 0.06 * _column(draws[:, 2])) * scale
-        return torch.sigmoid((half_length - (u - centre).abs()) / 0.01)
+        return _segment(draws, u, half_width=0.1, spread=0.06, edge=0.01)
 
     def deform(self, draws, u):
         phase = 2 * math.pi * _column(draws[:, 3])
@@ -409,9 +416,7 @@ class _Atrophy(_Lesion):
     """A thinned segment without outer layers, where light reaches deep below the tissue."""
 
     def _window(self, draws, u):
-        centre, scale = _centre_and_scale(draws)
-        half_width = (0.07 + 0.04 * _column(draws[:, 2])) * scale
-        return torch.sigmoid((half_width - (u - centre).abs()) / 0.015)
+        return _segment(draws, u, half_width=0.07, spread=0.04, edge=0.015)
 
     def deform(self, draws, u):
         lift = 0.09 * self._window(draws, u)

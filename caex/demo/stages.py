@@ -67,7 +67,8 @@ class StageOutcome:
     name: str
     folder: Path
     reused: bool
-    seconds: float
+    seconds: float  # wall time
+    cpu_seconds: float = 0.0  # this process's CPU time: what the stage costs on an otherwise idle machine
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,7 +99,7 @@ def stage_state(folder: Path, key: str, outputs: Sequence[str]) -> StageState:
 
 
 def write_marker(folder: Path, stage: Stage, key: str, status: str, *, seconds: float | None = None,
-                 summary: dict[str, Any] | None = None) -> None:
+                 cpu_seconds: float | None = None, summary: dict[str, Any] | None = None) -> None:
     write_json(folder / MARKER, {
         "stage": stage.name,
         "status": status,
@@ -106,6 +107,7 @@ def write_marker(folder: Path, stage: Stage, key: str, status: str, *, seconds: 
         "settings": dict(stage.settings),
         "depends": list(stage.depends),
         "seconds": None if seconds is None else round(seconds, 2),
+        "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 2),
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "summary": summary or {},
     })
@@ -124,8 +126,9 @@ def run_stage(stage: Stage, folder: Path, key: str, *, force: bool = False) -> S
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_marker(folder, stage, key, "running")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     summary = stage.run(folder)
-    seconds = time.perf_counter() - started
-    write_marker(folder, stage, key, "done", seconds=seconds, summary=summary)
-    return StageOutcome(stage.name, folder, reused=False, seconds=seconds, summary=summary)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    write_marker(folder, stage, key, "done", seconds=seconds, cpu_seconds=cpu_seconds, summary=summary)
+    return StageOutcome(stage.name, folder, reused=False, seconds=seconds, cpu_seconds=cpu_seconds,
+                        summary=summary)

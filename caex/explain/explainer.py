@@ -92,7 +92,7 @@ class Explainer:
         seed: drives the subsample of stored codes when there are more than ``max_graph_nodes``.
         candidates: guided paths decode the ``candidates`` nearest-by-graph target-class codes
             with the exemplar's individual code and end at the first the classifier assigns to
-            the target (0: end at the nearest target-labelled code, no extra decoding).
+            the target (0 or 1: end at the nearest target-labelled code, no extra decoding).
         smoothing: Gaussian sigma in pixels applied to the maps (0 = off; see saliency module).
         max_graph_nodes: cap on stored codes in the graph (a seeded random subset beyond it).
     """
@@ -141,8 +141,8 @@ class Explainer:
             raise ExplainError(f"steps={steps}: a path needs at least 2 steps")
         if (reference is not None) != (path == "reference"):
             raise ExplainError("a reference image goes with path='reference' (and that path needs one)")
-        if all_targets and target is not None:
-            raise ExplainError("give either a target or all_targets=True, not both")
+        if all_targets and (target is not None or path == "reference"):
+            raise ExplainError("all_targets=True picks the targets itself; it takes no target or reference")
         images = self._as_batch(images, "images")
         input_probs = self.classifier.predict_proba(images).cpu()
         prediction = input_probs.argmax(dim=1)

@@ -17,10 +17,12 @@ Two maps:
   Kept for comparison; it credits every change, relevant or not.
 
 Both are reduced over channels with the mean of absolute differences and
-min-max normalised to [0, 1] per image. Optional Gaussian smoothing exists
-but defaults to off (``sigma=0``): on the known-answer tests and on tiny
-trained models it did not improve localisation, and the decoder's own
-convolutions already make the differences spatially coherent.
+min-max normalised to [0, 1] per image. Optional Gaussian smoothing
+(:func:`gaussian_smooth`, ``Explainer(smoothing=sigma)``) defaults to off: the
+differences of decoded frames are already spatially coherent (they come out of
+the decoder's convolutions), blurring can only spread mass beyond a sharp
+lesion (it lowers the known-answer test's in-region mass), and no gain on
+trained models has been measured yet.
 """
 
 from __future__ import annotations

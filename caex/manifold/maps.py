@@ -18,6 +18,7 @@ from sklearn.manifold import TSNE
 from caex.utils import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "test")
+EXACT_TSNE_MAX_POINTS = 1000
 
 
 def save_figure(path: str | os.PathLike, figure: Figure, dpi: int = 110) -> Path:
@@ -53,7 +54,10 @@ def project_2d(codes: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
         return PCA(n_components=2, random_state=seed).fit_transform(codes)
     if method == "tsne":
         perplexity = float(min(30.0, max(1.0, (len(codes) - 1) / 3)))  # must stay below N
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes)
+        # Exact gradients are far cheaper than Barnes-Hut's tree below about a thousand points.
+        method = "exact" if len(codes) <= EXACT_TSNE_MAX_POINTS else "barnes_hut"
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", method=method,
+                    random_state=seed).fit_transform(codes)
     if method == "umap":
         import umap
 

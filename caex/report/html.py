@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from caex import __version__
 from caex.errors import CaexError
 from caex.report import readings
@@ -231,11 +233,10 @@ def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
                   if term in record]
         steps, values = zip(*points)
         axis.plot(steps, values, color="#9fb3c8", linewidth=0.8)
-        window = max(1, len(values) // 20)
+        window = len(values) // 20
         if window > 1:
-            smooth = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
-                      for i in range(len(values))]
-            axis.plot(steps, smooth, color="#2f6f9f", linewidth=1.6)
+            axis.plot(steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid"),
+                      color="#2f6f9f", linewidth=1.6)
         axis.set_title(term, fontsize=9)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
@@ -279,13 +280,11 @@ def data_section(sources: ReportSources) -> Section:
     section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
     info = _json_or_missing(section, sources.data, "dataset.json", "data set description")
     if info:
-        counts = info.get("class_counts", {})
-        rows = [[name, counts.get("train", [None] * len(info["class_names"]))[k],
-                 counts.get("test", [None] * len(info["class_names"]))[k]]
-                for k, name in enumerate(info["class_names"])]
-        section.parts.append(table_html(["class", "train images", "test images"], rows))
-        section.reading(f"{info.get('spec', 'The data')}: {sum(counts.get('train', []))} training and "
-                        f"{sum(counts.get('test', []))} test images of {info.get('image_size', '?')} px.")
+        names = info.get("class_names", [])
+        train, test = (info.get("class_counts", {}).get(split, [0] * len(names)) for split in ("train", "test"))
+        section.parts.append(table_html(["class", "train images", "test images"], list(zip(names, train, test))))
+        section.reading(f"{info.get('spec', 'The data')}: {sum(train)} training and {sum(test)} test images of "
+                        f"{info.get('image_size', '?')} px.")
     return section
 
 
@@ -312,10 +311,19 @@ def training_section(sources: ReportSources) -> Section:
         section.missing.append(f"training curves ({_where(sources.cae, 'log.jsonl')} not found or empty)")
     else:
         section.parts.append(figure_html(curves, "loss terms against iteration (bold: moving average)"))
+    run = None if sources.cae is None else _read_json(sources.cae / "summary.json")
+    if run:
+        section.parts.append(table_html(["iterations", "seconds", "images / s", "reconstruction L1 (test)"],
+                                        [[run.get("iters"), run.get("seconds"), run.get("images_per_second"),
+                                          run.get("recon_l1")]]))
+        section.reading(f"{run.get('iters')} iterations in {run.get('seconds', 0):.0f} s; reconstructions of "
+                        f"held-out images differ from the originals by {run.get('recon_l1', float('nan')):.3f} "
+                        "on average (L1 on the [-1, 1] scale; 0 is perfect).")
     grids = sorted((sources.cae / "samples").glob("*.png")) if sources.cae is not None else []
     if grids:
         section.parts.append(figure_html(grids[-1].read_bytes(),
-                                         f"reconstructions and swaps at the end of training ({grids[-1].name})"))
+                                         f"{grids[-1].stem}: originals (row 1), reconstructions (row 2), then "
+                                         "every original decoded with row k's class code (row k + 2)"))
     else:
         section.missing.append(f"reconstruction/swap grid ({_where(sources.cae, 'samples/*.png')} not found)")
     return section
@@ -397,11 +405,7 @@ def explain_section(sources: ReportSources) -> Section:
         section.parts.append(f'<figure class="example">{images}<figcaption>{caption}</figcaption></figure>')
     flips = [example.get("flip_step", -1) for example in index.get("examples", [])]
     if flips:
-        flipped = sum(step >= 0 for step in flips)
-        section.reading(f"The classifier's decision flips along {flipped} of the {len(flips)} paths within "
-                        f"{index.get('steps', '?')} steps" + (": the counterfactuals cross the decision boundary, "
-                        "so the maps show what had to change to cross it." if flipped == len(flips) else
-                        "; maps of paths that never flip show the change toward the target without a decision."))
+        section.reading(readings.read_flips(flips, index.get("steps")))
     return section
 
 

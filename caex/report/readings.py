@@ -177,3 +177,22 @@ def read_accuracy(accuracy: float, num_classes: int) -> str:
         return "The classifier's test accuracy was not recorded."
     return (f"The classifier being explained is right on {share(accuracy)} of held-out test images "
             f"(chance with {num_classes} classes: {share(1 / num_classes)}).")
+
+
+def read_flips(flip_steps: Sequence[int], steps: int | None = None) -> str:
+    """Whether the counterfactual paths cross the decision boundary, and whether they had to.
+
+    A flip at step 0 means the reconstruction itself is already classified as
+    the target: the CAE did not reproduce what made the input its class.
+    """
+    count = len(flip_steps)
+    crossed = sum(step > 0 for step in flip_steps)
+    at_start = sum(step == 0 for step in flip_steps)
+    within = f" within {steps} steps" if steps else ""
+    sentence = f"The classifier's decision flips along {crossed} of the {count} paths{within}"
+    if at_start:
+        sentence += (f"; for {at_start} the reconstruction is already classified as the target, so the CAE "
+                     "does not reproduce what made those images their class (train it longer)")
+    elif crossed == count:
+        sentence += ": every counterfactual crosses the decision boundary, so the maps show what had to change"
+    return sentence + "."

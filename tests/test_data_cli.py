@@ -1,0 +1,84 @@
+"""``caex data show`` and the one-line errors every bad data input must give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from caex.cli.main import main
+
+
+def test_data_show_prints_counts_and_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "grid" / "synthetic.png"
+    code = main(["data", "show", "synthetic:per_class=5,size=32", "--out", str(out), "--per-class", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "32x32, 1 channel(s)" in printed and "lesion masks: yes" in printed
+    for name in ("normal", "cnv", "dme", "drusen"):
+        assert any(line.split() == [name, "4", "1"] for line in printed.splitlines())
+    with Image.open(out) as image:
+        image.load()
+        assert image.format == "PNG" and image.width > 200 and image.height > 200
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
+    assert red.sum() > 20  # lesion outlines are drawn
+
+
+def _folder(root, classes):
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), 40 * i).save(root / name / f"{i}.png")
+    return root
+
+
+def _corrupt(tmp_path):
+    root = _folder(tmp_path / "corrupt", {"a": 2, "b": 2})
+    (root / "b" / "bad.png").write_bytes(b"\x89PNG garbage")
+    return str(root)
+
+
+def _npz(tmp_path, **arrays):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+BAD_INPUTS = {
+    "unknown spec": (lambda tmp: ["imagenet"], "unknown data spec 'imagenet': not a built-in source"),
+    "missing path": (lambda tmp: [str(tmp / "nowhere" / "x.npz")], "x.npz: no such file or folder"),
+    "corrupt image": (lambda tmp: [_corrupt(tmp)], "bad.png: cannot read image"),
+    "empty class folder": (lambda tmp: [str(_folder(tmp / "empty", {"a": 2, "b": 0}))],
+                           "/b: class folder has no images"),
+    "one class": (lambda tmp: [str(_folder(tmp / "one", {"a": 3}))], "need at least two class folders, found a"),
+    "npz missing key": (lambda tmp: [_npz(tmp, train_images=np.zeros((4, 8, 8), np.uint8))],
+                        "data.npz: missing array 'train_labels'"),
+    "npz label length": (lambda tmp: [_npz(tmp, train_images=np.zeros((4, 8, 8), np.uint8),
+                                           train_labels=np.array([0, 1, 0]))],
+                         "train_images has 4 images but train_labels has 3"),
+    "npz one class": (lambda tmp: [_npz(tmp, train_images=np.zeros((4, 8, 8), np.uint8),
+                                        train_labels=np.zeros(4, np.int64))], "needs at least two classes"),
+    "size out of range": (lambda tmp: ["digits", "--size", "4"], "size=4: out of range"),
+    "synthetic size out of range": (lambda tmp: ["synthetic", "--size", "512"], "size=512 is out of range"),
+    "unknown mnist digit": (lambda tmp: ["mnist:4,11"], "unknown digit 11"),
+    "bad mnist selection": (lambda tmp: ["mnist:four"], "classes must be digits 0-9"),
+    "unknown synthetic option": (lambda tmp: ["synthetic:clases=3"], "unknown option 'clases'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_line_and_non_zero_exit(case, tmp_path, capsys):
+    make_args, expected = BAD_INPUTS[case]
+    code = main(["data", "show", *make_args(tmp_path), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("caex data: error: ") and expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_skip_bad_from_the_command_line(tmp_path, capsys):
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        code = main(["data", "show", _corrupt(tmp_path), "--skip-bad", "--out", str(tmp_path / "g.png")])
+    assert code == 0 and (tmp_path / "g.png").exists()
