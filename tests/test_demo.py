@@ -93,6 +93,35 @@ def test_foreign_folder_is_not_deleted(tmp_path):
     assert (folder / "precious.txt").read_text() == "keep me"
 
 
+def test_run_demo_force_and_recomputed_upstream(tmp_path, monkeypatch):
+    """run_demo's own rules, on stand-in stages: reuse, --force, and a recomputed stage's dependants rerun."""
+    calls: list[str] = []
+    settings = {"a": {"n": 1}, "b": {"n": 1}, "c": {"n": 1}}
+
+    def stand_ins(profile, seed, artefacts, verbose):
+        def make(name, depends):
+            def run(folder):
+                calls.append(name)
+                (folder / "out.txt").write_text(name)
+                return {}
+            return Stage(name, name, dict(settings[name]), run, outputs=("out.txt",), depends=depends)
+        return [make("a", ()), make("b", ("a",)), make("c", ())]
+
+    monkeypatch.setattr(pipeline, "build_stages", stand_ins)
+    monkeypatch.setattr("caex.report.build_report", lambda run, out: Path(out).write_text("<html></html>"))
+    run_demo(tmp_path, profile="tiny", verbose=False)
+    run_demo(tmp_path, profile="tiny", verbose=False)
+    assert calls == ["a", "b", "c"]
+    run_demo(tmp_path, profile="tiny", verbose=False, force=True)
+    assert calls == ["a", "b", "c"] * 2
+    calls.clear()
+    (tmp_path / "a" / "out.txt").unlink()  # "a" is incomplete: it reruns, "b" reads it and follows, "c" not
+    run_demo(tmp_path, profile="tiny", verbose=False)
+    settings["c"] = {"n": 2}  # changed settings rerun just that stage
+    result = run_demo(tmp_path, profile="tiny", verbose=False)
+    assert calls == ["a", "b", "c"] and [o.reused for o in result.outcomes] == [True, True, False]
+
+
 # --------------------------------------------------------------------------- profiles and data file
 
 

@@ -171,9 +171,11 @@ def test_monotone_path_detection() -> None:
         [0.0, 0.3, 0.27, 0.8, 0.9],   # dips by 0.03: within the tolerance
         [0.0, 0.6, 0.4, 0.8, 0.9],    # dips by 0.2
         [0.9, 0.7, 0.5, 0.3, 0.1],    # falling
+        [0.2, 0.2, 0.2, 0.2, 0.2],    # flat: never drops, but never rises either
+        [0.0, 0.01, 0.02, 0.03, 0.04],  # rises by less than the tolerance
     ])
-    assert monotone_paths(probabilities, tolerance=0.05).tolist() == [True, True, False, False]
-    assert monotone_paths(probabilities, tolerance=0.0).tolist() == [True, False, False, False]
+    assert monotone_paths(probabilities, tolerance=0.05).tolist() == [True, True, False, False, False, False]
+    assert monotone_paths(probabilities, tolerance=0.0).tolist() == [True, False, False, False, True, True]
 
 
 def test_path_pairs_cross_classes_and_are_seeded() -> None:

@@ -51,6 +51,7 @@ def test_other_readings_use_the_numbers():
     assert "97% accuracy (10-fold cross-validation), against 60%" in readings.read_separability(
         0.97, dims=8, folds=10, pixel_accuracy=0.6, chance=0.25)
     assert "(chance: 25%)" in readings.read_separability(0.97, chance=0.25)
+    assert readings.read_separability(0.3, pixel_accuracy=0.4).endswith("better than raw pixels.")
     smooth = readings.read_smoothness({"normal": 0.95, "cnv": 0.85}, 0.8)
     assert "90% of the time (lowest: cnv, 85%)" in smooth and "80% of straight paths" in smooth
     local = readings.read_localisation({"CAE": 0.62, "Grad-CAM": 0.48, "Random": 0.09}, {"CAE": 0.9})

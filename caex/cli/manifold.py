@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--paths", type=int, default=50, help="random straight inter-class paths (default: 50)")
     parser.add_argument("--path-steps", type=int, default=10, help="codes along each path (default: 10)")
     parser.add_argument("--tolerance", type=float, default=0.05,
-                        help="largest drop of the target probability per step that still counts as "
-                             "monotone (default: 0.05)")
+                        help="a path counts as monotone when the target probability never drops by more "
+                             "than this per step and rises by at least this overall (default: 0.05)")
     parser.add_argument("--folds", type=int, default=10, help="cross-validation folds (default: 10)")
     parser.add_argument("--map-points", type=int, default=2000,
                         help="at most this many points per split in the 2-D maps (default: 2000)")

@@ -68,7 +68,7 @@ class StageOutcome:
     folder: Path
     reused: bool
     seconds: float  # wall time
-    cpu_seconds: float = 0.0  # this process's CPU time: what the stage costs on an otherwise idle machine
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads): with one thread, its idle-core cost
     summary: dict[str, Any] = field(default_factory=dict)
 
 

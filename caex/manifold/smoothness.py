@@ -7,7 +7,8 @@ Two checks that the decoder generalises between the codes it saw:
   individual codes, should still be classified as that class;
 * **straight paths**: moving the class code of an image of class A in a
   straight line to that of an image of class B (decoded with A's individual
-  code) should raise the classifier's probability of B monotonically.
+  code) should raise the classifier's probability of B monotonically (within
+  a tolerance per step, and by at least that tolerance overall).
 """
 
 from __future__ import annotations
@@ -124,8 +125,14 @@ def straight_path_probabilities(cae, classifier, images: torch.Tensor, codes: to
 
 
 def monotone_paths(probabilities: torch.Tensor, *, tolerance: float = 0.05) -> torch.Tensor:
-    """``[P]`` bool: the probability never drops by more than ``tolerance`` from one step to the next."""
-    return (probabilities.diff(dim=1) >= -tolerance).all(dim=1)
+    """``[P]`` bool: the probability rises along the path (ends at least ``tolerance`` above where it
+    started) and never drops by more than ``tolerance`` from one step to the next.
+
+    Requiring the net rise keeps a flat path (a decoder that ignores the class
+    code) from counting as monotone.
+    """
+    never_drops = (probabilities.diff(dim=1) >= -tolerance).all(dim=1)
+    return never_drops & (probabilities[:, -1] - probabilities[:, 0] >= tolerance)
 
 
 def plot_paths(path: str | os.PathLike, frames: torch.Tensor, probabilities: torch.Tensor,

@@ -149,6 +149,8 @@ def read_separability(code_accuracy: float, *, dims: int | None = None, folds: i
         sentence += f", against {share(pixel_accuracy)} from as many PCA components of the raw pixels"
     if chance is not None and finite(chance):
         sentence += f" (chance: {share(chance)})"
+    if pixel_accuracy is not None and finite(pixel_accuracy) and code_accuracy <= pixel_accuracy:
+        sentence += ": the class codes do not yet separate the classes better than raw pixels"
     return sentence + "."
 
 
