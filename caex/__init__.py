@@ -1,6 +1,6 @@
 """caex: explain image classifiers with Class Association Embedding (CAE).
 
-The public API mirrors the pipeline::
+The public API mirrors the pipeline; every ``caex`` command is a thin layer over it::
 
     from caex.data import load_dataset            # data
     from caex.classifier import load_classifier   # the black box to explain
@@ -9,10 +9,38 @@ The public API mirrors the pipeline::
     from caex.explain import Explainer            # counterfactual paths and saliency
     from caex.manifold import analyse_manifold    # global analysis
     from caex.evaluation import evaluate          # AOPC / PD / localisation / timing
+    from caex.demo import run_demo                # the whole pipeline, staged and resumable
+    from caex.report import build_report          # one self-contained HTML report
+
+The names are imported lazily, so ``import caex`` stays cheap.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_EXPORTS = {
+    "load_dataset": "caex.data",
+    "load_classifier": "caex.classifier",
+    "train_classifier": "caex.classifier",
+    "CAE": "caex.model",
+    "CAEConfig": "caex.model",
+    "train_cae": "caex.training",
+    "TrainConfig": "caex.training",
+    "Explainer": "caex.explain",
+    "analyse_manifold": "caex.manifold",
+    "evaluate": "caex.evaluation",
+    "run_demo": "caex.demo",
+    "build_report": "caex.report",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'caex' has no attribute {name!r}")

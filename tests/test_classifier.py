@@ -77,7 +77,8 @@ def test_wrapper_normalises_data_range_images_with_its_buffers():
     mean, std = [0.2, 0.5, 0.7], [0.1, 0.2, 0.4]
     net = _seeded_net("smallcnn", channels=3, mean=mean, std=std)
     images = _images(4, 3)
-    expected = net.head(net.backbone((images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)))
+    normalised = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    expected = net.head(net.backbone(normalised))
     torch.testing.assert_close(net(images), expected)
     assert {"mean", "std"} <= set(net.state_dict())  # normalisation travels with the weights
     unnormalised = _seeded_net("smallcnn", channels=3)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from caex.classifier import load_classifier
 from caex.cli.main import main
@@ -87,10 +89,6 @@ def _write(path, content: bytes):
 
 def torch_bytes(bundle) -> bytes:
     """The bundle's weights as a ``torch.save``d state dict (a .pth a user might have)."""
-    import io
-
-    from safetensors.torch import load_file
-
     buffer = io.BytesIO()
     torch.save(load_file(bundle / "classifier.safetensors"), buffer)
     return buffer.getvalue()

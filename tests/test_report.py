@@ -28,6 +28,11 @@ def test_faithfulness_reading_compares_with_best_baseline_and_random():
     assert "Grad-CAM does not beat the random map (0.250)" in text
 
 
+def test_faithfulness_reading_close_call_is_level():
+    assert "0.740, level with the best baseline (Grad-CAM, 0.739)" in readings.read_faithfulness(
+        {"CAE": 0.740, "Grad-CAM": 0.739}, metric="PD")
+
+
 def test_faithfulness_reading_when_a_baseline_wins():
     text = readings.read_faithfulness({"CAE": 0.2, "Occlusion": 0.3, "Random": 0.1}, metric="PD")
     assert "CAE's PD is 0.200, below the best baseline (Occlusion, 0.300)" in text

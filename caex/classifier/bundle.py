@@ -92,7 +92,7 @@ def torchscript_bytes(net: ClassifierNet) -> bytes:
     """The scripted wrapper (``forward`` and ``features``) as bytes for ``torch.jit.load``."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still the portable format
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still the portable format
         torch.jit.save(torch.jit.script(net), buffer)
     return buffer.getvalue()
 

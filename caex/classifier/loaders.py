@@ -170,7 +170,7 @@ def _probe_num_classes(path: Path, forward, image_size: int | None, channels: in
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream, still the format users have
+            warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still what users have
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zipfile errors alike
         raise ClassifierError(f"{path}: not a readable TorchScript file ({_first_line(exc)}); for a state dict "

@@ -124,10 +124,14 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure_html(png: bytes, caption: str) -> str:
-    """An embedded PNG with its caption (the caption doubles as the alt text)."""
+def figure_html(png: bytes, caption: str, *, enlarge: bool = False) -> str:
+    """An embedded PNG with its caption (the caption doubles as the alt text).
+
+    ``enlarge`` shows a small pixel grid (the trainer's samples) at a readable size, pixels kept sharp.
+    """
     text = html.escape(caption)
-    return f'<figure><img src="{png_data_uri(png)}" alt="{text}"><figcaption>{text}</figcaption></figure>'
+    css = ' class="enlarge"' if enlarge else ""
+    return f'<figure><img{css} src="{png_data_uri(png)}" alt="{text}"><figcaption>{text}</figcaption></figure>'
 
 
 def matplotlib_png(figure) -> bytes:
@@ -323,7 +327,8 @@ def training_section(sources: ReportSources) -> Section:
     if grids:
         section.parts.append(figure_html(grids[-1].read_bytes(),
                                          f"{grids[-1].stem}: originals (row 1), reconstructions (row 2), then "
-                                         "every original decoded with row k's class code (row k + 2)"))
+                                         "every original decoded with row k's class code (row k + 2)",
+                                         enlarge=True))
     else:
         section.missing.append(f"reconstruction/swap grid ({_where(sources.cae, 'samples/*.png')} not found)")
     return section

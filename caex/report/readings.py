@@ -57,8 +57,9 @@ def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC") -> s
     else:
         best = baselines[0]
         if scores[subject] >= scores[best]:
-            ratio = (f"{scores[subject] / scores[best]:.1f}x" if scores[best] > 0 else "ahead of")
-            sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, {ratio} the best baseline ({best}, "
+            ratio = scores[subject] / scores[best] if scores[best] > 0 else math.inf
+            standing = ("level with" if ratio < 1.05 else f"{ratio:.1f}x" if math.isfinite(ratio) else "ahead of")
+            sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, {standing} the best baseline ({best}, "
                         f"{scores[best]:.3f}): covering the pixels {subject} marks {effect}.")
         else:
             sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, below the best baseline ({best}, "

@@ -28,6 +28,7 @@ p.reading { margin: 8px 0 4px; padding: 8px 12px; border-left: 4px solid var(--a
 figure { margin: 12px 0; text-align: center; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px;
              image-rendering: pixelated; }
+figure img.enlarge { width: min(100%, 560px); }
 figure.example { display: flex; flex-wrap: wrap; align-items: flex-end; gap: 10px; justify-content: center; }
 figure.example img { max-height: 200px; width: auto; }
 figure.example figcaption { flex-basis: 100%; }
