@@ -3,6 +3,9 @@
 * ``tiny_synthetic`` — a small synthetic :class:`~caex.data.DataBundle`
   (4 classes x 10 images, 32x32, one channel, with lesion masks; 8 train / 2 test
   per class). Session-scoped and shared: do not modify its tensors in place.
+* ``single_thread`` (autouse) — one intra-op torch thread for every test: the
+  suite's tensors are tiny, and on a 2-core machine a second thread only adds
+  synchronisation (and spins badly when the machine is shared).
 * ``make_image_folder`` — writes ``root/<class>/*.png`` (optionally under
   ``train/`` and ``test/``) in ``tmp_path`` and returns the root.
 """
@@ -14,9 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from caex.data import DataBundle, load_dataset
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -171,17 +171,8 @@ def _marker_times(out: Path) -> dict[str, int]:
             if (out / name / MARKER).is_file()}
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two threads spin and run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_demo_end_to_end_resumes_after_interruption(tmp_path, monkeypatch, one_thread):
+def test_demo_end_to_end_resumes_after_interruption(tmp_path, monkeypatch):
     out = tmp_path / "demo"
 
     def interrupted(*args, **kwargs):

@@ -10,7 +10,6 @@ import torch
 from caex.errors import ModelError
 from caex.model import CAE, CAEConfig, Discriminator
 from caex.model.blocks import LayerNorm, adaptive_instance_norm
-from test_training import one_thread  # noqa: F401 - autouse fixture: single-threaded tiny convs
 
 
 def _tiny(size: int = 32, channels: int = 1, num_classes: int = 2, **overrides) -> CAEConfig:

@@ -19,15 +19,6 @@ from caex.training.pairs import PairSampler
 from caex.training.trainer import BBCFETrainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest single-threaded, above all on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(n: int = 24, classes: int = 3, size: int = 16) -> ImageSet:
     generator = torch.Generator().manual_seed(0)
     return ImageSet(torch.rand(n, 1, size, size, generator=generator), torch.arange(n) % classes)

@@ -9,7 +9,6 @@ import pytest
 
 from caex.cli.main import main
 from caex.model import CAE
-from test_training import one_thread  # noqa: F401 - autouse fixture: single-threaded tiny convs
 
 
 @pytest.fixture

@@ -190,11 +190,14 @@ def _cae_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbos
                                   num_classes=bundle.num_classes)
         train_config = TrainConfig.preset(settings.preset, iters=settings.iterations,
                                           batch_size=settings.batch_size, sample_every=settings.sample_every,
-                                          seed=seed, device=str(artefacts.device), tensorboard=False)
+                                          dc=settings.dc, seed=seed, device=str(artefacts.device),
+                                          tensorboard=False)
         # An interrupted stage continues from the trainer's checkpoint; otherwise the folder holds
         # only this stage's marker (and perhaps logs from before the first checkpoint) to overwrite.
         resume = (folder / CHECKPOINT_FILE).is_file()
-        train_cae(bundle, config, train_config, out_dir=folder, resume=resume, force=not resume, verbose=verbose)
+        classifier = artefacts.classifier if settings.dc == "classifier" else None
+        train_cae(bundle, config, train_config, out_dir=folder, classifier=classifier, resume=resume,
+                  force=not resume, verbose=verbose)
         summary = read_json(folder / "summary.json")
         return {"iterations": summary["iters"], "recon_l1": summary["recon_l1"],
                 "resumed_from": summary["iters"] - summary["trained_iters"]}
@@ -202,7 +205,7 @@ def _cae_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbos
     return Stage("cae", f"Training the CAE ({settings.preset} preset, {settings.iterations} iterations)",
                  {**asdict(settings), "seed": seed}, run,
                  outputs=("config.json", "model.safetensors", "codes.safetensors", "log.jsonl", "summary.json"),
-                 depends=("data",))
+                 depends=("data", "classifier") if settings.dc == "classifier" else ("data",))
 
 
 def _manifold_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> Stage:

@@ -41,6 +41,21 @@ def to_data_range(images: torch.Tensor) -> torch.Tensor:
     return (images + 1.0) * 0.5
 
 
+def kaiming_init(module: nn.Module) -> None:
+    """He-normal weights and zero biases for every conv and linear layer (MUNIT's generator init).
+
+    PyTorch's default init shrinks activations at every layer of the
+    normalisation-free class encoder, so after global pooling all images start
+    with practically the same class code (spread ~1e-3); the decoder then learns
+    to ignore it and the code collapses. He init keeps the spread ~100x larger
+    from the first step, which is what lets BBCFE separate classes in minutes.
+    """
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.kaiming_normal_(module.weight, a=0.0, mode="fan_in", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class CAE(nn.Module):
     """Class Association Embedding: ``x -> (c, s)`` and ``(c, s) -> x``, all in the data range.
 
@@ -63,6 +78,7 @@ class CAE(nn.Module):
         self.class_encoder = ClassEncoder(config)
         self.individual_encoder = IndividualEncoder(config)
         self.decoder = Decoder(config)
+        self.apply(kaiming_init)
         for name in ("train_codes", "train_labels", "centroids"):
             self.register_buffer(name, None, persistent=False)
 
