@@ -58,7 +58,7 @@ def main() -> int:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec)
         classifier = cached_classifier(classifier_dir, data, args.device)
-        cae = cached_cae(cae_dir, data, args.device)
+        cae = cached_cae(cae_dir, data, args.device, classifier)
         started = time.perf_counter()
         results = evaluate(cae, classifier, data, methods=args.methods.split(","), n_images=args.n_images,
                            seed=args.seed, out_dir=out_dir, batch_size=args.batch_size, verbose=True)

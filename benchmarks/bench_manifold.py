@@ -3,7 +3,8 @@
     python benchmarks/bench_manifold.py [--cae-run DIR] [--classifier DIR] [--out DIR] [--smote-per-class N]
 
 Uses the synthetic default data set, a ``smallcnn`` target classifier and a
-``small``-preset CAE trained with the ``small`` training preset. Both are
+``small``-preset CAE trained with the ``small`` training preset and the
+classifier as its class critic (``dc="classifier"``). Both are
 cached under ``runs/bench/`` and reused when present (pass ``--cae-run`` /
 ``--classifier`` to reuse other folders); otherwise they are trained here first
 (several minutes on a 2-core CPU). Prints the paper's Table III/IV figures and
@@ -46,15 +47,16 @@ def cached_classifier(folder: Path, data, device: str):
     return load_classifier(str(folder), device=device)
 
 
-def cached_cae(folder: Path, data, device: str) -> CAE:
-    """The benchmark's CAE (small preset, small training preset), trained (or resumed) on first use."""
+def cached_cae(folder: Path, data, device: str, classifier) -> CAE:
+    """The benchmark's CAE (small presets, the target classifier as class critic), trained on first use."""
     if not (folder / "config.json").is_file():
         print(f"training the small CAE into {folder} ...", file=sys.stderr)
         config = CAEConfig.preset("small", image_size=data.image_size, channels=data.channels,
                                   num_classes=data.num_classes)
-        train_config = TrainConfig.preset("small", device=device)
+        train_config = TrainConfig.preset("small", device=device, dc="classifier")
         resume = (folder / CHECKPOINT_FILE).is_file()
-        train_cae(data, config, train_config, out_dir=folder, verbose=True, resume=resume, force=not resume)
+        train_cae(data, config, train_config, out_dir=folder, classifier=classifier, verbose=True, resume=resume,
+                  force=not resume)
     return CAE.load(folder, device=device)
 
 
@@ -72,7 +74,7 @@ def main() -> int:
 
     data = load_dataset(DATA_SPEC, seed=args.seed)
     classifier = cached_classifier(args.classifier, data, args.device)
-    cae = cached_cae(args.cae_run, data, args.device)
+    cae = cached_cae(args.cae_run, data, args.device, classifier)
     started = time.perf_counter()
     summary = analyse_manifold(cae, classifier, data, args.out, seed=args.seed, verbose=True,
                                smote_per_class=args.smote_per_class, swap_pairs=args.swap_pairs, paths=args.paths)

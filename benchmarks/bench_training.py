@@ -16,6 +16,7 @@ writes them to ``benchmarks/bench_training_<dc>.json``. Run::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -28,7 +29,7 @@ from caex.classifier.loaders import TorchClassifier
 from caex.classifier.train import train_classifier
 from caex.data import load_dataset
 from caex.model import CAE, CAEConfig
-from caex.training import LossWeights, TrainConfig, train_cae
+from caex.training import TrainConfig, train_cae
 from caex.training.pairs import PairSampler
 from caex.training.trainer import reconstruction_l1
 
@@ -54,8 +55,8 @@ def main() -> None:
     parser.add_argument("--classifier-arch", default="smallcnn")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per iteration (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    parser.add_argument("--class-weight", type=float, default=None, help="lambda6 of eq. 6 (default: 1, the paper's)")
-    parser.add_argument("--dc", choices=("discriminator", "classifier"), default="discriminator",
+    parser.add_argument("--class-weight", type=float, default=None, help="lambda6 of eq. 6 (default: the preset's, 10 for small)")
+    parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
                         help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
                              "the one measuring swap success stays independent of training")
     args = parser.parse_args()
@@ -96,7 +97,8 @@ def main() -> None:
         if getattr(args, name):
             overrides[name] = getattr(args, name)
     if args.class_weight is not None:
-        overrides["weights"] = LossWeights(classification=args.class_weight)
+        overrides["weights"] = dataclasses.replace(TrainConfig.preset("small").weights,
+                                                   classification=args.class_weight)
     train_config = TrainConfig.preset("small", **overrides)
     with tempfile.TemporaryDirectory() as run:
         clock["start"] = time.perf_counter()

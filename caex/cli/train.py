@@ -31,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--classifier", metavar="CLF", default=None,
                         help="target classifier (bundle folder, TorchScript, ONNX or weights), needed for "
                              "--dc classifier and --labels predicted")
-    parser.add_argument("--dc", choices=("discriminator", "classifier"), default="discriminator",
-                        help="class critic for swapped images: the discriminator's class head (default) or "
-                             "the frozen target classifier")
+    parser.add_argument("--dc", choices=("discriminator", "classifier"), default=None,
+                        help="class critic for swapped images: the frozen target classifier (default when "
+                             "--classifier is given; converges far faster) or the discriminator's class head "
+                             "(default without --classifier)")
     parser.add_argument("--labels", choices=("dataset", "predicted"), default="dataset",
                         help="train on the data set's labels (default) or on the classifier's predictions "
                              "(explain the model rather than the data)")
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {key: value for key, value in dict(
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, time_limit=args.time_limit,
         sample_every=args.sample_every, ckpt_every=args.ckpt_every).items() if value is not None}
-    train_config = TrainConfig.preset(args.preset, dc=args.dc, labels=args.labels, seed=args.seed,
+    dc = args.dc or ("classifier" if classifier is not None and classifier.has_gradients else "discriminator")
+    train_config = TrainConfig.preset(args.preset, dc=dc, labels=args.labels, seed=args.seed,
                                       device=args.device, **overrides)
     config = CAEConfig.preset(args.preset, image_size=bundle.image_size, channels=bundle.channels,
                               num_classes=bundle.num_classes)

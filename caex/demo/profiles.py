@@ -50,8 +50,8 @@ class CAESettings:
 
     preset: str = "small"
     dc: str = "classifier"
-    iterations: int = 1200  # the trainer's small preset uses 1500 for a 10-minute budget of its own
-    batch_size: int = 8
+    iterations: int = 2500  # the trainer's small preset uses 3000 for a 10-minute budget of its own
+    batch_size: int = 4
     sample_every: int = 300  # how often the trainer writes a reconstruction/swap grid
 
 
@@ -120,7 +120,7 @@ PROFILES: dict[str, DemoProfile] = {
         name="fast", budget_seconds=3 * 60,
         data=DataSettings(per_class=120, size=32),
         classifier=ClassifierSettings(epochs=5),
-        cae=CAESettings(iterations=400, sample_every=100),
+        cae=CAESettings(iterations=800, sample_every=200),
         manifold=ManifoldSettings(swap_pairs=20, smote_per_class=200, paths=16, folds=5, n_estimators=50,
                                   map_points=500),
         explain=ExplainSettings(per_class=2),
