@@ -120,7 +120,7 @@ PROFILES: dict[str, DemoProfile] = {
         name="fast", budget_seconds=3 * 60,
         data=DataSettings(per_class=120, size=32),
         classifier=ClassifierSettings(epochs=5),
-        cae=CAESettings(iterations=800, sample_every=200),
+        cae=CAESettings(iterations=2000, sample_every=500),
         manifold=ManifoldSettings(swap_pairs=20, smote_per_class=200, paths=16, folds=5, n_estimators=50,
                                   map_points=500),
         explain=ExplainSettings(per_class=2),
