@@ -114,3 +114,14 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match="unreadable CAE config"):
         CAE.load(tmp_path)
+
+
+def test_fresh_class_codes_differ_between_images() -> None:
+    """He init keeps the class encoder's output spread across images (PyTorch's default init gave
+    ~1e-3 relative spread, after which the code collapsed to a constant during training)."""
+    cae = CAE(CAEConfig.preset("small", image_size=64, channels=1, num_classes=4))
+    images = torch.rand(32, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        codes, _ = cae.encode(images)
+    relative_spread = codes.std(dim=0).mean() / codes.abs().mean()
+    assert relative_spread > 0.02

@@ -59,3 +59,18 @@ def test_cli_refuses_non_empty_run(tmp_path, npz_data, capsys) -> None:
 def test_cli_missing_data(tmp_path, capsys) -> None:
     assert main(["train", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.startswith("caex train: error:")
+
+
+def test_a_given_classifier_becomes_the_class_critic_by_default(tmp_path, npz_data) -> None:
+    from caex.classifier import build_classifier_network, save_bundle
+
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=16)
+    save_bundle(net, tmp_path / "clf", class_names=["0", "1"], image_size=16, test_accuracy=0.5,
+                data_spec=str(npz_data))
+    run = tmp_path / "run"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2",
+                 "--classifier", str(tmp_path / "clf"), "--device", "cpu"]) == 0
+    assert json.loads((run / "train_config.json").read_text())["dc"] == "classifier"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--force",
+                 "--classifier", str(tmp_path / "clf"), "--dc", "discriminator", "--device", "cpu"]) == 0
+    assert json.loads((run / "train_config.json").read_text())["dc"] == "discriminator"
