@@ -8,7 +8,6 @@ digits) keeps the ResNets from memorising the training split.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass
 
@@ -78,19 +77,6 @@ def evaluate_accuracy(net: ClassifierNet, images_set: ImageSet, device: torch.de
     return correct / max(len(images_set), 1)
 
 
-def _training_autocast(device: torch.device):
-    """bf16 autocast: on accelerators via :func:`autocast_context`, and on CPUs with native bf16 units.
-
-    On CPUs with AVX512-BF16/AMX (recent Xeon and EPYC) bf16 convolutions run
-    about twice as fast as fp32; elsewhere they would be emulated and slower.
-    """
-    if device.type == "cpu":
-        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-    return autocast_context(device)
-
-
 def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float | None) -> tuple[int, float]:
     """``(epochs, lr)`` with the architecture's defaults filled in; one-line errors for unusable values.
 
@@ -141,7 +127,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
             index = order[step * batch_size:(step + 1) * batch_size]
             x, y = images[index], labels[index]
             x = random_shift(x, max_shift, generator) if augment else x.contiguous(memory_format=torch.channels_last)
-            with _training_autocast(device):
+            with autocast_context(device, cpu_bf16=True):
                 logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
