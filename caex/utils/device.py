@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -28,6 +29,7 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     return device
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with AVX512-BF16/AMX units (recent Xeon, EPYC); elsewhere bf16 is emulated and slower."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
