@@ -29,6 +29,16 @@ def test_load_dataset_is_deterministic_including_the_split():
     assert torch.equal(a.train.images, b.train.images) and a.test.sources == b.test.sources
 
 
+def test_pixel_noise_off_renders_the_same_individuals_without_the_noise():
+    noisy = load_dataset("synthetic:per_class=8,size=32", seed=5)
+    clean = load_dataset("synthetic:per_class=8,size=32,pixel_noise=0", seed=5)
+    assert noisy.test.sources == clean.test.sources and torch.equal(noisy.test.masks, clean.test.masks)
+    difference = (noisy.test.images - clean.test.images).abs()
+    assert 0.005 < difference.mean() < 0.05  # speckle and noise only: the structure is identical
+    assert (clean.test.images[:, :, :, 1:] - clean.test.images[:, :, :, :-1]).abs().mean() < \
+        (noisy.test.images[:, :, :, 1:] - noisy.test.images[:, :, :, :-1]).abs().mean() / 2
+
+
 def test_image_differs_from_its_lesion_free_twin_only_inside_the_mask(all_classes):
     difference = (all_classes.images - all_classes.lesion_free).abs().amax(dim=1)
     assert difference[~all_classes.masks].max() == 0
@@ -111,6 +121,7 @@ def test_keyword_size_and_channels_apply_and_conflicts_are_reported():
     ("synthetic:size=16", "size=16 is out of range"),
     ("synthetic:channels=2", "channels=2"),
     ("synthetic:colour=1", "unknown option 'colour'"),
+    ("synthetic:pixel_noise=2", "pixel_noise=2 must be 0 or 1"),
     ("synthetic:size=big", "not an integer"),
     ("synthetic:size", "not key=value"),
 ])

@@ -129,8 +129,9 @@ def test_fill_is_seeded_and_in_range():
 
 
 def test_default_n_patches_covers_a_fixed_share():
-    assert default_n_patches(28, 28) == 4  # 0.25 * 784 / 49
-    assert default_n_patches(256, 256, share=0.1) == 134
+    assert default_n_patches(28, 28) == 2  # 0.1 * 784 / 49 = 1.6
+    assert default_n_patches(64, 64) == 8  # 0.1 * 4096 / 49 = 8.4
+    assert default_n_patches(256, 256, share=0.25) == 334
     assert default_n_patches(4, 4) == 1
 
 

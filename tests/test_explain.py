@@ -63,9 +63,11 @@ class LesionBlackBox(Classifier):
     def __init__(self) -> None:
         super().__init__(["healthy", "lesion"], SIZE, 1)
         self.calls_with_grad = 0
+        self.images_seen = 0
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
         self.calls_with_grad += int(torch.is_grad_enabled())
+        self.images_seen += len(images)
         pixels = images.numpy()[:, 0, LESION[0], LESION[1]]
         score = 40.0 * (pixels.mean(axis=(1, 2)) - 0.5)
         return torch.from_numpy(np.stack([np.zeros_like(score), score], axis=1))
@@ -80,7 +82,7 @@ def healthy_images(count: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture
 def painted() -> Explainer:
-    return Explainer(PaintingCAE(), LesionBlackBox(), batch_size=7, knn=3)
+    return Explainer(PaintingCAE(), LesionBlackBox(), batch_size=7, knn=3, smoothing=0.0)  # pixel-exact answer
 
 
 def mass_in(maps: torch.Tensor, region: tuple[slice, slice]) -> torch.Tensor:
@@ -316,9 +318,17 @@ def test_a_black_box_runs_without_gradients(painted: Explainer) -> None:
     assert torch.all(explanation.flip_step > 0) and torch.all(mass_in(explanation.saliency, LESION) > 0.99)
 
 
+def test_guided_ends_are_confirmed_lazily(painted: Explainer) -> None:
+    """Every first candidate end flips here, so only one of the 4 candidates per image is decoded."""
+    images = healthy_images(4)
+    explanation = painted.explain(images, path="guided", steps=8)
+    assert painted.candidates == 4 and torch.all(explanation.flip_step > 0)
+    assert painted.classifier.images_seen == 4 + 4 + 4 * 8  # inputs, one candidate each, path frames
+
+
 def test_smoothing_spreads_a_sharp_known_answer_beyond_its_region() -> None:
-    """Why smoothing defaults to off: on a sharp lesion it only moves mass outside the region."""
+    """What the default smoothing costs: on a pixel-exact lesion it only moves mass outside the region."""
     images = healthy_images(2)
-    sharp = Explainer(PaintingCAE(), LesionBlackBox()).explain(images, path="centroid")
-    blurred = Explainer(PaintingCAE(), LesionBlackBox(), smoothing=1.0).explain(images, path="centroid")
+    sharp = Explainer(PaintingCAE(), LesionBlackBox(), smoothing=0.0).explain(images, path="centroid")
+    blurred = Explainer(PaintingCAE(), LesionBlackBox()).explain(images, path="centroid")
     assert torch.all(mass_in(blurred.saliency, LESION) < mass_in(sharp.saliency, LESION) - 0.2)

@@ -73,6 +73,12 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
                    "--no-stop-at-flip", "--out", str(out)) == 0
     summary = json.loads((out / "rgb.json").read_text())
     assert summary["target"]["class"] == "other" and summary["end_step"] == 3 and summary["path_nodes"] is None
+    assert run_cli(workspace, image, "--target", "other", "--path", "centroid", "--steps", "4",
+                   "--no-stop-at-flip", "--smoothing", "0", "--out", str(out / "sharp")) == 0
+    smooth, sharp = np.load(out / "rgb_saliency.npy"), np.load(out / "sharp" / "rgb_saliency.npy")
+    assert smooth.shape == sharp.shape and not np.allclose(smooth, sharp)
+    # the blur spreads the map: fewer pixels keep exactly zero saliency
+    assert (smooth > 1e-3).sum() >= (sharp > 1e-3).sum()
     assert run_cli(workspace, image, "--path", "reference", "--reference", str(workspace / "imgs" / "sub" /
                    "grey.jpg"), "--steps", "3", "--out", str(out / "ref")) == 0
     assert json.loads((out / "ref" / "rgb.json").read_text())["path"] == "reference"
@@ -97,6 +103,9 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
     assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--target", "zebra",
                    "--out", str(workspace / "never")) == 2
     assert "target 'zebra': not a class" in capsys.readouterr().err
+    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--smoothing", "-1",
+                   "--out", str(workspace / "never")) == 2
+    assert "--smoothing -1.0: must be 0 (off)" in capsys.readouterr().err
 
 
 def test_collect_images_expands_folders_and_globs_once(workspace: Path) -> None:

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--saliency", choices=("weighted", "contrast"), default="weighted",
                         help="weighted: frame changes weighted by the change in target probability "
                              "(default); contrast: |flip frame - reconstruction|")
+    parser.add_argument("--smoothing", type=float, default=1.0, metavar="SIGMA",
+                        help="Gaussian blur of the maps in pixels, 0 = off (default: 1)")
     parser.add_argument("--batch-size", type=int, default=16,
                         help="images explained together; each brings STEPS decoded frames (default: 16)")
     add_device_argument(parser)
@@ -66,11 +68,13 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError("--reference IMG goes with --path reference (and that path needs one)")
     if args.all_targets and args.target is not None:
         raise CaexError("give either --target or --all-targets, not both")
+    if args.smoothing < 0:
+        raise CaexError(f"--smoothing {args.smoothing}: must be 0 (off) or a positive sigma in pixels")
     sources = collect_images(args.images)
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
     classifier = load_classifier(args.classifier, device=device)
-    explainer = Explainer(cae, classifier, device=device, seed=args.seed)
+    explainer = Explainer(cae, classifier, device=device, seed=args.seed, smoothing=args.smoothing)
     size, channels = cae.config.image_size, cae.config.channels
     reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
     stems = unique_stems(sources)

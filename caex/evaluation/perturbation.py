@@ -26,9 +26,11 @@ from caex.utils.seed import torch_generator
 
 #: The paper's patch side.
 DEFAULT_PATCH = 7
-#: Share of the image area that ``N`` patches would cover if none overlapped: large enough that
-#: a 28x28 image gets several patches, and the same share makes 28x28 and 256x256 comparable.
-DEFAULT_SHARE = 0.25
+#: Share of the image area that ``N`` patches would cover if none overlapped; the same share makes
+#: 28x28 and 256x256 comparable. Measured on the 64 px synthetic benchmark: at 25% the noise
+#: patches alone drive every method to the same peak degradation (PD 0.737 for all, random map
+#: included: AOPC 0.61 against the best 0.69); at 10% the random map falls to 0.40 against 0.61.
+DEFAULT_SHARE = 0.10
 
 ProbabilityFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -93,13 +93,13 @@ class Explainer:
         candidates: guided paths decode the ``candidates`` nearest-by-graph target-class codes
             with the exemplar's individual code and end at the first the classifier assigns to
             the target (0 or 1: end at the nearest target-labelled code, no extra decoding).
-        smoothing: Gaussian sigma in pixels applied to the maps (0 = off; see saliency module).
+        smoothing: Gaussian sigma in pixels applied to the maps (0 = off; why 1 by default: saliency module).
         max_graph_nodes: cap on stored codes in the graph (a seeded random subset beyond it).
     """
 
     def __init__(self, cae: nn.Module, classifier: Classifier, *, batch_size: int = 256,
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
-                 candidates: int = 4, smoothing: float = 0.0, max_graph_nodes: int = 20_000) -> None:
+                 candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")
@@ -220,19 +220,28 @@ class Explainer:
         candidates = search.candidates(graph.region(target), max(self.candidates, 1))      # [R, M]
         ends = candidates[:, 0]
         if self.candidates > 1:
-            valid = candidates >= 0
-            rows = valid.nonzero(as_tuple=True)
-            bank = graph.bank.to(self.device)
-            _, probs = self._decode_and_classify(bank[candidates[rows].to(self.device)], individual, owner[rows[0]])
-            score = torch.full(candidates.shape, -1.0)
-            score[rows] = probs.gather(1, target[rows[0]][:, None]).squeeze(1)
-            hit = torch.zeros_like(valid)
-            hit[rows] = probs.argmax(dim=1) == target[rows[0]]
-            column = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), score.argmax(dim=1))
-            ends = candidates.gather(1, column[:, None]).squeeze(1)
+            ends = self._confirmed_ends(candidates, graph.bank.to(self.device), individual, owner, target)
         guided = guided_paths(graph, codes[owner], target, steps, search=search, ends=ends)
         nodes = [self._graph_rows[route].tolist() for route in guided.nodes]
         return guided.codes, nodes
+
+    def _confirmed_ends(self, candidates: torch.Tensor, bank: torch.Tensor, individual: torch.Tensor,
+                        owner: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per row, the first candidate end code (``-1`` = none) whose decoding the classifier assigns to the
+        target, else the one it scores highest. Candidates are decoded one column at a time, and only for
+        rows not yet confirmed, so a well-trained CAE costs about one extra pass instead of ``candidates``."""
+        score = torch.full(candidates.shape, -1.0)
+        confirmed = torch.full((len(candidates),), -1, dtype=torch.long)  # the confirming column
+        for column in range(candidates.shape[1]):
+            rows = ((confirmed < 0) & (candidates[:, column] >= 0)).nonzero().squeeze(1)
+            if len(rows) == 0:
+                continue
+            _, probs = self._decode_and_classify(bank[candidates[rows, column].to(self.device)], individual,
+                                                 owner[rows])
+            score[rows, column] = probs.gather(1, target[rows][:, None]).squeeze(1)
+            confirmed[rows[probs.argmax(dim=1) == target[rows]]] = column
+        column = torch.where(confirmed >= 0, confirmed, score.argmax(dim=1))
+        return candidates.gather(1, column[:, None]).squeeze(1)
 
     def _decode_and_classify(self, codes: torch.Tensor, individual: torch.Tensor,
                              owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

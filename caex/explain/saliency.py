@@ -17,12 +17,15 @@ Two maps:
   Kept for comparison; it credits every change, relevant or not.
 
 Both are reduced over channels with the mean of absolute differences and
-min-max normalised to [0, 1] per image. Optional Gaussian smoothing
-(:func:`gaussian_smooth`, ``Explainer(smoothing=sigma)``) defaults to off: the
-differences of decoded frames are already spatially coherent (they come out of
-the decoder's convolutions), blurring can only spread mass beyond a sharp
-lesion (it lowers the known-answer test's in-region mass), and no gain on
-trained models has been measured yet.
+min-max normalised to [0, 1] per image, then blurred with a Gaussian of
+``sigma = 1`` pixel (:func:`gaussian_smooth`, ``Explainer(smoothing=sigma)``,
+0 = off). Decoded frames differ by a little speckle everywhere, and the 7x7
+deletion metrics and the top-k overlap reward coherent regions over scattered
+pixels: on the synthetic benchmark (64 px, ``small`` CAE, 64 images) sigma 1
+raised AOPC by 0.005-0.025 over 0 at every covered share and top-k IoU with
+the lesion masks from 0.22 to 0.32, with the in-mask mass unchanged (sigma 2-3
+localise better still but lose AOPC). On a pixel-exact answer it can only
+spread mass past the edge, so the known-answer tests turn it off.
 """
 
 from __future__ import annotations
