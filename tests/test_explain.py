@@ -326,6 +326,20 @@ def test_guided_ends_are_confirmed_lazily(painted: Explainer) -> None:
     assert painted.classifier.images_seen == 4 + 4 + 4 * 8  # inputs, one candidate each, path frames
 
 
+@pytest.mark.parametrize(("candidates", "end_code", "decoded_per_image"), [
+    (4, 0.525, 4),  # 0.45, 0.475 and 0.5 stay healthy; the fourth candidate is the first to flip
+    (3, 0.5, 3),    # none flips: the end is the candidate with the highest lesion probability
+])
+def test_guided_ends_at_the_first_candidate_the_classifier_confirms(candidates: int, end_code: float,
+                                                                    decoded_per_image: int) -> None:
+    cae = PaintingCAE()
+    cae.train_labels = (cae.train_codes[:, 0] > 0.44).long()  # codes 0.45..0.5 are labelled lesion but paint too little
+    explainer = Explainer(cae, LesionBlackBox(), knn=3, candidates=candidates, smoothing=0.0)
+    explanation = explainer.explain(healthy_images(2), path="guided", steps=6)
+    assert torch.allclose(explanation.codes[:, -1], torch.full((2, 2), end_code))
+    assert explainer.classifier.images_seen == 2 + 2 * decoded_per_image + 2 * 6
+
+
 def test_smoothing_spreads_a_sharp_known_answer_beyond_its_region() -> None:
     """What the default smoothing costs: on a pixel-exact lesion it only moves mass outside the region."""
     images = healthy_images(2)

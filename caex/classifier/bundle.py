@@ -48,7 +48,7 @@ class ClassifierInfo:
     caex_version: str = ""
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "ClassifierInfo":
+    def read(cls, path: str | os.PathLike) -> ClassifierInfo:
         """Parse a ``classifier.json``, with one-line errors for a missing, corrupt or incomplete file."""
         path = Path(path)
         try:

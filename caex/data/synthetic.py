@@ -104,7 +104,7 @@ class SyntheticConfig:
             raise DataError(f"synthetic: pixel_noise={self.pixel_noise} must be 0 or 1")
 
     @classmethod
-    def from_options(cls, options: dict[str, str]) -> "SyntheticConfig":
+    def from_options(cls, options: dict[str, str]) -> SyntheticConfig:
         """Build from ``key=value`` spec options, naming any unknown key or non-integer value."""
         known = {f.name for f in fields(cls)}
         values: dict[str, int] = {}

@@ -35,7 +35,7 @@ class ImageSet(Dataset):
         mask = None if self.masks is None else self.masks[index]
         return self.images[index], int(self.labels[index]), mask
 
-    def subset(self, indices: torch.Tensor | list[int]) -> "ImageSet":
+    def subset(self, indices: torch.Tensor | list[int]) -> ImageSet:
         """A new ImageSet with the chosen rows (used for class selection and sampling)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         return ImageSet(
@@ -48,7 +48,7 @@ class ImageSet(Dataset):
     def class_counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
-    def split(self, test_fraction: float, seed: int = 0) -> tuple["ImageSet", "ImageSet"]:
+    def split(self, test_fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
         """A stratified, seeded train/test split: each class gives ``round(count * test_fraction)``
         images to the test part (at least one when it has two or more); both parts come shuffled."""
         generator = torch.Generator().manual_seed(seed)

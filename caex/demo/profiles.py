@@ -100,7 +100,7 @@ class DemoProfile:
     explain: ExplainSettings = field(default_factory=ExplainSettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
 
-    def replace(self, **blocks: dict[str, Any]) -> "DemoProfile":
+    def replace(self, **blocks: dict[str, Any]) -> DemoProfile:
         """A copy with some fields of some blocks changed: ``profile.replace(cae={"iterations": 10})``."""
         changes: dict[str, Any] = {}
         for block, values in blocks.items():

@@ -67,7 +67,7 @@ class Explanation:
     def __len__(self) -> int:
         return len(self.target)
 
-    def __getitem__(self, index: int | slice | torch.Tensor | list[int]) -> "Explanation":
+    def __getitem__(self, index: int | slice | torch.Tensor | list[int]) -> Explanation:
         """The explanations of a subset of exemplars (``exp[3]`` keeps a batch axis of 1)."""
         rows = torch.arange(len(self))[index].reshape(-1)
         fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

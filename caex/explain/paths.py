@@ -121,7 +121,7 @@ class GraphSearch:
         reachable = np.isfinite(np.take_along_axis(distance, order, axis=1))
         return torch.from_numpy(np.where(reachable, order, -1))
 
-    def select(self, rows: torch.Tensor) -> "GraphSearch":
+    def select(self, rows: torch.Tensor) -> GraphSearch:
         """The searches of exemplars ``rows`` (e.g. one exemplar repeated for several targets)."""
         index = rows.cpu().numpy()
         return GraphSearch(distance=self.distance[index], predecessor=self.predecessor[index])

@@ -56,7 +56,7 @@ class CodesTable:
     def code_dim(self) -> int:
         return int(self.codes.shape[1])
 
-    def split(self, name: str) -> "CodesTable":
+    def split(self, name: str) -> CodesTable:
         """The rows of one split, in their original order."""
         rows = [i for i, split in enumerate(self.splits) if split == name]
         index = torch.as_tensor(rows, dtype=torch.long)

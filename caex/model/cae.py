@@ -146,7 +146,7 @@ class CAE(nn.Module):
         return run_dir
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> "CAE":
+    def load(cls, run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CAE:
         """Load a bundle written by :meth:`save` (or by training); errors name the file at fault."""
         run_dir = Path(run_dir)
         config_path, weights_path, codes_path = run_dir / CONFIG_FILE, run_dir / WEIGHTS_FILE, run_dir / CODES_FILE

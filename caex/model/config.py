@@ -92,7 +92,7 @@ class CAEConfig:
 
     @classmethod
     def preset(cls, name: str, *, image_size: int, channels: int, num_classes: int,
-               **overrides: Any) -> "CAEConfig":
+               **overrides: Any) -> CAEConfig:
         """A named preset (``tiny``, ``small``, ``paper``) fitted to the data, with field overrides."""
         if name not in PRESETS:
             raise ModelError(f"unknown CAE preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -106,7 +106,7 @@ class CAEConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CAEConfig":
+    def from_dict(cls, data: dict[str, Any]) -> CAEConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error, so typos in a config.json show up."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known

@@ -53,7 +53,7 @@ class ReportSources:
     @classmethod
     def from_run(cls, run: str | os.PathLike, *, manifold: str | os.PathLike | None = None,
                  explain: str | os.PathLike | None = None,
-                 evaluate: str | os.PathLike | None = None) -> "ReportSources":
+                 evaluate: str | os.PathLike | None = None) -> ReportSources:
         """Map a demo run folder (``data/ classifier/ cae/ ...``) or a CAE training run folder to sources.
 
         Explicit ``manifold``/``explain``/``evaluate`` folders override what the

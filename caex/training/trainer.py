@@ -97,7 +97,7 @@ class TrainConfig:
             raise TrainingError(f"lr={self.lr!r}: must be positive")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
         """The training settings that go with a :class:`CAEConfig` preset, with overrides."""
         if name not in TRAIN_PRESETS:
             raise TrainingError(f"unknown training preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
@@ -107,7 +107,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return cls(**data)
 
 
