@@ -161,7 +161,7 @@ def _probe_num_classes(path: Path, forward, image_size: int | None, channels: in
     try:
         with torch.no_grad():
             logits = forward(torch.zeros(1, channels, image_size, image_size))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any backend failure on a blank image means the shape is wrong
         raise ClassifierError(f"{path}: does not take {channels}x{image_size}x{image_size} images "
                               f"({_first_line(exc)})") from None
     return int(torch.as_tensor(logits).shape[-1])
@@ -172,7 +172,7 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still what users have
             return torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zipfile errors alike
         raise ClassifierError(f"{path}: not a readable TorchScript file ({_first_line(exc)}); for a state dict "
                               "pass arch= (--arch)") from None
 
@@ -186,7 +186,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors/pickle/zip errors all mean "unreadable"
         raise ClassifierError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
     if isinstance(state, dict):
         nested = [key for key in NESTED_STATE_KEYS if isinstance(state.get(key), dict)]
@@ -230,7 +230,7 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
         providers.insert(0, "CUDAExecutionProvider")
     try:
         session = onnxruntime.InferenceSession(str(path), providers=providers)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ClassifierError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     shape = session.get_inputs()[0].shape
     if len(shape) != 4:

@@ -30,7 +30,7 @@ def save_figure(path: str | os.PathLike, figure: Figure, dpi: int = 110) -> Path
 
 def umap_available() -> bool:
     try:
-        import umap
+        import umap  # noqa: F401
     except ImportError:
         return False
     return True
