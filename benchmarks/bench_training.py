@@ -87,7 +87,7 @@ def main() -> None:
 
     def figures(cae: CAE) -> dict[str, float]:
         return {"swap_success": swap_success(cae, judge, test_images, test_labels),
-                "recon_l1": reconstruction_l1(cae, test_images, test_images),
+                "recon_l1": reconstruction_l1(cae, test_images),
                 "recon_l1_noise_free": reconstruction_l1(cae, test_images, noise_free)}
     history: list[dict[str, float]] = []
     clock = {"paused": 0.0, "start": 0.0}

@@ -340,6 +340,11 @@ def test_guided_ends_at_the_first_candidate_the_classifier_confirms(candidates: 
     assert explainer.classifier.images_seen == 2 + 2 * decoded_per_image + 2 * 6
 
 
+def test_negative_smoothing_is_refused() -> None:
+    with pytest.raises(CaexError, match=r"smoothing=-0.5: must be 0 \(off\)"):
+        Explainer(PaintingCAE(), LesionBlackBox(), smoothing=-0.5)
+
+
 def test_smoothing_spreads_a_sharp_known_answer_beyond_its_region() -> None:
     """What the default smoothing costs: on a pixel-exact lesion it only moves mass outside the region."""
     images = healthy_images(2)

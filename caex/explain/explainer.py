@@ -100,6 +100,8 @@ class Explainer:
     def __init__(self, cae: nn.Module, classifier: Classifier, *, batch_size: int = 256,
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
                  candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
+        if smoothing < 0:
+            raise ExplainError(f"smoothing={smoothing}: must be 0 (off) or a positive sigma in pixels")
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")

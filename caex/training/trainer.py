@@ -57,10 +57,10 @@ class TrainConfig:
     the lr stays high for most of the short run, and a 10x class-loss weight
     (λ6 = 10, eq. 6): with the paper's λ6 = 1 the reconstruction terms
     (λ1 = λ4 = 10) dominate the short run and swap success rose about half as
-    fast. It is meant to be used with
-    ``dc="classifier"`` (the target classifier as the class critic), which is
-    what reaches high swap success within minutes; a discriminator class head
-    must first learn the classes itself.
+    fast. It is meant to be used with ``dc="classifier"`` (the target
+    classifier as the class critic), which is what reaches high swap success
+    within minutes; a discriminator class head must first learn the classes
+    itself.
     """
 
     iters: int = 200_000
