@@ -16,7 +16,7 @@ from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, losses, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from caex.training.pairs import PairSampler
-from caex.training.trainer import BBCFETrainer
+from caex.training.trainer import BBCFETrainer, reconstruction_l1
 
 
 def _data(n: int = 24, classes: int = 3, size: int = 16) -> ImageSet:
@@ -34,6 +34,18 @@ def test_l1_terms_known_values() -> None:
     x = torch.rand(2, 1, 4, 4)
     assert losses.l1_distance(x, x) == 0  # exact reconstruction -> eq. 1 (and 2-4) vanish
     assert torch.isclose(losses.l1_distance(x, x + 0.25), torch.tensor(0.25))
+
+
+def test_reconstruction_l1_is_on_the_minus_one_to_one_scale_against_a_chosen_reference() -> None:
+    torch.manual_seed(0)
+    cae = CAE(_configs()[0], ["a", "b", "c"]).eval()
+    images = _data(n=5).images
+    with torch.no_grad():
+        reconstruction = cae.reconstruct(images)
+    assert reconstruction_l1(cae, images, reference=reconstruction, batch_size=2) == pytest.approx(0.0, abs=1e-6)
+    expected = 2 * float((reconstruction - images).abs().mean())
+    assert reconstruction_l1(cae, images, batch_size=2) == pytest.approx(expected, rel=1e-5)
+    assert reconstruction_l1(cae, images, reference=reconstruction + 0.1) == pytest.approx(0.2, rel=1e-4)
 
 
 def test_cross_entropy_terms_known_values() -> None:
