@@ -87,7 +87,8 @@ def main() -> int:
           f"classifier test accuracy {summary['classifier_test_accuracy']:.3f}; analysis took {seconds:.0f} s")
     print("RF accuracy, 10-fold CV on the test split (mean ± std):")
     for key, entry in separability.items():
-        text = entry["note"] if entry.get("skipped") else f"{entry['mean']:.3f} ± {entry['std']:.3f} ({entry['dims']} dims)"
+        text = (entry["note"] if entry.get("skipped")
+                else f"{entry['mean']:.3f} ± {entry['std']:.3f} ({entry['dims']} dims)")
         print(f"  {key:<20} {text}")
     print("class-swap success (rows: from class, columns: to class):")
     print("  " + " " * 12 + "".join(f"{name[:10]:>11}" for name in names))

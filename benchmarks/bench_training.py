@@ -59,7 +59,8 @@ def main() -> None:
     parser.add_argument("--classifier-arch", default="smallcnn")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per iteration (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    parser.add_argument("--class-weight", type=float, default=None, help="lambda6 of eq. 6 (default: the preset's, 10 for small)")
+    parser.add_argument("--class-weight", type=float, default=None,
+                        help="lambda6 of eq. 6 (default: the preset's, 10 for small)")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
                         help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
                              "the one measuring swap success stays independent of training")
@@ -129,7 +130,8 @@ def main() -> None:
           f"{summary['seconds']:.0f} s = {summary['images_per_second']:.1f} images/s")
     print(f"final: swap success {final['swap_success']:.1%} (bar >= 90%), test recon L1 {final['recon_l1']:.4f} "
           f"on [-1,1] (bar <= 0.05; noise floor {noise_floor:.4f}; against the noise-free images "
-          f"{final['recon_l1_noise_free']:.4f}); time to 90% swap: {reached if reached is not None else 'not reached'} s")
+          f"{final['recon_l1_noise_free']:.4f}); time to 90% swap: "
+          f"{reached if reached is not None else 'not reached'} s")
     Path(__file__).with_name(f"bench_training_{args.dc}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -49,7 +49,7 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
         classes = classes or {"a": 5, "b": 5}
         root = root or tmp_path / "images"
         rng = np.random.default_rng(0)
-        layout = {split: {name: count for name in classes} for split, count in splits.items()} if splits \
+        layout = {split: dict.fromkeys(classes, count) for split, count in splits.items()} if splits \
             else {"": classes}
         for split, counts in layout.items():
             for label, (name, count) in enumerate(counts.items()):

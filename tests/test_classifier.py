@@ -144,7 +144,7 @@ def test_every_backend_gives_the_same_probabilities(saved, tmp_path):
 
 def test_torchvision_style_state_dict_loads_with_arch(tmp_path):
     net = _seeded_net("resnet18", channels=3, num_classes=4)
-    bare = {**{key: value for key, value in net.backbone.state_dict().items()},
+    bare = {**net.backbone.state_dict(),
             **{f"fc.{key}": value for key, value in net.head.state_dict().items()}}
     torch.save({"state_dict": bare}, tmp_path / "resnet.pth")
     classifier = load_classifier(tmp_path / "resnet.pth", arch="resnet18", image_size=SIZE, device="cpu")

@@ -85,7 +85,7 @@ def test_sizes_and_channels(size, channels):
     out = generate_synthetic(SyntheticConfig(classes=2, per_class=2, size=size, channels=channels))
     assert out.images.shape == (4, channels, size, size) and out.images.dtype == torch.float32
     assert out.masks.shape == (4, size, size) and out.masks.dtype == torch.bool
-    assert 0 <= out.images.min() and out.images.max() <= 1
+    assert out.images.min() >= 0 and out.images.max() <= 1
     if channels == 3:  # a tint, not a different picture: channels are proportional
         assert not torch.equal(out.images[:, 0], out.images[:, 2])
         correlation = torch.corrcoef(torch.stack([out.images[:, 0].flatten(), out.images[:, 2].flatten()]))

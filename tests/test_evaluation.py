@@ -125,7 +125,7 @@ def test_fill_is_seeded_and_in_range():
     fill = make_fill(images, seed=3)
     assert torch.equal(fill, make_fill(images, seed=3))
     assert not torch.equal(fill, make_fill(images, seed=4))
-    assert fill.shape == images.shape and 0 <= float(fill.min()) and float(fill.max()) <= 1
+    assert fill.shape == images.shape and float(fill.min()) >= 0 and float(fill.max()) <= 1
 
 
 def test_default_n_patches_covers_a_fixed_share():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -199,7 +200,7 @@ def test_guided_path_follows_graph_edges_and_ends_on_a_target_code() -> None:
     for b, route in enumerate(guided.nodes):
         assert labels[route[-1]] == 1 and all(labels[node] == 0 for node in route[:-1])
         assert bank[route[-1], 1] < 0.05                          # it went round the U, not across
-        assert all(adjacency[a, c] for a, c in zip(route, route[1:]))
+        assert all(adjacency[a, c] for a, c in itertools.pairwise(route))
         assert torch.equal(guided.codes[b, 0], exemplars[b]) and torch.equal(guided.codes[b, -1], bank[route[-1]])
         polyline = torch.cat([exemplars[b:b + 1], bank[route]])
         length = (polyline[1:] - polyline[:-1]).norm(dim=1).sum()

@@ -57,7 +57,7 @@ def test_explain_writes_decodable_files_for_every_image(workspace: Path, capsys:
         assert 0.0 <= summary["prediction"]["probability"] <= 1.0
         assert summary["flip_step"] >= -1 and summary["path_nodes"]
         saliency = np.load(out / f"{stem}_saliency.npy")
-        assert saliency.shape == (SIZE, SIZE) and 0.0 <= saliency.min() and saliency.max() <= 1.0
+        assert saliency.shape == (SIZE, SIZE) and saliency.min() >= 0.0 and saliency.max() <= 1.0
         with Image.open(out / f"{stem}_saliency.png") as overlay:
             assert overlay.format == "PNG" and overlay.size[0] >= SIZE
         with Image.open(out / f"{stem}_path.png") as strip:

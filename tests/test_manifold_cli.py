@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def test_manifold_command_writes_the_analysis(inputs: dict[str, str], capsys) ->
     assert code == 0, captured.err
     assert "RF accuracy (class codes):" in captured.out and "monotone paths:" in captured.out
     assert "[manifold] encoding the data set" in captured.err
-    summary = json.loads(open(f"{out}/summary.json").read())
+    summary = json.loads(Path(out, "summary.json").read_text())
     assert summary["counts"]["test"] == CLASSES * PER_CLASS and summary["code_dim"] == 8
     assert summary["separability"]["classifier_features"]["folds"] == 3  # TorchScript exposes its features
     assert len(summary["swap"]["matrix"]) == CLASSES and summary["swap"]["pairs"][0][1] == 3

@@ -83,7 +83,7 @@ def test_pair_sampler_balanced_over_class_pairs_with_imbalanced_classes() -> Non
     labels = torch.tensor([0] * 50 + [1] * 3 + [2] * 10 + [3] * 1)
     sampler = PairSampler(labels, 4, seed=7)
     assert sampler.num_class_pairs == 6
-    counts = {pair: 0 for pair in combinations(range(4), 2)}
+    counts = dict.fromkeys(combinations(range(4), 2), 0)
     for iteration in range(10):
         a, b = sampler.sample(iteration, 6)  # 60 draws = 10 full decks of the 6 class pairs
         assert (labels[a] != labels[b]).all()

@@ -80,7 +80,7 @@ def check_arch(arch: str) -> None:
 class ClassifierNet(nn.Module):
     """Data-range images in, logits out: ``head(backbone((x - mean) / std))``."""
 
-    __jit_unused_properties__ = ["target_layer"]  # a Python-side handle for Grad-CAM, not part of the export
+    __jit_unused_properties__ = ["target_layer"]  # noqa: RUF012 - TorchScript reads this exact name; Grad-CAM handle
 
     def __init__(self, arch: str, backbone: nn.Module, head: nn.Linear, mean: Sequence[float],
                  std: Sequence[float], small_stem: bool, target_layer_name: str) -> None:

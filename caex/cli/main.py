@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"caex {args.command}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI never shows a raw traceback
+    except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:
             raise
         print(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "

@@ -13,9 +13,9 @@ from caex.data.types import DataBundle, ImageSet
 
 __all__ = [
     "CLASS_NAMES",
+    "SPEC_FORMS",
     "DataBundle",
     "ImageSet",
-    "SPEC_FORMS",
     "SyntheticConfig",
     "SyntheticImages",
     "generate_synthetic",

@@ -550,7 +550,7 @@ def _stamp_specks(image: torch.Tensor, specks: torch.Tensor) -> torch.Tensor:
     radius = radius.clamp(min=0.8)
     present = specks[..., 3] < 0.7
     centre_x, centre_y = specks[..., 0] * size, specks[..., 1] * size
-    reach = int(math.ceil(0.024 * size)) + 2
+    reach = math.ceil(0.024 * size) + 2
     offsets = torch.arange(-reach, reach + 1)
     columns = (centre_x.floor().long()[..., None, None] + offsets.view(1, 1, 1, -1))  # [n, S, 1, P]
     rows = (centre_y.floor().long()[..., None, None] + offsets.view(1, 1, -1, 1))  # [n, S, P, 1]

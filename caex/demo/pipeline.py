@@ -121,7 +121,7 @@ def load_dataset_file(path: Path) -> DataBundle:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata()
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
         sources = json.loads(metadata["sources"])
         splits = {split: ImageSet(images=tensors[f"{split}.images"], labels=tensors[f"{split}.labels"],
                                   masks=tensors.get(f"{split}.masks"), sources=sources[split])

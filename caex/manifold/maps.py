@@ -82,7 +82,7 @@ def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, sp
     axes = figure.subplots(1, 2, sharex=True, sharey=True)
     for axis, split in zip(axes, SPLITS):
         in_split = split_array == split
-        for k, name in enumerate(class_names):
+        for k in range(len(class_names)):
             points = coords[in_split & (labels == k)]
             if not len(points):
                 continue

@@ -8,6 +8,8 @@ copy-pasted layers (one of the official code's failings, SPEC §9).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -145,7 +147,7 @@ class MLP(nn.Module):
             raise ValueError(f"an MLP needs at least one layer, got {layers}")
         widths = [in_features] + [hidden] * (layers - 1) + [out_features]
         modules: list[nn.Module] = []
-        for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
             modules.append(nn.Linear(width_in, width_out))
             if index < layers - 1:
                 modules.append(_activation(activation))

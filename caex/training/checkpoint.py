@@ -97,7 +97,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = json.loads((handle.metadata() or {})["caex"])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if header.get("format") != FORMAT:
