@@ -99,6 +99,17 @@ def test_bad_images_give_one_line_errors(workspace: Path, capsys: pytest.Capture
     assert error.startswith("caex explain: error:") and message in error and "\n" not in error
 
 
+def test_a_bad_file_among_good_ones_stops_before_any_output(workspace: Path, capsys: pytest.CaptureFixture,
+                                                             tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a_good.png").write_bytes((workspace / "imgs" / "rgb.png").read_bytes())
+    (folder / "z_truncated.png").write_bytes((workspace / "imgs" / "rgb.png").read_bytes()[:-40])
+    assert run_cli(workspace, str(folder), "--batch-size", "1", "--out", str(tmp_path / "out")) == 2
+    assert "z_truncated.png: cannot read image" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixture) -> None:
     assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--target", "zebra",
                    "--out", str(workspace / "never")) == 2

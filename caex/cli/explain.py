@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from caex.classifier import load_classifier
+    from caex.data.sources import check_image
     from caex.explain import Explainer
     from caex.explain.render import save_explanation
     from caex.model import CAE
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.smoothing < 0:
         raise CaexError(f"--smoothing {args.smoothing}: must be 0 (off) or a positive sigma in pixels")
     sources = collect_images(args.images)
+    for path in [*sources, *([] if args.reference is None else [Path(args.reference)])]:
+        check_image(path)  # a bad file stops the run before anything is written
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
     classifier = load_classifier(args.classifier, device=device)

@@ -106,6 +106,21 @@ def read_digits(selection: str | None) -> RawData:
 # --------------------------------------------------------------------------- image folders
 
 
+def check_image(path: Path) -> None:
+    """Raise the same one-line DataError as :func:`read_image` for a file that is no readable image.
+
+    Reads only the header and, where the format allows, verifies the data
+    (PNG checksums), so a long job can refuse a bad file before it writes anything.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
 def read_image(path: Path) -> torch.Tensor:
     """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images."""
     from PIL import Image, UnidentifiedImageError
