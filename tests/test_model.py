@@ -89,7 +89,7 @@ def test_bundle_round_trip(tmp_path) -> None:
     cae.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.safetensors", "config.json", "model.safetensors"]
     loaded = CAE.load(tmp_path, device="cpu")
-    assert loaded.class_names == ["a", "b", "c"] and loaded.config == cae.config
+    assert loaded.class_names == ["a", "b", "c"] and loaded.config == cae.config and loaded.data_spec is None
     c, s = cae.encode(x)
     c2, s2 = loaded.encode(x)
     assert torch.equal(c, c2) and torch.equal(s, s2)

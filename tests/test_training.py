@@ -130,6 +130,7 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     assert set(losses.GENERATOR_TERMS + losses.DISCRIMINATOR_TERMS) <= set(records[0])
     loaded = CAE.load(run)
     assert loaded.class_names == ["x", "y", "z"] and loaded.train_codes.shape == (24, 8)
+    assert loaded.data_spec == "test"  # provenance: what the bundle was trained on
     assert torch.equal(loaded.class_codes(data.images), cae.class_codes(data.images))
     assert torch.allclose(loaded.centroids[1], loaded.train_codes[data.labels == 1].mean(0))
     assert json.loads((run / "summary.json").read_text())["iters"] == 4

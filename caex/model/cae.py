@@ -1,6 +1,6 @@
 """The CAE bundle: Ec, Es and G behind a data-range API, plus the stored training codes.
 
-A run folder holds ``config.json`` (format, :class:`CAEConfig`, class names),
+A run folder holds ``config.json`` (format, :class:`CAEConfig`, class names, data spec),
 ``model.safetensors`` (the three networks) and ``codes.safetensors`` (the class
 codes of the training set, their labels and the class centroids), so the
 explainer and the manifold analysis never need the training images again.
@@ -68,9 +68,11 @@ class CAE(nn.Module):
     train_labels: torch.Tensor | None
     centroids: torch.Tensor | None
 
-    def __init__(self, config: CAEConfig, class_names: list[str] | None = None) -> None:
+    def __init__(self, config: CAEConfig, class_names: list[str] | None = None,
+                 data_spec: str | None = None) -> None:
         super().__init__()
         self.config = config
+        self.data_spec = data_spec  # what it was trained on (provenance; None when unknown)
         names = list(class_names) if class_names is not None else [str(k) for k in range(config.num_classes)]
         if len(names) != config.num_classes:
             raise ModelError(f"{len(names)} class names given for a CAE with num_classes={config.num_classes}")
@@ -141,8 +143,8 @@ class CAE(nn.Module):
                      "centroids": self.centroids}
             atomic_write_bytes(run_dir / CODES_FILE, save({k: v.cpu().contiguous() for k, v in codes.items()}))
         # config.json last: its presence marks a complete bundle.
-        write_json(run_dir / CONFIG_FILE, {"format": FORMAT, "version": FORMAT_VERSION,
-                                           "config": self.config.to_dict(), "class_names": self.class_names})
+        write_json(run_dir / CONFIG_FILE, {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(),
+                                           "class_names": self.class_names, "data_spec": self.data_spec})
         return run_dir
 
     @classmethod
@@ -158,7 +160,7 @@ class CAE(nn.Module):
             meta = read_json(config_path)
             if meta.get("format") != FORMAT:
                 raise ModelError(f"{config_path}: not a CAE config (format {meta.get('format')!r})")
-            model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"))
+            model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"))
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
         if not weights_path.is_file():

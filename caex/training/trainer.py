@@ -278,7 +278,7 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     context = init_distributed(train_config.device)
     try:
         return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
-                      context, verbose, callback)
+                      context, verbose, callback, data_spec=data.spec if isinstance(data, DataBundle) else None)
     finally:
         shutdown(context)
 
@@ -286,13 +286,13 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
 def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], config: CAEConfig,
            train_config: TrainConfig, run_dir: Path | None, classifier: Classifier | None,
            checkpoint: Checkpoint | None, context: DistContext, verbose: bool,
-           callback: Callable[[int, CAE], None] | None) -> CAE:
+           callback: Callable[[int, CAE], None] | None, data_spec: str | None) -> CAE:
     device, writes = context.device, run_dir is not None and context.is_main
     class_critic = _class_critic(classifier, train_config, len(names), device)
     labels = _training_labels(train_set, classifier, train_config)
     seed_everything(train_config.seed)  # weight init; DDP then broadcasts rank 0's weights anyway
     layout = memory_format(train_config, device)
-    cae = CAE(config, names).to(device, memory_format=layout)
+    cae = CAE(config, names, data_spec).to(device, memory_format=layout)
     discriminator = Discriminator(config).to(device, memory_format=layout)
     trainer = BBCFETrainer(cae, discriminator, train_set.images, labels, train_config, context, class_critic)
     torch.manual_seed(train_config.seed + context.rank)  # per-rank dropout streams
