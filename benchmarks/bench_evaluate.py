@@ -1,6 +1,7 @@
 """Benchmark: CAE against the baselines (AOPC, PD, localisation, ms/image) — the paper's Tables II and V.
 
     python benchmarks/bench_evaluate.py [--data synthetic --data mnist:4,9] [--n-images 64] [--device auto]
+    python benchmarks/bench_evaluate.py --cae-steps 2 --methods cae-centroid,cae-nearest,gradcam  # fast CAE maps
 
 For each data set: a ``smallcnn`` target classifier and a ``small``-preset CAE
 (``small`` training preset), cached under ``runs/bench/`` and reused when
@@ -10,7 +11,8 @@ first (several minutes each on a 2-core CPU). Every method then explains the
 same correctly classified test images; the tables are printed, the full
 outputs (CSV/JSON/Markdown, curves.png, gallery.png) go to
 ``runs/bench/<spec>/evaluation/`` and a summary to ``bench_evaluate.json``
-next to this script.
+next to this script (``bench_evaluate_steps<N>.json`` and ``evaluation_steps<N>/``
+when ``--cae-steps`` is not the default 16).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> int:
                         help=f"data spec, repeatable (default: {' and '.join(DEFAULT_DATA)})")
     parser.add_argument("--methods", default=",".join(BENCH_METHODS))
     parser.add_argument("--n-images", type=int, default=64)
+    parser.add_argument("--cae-steps", type=int, default=16, help="path length of the CAE methods (default: 16)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -57,17 +60,22 @@ def main() -> int:
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec)
+        if args.cae_steps != 16:
+            out_dir = out_dir.with_name(f"{out_dir.name}_steps{args.cae_steps}")
         classifier = cached_classifier(classifier_dir, data, args.device)
         cae = cached_cae(cae_dir, data, args.device, classifier)
         started = time.perf_counter()
-        results = evaluate(cae, classifier, data, methods=args.methods.split(","), n_images=args.n_images,
-                           seed=args.seed, out_dir=out_dir, batch_size=args.batch_size, verbose=True)
+        methods = args.methods.split(",")
+        cae_options = {name: {"steps": args.cae_steps} for name in methods if name.startswith("cae")}
+        results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
+                           out_dir=out_dir, batch_size=args.batch_size, verbose=True, method_options=cae_options)
         seconds = time.perf_counter() - started
         print(f"\n### {spec} ({data.image_size}x{data.image_size}, {data.num_classes} classes, "
               f"{len(data.train)} train / {len(data.test)} test; evaluation took {seconds:.0f} s)\n")
         print(results.to_markdown())
         summary[spec] = {"seconds": round(seconds, 1), **results.to_json()}
-    write_json(HERE / "bench_evaluate.json", summary)
+    suffix = "" if args.cae_steps == 16 else f"_steps{args.cae_steps}"
+    write_json(HERE / f"bench_evaluate{suffix}.json", summary)
     return 0
 
 

@@ -194,8 +194,8 @@ class MaskExplainer:
     def __init__(self):
         self.targets = []
 
-    def explain(self, images, target=None, path="guided"):
-        self.targets.append((target.tolist(), path))
+    def explain(self, images, target=None, path="guided", steps=16):
+        self.targets.append((target.tolist(), path, steps))
         return SimpleNamespace(saliency=square_mask(len(images)).float())
 
 
@@ -210,12 +210,13 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     monkeypatch.setattr(PerturbationMetric, "__call__", recording_call)
     explainer = MaskExplainer()
     results = evaluate(explainer, square_classifier(), tiny_bundle(), methods=["cae-centroid", "occlusion", "random"],
-                       n_images=4, out_dir=tmp_path, batch_size=2, metric=PerturbationMetric(patch=3, n_patches=3))
+                       n_images=4, out_dir=tmp_path, batch_size=2, metric=PerturbationMetric(patch=3, n_patches=3),
+                       method_options={"cae-centroid": {"steps": 5}})
     for name in ("results.csv", "results.json", "results.md", "curves.png", "gallery.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert all(torch.equal(fill, fills[0]) for fill in fills) and len(fills) == 3
-    # CAE moves each image towards the other class, with the requested path, batch by batch.
-    assert explainer.targets[-2:] == [([1, 0], "centroid"), ([1, 0], "centroid")]
+    # CAE moves each image towards the other class, with the requested path and length, batch by batch.
+    assert explainer.targets[-2:] == [([1, 0], "centroid", 5), ([1, 0], "centroid", 5)]
     cae = results.row("cae-centroid")
     assert cae.pointing == 1.0 and cae.mass_in_mask == 1.0 and cae.iou == 1.0
     assert cae.aopc > results.row("random").aopc
@@ -258,3 +259,22 @@ def test_runner_with_a_real_cae_explainer_on_every_path(tmp_path):
         row = results.row(name)
         assert row.status == "ok" and 0 <= row.pointing <= 1 and math.isfinite(row.aopc)
         assert results.maps[name].shape == (4, SIZE, SIZE)
+
+
+def test_cae_method_steps_option_reaches_the_explainer():
+    from caex.explain import Explainer, ExplainerAttributor
+    from caex.explain.saliency import contrast_saliency, gaussian_smooth
+    from caex.model import CAE, CAEConfig
+
+    data = tiny_bundle()
+    torch.manual_seed(0)
+    cae = CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=2), class_names=data.class_names)
+    cae.set_train_codes(cae.class_codes(data.train.images), data.train.labels)
+    explainer = Explainer(cae, square_classifier())
+    images, labels = data.test.images[:4], data.test.labels[:4]
+    maps = ExplainerAttributor(square_classifier(), explainer, path="centroid", steps=2).saliency(images, labels)
+    explanation = explainer.explain(images, target=1 - labels, path="centroid", steps=2)
+    assert explanation.frames.shape[1] == 2
+    # two frames: the weighted map is the end frame against the reconstruction
+    contrast = contrast_saliency(explanation.frames, explanation.target_probs, explanation.end_step)
+    assert torch.allclose(maps, gaussian_smooth(contrast, explainer.smoothing), atol=1e-6)

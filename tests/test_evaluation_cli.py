@@ -25,6 +25,7 @@ def test_help_lists_the_methods(capsys):
     (["no/such/run", "synthetic"], "RUN no/such/run: no such CAE run folder"),
     (["none", "synthetic", "--methods", "gradcam,smoothgrad"], "unknown method 'smoothgrad'"),
     (["none", "synthetic", "--methods", "random", "--share", "2"], "the share in (0, 1]"),
+    (["none", "synthetic", "--methods", "random", "--cae-steps", "1"], "--cae-steps 1: a path needs at least 2"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
     code = main(["evaluate", *argv, "--classifier", str(tmp_path), "--out", str(tmp_path / "out")])

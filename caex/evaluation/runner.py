@@ -194,7 +194,7 @@ def _make_method(name: str, classifier: Classifier, cae: Any, batch_size: int, s
 
 
 def _resolve_explainer(source: Any, classifier: Classifier) -> Any:
-    """An object with ``explain(images, target=, path=)`` from a run folder, a CAE or an Explainer."""
+    """An object with ``explain(images, target=, path=, steps=)`` from a run folder, a CAE or an Explainer."""
     if source is None:
         raise EvaluationError("the cae methods need a CAE run folder; pass one or leave the cae methods out")
     if hasattr(source, "explain"):

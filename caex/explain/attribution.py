@@ -315,20 +315,21 @@ class ExplainerAttributor(Attributor):
 
     ``target`` is the class being explained (ground truth); the path runs from
     the image towards the most probable *other* class, and the saliency marks
-    what had to change to leave ``target``.
+    what had to change to leave ``target``. ``steps`` is the path length
+    (2 = the straight contrast of the end frame with the reconstruction).
     """
 
-    def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided",
+    def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided", steps: int = 16,
                  name: str | None = None, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
         self.explainer = explainer
-        self.path = path
+        self.path, self.steps = path, steps
         self.name = name or f"cae-{path}"
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs = self.classifier.predict_proba(inputs)
         counter_class = probs.scatter(1, target[:, None], -1.0).argmax(dim=1)
-        explanation = self.explainer.explain(inputs, target=counter_class, path=self.path)
+        explanation = self.explainer.explain(inputs, target=counter_class, path=self.path, steps=self.steps)
         return explanation.saliency[:, None]
 
 
