@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"(default: {','.join(DEFAULT_METHODS)})")
     parser.add_argument("--cae-steps", type=int, default=16,
                         help="path length of the cae methods (default: 16; 2 = end frame against the "
-                             "reconstruction only, about 8x faster)")
+                             "reconstruction only, about 7x faster)")
     parser.add_argument("--n-images", type=int, default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
     parser.add_argument("--batch-size", type=int, default=16,
