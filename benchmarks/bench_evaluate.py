@@ -12,7 +12,7 @@ same correctly classified test images; the tables are printed, the full
 outputs (CSV/JSON/Markdown, curves.png, gallery.png) go to
 ``runs/bench/<spec>/evaluation/`` and a summary to ``bench_evaluate.json``
 next to this script (``bench_evaluate_steps<N>.json`` and ``evaluation_steps<N>/``
-when ``--cae-steps`` is not the default 16).
+when ``--cae-steps`` is not the default, 16).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bench_manifold import CACHE, cached_cae, cached_classifier  # same cache, s
 
 from caex.data import load_dataset
 from caex.evaluation import DEFAULT_METHODS, evaluate
+from caex.explain.paths import DEFAULT_STEPS
 from caex.utils import write_json
 
 HERE = Path(__file__).resolve().parent
@@ -50,23 +51,25 @@ def main() -> int:
                         help=f"data spec, repeatable (default: {' and '.join(DEFAULT_DATA)})")
     parser.add_argument("--methods", default=",".join(BENCH_METHODS))
     parser.add_argument("--n-images", type=int, default=64)
-    parser.add_argument("--cae-steps", type=int, default=16, help="path length of the CAE methods (default: 16)")
+    parser.add_argument("--cae-steps", type=int, default=DEFAULT_STEPS,
+                        help=f"path length of the CAE methods (default: {DEFAULT_STEPS})")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     summary = {}
+    methods = args.methods.split(",")
+    cae_options = {name: {"steps": args.cae_steps} for name in methods if name.startswith("cae")}
+    suffix = "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec)
-        if args.cae_steps != 16:
-            out_dir = out_dir.with_name(f"{out_dir.name}_steps{args.cae_steps}")
+        if suffix:
+            out_dir = out_dir.with_name(out_dir.name + suffix)
         classifier = cached_classifier(classifier_dir, data, args.device)
         cae = cached_cae(cae_dir, data, args.device, classifier)
         started = time.perf_counter()
-        methods = args.methods.split(",")
-        cae_options = {name: {"steps": args.cae_steps} for name in methods if name.startswith("cae")}
         results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                            out_dir=out_dir, batch_size=args.batch_size, verbose=True, method_options=cae_options)
         seconds = time.perf_counter() - started
@@ -74,7 +77,6 @@ def main() -> int:
               f"{len(data.train)} train / {len(data.test)} test; evaluation took {seconds:.0f} s)\n")
         print(results.to_markdown())
         summary[spec] = {"seconds": round(seconds, 1), **results.to_json()}
-    suffix = "" if args.cae_steps == 16 else f"_steps{args.cae_steps}"
     write_json(HERE / f"bench_evaluate{suffix}.json", summary)
     return 0
 

@@ -31,6 +31,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from caex.evaluation.perturbation import DEFAULT_PATCH, DEFAULT_SHARE
     from caex.evaluation.runner import DEFAULT_METHODS
+    from caex.explain.paths import DEFAULT_STEPS
 
     parser = subparsers.add_parser(
         "evaluate", help="compare CAE with Grad-CAM, FullGrad, LIME, ... (AOPC, PD, localisation, time)",
@@ -45,9 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated: cae (guided path), cae-guided, cae-centroid, cae-nearest, gradcam, "
                              "fullgrad, lime, occlusion, integrated_gradients, random "
                              f"(default: {','.join(DEFAULT_METHODS)})")
-    parser.add_argument("--cae-steps", type=int, default=16,
-                        help="path length of the cae methods (default: 16; 2 = end frame against the "
-                             "reconstruction only, about 7x faster)")
+    parser.add_argument("--cae-steps", type=int, default=DEFAULT_STEPS,
+                        help=f"path length of the cae methods (default: {DEFAULT_STEPS}; 2 = end frame against "
+                             "the reconstruction only, about 7x faster)")
     parser.add_argument("--n-images", type=int, default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
     parser.add_argument("--batch-size", type=int, default=16,

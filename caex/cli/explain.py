@@ -10,6 +10,8 @@ from caex.cli.common import add_device_argument, add_seed_argument
 from caex.errors import CaexError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from caex.explain.paths import DEFAULT_STEPS
+
     parser = subparsers.add_parser(
         "explain",
         help="explain a classifier's decisions on image files (counterfactual paths + saliency maps)",
@@ -34,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "reference: straight to the code of --reference")
     parser.add_argument("--reference", metavar="IMG", default=None,
                         help="reference image for --path reference (its predicted class is the default target)")
-    parser.add_argument("--steps", type=int, default=16, help="codes sampled along the path (default: 16)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"codes sampled along the path (default: {DEFAULT_STEPS})")
     parser.add_argument("--no-stop-at-flip", dest="stop_at_flip", action="store_false",
                         help="build the map from the whole path, not only up to the step the prediction flips")
     parser.add_argument("--all-targets", action="store_true",

@@ -25,6 +25,7 @@ from torch import nn
 
 from caex.classifier.base import Classifier
 from caex.errors import CaexError
+from caex.explain.paths import DEFAULT_STEPS
 from caex.utils.seed import torch_generator
 
 
@@ -319,7 +320,7 @@ class ExplainerAttributor(Attributor):
     (2 = the straight contrast of the end frame with the reconstruction).
     """
 
-    def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided", steps: int = 16,
+    def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided", steps: int = DEFAULT_STEPS,
                  name: str | None = None, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
         self.explainer = explainer

@@ -25,7 +25,7 @@ from torch import nn
 
 from caex.classifier.base import Classifier
 from caex.errors import CaexError, ModelError
-from caex.explain.paths import CodeGraph, guided_paths, nearest_in_class, straight_paths
+from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, end_steps, flip_steps, gaussian_smooth
 from caex.utils.device import resolve_device
 from caex.utils.seed import torch_generator
@@ -120,7 +120,7 @@ class Explainer:
 
     # -- public API ----------------------------------------------------------------------
     @torch.no_grad()
-    def explain(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided", steps: int = 16,
+    def explain(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided", steps: int = DEFAULT_STEPS,
                 stop_at_flip: bool = True, reference: torch.Tensor | None = None, all_targets: bool = False,
                 saliency: str = "weighted") -> Explanation | list[Explanation]:
         """Explain ``images`` ``[B, C, H, W]`` (or one ``[C, H, W]``) in the data range.

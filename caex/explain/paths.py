@@ -25,6 +25,8 @@ import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+#: Codes sampled along a path, both ends included: the default of every explain and evaluate entry point.
+DEFAULT_STEPS = 16
 #: Distances below this are stored as this, because sparse graphs read an explicit 0 as "no edge".
 _MIN_EDGE = 1e-12
 
