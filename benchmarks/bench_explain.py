@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    settings = {f"cae_{path}{steps}": (path, steps) for path, steps in map(parse_setting, args.cae)}
     torch.set_num_threads(args.threads)
 
     data = load_dataset("synthetic:classes=2,per_class=200,size=64", seed=args.seed)
@@ -100,19 +101,17 @@ def main() -> None:
     gradcam = make_attributor("gradcam", classifier, batch_size=args.batch_size)
     lime = make_attributor("lime", classifier, seed=args.seed)
 
-    timings = {}
-    for setting in args.cae:
-        path, steps = parse_setting(setting)
-        timings[f"cae_{path}{steps}"] = seconds_per_image(
-            lambda path=path, steps=steps: explainer.explain(images, path=path, steps=steps), len(images), args.repeats)
+    timings = {name: seconds_per_image(lambda path=path, steps=steps: explainer.explain(images, path=path, steps=steps),
+                                       len(images), args.repeats)
+               for name, (path, steps) in settings.items()}
     timings["gradcam"] = seconds_per_image(lambda: gradcam.saliency(images, target), len(images), args.repeats)
     few = images[:args.lime_images]
     # The classifier is warm from the runs above, and LIME's cost is 1,000 forward passes per image.
     timings["lime"] = seconds_per_image(lambda: lime.saliency(few, target[:len(few)]), len(few), 1, warm_up=False)
 
     milliseconds = {name: 1000 * value for name, value in timings.items()}
-    default = "cae_" + "".join(map(str, parse_setting(args.cae[0])))
-    fastest = min((name for name in milliseconds if name.startswith("cae")), key=milliseconds.get)
+    default = next(iter(settings))
+    fastest = min(settings, key=milliseconds.get)
     ratios = {f"{name}/gradcam": milliseconds[name] / milliseconds["gradcam"] for name in milliseconds
               if name.startswith("cae")}
     ratios.update({f"lime/{name}": milliseconds["lime"] / milliseconds[name] for name in milliseconds
