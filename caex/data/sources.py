@@ -8,6 +8,7 @@ converts channels and splits the rest.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
@@ -106,35 +107,37 @@ def read_digits(selection: str | None) -> RawData:
 # --------------------------------------------------------------------------- image folders
 
 
+@contextlib.contextmanager
+def _pillow_image(path: Path):
+    """``Image.open(path)``; whatever Pillow fails on, there or in the block, is one DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            yield image
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
 def check_image(path: Path) -> None:
     """Raise the same one-line DataError as :func:`read_image` for a file that is no readable image.
 
     Reads only the header and, where the format allows, verifies the data
     (PNG checksums), so a long job can refuse a bad file before it writes anything.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    with _pillow_image(path) as image:
+        image.verify()
 
 
 def read_image(path: Path) -> torch.Tensor:
     """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-            elif image.mode == "LA":
-                image = image.convert("L")
-            array = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    with _pillow_image(path) as image:
+        image.load()
+        if image.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+            image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+        elif image.mode == "LA":
+            image = image.convert("L")
+        array = np.asarray(image)
     tensor = _unit_range(array, path)
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
 
