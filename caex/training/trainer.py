@@ -53,7 +53,7 @@ class TrainConfig:
     paper's lr and 200k iterations do not fit a 10-minute budget, so it uses
     lr 1e-3, 4 pairs per iteration (8 images, each trained both ways; batch 8
     halved the iterations per minute without learning faster per minute),
-    only 2 halvings over 6,000 iterations (about 10 minutes on 2 cores), so
+    only 2 halvings over 6,000 iterations (10-12 minutes on 2 cores, by load), so
     the lr stays high for most of the short run, and a 10x class-loss weight
     (λ6 = 10, eq. 6): with the paper's λ6 = 1 the reconstruction terms
     (λ1 = λ4 = 10) dominate the short run and swap success rose about half as
