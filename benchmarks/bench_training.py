@@ -13,7 +13,7 @@ every ``--eval-every`` iterations, measures on the test split
 Prints the figures (throughput, time to 90% swap success, final values) and
 writes them to ``benchmarks/bench_training_<dc>.json``. Run::
 
-    python benchmarks/bench_training.py [--minutes 10] [--threads 1]
+    python benchmarks/bench_training.py [--minutes 10] [--threads 1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
     parser.add_argument("--class-weight", type=float, default=None,
                         help="lambda6 of eq. 6 (default: the preset's, 10 for small)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="CAE training seed (the classifiers and data stay fixed); other seeds write "
+                             "bench_training_<dc>_seed<N>.json")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
                         help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
                              "the one measuring swap success stays independent of training")
@@ -103,7 +106,8 @@ def main() -> None:
 
     config = CAEConfig.preset("small", image_size=bundle.image_size, channels=bundle.channels,
                               num_classes=bundle.num_classes)
-    overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc)
+    overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc,
+                     seed=args.seed)
     for name in ("iters", "batch_size", "lr"):
         if getattr(args, name):
             overrides[name] = getattr(args, name)
@@ -132,7 +136,8 @@ def main() -> None:
           f"on [-1,1] (bar <= 0.05; noise floor {noise_floor:.4f}; against the noise-free images "
           f"{final['recon_l1_noise_free']:.4f}); time to 90% swap: "
           f"{reached if reached is not None else 'not reached'} s")
-    Path(__file__).with_name(f"bench_training_{args.dc}.json").write_text(json.dumps(result, indent=2) + "\n")
+    suffix = f"_seed{args.seed}" if args.seed else ""
+    Path(__file__).with_name(f"bench_training_{args.dc}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -62,10 +62,25 @@ def test_cross_entropy_terms_known_values() -> None:
     assert losses.classification_loss(logits[1:], torch.tensor([1])) < 1e-6
 
 
+def test_pyramid_l1_ignores_pixel_noise_but_not_structure() -> None:
+    target = torch.zeros(2, 1, 16, 16)
+    checkerboard = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1.0  # +-1, zero mean per 2x2
+    noisy = target + checkerboard
+    assert losses.l1_distance(noisy, target) == 1.0
+    assert losses.pyramid_l1(noisy, target) == 0.0  # every pooled copy averages the noise away
+    assert torch.isclose(losses.pyramid_l1(target + 0.25, target), torch.tensor(0.25))
+    blob = target.clone()
+    blob[..., 4:8, 4:8] = -1.0  # a 4x4 dark "cyst": 1/16 of the pixels
+    # factors 2 and 4 see it whole (1/16); at factor 8 it is a quarter of one of the four cells (1/16 again)
+    assert torch.isclose(losses.pyramid_l1(blob, target), torch.tensor(1 / 16))
+    assert losses.pyramid_l1(target[..., :1, :1] + 0.5, target[..., :1, :1]) == 0.5  # too small to pool: plain L1
+
+
 def test_weighted_sum_uses_paper_weights() -> None:
     weights = losses.LossWeights()
     assert (weights.recon_image, weights.recon_class, weights.recon_individual, weights.cycle,
             weights.adversarial, weights.classification) == (10, 1, 1, 10, 1, 1)
+    assert weights.recon_pyramid == 0  # not a paper term: off unless a preset asks for it
     assert (weights.disc_adversarial, weights.disc_classification) == (1, 2)
     terms = {name: torch.tensor(1.0) for name in losses.GENERATOR_TERMS}
     assert losses.weighted_sum(terms, weights) == 24

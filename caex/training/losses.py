@@ -1,4 +1,5 @@
-"""The BBCFE loss terms (paper eqs. 1-10) as pure functions of tensors.
+"""The BBCFE loss terms (paper eqs. 1-10) as pure functions of tensors, plus one the
+paper does not have (:func:`pyramid_l1`, weight 0 unless a preset sets it).
 
 The trainer feeds both directions of every pair through one batch (A->B in the
 first half, B->A in the second), so each term below is the mean over both
@@ -27,6 +28,7 @@ class LossWeights:
     cycle: float = 10.0             # λ4, eq. 4
     adversarial: float = 1.0        # λ5, eq. 5
     classification: float = 1.0    # λ6, eq. 6
+    recon_pyramid: float = 0.0      # not in the paper: eq. 1 on average-pooled copies (see pyramid_l1)
     disc_adversarial: float = 1.0   # φ1, eq. 8
     disc_classification: float = 2.0  # φ2, eq. 9
 
@@ -34,13 +36,30 @@ class LossWeights:
         return dataclasses.asdict(self)
 
 
-GENERATOR_TERMS = ("recon_image", "recon_class", "recon_individual", "cycle", "adversarial", "classification")
+GENERATOR_TERMS = ("recon_image", "recon_class", "recon_individual", "cycle", "adversarial", "classification",
+                   "recon_pyramid")
 DISCRIMINATOR_TERMS = ("disc_adversarial", "disc_classification")
 
 
 def l1_distance(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference: eq. 1 (image), 2 (class code), 3 (individual code) and 4 (cycle)."""
     return (output.float() - target.float()).abs().mean()
+
+
+def pyramid_l1(output: torch.Tensor, target: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """Eq. 1 on copies average-pooled by 2, 4, ... 2**levels, averaged over the levels.
+
+    Per-pixel noise (speckle) averages out under pooling while structure a few
+    pixels wide (a dark cyst) does not, so this term still pulls where the sign
+    of the pixel-level L1 gradient is decided by the noise. Levels that would
+    pool below one pixel are left out.
+    """
+    size = min(output.shape[-2:])
+    factors = [2 ** level for level in range(1, levels + 1) if 2 ** level <= size]
+    if not factors:
+        return l1_distance(output, target)
+    return sum(l1_distance(F.avg_pool2d(output.float(), k), F.avg_pool2d(target.float(), k))
+               for k in factors) / len(factors)
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
