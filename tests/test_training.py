@@ -12,9 +12,10 @@ import torch
 from caex.classifier import Classifier
 from caex.data import DataBundle, ImageSet
 from caex.errors import DataError, TrainingError
-from caex.model import CAE, CAEConfig
+from caex.model import CAE, CAEConfig, Discriminator
 from caex.training import TrainConfig, losses, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from caex.training.distributed import init_distributed
 from caex.training.pairs import PairSampler
 from caex.training.trainer import BBCFETrainer, reconstruction_l1
 
@@ -258,3 +259,22 @@ def test_classifier_as_critic_and_predicted_labels() -> None:
     cae = train_cae(data, config, train_config, classifier=classifier)
     assert torch.equal(cae.train_labels, expected)  # trained (and coded) on the classifier's view
     assert not any(p.requires_grad for p in classifier.module.parameters())  # frozen critic
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_critic_noise_changes_only_what_the_classifier_critic_sees(noise: float) -> None:
+    config, train_config = _configs(classes=2, critic_noise=noise)
+    trainer = BBCFETrainer(CAE(config), Discriminator(config), torch.rand(8, 1, 16, 16), torch.arange(8) % 2,
+                           train_config, init_distributed("cpu"))
+    swapped = torch.zeros(64, 1, 16, 16)  # mid-grey in the model's [-1, 1] range
+    seen = trainer._critic_input(swapped)
+    if noise == 0.0:
+        assert torch.equal(seen, torch.full_like(swapped, 0.5))  # off: exactly the data-range image
+    else:
+        assert float(seen.min()) >= 0.0 and float(seen.max()) <= 1.0
+        assert abs(float(seen.std()) - noise) < 0.02 and abs(float(seen.mean()) - 0.5) < 0.01
+
+
+def test_critic_noise_out_of_range_is_named() -> None:
+    with pytest.raises(TrainingError, match="critic_noise=-0.1"):
+        TrainConfig.preset("tiny", critic_noise=-0.1)

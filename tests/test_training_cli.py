@@ -25,13 +25,15 @@ def npz_data(tmp_path):
 def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) -> None:
     run = tmp_path / "run"
     code = main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "4",
-                 "--batch-size", "2", "--sample-every", "2", "--ckpt-every", "2", "--device", "cpu"])
+                 "--batch-size", "2", "--sample-every", "2", "--ckpt-every", "2", "--critic-noise", "0.1",
+                 "--device", "cpu"])
     assert code == 0
     assert "4 iterations in" in capsys.readouterr().err
     for name in ("config.json", "model.safetensors", "codes.safetensors", "train_config.json", "log.jsonl",
                  "log.csv", "checkpoint.safetensors", "samples/iter_0000004.png"):
         assert (run / name).is_file(), name
-    assert json.loads((run / "train_config.json").read_text())["batch_size"] == 2
+    recorded = json.loads((run / "train_config.json").read_text())
+    assert (recorded["batch_size"], recorded["critic_noise"]) == (2, 0.1)
     assert CAE.load(run).train_codes.shape == (24, 8)
     # Resume to more iterations continues the same run.
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "6",
@@ -42,6 +44,7 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
 @pytest.mark.parametrize("extra, message", [
     (["--iters", "0"], "--iters 0: must be a positive integer"),
     (["--dc", "classifier"], "need a target classifier"),
+    (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
 ])
 def test_cli_errors_are_one_line(tmp_path, npz_data, capsys, extra, message) -> None:
     code = main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", *extra])

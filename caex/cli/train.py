@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", choices=("dataset", "predicted"), default="dataset",
                         help="train on the data set's labels (default) or on the classifier's predictions "
                              "(explain the model rather than the data)")
+    parser.add_argument("--critic-noise", type=float, default=None, metavar="STD",
+                        help="experimental: Gaussian noise (std, on [0, 1] images) added to the swaps the "
+                             "classifier critic sees, so faint texture cannot stand in for a lesion (default 0)")
     parser.add_argument("--sample-every", type=int, default=None, help="iterations between sample grids")
     parser.add_argument("--ckpt-every", type=int, default=None, help="iterations between checkpoints")
     parser.add_argument("--threads", type=int, default=None,
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         classifier = load_classifier(args.classifier, device=args.device)
     overrides = {key: value for key, value in dict(
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, time_limit=args.time_limit,
-        sample_every=args.sample_every, ckpt_every=args.ckpt_every).items() if value is not None}
+        sample_every=args.sample_every, ckpt_every=args.ckpt_every, critic_noise=args.critic_noise).items()
+        if value is not None}
     dc = args.dc or ("classifier" if classifier is not None and classifier.has_gradients else "discriminator")
     train_config = TrainConfig.preset(args.preset, dc=dc, labels=args.labels, seed=args.seed,
                                       device=args.device, **overrides)

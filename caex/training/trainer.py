@@ -83,6 +83,7 @@ class TrainConfig:
     weights: losses.LossWeights = field(default_factory=losses.LossWeights)
     dc: str = "discriminator"      # eq. 6 class logits from "discriminator" (Dc) or the frozen "classifier"
     labels: str = "dataset"        # train on "dataset" labels or the classifier's "predicted" labels
+    critic_noise: float = 0.0      # std of Gaussian noise on the swaps the frozen classifier critic sees ([0, 1])
     seed: int = 0
     device: str = "auto"
     amp: bool = True               # bf16 autocast on accelerators (never on CPU)
@@ -106,6 +107,8 @@ class TrainConfig:
                 raise TrainingError(f"{name}={getattr(self, name)!r}: must be a positive integer")
         if not self.lr > 0:
             raise TrainingError(f"lr={self.lr!r}: must be positive")
+        if not 0.0 <= self.critic_noise < 1.0:
+            raise TrainingError(f"critic_noise={self.critic_noise!r}: must be in [0, 1)")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -212,7 +215,7 @@ class BBCFETrainer:
         with autocast_context(self.context.device, self.amp):
             fake_real_logits, fake_class_logits = self.discriminator(out["swapped"])
             if self.class_critic is not None:
-                fake_class_logits = self.class_critic(to_data_range(out["swapped"]))
+                fake_class_logits = self.class_critic(self._critic_input(out["swapped"]))
         gen_terms = {
             "recon_image": losses.l1_distance(out["reconstruction"], x),
             "recon_class": losses.l1_distance(out["swapped_class"], out["partner_code"]),
@@ -231,6 +234,19 @@ class BBCFETrainer:
         self.disc_scheduler.step()
         terms = {**gen_terms, **disc_terms}
         return {name: float(value.detach()) for name, value in terms.items()} | {"lr": lr}
+
+    def _critic_input(self, swapped: torch.Tensor) -> torch.Tensor:
+        """The swaps in the classifier's [0, 1] range, noised when ``critic_noise`` is set.
+
+        Noise the classifier is robust to leaves a drawn lesion readable but
+        masks faint texture, so the generator cannot meet eq. 6 with texture
+        the classifier happens to read as the class (an experimental option,
+        off in every preset; see the README's manifold section).
+        """
+        images = to_data_range(swapped)
+        if not self.config.critic_noise:
+            return images
+        return (images + self.config.critic_noise * torch.randn_like(images)).clamp(0.0, 1.0)
 
     @staticmethod
     def _check_finite(terms: dict[str, torch.Tensor], iteration: int) -> None:
