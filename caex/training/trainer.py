@@ -240,8 +240,9 @@ class BBCFETrainer:
 
         Noise the classifier is robust to leaves a drawn lesion readable but
         masks faint texture, so the generator cannot meet eq. 6 with texture
-        the classifier happens to read as the class (an experimental option,
-        off in every preset; see the README's manifold section).
+        the classifier happens to read as the class. Experimental and off in
+        every preset: of two seeds measured it helped one and hurt the other
+        (README, manifold section).
         """
         images = to_data_range(swapped)
         if not self.config.critic_noise:
