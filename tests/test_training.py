@@ -263,7 +263,7 @@ def test_classifier_as_critic_and_predicted_labels() -> None:
 
 @pytest.mark.parametrize("noise", [0.0, 0.2])
 def test_critic_noise_changes_only_what_the_classifier_critic_sees(noise: float) -> None:
-    config, train_config = _configs(classes=2, critic_noise=noise)
+    config, train_config = _configs(classes=2, critic_noise=noise, dc="classifier")
     trainer = BBCFETrainer(CAE(config), Discriminator(config), torch.rand(8, 1, 16, 16), torch.arange(8) % 2,
                            train_config, init_distributed("cpu"))
     swapped = torch.zeros(64, 1, 16, 16)  # mid-grey in the model's [-1, 1] range

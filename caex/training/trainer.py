@@ -109,6 +109,9 @@ class TrainConfig:
             raise TrainingError(f"lr={self.lr!r}: must be positive")
         if not 0.0 <= self.critic_noise < 1.0:
             raise TrainingError(f"critic_noise={self.critic_noise!r}: must be in [0, 1)")
+        if self.critic_noise and self.dc != "classifier":
+            raise TrainingError(f"critic_noise={self.critic_noise!r} noises what the classifier critic sees; "
+                                f"it needs dc='classifier' (got {self.dc!r})")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
