@@ -244,7 +244,7 @@ class BBCFETrainer:
         Noise the classifier is robust to leaves a drawn lesion readable but
         masks faint texture, so the generator cannot meet eq. 6 with texture
         the classifier happens to read as the class. Experimental and off in
-        every preset: of two seeds measured it helped one and hurt the other
+        every preset: of three seeds measured it helped one and hurt two
         (README, manifold section).
         """
         images = to_data_range(swapped)
