@@ -275,6 +275,19 @@ def test_critic_noise_changes_only_what_the_classifier_critic_sees(noise: float)
         assert abs(float(seen.std()) - noise) < 0.02 and abs(float(seen.mean()) - 0.5) < 0.01
 
 
+def test_critic_noise_reaches_the_generator_step() -> None:
+    images = torch.rand(20, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    data = ImageSet(images, (images.mean(dim=(1, 2, 3)) > 0.5).long())
+
+    def trained(noise: float) -> dict[str, torch.Tensor]:
+        config, train_config = _configs(classes=2, iters=2, dc="classifier", critic_noise=noise)
+        return train_cae(data, config, train_config, classifier=_MeanBrightness()).state_dict()
+
+    quiet, again, noisy = trained(0.0), trained(0.0), trained(0.3)
+    assert all(torch.equal(quiet[name], again[name]) for name in quiet)  # deterministic without noise
+    assert not all(torch.equal(quiet[name], noisy[name]) for name in quiet)  # the noise changed eq. 6
+
+
 def test_critic_noise_out_of_range_is_named() -> None:
     with pytest.raises(TrainingError, match="critic_noise=-0.1"):
         TrainConfig.preset("tiny", critic_noise=-0.1)
