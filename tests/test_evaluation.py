@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -194,9 +193,9 @@ class MaskExplainer:
     def __init__(self):
         self.targets = []
 
-    def explain(self, images, target=None, path="guided", steps=16):
+    def saliency(self, images, target=None, path="guided", steps=16):
         self.targets.append((target.tolist(), path, steps))
-        return SimpleNamespace(saliency=square_mask(len(images)).float())
+        return square_mask(len(images)).float()
 
 
 def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from torch import nn
 
 from caex.classifier import Classifier, TorchClassifier, build_classifier_network
 from caex.errors import CaexError
-from caex.explain import Explainer, Explanation
+from caex.explain import Explainer, ExplainerAttributor, Explanation
 from caex.explain.paths import CodeGraph, guided_paths, resample_polylines, straight_paths
 from caex.explain.saliency import contrast_saliency, end_steps, flip_steps, gaussian_smooth, weighted_saliency
 from caex.model import CAE, CAEConfig
@@ -327,6 +327,25 @@ def test_guided_ends_are_confirmed_lazily(painted: Explainer) -> None:
     assert painted.classifier.images_seen == 4 + 4 + 4 * 8  # inputs, one candidate each, path frames
 
 
+@pytest.mark.parametrize(("options", "classified_per_image"), [
+    ({"path": "centroid", "steps": 2}, 0),   # a two-step straight path: the map cannot depend on probabilities
+    ({"path": "nearest", "steps": 2}, 0),
+    ({"path": "centroid", "steps": 8, "saliency": "contrast", "stop_at_flip": False}, 0),
+    ({"path": "centroid", "steps": 8}, 8),   # weights and the flip step need every frame's probabilities
+    ({"path": "guided", "steps": 8}, 1 + 8),  # plus the end check (the first candidate confirms here)
+    ({"path": "centroid", "steps": 2, "target": None}, 1),  # the default target needs the input's class
+])
+def test_saliency_alone_equals_the_explanation_maps_with_only_the_classifier_passes_they_need(
+        painted: Explainer, options: dict, classified_per_image: int) -> None:
+    images = healthy_images(4)
+    options = {"target": 1, **options}
+    maps = painted.saliency(images, **options)
+    assert painted.classifier.images_seen == 4 * classified_per_image
+    assert maps.shape == (4, SIZE, SIZE)
+    assert maps.amax(dim=(1, 2)).eq(1).all()  # real maps, not the zeros of a path that changed nothing
+    assert torch.allclose(maps, painted.explain(images, **options).saliency, atol=1e-6)
+
+
 @pytest.mark.parametrize(("candidates", "end_code", "decoded_per_image"), [
     (4, 0.525, 4),  # 0.45, 0.475 and 0.5 stay healthy; the fourth candidate is the first to flip
     (3, 0.5, 3),    # none flips: the end is the candidate with the highest lesion probability
@@ -352,3 +371,22 @@ def test_smoothing_spreads_a_sharp_known_answer_beyond_its_region() -> None:
     sharp = Explainer(PaintingCAE(), LesionBlackBox(), smoothing=0.0).explain(images, path="centroid")
     blurred = Explainer(PaintingCAE(), LesionBlackBox()).explain(images, path="centroid")
     assert torch.all(mass_in(blurred.saliency, LESION) < mass_in(sharp.saliency, LESION) - 0.2)
+
+
+def test_cae_attributor_explains_leaving_the_given_class(painted: Explainer,
+                                                         tiny: tuple[Explainer, torch.Tensor]) -> None:
+    """The Attributor contract's target is the class explained; the path runs to the most probable other one."""
+    images = healthy_images(3)
+    maps = ExplainerAttributor(painted.classifier, painted, path="centroid", steps=2).saliency(
+        images, torch.zeros(3, dtype=torch.long))
+    assert painted.classifier.images_seen == 0  # two classes: the other one needs no classifier pass
+    assert torch.allclose(maps, painted.saliency(images, target=1, path="centroid", steps=2))
+
+    explainer, images = tiny
+    explained = torch.tensor([0, 1, 2, 0])
+    probs = explainer.classifier.predict_proba(images[:4])
+    counter = probs.scatter(1, explained[:, None], -1.0).argmax(dim=1)
+    attributor = ExplainerAttributor(explainer.classifier, explainer, path="centroid", steps=3)
+    maps = attributor.saliency(images[:4], explained)
+    assert torch.all(counter != explained)
+    assert torch.allclose(maps, explainer.saliency(images[:4], target=counter, path="centroid", steps=3), atol=1e-6)

@@ -194,10 +194,10 @@ def _make_method(name: str, classifier: Classifier, cae: Any, batch_size: int, s
 
 
 def _resolve_explainer(source: Any, classifier: Classifier) -> Any:
-    """An object with ``explain(images, target=, path=, steps=)`` from a run folder, a CAE or an Explainer."""
+    """An object with ``saliency(images, target=, path=, steps=)`` from a run folder, a CAE or an Explainer."""
     if source is None:
         raise EvaluationError("the cae methods need a CAE run folder; pass one or leave the cae methods out")
-    if hasattr(source, "explain"):
+    if hasattr(source, "saliency"):
         return source
     from caex.explain.explainer import Explainer
 

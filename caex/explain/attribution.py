@@ -328,10 +328,16 @@ class ExplainerAttributor(Attributor):
         self.name = name or f"cae-{path}"
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        maps = self.explainer.saliency(inputs, target=self._counter_class(inputs, target), path=self.path,
+                                       steps=self.steps)
+        return maps[:, None]
+
+    def _counter_class(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The most probable class other than ``target``; for two classes the other one, with no classifier pass."""
+        if self.classifier.num_classes == 2:
+            return 1 - target
         probs = self.classifier.predict_proba(inputs)
-        counter_class = probs.scatter(1, target[:, None], -1.0).argmax(dim=1)
-        explanation = self.explainer.explain(inputs, target=counter_class, path=self.path, steps=self.steps)
-        return explanation.saliency[:, None]
+        return probs.scatter(1, target[:, None], -1.0).argmax(dim=1)
 
 
 BASELINES: dict[str, type[Attributor]] = {

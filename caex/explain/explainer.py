@@ -26,7 +26,7 @@ from torch import nn
 from caex.classifier.base import Classifier
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
-from caex.explain.saliency import SALIENCY_METHODS, end_steps, flip_steps, gaussian_smooth
+from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
 from caex.utils.device import resolve_device
 from caex.utils.seed import torch_generator
 
@@ -135,31 +135,12 @@ class Explainer:
         other than the prediction — so element 0 is the default explanation.
         All ``B*(K-1)`` paths are decoded in the same batches.
         """
-        if path not in PATHS:
-            raise ExplainError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
-        if saliency not in SALIENCY_METHODS:
-            raise ExplainError(f"unknown saliency {saliency!r}; choose one of {', '.join(SALIENCY_METHODS)}")
-        if steps < 2:
-            raise ExplainError(f"steps={steps}: a path needs at least 2 steps")
-        if (reference is not None) != (path == "reference"):
-            raise ExplainError("a reference image goes with path='reference' (and that path needs one)")
-        if all_targets and (target is not None or path == "reference"):
-            raise ExplainError("all_targets=True picks the targets itself; it takes no target or reference")
+        self._check_request(path, steps, saliency, reference, target, all_targets)
         images = self._as_batch(images, "images")
         input_probs = self.classifier.predict_proba(images).cpu()
         prediction = input_probs.argmax(dim=1)
+        end_codes, target = self._reference_ends(reference, target, len(images))
         codes, individual = self._encode(images)
-
-        end_codes = None
-        if path == "reference":
-            reference = self._as_batch(reference, "reference")
-            if len(reference) not in (1, len(images)):
-                raise ExplainError(f"{len(reference)} reference images for {len(images)} images; give 1 or "
-                                   f"{len(images)}")
-            end_codes = self._encode(reference)[0].expand(len(images), -1)
-            if target is None:
-                target = self.classifier.predict(reference).cpu().expand(len(images))
-
         if all_targets:
             ranked = _other_classes_by_probability(input_probs, prediction)         # [B, K-1]
             owner = torch.arange(len(images)).repeat(ranked.shape[1])                # [(K-1)*B]
@@ -168,20 +149,53 @@ class Explainer:
             owner = torch.arange(len(images))
             targets = (self._parse_target(target, len(images)) if target is not None
                        else _other_classes_by_probability(input_probs, prediction)[:, 0])
-        explanation = self._explain_rows(
-            codes, individual, owner, targets, path=path, steps=steps, stop_at_flip=stop_at_flip,
-            end_codes=None if end_codes is None else end_codes[owner], saliency=saliency,
-            prediction=prediction[owner], input_probs=input_probs[owner])
+        path_codes, path_nodes, frames, probs = self._decode_paths(
+            codes, individual, owner, targets, path=path, steps=steps,
+            end_codes=None if end_codes is None else end_codes[owner], classify=True)
+        maps, target_probs, flip_step, end_step = self._maps(frames, probs, targets, stop_at_flip, saliency)
+        explanation = Explanation(
+            saliency=maps, frames=frames, probs=probs, target_probs=target_probs, flip_step=flip_step,
+            end_step=end_step, target=targets, prediction=prediction[owner], input_probs=input_probs[owner],
+            codes=path_codes.cpu(), reconstruction=frames[:, 0], path=path, path_nodes=path_nodes,
+            class_names=self.class_names, saliency_method=saliency)
         if not all_targets:
             return explanation
         return [explanation[rows] for rows in torch.arange(len(owner)).view(-1, len(images))]
 
+    @torch.no_grad()
+    def saliency(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided",
+                 steps: int = DEFAULT_STEPS, stop_at_flip: bool = True, reference: torch.Tensor | None = None,
+                 saliency: str = "weighted") -> torch.Tensor:
+        """Only the maps ``[B, H, W]`` of :meth:`explain` (same arguments), at the least classifier cost.
+
+        The classifier runs only where a map depends on it: for the default
+        target, for the guided path's end check, and on the frames of paths
+        longer than two steps. A two-step straight path (``nearest``,
+        ``centroid``, ``reference``) to a given target never calls it, because
+        its map is the end frame against the reconstruction whatever the
+        probabilities. Then a map costs one encoder and two decoder passes,
+        whatever the size of the classifier. The evaluation uses this method.
+        """
+        self._check_request(path, steps, saliency, reference, target, all_targets=False)
+        images = self._as_batch(images, "images")
+        end_codes, target = self._reference_ends(reference, target, len(images))
+        if target is None:
+            input_probs = self.classifier.predict_proba(images).cpu()
+            target = _other_classes_by_probability(input_probs, input_probs.argmax(dim=1))[:, 0]
+        target = self._parse_target(target, len(images))
+        codes, individual = self._encode(images)
+        classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
+        *_, frames, probs = self._decode_paths(codes, individual, torch.arange(len(images)), target, path=path,
+                                               steps=steps, end_codes=end_codes, classify=classify)
+        return self._maps(frames, probs, target, stop_at_flip, saliency)[0]
+
     # -- core ----------------------------------------------------------------------------
-    def _explain_rows(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
-                      target: torch.Tensor, *, path: str, steps: int, stop_at_flip: bool,
-                      end_codes: torch.Tensor | None, saliency: str, prediction: torch.Tensor,
-                      input_probs: torch.Tensor) -> Explanation:
-        """One path per row: exemplar ``owner[r]`` towards class ``target[r]``."""
+    def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,
+                      *, path: str, steps: int, end_codes: torch.Tensor | None, classify: bool
+                      ) -> tuple[torch.Tensor, list[list[int]] | None, torch.Tensor, torch.Tensor | None]:
+        """One path per row, exemplar ``owner[r]`` towards class ``target[r]``: its codes ``[R, T, D]``, the
+        guided path's graph nodes, the decoded frames ``[R, T, C, H, W]`` and (if ``classify``) their
+        probabilities ``[R, T, K]``."""
         start = codes[owner]
         path_nodes = None
         if path == "guided":
@@ -199,19 +213,27 @@ class Explainer:
 
         rows, length = len(owner), path_codes.shape[1]
         frames, probs = self._decode_and_classify(path_codes.reshape(rows * length, -1), individual,
-                                                  owner.repeat_interleave(length))
+                                                  owner.repeat_interleave(length), classify=classify)
         frames = frames.view(rows, length, *frames.shape[1:])
-        probs = probs.view(rows, length, -1)
+        return path_codes, path_nodes, frames, None if probs is None else probs.view(rows, length, -1)
+
+    def _maps(self, frames: torch.Tensor, probs: torch.Tensor | None, target: torch.Tensor, stop_at_flip: bool,
+              saliency: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Smoothed saliency maps, target probabilities, flip and end steps of decoded paths.
+
+        Without probabilities (only asked for where they cannot change the map,
+        see :meth:`saliency`) every path ends at its last frame and the map is
+        the contrast; with two frames the weighted map is that contrast too.
+        """
+        length = frames.shape[1]
+        if probs is None:
+            end_step = torch.full((len(frames),), length - 1)
+            return gaussian_smooth(contrast_saliency(frames, None, end_step), self.smoothing), None, None, end_step
         target_probs = probs.gather(2, target.view(-1, 1, 1).expand(-1, length, 1)).squeeze(2)
         flip_step = flip_steps(probs, target)
         end_step = end_steps(flip_step, length, stop_at_flip)
         maps = SALIENCY_METHODS[saliency](frames, target_probs, end_step)
-        return Explanation(
-            saliency=gaussian_smooth(maps, self.smoothing), frames=frames, probs=probs,
-            target_probs=target_probs, flip_step=flip_step, end_step=end_step, target=target,
-            prediction=prediction, input_probs=input_probs, codes=path_codes.cpu(),
-            reconstruction=frames[:, 0], path=path, path_nodes=path_nodes, class_names=self.class_names,
-            saliency_method=saliency)
+        return gaussian_smooth(maps, self.smoothing), target_probs, flip_step, end_step
 
     def _guided(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
                 target: torch.Tensor, steps: int) -> tuple[torch.Tensor, list[list[int]]]:
@@ -245,17 +267,19 @@ class Explainer:
         column = torch.where(confirmed >= 0, confirmed, score.argmax(dim=1))
         return candidates.gather(1, column[:, None]).squeeze(1)
 
-    def _decode_and_classify(self, codes: torch.Tensor, individual: torch.Tensor,
-                             owner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode ``G(codes[i], individual[owner[i]])`` and classify, ``batch_size`` rows at a time (CPU out)."""
+    def _decode_and_classify(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
+                             classify: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decode ``G(codes[i], individual[owner[i]])`` and (if ``classify``) classify, ``batch_size`` rows at a
+        time (CPU out; ``None`` for unasked probabilities)."""
         frames, probs = [], []
         for begin in range(0, len(codes), self.batch_size):
             chunk = slice(begin, begin + self.batch_size)
             decoded = self.cae.decode(codes[chunk].to(self.device),
                                       individual[owner[chunk].to(individual.device)]).float().clamp(0.0, 1.0)
-            probs.append(self.classifier.predict_proba(decoded).cpu())
+            if classify:
+                probs.append(self.classifier.predict_proba(decoded).cpu())
             frames.append(decoded.cpu())
-        return torch.cat(frames), torch.cat(probs)
+        return torch.cat(frames), torch.cat(probs) if classify else None
 
     def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class and individual codes, ``batch_size`` images at a time, kept on :attr:`device`."""
@@ -276,6 +300,33 @@ class Explainer:
         return self._graph
 
     # -- checks --------------------------------------------------------------------------
+    @staticmethod
+    def _check_request(path: str, steps: int, saliency: str, reference: torch.Tensor | None, target: TargetSpec,
+                       all_targets: bool) -> None:
+        """Reject option combinations :meth:`explain` and :meth:`saliency` cannot serve, before any work."""
+        if path not in PATHS:
+            raise ExplainError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+        if saliency not in SALIENCY_METHODS:
+            raise ExplainError(f"unknown saliency {saliency!r}; choose one of {', '.join(SALIENCY_METHODS)}")
+        if steps < 2:
+            raise ExplainError(f"steps={steps}: a path needs at least 2 steps")
+        if (reference is not None) != (path == "reference"):
+            raise ExplainError("a reference image goes with path='reference' (and that path needs one)")
+        if all_targets and (target is not None or path == "reference"):
+            raise ExplainError("all_targets=True picks the targets itself; it takes no target or reference")
+
+    def _reference_ends(self, reference: torch.Tensor | None, target: TargetSpec,
+                        count: int) -> tuple[torch.Tensor | None, TargetSpec]:
+        """For the reference path: the reference codes ``[B, D]`` and, by default, the reference's class."""
+        if reference is None:
+            return None, target
+        reference = self._as_batch(reference, "reference")
+        if len(reference) not in (1, count):
+            raise ExplainError(f"{len(reference)} reference images for {count} images; give 1 or {count}")
+        if target is None:
+            target = self.classifier.predict(reference).cpu().expand(count)
+        return self._encode(reference)[0].expand(count, -1), target
+
     def _require_codes(self, path: str, target: torch.Tensor) -> None:
         """The stored training codes a path needs exist and cover every target class."""
         if self.cae.train_codes is None or self.cae.train_labels is None:

@@ -17,7 +17,8 @@ Two maps:
   Kept for comparison; it credits every change, relevant or not.
 
 With ``steps=2`` (frames: the reconstruction and the end) the two maps are the
-same, and a map costs two decoder and two classifier passes instead of 16. On
+same and no probability can change them, so ``Explainer.saliency`` decodes two
+frames and classifies none (given the target) instead of 16 of each. On
 the synthetic benchmark the straight paths (``centroid``, ``nearest``) lost
 no AOPC that way (see the README), so it is the setting for speed; the
 default keeps 16 steps for the counterfactual strip and the flip step.
@@ -73,7 +74,7 @@ def weighted_saliency(frames: torch.Tensor, target_probs: torch.Tensor, end_step
     return normalise_maps(torch.einsum("bthw,bt->bhw", change, weight.to(change.dtype)))
 
 
-def contrast_saliency(frames: torch.Tensor, target_probs: torch.Tensor, end_step: torch.Tensor) -> torch.Tensor:
+def contrast_saliency(frames: torch.Tensor, target_probs: torch.Tensor | None, end_step: torch.Tensor) -> torch.Tensor:
     """``|x_end - x0|``: the end frame against the reconstruction (``target_probs`` unused)."""
     end = frames[torch.arange(len(frames), device=frames.device), end_step.to(frames.device)]
     return normalise_maps((end - frames[:, 0]).abs().mean(dim=1))
