@@ -26,7 +26,7 @@ from pathlib import Path
 from bench_manifold import CACHE, cached_cae, cached_classifier  # same cache, same training recipe
 
 from caex.data import load_dataset
-from caex.evaluation import DEFAULT_METHODS, evaluate
+from caex.evaluation import DEFAULT_METHODS, evaluate, is_cae_method
 from caex.explain.paths import DEFAULT_STEPS
 from caex.utils import write_json
 
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = ("synthetic", "mnist:4,9")
 #: Every CAE path variant ("cae" alone is the guided one), then the baselines.
 BENCH_METHODS = ("cae-guided", "cae-centroid", "cae-nearest",
-                 *(name for name in DEFAULT_METHODS if not name.startswith("cae")))
+                 *(name for name in DEFAULT_METHODS if not is_cae_method(name)))
 
 
 def model_folders(spec: str) -> tuple[Path, Path, Path]:
@@ -60,7 +60,7 @@ def main() -> int:
 
     summary = {}
     methods = args.methods.split(",")
-    cae_options = {name: {"steps": args.cae_steps} for name in methods if name.startswith("cae")}
+    cae_options = {name: {"steps": args.cae_steps} for name in methods if is_cae_method(name)}
     suffix = "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.classifier import check_compatible, load_classifier
     from caex.cli.common import load_data_from_args
     from caex.evaluation.perturbation import PerturbationMetric
-    from caex.evaluation.runner import canonical_method, evaluate
+    from caex.evaluation.runner import canonical_method, evaluate, is_cae_method
 
     methods = [canonical_method(name) for name in args.methods.split(",") if name.strip()]
     if not methods:
@@ -80,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
     if args.patch < 1 or not 0 < args.share <= 1 or (args.n_patches is not None and args.n_patches < 1):
         raise CaexError(f"--patch {args.patch}, --share {args.share}, --n-patches {args.n_patches}: "
                         "patch and N must be positive and the share in (0, 1]")
-    run_dir = _run_folder(args.run, wants_cae=any(name.startswith("cae") for name in methods))
+    run_dir = _run_folder(args.run, wants_cae=any(map(is_cae_method, methods)))
     data = load_data_from_args(args)
     classifier = load_classifier(args.classifier, arch=args.arch, device=args.device)
     check_compatible(classifier, data)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
     results = evaluate(run_dir, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                        out_dir=args.out, batch_size=args.batch_size, metric=metric,
-                       method_options={name: {"steps": args.cae_steps} for name in methods if name.startswith("cae")},
+                       method_options={name: {"steps": args.cae_steps} for name in methods if is_cae_method(name)},
                        classifier_name=args.classifier, verbose=True)
     print(results.to_markdown())
     print(f"wrote results.csv, results.json, results.md, curves.png and gallery.png to {args.out}")

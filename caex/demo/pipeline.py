@@ -243,6 +243,8 @@ def _explain_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, ve
 
 
 def _evaluate_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbose: bool) -> Stage:
+    from caex.evaluation import is_cae_method
+
     settings = profile.evaluate
 
     def run(folder: Path) -> dict[str, Any]:
@@ -257,7 +259,7 @@ def _evaluate_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, v
                          key=lambda item: item[1], reverse=True)
         return {"aopc_ranking": ranking, "n_images": len(results.image_indices)}
 
-    baselines = ", ".join(method for method in settings.methods if not method.startswith("cae"))
+    baselines = ", ".join(method for method in settings.methods if not is_cae_method(method))
     return Stage("evaluate", f"Evaluating CAE against {baselines} on {settings.n_images} test images "
                              "(AOPC, PD, localisation, time)",
                  {**asdict(settings), "seed": seed}, run, outputs=("results.json", "gallery.png", "curves.png"),

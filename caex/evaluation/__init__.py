@@ -18,6 +18,7 @@ from caex.evaluation.runner import (
     EvaluationResults,
     MethodResult,
     evaluate,
+    is_cae_method,
     select_images,
 )
 from caex.evaluation.timing import timed_saliency
@@ -35,6 +36,7 @@ __all__ = [
     "degradation_curve",
     "evaluate",
     "greedy_patches",
+    "is_cae_method",
     "make_fill",
     "mass_in_mask",
     "peak_degradation",

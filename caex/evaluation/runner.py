@@ -126,7 +126,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     test = data.test.subset(indices)
     images, labels = test.images, test.labels
     fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
-    cae = _resolve_explainer(explainer, classifier) if any(name.startswith("cae") for name in names) else None
+    cae = _resolve_explainer(explainer, classifier) if any(map(is_cae_method, names)) else None
     height, width = images.shape[-2:]
     settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
                 "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
@@ -155,10 +155,15 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     return evaluation
 
 
+def is_cae_method(name: str) -> bool:
+    """Whether a (canonical) method name is one of CAE's paths, which need a CAE run, not a baseline."""
+    return name == "cae" or name.startswith("cae-")
+
+
 def canonical_method(name: str) -> str:
     """Validate a method name and return its registry spelling (``ig`` -> ``integrated_gradients``)."""
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key in BASELINES or key == "cae" or (key.startswith("cae-") and key[4:] in CAE_PATHS):
+    if key in BASELINES or key == "cae" or (is_cae_method(key) and key[4:] in CAE_PATHS):
         return key
     known = ["cae", *(f"cae-{path}" for path in CAE_PATHS), *BASELINES]
     raise EvaluationError(f"unknown method {name!r}; choose from {', '.join(known)}")
@@ -187,7 +192,7 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
 
 def _make_method(name: str, classifier: Classifier, cae: Any, batch_size: int, seed: int,
                  options: dict[str, Any]) -> Attributor:
-    if name.startswith("cae"):
+    if is_cae_method(name):
         path = name[4:] or DEFAULT_CAE_PATH
         return ExplainerAttributor(classifier, cae, path=path, name=name, batch_size=batch_size, seed=seed, **options)
     return make_attributor(name, classifier, batch_size=batch_size, seed=seed, **options)
