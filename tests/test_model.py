@@ -47,6 +47,16 @@ def test_class_code_enters_decoder_only_through_adain() -> None:
     assert torch.equal(cae.decode(c, s), cae.decode(c.flip(0), s))
 
 
+@pytest.mark.parametrize(("pool", "reduce"), [("avg", torch.mean), ("max", torch.amax)])
+def test_class_code_is_the_chosen_global_pool_of_the_projected_features(pool: str, reduce) -> None:
+    torch.manual_seed(0)
+    cae = CAE(_tiny(class_pool=pool))
+    x = torch.rand(2, 1, 32, 32)
+    projected = cae.class_encoder.net[:-2](x * 2 - 1)  # everything before the pooling: [2, code_dim, h, w]
+    assert projected.shape[:2] == (2, 8) and projected.shape[2] > 1
+    assert torch.allclose(cae.encode(x)[0], reduce(projected, dim=(2, 3)), atol=1e-6)
+
+
 def test_adain_and_layernorm_known_values() -> None:
     x = torch.randn(2, 3, 5, 5)
     out = adaptive_instance_norm(x, torch.full((2, 3), 1.0), torch.full((2, 3), 0.5))
@@ -71,6 +81,7 @@ def test_presets_and_json_round_trip() -> None:
     (dict(name="tiny", num_classes=1), "at least 2 classes"),
     (dict(name="tiny", image_size=30, n_down_individual=2), "image_size=30: must be divisible"),
     (dict(name="paper", image_size=28), "too many down-samplings"),
+    (dict(name="tiny", class_pool="median"), "class_pool='median': must be 'avg' or 'max'"),
 ])
 def test_config_errors(kwargs: dict, message: str) -> None:
     args = dict(image_size=32, channels=1, num_classes=2) | kwargs

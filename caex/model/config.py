@@ -48,6 +48,7 @@ class CAEConfig:
     mlp_dim: int = 64              # hidden width of the code -> AdaIN parameter MLP
     mlp_layers: int = 3            # linear layers of that MLP (8 -> 256 -> 256 -> params in the paper)
     max_width_mult: int = 4        # Ec widths stop doubling at width * this (256 = 64 * 4 in the paper)
+    class_pool: str = "avg"        # Ec's global pooling: avg (the paper) or max
     pad_type: str = "reflect"
     disc_width: int = 16
     disc_n_down: int = 3
@@ -77,6 +78,8 @@ class CAEConfig:
             if self.image_size // 2 ** getattr(self, name) < 2:  # padded 3x3/4x4 convs need >= 2 pixels
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)}: too many down-samplings "
                                  f"for image_size={self.image_size}")
+        if self.class_pool not in ("avg", "max"):
+            raise ModelError(f"CAEConfig.class_pool={self.class_pool!r}: must be 'avg' or 'max'")
         if not 0.0 <= self.disc_dropout < 1.0:
             raise ModelError(f"CAEConfig.disc_dropout={self.disc_dropout}: must be in [0, 1)")
 

@@ -18,7 +18,9 @@ class ClassEncoder(nn.Module):
 
     No normalisation (it would wash out exactly the global statistics the class
     code must carry); strided convolutions, then a 1x1 projection and global
-    average pooling.
+    pooling: average as in the paper, or max (``CAEConfig.class_pool``), where
+    a lesion covering a few per cent of the image sets the code instead of
+    being averaged down by the healthy rest.
     """
 
     def __init__(self, config: CAEConfig) -> None:
@@ -28,7 +30,8 @@ class ClassEncoder(nn.Module):
         for _ in range(config.n_down_class):
             layers.append(Conv2dBlock(width, min(2 * width, cap), 4, 2, 1, pad_type=config.pad_type))
             width = min(2 * width, cap)
-        layers += [nn.Conv2d(width, config.code_dim, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        pool = nn.AdaptiveAvgPool2d(1) if config.class_pool == "avg" else nn.AdaptiveMaxPool2d(1)
+        layers += [nn.Conv2d(width, config.code_dim, 1), pool, nn.Flatten()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
