@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from itertools import combinations
@@ -129,6 +130,16 @@ def test_train_config_round_trip_and_errors() -> None:
         TrainConfig(dc="critic")
     with pytest.raises(TrainingError, match="unknown training preset"):
         TrainConfig.preset("huge")
+
+
+def test_small_preset_is_the_measured_recipe() -> None:
+    """Every README figure for the small preset was measured with exactly these settings."""
+    small = TrainConfig.preset("small")
+    assert (small.iters, small.batch_size, small.lr, small.lr_halvings, small.critic_noise) == (6000, 4, 1e-3, 2, 0.0)
+    changed = {name: value for name, value in dataclasses.asdict(small.weights).items()
+               if value != getattr(losses.LossWeights(), name)}
+    assert changed == {"recon_image": 20.0, "classification": 10.0, "recon_pyramid": 20.0}
+    assert CAEConfig.preset("small", image_size=64, channels=1, num_classes=4).class_pool == "avg"
 
 
 # -- training runs ---------------------------------------------------------------------------
