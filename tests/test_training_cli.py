@@ -33,6 +33,7 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
         assert (run / name).is_file(), name
     assert json.loads((run / "train_config.json").read_text())["batch_size"] == 2
     assert CAE.load(run).train_codes.shape == (24, 8)
+    assert CAE.load(run).config.class_pool == "avg"
     # Resume to more iterations continues the same run.
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "6",
                  "--batch-size", "2", "--resume", "--device", "cpu"]) == 0
@@ -44,6 +45,11 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
     (["--dc", "classifier"], "need a target classifier"),
     (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
     (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
+    (["--model", "colour=red"], "--model 'colour=red': expected KEY=VALUE with KEY one of code_dim, width"),
+    (["--model", "n_res"], "--model 'n_res': expected KEY=VALUE"),
+    (["--model", "image_size=32"], "--model 'image_size=32': expected KEY=VALUE"),  # the data decides it
+    (["--model", "n_res=two"], "--model 'n_res=two': n_res must be an integer"),
+    (["--model", "class_pool=median"], "class_pool='median': must be 'avg' or 'max'"),
 ])
 def test_cli_errors_are_one_line(tmp_path, npz_data, capsys, extra, message) -> None:
     code = main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", *extra])
@@ -77,3 +83,12 @@ def test_a_given_classifier_becomes_the_class_critic_by_default(tmp_path, npz_da
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--force",
                  "--classifier", str(tmp_path / "clf"), "--dc", "discriminator", "--device", "cpu"]) == 0
     assert json.loads((run / "train_config.json").read_text())["dc"] == "discriminator"
+
+
+def test_cli_model_overrides_reach_the_saved_network(tmp_path, npz_data) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--batch-size", "2",
+                 "--model", "class_pool=max", "--model", "n-res=2", "--model", "disc_dropout=0.1",
+                 "--device", "cpu"]) == 0
+    config = CAE.load(run).config
+    assert (config.class_pool, config.n_res, config.disc_dropout) == ("max", 2, 0.1)

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any
 
 from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
+from caex.errors import CaexError
+
+#: CAEConfig fields the data decides; ``--model`` cannot set them.
+DATA_FIELDS = ("image_size", "channels", "num_classes")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", choices=("tiny", "small", "paper"), default="small",
                         help="network sizes and training settings: tiny (tests), small (<= 64 px on a CPU, "
                              "default), paper (256 px, the official widths and optimiser)")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a network size of the preset, repeatable (e.g. --model n_res=3 "
+                             "--model class_pool=max); KEY is a caex.model.CAEConfig field")
     parser.add_argument("--iters", type=int, default=None, help="training iterations (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="image pairs per iteration")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (halved over the run)")
@@ -60,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from caex.cli.common import load_data_from_args
-    from caex.errors import CaexError
     from caex.model import CAEConfig
     from caex.training import TrainConfig, train_cae
     from caex.utils.io import read_json
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CaexError(f"--{name.replace('_', '-')} {value}: must be a positive integer")
+    model_overrides = parse_model_overrides(args.model)
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = load_data_from_args(args)
@@ -85,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     train_config = TrainConfig.preset(args.preset, dc=dc, labels=args.labels, seed=args.seed,
                                       device=args.device, **overrides)
     config = CAEConfig.preset(args.preset, image_size=bundle.image_size, channels=bundle.channels,
-                              num_classes=bundle.num_classes)
+                              num_classes=bundle.num_classes, **model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
               verbose=True, force=args.force)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
@@ -95,3 +104,24 @@ def run(args: argparse.Namespace) -> int:
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
           f"CAE saved to {args.out}", file=sys.stderr)
     return 0
+
+
+def parse_model_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["n_res=3", "class_pool=max"]`` -> CAEConfig overrides typed by their field (values are checked by
+    CAEConfig itself); a one-line error for a malformed pair, an unknown key or an unconvertible value."""
+    from caex.model import CAEConfig
+
+    types = {field.name: field.type for field in dataclasses.fields(CAEConfig) if field.name not in DATA_FIELDS}
+    converters = {"int": (int, "an integer"), "float": (float, "a number"), "str": (str, "text")}
+    overrides = {}
+    for pair in pairs:
+        key, separator, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not separator or key not in types:
+            raise CaexError(f"--model {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        convert, kind = converters[types[key]]
+        try:
+            overrides[key] = convert(text.strip())
+        except ValueError:
+            raise CaexError(f"--model {pair!r}: {key} must be {kind}") from None
+    return overrides
