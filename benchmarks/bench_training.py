@@ -14,6 +14,7 @@ Prints the figures (throughput, time to 90% swap success, final values) and
 writes them to ``benchmarks/bench_training_<dc>.json``. Run::
 
     python benchmarks/bench_training.py [--minutes 10] [--threads 1] [--seed 0]
+    python benchmarks/bench_training.py --model class_pool=max --out bench_training_maxpool.json  # a variant
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import torch
 from caex.classifier import Classifier
 from caex.classifier.loaders import TorchClassifier
 from caex.classifier.train import train_classifier
+from caex.cli.train import parse_model_overrides
 from caex.data import load_dataset
+from caex.errors import CaexError
 from caex.manifold.swap import sample_swap_pairs, swap_predictions
 from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, train_cae
@@ -64,10 +67,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="CAE training seed (the classifiers and data stay fixed); other seeds write "
                              "bench_training_<dc>_seed<N>.json")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a network size of the small preset, repeatable (as caex train --model)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file for the figures (default: bench_training_<dc>[_seed<N>].json here)")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
                         help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
                              "the one measuring swap success stays independent of training")
     args = parser.parse_args()
+    try:
+        model_overrides = parse_model_overrides(args.model)
+    except CaexError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(args.threads)
     load = os.getloadavg()
 
@@ -105,7 +116,7 @@ def main() -> None:
         clock["paused"] += time.perf_counter() - pause
 
     config = CAEConfig.preset("small", image_size=bundle.image_size, channels=bundle.channels,
-                              num_classes=bundle.num_classes)
+                              num_classes=bundle.num_classes, **model_overrides)
     overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc,
                      seed=args.seed)
     for name in ("iters", "batch_size", "lr"):
@@ -137,7 +148,8 @@ def main() -> None:
           f"{final['recon_l1_noise_free']:.4f}); time to 90% swap: "
           f"{reached if reached is not None else 'not reached'} s")
     suffix = f"_seed{args.seed}" if args.seed else ""
-    Path(__file__).with_name(f"bench_training_{args.dc}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or Path(__file__).with_name(f"bench_training_{args.dc}{suffix}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
