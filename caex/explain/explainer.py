@@ -179,10 +179,11 @@ class Explainer:
         self._check_request(path, steps, saliency, reference, target, all_targets=False)
         images = self._as_batch(images, "images")
         end_codes, target = self._reference_ends(reference, target, len(images))
-        if target is None:
+        if target is not None:
+            target = self._parse_target(target, len(images))
+        else:
             input_probs = self.classifier.predict_proba(images).cpu()
             target = _other_classes_by_probability(input_probs, input_probs.argmax(dim=1))[:, 0]
-        target = self._parse_target(target, len(images))
         codes, individual = self._encode(images)
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
         *_, frames, probs = self._decode_paths(codes, individual, torch.arange(len(images)), target, path=path,
