@@ -14,7 +14,7 @@ Prints the figures (throughput, time to 90% swap success, final values) and
 writes them to ``benchmarks/bench_training_<dc>.json``. Run::
 
     python benchmarks/bench_training.py [--minutes 10] [--threads 1] [--seed 0]
-    python benchmarks/bench_training.py --model class_pool=max --out bench_training_maxpool.json  # a variant
+    python benchmarks/bench_training.py --model class_pool=avg --out bench_training_avgpool.json  # a variant
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import torch
 from caex.classifier import Classifier
 from caex.classifier.loaders import TorchClassifier
 from caex.classifier.train import train_classifier
-from caex.cli.train import parse_model_overrides
 from caex.data import load_dataset
 from caex.errors import CaexError
 from caex.manifold.swap import sample_swap_pairs, swap_predictions
@@ -76,7 +75,7 @@ def main() -> None:
                              "the one measuring swap success stays independent of training")
     args = parser.parse_args()
     try:
-        model_overrides = parse_model_overrides(args.model)
+        model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
     except CaexError as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)

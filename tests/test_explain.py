@@ -14,6 +14,7 @@ from caex.classifier import Classifier, TorchClassifier, build_classifier_networ
 from caex.errors import CaexError
 from caex.explain import Explainer, ExplainerAttributor, Explanation
 from caex.explain.paths import CodeGraph, guided_paths, resample_polylines, straight_paths
+from caex.explain.targets import other_classes_by_probability
 from caex.explain.saliency import contrast_saliency, end_steps, flip_steps, gaussian_smooth, weighted_saliency
 from caex.model import CAE, CAEConfig
 
@@ -134,6 +135,12 @@ def test_flip_steps_and_end_steps_on_constructed_probabilities() -> None:
     assert end_steps(flips, 4, stop_at_flip=False).tolist() == [3, 3, 3]
 
 
+def test_other_classes_are_ranked_by_probability_without_the_excluded_one() -> None:
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.2, 0.2, 0.6], [0.5, 0.25, 0.25]])
+    ranked = other_classes_by_probability(probs, torch.tensor([1, 2, 0]))
+    assert ranked.tolist() == [[2, 0], [0, 1], [1, 2]]  # ties keep class order
+
+
 def test_weighted_saliency_uses_only_steps_up_to_the_end() -> None:
     frames = torch.zeros(1, 4, 1, 2, 2)
     frames[0, 1:, 0, 0, 0] = 1.0   # pixel (0,0) changes at step 1
@@ -195,7 +202,6 @@ def test_guided_path_follows_graph_edges_and_ends_on_a_target_code() -> None:
     exemplars = bank[:5] + 0.001                                  # near the tip of the class-0 arm
     target = torch.ones(5, dtype=torch.long)
     guided = guided_paths(graph, exemplars, target, steps=12)
-    assert not guided.fallback.any()
     adjacency = graph.graph.toarray() > 0
     for b, route in enumerate(guided.nodes):
         assert labels[route[-1]] == 1 and all(labels[node] == 0 for node in route[:-1])
@@ -210,14 +216,35 @@ def test_guided_path_follows_graph_edges_and_ends_on_a_target_code() -> None:
         assert torch.all(spacing > 0.5 * length / 11)            # ...and always moving forward
 
 
-def test_disconnected_graph_falls_back_to_the_nearest_code_with_a_warning() -> None:
+def test_disconnected_classes_are_joined_at_their_closest_pair_of_codes() -> None:
+    """Two clusters far apart: the 2-NN graph alone has no route between them."""
     bank = torch.cat([torch.zeros(5, 2), torch.full((5, 2), 10.0)]) + torch.arange(10.0)[:, None] * 0.01
     labels = torch.tensor([0] * 5 + [1] * 5)
     graph = CodeGraph(bank, labels, k=2)
-    with pytest.warns(RuntimeWarning, match="cannot reach"):
-        guided = guided_paths(graph, torch.zeros(1, 2), torch.tensor([1]), steps=4)
-    assert guided.fallback.tolist() == [True] and guided.nodes == [[5]]
+    adjacency = graph.graph.toarray() > 0
+    across = np.argwhere(adjacency[:5, 5:])
+    assert across.tolist() == [[4, 0]] and adjacency[5, 4]      # one bridge, 4 <-> 5, both directions
+    assert graph.graph[4, 5] == pytest.approx(float((bank[4] - bank[5]).norm()))
+    guided = guided_paths(graph, torch.zeros(1, 2), torch.tensor([1]), steps=4)
+    assert guided.nodes[0][-2:] == [4, 5] and all(node < 5 for node in guided.nodes[0][:-1])
     assert torch.equal(guided.codes[0, -1], bank[5])
+
+
+def test_every_pair_of_pieces_gets_one_bridge() -> None:
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]).repeat_interleave(4, dim=0)
+    graph = CodeGraph(centres + torch.rand(12, 2, generator=torch.Generator().manual_seed(0)),
+                      torch.arange(3).repeat_interleave(4), k=2)
+    cluster = torch.arange(12) // 4
+    rows, cols = graph.graph.nonzero()
+    assert sorted({(int(cluster[a]), int(cluster[b])) for a, b in zip(rows, cols) if cluster[a] < cluster[b]}) == [
+        (0, 1), (0, 2), (1, 2)]
+    assert sum(int(cluster[a] != cluster[b]) for a, b in zip(rows, cols)) == 6  # 3 bridges, both directions
+
+
+def test_a_target_class_without_stored_codes_is_an_error() -> None:
+    graph = CodeGraph(torch.rand(6, 2), torch.zeros(6, dtype=torch.long), k=2)
+    with pytest.raises(ValueError, match=r"no stored code of target class\(es\) \[1\]"):
+        guided_paths(graph, torch.zeros(1, 2), torch.tensor([1]), steps=4)
 
 
 def test_every_path_type_starts_at_the_exemplar_and_ends_at_its_end_code(painted: Explainer) -> None:

@@ -89,6 +89,17 @@ def test_config_errors(kwargs: dict, message: str) -> None:
         CAEConfig.preset(args.pop("name"), **args)
 
 
+def test_overrides_are_typed_by_their_field_and_reach_the_preset() -> None:
+    overrides = CAEConfig.parse_overrides(["n_res=3", "class-pool=avg", "disc_dropout=0.25"])
+    assert overrides == {"n_res": 3, "class_pool": "avg", "disc_dropout": 0.25}
+    config = CAEConfig.preset("small", image_size=64, channels=1, num_classes=4, **overrides)
+    assert (config.n_res, config.class_pool, config.disc_dropout, config.width) == (3, "avg", 0.25, 8)
+    with pytest.raises(ModelError, match="^override 'channels=3': expected KEY=VALUE"):
+        CAEConfig.parse_overrides(["channels=3"])  # the data decides it
+    with pytest.raises(ModelError, match="^-m 'width=1.5': width must be an integer"):
+        CAEConfig.parse_overrides(["width=1.5"], option="-m")
+
+
 def test_bundle_round_trip(tmp_path) -> None:
     torch.manual_seed(0)
     cae = CAE(_tiny(num_classes=3), class_names=["a", "b", "c"]).eval()

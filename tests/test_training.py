@@ -139,7 +139,7 @@ def test_small_preset_is_the_measured_recipe() -> None:
     changed = {name: value for name, value in dataclasses.asdict(small.weights).items()
                if value != getattr(losses.LossWeights(), name)}
     assert changed == {"recon_image": 20.0, "classification": 10.0, "recon_pyramid": 20.0}
-    assert CAEConfig.preset("small", image_size=64, channels=1, num_classes=4).class_pool == "avg"
+    assert CAEConfig.preset("small", image_size=64, channels=1, num_classes=4).class_pool == "max"
 
 
 # -- training runs ---------------------------------------------------------------------------

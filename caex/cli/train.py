@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from typing import Any
-
 from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
 from caex.errors import CaexError
-
-#: CAEConfig fields the data decides; ``--model`` cannot set them.
-DATA_FIELDS = ("image_size", "channels", "num_classes")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -77,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CaexError(f"--{name.replace('_', '-')} {value}: must be a positive integer")
-    model_overrides = parse_model_overrides(args.model)
+    model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = load_data_from_args(args)
@@ -104,24 +97,3 @@ def run(args: argparse.Namespace) -> int:
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
           f"CAE saved to {args.out}", file=sys.stderr)
     return 0
-
-
-def parse_model_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["n_res=3", "class_pool=max"]`` -> CAEConfig overrides typed by their field (values are checked by
-    CAEConfig itself); a one-line error for a malformed pair, an unknown key or an unconvertible value."""
-    from caex.model import CAEConfig
-
-    types = {field.name: field.type for field in dataclasses.fields(CAEConfig) if field.name not in DATA_FIELDS}
-    converters = {"int": (int, "an integer"), "float": (float, "a number"), "str": (str, "text")}
-    overrides = {}
-    for pair in pairs:
-        key, separator, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not separator or key not in types:
-            raise CaexError(f"--model {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
-        convert, kind = converters[types[key]]
-        try:
-            overrides[key] = convert(text.strip())
-        except ValueError:
-            raise CaexError(f"--model {pair!r}: {key} must be {kind}") from None
-    return overrides

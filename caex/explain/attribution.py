@@ -26,6 +26,7 @@ from torch import nn
 from caex.classifier.base import Classifier
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
+from caex.explain.targets import other_classes_by_probability
 from caex.utils.seed import torch_generator
 
 
@@ -336,8 +337,7 @@ class ExplainerAttributor(Attributor):
         """The most probable class other than ``target``; for two classes the other one, with no classifier pass."""
         if self.classifier.num_classes == 2:
             return 1 - target
-        probs = self.classifier.predict_proba(inputs)
-        return probs.scatter(1, target[:, None], -1.0).argmax(dim=1)
+        return other_classes_by_probability(self.classifier.predict_proba(inputs), target)[:, 0]
 
 
 BASELINES: dict[str, type[Attributor]] = {

@@ -27,6 +27,7 @@ from caex.classifier.base import Classifier
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
+from caex.explain.targets import other_classes_by_probability
 from caex.utils.device import resolve_device
 from caex.utils.seed import torch_generator
 
@@ -142,13 +143,13 @@ class Explainer:
         end_codes, target = self._reference_ends(reference, target, len(images))
         codes, individual = self._encode(images)
         if all_targets:
-            ranked = _other_classes_by_probability(input_probs, prediction)         # [B, K-1]
+            ranked = other_classes_by_probability(input_probs, prediction)         # [B, K-1]
             owner = torch.arange(len(images)).repeat(ranked.shape[1])                # [(K-1)*B]
             targets = ranked.T.reshape(-1)
         else:
             owner = torch.arange(len(images))
             targets = (self._parse_target(target, len(images)) if target is not None
-                       else _other_classes_by_probability(input_probs, prediction)[:, 0])
+                       else other_classes_by_probability(input_probs, prediction)[:, 0])
         path_codes, path_nodes, frames, probs = self._decode_paths(
             codes, individual, owner, targets, path=path, steps=steps,
             end_codes=None if end_codes is None else end_codes[owner], classify=True)
@@ -183,7 +184,7 @@ class Explainer:
             target = self._parse_target(target, len(images))
         else:
             input_probs = self.classifier.predict_proba(images).cpu()
-            target = _other_classes_by_probability(input_probs, input_probs.argmax(dim=1))[:, 0]
+            target = other_classes_by_probability(input_probs, input_probs.argmax(dim=1))[:, 0]
         codes, individual = self._encode(images)
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
         *_, frames, probs = self._decode_paths(codes, individual, torch.arange(len(images)), target, path=path,
@@ -368,12 +369,6 @@ class Explainer:
             return value
         raise ExplainError(f"target {value!r}: not a class of this model ({', '.join(self.class_names)} "
                            f"or 0..{len(self.class_names) - 1})")
-
-
-def _other_classes_by_probability(probs: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
-    """``[B, K-1]`` class indices other than the prediction, most probable first."""
-    masked = probs.scatter(1, prediction[:, None], -1.0)
-    return masked.argsort(dim=1, descending=True, stable=True)[:, :-1]
 
 
 def _module_device(module: nn.Module) -> torch.device:

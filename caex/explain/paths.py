@@ -10,20 +10,22 @@ step ``T-1`` exactly ``c*``. Four ways to choose the end (SPEC §4):
 * ``guided``: the shortest path through a k-nearest-neighbour graph over the
   stored training codes (:class:`CodeGraph`). It follows the data manifold
   instead of cutting through empty code space, which is what makes the local
-  explanation "global": every intermediate code is one the CAE has seen.
+  explanation "global": every intermediate code is one the CAE has seen. Well
+  separated classes leave the kNN graph in pieces; the pieces are joined at
+  their closest pair of codes, so the path crosses the gap where it is
+  narrowest.
 
 Nothing here decodes or classifies; :class:`caex.explain.Explainer` does that.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra
 
 #: Codes sampled along a path, both ends included: the default of every explain and evaluate entry point.
 DEFAULT_STEPS = 16
@@ -139,9 +141,12 @@ class GraphSearch:
 class CodeGraph:
     """A symmetric k-nearest-neighbour graph over stored class codes, built once and reused.
 
-    Edge weights are Euclidean distances. Exemplars join a search with edges
-    *out of* them only, so no exemplar can relay another's path: a batch gives
-    exactly the paths its images would get one at a time.
+    Edge weights are Euclidean distances. Disconnected pieces of the kNN graph
+    (typically one per well-separated class) are joined at their closest pair
+    of codes, as scikit-learn's Isomap does, so every class region is reachable
+    from every code. Exemplars join a search with edges *out of* them only, so
+    no exemplar can relay another's path: a batch gives exactly the paths its
+    images would get one at a time.
     """
 
     def __init__(self, bank: torch.Tensor, labels: torch.Tensor, k: int = 10) -> None:
@@ -155,7 +160,7 @@ class CodeGraph:
         weights = distance.flatten().double().clamp_min(_MIN_EDGE).numpy()
         graph = csr_matrix((weights, (rows.numpy(), neighbour.flatten().numpy())),
                            shape=(len(self.bank), len(self.bank)))
-        self.graph = graph.maximum(graph.T).tocsr()  # i~j if either is among the other's k nearest
+        self.graph = _join_components(graph.maximum(graph.T).tocsr(), self.bank)  # i~j: either is the other's kNN
 
     @property
     def size(self) -> int:
@@ -186,7 +191,6 @@ class GuidedPaths:
 
     codes: torch.Tensor       # [B, T, D]
     nodes: list[list[int]]    # stored-code indices along each path; the last one is the end code
-    fallback: torch.Tensor    # [B] bool: target region unreachable, straight line to the nearest code
 
 
 def guided_paths(graph: CodeGraph, codes: torch.Tensor, target: torch.Tensor, steps: int, *,
@@ -194,25 +198,40 @@ def guided_paths(graph: CodeGraph, codes: torch.Tensor, target: torch.Tensor, st
     """Shortest graph routes from each code ``[B, D]`` into its target class, resampled to ``T`` steps.
 
     ``ends[b]`` is the stored code to end at (default: the nearest-by-graph
-    code labelled ``target[b]``); ``-1`` means unreachable. An unreachable
-    target region (the kNN graph is disconnected) falls back to a straight line
-    to the Euclidean-nearest stored code of the class, with a warning.
+    code labelled ``target[b]``).
     """
     search = graph.search(codes) if search is None else search
     if ends is None:
         ends = search.candidates(graph.region(target), 1)[:, 0]
-    fallback = ends < 0
-    if fallback.any():
-        warnings.warn(f"{int(fallback.sum())} exemplar(s) cannot reach their target class in the "
-                      f"{graph.k}-NN code graph (disconnected); using a straight path to the nearest "
-                      "stored code instead", RuntimeWarning, stacklevel=2)
-        nearest = nearest_in_class(codes.detach().float().cpu(), graph.bank, graph.labels, target.cpu())
-        ends = torch.where(fallback, nearest, ends)
-    nodes = [[int(end)] if lost else search.route(b, int(end))
-             for b, (end, lost) in enumerate(zip(ends.tolist(), fallback.tolist()))]
+    if (ends < 0).any():  # the graph is connected, so only a class without stored codes gets here
+        missing = sorted(set(target[ends.to(target.device) < 0].tolist()))
+        raise ValueError(f"no stored code of target class(es) {missing} in the code graph")
+    nodes = [search.route(b, end) for b, end in enumerate(ends.tolist())]
     bank = graph.bank.to(codes.device, codes.dtype)
     polylines = [torch.cat([codes[b:b + 1], bank[route]]) for b, route in enumerate(nodes)]
-    return GuidedPaths(codes=resample_polylines(polylines, steps), nodes=nodes, fallback=fallback)
+    return GuidedPaths(codes=resample_polylines(polylines, steps), nodes=nodes)
+
+
+def _join_components(graph: csr_matrix, bank: torch.Tensor) -> csr_matrix:
+    """``graph`` plus one edge between every two connected components, at their closest pair of codes."""
+    count, component = connected_components(graph, directed=False)
+    if count == 1:
+        return graph
+    component = torch.from_numpy(component).long()
+    rows, cols, weights = [], [], []
+    for first in range(count - 1):
+        inside = torch.nonzero(component == first).squeeze(1)
+        later = torch.nonzero(component > first).squeeze(1)
+        distance, nearest = knn_indices(bank[later], bank[inside], 1, chunk=1024)   # [L, 1] each
+        distance, nearest = distance[:, 0], inside[nearest[:, 0]]
+        for second in component[later].unique():                 # the closest pair to each later component
+            members = torch.nonzero(component[later] == second).squeeze(1)
+            best = members[distance[members].argmin()]
+            rows.append(int(nearest[best]))
+            cols.append(int(later[best]))
+            weights.append(max(float(distance[best]), _MIN_EDGE))
+    bridges = csr_matrix((weights, (rows, cols)), shape=graph.shape)
+    return (graph + bridges + bridges.T).tocsr()
 
 
 def _check_steps(steps: int) -> None:
