@@ -2,6 +2,7 @@
 
     python benchmarks/bench_evaluate.py [--data synthetic --data mnist:4,9] [--n-images 64] [--device auto]
     python benchmarks/bench_evaluate.py --cae-steps 2 --methods cae-centroid,cae-nearest,gradcam  # fast CAE maps
+    python benchmarks/bench_evaluate.py --data synthetic --cae-target normal  # lesions explained by their removal
 
 For each data set: a ``smallcnn`` target classifier and a ``small``-preset CAE
 (``small`` training preset), cached under ``runs/bench/`` and reused when
@@ -12,7 +13,8 @@ same correctly classified test images; the tables are printed, the full
 outputs (CSV/JSON/Markdown, curves.png, gallery.png) go to
 ``runs/bench/<spec>/evaluation/`` and a summary to ``bench_evaluate.json``
 next to this script (``bench_evaluate_steps<N>.json`` and ``evaluation_steps<N>/``
-when ``--cae-steps`` is not the default, 16).
+when ``--cae-steps`` is not the default, 16; ``_target-<CLASS>`` is appended
+with ``--cae-target``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main() -> int:
     parser.add_argument("--n-images", type=int, default=64)
     parser.add_argument("--cae-steps", type=int, default=DEFAULT_STEPS,
                         help=f"path length of the CAE methods (default: {DEFAULT_STEPS})")
+    parser.add_argument("--cae-target", default=None, metavar="CLASS",
+                        help="class every CAE counterfactual heads for (as caex evaluate --cae-target)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,14 +64,17 @@ def main() -> int:
 
     summary = {}
     methods = args.methods.split(",")
-    cae_options = {name: {"steps": args.cae_steps} for name in methods if is_cae_method(name)}
     suffix = "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
+    suffix += f"_target-{args.cae_target}" if args.cae_target else ""
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec)
         if suffix:
             out_dir = out_dir.with_name(out_dir.name + suffix)
         classifier = cached_classifier(classifier_dir, data, args.device)
+        counter_class = None if args.cae_target is None else data.class_index(args.cae_target)
+        cae_options = {name: {"steps": args.cae_steps, "counter_class": counter_class}
+                       for name in methods if is_cae_method(name)}
         cae = cached_cae(cae_dir, data, args.device, classifier)
         started = time.perf_counter()
         results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,

@@ -26,6 +26,10 @@ def test_help_lists_the_methods(capsys):
     (["none", "synthetic", "--methods", "gradcam,smoothgrad"], "unknown method 'smoothgrad'"),
     (["none", "synthetic", "--methods", "random", "--share", "2"], "the share in (0, 1]"),
     (["none", "synthetic", "--methods", "random", "--cae-steps", "1"], "--cae-steps 1: a path needs at least 2"),
+    (["none", "synthetic:size=32,per_class=4", "--methods", "random", "--cae-target", "healthy"],
+     "--cae-target 'healthy': not a class of synthetic:size=32,per_class=4 (normal, cnv, dme, drusen or 0..3)"),
+    (["none", "synthetic:size=32,per_class=4", "--methods", "random", "--cae-target", "4"],
+     "--cae-target '4': not a class of synthetic"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
     code = main(["evaluate", *argv, "--classifier", str(tmp_path), "--out", str(tmp_path / "out")])

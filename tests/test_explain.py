@@ -417,3 +417,20 @@ def test_cae_attributor_explains_leaving_the_given_class(painted: Explainer,
     maps = attributor.saliency(images[:4], explained)
     assert torch.all(counter != explained)
     assert torch.allclose(maps, explainer.saliency(images[:4], target=counter, path="centroid", steps=3), atol=1e-6)
+
+
+def test_cae_attributor_heads_for_a_fixed_counter_class(tiny: tuple[Explainer, torch.Tensor], monkeypatch) -> None:
+    """Every image leaves for class 0 (a healthy class, say) except class 0's own, which takes its best other."""
+    explainer, images = tiny
+    classifier, seen = explainer.classifier, []
+    best_other = classifier.predict_proba(images[:4]).scatter(1, torch.tensor([[0], [1], [2], [0]]), -1.0).argmax(1)
+    predict_proba = classifier.predict_proba
+    monkeypatch.setattr(classifier, "predict_proba", lambda batch: seen.append(len(batch)) or predict_proba(batch))
+    attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0)
+    assert attributor._counter_class(images[:3], torch.tensor([1, 2, 1])).tolist() == [0, 0, 0]
+    assert seen == []  # nobody is of class 0: no classifier pass
+    counter = attributor._counter_class(images[:4], torch.tensor([0, 1, 2, 0]))
+    assert seen == [4]
+    assert counter.tolist() == [int(best_other[0]), 0, 0, int(best_other[3])]
+    with pytest.raises(CaexError, match="counter_class=3: not a class index of this classifier"):
+        ExplainerAttributor(explainer.classifier, explainer, counter_class=3)

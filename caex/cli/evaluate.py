@@ -49,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cae-steps", type=int, default=DEFAULT_STEPS,
                         help=f"path length of the cae methods (default: {DEFAULT_STEPS}; 2 = end frame against "
                              "the reconstruction only, about 7x faster)")
+    parser.add_argument("--cae-target", default=None, metavar="CLASS",
+                        help="class name or index every cae counterfactual heads for, e.g. a healthy class "
+                             "(its own images head for their most probable other class; default: the most "
+                             "probable other class for every image)")
     parser.add_argument("--n-images", type=int, default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
     parser.add_argument("--batch-size", type=int, default=16,
@@ -82,12 +86,17 @@ def run(args: argparse.Namespace) -> int:
                         "patch and N must be positive and the share in (0, 1]")
     run_dir = _run_folder(args.run, wants_cae=any(map(is_cae_method, methods)))
     data = load_data_from_args(args)
+    try:
+        counter_class = None if args.cae_target is None else data.class_index(args.cae_target)
+    except CaexError as exc:
+        raise CaexError(f"--cae-target {exc}") from None
+    cae_options = {"steps": args.cae_steps, "counter_class": counter_class}
     classifier = load_classifier(args.classifier, arch=args.arch, device=args.device)
     check_compatible(classifier, data)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
     results = evaluate(run_dir, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                        out_dir=args.out, batch_size=args.batch_size, metric=metric,
-                       method_options={name: {"steps": args.cae_steps} for name in methods if is_cae_method(name)},
+                       method_options={name: cae_options for name in methods if is_cae_method(name)},
                        classifier_name=args.classifier, verbose=True)
     print(results.to_markdown())
     print(f"wrote results.csv, results.json, results.md, curves.png and gallery.png to {args.out}")

@@ -7,10 +7,13 @@ internally, so nothing downstream has to know where the pixels came from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset
+
+from caex.errors import DataError
 
 
 @dataclass
@@ -65,6 +68,15 @@ class ImageSet(Dataset):
                 self.subset(test[torch.randperm(len(test), generator=generator)]))
 
 
+def class_index(value: str | int, class_names: Sequence[str]) -> int | None:
+    """The index of a class given by name or index (``"dme"``, ``2``, ``"2"``); ``None`` if it names none."""
+    if isinstance(value, str) and value in class_names:
+        return list(class_names).index(value)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and 0 <= value < len(class_names) else None
+
+
 @dataclass
 class DataBundle:
     """A loaded data set: train and test splits plus what a model needs to know about it."""
@@ -77,6 +89,14 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def class_index(self, value: str | int) -> int:
+        """A class given by name or index (``"dme"``, ``2``, ``"2"``) as its index; a one-line error otherwise."""
+        index = class_index(value, self.class_names)
+        if index is None:
+            raise DataError(f"{value!r}: not a class of {self.spec} ({', '.join(self.class_names)} "
+                            f"or 0..{self.num_classes - 1})")
+        return index
 
     @property
     def channels(self) -> int:

@@ -317,15 +317,22 @@ class ExplainerAttributor(Attributor):
 
     ``target`` is the class being explained (ground truth); the path runs from
     the image towards the most probable *other* class, and the saliency marks
-    what had to change to leave ``target``. ``steps`` is the path length
-    (2 = the straight contrast of the end frame with the reconstruction).
+    what had to change to leave ``target``. ``counter_class`` fixes that
+    destination instead (a healthy reference class, say), so a lesion is
+    explained by its removal rather than by a swap to another lesion; images of
+    that class still head for their most probable other class. ``steps`` is
+    the path length (2 = the straight contrast of the end frame with the
+    reconstruction).
     """
 
     def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided", steps: int = DEFAULT_STEPS,
-                 name: str | None = None, **kwargs: Any) -> None:
+                 counter_class: int | None = None, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
+        if counter_class is not None and not 0 <= counter_class < classifier.num_classes:
+            raise AttributionError(f"counter_class={counter_class}: not a class index of this classifier "
+                                   f"(0..{classifier.num_classes - 1})")
         self.explainer = explainer
-        self.path, self.steps = path, steps
+        self.path, self.steps, self.counter_class = path, steps, counter_class
         self.name = name or f"cae-{path}"
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -334,10 +341,16 @@ class ExplainerAttributor(Attributor):
         return maps[:, None]
 
     def _counter_class(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The most probable class other than ``target``; for two classes the other one, with no classifier pass."""
+        """:attr:`counter_class`, else the most probable class other than ``target``; the classifier runs only
+        where that choice needs it (never for two classes)."""
         if self.classifier.num_classes == 2:
             return 1 - target
-        return other_classes_by_probability(self.classifier.predict_proba(inputs), target)[:, 0]
+        fixed = torch.full_like(target, -1 if self.counter_class is None else self.counter_class)
+        leaving = (fixed >= 0) & (fixed != target)
+        if leaving.all():
+            return fixed
+        probable = other_classes_by_probability(self.classifier.predict_proba(inputs), target)[:, 0]
+        return torch.where(leaving, fixed, probable.to(target.device))
 
 
 BASELINES: dict[str, type[Attributor]] = {

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from caex.classifier.base import Classifier
+from caex.data.types import class_index
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
@@ -361,12 +362,9 @@ class Explainer:
         return torch.tensor([self._class_index(value) for value in target], dtype=torch.long)
 
     def _class_index(self, value: int | str) -> int:
-        if isinstance(value, str) and value in self.class_names:
-            return self.class_names.index(value)
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            value = int(value)
-        if isinstance(value, int) and 0 <= value < len(self.class_names):
-            return value
+        index = class_index(value, self.class_names)
+        if index is not None:
+            return index
         raise ExplainError(f"target {value!r}: not a class of this model ({', '.join(self.class_names)} "
                            f"or 0..{len(self.class_names) - 1})")
 

@@ -224,13 +224,16 @@ def _join_components(graph: csr_matrix, bank: torch.Tensor) -> csr_matrix:
         later = torch.nonzero(component > first).squeeze(1)
         distance, nearest = knn_indices(bank[later], bank[inside], 1, chunk=1024)   # [L, 1] each
         distance, nearest = distance[:, 0], inside[nearest[:, 0]]
-        for second in component[later].unique():                 # the closest pair to each later component
-            members = torch.nonzero(component[later] == second).squeeze(1)
-            best = members[distance[members].argmin()]
-            rows.append(int(nearest[best]))
-            cols.append(int(later[best]))
-            weights.append(max(float(distance[best]), _MIN_EDGE))
-    bridges = csr_matrix((weights, (rows, cols)), shape=graph.shape)
+        # Sorted by component, then by distance: each component's first entry is its closest point.
+        order = distance.argsort()
+        order = order[torch.argsort(component[later][order], stable=True)]
+        _, sizes = torch.unique_consecutive(component[later][order], return_counts=True)
+        closest = order[sizes.cumsum(0) - sizes]
+        rows.append(nearest[closest])
+        cols.append(later[closest])
+        weights.append(distance[closest].double().clamp_min(_MIN_EDGE))
+    bridges = csr_matrix((torch.cat(weights).numpy(), (torch.cat(rows).numpy(), torch.cat(cols).numpy())),
+                         shape=graph.shape)
     return (graph + bridges + bridges.T).tocsr()
 
 
