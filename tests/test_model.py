@@ -9,7 +9,7 @@ import torch
 
 from caex.errors import ModelError
 from caex.model import CAE, CAEConfig, Discriminator
-from caex.model.blocks import LayerNorm, adaptive_instance_norm
+from caex.model.blocks import LayerNorm, Upsample2x, adaptive_instance_norm
 
 
 def _tiny(size: int = 32, channels: int = 1, num_classes: int = 2, **overrides) -> CAEConfig:
@@ -55,6 +55,17 @@ def test_class_code_is_the_chosen_global_pool_of_the_projected_features(pool: st
     projected = cae.class_encoder.net[:-2](x * 2 - 1)  # everything before the pooling: [2, code_dim, h, w]
     assert projected.shape[:2] == (2, 8) and projected.shape[2] > 1
     assert torch.allclose(cae.encode(x)[0], reduce(projected, dim=(2, 3)), atol=1e-6)
+
+
+def test_upsample2x_equals_nearest_upsampling_forward_and_backward() -> None:
+    x = torch.randn(3, 5, 4, 6, requires_grad=True)
+    reference = torch.nn.Upsample(scale_factor=2, mode="nearest")(x)
+    ours = Upsample2x()(x)
+    assert ours.shape == (3, 5, 8, 12) and torch.equal(ours, reference)
+    weights = torch.randn_like(ours)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), x)
+    (got,) = torch.autograd.grad((ours * weights).sum(), x)
+    assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_adain_and_layernorm_known_values() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from caex.model.blocks import MLP, AdaINResBlock, Conv2dBlock, res_blocks
+from caex.model.blocks import MLP, AdaINResBlock, Conv2dBlock, Upsample2x, res_blocks
 from caex.model.config import CAEConfig
 
 
@@ -71,7 +71,7 @@ class Decoder(nn.Module):
         self.mlp = MLP(config.code_dim, self.num_adain_params, config.mlp_dim, config.mlp_layers)
         layers: list[nn.Module] = []
         for _ in range(config.n_down_individual):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+            layers += [Upsample2x(),
                        Conv2dBlock(width, width // 2, 5, 1, 2, norm="ln", pad_type=pad)]
             width //= 2
         layers.append(Conv2dBlock(width, config.channels, 7, 1, 3, activation="tanh", pad_type=pad))
