@@ -56,3 +56,26 @@ def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())["methods"]
     assert [row["method"] for row in rows] == ["gradcam", "random"]
     assert all((out / name).is_file() for name in ("results.csv", "results.md", "curves.png", "gallery.png"))
+
+
+@pytest.mark.skipif(not hasattr(caex.data, "load_dataset"), reason="caex.data.load_dataset not built yet")
+def test_cae_target_reaches_every_cae_method_as_a_class_index(tmp_path, capsys, monkeypatch):
+    import caex.evaluation.runner
+    from caex.errors import CaexError
+
+    seen = {}
+
+    def fake_evaluate(*args, method_options, **kwargs):
+        seen.update(method_options)
+        raise CaexError("stopped after the options were built")
+
+    monkeypatch.setattr(caex.evaluation.runner, "evaluate", fake_evaluate)
+    torch.manual_seed(0)
+    net = build_classifier_network("smallcnn", channels=1, num_classes=4, image_size=32)
+    save_bundle(net, tmp_path / "clf", class_names=["normal", "cnv", "dme", "drusen"], image_size=32)
+    (tmp_path / "run").mkdir()
+    code = main(["evaluate", str(tmp_path / "run"), "synthetic:size=32,per_class=4", "--classifier",
+                 str(tmp_path / "clf"), "--methods", "cae-nearest,cae-centroid,random", "--cae-target", "normal",
+                 "--cae-steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert code == 2 and "stopped after the options were built" in capsys.readouterr().err
+    assert seen == {name: {"steps": 2, "counter_class": 0} for name in ("cae-nearest", "cae-centroid")}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+
 from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
 from caex.errors import CaexError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -223,11 +223,11 @@ def _join_components(graph: csr_matrix, bank: torch.Tensor) -> csr_matrix:
         inside = torch.nonzero(component == first).squeeze(1)
         later = torch.nonzero(component > first).squeeze(1)
         distance, nearest = knn_indices(bank[later], bank[inside], 1, chunk=1024)   # [L, 1] each
-        distance, nearest = distance[:, 0], inside[nearest[:, 0]]
+        distance, nearest, owner = distance[:, 0], inside[nearest[:, 0]], component[later]
         # Sorted by component, then by distance: each component's first entry is its closest point.
         order = distance.argsort()
-        order = order[torch.argsort(component[later][order], stable=True)]
-        _, sizes = torch.unique_consecutive(component[later][order], return_counts=True)
+        order = order[torch.argsort(owner[order], stable=True)]
+        _, sizes = torch.unique_consecutive(owner[order], return_counts=True)
         closest = order[sizes.cumsum(0) - sizes]
         rows.append(nearest[closest])
         cols.append(later[closest])
