@@ -23,10 +23,13 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from caex.classifier import Classifier
@@ -34,7 +37,7 @@ from caex.classifier.loaders import TorchClassifier
 from caex.classifier.train import train_classifier
 from caex.data import load_dataset
 from caex.errors import CaexError
-from caex.manifold.swap import sample_swap_pairs, swap_predictions
+from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, train_cae
 from caex.training.trainer import reconstruction_l1
@@ -43,13 +46,15 @@ DATA_SPEC = "synthetic"
 
 
 @torch.no_grad()
-def swap_success(cae: CAE, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
-                 pairs_per_class_pair: int = 34, seed: int = 123) -> float:
-    """Share of balanced different-class test pairs whose swap G(c_B, s_A) the classifier calls y_B."""
+def swap_matrix(cae: CAE, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
+                pairs_per_class_pair: int = 34, seed: int = 123) -> np.ndarray:
+    """From-class x to-class share of balanced test pairs whose swap G(c_B, s_A) the classifier calls y_B
+    (NaN diagonal); every ordered class pair has the same number of pairs, so its mean is the overall rate."""
     cae.eval()
-    index_a, index_b = sample_swap_pairs(labels, int(labels.max()) + 1, pairs_per_class_pair, seed=seed)
+    num_classes = int(labels.max()) + 1
+    index_a, index_b = sample_swap_pairs(labels, num_classes, pairs_per_class_pair, seed=seed)
     predicted = swap_predictions(cae, classifier, images, cae.class_codes(images), index_a, index_b)
-    return float((predicted == labels[index_b]).float().mean())
+    return swap_success_matrix(labels[index_a], labels[index_b], predicted, num_classes)[0]
 
 
 def main() -> None:
@@ -70,6 +75,12 @@ def main() -> None:
                         help="override a network size of the small preset, repeatable (as caex train --model)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file for the figures (default: bench_training_<dc>[_seed<N>].json here)")
+    parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                        help="mirror training images at random (default: yes, the synthetic data is mirror-symmetric)")
+    parser.add_argument("--max-shift", type=int, default=None, metavar="PIXELS",
+                        help="shift training images by up to PIXELS (default: the preset's)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy the trained run folder here (default: it is discarded)")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
                         help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
                              "the one measuring swap success stays independent of training")
@@ -99,11 +110,13 @@ def main() -> None:
     noise_floor = 2.0 * float((test_images - noise_free).abs().mean())
     print(f"noise floor: L1 between the test images and their noise-free renderings {noise_floor:.4f}", flush=True)
 
-    def figures(cae: CAE) -> dict[str, float]:
-        return {"swap_success": swap_success(cae, judge, test_images, test_labels),
+    def figures(cae: CAE) -> dict[str, Any]:
+        matrix = swap_matrix(cae, judge, test_images, test_labels)
+        return {"swap_success": float(np.nanmean(matrix)),
+                "swap_into": dict(zip(bundle.class_names, np.nanmean(matrix, axis=0).round(3).tolist())),
                 "recon_l1": reconstruction_l1(cae, test_images),
                 "recon_l1_noise_free": reconstruction_l1(cae, test_images, noise_free)}
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     clock = {"paused": 0.0, "start": 0.0}
 
     def evaluate(iteration: int, cae: CAE) -> None:
@@ -118,8 +131,8 @@ def main() -> None:
                               num_classes=bundle.num_classes, **model_overrides)
     overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc,
                      seed=args.seed)
-    for name in ("iters", "batch_size", "lr"):
-        if getattr(args, name):
+    for name in ("iters", "batch_size", "lr", "hflip", "max_shift"):
+        if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.class_weight is not None:
         overrides["weights"] = dataclasses.replace(TrainConfig.preset("small").weights,
@@ -130,6 +143,8 @@ def main() -> None:
         cae = train_cae(bundle, config, train_config, Path(run) / "run", classifier=critic, verbose=True,
                         callback=evaluate)
         summary = json.loads((Path(run) / "run" / "summary.json").read_text())
+        if args.keep:
+            shutil.copytree(Path(run) / "run", args.keep, dirs_exist_ok=True)
     final = figures(cae)
     reached = next((row["train_seconds"] for row in history if row["swap_success"] >= 0.9), None)
     result = {
@@ -142,7 +157,9 @@ def main() -> None:
     }
     print(f"load average at start {load[0]:.1f} (2 cores, shared); {summary['iters']} iters in "
           f"{summary['seconds']:.0f} s = {summary['images_per_second']:.1f} images/s")
-    print(f"final: swap success {final['swap_success']:.1%} (bar >= 90%), test recon L1 {final['recon_l1']:.4f} "
+    print(f"final: swap success {final['swap_success']:.1%} (bar >= 90%; by target class "
+          f"{', '.join(f'{name} {rate:.0%}' for name, rate in final['swap_into'].items())}), "
+          f"test recon L1 {final['recon_l1']:.4f} "
           f"on [-1,1] (bar <= 0.05; noise floor {noise_floor:.4f}; against the noise-free images "
           f"{final['recon_l1_noise_free']:.4f}); time to 90% swap: "
           f"{reached if reached is not None else 'not reached'} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -152,6 +153,9 @@ def test_dataset_file_round_trip(tmp_path):
     bundle = load_dataset("synthetic:classes=2,per_class=4,size=32", seed=3)
     loaded = load_dataset_file(save_dataset_file(bundle, tmp_path / "d.safetensors"))
     assert loaded.class_names == bundle.class_names and loaded.spec == bundle.spec
+    assert loaded.mirror_symmetric  # the synthetic set's declaration survives, so the demo's CAE flips too
+    asymmetric = dataclasses.replace(bundle, mirror_symmetric=False)
+    assert not load_dataset_file(save_dataset_file(asymmetric, tmp_path / "a.safetensors")).mirror_symmetric
     for split in ("train", "test"):
         original, copy = getattr(bundle, split), getattr(loaded, split)
         assert torch.equal(original.images, copy.images) and torch.equal(original.labels, copy.labels)
@@ -196,6 +200,8 @@ def test_demo_end_to_end_resumes_after_interruption(tmp_path, monkeypatch):
                  "manifold/summary.json", "manifold/paths.png", "explain/explanations.json",
                  "evaluate/results.json", "evaluate/gallery.png", "report.html"):
         assert (out / path).is_file(), path
+    recorded = json.loads((out / "cae/train_config.json").read_text())
+    assert (recorded["hflip"], recorded["max_shift"]) == (True, 0)  # the data file kept "mirror-symmetric"
     examples = json.loads((out / "explain/explanations.json").read_text())["examples"]
     assert [e["label"] for e in examples] == ["normal", "cnv"]  # one test image per class
     assert all((out / "explain" / f"{e['stem']}_path.gif").is_file() for e in examples)

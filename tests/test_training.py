@@ -136,6 +136,7 @@ def test_small_preset_is_the_measured_recipe() -> None:
     """Every README figure for the small preset was measured with exactly these settings."""
     small = TrainConfig.preset("small")
     assert (small.iters, small.batch_size, small.lr, small.lr_halvings, small.critic_noise) == (6000, 4, 1e-3, 2, 0.0)
+    assert (small.max_shift, small.hflip) == (4, None)  # flips where the data is mirror-symmetric
     changed = {name: value for name, value in dataclasses.asdict(small.weights).items()
                if value != getattr(losses.LossWeights(), name)}
     assert changed == {"recon_image": 20.0, "classification": 10.0, "recon_pyramid": 20.0}

@@ -45,6 +45,7 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
     (["--dc", "classifier"], "need a target classifier"),
     (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
     (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
+    (["--max-shift", "-1"], "max_shift=-1: must be >= 0"),
     (["--model", "colour=red"], "--model 'colour=red': expected KEY=VALUE with KEY one of code_dim, width"),
     (["--model", "n_res"], "--model 'n_res': expected KEY=VALUE"),
     (["--model", "image_size=32"], "--model 'image_size=32': expected KEY=VALUE"),  # the data decides it
@@ -83,6 +84,14 @@ def test_a_given_classifier_becomes_the_class_critic_by_default(tmp_path, npz_da
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--force",
                  "--classifier", str(tmp_path / "clf"), "--dc", "discriminator", "--device", "cpu"]) == 0
     assert json.loads((run / "train_config.json").read_text())["dc"] == "discriminator"
+
+
+def test_cli_augmentation_reaches_the_training_config(tmp_path, npz_data) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--hflip",
+                 "--max-shift", "3", "--device", "cpu"]) == 0
+    recorded = json.loads((run / "train_config.json").read_text())
+    assert (recorded["hflip"], recorded["max_shift"]) == (True, 3)
 
 
 def test_cli_model_overrides_reach_the_saved_network(tmp_path, npz_data) -> None:

@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--critic-noise", type=float, default=None, metavar="STD",
                         help="experimental: Gaussian noise (std, on [0, 1] images) added to the swaps the "
                              "classifier critic sees, so faint texture cannot stand in for a lesion (default 0)")
+    parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                        help="mirror training images left-right at random, only where a mirror image keeps "
+                             "its class (default: where the data declares it, i.e. the synthetic set; never "
+                             "for digits or anatomy with laterality)")
+    parser.add_argument("--max-shift", type=int, default=None, metavar="PIXELS",
+                        help="shift training images by up to PIXELS along each axis (default: 4 for the small "
+                             "preset, 0 for tiny and paper)")
     parser.add_argument("--sample-every", type=int, default=None, help="iterations between sample grids")
     parser.add_argument("--ckpt-every", type=int, default=None, help="iterations between checkpoints")
     parser.add_argument("--threads", type=int, default=None,
@@ -83,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         classifier = load_classifier(args.classifier, device=args.device)
     overrides = {key: value for key, value in dict(
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, time_limit=args.time_limit,
-        sample_every=args.sample_every, ckpt_every=args.ckpt_every, critic_noise=args.critic_noise).items()
+        sample_every=args.sample_every, ckpt_every=args.ckpt_every, critic_noise=args.critic_noise,
+        hflip=args.hflip, max_shift=args.max_shift).items()
         if value is not None}
     dc = args.dc or ("classifier" if classifier is not None and classifier.has_gradients else "discriminator")
     train_config = TrainConfig.preset(args.preset, dc=dc, labels=args.labels, seed=args.seed,

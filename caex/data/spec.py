@@ -83,7 +83,7 @@ def _load_synthetic(spec: str, text: str, size: int | None, channels: int | None
     everything = ImageSet(generated.images, generated.labels, generated.masks,
                           [f"synthetic:{i}" for i in range(len(generated.labels))])
     train, test = everything.split(test_fraction, seed)
-    return DataBundle(train, test, generated.class_names, spec)
+    return DataBundle(train, test, generated.class_names, spec, mirror_symmetric=True)
 
 
 def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, seed: int,

@@ -85,6 +85,10 @@ class DataBundle:
     test: ImageSet
     class_names: list[str]
     spec: str  # the spec string it was loaded from, recorded in every bundle for provenance
+    #: Whether a left-right mirror image keeps its class, so training may flip images at random. True only
+    #: where the source guarantees it (the synthetic generator draws every shape symmetrically); digits,
+    #: text and anatomy with laterality are not, and a user's own data is assumed not to be.
+    mirror_symmetric: bool = False
 
     @property
     def num_classes(self) -> int:

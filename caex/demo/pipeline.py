@@ -112,6 +112,7 @@ def save_dataset_file(bundle: DataBundle, path: Path) -> Path:
         if part.masks is not None:
             tensors[f"{split}.masks"] = part.masks.contiguous()
     metadata = {"spec": bundle.spec, "class_names": json.dumps(bundle.class_names),
+                "mirror_symmetric": json.dumps(bundle.mirror_symmetric),
                 "sources": json.dumps({"train": bundle.train.sources, "test": bundle.test.sources})}
     return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
@@ -127,7 +128,8 @@ def load_dataset_file(path: Path) -> DataBundle:
                                   masks=tensors.get(f"{split}.masks"), sources=sources[split])
                   for split in ("train", "test")}
         return DataBundle(train=splits["train"], test=splits["test"],
-                          class_names=json.loads(metadata["class_names"]), spec=metadata["spec"])
+                          class_names=json.loads(metadata["class_names"]), spec=metadata["spec"],
+                          mirror_symmetric=json.loads(metadata.get("mirror_symmetric", "false")) is True)
     except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: not a readable demo data set ({type(exc).__name__}: {exc})") from None
 
@@ -188,10 +190,11 @@ def _cae_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbos
         bundle = artefacts.bundle
         config = CAEConfig.preset(settings.preset, image_size=bundle.image_size, channels=bundle.channels,
                                   num_classes=bundle.num_classes)
+        shift = {} if settings.max_shift is None else {"max_shift": settings.max_shift}
         train_config = TrainConfig.preset(settings.preset, iters=settings.iterations,
                                           batch_size=settings.batch_size, sample_every=settings.sample_every,
                                           dc=settings.dc, seed=seed, device=str(artefacts.device),
-                                          tensorboard=False)
+                                          tensorboard=False, **shift)
         # An interrupted stage continues from the trainer's checkpoint; otherwise the folder holds
         # only this stage's marker (and perhaps logs from before the first checkpoint) to overwrite.
         resume = (folder / CHECKPOINT_FILE).is_file()

@@ -12,7 +12,7 @@ Presets
     (dropout only slows its class head down in a run of a few hundred steps).
     Its class encoder max-pools instead of averaging: a lesion covering a few
     per cent of the image is diluted by a global average, so with it the class
-    code learned too slowly for a 10-minute CPU run (README, Training).
+    code learned too slowly for a 10-minute CPU run (docs/EXPERIMENTS.md).
 ``paper``
     The official implementation at 256 px: base width 64, 2 down-samplings in
     Es and 4 in Ec, 6 residual blocks, 256-wide MLP, code size 8.

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import torch
 
 from caex.errors import DataError
-
-
-def _generator(*key: int) -> torch.Generator:
-    """A private generator whose seed mixes all of ``key`` (no correlated streams for nearby keys)."""
-    seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1, dtype=np.uint64)[0])
-    generator = torch.Generator()
-    generator.manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
-    return generator
+from caex.utils.seed import keyed_generator
 
 
 class PairSampler:
@@ -59,10 +51,10 @@ class PairSampler:
         pair_ids = torch.empty(batch_size, dtype=torch.long)
         for deck in decks.unique().tolist():  # a batch spans at most batch_size / K(K-1)/2 + 1 decks
             in_deck = decks == deck
-            shuffled = torch.randperm(num_pairs, generator=_generator(self.seed, self.rank, deck, 0))
+            shuffled = torch.randperm(num_pairs, generator=keyed_generator(self.seed, self.rank, deck, 0))
             pair_ids[in_deck] = shuffled[draws[in_deck] % num_pairs]
         pairs = self.class_pairs[pair_ids]
-        generator = _generator(self.seed, self.rank, iteration, 1)
+        generator = keyed_generator(self.seed, self.rank, iteration, 1)
         flip = torch.rand(batch_size, generator=generator) < 0.5
         pairs = torch.where(flip[:, None], pairs.flip(1), pairs)
         uniform = torch.rand(batch_size, 2, generator=generator)

@@ -20,3 +20,10 @@ def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gene
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
+
+
+def keyed_generator(*key: int) -> torch.Generator:
+    """A private generator whose seed mixes all of ``key`` (no correlated streams for nearby keys), so
+    draws that are a pure function of e.g. ``(seed, rank, iteration)`` need no state to checkpoint."""
+    seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1, dtype=np.uint64)[0])
+    return torch_generator(seed & 0x7FFF_FFFF_FFFF_FFFF)
