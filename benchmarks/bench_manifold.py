@@ -1,6 +1,7 @@
 """Benchmark: the global analysis of the class-code manifold on the embedded synthetic data.
 
     python benchmarks/bench_manifold.py [--cae-run DIR] [--classifier DIR] [--out DIR] [--smote-per-class N]
+    python benchmarks/bench_manifold.py --train-seed 1   # another training draw of the same recipe
 
 Uses the synthetic default data set, a ``smallcnn`` target classifier and a
 ``small``-preset CAE trained with the ``small`` training preset and the
@@ -47,13 +48,14 @@ def cached_classifier(folder: Path, data, device: str):
     return load_classifier(str(folder), device=device)
 
 
-def cached_cae(folder: Path, data, device: str, classifier) -> CAE:
-    """The benchmark's CAE (small presets, the target classifier as class critic), trained on first use."""
+def cached_cae(folder: Path, data, device: str, classifier, seed: int = 0) -> CAE:
+    """The benchmark's CAE (small presets, the target classifier as class critic, training ``seed``), trained
+    on first use."""
     if not (folder / "config.json").is_file():
         print(f"training the small CAE into {folder} ...", file=sys.stderr)
         config = CAEConfig.preset("small", image_size=data.image_size, channels=data.channels,
                                   num_classes=data.num_classes)
-        train_config = TrainConfig.preset("small", device=device, dc="classifier")
+        train_config = TrainConfig.preset("small", device=device, dc="classifier", seed=seed)
         resume = (folder / CHECKPOINT_FILE).is_file()
         train_cae(data, config, train_config, out_dir=folder, classifier=classifier, verbose=True, resume=resume,
                   force=not resume)
@@ -62,21 +64,28 @@ def cached_cae(folder: Path, data, device: str, classifier) -> CAE:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cae-run", type=Path, default=CACHE / "cae_small")
+    parser.add_argument("--cae-run", type=Path, default=None,
+                        help="CAE run folder (default: runs/bench/cae_small, or cae_small_seed<N> with --train-seed)")
     parser.add_argument("--classifier", type=Path, default=CACHE / "classifier_smallcnn")
-    parser.add_argument("--out", type=Path, default=CACHE / "manifold")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="analysis folder (default: runs/bench/manifold[_seed<N>])")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--smote-per-class", type=int, default=2000)
     parser.add_argument("--swap-pairs", type=int, default=100)
     parser.add_argument("--paths", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data split and analysis seed")
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="CAE training seed; other seeds write bench_manifold_seed<N>.json")
     args = parser.parse_args()
+    suffix = f"_seed{args.train_seed}" if args.train_seed else ""
+    cae_run = args.cae_run or CACHE / f"cae_small{suffix}"
+    out_dir = args.out or CACHE / f"manifold{suffix}"
 
     data = load_dataset(DATA_SPEC, seed=args.seed)
     classifier = cached_classifier(args.classifier, data, args.device)
-    cae = cached_cae(args.cae_run, data, args.device, classifier)
+    cae = cached_cae(cae_run, data, args.device, classifier, seed=args.train_seed)
     started = time.perf_counter()
-    summary = analyse_manifold(cae, classifier, data, args.out, seed=args.seed, verbose=True,
+    summary = analyse_manifold(cae, classifier, data, out_dir, seed=args.seed, verbose=True,
                                smote_per_class=args.smote_per_class, swap_pairs=args.swap_pairs, paths=args.paths)
     seconds = time.perf_counter() - started
 
@@ -108,7 +117,8 @@ def main() -> int:
     }
     for bar, passed in checks.items():
         print(f"[{'PASS' if passed else 'MISS'}] {bar}")
-    write_json(HERE / "bench_manifold.json", {"seconds": round(seconds, 1), "checks": checks, "summary": summary})
+    write_json(HERE / f"bench_manifold{suffix}.json",
+               {"seconds": round(seconds, 1), "checks": checks, "summary": summary})
     return 0 if all(checks.values()) else 1
 
 
