@@ -14,7 +14,8 @@ outputs (CSV/JSON/Markdown, curves.png, gallery.png) go to
 ``runs/bench/<spec>/evaluation/`` and a summary to ``bench_evaluate.json``
 next to this script (``bench_evaluate_steps<N>.json`` and ``evaluation_steps<N>/``
 when ``--cae-steps`` is not the default, 16; ``_target-<CLASS>`` is appended
-with ``--cae-target``).
+with ``--cae-target``, and ``_seed<N>`` comes first with ``--train-seed N``,
+whose CAEs are cached as ``cae_small_seed<N>``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ BENCH_METHODS = ("cae-guided", "cae-centroid", "cae-nearest",
                  *(name for name in DEFAULT_METHODS if not is_cae_method(name)))
 
 
-def model_folders(spec: str) -> tuple[Path, Path, Path]:
-    """(classifier, CAE run, evaluation output) folders of a data spec."""
-    if spec == "synthetic":
-        return CACHE / "classifier_smallcnn", CACHE / "cae_small", CACHE / "evaluation"
-    folder = CACHE / re.sub(r"[^A-Za-z0-9]+", "-", spec).strip("-")
-    return folder / "classifier_smallcnn", folder / "cae_small", folder / "evaluation"
+def model_folders(spec: str, train_seed: int = 0) -> tuple[Path, Path, Path]:
+    """(classifier, CAE run, evaluation output) folders of a data spec; other CAE seeds get ``_seed<N>``
+    on the CAE folder (the output folder takes the run's suffix in :func:`main`)."""
+    folder = CACHE if spec == "synthetic" else CACHE / re.sub(r"[^A-Za-z0-9]+", "-", spec).strip("-")
+    cae = folder / (f"cae_small_seed{train_seed}" if train_seed else "cae_small")
+    return folder / "classifier_smallcnn", cae, folder / "evaluation"
 
 
 def main() -> int:
@@ -60,22 +61,24 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="CAE training seed (as bench_manifold.py --train-seed); other seeds add _seed<N>")
     args = parser.parse_args()
 
     summary = {}
     methods = args.methods.split(",")
-    suffix = "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
+    suffix = f"_seed{args.train_seed}" if args.train_seed else ""
+    suffix += "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
     suffix += f"_target-{args.cae_target}" if args.cae_target else ""
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
-        classifier_dir, cae_dir, out_dir = model_folders(spec)
-        if suffix:
-            out_dir = out_dir.with_name(out_dir.name + suffix)
+        classifier_dir, cae_dir, out_dir = model_folders(spec, args.train_seed)
+        out_dir = out_dir.with_name(out_dir.name + suffix)
         classifier = cached_classifier(classifier_dir, data, args.device)
         counter_class = None if args.cae_target is None else data.class_index(args.cae_target)
         cae_options = {name: {"steps": args.cae_steps, "counter_class": counter_class}
                        for name in methods if is_cae_method(name)}
-        cae = cached_cae(cae_dir, data, args.device, classifier)
+        cae = cached_cae(cae_dir, data, args.device, classifier, seed=args.train_seed)
         started = time.perf_counter()
         results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                            out_dir=out_dir, batch_size=args.batch_size, verbose=True, method_options=cae_options)
