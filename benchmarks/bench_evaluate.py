@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_manifold import CACHE, cached_cae, cached_classifier  # same cache, same training recipe
+from bench_manifold import CACHE, cached_cae, cached_classifier, seed_suffix  # same cache, same training recipe
 
 from caex.data import load_dataset
 from caex.evaluation import DEFAULT_METHODS, evaluate, is_cae_method
@@ -44,8 +44,7 @@ def model_folders(spec: str, train_seed: int = 0) -> tuple[Path, Path, Path]:
     """(classifier, CAE run, evaluation output) folders of a data spec; other CAE seeds get ``_seed<N>``
     on the CAE folder (the output folder takes the run's suffix in :func:`main`)."""
     folder = CACHE if spec == "synthetic" else CACHE / re.sub(r"[^A-Za-z0-9]+", "-", spec).strip("-")
-    cae = folder / (f"cae_small_seed{train_seed}" if train_seed else "cae_small")
-    return folder / "classifier_smallcnn", cae, folder / "evaluation"
+    return folder / "classifier_smallcnn", folder / f"cae_small{seed_suffix(train_seed)}", folder / "evaluation"
 
 
 def main() -> int:
@@ -67,7 +66,7 @@ def main() -> int:
 
     summary = {}
     methods = args.methods.split(",")
-    suffix = f"_seed{args.train_seed}" if args.train_seed else ""
+    suffix = seed_suffix(args.train_seed)
     suffix += "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
     suffix += f"_target-{args.cae_target}" if args.cae_target else ""
     for spec in args.data or DEFAULT_DATA:

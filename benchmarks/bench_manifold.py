@@ -38,6 +38,12 @@ DATA_SPEC = "synthetic"
 BARS = {"rf_codes": 0.95, "swap_min": 0.90, "smoothness_min": 0.93}
 
 
+def seed_suffix(train_seed: int) -> str:
+    """``_seed<N>`` for a CAE training seed other than 0: the cache folders and JSON files of that draw
+    (``cae_small_seed1``), shared with ``bench_evaluate.py`` so both find the same model."""
+    return f"_seed{train_seed}" if train_seed else ""
+
+
 def cached_classifier(folder: Path, data, device: str):
     """The benchmark's target classifier, trained and saved on first use."""
     if not (folder / "classifier.json").is_file():
@@ -77,7 +83,7 @@ def main() -> int:
     parser.add_argument("--train-seed", type=int, default=0,
                         help="CAE training seed; other seeds write bench_manifold_seed<N>.json")
     args = parser.parse_args()
-    suffix = f"_seed{args.train_seed}" if args.train_seed else ""
+    suffix = seed_suffix(args.train_seed)
     cae_run = args.cae_run or CACHE / f"cae_small{suffix}"
     out_dir = args.out or CACHE / f"manifold{suffix}"
 
