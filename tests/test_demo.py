@@ -149,6 +149,24 @@ def test_profile_replace_and_errors():
         get_profile("huge")
 
 
+@pytest.mark.parametrize("max_shift, expected", [(None, 0), (3, 3)])  # None: the tiny preset's own 0
+def test_cae_stage_passes_the_profile_shift_to_the_trainer(tmp_path, monkeypatch, max_shift, expected):
+    import caex.training
+
+    seen = []
+
+    def fake_train_cae(bundle, config, train_config, **kwargs):
+        seen.append(train_config.max_shift)
+        raise KeyboardInterrupt  # stop the demo once the CAE stage has built its settings
+
+    monkeypatch.setattr(caex.training, "train_cae", fake_train_cae)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path / "demo", profile=get_profile("tiny").replace(cae={"max_shift": max_shift}),
+                 verbose=False)
+    assert seen == [expected]
+    assert get_profile("fast").cae.max_shift == 0  # measured: 2,000 iterations at 32 px do better unshifted
+
+
 def test_dataset_file_round_trip(tmp_path):
     bundle = load_dataset("synthetic:classes=2,per_class=4,size=32", seed=3)
     loaded = load_dataset_file(save_dataset_file(bundle, tmp_path / "d.safetensors"))
