@@ -39,7 +39,7 @@ from caex.data import load_dataset
 from caex.errors import CaexError
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.model import CAE, CAEConfig
-from caex.training import TrainConfig, train_cae
+from caex.training import LossWeights, TrainConfig, train_cae
 from caex.training.trainer import reconstruction_l1
 
 DATA_SPEC = "synthetic"
@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--classifier-arch", default="smallcnn")
     parser.add_argument("--batch-size", type=int, default=None, help="pairs per iteration (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the preset's)")
-    parser.add_argument("--class-weight", type=float, default=None,
-                        help="lambda6 of eq. 6 (default: the preset's, 10 for small)")
+    parser.add_argument("--loss", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a loss weight of the small preset, repeatable (as caex train --loss)")
     parser.add_argument("--seed", type=int, default=0,
                         help="CAE training seed (the classifiers and data stay fixed); other seeds write "
                              "bench_training_<dc>_seed<N>.json")
@@ -79,6 +79,8 @@ def main() -> None:
                         help="mirror training images at random (default: yes, the synthetic data is mirror-symmetric)")
     parser.add_argument("--max-shift", type=int, default=None, metavar="PIXELS",
                         help="shift training images by up to PIXELS (default: the preset's)")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="evaluate and keep a moving average of the weights (default: the preset's, none)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the trained run folder here (default: it is discarded)")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
@@ -87,6 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
+        loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
     except CaexError as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
@@ -131,12 +134,11 @@ def main() -> None:
                               num_classes=bundle.num_classes, **model_overrides)
     overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc,
                      seed=args.seed)
-    for name in ("iters", "batch_size", "lr", "hflip", "max_shift"):
+    for name in ("iters", "batch_size", "lr", "hflip", "max_shift", "ema"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    if args.class_weight is not None:
-        overrides["weights"] = dataclasses.replace(TrainConfig.preset("small").weights,
-                                                   classification=args.class_weight)
+    if loss_overrides:
+        overrides["weights"] = dataclasses.replace(TrainConfig.preset("small").weights, **loss_overrides)
     train_config = TrainConfig.preset("small", **overrides)
     with tempfile.TemporaryDirectory() as run:
         clock["start"] = time.perf_counter()

@@ -179,9 +179,10 @@ def _interrupt_at(monkeypatch, stop: int) -> None:
     monkeypatch.setattr(BBCFETrainer, "step", step)
 
 
-def test_resume_is_exact(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_is_exact(tmp_path, monkeypatch, ema: float) -> None:
     data = _data()
-    config, train_config = _configs(iters=6, ckpt_every=3, sample_every=100)
+    config, train_config = _configs(iters=6, ckpt_every=3, sample_every=100, ema=ema)
     straight = train_cae(data, config, train_config, tmp_path / "straight")
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 4)  # dies one iteration after the checkpoint at 3
@@ -193,6 +194,35 @@ def test_resume_is_exact(tmp_path, monkeypatch) -> None:
         assert torch.equal(a, b), name
     lines = (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["iter"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_another_ema_setting_is_refused(tmp_path) -> None:
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    with pytest.raises(TrainingError, match="saved without a moving average of the weights; resume with the run's ema"):
+        train_cae(data, config, dataclasses.replace(train_config, iters=4, ema=0.9), tmp_path / "run", resume=True)
+
+
+def test_moving_average_of_the_weights_is_what_training_returns() -> None:
+    """ema=d: the first step copies the weights, then average <- d * average + (1 - d) * weights."""
+    config, train_config = _configs(ema=0.75)
+    trainer = BBCFETrainer(CAE(config), Discriminator(config), torch.rand(8, 1, 16, 16), torch.arange(8) % 3,
+                           train_config, init_distributed("cpu"))
+    expected = None
+    for iteration in range(3):
+        trainer.step(iteration)
+        live = {name: value.detach().clone() for name, value in trainer.cae.named_parameters()}
+        expected = live if expected is None else {name: 0.75 * expected[name] + 0.25 * live[name] for name in live}
+    averaged = dict(trainer.result.named_parameters())
+    assert trainer.result is not trainer.cae
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name], value, rtol=1e-6, atol=1e-7)
+    assert not all(torch.equal(averaged[name], live[name]) for name in live)  # the average lags the live weights
+    with pytest.raises(TrainingError, match=r"ema=1.0: must be in \[0, 1\)"):
+        TrainConfig.preset("tiny", ema=1.0)
+    assert BBCFETrainer(CAE(config), Discriminator(config), torch.rand(8, 1, 16, 16), torch.arange(8) % 3,
+                        _configs()[1], init_distributed("cpu")).average is None  # off by default
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from caex.cli.main import main
 from caex.model import CAE
+from caex.training import TrainConfig
 
 
 @pytest.fixture
@@ -51,6 +52,10 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
     (["--model", "image_size=32"], "--model 'image_size=32': expected KEY=VALUE"),  # the data decides it
     (["--model", "n_res=two"], "--model 'n_res=two': n_res must be an integer"),
     (["--model", "class_pool=median"], "class_pool='median': must be 'avg' or 'max'"),
+    (["--loss", "gan=1"], "--loss 'gan=1': expected KEY=VALUE with KEY one of recon_image, recon_class"),
+    (["--loss", "adversarial=strong"], "--loss 'adversarial=strong': adversarial must be a number"),
+    (["--loss", "cycle=-1"], "loss weight cycle=-1.0: must be a finite number >= 0"),
+    (["--ema", "1"], "ema=1.0: must be in [0, 1) (0 keeps no average)"),
 ])
 def test_cli_errors_are_one_line(tmp_path, npz_data, capsys, extra, message) -> None:
     code = main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", *extra])
@@ -86,12 +91,22 @@ def test_a_given_classifier_becomes_the_class_critic_by_default(tmp_path, npz_da
     assert json.loads((run / "train_config.json").read_text())["dc"] == "discriminator"
 
 
-def test_cli_augmentation_reaches_the_training_config(tmp_path, npz_data) -> None:
+def test_cli_augmentation_and_averaging_reach_the_training_config(tmp_path, npz_data) -> None:
     run = tmp_path / "run"
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--hflip",
-                 "--max-shift", "3", "--device", "cpu"]) == 0
+                 "--max-shift", "3", "--ema", "0.5", "--device", "cpu"]) == 0
     recorded = json.loads((run / "train_config.json").read_text())
-    assert (recorded["hflip"], recorded["max_shift"]) == (True, 3)
+    assert (recorded["hflip"], recorded["max_shift"], recorded["ema"]) == (True, 3, 0.5)
+
+
+def test_cli_loss_overrides_change_only_the_named_weights(tmp_path, npz_data) -> None:
+    run = tmp_path / "run"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "small", "--iters", "1",
+                 "--model", "width=2", "--model", "mlp_dim=4", "--model", "disc_width=2",
+                 "--loss", "adversarial=0.25", "--loss", "recon-class=3", "--device", "cpu"]) == 0
+    recorded = json.loads((run / "train_config.json").read_text())["weights"]
+    expected = {**TrainConfig.preset("small").weights.as_dict(), "adversarial": 0.25, "recon_class": 3.0}
+    assert recorded == expected and recorded["recon_pyramid"] == 20.0  # the preset's other weights stay
 
 
 def test_cli_model_overrides_reach_the_saved_network(tmp_path, npz_data) -> None:

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="override a network size of the preset, repeatable (e.g. --model n_res=3 "
                              "--model class_pool=max); KEY is a caex.model.CAEConfig field")
+    parser.add_argument("--loss", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a loss weight of the preset, repeatable (e.g. --loss adversarial=0.5); "
+                             "KEY is a caex.training.LossWeights field (recon_image is the paper's λ1, eq. 1)")
     parser.add_argument("--iters", type=int, default=None, help="training iterations (default: the preset's)")
     parser.add_argument("--batch-size", type=int, default=None, help="image pairs per iteration")
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (halved over the run)")
@@ -52,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-shift", type=int, default=None, metavar="PIXELS",
                         help="shift training images by up to PIXELS along each axis (default: 4 for the small "
                              "preset, 0 for tiny and paper)")
+    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                        help="keep an exponential moving average of the encoders' and decoder's weights with this "
+                             "decay (e.g. 0.999) and save it as the CAE; samples show it too (default: none)")
     parser.add_argument("--sample-every", type=int, default=None, help="iterations between sample grids")
     parser.add_argument("--ckpt-every", type=int, default=None, help="iterations between checkpoints")
     parser.add_argument("--threads", type=int, default=None,
@@ -65,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import os
     import sys
 
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     from caex.cli.common import load_data_from_args
     from caex.model import CAEConfig
-    from caex.training import TrainConfig, train_cae
+    from caex.training import LossWeights, TrainConfig, train_cae
     from caex.utils.io import read_json
 
     for name in ("iters", "batch_size", "sample_every", "ckpt_every", "threads"):
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise CaexError(f"--{name.replace('_', '-')} {value}: must be a positive integer")
     model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
+    loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = load_data_from_args(args)
@@ -91,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = {key: value for key, value in dict(
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, time_limit=args.time_limit,
         sample_every=args.sample_every, ckpt_every=args.ckpt_every, critic_noise=args.critic_noise,
-        hflip=args.hflip, max_shift=args.max_shift).items()
+        hflip=args.hflip, max_shift=args.max_shift, ema=args.ema).items()
         if value is not None}
+    if loss_overrides:
+        overrides["weights"] = dataclasses.replace(TrainConfig.preset(args.preset).weights, **loss_overrides)
     dc = args.dc or ("classifier" if classifier is not None and classifier.has_gradients else "discriminator")
     train_config = TrainConfig.preset(args.preset, dc=dc, labels=args.labels, seed=args.seed,
                                       device=args.device, **overrides)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caex.errors import ModelError
+from caex.utils.overrides import parse_field_overrides
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(width=8, n_down_class=2, n_down_individual=1, n_res=1, mlp_dim=16,
@@ -115,23 +116,10 @@ class CAEConfig:
 
     @classmethod
     def parse_overrides(cls, pairs: Iterable[str], *, option: str = "override") -> dict[str, Any]:
-        """``["n_res=3", "class_pool=max"]`` -> :meth:`preset` overrides typed by their field (the values are
-        checked when the config is built); a one-line error, prefixed with ``option``, for a malformed pair,
-        an unknown or data-decided key, or an unconvertible value."""
-        types = {field.name: field.type for field in dataclasses.fields(cls) if field.name not in DATA_FIELDS}
-        converters = {"int": (int, "an integer"), "float": (float, "a number"), "str": (str, "text")}
-        overrides = {}
-        for pair in pairs:
-            key, separator, text = pair.partition("=")
-            key = key.strip().replace("-", "_")
-            if not separator or key not in types:
-                raise ModelError(f"{option} {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
-            convert, kind = converters[types[key]]
-            try:
-                overrides[key] = convert(text.strip())
-            except ValueError:
-                raise ModelError(f"{option} {pair!r}: {key} must be {kind}") from None
-        return overrides
+        """``["n_res=3", "class_pool=max"]`` -> :meth:`preset` overrides typed by their field; a one-line
+        error, prefixed with ``option``, for a malformed pair, an unknown or data-decided key, or an
+        unconvertible value."""
+        return parse_field_overrides(cls, pairs, option=option, error=ModelError, exclude=DATA_FIELDS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,10 +10,15 @@ sums of :func:`weighted_sum` times two, a constant factor Adam does not see.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from caex.errors import TrainingError
+from caex.utils.overrides import parse_field_overrides
 
 FAKE, REAL = 0, 1  # indices of the Dr logits (eq. 5: [1] is "real")
 
@@ -32,8 +37,19 @@ class LossWeights:
     disc_adversarial: float = 1.0   # φ1, eq. 8
     disc_classification: float = 2.0  # φ2, eq. 9
 
+    def __post_init__(self) -> None:
+        for name, value in self.as_dict().items():
+            if not (math.isfinite(value) and value >= 0):
+                raise TrainingError(f"loss weight {name}={value!r}: must be a finite number >= 0")
+
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def parse_overrides(cls, pairs: Iterable[str], *, option: str = "--loss") -> dict[str, float]:
+        """``["adversarial=0.5"]`` -> ``{"adversarial": 0.5}``; a one-line error naming ``option`` and the
+        pair for an unknown term or a value that is not a number."""
+        return parse_field_overrides(cls, pairs, option=option, error=TrainingError)
 
 
 GENERATOR_TERMS = ("recon_image", "recon_class", "recon_individual", "cycle", "adversarial", "classification",

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from caex.classifier.base import Classifier
 from caex.data.types import DataBundle, ImageSet
@@ -95,6 +96,7 @@ class TrainConfig:
     critic_noise: float = 0.0      # std of Gaussian noise on the swaps the frozen classifier critic sees ([0, 1])
     hflip: bool | None = None      # mirror training images at random; None: if the data is mirror-symmetric
     max_shift: int = 0             # shift training images by up to this many pixels along each axis
+    ema: float = 0.0               # decay of a moving average of Ec, Es and G, saved as the CAE; 0: no average
     seed: int = 0
     device: str = "auto"
     amp: bool = True               # bf16 autocast on accelerators (never on CPU)
@@ -118,6 +120,8 @@ class TrainConfig:
                 raise TrainingError(f"{name}={getattr(self, name)!r}: must be a positive integer")
         if not self.lr > 0:
             raise TrainingError(f"lr={self.lr!r}: must be positive")
+        if not 0.0 <= self.ema < 1.0:
+            raise TrainingError(f"ema={self.ema!r}: must be in [0, 1) (0 keeps no average)")
         if int(self.max_shift) < 0:
             raise TrainingError(f"max_shift={self.max_shift!r}: must be >= 0")
         if not 0.0 <= self.critic_noise < 1.0:
@@ -197,6 +201,14 @@ class BBCFETrainer:
         self.disc_scheduler = torch.optim.lr_scheduler.StepLR(self.disc_optimizer, step, gamma=gamma)
         self.amp = config.amp and context.device.type != "cpu"
         self.memory_format = memory_format(config, context.device)
+        # Identical on every rank: DDP keeps the averaged weights identical.
+        self.average = (AveragedModel(cae, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+                        if config.ema else None)
+
+    @property
+    def result(self) -> CAE:
+        """The CAE to sample, evaluate and save: the moving average when ``ema`` is set, else the live one."""
+        return self.cae if self.average is None else self.average.module
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``[x_A; x_B]`` in [-1, 1] on the device and their labels."""
@@ -248,6 +260,8 @@ class BBCFETrainer:
         self.gen_optimizer.zero_grad(set_to_none=True)
         losses.weighted_sum(gen_terms, self.config.weights).backward()
         self.gen_optimizer.step()
+        if self.average is not None:
+            self.average.update_parameters(self.cae)
         lr = self.gen_scheduler.get_last_lr()[0]  # the lr this step used
         self.gen_scheduler.step()
         self.disc_scheduler.step()
@@ -280,7 +294,10 @@ class BBCFETrainer:
         """Collective (every rank contributes its RNG state); only rank 0 writes."""
         rng_states = gather_objects(capture_rng(), self.context)
         if self.context.is_main:
-            save_checkpoint(path, iteration=iteration, modules={"cae": self.cae, "disc": self.discriminator},
+            modules = {"cae": self.cae, "disc": self.discriminator}
+            if self.average is not None:
+                modules["cae_average"] = self.average
+            save_checkpoint(path, iteration=iteration, modules=modules,
                             optimizers={"opt_gen": self.gen_optimizer, "opt_disc": self.disc_optimizer},
                             schedulers={"gen": self.gen_scheduler, "disc": self.disc_scheduler},
                             rng_states=rng_states, meta=meta)
@@ -288,6 +305,12 @@ class BBCFETrainer:
     def restore(self, checkpoint: Checkpoint) -> None:
         self.cae.load_state_dict(checkpoint.module_state("cae"), source=CHECKPOINT_FILE)
         self.discriminator.load_state_dict(checkpoint.module_state("disc"))
+        average = checkpoint.module_state("cae_average")
+        if bool(average) != (self.average is not None):
+            raise TrainingError(f"{CHECKPOINT_FILE}: saved {'with' if average else 'without'} a moving average of "
+                                f"the weights; resume with the run's ema setting")
+        if self.average is not None:
+            self.average.load_state_dict(average)
         restore_optimizer(checkpoint, "opt_gen", self.gen_optimizer)
         restore_optimizer(checkpoint, "opt_disc", self.disc_optimizer)
         self.gen_scheduler.load_state_dict(checkpoint.meta["schedulers"]["gen"])
@@ -375,9 +398,10 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
             if done % train_config.sample_every == 0 and context.is_main:
                 pause = time.perf_counter()
                 if writes:
-                    _save_samples(cae, train_set.images[exemplars], run_dir / "samples" / f"iter_{done:07d}.png")
+                    _save_samples(trainer.result, train_set.images[exemplars],
+                                  run_dir / "samples" / f"iter_{done:07d}.png")
                 if callback is not None:
-                    callback(done, cae)
+                    callback(done, trainer.result)
                 cae.train()
                 paused += time.perf_counter() - pause
             out_of_time = (train_config.time_limit is not None and done % train_config.log_every == 0
@@ -395,7 +419,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         if logger is not None:
             logger.close()
     seconds = time.perf_counter() - began - paused
-    cae.eval()
+    cae = trainer.result.eval()
     cae.set_train_codes(cae.class_codes(train_set.images), labels)
     if writes:
         cae.save(run_dir)
