@@ -1,6 +1,6 @@
 """Benchmark: the global analysis of the class-code manifold on the embedded synthetic data.
 
-    python benchmarks/bench_manifold.py [--cae-run DIR] [--classifier DIR] [--out DIR] [--smote-per-class N]
+    python benchmarks/bench_manifold.py [--cae-run DIR] [--classifier DIR] [--out DIR] [--json FILE]
     python benchmarks/bench_manifold.py --train-seed 1   # another training draw of the same recipe
 
 Uses the synthetic default data set, a ``smallcnn`` target classifier and a
@@ -75,6 +75,9 @@ def main() -> int:
     parser.add_argument("--classifier", type=Path, default=CACHE / "classifier_smallcnn")
     parser.add_argument("--out", type=Path, default=None,
                         help="analysis folder (default: runs/bench/manifold[_seed<N>])")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="figures file (default: bench_manifold[_seed<N>].json next to this script; "
+                             "give another path when analysing a --cae-run of your own)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--smote-per-class", type=int, default=2000)
     parser.add_argument("--swap-pairs", type=int, default=100)
@@ -123,7 +126,7 @@ def main() -> int:
     }
     for bar, passed in checks.items():
         print(f"[{'PASS' if passed else 'MISS'}] {bar}")
-    write_json(HERE / f"bench_manifold{suffix}.json",
+    write_json(args.json or HERE / f"bench_manifold{suffix}.json",
                {"seconds": round(seconds, 1), "checks": checks, "summary": summary})
     return 0 if all(checks.values()) else 1
 

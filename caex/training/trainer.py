@@ -82,6 +82,12 @@ class TrainConfig:
     is meant to be used with ``dc="classifier"`` (the target classifier as the
     class critic), which is what reaches high swap success within minutes; a
     discriminator class head must first learn the classes itself.
+
+    ``ema`` (off in every preset) keeps an exponential moving average of Ec,
+    Es and G beside the weights the optimiser updates, and saves the average as
+    the CAE: on the synthetic benchmark 0.999 reconstructed 0.004-0.005 better
+    over 2 seeds and reached 90% swap success 100-180 s later
+    (docs/EXPERIMENTS.md).
     """
 
     iters: int = 200_000
@@ -201,7 +207,7 @@ class BBCFETrainer:
         self.disc_scheduler = torch.optim.lr_scheduler.StepLR(self.disc_optimizer, step, gamma=gamma)
         self.amp = config.amp and context.device.type != "cpu"
         self.memory_format = memory_format(config, context.device)
-        # Identical on every rank: DDP keeps the averaged weights identical.
+        # DDP keeps the live weights identical on every rank, so their averages stay identical too.
         self.average = (AveragedModel(cae, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
                         if config.ema else None)
 
