@@ -20,7 +20,6 @@ writes them to ``benchmarks/bench_training_<dc>.json``. Run::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -137,9 +136,7 @@ def main() -> None:
     for name in ("iters", "batch_size", "lr", "hflip", "max_shift", "ema"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    if loss_overrides:
-        overrides["weights"] = dataclasses.replace(TrainConfig.preset("small").weights, **loss_overrides)
-    train_config = TrainConfig.preset("small", **overrides)
+    train_config = TrainConfig.preset("small", loss=loss_overrides, **overrides)
     with tempfile.TemporaryDirectory() as run:
         clock["start"] = time.perf_counter()
         cae = train_cae(bundle, config, train_config, Path(run) / "run", classifier=critic, verbose=True,

@@ -132,6 +132,16 @@ def test_train_config_round_trip_and_errors() -> None:
         TrainConfig.preset("huge")
 
 
+def test_preset_loss_overrides_keep_the_other_weights() -> None:
+    small = TrainConfig.preset("small").weights
+    assert TrainConfig.preset("small", loss={"adversarial": 0.5}).weights == dataclasses.replace(small, adversarial=0.5)
+    assert TrainConfig.preset("paper", loss={"cycle": 2.0}).weights == losses.LossWeights(cycle=2.0)
+    given = TrainConfig.preset("small", weights={"recon_image": 3.0}, loss={"cycle": 4.0}).weights
+    assert given == losses.LossWeights(recon_image=3.0, cycle=4.0)  # on top of explicitly given weights
+    with pytest.raises(TrainingError, match="loss weight cycle=-1"):
+        TrainConfig.preset("small", loss={"cycle": -1.0})
+
+
 def test_small_preset_is_the_measured_recipe() -> None:
     """Every README figure for the small preset was measured with exactly these settings."""
     small = TrainConfig.preset("small")

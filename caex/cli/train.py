@@ -71,7 +71,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import os
     import sys
 
@@ -101,10 +100,8 @@ def run(args: argparse.Namespace) -> int:
         sample_every=args.sample_every, ckpt_every=args.ckpt_every, critic_noise=args.critic_noise,
         hflip=args.hflip, max_shift=args.max_shift, ema=args.ema).items()
         if value is not None}
-    if loss_overrides:
-        overrides["weights"] = dataclasses.replace(TrainConfig.preset(args.preset).weights, **loss_overrides)
     dc = args.dc or ("classifier" if classifier is not None and classifier.has_gradients else "discriminator")
-    train_config = TrainConfig.preset(args.preset, dc=dc, labels=args.labels, seed=args.seed,
+    train_config = TrainConfig.preset(args.preset, loss=loss_overrides, dc=dc, labels=args.labels, seed=args.seed,
                                       device=args.device, **overrides)
     config = CAEConfig.preset(args.preset, image_size=bundle.image_size, channels=bundle.channels,
                               num_classes=bundle.num_classes, **model_overrides)

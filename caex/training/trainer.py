@@ -137,11 +137,18 @@ class TrainConfig:
                                 f"it needs dc='classifier' (got {self.dc!r})")
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """The training settings that go with a :class:`CAEConfig` preset, with overrides."""
+    def preset(cls, name: str, *, loss: dict[str, float] | None = None, **overrides: Any) -> TrainConfig:
+        """The training settings that go with a :class:`CAEConfig` preset, with overrides; ``loss`` changes
+        single :class:`losses.LossWeights` fields and keeps the preset's other weights (``weights`` replaces
+        them all)."""
         if name not in TRAIN_PRESETS:
             raise TrainingError(f"unknown training preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
-        return cls(**{**TRAIN_PRESETS[name], **overrides})
+        fields = {**TRAIN_PRESETS[name], **overrides}
+        if loss:
+            weights = fields.get("weights", losses.LossWeights())
+            weights = losses.LossWeights(**weights) if isinstance(weights, dict) else weights
+            fields["weights"] = dataclasses.replace(weights, **loss)
+        return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
