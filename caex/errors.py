@@ -29,3 +29,7 @@ class ModelError(CaexError):
 
 class TrainingError(CaexError):
     """Training cannot continue (e.g. a loss became non-finite)."""
+
+
+class EvaluationError(CaexError):
+    """The evaluation was asked for something it cannot do (unknown method, no usable images, bad settings)."""

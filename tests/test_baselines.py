@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -121,6 +122,26 @@ def test_unknown_baseline_and_bad_shapes_are_one_line_errors():
         make_attributor("smoothgrad", tiny_classifier(1))
     with pytest.raises(AttributionError, match=r"expected inputs \[B,C,H,W\]"):
         make_attributor("gradcam", tiny_classifier(1)).attribute(torch.rand(1, SIZE, SIZE), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])
+def test_gradient_methods_work_inside_a_callers_no_grad(name):
+    images, target = inputs(1)
+    expected = make_attributor(name, tiny_classifier(1)).saliency(images, target)
+    with torch.no_grad():
+        maps = make_attributor(name, tiny_classifier(1)).saliency(images, target)
+    torch.testing.assert_close(maps, expected)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "occlusion", "random"])
+def test_target_may_be_one_index_a_list_or_an_array(name):
+    images, _ = inputs(1)
+    expected = make_attributor(name, tiny_classifier(1)).saliency(images, torch.tensor([2, 2, 2]))
+    for target in (2, torch.tensor(2), [2, 2, 2], np.array([2, 2, 2]), np.int64(2)):
+        torch.testing.assert_close(make_attributor(name, tiny_classifier(1)).saliency(images, target), expected)
+    for bad in ([0, 1], torch.tensor([0.0, 1.0, 2.0]), ["a", "b", "c"], torch.zeros(3, 1, dtype=torch.long)):
+        with pytest.raises(AttributionError, match=r"expected inputs \[B,C,H,W\] and class indices \[B\]"):
+            make_attributor(name, tiny_classifier(1)).saliency(images, bad)
 
 
 def test_superpixel_means_replace_each_segment_by_its_mean():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,20 @@ def test_smallcnn_learns_synthetic_data():
     classifier = TorchClassifier(net, data.class_names, data.image_size, data.channels)
     accuracy = (classifier.predict(data.test.images) == data.test.labels).float().mean().item()
     assert accuracy == pytest.approx(metrics.test_accuracy)
+
+
+def test_check_compatible_reports_an_onnx_runtime_failure_as_one_line(tmp_path):
+    """onnxruntime's exceptions are no RuntimeError; a model with free spatial axes that only runs at one size
+    used to escape check_compatible as an unexpected error."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 3)).eval()
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (_images(2),), str(path), dynamo=False, opset_version=17, input_names=["images"],
+                          dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}})
+    classifier = load_classifier(path, num_classes=3, channels=1)
+    assert classifier.image_size is None
+    check_compatible(classifier, _bundle(3, 1, SIZE))
+    with pytest.raises(ClassifierError, match=r"cannot take data 'random'.*\(1, 48, 48\)") as exc_info:
+        check_compatible(classifier, _bundle(3, 1, 48))
+    _one_line(exc_info)

@@ -59,6 +59,18 @@ def test_bad_training_settings_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("option, value, expected", [
+    ("--batch-size", "0", "batch size (0)"),  # was silently replaced by the default 32
+    ("--lr", "nan", "lr (nan)"),
+    ("--lr", "inf", "lr (inf)"),
+])
+def test_unusable_batch_size_or_lr_is_one_line(tmp_path, capsys, option, value, expected):
+    line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", option, value,
+                                "--out", str(tmp_path / "x")])
+    assert line.startswith("caex train-classifier: error:") and expected in line
+    assert not (tmp_path / "x").exists()
+
+
 def test_unknown_arch_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exc_info:
         main(["train-classifier", TINY, "--arch", "vgg11", "--out", "x"])

@@ -64,6 +64,11 @@ BAD_INPUTS = {
     "unknown mnist digit": (lambda tmp: ["mnist:4,11"], "unknown digit 11"),
     "bad mnist selection": (lambda tmp: ["mnist:four"], "classes must be digits 0-9"),
     "unknown synthetic option": (lambda tmp: ["synthetic:clases=3"], "unknown option 'clases'"),
+    "npz float 0-255": (lambda tmp: [_npz(tmp, train_images=np.full((4, 8, 8), 255.0),
+                                          train_labels=np.array([0, 1, 0, 1]))], "float pixels must be in [0, 1]"),
+    "empty spec": (lambda tmp: [""], "empty data spec"),
+    "train without test": (lambda tmp: [str(_folder(tmp / "split" / "train", {"a": 2, "b": 2}).parent)],
+                           "has train/ but no test/"),
 }
 
 
@@ -82,3 +87,27 @@ def test_skip_bad_from_the_command_line(tmp_path, capsys):
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         code = main(["data", "show", _corrupt(tmp_path), "--skip-bad", "--out", str(tmp_path / "g.png")])
     assert code == 0 and (tmp_path / "g.png").exists()
+
+
+def test_out_that_is_a_folder_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("caex.data.load_dataset", lambda *a, **k: pytest.fail("loaded the data first"))
+    assert main(["data", "show", "digits", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("caex data: error: --out") and "is a folder" in err and err.count("\n") == 1
+
+
+def test_preview_leaves_the_matplotlib_backend_alone(tiny_synthetic, tmp_path):
+    """A library call must not switch a notebook's backend to Agg (the other figures use no pyplot either)."""
+    import matplotlib
+
+    from caex.data import save_preview
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        save_preview(tiny_synthetic, tmp_path / "grid.png", per_class=2)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
+    with Image.open(tmp_path / "grid.png") as image:
+        assert image.format == "PNG"

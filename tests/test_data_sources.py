@@ -132,3 +132,96 @@ def test_channel_conversion():
     assert to_channels(rgb, 1).item() == pytest.approx(0.299 + 0.5 * 0.587)
     assert torch.equal(to_channels(torch.ones(2, 1, 4, 4), 3), torch.ones(2, 3, 4, 4))
     assert to_channels(torch.ones(1, 4, 4, 4), 3).shape == (1, 3, 4, 4)  # alpha dropped
+
+
+# --------------------------------------------------------------------------- review: awkward user files
+
+
+def _labels(n: int) -> np.ndarray:
+    return np.arange(n) % 2
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.int16, np.uint32])
+def test_npz_wide_integer_pixels_in_8_bit_range_are_scaled_by_255(tmp_path, dtype):
+    """``np.array(list_of_uint8_images)`` often ends up int64; its values are still 8-bit."""
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 10, 10))
+    pixels[0, 0, 0] = 255
+    path = tmp_path / "wide.npz"
+    np.savez(path, train_images=pixels.astype(dtype), train_labels=_labels(8))
+    bundle = load_dataset(str(path))
+    images = torch.cat([bundle.train.images, bundle.test.images])
+    assert float(images.max()) == 1.0
+    assert sorted(images.flatten().tolist()) == pytest.approx(sorted((pixels / 255.0).flatten().tolist()))
+
+
+@pytest.mark.parametrize(("images", "message"), [
+    (np.full((8, 10, 10), 200.0, np.float32), r"floats in \[200, 200\]; float pixels must be in \[0, 1\]"),
+    (np.full((8, 10, 10), np.nan, np.float32), "NaN or infinite"),
+    (np.full((8, 10, 10), -5, np.int16), "negative pixel values"),
+    (np.zeros((0, 10, 10), np.uint8), "train_images has no images"),
+])
+def test_npz_pixels_that_cannot_be_read_as_intended_are_refused(tmp_path, images, message):
+    path = tmp_path / "odd.npz"
+    np.savez(path, train_images=images, train_labels=_labels(len(images)))
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(path))
+
+
+def test_npz_float_pixels_with_rounding_slack_are_accepted(tmp_path):
+    path = tmp_path / "float.npz"
+    images = np.random.default_rng(0).random((8, 10, 10)).astype(np.float32)
+    images[0, 0, 0], images[1, 0, 0] = 1.0 + 1e-6, -1e-6
+    np.savez(path, train_images=images, train_labels=_labels(8))
+    bundle = load_dataset(str(path))  # no error: rounding noise is clamped
+    images = torch.cat([bundle.train.images, bundle.test.images])
+    assert float(images.min()) == 0.0 and float(images.max()) == 1.0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_npz_is_a_data_error(tmp_path, damage):
+    path = tmp_path / "broken.npz"
+    np.savez_compressed(path, train_images=np.random.default_rng(0).integers(0, 256, (8, 16, 16), dtype=np.uint8),
+                        train_labels=_labels(8))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    else:
+        for offset in (200, 300, 400):
+            data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="broken.npz: cannot read .npz"):
+        load_dataset(str(path))
+
+
+def test_folder_with_an_empty_test_folder_is_a_data_error(make_image_folder):
+    root = make_image_folder({"a": 2, "b": 2}, splits={"train": 2, "test": 0})
+    for folder in (root / "test").iterdir():
+        folder.rmdir()
+    with pytest.raises(DataError, match="test split has no images"):
+        load_dataset(str(root))
+
+
+def test_single_image_per_class_leaves_no_test_split_and_is_a_data_error(make_image_folder):
+    root = make_image_folder({"a": 1, "b": 1})
+    with pytest.raises(DataError, match="no image left for a test split"):
+        load_dataset(str(root))
+
+
+def test_oversized_image_is_a_data_error_and_can_be_skipped(make_image_folder, monkeypatch):
+    from PIL import Image as PILImage
+
+    root = make_image_folder({"a": 3, "b": 3}, size=(20, 20))
+    PILImage.fromarray(np.zeros((300, 300), np.uint8)).save(root / "b" / "huge.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 20_000)  # 300x300 is over twice this: a "bomb"
+    with pytest.raises(DataError, match="huge.png: cannot read image"):
+        load_dataset(str(root))
+    with pytest.warns(UserWarning, match="huge.png"):
+        assert len(load_dataset(str(root), skip_bad=True).train) == 4
+
+
+def test_large_test_fraction_still_leaves_every_class_in_train():
+    from caex.data import ImageSet
+
+    images = ImageSet(torch.zeros(6, 1, 4, 4), torch.tensor([0, 0, 1, 1, 1, 1]))
+    train, test = images.split(0.9, seed=0)
+    assert train.class_counts(2) == [1, 1] and test.class_counts(2) == [1, 3]

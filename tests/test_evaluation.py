@@ -81,6 +81,26 @@ def test_perturbation_curve_on_a_mean_intensity_model():
     assert peak_degradation(probs) == pytest.approx(3 / 16)
 
 
+def test_default_7x7_patches_on_a_known_answer():
+    """F = mean intensity of a white 16x16 image under a black fill: each patch's new pixels, /256."""
+    def mean_model(images: torch.Tensor) -> torch.Tensor:
+        brightness = images.mean(dim=(1, 2, 3))
+        return torch.stack([1 - brightness, brightness], dim=1)
+
+    saliency = torch.zeros(1, 16, 16)
+    saliency[0, 8, 8] = 3    # patch 1: rows and cols 5..11, 49 pixels
+    saliency[0, 10, 10] = 2  # inside patch 1: never a centre
+    saliency[0, 0, 15] = 1   # patch 2: the corner, clipped to rows 0..3 x cols 12..15, 16 pixels
+    # then the raster-first uncovered zero, (0, 0): rows 0..3 x cols 0..3, 16 pixels
+    images = torch.ones(1, 3, 16, 16)
+    result = PerturbationMetric()(mean_model, images, torch.tensor([1]), saliency, torch.zeros_like(images))
+    assert result.patch == 7 and result.n_patches == default_n_patches(16, 16) == 1
+    probs = perturbation_curve(mean_model, images, torch.tensor([1]), saliency, torch.zeros_like(images),
+                               n_patches=3)
+    torch.testing.assert_close(probs, torch.tensor([[1.0, 1 - 49 / 256, 1 - 65 / 256, 1 - 81 / 256]]))
+    assert result.aopc == pytest.approx(49 / 256) and result.peak_degradation == pytest.approx(49 / 256)
+
+
 def test_greedy_patches_skip_covered_pixels_and_clip_at_borders():
     saliency = torch.zeros(1, 6, 6)
     saliency[0, 2, 2] = 10  # patch 1 covers rows 1-3, cols 1-3
@@ -132,6 +152,14 @@ def test_default_n_patches_covers_a_fixed_share():
     assert default_n_patches(64, 64) == 8  # 0.1 * 4096 / 49 = 8.4
     assert default_n_patches(256, 256, share=0.25) == 334
     assert default_n_patches(4, 4) == 1
+
+
+@pytest.mark.parametrize(("settings", "named"), [(dict(n_patches=0), "n_patches=0"), (dict(patch=0), "patch=0"),
+                                                 (dict(share=0.0), "share=0.0"), (dict(share=1.5), "share=1.5"),
+                                                 (dict(batch_size=0), "batch_size=0")])
+def test_perturbation_metric_refuses_settings_without_a_curve(settings, named):
+    with pytest.raises(EvaluationError, match=f"PerturbationMetric.{named}"):
+        PerturbationMetric(**settings)
 
 
 def test_localisation_exact_values():
@@ -240,6 +268,9 @@ def test_runner_rejects_unknown_methods_and_cae_without_a_run():
         evaluate(None, square_classifier(), tiny_bundle(), methods=["gradcamm"])
     with pytest.raises(EvaluationError, match="need a CAE run"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["cae"], n_images=2)
+    for batch_size in (0, -1):
+        with pytest.raises(EvaluationError, match=f"batch_size={batch_size}: must be at least 1"):
+            evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], batch_size=batch_size)
 
 
 def test_runner_with_a_real_cae_explainer_on_every_path(tmp_path):

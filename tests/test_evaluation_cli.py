@@ -26,6 +26,8 @@ def test_help_lists_the_methods(capsys):
     (["none", "synthetic", "--methods", "gradcam,smoothgrad"], "unknown method 'smoothgrad'"),
     (["none", "synthetic", "--methods", "random", "--share", "2"], "the share in (0, 1]"),
     (["none", "synthetic", "--methods", "random", "--cae-steps", "1"], "--cae-steps 1: a path needs at least 2"),
+    (["none", "synthetic", "--methods", "random", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["none", "synthetic", "--methods", "random", "--batch-size", "-2"], "--batch-size -2: must be at least 1"),
     (["none", "synthetic:size=32,per_class=4", "--methods", "random", "--cae-target", "healthy"],
      "--cae-target 'healthy': not a class of synthetic:size=32,per_class=4 (normal, cnv, dme, drusen or 0..3)"),
     (["none", "synthetic:size=32,per_class=4", "--methods", "random", "--cae-target", "4"],

@@ -339,6 +339,41 @@ def test_targets_by_index_name_and_tensor(tiny: tuple[Explainer, torch.Tensor]) 
         explainer.explain(images[:2], path="reference")
 
 
+def test_targets_as_numpy_values_and_arrays(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    explainer, images = tiny
+    for target, expected in ((np.int64(2), [2, 2]), (np.array([0, 2]), [0, 2]), (np.array(1), [1, 1]),
+                             ([np.int32(2), "a"], [2, 0]), (torch.tensor(1), [1, 1])):
+        assert explainer.saliency(images[:2], target=target, path="centroid", steps=2).shape == (2, SIZE, SIZE)
+        assert explainer.explain(images[:2], target=target, path="centroid", steps=3).target.tolist() == expected
+    for bad in (np.array([1.5, 0.0]), torch.tensor(1.5), np.float64(1.5)):
+        with pytest.raises(CaexError, match="target 1.5: not a class"):
+            explainer.explain(images[:2], target=bad)
+
+
+def test_images_the_cae_was_not_made_for_are_refused(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    """Another size would run through the convolutions and give maps of a scale the CAE never saw."""
+    explainer, images = tiny
+    with pytest.raises(CaexError, match=rf"images: expected \[B, 1, {SIZE}, {SIZE}\] images for this CAE, "
+                                        rf"got shape \(2, 1, 20, 20\)"):
+        explainer.explain(torch.rand(2, 1, 20, 20))
+    with pytest.raises(CaexError, match=r"images: values span \[\d+, 255\]; expected the data range \[0, 1\]"):
+        explainer.saliency((images[:2] * 255).round().to(torch.uint8), target=1, path="centroid", steps=2)
+    with pytest.raises(CaexError, match="reference: values span"):
+        explainer.explain(images[:2], path="reference", reference=images[:1] * 2 - 1)
+    explainer.explain(images[:1].clamp(0, 1) * (1 + 1e-6), path="centroid", steps=2)  # round-off is fine
+
+
+@pytest.mark.parametrize(("channels", "size", "message"), [
+    (3, SIZE, "3-channel images but the CAE makes 1-channel ones"),
+    (1, 32, "32px images but the CAE makes 16px ones"),
+])
+def test_a_classifier_for_other_images_than_the_cae_makes_is_refused(channels: int, size: int, message: str) -> None:
+    classifier = TorchClassifier(build_classifier_network("smallcnn", channels=channels, num_classes=2,
+                                                          image_size=size), ["healthy", "lesion"], size, channels)
+    with pytest.raises(CaexError, match=f"the classifier takes {message}"):
+        Explainer(PaintingCAE(), classifier)
+
+
 def test_a_black_box_runs_without_gradients(painted: Explainer) -> None:
     assert painted.classifier.module is None
     explanation = painted.explain(healthy_images(4), path="guided", steps=8)
@@ -385,6 +420,20 @@ def test_guided_ends_at_the_first_candidate_the_classifier_confirms(candidates: 
     explanation = explainer.explain(healthy_images(2), path="guided", steps=6)
     assert torch.allclose(explanation.codes[:, -1], torch.full((2, 2), end_code))
     assert explainer.classifier.images_seen == 2 + 2 * decoded_per_image + 2 * 6
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_capped_code_graph_keeps_a_rare_target_class(seed: int) -> None:
+    """Two lesion codes of 41, a graph of 10: a plain random subset drops both for some seeds."""
+    cae = PaintingCAE()
+    cae.train_labels = (cae.train_codes[:, 0] > 0.95).long()
+    explainer = Explainer(cae, LesionBlackBox(), knn=3, max_graph_nodes=10, seed=seed, smoothing=0.0)
+    explanation = explainer.explain(healthy_images(2), path="guided", steps=4)
+    assert explainer._graph.size == 10 and int(explainer._graph.labels.sum()) == 2
+    assert all(cae.train_labels[route[-1]] == 1 for route in explanation.path_nodes)
+    again = Explainer(cae, LesionBlackBox(), knn=3, max_graph_nodes=10, seed=seed)
+    again._code_graph()
+    assert torch.equal(again._graph_rows, explainer._graph_rows)  # seeded
 
 
 def test_negative_smoothing_is_refused() -> None:

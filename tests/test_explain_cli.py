@@ -119,6 +119,15 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
     assert "--smoothing -1.0: must be 0 (off)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("batch_size", ["0", "-1"])
+def test_a_batch_size_below_one_is_a_one_line_error(workspace: Path, capsys: pytest.CaptureFixture,
+                                                    batch_size: str) -> None:
+    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--batch-size", batch_size,
+                   "--out", str(workspace / "never")) == 2
+    assert f"caex explain: error: --batch-size {batch_size}: must be at least 1" in capsys.readouterr().err
+    assert not (workspace / "never").exists()
+
+
 def test_collect_images_expands_folders_and_globs_once(workspace: Path) -> None:
     folder = workspace / "imgs"
     found = collect_images([str(folder), str(folder / "*.png")])

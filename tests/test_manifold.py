@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import subprocess
 from types import SimpleNamespace
 
 import numpy as np
@@ -250,8 +252,58 @@ def test_analyse_manifold_rejects_mismatched_inputs(bundle: DataBundle, tmp_path
     two_classes = DataBundle(bundle.train, bundle.test, ["a", "b"], spec="two")
     with pytest.raises(CaexError, match="3 classes but data 'two' has 2"):
         run_analysis(two_classes, tmp_path)
-    small = DataBundle(bundle.train, bundle.test, bundle.class_names, spec="coded")
     cae = CodeInImageCAE()
-    cae.config.image_size = 16
+    cae.config.image_size = 16  # the data's images are 8 px
     with pytest.raises(CaexError, match="16px images but data 'coded'"):
-        analyse_manifold(cae, CodeReader(), small, tmp_path)
+        analyse_manifold(cae, CodeReader(), bundle, tmp_path)
+
+
+# -- review: edge cases ------------------------------------------------------------------------
+
+
+def test_straight_paths_without_kept_frames(bundle: DataBundle) -> None:
+    from caex.manifold import straight_path_probabilities
+
+    test, cae = bundle.test, CodeInImageCAE()
+    a, b = sample_path_pairs(test.labels, 4, seed=0)
+    probabilities, frames = straight_path_probabilities(cae, CodeReader(), test.images, cae.class_codes(test.images),
+                                                        a, b, test.labels[b], steps=3, keep_frames=0)
+    assert probabilities.shape == (4, 3) and frames.shape == (0, 3, 1, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_one_dimensional_codes_still_map_to_2d(method: str) -> None:
+    from caex.manifold import project_2d
+
+    codes = np.arange(12, dtype=np.float32)[:, None]  # e.g. a CAE trained with --model code_dim=1
+    coords = project_2d(codes, method, seed=0)
+    assert coords.shape == (12, 2) and np.isfinite(coords).all()
+
+
+_DOM_STUB = """
+const noop = () => {};
+const context = new Proxy({}, {get: (target, key) => key in target ? target[key] : noop,
+                               set: (target, key, value) => { target[key] = value; return true; }});
+const element = () => ({checked: true, value: "pca", width: 760, height: 760, style: {}, options: [],
+  getContext: () => context, addEventListener: noop, append: noop, appendChild: noop,
+  add(option) { this.options.push(option); },
+  getBoundingClientRect: () => ({left: 0, top: 0, width: 760, height: 760})});
+const elements = {};
+globalThis.document = {getElementById: id => (elements[id] ??= element()), createElement: element,
+                       createTextNode: text => text};
+globalThis.Option = function (text, value) { this.text = text; this.value = value; };
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+@pytest.mark.parametrize("points", [10, 150_000])
+def test_maps_html_script_runs_for_large_maps(tmp_path, points: int) -> None:
+    """The page's script draws without error, also past the ~65k/125k spread-argument limit of JS engines."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, points)
+    page = maps_html({"pca": rng.normal(size=(points, 2))}, labels, labels, ["train", "test"] * (points // 2),
+                     [f"{i}.png" for i in range(points)], ["x", "y"])
+    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    (tmp_path / "page.js").write_text(_DOM_STUB + script, encoding="utf-8")
+    result = subprocess.run(["node", str(tmp_path / "page.js")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-500:]

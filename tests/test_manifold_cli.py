@@ -61,6 +61,11 @@ def test_manifold_command_writes_the_analysis(inputs: dict[str, str], capsys) ->
     ({"run": "/nonexistent/run"}, "no such CAE run folder"),
     ({"clf": "clf2"}, "the classifier has 2 classes but data"),
     ({"extra": ["--paths", "0"]}, "--paths 0: must be at least 1"),
+    ({"extra": ["--tolerance", "-0.1"]}, "--tolerance -0.1: must be at least 0 and below 1"),
+    ({"extra": ["--tolerance", "nan"]}, "--tolerance nan: must be at least 0 and below 1"),
+    pytest.param({"extra": ["--device", "mps"]}, "--device 'mps': MPS is not available",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")),
+    ({"extra": ["--device", "meta"]}, "--device 'meta': not available on this machine"),
 ])
 def test_manifold_command_reports_bad_input_in_one_line(inputs: dict[str, str], tmp_path, capsys,
                                                         change: dict, message: str) -> None:

@@ -93,6 +93,7 @@ def test_presets_and_json_round_trip() -> None:
     (dict(name="tiny", image_size=30, n_down_individual=2), "image_size=30: must be divisible"),
     (dict(name="paper", image_size=28), "too many down-samplings"),
     (dict(name="tiny", class_pool="median"), "class_pool='median': must be 'avg' or 'max'"),
+    (dict(name="tiny", n_res=0), "n_res=0: must be >= 1 (the class code reaches the decoder only through"),
 ])
 def test_config_errors(kwargs: dict, message: str) -> None:
     args = dict(image_size=32, channels=1, num_classes=2) | kwargs
@@ -147,6 +148,12 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelError, match="unreadable CAE config"):
         CAE.load(tmp_path)
+    CAE(_tiny()).save(tmp_path / "typo")
+    meta = json.loads((tmp_path / "typo" / "config.json").read_text())
+    meta["config"]["n_res"] = "two"
+    (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="unreadable CAE config.*two"):
+        CAE.load(tmp_path / "typo")
 
 
 def test_fresh_class_codes_differ_between_images() -> None:

@@ -230,3 +230,20 @@ def test_cli_report_writes_file_and_reports_bad_path(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("caex report: error: RUN") and "no such folder" in err and "\n" not in err
+
+
+def test_training_summary_with_missing_numbers_still_reports(tmp_path):
+    run = make_run(tmp_path / "run")
+    _write_json(run / "cae/summary.json", {"iters": 40, "seconds": None, "recon_l1": None})
+    text = build_report(run).read_text(encoding="utf-8")
+    assert "40 iterations" in text
+
+
+def test_unwritable_report_target_is_one_line_error(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    with pytest.raises(CaexError, match="is a folder"):
+        build_report(run, tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["report", str(run), "--out", str(tmp_path / "file.txt" / "r.html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("caex report: error: cannot write") and "\n" not in err

@@ -12,7 +12,7 @@ import torch
 
 from caex.classifier import Classifier
 from caex.data import DataBundle, ImageSet
-from caex.errors import DataError, TrainingError
+from caex.errors import DataError, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator
 from caex.training import TrainConfig, losses, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -343,3 +343,65 @@ def test_critic_noise_reaches_the_generator_step() -> None:
 def test_critic_noise_out_of_range_is_named() -> None:
     with pytest.raises(TrainingError, match="critic_noise=-0.1"):
         TrainConfig.preset("tiny", critic_noise=-0.1)
+
+
+def test_classifier_critic_on_another_device_leaves_the_users_classifier_usable() -> None:
+    """The critic is copied to the training device: moving the user's module broke classifier.predict (and so
+    labels="predicted") whenever the classifier was loaded on another device than the CAE trains on."""
+    from caex.training.trainer import _class_critic
+
+    classifier = _MeanBrightness()
+    config = TrainConfig.preset("tiny", dc="classifier", labels="predicted", tensorboard=False)
+    critic = _class_critic(classifier, config, 2, torch.device("meta"))
+    assert {p.device.type for p in critic.parameters()} == {"meta"} and not critic.training
+    assert not any(p.requires_grad for p in critic.parameters())
+    assert {p.device.type for p in classifier.module.parameters()} == {"cpu"}
+    assert classifier.predict(torch.full((2, 1, 16, 16), 0.9)).tolist() == [1, 1]
+    assert _class_critic(classifier, config, 2, torch.device("cpu")) is classifier.module  # same device: no copy
+
+
+def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    changed = dataclasses.replace(train_config, iters=4, seed=3, weights=losses.LossWeights(cycle=2.0))
+    with pytest.raises(TrainingError, match=r"trained with weights=.*seed=0 \(now weights=.*seed=3\); resume with"):
+        train_cae(data, config, changed, tmp_path / "run", resume=True)
+    longer = dataclasses.replace(train_config, iters=4, sample_every=1, ckpt_every=1, log_every=2, time_limit=60.0)
+    train_cae(data, config, longer, tmp_path / "run", resume=True)  # length and records may change
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 4
+
+
+def test_force_removes_the_previous_model_before_training(tmp_path, monkeypatch) -> None:
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    CAE.load(tmp_path / "run")
+    _interrupt_at(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train_cae(data, config, train_config, tmp_path / "run", force=True)
+    with pytest.raises(ModelError, match="not a finished CAE run"):  # the old model does not pass for its result
+        CAE.load(tmp_path / "run")
+
+
+def test_resume_survives_a_log_line_cut_short_by_a_kill(tmp_path, monkeypatch) -> None:
+    data = _data()
+    config, train_config = _configs(iters=4, ckpt_every=2, sample_every=100)
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train_cae(data, config, train_config, tmp_path / "run")
+    log = tmp_path / "run" / "log.jsonl"
+    log.write_text(log.read_text() + '{"iter": 4, "recon_im')
+    train_cae(data, config, train_config, tmp_path / "run", resume=True)
+    assert [json.loads(line)["iter"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr_halvings", -1, "lr_halvings=-1: must be >= 0"),
+    ("time_limit", 0.0, "time_limit=0.0: must be a positive number of seconds"),
+    ("time_limit", float("nan"), "time_limit=nan: must be a positive"),
+])
+def test_schedule_settings_out_of_range_are_named(field: str, value, message: str) -> None:
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig.preset("tiny", **{field: value})

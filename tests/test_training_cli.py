@@ -116,3 +116,38 @@ def test_cli_model_overrides_reach_the_saved_network(tmp_path, npz_data) -> None
                  "--device", "cpu"]) == 0
     config = CAE.load(run).config
     assert (config.class_pool, config.n_res, config.disc_dropout) == ("max", 2, 0.1)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--size", "32"], "takes 16px images but data"),  # trained silently against a critic of the wrong size
+    (["--channels", "3"], "takes 1-channel images but data"),  # failed mid-run as an unexpected error
+])
+def test_a_classifier_that_does_not_fit_the_data_is_refused_before_training(tmp_path, npz_data, capsys, extra,
+                                                                           expected) -> None:
+    from caex.classifier import build_classifier_network, save_bundle
+
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=16)
+    save_bundle(net, tmp_path / "clf", class_names=["0", "1"], image_size=16)
+    code = main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", "--iters", "2",
+                 "--classifier", str(tmp_path / "clf"), "--device", "cpu", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("caex train: error:") and expected in err[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_resume_continues_with_the_runs_own_settings(tmp_path, npz_data, capsys) -> None:
+    run = tmp_path / "run"
+    first = ["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--batch-size", "2", "--device", "cpu"]
+    assert main([*first, "--iters", "4", "--loss", "adversarial=0.5", "--max-shift", "1", "--seed", "3"]) == 0
+    # No training flag repeated: the run's own settings, not the preset's, carry on.
+    assert main(["train", str(npz_data), "--out", str(run), "--iters", "6", "--resume", "--device", "cpu"]) == 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert (saved["iters"], saved["seed"], saved["max_shift"], saved["batch_size"]) == (6, 3, 1, 2)
+    assert saved["weights"]["adversarial"] == 0.5 and saved["weights"]["cycle"] == TrainConfig().weights.cycle
+    assert json.loads((run / "summary.json").read_text())["iters"] == 6
+    capsys.readouterr()
+    # A flag that would change the run is refused, naming the setting.
+    assert main(["train", str(npz_data), "--out", str(run), "--iters", "8", "--resume", "--seed", "4",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("caex train: error:") and "seed=3" in err and "seed=4" in err and "\n" not in err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +13,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from caex.data import ImageSet
+from caex.errors import TrainingError
 from caex.model import CAE, CAEConfig
-from caex.training import TrainConfig, train_cae
+from caex.training import TrainConfig, losses, train_cae
+from caex.training.distributed import init_distributed
 
 
 def _free_port() -> int:
@@ -46,3 +50,51 @@ def test_two_gloo_ranks_end_identical(tmp_path, ema: float) -> None:
     torch.manual_seed(0)  # the trainer's weight init
     initial = CAE(CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)).state_dict()
     assert not torch.equal(initial["decoder.mlp.net.0.weight"], rank0["decoder.mlp.net.0.weight"])  # it trained
+
+
+def _poisoned_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Rank 1 alone sees a NaN in eq. 5 at iteration 2; each rank records the TrainingError it ends with."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    original, calls = losses.adversarial_generator_loss, []
+
+    def poisoned(logits):
+        calls.append(1)
+        return original(logits) * (float("nan") if rank == 1 and len(calls) == 2 else 1.0)
+
+    losses.adversarial_generator_loss = poisoned
+    data = ImageSet(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2)
+    config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
+    train_config = TrainConfig.preset("tiny", iters=4, sample_every=100, tensorboard=False, device="cpu")
+    try:
+        train_cae(data, config, train_config, os.path.join(folder, "run"))
+    except TrainingError as exc:
+        Path(folder, f"rank{rank}.txt").write_text(str(exc))
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path) -> None:
+    """Before, the rank with the NaN raised alone and the others waited in DDP's gradient all-reduce."""
+    context = mp.start_processes(_poisoned_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + 120
+    try:
+        while not context.join(timeout=5):
+            assert time.monotonic() < deadline, "the ranks did not stop together"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    for rank in (0, 1):
+        message = (tmp_path / f"rank{rank}.txt").read_text()
+        assert message.startswith("loss term 'adversarial' became non-finite") and "at iteration 2" in message
+    assert "(on another rank)" in (tmp_path / "rank0.txt").read_text()
+    assert "(nan)" in (tmp_path / "rank1.txt").read_text()
+
+
+def test_a_world_size_without_a_rank_is_a_one_line_error(monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(TrainingError, match="WORLD_SIZE=2 but RANK is not set; start distributed runs with torchrun"):
+        init_distributed("cpu")

@@ -137,7 +137,7 @@ def check_compatible(classifier: Classifier, data: DataBundle) -> None:
                               f"{data.image_size}px (use --size {classifier.image_size})")
     try:
         classifier.predict_proba(data.test.images[:1])
-    except RuntimeError as exc:  # an unrecorded size or channel count the network cannot take
+    except Exception as exc:  # noqa: BLE001 - an unrecorded size or channel count; onnxruntime's errors are no RuntimeError
         raise ClassifierError(f"the classifier cannot take data {data.spec!r}'s "
                               f"{tuple(data.test.images.shape[1:])} images ({_first_line(exc)})") from None
 

@@ -8,6 +8,7 @@ digits) keeps the ResNets from memorising the training split.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -85,7 +86,7 @@ def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float |
     check_arch(arch)
     epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
     lr = DEFAULT_LR[arch] if lr is None else lr
-    if epochs < 1 or batch_size < 1 or lr <= 0:
+    if epochs < 1 or batch_size < 1 or not 0 < lr < math.inf:
         raise TrainingError(f"training {arch}: epochs ({epochs}), batch size ({batch_size}) and lr ({lr}) "
                             "must be positive")
     return epochs, lr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from caex.cli.common import add_data_arguments, add_seed_argument
 
@@ -35,6 +36,8 @@ def run_show(args: argparse.Namespace) -> int:
 
     if args.per_class < 1:
         raise CaexError(f"--per-class {args.per_class}: must be at least 1")
+    if Path(args.out).is_dir():
+        raise CaexError(f"--out {args.out}: is a folder; give the PNG file to write")
     bundle = load_data_from_args(args)
     print(f"data: {bundle.spec}")
     print(f"images: {bundle.image_size}x{bundle.image_size}, {bundle.channels} channel(s); "

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     methods = [canonical_method(name) for name in args.methods.split(",") if name.strip()]
     if not methods:
         raise CaexError("--methods: name at least one method")
+    if args.batch_size < 1:
+        raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.cae_steps < 2:
         raise CaexError(f"--cae-steps {args.cae_steps}: a path needs at least 2 steps")
     if args.patch < 1 or not 0 < args.share <= 1 or (args.n_patches is not None and args.n_patches < 1):

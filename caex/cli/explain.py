@@ -9,6 +9,7 @@ from pathlib import Path
 from caex.cli.common import add_device_argument, add_seed_argument
 from caex.errors import CaexError
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from caex.explain.paths import DEFAULT_STEPS
 
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError("--reference IMG goes with --path reference (and that path needs one)")
     if args.all_targets and args.target is not None:
         raise CaexError("give either --target or --all-targets, not both")
+    if args.batch_size < 1:
+        raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.smoothing < 0:
         raise CaexError(f"--smoothing {args.smoothing}: must be 0 (off) or a positive sigma in pixels")
     sources = collect_images(args.images)

@@ -53,6 +53,8 @@ def _check_counts(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value < minimum:
             raise CaexError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
+    if not 0 <= args.tolerance < 1:  # also refuses NaN
+        raise CaexError(f"--tolerance {args.tolerance}: must be at least 0 and below 1")
 
 
 def run(args: argparse.Namespace) -> int:

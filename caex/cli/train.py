@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
+from caex.cli.common import add_data_arguments, add_device_argument
 from caex.errors import CaexError
+
+if TYPE_CHECKING:
+    from caex.classifier import Classifier
+    from caex.training import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="class critic for swapped images: the frozen target classifier (default when "
                              "--classifier is given; converges far faster) or the discriminator's class head "
                              "(default without --classifier)")
-    parser.add_argument("--labels", choices=("dataset", "predicted"), default="dataset",
+    parser.add_argument("--labels", choices=("dataset", "predicted"), default=None,
                         help="train on the data set's labels (default) or on the classifier's predictions "
                              "(explain the model rather than the data)")
     parser.add_argument("--critic-noise", type=float, default=None, metavar="STD",
@@ -63,9 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (1 is often fastest for small models on busy machines)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint")
+    mode.add_argument("--resume", action="store_true",
+                      help="continue the run in RUN from its checkpoint, with the run's own settings (flags "
+                           "given now change only --iters, --time-limit, --device and the intervals)")
     mode.add_argument("--force", action="store_true", help="start over in a non-empty RUN")
-    add_seed_argument(parser)
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     add_device_argument(parser)
     parser.set_defaults(func=run)
 
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     from caex.cli.common import load_data_from_args
     from caex.model import CAEConfig
-    from caex.training import LossWeights, TrainConfig, train_cae
+    from caex.training import LossWeights, train_cae
     from caex.utils.io import read_json
 
     for name in ("iters", "batch_size", "sample_every", "ckpt_every", "threads"):
@@ -92,17 +99,11 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_data_from_args(args)
     classifier = None
     if args.classifier is not None:
-        from caex.classifier import load_classifier
+        from caex.classifier import check_compatible, load_classifier
 
         classifier = load_classifier(args.classifier, device=args.device)
-    overrides = {key: value for key, value in dict(
-        iters=args.iters, batch_size=args.batch_size, lr=args.lr, time_limit=args.time_limit,
-        sample_every=args.sample_every, ckpt_every=args.ckpt_every, critic_noise=args.critic_noise,
-        hflip=args.hflip, max_shift=args.max_shift, ema=args.ema).items()
-        if value is not None}
-    dc = args.dc or ("classifier" if classifier is not None and classifier.has_gradients else "discriminator")
-    train_config = TrainConfig.preset(args.preset, loss=loss_overrides, dc=dc, labels=args.labels, seed=args.seed,
-                                      device=args.device, **overrides)
+        check_compatible(classifier, bundle)  # a critic of another size or channel count fails late or silently
+    train_config = _train_config(args, classifier, loss_overrides)
     config = CAEConfig.preset(args.preset, image_size=bundle.image_size, channels=bundle.channels,
                               num_classes=bundle.num_classes, **model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
@@ -114,3 +115,31 @@ def run(args: argparse.Namespace) -> int:
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
           f"CAE saved to {args.out}", file=sys.stderr)
     return 0
+
+
+def _train_config(args: argparse.Namespace, classifier: Classifier | None,
+                  loss_overrides: dict[str, float]) -> TrainConfig:
+    """The preset's training settings with the flags given; on ``--resume``, the run's own settings instead.
+
+    A resumed run must train as it began (the trainer refuses anything else), so it starts from the
+    run's ``train_config.json`` rather than the preset, and flags given again must agree with it.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from caex.training import TrainConfig
+    from caex.training.trainer import TRAIN_CONFIG_FILE
+    from caex.utils.io import read_json
+
+    given = {key: value for key, value in dict(
+        iters=args.iters, batch_size=args.batch_size, lr=args.lr, sample_every=args.sample_every,
+        ckpt_every=args.ckpt_every, critic_noise=args.critic_noise, hflip=args.hflip, max_shift=args.max_shift,
+        ema=args.ema, dc=args.dc, labels=args.labels, seed=args.seed).items() if value is not None}
+    saved = Path(args.out) / TRAIN_CONFIG_FILE
+    if args.resume and saved.is_file():
+        base = TrainConfig.from_dict(read_json(saved))
+        weights = dataclasses.replace(base.weights, **loss_overrides)
+        return dataclasses.replace(base, weights=weights, device=args.device, time_limit=args.time_limit, **given)
+    given.setdefault("dc", "classifier" if classifier is not None and classifier.has_gradients else "discriminator")
+    return TrainConfig.preset(args.preset, loss=loss_overrides, device=args.device, time_limit=args.time_limit,
+                              **given)

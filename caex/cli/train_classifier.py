@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
     from caex.cli.common import load_data_from_args
 
-    batch_size = args.batch_size or DEFAULT_BATCH_SIZE
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
     data = load_data_from_args(args)
     print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "

@@ -22,16 +22,13 @@ def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, 
 
 def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int = 8, seed: int = 0) -> Path:
     """Write a PNG grid of training images: one row per class (named), masks outlined in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global backend or figure state is touched
 
     images, labels, masks = bundle.train.images, bundle.train.labels, bundle.train.masks
     rows = sample_grid_indices(labels, bundle.num_classes, per_class, seed)
     tile = 1.3 if bundle.image_size <= 96 else 2.0
-    figure, axes = plt.subplots(bundle.num_classes, per_class, squeeze=False,
-                                figsize=(tile * per_class + 1.2, tile * bundle.num_classes))
+    figure = Figure(figsize=(tile * per_class + 1.2, tile * bundle.num_classes))
+    axes = figure.subplots(bundle.num_classes, per_class, squeeze=False)
     for class_index, (indices, axes_row) in enumerate(zip(rows, axes)):
         for column, axis in enumerate(axes_row):
             axis.set_xticks([])
@@ -54,5 +51,4 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     return atomic_write_bytes(path, buffer.getvalue())

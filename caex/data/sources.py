@@ -11,7 +11,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,8 @@ from caex.errors import DataError
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+#: Float pixels of an ``.npz`` may stray this far outside [0, 1] (rounding) before they count as another range.
+FLOAT_SLACK = 1e-3
 
 
 @dataclass
@@ -115,7 +120,7 @@ def _pillow_image(path: Path):
     try:
         with Image.open(path) as image:
             yield image
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
@@ -197,6 +202,11 @@ def read_folder(root: Path, *, skip_bad: bool = False) -> RawData:
     subfolders = _class_folders(root)
     lowered = {name.lower(): path for name, path in subfolders.items()}
     split_layout = "train" in lowered and "test" in lowered
+    for present, absent in (("train", "test"), ("test", "train")):
+        folder = lowered.get(present)
+        if absent not in lowered and folder is not None and _class_folders(folder) and not _image_files(folder):
+            raise DataError(f"{root}: has {present}/ but no {absent}/ folder (layouts: root/<class>/*.png, or "
+                            "root/train/<class>/ with root/test/<class>/)")
     train_root = lowered["train"] if split_layout else root
     class_names = list(_class_folders(train_root))
     if len(class_names) < 2:
@@ -224,7 +234,7 @@ def read_npz(path: Path) -> RawData:
     try:
         archive = np.load(path, allow_pickle=False)
         arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read .npz ({type(exc).__name__}: {exc})") from None
     for key in ("train_images", "train_labels"):
         if key not in arrays:
@@ -269,6 +279,35 @@ def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> tuple[to
         raise DataError(f"{path}: {split}_images has {len(images)} images but {split}_labels has {len(labels)}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"{path}: {split}_labels must be integers, got {labels.dtype}")
-    tensor = _unit_range(images, path)
+    if not len(images):
+        raise DataError(f"{path}: {split}_images has no images")
+    tensor = _unit_range(_npz_pixels(path, f"{split}_images", images), path)
     tensor = tensor[:, None] if images.ndim == 3 else tensor.permute(0, 3, 1, 2)
     return tensor.contiguous(), torch.as_tensor(labels, dtype=torch.long)
+
+
+def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
+    """Check that an array's values read as intended by :func:`_unit_range`; narrow 8-bit integers.
+
+    Unlike an image file, an array carries no bit depth: ``np.array`` of 8-bit
+    images is often int64, and float arrays may hold 0..255. Wide integers
+    whose values fit 8 (16) bits are read as 8 (16) bit; floats outside [0, 1],
+    non-finite and negative values are refused rather than clamped.
+    """
+    if np.issubdtype(images.dtype, np.floating):
+        low, high = float(images.min()), float(images.max())
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise DataError(f"{path}: {key} has NaN or infinite pixels")
+        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
+            raise DataError(f"{path}: {key} holds floats in [{low:g}, {high:g}]; float pixels must be in [0, 1] "
+                            "(divide by 255, or store 8-bit images as uint8)")
+    elif np.issubdtype(images.dtype, np.integer) and images.dtype not in (np.uint8, np.uint16):
+        low, high = int(images.min()), int(images.max())
+        if low < 0:
+            raise DataError(f"{path}: {key} has negative pixel values (minimum {low}); "
+                            "expected 8-bit (0..255) or 16-bit (0..65535) images")
+        if high <= 255:
+            return images.astype(np.uint8)
+        if high <= 65535:
+            return images.astype(np.uint16)
+    return images

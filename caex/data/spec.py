@@ -36,6 +36,8 @@ def load_dataset(spec: str, *, size: int | None = None, channels: int | None = N
         raise DataError(f"size={size}: out of range ({SIZE_RANGE[0]}..{SIZE_RANGE[1]} pixels)")
     if channels not in (None, 1, 3):
         raise DataError(f"channels={channels}: must be 1 or 3")
+    if not spec.strip():
+        raise DataError(f"empty data spec (valid: {SPEC_FORMS})")
     name, has_options, options = spec.partition(":")
     if name == "synthetic":
         return _load_synthetic(spec, options, size, channels, seed, test_fraction)
@@ -93,6 +95,8 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
     if len(present) < 2:
         names = ", ".join(raw.class_names[k] for k in present.tolist()) or "none"
         raise DataError(f"{spec}: needs at least two classes with images, found {names}")
+    if raw.test is not None and not len(raw.test.labels):
+        raise DataError(f"{spec}: the test split has no images")
     parts = [raw.train] if raw.test is None else [raw.train, raw.test]
     if channels is None:
         channels = 1 if all(_is_gray(images) for part in parts for images in _batches(part)) else 3
@@ -101,6 +105,9 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
         size = min(first.shape[-2:])
     sets = [ImageSet(_prepare(part, size, channels), part.labels, None, part.sources) for part in parts]
     train, test = sets[0].split(test_fraction, seed) if raw.test is None else sets
+    if not len(test):
+        raise DataError(f"{spec}: no image left for a test split (every class has a single image); "
+                        "give some class at least two images, or provide a test split")
     return DataBundle(train, test, list(raw.class_names), spec)
 
 

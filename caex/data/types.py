@@ -53,14 +53,15 @@ class ImageSet(Dataset):
 
     def split(self, test_fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
         """A stratified, seeded train/test split: each class gives ``round(count * test_fraction)``
-        images to the test part (at least one when it has two or more); both parts come shuffled."""
+        images to the test part (at least one when it has two or more, and never its last one, so
+        every class stays in train); both parts come shuffled."""
         generator = torch.Generator().manual_seed(seed)
         train_parts, test_parts = [], []
         for label in self.labels.unique().tolist():
             members = (self.labels == label).nonzero()[:, 0]
             members = members[torch.randperm(len(members), generator=generator)]
             count = round(len(members) * test_fraction)
-            count = max(count, 1) if len(members) >= 2 else 0
+            count = min(max(count, 1), len(members) - 1) if len(members) >= 2 else 0
             test_parts.append(members[:count])
             train_parts.append(members[count:])
         train, test = torch.cat(train_parts), torch.cat(test_parts)

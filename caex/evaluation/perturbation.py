@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from caex.errors import EvaluationError
 from caex.utils.seed import torch_generator
 
 #: The paper's patch side.
@@ -41,7 +42,11 @@ def default_n_patches(height: int, width: int, patch: int = DEFAULT_PATCH, share
 
 
 def make_fill(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Uniform values over the data range [0, 1], one draw per image, shared by every method."""
+    """Uniform values over the data range [0, 1] for every image of the batch, shared by every method.
+
+    One seeded draw for the whole batch: an image's fill is fixed by the seed and its position in
+    ``images``, so every method measured on the same selection sees the same fill.
+    """
     generator = torch_generator(seed)
     return torch.rand(images.shape, generator=generator, dtype=torch.float32).to(images.device)
 
@@ -95,6 +100,7 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
     :class:`caex.classifier.Classifier` is such a callable).
     """
     count = len(images)
+    fill = fill.to(images.device)
     _, cover_step = greedy_patches(saliency.to(images.device), n_patches, patch)
     labels = labels.to(images.device)
     clean = model(images).gather(1, labels[:, None]).squeeze(1)
@@ -142,6 +148,14 @@ class PerturbationMetric:
     share: float = DEFAULT_SHARE
     n_patches: int | None = None
     batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("patch", "n_patches", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise EvaluationError(f"PerturbationMetric.{name}={value}: must be at least 1")
+        if not 0 < self.share <= 1:
+            raise EvaluationError(f"PerturbationMetric.share={self.share}: must be in (0, 1]")
 
     def n_patches_for(self, height: int, width: int) -> int:
         return self.n_patches if self.n_patches is not None else default_n_patches(height, width, self.patch,

@@ -21,7 +21,7 @@ import torch
 
 from caex.classifier.base import Classifier
 from caex.data.types import DataBundle
-from caex.errors import CaexError
+from caex.errors import EvaluationError
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
@@ -36,10 +36,6 @@ DEFAULT_CAE_PATH = "guided"
 DEFAULT_METHODS = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrated_gradients", "random")
 _ALIASES = {"ig": "integrated_gradients", "integrated-gradients": "integrated_gradients", "grad-cam": "gradcam"}
 GALLERY_ROWS = 6
-
-
-class EvaluationError(CaexError):
-    """The evaluation was asked for something it cannot do (unknown method, no usable images)."""
 
 
 @dataclass
@@ -120,6 +116,8 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     (e.g. its path) labels the tables.
     """
     names = [canonical_method(name) for name in methods]
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size={batch_size}: must be at least 1")
     metric = metric or PerturbationMetric()
     localisation = localisation or LocalisationMetric()
     indices = select_images(classifier, data, n_images, seed)

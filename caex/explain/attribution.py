@@ -15,7 +15,7 @@ skipped method. LIME, occlusion and random only call ``predict_proba``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,6 +28,10 @@ from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import other_classes_by_probability
 from caex.utils.seed import torch_generator
+
+
+#: A class index per image (``[B]`` tensor, list or array) or one index for every image.
+TargetLike = torch.Tensor | np.ndarray | Sequence[int] | int
 
 
 class AttributionError(CaexError):
@@ -85,11 +89,12 @@ class Attributor:
         """The differentiable classifier (data-range images to logits); gradient methods only."""
         return self.classifier.module
 
-    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), on the inputs' device."""
-        if inputs.ndim != 4 or len(target) != len(inputs):
-            raise AttributionError(f"{self.name}: expected inputs [B,C,H,W] and target [B], got "
-                                   f"{tuple(inputs.shape)} and {tuple(target.shape)}")
+    def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
+        """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), on the inputs' device.
+
+        ``target``: one class index per image (``[B]`` tensor, list or array), or one for all.
+        """
+        target = self._targets(inputs, target)
         chunks = []
         for start in range(0, len(inputs), self.batch_size):
             batch = inputs[start:start + self.batch_size].to(self.device, torch.float32)
@@ -98,7 +103,7 @@ class Attributor:
             chunks.append(resize_maps(attributions, tuple(inputs.shape[-2:])).to(inputs.device))
         return torch.cat(chunks)
 
-    def saliency(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def saliency(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Maps ``[B, H, W]`` in [0, 1]: attributions reduced over channels and normalised per image."""
         attributions = self.attribute(inputs, target)
         if self.absolute:
@@ -109,13 +114,24 @@ class Attributor:
         """Attributions ``[b, C' , h, w]`` for one batch already on :attr:`device`."""
         raise NotImplementedError
 
+    def _targets(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
+        """``target`` as ``[B]`` int64 on the inputs' device (one index is used for every image)."""
+        array = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
+        if array.ndim == 0 and inputs.ndim == 4:
+            array = np.full(len(inputs), array)
+        if inputs.ndim != 4 or array.ndim != 1 or len(array) != len(inputs) or array.dtype.kind not in "iu":
+            raise AttributionError(f"{self.name}: expected inputs [B,C,H,W] and class indices [B], got "
+                                   f"{tuple(inputs.shape)} and {array.dtype} {tuple(array.shape)}")
+        return torch.from_numpy(array.astype(np.int64)).to(inputs.device)
+
 
 class RandomAttributor(Attributor):
     """Seeded uniform noise: the floor every real explanation must beat."""
 
     name = "random"
 
-    def attribute(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
+        self._targets(inputs, target)  # the same argument check as every other method
         noise = torch.rand((len(inputs), 1, *inputs.shape[-2:]), generator=self.generator)
         return noise.to(inputs.device)
 
@@ -182,9 +198,10 @@ class FullGradAttributor(Attributor):
                      lambda _module, _input, output, bias=bias: calls.append((bias, output)))
                  for layer, bias in self._biased]
         try:
-            inputs = inputs.detach().requires_grad_(True)
-            score = self.module(inputs).gather(1, target[:, None]).sum()
-            grads = torch.autograd.grad(score, [inputs, *(output for _, output in calls)], allow_unused=True)
+            with torch.enable_grad():  # also under a caller's no_grad, as Captum's methods do
+                inputs = inputs.detach().requires_grad_(True)
+                score = self.module(inputs).gather(1, target[:, None]).sum()
+                grads = torch.autograd.grad(score, [inputs, *(output for _, output in calls)], allow_unused=True)
         finally:
             for hook in hooks:
                 hook.remove()

@@ -16,10 +16,13 @@ flip" is a mask applied afterwards, never a per-image loop. Only
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +36,8 @@ from caex.utils.device import resolve_device
 from caex.utils.seed import torch_generator
 
 PATHS = ("guided", "centroid", "nearest", "reference")
+#: Slack on the [0, 1] data range for float round-off in the caller's preprocessing.
+_RANGE_TOLERANCE = 1e-3
 
 TargetSpec = int | str | torch.Tensor | Sequence[int | str] | None
 
@@ -107,6 +112,10 @@ class Explainer:
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")
+        for unit, theirs, ours in (("-channel", classifier.channels, cae.config.channels),
+                                   ("px", classifier.image_size, cae.config.image_size)):
+            if theirs is not None and theirs != ours:  # it would classify frames it was never made for
+                raise ExplainError(f"the classifier takes {theirs}{unit} images but the CAE makes {ours}{unit} ones")
         self.device = resolve_device(device) if device is not None else _module_device(cae)
         self.cae = cae.to(self.device).eval()
         self.classifier = classifier
@@ -291,12 +300,22 @@ class Explainer:
         return torch.cat([c.float() for c, _ in pairs]), torch.cat([s for _, s in pairs])
 
     def _code_graph(self) -> CodeGraph:
-        """The kNN graph over the stored codes, built on first use (a seeded subset above the cap)."""
+        """The kNN graph over the stored codes, built on first use (a seeded subset above the cap).
+
+        The subset takes up to ``knn`` codes of every class first, so a rare class still has a
+        region to end in (:meth:`_require_codes` only checked the full set of stored codes).
+        """
         if self._graph is None:
             count = len(self.cae.train_codes)
             rows = torch.arange(count)
             if count > self.max_graph_nodes:
-                rows = torch.randperm(count, generator=torch_generator(self.seed))[:self.max_graph_nodes].sort().values
+                shuffled = torch.randperm(count, generator=torch_generator(self.seed))
+                labels = self.cae.train_labels.cpu()[shuffled]
+                by_class = torch.argsort(labels, stable=True)
+                turn = torch.empty_like(by_class)  # how many of its class come before each code
+                turn[by_class] = torch.arange(count) - torch.searchsorted(labels[by_class], labels[by_class])
+                priority = (turn >= max(1, self.knn)).long() * count + torch.arange(count)
+                rows = shuffled[priority.argsort()[:self.max_graph_nodes]].sort().values
             self._graph_rows = rows
             self._graph = CodeGraph(self.cae.train_codes.float().cpu()[rows],
                                     self.cae.train_labels.cpu()[rows], k=self.knn)
@@ -345,23 +364,30 @@ class Explainer:
         images = torch.as_tensor(images)
         if images.ndim == 3:
             images = images[None]
-        channels = self.cae.config.channels
-        if images.ndim != 4 or images.shape[1] != channels:
-            raise ExplainError(f"{what}: expected [B, {channels}, H, W] images for this CAE, "
+        channels, size = self.cae.config.channels, self.cae.config.image_size
+        if images.ndim != 4 or images.shape[1] != channels or tuple(images.shape[2:]) != (size, size):
+            raise ExplainError(f"{what}: expected [B, {channels}, {size}, {size}] images for this CAE, "
                                f"got shape {tuple(images.shape)}")
-        return images.float()
+        images = images.float()
+        if len(images) and not (images.min() >= -_RANGE_TOLERANCE and images.max() <= 1 + _RANGE_TOLERANCE):
+            raise ExplainError(f"{what}: values span [{float(images.min()):g}, {float(images.max()):g}]; "
+                               "expected the data range [0, 1] (divide 8-bit images by 255)")
+        return images
 
     def _parse_target(self, target: TargetSpec, count: int) -> torch.Tensor:
         """A class index, class name or one per image -> ``[B]`` int64 indices, validated."""
-        if isinstance(target, (int, str)):
+        if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):  # Python numbers from here on
+            target = target.reshape(-1).tolist() if target.ndim else target.item()
+        if isinstance(target, (int, float, str)):
             target = [target] * count
-        if isinstance(target, torch.Tensor):
-            target = target.reshape(-1).tolist() if target.ndim else [int(target)] * count
         if len(target) != count:
             raise ExplainError(f"{len(target)} targets for {count} images")
         return torch.tensor([self._class_index(value) for value in target], dtype=torch.long)
 
     def _class_index(self, value: int | str) -> int:
+        if not isinstance(value, (str, bool)):
+            with contextlib.suppress(TypeError):
+                value = operator.index(value)  # NumPy and 0-d tensor integers too
         index = class_index(value, self.class_names)
         if index is not None:
             return index

@@ -50,6 +50,8 @@ def subsample_rows(splits: list[str], cap_per_split: int, *, seed: int = 0) -> n
 def project_2d(codes: np.ndarray, method: str, *, seed: int = 0) -> np.ndarray:
     """``[N, 2]`` coordinates of ``codes [N, D]``; train and test are embedded together so they share axes."""
     codes = np.asarray(codes, dtype=np.float32)
+    if codes.shape[1] < 2:  # a 1-number code: PCA and t-SNE's PCA start need two columns
+        codes = np.pad(codes, ((0, 0), (0, 2 - codes.shape[1])))
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(codes)
     if method == "tsne":
@@ -161,8 +163,9 @@ DATA.classes.forEach((name, k) => {
 function visible(i) { return DATA.test[i] ? showTest.checked : showTrain.checked; }
 function draw() {
   const xy = DATA.projections[select.value];
-  const xs = xy.map(p => p[0]), ys = xy.map(p => p[1]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  // A loop, not Math.min(...xs): spreading more than ~65k arguments overflows the stack of JS engines.
+  let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+  for (const [x, y] of xy) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
   const scale = Math.min((canvas.width - 2 * PAD) / (x1 - x0 || 1), (canvas.height - 2 * PAD) / (y1 - y0 || 1));
   positions = xy.map(p => [PAD + (p[0] - x0) * scale, canvas.height - PAD - (p[1] - y0) * scale]);
   ctx.clearRect(0, 0, canvas.width, canvas.height);

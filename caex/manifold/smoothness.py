@@ -119,9 +119,10 @@ def straight_path_probabilities(cae, classifier, images: torch.Tensor, codes: to
         wanted = keep_frames - sum(len(f) for f in frames)
         if wanted > 0:
             frames.append(decoded.view(len(a), steps, *decoded.shape[1:])[:wanted].cpu())
+    no_frames = torch.zeros(0, steps, *images.shape[1:])
     if not probabilities:
-        return torch.zeros(0, steps), torch.zeros(0, steps, *images.shape[1:])
-    return torch.cat(probabilities), torch.cat(frames)
+        return torch.zeros(0, steps), no_frames
+    return torch.cat(probabilities), torch.cat(frames) if frames else no_frames
 
 
 def monotone_paths(probabilities: torch.Tensor, *, tolerance: float = 0.05) -> torch.Tensor:

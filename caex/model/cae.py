@@ -9,7 +9,6 @@ Nothing is unpickled on load.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -161,7 +160,7 @@ class CAE(nn.Module):
             if meta.get("format") != FORMAT:
                 raise ModelError(f"{config_path}: not a CAE config (format {meta.get('format')!r})")
             model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON or field values
             raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
         if not weights_path.is_file():
             raise ModelError(f"{weights_path}: missing CAE weights")

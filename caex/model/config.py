@@ -77,6 +77,9 @@ class CAEConfig:
         for name in ("n_down_class", "n_down_individual", "n_res", "disc_n_res"):
             if int(getattr(self, name)) < 0:
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        if int(self.n_res) < 1:
+            raise ModelError(f"CAEConfig.n_res={self.n_res!r}: must be >= 1 (the class code reaches the decoder "
+                             "only through its AdaIN residual blocks)")
         if self.num_classes < 2:
             raise ModelError(f"CAEConfig.num_classes={self.num_classes}: CAE needs at least 2 classes")
         factor = 2 ** self.n_down_individual

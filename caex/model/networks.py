@@ -79,10 +79,9 @@ class Decoder(nn.Module):
 
     def forward(self, class_code: torch.Tensor, individual_code: torch.Tensor) -> torch.Tensor:
         h = individual_code
-        if self.blocks:
-            params = self.mlp(class_code).chunk(len(self.blocks), dim=1)
-            for block, block_params in zip(self.blocks, params):
-                h = block(h, block_params)
+        params = self.mlp(class_code).chunk(len(self.blocks), dim=1)  # CAEConfig guarantees n_res >= 1
+        for block, block_params in zip(self.blocks, params):
+            h = block(h, block_params)
         return self.upsample(h)
 
 

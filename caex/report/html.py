@@ -320,9 +320,12 @@ def training_section(sources: ReportSources) -> Section:
         section.parts.append(table_html(["iterations", "seconds", "images / s", "reconstruction L1 (test)"],
                                         [[run.get("iters"), run.get("seconds"), run.get("images_per_second"),
                                           run.get("recon_l1")]]))
-        section.reading(f"{run.get('iters')} iterations in {run.get('seconds', 0):.0f} s; reconstructions of "
-                        f"held-out images differ from the originals by {run.get('recon_l1', float('nan')):.3f} "
-                        "on average (L1 on the [-1, 1] scale; 0 is perfect).")
+        seconds, recon = run.get("seconds"), run.get("recon_l1")
+        reading = f"{run.get('iters')} iterations" + (f" in {seconds:.0f} s" if readings.finite(seconds) else "")
+        if readings.finite(recon):
+            reading += (f"; reconstructions of held-out images differ from the originals by {recon:.3f} on average "
+                        "(L1 on the [-1, 1] scale; 0 is perfect)")
+        section.reading(reading + ".")
     grids = sorted((sources.cae / "samples").glob("*.png")) if sources.cae is not None else []
     if grids:
         section.parts.append(figure_html(grids[-1].read_bytes(),
@@ -517,4 +520,10 @@ def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     """Write the report for ``run`` to ``out`` (default ``RUN/report.html``) atomically; returns its path."""
     sources = ReportSources.from_run(run, manifold=manifold, explain=explain, evaluate=evaluate)
     target = Path(out) if out is not None else sources.root / REPORT_FILE
-    return atomic_write_text(target, render_report(sources))
+    if target.is_dir():
+        raise CaexError(f"cannot write {target}: it is a folder (give the HTML file to write)")
+    page = render_report(sources)
+    try:
+        return atomic_write_text(target, page)
+    except OSError as exc:
+        raise CaexError(f"cannot write {target} ({exc.strerror or exc})") from None

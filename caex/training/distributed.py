@@ -40,6 +40,8 @@ def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext(0, 1, resolve_device(device))
+    if "RANK" not in os.environ:
+        raise TrainingError(f"WORLD_SIZE={world_size} but RANK is not set; start distributed runs with torchrun")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device)
     if resolved.type == "cuda":
@@ -73,6 +75,15 @@ def gather_objects(obj: Any, context: DistContext) -> list[Any]:
     gathered: list[Any] = [None] * context.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def any_rank(mask: torch.Tensor, context: DistContext) -> torch.Tensor:
+    """Element-wise OR of a boolean ``mask`` over all ranks (a collective: every rank must call it)."""
+    if not context.distributed:
+        return mask
+    flags = mask.to(torch.int32)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags.bool()
 
 
 def broadcast_flag(flag: bool, context: DistContext) -> bool:

@@ -33,7 +33,7 @@ class RunLogger:
         jsonl = run_dir / LOG_JSONL
         if resume_from is not None and jsonl.is_file():
             lines = jsonl.read_text(encoding="utf-8").splitlines()
-            self.records = [r for r in map(json.loads, filter(None, lines)) if r["iter"] <= resume_from]
+            self.records = [r for r in map(_parse_record, lines) if r is not None and r["iter"] <= resume_from]
         atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
         self._jsonl = jsonl.open("a", encoding="utf-8")
         self._tensorboard = _summary_writer(run_dir / "tensorboard", resume_from) if tensorboard else None
@@ -65,6 +65,15 @@ class RunLogger:
         self._jsonl.close()
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+
+def _parse_record(line: str) -> dict[str, Any] | None:
+    """One ``log.jsonl`` record, or ``None`` for a blank line or one a kill cut short."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("iter"), int) else None
 
 
 def _summary_writer(folder: Path, resume_from: int | None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -104,10 +104,17 @@ def weighted_sum(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.
     return sum(table[name] * value for name, value in terms.items())
 
 
-def first_non_finite(terms: dict[str, torch.Tensor]) -> str | None:
-    """The name of the first non-finite term, or ``None``; one device sync for all terms."""
+def first_non_finite(terms: dict[str, torch.Tensor],
+                     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> str | None:
+    """The name of the first non-finite term, or ``None``; one device sync for all terms.
+
+    ``reduce`` combines the per-term "non-finite" mask with other processes' (e.g.
+    :func:`caex.training.distributed.any_rank`), so all of them name the same term.
+    """
     values = torch.stack([value.detach().float() for value in terms.values()])
-    finite = torch.isfinite(values)
-    if bool(finite.all()):
+    non_finite = ~torch.isfinite(values)
+    if reduce is not None:
+        non_finite = reduce(non_finite)
+    if not bool(non_finite.any()):
         return None
-    return list(terms)[int((~finite).nonzero()[0])]
+    return list(terms)[int(non_finite.nonzero()[0])]

@@ -3,7 +3,10 @@ terms both ways, a discriminator step then a generator step, checkpoints, resume
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
+import json
 import math
 import os
 import shutil
@@ -22,12 +25,15 @@ from caex.classifier.base import Classifier
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
+from caex.model.cae import CODES_FILE as CAE_CODES_FILE
+from caex.model.cae import CONFIG_FILE as CAE_CONFIG_FILE
+from caex.model.cae import WEIGHTS_FILE as CAE_WEIGHTS_FILE
 from caex.training import losses
 from caex.training.augment import augment_batch
 from caex.training.checkpoint import (CHECKPOINT_FILE, Checkpoint, capture_rng, load_checkpoint, restore_optimizer,
                                       restore_rng, save_checkpoint)
-from caex.training.distributed import (DistContext, barrier, broadcast_flag, gather_objects, init_distributed,
-                                       shutdown)
+from caex.training.distributed import (DistContext, any_rank, barrier, broadcast_flag, gather_objects,
+                                       init_distributed, shutdown)
 from caex.training.logging import RunLogger, save_image_grid
 from caex.training.pairs import PairSampler
 from caex.utils.device import autocast_context
@@ -39,6 +45,11 @@ TRAIN_CONFIG_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
 #: Key of the augmentation draws, beside the pair sampler's streams 0 and 1 (caex.training.pairs).
 AUGMENT_STREAM = 2
+
+#: TrainConfig fields a resumed run must share with its checkpoint (they decide the batches, the losses
+#: or the optimiser; the others only change how long the run goes and what it records).
+TRAJECTORY_FIELDS = ("batch_size", "lr", "betas", "weight_decay", "lr_halvings", "weights", "dc", "labels",
+                     "critic_noise", "hflip", "max_shift", "ema", "seed")
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(iters=20, batch_size=4, lr=1e-3, lr_halvings=0, log_every=1, sample_every=10, ckpt_every=10),
@@ -126,6 +137,10 @@ class TrainConfig:
                 raise TrainingError(f"{name}={getattr(self, name)!r}: must be a positive integer")
         if not self.lr > 0:
             raise TrainingError(f"lr={self.lr!r}: must be positive")
+        if int(self.lr_halvings) < 0:
+            raise TrainingError(f"lr_halvings={self.lr_halvings!r}: must be >= 0")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise TrainingError(f"time_limit={self.time_limit!r}: must be a positive number of seconds")
         if not 0.0 <= self.ema < 1.0:
             raise TrainingError(f"ema={self.ema!r}: must be in [0, 1) (0 keeps no average)")
         if int(self.max_shift) < 0:
@@ -295,12 +310,29 @@ class BBCFETrainer:
             return images
         return (images + self.config.critic_noise * torch.randn_like(images)).clamp(0.0, 1.0)
 
-    @staticmethod
-    def _check_finite(terms: dict[str, torch.Tensor], iteration: int) -> None:
-        bad = losses.first_non_finite(terms)
+    def _check_finite(self, terms: dict[str, torch.Tensor], iteration: int) -> None:
+        """Raise on a non-finite term; under DDP on every rank at once, as a lone rank leaving would leave the
+        others waiting in the gradient all-reduce."""
+        if self.context.distributed:
+            bad = losses.first_non_finite(terms, reduce=lambda mask: any_rank(mask, self.context))
+        else:
+            bad = losses.first_non_finite(terms)
         if bad is not None:
-            raise TrainingError(f"loss term {bad!r} became non-finite ({float(terms[bad].detach())}) at iteration "
+            value = float(terms[bad].detach())
+            where = f"({value})" if not math.isfinite(value) else "(on another rank)"
+            raise TrainingError(f"loss term {bad!r} became non-finite {where} at iteration "
                                 f"{iteration + 1}; stopped, the last checkpoint is kept")
+
+    def _check_same_trajectory(self, saved: dict[str, Any]) -> None:
+        """Refuse to resume with settings that would make the continued run differ from an uninterrupted one."""
+        current = json.loads(json.dumps(self.config.to_dict()))  # the JSON form the checkpoint holds
+        changed = [name for name in TRAJECTORY_FIELDS if name in saved and saved[name] != current[name]]
+        if changed:
+            was = ", ".join(f"{name}={saved[name]!r}" for name in changed)
+            now = ", ".join(f"{name}={current[name]!r}" for name in changed)
+            raise TrainingError(f"{CHECKPOINT_FILE}: the run was trained with {was} (now {now}); resume with "
+                                "the run's settings (only iters, time_limit, device and the log/sample/"
+                                "checkpoint intervals may change)")
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, path: Path, iteration: int, meta: dict[str, Any]) -> None:
@@ -324,6 +356,7 @@ class BBCFETrainer:
                                 f"the weights; resume with the run's ema setting")
         if self.average is not None:
             self.average.load_state_dict(average)
+        self._check_same_trajectory(checkpoint.meta.get("train_config") or {})
         restore_optimizer(checkpoint, "opt_gen", self.gen_optimizer)
         restore_optimizer(checkpoint, "opt_disc", self.disc_optimizer)
         self.gen_scheduler.load_state_dict(checkpoint.meta["schedulers"]["gen"])
@@ -500,7 +533,10 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empt
     if check_empty and run_dir.is_dir() and any(run_dir.iterdir()):
         if not force:
             raise TrainingError(f"{run_dir}: folder is not empty; pass --resume to continue it or --force to overwrite")
-        for name in (CHECKPOINT_FILE, "log.jsonl", "log.csv", SUMMARY_FILE):
+        # config.json first: without it the folder no longer reads as a finished CAE run, so a forced run
+        # that dies early cannot leave the old model looking like its result.
+        for name in (CAE_CONFIG_FILE, CAE_WEIGHTS_FILE, CAE_CODES_FILE, CHECKPOINT_FILE, "log.jsonl", "log.csv",
+                     SUMMARY_FILE):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "samples", ignore_errors=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
@@ -521,9 +557,18 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
     if classifier.module is None:
         raise TrainingError("dc='classifier' needs a differentiable classifier (PyTorch/TorchScript), "
                             "this one is a black box; use dc='discriminator'")
-    module = classifier.module.to(device).eval()
+    module = classifier.module
+    if not _on_device(module, device):  # a copy: moving the user's module would break classifier.predict
+        module = copy.deepcopy(module).to(device)
+    module = module.eval()
     module.requires_grad_(False)
     return module
+
+
+def _on_device(module: nn.Module, device: torch.device) -> bool:
+    """True when every parameter and buffer of ``module`` lives on ``device`` (``cuda`` matches any index)."""
+    return all(t.device.type == device.type and device.index in (None, t.device.index)
+               for t in itertools.chain(module.parameters(), module.buffers()))
 
 
 def _training_labels(train_set: ImageSet, classifier: Classifier | None, config: TrainConfig) -> torch.Tensor:
