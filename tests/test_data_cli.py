@@ -96,6 +96,15 @@ def test_out_that_is_a_folder_is_refused_before_loading(tmp_path, capsys, monkey
     assert err.startswith("caex data: error: --out") and "is a folder" in err and err.count("\n") == 1
 
 
+def test_an_output_path_under_a_file_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    target = tmp_path / "notes.txt" / "grid.png"
+    assert main(["data", "show", "synthetic:classes=2,per_class=4", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"caex data: error: {tmp_path / 'notes.txt'}") and err.count("\n") == 1
+    assert "unexpected" not in err
+
+
 def test_preview_leaves_the_matplotlib_backend_alone(tiny_synthetic, tmp_path):
     """A library call must not switch a notebook's backend to Agg (the other figures use no pyplot either)."""
     import matplotlib

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from caex.data import load_dataset, resize_and_crop, to_channels
+from caex.data import ImageSet, load_dataset, resize_and_crop, to_channels
 from caex.errors import DataError
 
 
@@ -167,6 +167,14 @@ def test_npz_pixels_that_cannot_be_read_as_intended_are_refused(tmp_path, images
         load_dataset(str(path))
 
 
+def test_npz_images_of_an_unusable_size_ask_for_size(tmp_path):
+    path = tmp_path / "small.npz"
+    np.savez(path, train_images=np.zeros((8, 4, 4), np.uint8), train_labels=_labels(8))
+    with pytest.raises(DataError, match=r"images of 4 px are out of range \(8..1024\); pass --size"):
+        load_dataset(str(path))
+    assert load_dataset(str(path), size=8).image_size == 8
+
+
 def test_npz_float_pixels_with_rounding_slack_are_accepted(tmp_path):
     path = tmp_path / "float.npz"
     images = np.random.default_rng(0).random((8, 10, 10)).astype(np.float32)
@@ -225,3 +233,11 @@ def test_large_test_fraction_still_leaves_every_class_in_train():
     images = ImageSet(torch.zeros(6, 1, 4, 4), torch.tensor([0, 0, 1, 1, 1, 1]))
     train, test = images.split(0.9, seed=0)
     assert train.class_counts(2) == [1, 1] and test.class_counts(2) == [1, 3]
+
+
+def test_inconsistent_image_sets_are_data_errors():
+    images = torch.zeros(3, 1, 8, 8)
+    with pytest.raises(DataError, match=r"ImageSet: expected images \[N, C, H, W\] with N labels.*2 labels"):
+        ImageSet(images, torch.zeros(2, dtype=torch.long))
+    with pytest.raises(DataError, match=r"ImageSet: masks \(3, 4, 4\) do not match images \(3, 1, 8, 8\)"):
+        ImageSet(images, torch.zeros(3, dtype=torch.long), torch.zeros(3, 4, 4, dtype=torch.bool))

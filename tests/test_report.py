@@ -247,3 +247,9 @@ def test_unwritable_report_target_is_one_line_error(tmp_path, capsys):
     assert main(["report", str(run), "--out", str(tmp_path / "file.txt" / "r.html")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("caex report: error: cannot write") and "\n" not in err
+
+
+@pytest.mark.parametrize(("value", "text"), [(0.913, "91%"), (0.0456, "4.6%"), (0.986, "99%"), (0.994, "99.4%"),
+                                             (0.9996, "99.9%"), (1.0, "100%"), (0.0, "0.0%")])
+def test_share_reads_imperfect_shares_below_100(value, text):
+    assert readings.share(value) == text

@@ -151,3 +151,33 @@ def test_cli_resume_continues_with_the_runs_own_settings(tmp_path, npz_data, cap
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("caex train: error:") and "seed=3" in err and "seed=4" in err and "\n" not in err
+
+
+def test_cli_resume_splits_the_data_with_the_runs_seed(tmp_path, monkeypatch) -> None:
+    """Without a test split in the data, the seed also draws the split: a resume must draw the same."""
+    import caex.data
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "no_test.npz"
+    np.savez(path, train_images=rng.integers(0, 256, size=(24, 16, 16), dtype=np.uint8),
+             train_labels=(np.arange(24) % 2).astype(np.int64))
+    seeds = []
+    load = caex.data.load_dataset
+    monkeypatch.setattr(caex.data, "load_dataset", lambda *a, **k: seeds.append(k["seed"]) or load(*a, **k))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--preset", "tiny", "--iters", "2", "--batch-size", "2",
+                 "--seed", "5", "--device", "cpu"]) == 0
+    assert main(["train", str(path), "--out", str(run), "--iters", "4", "--resume", "--device", "cpu"]) == 0
+    assert main(["train", str(path), "--out", str(tmp_path / "fresh"), "--preset", "tiny", "--iters", "1",
+                 "--device", "cpu"]) == 0
+    assert seeds == [5, 5, 0]
+
+
+def test_cli_resume_with_unreadable_settings_is_one_line(tmp_path, npz_data, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_config.json").write_text('{"iters": 4, "colour": "red"}')
+    assert main(["train", str(npz_data), "--out", str(run), "--resume", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"caex train: error: {run / 'train_config.json'}: unreadable training settings")
+    assert "\n" not in err

@@ -16,7 +16,7 @@ from caex.data import ImageSet
 from caex.errors import TrainingError
 from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, losses, train_cae
-from caex.training.distributed import init_distributed
+from caex.training.distributed import init_distributed, local_device
 
 
 def _free_port() -> int:
@@ -98,3 +98,16 @@ def test_a_world_size_without_a_rank_is_a_one_line_error(monkeypatch) -> None:
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(TrainingError, match="WORLD_SIZE=2 but RANK is not set; start distributed runs with torchrun"):
         init_distributed("cpu")
+
+
+def test_under_torchrun_a_cuda_device_is_the_ranks_own_gpu(monkeypatch) -> None:
+    """The classifier and the trainer of rank r both go to cuda:LOCAL_RANK, not to GPU 0 (checked
+    without a GPU: device resolution is stubbed to say CUDA is there)."""
+    monkeypatch.setattr("caex.training.distributed.resolve_device", lambda name: torch.device(name))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert local_device("cuda") == torch.device("cuda")  # a plain run keeps what it was given
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert local_device("cuda") == torch.device("cuda", 3)
+    assert local_device("cuda:0") == torch.device("cuda", 3)
+    assert local_device("cpu") == torch.device("cpu")  # gloo ranks share the CPU

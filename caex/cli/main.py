@@ -3,8 +3,10 @@
 Each sub-command lives in its own module under ``caex.cli`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a function
 taking the parsed arguments. This module owns only the error policy: user
-errors (:class:`caex.errors.CaexError`) become one line and a non-zero exit;
-unexpected errors become one line too, with ``--debug`` for the traceback.
+errors (:class:`caex.errors.CaexError`, and file-system errors that name a
+path, such as an output folder under a file or a full disk) become one line
+and exit 2; unexpected errors become one line too, with ``--debug`` for the
+traceback.
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:
             raise
+        if isinstance(exc, OSError) and exc.filename is not None:
+            # an output folder under a file, a full disk, no permission: the user's to fix, so one line
+            print(f"caex {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         print(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -96,14 +96,18 @@ def run(args: argparse.Namespace) -> int:
     loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
     if args.threads:
         torch.set_num_threads(args.threads)
+    saved = _saved_train_config(args)
+    if args.seed is None:  # it also draws the train/test split, so a resumed run keeps its own
+        args.seed = saved.seed if saved is not None else 0
     bundle = load_data_from_args(args)
     classifier = None
     if args.classifier is not None:
         from caex.classifier import check_compatible, load_classifier
+        from caex.training.distributed import local_device
 
-        classifier = load_classifier(args.classifier, device=args.device)
+        classifier = load_classifier(args.classifier, device=local_device(args.device))
         check_compatible(classifier, bundle)  # a critic of another size or channel count fails late or silently
-    train_config = _train_config(args, classifier, loss_overrides)
+    train_config = _train_config(args, saved, classifier, loss_overrides)
     config = CAEConfig.preset(args.preset, image_size=bundle.image_size, channels=bundle.channels,
                               num_classes=bundle.num_classes, **model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
@@ -117,29 +121,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace, classifier: Classifier | None,
-                  loss_overrides: dict[str, float]) -> TrainConfig:
-    """The preset's training settings with the flags given; on ``--resume``, the run's own settings instead.
-
-    A resumed run must train as it began (the trainer refuses anything else), so it starts from the
-    run's ``train_config.json`` rather than the preset, and flags given again must agree with it.
-    """
-    import dataclasses
+def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
+    """The settings of the run in ``--out`` when resuming it (``None`` for a new run)."""
     from pathlib import Path
 
     from caex.training import TrainConfig
     from caex.training.trainer import TRAIN_CONFIG_FILE
     from caex.utils.io import read_json
 
+    path = Path(args.out) / TRAIN_CONFIG_FILE
+    if not (args.resume and path.is_file()):
+        return None
+    try:
+        return TrainConfig.from_dict(read_json(path))
+    except (ValueError, TypeError) as exc:  # bad JSON, unknown or mistyped fields
+        raise CaexError(f"{path}: unreadable training settings ({exc})") from None
+
+
+def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifier: Classifier | None,
+                  loss_overrides: dict[str, float]) -> TrainConfig:
+    """The preset's training settings with the flags given; when resuming, the run's own (``saved``).
+
+    A resumed run must train as it began (the trainer refuses anything else), so it starts from the
+    run's ``train_config.json`` rather than the preset, and flags given again must agree with it.
+    """
+    import dataclasses
+
+    from caex.training import TrainConfig
+
     given = {key: value for key, value in dict(
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, sample_every=args.sample_every,
         ckpt_every=args.ckpt_every, critic_noise=args.critic_noise, hflip=args.hflip, max_shift=args.max_shift,
         ema=args.ema, dc=args.dc, labels=args.labels, seed=args.seed).items() if value is not None}
-    saved = Path(args.out) / TRAIN_CONFIG_FILE
-    if args.resume and saved.is_file():
-        base = TrainConfig.from_dict(read_json(saved))
-        weights = dataclasses.replace(base.weights, **loss_overrides)
-        return dataclasses.replace(base, weights=weights, device=args.device, time_limit=args.time_limit, **given)
+    if saved is not None:
+        weights = dataclasses.replace(saved.weights, **loss_overrides)
+        return dataclasses.replace(saved, weights=weights, device=args.device, time_limit=args.time_limit, **given)
     given.setdefault("dc", "classifier" if classifier is not None and classifier.has_gradients else "discriminator")
     return TrainConfig.preset(args.preset, loss=loss_overrides, device=args.device, time_limit=args.time_limit,
                               **given)

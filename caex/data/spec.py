@@ -103,6 +103,9 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
     if size is None:
         first = raw.train.images[0]
         size = min(first.shape[-2:])
+        if not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
+            raise DataError(f"{spec}: images of {size} px are out of range ({SIZE_RANGE[0]}..{SIZE_RANGE[1]}); "
+                            "pass --size to resize them")
     sets = [ImageSet(_prepare(part, size, channels), part.labels, None, part.sources) for part in parts]
     train, test = sets[0].split(test_fraction, seed) if raw.test is None else sets
     if not len(test):

@@ -28,8 +28,12 @@ class ImageSet(Dataset):
     def __post_init__(self) -> None:
         if not self.sources:
             self.sources = [f"#{i}" for i in range(len(self.labels))]
-        assert self.images.ndim == 4 and len(self.images) == len(self.labels) == len(self.sources)
-        assert self.masks is None or self.masks.shape == (len(self.images), *self.images.shape[2:])
+        if self.images.ndim != 4 or not len(self.images) == len(self.labels) == len(self.sources):
+            raise DataError(f"ImageSet: expected images [N, C, H, W] with N labels and N sources, got images "
+                            f"{tuple(self.images.shape)}, {len(self.labels)} labels, {len(self.sources)} sources")
+        if self.masks is not None and self.masks.shape != (len(self.images), *self.images.shape[2:]):
+            raise DataError(f"ImageSet: masks {tuple(self.masks.shape)} do not match images "
+                            f"{tuple(self.images.shape)} (expected [N, H, W])")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -20,8 +20,11 @@ def finite(value: object) -> bool:
 
 
 def share(value: float) -> str:
-    """0.913 -> '91%' (one decimal below 10% so small shares stay visible)."""
+    """0.913 -> '91%' (one decimal below 10% so small shares stay visible, and above 99% so an
+    imperfect share never reads as 100%)."""
     percent = 100 * value
+    if 99 < percent < 100:
+        return f"{math.floor(percent * 10) / 10:.1f}%"
     return f"{percent:.1f}%" if abs(percent) < 10 else f"{percent:.0f}%"
 
 

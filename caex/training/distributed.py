@@ -35,6 +35,15 @@ class DistContext:
         return self.world_size > 1
 
 
+def local_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``device`` resolved for this process: under ``torchrun`` a CUDA device is this rank's own GPU
+    (``LOCAL_RANK``), so nothing of one rank lands on another's GPU."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and ("LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return resolved
+
+
 def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
     """Join the process group ``torchrun`` describes, or run alone when it describes none."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -42,10 +51,9 @@ def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
         return DistContext(0, 1, resolve_device(device))
     if "RANK" not in os.environ:
         raise TrainingError(f"WORLD_SIZE={world_size} but RANK is not set; start distributed runs with torchrun")
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device)
+    rank = int(os.environ["RANK"])
+    resolved = local_device(device)
     if resolved.type == "cuda":
-        resolved = torch.device("cuda", local_rank)
         torch.cuda.set_device(resolved)
     owns = not dist.is_initialized()
     if owns:
