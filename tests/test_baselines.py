@@ -97,11 +97,28 @@ def test_gradient_methods_refuse_black_boxes(name):
         make_attributor(name, BlackBox(1))
 
 
-@pytest.mark.parametrize("name", ["lime", "occlusion", "random"])
-def test_perturbation_methods_work_on_black_boxes(name):
-    images, target = inputs(3)
-    maps = make_attributor(name, BlackBox(3), **FAST.get(name, {})).saliency(images, target)
+class CornerBlackBox(Classifier):
+    """Probabilities only, read from the top-left 4x4 corner alone: the region a black-box method must find."""
+
+    def __init__(self, reading):
+        super().__init__(["off", "on"], SIZE, 3)
+        self.reading = reading
+
+    def _logits_batch(self, images):
+        score = self.reading(images[:, :, :4, :4].flatten(1))
+        return torch.stack([-score, score], dim=1) * 10
+
+
+# Occlusion blanks a window, so a brightness reader shows it; LIME flattens a superpixel to its own mean
+# colour (the reference lime's choice), which only a texture reader notices.
+@pytest.mark.parametrize(("name", "reading"), [("occlusion", lambda corner: corner.mean(dim=1)),
+                                               ("lime", lambda corner: corner.std(dim=1))])
+def test_perturbation_methods_find_what_a_black_box_reads(name, reading):
+    images, _ = inputs(3)
+    maps = make_attributor(name, CornerBlackBox(reading), **FAST.get(name, {})).saliency(images, torch.ones(3).long())
     assert maps.shape == (3, SIZE, SIZE)
+    corner, far = maps[:, :4, :4].mean(dim=(1, 2)), maps[:, 8:, 8:].mean(dim=(1, 2))
+    assert bool((corner > 2 * far).all()) and bool((corner > 0.3).all())
 
 
 def test_runner_reports_gradient_methods_as_skipped_on_black_boxes(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -179,7 +180,7 @@ def test_localisation_exact_values():
     assert summary == {"pointing": 1.0, "mass_in_mask": 0.75, "iou": pytest.approx(1 / 3), "n_with_mask": 1}
 
 
-def test_timed_saliency_batches_and_reports_median():
+def test_timed_saliency_batches_and_reports_median(monkeypatch):
     calls = []
 
     def fn(images, targets):
@@ -187,10 +188,14 @@ def test_timed_saliency_batches_and_reports_median():
         return images[:, 0]
 
     images = torch.rand(5, 1, 4, 4)
+    # A clock that reads 0, 0.010 | 1, 1.004 | 2, 2.001: batches of 2, 2 and 1 images take 10, 4 and 1 ms.
+    readings = iter([0.0, 0.010, 1.0, 1.004, 2.0, 2.001])
+    monkeypatch.setattr("caex.evaluation.timing.time", SimpleNamespace(perf_counter=lambda: next(readings)))
     timed = timed_saliency(fn, images, torch.zeros(5, dtype=torch.long), batch_size=2, device=torch.device("cpu"))
-    assert calls == [2, 2, 2, 1]  # warm-up on the first batch, then three timed batches
+    assert calls == [2, 2, 2, 1]  # warm-up on the first batch (untimed), then three timed batches
     assert torch.equal(timed.maps, images[:, 0])
-    assert len(timed.batch_ms_per_image) == 3 and timed.ms_per_image >= 0
+    assert timed.batch_ms_per_image == pytest.approx([5.0, 2.0, 1.0])  # ms per image of each batch
+    assert timed.ms_per_image == pytest.approx(2.0)  # their median: the slow first batch cannot move it
 
 
 def tiny_bundle(count: int = 8) -> DataBundle:

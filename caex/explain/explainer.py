@@ -186,6 +186,9 @@ class Explainer:
         its map is the end frame against the reconstruction whatever the
         probabilities. Then a map costs one encoder and two decoder passes,
         whatever the size of the classifier. The evaluation uses this method.
+        (The one case where it differs from :meth:`explain`: if the classifier gives
+        both frames of such a path exactly the same target probability, the weighted
+        map of :meth:`explain` is all zeros, while this one is still the contrast.)
         """
         self._check_request(path, steps, saliency, reference, target, all_targets=False)
         images = self._as_batch(images, "images")
