@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from itertools import combinations
 
@@ -153,6 +154,57 @@ def test_small_preset_is_the_measured_recipe() -> None:
     assert CAEConfig.preset("small", image_size=64, channels=1, num_classes=4).class_pool == "max"
 
 
+def test_uniform_class_loss_is_smallest_when_the_classes_cannot_be_told_apart() -> None:
+    assert torch.isclose(losses.uniform_class_loss(torch.zeros(3, 4)), torch.log(torch.tensor(4.0)))
+    confident = torch.tensor([[10.0, 0.0, 0.0, 0.0]])  # -mean log_softmax = logsumexp - 10/4
+    expected = torch.logsumexp(confident, dim=1) - 2.5
+    assert torch.isclose(losses.uniform_class_loss(confident), expected)
+    assert losses.uniform_class_loss(confident) > losses.uniform_class_loss(torch.zeros(1, 4))
+
+
+def test_individual_critic_learns_the_class_and_the_encoder_learns_to_confuse_it() -> None:
+    """With individual_adversarial > 0 the discriminator owns the critic; the discriminator step trains it
+    on detached codes, the generator step trains Es (not the critic) against it. Off: no critic at all."""
+    config, train_config = _configs(loss={"individual_adversarial": 1.0})
+    images, labels = torch.rand(8, 1, 16, 16), torch.arange(8) % 3
+    torch.manual_seed(0)
+    trainer = BBCFETrainer(CAE(config), Discriminator(config, individual_critic=True), images, labels,
+                           train_config, init_distributed("cpu"))
+    critic = trainer.discriminator.individual_critic
+    before = [p.detach().clone() for p in critic.parameters()]
+    calls = []
+    critic.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].requires_grad))
+    terms = trainer.step(0)
+    assert {"individual_adversarial", "disc_individual"} <= set(terms)
+    assert terms["individual_adversarial"] >= math.log(3) - 1e-6  # never below the uniform bound log K
+    assert calls == [False, True]  # discriminator step: detached codes; generator step: codes with gradients
+    assert any(not torch.equal(a, b) for a, b in zip(before, critic.parameters()))  # trained in the D step
+    real, fake_class, individual = trainer.discriminator(images, individual=torch.rand(8, 16, 8, 8))
+    assert real.shape == (8, 2) and fake_class.shape == individual.shape == (8, 3)
+    assert Discriminator(config).individual_critic is None
+    with pytest.raises(ValueError, match="without individual_critic"):
+        Discriminator(config)(images, individual=torch.rand(8, 16, 8, 8))
+
+
+def test_runs_without_the_critic_log_no_critic_terms_and_resume_old_checkpoints(tmp_path) -> None:
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert "individual_adversarial" not in record and "disc_individual" not in record
+    # A checkpoint written before these weights existed resumes (missing weights mean their defaults).
+    checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    for name in ("individual_adversarial", "disc_individual"):
+        del checkpoint.meta["train_config"]["weights"][name]
+    resolved = dataclasses.replace(train_config, hflip=False)  # as train_cae resolves it for this data
+    trainer = BBCFETrainer(CAE(config), Discriminator(config), data.images, data.labels, resolved,
+                           init_distributed("cpu"))
+    trainer._check_same_trajectory(checkpoint.meta["train_config"])  # no error
+    checkpoint.meta["train_config"]["weights"]["individual_adversarial"] = 1.0
+    with pytest.raises(TrainingError, match="the run was trained with weights="):
+        trainer._check_same_trajectory(checkpoint.meta["train_config"])
+
+
 # -- training runs ---------------------------------------------------------------------------
 def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     data = _data()
@@ -189,10 +241,11 @@ def _interrupt_at(monkeypatch, stop: int) -> None:
     monkeypatch.setattr(BBCFETrainer, "step", step)
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9])
-def test_resume_is_exact(tmp_path, monkeypatch, ema: float) -> None:
+@pytest.mark.parametrize(("ema", "individual_adversarial"), [(0.0, 0.0), (0.9, 0.0), (0.0, 1.0)])
+def test_resume_is_exact(tmp_path, monkeypatch, ema: float, individual_adversarial: float) -> None:
     data = _data()
-    config, train_config = _configs(iters=6, ckpt_every=3, sample_every=100, ema=ema)
+    config, train_config = _configs(iters=6, ckpt_every=3, sample_every=100, ema=ema,
+                                    loss={"individual_adversarial": individual_adversarial})
     straight = train_cae(data, config, train_config, tmp_path / "straight")
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 4)  # dies one iteration after the checkpoint at 3

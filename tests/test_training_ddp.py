@@ -25,7 +25,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, folder: str, ema: float) -> None:
+def _worker(rank: int, world_size: int, port: int, folder: str, ema: float, individual_adversarial: float) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -33,15 +33,16 @@ def _worker(rank: int, world_size: int, port: int, folder: str, ema: float) -> N
     data = ImageSet(torch.rand(16, 1, 16, 16, generator=generator), torch.arange(16) % 2)
     config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
     train_config = TrainConfig.preset("tiny", iters=3, ckpt_every=3, sample_every=100, tensorboard=False,
-                                      device="cpu", ema=ema)
+                                      device="cpu", ema=ema, loss={"individual_adversarial": individual_adversarial})
     cae = train_cae(data, config, train_config, os.path.join(folder, "run"))
     save_file({k: v.contiguous() for k, v in cae.state_dict().items()}, os.path.join(folder, f"rank{rank}.safetensors"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ema", [0.0, 0.5])
-def test_two_gloo_ranks_end_identical(tmp_path, ema: float) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), ema), nprocs=2, join=True)
+@pytest.mark.parametrize(("ema", "individual_adversarial"), [(0.0, 0.0), (0.5, 0.0), (0.0, 1.0)])
+def test_two_gloo_ranks_end_identical(tmp_path, ema: float, individual_adversarial: float) -> None:
+    """The individual critic goes through the discriminator's DDP forward, so its gradients are shared too."""
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), ema, individual_adversarial), nprocs=2, join=True)
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)

@@ -89,10 +89,12 @@ class Discriminator(nn.Module):
     """D: one shared trunk with two heads, ``Dr`` (2 logits: fake/real) and ``Dc`` (K class logits).
 
     Returns ``(real_logits [B, 2], class_logits [B, K])``; both are trained with
-    softmax cross-entropy (eqs. 5, 6, 8, 9).
+    softmax cross-entropy (eqs. 5, 6, 8, 9). With ``individual_critic`` it also
+    owns :class:`IndividualCritic` (not in the paper), and ``forward(x, individual)``
+    returns its class logits for the individual codes as a third element.
     """
 
-    def __init__(self, config: CAEConfig) -> None:
+    def __init__(self, config: CAEConfig, individual_critic: bool = False) -> None:
         super().__init__()
         width, pad = config.disc_width, config.pad_type
         cap = config.disc_width * 8
@@ -108,7 +110,37 @@ class Discriminator(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.real_head = nn.Linear(config.disc_mlp_dim, 2)
         self.class_head = nn.Linear(config.disc_mlp_dim, config.num_classes)
+        self.individual_critic = IndividualCritic(config) if individual_critic else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, individual: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """``(real_logits, class_logits)`` of images ``x``, plus the individual critic's class logits of
+        ``individual`` when given (one forward, so DistributedDataParallel sees every parameter used)."""
         features = self.trunk(x)
-        return self.real_head(features), self.class_head(features)
+        logits = self.real_head(features), self.class_head(features)
+        if individual is None:
+            return logits
+        if self.individual_critic is None:
+            raise ValueError("this Discriminator was built without individual_critic")
+        return (*logits, self.individual_critic(individual))
+
+
+class IndividualCritic(nn.Module):
+    """Reads the class from an individual code ``s``: ``[B, C, h, w]`` -> ``[B, K]`` logits.
+
+    Not in the paper. The swap losses only ask that ``G(c_B, s_A)`` look like
+    class B; nothing stops ``s_A`` from also carrying A's lesion, and then the
+    lesion stays put when the class code moves. Trained to tell the class from
+    ``s`` while the encoder is trained to confuse it (``LossWeights.individual_adversarial``),
+    it pushes that information into the class code. Max pooling, as a lesion
+    is local.
+    """
+
+    def __init__(self, config: CAEConfig, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(config.individual_channels, width, 3, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, 2, 1), nn.LeakyReLU(0.2),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(width, config.num_classes))
+
+    def forward(self, individual: torch.Tensor) -> torch.Tensor:
+        return self.net(individual)

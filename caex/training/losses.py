@@ -34,8 +34,10 @@ class LossWeights:
     adversarial: float = 1.0        # λ5, eq. 5
     classification: float = 1.0    # λ6, eq. 6
     recon_pyramid: float = 0.0      # not in the paper: eq. 1 on average-pooled copies (see pyramid_l1)
+    individual_adversarial: float = 0.0  # not in the paper: Es confuses the IndividualCritic (0: no critic)
     disc_adversarial: float = 1.0   # φ1, eq. 8
     disc_classification: float = 2.0  # φ2, eq. 9
+    disc_individual: float = 1.0    # the IndividualCritic's own cross-entropy (used when the above is > 0)
 
     def __post_init__(self) -> None:
         for name, value in self.as_dict().items():
@@ -81,6 +83,12 @@ def pyramid_l1(output: torch.Tensor, target: torch.Tensor, levels: int = 3) -> t
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy of ``logits`` [B, K] against class indices: eq. 6 (fakes) and eq. 9 (reals)."""
     return F.cross_entropy(logits.float(), targets)
+
+
+def uniform_class_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logits`` [B, K] against the uniform distribution: smallest (``log K``) when they
+    cannot tell the classes apart, which is what the individual encoder is trained for."""
+    return -torch.log_softmax(logits.float(), dim=1).mean()
 
 
 def _real_fake_loss(real_logits: torch.Tensor, label: int) -> torch.Tensor:

@@ -255,15 +255,20 @@ class BBCFETrainer:
         with autocast_context(self.context.device, self.amp):
             out = self.forward_pass(x)
 
-        # Discriminator (eq. 10): real and swapped images through one trunk pass.
+        # Discriminator (eq. 10): real and swapped images through one trunk pass (and the individual critic).
+        critic = self.discriminator.individual_critic is not None
         self.discriminator.requires_grad_(True)
         with autocast_context(self.context.device, self.amp):
-            real_logits, class_logits = self.disc_step_module(torch.cat([x, out["swapped"].detach()]))
+            real_logits, class_logits, *individual_logits = self.disc_step_module(
+                torch.cat([x, out["swapped"].detach()]),
+                individual=out["individual_code"].detach() if critic else None)
         n = len(x)
         disc_terms = {
             "disc_adversarial": losses.adversarial_discriminator_loss(real_logits[n:], real_logits[:n]),
             "disc_classification": losses.classification_loss(class_logits[:n], y),
         }
+        if critic:
+            disc_terms["disc_individual"] = losses.classification_loss(individual_logits[0], y)
         self._check_finite(disc_terms, iteration)
         self.disc_optimizer.zero_grad(set_to_none=True)
         losses.weighted_sum(disc_terms, self.config.weights).backward()
@@ -272,7 +277,8 @@ class BBCFETrainer:
         # Generator (eq. 7) against the updated, frozen discriminator.
         self.discriminator.requires_grad_(False)
         with autocast_context(self.context.device, self.amp):
-            fake_real_logits, fake_class_logits = self.discriminator(out["swapped"])
+            fake_real_logits, fake_class_logits, *individual_logits = self.discriminator(
+                out["swapped"], individual=out["individual_code"] if critic else None)
             if self.class_critic is not None:
                 fake_class_logits = self.class_critic(self._critic_input(out["swapped"]))
         gen_terms = {
@@ -284,6 +290,8 @@ class BBCFETrainer:
             "classification": losses.classification_loss(fake_class_logits, y_partner),
             "recon_pyramid": losses.pyramid_l1(out["reconstruction"], x),
         }
+        if critic:
+            gen_terms["individual_adversarial"] = losses.uniform_class_loss(individual_logits[0])
         self._check_finite(gen_terms, iteration)
         self.gen_optimizer.zero_grad(set_to_none=True)
         losses.weighted_sum(gen_terms, self.config.weights).backward()
@@ -326,6 +334,8 @@ class BBCFETrainer:
     def _check_same_trajectory(self, saved: dict[str, Any]) -> None:
         """Refuse to resume with settings that would make the continued run differ from an uninterrupted one."""
         current = json.loads(json.dumps(self.config.to_dict()))  # the JSON form the checkpoint holds
+        if isinstance(saved.get("weights"), dict):  # weights added since the run began keep their defaults
+            saved = {**saved, "weights": losses.LossWeights(**saved["weights"]).as_dict()}
         changed = [name for name in TRAJECTORY_FIELDS if name in saved and saved[name] != current[name]]
         if changed:
             was = ", ".join(f"{name}={saved[name]!r}" for name in changed)
@@ -413,7 +423,8 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     seed_everything(train_config.seed)  # weight init; DDP then broadcasts rank 0's weights anyway
     layout = memory_format(train_config, device)
     cae = CAE(config, names, data_spec).to(device, memory_format=layout)
-    discriminator = Discriminator(config).to(device, memory_format=layout)
+    discriminator = Discriminator(config, individual_critic=train_config.weights.individual_adversarial > 0)
+    discriminator = discriminator.to(device, memory_format=layout)
     trainer = BBCFETrainer(cae, discriminator, train_set.images, labels, train_config, context, class_critic)
     torch.manual_seed(train_config.seed + context.rank)  # per-rank dropout streams
     start = 0
