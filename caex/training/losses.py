@@ -34,7 +34,8 @@ class LossWeights:
     adversarial: float = 1.0        # λ5, eq. 5
     classification: float = 1.0    # λ6, eq. 6
     recon_pyramid: float = 0.0      # not in the paper: eq. 1 on average-pooled copies (see pyramid_l1)
-    individual_adversarial: float = 0.0  # not in the paper: Es confuses the IndividualCritic (0: no critic)
+    individual_adversarial: float = 0.0  # not in the paper: Es confuses the IndividualCritic (0: no critic;
+    #                                      helps local lesions, breaks digits: docs/EXPERIMENTS.md)
     disc_adversarial: float = 1.0   # φ1, eq. 8
     disc_classification: float = 2.0  # φ2, eq. 9
     disc_individual: float = 1.0    # the IndividualCritic's own cross-entropy (used when the above is > 0)
