@@ -132,7 +132,8 @@ class IndividualCritic(nn.Module):
     lesion stays put when the class code moves. Trained to tell the class from
     ``s`` while the encoder is trained to confuse it (``LossWeights.individual_adversarial``),
     it pushes that information into the class code. Max pooling, as a lesion
-    is local.
+    is local. Where the class is the whole object's shape (digits), ``s`` then
+    keeps too little to draw it: measured in docs/EXPERIMENTS.md.
     """
 
     def __init__(self, config: CAEConfig, width: int = 32) -> None:
