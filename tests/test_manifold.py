@@ -18,7 +18,8 @@ from torch import nn
 from caex.classifier import Classifier
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import CaexError
-from caex.manifold import (analyse_manifold, maps_html, monotone_paths, random_forest_accuracy, sample_path_pairs,
+from caex.manifold import (analyse_manifold, maps_html, monotone_paths, pixel_pca, random_forest_accuracy,
+                           sample_path_pairs,
                            sample_swap_pairs, smote_codes, subsample_rows, swap_predictions, swap_success_matrix)
 
 K, SIZE = 3, 8
@@ -115,6 +116,20 @@ def test_random_forest_reduces_folds_for_small_classes_and_is_seeded() -> None:
     assert first == random_forest_accuracy(codes, labels, n_estimators=10, seed=3)
     single = random_forest_accuracy(codes[:13], labels[:13], n_estimators=10)  # class 2 has one sample
     assert np.isnan(single.mean) and single.note
+
+
+def test_pixel_pca_is_fitted_where_told_and_applied_to_the_scored_images():
+    """Training images vary only along pixel 0, so a 1-component PCA fitted on them reads pixel 0 of the test
+    images (centred on the training mean); fitted on the test images, it finds their own axis, pixel 1."""
+    train = torch.zeros(6, 1, 2, 2)
+    train[:, 0, 0, 0] = torch.arange(6.0)
+    test = torch.zeros(4, 1, 2, 2)
+    test[:, 0, 0, 0] = torch.tensor([10.0, 11.0, 11.0, 10.0])  # uncorrelated with pixel 1
+    test[:, 0, 0, 1] = torch.tensor([0.0, 5.0, 0.0, 5.0])
+    from_train = pixel_pca(test, 1, fit_images=train)[:, 0]
+    assert np.allclose(np.abs(from_train), [7.5, 8.5, 8.5, 7.5])  # pixel 0 minus the training mean 2.5
+    own = pixel_pca(test, 1)[:, 0]
+    assert np.allclose(np.abs(own), 2.5, atol=1e-5)  # the test set's largest spread is pixel 1 (0 or 5)
 
 
 # -- class swaps --------------------------------------------------------------------------------

@@ -62,9 +62,9 @@ def _stage(message: str, verbose: bool) -> None:
 
 
 def separability_figures(codes: CodesTable, images: torch.Tensor, classifier, *, folds: int, n_estimators: int,
-                         seed: int) -> dict[str, dict[str, Any]]:
-    """RF accuracy on the test class codes, on a pixel PCA of the same size and on the classifier's
-    penultimate features (skipped with a note for black boxes)."""
+                         seed: int, train_images: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
+    """RF accuracy on the test class codes, on a pixel PCA of the same size (fitted on ``train_images``)
+    and on the classifier's penultimate features (skipped with a note for black boxes)."""
     labels = codes.labels
 
     def measure(features) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def separability_figures(codes: CodesTable, images: torch.Tensor, classifier, *,
         return {**result.as_dict(), "mean": _finite_or_none(result.mean), "std": _finite_or_none(result.std)}
 
     figures = {"class_codes": measure(codes.codes),
-               "pixel_pca": measure(pixel_pca(images, codes.code_dim, seed=seed))}
+               "pixel_pca": measure(pixel_pca(images, codes.code_dim, seed=seed, fit_images=train_images))}
     features = classifier.features(images)
     if features is None:
         figures["classifier_features"] = {"skipped": True,
@@ -132,7 +132,7 @@ def analyse_manifold(cae, classifier, data: DataBundle, out_dir: str | os.PathLi
 
     _stage("measuring separability (random forest, cross-validated)", verbose)
     separability = separability_figures(test, test_images, classifier, folds=folds, n_estimators=n_estimators,
-                                        seed=seed)
+                                        seed=seed, train_images=data.train.images)
 
     _stage("swapping class codes between test images", verbose)
     index_a, index_b = sample_swap_pairs(test.labels, num_classes, swap_pairs, seed=seed)

@@ -56,8 +56,14 @@ def random_forest_accuracy(features: torch.Tensor | np.ndarray, labels: torch.Te
     return Separability(float(scores.mean()), float(scores.std()), folds, x.shape[1], len(y), note)
 
 
-def pixel_pca(images: torch.Tensor, dims: int, *, seed: int = 0) -> np.ndarray:
-    """Raw pixels reduced by PCA to ``dims`` components: a code-free baseline of equal size."""
+def pixel_pca(images: torch.Tensor, dims: int, *, seed: int = 0, fit_images: torch.Tensor | None = None) -> np.ndarray:
+    """Raw pixels of ``images`` reduced by PCA to ``dims`` components: a code-free baseline of equal size.
+
+    The PCA is fitted on ``fit_images`` (default: ``images`` themselves). The manifold analysis fits it on
+    the training split, as the class encoder and the classifier were, so no embedding has seen the test
+    images it is scored on.
+    """
     flat = _as_numpy(images).reshape(len(images), -1).astype(np.float32)
-    dims = min(dims, *flat.shape)
-    return PCA(n_components=dims, random_state=seed).fit_transform(flat)
+    fit = flat if fit_images is None else _as_numpy(fit_images).reshape(len(fit_images), -1).astype(np.float32)
+    dims = min(dims, *fit.shape)
+    return PCA(n_components=dims, random_state=seed).fit(fit).transform(flat)
