@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -120,3 +123,15 @@ def test_preview_leaves_the_matplotlib_backend_alone(tiny_synthetic, tmp_path):
         matplotlib.use(previous)
     with Image.open(tmp_path / "grid.png") as image:
         assert image.format == "PNG"
+
+
+def test_warnings_print_as_one_line_naming_the_command(tmp_path):
+    """Run as users run it (pytest records warnings itself, so only a real process shows the format)."""
+    path = tmp_path / "gap.npz"
+    np.savez(path, train_images=np.zeros((8, 10, 10), np.uint8), train_labels=(np.arange(8) % 2) * 2)
+    done = subprocess.run([sys.executable, "-m", "caex.cli.main", "data", "show", str(path), "--out",
+                           str(tmp_path / "grid.png")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    warning_lines = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
+    assert warning_lines == [f"caex data: warning: {path}: class(es) 1 have no training images; "
+                             "nothing can be learned or explained about them"]

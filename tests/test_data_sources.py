@@ -175,6 +175,14 @@ def test_npz_images_of_an_unusable_size_ask_for_size(tmp_path):
     assert load_dataset(str(path), size=8).image_size == 8
 
 
+def test_npz_label_gap_keeps_the_class_and_warns(tmp_path):
+    path = tmp_path / "gap.npz"
+    np.savez(path, train_images=np.zeros((8, 10, 10), np.uint8), train_labels=_labels(8) * 2)  # labels 0 and 2
+    with pytest.warns(UserWarning, match=r"class\(es\) 1 have no training images"):
+        bundle = load_dataset(str(path))
+    assert bundle.num_classes == 3 and bundle.train.class_counts(3)[1] == 0
+
+
 def test_npz_float_pixels_with_rounding_slack_are_accepted(tmp_path):
     path = tmp_path / "float.npz"
     images = np.random.default_rng(0).random((8, 10, 10)).astype(np.float32)

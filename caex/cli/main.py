@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from caex import __version__
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    default_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"caex {args.command}: warning: {message}\n"
     try:
         result = args.func(args)
     except CaexError as exc:
@@ -77,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = default_format  # one-line warnings for the command only, not its callers
     return int(result or 0)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import math
 import warnings
 import zipfile
@@ -22,8 +21,6 @@ import numpy as np
 import torch
 
 from caex.errors import DataError
-
-logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 #: Float pixels of an ``.npz`` may stray this far outside [0, 1] (rounding) before they count as another range.
@@ -221,7 +218,6 @@ def read_folder(root: Path, *, skip_bad: bool = False) -> RawData:
     test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad) if split_layout else None
     if skipped:
         message = f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}"
-        logger.warning(message)
         warnings.warn(message, stacklevel=3)
     return RawData(train, test, class_names)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -97,6 +98,11 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
         raise DataError(f"{spec}: needs at least two classes with images, found {names}")
     if raw.test is not None and not len(raw.test.labels):
         raise DataError(f"{spec}: the test split has no images")
+    empty = sorted(set(range(len(raw.class_names))) - set(present.tolist()))
+    if empty:  # e.g. .npz labels {0, 2}: class 1 stays, so label numbers keep their meaning
+        message = (f"{spec}: class(es) {', '.join(raw.class_names[k] for k in empty)} have no training images; "
+                   "nothing can be learned or explained about them")
+        warnings.warn(message, stacklevel=3)
     parts = [raw.train] if raw.test is None else [raw.train, raw.test]
     if channels is None:
         channels = 1 if all(_is_gray(images) for part in parts for images in _batches(part)) else 3
