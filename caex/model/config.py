@@ -74,7 +74,7 @@ class CAEConfig:
                      "max_width_mult", "disc_width", "disc_n_down", "disc_mlp_dim"):
             if int(getattr(self, name)) < 1:
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)!r}: must be a positive integer")
-        for name in ("n_down_class", "n_down_individual", "n_res", "disc_n_res"):
+        for name in ("n_down_class", "n_down_individual", "disc_n_res"):
             if int(getattr(self, name)) < 0:
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)!r}: must be >= 0")
         if int(self.n_res) < 1:

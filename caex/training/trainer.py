@@ -321,10 +321,7 @@ class BBCFETrainer:
     def _check_finite(self, terms: dict[str, torch.Tensor], iteration: int) -> None:
         """Raise on a non-finite term; under DDP on every rank at once, as a lone rank leaving would leave the
         others waiting in the gradient all-reduce."""
-        if self.context.distributed:
-            bad = losses.first_non_finite(terms, reduce=lambda mask: any_rank(mask, self.context))
-        else:
-            bad = losses.first_non_finite(terms)
+        bad = losses.first_non_finite(terms, reduce=lambda mask: any_rank(mask, self.context))  # alone: no-op
         if bad is not None:
             value = float(terms[bad].detach())
             where = f"({value})" if not math.isfinite(value) else "(on another rank)"
