@@ -79,6 +79,20 @@ def test_sixteen_bit_images_are_scaled_to_unit_range(tmp_path):
     assert sorted(values.tolist()) == pytest.approx([1000 / 65535] * 2 + [1.0] * 2)
 
 
+def test_exif_orientation_is_applied(tmp_path):
+    """A photo stored sideways with an orientation tag reads upright, as viewers show it."""
+    from caex.data.sources import read_image
+
+    stored = np.zeros((8, 12), dtype=np.uint8)        # 12 wide, 8 high; bright left column
+    stored[:, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6                                  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    pixels = read_image(tmp_path / "photo.jpg")[0]
+    assert pixels.shape == (12, 8)                    # upright: 8 wide, 12 high
+    assert pixels[0].mean() > 0.9 and pixels[-1].mean() < 0.1   # left column became the top row
+
+
 def test_corrupt_image_errors_or_is_skipped_with_a_warning(make_image_folder):
     root = make_image_folder({"a": 4, "b": 4})
     bad = root / "a" / "broken.png"

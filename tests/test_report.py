@@ -239,6 +239,13 @@ def test_training_summary_with_missing_numbers_still_reports(tmp_path):
     assert "40 iterations" in text
 
 
+def test_json_files_that_hold_no_object_count_as_missing(tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "manifold/summary.json").write_text("[1, 2]")  # valid JSON, but not what caex writes
+    text = build_report(run).read_text(encoding="utf-8")
+    assert "manifold tables (" in text and "not found or unreadable" in text
+
+
 def test_unwritable_report_target_is_one_line_error(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     with pytest.raises(CaexError, match="is a folder"):

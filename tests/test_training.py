@@ -425,6 +425,18 @@ def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 4
 
 
+def test_resume_with_other_networks_is_refused(tmp_path) -> None:
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    longer = dataclasses.replace(train_config, iters=3)
+    wider = dataclasses.replace(config, width=config.width * 2)
+    with pytest.raises(TrainingError, match=rf"networks have width={config.width} \(asked for "
+                                            rf"width={config.width * 2}\)"):
+        train_cae(data, wider, longer, tmp_path / "run", resume=True)
+    assert train_cae(data, None, longer, tmp_path / "run", resume=True).config == config  # None: the run's own
+
+
 def test_force_removes_the_previous_model_before_training(tmp_path, monkeypatch) -> None:
     data = _data()
     config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)

@@ -153,6 +153,22 @@ def test_cli_resume_continues_with_the_runs_own_settings(tmp_path, npz_data, cap
     assert err.startswith("caex train: error:") and "seed=3" in err and "seed=4" in err and "\n" not in err
 
 
+def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz_data, capsys) -> None:
+    run = tmp_path / "run"
+    first = ["train", str(npz_data), "--out", str(run), "--batch-size", "2", "--device", "cpu"]
+    assert main([*first, "--preset", "tiny", "--model", "n_res=2", "--iters", "2"]) == 0
+    tiny = CAE.load(run).config
+    # The same command again with --resume, and one without network flags, continue the tiny networks.
+    assert main([*first, "--preset", "tiny", "--model", "n_res=2", "--iters", "3", "--resume"]) == 0
+    assert main(["train", str(npz_data), "--out", str(run), "--iters", "4", "--resume", "--device", "cpu"]) == 0
+    assert CAE.load(run).config == tiny
+    capsys.readouterr()
+    # Other networks are refused in one line (before, --preset and --model were silently ignored).
+    assert main([*first, "--preset", "tiny", "--model", "n_res=3", "--iters", "5", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("caex train: error:") and "n_res=2 (asked for n_res=3)" in err and "\n" not in err
+
+
 def test_cli_resume_splits_the_data_with_the_runs_seed(tmp_path, monkeypatch) -> None:
     """Without a test split in the data, the seed also draws the split: a resume must draw the same."""
     import caex.data

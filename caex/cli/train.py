@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_data_arguments(parser)
     parser.add_argument("--out", metavar="RUN", required=True, help="run folder to create (or to --resume)")
-    parser.add_argument("--preset", choices=("tiny", "small", "paper"), default="small",
+    parser.add_argument("--preset", choices=("tiny", "small", "paper"), default=None,
                         help="network sizes and training settings: tiny (tests), small (<= 64 px on a CPU, "
                              "default), paper (256 px, the official widths and optimiser)")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="continue the run in RUN from its checkpoint, with the run's own settings (flags "
-                           "given now change only --iters, --time-limit, --device and the intervals)")
+                           "given now change only --iters, --time-limit, --device and the intervals; others "
+                           "must agree)")
     mode.add_argument("--force", action="store_true", help="start over in a non-empty RUN")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     add_device_argument(parser)
@@ -108,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
         classifier = load_classifier(args.classifier, device=local_device(args.device))
         check_compatible(classifier, bundle)  # a critic of another size or channel count fails late or silently
     train_config = _train_config(args, saved, classifier, loss_overrides)
-    config = CAEConfig.preset(args.preset, image_size=bundle.image_size, channels=bundle.channels,
-                              num_classes=bundle.num_classes, **model_overrides)
+    config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them
+    if not args.resume or args.preset is not None or model_overrides:
+        config = CAEConfig.preset(args.preset or "small", image_size=bundle.image_size, channels=bundle.channels,
+                                  num_classes=bundle.num_classes, **model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
               verbose=True, force=args.force)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
@@ -157,5 +160,5 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifie
         weights = dataclasses.replace(saved.weights, **loss_overrides)
         return dataclasses.replace(saved, weights=weights, device=args.device, time_limit=args.time_limit, **given)
     given.setdefault("dc", "classifier" if classifier is not None and classifier.has_gradients else "discriminator")
-    return TrainConfig.preset(args.preset, loss=loss_overrides, device=args.device, time_limit=args.time_limit,
-                              **given)
+    return TrainConfig.preset(args.preset or "small", loss=loss_overrides, device=args.device,
+                              time_limit=args.time_limit, **given)

@@ -132,9 +132,16 @@ def check_image(path: Path) -> None:
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images."""
+    """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images.
+
+    An EXIF orientation tag (photos, some scanners) is applied, so the pixels
+    come out upright as every image viewer shows them.
+    """
+    from PIL import ImageOps
+
     with _pillow_image(path) as image:
         image.load()
+        image = ImageOps.exif_transpose(image)
         if image.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
             image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
         elif image.mode == "LA":

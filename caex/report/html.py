@@ -177,12 +177,13 @@ def kpis_html(figures: Sequence[tuple[str, str]]) -> str:
     return f'<div class="kpis">{boxes}</div>'
 
 
-def _read_json(path: Path) -> Any | None:
-    """JSON content, or ``None`` when the file is absent or unreadable (a partial run)."""
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object, or ``None`` when the file is absent, unreadable or holds no object (a partial run)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return content if isinstance(content, dict) else None
 
 
 def _json_or_missing(section: Section, folder: Path | None, name: str, what: str) -> Any | None:

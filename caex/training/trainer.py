@@ -384,7 +384,8 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     (config.json, model.safetensors, codes.safetensors), train_config.json,
     log.jsonl/log.csv, TensorBoard events, samples/*.png, summary.json and
     checkpoint.safetensors every ``ckpt_every`` iterations; ``resume=True``
-    continues from that checkpoint exactly (the CAE config is the checkpoint's).
+    continues from that checkpoint exactly (the CAE config is the checkpoint's; a different
+    ``config`` is refused).
     ``callback(iteration, cae)`` runs on rank 0 at every sample step (benchmarks
     use it for periodic evaluation). Under ``torchrun`` every rank calls this.
     """
@@ -393,14 +394,14 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
         train_config = dataclasses.replace(train_config,
                                            hflip=isinstance(data, DataBundle) and data.mirror_symmetric)
     train_set, test_set, names = _split(data, class_names)
-    config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
-                                        channels=train_set.images.shape[1], num_classes=len(names))
     run_dir = Path(out_dir) if out_dir is not None else None
     # Only rank 0 writes, so only it guards the folder (other ranks would see its fresh files).
     checkpoint = _prepare_run_dir(run_dir, resume, force, check_empty=int(os.environ.get("RANK", "0")) == 0)
     if checkpoint is not None:
-        config = CAEConfig.from_dict(checkpoint.meta["cae_config"])
+        config = _checkpoint_config(checkpoint, asked=config)
         names = checkpoint.meta["class_names"]
+    config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
+                                        channels=train_set.images.shape[1], num_classes=len(names))
     _check_data(train_set, config, names)
     context = init_distributed(train_config.device)
     try:
@@ -526,6 +527,18 @@ def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> Non
         raise DataError("training images must be finite and in the data range [0, 1]")
     if len(train_set) and (train_set.labels.min() < 0 or train_set.labels.max() >= config.num_classes):
         raise DataError(f"training labels must lie in 0..{config.num_classes - 1}")
+
+
+def _checkpoint_config(checkpoint: Checkpoint, asked: CAEConfig | None) -> CAEConfig:
+    """The networks a resumed run was built with; a different ``asked`` config is refused, not ignored."""
+    saved = CAEConfig.from_dict(checkpoint.meta["cae_config"])
+    if asked is not None and asked != saved:
+        fields = [name for name, value in saved.to_dict().items() if asked.to_dict()[name] != value]
+        was = ", ".join(f"{name}={getattr(saved, name)!r}" for name in fields)
+        now = ", ".join(f"{name}={getattr(asked, name)!r}" for name in fields)
+        raise TrainingError(f"{CHECKPOINT_FILE}: the run's networks have {was} (asked for {now}); resume "
+                            "without a network config (the CLI: without --preset and --model)")
+    return saved
 
 
 def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empty: bool) -> Checkpoint | None:
