@@ -118,6 +118,18 @@ def test_bundle_writes_all_files_and_metadata(saved):
     assert info.test_accuracy == 0.5 and info.data_spec == "random" and info.caex_version
 
 
+def test_bundle_files_follow_the_umask_like_any_other_file(tmp_path):
+    """Atomic writes go through mkstemp, which makes files private (0600): colleagues could not open a bundle."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        save_bundle(_seeded_net(), tmp_path / "clf", class_names=NAMES, image_size=SIZE)
+    finally:
+        os.umask(previous)
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "clf").iterdir()} == {oct(0o644)}
+
+
 def test_every_backend_gives_the_same_probabilities(saved, tmp_path):
     folder, net = saved
     images = _images(7)
@@ -266,6 +278,17 @@ def test_smallcnn_learns_synthetic_data():
     classifier = TorchClassifier(net, data.class_names, data.image_size, data.channels)
     accuracy = (classifier.predict(data.test.images) == data.test.labels).float().mean().item()
     assert accuracy == pytest.approx(metrics.test_accuracy)
+
+
+def test_an_onnx_models_fixed_axes_win_over_the_shape_it_is_offered(saved, tmp_path):
+    """The CLI offers the data's shape to a model file with no classifier.json; a fixed ONNX axis is a fact, so a
+    mismatch is named ("takes 32px images") instead of failing inside onnxruntime."""
+    folder, _ = saved
+    (tmp_path / "model.onnx").write_bytes((folder / "classifier.onnx").read_bytes())
+    classifier = load_classifier(tmp_path / "model.onnx", image_size=48, channels=3)
+    assert (classifier.image_size, classifier.channels) == (SIZE, 1)
+    with pytest.raises(ClassifierError, match="takes 32px images but data 'random' is 48px"):
+        check_compatible(classifier, _bundle(3, 1, 48))
 
 
 def test_check_compatible_reports_an_onnx_runtime_failure_as_one_line(tmp_path):

@@ -52,6 +52,14 @@ def _error_line(capsys, argv: list[str]) -> str:
     return lines[0]
 
 
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    """It used to fail only when the bundle was saved, losing the training."""
+    (tmp_path / "clf").write_text("a file")
+    line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1",
+                                "--out", str(tmp_path / "clf")])
+    assert line == f"caex train-classifier: error: --out {tmp_path / 'clf'}: {tmp_path / 'clf'} is a file, not a folder"
+
+
 def test_bad_training_settings_are_one_line(tmp_path, capsys):
     line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "0",
                                 "--out", str(tmp_path / "x")])

@@ -135,3 +135,17 @@ def test_warnings_print_as_one_line_naming_the_command(tmp_path):
     warning_lines = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
     assert warning_lines == [f"caex data: warning: {path}: class(es) 1 have no training images; "
                              "nothing can be learned or explained about them"]
+
+
+def test_size_help_states_every_sources_real_default(capsys):
+    """It said "the source's own", but a folder of any size becomes 64 px and MNIST 28 px unless told otherwise."""
+    from caex.data.spec import DEFAULT_SIZES
+    from caex.data.synthetic import SyntheticConfig
+
+    with pytest.raises(SystemExit):
+        main(["data", "show", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    expected = {"synthetic": SyntheticConfig().size, "folders": DEFAULT_SIZES["folder"],
+                "mnist": DEFAULT_SIZES["mnist"], "digits": DEFAULT_SIZES["digits"]}
+    assert "(default: 64 for synthetic and folders, 28 for mnist, 32 for digits, a .npz file's own)" in text
+    assert expected == {"synthetic": 64, "folders": 64, "mnist": 28, "digits": 32} and DEFAULT_SIZES["npz"] is None

@@ -26,7 +26,13 @@ def test_mnist_selection_is_remapped_and_traceable():
 
 
 def test_mnist_keeps_the_order_given():
-    assert load_dataset("mnist:9,4").class_names == ["9", "4"]
+    """Label 0 is the first digit listed: every image of "9,4" has the other label than in "4,9"."""
+    reversed_order, listed_order = load_dataset("mnist:9,4"), load_dataset("mnist:4,9")
+    assert reversed_order.class_names == ["9", "4"]
+    label_of = {source: int(label) for split in (listed_order.train, listed_order.test)
+                for source, label in zip(split.sources, split.labels)}
+    for split in (reversed_order.train, reversed_order.test):
+        assert [int(label) for label in split.labels] == [1 - label_of[source] for source in split.sources]
 
 
 def test_digits_are_upsampled_bilinearly_to_32():
@@ -134,6 +140,38 @@ def test_npz_rgb_with_class_names(tmp_path):
     assert load_dataset(str(path), channels=3).channels == 3
 
 
+def test_npz_rgb_channels_keep_their_own_pixels(tmp_path):
+    """``[N, H, W, C]`` arrays become ``[N, C, H, W]`` with each channel's pixels, not a reshaped mix."""
+    from caex.data.sources import read_npz
+
+    pixels = np.zeros((2, 4, 6, 3), np.uint8)
+    pixels[..., 0] = 255        # red everywhere
+    pixels[:, :2, :, 1] = 255   # green on the top half
+    pixels[:, :, :3, 2] = 51    # a little blue on the left half
+    np.savez(tmp_path / "rgb.npz", train_images=pixels, train_labels=np.array([0, 1]))
+    images = read_npz(tmp_path / "rgb.npz").train.images
+    expected = torch.zeros(2, 3, 4, 6)
+    expected[:, 0] = 1.0
+    expected[:, 1, :2] = 1.0
+    expected[:, 2, :, :3] = 0.2
+    torch.testing.assert_close(images, expected)
+
+
+def test_npz_multi_label_arrays_are_refused(tmp_path):
+    path = tmp_path / "multi.npz"
+    np.savez(path, train_images=np.zeros((4, 10, 10), np.uint8), train_labels=np.array([[0, 1]] * 4))
+    with pytest.raises(DataError, match=r"train_labels has shape \(4, 2\).*multi-label data is not supported"):
+        load_dataset(str(path))
+
+
+def test_gray_with_alpha_reads_as_one_channel(tmp_path):
+    from caex.data.sources import read_image
+
+    Image.fromarray(np.full((5, 7, 2), (102, 255), np.uint8), mode="LA").save(tmp_path / "la.png")
+    pixels = read_image(tmp_path / "la.png")
+    assert pixels.shape == (1, 5, 7) and torch.allclose(pixels, torch.full_like(pixels, 0.4))
+
+
 def test_resize_and_crop_keeps_the_centre():
     image = torch.zeros(1, 1, 10, 20)
     image[..., 5:15] = 1.0  # the central square
@@ -168,10 +206,21 @@ def test_npz_wide_integer_pixels_in_8_bit_range_are_scaled_by_255(tmp_path, dtyp
     assert sorted(images.flatten().tolist()) == pytest.approx(sorted((pixels / 255.0).flatten().tolist()))
 
 
+def test_npz_wide_integer_pixels_in_16_bit_range_are_scaled_by_65535(tmp_path):
+    from caex.data.sources import read_npz
+
+    pixels = np.arange(2 * 4 * 4, dtype=np.int64).reshape(2, 4, 4) * 100  # up to 3100: more than 8 bits
+    np.savez(tmp_path / "wide.npz", train_images=pixels, train_labels=np.array([0, 1]))
+    images = read_npz(tmp_path / "wide.npz").train.images
+    torch.testing.assert_close(images, torch.from_numpy(pixels[:, None] / 65535).float())
+
+
 @pytest.mark.parametrize(("images", "message"), [
     (np.full((8, 10, 10), 200.0, np.float32), r"floats in \[200, 200\]; float pixels must be in \[0, 1\]"),
     (np.full((8, 10, 10), np.nan, np.float32), "NaN or infinite"),
     (np.full((8, 10, 10), -5, np.int16), "negative pixel values"),
+    (np.full((8, 10, 10), 1.05, np.float32), r"floats in \[1.05, 1.05\]"),  # past the rounding slack
+    (np.full((8, 10, 10), 70000, np.int32), r"pixel values up to 70000; expected 8-bit .* or 16-bit"),
     (np.zeros((0, 10, 10), np.uint8), "train_images has no images"),
 ])
 def test_npz_pixels_that_cannot_be_read_as_intended_are_refused(tmp_path, images, message):

@@ -116,6 +116,17 @@ def test_greedy_patches_skip_covered_pixels_and_clip_at_borders():
     assert cover_step[0, 3, 3] == 1 and cover_step[0, 0, 4] == 2 and cover_step[0, 0, 0] == 5  # 5 = never
 
 
+def test_an_even_patch_reaches_one_pixel_further_before_its_centre_than_after():
+    """Patch 2 centred on (2, 2) covers rows and cols 1..2, not 2..3; patch 4 covers 0..3."""
+    saliency = torch.zeros(1, 5, 5)
+    saliency[0, 2, 2] = 1
+    expected = torch.zeros(5, 5, dtype=torch.bool)
+    expected[1:3, 1:3] = True
+    assert torch.equal(greedy_patches(saliency, n_patches=1, patch=2)[1][0] == 1, expected)
+    expected[0:4, 0:4] = True
+    assert torch.equal(greedy_patches(saliency, n_patches=1, patch=4)[1][0] == 1, expected)
+
+
 def test_greedy_patches_stop_when_the_image_is_covered():
     saliency = torch.zeros(2, 3, 3)
     saliency[:, 1, 1] = 1  # the first patch, centred, covers the whole 3x3 image
@@ -148,6 +159,13 @@ def test_fill_is_seeded_and_in_range():
     assert fill.shape == images.shape and float(fill.min()) >= 0 and float(fill.max()) <= 1
 
 
+def test_describe_states_the_largest_covered_share():
+    assert PerturbationMetric(patch=3, n_patches=4).describe(16, 16)["covered_share_max"] == round(36 / 256, 4)
+    described = PerturbationMetric().describe(64, 64)
+    assert (described["n_patches"], described["patch"]) == (8, 7)
+    assert described["covered_share_max"] == round(8 * 49 / 4096, 4)
+
+
 def test_default_n_patches_covers_a_fixed_share():
     assert default_n_patches(28, 28) == 2  # 0.1 * 784 / 49 = 1.6
     assert default_n_patches(64, 64) == 8  # 0.1 * 4096 / 49 = 8.4
@@ -173,11 +191,19 @@ def test_localisation_exact_values():
     # top-4 pixels (mask share): (0,0), (0,1), (2,2), (3,3) -> 2 shared of 6 in the union
     assert topk_iou(saliency, masks)[0] == pytest.approx(2 / 6)
     assert topk_iou(saliency, masks, k=2 / 16)[0] == pytest.approx(2 / 4)
+    assert topk_iou(saliency, masks, k=0.1)[0] == pytest.approx(2 / 4)  # 1.6 pixels round to the top 2
     missed = torch.zeros(1, 4, 4)
     missed[0, 3, 3] = 1
     assert pointing_game(missed, masks[:1])[0] == 0 and mass_in_mask(missed, masks[:1])[0] == 0
     summary = LocalisationMetric()(saliency, masks)
     assert summary == {"pointing": 1.0, "mass_in_mask": 0.75, "iou": pytest.approx(1 / 3), "n_with_mask": 1}
+
+
+def test_negative_saliency_counts_as_none_in_the_mass():
+    """A signed map (e.g. integrated gradients) puts no mass where it is negative, however large."""
+    masks = torch.tensor([[[True, True], [False, False]]])
+    saliency = torch.tensor([[[-3.0, 1.0], [1.0, 0.0]]])
+    assert mass_in_mask(saliency, masks)[0] == pytest.approx(0.5)
 
 
 def test_timed_saliency_batches_and_reports_median(monkeypatch):
@@ -266,6 +292,17 @@ def test_runner_is_deterministic():
     for name in ("random", "occlusion"):
         assert first.row(name).aopc == second.row(name).aopc
         assert torch.equal(first.maps[name], second.maps[name])
+    # the fill depends on the seed and the images only, not on which other methods are compared
+    alone = evaluate(None, square_classifier(), tiny_bundle(), **{**kwargs, "methods": ["occlusion"]})
+    assert alone.row("occlusion").aopc == first.row("occlusion").aopc
+
+
+def test_runner_rows_carry_each_localisation_score_under_its_own_name():
+    results = evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, batch_size=4)
+    located = LocalisationMetric()(results.maps["random"], tiny_bundle().test.masks[results.image_indices])
+    row = results.row("random")
+    assert (row.pointing, row.mass_in_mask, row.iou) == (located["pointing"], located["mass_in_mask"], located["iou"])
+    assert row.mass_in_mask != row.iou
 
 
 def test_runner_rejects_unknown_methods_and_cae_without_a_run():

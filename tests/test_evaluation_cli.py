@@ -40,6 +40,16 @@ def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
     assert error.count("\n") == 1
 
 
+def test_an_out_folder_under_a_file_is_refused_before_any_work(tmp_path, capsys):
+    """It used to fail only when the results were written, after the whole evaluation had run."""
+    (tmp_path / "notes").write_text("a file")
+    out = tmp_path / "notes" / "eval"
+    code = main(["evaluate", "none", "synthetic", "--methods", "random", "--classifier", str(tmp_path),
+                 "--out", str(out)])
+    error = capsys.readouterr().err
+    assert code == 2 and error == f"caex evaluate: error: --out {out}: {out.parent} is a file, not a folder\n"
+
+
 @pytest.mark.skipif(not hasattr(caex.data, "load_dataset"), reason="caex.data.load_dataset not built yet")
 def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     generator = np.random.default_rng(0)

@@ -153,11 +153,30 @@ def test_weighted_saliency_uses_only_steps_up_to_the_end() -> None:
     assert contrast_saliency(frames, target_probs, torch.tensor([3]))[0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
 
 
+def test_saliency_takes_absolute_changes_and_averages_channels() -> None:
+    """A step that lowers p_t or darkens a pixel still counts; a change in one of two channels counts half,
+    and channels changing in opposite directions do not cancel."""
+    frames = torch.zeros(1, 4, 2, 2, 3)
+    frames[0, 1:, :, 0, 0] = 1.0                      # (0,0): both channels brighten at step 1
+    frames[0, 2:, 0, 0, 1] = -1.0                     # (0,1): one channel darkens at step 2
+    frames[0, 2:, :, 0, 2] = torch.tensor([-1.0, 1.0])  # (0,2): one darkens, one brightens at step 2
+    frames[0, 3:, :, 1, 0] = 1.0                      # (1,0): both channels at step 3
+    target_probs = torch.tensor([[0.0, 0.6, 0.4, 1.0]])  # the middle step lowers p_t by 0.2
+    weighted = weighted_saliency(frames, target_probs, torch.tensor([3]))
+    torch.testing.assert_close(weighted[0], torch.tensor([[1.0, 0.1 / 0.6, 0.2 / 0.6], [1.0, 0.0, 0.0]]))
+    contrast = contrast_saliency(frames, target_probs, torch.tensor([3]))
+    torch.testing.assert_close(contrast[0], torch.tensor([[1.0, 0.5, 1.0], [1.0, 0.0, 0.0]]))
+
+
 def test_gaussian_smoothing_spreads_a_point_and_stays_normalised() -> None:
     point = torch.zeros(1, 9, 9)
     point[0, 4, 4] = 1.0
     smooth = gaussian_smooth(point, sigma=1.0)
     assert smooth[0, 4, 4] == 1.0 and 0 < smooth[0, 4, 5] < 1 and smooth[0, 0, 0] < smooth[0, 4, 6]
+    # a separable Gaussian of sigma 1 relative to its peak; (0, 0) lies beyond the radius 3 and stays 0
+    offsets = torch.tensor([[0, 1], [0, 2], [1, 1], [0, 3], [3, 3]])
+    expected = torch.exp(-0.5 * (offsets**2).sum(dim=1).float())
+    torch.testing.assert_close(smooth[0, 4 + offsets[:, 0], 4 + offsets[:, 1]], expected)
     assert torch.equal(gaussian_smooth(point, 0.0), point)
 
 

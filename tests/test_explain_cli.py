@@ -135,3 +135,49 @@ def test_collect_images_expands_folders_and_globs_once(workspace: Path) -> None:
     with pytest.raises(CaexError, match="folder contains no images"):
         collect_images([str(workspace / "run")])
     assert unique_stems([Path("a/x.png"), Path("b/x.png"), Path("x-2.png")]) == ["x", "x-2", "x-2-2"]
+
+
+def test_a_classifier_file_alone_or_weights_with_arch_explain(workspace: Path, tmp_path: Path) -> None:
+    """A TorchScript file with no classifier.json beside it is probed at the CAE's image shape; --arch opens weights."""
+    (tmp_path / "model.pt").write_bytes((workspace / "clf" / "classifier.torchscript.pt").read_bytes())
+    (tmp_path / "weights.safetensors").write_bytes((workspace / "clf" / "classifier.safetensors").read_bytes())
+    image = str(workspace / "imgs" / "rgb.png")
+    for classifier in (["model.pt"], ["weights.safetensors", "--arch", "smallcnn"]):
+        out = tmp_path / f"out_{classifier[0]}"
+        assert main(["explain", str(workspace / "run"), image, "--classifier", str(tmp_path / classifier[0]),
+                     *classifier[1:], "--steps", "3", "--device", "cpu", "--out", str(out)]) == 0
+        assert json.loads((out / "rgb.json").read_text())["target"]["class"] in NAMES
+
+
+def test_an_out_that_is_a_file_and_a_bad_target_are_refused_before_any_work(workspace: Path, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """Both used to surface only after the first batch was explained, behind its progress bar."""
+    notes = tmp_path / "notes"
+    notes.write_text("a file")
+    image = str(workspace / "imgs" / "rgb.png")
+    assert run_cli(workspace, image, "--out", str(notes)) == 2
+    assert capsys.readouterr().err == f"caex explain: error: --out {notes}: {notes} is a file, not a folder\n"
+    assert run_cli(workspace, image, "--target", "zebra", "--out", str(tmp_path / "out")) == 2
+    assert capsys.readouterr().err == ("caex explain: error: --target 'zebra': not a class of this model "
+                                       "(normal, lesion, other or 0..2)\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_target_the_image_already_has_is_warned_about(workspace: Path, tmp_path: Path) -> None:
+    """Its json says "flipped" at step 0, which reads like a result; the user is told nothing flipped."""
+    image = str(workspace / "imgs" / "rgb.png")
+    assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "first")) == 0
+    predicted = json.loads((tmp_path / "first" / "rgb.json").read_text())["prediction"]["class"]
+    with pytest.warns(UserWarning, match="1 image.s. are already classified as their target class"):
+        assert run_cli(workspace, image, "--steps", "3", "--target", predicted, "--out", str(tmp_path / "same")) == 0
+
+
+def test_skip_bad_leaves_unreadable_files_out_with_a_warning(workspace: Path, tmp_path: Path) -> None:
+    """Training takes --skip-bad for a folder with a corrupt scan; explain had no way past the same folder."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "good.png").write_bytes((workspace / "imgs" / "rgb.png").read_bytes())
+    (folder / "bad.png").write_bytes(b"\x89PNG not really")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        assert run_cli(workspace, str(folder), "--skip-bad", "--steps", "3", "--out", str(tmp_path / "out")) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["good.json"]

@@ -152,6 +152,9 @@ def test_swap_success_matrix_known_answer() -> None:
     assert counts.tolist() == [[0, 2], [3, 0]]
     assert success[0, 1] == 0.5 and success[1, 0] == pytest.approx(2 / 3)
     assert np.isnan(success[0, 0]) and np.isnan(success[1, 1])
+    # with three classes, a swap predicted as a third class is a miss although it left its source class
+    success, _ = swap_success_matrix(torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([2, 1]), 3)
+    assert success[0, 1] == 0.5
 
 
 @pytest.mark.parametrize(("ignore_code", "expected"), [(False, 1.0), (True, 0.0)])
@@ -271,6 +274,25 @@ def test_analyse_manifold_rejects_mismatched_inputs(bundle: DataBundle, tmp_path
     cae.config.image_size = 16  # the data's images are 8 px
     with pytest.raises(CaexError, match="16px images but data 'coded'"):
         analyse_manifold(cae, CodeReader(), bundle, tmp_path)
+
+
+def test_straight_paths_move_the_class_code_and_keep_the_individual(bundle: DataBundle) -> None:
+    """Frames decode ``c_A + t (c_B - c_A)`` with A's individual code; p(target) is read off every frame."""
+    from caex.manifold import straight_path_probabilities
+
+    test, cae = bundle.test, CodeInImageCAE()
+    codes = cae.class_codes(test.images)
+    a, b = torch.tensor([0, 13, 25]), torch.tensor([30, 2, 14])  # classes 0 -> 2, 1 -> 0, 2 -> 1
+    target = test.labels[b]
+    probabilities, frames = straight_path_probabilities(cae, CodeReader(), test.images, codes, a, b, target,
+                                                        steps=3, keep_frames=3, batch_size=6)  # 2 + 1 paths
+    path = torch.stack([codes[a], (codes[a] + codes[b]) / 2, codes[b]], dim=1)  # [3 paths, 3 steps, K]
+    torch.testing.assert_close(frames[:, :, 0, 0, :K], path)
+    individual = test.images[a][:, None].expand(-1, 3, -1, -1, -1)
+    assert torch.equal(frames[:, :, :, 1:], individual[:, :, :, 1:])
+    assert torch.equal(frames[:, :, 0, 0, K:], individual[:, :, 0, 0, K:])
+    expected = torch.softmax(20 * path, dim=-1).gather(2, target[:, None, None].expand(-1, 3, 1))[..., 0]
+    torch.testing.assert_close(probabilities, expected)
 
 
 # -- review: edge cases ------------------------------------------------------------------------

@@ -206,6 +206,16 @@ def test_cae_run_folder_with_separate_analysis_folders(tmp_path):
     assert_self_contained(text)
     assert "loss terms against iteration" in text and "80% of test pairs" in text and "AOPC" in text
     assert "samples.png not found" in text  # no data folder given
+    assert "classifier.json not found" in text
+
+
+def test_cli_report_takes_the_classifier_bundle_of_a_separate_pipeline(tmp_path):
+    """A CAE run made with `caex train` has no classifier/ folder: the Classifier section was always missing."""
+    demo = make_run(tmp_path / "demo")
+    assert main(["report", str(demo / "cae"), "--classifier", str(demo / "classifier"),
+                 "--out", str(tmp_path / "r.html")]) == 0
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "smallcnn" in text and "classifier.json not found" not in text
 
 
 def test_training_log_skips_torn_line_and_bookkeeping(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -77,6 +78,9 @@ def test_pyramid_l1_ignores_pixel_noise_but_not_structure() -> None:
     # factors 2 and 4 see it whole (1/16); at factor 8 it is a quarter of one of the four cells (1/16 again)
     assert torch.isclose(losses.pyramid_l1(blob, target), torch.tensor(1 / 16))
     assert losses.pyramid_l1(target[..., :1, :1] + 0.5, target[..., :1, :1]) == 0.5  # too small to pool: plain L1
+    blocks = (torch.arange(16)[:, None] // 4 + torch.arange(16)[None, :] // 4) % 2 * 2.0 - 1.0  # +-1 in 4x4 blocks
+    # factors 2 and 4 keep the blocks (L1 1 each); factor 8 pools two of each sign into every cell (0)
+    assert torch.isclose(losses.pyramid_l1(target + blocks, target), torch.tensor(2 / 3))
 
 
 def test_weighted_sum_uses_paper_weights() -> None:
@@ -119,6 +123,58 @@ def test_pair_sampler_both_orientations_and_missing_class() -> None:
     assert set(labels[a].tolist()) == {0, 2} and set(labels[b].tolist()) == {0, 2}
     with pytest.raises(DataError, match="at least 2 classes"):
         PairSampler(torch.zeros(5, dtype=torch.long), 2)
+
+
+def test_pair_sampler_draws_every_image_and_each_orientation_half_the_time() -> None:
+    """With one class pair only the within-class and orientation draws vary, and each rank draws its own."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    a, b = PairSampler(labels, 2, seed=0).sample(0, 2000)
+    assert set(a.tolist()) | set(b.tolist()) == set(range(6))  # the last image of each class too
+    assert abs(float((labels[a] == 0).float().mean()) - 0.5) < 0.05
+    other_rank = PairSampler(labels, 2, seed=0, rank=1).sample(0, 2000)
+    assert not torch.equal(torch.stack(other_rank), torch.stack([a, b]))
+
+
+# -- one training step -----------------------------------------------------------------------
+def test_one_step_logs_every_term_of_the_spec_table_on_the_right_tensors() -> None:
+    """Each logged term compares the tensors SPEC §3 names, for A->B (first half of the batch) and B->A.
+
+    Recomputed from copies of the networks: eqs. 8-9 with the discriminator before its update, eqs. 5-6
+    with it after (the generator plays against the updated one); dropout is off so every pass agrees. The
+    classes differ in brightness, so even untrained heads tell the images apart: with near-equal logits for
+    all, eq. 6 against the wrong half's labels (a permutation of the right ones) would score the same.
+    """
+    config, train_config = _configs()
+    labels = torch.arange(24) % 3
+    noise = torch.rand(24, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    images = 0.45 * labels[:, None, None, None] + 0.1 * noise
+    torch.manual_seed(0)
+    cae, discriminator = CAE(config), Discriminator(config).eval()
+    trainer = BBCFETrainer(cae, discriminator, images, labels, train_config, init_distributed("cpu"))
+    cae_before, discriminator_before = copy.deepcopy(cae), copy.deepcopy(discriminator)
+    x, y = trainer.batch(0)
+    terms = trainer.step(0)
+    half, cross_entropy = len(x) // 2, torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        c, s = cae_before.class_encoder(x), cae_before.individual_encoder(x)
+        c_partner, y_partner = torch.cat([c[half:], c[:half]]), torch.cat([y[half:], y[:half]])
+        swapped = cae_before.decoder(c_partner, s)
+        real, fake = torch.ones_like(y), torch.zeros_like(y)
+        d_real, d_class = discriminator_before(x)[:2]
+        g_real, g_class = discriminator(swapped)[:2]
+        expected = {
+            "recon_image": (cae_before.decoder(c, s) - x).abs().mean(),
+            "recon_class": (cae_before.class_encoder(swapped) - c_partner).abs().mean(),
+            "recon_individual": (cae_before.individual_encoder(swapped) - s).abs().mean(),
+            "cycle": (cae_before.decoder(c, cae_before.individual_encoder(swapped)) - x).abs().mean(),
+            "adversarial": cross_entropy(g_real, real),
+            "classification": cross_entropy(g_class, y_partner),
+            "disc_adversarial": cross_entropy(discriminator_before(swapped)[0], fake) + cross_entropy(d_real, real),
+            "disc_classification": cross_entropy(d_class, y),
+        }
+    assert (y[:half] != y[half:]).all()
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(float(value), rel=1e-4), name
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -331,7 +387,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
         train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=3), train_config)
     with pytest.raises(TrainingError, match="no checkpoint to resume from"):
         train_cae(data, config, train_config, tmp_path / "none", resume=True)
-    with pytest.raises(TrainingError, match="need a target classifier"):
+    with pytest.raises(TrainingError, match="needs a target classifier"):
         train_cae(data, config, TrainConfig.preset("tiny", dc="classifier"))
 
 
@@ -364,6 +420,18 @@ def test_classifier_as_critic_and_predicted_labels() -> None:
     cae = train_cae(data, config, train_config, classifier=classifier)
     assert torch.equal(cae.train_labels, expected)  # trained (and coded) on the classifier's view
     assert not any(p.requires_grad for p in classifier.module.parameters())  # frozen critic
+
+
+def test_a_torchscript_classifier_can_be_the_critic() -> None:
+    """ScriptModules refuse ``requires_grad_``; freezing the critic once crashed every run with a TorchScript file."""
+    from caex.classifier import TorchClassifier
+
+    scripted = torch.jit.script(_MeanBrightness().module)
+    classifier = TorchClassifier(scripted, ["dark", "bright"], image_size=16, channels=1)
+    images = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    config, train_config = _configs(classes=2, iters=1, dc="classifier")
+    train_cae(ImageSet(images, torch.arange(8) % 2), config, train_config, classifier=classifier)
+    assert not any(p.requires_grad for p in scripted.parameters())
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.2])

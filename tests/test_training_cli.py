@@ -43,7 +43,8 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
 
 @pytest.mark.parametrize("extra, message", [
     (["--iters", "0"], "--iters 0: must be a positive integer"),
-    (["--dc", "classifier"], "need a target classifier"),
+    (["--dc", "classifier"], "dc='classifier' (--dc classifier) needs a target classifier"),
+    (["--labels", "predicted"], "labels='predicted' (--labels predicted) needs a target classifier"),
     (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
     (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
     (["--max-shift", "-1"], "max_shift=-1: must be >= 0"),
@@ -89,6 +90,31 @@ def test_a_given_classifier_becomes_the_class_critic_by_default(tmp_path, npz_da
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--force",
                  "--classifier", str(tmp_path / "clf"), "--dc", "discriminator", "--device", "cpu"]) == 0
     assert json.loads((run / "train_config.json").read_text())["dc"] == "discriminator"
+
+
+def test_a_torchscript_file_alone_or_weights_with_arch_can_be_the_critic(tmp_path, npz_data) -> None:
+    """A TorchScript file with no classifier.json beside it was refused ("cannot tell the input shape"), and as a
+    critic crashed (ScriptModules refuse requires_grad_); train had no --arch for a bare weights file."""
+    from caex.classifier import build_classifier_network, save_bundle
+
+    save_bundle(build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=16), tmp_path / "clf",
+                class_names=["0", "1"], image_size=16)
+    (tmp_path / "model.pt").write_bytes((tmp_path / "clf" / "classifier.torchscript.pt").read_bytes())
+    (tmp_path / "w.safetensors").write_bytes((tmp_path / "clf" / "classifier.safetensors").read_bytes())
+    for index, classifier in enumerate((["model.pt"], ["w.safetensors", "--arch", "smallcnn"])):
+        run = tmp_path / f"run{index}"
+        assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "1", "--device", "cpu",
+                     "--classifier", str(tmp_path / classifier[0]), *classifier[1:]]) == 0
+        assert json.loads((run / "train_config.json").read_text())["dc"] == "classifier"
+
+
+def test_train_help_states_the_default_of_every_training_setting(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--iters", "--batch-size", "--lr", "--sample-every", "--ckpt-every", "--threads"):
+        described = text.rsplit(f"{option} {option.lstrip('-').upper().replace('-', '_')} ", 1)[1]
+        assert "default" in described.split(" --")[0], option
 
 
 def test_cli_augmentation_and_averaging_reach_the_training_config(tmp_path, npz_data) -> None:

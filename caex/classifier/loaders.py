@@ -236,8 +236,8 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
     if len(shape) != 4:
         raise ClassifierError(f"{path}: the ONNX input has shape {shape}, expected [batch, C, H, W]")
     static_batch, static_channels, static_size = (dim if isinstance(dim, int) else None for dim in shape[:3])
-    channels = channels or static_channels
-    image_size = image_size or static_size
+    channels = static_channels or channels  # the graph's own axes are facts; metadata fills only free ones
+    image_size = static_size or image_size
     batch_size = static_batch or batch_size
     output_dim = session.get_outputs()[0].shape[-1]
     if isinstance(output_dim, int):

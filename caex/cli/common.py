@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from caex.classifier import Classifier
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -14,7 +20,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Tr
             help="data spec: synthetic[:classes=4,per_class=400], mnist[:4,9], digits[:0,1], "
                  "an image folder (root/<class>/*.png, optional train/ test/), or a .npz file",
         )
-    parser.add_argument("--size", type=int, default=None, help="image size in pixels (default: the source's own)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="side of the square images in pixels; others are resized and centre-cropped (default: "
+                             "64 for synthetic and folders, 28 for mnist, 32 for digits, a .npz file's own)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="force 1 (grayscale) or 3 (RGB) channels (default: detected)")
     parser.add_argument("--skip-bad", action="store_true",
@@ -27,6 +35,45 @@ def add_seed_argument(parser: argparse.ArgumentParser, default: int = 0) -> None
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
+
+
+def add_classifier_arguments(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
+    """``--classifier CLF`` and the ``--arch`` that a bare weights file needs, the same in every command."""
+    parser.add_argument("--classifier", metavar="CLF", required=required, default=None, help=help)
+    parser.add_argument("--arch", default=None,
+                        help="architecture of a weights file given as --classifier (.safetensors, .pt, .pth), e.g. "
+                             "resnet18 (default: from the classifier.json beside it)")
+
+
+def load_classifier_from_args(args: argparse.Namespace, *, image_size: int, channels: int,
+                              device: torch.device | str) -> Classifier:
+    """Open ``--classifier`` (with ``--arch``) for images of ``image_size`` px and ``channels`` channels.
+
+    A model file with no ``classifier.json`` beside it records no input shape, so it is probed with the
+    images it will be given; the class count that probe finds is then checked against the data or the CAE.
+    """
+    from pathlib import Path
+
+    from caex.classifier import load_classifier
+    from caex.classifier.bundle import INFO_FILE
+
+    path = Path(args.classifier)
+    described = (path if path.is_dir() else path.parent) / INFO_FILE
+    shape = {} if described.is_file() else {"image_size": image_size, "channels": channels}
+    return load_classifier(path, arch=args.arch, device=device, **shape)
+
+
+def check_output_folder(out: str) -> None:
+    """Refuse an ``--out`` folder that cannot be created before any work, so no finished result is lost to it."""
+    from pathlib import Path
+
+    from caex.errors import CaexError
+
+    for folder in (Path(out), *Path(out).parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise CaexError(f"--out {out}: {folder} is a file, not a folder")
+            return
 
 
 def load_data_from_args(args: argparse.Namespace):

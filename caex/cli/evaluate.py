@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
+from caex.cli.common import add_classifier_arguments, add_data_arguments, add_device_argument, add_seed_argument
 from caex.errors import CaexError
 
 DESCRIPTION = """\
@@ -39,9 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run", metavar="RUN",
                         help="a CAE run folder (from `caex train`), or 'none' to evaluate baselines only")
     add_data_arguments(parser)
-    parser.add_argument("--classifier", required=True, metavar="CLF",
-                        help="the classifier to explain: bundle folder, TorchScript, .onnx, or weights with --arch")
-    parser.add_argument("--arch", default=None, help="architecture of a bare state-dict --classifier")
+    add_classifier_arguments(parser, required=True,
+                             help="the classifier to explain: bundle folder, TorchScript, .onnx or weights (--arch)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated: cae (guided path), cae-guided, cae-centroid, cae-nearest, gradcam, "
                              "fullgrad, lime, occlusion, integrated_gradients, random "
@@ -71,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caex.classifier import check_compatible, load_classifier
-    from caex.cli.common import load_data_from_args
+    from caex.classifier import check_compatible
+    from caex.cli.common import check_output_folder, load_classifier_from_args, load_data_from_args
     from caex.evaluation.perturbation import PerturbationMetric
     from caex.evaluation.runner import canonical_method, evaluate, is_cae_method
 
@@ -86,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.patch < 1 or not 0 < args.share <= 1 or (args.n_patches is not None and args.n_patches < 1):
         raise CaexError(f"--patch {args.patch}, --share {args.share}, --n-patches {args.n_patches}: "
                         "patch and N must be positive and the share in (0, 1]")
+    check_output_folder(args.out)
     run_dir = _run_folder(args.run, wants_cae=any(map(is_cae_method, methods)))
     data = load_data_from_args(args)
     try:
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     except CaexError as exc:
         raise CaexError(f"--cae-target {exc}") from None
     cae_options = {"steps": args.cae_steps, "counter_class": counter_class}
-    classifier = load_classifier(args.classifier, arch=args.arch, device=args.device)
+    classifier = load_classifier_from_args(args, image_size=data.image_size, channels=data.channels,
+                                           device=args.device)
     check_compatible(classifier, data)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
     results = evaluate(run_dir, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,

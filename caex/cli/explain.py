@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import warnings
 from pathlib import Path
 
-from caex.cli.common import add_device_argument, add_seed_argument
+from caex.cli.common import add_classifier_arguments, add_device_argument, add_seed_argument
 from caex.errors import CaexError
 
 
@@ -27,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", metavar="IMAGES", nargs="+",
                         help="image files, folders (searched recursively) or glob patterns; any size and "
                              "format Pillow reads (resized and centre-cropped to the CAE's size)")
-    parser.add_argument("--classifier", metavar="CLF", required=True,
-                        help="the classifier to explain: bundle folder, TorchScript, ONNX or weights file")
+    add_classifier_arguments(parser, required=True,
+                             help="the classifier to explain: bundle folder, TorchScript, ONNX or weights file "
+                                  "(with --arch)")
     parser.add_argument("--target", metavar="CLASS", default=None,
                         help="class name or index to move toward (default: the most probable other class)")
     parser.add_argument("--path", choices=("guided", "centroid", "nearest", "reference"), default="guided",
@@ -41,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"codes sampled along the path (default: {DEFAULT_STEPS})")
     parser.add_argument("--no-stop-at-flip", dest="stop_at_flip", action="store_false",
                         help="build the map from the whole path, not only up to the step the prediction flips")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable image files with a warning instead of stopping")
     parser.add_argument("--all-targets", action="store_true",
                         help="one explanation per other class (files get a _to-<class> suffix)")
     parser.add_argument("--saliency", choices=("weighted", "contrast"), default="weighted",
@@ -59,8 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from caex.classifier import load_classifier
+    from caex.cli.common import check_output_folder, load_classifier_from_args
     from caex.data.sources import check_image
+    from caex.data.types import class_index
     from caex.explain import Explainer
     from caex.explain.render import save_explanation
     from caex.model import CAE
@@ -77,26 +82,32 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.smoothing < 0:
         raise CaexError(f"--smoothing {args.smoothing}: must be 0 (off) or a positive sigma in pixels")
-    sources = collect_images(args.images)
-    for path in [*sources, *([] if args.reference is None else [Path(args.reference)])]:
-        check_image(path)  # a bad file stops the run before anything is written
+    check_output_folder(args.out)
+    sources = readable_images(collect_images(args.images), skip_bad=args.skip_bad)
+    if args.reference is not None:
+        check_image(Path(args.reference))
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
-    classifier = load_classifier(args.classifier, device=device)
-    explainer = Explainer(cae, classifier, device=device, seed=args.seed, smoothing=args.smoothing)
     size, channels = cae.config.image_size, cae.config.channels
+    classifier = load_classifier_from_args(args, image_size=size, channels=channels, device=device)
+    explainer = Explainer(cae, classifier, device=device, seed=args.seed, smoothing=args.smoothing)
+    target = None if args.target is None else class_index(args.target, cae.class_names)
+    if args.target is not None and target is None:  # refused before the first batch is explained
+        raise CaexError(f"--target {args.target!r}: not a class of this model ({', '.join(cae.class_names)} "
+                        f"or 0..{len(cae.class_names) - 1})")
     reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
     stems = unique_stems(sources)
     out = Path(args.out)
-    written = 0
+    written = already = 0
     with progress(total=len(sources), desc="explain", unit="img") as bar:
         for begin in range(0, len(sources), args.batch_size):
             batch = sources[begin:begin + args.batch_size]
             images = torch.stack([read_image(path, size, channels) for path in batch])
-            result = explainer.explain(images, target=args.target, path=args.path, steps=args.steps,
+            result = explainer.explain(images, target=target, path=args.path, steps=args.steps,
                                        stop_at_flip=args.stop_at_flip, reference=reference,
                                        all_targets=args.all_targets, saliency=args.saliency)
             for explanation in result if isinstance(result, list) else [result]:
+                already += int((explanation.target == explanation.prediction).sum())
                 for index, path in enumerate(batch):
                     stem = stems[begin + index]
                     if args.all_targets:
@@ -104,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
                     save_explanation(explanation, index, images[index], out, stem, str(path))
                     written += 1
             bar.update(len(batch))
+    if already:  # their json says "flipped" at step 0, which reads like a result
+        warnings.warn(f"{already} image(s) are already classified as their target class: their paths lead further "
+                      "into it, so nothing flips and their maps show what makes them more so", stacklevel=2)
     print(f"wrote {written} explanation(s) of {len(sources)} image(s) to {out}")
     return 0
 
@@ -129,6 +143,28 @@ def collect_images(patterns: list[str]) -> list[Path]:
             raise CaexError(f"{pattern}: no such image file or folder")
         found.extend(matches)
     return list(dict.fromkeys(found))
+
+
+def readable_images(paths: list[Path], *, skip_bad: bool) -> list[Path]:
+    """``paths`` checked before anything is written: a bad file stops the run, or with ``skip_bad`` is left out."""
+    from caex.data.sources import check_image
+    from caex.errors import DataError
+
+    readable, skipped = [], []
+    for path in paths:
+        try:
+            check_image(path)
+        except DataError:
+            if not skip_bad:
+                raise
+            skipped.append(path)
+            continue
+        readable.append(path)
+    if skipped:
+        if not readable:
+            raise CaexError(f"none of the {len(skipped)} image(s) is readable, first: {skipped[0]}")
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}", stacklevel=2)
+    return readable
 
 
 def read_image(path: Path, size: int, channels: int):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument, load_data_from_args
+from caex.cli.common import (
+    add_classifier_arguments,
+    add_data_arguments,
+    add_device_argument,
+    add_seed_argument,
+    load_classifier_from_args,
+    load_data_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
     add_data_arguments(parser)
-    parser.add_argument("--classifier", required=True, metavar="CLF",
-                        help="the target classifier: bundle folder, TorchScript, .onnx or state dict (with --arch)")
-    parser.add_argument("--arch", default=None, help="architecture of a bare state-dict classifier file")
+    add_classifier_arguments(parser, required=True,
+                             help="the target classifier: bundle folder, TorchScript, .onnx or weights (--arch)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     add_seed_argument(parser)
     add_device_argument(parser)
@@ -58,7 +64,6 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caex.classifier import load_classifier
     from caex.manifold import analyse_manifold
     from caex.model import CAE
     from caex.utils import resolve_device
@@ -66,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     _check_counts(args)
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
-    classifier = load_classifier(args.classifier, arch=args.arch, device=device)
+    classifier = load_classifier_from_args(args, image_size=cae.config.image_size, channels=cae.config.channels,
+                                           device=device)
     data = load_data_from_args(args)
     summary = analyse_manifold(
         cae, classifier, data, args.out, seed=args.seed, verbose=True, batch_size=args.batch_size,

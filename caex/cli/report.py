@@ -13,11 +13,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "inlined as PNG, no external resources): data samples, training curves, reconstructions "
                     "and swaps, the class-code manifold, explanations and the comparison with the baselines, "
                     "each table with a one-line reading. RUN is a `caex demo` output folder, or a CAE run "
-                    "folder from `caex train` (add --manifold/--explain/--evaluate for the other parts). "
+                    "folder from `caex train` (add --classifier/--manifold/--explain/--evaluate for the other parts). "
                     "Parts whose files are missing are listed as not available.",
     )
     parser.add_argument("run", metavar="RUN", help="demo output folder or CAE run folder")
     parser.add_argument("--out", metavar="FILE", default=None, help="HTML file to write (default: RUN/report.html)")
+    parser.add_argument("--classifier", metavar="DIR", default=None,
+                        help="bundle folder of `caex train-classifier` (its classifier.json)")
     parser.add_argument("--manifold", metavar="DIR", default=None, help="output folder of `caex manifold`")
     parser.add_argument("--explain", metavar="DIR", default=None, help="output folder of `caex explain`")
     parser.add_argument("--evaluate", metavar="DIR", default=None, help="output folder of `caex evaluate`")
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from caex.report import build_report
 
-    path = build_report(args.run, args.out, manifold=args.manifold, explain=args.explain, evaluate=args.evaluate)
+    path = build_report(args.run, args.out, manifold=args.manifold, explain=args.explain, evaluate=args.evaluate,
+                        classifier=args.classifier)
     print(f"report: {path}")
     return 0

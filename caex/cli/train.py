@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from caex.cli.common import add_data_arguments, add_device_argument
+from caex.cli.common import add_classifier_arguments, add_data_arguments, add_device_argument
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
@@ -36,13 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override a loss weight of the preset, repeatable (e.g. --loss adversarial=0.5); "
                              "KEY is a caex.training.LossWeights field (recon_image is the paper's λ1, eq. 1)")
     parser.add_argument("--iters", type=int, default=None, help="training iterations (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="image pairs per iteration")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (halved over the run)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="image pairs per iteration (default: the preset's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Adam learning rate, halved over the run (default: the preset's)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop after this much training time, still saving the model")
-    parser.add_argument("--classifier", metavar="CLF", default=None,
-                        help="target classifier (bundle folder, TorchScript, ONNX or weights), needed for "
-                             "--dc classifier and --labels predicted")
+    add_classifier_arguments(parser, required=False,
+                             help="target classifier (bundle folder, TorchScript, ONNX or weights with --arch), "
+                                  "needed for --dc classifier and --labels predicted")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default=None,
                         help="class critic for swapped images: the frozen target classifier (default when "
                              "--classifier is given; converges far faster) or the discriminator's class head "
@@ -63,10 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
                         help="keep an exponential moving average of the encoders' and decoder's weights with this "
                              "decay (e.g. 0.999) and save it as the CAE; samples show it too (default: none)")
-    parser.add_argument("--sample-every", type=int, default=None, help="iterations between sample grids")
-    parser.add_argument("--ckpt-every", type=int, default=None, help="iterations between checkpoints")
+    parser.add_argument("--sample-every", type=int, default=None,
+                        help="iterations between sample grids (default: the preset's)")
+    parser.add_argument("--ckpt-every", type=int, default=None,
+                        help="iterations between checkpoints (default: the preset's)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (1 is often fastest for small models on busy machines)")
+                        help="CPU threads for torch (default: torch's own; 1 is often fastest for small models on busy "
+                             "machines)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="continue the run in RUN from its checkpoint, with the run's own settings (flags "
@@ -103,10 +108,12 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_data_from_args(args)
     classifier = None
     if args.classifier is not None:
-        from caex.classifier import check_compatible, load_classifier
+        from caex.classifier import check_compatible
+        from caex.cli.common import load_classifier_from_args
         from caex.training.distributed import local_device
 
-        classifier = load_classifier(args.classifier, device=local_device(args.device))
+        classifier = load_classifier_from_args(args, image_size=bundle.image_size, channels=bundle.channels,
+                                               device=local_device(args.device))
         check_compatible(classifier, bundle)  # a critic of another size or channel count fails late or silently
     train_config = _train_config(args, saved, classifier, loss_overrides)
     config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them

@@ -35,10 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
-    from caex.cli.common import load_data_from_args
+    from caex.cli.common import check_output_folder, load_data_from_args
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
+    check_output_folder(args.out)
     data = load_data_from_args(args)
     print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
           f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)

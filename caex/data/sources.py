@@ -295,7 +295,7 @@ def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
     Unlike an image file, an array carries no bit depth: ``np.array`` of 8-bit
     images is often int64, and float arrays may hold 0..255. Wide integers
     whose values fit 8 (16) bits are read as 8 (16) bit; floats outside [0, 1],
-    non-finite and negative values are refused rather than clamped.
+    non-finite, negative and wider-than-16-bit values are refused rather than clamped.
     """
     if np.issubdtype(images.dtype, np.floating):
         low, high = float(images.min()), float(images.max())
@@ -313,4 +313,6 @@ def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
             return images.astype(np.uint8)
         if high <= 65535:
             return images.astype(np.uint16)
+        raise DataError(f"{path}: {key} has pixel values up to {high}; expected 8-bit (0..255) or 16-bit "
+                        "(0..65535) images")
     return images

@@ -70,7 +70,8 @@ class DemoResult:
         ranking = self.summary("evaluate").get("aopc_ranking", [])
         if ranking:
             lines.append("  AOPC (higher = more faithful):")
-            lines += [f"    {method_name(method):<22} {value:.3f}" for method, value in ranking[:4]]
+            lines += [f"    {rank}. {method_name(method):<22} {value:.3f}"  # every method: where CAE stands
+                      for rank, (method, value) in enumerate(ranking, start=1)]
         lines.append(f"  report: {self.report}")
         return lines
 

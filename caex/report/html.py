@@ -52,11 +52,11 @@ class ReportSources:
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, *, manifold: str | os.PathLike | None = None,
-                 explain: str | os.PathLike | None = None,
-                 evaluate: str | os.PathLike | None = None) -> ReportSources:
+                 explain: str | os.PathLike | None = None, evaluate: str | os.PathLike | None = None,
+                 classifier: str | os.PathLike | None = None) -> ReportSources:
         """Map a demo run folder (``data/ classifier/ cae/ ...``) or a CAE training run folder to sources.
 
-        Explicit ``manifold``/``explain``/``evaluate`` folders override what the
+        Explicit ``classifier``/``manifold``/``explain``/``evaluate`` folders override what the
         run folder holds, so a CAE run analysed separately can still be reported.
         """
         root = _existing_folder(run, "RUN")
@@ -66,7 +66,7 @@ class ReportSources:
                 raise CaexError(f"RUN {str(run)!r}: neither a demo run folder (no {', '.join(STAGE_FOLDERS)} "
                                 "sub-folders) nor a CAE run folder (no config.json or log.jsonl)")
             parts = {"cae": root}
-        overrides = {"manifold": manifold, "explain": explain, "evaluate": evaluate}
+        overrides = {"classifier": classifier, "manifold": manifold, "explain": explain, "evaluate": evaluate}
         for name, folder in overrides.items():
             if folder is not None:
                 parts[name] = _existing_folder(folder, f"--{name}")
@@ -517,9 +517,10 @@ def render_report(sources: ReportSources) -> str:
 
 def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *,
                  manifold: str | os.PathLike | None = None, explain: str | os.PathLike | None = None,
-                 evaluate: str | os.PathLike | None = None) -> Path:
+                 evaluate: str | os.PathLike | None = None, classifier: str | os.PathLike | None = None) -> Path:
     """Write the report for ``run`` to ``out`` (default ``RUN/report.html``) atomically; returns its path."""
-    sources = ReportSources.from_run(run, manifold=manifold, explain=explain, evaluate=evaluate)
+    sources = ReportSources.from_run(run, manifold=manifold, explain=explain, evaluate=evaluate,
+                                     classifier=classifier)
     target = Path(out) if out is not None else sources.root / REPORT_FILE
     if target.is_dir():
         raise CaexError(f"cannot write {target}: it is a folder (give the HTML file to write)")

@@ -568,8 +568,10 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
                   device: torch.device) -> nn.Module | None:
     """The frozen classifier module used as Dc in eq. 6 when ``dc="classifier"``."""
     if classifier is None:
-        if config.dc == "classifier" or config.labels == "predicted":
-            raise TrainingError(f"dc={config.dc!r} / labels={config.labels!r} need a target classifier (--classifier)")
+        if config.dc == "classifier" or config.labels == "predicted":  # name only the setting that needs one
+            wanted = ("dc='classifier' (--dc classifier)" if config.dc == "classifier"
+                      else "labels='predicted' (--labels predicted)")
+            raise TrainingError(f"{wanted} needs a target classifier (--classifier CLF)")
         return None
     if classifier.num_classes != num_classes:
         raise TrainingError(f"the classifier has {classifier.num_classes} classes, the data {num_classes}")
@@ -577,12 +579,13 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
         return None
     if classifier.module is None:
         raise TrainingError("dc='classifier' needs a differentiable classifier (PyTorch/TorchScript), "
-                            "this one is a black box; use dc='discriminator'")
+                            "this one is a black box; use dc='discriminator' (--dc discriminator)")
     module = classifier.module
     if not _on_device(module, device):  # a copy: moving the user's module would break classifier.predict
         module = copy.deepcopy(module).to(device)
     module = module.eval()
-    module.requires_grad_(False)
+    for parameter in module.parameters():  # not module.requires_grad_: TorchScript modules do not support it
+        parameter.requires_grad_(False)
     return module
 
 
