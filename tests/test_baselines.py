@@ -161,6 +161,41 @@ def test_target_may_be_one_index_a_list_or_an_array(name):
             make_attributor(name, tiny_classifier(1)).saliency(images, bad)
 
 
+@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])
+def test_gradient_methods_work_inside_a_callers_inference_mode(name):
+    """inference_mode, unlike no_grad, cannot be undone by enable_grad: the methods raised torch's RuntimeError."""
+    images, target = inputs(1)
+    attributor = make_attributor(name, tiny_classifier(1))  # a model built in inference mode has no autograd at all
+    expected = attributor.saliency(images, target)
+    with torch.inference_mode():
+        maps = attributor.saliency(images, target)
+    torch.testing.assert_close(maps, expected)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+@pytest.mark.parametrize("bad", [3, -1, [0, 1, 5]])
+def test_a_target_outside_the_classes_is_named(name, bad):
+    """Before: a deep IndexError, Captum silently reading -1 as the last class, or (random) no error at all."""
+    images, _ = inputs(1)
+    wrong = bad if isinstance(bad, int) else bad[-1]
+    with pytest.raises(AttributionError, match=rf"{name}: target {wrong} is not a class index .*\(0\.\.2\)"):
+        make_attributor(name, tiny_classifier(1), **FAST.get(name, {})).attribute(images, bad)
+
+
+def test_numpy_inputs_are_named_not_an_attribute_error():
+    images, target = inputs(1)
+    with pytest.raises(AttributionError, match=r"gradcam: expected inputs .* got ndarray \(3, 1, 16, 16\)"):
+        make_attributor("gradcam", tiny_classifier(1)).attribute(images.numpy(), target)
+
+
+def test_lime_leaves_the_global_rng_alone():
+    """Captum's surrogate fit drew a DataLoader seed from the global generator, shifting the caller's stream."""
+    images, target = inputs(1, count=1)
+    state = torch.random.get_rng_state()
+    make_attributor("lime", tiny_classifier(1), n_samples=20).attribute(images, target)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_superpixel_means_replace_each_segment_by_its_mean():
     image = torch.tensor([[[1.0, 3.0], [5.0, 7.0]]])
     segments = torch.tensor([[0, 0], [1, 1]])

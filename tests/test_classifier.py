@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -167,6 +168,53 @@ def test_torchvision_style_state_dict_loads_with_arch(tmp_path):
     assert classifier.class_names == ["0", "1", "2", "3"] and classifier.channels == 3
 
 
+def test_a_classifier_json_beside_a_state_dict_supplies_arch_and_normalisation(tmp_path):
+    """A network trained outside caex on ImageNet-normalised images: the json's mean/std were ignored (every
+    prediction of such a model was wrong) and a ``.pth`` beside a json naming the arch was read as TorchScript."""
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    net = _seeded_net("resnet18", channels=3, num_classes=3, mean=mean, std=std)
+    bare = {**{f"module.{key}": value for key, value in net.backbone.state_dict().items()},
+            **{f"module.fc.{key}": value for key, value in net.head.state_dict().items()}}
+    torch.save({"model": bare}, tmp_path / "resnet.pth")
+    info = {"arch": "resnet18", "class_names": NAMES, "image_size": SIZE, "channels": 3, "mean": mean, "std": std,
+            "small_stem": True}
+    (tmp_path / "classifier.json").write_text(json.dumps(info))
+    classifier = load_classifier(tmp_path / "resnet.pth", device="cpu")
+    images = _images(4, 3)
+    torch.testing.assert_close(classifier.predict_proba(images), torch.softmax(net(images), 1).detach(), atol=1e-4,
+                               rtol=0)
+    (tmp_path / "classifier.json").write_text(json.dumps({**info, "mean": [0.5], "std": [0.25]}))
+    with pytest.raises(ClassifierError, match="take 3-channel images but 1 mean values") as exc_info:
+        load_classifier(tmp_path / "resnet.pth")
+    _one_line(exc_info)
+
+
+def test_a_whole_pickled_model_is_refused_without_unpickling_it(tmp_path):
+    """torch.save(model) needs arbitrary unpickling; the message was weights_only's advice to load it anyway."""
+    torch.save(_seeded_net(), tmp_path / "whole.pth")
+    with pytest.raises(ClassifierError, match=r"pickled Python objects.*save model.state_dict\(\)") as exc_info:
+        load_classifier(tmp_path / "whole.pth", arch="smallcnn")
+    assert "trust" not in _one_line(exc_info)
+
+
+def test_a_torchscript_file_given_an_arch_is_named_as_such(saved):
+    """torch.load's answer advised weights_only=False, which caex never does, and a warning came with it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ClassifierError, match="a TorchScript file, not a state dict; leave out arch=") as exc_info:
+            load_classifier(saved[0] / "classifier.torchscript.pt", arch="smallcnn")
+    assert "weights_only" not in _one_line(exc_info)
+
+
+def test_a_torchscript_failure_names_the_error_not_the_interpreter(saved, tmp_path):
+    """TorchScript's message starts with its own traceback, so its first line never said what was wrong."""
+    lone = tmp_path / "model.pt"
+    lone.write_bytes((saved[0] / "classifier.torchscript.pt").read_bytes())
+    with pytest.raises(ClassifierError, match="does not take 3x32x32 images .*channels") as exc_info:
+        load_classifier(lone, image_size=SIZE, channels=3)
+    assert "TorchScript interpreter" not in _one_line(exc_info)
+
+
 def test_torchscript_without_metadata_is_probed_for_its_class_count(saved, tmp_path):
     folder, _ = saved
     lone = tmp_path / "model.pt"
@@ -306,3 +354,28 @@ def test_check_compatible_reports_an_onnx_runtime_failure_as_one_line(tmp_path):
     with pytest.raises(ClassifierError, match=r"cannot take data 'random'.*\(1, 48, 48\)") as exc_info:
         check_compatible(classifier, _bundle(3, 1, 48))
     _one_line(exc_info)
+
+
+def test_an_onnx_model_with_a_fixed_batch_axis_takes_any_number_of_images(saved, tmp_path):
+    """torch.onnx.export without dynamic_axes fixes the batch to the example's; 5 images in batches of 2 failed
+    inside onnxruntime on the last, smaller one (a multi-line "unexpected error" in every command)."""
+    _, net = saved
+    path = tmp_path / "batch2.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (_images(2),), str(path), dynamo=False, opset_version=17)
+    classifier = load_classifier(path, class_names=NAMES)
+    images = _images(5)
+    torch.testing.assert_close(classifier.predict_proba(images), torch.softmax(net(images), 1).detach(), atol=1e-4,
+                               rtol=0)
+
+
+def test_a_single_image_or_an_array_is_a_classifier_error():
+    """Both escaped as ValueError / AttributeError ('ndarray' has no attribute 'to'), not as caex errors."""
+    classifier = TorchClassifier(_seeded_net(), NAMES, SIZE, 1)
+    images = _images(2)
+    with pytest.raises(ClassifierError, match=r"got Tensor of shape \(1, 32, 32\) \(one image: images\[None\]\)"):
+        classifier.predict(images[0])
+    with pytest.raises(ClassifierError, match=r"got ndarray of shape \(2, 1, 32, 32\)"):
+        classifier.predict_proba(images.numpy())
+    assert classifier.predict(images[:1]).shape == (1,)

@@ -181,6 +181,17 @@ def test_perturbation_metric_refuses_settings_without_a_curve(settings, named):
         PerturbationMetric(**settings)
 
 
+def test_perturbation_metric_names_mismatched_shapes():
+    """An attribute() output [K, 1, H, W] used to fail as "too many values to unpack", short labels as IndexError."""
+    images, classifier = bright_images(3), square_classifier()
+    labels, maps, fill = torch.ones(3, dtype=torch.long), torch.rand(3, SIZE, SIZE), make_fill(images)
+    assert PerturbationMetric()(classifier, images, labels, maps, fill).probs.shape[0] == 3
+    for bad in ((images, labels, maps[:, None], fill), (images, labels[:2], maps, fill),
+                (images, labels, maps, fill[:, :, :8])):
+        with pytest.raises(EvaluationError, match=r"expected images \[K, C, H, W\], labels \[K\], saliency"):
+            PerturbationMetric()(classifier, *bad)
+
+
 def test_localisation_exact_values():
     masks = torch.zeros(2, 4, 4, dtype=torch.bool)
     masks[0, :2, :2] = True  # 4 of 16 pixels; image 1 has no lesion

@@ -11,6 +11,7 @@ import torch
 import caex.data
 from caex.classifier import build_classifier_network, save_bundle
 from caex.cli.main import main
+from caex.model import CAE, CAEConfig
 
 
 def test_help_lists_the_methods(capsys):
@@ -85,9 +86,23 @@ def test_cae_target_reaches_every_cae_method_as_a_class_index(tmp_path, capsys, 
     torch.manual_seed(0)
     net = build_classifier_network("smallcnn", channels=1, num_classes=4, image_size=32)
     save_bundle(net, tmp_path / "clf", class_names=["normal", "cnv", "dme", "drusen"], image_size=32)
-    (tmp_path / "run").mkdir()
+    CAE(CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=4)).save(tmp_path / "run")
     code = main(["evaluate", str(tmp_path / "run"), "synthetic:size=32,per_class=4", "--classifier",
                  str(tmp_path / "clf"), "--methods", "cae-nearest,cae-centroid,random", "--cae-target", "normal",
                  "--cae-steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")])
     assert code == 2 and "stopped after the options were built" in capsys.readouterr().err
     assert seen == {name: {"steps": 2, "counter_class": 0} for name in ("cae-nearest", "cae-centroid")}
+
+
+def test_a_model_file_is_probed_with_the_cae_images_so_a_wrong_size_is_the_datas(tmp_path, capsys):
+    """Probed with the data's 48 px, a TorchScript file without classifier.json "took 48px images" and the error
+    blamed the classifier against the CAE's 32 px, when --size was what had to change."""
+    net = build_classifier_network("smallcnn", channels=1, num_classes=4, image_size=32)
+    save_bundle(net, tmp_path / "clf", class_names=["normal", "cnv", "dme", "drusen"], image_size=32)
+    (tmp_path / "model.pt").write_bytes((tmp_path / "clf" / "classifier.torchscript.pt").read_bytes())
+    CAE(CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=4)).save(tmp_path / "run")
+    code = main(["evaluate", str(tmp_path / "run"), "synthetic:size=48,per_class=4", "--classifier",
+                 str(tmp_path / "model.pt"), "--methods", "cae", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert capsys.readouterr().err == ("caex evaluate: error: the classifier takes 32px images but data "
+                                       "'synthetic:size=48,per_class=4' is 48px (use --size 32)\n")

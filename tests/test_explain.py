@@ -382,6 +382,18 @@ def test_images_the_cae_was_not_made_for_are_refused(tiny: tuple[Explainer, torc
     explainer.explain(images[:1].clamp(0, 1) * (1 + 1e-6), path="centroid", steps=2)  # round-off is fine
 
 
+def test_an_empty_batch_and_a_bool_target_are_named(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    """An empty batch failed as torch.cat of nothing; True was read as class 1 (the attributors refuse bools)."""
+    explainer, images = tiny
+    with pytest.raises(CaexError, match=r"images: no images to explain \(shape \(0, 1, 16, 16\)\)"):
+        explainer.explain(images[:0])
+    with pytest.raises(CaexError, match=r"images: no images"):
+        explainer.saliency(images[:0], target=1)
+    for bad in (True, torch.tensor([True, False])):
+        with pytest.raises(CaexError, match="target True: not a class"):
+            explainer.explain(images[:2], target=bad)
+
+
 @pytest.mark.parametrize(("channels", "size", "message"), [
     (3, SIZE, "3-channel images but the CAE makes 1-channel ones"),
     (1, 32, "32px images but the CAE makes 16px ones"),

@@ -185,6 +185,26 @@ def test_smote_samples_lie_between_a_code_and_one_of_its_nearest_neighbours() ->
     assert torch.equal(single, codes[:1].expand(5, -1))
 
 
+class VetoReader(CodeReader):
+    """Reads the class from the first row, unless pixel (1, 0) of the individual image vetoes it."""
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        logits = 20 * images[:, 0, 0, :K]
+        veto = images[:, 0, 1, 0] > 0.5
+        return torch.where(veto[:, None], logits.roll(1, dims=1), logits)
+
+
+def test_smote_smoothness_decodes_each_sample_with_its_own_pool_individual() -> None:
+    """Half of each class's pool vetoes the class, so cycling through the whole pool gives exactly 0.5."""
+    from caex.manifold import smote_smoothness
+
+    images = coded_images(4, seed=3)
+    images.images[:, 0, 1, 0] = torch.tensor([0.0, 1.0]).repeat(2 * K)  # two vetoing members per class
+    cae = CodeInImageCAE()
+    shares = smote_smoothness(cae, VetoReader(), images.images, cae.class_codes(images.images), images.labels, K,
+                              per_class=8, individuals=4, batch_size=3, seed=0)
+    assert shares.tolist() == [0.5] * K
+
 def test_monotone_path_detection() -> None:
     probabilities = torch.tensor([
         [0.0, 0.1, 0.5, 0.9, 1.0],    # rising

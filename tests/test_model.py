@@ -165,3 +165,18 @@ def test_fresh_class_codes_differ_between_images() -> None:
         codes, _ = cae.encode(images)
     relative_spread = codes.std(dim=0).mean() / codes.abs().mean()
     assert relative_spread > 0.02
+
+
+def test_encode_refuses_a_single_image_and_casts_float64() -> None:
+    """A [C, H, W] image went through the convolutions as unbatched and came out as a [D, 1] 'class code';
+    float64 images (NumPy's default) raised torch's dtype mismatch."""
+    cae = CAE(_tiny())
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ModelError, match=r"got torch.float32 \(1, 32, 32\) \(one image: images\[None\]\)"):
+        cae.encode(x[0])
+    with pytest.raises(ModelError, match=r"\[B, 1, H, W\].*got torch.float32 \(2, 3, 32, 32\)"):
+        cae.swap(x, x.expand(-1, 3, -1, -1))
+    with pytest.raises(ModelError, match="got torch.uint8"):
+        cae.encode((x * 255).to(torch.uint8))
+    codes, individual = cae.encode(x.double())
+    assert codes.dtype == individual.dtype == torch.float32 and torch.equal(codes, cae.encode(x)[0])

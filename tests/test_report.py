@@ -218,6 +218,16 @@ def test_cli_report_takes_the_classifier_bundle_of_a_separate_pipeline(tmp_path)
     assert "smallcnn" in text and "classifier.json not found" not in text
 
 
+def test_cli_report_takes_the_model_file_the_other_commands_took(tmp_path):
+    """The README's ONNX walkthrough swaps the bundle folder for `my_model.onnx` in every command, report included:
+    it stopped with "not a folder" after every other stage had run."""
+    demo = make_run(tmp_path / "demo")
+    model = demo / "classifier" / "model.onnx"
+    model.write_bytes(b"")
+    assert main(["report", str(demo / "cae"), "--classifier", str(model), "--out", str(tmp_path / "r.html")]) == 0
+    assert "smallcnn" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
 def test_training_log_skips_torn_line_and_bookkeeping(tmp_path):
     run = make_run(tmp_path / "run")
     records = read_training_log(run / "cae/log.jsonl")

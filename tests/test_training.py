@@ -419,7 +419,15 @@ def test_classifier_as_critic_and_predicted_labels() -> None:
     config, train_config = _configs(classes=2, iters=2, dc="classifier", labels="predicted")
     cae = train_cae(data, config, train_config, classifier=classifier)
     assert torch.equal(cae.train_labels, expected)  # trained (and coded) on the classifier's view
-    assert not any(p.requires_grad for p in classifier.module.parameters())  # frozen critic
+
+
+def test_predicted_labels_of_a_single_class_name_the_classifier() -> None:
+    """A wrongly normalised model predicts one class for everything; the error spoke of the data's classes."""
+    images = torch.rand(20, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.4  # all "dark"
+    data = ImageSet(images, torch.arange(20) % 2)
+    config, train_config = _configs(classes=2, iters=2, dc="discriminator", labels="predicted")
+    with pytest.raises(TrainingError, match="the classifier predicts 'dark' for all 20 training images.*normalisation"):
+        train_cae(data, config, train_config, classifier=_MeanBrightness())
 
 
 def test_a_torchscript_classifier_can_be_the_critic() -> None:
@@ -431,7 +439,23 @@ def test_a_torchscript_classifier_can_be_the_critic() -> None:
     images = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     config, train_config = _configs(classes=2, iters=1, dc="classifier")
     train_cae(ImageSet(images, torch.arange(8) % 2), config, train_config, classifier=classifier)
-    assert not any(p.requires_grad for p in scripted.parameters())
+    assert all(p.requires_grad for p in scripted.parameters())  # frozen for training only
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_users_classifier_module_comes_back_trainable_and_in_its_mode(training: bool) -> None:
+    """The critic is frozen in place on the training device: the caller's own network stayed frozen (and in
+    eval mode) after train_cae, so fine-tuning it afterwards silently trained nothing."""
+    classifier = _MeanBrightness()
+    classifier.module.train(training)
+    classifier.module[1].bias.requires_grad_(False)  # a flag the caller set is kept too
+    seen = []
+    config, train_config = _configs(classes=2, iters=1, dc="classifier", sample_every=1)
+    train_cae(_data(classes=2), config, train_config, classifier=classifier,
+              callback=lambda *_: seen.append(any(p.requires_grad for p in classifier.module.parameters())))
+    assert seen == [False]  # frozen while training
+    assert classifier.module[1].weight.requires_grad and not classifier.module[1].bias.requires_grad
+    assert classifier.module.training == training
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.2])

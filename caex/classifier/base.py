@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from caex.errors import ClassifierError
+
 
 class Classifier(abc.ABC):
     """A black box to explain: images in the data range [0, 1] in, class probabilities out.
@@ -65,8 +67,9 @@ class Classifier(abc.ABC):
 
         ``None`` when ``fn`` gives none (an unreachable output) or ``images`` is empty.
         """
-        if images.ndim != 4:
-            raise ValueError(f"expected a batch [B, C, H, W], got shape {tuple(images.shape)}")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise ClassifierError(f"expected a tensor batch [B, C, H, W], got {type(images).__name__} of shape "
+                                  f"{tuple(getattr(images, 'shape', ()))} (one image: images[None])")
         outputs = []
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):

@@ -9,7 +9,9 @@ black box. Every failure a user can cause is a one-line :class:`ClassifierError`
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,13 +64,18 @@ class OnnxClassifier(Classifier):
     has_gradients = False
 
     def __init__(self, session, class_names: list[str], image_size: int | None, channels: int | None,
-                 batch_size: int = 256) -> None:
-        super().__init__(class_names, image_size, channels, device="cpu", batch_size=batch_size)
+                 batch_size: int = 256, fixed_batch: int | None = None) -> None:
+        super().__init__(class_names, image_size, channels, device="cpu", batch_size=fixed_batch or batch_size)
         self._session = session
         self._input_name = session.get_inputs()[0].name
+        self._fixed_batch = fixed_batch
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        count = len(images)
+        if self._fixed_batch is not None and count < self._fixed_batch:  # a graph exported with a fixed batch axis
+            images = torch.cat([images, images[-1:].expand(self._fixed_batch - count, -1, -1, -1)])
         output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
+        output = output[:count]
         if _are_probabilities(output):
             return output.clamp_min(1e-12).log()  # softmax(log p) == p
         return output
@@ -89,7 +96,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     Metadata comes from the bundle's ``classifier.json`` (also when it sits next
     to a TorchScript/ONNX/weights file); the keyword arguments fill in or
     override it. ``mean``/``std`` apply only to bare state dicts without
-    normalisation buffers (default: none).
+    normalisation buffers (default: the json's, else none), so a network
+    trained on normalised images sees them normalised.
     """
     path = Path(path)
     if not path.exists():
@@ -106,11 +114,13 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     image_size = image_size if image_size is not None else (info.image_size if info else None)
     channels = channels if channels is not None else (info.channels if info else None)
     names = list(class_names) if class_names is not None else (info.class_names if info else None)
+    mean = mean if mean is not None else (info.mean if info else None)
+    std = std if std is not None else (info.std if info else None)
 
     if path.suffix == ".onnx":
         return _load_onnx(path, names, num_classes, image_size, channels, device, batch_size)
     device = resolve_device(device)
-    if arch is None and path.suffix == ".safetensors":
+    if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
         if info is None:
             raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch)")
         arch = info.arch
@@ -179,6 +189,8 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` file or a ``torch.save``d dict (never unpickling arbitrary objects)."""
+    if _torch_archive_kind(path) == "torchscript":
+        raise ClassifierError(f"{path}: a TorchScript file, not a state dict; leave out arch= (--arch)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -187,6 +199,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - safetensors/pickle/zip errors all mean "unreadable"
+        if isinstance(exc, pickle.UnpicklingError) and _torch_archive_kind(path) == "torch.save":  # weights_only
+            raise ClassifierError(f"{path}: holds pickled Python objects besides tensors (a whole model saved with "
+                                  "torch.save(model)?), which caex never unpickles; save model.state_dict() or a "
+                                  "TorchScript export instead") from None
         raise ClassifierError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
     if isinstance(state, dict):
         nested = [key for key in NESTED_STATE_KEYS if isinstance(state.get(key), dict)]
@@ -196,11 +212,28 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _torch_archive_kind(path: Path) -> str | None:
+    """``"torchscript"`` or ``"torch.save"`` for PyTorch's two zip formats (only TorchScript holds ``constants.pkl``),
+    ``None`` for anything else, so a file handed to the wrong loader can be named for what it is."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {name.split("/", 1)[-1] for name in archive.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if "constants.pkl" in names:
+        return "torchscript"
+    return "torch.save" if "data.pkl" in names else None
+
+
 def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None,
                              std: Sequence[float] | None) -> ClassifierNet:
     """Rebuild ``arch`` around the weights in ``path``; shapes come from the weights themselves."""
     state = to_wrapper_state_dict(_read_state_dict(path))
     channels, num_classes, small_stem = infer_network_shape(arch, state, str(path))
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != channels:
+            raise ClassifierError(f"{path}: the weights take {channels}-channel images but {len(values)} {name} "
+                                  "values were given (classifier.json, mean=/std=)")
     net = build_classifier_network(arch, channels=channels, num_classes=num_classes, mean=mean, std=std,
                                    small_stem=small_stem)
     expected = net.state_dict()
@@ -238,7 +271,6 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
     static_batch, static_channels, static_size = (dim if isinstance(dim, int) else None for dim in shape[:3])
     channels = static_channels or channels  # the graph's own axes are facts; metadata fills only free ones
     image_size = static_size or image_size
-    batch_size = static_batch or batch_size
     output_dim = session.get_outputs()[0].shape[-1]
     if isinstance(output_dim, int):
         found = output_dim
@@ -247,9 +279,12 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
         found = _probe_num_classes(path, lambda x: session.run(None, {input_name: x.numpy()})[0],
                                    image_size, channels, names, num_classes)
     return OnnxClassifier(session, _class_names(path, found, names, num_classes), image_size, channels,
-                          batch_size=batch_size)
+                          batch_size=batch_size, fixed_batch=static_batch)
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The gist of ``exc`` in one line; TorchScript prints its own traceback first and the actual error last."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return lines[-1] if lines[0].startswith("The following operation failed in the TorchScript") else lines[0]

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.cli.common import check_output_folder, load_classifier_from_args, load_data_from_args
     from caex.evaluation.perturbation import PerturbationMetric
     from caex.evaluation.runner import canonical_method, evaluate, is_cae_method
+    from caex.model import CAE
 
     methods = [canonical_method(name) for name in args.methods.split(",") if name.strip()]
     if not methods:
@@ -93,11 +94,14 @@ def run(args: argparse.Namespace) -> int:
     except CaexError as exc:
         raise CaexError(f"--cae-target {exc}") from None
     cae_options = {"steps": args.cae_steps, "counter_class": counter_class}
-    classifier = load_classifier_from_args(args, image_size=data.image_size, channels=data.channels,
-                                           device=args.device)
+    cae = None if run_dir is None else CAE.load(run_dir, device=args.device)
+    # a model file without classifier.json is probed with the images it will classify, so a --size or --channels
+    # that differs from the CAE's is blamed on the data, not on the classifier
+    shape = (data.image_size, data.channels) if cae is None else (cae.config.image_size, cae.config.channels)
+    classifier = load_classifier_from_args(args, image_size=shape[0], channels=shape[1], device=args.device)
     check_compatible(classifier, data)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
-    results = evaluate(run_dir, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
+    results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                        out_dir=args.out, batch_size=args.batch_size, metric=metric,
                        method_options={name: cae_options for name in methods if is_cae_method(name)},
                        classifier_name=args.classifier, verbose=True)

@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run", metavar="RUN", help="demo output folder or CAE run folder")
     parser.add_argument("--out", metavar="FILE", default=None, help="HTML file to write (default: RUN/report.html)")
-    parser.add_argument("--classifier", metavar="DIR", default=None,
-                        help="bundle folder of `caex train-classifier` (its classifier.json)")
+    parser.add_argument("--classifier", metavar="CLF", default=None,
+                        help="bundle folder of `caex train-classifier`, or the model file given to the other "
+                             "commands (either way, the classifier.json it holds or that sits beside it)")
     parser.add_argument("--manifold", metavar="DIR", default=None, help="output folder of `caex manifold`")
     parser.add_argument("--explain", metavar="DIR", default=None, help="output folder of `caex explain`")
     parser.add_argument("--evaluate", metavar="DIR", default=None, help="output folder of `caex evaluate`")

@@ -163,7 +163,13 @@ class PerturbationMetric:
 
     def __call__(self, model: ProbabilityFn, images: torch.Tensor, labels: torch.Tensor,
                  saliency: torch.Tensor, fill: torch.Tensor) -> PerturbationResult:
-        n_patches = self.n_patches_for(*images.shape[-2:])
+        count, size = len(images), tuple(images.shape[-2:])
+        if (images.ndim != 4 or tuple(labels.shape) != (count,) or tuple(saliency.shape) != (count, *size)
+                or fill.shape != images.shape):  # else "too many values to unpack" for an attribute() output
+            raise EvaluationError(f"expected images [K, C, H, W], labels [K], saliency [K, H, W] and fill like the "
+                                  f"images; got {tuple(images.shape)}, {tuple(labels.shape)}, "
+                                  f"{tuple(saliency.shape)} and {tuple(fill.shape)}")
+        n_patches = self.n_patches_for(*size)
         probs = perturbation_curve(model, images, labels, saliency, fill, n_patches, self.patch, self.batch_size)
         return PerturbationResult(aopc=aopc(probs), peak_degradation=peak_degradation(probs),
                                   curve=degradation_curve(probs).tolist(), probs=probs,

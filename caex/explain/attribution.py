@@ -94,13 +94,15 @@ class Attributor:
 
         ``target``: one class index per image (``[B]`` tensor, list or array), or one for all.
         """
-        target = self._targets(inputs, target)
         chunks = []
-        for start in range(0, len(inputs), self.batch_size):
-            batch = inputs[start:start + self.batch_size].to(self.device, torch.float32)
-            labels = target[start:start + self.batch_size].to(self.device, torch.long)
-            attributions = self._attribute_batch(batch, labels).detach().float()
-            chunks.append(resize_maps(attributions, tuple(inputs.shape[-2:])).to(inputs.device))
+        with torch.inference_mode(False):  # gradient methods need autograd, which a caller's inference_mode bars
+            target = self._targets(inputs, target)
+            for start in range(0, len(inputs), self.batch_size):
+                batch = inputs[start:start + self.batch_size].to(self.device, torch.float32)
+                batch = batch.clone() if batch.is_inference() else batch  # inference tensors cannot enter autograd
+                labels = target[start:start + self.batch_size].to(self.device, torch.long)
+                attributions = self._attribute_batch(batch, labels).detach().float()
+                chunks.append(resize_maps(attributions, tuple(inputs.shape[-2:])).to(inputs.device))
         return torch.cat(chunks)
 
     def saliency(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
@@ -119,9 +121,15 @@ class Attributor:
         array = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
         if array.ndim == 0 and inputs.ndim == 4:
             array = np.full(len(inputs), array)
-        if inputs.ndim != 4 or array.ndim != 1 or len(array) != len(inputs) or array.dtype.kind not in "iu":
+        if (not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or array.ndim != 1 or len(array) != len(inputs)
+                or array.dtype.kind not in "iu"):
             raise AttributionError(f"{self.name}: expected inputs [B,C,H,W] and class indices [B], got "
-                                   f"{tuple(inputs.shape)} and {array.dtype} {tuple(array.shape)}")
+                                   f"{type(inputs).__name__} {tuple(inputs.shape)} and {array.dtype} "
+                                   f"{tuple(array.shape)}")
+        outside = array[(array < 0) | (array >= self.classifier.num_classes)]
+        if len(outside):  # else a deep IndexError, a silently wrapped -1, or (random) no error at all
+            raise AttributionError(f"{self.name}: target {int(outside[0])} is not a class index of this classifier "
+                                   f"(0..{self.classifier.num_classes - 1})")
         return torch.from_numpy(array.astype(np.int64)).to(inputs.device)
 
 
@@ -303,12 +311,13 @@ class LimeAttributor(Attributor):
                       similarity_func=get_exp_kernel_similarity_function("cosine", kernel_width=0.25),
                       perturb_func=self._sampler(self.generator))
         maps = []
-        for image, label in zip(inputs, target.tolist()):  # LIME fits one surrogate model per image
-            segments = superpixels(image, self.n_segments, self.compactness).to(image.device)
-            maps.append(method.attribute(
-                image[None], target=label, n_samples=self.n_samples, feature_mask=segments[None, None],
-                baselines=superpixel_means(image, segments)[None],
-                perturbations_per_eval=self.perturbations_per_eval))
+        with torch.random.fork_rng(devices=[]):  # Captum's surrogate fit draws a DataLoader seed from the global RNG
+            for image, label in zip(inputs, target.tolist()):  # LIME fits one surrogate model per image
+                segments = superpixels(image, self.n_segments, self.compactness).to(image.device)
+                maps.append(method.attribute(
+                    image[None], target=label, n_samples=self.n_samples, feature_mask=segments[None, None],
+                    baselines=superpixel_means(image, segments)[None],
+                    perturbations_per_eval=self.perturbations_per_eval))
         return torch.cat(maps)
 
     @staticmethod

@@ -372,7 +372,9 @@ class Explainer:
             raise ExplainError(f"{what}: expected [B, {channels}, {size}, {size}] images for this CAE, "
                                f"got shape {tuple(images.shape)}")
         images = images.float()
-        if len(images) and not (images.min() >= -_RANGE_TOLERANCE and images.max() <= 1 + _RANGE_TOLERANCE):
+        if not len(images):  # would fail deep inside as torch.cat of nothing
+            raise ExplainError(f"{what}: no images to explain (shape {tuple(images.shape)})")
+        if not (images.min() >= -_RANGE_TOLERANCE and images.max() <= 1 + _RANGE_TOLERANCE):
             raise ExplainError(f"{what}: values span [{float(images.min()):g}, {float(images.max()):g}]; "
                                "expected the data range [0, 1] (divide 8-bit images by 255)")
         return images
@@ -392,7 +394,7 @@ class Explainer:
             with contextlib.suppress(TypeError):
                 value = operator.index(value)  # NumPy and 0-d tensor integers too
         index = class_index(value, self.class_names)
-        if index is not None:
+        if index is not None and not isinstance(value, bool):  # a bool mask is no class index (True would read as 1)
             return index
         raise ExplainError(f"target {value!r}: not a class of this model ({', '.join(self.class_names)} "
                            f"or 0..{len(self.class_names) - 1})")

@@ -90,8 +90,16 @@ class CAE(nn.Module):
     # -- differentiable core -------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [B, C, H, W] in [0, 1] -> (class code [B, D], individual code [B, Cs, h, w])."""
-        x = to_model_range(images)
+        x = self._model_input(images)
         return self.class_encoder(x), self.individual_encoder(x)
+
+    def _model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """A checked batch in the networks' range and dtype (float64 is cast); a single ``[C, H, W]`` image is
+        refused, because the convolutions would take it as unbatched and return a code of the wrong shape."""
+        if images.ndim != 4 or images.shape[1] != self.config.channels or not images.is_floating_point():
+            raise ModelError(f"expected float images [B, {self.config.channels}, H, W] in [0, 1] for this CAE, got "
+                             f"{images.dtype} {tuple(images.shape)} (one image: images[None])")
+        return to_model_range(images.to(next(self.parameters()).dtype))
 
     def decode(self, class_code: torch.Tensor, individual_code: torch.Tensor) -> torch.Tensor:
         """(class code [B, D], individual code) -> images [B, C, H, W] in [0, 1]."""
@@ -103,7 +111,7 @@ class CAE(nn.Module):
     def swap(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
         """``G(c_B, s_A)``: each image of A with the class features of its partner in B."""
         _, individual_a = self.encode(images_a)
-        return self.decode(self.class_encoder(to_model_range(images_b)), individual_a)
+        return self.decode(self.class_encoder(self._model_input(images_b)), individual_a)
 
     # -- batched helpers -----------------------------------------------------------------
     @torch.no_grad()

@@ -66,6 +66,8 @@ class ReportSources:
                 raise CaexError(f"RUN {str(run)!r}: neither a demo run folder (no {', '.join(STAGE_FOLDERS)} "
                                 "sub-folders) nor a CAE run folder (no config.json or log.jsonl)")
             parts = {"cae": root}
+        if classifier is not None and Path(classifier).is_file():
+            classifier = Path(classifier).parent  # the model file the other commands took: its json sits beside it
         overrides = {"classifier": classifier, "manifold": manifold, "explain": explain, "evaluate": evaluate}
         for name, folder in overrides.items():
             if folder is not None:

@@ -3,6 +3,7 @@ terms both ways, a discriminator step then a generator step, checkpoints, resume
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -11,7 +12,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -405,10 +406,28 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     _check_data(train_set, config, names)
     context = init_distributed(train_config.device)
     try:
-        return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
-                      context, verbose, callback, data_spec=data.spec if isinstance(data, DataBundle) else None)
+        with _classifier_state_kept(classifier):
+            return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
+                          context, verbose, callback, data_spec=data.spec if isinstance(data, DataBundle) else None)
     finally:
         shutdown(context)
+
+
+@contextlib.contextmanager
+def _classifier_state_kept(classifier: Classifier | None) -> Iterator[None]:
+    """Give the caller's classifier module back as it came: the class critic freezes it in place (no copy on the
+    same device), which left a user's own network untrainable after :func:`train_cae`."""
+    module = classifier.module if classifier is not None else None
+    if module is None:
+        yield
+        return
+    flags, training = [parameter.requires_grad for parameter in module.parameters()], module.training
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
+        module.train(training)
 
 
 def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], config: CAEConfig,
@@ -597,7 +616,13 @@ def _on_device(module: nn.Module, device: torch.device) -> bool:
 
 def _training_labels(train_set: ImageSet, classifier: Classifier | None, config: TrainConfig) -> torch.Tensor:
     if config.labels == "predicted":
-        return classifier.predict(train_set.images).cpu().long()
+        predicted = classifier.predict(train_set.images).cpu().long()
+        if predicted.unique().numel() == 1:  # the usual cause is input the model was not trained on
+            raise TrainingError(f"labels='predicted' (--labels predicted): the classifier predicts "
+                                f"{classifier.class_names[int(predicted[0])]!r} for all {len(predicted)} training "
+                                "images, so no pair of classes is left to learn from; does it get its images as it "
+                                "was trained (size, channels, normalisation)?")
+        return predicted
     return train_set.labels.long()
 
 
