@@ -60,6 +60,27 @@ def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
     assert line == f"caex train-classifier: error: --out {tmp_path / 'clf'}: {tmp_path / 'clf'} is a file, not a folder"
 
 
+def test_ctrl_c_during_training_ends_on_a_line_of_its_own(tmp_path, capsys, monkeypatch):
+    """The loop's progress bar stayed open, so the message was printed at the end of the bar's line."""
+    from caex.classifier import train as training
+
+    shift, calls = training.random_shift, []
+
+    def interrupted_second_step(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return shift(*args)
+
+    monkeypatch.setattr(training, "random_shift", interrupted_second_step)
+    assert main(["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1", "--batch-size", "4",
+                 "--out", str(tmp_path / "clf"), "--device", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert "train smallcnn" in err  # the bar was shown
+    assert err.splitlines()[-1] == "caex train-classifier: interrupted"  # nothing to resume: no false promise
+    assert not (tmp_path / "clf").exists()
+
+
 def test_bad_training_settings_are_one_line(tmp_path, capsys):
     line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "0",
                                 "--out", str(tmp_path / "x")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
@@ -106,6 +107,28 @@ def test_an_output_path_under_a_file_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"caex data: error: {tmp_path / 'notes.txt'}") and err.count("\n") == 1
     assert "unexpected" not in err
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    """The failed write names no file, so it came out as an 'unexpected error' with exit code 1."""
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    target = tmp_path / "grid.png"
+    assert main(["data", "show", "synthetic:classes=2,per_class=4", "--out", str(target)]) == 2
+    assert capsys.readouterr().err == f"caex data: error: {target}: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(capsys, monkeypatch):
+    """Building the parser imports torch (seconds); Ctrl-C then printed a raw traceback."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("caex.cli.main.build_parser", interrupted)
+    assert main(["data", "show", "digits", "--out", "grid.png"]) == 130
+    assert capsys.readouterr().err == "caex: interrupted\n"
 
 
 def test_preview_leaves_the_matplotlib_backend_alone(tiny_synthetic, tmp_path):

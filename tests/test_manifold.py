@@ -185,6 +185,20 @@ def test_smote_samples_lie_between_a_code_and_one_of_its_nearest_neighbours() ->
     assert torch.equal(single, codes[:1].expand(5, -1))
 
 
+def test_smote_neighbours_come_from_chunks_not_a_full_distance_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    codes = torch.from_numpy(np.random.default_rng(0).normal(size=(5000, 8))).float()
+    rng = np.random.default_rng(1)
+    anchor = torch.from_numpy(rng.integers(0, len(codes), size=300))
+    full = torch.cdist(codes, codes).fill_diagonal_(float("inf")).topk(3, largest=False).indices
+    expected = full[anchor, torch.from_numpy(rng.integers(0, 3, size=300))]
+    largest = []
+    cdist = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda a, b: largest.append(len(a) * len(b)) or cdist(a, b))
+    _, got_anchor, partner, _ = smote_codes(codes, 300, neighbours=3, seed=1)
+    assert torch.equal(got_anchor, anchor) and torch.equal(partner, expected)
+    assert max(largest) < len(codes) ** 2  # a large class never gets an [n, n] matrix
+
+
 class VetoReader(CodeReader):
     """Reads the class from the first row, unless pixel (1, 0) of the individual image vetoes it."""
 

@@ -9,6 +9,7 @@ import torch
 
 from caex.errors import ModelError
 from caex.model import CAE, CAEConfig, Discriminator
+from caex.model import cae as cae_module
 from caex.model.blocks import LayerNorm, Upsample2x, adaptive_instance_norm
 
 
@@ -130,6 +131,28 @@ def test_bundle_round_trip(tmp_path) -> None:
     assert torch.equal(cae.decode(c, s), loaded.decode(c2, s2))
     assert torch.equal(loaded.train_labels, labels)
     assert torch.equal(loaded.train_codes, cae.train_codes)
+
+
+def test_save_cut_short_over_an_older_bundle_is_not_a_finished_run(tmp_path, monkeypatch) -> None:
+    """A resumed run to more iterations died while saving: new weights beside the old codes and config.json
+    loaded as a finished run, whose stored training codes were another model's."""
+    old = CAE(_tiny(num_classes=2))
+    old.set_train_codes(torch.zeros(4, old.config.code_dim), torch.tensor([0, 0, 1, 1]))
+    old.save(tmp_path)
+    real = cae_module.atomic_write_bytes
+
+    def write(path, data):
+        if path.name == "codes.safetensors":
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(cae_module, "atomic_write_bytes", write)
+    new = CAE(_tiny(num_classes=2))
+    new.set_train_codes(torch.ones(4, new.config.code_dim), torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path)
+    with pytest.raises(ModelError, match="config.json: missing"):
+        CAE.load(tmp_path)
 
 
 def test_load_errors(tmp_path) -> None:

@@ -186,6 +186,20 @@ def test_embedded_png_round_trips(tmp_path):
     assert Image.open(io.BytesIO(base64.b64decode(first))).format == "PNG"
 
 
+def test_explain_folder_of_many_images_embeds_only_the_first_examples(tmp_path):
+    from caex.report.html import MAX_EXAMPLES
+
+    run = make_run(tmp_path / "run")
+    for index in range(1, MAX_EXAMPLES + 10):  # 00_normal exists: MAX_EXAMPLES + 10 explanations in all
+        _png(run / f"explain/{index:03d}_cnv_saliency.png")
+        _png(run / f"explain/{index:03d}_cnv_path.png")
+    text = build_report(run).read_text(encoding="utf-8")
+    explanations = text.split('<section id="explanations"')[1].split("</section>")[0]
+    assert explanations.count('<figure class="example">') == MAX_EXAMPLES
+    assert f"The first {MAX_EXAMPLES} of {MAX_EXAMPLES + 10} explanations" in explanations
+    assert "023_cnv" in explanations and "024_cnv" not in explanations  # the first by file name
+
+
 def test_partial_run_lists_missing_parts(tmp_path):
     run = make_run(tmp_path / "run")
     for name in ("manifold", "evaluate"):

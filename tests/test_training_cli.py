@@ -223,3 +223,15 @@ def test_cli_resume_with_unreadable_settings_is_one_line(tmp_path, npz_data, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"caex train: error: {run / 'train_config.json'}: unreadable training settings")
     assert "\n" not in err
+
+
+def test_ctrl_c_says_how_to_continue(tmp_path, npz_data, capsys, monkeypatch) -> None:
+    import caex.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(caex.training, "train_cae", interrupted)
+    assert main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "caex train: interrupted (finished checkpoints are kept; rerun with --resume to continue)")

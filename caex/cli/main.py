@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from caex import __version__
 from caex.errors import CaexError
 
+#: What a user can do after Ctrl-C, for the commands that pick up where they stopped.
+RESUME_HINTS = {"train": "finished checkpoints are kept; rerun with --resume to continue",
+                "demo": "finished stages are kept; rerun the same command to continue"}
+
 # Order is the order shown in ``caex --help``: the pipeline, front door first.
 COMMAND_MODULES = [
     "demo",
@@ -53,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
+    except KeyboardInterrupt:
+        print("caex: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -65,24 +73,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CaexError as exc:
         if args.debug:
             raise
-        print(f"caex {args.command}: error: {exc}", file=sys.stderr)
+        _last_line(f"caex {args.command}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"caex {args.command}: interrupted (finished work is kept; rerun to resume)", file=sys.stderr)
+        hint = RESUME_HINTS.get(args.command)
+        _last_line(f"caex {args.command}: interrupted" + (f" ({hint})" if hint else ""))
         return 130
     except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:
             raise
         if isinstance(exc, OSError) and exc.filename is not None:
             # an output folder under a file, a full disk, no permission: the user's to fix, so one line
-            print(f"caex {args.command}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            _last_line(f"caex {args.command}: error: {exc.filename}: {exc.strerror or exc}")
             return 2
-        print(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
+        _last_line(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+                   "(rerun with --debug for the traceback)")
         return 1
     finally:
         warnings.formatwarning = default_format  # one-line warnings for the command only, not its callers
     return int(result or 0)
+
+
+def _last_line(message: str) -> None:
+    """Print the command's closing message on a line of its own: a progress bar the error or Ctrl-C left open
+    would otherwise carry it at its end."""
+    from caex.utils.progress import close_bars
+
+    close_bars()
+    print(message, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="bundle folder of `caex train-classifier`, or the model file given to the other "
                              "commands (either way, the classifier.json it holds or that sits beside it)")
     parser.add_argument("--manifold", metavar="DIR", default=None, help="output folder of `caex manifold`")
-    parser.add_argument("--explain", metavar="DIR", default=None, help="output folder of `caex explain`")
+    parser.add_argument("--explain", metavar="DIR", default=None,
+                        help="output folder of `caex explain` (a large one is shown by its first explanations "
+                             "in file-name order)")
     parser.add_argument("--evaluate", metavar="DIR", default=None, help="output folder of `caex evaluate`")
     parser.set_defaults(func=run)
 

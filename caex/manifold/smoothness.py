@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from caex.explain.paths import knn_indices
 from caex.manifold.codes import decode_codes, individual_codes
 from caex.manifold.maps import save_figure
 from caex.utils import progress
@@ -44,9 +45,8 @@ def smote_codes(codes: torch.Tensor, count: int, *, neighbours: int = 5,
     if k == 0:  # a single code: every "combination" is the code itself
         partner = anchor.clone()
     else:
-        distances = torch.cdist(codes.float(), codes.float())
-        distances.fill_diagonal_(float("inf"))
-        nearest = distances.topk(k, dim=1, largest=False).indices  # [n, k]
+        # Chunked: a full [n, n] distance matrix of a large class would not fit in memory.
+        nearest = knn_indices(codes.float(), codes.float(), k, exclude_self=True)[1]  # [n, k]
         partner = nearest[anchor, torch.from_numpy(rng.integers(0, k, size=count))]
     weight = torch.from_numpy(rng.random(count)).to(codes.dtype)
     samples = codes[anchor] + weight[:, None] * (codes[partner] - codes[anchor])

@@ -143,6 +143,8 @@ class CAE(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and (if set) ``codes.safetensors`` atomically."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        # An earlier bundle's config.json would vouch for a save cut short here (new weights, old codes).
+        (run_dir / CONFIG_FILE).unlink(missing_ok=True)
         weights = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
         atomic_write_bytes(run_dir / WEIGHTS_FILE, save(weights))
         if self.train_codes is not None:

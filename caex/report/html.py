@@ -394,6 +394,11 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
         section.reading(readings.read_smoothness(per_class, monotone))
 
 
+#: Explanation examples embedded at most (the first by file name; the demo writes up to 24): each brings two inline
+#: PNGs, so a ``caex explain`` folder of hundreds of images would make a page of tens of MB.
+MAX_EXAMPLES = 24
+
+
 def explain_section(sources: ReportSources) -> Section:
     """Saliency overlay and counterfactual strip per example, from the demo or ``caex explain`` outputs."""
     section = Section("explanations", "Local explanations",
@@ -407,13 +412,16 @@ def explain_section(sources: ReportSources) -> Section:
         return section
     index = _read_json(folder / "explanations.json") or {}
     titles = {example["stem"]: example.get("title", "") for example in index.get("examples", [])}
-    for overlay in overlays:
+    for overlay in overlays[:MAX_EXAMPLES]:
         stem = overlay.name.removesuffix("_saliency.png")
         pictures = [overlay] + [path for path in [folder / f"{stem}_path.png"] if path.is_file()]
         images = "".join(f'<img src="{png_data_uri(path.read_bytes())}" alt="{html.escape(path.stem)}">'
                          for path in pictures)
         caption = html.escape(titles.get(stem) or stem.replace("_", " "))
         section.parts.append(f'<figure class="example">{images}<figcaption>{caption}</figcaption></figure>')
+    if len(overlays) > MAX_EXAMPLES:
+        section.parts.append(f"<p>The first {MAX_EXAMPLES} of {len(overlays)} explanations (by file name); all of "
+                             f"them are in {html.escape(str(folder))}.</p>")
     flips = [example.get("flip_step", -1) for example in index.get("examples", [])]
     if flips:
         section.reading(readings.read_flips(flips, index.get("steps")))

@@ -14,3 +14,9 @@ def progress(iterable: Iterable | None = None, *, desc: str, total: int | None =
     """A tqdm bar on stderr; ``enabled=False`` (library use, tests) keeps it silent."""
     return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not enabled,
                 file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
+
+
+def close_bars() -> None:
+    """Close every bar still open (its loop was left by an error or Ctrl-C), clearing its line for a message."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
