@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from caex.classifier import build_classifier_network, save_bundle
 from caex.cli.explain import collect_images, unique_stems
 from caex.cli.main import main
 from caex.errors import CaexError
+from caex.explain.render import caption_font, counterfactual_strip, path_animation
 from caex.model import CAE, CAEConfig
 
 SIZE = 16
@@ -181,3 +184,38 @@ def test_skip_bad_leaves_unreadable_files_out_with_a_warning(workspace: Path, tm
     with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
         assert run_cli(workspace, str(folder), "--skip-bad", "--steps", "3", "--out", str(tmp_path / "out")) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob("*.json")) == ["good.json"]
+
+
+def test_a_path_that_does_not_move_keeps_one_gif_frame_per_step() -> None:
+    """Pillow merges identical consecutive GIF frames: a path to the image's own reference collapsed to two."""
+    frames = torch.full((5, 1, SIZE, SIZE), 0.4)
+    animation = path_animation(frames, torch.full((5,), 0.7), flip_step=0)
+    with Image.open(io.BytesIO(animation)) as gif:
+        assert gif.n_frames == 5 and gif.info["loop"] == 0
+
+
+def test_a_two_frame_strip_keeps_its_whole_title() -> None:
+    """The title names the classes; a strip of two 16 px frames used to crop it after a few words."""
+    title = "patient_0042_OD_scan.png: normal -> lesion, p(lesion) per frame"
+    strip = counterfactual_strip(torch.rand(2, 1, SIZE, SIZE), torch.tensor([0.2, 0.6]), 1, title=title)
+    assert strip.width >= caption_font(max(10, 96 // 7)).getlength(title)
+
+
+def test_non_ascii_class_names_are_drawn_not_boxed() -> None:
+    """Pillow's built-in font has ASCII only: "drüsen" and "drösen" came out as the same boxes."""
+    frames, probs = torch.zeros(2, 1, SIZE, SIZE), torch.tensor([0.2, 0.6])
+    pictures = [np.asarray(counterfactual_strip(frames, probs, 1, title=f"normal -> dr{letter}sen"))
+                for letter in "üö"]
+    assert pictures[0].shape == pictures[1].shape and not np.array_equal(*pictures)
+
+
+def test_an_out_with_explanations_of_an_earlier_run_is_warned_about(workspace: Path, tmp_path: Path) -> None:
+    """caex report shows every explanation in the folder; stale ones would pass for this run's."""
+    image = str(workspace / "imgs" / "rgb.png")
+    assert run_cli(workspace, image, "--all-targets", "--steps", "3", "--out", str(tmp_path / "out")) == 0
+    with pytest.warns(UserWarning, match=r"holds 2 explanation\(s\) of an earlier run .* \(first: rgb_to-"):
+        assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "out")) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same run again replaces every file it finds
+        assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "again")) == 0
+        assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "again")) == 0

@@ -98,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
     stems = unique_stems(sources)
     out = Path(args.out)
-    written = already = 0
+    earlier = {path.name.removesuffix("_saliency.npy") for path in out.glob("*_saliency.npy")}
+    written: set[str] = set()
+    already = 0
     with progress(total=len(sources), desc="explain", unit="img") as bar:
         for begin in range(0, len(sources), args.batch_size):
             batch = sources[begin:begin + args.batch_size]
@@ -113,12 +115,16 @@ def run(args: argparse.Namespace) -> int:
                     if args.all_targets:
                         stem = f"{stem}_to-{explanation.class_names[int(explanation.target[index])]}"
                     save_explanation(explanation, index, images[index], out, stem, str(path))
-                    written += 1
+                    written.add(stem)
             bar.update(len(batch))
     if already:  # their json says "flipped" at step 0, which reads like a result
         warnings.warn(f"{already} image(s) are already classified as their target class: their paths lead further "
                       "into it, so nothing flips and their maps show what makes them more so", stacklevel=2)
-    print(f"wrote {written} explanation(s) of {len(sources)} image(s) to {out}")
+    stale = sorted(earlier - written)
+    if stale:  # caex report shows every explanation in the folder, as if this run had made it
+        warnings.warn(f"{out} also holds {len(stale)} explanation(s) of an earlier run that this one did not "
+                      f"replace (first: {stale[0]}.json); use a fresh --out to keep runs apart", stacklevel=2)
+    print(f"wrote {len(written)} explanation(s) of {len(sources)} image(s) to {out}")
     return 0
 
 

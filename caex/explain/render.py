@@ -9,13 +9,14 @@ so a 28 px digit is still readable.
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from matplotlib import colormaps
+from matplotlib import colormaps, get_data_path
 from PIL import Image, ImageDraw, ImageFont
 
 from caex.explain.explainer import Explanation
@@ -32,6 +33,12 @@ def to_pil(image: torch.Tensor, min_size: int = 0) -> Image.Image:
     array = (image.detach().float().clamp(0, 1) * 255).round().byte().cpu().numpy()
     array = np.repeat(array, 3, axis=0) if array.shape[0] == 1 else array[:3]
     return _enlarge(Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), "RGB"), min_size)
+
+
+def caption_font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans, shipped with matplotlib: Pillow's built-in font has ASCII only, so a class named
+    ``drüsen`` or a file named ``Ödem.png`` would be captioned with boxes."""
+    return ImageFont.truetype(str(Path(get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
 
 
 def saliency_overlay(image: torch.Tensor, saliency: torch.Tensor, *, alpha: float = 0.5,
@@ -59,12 +66,17 @@ def _captioned(frame: Image.Image, caption: str, font: ImageFont.ImageFont, flip
 
 def _path_frames(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int,
                  min_size: int) -> list[Image.Image]:
-    """One captioned picture per step: ``p(target)`` on every frame, the flip frame marked."""
+    """One captioned picture per step: ``x<step> p(target)`` on every frame, the flip frame marked.
+
+    The step number keeps the order readable on a slide and every frame distinct: Pillow's GIF writer merges
+    identical consecutive frames, so a path that does not move (a reference of the image's own class) would
+    otherwise collapse to two frames.
+    """
     size = max(min_size, frames.shape[-1])
-    font = ImageFont.load_default(size=max(10, size // 8))
+    font = caption_font(max(10, size // 8))
     pictures = []
     for step, (frame, prob) in enumerate(zip(frames, target_probs.tolist())):
-        caption = f"{'x0 ' if step == 0 else ''}p={prob:.2f}{' flip' if step == flip_step else ''}"
+        caption = f"x{step} p={prob:.2f}{' flip' if step == flip_step else ''}"
         pictures.append(_captioned(to_pil(frame, min_size), caption, font, step == flip_step))
     return pictures
 
@@ -73,10 +85,12 @@ def counterfactual_strip(frames: torch.Tensor, target_probs: torch.Tensor, flip_
                          title: str = "", min_size: int = 96) -> Image.Image:
     """Frames ``[T, C, H, W]`` side by side, each captioned with its target probability."""
     pictures = _path_frames(frames, target_probs, flip_step, min_size)
-    font = ImageFont.load_default(size=max(10, min_size // 7))
+    font = caption_font(max(10, min_size // 7))
     header = (font.size + 8) if title else 0
     width, height = pictures[0].size
-    strip = Image.new("RGB", (width * len(pictures), height + header), BACKGROUND)
+    # a short path (two steps, an early flip) must not crop the title, which names the classes
+    strip = Image.new("RGB", (max(width * len(pictures), 8 + math.ceil(font.getlength(title))), height + header),
+                      BACKGROUND)
     if title:
         ImageDraw.Draw(strip).text((4, 4), title, fill=TEXT_COLOUR, font=font)
     for index, picture in enumerate(pictures):

@@ -116,7 +116,9 @@ def maps_html(projections: dict[str, np.ndarray], labels: np.ndarray, prediction
         "projections": {name: np.round(np.asarray(xy, dtype=np.float64), 4).tolist()
                         for name, xy in projections.items()},
     }
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # Every "<" as \u003c (it only occurs inside JSON strings): "</script>" would end the script and "<!--<script"
+    # would swallow it, both breaking the page for a class or file named so.
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     return _PAGE.replace("__DATA__", payload)
 
 
