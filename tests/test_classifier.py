@@ -206,6 +206,13 @@ def test_a_torchscript_file_given_an_arch_is_named_as_such(saved):
     assert "weights_only" not in _one_line(exc_info)
 
 
+def test_an_onnx_file_given_an_arch_is_refused(saved):
+    """The architecture of an ONNX model is in the file; an --arch given with it was silently ignored."""
+    with pytest.raises(ClassifierError, match="an ONNX model, not a state dict; leave out arch=") as exc_info:
+        load_classifier(saved[0] / "classifier.onnx", arch="smallcnn")
+    _one_line(exc_info)
+
+
 def test_a_torchscript_failure_names_the_error_not_the_interpreter(saved, tmp_path):
     """TorchScript's message starts with its own traceback, so its first line never said what was wrong."""
     lone = tmp_path / "model.pt"

@@ -131,6 +131,19 @@ def test_ctrl_c_while_the_commands_load_is_one_line(capsys, monkeypatch):
     assert capsys.readouterr().err == "caex: interrupted\n"
 
 
+def test_preview_draws_class_names_with_dollar_signs_literally(tiny_synthetic, tmp_path):
+    """Matplotlib parsed ``$...$`` in a class name as math text and raised ValueError on what is not valid TeX."""
+    import dataclasses
+
+    from caex.data import save_preview
+
+    names = [rf"$\nosuch$ {index}" for index in range(tiny_synthetic.num_classes)]
+    save_preview(dataclasses.replace(tiny_synthetic, class_names=names, spec="$5 a"), tmp_path / "grid.png",
+                 per_class=2)
+    with Image.open(tmp_path / "grid.png") as image:
+        assert image.format == "PNG"
+
+
 def test_preview_leaves_the_matplotlib_backend_alone(tiny_synthetic, tmp_path):
     """A library call must not switch a notebook's backend to Agg (the other figures use no pyplot either)."""
     import matplotlib

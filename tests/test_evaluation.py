@@ -361,3 +361,18 @@ def test_cae_method_steps_option_reaches_the_explainer():
     # two frames: the weighted map is the end frame against the reconstruction
     contrast = contrast_saliency(explanation.frames, explanation.target_probs, explanation.end_step)
     assert torch.allclose(maps, gaussian_smooth(contrast, explainer.smoothing), atol=1e-6)
+
+
+def test_figures_draw_a_data_spec_with_dollar_signs_literally(tmp_path):
+    """Matplotlib parsed ``$...$`` (here in a folder name) as math text and raised ValueError on invalid TeX."""
+    from caex.evaluation.runner import EvaluationResults, MethodResult, write_results
+
+    results = EvaluationResults(methods=[MethodResult("CAE", aopc=0.1, curve=[0.1, 0.2])],
+                                settings={"patch": 7, "n_images": 2, "data": r"folder:$\nosuch$", "seed": 0,
+                                          "classifier": "c", "n_patches": 2, "covered_share_max": 0.5,
+                                          "image_size": 8, "fill": "uniform", "batch_size": 2, "device": "cpu",
+                                          "has_masks": False},
+                                image_indices=[0, 1], maps={"CAE": torch.rand(2, 8, 8)})
+    write_results(results, torch.rand(2, 1, 8, 8), None, tmp_path)
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "gallery.png").read_bytes()[:4] == b"\x89PNG"

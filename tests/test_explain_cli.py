@@ -76,6 +76,10 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
                    "--no-stop-at-flip", "--out", str(out)) == 0
     summary = json.loads((out / "rgb.json").read_text())
     assert summary["target"]["class"] == "other" and summary["end_step"] == 3 and summary["path_nodes"] is None
+    # the summary alone records how the map was made
+    assert summary["settings"] == {"run": str(workspace / "run"), "classifier": str(workspace / "clf"), "arch": None,
+                                   "path": "centroid", "reference": None, "steps": 4, "saliency": "weighted",
+                                   "smoothing": 1.0, "stop_at_flip": False, "seed": 0}
     assert run_cli(workspace, image, "--target", "other", "--path", "centroid", "--steps", "4",
                    "--no-stop-at-flip", "--smoothing", "0", "--out", str(out / "sharp")) == 0
     smooth, sharp = np.load(out / "rgb_saliency.npy"), np.load(out / "sharp" / "rgb_saliency.npy")

@@ -379,3 +379,21 @@ def test_maps_html_script_runs_for_large_maps(tmp_path, points: int) -> None:
     (tmp_path / "page.js").write_text(_DOM_STUB + script, encoding="utf-8")
     result = subprocess.run(["node", str(tmp_path / "page.js")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-500:]
+
+
+def test_figures_draw_dollar_signs_literally_and_leave_rcparams_alone(tmp_path) -> None:
+    """Matplotlib parsed ``$...$`` in a class name as math and raised ValueError; caex never means math text."""
+    import matplotlib
+
+    from caex.manifold.maps import plot_map
+    from caex.manifold.smoothness import plot_paths
+
+    name = r"$\nosuch$ cells"
+    coords = np.random.default_rng(0).random((6, 2))
+    with matplotlib.rc_context({"text.parse_math": True}):
+        plot_map(tmp_path / "map.png", coords, np.arange(6) % 2, ["train", "test"] * 3, [name, "$5 a"], name)
+        plot_paths(tmp_path / "paths.png", torch.rand(2, 3, 1, SIZE, SIZE), torch.rand(2, 3), [name, name])
+        assert matplotlib.rcParams["text.parse_math"] is True
+    for file in ("map.png", "paths.png"):
+        with Image.open(tmp_path / file) as image:
+            assert image.format == "PNG"

@@ -250,6 +250,12 @@ def test_training_log_skips_torn_line_and_bookkeeping(tmp_path):
     assert training_curves_png([{"iter": 1.0, "lr": 0.1}]) is None  # nothing but bookkeeping
 
 
+def test_training_curves_draw_a_term_with_dollar_signs_literally():
+    """Matplotlib parsed ``$...$`` as math text and raised ValueError on what is not valid TeX."""
+    records = [{"iter": float(step), r"$\nosuch$ term": 1.0 / step} for step in range(1, 5)]
+    assert training_curves_png(records)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize("make_bad", [lambda tmp: tmp / "absent", lambda tmp: tmp])
 def test_bad_run_folder_is_one_line_error(tmp_path, make_bad):
     with pytest.raises(CaexError) as error:

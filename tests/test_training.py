@@ -315,6 +315,18 @@ def test_resume_is_exact(tmp_path, monkeypatch, ema: float, individual_adversari
     assert [json.loads(line)["iter"] for line in lines] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_resume_that_trains_nothing_keeps_the_summarys_timing_and_terms(tmp_path) -> None:
+    """Resuming a finished run (as the demo does to finish a save) used to record 0 s, 0 images/s and no terms."""
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    before = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert before["final_terms"] and before["trained_iters"] == 2
+    train_cae(data, config, train_config, tmp_path / "run", resume=True)
+    after = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert after == {**before, "trained_iters": 0}  # what this call trained; the demo reads its resume point from it
+
+
 def test_resume_with_another_ema_setting_is_refused(tmp_path) -> None:
     data = _data()
     config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)

@@ -118,6 +118,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     std = std if std is not None else (info.std if info else None)
 
     if path.suffix == ".onnx":
+        if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
+            raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")
         return _load_onnx(path, names, num_classes, image_size, channels, device, batch_size)
     device = resolve_device(device)
     if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):

@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
                         f"or 0..{len(cae.class_names) - 1})")
     reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
     stems = unique_stems(sources)
+    settings = {"run": str(args.run), "classifier": str(args.classifier), "arch": args.arch, "path": args.path,
+                "reference": args.reference, "steps": args.steps, "saliency": args.saliency,
+                "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip, "seed": args.seed}
     out = Path(args.out)
     earlier = {path.name.removesuffix("_saliency.npy") for path in out.glob("*_saliency.npy")}
     written: set[str] = set()
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                     stem = stems[begin + index]
                     if args.all_targets:
                         stem = f"{stem}_to-{explanation.class_names[int(explanation.target[index])]}"
-                    save_explanation(explanation, index, images[index], out, stem, str(path))
+                    save_explanation(explanation, index, images[index], out, stem, str(path), settings)
                     written.add(stem)
             bar.update(len(batch))
     if already:  # their json says "flipped" at step 0, which reads like a result

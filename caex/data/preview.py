@@ -10,6 +10,7 @@ import torch
 
 from caex.data.types import DataBundle
 from caex.utils.io import atomic_write_bytes
+from caex.utils.plotting import literal_text
 
 
 def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0) -> list[list[int]]:
@@ -20,6 +21,7 @@ def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, 
     return [order[shuffled == k][:per_class].tolist() for k in range(num_classes)]
 
 
+@literal_text
 def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int = 8, seed: int = 0) -> Path:
     """Write a PNG grid of training images: one row per class (named), masks outlined in red."""
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state is touched

@@ -27,6 +27,7 @@ from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import BASELINES, Attributor, AttributionError, ExplainerAttributor, make_attributor
 from caex.utils.io import atomic_write_bytes, atomic_write_text, write_json
+from caex.utils.plotting import literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
 
@@ -211,6 +212,7 @@ def _resolve_explainer(source: Any, classifier: Classifier) -> Any:
     return Explainer(source, classifier)
 
 
+@literal_text
 def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
                   out_dir: str | os.PathLike) -> Path:
     """``results.{csv,json,md}``, ``curves.png`` and ``gallery.png`` under ``out_dir``."""

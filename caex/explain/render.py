@@ -111,12 +111,13 @@ def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: 
 
 
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
-                     stem: str, source: str) -> dict[str, Any]:
+                     stem: str, source: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write exemplar ``index``'s overlay PNG (on its input ``image``), raw map ``.npy``, strip, GIF and JSON.
 
     Files are named ``<stem>_saliency.png``, ``<stem>_saliency.npy``,
     ``<stem>_path.png``, ``<stem>_path.gif`` and ``<stem>.json``; returns the summary.
-    With ``stop_at_flip`` the strip and GIF end at the flip frame.
+    With ``stop_at_flip`` the strip and GIF end at the flip frame. ``settings`` (how the map was made: CAE
+    run, classifier, path, steps, seed, ...) is stored under ``"settings"`` so the summary alone reproduces it.
     """
     out_dir = Path(out_dir)
     names = explanation.class_names
@@ -147,6 +148,8 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
         "target_probs": [round(float(p), 6) for p in explanation.target_probs[index]],
         "files": files,
     }
+    if settings is not None:
+        summary["settings"] = settings
     write_json(out_dir / f"{stem}.json", summary)
     return summary
 

@@ -16,6 +16,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from caex.utils import atomic_write_bytes, atomic_write_text
+from caex.utils.plotting import literal_text
 
 SPLITS = ("train", "test")
 EXACT_TSNE_MAX_POINTS = 1000
@@ -75,6 +76,7 @@ def class_colours(num_classes: int) -> list[str]:
     return [to_hex(palette(k / num_classes)) for k in range(num_classes)]
 
 
+@literal_text
 def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, splits: list[str],
              class_names: list[str], title: str) -> Path:
     """Train and test panels side by side on the same axes, coloured by class, centroids as crosses."""

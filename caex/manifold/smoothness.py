@@ -25,6 +25,7 @@ from caex.explain.paths import knn_indices
 from caex.manifold.codes import decode_codes, individual_codes
 from caex.manifold.maps import save_figure
 from caex.utils import progress
+from caex.utils.plotting import literal_text
 
 Seed = int | np.random.Generator
 
@@ -136,6 +137,7 @@ def monotone_paths(probabilities: torch.Tensor, *, tolerance: float = 0.05) -> t
     return never_drops & (probabilities[:, -1] - probabilities[:, 0] >= tolerance)
 
 
+@literal_text
 def plot_paths(path: str | os.PathLike, frames: torch.Tensor, probabilities: torch.Tensor,
                row_titles: list[str]) -> Path:
     """Fig. 11-style grid: one row per path, one column per step, each frame titled with p(target)."""

@@ -28,6 +28,7 @@ from caex.errors import CaexError
 from caex.report import readings
 from caex.report.template import PAGE, STYLE
 from caex.utils import atomic_write_text
+from caex.utils.plotting import literal_text
 
 #: Sub-folders of a demo run, in pipeline order (``caex demo`` writes exactly these).
 STAGE_FOLDERS = ("data", "classifier", "cae", "manifold", "explain", "evaluate")
@@ -223,6 +224,7 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@literal_text
 def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
     """One small panel per loss term against the iteration, raw values faint and a moving average bold."""
     from matplotlib.figure import Figure

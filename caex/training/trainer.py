@@ -38,7 +38,7 @@ from caex.training.distributed import (DistContext, any_rank, barrier, broadcast
 from caex.training.logging import RunLogger, save_image_grid
 from caex.training.pairs import PairSampler
 from caex.utils.device import autocast_context
-from caex.utils.io import write_json
+from caex.utils.io import read_json, write_json
 from caex.utils.progress import progress
 from caex.utils.seed import keyed_generator, seed_everything
 
@@ -503,9 +503,24 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                                             / max(seconds, 1e-9), 2),
                    "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
                    "final_terms": terms}
+        if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
+            summary.update(_previous_training_record(run_dir / SUMMARY_FILE))
         write_json(run_dir / SUMMARY_FILE, summary)
     barrier(context)
     return cae
+
+
+def _previous_training_record(path: Path) -> dict[str, Any]:
+    """Timing and final loss terms of an earlier ``summary.json``, so a call that trains nothing keeps them.
+
+    Empty when there is no readable summary (nothing to keep).
+    """
+    try:
+        previous = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    keys = ("seconds", "images_per_second", "final_terms")  # not trained_iters: this call trained none
+    return {key: previous[key] for key in keys if key in previous} if isinstance(previous, dict) else {}
 
 
 @torch.no_grad()
