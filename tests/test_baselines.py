@@ -186,6 +186,8 @@ def test_numpy_inputs_are_named_not_an_attribute_error():
     images, target = inputs(1)
     with pytest.raises(AttributionError, match=r"gradcam: expected inputs .* got ndarray \(3, 1, 16, 16\)"):
         make_attributor("gradcam", tiny_classifier(1)).attribute(images.numpy(), target)
+    with pytest.raises(AttributionError, match=r"gradcam: expected inputs as a tensor .* got list"):
+        make_attributor("gradcam", tiny_classifier(1)).attribute(images.tolist(), target)
 
 
 def test_lime_leaves_the_global_rng_alone():

@@ -32,6 +32,12 @@ ONNX_FILE = "classifier.onnx"
 ONNX_OPSET = 17
 
 
+def bundle_folder(path: Path) -> Path:
+    """The folder whose ``classifier.json`` describes ``path``: a bundle folder itself, or the folder holding a
+    model file (TorchScript, ONNX, weights), so an export copied out with its json keeps its metadata."""
+    return path.parent if path.is_file() else path
+
+
 @dataclass
 class ClassifierInfo:
     """What a bundle records about its classifier (the contents of ``classifier.json``)."""

@@ -20,7 +20,14 @@ from torch import nn
 
 from caex.classifier.arch import ClassifierNet, build_classifier_network, infer_network_shape, to_wrapper_state_dict
 from caex.classifier.base import Classifier
-from caex.classifier.bundle import INFO_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, ClassifierInfo
+from caex.classifier.bundle import (
+    INFO_FILE,
+    ONNX_FILE,
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    ClassifierInfo,
+    bundle_folder,
+)
 from caex.data.types import DataBundle
 from caex.errors import ClassifierError
 from caex.utils.device import resolve_device
@@ -102,8 +109,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     path = Path(path)
     if not path.exists():
         raise ClassifierError(f"{path}: no such file or folder")
-    folder = path if path.is_dir() else path.parent
-    info = ClassifierInfo.read(folder / INFO_FILE) if (folder / INFO_FILE).is_file() else None
+    described = bundle_folder(path) / INFO_FILE
+    info = ClassifierInfo.read(described) if described.is_file() else None
     if path.is_dir():
         if info is None:
             raise ClassifierError(f"{path}: not a classifier bundle (no {INFO_FILE})")
@@ -151,7 +158,7 @@ def check_compatible(classifier: Classifier, data: DataBundle) -> None:
         classifier.predict_proba(data.test.images[:1])
     except Exception as exc:  # noqa: BLE001 - an unrecorded size or channel count; onnxruntime's errors are no RuntimeError
         raise ClassifierError(f"the classifier cannot take data {data.spec!r}'s "
-                              f"{tuple(data.test.images.shape[1:])} images ({_first_line(exc)})") from None
+                              f"{tuple(data.test.images.shape[1:])} images ({_one_line(exc)})") from None
 
 
 def _class_names(path: Path, found: int, names: list[str] | None, num_classes: int | None) -> list[str]:
@@ -175,7 +182,7 @@ def _probe_num_classes(path: Path, forward, image_size: int | None, channels: in
             logits = forward(torch.zeros(1, channels, image_size, image_size))
     except Exception as exc:  # noqa: BLE001 - any backend failure on a blank image means the shape is wrong
         raise ClassifierError(f"{path}: does not take {channels}x{image_size}x{image_size} images "
-                              f"({_first_line(exc)})") from None
+                              f"({_one_line(exc)})") from None
     return int(torch.as_tensor(logits).shape[-1])
 
 
@@ -185,7 +192,7 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
             warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still what users have
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zipfile errors alike
-        raise ClassifierError(f"{path}: not a readable TorchScript file ({_first_line(exc)}); for a state dict "
+        raise ClassifierError(f"{path}: not a readable TorchScript file ({_one_line(exc)}); for a state dict "
                               "pass arch= (--arch)") from None
 
 
@@ -205,7 +212,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise ClassifierError(f"{path}: holds pickled Python objects besides tensors (a whole model saved with "
                                   "torch.save(model)?), which caex never unpickles; save model.state_dict() or a "
                                   "TorchScript export instead") from None
-        raise ClassifierError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
+        raise ClassifierError(f"{path}: not a readable weights file ({_one_line(exc)})") from None
     if isinstance(state, dict):
         nested = [key for key in NESTED_STATE_KEYS if isinstance(state.get(key), dict)]
         state = state[nested[0]] if nested else state
@@ -266,7 +273,7 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
     try:
         session = onnxruntime.InferenceSession(str(path), providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ClassifierError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise ClassifierError(f"{path}: not a readable ONNX model ({_one_line(exc)})") from None
     shape = session.get_inputs()[0].shape
     if len(shape) != 4:
         raise ClassifierError(f"{path}: the ONNX input has shape {shape}, expected [batch, C, H, W]")
@@ -284,7 +291,7 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
                           batch_size=batch_size, fixed_batch=static_batch)
 
 
-def _first_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException) -> str:
     """The gist of ``exc`` in one line; TorchScript prints its own traceback first and the actual error last."""
     lines = str(exc).strip().splitlines()
     if not lines:

@@ -55,10 +55,10 @@ def load_classifier_from_args(args: argparse.Namespace, *, image_size: int, chan
     from pathlib import Path
 
     from caex.classifier import load_classifier
-    from caex.classifier.bundle import INFO_FILE
+    from caex.classifier.bundle import INFO_FILE, bundle_folder
 
     path = Path(args.classifier)
-    described = (path if path.is_dir() else path.parent) / INFO_FILE
+    described = bundle_folder(path) / INFO_FILE
     shape = {} if described.is_file() else {"image_size": image_size, "channels": channels}
     return load_classifier(path, arch=args.arch, device=device, **shape)
 

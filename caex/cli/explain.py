@@ -64,9 +64,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from caex.cli.common import check_output_folder, load_classifier_from_args
-    from caex.data.sources import check_image
-    from caex.data.types import class_index
-    from caex.explain import Explainer
+    from caex.data.sources import check_image, readable_images
+    from caex.explain import Explainer, ExplainError
     from caex.explain.render import save_explanation
     from caex.model import CAE
     from caex.utils.device import resolve_device
@@ -91,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     size, channels = cae.config.image_size, cae.config.channels
     classifier = load_classifier_from_args(args, image_size=size, channels=channels, device=device)
     explainer = Explainer(cae, classifier, device=device, seed=args.seed, smoothing=args.smoothing)
-    target = None if args.target is None else class_index(args.target, cae.class_names)
-    if args.target is not None and target is None:  # refused before the first batch is explained
-        raise CaexError(f"--target {args.target!r}: not a class of this model ({', '.join(cae.class_names)} "
-                        f"or 0..{len(cae.class_names) - 1})")
+    try:  # refused before the first batch is explained
+        target = None if args.target is None else explainer.class_index(args.target)
+    except ExplainError as exc:
+        raise CaexError(f"--{exc}") from None  # "--target 'x': not a class of this model (...)"
     reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
     stems = unique_stems(sources)
     settings = {"run": str(args.run), "classifier": str(args.classifier), "arch": args.arch, "path": args.path,
@@ -152,28 +151,6 @@ def collect_images(patterns: list[str]) -> list[Path]:
             raise CaexError(f"{pattern}: no such image file or folder")
         found.extend(matches)
     return list(dict.fromkeys(found))
-
-
-def readable_images(paths: list[Path], *, skip_bad: bool) -> list[Path]:
-    """``paths`` checked before anything is written: a bad file stops the run, or with ``skip_bad`` is left out."""
-    from caex.data.sources import check_image
-    from caex.errors import DataError
-
-    readable, skipped = [], []
-    for path in paths:
-        try:
-            check_image(path)
-        except DataError:
-            if not skip_bad:
-                raise
-            skipped.append(path)
-            continue
-        readable.append(path)
-    if skipped:
-        if not readable:
-            raise CaexError(f"none of the {len(skipped)} image(s) is readable, first: {skipped[0]}")
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}", stacklevel=2)
-    return readable
 
 
 def read_image(path: Path, size: int, channels: int):

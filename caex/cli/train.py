@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from caex.classifier import Classifier
     from caex.training import TrainConfig
 
+#: ``--preset`` when none is given; the flag itself defaults to ``None`` so ``--resume`` can tell it was not given.
+DEFAULT_PRESET = "small"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     train_config = _train_config(args, saved, classifier, loss_overrides)
     config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them
     if not args.resume or args.preset is not None or model_overrides:
-        config = CAEConfig.preset(args.preset or "small", image_size=bundle.image_size, channels=bundle.channels,
+        config = CAEConfig.preset(args.preset or DEFAULT_PRESET, image_size=bundle.image_size, channels=bundle.channels,
                                   num_classes=bundle.num_classes, **model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
               verbose=True, force=args.force)
@@ -167,5 +170,5 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifie
         weights = dataclasses.replace(saved.weights, **loss_overrides)
         return dataclasses.replace(saved, weights=weights, device=args.device, time_limit=args.time_limit, **given)
     given.setdefault("dc", "classifier" if classifier is not None and classifier.has_gradients else "discriminator")
-    return TrainConfig.preset(args.preset or "small", loss=loss_overrides, device=args.device,
+    return TrainConfig.preset(args.preset or DEFAULT_PRESET, loss=loss_overrides, device=args.device,
                               time_limit=args.time_limit, **given)

@@ -223,10 +223,32 @@ def read_folder(root: Path, *, skip_bad: bool = False) -> RawData:
     skipped: list[Path] = []
     train = _read_class_tree(train_root, class_names, skipped, skip_bad)
     test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad) if split_layout else None
-    if skipped:
-        message = f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}"
-        warnings.warn(message, stacklevel=3)
+    _warn_skipped(skipped)
     return RawData(train, test, class_names)
+
+
+def readable_images(paths: list[Path], *, skip_bad: bool = False) -> list[Path]:
+    """``paths`` checked before anything is written: a bad file raises, or with ``skip_bad`` is left out."""
+    readable, skipped = [], []
+    for path in paths:
+        try:
+            check_image(path)
+        except DataError:
+            if not skip_bad:
+                raise
+            skipped.append(path)
+            continue
+        readable.append(path)
+    if skipped and not readable:
+        raise DataError(f"none of the {len(skipped)} image(s) is readable, first: {skipped[0]}")
+    _warn_skipped(skipped)
+    return readable
+
+
+def _warn_skipped(skipped: list[Path]) -> None:
+    """One warning for every file ``skip_bad`` left out, naming the first (the caller's caller is blamed)."""
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}", stacklevel=4)
 
 
 # --------------------------------------------------------------------------- .npz (MedMNIST layout)

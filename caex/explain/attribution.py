@@ -118,11 +118,13 @@ class Attributor:
 
     def _targets(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """``target`` as ``[B]`` int64 on the inputs' device (one index is used for every image)."""
+        if not isinstance(inputs, torch.Tensor):  # a list or array has no .ndim/.shape to report below
+            raise AttributionError(f"{self.name}: expected inputs as a tensor [B,C,H,W], got {type(inputs).__name__} "
+                                   f"{tuple(getattr(inputs, 'shape', ()))}")
         array = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
         if array.ndim == 0 and inputs.ndim == 4:
             array = np.full(len(inputs), array)
-        if (not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or array.ndim != 1 or len(array) != len(inputs)
-                or array.dtype.kind not in "iu"):
+        if inputs.ndim != 4 or array.ndim != 1 or len(array) != len(inputs) or array.dtype.kind not in "iu":
             raise AttributionError(f"{self.name}: expected inputs [B,C,H,W] and class indices [B], got "
                                    f"{type(inputs).__name__} {tuple(inputs.shape)} and {array.dtype} "
                                    f"{tuple(array.shape)}")

@@ -387,9 +387,11 @@ class Explainer:
             target = [target] * count
         if len(target) != count:
             raise ExplainError(f"{len(target)} targets for {count} images")
-        return torch.tensor([self._class_index(value) for value in target], dtype=torch.long)
+        return torch.tensor([self.class_index(value) for value in target], dtype=torch.long)
 
-    def _class_index(self, value: int | str) -> int:
+    def class_index(self, value: int | str) -> int:
+        """A target class given by name or index (``"lesion"``, ``2``, ``"2"``) as its index; an
+        :class:`ExplainError` naming the classes otherwise."""
         if not isinstance(value, (str, bool)):
             with contextlib.suppress(TypeError):
                 value = operator.index(value)  # NumPy and 0-d tensor integers too

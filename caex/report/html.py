@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from caex import __version__
+from caex.classifier.bundle import bundle_folder
 from caex.errors import CaexError
 from caex.report import readings
 from caex.report.template import PAGE, STYLE
@@ -67,8 +68,8 @@ class ReportSources:
                 raise CaexError(f"RUN {str(run)!r}: neither a demo run folder (no {', '.join(STAGE_FOLDERS)} "
                                 "sub-folders) nor a CAE run folder (no config.json or log.jsonl)")
             parts = {"cae": root}
-        if classifier is not None and Path(classifier).is_file():
-            classifier = Path(classifier).parent  # the model file the other commands took: its json sits beside it
+        if classifier is not None:
+            classifier = bundle_folder(Path(classifier))  # also the model file the other commands took
         overrides = {"classifier": classifier, "manifold": manifold, "explain": explain, "evaluate": evaluate}
         for name, folder in overrides.items():
             if folder is not None:
