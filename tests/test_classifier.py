@@ -230,6 +230,12 @@ def test_torchscript_without_metadata_is_probed_for_its_class_count(saved, tmp_p
         load_classifier(lone)
     classifier = load_classifier(lone, image_size=SIZE, channels=1)
     assert classifier.class_names == ["0", "1", "2"]
+    # probe_shape stands in for the missing json only: the arguments win over it, a json beside the file too
+    probed = load_classifier(lone, probe_shape=(SIZE, 1))
+    assert (probed.image_size, probed.channels, probed.num_classes) == (SIZE, 1, 3)
+    assert load_classifier(lone, image_size=SIZE, channels=1, probe_shape=(SIZE + 8, 3)).channels == 1
+    described = load_classifier(folder / "classifier.torchscript.pt", probe_shape=(SIZE + 8, 3))
+    assert (described.image_size, described.channels) == (SIZE, 1)
 
 
 # --------------------------------------------------------------------------- errors

@@ -97,14 +97,16 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
                     class_names: Sequence[str] | None = None, image_size: int | None = None,
                     channels: int | None = None, mean: Sequence[float] | None = None,
                     std: Sequence[float] | None = None, device: str | torch.device = "auto",
-                    batch_size: int = 256) -> Classifier:
+                    batch_size: int = 256, probe_shape: tuple[int, int] | None = None) -> Classifier:
     """Open a classifier from a bundle folder, TorchScript file, ``arch`` + state dict, or ONNX file.
 
     Metadata comes from the bundle's ``classifier.json`` (also when it sits next
     to a TorchScript/ONNX/weights file); the keyword arguments fill in or
     override it. ``mean``/``std`` apply only to bare state dicts without
     normalisation buffers (default: the json's, else none), so a network
-    trained on normalised images sees them normalised.
+    trained on normalised images sees them normalised. ``probe_shape``
+    (image size, channels) stands in for a json that is not there: a bare
+    model file records no input shape, so it is tried on the images it will get.
     """
     path = Path(path)
     if not path.exists():
@@ -118,8 +120,9 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
                     path / WEIGHTS_FILE)
         if not path.is_file():
             raise ClassifierError(f"{path.parent}: bundle has no weights ({WEIGHTS_FILE})")
-    image_size = image_size if image_size is not None else (info.image_size if info else None)
-    channels = channels if channels is not None else (info.channels if info else None)
+    recorded = (info.image_size, info.channels) if info else (probe_shape or (None, None))
+    image_size = image_size if image_size is not None else recorded[0]
+    channels = channels if channels is not None else recorded[1]
     names = list(class_names) if class_names is not None else (info.class_names if info else None)
     mean = mean if mean is not None else (info.mean if info else None)
     std = std if std is not None else (info.std if info else None)

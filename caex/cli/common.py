@@ -52,15 +52,9 @@ def load_classifier_from_args(args: argparse.Namespace, *, image_size: int, chan
     A model file with no ``classifier.json`` beside it records no input shape, so it is probed with the
     images it will be given; the class count that probe finds is then checked against the data or the CAE.
     """
-    from pathlib import Path
-
     from caex.classifier import load_classifier
-    from caex.classifier.bundle import INFO_FILE, bundle_folder
 
-    path = Path(args.classifier)
-    described = bundle_folder(path) / INFO_FILE
-    shape = {} if described.is_file() else {"image_size": image_size, "channels": channels}
-    return load_classifier(path, arch=args.arch, device=device, **shape)
+    return load_classifier(args.classifier, arch=args.arch, device=device, probe_shape=(image_size, channels))
 
 
 def check_output_folder(out: str) -> None:
