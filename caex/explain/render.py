@@ -8,6 +8,7 @@ so a 28 px digit is still readable.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -35,9 +36,10 @@ def to_pil(image: torch.Tensor, min_size: int = 0) -> Image.Image:
     return _enlarge(Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), "RGB"), min_size)
 
 
+@functools.lru_cache(maxsize=8)
 def caption_font(size: int) -> ImageFont.FreeTypeFont:
     """DejaVu Sans, shipped with matplotlib: Pillow's built-in font has ASCII only, so a class named
-    ``drüsen`` or a file named ``Ödem.png`` would be captioned with boxes."""
+    ``drüsen`` or a file named ``Ödem.png`` would be captioned with boxes. Read once per size, not per picture."""
     return ImageFont.truetype(str(Path(get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
 
 
