@@ -201,7 +201,8 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` file or a ``torch.save``d dict (never unpickling arbitrary objects)."""
-    if _torch_archive_kind(path) == "torchscript":
+    kind = _torch_archive_kind(path)
+    if kind == "torchscript":
         raise ClassifierError(f"{path}: a TorchScript file, not a state dict; leave out arch= (--arch)")
     try:
         if path.suffix == ".safetensors":
@@ -211,7 +212,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - safetensors/pickle/zip errors all mean "unreadable"
-        if isinstance(exc, pickle.UnpicklingError) and _torch_archive_kind(path) == "torch.save":  # weights_only
+        if isinstance(exc, pickle.UnpicklingError) and kind == "torch.save":  # refused by weights_only
             raise ClassifierError(f"{path}: holds pickled Python objects besides tensors (a whole model saved with "
                                   "torch.save(model)?), which caex never unpickles; save model.state_dict() or a "
                                   "TorchScript export instead") from None
