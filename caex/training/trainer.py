@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,10 +334,9 @@ class BBCFETrainer:
         current = json.loads(json.dumps(self.config.to_dict()))  # the JSON form the checkpoint holds
         if isinstance(saved.get("weights"), dict):  # weights added since the run began keep their defaults
             saved = {**saved, "weights": losses.LossWeights(**saved["weights"]).as_dict()}
-        changed = [name for name in TRAJECTORY_FIELDS if name in saved and saved[name] != current[name]]
+        changed = _changed_settings(saved, current, TRAJECTORY_FIELDS)
         if changed:
-            was = ", ".join(f"{name}={saved[name]!r}" for name in changed)
-            now = ", ".join(f"{name}={current[name]!r}" for name in changed)
+            was, now = changed
             raise TrainingError(f"{CHECKPOINT_FILE}: the run was trained with {was} (now {now}); resume with "
                                 "the run's settings (only iters, time_limit, device and the log/sample/"
                                 "checkpoint intervals may change)")
@@ -566,13 +565,22 @@ def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> Non
 def _checkpoint_config(checkpoint: Checkpoint, asked: CAEConfig | None) -> CAEConfig:
     """The networks a resumed run was built with; a different ``asked`` config is refused, not ignored."""
     saved = CAEConfig.from_dict(checkpoint.meta["cae_config"])
-    if asked is not None and asked != saved:
-        fields = [name for name, value in saved.to_dict().items() if asked.to_dict()[name] != value]
-        was = ", ".join(f"{name}={getattr(saved, name)!r}" for name in fields)
-        now = ", ".join(f"{name}={getattr(asked, name)!r}" for name in fields)
+    fields = saved.to_dict()
+    changed = None if asked is None else _changed_settings(fields, asked.to_dict(), fields)
+    if changed:
+        was, now = changed
         raise TrainingError(f"{CHECKPOINT_FILE}: the run's networks have {was} (asked for {now}); resume "
                             "without a network config (the CLI: without --preset and --model)")
     return saved
+
+
+def _changed_settings(saved: dict[str, Any], current: dict[str, Any], names: Iterable[str]) -> tuple[str, str] | None:
+    """The ``names`` (present in ``saved``) whose values differ, as ``"a=1, b=2"`` then and now; ``None`` if none."""
+    changed = [name for name in names if name in saved and saved[name] != current[name]]
+    if not changed:
+        return None
+    was, now = (", ".join(f"{name}={values[name]!r}" for name in changed) for values in (saved, current))
+    return was, now
 
 
 def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empty: bool) -> Checkpoint | None:
