@@ -33,10 +33,10 @@ NASTY_CLASSES = ["a<b", '"q"', "ü", "<img src=x onerror=alert(1)>", "<!--<scrip
 class OfflinePage:
     """A page opened from disk with every network request aborted, recording what went wrong."""
 
-    def __init__(self, browser: Any, path: Path) -> None:
+    def __init__(self, browser: Any, path: Path, viewport: tuple[int, int] = (1280, 1000)) -> None:
         self.problems: list[str] = []
         self.requests: list[str] = []
-        self.page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        self.page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
         self.page.route(re.compile(r"^(?!file:|data:)"), self._block)
         self.page.on("console", lambda message: self.problems.append(f"console {message.type}: {message.text}")
                      if message.type == "error" else None)
@@ -110,6 +110,43 @@ def test_maps_page_draws_switches_and_shows_tooltips(tmp_path: Path, browser: An
     pca = page.evaluate("positions")
     page.select_option("#projection", "tsne")
     assert page.evaluate("positions") != pca and page.evaluate(_PAINTED) > 0
+    view.assert_clean()
+
+
+_TIP_AND_WINDOW = """() => { const r = document.getElementById("tip").getBoundingClientRect();
+  const d = document.documentElement;
+  return [[r.left, r.top, r.right, r.bottom], [d.clientWidth, d.clientHeight, d.scrollWidth]]; }"""
+
+
+def test_maps_tooltip_stays_inside_the_window_at_its_edges(tmp_path: Path, browser: Any) -> None:
+    """At the window's right and bottom edges the tooltip flips to the cursor's left / above it (it ran off-screen
+    there); a file name wider than the window wraps inside it."""
+    points = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5]])  # canvas y points up: [1, 0] is bottom right
+    sources = ["a/bottom_left.png", "b/bottom_right_with_a_longer_name.png", "c/top_left.png", "d/top_right.png",
+               "e/" + "a_long_folder_name/" * 15 + "x.png"]
+    path = tmp_path / "maps.html"
+    splits = ["train", "test", "train", "test", "train"]
+    path.write_text(maps_html({"pca": points}, np.zeros(5, int), np.ones(5, int), splits, sources, ["x", "y"]),
+                    encoding="utf-8")
+    view = OfflinePage(browser, path, viewport=(820, 600))  # just wider than the canvas
+    page = view.page
+    # As tall as the page: every point is in view without scrolling, the bottom ones 44 px above the window's edge.
+    page.set_viewport_size({"width": 820, "height": page.evaluate("document.documentElement.scrollHeight")})
+    canvas = page.locator("#map")
+    origin = canvas.bounding_box()
+    for i, (at_right, at_top) in enumerate(points):
+        x, y = page.evaluate(f"positions[{i}]")
+        canvas.hover(position={"x": x, "y": y})
+        assert page.locator("#tip").is_visible()
+        (left, top, right, bottom), (width, height, page_width) = page.evaluate(_TIP_AND_WINDOW)
+        assert left >= 0 and right <= width and top >= 0 and bottom <= height, (sources[i], left, top, right, bottom)
+        assert page_width <= width  # nor does it widen the page
+        if at_right == 0.5:  # wider than the window: wrapped and pushed in, on neither side of the cursor
+            assert page.locator("#tip").inner_text().splitlines()[-1] == "prediction: y (wrong)"
+            continue
+        mouse_x, mouse_y = origin["x"] + x, origin["y"] + y
+        assert right <= mouse_x if at_right else left >= mouse_x  # left of the cursor at the right edge
+        assert top >= mouse_y if at_top else bottom <= mouse_y  # above it at the bottom edge
     view.assert_clean()
 
 

@@ -381,6 +381,53 @@ def test_maps_html_script_runs_for_large_maps(tmp_path, points: int) -> None:
     assert result.returncode == 0, result.stderr[-500:]
 
 
+def test_maps_html_tooltip_is_measured_and_flipped_to_stay_in_the_window() -> None:
+    """Placed at the cursor + 12 px, the tooltip ran off the right and bottom edges of the window."""
+    page = maps_html({"pca": np.zeros((2, 2))}, np.array([0, 1]), np.array([1, 1]), ["train", "test"],
+                     ["a.png", "b.png"], ["x", "y"])
+    assert "event.pageX + 12" not in page and "width:max-content;max-width:calc(100vw - 16px)" in page
+    for logic in ("tip.offsetWidth", "document.documentElement.clientWidth", "document.documentElement.clientHeight",
+                  "x = event.clientX - gap - width", "y = event.clientY - gap - height",
+                  "x = Math.max(0, Math.min(x, viewWidth - width))"):
+        assert logic in page, logic
+
+
+#: The tooltip's size and the window's: the canvas's right and bottom points are 64 px from the window's edges.
+_TOOLTIP_STUB = """
+const handlers = {}, SCROLL_Y = 100;
+elements.map = Object.assign(element(), {addEventListener(type, handler) { handlers[type] = handler; }});
+elements.tip = Object.assign(element(), {offsetWidth: 200, offsetHeight: 80});
+document.documentElement = {clientWidth: 800, clientHeight: 800};
+globalThis.window = {scrollX: 0, scrollY: SCROLL_Y};
+"""
+_HOVER_EVERY_POINT = """
+console.log(JSON.stringify(positions.map(([x, y]) => {
+  handlers.mousemove({clientX: x, clientY: y, pageX: x, pageY: y + SCROLL_Y});
+  return [x, y, parseFloat(elements.tip.style.left), parseFloat(elements.tip.style.top) - SCROLL_Y];
+})));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
+def test_maps_html_tooltip_flips_to_stay_in_the_window(tmp_path) -> None:
+    """Hovering the four corner points of the map: the tooltip sits below right of the cursor, flipped to its left
+    at the window's right edge and above it at the bottom edge, and always inside the window."""
+    corners = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=float)
+    page = maps_html({"pca": corners}, np.zeros(4, int), np.zeros(4, int), ["train"] * 4,
+                     [f"{i}.png" for i in range(4)], ["x"])
+    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    (tmp_path / "page.js").write_text(_DOM_STUB + _TOOLTIP_STUB + script + _HOVER_EVERY_POINT, encoding="utf-8")
+    result = subprocess.run(["node", str(tmp_path / "page.js")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]
+    width, height, window = 200, 80, 800
+    for x, y, left, top in json.loads(result.stdout):
+        assert 0 <= left <= window - width and 0 <= top <= window - height
+        assert left == (x + 12 if x + 12 + width <= window else x - 12 - width)  # right of the cursor, or left
+        assert top == (y + 12 if y + 12 + height <= window else y - 12 - height)  # below the cursor, or above
+    assert sorted((left < x, top < y) for x, y, left, top in json.loads(result.stdout)) == [
+        (False, False), (False, True), (True, False), (True, True)]  # each corner flipped its own way
+
+
 def test_figures_draw_dollar_signs_literally_and_leave_rcparams_alone(tmp_path) -> None:
     """Matplotlib parsed ``$...$`` in a class name as math and raised ValueError; caex never means math text."""
     import matplotlib

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from PIL import Image
 from caex.cli.main import main
 from caex.errors import CaexError
 from caex.report import build_report, readings
+from caex.report import html as report_html
 from caex.report.html import read_training_log, training_curves_png
+from caex.report.schema import conform
 
 
 # --------------------------------------------------------------------------- readings
@@ -300,3 +303,85 @@ def test_unwritable_report_target_is_one_line_error(tmp_path, capsys):
                                              (0.9996, "99.9%"), (1.0, "100%"), (0.0, "0.0%")])
 def test_share_reads_imperfect_shares_below_100(value, text):
     assert readings.share(value) == text
+
+
+# --------------------------------------------------------------------------- hand-edited JSON of the wrong types
+
+
+def _edit_json(path: Path, where: list, value: object) -> None:
+    """Set the value at ``where`` (keys and list indices) inside the JSON file ``path``."""
+    content = json.loads(path.read_text(encoding="utf-8"))
+    parent = content
+    for key in where[:-1]:
+        parent = parent[key]
+    parent[where[-1]] = value
+    _write_json(path, content)
+
+
+#: Hand edits that each crashed the report with a raw exception: (file, where, wrong value, still shown, gone).
+WRONG_TYPES = [
+    ("manifold/summary.json", ["swap"], "80%", "<h3>Smoothness", "<h3>Class-swap success"),  # string for a dict
+    ("manifold/summary.json", ["swap", "matrix", 0], [None], "<h3>Smoothness", "<h3>Class-swap success"),  # short
+    ("manifold/summary.json", ["swap", "matrix", 1], None, "80%", "<h3>Class-swap success"),  # null for a row
+    ("manifold/summary.json", ["class_names"], 2, "<h3>Separability", "<h3>Class-swap success"),
+    ("manifold/summary.json", ["separability", "class_codes"], [0.95], "raw pixels, PCA", "CAE class codes"),
+    ("manifold/summary.json", ["smoothness", "per_class"], [0.96, 0.88], "75% of straight paths", "decoded mixtures"),
+    ("evaluate/results.json", ["methods"], 3, "results table (", "<h3>Results"),
+    ("evaluate/results.json", ["methods", 1, "method"], 7, "CAE&#x27;s AOPC is 0.410", "LIME"),  # number as a name
+    ("evaluate/results.json", ["settings"], "cpu", "<h3>Results", "Measured on"),
+    ("classifier/classifier.json", ["class_names"], [0, 1], "smallcnn", "normal, cnv"),  # numbers as class names
+    ("data/dataset.json", ["class_counts", "train"], "8, 8", "0 training and 4 test images", "16 training"),
+    ("explain/explanations.json", ["examples"], {"00_normal": 3}, "00 normal", "flips along"),  # dict for a list
+    ("explain/explanations.json", ["examples", 0, "flip_step"], "3", "flips at step 3", "flips along"),
+]
+
+
+@pytest.mark.parametrize(("file", "where", "value", "shown", "gone"), WRONG_TYPES,
+                         ids=[f"{file}:{'.'.join(map(str, where))}" for file, where, *_ in WRONG_TYPES])
+def test_json_values_of_the_wrong_type_read_as_missing(tmp_path, file, where, value, shown, gone):
+    """A value of the wrong type is left out like a missing one: its section shows the rest, nothing raises."""
+    run = make_run(tmp_path / "run")
+    _edit_json(run / file, where, value)
+    text = build_report(run).read_text(encoding="utf-8")
+    page = assert_self_contained(text)
+    assert len(page.sections) == 7
+    assert shown in text and gone not in text
+
+
+def _json_paths(value: object, where: tuple = ()) -> Iterator[tuple]:
+    """The position of every value inside a JSON document (not the document itself)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in items:
+        yield (*where, key)
+        yield from _json_paths(child, (*where, key))
+
+
+def test_every_json_value_of_a_run_may_have_any_wrong_type(tmp_path, monkeypatch):
+    """Every value of every JSON file the report reads, swapped for one of each other JSON type, still renders."""
+    monkeypatch.setattr(report_html, "training_curves_png", lambda records: None)  # speed: the log is not edited
+    run = make_run(tmp_path / "run")
+    _write_json(run / "cae/summary.json", {"iters": 40, "seconds": 12.5, "images_per_second": 30.0, "recon_l1": 0.1})
+    for name in report_html.STAGE_FOLDERS:
+        _write_json(run / name / "stage.json", {"status": "done", "seconds": 1.5})
+    sources = report_html.ReportSources.from_run(run)
+    for path in sorted(run.rglob("*.json")):
+        original = path.read_text(encoding="utf-8")
+        for where in _json_paths(json.loads(original)):
+            for value in ("x", 2, True, None, [0], {"x": 0}):
+                path.write_text(original, encoding="utf-8")
+                _edit_json(path, list(where), value)
+                try:
+                    report_html.render_report(sources)
+                except Exception as error:  # name the edit that broke it
+                    raise AssertionError(f"{path.relative_to(run)} {where} = {value!r}: {error!r}") from error
+        path.write_text(original, encoding="utf-8")
+
+
+def test_conform_keeps_what_matches_the_schema():
+    schema = {"n": int, "x": float, "flag": bool, "names": [str], "cells": [(float, None)],
+              "rows": [{"name": str}], "shares": {str: float}}
+    content = {"n": True, "x": 3, "flag": 1, "names": ["a", 2], "cells": [None, 0.5], "unknown": 1,
+               "rows": [{"name": "a", "extra": 1}, 5, {"name": 6}], "shares": {"a": 0.5, "b": "0.4"}}
+    assert conform(content, schema) == {"x": 3, "cells": [None, 0.5], "rows": [{"name": "a"}, {}],
+                                        "shares": {"a": 0.5}}
+    assert conform([content], schema) is None and conform(None, [int]) is None

@@ -137,7 +137,8 @@ body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
 #legend i{display:inline-block;width:.8em;height:.8em;border-radius:50%;margin-right:.3em;vertical-align:middle}
 canvas{border:1px solid #ccc;cursor:crosshair}
 #tip{position:absolute;display:none;background:#fff;border:1px solid #888;padding:.3em .5em;
-font-size:.85em;pointer-events:none;white-space:nowrap;box-shadow:1px 1px 4px #aaa}
+font-size:.85em;pointer-events:none;width:max-content;max-width:calc(100vw - 16px);overflow-wrap:anywhere;
+box-shadow:1px 1px 4px #aaa}
 </style></head><body>
 <h2>Class-code manifold</h2>
 <p>Each point is one image's class code projected to 2-D; filled dots are training images, rings test images,
@@ -165,6 +166,18 @@ DATA.classes.forEach((name, k) => {
   document.getElementById("legend").append(item);
 });
 function visible(i) { return DATA.test[i] ? showTest.checked : showTrain.checked; }
+// Below right of the cursor, flipped to its left / above it where the filled tooltip would leave the window, and
+// pushed in as a last resort where it fits on neither side. Its CSS width is its text's (max-content), not the
+// space left of the window, so it is measured as it will be drawn.
+function placeTip(event) {
+  const gap = 12, viewWidth = document.documentElement.clientWidth, viewHeight = document.documentElement.clientHeight;
+  const width = tip.offsetWidth, height = tip.offsetHeight;
+  let x = event.clientX + gap, y = event.clientY + gap;
+  if (x + width > viewWidth) x = event.clientX - gap - width;
+  if (y + height > viewHeight) y = event.clientY - gap - height;
+  x = Math.max(0, Math.min(x, viewWidth - width)); y = Math.max(0, Math.min(y, viewHeight - height));
+  tip.style.left = (x + window.scrollX) + "px"; tip.style.top = (y + window.scrollY) + "px";
+}
 function draw() {
   const xy = DATA.projections[select.value];
   // A loop, not Math.min(...xs): spreading more than ~65k arguments overflows the stack of JS engines.
@@ -204,12 +217,13 @@ canvas.addEventListener("mousemove", event => {
   if (best < 0) { tip.style.display = "none"; return; }
   const label = DATA.classes[DATA.labels[best]], prediction = DATA.classes[DATA.predictions[best]];
   tip.textContent = "";
+  tip.style.left = tip.style.top = "0px";  // filled at the page's corner: at its last place it could widen the page
   for (const line of [DATA.sources[best], (DATA.test[best] ? "test" : "train") + " image",
                       "label: " + label, "prediction: " + prediction + (label === prediction ? "" : " (wrong)")]) {
     tip.appendChild(document.createTextNode(line)); tip.appendChild(document.createElement("br"));
   }
-  tip.style.left = (event.pageX + 12) + "px"; tip.style.top = (event.pageY + 12) + "px";
-  tip.style.display = "block";
+  tip.style.display = "block";  // shown before it is placed: a hidden element has no size to measure
+  placeTip(event);
 });
 canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
 for (const control of [select, showTrain, showTest]) control.addEventListener("change", draw);

@@ -27,6 +27,7 @@ from caex import __version__
 from caex.classifier.bundle import bundle_folder
 from caex.errors import CaexError
 from caex.report import readings
+from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
 from caex.utils import atomic_write_text
 from caex.utils.plotting import literal_text
@@ -181,17 +182,19 @@ def kpis_html(figures: Sequence[tuple[str, str]]) -> str:
     return f'<div class="kpis">{boxes}</div>'
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object, or ``None`` when the file is absent, unreadable or holds no object (a partial run)."""
+def _read_json(path: Path, schema: Schema) -> dict[str, Any] | None:
+    """The parts of a JSON object that match ``schema``, or ``None`` when the file is absent, unreadable or
+    holds no object (a partial run); a value of the wrong type (a hand edit) reads as missing, not as a crash."""
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return content if isinstance(content, dict) else None
+    return conform(content, schema) if isinstance(content, dict) else None
 
 
-def _json_or_missing(section: Section, folder: Path | None, name: str, what: str) -> Any | None:
-    content = None if folder is None else _read_json(folder / name)
+def _json_or_missing(section: Section, folder: Path | None, name: str, what: str,
+                     schema: Schema) -> dict[str, Any] | None:
+    content = None if folder is None else _read_json(folder / name, schema)
     if content is None:
         section.missing.append(f"{what} ({_where(folder, name)} not found or unreadable)")
     return content
@@ -259,24 +262,41 @@ def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
 # --------------------------------------------------------------------------- sections
 
 
+#: What the report reads of each JSON file, with its types (see :mod:`caex.report.schema`); the rest is ignored.
+STAGE_SCHEMA = {"status": str, "seconds": float}
+DATASET_SCHEMA = {"spec": str, "class_names": [str], "image_size": int,
+                  "class_counts": {"train": [int], "test": [int]}}
+CLASSIFIER_SCHEMA = {"arch": str, "class_names": [str], "image_size": int, "channels": int, "test_accuracy": float}
+TRAINING_SCHEMA = {"iters": int, "seconds": float, "images_per_second": float, "recon_l1": float}
+MANIFOLD_SCHEMA = {
+    "class_names": [str],
+    "separability": {str: {"mean": float, "std": float, "dims": int, "folds": int, "skipped": bool}},
+    "swap": {"matrix": [[(float, None)]], "mean": float},  # null: the diagonal and unmeasured pairs
+    "smoothness": {"per_class": {str: (float, None)}},  # null: a class that could not be measured
+    "paths": {"monotone_share": float}}
+EXPLANATIONS_SCHEMA = {"steps": int, "examples": [{"stem": str, "title": str, "flip_step": int}]}
+
+
 def overview_section(sources: ReportSources) -> Section:
     """Headline figures and which stages ran (from the demo's ``stage.json`` markers where present)."""
     section = Section("overview", "Overview", "What was run and the headline figures, each explained below.")
     figures = []
-    classifier_info = None if sources.classifier is None else _read_json(sources.classifier / "classifier.json")
+    classifier_info = (None if sources.classifier is None
+                       else _read_json(sources.classifier / "classifier.json", CLASSIFIER_SCHEMA))
     if classifier_info and readings.finite(classifier_info.get("test_accuracy")):
         figures.append((readings.share(classifier_info["test_accuracy"]), "classifier test accuracy"))
-    summary = None if sources.manifold is None else _read_json(sources.manifold / "summary.json")
+    summary = None if sources.manifold is None else _read_json(sources.manifold / "summary.json", MANIFOLD_SCHEMA)
     swap = _swap_overall(summary) if summary else None
     if swap is not None:
         figures.append((readings.share(swap), "class-swap success"))
-    aopc = _column(_result_rows(sources.evaluate), "aopc")
+    aopc = _column(_result_rows(_results(sources.evaluate)), "aopc")
     if readings.finite(aopc.get("CAE")):
         figures.append((f"{aopc['CAE']:.3f}", "CAE AOPC"))
     if figures:
         section.parts.append(kpis_html(figures))
-    stages = [(name, _read_json(sources.root / name / "stage.json")) for name in STAGE_FOLDERS]
-    rows = [[name, marker.get("status", "?"), f"{marker['seconds']:.1f}" if marker.get("seconds") else "–"]
+    stages = [(name, _read_json(sources.root / name / "stage.json", STAGE_SCHEMA)) for name in STAGE_FOLDERS]
+    rows = [[name, marker.get("status", "?"), f"{marker['seconds']:.1f}" if readings.finite(marker.get("seconds"))
+             else "–"]
             for name, marker in stages if marker]
     if rows:
         section.parts.append(table_html(["stage", "status", "seconds"], rows))
@@ -288,7 +308,7 @@ def overview_section(sources: ReportSources) -> Section:
 def data_section(sources: ReportSources) -> Section:
     section = Section("data", "Data", "Training samples per class, ground-truth lesion masks outlined in red.")
     section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
-    info = _json_or_missing(section, sources.data, "dataset.json", "data set description")
+    info = _json_or_missing(section, sources.data, "dataset.json", "data set description", DATASET_SCHEMA)
     if info:
         names = info.get("class_names", [])
         train, test = (info.get("class_counts", {}).get(split, [0] * len(names)) for split in ("train", "test"))
@@ -300,7 +320,8 @@ def data_section(sources: ReportSources) -> Section:
 
 def classifier_section(sources: ReportSources) -> Section:
     section = Section("classifier", "Classifier", "The black box being explained.")
-    info = _json_or_missing(section, sources.classifier, "classifier.json", "classifier description")
+    info = _json_or_missing(section, sources.classifier, "classifier.json", "classifier description",
+                            CLASSIFIER_SCHEMA)
     if info:
         rows = [["architecture", info.get("arch")], ["image size", info.get("image_size")],
                 ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
@@ -321,13 +342,13 @@ def training_section(sources: ReportSources) -> Section:
         section.missing.append(f"training curves ({_where(sources.cae, 'log.jsonl')} not found or empty)")
     else:
         section.parts.append(figure_html(curves, "loss terms against iteration (bold: moving average)"))
-    run = None if sources.cae is None else _read_json(sources.cae / "summary.json")
+    run = None if sources.cae is None else _read_json(sources.cae / "summary.json", TRAINING_SCHEMA)
     if run:
         section.parts.append(table_html(["iterations", "seconds", "images / s", "reconstruction L1 (test)"],
                                         [[run.get("iters"), run.get("seconds"), run.get("images_per_second"),
                                           run.get("recon_l1")]]))
         seconds, recon = run.get("seconds"), run.get("recon_l1")
-        reading = f"{run.get('iters')} iterations" + (f" in {seconds:.0f} s" if readings.finite(seconds) else "")
+        reading = f"{run.get('iters', '?')} iterations" + (f" in {seconds:.0f} s" if readings.finite(seconds) else "")
         if readings.finite(recon):
             reading += (f"; reconstructions of held-out images differ from the originals by {recon:.3f} on average "
                         "(L1 on the [-1, 1] scale; 0 is perfect)")
@@ -344,7 +365,7 @@ def training_section(sources: ReportSources) -> Section:
 
 
 def _swap_overall(summary: dict[str, Any]) -> float | None:
-    value = (summary.get("swap") or {}).get("mean")
+    value = summary.get("swap", {}).get("mean")
     return float(value) if readings.finite(value) else None
 
 
@@ -357,7 +378,7 @@ def manifold_section(sources: ReportSources) -> Section:
     section.figure(sources.manifold, "paths.png",
                    "straight paths between classes (as in the paper's Fig. 11): numbers are the classifier's "
                    "probability of the target class")
-    summary = _json_or_missing(section, sources.manifold, "summary.json", "manifold tables")
+    summary = _json_or_missing(section, sources.manifold, "summary.json", "manifold tables", MANIFOLD_SCHEMA)
     if summary:
         _manifold_tables(section, summary)
     return section
@@ -371,10 +392,10 @@ SEPARABILITY_ROWS = {"class_codes": "CAE class codes", "pixel_pca": "raw pixels,
 def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
     """The separability, swap and smoothness tables of ``summary.json``, each with its reading."""
     class_names = summary.get("class_names", [])
-    separability = summary.get("separability") or {}
+    separability = summary.get("separability", {})
     rows = [[label, percent(entry.get("mean")), percent(entry.get("std")), entry.get("dims"), entry.get("folds")]
             for key, label in SEPARABILITY_ROWS.items()
-            if isinstance(entry := separability.get(key), dict) and not entry.get("skipped")]
+            if (entry := separability.get(key)) is not None and not entry.get("skipped")]
     if rows:
         section.parts.append("<h3>Separability (random forest on the test set)</h3>"
                              + table_html(["features", "accuracy", "std", "dims", "folds"], rows))
@@ -382,19 +403,24 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
         section.reading(readings.read_separability(
             codes.get("mean"), dims=codes.get("dims"), folds=codes.get("folds"),
             pixel_accuracy=pixels.get("mean"), chance=1 / len(class_names) if class_names else None))
-    matrix = (summary.get("swap") or {}).get("matrix")
-    if matrix and class_names:
+    matrix = summary.get("swap", {}).get("matrix")
+    if matrix and class_names and _is_square(matrix, len(class_names)):
         rows = [[f"from {name}", *map(percent, row)] for name, row in zip(class_names, matrix)]
         section.parts.append("<h3>Class-swap success</h3>"
                              + table_html(["", *[f"to {name}" for name in class_names]], rows))
         section.reading(readings.read_swap(matrix, class_names, _swap_overall(summary)))
-    per_class = (summary.get("smoothness") or {}).get("per_class") or {}
-    monotone = (summary.get("paths") or {}).get("monotone_share")
+    per_class = summary.get("smoothness", {}).get("per_class", {})
+    monotone = summary.get("paths", {}).get("monotone_share")
     if per_class or monotone is not None:
         rows = [[name, percent(value)] for name, value in per_class.items()]
         section.parts.append("<h3>Smoothness</h3>"
                              + table_html(["class", "decoded SMOTE codes kept in class"], rows))
         section.reading(readings.read_smoothness(per_class, monotone))
+
+
+def _is_square(matrix: list[list[Any]], size: int) -> bool:
+    """Whether ``matrix`` has one row and column per class: cell ``[i][j]`` only means ``i → j`` then."""
+    return len(matrix) == size and all(len(row) == size for row in matrix)
 
 
 #: Explanation examples embedded at most (the first by file name; the demo writes up to 24): each brings two inline
@@ -413,8 +439,9 @@ def explain_section(sources: ReportSources) -> Section:
     if not overlays:
         section.missing.append(f"explanation figures ({_where(folder, '*_saliency.png')} not found)")
         return section
-    index = _read_json(folder / "explanations.json") or {}
-    titles = {example["stem"]: example.get("title", "") for example in index.get("examples", [])}
+    index = _read_json(folder / "explanations.json", EXPLANATIONS_SCHEMA) or {}
+    examples = index.get("examples", [])
+    titles = {example["stem"]: example.get("title", "") for example in examples if "stem" in example}
     for overlay in overlays[:MAX_EXAMPLES]:
         stem = overlay.name.removesuffix("_saliency.png")
         pictures = [overlay] + [path for path in [folder / f"{stem}_path.png"] if path.is_file()]
@@ -425,7 +452,7 @@ def explain_section(sources: ReportSources) -> Section:
     if len(overlays) > MAX_EXAMPLES:
         section.parts.append(f"<p>The first {MAX_EXAMPLES} of {len(overlays)} explanations (by file name); all of "
                              f"them are in {html.escape(str(folder))}.</p>")
-    flips = [example.get("flip_step", -1) for example in index.get("examples", [])]
+    flips = [example["flip_step"] for example in examples if "flip_step" in example]
     if flips:
         section.reading(readings.read_flips(flips, index.get("steps")))
     return section
@@ -450,11 +477,19 @@ def _cell(key: str, value: Any) -> Any:
     return f"{value:,.1f}" if key == "ms_per_image" and readings.finite(value) else value
 
 
-def _result_rows(folder: Path | None) -> list[dict[str, Any]]:
-    """The per-method rows of ``results.json`` (empty when absent)."""
-    results = None if folder is None else _read_json(folder / "results.json")
-    methods = results.get("methods") if isinstance(results, dict) else None
-    return [row for row in methods or [] if isinstance(row, dict) and "method" in row]
+#: What the report reads of ``results.json`` (the other files' schemas are above the sections).
+RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str},
+                  "methods": [{"method": str, "status": str, "reason": str, **dict.fromkeys(RESULT_COLUMNS, float)}]}
+
+
+def _results(folder: Path | None) -> dict[str, Any]:
+    """What the report reads of ``results.json`` (empty when absent)."""
+    return (None if folder is None else _read_json(folder / "results.json", RESULTS_SCHEMA)) or {}
+
+
+def _result_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-method rows of ``results.json`` that name their method."""
+    return [row for row in results.get("methods", []) if "method" in row]
 
 
 def _column(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -470,7 +505,8 @@ def evaluation_section(sources: ReportSources) -> Section:
                       "(higher is better); localisation: how much saliency falls inside the true lesion.")
     section.figure(sources.evaluate, "gallery.png", "saliency maps of every method; green: ground-truth lesion")
     section.figure(sources.evaluate, "curves.png", "mean drop of the true class's probability as patches are covered")
-    rows = _result_rows(sources.evaluate)
+    results = _results(sources.evaluate)
+    rows = _result_rows(results)
     if not rows:
         section.missing.append(f"results table ({_where(sources.evaluate, 'results.json')} not found or empty)")
         return section
@@ -480,7 +516,7 @@ def evaluation_section(sources: ReportSources) -> Section:
         ["method", *(RESULT_COLUMNS[key] for key in columns)],
         [[method_name(row["method"]), *(_cell(key, row.get(key)) for key in columns)] for row in ran],
         highlight="CAE"))
-    settings = (_read_json(sources.evaluate / "results.json") or {}).get("settings", {})
+    settings = results.get("settings", {})
     if settings:
         section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings))}</p>')
     skipped = [f"{method_name(row['method'])}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
