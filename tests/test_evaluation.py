@@ -257,6 +257,17 @@ def test_select_images_is_stratified_seeded_and_correct_only():
         select_images(classifier, data, 0)
 
 
+def test_classifying_the_test_set_to_select_images_shows_a_bar(capsys):
+    """On a big test set this step was a silent pause before the first method's bar."""
+    data, classifier = tiny_bundle(12), square_classifier()
+    classifier.batch_size = 5
+    picked = select_images(classifier, data, 6, seed=1, verbose=True)
+    bar = capsys.readouterr().err
+    assert "classifying test images" in bar and "/12 [" in bar  # counts images, not the classifier's batches
+    assert torch.equal(picked, select_images(classifier, data, 6, seed=1))  # the batches change nothing
+    assert capsys.readouterr().err == ""  # silent unless verbose
+
+
 class MaskExplainer:
     """A stand-in for caex.explain.Explainer that 'explains' by pointing at the square."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -69,6 +70,33 @@ def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())["methods"]
     assert [row["method"] for row in rows] == ["gradcam", "random"]
     assert all((out / name).is_file() for name in ("results.csv", "results.md", "curves.png", "gallery.png"))
+
+
+def test_files_an_evaluation_did_not_write_are_warned_about_once(tmp_path):
+    """An earlier run's files next to the new results passed for this run's; they are named, never deleted."""
+    generator = np.random.default_rng(0)
+    arrays = {f"{split}_{kind}": value for split in ("train", "test") for kind, value in (
+        ("images", generator.integers(0, 256, (8, 16, 16), dtype=np.uint8)), ("labels", np.arange(8) % 2))}
+    np.savez(tmp_path / "tiny.npz", **arrays)
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=16)
+    save_bundle(net, tmp_path / "clf", class_names=["0", "1"], image_size=16)
+    out = tmp_path / "eval"
+    out.mkdir()
+    for name in ("gallery_old.png", "curves_old.png"):
+        (out / name).write_bytes(b"an earlier run's figure")
+    argv = ["evaluate", "none", str(tmp_path / "tiny.npz"), "--classifier", str(tmp_path / "clf"), "--methods",
+            "random", "--n-images", "2", "--device", "cpu", "--out", str(out)]
+    with pytest.warns(UserWarning) as caught:
+        assert main(argv) == 0
+    assert [str(warning.message) for warning in caught] == [
+        f"{out} also holds 2 file(s) that this run did not write, e.g. of an earlier run (first: curves_old.png); "
+        "use a fresh --out to keep runs apart"]
+    assert (out / "curves_old.png").exists()
+    (out / "curves_old.png").unlink()
+    (out / "gallery_old.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same run again rewrites every file it finds
+        assert main(argv) == 0
 
 
 @pytest.mark.skipif(not hasattr(caex.data, "load_dataset"), reason="caex.data.load_dataset not built yet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,19 @@ def test_manifold_command_writes_the_analysis(inputs: dict[str, str], capsys) ->
     assert len(summary["swap"]["matrix"]) == CLASSES and summary["swap"]["pairs"][0][1] == 3
     assert summary["paths"]["count"] == 3 and len(summary["paths"]["target_probabilities"][0]) == 4
     assert set(summary["files"]) == {"codes", "map_pca", "maps", "paths"}
+
+
+def test_an_earlier_runs_map_left_in_out_is_warned_about(inputs: dict[str, str], tmp_path: Path) -> None:
+    """An old map_tsne.png next to a --no-tsne run's maps passed for this run's: named, never deleted."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "map_tsne.png").write_bytes(b"an earlier run's map")
+    (out / ".DS_Store").write_bytes(b"not a result")
+    stale = rf"{re.escape(str(out))} also holds 1 file\(s\) .*\(first: map_tsne\.png\); use a fresh --out"
+    with pytest.warns(UserWarning, match=stale):
+        assert main(["manifold", inputs["run"], inputs["data"], "--classifier", inputs["clf"], "--out", str(out),
+                     "--device", "cpu", *FAST]) == 0
+    assert (out / "map_tsne.png").read_bytes() == b"an earlier run's map"
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,8 +64,6 @@ def load_classifier_from_args(args: argparse.Namespace, *, image_size: int, chan
 
 def check_output_folder(out: str) -> None:
     """Refuse an ``--out`` folder that cannot be created before any work, so no finished result is lost to it."""
-    from pathlib import Path
-
     from caex.errors import CaexError
 
     for folder in (Path(out), *Path(out).parents):
@@ -68,6 +71,35 @@ def check_output_folder(out: str) -> None:
             if not folder.is_dir():
                 raise CaexError(f"--out {out}: {folder} is a file, not a folder")
             return
+
+
+@contextmanager
+def warn_stale_files(out: str | os.PathLike) -> Iterator[None]:
+    """Warn once, after the work in the ``with`` block, about the files in ``out`` that it did not write.
+
+    An earlier run's files (an old map_tsne.png after ``--no-tsne``, explanations of other images) would pass
+    for this run's results, and ``caex report`` shows them as such; they are the user's, so they are named,
+    never deleted. Every caex write renames a new file over the old one, so a rewritten file has a new inode
+    even when the file system's mtime granularity gives it the old mtime. No warning when the work fails.
+    """
+    before = _file_stamps(Path(out))
+    yield
+    stale = sorted(name for name, stamp in _file_stamps(Path(out)).items() if before.get(name) == stamp)
+    if stale:  # stacklevel 3: the command's ``with``, past contextlib's __exit__
+        warnings.warn(f"{out} also holds {len(stale)} file(s) that this run did not write, e.g. of an earlier run "
+                      f"(first: {stale[0]}); use a fresh --out to keep runs apart", stacklevel=3)
+
+
+def _file_stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """Inode and mtime of each file directly in ``folder``; hidden ones (.DS_Store, editors') are no results."""
+    if not folder.is_dir():
+        return {}
+    stamps = {}
+    for path in folder.iterdir():
+        if not path.name.startswith(".") and path.is_file():
+            info = path.stat()
+            stamps[path.name] = (info.st_ino, info.st_mtime_ns)
+    return stamps
 
 
 def load_data_from_args(args: argparse.Namespace):

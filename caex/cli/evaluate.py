@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from caex.classifier import check_compatible
-    from caex.cli.common import check_output_folder, load_classifier_from_args, load_data_from_args
+    from caex.cli.common import (check_output_folder, load_classifier_from_args, load_data_from_args,
+                                 warn_stale_files)
     from caex.evaluation.perturbation import PerturbationMetric
     from caex.evaluation.runner import canonical_method, evaluate, is_cae_method
     from caex.model import CAE
@@ -101,10 +102,11 @@ def run(args: argparse.Namespace) -> int:
     classifier = load_classifier_from_args(args, image_size=shape[0], channels=shape[1], device=args.device)
     check_compatible(classifier, data)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
-    results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
-                       out_dir=args.out, batch_size=args.batch_size, metric=metric,
-                       method_options={name: cae_options for name in methods if is_cae_method(name)},
-                       classifier_name=args.classifier, verbose=True)
+    with warn_stale_files(args.out):
+        results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
+                           out_dir=args.out, batch_size=args.batch_size, metric=metric,
+                           method_options={name: cae_options for name in methods if is_cae_method(name)},
+                           classifier_name=args.classifier, verbose=True)
     print(results.to_markdown())
     print(f"wrote results.csv, results.json, results.md, curves.png and gallery.png to {args.out}")
     return 0

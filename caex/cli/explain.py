@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from caex.cli.common import check_output_folder, load_classifier_from_args
+    from caex.cli.common import check_output_folder, load_classifier_from_args, warn_stale_files
     from caex.data.sources import check_image, readable_images
     from caex.explain import Explainer, ExplainError
     from caex.explain.render import save_explanation
@@ -100,10 +100,9 @@ def run(args: argparse.Namespace) -> int:
                 "reference": args.reference, "steps": args.steps, "saliency": args.saliency,
                 "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip, "seed": args.seed}
     out = Path(args.out)
-    earlier = {path.name.removesuffix("_saliency.npy") for path in out.glob("*_saliency.npy")}
     written: set[str] = set()
     already = 0
-    with progress(total=len(sources), desc="explain", unit="img") as bar:
+    with warn_stale_files(out), progress(total=len(sources), desc="explain", unit="img") as bar:
         for begin in range(0, len(sources), args.batch_size):
             batch = sources[begin:begin + args.batch_size]
             images = torch.stack([read_image(path, size, channels) for path in batch])
@@ -122,10 +121,6 @@ def run(args: argparse.Namespace) -> int:
     if already:  # their json says "flipped" at step 0, which reads like a result
         warnings.warn(f"{already} image(s) are already classified as their target class: their paths lead further "
                       "into it, so nothing flips and their maps show what makes them more so", stacklevel=2)
-    stale = sorted(earlier - written)
-    if stale:  # caex report shows every explanation in the folder, as if this run had made it
-        warnings.warn(f"{out} also holds {len(stale)} explanation(s) of an earlier run that this one did not "
-                      f"replace (first: {stale[0]}.json); use a fresh --out to keep runs apart", stacklevel=2)
     print(f"wrote {len(written)} explanation(s) of {len(sources)} image(s) to {out}")
     return 0
 

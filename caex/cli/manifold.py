@@ -11,6 +11,7 @@ from caex.cli.common import (
     add_seed_argument,
     load_classifier_from_args,
     load_data_from_args,
+    warn_stale_files,
 )
 
 
@@ -74,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
     classifier = load_classifier_from_args(args, image_size=cae.config.image_size, channels=cae.config.channels,
                                            device=device)
     data = load_data_from_args(args)
-    summary = analyse_manifold(
-        cae, classifier, data, args.out, seed=args.seed, verbose=True, batch_size=args.batch_size,
-        folds=args.folds, swap_pairs=args.swap_pairs, smote_per_class=args.smote_per_class, paths=args.paths,
-        path_steps=args.path_steps, monotone_tolerance=args.tolerance, tsne=not args.no_tsne,
-        map_points=args.map_points)
+    with warn_stale_files(args.out):
+        summary = analyse_manifold(
+            cae, classifier, data, args.out, seed=args.seed, verbose=True, batch_size=args.batch_size,
+            folds=args.folds, swap_pairs=args.swap_pairs, smote_per_class=args.smote_per_class, paths=args.paths,
+            path_steps=args.path_steps, monotone_tolerance=args.tolerance, tsne=not args.no_tsne,
+            map_points=args.map_points)
     separability = summary["separability"]
     lines = [f"RF accuracy ({label}): {_mean_std(separability[key])}"
              for key, label in (("class_codes", "class codes"), ("pixel_pca", "pixel PCA"),

@@ -121,7 +121,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         raise EvaluationError(f"batch_size={batch_size}: must be at least 1")
     metric = metric or PerturbationMetric()
     localisation = localisation or LocalisationMetric()
-    indices = select_images(classifier, data, n_images, seed)
+    indices = select_images(classifier, data, n_images, seed, verbose=verbose)
     test = data.test.subset(indices)
     images, labels = test.images, test.labels
     fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
@@ -168,7 +168,8 @@ def canonical_method(name: str) -> str:
     raise EvaluationError(f"unknown method {name!r}; choose from {', '.join(known)}")
 
 
-def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed: int = 0) -> torch.Tensor:
+def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed: int = 0, *,
+                  verbose: bool = False) -> torch.Tensor:
     """Indices of up to ``n_images`` test images the classifier gets right, classes taking turns.
 
     Within each class the order is a seeded shuffle; the classes are then
@@ -177,7 +178,7 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     if n_images < 1:
         raise EvaluationError(f"--n-images {n_images}: must be at least 1")
     labels = data.test.labels
-    correct = torch.nonzero(classifier.predict(data.test.images).cpu() == labels).squeeze(1)
+    correct = torch.nonzero(_predictions(classifier, data.test.images, verbose) == labels).squeeze(1)
     if len(correct) == 0:
         raise EvaluationError(f"the classifier gets no test image of {data.spec!r} right; nothing to explain")
     shuffled = correct[torch.randperm(len(correct), generator=torch_generator(seed))]
@@ -187,6 +188,17 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     turn = torch.arange(len(by_class)) - first_of_class
     interleaved = by_class[torch.argsort(turn * data.num_classes + class_of, stable=True)]
     return interleaved[:n_images]
+
+
+def _predictions(classifier: Classifier, images: torch.Tensor, verbose: bool) -> torch.Tensor:
+    """Predicted classes on the CPU, in the classifier's own batches so a big test set is no silent pause."""
+    step = classifier.batch_size
+    predictions = [torch.zeros(0, dtype=torch.long)]
+    with progress(desc="classifying test images", total=len(images), unit="img", enabled=verbose) as bar:
+        for start in range(0, len(images), step):
+            predictions.append(classifier.predict(images[start:start + step]).cpu())
+            bar.update(len(predictions[-1]))
+    return torch.cat(predictions)
 
 
 def _make_method(name: str, classifier: Classifier, cae: Any, batch_size: int, seed: int,
