@@ -16,7 +16,7 @@ from caex.classifier import build_classifier_network, save_bundle
 from caex.cli.explain import collect_images, unique_stems
 from caex.cli.main import main
 from caex.errors import CaexError
-from caex.explain.render import caption_font, counterfactual_strip, path_animation
+from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
 from caex.model import CAE, CAEConfig
 
 SIZE = 16
@@ -200,7 +200,8 @@ def test_a_path_that_does_not_move_keeps_one_gif_frame_per_step() -> None:
 
 def test_a_two_frame_strip_keeps_its_whole_title() -> None:
     """The title names the classes; a strip of two 16 px frames used to crop it after a few words."""
-    title = "patient_0042_OD_scan.png: normal -> lesion, p(lesion) per frame"
+    title = strip_title("scans/patient_0042_OD_scan.png", "normal", "lesion")
+    assert title == "patient_0042_OD_scan.png: normal -> lesion, p(lesion) per frame; x0 = reconstruction"
     strip = counterfactual_strip(torch.rand(2, 1, SIZE, SIZE), torch.tensor([0.2, 0.6]), 1, title=title)
     assert strip.width >= caption_font(max(10, 96 // 7)).getlength(title)
 

@@ -112,6 +112,12 @@ def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: 
     return buffer.getvalue()
 
 
+def strip_title(source: str, prediction: str, target: str) -> str:
+    """The strip's title: which move it shows, and that frame x0 is the reconstruction, not the input (the JSON's
+    ``input_probability`` is the input's, so the two first probabilities may differ)."""
+    return f"{Path(source).name}: {prediction} -> {target}, p({target}) per frame; x0 = reconstruction"
+
+
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
                      stem: str, source: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write exemplar ``index``'s overlay PNG (on its input ``image``), raw map ``.npy``, strip, GIF and JSON.
@@ -131,7 +137,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     save_png(saliency_overlay(image, explanation.saliency[index]),
              out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
-    title = f"{Path(source).name}: {names[prediction]} -> {names[target]}, p({names[target]}) per frame"
+    title = strip_title(source, names[prediction], names[target])
     save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
     atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip))
     summary = {
