@@ -3,6 +3,7 @@
     python benchmarks/bench_evaluate.py [--data synthetic --data mnist:4,9] [--n-images 64] [--device auto]
     python benchmarks/bench_evaluate.py --cae-steps 2 --methods cae-centroid,cae-nearest,gradcam  # fast CAE maps
     python benchmarks/bench_evaluate.py --data synthetic --cae-target normal  # lesions explained by their removal
+    python benchmarks/bench_evaluate.py --data synthetic --cae-run RUN --json FILE  # score a CAE of your own
 
 For each data set: a ``smallcnn`` target classifier and a ``small``-preset CAE
 (``small`` training preset), cached under ``runs/bench/`` and reused when
@@ -15,7 +16,10 @@ outputs (CSV/JSON/Markdown, curves.png, gallery.png) go to
 next to this script (``bench_evaluate_steps<N>.json`` and ``evaluation_steps<N>/``
 when ``--cae-steps`` is not the default, 16; ``_target-<CLASS>`` is appended
 with ``--cae-target``, and ``_seed<N>`` comes first with ``--train-seed N``,
-whose CAEs are cached as ``cae_small_seed<N>``).
+whose CAEs are cached as ``cae_small_seed<N>``). ``--cae-run`` scores a CAE trained
+elsewhere (``caex train``, say with more ``--iters``) on the same classifier,
+images and fills: its outputs go to ``RUN/evaluation<suffix>/`` and its figures to
+``--json`` (required with it, so the committed files stay the benchmark's own).
 """
 
 from __future__ import annotations
@@ -62,7 +66,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-seed", type=int, default=0,
                         help="CAE training seed (as bench_manifold.py --train-seed); other seeds add _seed<N>")
+    parser.add_argument("--cae-run", type=Path, default=None, metavar="RUN",
+                        help="a trained CAE run folder to score instead of the cached benchmark CAE "
+                             "(one --data, the run's; needs --json)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="figures file (default: bench_evaluate<suffix>.json next to this script)")
     args = parser.parse_args()
+    if args.cae_run is not None:
+        if args.json is None or len(args.data or DEFAULT_DATA) != 1:
+            parser.error("--cae-run needs exactly one --data (the run's) and a --json file for its figures")
+        if not (args.cae_run / "config.json").is_file():
+            parser.error(f"--cae-run {args.cae_run}: no finished CAE run there (config.json missing)")
 
     summary = {}
     methods = args.methods.split(",")
@@ -72,6 +86,8 @@ def main() -> int:
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec, args.train_seed)
+        if args.cae_run is not None:
+            cae_dir, out_dir = args.cae_run, args.cae_run / out_dir.name
         out_dir = out_dir.with_name(out_dir.name + suffix)
         classifier = cached_classifier(classifier_dir, data, args.device)
         counter_class = None if args.cae_target is None else data.class_index(args.cae_target)
@@ -86,7 +102,7 @@ def main() -> int:
               f"{len(data.train)} train / {len(data.test)} test; evaluation took {seconds:.0f} s)\n")
         print(results.to_markdown())
         summary[spec] = {"seconds": round(seconds, 1), **results.to_json()}
-    write_json(HERE / f"bench_evaluate{suffix}.json", summary)
+    write_json(args.json or HERE / f"bench_evaluate{suffix}.json", summary)
     return 0
 
 
