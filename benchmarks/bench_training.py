@@ -15,6 +15,7 @@ writes them to ``benchmarks/bench_training_<dc>.json``. Run::
 
     python benchmarks/bench_training.py [--minutes 10] [--threads 1] [--seed 0]
     python benchmarks/bench_training.py --model class_pool=avg --out bench_training_avgpool.json  # a variant
+    python benchmarks/bench_training.py --score RUN [RUN ...] --out FILE  # score finished runs, train nothing
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
                         help="class critic for eq. 6; 'classifier' uses a SECOND classifier (another seed), so "
                              "the one measuring swap success stays independent of training")
+    parser.add_argument("--score", type=Path, nargs="+", default=None, metavar="RUN",
+                        help="train nothing: score these finished CAE run folders (e.g. a longer `caex train`) "
+                             "with the same judge and measures, printing one JSON line each (and --out if given)")
     args = parser.parse_args()
     try:
         model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
@@ -103,21 +107,31 @@ def main() -> None:
     print(f"target classifier {args.classifier_arch}: test accuracy {metrics.test_accuracy:.3f} "
           f"({classifier_seconds:.0f} s)", flush=True)
 
-    critic = None
-    if args.dc == "classifier":
-        critic_net, critic_metrics = train_classifier(bundle, args.classifier_arch, seed=2, device="cpu")
-        critic = TorchClassifier(critic_net.eval(), bundle.class_names, bundle.image_size, bundle.channels)
-        print(f"critic classifier (seed 2): test accuracy {critic_metrics.test_accuracy:.3f}", flush=True)
     test_images, test_labels = bundle.test.images, bundle.test.labels
     noise_floor = 2.0 * float((test_images - noise_free).abs().mean())
     print(f"noise floor: L1 between the test images and their noise-free renderings {noise_floor:.4f}", flush=True)
 
     def figures(cae: CAE) -> dict[str, Any]:
         matrix = swap_matrix(cae, judge, test_images, test_labels)
-        return {"swap_success": float(np.nanmean(matrix)),
+        return {"swap_success": float(np.nanmean(matrix)), "swap_min_pair": float(np.nanmin(matrix)),
                 "swap_into": dict(zip(bundle.class_names, np.nanmean(matrix, axis=0).round(3).tolist())),
+                "swap_matrix": np.where(np.isnan(matrix), None, matrix.round(3)).tolist(),
                 "recon_l1": reconstruction_l1(cae, test_images),
                 "recon_l1_noise_free": reconstruction_l1(cae, test_images, noise_free)}
+
+    if args.score:  # finished runs, scored by the same judge, instead of a training run
+        scores = {str(run): figures(CAE.load(run).eval()) for run in args.score}
+        for run, row in scores.items():
+            print(json.dumps({"run": run, **{k: v for k, v in row.items() if k != "swap_matrix"}}), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps({"noise_floor_l1": noise_floor, "runs": scores}, indent=2) + "\n")
+        return
+
+    critic = None
+    if args.dc == "classifier":
+        critic_net, critic_metrics = train_classifier(bundle, args.classifier_arch, seed=2, device="cpu")
+        critic = TorchClassifier(critic_net.eval(), bundle.class_names, bundle.image_size, bundle.channels)
+        print(f"critic classifier (seed 2): test accuracy {critic_metrics.test_accuracy:.3f}", flush=True)
     history: list[dict[str, Any]] = []
     clock = {"paused": 0.0, "start": 0.0}
 
