@@ -90,6 +90,9 @@ def main() -> None:
                         help="train nothing: score these finished CAE run folders (e.g. a longer `caex train`) "
                              "with the same judge and measures, printing one JSON line each (and --out if given)")
     args = parser.parse_args()
+    unfinished = [str(run) for run in args.score or [] if not (run / "config.json").is_file()]
+    if unfinished:
+        parser.error(f"--score {unfinished[0]}: no finished CAE run there (config.json missing)")
     try:
         model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
         loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
