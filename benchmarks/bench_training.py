@@ -81,6 +81,8 @@ def main() -> None:
                         help="shift training images by up to PIXELS (default: the preset's)")
     parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
                         help="evaluate and keep a moving average of the weights (default: the preset's, none)")
+    parser.add_argument("--cpu-bf16", action="store_const", const=True, default=None,
+                        help="bf16 autocast where the CPU computes bf16 natively (default: fp32)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the trained run folder here (default: it is discarded)")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
@@ -150,7 +152,7 @@ def main() -> None:
                               num_classes=bundle.num_classes, **model_overrides)
     overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc,
                      seed=args.seed)
-    for name in ("iters", "batch_size", "lr", "hflip", "max_shift", "ema"):
+    for name in ("iters", "batch_size", "lr", "hflip", "max_shift", "ema", "cpu_bf16"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     train_config = TrainConfig.preset("small", loss=loss_overrides, **overrides)

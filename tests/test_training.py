@@ -21,6 +21,7 @@ from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from caex.training.distributed import init_distributed
 from caex.training.pairs import PairSampler
 from caex.training.trainer import BBCFETrainer, reconstruction_l1
+from caex.utils.device import cpu_has_native_bf16
 
 
 def _data(n: int = 24, classes: int = 3, size: int = 16) -> ImageSet:
@@ -175,6 +176,23 @@ def test_one_step_logs_every_term_of_the_spec_table_on_the_right_tensors() -> No
     assert (y[:half] != y[half:]).all()
     for name, value in expected.items():
         assert terms[name] == pytest.approx(float(value), rel=1e-4), name
+
+
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_cpu_training_runs_channels_last_and_in_bf16_only_when_asked_where_the_cpu_has_it(cpu_bf16: bool) -> None:
+    """The default reproduces the committed fp32 figures; the opt-in is bf16 and channels-last, 1.35x faster."""
+    config, train_config = _configs(cpu_bf16=cpu_bf16)
+    data = _data()
+    trainer = BBCFETrainer(CAE(config), Discriminator(config), data.images, data.labels, train_config,
+                           init_distributed("cpu"))
+    layout = torch.channels_last if cpu_bf16 else torch.contiguous_format
+    assert trainer.batch(0)[0].is_contiguous(memory_format=layout)
+    seen = []
+    trainer.cae.decoder.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    terms = trainer.step(0)
+    assert all(math.isfinite(value) for value in terms.values())
+    assert set(seen) == {torch.bfloat16 if cpu_bf16 and cpu_has_native_bf16() else torch.float32}
+    assert all(p.dtype == torch.float32 for p in trainer.cae.parameters())  # autocast, not a bf16 model
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -524,6 +542,9 @@ def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
     changed = dataclasses.replace(train_config, iters=4, seed=3, weights=losses.LossWeights(cycle=2.0))
     with pytest.raises(TrainingError, match=r"trained with weights=.*seed=0 \(now weights=.*seed=3\); resume with"):
         train_cae(data, config, changed, tmp_path / "run", resume=True)
+    with pytest.raises(TrainingError, match=r"trained with cpu_bf16=False \(now cpu_bf16=True\)"):
+        train_cae(data, config, dataclasses.replace(train_config, iters=4, cpu_bf16=True), tmp_path / "run",
+                  resume=True)
     longer = dataclasses.replace(train_config, iters=4, sample_every=1, ckpt_every=1, log_every=2, time_limit=60.0)
     train_cae(data, config, longer, tmp_path / "run", resume=True)  # length and records may change
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 4

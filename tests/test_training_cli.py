@@ -117,12 +117,12 @@ def test_train_help_states_the_default_of_every_training_setting(capsys) -> None
         assert "default" in described.split(" --")[0], option
 
 
-def test_cli_augmentation_and_averaging_reach_the_training_config(tmp_path, npz_data) -> None:
+def test_cli_augmentation_averaging_and_precision_reach_the_training_config(tmp_path, npz_data) -> None:
     run = tmp_path / "run"
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--hflip",
-                 "--max-shift", "3", "--ema", "0.5", "--device", "cpu"]) == 0
+                 "--max-shift", "3", "--ema", "0.5", "--cpu-bf16", "--device", "cpu"]) == 0
     recorded = json.loads((run / "train_config.json").read_text())
-    assert (recorded["hflip"], recorded["max_shift"], recorded["ema"]) == (True, 3, 0.5)
+    assert (recorded["hflip"], recorded["max_shift"], recorded["ema"], recorded["cpu_bf16"]) == (True, 3, 0.5, True)
 
 
 def test_cli_loss_overrides_change_only_the_named_weights(tmp_path, npz_data) -> None:

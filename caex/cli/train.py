@@ -68,6 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
                         help="keep an exponential moving average of the encoders' and decoder's weights with this "
                              "decay (e.g. 0.999) and save it as the CAE; samples show it too (default: none)")
+    parser.add_argument("--cpu-bf16", action="store_const", const=True, default=None,
+                        help="train in bf16 autocast and channels-last on a CPU with native bf16 units "
+                             "(AVX512-BF16/AMX): about 1.35x faster, another trajectory than fp32 (default: fp32 on "
+                             "CPUs, bf16 on accelerators)")
     parser.add_argument("--sample-every", type=int, default=None,
                         help="iterations between sample grids (default: the preset's)")
     parser.add_argument("--ckpt-every", type=int, default=None,
@@ -165,7 +169,8 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifie
     given = {key: value for key, value in dict(
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, sample_every=args.sample_every,
         ckpt_every=args.ckpt_every, critic_noise=args.critic_noise, hflip=args.hflip, max_shift=args.max_shift,
-        ema=args.ema, dc=args.dc, labels=args.labels, seed=args.seed).items() if value is not None}
+        ema=args.ema, cpu_bf16=args.cpu_bf16, dc=args.dc, labels=args.labels, seed=args.seed).items()
+        if value is not None}
     if saved is not None:
         weights = dataclasses.replace(saved.weights, **loss_overrides)
         return dataclasses.replace(saved, weights=weights, device=args.device, time_limit=args.time_limit, **given)

@@ -49,8 +49,9 @@ def autocast_context(device: torch.device, enabled: bool = True, *, cpu_bf16: bo
     """bf16 autocast on accelerators.
 
     On CPU it is a no-op unless ``cpu_bf16`` asks for it and the CPU has native
-    bf16 units, where large convolutions (classifier training) run about twice
-    as fast; small CAE convolutions gain nothing, so they leave it off.
+    bf16 units, where classifier training runs about twice as fast (CAE
+    training, opt-in, with channels-last: about 1.35x). Inference leaves it
+    off: its maps and codes stay in fp32 on every machine.
     """
     if not enabled:
         return contextlib.nullcontext()
