@@ -31,5 +31,13 @@ class TrainingError(CaexError):
     """Training cannot continue (e.g. a loss became non-finite)."""
 
 
+class Interrupted(CaexError):
+    """A long job stopped on request (a signal) after saving its progress; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class EvaluationError(CaexError):
     """The evaluation was asked for something it cannot do (unknown method, no usable images, bad settings)."""

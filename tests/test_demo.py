@@ -17,7 +17,7 @@ from caex.demo import PROFILES, get_profile, run_demo
 from caex.demo import pipeline
 from caex.demo.pipeline import load_dataset_file, save_dataset_file
 from caex.demo.stages import MARKER, Stage, StageState, read_marker, run_stage, stage_key, stage_state
-from caex.errors import CaexError
+from caex.errors import CaexError, Interrupted
 
 # --------------------------------------------------------------------------- stage machinery
 
@@ -268,3 +268,13 @@ def test_cli_demo_bad_device_is_one_line(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--device", "warp-drive"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("caex demo: error: --device") and "\n" not in err
+
+
+def test_cli_demo_stopped_by_a_signal_says_to_rerun_the_same_command(tmp_path, monkeypatch, capsys):
+    def stopped(out, **options):
+        raise Interrupted("stopped by SIGTERM after iteration 40, checkpoint saved", exit_code=143)
+
+    monkeypatch.setattr("caex.demo.run_demo", stopped)
+    assert main(["demo", "--out", str(tmp_path), "--fast", "--device", "cpu"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "caex demo: stopped by SIGTERM after iteration 40, checkpoint saved (rerun the same command to continue)")

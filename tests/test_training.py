@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 from itertools import combinations
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 
 from caex.classifier import Classifier
 from caex.data import DataBundle, ImageSet
-from caex.errors import DataError, ModelError, TrainingError
+from caex.errors import DataError, Interrupted, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator
 from caex.training import TrainConfig, losses, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -393,6 +394,43 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch) -> N
     checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
     assert checkpoint.iteration == 2 and "cae.decoder.mlp.net.0.weight" in checkpoint.tensors
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_exactly(tmp_path, signum) -> None:
+    """SLURM's SIGTERM or a Ctrl-C keeps every iteration done, not only those up to the last periodic checkpoint."""
+    data = _data()
+    config, train_config = _configs(iters=12, ckpt_every=100, sample_every=5, log_every=2)
+
+    def signal_at_5(iteration: int, cae: CAE) -> None:
+        if iteration == 5:
+            os.kill(os.getpid(), signum)
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(Interrupted, match=rf"^stopped by {signal.Signals(signum).name} after iteration 6, "
+                                          r"checkpoint saved$") as caught:
+        train_cae(data, config, train_config, tmp_path / "run", callback=signal_at_5)
+    assert caught.value.exit_code == 128 + signum
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the caller's handlers are back
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 6  # the check after the signal
+    assert not (tmp_path / "run" / "config.json").exists()  # not a finished model
+    resumed = train_cae(data, config, train_config, tmp_path / "run", resume=True)
+    straight = train_cae(data, config, train_config, tmp_path / "straight")
+    for ours, theirs in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        assert torch.equal(ours, theirs)
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path) -> None:
+    data = _data()
+    config, train_config = _configs(iters=12, ckpt_every=100, sample_every=5)
+
+    def twice(iteration: int, cae: CAE) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cae(data, config, train_config, tmp_path / "run", callback=twice)
+    assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch) -> None:

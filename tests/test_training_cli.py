@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -235,3 +236,27 @@ def test_ctrl_c_says_how_to_continue(tmp_path, npz_data, capsys, monkeypatch) ->
     assert main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu"]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
         "caex train: interrupted (finished checkpoints are kept; rerun with --resume to continue)")
+
+
+def test_sigterm_stops_with_the_checkpoint_saved_and_says_how_to_continue(tmp_path, npz_data, capsys,
+                                                                           monkeypatch) -> None:
+    import signal
+
+    from caex.training.trainer import BBCFETrainer
+
+    step = BBCFETrainer.step
+
+    def step_then_sigterm(self, iteration: int):
+        terms = step(self, iteration)
+        if iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return terms
+
+    monkeypatch.setattr(BBCFETrainer, "step", step_then_sigterm)
+    run = tmp_path / "run"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--device", "cpu"]) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "caex train: stopped by SIGTERM after iteration 3, checkpoint saved (rerun with --resume to continue)")
+    monkeypatch.setattr(BBCFETrainer, "step", step)
+    assert main(["train", str(npz_data), "--out", str(run), "--resume", "--device", "cpu"]) == 0
+    assert json.loads((run / "summary.json").read_text())["trained_iters"] == 17

@@ -18,11 +18,11 @@ import warnings
 from collections.abc import Sequence
 
 from caex import __version__
-from caex.errors import CaexError
+from caex.errors import CaexError, Interrupted
 
-#: What a user can do after Ctrl-C, for the commands that pick up where they stopped.
-RESUME_HINTS = {"train": "finished checkpoints are kept; rerun with --resume to continue",
-                "demo": "finished stages are kept; rerun the same command to continue"}
+#: What an interrupted command keeps and how to continue, for the commands that pick up where they stopped.
+RESUME_HINTS = {"train": ("finished checkpoints are kept", "rerun with --resume to continue"),
+                "demo": ("finished stages are kept", "rerun the same command to continue")}
 
 # Order is the order shown in ``caex --help``: the pipeline, front door first.
 COMMAND_MODULES = [
@@ -70,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"caex {args.command}: warning: {message}\n"
     try:
         result = args.func(args)
+    except Interrupted as exc:  # stopped on request, progress saved: not an error of the user's
+        _, action = RESUME_HINTS.get(args.command, (None, None))
+        _last_line(f"caex {args.command}: {exc}" + (f" ({action})" if action else ""))
+        return exc.exit_code
     except CaexError as exc:
         if args.debug:
             raise
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         hint = RESUME_HINTS.get(args.command)
-        _last_line(f"caex {args.command}: interrupted" + (f" ({hint})" if hint else ""))
+        _last_line(f"caex {args.command}: interrupted" + (f" ({'; '.join(hint)})" if hint else ""))
         return 130
     except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:

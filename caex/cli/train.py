@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "feature extraction (pairs of images from different classes, class-code swaps). "
                     "RUN receives the CAE bundle (config.json, model.safetensors, codes.safetensors), "
                     "train_config.json, log.jsonl/log.csv, TensorBoard events, samples/*.png and "
-                    "checkpoint.safetensors for --resume. Under torchrun --nproc-per-node N it trains "
+                    "checkpoint.safetensors for --resume. SIGTERM or Ctrl-C stops it within a few "
+                    "iterations with that checkpoint saved. Under torchrun --nproc-per-node N it trains "
                     "with DistributedDataParallel.",
     )
     add_data_arguments(parser)

@@ -37,6 +37,7 @@ from caex.training.distributed import (DistContext, any_rank, barrier, broadcast
                                        init_distributed, shutdown)
 from caex.training.logging import RunLogger, save_image_grid
 from caex.training.pairs import PairSampler
+from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context
 from caex.utils.io import read_json, write_json
 from caex.utils.progress import progress
@@ -477,39 +478,45 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     began, done, terms, paused = time.perf_counter(), start, {}, 0.0  # paused: samples + callback time
     cae.train()
     discriminator.train()
-    try:
-        for iteration in range(start, train_config.iters):
-            terms = trainer.step(iteration)
-            done = iteration + 1
-            bar.update(1)
-            if done % train_config.log_every == 0 or done == train_config.iters:
-                bar.set_postfix(recon=f"{terms['recon_image']:.3f}", cls=f"{terms['classification']:.3f}",
-                                adv=f"{terms['adversarial']:.3f}", d=f"{terms['disc_adversarial']:.3f}")
-                if logger is not None:
-                    logger.log(done, terms)
-            if done % train_config.sample_every == 0 and context.is_main:
-                pause = time.perf_counter()
-                if writes:
-                    _save_samples(trainer.result, train_set.images[exemplars],
-                                  run_dir / "samples" / f"iter_{done:07d}.png")
-                if callback is not None:
-                    callback(done, trainer.result)
-                cae.train()
-                paused += time.perf_counter() - pause
-            out_of_time = (train_config.time_limit is not None and done % train_config.log_every == 0
-                           and broadcast_flag(time.perf_counter() - began - paused > train_config.time_limit,
-                                              context))
-            if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters
-                                        or out_of_time):
-                trainer.save(run_dir / CHECKPOINT_FILE, done, meta)
-                if logger is not None:
-                    logger.flush()
-            if out_of_time:
-                break
-    finally:
-        bar.close()
-        if logger is not None:
-            logger.close()
+    # A stop signal ends the run at the next check, checkpoint saved; without a run folder nothing could be kept.
+    with stop_requests(enabled=run_dir is not None) as stop:
+        try:
+            for iteration in range(start, train_config.iters):
+                terms = trainer.step(iteration)
+                done = iteration + 1
+                bar.update(1)
+                at_check = done % train_config.log_every == 0
+                if at_check or done == train_config.iters:
+                    bar.set_postfix(recon=f"{terms['recon_image']:.3f}", cls=f"{terms['classification']:.3f}",
+                                    adv=f"{terms['adversarial']:.3f}", d=f"{terms['disc_adversarial']:.3f}")
+                    if logger is not None:
+                        logger.log(done, terms)
+                if done % train_config.sample_every == 0 and context.is_main:
+                    pause = time.perf_counter()
+                    if writes:
+                        _save_samples(trainer.result, train_set.images[exemplars],
+                                      run_dir / "samples" / f"iter_{done:07d}.png")
+                    if callback is not None:
+                        callback(done, trainer.result)
+                    cae.train()
+                    paused += time.perf_counter() - pause
+                out_of_time = (train_config.time_limit is not None and at_check
+                               and broadcast_flag(time.perf_counter() - began - paused > train_config.time_limit,
+                                                  context))
+                stopped = at_check and broadcast_flag(stop.signum is not None, context)
+                if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters
+                                            or out_of_time or stopped):
+                    trainer.save(run_dir / CHECKPOINT_FILE, done, meta)
+                    if logger is not None:
+                        logger.flush()
+                if stopped:
+                    raise stop.error(done)
+                if out_of_time:
+                    break
+        finally:
+            bar.close()
+            if logger is not None:
+                logger.close()
     seconds = time.perf_counter() - began - paused
     # The default layout again, so the returned CAE computes exactly what the saved one loads as.
     cae = trainer.result.eval().to(memory_format=torch.contiguous_format)

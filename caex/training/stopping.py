@@ -1,0 +1,57 @@
+"""Stop a training run on SIGINT/SIGTERM at the next iteration boundary, after saving its checkpoint.
+
+A scheduler (SLURM, Kubernetes) sends SIGTERM some seconds before it kills a
+job, and Ctrl-C is SIGINT: without this, either would lose every iteration
+since the last periodic checkpoint (up to ``ckpt_every``). The first signal
+only sets :attr:`StopRequest.signum`; the loop sees it within ``log_every``
+iterations (all ranks at once under DDP), saves the checkpoint and stops. A
+second Ctrl-C aborts at once, for when saving itself hangs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from caex.errors import Interrupted
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """What the training loop polls: the first stop signal received, or ``None``."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the save
+        if self.signum is None:
+            self.signum = signum
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving the checkpoint "
+                  "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+    def error(self, iteration: int) -> Interrupted:
+        name = signal.Signals(self.signum).name
+        return Interrupted(f"stopped by {name} after iteration {iteration}, checkpoint saved",
+                           exit_code=128 + self.signum)
+
+
+@contextmanager
+def stop_requests(enabled: bool = True) -> Iterator[StopRequest]:
+    """Route SIGINT and SIGTERM to a :class:`StopRequest` while the block runs (main thread only: Python
+    delivers signals there; elsewhere, or when not ``enabled``, the default handling stays)."""
+    request = StopRequest()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {signum: signal.signal(signum, request) for signum in HANDLED}
+    try:
+        yield request
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
