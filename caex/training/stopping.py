@@ -32,7 +32,7 @@ class StopRequest:
             raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the save
         if self.signum is None:
             self.signum = signum
-            print(f"\n{signal.Signals(signum).name}: stopping after this iteration and saving the checkpoint "
+            print(f"\n{signal.Signals(signum).name}: stopping within a few iterations, checkpoint first "
                   "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
 
     def error(self, iteration: int) -> Interrupted:
