@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 from itertools import combinations
 
@@ -15,7 +16,7 @@ import torch
 
 from caex.classifier import Classifier
 from caex.data import DataBundle, ImageSet
-from caex.errors import DataError, Interrupted, ModelError, TrainingError
+from caex.errors import CaexError, DataError, Interrupted, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator
 from caex.training import TrainConfig, losses, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
@@ -23,6 +24,7 @@ from caex.training.distributed import init_distributed
 from caex.training.pairs import PairSampler
 from caex.training.trainer import BBCFETrainer, reconstruction_l1
 from caex.utils.device import cpu_has_native_bf16
+from caex.utils.io import folder_lock
 
 
 def _data(n: int = 24, classes: int = 3, size: int = 16) -> ImageSet:
@@ -431,6 +433,25 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path) -> None:
     with pytest.raises(KeyboardInterrupt):
         train_cae(data, config, train_config, tmp_path / "run", callback=twice)
     assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()
+
+
+def test_a_run_folder_in_use_by_another_training_is_refused_and_freed_when_it_ends(tmp_path) -> None:
+    """Two trainings resuming one folder would overwrite each other's checkpoints; the lock dies with its holder."""
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    run = tmp_path / "run"
+    train_cae(data, config, train_config, run)
+    longer = dataclasses.replace(train_config, iters=4)
+    in_use = rf"^{re.escape(str(run))}: in use by caex train \(pid {os.getpid()}\); wait for it to finish or choose"
+    # flock treats a second open of the lock file as another holder, even in this process
+    with folder_lock(run, "caex train"), pytest.raises(CaexError, match=in_use):
+        train_cae(data, config, longer, run, resume=True)
+    assert load_checkpoint(run / CHECKPOINT_FILE).iteration == 2  # untouched
+    train_cae(data, config, longer, run, resume=True)
+    assert load_checkpoint(run / CHECKPOINT_FILE).iteration == 4
+    with pytest.raises(TrainingError):  # a resume of nothing creates nothing
+        train_cae(data, config, longer, tmp_path / "missing", resume=True)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch) -> None:

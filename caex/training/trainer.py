@@ -39,7 +39,7 @@ from caex.training.logging import RunLogger, save_image_grid
 from caex.training.pairs import PairSampler
 from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context
-from caex.utils.io import read_json, write_json
+from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
 from caex.utils.seed import keyed_generator, seed_everything
 
@@ -416,20 +416,24 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     train_set, test_set, names = _split(data, class_names)
     run_dir = Path(out_dir) if out_dir is not None else None
     # Only rank 0 writes, so only it guards the folder (other ranks would see its fresh files).
-    checkpoint = _prepare_run_dir(run_dir, resume, force, check_empty=int(os.environ.get("RANK", "0")) == 0)
-    if checkpoint is not None:
-        config = _checkpoint_config(checkpoint, asked=config)
-        names = checkpoint.meta["class_names"]
-    config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
-                                        channels=train_set.images.shape[1], num_classes=len(names))
-    _check_data(train_set, config, names)
-    context = init_distributed(train_config.device)
-    try:
-        with _classifier_state_kept(classifier):
-            return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
-                          context, verbose, callback, data_spec=data.spec if isinstance(data, DataBundle) else None)
-    finally:
-        shutdown(context)
+    writer = int(os.environ.get("RANK", "0")) == 0
+    held = folder_lock(run_dir, "caex train", create=not resume) if run_dir is not None and writer else None
+    with held or contextlib.nullcontext():
+        checkpoint = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
+        if checkpoint is not None:
+            config = _checkpoint_config(checkpoint, asked=config)
+            names = checkpoint.meta["class_names"]
+        config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
+                                            channels=train_set.images.shape[1], num_classes=len(names))
+        _check_data(train_set, config, names)
+        context = init_distributed(train_config.device)
+        try:
+            with _classifier_state_kept(classifier):
+                return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
+                              context, verbose, callback,
+                              data_spec=data.spec if isinstance(data, DataBundle) else None)
+        finally:
+            shutdown(context)
 
 
 @contextlib.contextmanager
@@ -620,7 +624,7 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empt
         return load_checkpoint(run_dir / CHECKPOINT_FILE)
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: exists and is not a folder")
-    if check_empty and run_dir.is_dir() and any(run_dir.iterdir()):
+    if check_empty and run_dir.is_dir() and any(path.name != LOCK_FILE for path in run_dir.iterdir()):
         if not force:
             raise TrainingError(f"{run_dir}: folder is not empty; pass --resume to continue it or --force to overwrite")
         # config.json first: without it the folder no longer reads as a finished CAE run, so a forced run

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from caex.errors import CaexError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -48,3 +52,45 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+#: The advisory lock file a long job holds in its output folder (kept there: removing it would race).
+LOCK_FILE = ".caex.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, owner: str, *, create: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` while the block runs, or raise :class:`CaexError` naming the holder.
+
+    ``create=False`` leaves a missing folder missing (and unguarded: the caller is about to refuse it).
+
+    Two jobs writing one run folder (a second ``--resume`` started by mistake)
+    would overwrite each other's checkpoints. The lock is ``flock`` on
+    :data:`LOCK_FILE`, which the kernel releases when its process ends, even
+    by SIGKILL, so a crash never leaves a stale lock. Where ``flock`` does not
+    exist (Windows) the folder is not guarded.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CaexError(f"{folder}: exists and is not a folder")
+    if not create and not folder.exists():
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CaexError(f"{folder}: in use by {holder}; wait for it to finish or choose another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{owner} (pid {os.getpid()})")
+        handle.flush()
+        yield
