@@ -408,6 +408,9 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     ``config`` is refused).
     ``callback(iteration, cae)`` runs on rank 0 at every sample step (benchmarks
     use it for periodic evaluation). Under ``torchrun`` every rank calls this.
+    With ``out_dir``, SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM stop the run
+    within ``log_every`` iterations, checkpoint saved, by raising :class:`caex.errors.Interrupted`;
+    ``out_dir`` is locked meanwhile, so a second training into it is refused.
     """
     train_config = train_config or TrainConfig.preset("small")
     if train_config.hflip is None:  # as the data declares; recorded resolved in train_config.json
