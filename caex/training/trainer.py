@@ -98,12 +98,11 @@ class TrainConfig:
 
     ``cpu_bf16`` trains on a CPU with native bf16 units in bf16 autocast and
     channels-last tensors: 1.35x the iterations per second of the default
-    (fp32, default layout) in short interleaved runs on 2 cores. It is off by
-    default because any change of arithmetic moves a run off the trajectory
-    the committed benchmark figures were measured on (the default reproduces
-    them exactly), and seed 0 of the training benchmark, re-run with it, took
-    3,300 iterations instead of 2,100 to reach 90% swap success
-    (docs/EXPERIMENTS.md).
+    (fp32, default layout) in interleaved runs on 2 cores. It is off because
+    it did not reach a good model sooner: on seeds 0 and 1 of the training
+    benchmark it needed 3,300 and 3,600 iterations to reach 90% swap success
+    where the default needs 2,100 and 1,500 (later in wall time too), and the
+    default reproduces the committed figures bit for bit (docs/EXPERIMENTS.md).
 
     ``ema`` (off in every preset) keeps an exponential moving average of Ec,
     Es and G beside the weights the optimiser updates, and saves the average as
@@ -186,11 +185,11 @@ class TrainConfig:
 
 
 def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
-    """Channels-last where it pays: CUDA convolutions, and oneDNN's bf16 ones on a CPU with ``cpu_bf16``.
+    """Channels-last on CUDA, and on a CPU with ``cpu_bf16``; the default layout elsewhere.
 
     A CPU in fp32 keeps the default layout: channels-last alone gained 1.14x in short interleaved runs and
-    nothing measurable over a 10-minute benchmark, and any change of layout moves the run off the
-    trajectory the committed benchmark figures were measured on.
+    nothing measurable over a 10-minute benchmark, and its one benchmark run learned the swaps as slowly
+    as the bf16 ones (see :class:`TrainConfig`).
     """
     fast = device.type == "cuda" or (device.type == "cpu" and config.cpu_bf16)
     return torch.channels_last if config.channels_last and fast else torch.contiguous_format
