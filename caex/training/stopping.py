@@ -1,4 +1,4 @@
-"""Stop a training run on SIGINT/SIGTERM at the next iteration boundary, after saving its checkpoint.
+"""Stop a training run on SIGINT/SIGTERM within a few iterations, after saving its checkpoint.
 
 A scheduler (SLURM, Kubernetes) sends SIGTERM some seconds before it kills a
 job, and Ctrl-C is SIGINT: without this, either would lose every iteration

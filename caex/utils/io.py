@@ -1,4 +1,4 @@
-"""Atomic file writes: a kill at any moment leaves either the old or the new file."""
+"""Atomic file writes (a kill at any moment leaves either the old or the new file) and a folder lock."""
 
 from __future__ import annotations
 
