@@ -451,6 +451,11 @@ def test_a_run_folder_in_use_by_another_training_is_refused_and_freed_when_it_en
     assert load_checkpoint(run / CHECKPOINT_FILE).iteration == 4
     with pytest.raises(TrainingError):  # a resume of nothing creates nothing
         train_cae(data, config, longer, tmp_path / "missing", resume=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    with pytest.raises(TrainingError, match=rf"^{re.escape(str(notes))}: exists and is not a folder$"):
+        train_cae(data, config, train_config, notes)  # the lock leaves it alone; the run's own check names it
+    assert notes.read_text() == "a file"
     assert not (tmp_path / "missing").exists()
 
 

@@ -62,7 +62,8 @@ LOCK_FILE = ".caex.lock"
 def folder_lock(folder: str | os.PathLike, owner: str, *, create: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` while the block runs, or raise :class:`CaexError` naming the holder.
 
-    ``create=False`` leaves a missing folder missing (and unguarded: the caller is about to refuse it).
+    A path that is not a folder (a file, or missing with ``create=False``) is
+    left as it is and unguarded: the caller's own checks refuse it.
 
     Two jobs writing one run folder (a second ``--resume`` started by mistake)
     would overwrite each other's checkpoints. The lock is ``flock`` on
@@ -76,9 +77,7 @@ def folder_lock(folder: str | os.PathLike, owner: str, *, create: bool = True) -
         yield
         return
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise CaexError(f"{folder}: exists and is not a folder")
-    if not create and not folder.exists():
+    if not folder.is_dir() and (folder.exists() or not create):
         yield
         return
     folder.mkdir(parents=True, exist_ok=True)
