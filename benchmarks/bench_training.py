@@ -40,7 +40,7 @@ from caex.errors import CaexError
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.model import CAE, CAEConfig
 from caex.training import LossWeights, TrainConfig, train_cae
-from caex.training.trainer import reconstruction_l1
+from caex.training.trainer import LAYOUTS, reconstruction_l1
 
 DATA_SPEC = "synthetic"
 
@@ -83,6 +83,8 @@ def main() -> None:
                         help="evaluate and keep a moving average of the weights (default: the preset's, none)")
     parser.add_argument("--cpu-bf16", action="store_const", const=True, default=None,
                         help="bf16 autocast where the CPU computes bf16 natively (default: fp32)")
+    parser.add_argument("--layout", choices=LAYOUTS, default=None,
+                        help="memory layout of the training (default: the preset's, auto)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="copy the trained run folder here (default: it is discarded)")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default="classifier",
@@ -152,7 +154,7 @@ def main() -> None:
                               num_classes=bundle.num_classes, **model_overrides)
     overrides = dict(time_limit=args.minutes * 60, sample_every=args.eval_every, tensorboard=False, dc=args.dc,
                      seed=args.seed)
-    for name in ("iters", "batch_size", "lr", "hflip", "max_shift", "ema", "cpu_bf16"):
+    for name in ("iters", "batch_size", "lr", "hflip", "max_shift", "ema", "cpu_bf16", "layout"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     train_config = TrainConfig.preset("small", loss=loss_overrides, **overrides)

@@ -181,15 +181,18 @@ def test_one_step_logs_every_term_of_the_spec_table_on_the_right_tensors() -> No
         assert terms[name] == pytest.approx(float(value), rel=1e-4), name
 
 
-@pytest.mark.parametrize("cpu_bf16", [False, True])
-def test_cpu_training_runs_channels_last_and_in_bf16_only_when_asked_where_the_cpu_has_it(cpu_bf16: bool) -> None:
-    """The default reproduces the committed fp32 figures; the opt-in is bf16 and channels-last, 1.35x faster."""
-    config, train_config = _configs(cpu_bf16=cpu_bf16)
+@pytest.mark.parametrize(("cpu_bf16", "layout", "expected"), [
+    (False, "auto", torch.contiguous_format), (True, "auto", torch.channels_last),
+    (False, "channels-last", torch.channels_last), (True, "contiguous", torch.contiguous_format)])
+def test_cpu_training_runs_channels_last_and_in_bf16_only_when_asked_where_the_cpu_has_it(
+        cpu_bf16: bool, layout: str, expected: torch.memory_format) -> None:
+    """The default reproduces the committed fp32 figures; the opt-in is bf16 and channels-last, 1.35x faster;
+    ``layout`` pins the layout either way."""
+    config, train_config = _configs(cpu_bf16=cpu_bf16, layout=layout)
     data = _data()
     trainer = BBCFETrainer(CAE(config), Discriminator(config), data.images, data.labels, train_config,
                            init_distributed("cpu"))
-    layout = torch.channels_last if cpu_bf16 else torch.contiguous_format
-    assert trainer.batch(0)[0].is_contiguous(memory_format=layout)
+    assert trainer.memory_format == expected and trainer.batch(0)[0].is_contiguous(memory_format=expected)
     seen = []
     trainer.cae.decoder.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     terms = trainer.step(0)
@@ -208,6 +211,17 @@ def test_train_config_round_trip_and_errors() -> None:
         TrainConfig(dc="critic")
     with pytest.raises(TrainingError, match="unknown training preset"):
         TrainConfig.preset("huge")
+    with pytest.raises(TrainingError, match=r"layout='nhwc': choose one of auto, channels-last, contiguous"):
+        TrainConfig(layout="nhwc")
+    with pytest.raises(TrainingError, match="cpu_bf16=True asks for bf16 autocast, which amp=False turns off"):
+        TrainConfig(amp=False, cpu_bf16=True)
+
+
+def test_train_config_saved_before_layout_loads_with_the_layout_it_trained_in() -> None:
+    """Runs saved with the former ``channels_last`` flag (True: what "auto" does) resume in the same layout."""
+    saved = {key: value for key, value in TrainConfig().to_dict().items() if key != "layout"}
+    assert TrainConfig.from_dict({**saved, "channels_last": True}).layout == "auto"
+    assert TrainConfig.from_dict({**saved, "channels_last": False}).layout == "contiguous"
 
 
 def test_preset_loss_overrides_keep_the_other_weights() -> None:
@@ -609,6 +623,9 @@ def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
     with pytest.raises(TrainingError, match=r"trained with cpu_bf16=False \(now cpu_bf16=True\)"):
         train_cae(data, config, dataclasses.replace(train_config, iters=4, cpu_bf16=True), tmp_path / "run",
                   resume=True)
+    with pytest.raises(TrainingError, match=r"trained with layout='auto' \(now layout='channels-last'\)"):
+        train_cae(data, config, dataclasses.replace(train_config, iters=4, layout="channels-last"),
+                  tmp_path / "run", resume=True)
     longer = dataclasses.replace(train_config, iters=4, sample_every=1, ckpt_every=1, log_every=2, time_limit=60.0)
     train_cae(data, config, longer, tmp_path / "run", resume=True)  # length and records may change
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 4

@@ -121,9 +121,20 @@ def test_train_help_states_the_default_of_every_training_setting(capsys) -> None
 def test_cli_augmentation_averaging_and_precision_reach_the_training_config(tmp_path, npz_data) -> None:
     run = tmp_path / "run"
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2", "--hflip",
-                 "--max-shift", "3", "--ema", "0.5", "--cpu-bf16", "--device", "cpu"]) == 0
+                 "--max-shift", "3", "--ema", "0.5", "--cpu-bf16", "--layout", "contiguous", "--device", "cpu"]) == 0
     recorded = json.loads((run / "train_config.json").read_text())
-    assert (recorded["hflip"], recorded["max_shift"], recorded["ema"], recorded["cpu_bf16"]) == (True, 3, 0.5, True)
+    assert (recorded["hflip"], recorded["max_shift"], recorded["ema"], recorded["cpu_bf16"], recorded["layout"]) == (
+        True, 3, 0.5, True, "contiguous")
+
+
+def test_cli_no_amp_trains_in_fp32_and_a_resume_must_agree(tmp_path, npz_data, capsys) -> None:
+    run = tmp_path / "run"
+    common = [str(npz_data), "--out", str(run), "--preset", "tiny", "--device", "cpu"]
+    assert main(["train", *common, "--iters", "2", "--no-amp"]) == 0
+    assert json.loads((run / "train_config.json").read_text())["amp"] is False
+    capsys.readouterr()
+    assert main(["train", *common, "--iters", "4", "--resume", "--amp"]) != 0
+    assert "trained with amp=False (now amp=True)" in capsys.readouterr().err
 
 
 def test_cli_loss_overrides_change_only_the_named_weights(tmp_path, npz_data) -> None:

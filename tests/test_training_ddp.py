@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from caex.data import ImageSet
 from caex.errors import TrainingError
 from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, losses, train_cae
+from caex.training import trainer as trainer_module
 from caex.training.distributed import init_distributed, local_device
 
 
@@ -92,6 +95,41 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path) -> None:
         assert message.startswith("loss term 'adversarial' became non-finite") and "at iteration 2" in message
     assert "(on another rank)" in (tmp_path / "rank0.txt").read_text()
     assert "(nan)" in (tmp_path / "rank1.txt").read_text()
+
+
+def _clocked_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Rank 0's clock runs 600 s per reading, so only rank 0 sees the 1,000 s time limit pass (at iteration 2)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    if rank == 0:
+        readings = iter(range(600, 10**9, 600))
+        trainer_module.time = types.SimpleNamespace(perf_counter=lambda: float(next(readings)))
+    data = ImageSet(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2)
+    config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
+    train_config = TrainConfig.preset("tiny", iters=8, sample_every=100, tensorboard=False, device="cpu",
+                                      time_limit=1000.0)
+    cae = train_cae(data, config, train_config, os.path.join(folder, "run"))
+    save_file({k: v.contiguous() for k, v in cae.state_dict().items()}, os.path.join(folder, f"rank{rank}.safetensors"))
+
+
+@pytest.mark.slow
+def test_rank_0_decides_the_time_limit_for_every_rank(tmp_path) -> None:
+    """Both ranks leave the loop at rank 0's check (one broadcast per check): a rank that went on alone would
+    wait forever in the gradient all-reduce."""
+    context = mp.start_processes(_clocked_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + 120
+    try:
+        while not context.join(timeout=5):
+            assert time.monotonic() < deadline, "the ranks did not stop together"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 2
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
 
 
 def test_a_world_size_without_a_rank_is_a_one_line_error(monkeypatch) -> None:

@@ -94,10 +94,10 @@ def any_rank(mask: torch.Tensor, context: DistContext) -> torch.Tensor:
     return flags.bool()
 
 
-def broadcast_flag(flag: bool, context: DistContext) -> bool:
-    """Rank 0's ``flag`` on every rank (so all ranks take the same branch)."""
+def broadcast_flags(*flags: bool, context: DistContext) -> tuple[bool, ...]:
+    """Rank 0's ``flags`` on every rank, in one message (so all ranks take the same branches)."""
     if not context.distributed:
-        return flag
-    holder = [flag]
+        return flags
+    holder = [list(flags)]
     dist.broadcast_object_list(holder, src=0)
-    return bool(holder[0])
+    return tuple(bool(flag) for flag in holder[0])

@@ -33,7 +33,7 @@ from caex.training import losses
 from caex.training.augment import augment_batch
 from caex.training.checkpoint import (CHECKPOINT_FILE, Checkpoint, capture_rng, load_checkpoint, restore_optimizer,
                                       restore_rng, save_checkpoint)
-from caex.training.distributed import (DistContext, any_rank, barrier, broadcast_flag, gather_objects,
+from caex.training.distributed import (DistContext, any_rank, barrier, broadcast_flags, gather_objects,
                                        init_distributed, shutdown)
 from caex.training.logging import RunLogger, save_image_grid
 from caex.training.pairs import PairSampler
@@ -51,7 +51,10 @@ AUGMENT_STREAM = 2
 #: TrainConfig fields a resumed run must share with its checkpoint (they decide the batches, the losses
 #: or the optimiser; the others only change how long the run goes and what it records).
 TRAJECTORY_FIELDS = ("batch_size", "lr", "betas", "weight_decay", "lr_halvings", "weights", "dc", "labels",
-                     "critic_noise", "hflip", "max_shift", "ema", "cpu_bf16", "seed")
+                     "critic_noise", "hflip", "max_shift", "ema", "amp", "cpu_bf16", "layout", "seed")
+
+#: Memory layouts of the training tensors and networks (TrainConfig.layout).
+LAYOUTS = ("auto", "channels-last", "contiguous")
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(iters=20, batch_size=4, lr=1e-3, lr_halvings=0, log_every=1, sample_every=10, ckpt_every=10),
@@ -106,6 +109,12 @@ class TrainConfig:
     reached 90%): the recipe was tuned on the default's trajectories, which a
     checkout reproduces bit for bit (docs/EXPERIMENTS.md).
 
+    ``layout`` pins the memory layout of the networks and batches instead of
+    the "auto" choice above: "channels-last" alone runs a CPU in fp32 at 1.14x
+    the iterations per second, "contiguous" keeps bf16 in the default layout.
+    Both change the arithmetic at round-off level, so a run follows another
+    trajectory; this is how the benchmark's sensitivity was measured.
+
     ``ema`` (off in every preset) keeps an exponential moving average of Ec,
     Es and G beside the weights the optimiser updates, and saves the average as
     the CAE: on the synthetic benchmark 0.999 reconstructed 0.004-0.005 better
@@ -130,7 +139,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True               # bf16 autocast on accelerators
     cpu_bf16: bool = False         # with amp, also on CPUs with native bf16 units, channels-last (see above)
-    channels_last: bool = True     # channels-last tensors on CUDA (and on the CPU with cpu_bf16)
+    layout: str = "auto"           # "auto" (channels-last on CUDA and with cpu_bf16), "channels-last", "contiguous"
     log_every: int = 10
     sample_every: int = 500
     ckpt_every: int = 1000
@@ -160,6 +169,10 @@ class TrainConfig:
             raise TrainingError(f"max_shift={self.max_shift!r}: must be >= 0")
         if not 0.0 <= self.critic_noise < 1.0:
             raise TrainingError(f"critic_noise={self.critic_noise!r}: must be in [0, 1)")
+        if self.cpu_bf16 and not self.amp:
+            raise TrainingError("cpu_bf16=True asks for bf16 autocast, which amp=False turns off; choose one")
+        if self.layout not in LAYOUTS:
+            raise TrainingError(f"layout={self.layout!r}: choose one of {', '.join(LAYOUTS)}")
         if self.critic_noise and self.dc != "classifier":
             raise TrainingError(f"critic_noise={self.critic_noise!r} noises what the classifier critic sees; "
                                 f"it needs dc='classifier' (got {self.dc!r})")
@@ -183,18 +196,23 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        if "channels_last" in data:  # runs saved before 2026-12-02: True meant what "auto" means now
+            data.setdefault("layout", "auto" if data.pop("channels_last") else "contiguous")
         return cls(**data)
 
 
 def memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA, and on a CPU with ``cpu_bf16``; the default layout elsewhere.
+    """The ``layout`` asked for; "auto" is channels-last on CUDA and on a CPU with ``cpu_bf16``, else the default.
 
-    A CPU in fp32 keeps the default layout: channels-last alone gained 1.14x in short interleaved runs and
-    nothing measurable over a 10-minute benchmark, and its one benchmark run learned the swaps as slowly
-    as the bf16 ones (see :class:`TrainConfig`).
+    "auto" keeps a CPU in fp32 in the default layout: channels-last alone gained 1.14x in short interleaved
+    runs and nothing measurable over a 10-minute benchmark, and its benchmark runs learned the swaps as
+    slowly as the bf16 ones (see :class:`TrainConfig`).
     """
-    fast = device.type == "cuda" or (device.type == "cpu" and config.cpu_bf16)
-    return torch.channels_last if config.channels_last and fast else torch.contiguous_format
+    if config.layout == "auto":
+        fast = device.type == "cuda" or (device.type == "cpu" and config.cpu_bf16)
+        return torch.channels_last if fast else torch.contiguous_format
+    return torch.channels_last if config.layout == "channels-last" else torch.contiguous_format
 
 
 class BBCFEForward(nn.Module):
@@ -508,10 +526,12 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                         callback(done, trainer.result)
                     cae.train()
                     paused += time.perf_counter() - pause
-                out_of_time = (train_config.time_limit is not None and at_check
-                               and broadcast_flag(time.perf_counter() - began - paused > train_config.time_limit,
-                                                  context))
-                stopped = at_check and broadcast_flag(stop.signum is not None, context)
+                out_of_time = stopped = False
+                if at_check:  # rank 0 decides both, so every rank leaves the loop at the same iteration
+                    out_of_time, stopped = broadcast_flags(
+                        train_config.time_limit is not None
+                        and time.perf_counter() - began - paused > train_config.time_limit,
+                        stop.signum is not None, context=context)
                 if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters
                                             or out_of_time or stopped):
                     trainer.save(run_dir / CHECKPOINT_FILE, done, meta)
