@@ -277,6 +277,31 @@ def test_individual_critic_learns_the_class_and_the_encoder_learns_to_confuse_it
         Discriminator(config)(images, individual=torch.rand(8, 16, 8, 8))
 
 
+def test_code_probe_reads_the_class_from_the_class_code_and_trains_with_the_encoders() -> None:
+    """code_classification > 0: a linear probe on c, in the generator's optimiser; its term is the
+    cross-entropy of its logits for the batch's class codes, and alone it moves the probe and Ec, nothing
+    else. Off: no probe."""
+    only_probe = dict.fromkeys(losses.GENERATOR_TERMS, 0.0) | {"code_classification": 1.0}
+    config, train_config = _configs(loss=only_probe, weight_decay=0.0)
+    images, labels = torch.rand(8, 1, 16, 16), torch.arange(8) % 3
+    torch.manual_seed(0)
+    trainer = BBCFETrainer(CAE(config), Discriminator(config), images, labels, train_config,
+                           init_distributed("cpu"))
+    probe = trainer.forward_module.code_probe
+    assert (probe.in_features, probe.out_features) == (config.code_dim, 3)
+    x, y = trainer.batch(0)
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(probe(trainer.cae.class_encoder(x)), y)
+    before = {name: p.detach().clone() for name, p in trainer.forward_module.named_parameters()}
+    terms = trainer.step(0)
+    assert terms["code_classification"] == pytest.approx(float(expected), rel=1e-5)
+    moved = {name for name, p in trainer.forward_module.named_parameters() if not torch.equal(p, before[name])}
+    assert {"code_probe.weight", "code_probe.bias"} <= moved
+    assert {name.split(".")[1] for name in moved - {"code_probe.weight", "code_probe.bias"}} == {"class_encoder"}
+    assert BBCFETrainer(CAE(config), Discriminator(config), images, labels, _configs()[1],
+                        init_distributed("cpu")).forward_module.code_probe is None  # off by default
+
+
 def test_runs_without_the_critic_log_no_critic_terms_and_resume_old_checkpoints(tmp_path) -> None:
     data = _data()
     config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
@@ -332,11 +357,13 @@ def _interrupt_at(monkeypatch, stop: int) -> None:
     monkeypatch.setattr(BBCFETrainer, "step", step)
 
 
-@pytest.mark.parametrize(("ema", "individual_adversarial"), [(0.0, 0.0), (0.9, 0.0), (0.0, 1.0)])
-def test_resume_is_exact(tmp_path, monkeypatch, ema: float, individual_adversarial: float) -> None:
+@pytest.mark.parametrize(("ema", "loss"), [(0.0, {}), (0.9, {}), (0.0, {"individual_adversarial": 1.0}),
+                                         (0.0, {"code_classification": 1.0})])
+def test_resume_is_exact(tmp_path, monkeypatch, ema: float, loss: dict[str, float]) -> None:
+    """The moving average, the individual critic and the code probe are restored too: were one not, the
+    encoders it trains would take another course after the resume."""
     data = _data()
-    config, train_config = _configs(iters=6, ckpt_every=3, sample_every=100, ema=ema,
-                                    loss={"individual_adversarial": individual_adversarial})
+    config, train_config = _configs(iters=6, ckpt_every=3, sample_every=100, ema=ema, loss=loss)
     straight = train_cae(data, config, train_config, tmp_path / "straight")
     with monkeypatch.context() as patch:
         _interrupt_at(patch, 4)  # dies one iteration after the checkpoint at 3

@@ -28,7 +28,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, folder: str, ema: float, individual_adversarial: float) -> None:
+def _worker(rank: int, world_size: int, port: int, folder: str, ema: float, loss: dict[str, float]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -36,16 +36,18 @@ def _worker(rank: int, world_size: int, port: int, folder: str, ema: float, indi
     data = ImageSet(torch.rand(16, 1, 16, 16, generator=generator), torch.arange(16) % 2)
     config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
     train_config = TrainConfig.preset("tiny", iters=3, ckpt_every=3, sample_every=100, tensorboard=False,
-                                      device="cpu", ema=ema, loss={"individual_adversarial": individual_adversarial})
+                                      device="cpu", ema=ema, loss=loss)
     cae = train_cae(data, config, train_config, os.path.join(folder, "run"))
     save_file({k: v.contiguous() for k, v in cae.state_dict().items()}, os.path.join(folder, f"rank{rank}.safetensors"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("ema", "individual_adversarial"), [(0.0, 0.0), (0.5, 0.0), (0.0, 1.0)])
-def test_two_gloo_ranks_end_identical(tmp_path, ema: float, individual_adversarial: float) -> None:
-    """The individual critic goes through the discriminator's DDP forward, so its gradients are shared too."""
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), ema, individual_adversarial), nprocs=2, join=True)
+@pytest.mark.parametrize(("ema", "loss"), [(0.0, {}), (0.5, {}), (0.0, {"individual_adversarial": 1.0}),
+                                         (0.0, {"code_classification": 1.0})])
+def test_two_gloo_ranks_end_identical(tmp_path, ema: float, loss: dict[str, float]) -> None:
+    """The individual critic goes through the discriminator's DDP forward and the code probe through the
+    generator's, so their gradients are shared too."""
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), ema, loss), nprocs=2, join=True)
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
@@ -54,6 +56,21 @@ def test_two_gloo_ranks_end_identical(tmp_path, ema: float, individual_adversari
     torch.manual_seed(0)  # the trainer's weight init
     initial = CAE(CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)).state_dict()
     assert not torch.equal(initial["decoder.mlp.net.0.weight"], rank0["decoder.mlp.net.0.weight"])  # it trained
+
+
+def _run_two_ranks_that_must_stop_together(worker, folder: Path, timeout: float = 120.0) -> None:
+    """Spawn ``worker(rank, 2, port, folder)`` on two ranks; a rank left waiting in a collective fails the test
+    after ``timeout`` seconds instead of hanging it."""
+    context = mp.start_processes(worker, args=(2, _free_port(), str(folder)), nprocs=2, join=False,
+                                 start_method="spawn")
+    deadline = time.monotonic() + timeout
+    try:
+        while not context.join(timeout=5):
+            assert time.monotonic() < deadline, "the ranks did not stop together"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
 
 
 def _poisoned_worker(rank: int, world_size: int, port: int, folder: str) -> None:
@@ -80,16 +97,7 @@ def _poisoned_worker(rank: int, world_size: int, port: int, folder: str) -> None
 @pytest.mark.slow
 def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path) -> None:
     """Before, the rank with the NaN raised alone and the others waited in DDP's gradient all-reduce."""
-    context = mp.start_processes(_poisoned_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + 120
-    try:
-        while not context.join(timeout=5):
-            assert time.monotonic() < deadline, "the ranks did not stop together"
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
+    _run_two_ranks_that_must_stop_together(_poisoned_worker, tmp_path)
     for rank in (0, 1):
         message = (tmp_path / f"rank{rank}.txt").read_text()
         assert message.startswith("loss term 'adversarial' became non-finite") and "at iteration 2" in message
@@ -117,16 +125,7 @@ def _clocked_worker(rank: int, world_size: int, port: int, folder: str) -> None:
 def test_rank_0_decides_the_time_limit_for_every_rank(tmp_path) -> None:
     """Both ranks leave the loop at rank 0's check (one broadcast per check): a rank that went on alone would
     wait forever in the gradient all-reduce."""
-    context = mp.start_processes(_clocked_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + 120
-    try:
-        while not context.join(timeout=5):
-            assert time.monotonic() < deadline, "the ranks did not stop together"
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
+    _run_two_ranks_that_must_stop_together(_clocked_worker, tmp_path)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 2
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)

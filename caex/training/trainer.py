@@ -222,11 +222,20 @@ class BBCFEForward(nn.Module):
     hands every image its partner's code, so ``G(c_B, s_A)`` and ``G(c_A, s_B)``
     come out of one decoder call. One module (and one forward) is what
     DistributedDataParallel needs to synchronise the gradients.
+
+    With ``code_probe`` it also owns a linear read-out of the class from the
+    class code, trained with the encoders (``LossWeights.code_classification``;
+    not in the paper). Nothing else asks Ec to tell the classes apart directly:
+    eq. 1 is met through the spatial individual code, and eq. 6 reaches Ec only
+    through the decoder. A fresh benchmark draw kept the codes of ``normal`` and
+    ``dme`` on top of each other for 2,000 iterations, and its swaps between the
+    two see-sawed (docs/EXPERIMENTS.md).
     """
 
-    def __init__(self, cae: CAE) -> None:
+    def __init__(self, cae: CAE, code_probe: bool = False) -> None:
         super().__init__()
         self.cae = cae
+        self.code_probe = nn.Linear(cae.config.code_dim, cae.config.num_classes) if code_probe else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         cae, half = self.cae, len(x) // 2
@@ -236,9 +245,12 @@ class BBCFEForward(nn.Module):
         reconstruction, swapped = decoded.split(len(x))
         swapped_class, swapped_individual = cae.class_encoder(swapped), cae.individual_encoder(swapped)
         cycled = cae.decoder(class_code, swapped_individual)
-        return dict(reconstruction=reconstruction, swapped=swapped, cycled=cycled,
-                    class_code=class_code, partner_code=partner_code, individual_code=individual_code,
-                    swapped_class=swapped_class, swapped_individual=swapped_individual)
+        out = dict(reconstruction=reconstruction, swapped=swapped, cycled=cycled,
+                   class_code=class_code, partner_code=partner_code, individual_code=individual_code,
+                   swapped_class=swapped_class, swapped_individual=swapped_individual)
+        if self.code_probe is not None:
+            out["code_logits"] = self.code_probe(class_code)
+        return out
 
 
 class BBCFETrainer:
@@ -251,14 +263,15 @@ class BBCFETrainer:
         self.config, self.context = config, context
         self.class_critic = class_critic  # the frozen classifier standing in for Dc in eq. 6
         self.sampler = PairSampler(labels, cae.config.num_classes, seed=config.seed, rank=context.rank)
-        self.forward_pass: nn.Module = BBCFEForward(cae)
+        self.forward_module = BBCFEForward(cae, code_probe=config.weights.code_classification > 0)
+        self.forward_pass: nn.Module = self.forward_module
         self.disc_step_module: nn.Module = discriminator
         if context.distributed:
             device_ids = [context.device.index] if context.device.type == "cuda" else None
             self.forward_pass = DistributedDataParallel(self.forward_pass, device_ids=device_ids)
             self.disc_step_module = DistributedDataParallel(discriminator, device_ids=device_ids)
         adam = dict(lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-        self.gen_optimizer = torch.optim.Adam(cae.parameters(), **adam)
+        self.gen_optimizer = torch.optim.Adam(self.forward_module.parameters(), **adam)  # the CAE's, then the probe's
         self.disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam)
         step = max(1, math.ceil(config.iters / (config.lr_halvings + 1)))
         gamma = 0.5 if config.lr_halvings else 1.0
@@ -328,6 +341,8 @@ class BBCFETrainer:
         }
         if critic:
             gen_terms["individual_adversarial"] = losses.uniform_class_loss(individual_logits[0])
+        if "code_logits" in out:
+            gen_terms["code_classification"] = losses.classification_loss(out["code_logits"], y)
         self._check_finite(gen_terms, iteration)
         self.gen_optimizer.zero_grad(set_to_none=True)
         losses.weighted_sum(gen_terms, self.config.weights).backward()
@@ -388,6 +403,8 @@ class BBCFETrainer:
             modules = {"cae": self.cae, "disc": self.discriminator}
             if self.average is not None:
                 modules["cae_average"] = self.average
+            if self.forward_module.code_probe is not None:
+                modules["code_probe"] = self.forward_module.code_probe
             save_checkpoint(path, iteration=iteration, modules=modules,
                             optimizers={"opt_gen": self.gen_optimizer, "opt_disc": self.disc_optimizer},
                             schedulers={"gen": self.gen_scheduler, "disc": self.disc_scheduler},
@@ -403,6 +420,8 @@ class BBCFETrainer:
         if self.average is not None:
             self.average.load_state_dict(average)
         self._check_same_trajectory(checkpoint.meta.get("train_config") or {})
+        if self.forward_module.code_probe is not None:
+            self.forward_module.code_probe.load_state_dict(checkpoint.module_state("code_probe"))
         restore_optimizer(checkpoint, "opt_gen", self.gen_optimizer)
         restore_optimizer(checkpoint, "opt_disc", self.disc_optimizer)
         self.gen_scheduler.load_state_dict(checkpoint.meta["schedulers"]["gen"])
