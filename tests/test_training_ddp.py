@@ -28,17 +28,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, folder: str, ema: float, loss: dict[str, float]) -> None:
+def _train_as_rank(rank: int, world_size: int, port: int, folder: str, **train) -> CAE:
+    """Join the gloo group as ``rank`` and train the tiny CAE on the same 16 images as every rank, into
+    ``folder/run`` (rank 0 writes); ``train`` overrides the tiny training preset."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    generator = torch.Generator().manual_seed(0)
-    data = ImageSet(torch.rand(16, 1, 16, 16, generator=generator), torch.arange(16) % 2)
+    data = ImageSet(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2)
     config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
-    train_config = TrainConfig.preset("tiny", iters=3, ckpt_every=3, sample_every=100, tensorboard=False,
-                                      device="cpu", ema=ema, loss=loss)
-    cae = train_cae(data, config, train_config, os.path.join(folder, "run"))
+    train_config = TrainConfig.preset("tiny", sample_every=100, tensorboard=False, device="cpu", **train)
+    return train_cae(data, config, train_config, os.path.join(folder, "run"))
+
+
+def _save_rank_weights(cae: CAE, folder: str, rank: int) -> None:
     save_file({k: v.contiguous() for k, v in cae.state_dict().items()}, os.path.join(folder, f"rank{rank}.safetensors"))
+
+
+def _worker(rank: int, world_size: int, port: int, folder: str, ema: float, loss: dict[str, float]) -> None:
+    cae = _train_as_rank(rank, world_size, port, folder, iters=3, ckpt_every=3, ema=ema, loss=loss)
+    _save_rank_weights(cae, folder, rank)
 
 
 @pytest.mark.slow
@@ -75,9 +83,6 @@ def _run_two_ranks_that_must_stop_together(worker, folder: Path, timeout: float 
 
 def _poisoned_worker(rank: int, world_size: int, port: int, folder: str) -> None:
     """Rank 1 alone sees a NaN in eq. 5 at iteration 2; each rank records the TrainingError it ends with."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     original, calls = losses.adversarial_generator_loss, []
 
     def poisoned(logits):
@@ -85,11 +90,8 @@ def _poisoned_worker(rank: int, world_size: int, port: int, folder: str) -> None
         return original(logits) * (float("nan") if rank == 1 and len(calls) == 2 else 1.0)
 
     losses.adversarial_generator_loss = poisoned
-    data = ImageSet(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2)
-    config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
-    train_config = TrainConfig.preset("tiny", iters=4, sample_every=100, tensorboard=False, device="cpu")
     try:
-        train_cae(data, config, train_config, os.path.join(folder, "run"))
+        _train_as_rank(rank, world_size, port, folder, iters=4)
     except TrainingError as exc:
         Path(folder, f"rank{rank}.txt").write_text(str(exc))
 
@@ -107,18 +109,10 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path) -> None:
 
 def _clocked_worker(rank: int, world_size: int, port: int, folder: str) -> None:
     """Rank 0's clock runs 600 s per reading, so only rank 0 sees the 1,000 s time limit pass (at iteration 2)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     if rank == 0:
         readings = iter(range(600, 10**9, 600))
         trainer_module.time = types.SimpleNamespace(perf_counter=lambda: float(next(readings)))
-    data = ImageSet(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2)
-    config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
-    train_config = TrainConfig.preset("tiny", iters=8, sample_every=100, tensorboard=False, device="cpu",
-                                      time_limit=1000.0)
-    cae = train_cae(data, config, train_config, os.path.join(folder, "run"))
-    save_file({k: v.contiguous() for k, v in cae.state_dict().items()}, os.path.join(folder, f"rank{rank}.safetensors"))
+    _save_rank_weights(_train_as_rank(rank, world_size, port, folder, iters=8, time_limit=1000.0), folder, rank)
 
 
 @pytest.mark.slow
