@@ -8,7 +8,9 @@ every ``--eval-every`` iterations, measures on the test split
 * reconstruction L1 on the [-1, 1] scale, against the images and against the
   same images rendered without pixel noise (``synthetic:pixel_noise=0``); the
   L1 between those two renderings is the generator's noise floor, reported
-  beside the figure.
+  beside the figure;
+* how well the class codes separate the classes (``code_accuracy``, ``code_gap``:
+  ``caex.training.monitor.code_separation``), which shows a stall's cause.
 
 Prints the figures (throughput, time to 90% swap success, final values) and
 writes them to ``benchmarks/bench_training_<dc>.json``. Run::
@@ -40,6 +42,7 @@ from caex.errors import CaexError
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.model import CAE, CAEConfig
 from caex.training import LossWeights, TrainConfig, train_cae
+from caex.training.monitor import code_separation
 from caex.training.trainer import LAYOUTS, reconstruction_l1
 
 DATA_SPEC = "synthetic"
@@ -124,7 +127,8 @@ def main() -> None:
                 "swap_into": dict(zip(bundle.class_names, np.nanmean(matrix, axis=0).round(3).tolist())),
                 "swap_matrix": np.where(np.isnan(matrix), None, matrix.round(3)).tolist(),
                 "recon_l1": reconstruction_l1(cae, test_images),
-                "recon_l1_noise_free": reconstruction_l1(cae, test_images, noise_free)}
+                "recon_l1_noise_free": reconstruction_l1(cae, test_images, noise_free),
+                **code_separation(cae.class_codes(test_images), test_labels)}
 
     if args.score:  # finished runs, scored by the same judge, instead of a training run
         scores = {str(run): figures(CAE.load(run).eval()) for run in args.score}

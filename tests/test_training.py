@@ -22,6 +22,7 @@ from caex.training import TrainConfig, losses, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from caex.training.distributed import init_distributed
 from caex.training.pairs import PairSampler
+from caex.training.monitor import code_separation
 from caex.training.trainer import BBCFETrainer, reconstruction_l1
 from caex.utils.device import cpu_has_native_bf16
 from caex.utils.io import folder_lock
@@ -321,6 +322,17 @@ def test_runs_without_the_critic_log_no_critic_terms_and_resume_old_checkpoints(
         trainer._check_same_trajectory(checkpoint.meta["train_config"])
 
 
+def test_code_separation_known_values() -> None:
+    """Centroids (0, 0) and (6, 0), every code 1 from its centroid: all nearest their own, gap 6 radii."""
+    codes = torch.tensor([[0.0, 1.0], [0.0, -1.0], [6.0, 1.0], [6.0, -1.0]])
+    assert code_separation(codes, torch.tensor([0, 0, 2, 2])) == {"code_accuracy": 1.0, "code_gap": 6.0}
+    collapsed = code_separation(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))  # a stall: one code for two classes
+    assert collapsed == {"code_accuracy": 0.5, "code_gap": 0.0}
+    mislabelled = code_separation(codes, torch.tensor([0, 2, 2, 2]))  # (0, 1) lies nearer class 2's mean
+    assert mislabelled["code_accuracy"] == 0.75
+    assert code_separation(codes, torch.zeros(4, dtype=torch.long)) == {"code_accuracy": 1.0}  # no pair, no gap
+
+
 # -- training runs ---------------------------------------------------------------------------
 def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     data = _data()
@@ -334,6 +346,15 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [1, 2, 3, 4]
     assert set(losses.GENERATOR_TERMS + losses.DISCRIMINATOR_TERMS) <= set(records[0])
+    assert [("code_accuracy" in r, "code_gap" in r) for r in records] == [(False, False), (True, True)] * 2
+    assert 0.0 <= records[3]["code_accuracy"] <= 1.0 and records[3]["code_gap"] >= 0.0  # at the sample steps
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["code_accuracy"] == round(code_separation(cae.class_codes(bundle.test.images),
+                                                             bundle.test.labels)["code_accuracy"], 5)
+    # The code monitor only reads: a run without a folder (no monitor) ends with the same weights.
+    unmonitored = train_cae(bundle, config, train_config)
+    for (name, a), (_, b) in zip(cae.state_dict().items(), unmonitored.state_dict().items()):
+        assert torch.equal(a, b), name
     loaded = CAE.load(run)
     assert loaded.class_names == ["x", "y", "z"] and loaded.train_codes.shape == (24, 8)
     assert loaded.data_spec == "test"  # provenance: what the bundle was trained on

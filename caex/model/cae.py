@@ -40,6 +40,13 @@ def to_data_range(images: torch.Tensor) -> torch.Tensor:
     return (images + 1.0) * 0.5
 
 
+def class_centroids(codes: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean code [num_classes, D] of each class of ``codes [N, D]``; NaN rows for classes without codes."""
+    sums = codes.new_zeros((num_classes, codes.shape[1])).index_add_(0, labels, codes)
+    counts = torch.bincount(labels, minlength=num_classes).to(codes.dtype)
+    return sums / counts[:, None]  # 0 / 0 -> NaN for empty classes, by design
+
+
 def kaiming_init(module: nn.Module) -> None:
     """He-normal weights and zero biases for every conv and linear layer (MUNIT's generator init).
 
@@ -132,11 +139,8 @@ class CAE(nn.Module):
                              f"{tuple(codes.shape)} and {tuple(labels.shape)}")
         codes = codes.detach().float().to(self.device)
         labels = labels.detach().long().to(self.device)
-        num_classes = self.config.num_classes
-        sums = codes.new_zeros((num_classes, codes.shape[1])).index_add_(0, labels, codes)
-        counts = torch.bincount(labels, minlength=num_classes).to(codes.dtype)
         self.train_codes, self.train_labels = codes, labels
-        self.centroids = sums / counts[:, None]  # 0 / 0 -> NaN for empty classes, by design
+        self.centroids = class_centroids(codes, labels, self.config.num_classes)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, run_dir: str | os.PathLike) -> Path:

@@ -36,6 +36,7 @@ from caex.training.checkpoint import (CHECKPOINT_FILE, Checkpoint, capture_rng, 
 from caex.training.distributed import (DistContext, any_rank, barrier, broadcast_flags, gather_objects,
                                        init_distributed, shutdown)
 from caex.training.logging import RunLogger, save_image_grid
+from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
 from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context
@@ -517,7 +518,9 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                        tensorboard=train_config.tensorboard) if writes else None
     if writes:
         write_json(run_dir / TRAIN_CONFIG_FILE, train_config.to_dict())
-    exemplars = _exemplar_indices(labels, len(names))
+    exemplars = _first_of_each_class(labels, len(names))[:8]
+    monitored = _first_of_each_class(labels, len(names), per_class=64)  # code_separation's images
+    separation: dict[str, float] = {}
     bar = progress(total=train_config.iters, initial=start, desc="train CAE", unit="it",
                    enabled=verbose and context.is_main)
     began, done, terms, paused = time.perf_counter(), start, {}, 0.0  # paused: samples + callback time
@@ -531,20 +534,25 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                 done = iteration + 1
                 bar.update(1)
                 at_check = done % train_config.log_every == 0
-                if at_check or done == train_config.iters:
-                    bar.set_postfix(recon=f"{terms['recon_image']:.3f}", cls=f"{terms['classification']:.3f}",
-                                    adv=f"{terms['adversarial']:.3f}", d=f"{terms['disc_adversarial']:.3f}")
-                    if logger is not None:
-                        logger.log(done, terms)
-                if done % train_config.sample_every == 0 and context.is_main:
+                at_sample = done % train_config.sample_every == 0 and context.is_main
+                if at_sample:
                     pause = time.perf_counter()
                     if writes:
                         _save_samples(trainer.result, train_set.images[exemplars],
                                       run_dir / "samples" / f"iter_{done:07d}.png")
                     if callback is not None:
                         callback(done, trainer.result)
+                    if writes or verbose:
+                        separation = code_separation(trainer.result.eval().class_codes(train_set.images[monitored]),
+                                                     labels[monitored])
                     cae.train()
                     paused += time.perf_counter() - pause
+                if at_check or at_sample or done == train_config.iters:
+                    bar.set_postfix(recon=f"{terms['recon_image']:.3f}", cls=f"{terms['classification']:.3f}",
+                                    adv=f"{terms['adversarial']:.3f}", d=f"{terms['disc_adversarial']:.3f}",
+                                    **({"codes": f"{separation['code_accuracy']:.2f}"} if separation else {}))
+                    if logger is not None:
+                        logger.log(done, {**terms, **separation} if at_sample else terms)
                 out_of_time = stopped = False
                 if at_check:  # rank 0 decides both, so every rank leaves the loop at the same iteration
                     out_of_time, stopped = broadcast_flags(
@@ -575,6 +583,8 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                    "images_per_second": round((done - start) * 2 * train_config.batch_size * context.world_size
                                             / max(seconds, 1e-9), 2),
                    "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
+                   **{name: round(value, 5) for name, value in code_separation(
+                       cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
                    "final_terms": terms}
         if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
             summary.update(_previous_training_record(run_dir / SUMMARY_FILE))
@@ -723,10 +733,10 @@ def _training_labels(train_set: ImageSet, classifier: Classifier | None, config:
     return train_set.labels.long()
 
 
-def _exemplar_indices(labels: torch.Tensor, num_classes: int, limit: int = 8) -> torch.Tensor:
-    """The first training image of each class (up to ``limit`` classes), for the sample grids."""
-    firsts = [int(torch.nonzero(labels == k)[0]) for k in range(num_classes) if bool((labels == k).any())]
-    return torch.tensor(firsts[:limit], dtype=torch.long)
+def _first_of_each_class(labels: torch.Tensor, num_classes: int, per_class: int = 1) -> torch.Tensor:
+    """Indices of the first ``per_class`` images of each class, class by class: a fixed set that needs no
+    random draw (the sample grids and the code monitor must not move the training's RNG streams)."""
+    return torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(num_classes)])
 
 
 @torch.no_grad()
