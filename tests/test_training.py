@@ -242,7 +242,7 @@ def test_small_preset_is_the_measured_recipe() -> None:
     assert (small.max_shift, small.hflip) == (4, None)  # flips where the data is mirror-symmetric
     changed = {name: value for name, value in dataclasses.asdict(small.weights).items()
                if value != getattr(losses.LossWeights(), name)}
-    assert changed == {"recon_image": 20.0, "classification": 10.0, "recon_pyramid": 20.0}
+    assert changed == {"recon_image": 20.0, "classification": 10.0, "recon_pyramid": 20.0, "code_classification": 5.0}
     assert CAEConfig.preset("small", image_size=64, channels=1, num_classes=4).class_pool == "max"
 
 

@@ -37,7 +37,7 @@ class LossWeights:
     individual_adversarial: float = 0.0  # not in the paper: Es confuses the IndividualCritic (0: no critic;
     #                                      helps local lesions, breaks digits: docs/EXPERIMENTS.md)
     code_classification: float = 0.0  # not in the paper: a linear probe, trained with Ec, reads the class from c
-    #                                   (0: no probe; see BBCFEForward)
+    #                                   (0: no probe; 5 in the small preset; see BBCFEForward)
     disc_adversarial: float = 1.0   # φ1, eq. 8
     disc_classification: float = 2.0  # φ2, eq. 9
     disc_individual: float = 1.0    # the IndividualCritic's own cross-entropy (used when the above is > 0)
