@@ -21,8 +21,8 @@ from caex.model import CAE, CAEConfig, Discriminator
 from caex.training import TrainConfig, losses, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from caex.training.distributed import init_distributed
-from caex.training.pairs import PairSampler
 from caex.training.monitor import code_separation
+from caex.training.pairs import PairSampler
 from caex.training.trainer import BBCFETrainer, reconstruction_l1
 from caex.utils.device import cpu_has_native_bf16
 from caex.utils.io import folder_lock

@@ -21,10 +21,10 @@ def code_separation(codes: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     two classes share their codes. Classes without codes are left out; with fewer than two classes there is no
     gap to give.
     """
-    labels = labels.long()
-    centroids = class_centroids(codes.float(), labels, int(labels.max()) + 1)
+    codes, labels = codes.float(), labels.long()
+    centroids = class_centroids(codes, labels, int(labels.max()) + 1)
     present = torch.nonzero(~centroids.isnan().any(1)).flatten()
-    nearest = present[torch.cdist(codes.float(), centroids[present]).argmin(1)]
+    nearest = present[torch.cdist(codes, centroids[present]).argmin(1)]
     result = {"code_accuracy": float((nearest == labels).float().mean())}
     if len(present) > 1:
         radius = (codes - centroids[labels]).norm(dim=1).mean()
