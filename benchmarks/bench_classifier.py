@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from caex.utils import software_versions
+
 
 def bench(data: str, arch: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +47,8 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else goes to `caex train-classifier`
     results = [bench(args.data, arch, extra) for arch in args.arch or ["resnet18", "smallcnn"]]
     machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+               "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+               "versions": software_versions()}
     print(f"machine: {machine}")
     for row in results:
         print(f"{row['arch']:>9} on {row['data']}: test accuracy {row['test_accuracy']:.4f}, wall {row['wall_s']} s "

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from caex.demo import get_profile, run_demo
-from caex.utils import read_json, write_json
+from caex.utils import read_json, software_versions, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    figures = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "runs": []}
+    figures = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "versions": software_versions(), "runs": []}
     json_path = HERE / "bench_demo.json"
     previous = read_json(json_path) if json_path.is_file() else {}
     with tempfile.TemporaryDirectory() as scratch:

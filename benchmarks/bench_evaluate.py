@@ -15,7 +15,8 @@ outputs (CSV/JSON/Markdown, curves.png, gallery.png) go to
 ``runs/bench/<spec>/evaluation/`` and a summary to ``bench_evaluate.json``
 next to this script (``bench_evaluate_steps<N>.json`` and ``evaluation_steps<N>/``
 when ``--cae-steps`` is not the default, 16; ``_target-<CLASS>`` is appended
-with ``--cae-target``, and ``_seed<N>`` comes first with ``--train-seed N``,
+with ``--cae-target``, ``_target-by-probability`` with ``--cae-target-by probability``, and
+``_seed<N>`` comes first with ``--train-seed N``,
 whose CAEs are cached as ``cae_small_seed<N>``). ``--cae-run`` scores a CAE trained
 elsewhere (``caex train``, say with more ``--iters``) on the same classifier,
 images and fills: its outputs go to ``RUN/evaluation<suffix>/`` and its figures to
@@ -35,7 +36,7 @@ from bench_manifold import CACHE, cached_cae, cached_classifier, seed_suffix  # 
 from caex.data import load_dataset
 from caex.evaluation import DEFAULT_METHODS, evaluate, is_cae_method
 from caex.explain.paths import DEFAULT_STEPS
-from caex.utils import write_json
+from caex.utils import software_versions, write_json
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = ("synthetic", "mnist:4,9")
@@ -61,6 +62,8 @@ def main() -> int:
                         help=f"path length of the CAE methods (default: {DEFAULT_STEPS})")
     parser.add_argument("--cae-target", default=None, metavar="CLASS",
                         help="class every CAE counterfactual heads for (as caex evaluate --cae-target)")
+    parser.add_argument("--cae-target-by", choices=("code", "probability"), default="code",
+                        help="how the CAE counterfactual's class is picked (as caex evaluate --cae-target-by)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -83,6 +86,7 @@ def main() -> int:
     suffix = seed_suffix(args.train_seed)
     suffix += "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
     suffix += f"_target-{args.cae_target}" if args.cae_target else ""
+    suffix += "_target-by-probability" if args.cae_target_by == "probability" else ""
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec, args.train_seed)
@@ -91,7 +95,8 @@ def main() -> int:
         out_dir = out_dir.with_name(out_dir.name + suffix)
         classifier = cached_classifier(classifier_dir, data, args.device)
         counter_class = None if args.cae_target is None else data.class_index(args.cae_target)
-        cae_options = {name: {"steps": args.cae_steps, "counter_class": counter_class}
+        cae_options = {name: {"steps": args.cae_steps, "counter_class": counter_class,
+                              "counter_by": args.cae_target_by}
                        for name in methods if is_cae_method(name)}
         cae = cached_cae(cae_dir, data, args.device, classifier, seed=args.train_seed)
         started = time.perf_counter()
@@ -102,7 +107,7 @@ def main() -> int:
               f"{len(data.train)} train / {len(data.test)} test; evaluation took {seconds:.0f} s)\n")
         print(results.to_markdown())
         summary[spec] = {"seconds": round(seconds, 1), **results.to_json()}
-    write_json(args.json or HERE / f"bench_evaluate{suffix}.json", summary)
+    write_json(args.json or HERE / f"bench_evaluate{suffix}.json", {"versions": software_versions(), **summary})
     return 0
 
 

@@ -38,7 +38,7 @@ from caex.data import load_dataset
 from caex.explain import Explainer, ExplainerAttributor
 from caex.explain.attribution import make_attributor
 from caex.model import CAE, CAEConfig
-from caex.utils.io import write_json
+from caex.utils import software_versions, write_json
 
 
 def seconds_per_image(fn: Callable[[], object], count: int, repeats: int, warm_up: bool = True) -> float:
@@ -53,12 +53,18 @@ def seconds_per_image(fn: Callable[[], object], count: int, repeats: int, warm_u
     return best / count
 
 
-def parse_setting(text: str) -> tuple[str, int]:
-    """``"guided:16"`` -> ``("guided", 16)``; a clear error for anything else."""
-    path, _, steps = text.partition(":")
-    if path not in ("guided", "centroid", "nearest") or not steps.isdigit() or int(steps) < 2:
-        raise SystemExit(f"--cae {text!r}: expected PATH:STEPS with PATH guided|centroid|nearest and STEPS >= 2")
-    return path, int(steps)
+def parse_setting(text: str) -> tuple[str, int, str]:
+    """``"guided:16"`` -> ``("guided", 16, "code")`` (the default choice of the counterfactual class),
+    ``"nearest:2:probability"`` -> ``("nearest", 2, "probability")``; a clear error for anything else."""
+    fields = text.split(":")
+    if len(fields) == 2:
+        fields.append(ExplainerAttributor.COUNTER_BY[0])
+    path, steps, counter_by = fields if len(fields) == 3 else ("", "", "")
+    if (path not in ("guided", "centroid", "nearest") or not steps.isdigit() or int(steps) < 2
+            or counter_by not in ExplainerAttributor.COUNTER_BY):
+        raise SystemExit(f"--cae {text!r}: expected PATH:STEPS[:BY] with PATH guided|centroid|nearest, STEPS >= 2 "
+                         f"and BY {'|'.join(ExplainerAttributor.COUNTER_BY)}")
+    return path, int(steps), counter_by
 
 
 def build_models(args: argparse.Namespace, data) -> tuple[CAE, Classifier]:
@@ -84,22 +90,28 @@ def main() -> None:
     parser.add_argument("--run", help="a trained CAE run folder (default: a fresh CAE of --preset)")
     parser.add_argument("--classifier", help="a classifier file or bundle (default: a fresh --arch)")
     parser.add_argument("--preset", default="small", help="CAE preset when no --run (default: small)")
+    parser.add_argument("--classes", type=int, default=2,
+                        help="classes of the synthetic data and the fresh models (default: 2)")
     parser.add_argument("--arch", default="resnet18", help="classifier architecture when no --classifier")
     parser.add_argument("--images", type=int, default=64, help="images timed for CAE and Grad-CAM")
     parser.add_argument("--lime-images", type=int, default=3, help="images timed for LIME")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cae", nargs="+", default=["guided:16", "guided:6", "nearest:2"], metavar="PATH:STEPS",
+    parser.add_argument("--cae", nargs="+", default=["guided:16", "guided:6", "nearest:2"], metavar="PATH:STEPS[:BY]",
                         help="CAE settings to time (default: guided:16 = caex's default, guided:6 = the official "
-                             "demo's, nearest:2 = the fast straight contrast)")
+                             "demo's, nearest:2 = the fast straight contrast); BY = code (default: no classifier "
+                             "pass for a 2-step map) or probability picks the counterfactual class among more "
+                             "than two")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file for the figures (default: bench_explain.json beside this script)")
     args = parser.parse_args()
-    settings = {f"cae_{path}{steps}": (path, steps) for path, steps in map(parse_setting, args.cae)}
+    default_by = ExplainerAttributor.COUNTER_BY[0]
+    settings = {f"cae_{path}{steps}" + ("" if by == default_by else f"_by-{by}"): (path, steps, by)
+                for path, steps, by in map(parse_setting, args.cae)}
     torch.set_num_threads(args.threads)
 
-    data = load_dataset("synthetic:classes=2,per_class=200,size=64", seed=args.seed)
+    data = load_dataset(f"synthetic:classes={args.classes},per_class=200,size=64", seed=args.seed)
     cae, classifier = build_models(args, data)
     images = data.test.images[:args.images]
     target = classifier.predict(images)
@@ -108,8 +120,9 @@ def main() -> None:
     lime = make_attributor("lime", classifier, seed=args.seed)
 
     timings = {}
-    for name, (path, steps) in settings.items():
-        cae_maps = ExplainerAttributor(classifier, explainer, path=path, steps=steps, batch_size=args.batch_size)
+    for name, (path, steps, counter_by) in settings.items():
+        cae_maps = ExplainerAttributor(classifier, explainer, path=path, steps=steps, counter_by=counter_by,
+                                       batch_size=args.batch_size)
         timings[name] = seconds_per_image(lambda m=cae_maps: m.saliency(images, target), len(images), args.repeats)
         timings[f"{name}_explain"] = seconds_per_image(
             lambda path=path, steps=steps: explainer.explain(images, path=path, steps=steps), len(images), args.repeats)
@@ -135,7 +148,8 @@ def main() -> None:
         print(f"bar ({name}): CAE <= Grad-CAM: {ratios[name + '/gradcam'] <= 1.0}; "
               f"LIME >= 100x CAE: {ratios['lime/' + name] >= 100}")
     write_json(Path(args.out) if args.out else Path(__file__).with_suffix(".json"), {
-        "device": "cpu", "threads": args.threads, "image_size": 64, "batch_size": args.batch_size,
+        "device": "cpu", "threads": args.threads, "versions": software_versions(), "image_size": 64,
+        "batch_size": args.batch_size,
         "cae": args.run or f"fresh {args.preset}", "classifier": args.classifier or f"fresh {args.arch}",
         "images": len(images), "lime_images": len(few), "ms_per_image": milliseconds, "ratios": ratios})
 

@@ -30,7 +30,7 @@ from caex.manifold import analyse_manifold
 from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE
-from caex.utils import write_json
+from caex.utils import software_versions, write_json
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE.parent / "runs" / "bench"
@@ -127,7 +127,7 @@ def main() -> int:
     for bar, passed in checks.items():
         print(f"[{'PASS' if passed else 'MISS'}] {bar}")
     write_json(args.json or HERE / f"bench_manifold{suffix}.json",
-               {"seconds": round(seconds, 1), "checks": checks, "summary": summary})
+               {"seconds": round(seconds, 1), "versions": software_versions(), "checks": checks, "summary": summary})
     return 0 if all(checks.values()) else 1
 
 

@@ -44,6 +44,7 @@ from caex.model import CAE, CAEConfig
 from caex.training import LossWeights, TrainConfig, train_cae
 from caex.training.monitor import code_separation
 from caex.training.trainer import LAYOUTS, reconstruction_l1
+from caex.utils import software_versions
 
 DATA_SPEC = "synthetic"
 
@@ -135,7 +136,8 @@ def main() -> None:
         for run, row in scores.items():
             print(json.dumps({"run": run, **{k: v for k, v in row.items() if k != "swap_matrix"}}), flush=True)
         if args.out:
-            args.out.write_text(json.dumps({"noise_floor_l1": noise_floor, "runs": scores}, indent=2) + "\n")
+            args.out.write_text(json.dumps({"noise_floor_l1": noise_floor, "versions": software_versions(),
+                                            "runs": scores}, indent=2) + "\n")
         return
 
     critic = None
@@ -172,7 +174,7 @@ def main() -> None:
     final = figures(cae)
     reached = next((row["train_seconds"] for row in history if row["swap_success"] >= 0.9), None)
     result = {
-        "load_average_at_start": [round(x, 2) for x in load], "threads": args.threads,
+        "load_average_at_start": [round(x, 2) for x in load], "threads": args.threads, "versions": software_versions(),
         "classifier": {"arch": args.classifier_arch, "test_accuracy": metrics.test_accuracy},
         "cae_config": config.to_dict(), "train_config": train_config.to_dict(),
         "iters": summary["iters"], "train_seconds": summary["seconds"],

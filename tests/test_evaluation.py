@@ -305,6 +305,8 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     assert [row["method"] for row in saved["methods"]] == ["cae-centroid", "occlusion", "random"]
     table = (tmp_path / "results.md").read_text()
     assert "| cae-centroid | 0." in table and "N = 3 patches of 3x3 px" in table
+    assert saved["settings"]["cae"] == {"cae-centroid": "5-step paths toward the other class"}
+    assert "CAE maps (cae-centroid): 5-step paths toward the other class." in table
 
 
 def test_runner_is_deterministic():

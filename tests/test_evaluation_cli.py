@@ -100,7 +100,7 @@ def test_files_an_evaluation_did_not_write_are_warned_about_once(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(caex.data, "load_dataset"), reason="caex.data.load_dataset not built yet")
-def test_cae_target_reaches_every_cae_method_as_a_class_index(tmp_path, capsys, monkeypatch):
+def test_cae_target_and_target_by_reach_every_cae_method(tmp_path, capsys, monkeypatch):
     import caex.evaluation.runner
     from caex.errors import CaexError
 
@@ -117,9 +117,10 @@ def test_cae_target_reaches_every_cae_method_as_a_class_index(tmp_path, capsys, 
     CAE(CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=4)).save(tmp_path / "run")
     code = main(["evaluate", str(tmp_path / "run"), "synthetic:size=32,per_class=4", "--classifier",
                  str(tmp_path / "clf"), "--methods", "cae-nearest,cae-centroid,random", "--cae-target", "normal",
-                 "--cae-steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")])
+                 "--cae-target-by", "code", "--cae-steps", "2", "--device", "cpu", "--out", str(tmp_path / "out")])
     assert code == 2 and "stopped after the options were built" in capsys.readouterr().err
-    assert seen == {name: {"steps": 2, "counter_class": 0} for name in ("cae-nearest", "cae-centroid")}
+    assert seen == {name: {"steps": 2, "counter_class": 0, "counter_by": "code"}
+                    for name in ("cae-nearest", "cae-centroid")}
 
 
 def test_a_model_file_is_probed_with_the_cae_images_so_a_wrong_size_is_the_datas(tmp_path, capsys):

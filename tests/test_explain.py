@@ -14,7 +14,7 @@ from caex.classifier import Classifier, TorchClassifier, build_classifier_networ
 from caex.errors import CaexError
 from caex.explain import Explainer, ExplainerAttributor, Explanation
 from caex.explain.paths import CodeGraph, guided_paths, resample_polylines, straight_paths
-from caex.explain.targets import other_classes_by_probability
+from caex.explain.targets import other_classes_by_distance, other_classes_by_probability
 from caex.explain.saliency import contrast_saliency, end_steps, flip_steps, gaussian_smooth, weighted_saliency
 from caex.model import CAE, CAEConfig
 
@@ -139,6 +139,16 @@ def test_other_classes_are_ranked_by_probability_without_the_excluded_one() -> N
     probs = torch.tensor([[0.1, 0.6, 0.3], [0.2, 0.2, 0.6], [0.5, 0.25, 0.25]])
     ranked = other_classes_by_probability(probs, torch.tensor([1, 2, 0]))
     assert ranked.tolist() == [[2, 0], [0, 1], [1, 2]]  # ties keep class order
+    scores = torch.tensor([[-5.0, -2.0, -9.0]])  # any scores: the excluded class never comes back, however low
+    assert other_classes_by_probability(scores, torch.tensor([1])).tolist() == [[0, 2]]
+
+
+def test_other_classes_are_ranked_by_centroid_distance_without_the_excluded_one() -> None:
+    centroids = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 3.0], [float("nan"), float("nan")]])
+    codes = torch.tensor([[0.0, 0.5], [9.0, 0.0], [0.0, 2.0]])
+    ranked = other_classes_by_distance(codes, centroids, torch.tensor([0, 1, 2]))
+    # the excluded class is left out even when it is the nearest; the class without codes (NaN) comes last
+    assert ranked.tolist() == [[2, 1, 3], [0, 2, 3], [0, 1, 3]]
 
 
 def test_weighted_saliency_uses_only_steps_up_to_the_end() -> None:
@@ -482,7 +492,8 @@ def test_smoothing_spreads_a_sharp_known_answer_beyond_its_region() -> None:
 
 def test_cae_attributor_explains_leaving_the_given_class(painted: Explainer,
                                                          tiny: tuple[Explainer, torch.Tensor]) -> None:
-    """The Attributor contract's target is the class explained; the path runs to the most probable other one."""
+    """The Attributor contract's target is the class explained; the path runs to another class (by the
+    classifier's probabilities here)."""
     images = healthy_images(3)
     maps = ExplainerAttributor(painted.classifier, painted, path="centroid", steps=2).saliency(
         images, torch.zeros(3, dtype=torch.long))
@@ -493,7 +504,8 @@ def test_cae_attributor_explains_leaving_the_given_class(painted: Explainer,
     explained = torch.tensor([0, 1, 2, 0])
     probs = explainer.classifier.predict_proba(images[:4])
     counter = probs.scatter(1, explained[:, None], -1.0).argmax(dim=1)
-    attributor = ExplainerAttributor(explainer.classifier, explainer, path="centroid", steps=3)
+    attributor = ExplainerAttributor(explainer.classifier, explainer, path="centroid", steps=3,
+                                     counter_by="probability")
     maps = attributor.saliency(images[:4], explained)
     assert torch.all(counter != explained)
     assert torch.allclose(maps, explainer.saliency(images[:4], target=counter, path="centroid", steps=3), atol=1e-6)
@@ -506,7 +518,8 @@ def test_cae_attributor_heads_for_a_fixed_counter_class(tiny: tuple[Explainer, t
     best_other = classifier.predict_proba(images[:4]).scatter(1, torch.tensor([[0], [1], [2], [0]]), -1.0).argmax(1)
     predict_proba = classifier.predict_proba
     monkeypatch.setattr(classifier, "predict_proba", lambda batch: seen.append(len(batch)) or predict_proba(batch))
-    attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0)
+    attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0,
+                                     counter_by="probability")
     assert attributor._counter_class(images[:3], torch.tensor([1, 2, 1])).tolist() == [0, 0, 0]
     assert seen == []  # nobody is of class 0: no classifier pass
     counter = attributor._counter_class(images[:4], torch.tensor([0, 1, 2, 0]))
@@ -514,3 +527,36 @@ def test_cae_attributor_heads_for_a_fixed_counter_class(tiny: tuple[Explainer, t
     assert counter.tolist() == [int(best_other[0]), 0, 0, int(best_other[3])]
     with pytest.raises(CaexError, match="counter_class=3: not a class index of this classifier"):
         ExplainerAttributor(explainer.classifier, explainer, counter_class=3)
+
+
+def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tuple[Explainer, torch.Tensor],
+                                                                      monkeypatch) -> None:
+    """counter_by="code" (the default): the nearest other class centroid, so a 2-step map never runs the
+    classifier."""
+    explainer, images = tiny
+    classifier, seen = explainer.classifier, []
+    predict_proba = classifier.predict_proba
+    monkeypatch.setattr(classifier, "predict_proba", lambda batch: seen.append(len(batch)) or predict_proba(batch))
+    explained = torch.tensor([0, 1, 2, 0])
+    distance = torch.cdist(explainer.cae.class_codes(images[:4]), explainer.cae.centroids)
+    nearest_other = distance.scatter(1, explained[:, None], float("inf")).argmin(dim=1)
+    attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2)
+    assert attributor.counter_by == "code"
+    assert attributor.describe() == "2-step paths toward the other class with the nearest class-code centroid"
+    assert attributor._counter_class(images[:4], explained).tolist() == nearest_other.tolist()
+    maps = attributor.saliency(images[:4], explained)
+    assert seen == []
+    assert torch.allclose(maps, explainer.saliency(images[:4], target=nearest_other, path="centroid", steps=2))
+    fixed = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0)
+    assert fixed.describe() == ("2-step paths toward class 0 (the other class with the nearest class-code centroid "
+                                "for its own images)")
+    assert fixed._counter_class(images[:4], explained).tolist() == [int(nearest_other[0]), 0, 0,
+                                                                    int(nearest_other[3])]
+    with pytest.raises(CaexError, match="counter_by='nearest': choose from code, probability"):
+        ExplainerAttributor(classifier, explainer, counter_by="nearest")
+    bare = Explainer(CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=3), ["a", "b", "c"]),
+                     classifier)
+    with pytest.raises(CaexError, match="counter_by='code' needs an Explainer whose CAE has stored class centroids"):
+        ExplainerAttributor(classifier, bare)
+    assert ExplainerAttributor(classifier, bare, counter_by="probability").describe() == (
+        "16-step paths toward the classifier's most probable other class")

@@ -351,6 +351,7 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["code_accuracy"] == round(code_separation(cae.class_codes(bundle.test.images),
                                                              bundle.test.labels)["code_accuracy"], 5)
+    assert summary["versions"]["torch"] == torch.__version__  # a seed gives these weights on this torch
     # The code monitor only reads: a run without a folder (no monitor) ends with the same weights.
     unmonitored = train_cae(bundle, config, train_config)
     for (name, a), (_, b) in zip(cae.state_dict().items(), unmonitored.state_dict().items()):

@@ -50,8 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the reconstruction only, about 7x faster)")
     parser.add_argument("--cae-target", default=None, metavar="CLASS",
                         help="class name or index every cae counterfactual heads for, e.g. a healthy class "
-                             "(its own images head for their most probable other class; default: the most "
-                             "probable other class for every image)")
+                             "(its own images head for another class by --cae-target-by; default: another "
+                             "class by --cae-target-by for every image)")
+    parser.add_argument("--cae-target-by", choices=("code", "probability"), default="code",
+                        help="how a cae counterfactual's class is picked among more than two (default: code, "
+                             "the other class whose class-code centroid is nearest: no classifier pass, and the "
+                             "more faithful maps on the synthetic benchmark; probability: the classifier's most "
+                             "probable other class)")
     parser.add_argument("--n-images", type=int, default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
     parser.add_argument("--batch-size", type=int, default=16,
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         counter_class = None if args.cae_target is None else data.class_index(args.cae_target)
     except CaexError as exc:
         raise CaexError(f"--cae-target {exc}") from None
-    cae_options = {"steps": args.cae_steps, "counter_class": counter_class}
+    cae_options = {"steps": args.cae_steps, "counter_class": counter_class, "counter_by": args.cae_target_by}
     cae = None if run_dir is None else CAE.load(run_dir, device=args.device)
     # a model file without classifier.json is probed with the images it will classify, so a --size or --channels
     # that differs from the CAE's is blamed on the data, not on the classifier

@@ -88,6 +88,10 @@ class EvaluationResults:
                   f"fill: {s['fill']}. F = softmax probability of the ground-truth class.",
                   f"Timing: median ms per image over batches of {s['batch_size']} on {s['device']}, "
                   "first batch run once before timing."]
+        by_description: dict[str, list[str]] = {}
+        for name, description in s.get("cae", {}).items():
+            by_description.setdefault(description, []).append(name)
+        lines += [f"CAE maps ({', '.join(names)}): {description}." for description, names in by_description.items()]
         if not s["has_masks"]:
             lines.append("Localisation: the data has no ground-truth masks (—).")
         return "\n".join(lines) + "\n"
@@ -130,11 +134,13 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
                 "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                 "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
-                **metric.describe(height, width)}
+                **metric.describe(height, width), "cae": {}}
     results, maps = [], {}
     for name in names:
         try:
             attributor = _make_method(name, classifier, cae, batch_size, seed, (method_options or {}).get(name, {}))
+            if isinstance(attributor, ExplainerAttributor):
+                settings["cae"][name] = attributor.describe()
             with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
                 timed = timed_saliency(attributor.saliency, images, labels, batch_size=batch_size,
                                        device=classifier.device, on_batch=bar.update)

@@ -26,7 +26,7 @@ from torch import nn
 from caex.classifier.base import Classifier
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
-from caex.explain.targets import other_classes_by_probability
+from caex.explain.targets import other_classes_by_distance, other_classes_by_probability
 from caex.utils.seed import torch_generator
 
 
@@ -344,23 +344,42 @@ class ExplainerAttributor(Attributor):
     """CAE's counterfactual saliency in the Attributor contract, for side-by-side evaluation.
 
     ``target`` is the class being explained (ground truth); the path runs from
-    the image towards the most probable *other* class, and the saliency marks
+    the image towards another class (``counter_by``), and the saliency marks
     what had to change to leave ``target``. ``counter_class`` fixes that
     destination instead (a healthy reference class, say), so a lesion is
     explained by its removal rather than by a swap to another lesion; images of
-    that class still head for their most probable other class. ``steps`` is
+    that class still head for another class by ``counter_by``. ``steps`` is
     the path length (2 = the straight contrast of the end frame with the
     reconstruction).
+
+    ``counter_by`` says how the other class is picked when there are more than
+    two. ``"code"`` (default) takes the class whose class-code centroid is
+    nearest to the image's class code, the nearest region on the CAE's own
+    manifold, at the cost of one class-encoder pass, so a 2-step map never runs
+    the classifier. ``"probability"`` asks the classifier for its most probable
+    other class, one forward pass per image. On the synthetic benchmark the
+    code's choice gave 16-step maps of higher AOPC on every path of three
+    training seeds (+0.01 to +0.05), and higher PD on 8 of the 9 (README, Results).
     """
 
+    #: How ``counter_by`` ranks the other classes; "code" needs an Explainer's CAE with stored centroids.
+    COUNTER_BY = ("code", "probability")
+
     def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided", steps: int = DEFAULT_STEPS,
-                 counter_class: int | None = None, name: str | None = None, **kwargs: Any) -> None:
+                 counter_class: int | None = None, counter_by: str = "code", name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
         if counter_class is not None and not 0 <= counter_class < classifier.num_classes:
             raise AttributionError(f"counter_class={counter_class}: not a class index of this classifier "
                                    f"(0..{classifier.num_classes - 1})")
+        if counter_by not in self.COUNTER_BY:
+            raise AttributionError(f"counter_by={counter_by!r}: choose from {', '.join(self.COUNTER_BY)}")
+        needs_codes = counter_by == "code" and classifier.num_classes > 2
+        if needs_codes and getattr(getattr(explainer, "cae", None), "centroids", None) is None:
+            raise AttributionError("counter_by='code' needs an Explainer whose CAE has stored class centroids "
+                                   "(a run folder from `caex train` has them); or pass counter_by='probability'")
         self.explainer = explainer
-        self.path, self.steps, self.counter_class = path, steps, counter_class
+        self.path, self.steps, self.counter_class, self.counter_by = path, steps, counter_class, counter_by
         self.name = name or f"cae-{path}"
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -368,17 +387,33 @@ class ExplainerAttributor(Attributor):
                                        steps=self.steps)
         return maps[:, None]
 
+    def describe(self) -> str:
+        """Where its counterfactuals head, in words, for the evaluation's tables."""
+        if self.classifier.num_classes == 2:
+            other = "the other class"
+        elif self.counter_by == "code":
+            other = "the other class with the nearest class-code centroid"
+        else:
+            other = "the classifier's most probable other class"
+        if self.counter_class is not None:
+            other = f"class {self.counter_class} ({other} for its own images)"
+        return f"{self.steps}-step paths toward {other}"
+
     def _counter_class(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """:attr:`counter_class`, else the most probable class other than ``target``; the classifier runs only
-        where that choice needs it (never for two classes)."""
+        """:attr:`counter_class`, else the best class other than ``target`` by :attr:`counter_by`; the
+        classifier or the class encoder runs only where that choice needs it (never for two classes)."""
         if self.classifier.num_classes == 2:
             return 1 - target
         fixed = torch.full_like(target, -1 if self.counter_class is None else self.counter_class)
         leaving = (fixed >= 0) & (fixed != target)
         if leaving.all():
             return fixed
-        probable = other_classes_by_probability(self.classifier.predict_proba(inputs), target)[:, 0]
-        return torch.where(leaving, fixed, probable.to(target.device))
+        if self.counter_by == "code":
+            cae = self.explainer.cae
+            ranked = other_classes_by_distance(cae.class_codes(inputs), cae.centroids, target)
+        else:
+            ranked = other_classes_by_probability(self.classifier.predict_proba(inputs), target)
+        return torch.where(leaving, fixed, ranked[:, 0].to(target.device))
 
 
 BASELINES: dict[str, type[Attributor]] = {

@@ -43,6 +43,7 @@ from caex.utils.device import autocast_context
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
 from caex.utils.seed import keyed_generator, seed_everything
+from caex.utils.versions import software_versions
 
 TRAIN_CONFIG_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
@@ -590,7 +591,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                    "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
                    **{name: round(value, 5) for name, value in code_separation(
                        cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
-                   "final_terms": terms}
+                   "final_terms": terms, "versions": software_versions()}
         if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
             summary.update(_previous_training_record(run_dir / SUMMARY_FILE))
         write_json(run_dir / SUMMARY_FILE, summary)

@@ -4,6 +4,7 @@ from caex.utils.device import autocast_context, resolve_device
 from caex.utils.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 from caex.utils.progress import progress
 from caex.utils.seed import seed_everything, torch_generator
+from caex.utils.versions import software_versions
 
 __all__ = [
     "atomic_write_bytes",
@@ -13,6 +14,7 @@ __all__ = [
     "read_json",
     "resolve_device",
     "seed_everything",
+    "software_versions",
     "torch_generator",
     "write_json",
 ]
