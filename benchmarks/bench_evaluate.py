@@ -35,6 +35,7 @@ from bench_manifold import CACHE, cached_cae, cached_classifier, seed_suffix  # 
 
 from caex.data import load_dataset
 from caex.evaluation import DEFAULT_METHODS, evaluate, is_cae_method
+from caex.explain import ExplainerAttributor
 from caex.explain.paths import DEFAULT_STEPS
 from caex.utils import software_versions, write_json
 
@@ -62,7 +63,8 @@ def main() -> int:
                         help=f"path length of the CAE methods (default: {DEFAULT_STEPS})")
     parser.add_argument("--cae-target", default=None, metavar="CLASS",
                         help="class every CAE counterfactual heads for (as caex evaluate --cae-target)")
-    parser.add_argument("--cae-target-by", choices=("code", "probability"), default="code",
+    parser.add_argument("--cae-target-by", choices=ExplainerAttributor.COUNTER_BY,
+                        default=ExplainerAttributor.COUNTER_BY[0],
                         help="how the CAE counterfactual's class is picked (as caex evaluate --cae-target-by)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
@@ -86,7 +88,7 @@ def main() -> int:
     suffix = seed_suffix(args.train_seed)
     suffix += "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
     suffix += f"_target-{args.cae_target}" if args.cae_target else ""
-    suffix += "_target-by-probability" if args.cae_target_by == "probability" else ""
+    suffix += "" if args.cae_target_by == ExplainerAttributor.COUNTER_BY[0] else f"_target-by-{args.cae_target_by}"
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec, args.train_seed)

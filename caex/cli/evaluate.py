@@ -31,6 +31,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from caex.evaluation.perturbation import DEFAULT_PATCH, DEFAULT_SHARE
     from caex.evaluation.runner import DEFAULT_METHODS
+    from caex.explain.attribution import ExplainerAttributor
     from caex.explain.paths import DEFAULT_STEPS
 
     parser = subparsers.add_parser(
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="class name or index every cae counterfactual heads for, e.g. a healthy class "
                              "(its own images head for another class by --cae-target-by; default: another "
                              "class by --cae-target-by for every image)")
-    parser.add_argument("--cae-target-by", choices=("code", "probability"), default="code",
+    parser.add_argument("--cae-target-by", choices=ExplainerAttributor.COUNTER_BY,
+                        default=ExplainerAttributor.COUNTER_BY[0],
                         help="how a cae counterfactual's class is picked among more than two (default: code, "
                              "the other class whose class-code centroid is nearest: no classifier pass, and the "
                              "more faithful maps on the synthetic benchmark; probability: the classifier's most "
