@@ -352,6 +352,39 @@ def test_all_targets_gives_one_explanation_per_other_class(tiny: tuple[Explainer
     assert torch.all(targets != default.prediction) and torch.all(targets[0] != targets[1])
 
 
+def test_targets_by_code_rank_the_other_class_centroids(tiny: tuple[Explainer, torch.Tensor], monkeypatch) -> None:
+    """target_by="code": the other class (than the prediction, or than ``leaving``) with the nearest class-code
+    centroid, every other class in that order with all_targets; leaving a given class needs no classifier pass."""
+    explainer, images = tiny
+    distance = torch.cdist(explainer.cae.class_codes(images[:3]), explainer.cae.centroids)
+    prediction = explainer.classifier.predict(images[:3])
+    by_code = distance.scatter(1, prediction[:, None], float("inf")).argsort(dim=1)[:, :2]
+    every = explainer.explain(images[:3], path="centroid", steps=3, all_targets=True, target_by="code")
+    assert torch.equal(torch.stack([e.target for e in every], dim=1), by_code)
+    single = explainer.explain(images[:3], path="centroid", steps=3, target_by="code")
+    assert torch.equal(single.target, by_code[:, 0]) and torch.allclose(single.saliency, every[0].saliency)
+
+    seen = []
+    predict_proba = explainer.classifier.predict_proba
+    monkeypatch.setattr(explainer.classifier, "predict_proba",
+                        lambda batch: seen.append(len(batch)) or predict_proba(batch))
+    leaving = torch.tensor([0, 1, 2])
+    nearest_other = distance.scatter(1, leaving[:, None], float("inf")).argmin(dim=1)
+    maps = explainer.saliency(images[:3], path="centroid", steps=2, target_by="code", leaving=leaving)
+    assert seen == []
+    assert torch.allclose(maps, explainer.saliency(images[:3], target=nearest_other, path="centroid", steps=2))
+    explainer.saliency(images[:3], path="centroid", steps=2, target_by="code")
+    assert seen == [3]  # leaving the prediction: one classifier pass for it, none for the choice
+    with pytest.raises(CaexError, match="target_by='nearest': choose one of code, probability"):
+        explainer.explain(images[:2], target_by="nearest")
+    with pytest.raises(CaexError, match="leaving= picks the target among the other classes"):
+        explainer.saliency(images[:2], target=1, leaving=0)
+    bare = Explainer(CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=3), ["a", "b", "c"]),
+                     explainer.classifier)
+    with pytest.raises(CaexError, match="target_by='code' needs the CAE's stored class centroids"):
+        bare.saliency(images[:2], target_by="code", leaving=0, path="centroid", steps=2)
+
+
 def test_targets_by_index_name_and_tensor(tiny: tuple[Explainer, torch.Tensor]) -> None:
     explainer, images = tiny
     assert explainer.explain(images[:2], target="c", path="centroid", steps=3).target.tolist() == [2, 2]
@@ -520,11 +553,13 @@ def test_cae_attributor_heads_for_a_fixed_counter_class(tiny: tuple[Explainer, t
     monkeypatch.setattr(classifier, "predict_proba", lambda batch: seen.append(len(batch)) or predict_proba(batch))
     attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0,
                                      counter_by="probability")
-    assert attributor._counter_class(images[:3], torch.tensor([1, 2, 1])).tolist() == [0, 0, 0]
+    maps = attributor.saliency(images[:3], torch.tensor([1, 2, 1]))
     assert seen == []  # nobody is of class 0: no classifier pass
-    counter = attributor._counter_class(images[:4], torch.tensor([0, 1, 2, 0]))
-    assert seen == [4]
-    assert counter.tolist() == [int(best_other[0]), 0, 0, int(best_other[3])]
+    assert torch.allclose(maps, explainer.saliency(images[:3], target=0, path="centroid", steps=2))
+    maps = attributor.saliency(images[:4], torch.tensor([0, 1, 2, 0]))
+    assert seen == [2]  # only class 0's own images ask the classifier where to go
+    counter = torch.tensor([int(best_other[0]), 0, 0, int(best_other[3])])
+    assert torch.allclose(maps, explainer.saliency(images[:4], target=counter, path="centroid", steps=2))
     with pytest.raises(CaexError, match="counter_class=3: not a class index of this classifier"):
         ExplainerAttributor(explainer.classifier, explainer, counter_class=3)
 
@@ -543,15 +578,16 @@ def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tu
     attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2)
     assert attributor.counter_by == "code"
     assert attributor.describe() == "2-step paths toward the other class with the nearest class-code centroid"
-    assert attributor._counter_class(images[:4], explained).tolist() == nearest_other.tolist()
     maps = attributor.saliency(images[:4], explained)
     assert seen == []
     assert torch.allclose(maps, explainer.saliency(images[:4], target=nearest_other, path="centroid", steps=2))
     fixed = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0)
     assert fixed.describe() == ("2-step paths toward class 0 (the other class with the nearest class-code centroid "
                                 "for its own images)")
-    assert fixed._counter_class(images[:4], explained).tolist() == [int(nearest_other[0]), 0, 0,
-                                                                    int(nearest_other[3])]
+    counter = torch.tensor([int(nearest_other[0]), 0, 0, int(nearest_other[3])])
+    assert torch.allclose(fixed.saliency(images[:4], explained),
+                          explainer.saliency(images[:4], target=counter, path="centroid", steps=2))
+    assert seen == []
     with pytest.raises(CaexError, match="counter_by='nearest': choose from code, probability"):
         ExplainerAttributor(classifier, explainer, counter_by="nearest")
     bare = Explainer(CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=3), ["a", "b", "c"]),

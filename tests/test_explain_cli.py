@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from caex.classifier import build_classifier_network, save_bundle
-from caex.cli.explain import collect_images, unique_stems
+from caex.cli.explain import collect_images, read_image, unique_stems
 from caex.cli.main import main
 from caex.errors import CaexError
 from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
@@ -78,7 +78,8 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
     assert summary["target"]["class"] == "other" and summary["end_step"] == 3 and summary["path_nodes"] is None
     # the summary alone records how the map was made
     assert summary["settings"] == {"run": str(workspace / "run"), "classifier": str(workspace / "clf"), "arch": None,
-                                   "path": "centroid", "reference": None, "steps": 4, "saliency": "weighted",
+                                   "path": "centroid", "reference": None, "steps": 4, "target_by": "probability",
+                                   "saliency": "weighted",
                                    "smoothing": 1.0, "stop_at_flip": False, "seed": 0}
     assert run_cli(workspace, image, "--target", "other", "--path", "centroid", "--steps", "4",
                    "--no-stop-at-flip", "--smoothing", "0", "--out", str(out / "sharp")) == 0
@@ -91,6 +92,14 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
     assert json.loads((out / "ref" / "rgb.json").read_text())["path"] == "reference"
     assert run_cli(workspace, image, "--all-targets", "--steps", "3", "--out", str(out / "all")) == 0
     assert len(list((out / "all").glob("rgb_to-*.json"))) == 2
+    assert run_cli(workspace, image, "--target-by", "code", "--path", "centroid", "--steps", "3",
+                   "--out", str(out / "code")) == 0
+    by_code = json.loads((out / "code" / "rgb.json").read_text())
+    cae = CAE.load(workspace / "run")
+    pixels = read_image(workspace / "imgs" / "rgb.png", SIZE, 1)[None]
+    distance = torch.cdist(cae.class_codes(pixels), cae.centroids)[0]
+    distance[NAMES.index(by_code["prediction"]["class"])] = float("inf")
+    assert by_code["settings"]["target_by"] == "code" and by_code["target"]["class"] == NAMES[int(distance.argmin())]
 
 
 @pytest.mark.parametrize("images, message", [
@@ -124,6 +133,10 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
     assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--smoothing", "-1",
                    "--out", str(workspace / "never")) == 2
     assert "--smoothing -1.0: must be 0 (off)" in capsys.readouterr().err
+    for other in (["--all-targets"], ["--target-by", "code"]):
+        assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--target", "other", *other,
+                       "--out", str(workspace / "never")) == 2
+        assert f"give either --target or {other[0]}, not both" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("batch_size", ["0", "-1"])

@@ -13,6 +13,7 @@ from caex.errors import CaexError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from caex.explain.paths import DEFAULT_STEPS
+    from caex.explain.targets import RANK_BY
 
     parser = subparsers.add_parser(
         "explain",
@@ -32,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              help="the classifier to explain: bundle folder, TorchScript, ONNX or weights file "
                                   "(with --arch)")
     parser.add_argument("--target", metavar="CLASS", default=None,
-                        help="class name or index to move toward (default: the most probable other class)")
+                        help="class name or index to move toward (default: the best other class by --target-by)")
+    parser.add_argument("--target-by", choices=RANK_BY, default=None,
+                        help="without --target, how the other class is picked among more than two: probability "
+                             "= the classifier's most probable other class (default); code = the other class "
+                             "whose class-code centroid is nearest to the image's code")
     parser.add_argument("--path", choices=("guided", "centroid", "nearest", "reference"), default="guided",
                         help="guided: shortest path through the graph of training codes (default); centroid / "
                              "nearest: straight to the target class centroid / nearest training code; "
@@ -75,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError(f"--steps {args.steps}: a path needs at least 2 steps")
     if (args.reference is not None) != (args.path == "reference"):
         raise CaexError("--reference IMG goes with --path reference (and that path needs one)")
-    if args.all_targets and args.target is not None:
-        raise CaexError("give either --target or --all-targets, not both")
+    if args.target is not None and (args.all_targets or args.target_by is not None):
+        raise CaexError(f"give either --target or {'--all-targets' if args.all_targets else '--target-by'}, not both")
+    target_by = args.target_by or "probability"
     if args.batch_size < 1:
         raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.smoothing < 0:
@@ -97,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
     stems = unique_stems(sources)
     settings = {"run": str(args.run), "classifier": str(args.classifier), "arch": args.arch, "path": args.path,
-                "reference": args.reference, "steps": args.steps, "saliency": args.saliency,
+                "reference": args.reference, "steps": args.steps, "target_by": target_by, "saliency": args.saliency,
                 "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip, "seed": args.seed}
     out = Path(args.out)
     written: set[str] = set()
@@ -108,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             images = torch.stack([read_image(path, size, channels) for path in batch])
             result = explainer.explain(images, target=target, path=args.path, steps=args.steps,
                                        stop_at_flip=args.stop_at_flip, reference=reference,
-                                       all_targets=args.all_targets, saliency=args.saliency)
+                                       all_targets=args.all_targets, saliency=args.saliency, target_by=target_by)
             for explanation in result if isinstance(result, list) else [result]:
                 already += int((explanation.target == explanation.prediction).sum())
                 for index, path in enumerate(batch):

@@ -216,7 +216,8 @@ def _make_method(name: str, classifier: Classifier, cae: Any, batch_size: int, s
 
 
 def _resolve_explainer(source: Any, classifier: Classifier) -> Any:
-    """An object with ``saliency(images, target=, path=, steps=)`` from a run folder, a CAE or an Explainer."""
+    """An object with ``saliency(images, target=, path=, steps=)`` (and, for more than two classes,
+    ``leaving=`` and ``target_by=``) from a run folder, a CAE or an Explainer."""
     if source is None:
         raise EvaluationError("the cae methods need a CAE run folder; pass one or leave the cae methods out")
     if hasattr(source, "saliency"):

@@ -31,7 +31,7 @@ from caex.data.types import class_index
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
-from caex.explain.targets import other_classes_by_probability
+from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
 from caex.utils.device import resolve_device
 from caex.utils.seed import torch_generator
 
@@ -133,33 +133,37 @@ class Explainer:
     @torch.no_grad()
     def explain(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided", steps: int = DEFAULT_STEPS,
                 stop_at_flip: bool = True, reference: torch.Tensor | None = None, all_targets: bool = False,
-                saliency: str = "weighted") -> Explanation | list[Explanation]:
+                saliency: str = "weighted", target_by: str = "probability") -> Explanation | list[Explanation]:
         """Explain ``images`` ``[B, C, H, W]`` (or one ``[C, H, W]``) in the data range.
 
         ``target``: a class index, a class name, or one per image (``[B]`` tensor
-        or list). Default: the most probable class other than the prediction
-        (the other class for binary tasks); for ``path="reference"`` it is the
-        classifier's class for the reference image(s).
+        or list). Default: the best class other than the prediction (the other
+        class for binary tasks) by ``target_by``: ``"probability"`` (default),
+        the classifier's most probable other class, or ``"code"``, the other
+        class whose class-code centroid is nearest to the image's class code.
+        For ``path="reference"`` it is the classifier's class for the reference
+        image(s).
 
         ``all_targets=True`` returns a list of ``K-1`` :class:`Explanation` s:
-        element ``j`` targets, for each image, its ``j``-th most probable class
-        other than the prediction — so element 0 is the default explanation.
+        element ``j`` targets, for each image, its ``j``-th best class other than
+        the prediction by ``target_by``, so element 0 is the default explanation.
         All ``B*(K-1)`` paths are decoded in the same batches.
         """
-        self._check_request(path, steps, saliency, reference, target, all_targets)
+        self._check_request(path, steps, saliency, reference, target, all_targets, target_by)
         images = self._as_batch(images, "images")
         input_probs = self.classifier.predict_proba(images).cpu()
         prediction = input_probs.argmax(dim=1)
         end_codes, target = self._reference_ends(reference, target, len(images))
         codes, individual = self._encode(images)
-        if all_targets:
-            ranked = other_classes_by_probability(input_probs, prediction)         # [B, K-1]
-            owner = torch.arange(len(images)).repeat(ranked.shape[1])                # [(K-1)*B]
+        if target is None:
+            ranked = self._other_classes(target_by, prediction, codes, input_probs)  # [B, K-1]
+            if not all_targets:
+                ranked = ranked[:, :1]
+            owner = torch.arange(len(images)).repeat(ranked.shape[1])                # [(K-1)*B] or [B]
             targets = ranked.T.reshape(-1)
         else:
             owner = torch.arange(len(images))
-            targets = (self._parse_target(target, len(images)) if target is not None
-                       else other_classes_by_probability(input_probs, prediction)[:, 0])
+            targets = self._parse_target(target, len(images))
         path_codes, path_nodes, frames, probs = self._decode_paths(
             codes, individual, owner, targets, path=path, steps=steps,
             end_codes=None if end_codes is None else end_codes[owner], classify=True)
@@ -176,33 +180,62 @@ class Explainer:
     @torch.no_grad()
     def saliency(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided",
                  steps: int = DEFAULT_STEPS, stop_at_flip: bool = True, reference: torch.Tensor | None = None,
-                 saliency: str = "weighted") -> torch.Tensor:
+                 saliency: str = "weighted", target_by: str = "probability",
+                 leaving: TargetSpec = None) -> torch.Tensor:
         """Only the maps ``[B, H, W]`` of :meth:`explain` (same arguments), at the least classifier cost.
 
-        The classifier runs only where a map depends on it: for the default
-        target, for the guided path's end check, and on the frames of paths
-        longer than two steps. A two-step straight path (``nearest``,
-        ``centroid``, ``reference``) to a given target never calls it, because
-        its map is the end frame against the reconstruction whatever the
-        probabilities. Then a map costs one encoder and two decoder passes,
-        whatever the size of the classifier. The evaluation uses this method.
+        ``leaving`` names the class each image's path leaves when ``target`` is
+        not given (default: the classifier's prediction); the target is then the
+        best other class by ``target_by``. The evaluation passes the class being
+        explained here.
+
+        The classifier runs only where a map depends on it: for the prediction
+        and for ``target_by="probability"`` among more than two classes, for the
+        guided path's end check, and on the frames of paths longer than two
+        steps. A two-step straight path (``nearest``, ``centroid``,
+        ``reference``) to a given target, or leaving a given class by
+        ``target_by="code"``, never calls it, because its map is the end frame
+        against the reconstruction whatever the probabilities. Then a map costs
+        one encoder and two decoder passes, whatever the size of the classifier.
         (The one case where it differs from :meth:`explain`: if the classifier gives
         both frames of such a path exactly the same target probability, the weighted
         map of :meth:`explain` is all zeros, while this one is still the contrast.)
         """
-        self._check_request(path, steps, saliency, reference, target, all_targets=False)
+        self._check_request(path, steps, saliency, reference, target, False, target_by)
+        if leaving is not None and (target is not None or reference is not None):
+            raise ExplainError("leaving= picks the target among the other classes; it takes no target or reference")
         images = self._as_batch(images, "images")
         end_codes, target = self._reference_ends(reference, target, len(images))
+        codes, individual = self._encode(images)
         if target is not None:
             target = self._parse_target(target, len(images))
         else:
-            input_probs = self.classifier.predict_proba(images).cpu()
-            target = other_classes_by_probability(input_probs, input_probs.argmax(dim=1))[:, 0]
-        codes, individual = self._encode(images)
+            input_probs = None
+            if leaving is None:
+                input_probs = self.classifier.predict_proba(images).cpu()
+                leaving = input_probs.argmax(dim=1)
+            leaving = self._parse_target(leaving, len(images))
+            target = self._other_classes(target_by, leaving, codes, input_probs, images)[:, 0]
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
         *_, frames, probs = self._decode_paths(codes, individual, torch.arange(len(images)), target, path=path,
                                                steps=steps, end_codes=end_codes, classify=classify)
         return self._maps(frames, probs, target, stop_at_flip, saliency)[0]
+
+    def _other_classes(self, by: str, leaving: torch.Tensor, codes: torch.Tensor,
+                       probs: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, K-1]`` classes other than ``leaving``, best first by ``by`` (see :data:`RANK_BY`); the
+        classifier runs on ``images`` only when ranking by probability among more than two classes without
+        ``probs``."""
+        if len(self.class_names) == 2:
+            return (1 - leaving)[:, None]
+        if by == "code":
+            if self.cae.centroids is None:
+                raise ModelError("target_by='code' needs the CAE's stored class centroids; this CAE has none "
+                                 "(load a finished run folder, or rank by 'probability')")
+            return other_classes_by_distance(codes, self.cae.centroids, leaving).cpu()
+        if probs is None:
+            probs = self.classifier.predict_proba(images).cpu()
+        return other_classes_by_probability(probs, leaving)
 
     # -- core ----------------------------------------------------------------------------
     def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,
@@ -327,8 +360,10 @@ class Explainer:
     # -- checks --------------------------------------------------------------------------
     @staticmethod
     def _check_request(path: str, steps: int, saliency: str, reference: torch.Tensor | None, target: TargetSpec,
-                       all_targets: bool) -> None:
+                       all_targets: bool, target_by: str) -> None:
         """Reject option combinations :meth:`explain` and :meth:`saliency` cannot serve, before any work."""
+        if target_by not in RANK_BY:
+            raise ExplainError(f"target_by={target_by!r}: choose one of {', '.join(RANK_BY)}")
         if path not in PATHS:
             raise ExplainError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
         if saliency not in SALIENCY_METHODS:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 
+#: How the class a counterfactual heads for is picked among the other classes: on the CAE's class-code
+#: manifold (the nearest other centroid, no classifier pass) or by the classifier's probabilities.
+RANK_BY = ("code", "probability")
+
 
 def other_classes_by_probability(probs: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
     """``[B, K-1]`` class indices other than ``excluded`` (``[B]``), highest ``probs`` (or any score) first."""
