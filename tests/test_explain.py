@@ -379,6 +379,10 @@ def test_targets_by_code_rank_the_other_class_centroids(tiny: tuple[Explainer, t
         explainer.explain(images[:2], target_by="nearest")
     with pytest.raises(CaexError, match="leaving= picks the target among the other classes"):
         explainer.saliency(images[:2], target=1, leaving=0)
+    with pytest.raises(CaexError, match="leaving 'zebra': not a class of this model"):
+        explainer.saliency(images[:2], leaving="zebra", target_by="code")
+    with pytest.raises(CaexError, match="3 leaving classes for 2 images"):
+        explainer.saliency(images[:2], leaving=[0, 1, 2], target_by="code")
     bare = Explainer(CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=3), ["a", "b", "c"]),
                      explainer.classifier)
     with pytest.raises(CaexError, match="target_by='code' needs the CAE's stored class centroids"):
@@ -393,7 +397,7 @@ def test_targets_by_index_name_and_tensor(tiny: tuple[Explainer, torch.Tensor]) 
     assert per_image.target.tolist() == [0, 2]
     with pytest.raises(CaexError, match="target 'zebra': not a class"):
         explainer.explain(images[:2], target="zebra")
-    with pytest.raises(CaexError, match="3 targets for 2 images"):
+    with pytest.raises(CaexError, match="3 target classes for 2 images"):
         explainer.explain(images[:2], target=[0, 1, 2])
     with pytest.raises(CaexError, match="unknown path 'curvy'"):
         explainer.explain(images[:2], path="curvy")

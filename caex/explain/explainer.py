@@ -206,15 +206,16 @@ class Explainer:
             raise ExplainError("leaving= picks the target among the other classes; it takes no target or reference")
         images = self._as_batch(images, "images")
         end_codes, target = self._reference_ends(reference, target, len(images))
-        codes, individual = self._encode(images)
         if target is not None:
             target = self._parse_target(target, len(images))
-        else:
+        elif leaving is not None:
+            leaving = self._parse_target(leaving, len(images), "leaving")
+        codes, individual = self._encode(images)
+        if target is None:
             input_probs = None
             if leaving is None:
                 input_probs = self.classifier.predict_proba(images).cpu()
                 leaving = input_probs.argmax(dim=1)
-            leaving = self._parse_target(leaving, len(images))
             target = self._other_classes(target_by, leaving, codes, input_probs, images)[:, 0]
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
         *_, frames, probs = self._decode_paths(codes, individual, torch.arange(len(images)), target, path=path,
@@ -414,26 +415,26 @@ class Explainer:
                                "expected the data range [0, 1] (divide 8-bit images by 255)")
         return images
 
-    def _parse_target(self, target: TargetSpec, count: int) -> torch.Tensor:
-        """A class index, class name or one per image -> ``[B]`` int64 indices, validated."""
+    def _parse_target(self, target: TargetSpec, count: int, what: str = "target") -> torch.Tensor:
+        """A class index, class name or one per image -> ``[B]`` int64 indices, validated (errors say ``what``)."""
         if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):  # Python numbers from here on
             target = target.reshape(-1).tolist() if target.ndim else target.item()
         if isinstance(target, (int, float, str)):
             target = [target] * count
         if len(target) != count:
-            raise ExplainError(f"{len(target)} targets for {count} images")
-        return torch.tensor([self.class_index(value) for value in target], dtype=torch.long)
+            raise ExplainError(f"{len(target)} {what} classes for {count} images")
+        return torch.tensor([self.class_index(value, what) for value in target], dtype=torch.long)
 
-    def class_index(self, value: int | str) -> int:
-        """A target class given by name or index (``"lesion"``, ``2``, ``"2"``) as its index; an
-        :class:`ExplainError` naming the classes otherwise."""
+    def class_index(self, value: int | str, what: str = "target") -> int:
+        """A class given by name or index (``"lesion"``, ``2``, ``"2"``) as its index; an
+        :class:`ExplainError` naming ``what`` it was given as and the classes otherwise."""
         if not isinstance(value, (str, bool)):
             with contextlib.suppress(TypeError):
                 value = operator.index(value)  # NumPy and 0-d tensor integers too
         index = class_index(value, self.class_names)
         if index is not None and not isinstance(value, bool):  # a bool mask is no class index (True would read as 1)
             return index
-        raise ExplainError(f"target {value!r}: not a class of this model ({', '.join(self.class_names)} "
+        raise ExplainError(f"{what} {value!r}: not a class of this model ({', '.join(self.class_names)} "
                            f"or 0..{len(self.class_names) - 1})")
 
 
