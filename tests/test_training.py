@@ -333,6 +333,20 @@ def test_code_separation_known_values() -> None:
     assert code_separation(codes, torch.zeros(4, dtype=torch.long)) == {"code_accuracy": 1.0}  # no pair, no gap
 
 
+def test_cpu_model_reads_cpuinfo_and_falls_back_to_platform(monkeypatch, tmp_path) -> None:
+    from caex.utils import versions
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t: fpu\n")
+    real_path = versions.Path
+    monkeypatch.setattr(versions, "Path", lambda name: cpuinfo if name == "/proc/cpuinfo" else real_path(name))
+    assert versions.cpu_model() == "Test CPU 9000"
+    monkeypatch.setattr(versions, "Path", lambda name: tmp_path / "missing")
+    monkeypatch.setattr(versions.platform, "processor", lambda: "")
+    monkeypatch.setattr(versions.platform, "machine", lambda: "riscv64")
+    assert versions.cpu_model() == "riscv64"
+
+
 # -- training runs ---------------------------------------------------------------------------
 def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     data = _data()
@@ -352,6 +366,8 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     assert summary["code_accuracy"] == round(code_separation(cae.class_codes(bundle.test.images),
                                                              bundle.test.labels)["code_accuracy"], 5)
     assert summary["versions"]["torch"] == torch.__version__  # a seed gives these weights on this torch
+    assert summary["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # ... and processor
+    assert summary["versions"]["cpu"]
     # The code monitor only reads: a run without a folder (no monitor) ends with the same weights.
     unmonitored = train_cae(bundle, config, train_config)
     for (name, a), (_, b) in zip(cae.state_dict().items(), unmonitored.state_dict().items()):
