@@ -15,7 +15,7 @@ outputs (CSV/JSON/Markdown, curves.png, gallery.png) go to
 ``runs/bench/<spec>/evaluation/`` and a summary to ``bench_evaluate.json``
 next to this script (``bench_evaluate_steps<N>.json`` and ``evaluation_steps<N>/``
 when ``--cae-steps`` is not the default, 16; ``_target-<CLASS>`` is appended
-with ``--cae-target``, ``_target-by-probability`` with ``--cae-target-by probability``, and
+with ``--cae-target``, ``_target-by-<BY>`` with ``--cae-target-by probability|all``, and
 ``_seed<N>`` comes first with ``--train-seed N``,
 whose CAEs are cached as ``cae_small_seed<N>``). ``--cae-run`` scores a CAE trained
 elsewhere (``caex train``, say with more ``--iters``) on the same classifier,

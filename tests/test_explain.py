@@ -13,6 +13,7 @@ from torch import nn
 from caex.classifier import Classifier, TorchClassifier, build_classifier_network
 from caex.errors import CaexError
 from caex.explain import Explainer, ExplainerAttributor, Explanation
+from caex.explain.attribution import normalise_maps
 from caex.explain.paths import CodeGraph, guided_paths, resample_polylines, straight_paths
 from caex.explain.targets import other_classes_by_distance, other_classes_by_probability
 from caex.explain.saliency import contrast_saliency, end_steps, flip_steps, gaussian_smooth, weighted_saliency
@@ -546,6 +547,27 @@ def test_cae_attributor_explains_leaving_the_given_class(painted: Explainer,
     maps = attributor.saliency(images[:4], explained)
     assert torch.all(counter != explained)
     assert torch.allclose(maps, explainer.saliency(images[:4], target=counter, path="centroid", steps=3), atol=1e-6)
+
+
+def test_cae_attributor_can_average_the_maps_toward_every_other_class(tiny: tuple[Explainer, torch.Tensor],
+                                                                       monkeypatch) -> None:
+    """counter_by="all": the renormalised mean of the K-1 maps toward each other class (no classifier pass for
+    2-step straight paths); a fixed counter_class still wins for the images that can leave for it."""
+    explainer, images = tiny
+    classifier, seen = explainer.classifier, []
+    predict_proba = classifier.predict_proba
+    monkeypatch.setattr(classifier, "predict_proba", lambda batch: seen.append(len(batch)) or predict_proba(batch))
+    explained = torch.tensor([0, 1, 2, 0])
+    toward = [explainer.saliency(images[:4], target=other, path="centroid", steps=2) for other in range(3)]
+    expected = normalise_maps(sum(torch.where((explained != other)[:, None, None], maps, 0.0)
+                                  for other, maps in enumerate(toward)))
+    attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_by="all")
+    assert attributor.describe() == "2-step paths toward every other class, their maps averaged"
+    assert torch.allclose(attributor.saliency(images[:4], explained), expected, atol=1e-6)
+    assert seen == []
+    fixed = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_by="all", counter_class=0)
+    maps = fixed.saliency(images[:4], explained)
+    assert torch.allclose(maps[1:3], toward[0][1:3]) and torch.allclose(maps[[0, 3]], expected[[0, 3]], atol=1e-6)
 
 
 def test_cae_attributor_heads_for_a_fixed_counter_class(tiny: tuple[Explainer, torch.Tensor], monkeypatch) -> None:
