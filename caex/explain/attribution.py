@@ -403,10 +403,9 @@ class ExplainerAttributor(Attributor):
         if known.any():
             maps[known] = self._maps(inputs[known], target=destination[known])
         choose = ~known
-        if choose.any() and self.counter_by == "all":
-            maps[choose] = self._mean_over_other_classes(inputs[choose], target[choose])
-        elif choose.any():
-            maps[choose] = self._maps(inputs[choose], leaving=target[choose], target_by=self.counter_by)
+        if choose.any():
+            maps[choose] = (self._mean_over_other_classes(inputs[choose], target[choose]) if self.counter_by == "all"
+                            else self._maps(inputs[choose], leaving=target[choose], target_by=self.counter_by))
         return maps[:, None]
 
     def _maps(self, inputs: torch.Tensor, **request: Any) -> torch.Tensor:
