@@ -353,6 +353,29 @@ def test_all_targets_gives_one_explanation_per_other_class(tiny: tuple[Explainer
     assert torch.all(targets != default.prediction) and torch.all(targets[0] != targets[1])
 
 
+def test_several_targets_per_image_share_one_encoding(tiny: tuple[Explainer, torch.Tensor], monkeypatch) -> None:
+    """A ``[B, M]`` target: M paths per image from one encoder pass, each equal to asking for that target alone."""
+    explainer, images = tiny
+    targets = torch.tensor([[1, 2], [0, 2], [0, 1]])
+    alone = [explainer.saliency(images[:3], target=targets[:, j], path="centroid", steps=4) for j in range(2)]
+    encoded = []
+    encode = explainer.cae.encode
+    monkeypatch.setattr(explainer.cae, "encode", lambda batch: encoded.append(len(batch)) or encode(batch))
+    maps = explainer.saliency(images[:3], target=targets, path="centroid", steps=4)
+    assert encoded == [3] and maps.shape == (3, 2, SIZE, SIZE)
+    assert all(torch.allclose(maps[:, j], alone[j], atol=1e-6) for j in range(2))
+    every = explainer.explain(images[:3], target=targets.numpy(), path="centroid", steps=4)
+    assert [e.target.tolist() for e in every] == targets.T.tolist()
+    assert all(torch.allclose(every[j].saliency, alone[j], atol=1e-6) for j in range(2))
+    ranked = explainer.saliency(images[:3], path="centroid", steps=4, all_targets=True)
+    by_explain = explainer.explain(images[:3], path="centroid", steps=4, all_targets=True)
+    assert torch.allclose(ranked, torch.stack([e.saliency for e in by_explain], dim=1), atol=1e-6)
+    with pytest.raises(CaexError, match=r"target of shape \(2, 2\) for 3 images: expected one class per image"):
+        explainer.saliency(images[:3], target=targets[:2])
+    with pytest.raises(CaexError, match="target 5: not a class of this model"):
+        explainer.saliency(images[:3], target=torch.tensor([[1, 5], [0, 2], [0, 1]]))
+
+
 def test_targets_by_code_rank_the_other_class_centroids(tiny: tuple[Explainer, torch.Tensor], monkeypatch) -> None:
     """target_by="code": the other class (than the prediction, or than ``leaving``) with the nearest class-code
     centroid, every other class in that order with all_targets; leaving a given class needs no classifier pass."""
@@ -563,8 +586,11 @@ def test_cae_attributor_can_average_the_maps_toward_every_other_class(tiny: tupl
                                   for other, maps in enumerate(toward)))
     attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_by="all")
     assert attributor.describe() == "2-step paths toward every other class, their maps averaged"
+    encoded = []
+    encode = explainer.cae.encode
+    monkeypatch.setattr(explainer.cae, "encode", lambda batch: encoded.append(len(batch)) or encode(batch))
     assert torch.allclose(attributor.saliency(images[:4], explained), expected, atol=1e-6)
-    assert seen == []
+    assert seen == [] and encoded == [4]  # each image encoded once for its K-1 paths
     fixed = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_by="all", counter_class=0)
     maps = fixed.saliency(images[:4], explained)
     assert torch.allclose(maps[1:3], toward[0][1:3]) and torch.allclose(maps[[0, 3]], expected[[0, 3]], atol=1e-6)

@@ -34,9 +34,9 @@ def test_python_api_example_runs(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # the example writes runs/clf and runs/cae
     namespace: dict[str, object] = {}
     exec(compile(code, str(README), "exec"), namespace)
-    exp, maps = namespace["exp"], namespace["maps"]
+    exp, maps, every = namespace["exp"], namespace["maps"], namespace["every"]
     assert exp.saliency.shape == (8, 32, 32) and exp.frames.shape[:2] == (8, 4)
-    assert maps.shape == (8, 32, 32)
+    assert maps.shape == (8, 32, 32) and every.shape == (8, 1, 32, 32)  # 2 classes scaled down: 1 other
     assert (tmp_path / "runs" / "cae" / "model.safetensors").is_file()
 
 

@@ -38,6 +38,7 @@ from caex.utils.seed import torch_generator
 PATHS = ("guided", "centroid", "nearest", "reference")
 #: Slack on the [0, 1] data range for float round-off in the caller's preprocessing.
 _RANGE_TOLERANCE = 1e-3
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 TargetSpec = int | str | torch.Tensor | Sequence[int | str] | None
 
@@ -144,10 +145,13 @@ class Explainer:
         For ``path="reference"`` it is the classifier's class for the reference
         image(s).
 
-        ``all_targets=True`` returns a list of ``K-1`` :class:`Explanation` s:
-        element ``j`` targets, for each image, its ``j``-th best class other than
-        the prediction by ``target_by``, so element 0 is the default explanation.
-        All ``B*(K-1)`` paths are decoded in the same batches.
+        ``target`` may also be a ``[B, M]`` tensor or array, ``M`` classes per
+        image: the result is then a list of ``M`` :class:`Explanation` s, element
+        ``j`` toward ``target[:, j]``, from one encoding of the images.
+        ``all_targets=True`` is that with every other class: element ``j``
+        targets, for each image, its ``j``-th best class other than the
+        prediction by ``target_by``, so element 0 is the default explanation.
+        All paths are decoded in the same batches.
         """
         self._check_request(path, steps, saliency, reference, target, all_targets, target_by)
         images = self._as_batch(images, "images")
@@ -157,13 +161,8 @@ class Explainer:
         codes, individual = self._encode(images)
         if target is None:
             ranked = self._other_classes(target_by, prediction, codes, input_probs)  # [B, K-1]
-            if not all_targets:
-                ranked = ranked[:, :1]
-            owner = torch.arange(len(images)).repeat(ranked.shape[1])                # [(K-1)*B] or [B]
-            targets = ranked.T.reshape(-1)
-        else:
-            owner = torch.arange(len(images))
-            targets = self._parse_target(target, len(images))
+            target = ranked if all_targets else ranked[:, 0]
+        owner, targets, per_image = self._target_rows(target, len(images))
         path_codes, path_nodes, frames, probs = self._decode_paths(
             codes, individual, owner, targets, path=path, steps=steps,
             end_codes=None if end_codes is None else end_codes[owner], classify=True)
@@ -173,16 +172,19 @@ class Explainer:
             end_step=end_step, target=targets, prediction=prediction[owner], input_probs=input_probs[owner],
             codes=path_codes.cpu(), reconstruction=frames[:, 0], path=path, path_nodes=path_nodes,
             class_names=self.class_names, saliency_method=saliency)
-        if not all_targets:
+        if per_image is None:
             return explanation
-        return [explanation[rows] for rows in torch.arange(len(owner)).view(-1, len(images))]
+        return [explanation[rows] for rows in torch.arange(len(owner)).view(per_image, len(images))]
 
     @torch.no_grad()
     def saliency(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided",
                  steps: int = DEFAULT_STEPS, stop_at_flip: bool = True, reference: torch.Tensor | None = None,
-                 saliency: str = "weighted", target_by: str = "probability",
+                 saliency: str = "weighted", target_by: str = "probability", all_targets: bool = False,
                  leaving: TargetSpec = None) -> torch.Tensor:
         """Only the maps ``[B, H, W]`` of :meth:`explain` (same arguments), at the least classifier cost.
+
+        Several targets per image (a ``[B, M]`` target, or ``all_targets``) give
+        ``[B, M, H, W]``, every image encoded once for all its paths.
 
         ``leaving`` names the class each image's path leaves when ``target`` is
         not given (default: the classifier's prediction); the target is then the
@@ -201,26 +203,42 @@ class Explainer:
         both frames of such a path exactly the same target probability, the weighted
         map of :meth:`explain` is all zeros, while this one is still the contrast.)
         """
-        self._check_request(path, steps, saliency, reference, target, False, target_by)
+        self._check_request(path, steps, saliency, reference, target, all_targets, target_by)
         if leaving is not None and (target is not None or reference is not None):
             raise ExplainError("leaving= picks the target among the other classes; it takes no target or reference")
         images = self._as_batch(images, "images")
         end_codes, target = self._reference_ends(reference, target, len(images))
-        if target is not None:
-            target = self._parse_target(target, len(images))
-        elif leaving is not None:
+        rows = None if target is None else self._target_rows(target, len(images))
+        if leaving is not None:
             leaving = self._parse_target(leaving, len(images), "leaving")
         codes, individual = self._encode(images)
-        if target is None:
+        if rows is None:
             input_probs = None
             if leaving is None:
                 input_probs = self.classifier.predict_proba(images).cpu()
                 leaving = input_probs.argmax(dim=1)
-            target = self._other_classes(target_by, leaving, codes, input_probs, images)[:, 0]
+            ranked = self._other_classes(target_by, leaving, codes, input_probs, images)
+            rows = self._target_rows(ranked if all_targets else ranked[:, 0], len(images))
+        owner, targets, per_image = rows
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
-        *_, frames, probs = self._decode_paths(codes, individual, torch.arange(len(images)), target, path=path,
-                                               steps=steps, end_codes=end_codes, classify=classify)
-        return self._maps(frames, probs, target, stop_at_flip, saliency)[0]
+        *_, frames, probs = self._decode_paths(codes, individual, owner, targets, path=path, steps=steps,
+                                               end_codes=None if end_codes is None else end_codes[owner],
+                                               classify=classify)
+        maps = self._maps(frames, probs, targets, stop_at_flip, saliency)[0]
+        return maps if per_image is None else maps.view(per_image, len(images), *maps.shape[1:]).transpose(0, 1)
+
+    def _target_rows(self, target: TargetSpec, count: int) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+        """One path per row: the image ``owner[r]`` and the class ``target[r]`` it heads for, validated, and the
+        number of targets per image (``None`` for one each). A ``[B, M]`` target gives ``M * B`` rows, target
+        by target (``target[:, 0]`` for every image first)."""
+        if isinstance(target, (torch.Tensor, np.ndarray)) and target.ndim == 2:
+            if target.shape[0] != count or target.shape[1] == 0:
+                raise ExplainError(f"target of shape {tuple(target.shape)} for {count} images: expected "
+                                   f"one class per image ([{count}]) or M >= 1 per image ([{count}, M])")
+            per_image = target.shape[1]
+            flat = self._parse_target(torch.as_tensor(target).T.reshape(-1), per_image * count)
+            return torch.arange(count).repeat(per_image), flat, per_image
+        return torch.arange(count), self._parse_target(target, count), None
 
     def _other_classes(self, by: str, leaving: torch.Tensor, codes: torch.Tensor,
                        probs: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
@@ -417,6 +435,9 @@ class Explainer:
 
     def _parse_target(self, target: TargetSpec, count: int, what: str = "target") -> torch.Tensor:
         """A class index, class name or one per image -> ``[B]`` int64 indices, validated (errors say ``what``)."""
+        if isinstance(target, torch.Tensor) and target.shape == (count,) and target.dtype in _INDEX_DTYPES \
+                and bool(((target >= 0) & (target < len(self.class_names))).all()):
+            return target.long().cpu()  # valid indices already (a ranking, say): no per-value check
         if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):  # Python numbers from here on
             target = target.reshape(-1).tolist() if target.ndim else target.item()
         if isinstance(target, (int, float, str)):
