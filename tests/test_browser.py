@@ -3,8 +3,8 @@
 The other tests only read the HTML as text; these run the page: its script must draw, react and show
 tooltips, every embedded image must decode, and nothing may be fetched from the network. Class names
 and file names full of HTML specials check the escaping end to end (nothing injected, page still works).
-Skipped where Playwright or Debian's ``/usr/bin/chromium`` is missing (``pip install playwright``;
-browsers are never downloaded).
+Skipped where Debian's ``/usr/bin/chromium`` is missing (``apt-get install chromium``; browsers are never
+downloaded) or Playwright is (the test extras install it).
 """
 
 from __future__ import annotations
