@@ -158,11 +158,12 @@ class Explainer:
         input_probs = self.classifier.predict_proba(images).cpu()
         prediction = input_probs.argmax(dim=1)
         end_codes, target = self._reference_ends(reference, target, len(images))
+        rows = None if target is None else self._target_rows(target, len(images))  # a bad target fails before encoding
         codes, individual = self._encode(images)
-        if target is None:
+        if rows is None:
             ranked = self._other_classes(target_by, prediction, codes, input_probs)  # [B, K-1]
-            target = ranked if all_targets else ranked[:, 0]
-        owner, targets, per_image = self._target_rows(target, len(images))
+            rows = self._target_rows(ranked if all_targets else ranked[:, 0], len(images))
+        owner, targets, per_image = rows
         path_codes, path_nodes, frames, probs = self._decode_paths(
             codes, individual, owner, targets, path=path, steps=steps,
             end_codes=None if end_codes is None else end_codes[owner], classify=True)
