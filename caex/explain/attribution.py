@@ -362,10 +362,11 @@ class ExplainerAttributor(Attributor):
     of one processor's draws and lower AOPC on 6 of 6 of another's (+0.011 on
     average; README, Results): the default for its cost, not for faithfulness.
     ``"all"`` heads for every other class and averages the K-1 maps: what sets
-    the image's class apart from all the others, at K-1 times the decoding (one encoding, the paths in the
-    same batches: ``Explainer.saliency`` with a ``[B, K-1]`` target). On the
-    second processor's three draws it raised AOPC over the code's single class
-    in 24 of 24 comparisons (README, Results), so it is the likeliest next default.
+    the image's class apart from all the others, at K-1 times the decoding (one
+    encoding, the paths in the same batches: ``Explainer.saliency`` with a
+    ``[B, K-1]`` target). On the second processor's three draws it raised AOPC
+    over the code's single class in 24 of 24 comparisons (README, Results), so
+    it is the likeliest next default.
     """
 
     #: How ``counter_by`` picks the other class: ranked (``RANK_BY``; "code" needs an Explainer's CAE with
