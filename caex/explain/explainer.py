@@ -38,7 +38,6 @@ from caex.utils.seed import torch_generator
 PATHS = ("guided", "centroid", "nearest", "reference")
 #: Slack on the [0, 1] data range for float round-off in the caller's preprocessing.
 _RANGE_TOLERANCE = 1e-3
-_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 TargetSpec = int | str | torch.Tensor | Sequence[int | str] | None
 
@@ -158,12 +157,12 @@ class Explainer:
         input_probs = self.classifier.predict_proba(images).cpu()
         prediction = input_probs.argmax(dim=1)
         end_codes, target = self._reference_ends(reference, target, len(images))
-        rows = None if target is None else self._target_rows(target, len(images))  # a bad target fails before encoding
+        chosen = None if target is None else self._parse_targets(target, len(images))  # fails before encoding
         codes, individual = self._encode(images)
-        if rows is None:
+        if chosen is None:
             ranked = self._other_classes(target_by, prediction, codes, input_probs)  # [B, K-1]
-            rows = self._target_rows(ranked if all_targets else ranked[:, 0], len(images))
-        owner, targets, per_image = rows
+            chosen = ranked if all_targets else ranked[:, 0]
+        owner, targets, per_image = self._path_rows(chosen)
         path_codes, path_nodes, frames, probs = self._decode_paths(
             codes, individual, owner, targets, path=path, steps=steps,
             end_codes=None if end_codes is None else end_codes[owner], classify=True)
@@ -209,18 +208,18 @@ class Explainer:
             raise ExplainError("leaving= picks the target among the other classes; it takes no target or reference")
         images = self._as_batch(images, "images")
         end_codes, target = self._reference_ends(reference, target, len(images))
-        rows = None if target is None else self._target_rows(target, len(images))
+        chosen = None if target is None else self._parse_targets(target, len(images))
         if leaving is not None:
             leaving = self._parse_target(leaving, len(images), "leaving")
         codes, individual = self._encode(images)
-        if rows is None:
+        if chosen is None:
             input_probs = None
             if leaving is None:
                 input_probs = self.classifier.predict_proba(images).cpu()
                 leaving = input_probs.argmax(dim=1)
             ranked = self._other_classes(target_by, leaving, codes, input_probs, images)
-            rows = self._target_rows(ranked if all_targets else ranked[:, 0], len(images))
-        owner, targets, per_image = rows
+            chosen = ranked if all_targets else ranked[:, 0]
+        owner, targets, per_image = self._path_rows(chosen)
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
         *_, frames, probs = self._decode_paths(codes, individual, owner, targets, path=path, steps=steps,
                                                end_codes=None if end_codes is None else end_codes[owner],
@@ -228,18 +227,15 @@ class Explainer:
         maps = self._maps(frames, probs, targets, stop_at_flip, saliency)[0]
         return maps if per_image is None else maps.view(per_image, len(images), *maps.shape[1:]).transpose(0, 1)
 
-    def _target_rows(self, target: TargetSpec, count: int) -> tuple[torch.Tensor, torch.Tensor, int | None]:
-        """One path per row: the image ``owner[r]`` and the class ``target[r]`` it heads for, validated, and the
-        number of targets per image (``None`` for one each). A ``[B, M]`` target gives ``M * B`` rows, target
-        by target (``target[:, 0]`` for every image first)."""
-        if isinstance(target, (torch.Tensor, np.ndarray)) and target.ndim == 2:
-            if target.shape[0] != count or target.shape[1] == 0:
-                raise ExplainError(f"target of shape {tuple(target.shape)} for {count} images: expected "
-                                   f"one class per image ([{count}]) or M >= 1 per image ([{count}, M])")
-            per_image = target.shape[1]
-            flat = self._parse_target(torch.as_tensor(target).T.reshape(-1), per_image * count)
-            return torch.arange(count).repeat(per_image), flat, per_image
-        return torch.arange(count), self._parse_target(target, count), None
+    @staticmethod
+    def _path_rows(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+        """One path per row for valid class indices ``[B]`` or ``[B, M]``: the image ``owner[r]``, the class
+        ``target[r]`` it heads for, and the targets per image (``None`` for one each). ``[B, M]`` gives ``M * B``
+        rows, target by target (``targets[:, 0]`` for every image first)."""
+        if targets.ndim == 1:
+            return torch.arange(len(targets)), targets, None
+        count, per_image = targets.shape
+        return torch.arange(count).repeat(per_image), targets.T.reshape(-1), per_image
 
     def _other_classes(self, by: str, leaving: torch.Tensor, codes: torch.Tensor,
                        probs: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
@@ -434,11 +430,17 @@ class Explainer:
                                "expected the data range [0, 1] (divide 8-bit images by 255)")
         return images
 
+    def _parse_targets(self, target: TargetSpec, count: int) -> torch.Tensor:
+        """:meth:`_parse_target`, and also a ``[B, M]`` tensor or array of ``M`` classes per image."""
+        if isinstance(target, (torch.Tensor, np.ndarray)) and target.ndim == 2:
+            if target.shape[0] != count or target.shape[1] == 0:
+                raise ExplainError(f"target of shape {tuple(target.shape)} for {count} images: expected "
+                                   f"one class per image ([{count}]) or M >= 1 per image ([{count}, M])")
+            return self._parse_target(target.reshape(-1), target.shape[0] * target.shape[1]).view(count, -1)
+        return self._parse_target(target, count)
+
     def _parse_target(self, target: TargetSpec, count: int, what: str = "target") -> torch.Tensor:
         """A class index, class name or one per image -> ``[B]`` int64 indices, validated (errors say ``what``)."""
-        if isinstance(target, torch.Tensor) and target.shape == (count,) and target.dtype in _INDEX_DTYPES \
-                and bool(((target >= 0) & (target < len(self.class_names))).all()):
-            return target.long().cpu()  # valid indices already (a ranking, say): no per-value check
         if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):  # Python numbers from here on
             target = target.reshape(-1).tolist() if target.ndim else target.item()
         if isinstance(target, (int, float, str)):
