@@ -1,14 +1,21 @@
-"""The helpers every command shares: here, the warning about files an earlier run left in ``--out``."""
+"""The helpers every command shares: the warnings about files an earlier run left in ``--out`` and about models
+trained on another split of the data."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from caex.cli.common import warn_stale_files
+from caex.classifier import build_classifier_network, save_bundle
+from caex.cli.common import check_splits, warn_stale_files
+from caex.data import load_dataset
+from caex.model import CAE, CAEConfig
 from caex.utils.io import atomic_write_text
 
 
@@ -46,3 +53,44 @@ def test_an_out_that_does_not_exist_yet_or_an_error_warns_of_nothing(tmp_path: P
             atomic_write_text(tmp_path / "new" / "a.json", "new")
         with pytest.raises(KeyboardInterrupt), warn_stale_files(tmp_path):  # the error is the message, not this
             raise KeyboardInterrupt
+
+
+def test_models_trained_on_another_split_of_the_same_data_are_warned_about(tmp_path: Path) -> None:
+    """Only the same spec with another recorded split seed warns (unknown provenance or other data do not),
+    naming the model and the --split-seed that would match it."""
+    data = load_dataset("synthetic:classes=2,per_class=4,size=32", seed=1)
+    assert data.seed == 1
+    config = CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=2)
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=32)
+    save_bundle(net, tmp_path / "clf", class_names=data.class_names, image_size=32, data_spec=data.spec, data_seed=0)
+    args = argparse.Namespace(run="runs/cae", classifier=str(tmp_path / "clf"))
+    with pytest.warns(UserWarning) as caught:
+        check_splits(data, args, CAE(config, data.class_names, data.spec, data_seed=0))
+    assert [str(warning.message) for warning in caught] == [
+        f"{who} was trained on {data.spec} split with seed 0, but it is loaded here with seed 1: its test images "
+        "are not the ones the model held out (some may be its training images); load the data with seed 0 "
+        "(--split-seed 0)" for who in ("the CAE in runs/cae", f"the classifier {tmp_path / 'clf'}")]
+    save_bundle(net, tmp_path / "clf", class_names=data.class_names, image_size=32, data_spec=data.spec, data_seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for cae in (CAE(config, data.class_names, data.spec, data_seed=1), CAE(config, data.class_names, data.spec),
+                    CAE(config, data.class_names, "synthetic:classes=2", data_seed=0)):
+            check_splits(data, args, cae)
+        check_splits(data, argparse.Namespace(run="none", classifier=None))
+
+
+def test_a_source_with_its_own_test_split_records_no_split_seed(tmp_path: Path) -> None:
+    """A folder's train/ and test/ or an npz's test_* arrays fix the split, so no seed can move it."""
+    images, labels = np.zeros((4, 8, 8), dtype=np.uint8), np.array([0, 1, 0, 1])
+    np.savez(tmp_path / "own.npz", train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+    np.savez(tmp_path / "none.npz", train_images=images, train_labels=labels)
+    assert load_dataset(str(tmp_path / "own.npz"), size=32, seed=3).seed is None
+    assert load_dataset(str(tmp_path / "none.npz"), size=32, seed=3).seed == 3
+
+
+def test_a_cae_saved_and_loaded_keeps_its_data_provenance(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
+    CAE(config, ["a", "b"], "mnist:4,9", data_seed=7).save(tmp_path / "run")
+    loaded = CAE.load(tmp_path / "run")
+    assert (loaded.data_spec, loaded.data_seed) == ("mnist:4,9", 7)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from caex.classifier import TorchClassifier
-from caex.data.types import DataBundle, ImageSet
+from caex.data.types import DataBundle, ImageSet, rank_within_class
 from caex.evaluation import (
     EvaluationError,
     LocalisationMetric,
@@ -257,6 +257,12 @@ def test_select_images_is_stratified_seeded_and_correct_only():
         select_images(classifier, data, 0)
 
 
+def test_rank_within_class_counts_earlier_items_of_the_same_class():
+    labels = torch.tensor([2, 0, 2, 1, 0, 2])
+    assert rank_within_class(labels).tolist() == [0, 0, 1, 0, 1, 2]
+    assert rank_within_class(torch.zeros(0, dtype=torch.long)).tolist() == []
+
+
 def test_classifying_the_test_set_to_select_images_shows_a_bar(capsys):
     """On a big test set this step was a silent pause before the first method's bar."""
     data, classifier = tiny_bundle(12), square_classifier()
@@ -355,6 +361,22 @@ def test_runner_with_a_real_cae_explainer_on_every_path(tmp_path):
         row = results.row(name)
         assert row.status == "ok" and 0 <= row.pointing <= 1 and math.isfinite(row.aopc)
         assert results.maps[name].shape == (4, SIZE, SIZE)
+
+
+def test_a_cae_given_to_evaluate_gets_an_explainer_with_the_evaluations_seed(monkeypatch):
+    """The seed drives the explainer's subsample of stored codes too; it stayed 0 whatever evaluate was given."""
+    import caex.explain.explainer as explainer_module
+    from caex.model import CAE, CAEConfig
+
+    data = tiny_bundle()
+    cae = CAE(CAEConfig.preset("tiny", image_size=SIZE, channels=1, num_classes=2), class_names=data.class_names)
+    cae.set_train_codes(cae.class_codes(data.train.images), data.train.labels)
+    seeds, build_graph = [], explainer_module.Explainer._code_graph
+    monkeypatch.setattr(explainer_module.Explainer, "_code_graph", lambda self: seeds.append(self.seed) or
+                        build_graph(self))
+    evaluate(cae, square_classifier(), data, methods=["cae-guided"], n_images=2, seed=7,
+             metric=PerturbationMetric(patch=3, n_patches=2))
+    assert set(seeds) == {7}
 
 
 def test_cae_method_steps_option_reaches_the_explainer():

@@ -203,3 +203,17 @@ def test_encode_refuses_a_single_image_and_casts_float64() -> None:
         cae.encode((x * 255).to(torch.uint8))
     codes, individual = cae.encode(x.double())
     assert codes.dtype == individual.dtype == torch.float32 and torch.equal(codes, cae.encode(x)[0])
+
+
+def test_class_codes_checks_and_casts_its_input_like_encode() -> None:
+    """It hard-coded float32, so a float64 CAE raised torch's dtype mismatch, and skipped the channel check."""
+    cae = CAE(_tiny())
+    x = torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(cae.class_codes(x, batch_size=2), cae.encode(x)[0])
+        wide = CAE(_tiny()).double()
+        wide.load_state_dict(cae.double().state_dict())
+        codes = wide.class_codes(x, batch_size=2)
+    assert codes.dtype == torch.float32 and torch.allclose(codes, cae.encode(x)[0].float(), atol=1e-5)
+    with pytest.raises(ModelError, match=r"got torch.float32 \(5, 3, 32, 32\)"):
+        cae.class_codes(x.expand(-1, 3, -1, -1))

@@ -28,6 +28,12 @@ from caex.utils.device import cpu_has_native_bf16
 from caex.utils.io import folder_lock
 
 
+#: The terms every run logs: the paper's eq. 1-10 and the pooled reconstruction (optional ones come on top).
+GENERATOR_TERMS = ("recon_image", "recon_class", "recon_individual", "cycle", "adversarial", "classification",
+                   "recon_pyramid")
+DISCRIMINATOR_TERMS = ("disc_adversarial", "disc_classification")
+
+
 def _data(n: int = 24, classes: int = 3, size: int = 16) -> ImageSet:
     generator = torch.Generator().manual_seed(0)
     return ImageSet(torch.rand(n, 1, size, size, generator=generator), torch.arange(n) % classes)
@@ -94,7 +100,7 @@ def test_weighted_sum_uses_paper_weights() -> None:
             weights.adversarial, weights.classification) == (10, 1, 1, 10, 1, 1)
     assert weights.recon_pyramid == 0  # not a paper term: off unless a preset asks for it
     assert (weights.disc_adversarial, weights.disc_classification) == (1, 2)
-    terms = {name: torch.tensor(1.0) for name in losses.GENERATOR_TERMS}
+    terms = {name: torch.tensor(1.0) for name in GENERATOR_TERMS}
     assert losses.weighted_sum(terms, weights) == 24
     assert losses.weighted_sum({"disc_adversarial": torch.tensor(1.0), "disc_classification": torch.tensor(1.0)},
                                weights) == 3
@@ -282,7 +288,7 @@ def test_code_probe_reads_the_class_from_the_class_code_and_trains_with_the_enco
     """code_classification > 0: a linear probe on c, in the generator's optimiser; its term is the
     cross-entropy of its logits for the batch's class codes, and alone it moves the probe and Ec, nothing
     else. Off: no probe."""
-    only_probe = dict.fromkeys(losses.GENERATOR_TERMS, 0.0) | {"code_classification": 1.0}
+    only_probe = dict.fromkeys(GENERATOR_TERMS, 0.0) | {"code_classification": 1.0}
     config, train_config = _configs(loss=only_probe, weight_decay=0.0)
     images, labels = torch.rand(8, 1, 16, 16), torch.arange(8) % 3
     torch.manual_seed(0)
@@ -359,7 +365,7 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
         assert (run / name).is_file(), name
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [1, 2, 3, 4]
-    assert set(losses.GENERATOR_TERMS + losses.DISCRIMINATOR_TERMS) <= set(records[0])
+    assert set(GENERATOR_TERMS + DISCRIMINATOR_TERMS) <= set(records[0])
     assert [("code_accuracy" in r, "code_gap" in r) for r in records] == [(False, False), (True, True)] * 2
     assert 0.0 <= records[3]["code_accuracy"] <= 1.0 and records[3]["code_gap"] >= 0.0  # at the sample steps
     summary = json.loads((run / "summary.json").read_text())
@@ -694,6 +700,34 @@ def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
     longer = dataclasses.replace(train_config, iters=4, sample_every=1, ckpt_every=1, log_every=2, time_limit=60.0)
     train_cae(data, config, longer, tmp_path / "run", resume=True)  # length and records may change
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 4
+
+
+def test_resume_on_another_number_of_processes_is_allowed_with_a_warning(tmp_path) -> None:
+    """A cluster may give fewer GPUs after a preemption, so it is not refused; but each rank's share of the pairs
+    moves, so the run no longer matches an uninterrupted one, and it says so."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    path = tmp_path / "run" / CHECKPOINT_FILE
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads(handle.metadata()["caex"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
+    assert header["ranks"] == 1
+    save_file(tensors, str(path), metadata={"caex": json.dumps({**header, "ranks": 2})})
+    with pytest.warns(UserWarning, match=r"trained on 2 process\(es\), it resumes on 1: it continues, but not as"):
+        train_cae(data, config, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
+
+
+def test_resume_on_other_training_images_is_refused(tmp_path) -> None:
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, tmp_path / "run")
+    other = ImageSet(data.images.flip(-1), data.labels)
+    with pytest.raises(TrainingError, match=r"the run began on other training images \(None, split seed None"):
+        train_cae(other, config, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
 
 
 def test_resume_with_other_networks_is_refused(tmp_path) -> None:

@@ -207,8 +207,9 @@ def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz
     assert err.startswith("caex train: error:") and "n_res=2 (asked for n_res=3)" in err and "\n" not in err
 
 
-def test_cli_resume_splits_the_data_with_the_runs_seed(tmp_path, monkeypatch) -> None:
-    """Without a test split in the data, the seed also draws the split: a resume must draw the same."""
+def test_cli_split_seed_draws_the_split_and_a_resume_must_keep_it(tmp_path, monkeypatch, capsys) -> None:
+    """Without a test split in the data, --split-seed draws it, not the training --seed (so another --seed never
+    moves test images into training); the CAE records it, and a resume on another split is refused."""
     import caex.data
 
     rng = np.random.default_rng(0)
@@ -219,12 +220,19 @@ def test_cli_resume_splits_the_data_with_the_runs_seed(tmp_path, monkeypatch) ->
     load = caex.data.load_dataset
     monkeypatch.setattr(caex.data, "load_dataset", lambda *a, **k: seeds.append(k["seed"]) or load(*a, **k))
     run = tmp_path / "run"
-    assert main(["train", str(path), "--out", str(run), "--preset", "tiny", "--iters", "2", "--batch-size", "2",
-                 "--seed", "5", "--device", "cpu"]) == 0
-    assert main(["train", str(path), "--out", str(run), "--iters", "4", "--resume", "--device", "cpu"]) == 0
-    assert main(["train", str(path), "--out", str(tmp_path / "fresh"), "--preset", "tiny", "--iters", "1",
+    tiny = ["--preset", "tiny", "--batch-size", "2", "--device", "cpu"]
+    assert main(["train", str(path), "--out", str(run), "--iters", "2", "--seed", "5", "--split-seed", "3",
+                 *tiny]) == 0
+    assert main(["train", str(path), "--out", str(run), "--iters", "4", "--resume", "--split-seed", "3",
                  "--device", "cpu"]) == 0
-    assert seeds == [5, 5, 0]
+    assert main(["train", str(path), "--out", str(tmp_path / "fresh"), "--iters", "1", "--seed", "5", *tiny]) == 0
+    assert seeds == [3, 3, 0]
+    assert json.loads((run / "config.json").read_text())["data_seed"] == 3
+    capsys.readouterr()
+    assert main(["train", str(path), "--out", str(run), "--iters", "6", "--resume", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "other training images" in err and "split seed 3; now" in err and "split seed 0)" in err
+    assert "\n" not in err
 
 
 def test_cli_resume_with_unreadable_settings_is_one_line(tmp_path, npz_data, capsys) -> None:

@@ -51,6 +51,7 @@ class ClassifierInfo:
     small_stem: bool
     test_accuracy: float | None = None
     data_spec: str | None = None
+    data_seed: int | None = None  # the seed of the data's train/test split (DataBundle.seed)
     caex_version: str = ""
 
     @classmethod
@@ -74,7 +75,7 @@ class ClassifierInfo:
 
 def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,
                 test_accuracy: float | None = None, data_spec: str | None = None,
-                onnx: bool = False) -> ClassifierInfo:
+                data_seed: int | None = None, onnx: bool = False) -> ClassifierInfo:
     """Write the bundle of a trained ``net`` into ``out_dir`` (created as needed); returns its info."""
     from caex import __version__
 
@@ -83,12 +84,13 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
     info = ClassifierInfo(arch=net.arch, class_names=list(class_names), image_size=image_size,
                           channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
                           std=net.std.flatten().tolist(), small_stem=net.small_stem,
-                          test_accuracy=test_accuracy, data_spec=data_spec, caex_version=__version__)
+                          test_accuracy=test_accuracy, data_spec=data_spec, data_seed=data_seed,
+                          caex_version=__version__)
     state = {key: value.contiguous() for key, value in net.state_dict().items()}
     atomic_write_bytes(out_dir / WEIGHTS_FILE, safetensors_bytes(state))
     atomic_write_bytes(out_dir / TORCHSCRIPT_FILE, torchscript_bytes(net))
     if onnx:
-        example = torch.rand(2, info.channels, image_size, image_size)
+        example = torch.full((2, info.channels, image_size, image_size), 0.5)  # traced, not drawn: no RNG
         atomic_write_bytes(out_dir / ONNX_FILE, onnx_bytes(net, example))
     write_json(out_dir / INFO_FILE, asdict(info))  # last, so a folder with a json is a complete bundle
     return info

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from caex.classifier.arch import ClassifierNet, build_classifier_network, check_arch
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import TrainingError
-from caex.utils import autocast_context, progress, resolve_device, seed_everything, torch_generator
+from caex.utils import autocast_context, progress, resolve_device, seed_weights, torch_generator
 
 #: Per-architecture defaults, chosen so that ``caex train-classifier synthetic`` reaches
 #: >= 97% test accuracy in a few minutes on a 2-core CPU (see benchmarks/bench_classifier.py).
@@ -104,7 +104,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     """
     epochs, lr = resolve_settings(arch, epochs, batch_size, lr)
     device = resolve_device(device)
-    seed_everything(seed)  # weight initialisation
+    seed_weights(seed)  # weight initialisation
     generator = torch_generator(seed)  # shuffling and augmentation
     started = time.perf_counter()
 

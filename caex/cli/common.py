@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import torch
 
     from caex.classifier import Classifier
+    from caex.data import DataBundle
+    from caex.model import CAE
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -32,6 +34,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Tr
                         help="force 1 (grayscale) or 3 (RGB) channels (default: detected)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable images with a warning instead of stopping")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="seed of the train/test split (and of the synthetic images); keep it the same for "
+                             "every command on one data set, as the models record it (default: 0)")
 
 
 def add_seed_argument(parser: argparse.ArgumentParser, default: int = 0) -> None:
@@ -102,9 +107,22 @@ def _file_stamps(folder: Path) -> dict[str, tuple[int, int]]:
     return stamps
 
 
-def load_data_from_args(args: argparse.Namespace):
-    """Load the DATA spec the way every command does."""
+def load_data_from_args(args: argparse.Namespace) -> DataBundle:
+    """Load the DATA spec the way every command does: split by ``--split-seed``, not the command's ``--seed``, so
+    that evaluating with another seed never tests a model on its own training images."""
     from caex.data import load_dataset
 
-    return load_dataset(args.data, size=args.size, channels=args.channels,
-                        seed=getattr(args, "seed", 0), skip_bad=args.skip_bad)
+    return load_dataset(args.data, size=args.size, channels=args.channels, seed=args.split_seed,
+                        skip_bad=args.skip_bad)
+
+
+def check_splits(data: DataBundle, args: argparse.Namespace, cae: CAE | None = None) -> None:
+    """Warn when the CAE or the ``--classifier`` bundle was trained on ``data`` split with another seed."""
+    from caex.classifier.bundle import INFO_FILE, ClassifierInfo, bundle_folder
+
+    if cae is not None:
+        data.check_split(f"the CAE in {args.run}", cae.data_spec, cae.data_seed)
+    described = bundle_folder(Path(args.classifier)) / INFO_FILE if args.classifier else None
+    if described is not None and described.is_file():
+        info = ClassifierInfo.read(described)
+        data.check_split(f"the classifier {args.classifier}", info.data_spec, info.data_seed)

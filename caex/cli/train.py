@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the CAE encoders, decoder and discriminator with building-block coherency "
                     "feature extraction (pairs of images from different classes, class-code swaps). "
                     "RUN receives the CAE bundle (config.json, model.safetensors, codes.safetensors), "
-                    "train_config.json, log.jsonl/log.csv, TensorBoard events, samples/*.png and "
-                    "checkpoint.safetensors for --resume. SIGTERM or Ctrl-C stops it within a few "
+                    "train_config.json, log.jsonl/log.csv, TensorBoard events (with the tensorboard extra), "
+                    "samples/*.png and checkpoint.safetensors for --resume. SIGTERM or Ctrl-C stops it within a few "
                     "iterations with that checkpoint saved. Under torchrun --nproc-per-node N it trains "
                     "with DistributedDataParallel.",
     )
@@ -92,7 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "given now change only --iters, --time-limit, --device and the intervals; others "
                            "must agree)")
     mode.add_argument("--force", action="store_true", help="start over in a non-empty RUN")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the training's random choices: weights, pairs, augmentation (default: 0; "
+                             "with --resume the run's own). The data split takes --split-seed")
     add_device_argument(parser)
     parser.set_defaults(func=run)
 
@@ -117,18 +119,19 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     saved = _saved_train_config(args)
-    if args.seed is None:  # it also draws the train/test split, so a resumed run keeps its own
+    if args.seed is None:  # a resumed run keeps its own
         args.seed = saved.seed if saved is not None else 0
     bundle = load_data_from_args(args)
     classifier = None
     if args.classifier is not None:
         from caex.classifier import check_compatible
-        from caex.cli.common import load_classifier_from_args
+        from caex.cli.common import check_splits, load_classifier_from_args
         from caex.training.distributed import local_device
 
         classifier = load_classifier_from_args(args, image_size=bundle.image_size, channels=bundle.channels,
                                                device=local_device(args.device))
         check_compatible(classifier, bundle)  # a critic of another size or channel count fails late or silently
+        check_splits(bundle, args)  # the CAE would learn from images the classifier was tested on
     train_config = _train_config(args, saved, classifier, loss_overrides)
     config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them
     if not args.resume or args.preset is not None or model_overrides:

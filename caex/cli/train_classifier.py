@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
                                     batch_size=batch_size, lr=args.lr, seed=args.seed,
                                     device=args.device, verbose=True, augment=args.augment)
     save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
-                test_accuracy=metrics.test_accuracy, data_spec=data.spec, onnx=args.onnx)
+                test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
+                onnx=args.onnx)
     print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({metrics.epochs} epochs, "
           f"{metrics.seconds:.1f} s); bundle written to {args.out}")
     return 0

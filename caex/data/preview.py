@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import torch
 
 from caex.data.types import DataBundle
-from caex.utils.io import atomic_write_bytes
-from caex.utils.plotting import literal_text
+from caex.utils.plotting import literal_text, save_figure
+from caex.utils.seed import torch_generator
 
 
 def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0) -> list[list[int]]:
     """Up to ``per_class`` random indices of each class (one list per class), chosen reproducibly."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=generator)
+    order = torch.randperm(len(labels), generator=torch_generator(seed))
     shuffled = labels[order]
     return [order[shuffled == k][:per_class].tolist() for k in range(num_classes)]
 
@@ -51,6 +49,4 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
     figure.suptitle(f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s); red: lesion mask)",
                     fontsize=9)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(path, figure, dpi=100)

@@ -86,7 +86,7 @@ def _load_synthetic(spec: str, text: str, size: int | None, channels: int | None
     everything = ImageSet(generated.images, generated.labels, generated.masks,
                           [f"synthetic:{i}" for i in range(len(generated.labels))])
     train, test = everything.split(test_fraction, seed)
-    return DataBundle(train, test, generated.class_names, spec, mirror_symmetric=True)
+    return DataBundle(train, test, generated.class_names, spec, mirror_symmetric=True, seed=seed)
 
 
 def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, seed: int,
@@ -117,7 +117,7 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
     if not len(test):
         raise DataError(f"{spec}: no image left for a test split (every class has a single image); "
                         "give some class at least two images, or provide a test split")
-    return DataBundle(train, test, list(raw.class_names), spec)
+    return DataBundle(train, test, list(raw.class_names), spec, seed=seed if raw.test is None else None)
 
 
 def _batches(part: RawImages) -> list[torch.Tensor]:

@@ -7,6 +7,7 @@ internally, so nothing downstream has to know where the pixels came from.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -14,6 +15,18 @@ import torch
 from torch.utils.data import Dataset
 
 from caex.errors import DataError
+from caex.utils.seed import torch_generator
+
+
+def rank_within_class(labels: torch.Tensor) -> torch.Tensor:
+    """``[N]``: how many items of the same class come before each one in the given order. Sorting by
+    ``rank * num_classes + label`` then lets the classes take turns (a seeded shuffle first makes it a draw)."""
+    by_class = torch.argsort(labels, stable=True)
+    sorted_labels = labels[by_class]
+    ranks = torch.empty_like(by_class)
+    ranks[by_class] = torch.arange(len(labels), device=labels.device) - torch.searchsorted(sorted_labels,
+                                                                                             sorted_labels)
+    return ranks
 
 
 @dataclass
@@ -59,7 +72,7 @@ class ImageSet(Dataset):
         """A stratified, seeded train/test split: each class gives ``round(count * test_fraction)``
         images to the test part (at least one when it has two or more, and never its last one, so
         every class stays in train); both parts come shuffled."""
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch_generator(seed)
         train_parts, test_parts = [], []
         for label in self.labels.unique().tolist():
             members = (self.labels == label).nonzero()[:, 0]
@@ -94,10 +107,22 @@ class DataBundle:
     #: where the source guarantees it (the synthetic generator draws every shape symmetrically); digits,
     #: text and anatomy with laterality are not, and a user's own data is assumed not to be.
     mirror_symmetric: bool = False
+    #: The seed that drew the train/test split (and a synthetic set's images); None where the source defines
+    #: its split. Every model trained on the bundle records it beside ``spec``, so a later command can tell when
+    #: it would test on the model's training images.
+    seed: int | None = 0
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def check_split(self, model: str, spec: str | None, seed: int | None) -> None:
+        """Warn when ``model`` was trained on this data set split with another seed: this bundle's test images
+        are then not the ones it held out, and some may be its training images."""
+        if spec == self.spec and None not in (seed, self.seed) and seed != self.seed:
+            warnings.warn(f"{model} was trained on {spec} split with seed {seed}, but it is loaded here with seed "
+                          f"{self.seed}: its test images are not the ones the model held out (some may be its "
+                          f"training images); load the data with seed {seed} (--split-seed {seed})", stacklevel=2)
 
     def class_index(self, value: str | int) -> int:
         """A class given by name or index (``"dme"``, ``2``, ``"2"``) as its index; a one-line error otherwise."""

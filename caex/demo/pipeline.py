@@ -113,7 +113,7 @@ def save_dataset_file(bundle: DataBundle, path: Path) -> Path:
         if part.masks is not None:
             tensors[f"{split}.masks"] = part.masks.contiguous()
     metadata = {"spec": bundle.spec, "class_names": json.dumps(bundle.class_names),
-                "mirror_symmetric": json.dumps(bundle.mirror_symmetric),
+                "mirror_symmetric": json.dumps(bundle.mirror_symmetric), "seed": json.dumps(bundle.seed),
                 "sources": json.dumps({"train": bundle.train.sources, "test": bundle.test.sources})}
     return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
@@ -130,7 +130,8 @@ def load_dataset_file(path: Path) -> DataBundle:
                   for split in ("train", "test")}
         return DataBundle(train=splits["train"], test=splits["test"],
                           class_names=json.loads(metadata["class_names"]), spec=metadata["spec"],
-                          mirror_symmetric=json.loads(metadata.get("mirror_symmetric", "false")) is True)
+                          mirror_symmetric=json.loads(metadata.get("mirror_symmetric", "false")) is True,
+                          seed=json.loads(metadata.get("seed", "0")))
     except (OSError, SafetensorError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: not a readable demo data set ({type(exc).__name__}: {exc})") from None
 
@@ -171,7 +172,7 @@ def _classifier_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts,
         net, metrics = train_classifier(bundle, arch=settings.arch, epochs=settings.epochs, seed=seed,
                                         device=artefacts.device, verbose=verbose)
         save_bundle(net, folder, class_names=bundle.class_names, image_size=bundle.image_size,
-                    test_accuracy=metrics.test_accuracy, data_spec=bundle.spec)
+                    test_accuracy=metrics.test_accuracy, data_spec=bundle.spec, data_seed=bundle.seed)
         return {"test_accuracy": metrics.test_accuracy}
 
     epochs = "default epochs" if settings.epochs is None else f"{settings.epochs} epochs"

@@ -42,7 +42,7 @@ class CAESettings:
     """BBCFE training of the CAE.
 
     ``dc="classifier"`` uses the frozen target classifier as the class critic of
-    eq. 6 (explaining the model, SPEC §3): it gives the generator a usable class
+    eq. 6 (explaining the model): it gives the generator a usable class
     signal from the first step, where a discriminator's class head first has to
     learn the classes itself — the difference between converging within the
     demo's CPU budget and not.
@@ -50,7 +50,7 @@ class CAESettings:
 
     preset: str = "small"
     dc: str = "classifier"
-    iterations: int = 3500  # about 11 of the 15 budgeted minutes at 5.3 it/s on 2 cores (the trainer's preset: 6000)
+    iterations: int = 3500  # CAE ~11 min at 5.3 it/s on 2 cores, the whole demo ~13 of its 15 (preset: 6000)
     batch_size: int = 4
     sample_every: int = 300  # how often the trainer writes a reconstruction/swap grid
     max_shift: int | None = None  # pixels of batch augmentation (None: the preset's, 4 for small)

@@ -1,4 +1,4 @@
-"""Faithfulness by deletion: AOPC and peak degradation (paper §IV-C, SPEC §6).
+"""Faithfulness by deletion: AOPC and peak degradation (paper §IV-C).
 
 Pixels are ranked by saliency; walking the ranking, every pixel not yet
 covered becomes the centre of a ``patch x patch`` square (clipped at the

@@ -20,14 +20,14 @@ from typing import Any
 import torch
 
 from caex.classifier.base import Classifier
-from caex.data.types import DataBundle
+from caex.data.types import DataBundle, rank_within_class
 from caex.errors import EvaluationError
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import BASELINES, Attributor, AttributionError, ExplainerAttributor, make_attributor
 from caex.utils.io import atomic_write_bytes, atomic_write_text, write_json
-from caex.utils.plotting import literal_text
+from caex.utils.plotting import figure_png, literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
 
@@ -129,7 +129,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     test = data.test.subset(indices)
     images, labels = test.images, test.labels
     fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
-    cae = _resolve_explainer(explainer, classifier) if any(map(is_cae_method, names)) else None
+    cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
     height, width = images.shape[-2:]
     settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
                 "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
@@ -138,7 +138,8 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     results, maps = [], {}
     for name in names:
         try:
-            attributor = _make_method(name, classifier, cae, batch_size, seed, (method_options or {}).get(name, {}))
+            attributor = _make_method(name, classifier, cae_explainer, batch_size, seed,
+                                      (method_options or {}).get(name, {}))
             if isinstance(attributor, ExplainerAttributor):
                 settings["cae"][name] = attributor.describe()
             with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
@@ -188,11 +189,8 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     if len(correct) == 0:
         raise EvaluationError(f"the classifier gets no test image of {data.spec!r} right; nothing to explain")
     shuffled = correct[torch.randperm(len(correct), generator=torch_generator(seed))]
-    by_class = shuffled[torch.argsort(labels[shuffled], stable=True)]
-    class_of = labels[by_class]
-    first_of_class = torch.searchsorted(class_of, class_of)  # class_of is sorted
-    turn = torch.arange(len(by_class)) - first_of_class
-    interleaved = by_class[torch.argsort(turn * data.num_classes + class_of, stable=True)]
+    class_of = labels[shuffled]
+    interleaved = shuffled[torch.argsort(rank_within_class(class_of) * data.num_classes + class_of)]
     return interleaved[:n_images]
 
 
@@ -207,15 +205,16 @@ def _predictions(classifier: Classifier, images: torch.Tensor, verbose: bool) ->
     return torch.cat(predictions)
 
 
-def _make_method(name: str, classifier: Classifier, cae: Any, batch_size: int, seed: int,
+def _make_method(name: str, classifier: Classifier, cae_explainer: Any, batch_size: int, seed: int,
                  options: dict[str, Any]) -> Attributor:
     if is_cae_method(name):
         path = name[4:] or DEFAULT_CAE_PATH
-        return ExplainerAttributor(classifier, cae, path=path, name=name, batch_size=batch_size, seed=seed, **options)
+        return ExplainerAttributor(classifier, cae_explainer, path=path, name=name, batch_size=batch_size, seed=seed,
+                                   **options)
     return make_attributor(name, classifier, batch_size=batch_size, seed=seed, **options)
 
 
-def _resolve_explainer(source: Any, classifier: Classifier) -> Any:
+def _resolve_explainer(source: Any, classifier: Classifier, seed: int) -> Any:
     """An object with ``saliency(images, target=, path=, steps=)`` (and, for more than two classes,
     ``leaving=`` and ``target_by=``) from a run folder, a CAE or an Explainer."""
     if source is None:
@@ -228,7 +227,7 @@ def _resolve_explainer(source: Any, classifier: Classifier) -> Any:
         from caex.model import CAE
 
         source = CAE.load(source, device=classifier.device)
-    return Explainer(source, classifier)
+    return Explainer(source, classifier, seed=seed)  # its code graph's subsample draws from the same seed
 
 
 @literal_text
@@ -239,8 +238,8 @@ def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch
     atomic_write_text(out / "results.csv", results.to_csv())
     write_json(out / "results.json", results.to_json())
     atomic_write_text(out / "results.md", results.to_markdown())
-    atomic_write_bytes(out / "curves.png", _png(_curves_figure(results)))
-    atomic_write_bytes(out / "gallery.png", _png(_gallery_figure(results, images, masks)))
+    atomic_write_bytes(out / "curves.png", figure_png(_curves_figure(results), dpi=120))
+    atomic_write_bytes(out / "gallery.png", figure_png(_gallery_figure(results, images, masks), dpi=120))
     return out
 
 
@@ -287,12 +286,6 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
             if row == 0:
                 axes.set_title("input" if column == 0 else methods[column - 1], fontsize=8)
     return figure
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
 
 
 def _is_nan(value: Any) -> bool:

@@ -1,6 +1,6 @@
 """Local explanations: guided counterfactual paths on the class-code manifold, and their saliency.
 
-For each exemplar ``x`` (SPEC §4): encode ``(c, s) = E(x)``, pick a target class
+For each exemplar ``x`` (paper §III-E): encode ``(c, s) = E(x)``, pick a target class
 ``t``, build a path of ``T`` class codes from ``c`` to an end code of class
 ``t`` (:mod:`caex.explain.paths`), decode every step with the exemplar's own
 individual code ``x_k = G(c_k, s)``, classify every frame, find the first step
@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from caex.classifier.base import Classifier
-from caex.data.types import class_index
+from caex.data.types import class_index, rank_within_class
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
 from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
-from caex.utils.device import resolve_device
+from caex.utils.device import module_device, resolve_device
 from caex.utils.seed import torch_generator
 
 PATHS = ("guided", "centroid", "nearest", "reference")
@@ -116,7 +116,7 @@ class Explainer:
                                    ("px", classifier.image_size, cae.config.image_size)):
             if theirs is not None and theirs != ours:  # it would classify frames it was never made for
                 raise ExplainError(f"the classifier takes {theirs}{unit} images but the CAE makes {ours}{unit} ones")
-        self.device = resolve_device(device) if device is not None else _module_device(cae)
+        self.device = resolve_device(device) if device is not None else module_device(cae)
         self.cae = cae.to(self.device).eval()
         self.classifier = classifier
         self.class_names = list(cae.class_names)
@@ -362,10 +362,7 @@ class Explainer:
             rows = torch.arange(count)
             if count > self.max_graph_nodes:
                 shuffled = torch.randperm(count, generator=torch_generator(self.seed))
-                labels = self.cae.train_labels.cpu()[shuffled]
-                by_class = torch.argsort(labels, stable=True)
-                turn = torch.empty_like(by_class)  # how many of its class come before each code
-                turn[by_class] = torch.arange(count) - torch.searchsorted(labels[by_class], labels[by_class])
+                turn = rank_within_class(self.cae.train_labels.cpu()[shuffled])
                 priority = (turn >= max(1, self.knn)).long() * count + torch.arange(count)
                 rows = shuffled[priority.argsort()[:self.max_graph_nodes]].sort().values
             self._graph_rows = rows
@@ -462,7 +459,3 @@ class Explainer:
                            f"or 0..{len(self.class_names) - 1})")
 
 
-def _module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter (CPU for a parameter-free stand-in)."""
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")

@@ -2,7 +2,7 @@
 
 A path takes an exemplar's class code ``c`` to an end code ``c*`` in the target
 class and is sampled at ``T`` codes ``[B, T, D]``; step 0 is exactly ``c`` and
-step ``T-1`` exactly ``c*``. Four ways to choose the end (SPEC §4):
+step ``T-1`` exactly ``c*``. Four ways to choose the end (paper §III-E):
 
 * ``reference`` / ``centroid`` / ``nearest``: straight lines to a given image's
   code, the target class centroid, or the nearest stored training code of the

@@ -1,4 +1,4 @@
-"""Saliency maps from a decoded counterfactual path (SPEC §4, paper §III-E).
+"""Saliency maps from a decoded counterfactual path (paper §III-E).
 
 All functions take the decoded frames ``[B, T, C, H, W]`` of a path, where frame
 0 is the reconstruction ``x0 = G(c, s)`` — never the input image, so the CAE's

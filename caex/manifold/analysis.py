@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,8 +27,12 @@ from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pa
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.utils import write_json
 
+if TYPE_CHECKING:
+    from caex.classifier import Classifier
+    from caex.model import CAE
 
-def check_inputs(cae, classifier, data: DataBundle) -> None:
+
+def check_inputs(cae: CAE, classifier: Classifier, data: DataBundle) -> None:
     """One-line errors when the CAE, the classifier and the data disagree on shape or classes."""
     check_classifier_compatible(classifier, data)
     config = cae.config
@@ -61,8 +65,9 @@ def _stage(message: str, verbose: bool) -> None:
         print(f"[manifold] {message}", file=sys.stderr, flush=True)
 
 
-def separability_figures(codes: CodesTable, images: torch.Tensor, classifier, *, folds: int, n_estimators: int,
-                         seed: int, train_images: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
+def separability_figures(codes: CodesTable, images: torch.Tensor, classifier: Classifier, *, folds: int,
+                         n_estimators: int, seed: int,
+                         train_images: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
     """RF accuracy on the test class codes, on a pixel PCA of the same size (fitted on ``train_images``)
     and on the classifier's penultimate features (skipped with a note for black boxes)."""
     labels = codes.labels
@@ -99,7 +104,7 @@ def write_maps(table: CodesTable, rows: np.ndarray, out: Path, *, tsne: bool, se
     return files
 
 
-def analyse_manifold(cae, classifier, data: DataBundle, out_dir: str | os.PathLike, *, seed: int = 0,
+def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir: str | os.PathLike, *, seed: int = 0,
                      verbose: bool = False, batch_size: int = 128, folds: int = 10, n_estimators: int = 150,
                      swap_pairs: int = 100, smote_per_class: int = 2000, smote_neighbours: int = 5,
                      smote_individuals: int = 8, paths: int = 50, path_steps: int = 10,

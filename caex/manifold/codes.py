@@ -7,34 +7,30 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from caex.data.types import DataBundle, ImageSet
-from caex.utils import atomic_write_text, autocast_context, progress
+from caex.utils import atomic_write_text, module_device, progress
+
+if TYPE_CHECKING:
+    from caex.classifier import Classifier
+    from caex.model import CAE
 
 
-def module_device(module: object) -> torch.device:
-    """Where a model's weights live (CPU for parameter-free stand-ins), so inputs can follow them."""
-    if isinstance(module, nn.Module):
-        for parameter in module.parameters():
-            return parameter.device
-    return torch.device("cpu")
-
-
-def individual_codes(cae, images: torch.Tensor) -> torch.Tensor:
-    """Individual codes of one batch of images (no grad, on the CAE's device)."""
+def individual_codes(cae: CAE, images: torch.Tensor) -> torch.Tensor:
+    """Individual codes of one batch of images (no grad, fp32 like every inference here, on the CAE's device)."""
     device = module_device(cae)
-    with torch.no_grad(), autocast_context(device):
+    with torch.no_grad():
         return cae.encode(images.to(device))[1]
 
 
-def decode_codes(cae, class_codes: torch.Tensor, individual: torch.Tensor) -> torch.Tensor:
+def decode_codes(cae: CAE, class_codes: torch.Tensor, individual: torch.Tensor) -> torch.Tensor:
     """Float32 images of one batch of (class code, individual code) pairs (no grad, on the CAE's device)."""
     device = module_device(cae)
-    with torch.no_grad(), autocast_context(device):
+    with torch.no_grad():
         return cae.decode(class_codes.to(device), individual.to(device)).float()
 
 
@@ -64,7 +60,7 @@ class CodesTable:
                           [name] * len(rows), [self.sources[i] for i in rows], self.class_names)
 
 
-def encode_image_set(cae, classifier, images: ImageSet, *, split: str, class_names: list[str],
+def encode_image_set(cae: CAE, classifier: Classifier, images: ImageSet, *, split: str, class_names: list[str],
                      batch_size: int = 256, verbose: bool = False) -> CodesTable:
     """Class codes (via ``cae.class_codes``) and predictions for every image, one batch at a time."""
     device = module_device(cae)
@@ -85,7 +81,7 @@ def encode_image_set(cae, classifier, images: ImageSet, *, split: str, class_nam
     )
 
 
-def encode_bundle(cae, classifier, data: DataBundle, *, batch_size: int = 256,
+def encode_bundle(cae: CAE, classifier: Classifier, data: DataBundle, *, batch_size: int = 256,
                   verbose: bool = False) -> CodesTable:
     """Train rows then test rows of a data bundle in one table."""
     parts = [encode_image_set(cae, classifier, getattr(data, split), split=split, class_names=data.class_names,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -15,18 +14,11 @@ from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from caex.utils import atomic_write_bytes, atomic_write_text
-from caex.utils.plotting import literal_text
+from caex.utils import atomic_write_text
+from caex.utils.plotting import literal_text, save_figure
 
 SPLITS = ("train", "test")
 EXACT_TSNE_MAX_POINTS = 1000
-
-
-def save_figure(path: str | os.PathLike, figure: Figure, dpi: int = 110) -> Path:
-    """Render a (pyplot-free) figure to PNG atomically; no global matplotlib state is touched."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def umap_available() -> bool:

@@ -16,16 +16,20 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from caex.explain.paths import knn_indices
+from caex.explain.paths import knn_indices, straight_paths
 from caex.manifold.codes import decode_codes, individual_codes
-from caex.manifold.maps import save_figure
 from caex.utils import progress
-from caex.utils.plotting import literal_text
+from caex.utils.plotting import literal_text, save_figure
+
+if TYPE_CHECKING:
+    from caex.classifier import Classifier
+    from caex.model import CAE
 
 Seed = int | np.random.Generator
 
@@ -54,7 +58,7 @@ def smote_codes(codes: torch.Tensor, count: int, *, neighbours: int = 5,
     return samples, anchor, partner, weight
 
 
-def smote_smoothness(cae, classifier, images: torch.Tensor, codes: torch.Tensor, labels: torch.Tensor,
+def smote_smoothness(cae: CAE, classifier: Classifier, images: torch.Tensor, codes: torch.Tensor, labels: torch.Tensor,
                      num_classes: int, *, per_class: int = 2000, neighbours: int = 5, individuals: int = 8,
                      batch_size: int = 128, seed: int = 0, verbose: bool = False) -> np.ndarray:
     """Per class, the share of decoded SMOTE codes the classifier assigns to that class (NaN: empty class).
@@ -98,20 +102,18 @@ def sample_path_pairs(labels: torch.Tensor, count: int, *, seed: int = 0) -> tup
     return torch.from_numpy(index_a), torch.from_numpy(index_b)
 
 
-def straight_path_probabilities(cae, classifier, images: torch.Tensor, codes: torch.Tensor,
+def straight_path_probabilities(cae: CAE, classifier: Classifier, images: torch.Tensor, codes: torch.Tensor,
                                 index_a: torch.Tensor, index_b: torch.Tensor, target: torch.Tensor, *,
                                 steps: int = 10, keep_frames: int = 8, batch_size: int = 128,
                                 verbose: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Target probabilities ``[P, steps]`` along ``c_A → c_B`` decoded with ``s_A``, and the frames
     ``[min(P, keep_frames), steps, C, H, W]`` of the first paths (for the figure)."""
-    fractions = torch.linspace(0, 1, steps)
     paths_per_batch = max(1, batch_size // steps)
     probabilities, frames = [], []
     batches = range(0, len(index_a), paths_per_batch)
     for start in progress(batches, desc="straight paths", total=len(batches), unit="batch", enabled=verbose):
         a, b = index_a[start:start + paths_per_batch], index_b[start:start + paths_per_batch]
-        start_codes, end_codes = codes[a], codes[b]
-        path_codes = start_codes[:, None] + fractions[None, :, None] * (end_codes - start_codes)[:, None]
+        path_codes = straight_paths(codes[a], codes[b], steps)
         individual = individual_codes(cae, images[a]).repeat_interleave(steps, dim=0)
         decoded = decode_codes(cae, path_codes.flatten(0, 1), individual)
         batch_target = target[start:start + paths_per_batch].repeat_interleave(steps)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from caex.manifold.codes import decode_codes, individual_codes
 from caex.utils import progress
+
+if TYPE_CHECKING:
+    from caex.classifier import Classifier
+    from caex.model import CAE
 
 
 def sample_swap_pairs(labels: torch.Tensor, num_classes: int, pairs_per_class_pair: int, *,
@@ -29,7 +35,7 @@ def sample_swap_pairs(labels: torch.Tensor, num_classes: int, pairs_per_class_pa
     return torch.from_numpy(np.concatenate(index_a)), torch.from_numpy(np.concatenate(index_b))
 
 
-def swap_predictions(cae, classifier, images: torch.Tensor, codes: torch.Tensor, index_a: torch.Tensor,
+def swap_predictions(cae: CAE, classifier: Classifier, images: torch.Tensor, codes: torch.Tensor, index_a: torch.Tensor,
                      index_b: torch.Tensor, *, batch_size: int = 128, verbose: bool = False) -> torch.Tensor:
     """The classifier's prediction for every ``decode(codes[b], s(images[a]))``, in batches."""
     predictions = []

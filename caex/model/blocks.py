@@ -3,7 +3,7 @@
 One configurable :class:`Conv2dBlock` (padding, convolution, normalisation,
 activation) covers all encoder, decoder and discriminator stages, so the
 networks in :mod:`caex.model.networks` read as lists of stages instead of
-copy-pasted layers (one of the official code's failings, SPEC §9).
+copy-pasted layers (one of the official code's failings).
 """
 
 from __future__ import annotations

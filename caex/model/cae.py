@@ -75,10 +75,11 @@ class CAE(nn.Module):
     centroids: torch.Tensor | None
 
     def __init__(self, config: CAEConfig, class_names: list[str] | None = None,
-                 data_spec: str | None = None) -> None:
+                 data_spec: str | None = None, data_seed: int | None = None) -> None:
         super().__init__()
         self.config = config
-        self.data_spec = data_spec  # what it was trained on (provenance; None when unknown)
+        # What it was trained on (provenance; None when unknown): the data spec and the seed of its split.
+        self.data_spec, self.data_seed = data_spec, data_seed
         names = list(class_names) if class_names is not None else [str(k) for k in range(config.num_classes)]
         if len(names) != config.num_classes:
             raise ModelError(f"{len(names)} class names given for a CAE with num_classes={config.num_classes}")
@@ -125,7 +126,7 @@ class CAE(nn.Module):
     def class_codes(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class codes [N, D] of any number of images, in batches, returned on the images' device."""
         device = self.device
-        codes = [self.class_encoder(to_model_range(images[start:start + batch_size].to(device, torch.float32)))
+        codes = [self.class_encoder(self._model_input(images[start:start + batch_size].to(device)))
                  .float().to(images.device) for start in range(0, len(images), batch_size)]
         return torch.cat(codes) if codes else images.new_zeros((0, self.config.code_dim))
 
@@ -157,7 +158,8 @@ class CAE(nn.Module):
             atomic_write_bytes(run_dir / CODES_FILE, save({k: v.cpu().contiguous() for k, v in codes.items()}))
         # config.json last: its presence marks a complete bundle.
         write_json(run_dir / CONFIG_FILE, {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(),
-                                           "class_names": self.class_names, "data_spec": self.data_spec})
+                                           "class_names": self.class_names, "data_spec": self.data_spec,
+                                           "data_seed": self.data_seed})
         return run_dir
 
     @classmethod
@@ -173,7 +175,8 @@ class CAE(nn.Module):
             meta = read_json(config_path)
             if meta.get("format") != FORMAT:
                 raise ModelError(f"{config_path}: not a CAE config (format {meta.get('format')!r})")
-            model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"))
+            model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"),
+                        meta.get("data_seed"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON or field values
             raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
         if not weights_path.is_file():

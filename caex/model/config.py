@@ -5,7 +5,7 @@ Presets
 ``tiny``
     For tests: a few thousand parameters, runs in milliseconds.
 ``small``
-    For images up to 64 px on a 2-core CPU (SPEC §8). Narrow (8 channels),
+    For images up to 64 px on a 2-core CPU (the project's CPU budget). Narrow (8 channels),
     only one down-sampling in the individual encoder (at 64 px its code is a
     32x32 map, which keeps reconstructions sharp without wide layers), two
     residual blocks, a 64-wide AdaIN MLP; a 16-wide discriminator without dropout

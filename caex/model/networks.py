@@ -1,4 +1,4 @@
-"""The four CAE networks (SPEC §2), sized by :class:`~caex.model.config.CAEConfig`.
+"""The four CAE networks (paper §III-B), sized by :class:`~caex.model.config.CAEConfig`.
 
 All of them work on images in [-1, 1]; :class:`~caex.model.cae.CAE` does the
 mapping from and to the data range.

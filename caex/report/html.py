@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
 from caex.utils import atomic_write_text
-from caex.utils.plotting import literal_text
+from caex.utils.plotting import figure_png, literal_text
 
 #: Sub-folders of a demo run, in pipeline order (``caex demo`` writes exactly these).
 STAGE_FOLDERS = ("data", "classifier", "cae", "manifold", "explain", "evaluate")
@@ -137,13 +136,6 @@ def figure_html(png: bytes, caption: str, *, enlarge: bool = False) -> str:
     text = html.escape(caption)
     css = ' class="enlarge"' if enlarge else ""
     return f'<figure><img{css} src="{png_data_uri(png)}" alt="{text}"><figcaption>{text}</figcaption></figure>'
-
-
-def matplotlib_png(figure) -> bytes:
-    """PNG bytes of a matplotlib ``Figure`` (the object-oriented API: no global pyplot state)."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def format_cell(value: Any) -> str:
@@ -256,7 +248,7 @@ def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
     for axis in axes[len(terms):]:
         axis.set_visible(False)
     figure.tight_layout()
-    return matplotlib_png(figure)
+    return figure_png(figure, dpi=100, bbox_inches="tight")
 
 
 # --------------------------------------------------------------------------- sections

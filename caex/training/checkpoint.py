@@ -117,13 +117,12 @@ def capture_rng() -> dict[str, torch.Tensor]:
     return states
 
 
-def restore_rng(checkpoint: Checkpoint, rank: int) -> bool:
-    """Put back ``rank``'s RNG states; ``False`` when the checkpoint has none for it (world size changed)."""
+def restore_rng(checkpoint: Checkpoint, rank: int) -> None:
+    """Put back ``rank``'s RNG states; a rank the checkpoint has none for (more processes now) keeps its own."""
     cpu = checkpoint.tensors.get(f"rng.{rank}.torch_cpu")
     if cpu is None:
-        return False
+        return
     torch.set_rng_state(cpu)
     cuda = checkpoint.tensors.get(f"rng.{rank}.torch_cuda")
     if cuda is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda)
-    return True

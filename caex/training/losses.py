@@ -57,11 +57,6 @@ class LossWeights:
         return parse_field_overrides(cls, pairs, option=option, error=TrainingError)
 
 
-GENERATOR_TERMS = ("recon_image", "recon_class", "recon_individual", "cycle", "adversarial", "classification",
-                   "recon_pyramid")
-DISCRIMINATOR_TERMS = ("disc_adversarial", "disc_classification")
-
-
 def l1_distance(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference: eq. 1 (image), 2 (class code), 3 (individual code) and 4 (cycle)."""
     return (output.float() - target.float()).abs().mean()

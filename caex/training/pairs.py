@@ -1,4 +1,4 @@
-"""Pairs of images from different classes, balanced over class pairs (BBCFE, SPEC §3).
+"""Pairs of images from different classes, balanced over class pairs (BBCFE, paper §III-C).
 
 Every draw is a pure function of ``(seed, rank, iteration)``: there is no
 sampler state to checkpoint, a resumed run sees exactly the batches the

@@ -1,4 +1,4 @@
-"""BBCFE training of a CAE (paper §III-C/D, SPEC §3): pairs from different classes, all ten loss
+"""BBCFE training of a CAE (paper §III-C/D): pairs from different classes, all eight loss
 terms both ways, a discriminator step then a generator step, checkpoints, resume and DDP."""
 
 from __future__ import annotations
@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,7 @@ from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
-from caex.utils.seed import keyed_generator, seed_everything
+from caex.utils.seed import keyed_generator, seed_weights
 from caex.utils.versions import software_versions
 
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -434,6 +436,12 @@ class BBCFETrainer:
         self.gen_scheduler.load_state_dict(checkpoint.meta["schedulers"]["gen"])
         self.disc_scheduler.load_state_dict(checkpoint.meta["schedulers"]["disc"])
         restore_rng(checkpoint, self.context.rank)
+        ranks = checkpoint.meta.get("ranks")
+        if ranks not in (None, self.context.world_size) and self.context.is_main:
+            # Allowed (a cluster may give fewer GPUs after preemption), but each rank's share of the pairs moves.
+            warnings.warn(f"{CHECKPOINT_FILE}: the run was trained on {ranks} process(es), it resumes on "
+                          f"{self.context.world_size}: it continues, but not as an uninterrupted run would",
+                          stacklevel=2)
 
 
 # -- the public entry point ----------------------------------------------------------------
@@ -478,8 +486,7 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
         try:
             with _classifier_state_kept(classifier):
                 return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
-                              context, verbose, callback,
-                              data_spec=data.spec if isinstance(data, DataBundle) else None)
+                              context, verbose, callback, _data_record(data, train_set))
         finally:
             shutdown(context)
 
@@ -504,22 +511,24 @@ def _classifier_state_kept(classifier: Classifier | None) -> Iterator[None]:
 def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], config: CAEConfig,
            train_config: TrainConfig, run_dir: Path | None, classifier: Classifier | None,
            checkpoint: Checkpoint | None, context: DistContext, verbose: bool,
-           callback: Callable[[int, CAE], None] | None, data_spec: str | None) -> CAE:
+           callback: Callable[[int, CAE], None] | None, data_record: dict[str, Any]) -> CAE:
     device, writes = context.device, run_dir is not None and context.is_main
     class_critic = _class_critic(classifier, train_config, len(names), device)
     labels = _training_labels(train_set, classifier, train_config)
-    seed_everything(train_config.seed)  # weight init; DDP then broadcasts rank 0's weights anyway
+    seed_weights(train_config.seed)  # weight init; DDP then broadcasts rank 0's weights anyway
     layout = memory_format(train_config, device)
-    cae = CAE(config, names, data_spec).to(device, memory_format=layout)
+    cae = CAE(config, names, data_record["spec"], data_record["seed"]).to(device, memory_format=layout)
     discriminator = Discriminator(config, individual_critic=train_config.weights.individual_adversarial > 0)
     discriminator = discriminator.to(device, memory_format=layout)
     trainer = BBCFETrainer(cae, discriminator, train_set.images, labels, train_config, context, class_critic)
     torch.manual_seed(train_config.seed + context.rank)  # per-rank dropout streams
     start = 0
     if checkpoint is not None:
+        _check_same_data(checkpoint, data_record)
         trainer.restore(checkpoint)
         start = checkpoint.iteration
-    meta = {"cae_config": config.to_dict(), "train_config": train_config.to_dict(), "class_names": names}
+    meta = {"cae_config": config.to_dict(), "train_config": train_config.to_dict(), "class_names": names,
+            "data": data_record}
     logger = RunLogger(run_dir, resume_from=start if checkpoint else None,
                        tensorboard=train_config.tensorboard) if writes else None
     if writes:
@@ -636,6 +645,26 @@ def _split(data: DataBundle | ImageSet, class_names: list[str] | None) -> tuple[
         count = int(data.labels.max()) + 1 if len(data) else 0
         return data, None, list(class_names or [str(k) for k in range(count)])
     raise DataError(f"train_cae needs a DataBundle or an ImageSet, got {type(data).__name__}")
+
+
+def _data_record(data: DataBundle | ImageSet, train_set: ImageSet) -> dict[str, Any]:
+    """Where the training images came from (spec and split seed, when known) and a digest of them and their
+    labels: the CAE keeps the first two as provenance, the checkpoint all three for an exact resume."""
+    digest = hashlib.sha256(train_set.images.detach().cpu().contiguous().numpy())
+    digest.update(train_set.labels.detach().cpu().contiguous().numpy())
+    known = isinstance(data, DataBundle)
+    return {"spec": data.spec if known else None, "seed": data.seed if known else None,
+            "digest": digest.hexdigest()[:16]}
+
+
+def _check_same_data(checkpoint: Checkpoint, record: dict[str, Any]) -> None:
+    """Refuse to resume on other training images (another DATA or split seed), which would silently change the
+    run; checkpoints older than the record are resumed unchecked."""
+    saved = checkpoint.meta.get("data")
+    if isinstance(saved, dict) and saved.get("digest") not in (None, record["digest"]):
+        raise TrainingError(f"{CHECKPOINT_FILE}: the run began on other training images ({saved.get('spec')}, split "
+                            f"seed {saved.get('seed')}; now {record['spec']}, split seed {record['seed']}); resume "
+                            "with the run's DATA and --split-seed")
 
 
 def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> None:

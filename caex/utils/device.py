@@ -39,6 +39,14 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     return device
 
 
+def module_device(module: object) -> torch.device:
+    """Where a model's weights live, so inputs can follow them (CPU for a parameter-free stand-in or a model
+    that is not an ``nn.Module``)."""
+    parameters = module.parameters() if isinstance(module, torch.nn.Module) else iter(())
+    parameter = next(parameters, None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with AVX512-BF16/AMX units (recent Xeon, EPYC); elsewhere bf16 is emulated and slower."""

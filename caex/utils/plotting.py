@@ -1,10 +1,18 @@
-"""Matplotlib settings every caex figure is drawn with."""
+"""Matplotlib settings every caex figure is drawn with, and how figures become PNG files."""
 
 from __future__ import annotations
 
 import functools
+import io
+import os
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from caex.utils.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -25,3 +33,15 @@ def literal_text(function: Callable[P, R]) -> Callable[P, R]:
             return function(*args, **kwargs)
 
     return wrapper
+
+
+def figure_png(figure: Figure, dpi: int = 110, **savefig: Any) -> bytes:
+    """PNG bytes of a matplotlib ``Figure`` built with the object-oriented API (no global pyplot state)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, **savefig)
+    return buffer.getvalue()
+
+
+def save_figure(path: str | os.PathLike, figure: Figure, dpi: int = 110) -> Path:
+    """Render ``figure`` to a PNG file atomically."""
+    return atomic_write_bytes(path, figure_png(figure, dpi))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import torch
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) in one call."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+def seed_weights(seed: int) -> None:
+    """Seed torch's global generator (all devices), which weight initialisation draws from; every other draw in
+    caex uses a private generator, and Python's and NumPy's global states are the user's, left alone."""
     torch.manual_seed(seed)
 
 
