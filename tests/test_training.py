@@ -10,6 +10,7 @@ import os
 import re
 import signal
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +43,14 @@ def _data(n: int = 24, classes: int = 3, size: int = 16) -> ImageSet:
 def _configs(classes: int = 3, size: int = 16, **train) -> tuple[CAEConfig, TrainConfig]:
     config = CAEConfig.preset("tiny", image_size=size, channels=1, num_classes=classes)
     return config, TrainConfig.preset("tiny", tensorboard=False, **train)
+
+
+def _two_iteration_run(run: Path) -> tuple[ImageSet, CAEConfig, TrainConfig]:
+    """A finished 2-iteration tiny run in ``run`` (checkpoint at iteration 2): the start of every resume test."""
+    data = _data()
+    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
+    train_cae(data, config, train_config, run)
+    return data, config, train_config
 
 
 # -- loss terms ------------------------------------------------------------------------------
@@ -310,9 +319,7 @@ def test_code_probe_reads_the_class_from_the_class_code_and_trains_with_the_enco
 
 
 def test_runs_without_the_critic_log_no_critic_terms_and_resume_old_checkpoints(tmp_path) -> None:
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     record = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
     assert "individual_adversarial" not in record and "disc_individual" not in record
     # A checkpoint written before these weights existed resumes (missing weights mean their defaults).
@@ -423,9 +430,7 @@ def test_resume_is_exact(tmp_path, monkeypatch, ema: float, loss: dict[str, floa
 
 def test_a_resume_that_trains_nothing_keeps_the_summarys_timing_and_terms(tmp_path) -> None:
     """Resuming a finished run (as the demo does to finish a save) used to record 0 s, 0 images/s and no terms."""
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     before = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert before["final_terms"] and before["trained_iters"] == 2
     train_cae(data, config, train_config, tmp_path / "run", resume=True)
@@ -434,9 +439,7 @@ def test_a_resume_that_trains_nothing_keeps_the_summarys_timing_and_terms(tmp_pa
 
 
 def test_resume_with_another_ema_setting_is_refused(tmp_path) -> None:
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     with pytest.raises(TrainingError, match="saved without a moving average of the weights; resume with the run's ema"):
         train_cae(data, config, dataclasses.replace(train_config, iters=4, ema=0.9), tmp_path / "run", resume=True)
 
@@ -685,9 +688,7 @@ def test_classifier_critic_on_another_device_leaves_the_users_classifier_usable(
 
 
 def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     changed = dataclasses.replace(train_config, iters=4, seed=3, weights=losses.LossWeights(cycle=2.0))
     with pytest.raises(TrainingError, match=r"trained with weights=.*seed=0 \(now weights=.*seed=3\); resume with"):
         train_cae(data, config, changed, tmp_path / "run", resume=True)
@@ -708,9 +709,7 @@ def test_resume_on_another_number_of_processes_is_allowed_with_a_warning(tmp_pat
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     path = tmp_path / "run" / CHECKPOINT_FILE
     with safe_open(str(path), framework="pt") as handle:
         header = json.loads(handle.metadata()["caex"])
@@ -722,18 +721,14 @@ def test_resume_on_another_number_of_processes_is_allowed_with_a_warning(tmp_pat
 
 
 def test_resume_on_other_training_images_is_refused(tmp_path) -> None:
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     other = ImageSet(data.images.flip(-1), data.labels)
     with pytest.raises(TrainingError, match=r"the run began on other training images \(None, split seed None"):
         train_cae(other, config, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
 
 
 def test_resume_with_other_networks_is_refused(tmp_path) -> None:
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     longer = dataclasses.replace(train_config, iters=3)
     wider = dataclasses.replace(config, width=config.width * 2)
     with pytest.raises(TrainingError, match=rf"networks have width={config.width} \(asked for "
@@ -743,9 +738,7 @@ def test_resume_with_other_networks_is_refused(tmp_path) -> None:
 
 
 def test_force_removes_the_previous_model_before_training(tmp_path, monkeypatch) -> None:
-    data = _data()
-    config, train_config = _configs(iters=2, ckpt_every=2, sample_every=100)
-    train_cae(data, config, train_config, tmp_path / "run")
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
     CAE.load(tmp_path / "run")
     _interrupt_at(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
