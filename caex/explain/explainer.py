@@ -275,11 +275,26 @@ class Explainer:
                 end_codes = bank[nearest_in_class(start, bank, labels, target.to(start.device))]
             path_codes = straight_paths(start, end_codes.to(start.device, start.dtype), steps)
 
-        rows, length = len(owner), path_codes.shape[1]
-        frames, probs = self._decode_and_classify(path_codes.reshape(rows * length, -1), individual,
-                                                  owner.repeat_interleave(length), classify=classify)
-        frames = frames.view(rows, length, *frames.shape[1:])
-        return path_codes, path_nodes, frames, None if probs is None else probs.view(rows, length, -1)
+        frames, probs = self._decode_path_frames(path_codes, codes, individual, owner, classify)
+        return path_codes, path_nodes, frames, probs
+
+    def _decode_path_frames(self, path_codes: torch.Tensor, codes: torch.Tensor, individual: torch.Tensor,
+                            owner: torch.Tensor, classify: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Frames ``[R, T, C, H, W]`` (and probabilities ``[R, T, K]``) of paths ``[R, T, D]``. Every path starts
+        at its image's own code, so with several paths per image their first frame, the reconstruction, is
+        decoded once per image rather than once per path (a third of the work for 2-step paths to 3 classes)."""
+        rows, length = path_codes.shape[:2]
+        shared = rows > len(codes) and length > 1
+        later = path_codes[:, 1:] if shared else path_codes
+        frames, probs = self._decode_and_classify(later.reshape(-1, later.shape[-1]), individual,
+                                                  owner.repeat_interleave(later.shape[1]), classify=classify)
+        frames = frames.view(rows, later.shape[1], *frames.shape[1:])
+        probs = None if probs is None else probs.view(rows, later.shape[1], -1)
+        if shared:
+            first, first_probs = self._decode_and_classify(codes, individual, torch.arange(len(codes)), classify)
+            frames = torch.cat([first[owner, None], frames], dim=1)
+            probs = None if probs is None else torch.cat([first_probs[owner, None], probs], dim=1)
+        return frames, probs
 
     def _maps(self, frames: torch.Tensor, probs: torch.Tensor | None, target: torch.Tensor, stop_at_flip: bool,
               saliency: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
