@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how a cae counterfactual's class is picked among more than two (default: code, "
                              "the other class whose class-code centroid is nearest: no classifier pass; "
                              "probability: the classifier's most probable other class; all: every other class, "
-                             "the maps averaged, at K-1 times the decoding)")
+                             "the maps averaged, at K-1 times the path frames)")
     parser.add_argument("--n-images", type=int, default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
     parser.add_argument("--batch-size", type=int, default=16,

@@ -362,9 +362,9 @@ class ExplainerAttributor(Attributor):
     of one processor's draws and lower AOPC on 6 of 6 of another's (+0.011 on
     average; README, Results): the default for its cost, not for faithfulness.
     ``"all"`` heads for every other class and averages the K-1 maps: what sets
-    the image's class apart from all the others, at K-1 times the decoding (one
-    encoding, the paths in the same batches: ``Explainer.saliency`` with a
-    ``[B, K-1]`` target). On the benchmark recipe's three draws of the second
+    the image's class apart from all the others, at K-1 times the path frames
+    (one encoding and one reconstruction per image, the paths in the same
+    batches: ``Explainer.saliency`` with a ``[B, K-1]`` target). On the benchmark recipe's three draws of the second
     processor it raised AOPC over the code's single class in 24 of 24
     comparisons, and on the demo's two models it lowered it on 5 of 6 paths
     (README, Results): no choice of destination dominates.
