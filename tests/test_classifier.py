@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -107,6 +108,15 @@ def saved(tmp_path_factory) -> tuple[Path, ClassifierNet]:
     net = _seeded_net("smallcnn", mean=[0.4], std=[0.3])
     save_bundle(net, folder, class_names=NAMES, image_size=SIZE, test_accuracy=0.5, data_spec="random", onnx=True)
     return folder, net
+
+
+def test_a_bundle_saved_without_onnx_over_one_with_it_drops_the_old_export(saved, tmp_path):
+    """A retrain into the same folder left the old classifier.onnx (other weights, perhaps other classes)."""
+    folder = tmp_path / "clf"
+    shutil.copytree(saved[0], folder)
+    save_bundle(_seeded_net("smallcnn"), folder, class_names=NAMES, image_size=SIZE, data_spec="random", data_seed=3)
+    assert not (folder / "classifier.onnx").exists()
+    assert ClassifierInfo.read(folder / "classifier.json").data_seed == 3
 
 
 def test_bundle_writes_all_files_and_metadata(saved):

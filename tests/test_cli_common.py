@@ -94,3 +94,18 @@ def test_a_cae_saved_and_loaded_keeps_its_data_provenance(tmp_path: Path) -> Non
     CAE(config, ["a", "b"], "mnist:4,9", data_seed=7).save(tmp_path / "run")
     loaded = CAE.load(tmp_path / "run")
     assert (loaded.data_spec, loaded.data_seed) == ("mnist:4,9", 7)
+
+
+def test_class_names_that_differ_between_two_parts_are_warned_about_unless_they_are_indices() -> None:
+    from caex.data.types import warn_other_class_names
+
+    with pytest.warns(UserWarning) as caught:
+        warn_other_class_names("the classifier", ["0", "1"], "the CAE", ["normal", "cnv"])  # indices: silent
+        warn_other_class_names("the classifier", ["four", "nine"], "the CAE", ["normal", "cnv"])
+    assert [str(warning.message) for warning in caught] == [
+        "the classifier names its classes four, nine but the CAE names them normal, cnv: results are labelled by "
+        "position; check that they are the same classes in the same order"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_other_class_names("the classifier", ["a", "b"], "the CAE", ["a", "b"])
+        warn_other_class_names("the classifier", ["a", "b"], "the CAE", ["0", "1"])

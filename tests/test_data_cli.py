@@ -185,3 +185,16 @@ def test_size_help_states_every_sources_real_default(capsys):
                 "mnist": DEFAULT_SIZES["mnist"], "digits": DEFAULT_SIZES["digits"]}
     assert "(default: 64 for synthetic and folders, 28 for mnist, 32 for digits, a .npz file's own)" in text
     assert expected == {"synthetic": 64, "folders": 64, "mnist": 28, "digits": 32} and DEFAULT_SIZES["npz"] is None
+
+
+def test_out_that_is_not_a_png_is_refused_and_a_wide_grid_is_cut_to_the_largest_class(tmp_path, capsys):
+    """data show wrote PNG bytes under any name (over an input .jpg, say), and --per-class 100000 drew for
+    minutes a grid of empty columns."""
+    (tmp_path / "scan.jpg").write_bytes(b"keep")
+    assert main(["data", "show", "digits", "--out", str(tmp_path / "scan.jpg")]) == 2
+    assert "--out " in capsys.readouterr().err and (tmp_path / "scan.jpg").read_bytes() == b"keep"
+    out = tmp_path / "grid.png"
+    assert main(["data", "show", _folder(tmp_path / "small", {"a": 2, "b": 3}).as_posix(), "--size", "8",
+                 "--per-class", "100000", "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.width < 1000  # 3 columns (the largest class has 2 or 3 training images), not 100,000

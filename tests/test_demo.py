@@ -168,11 +168,19 @@ def test_cae_stage_passes_the_profile_shift_to_the_trainer(tmp_path, monkeypatch
     assert get_profile("fast").cae.max_shift == 0  # measured: 2,000 iterations at 32 px do better unshifted
 
 
+def test_an_out_that_is_a_file_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "afile"), "--fast"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("caex demo: error: --out") and "is a file, not a folder" in err and err.count("\n") == 1
+
+
 def test_dataset_file_round_trip(tmp_path):
     bundle = load_dataset("synthetic:classes=2,per_class=4,size=32", seed=3)
     loaded = load_dataset_file(save_dataset_file(bundle, tmp_path / "d.safetensors"))
     assert loaded.class_names == bundle.class_names and loaded.spec == bundle.spec
     assert loaded.mirror_symmetric  # the synthetic set's declaration survives, so the demo's CAE flips too
+    assert loaded.seed == 3  # so is the split seed the demo's models record
     asymmetric = dataclasses.replace(bundle, mirror_symmetric=False)
     assert not load_dataset_file(save_dataset_file(asymmetric, tmp_path / "a.safetensors")).mirror_symmetric
     for split in ("train", "test"):

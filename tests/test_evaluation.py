@@ -166,6 +166,15 @@ def test_describe_states_the_largest_covered_share():
     assert described["covered_share_max"] == round(8 * 49 / 4096, 4)
 
 
+def test_a_patch_or_a_count_the_images_cannot_hold_is_refused_before_any_map():
+    """--patch 100 on 32 px images reported 'at most 976.6% of the image' and --n-patches 100000 ran for hours."""
+    with pytest.raises(EvaluationError, match=r"patch=33: larger than the 32x32 images"):
+        PerturbationMetric(patch=33).describe(32, 32)
+    with pytest.raises(EvaluationError, match=r"n_patches=1025: more than the 1024 pixels of the 32x32 images"):
+        PerturbationMetric(n_patches=1025).describe(32, 32)
+    assert PerturbationMetric(patch=32, n_patches=1024).describe(32, 32)["n_patches"] == 1024
+
+
 def test_default_n_patches_covers_a_fixed_share():
     assert default_n_patches(28, 28) == 2  # 0.1 * 784 / 49 = 1.6
     assert default_n_patches(64, 64) == 8  # 0.1 * 4096 / 49 = 8.4

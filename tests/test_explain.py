@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -558,9 +559,19 @@ def test_a_capped_code_graph_keeps_a_rare_target_class(seed: int) -> None:
     assert torch.equal(again._graph_rows, explainer._graph_rows)  # seeded
 
 
-def test_negative_smoothing_is_refused() -> None:
-    with pytest.raises(CaexError, match=r"smoothing=-0.5: must be 0 \(off\)"):
-        Explainer(PaintingCAE(), LesionBlackBox(), smoothing=-0.5)
+def test_negative_or_non_finite_smoothing_is_refused() -> None:
+    for sigma in (-0.5, math.nan, math.inf):
+        with pytest.raises(CaexError, match=rf"smoothing={sigma}: must be 0 \(off\)"):
+            Explainer(PaintingCAE(), LesionBlackBox(), smoothing=sigma)
+
+
+def test_a_huge_smoothing_sigma_costs_no_more_than_the_map_size() -> None:
+    """sigma 1e9 built a kernel of 6e9 taps (24 GB, then the OOM killer); it now spans at most the map, and a
+    point blurred that wide is flat (a flat map normalises to zeros)."""
+    point = torch.zeros(1, 9, 9)
+    point[0, 4, 4] = 1.0
+    assert torch.equal(gaussian_smooth(point, sigma=1e9), torch.zeros(1, 9, 9))
+    assert gaussian_smooth(point, sigma=3.0)[0, 4, 8] > 0  # a wide but finite blur still reaches the edge
 
 
 def test_smoothing_spreads_a_sharp_known_answer_beyond_its_region() -> None:

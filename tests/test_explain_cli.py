@@ -133,6 +133,9 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
     assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--smoothing", "-1",
                    "--out", str(workspace / "never")) == 2
     assert "--smoothing -1.0: must be 0 (off)" in capsys.readouterr().err
+    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--smoothing", "nan",
+                   "--out", str(workspace / "never")) == 2
+    assert "--smoothing nan: must be 0 (off)" in capsys.readouterr().err
     for other in (["--all-targets"], ["--target-by", "code"]):
         assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--target", "other", *other,
                        "--out", str(workspace / "never")) == 2
@@ -155,6 +158,21 @@ def test_collect_images_expands_folders_and_globs_once(workspace: Path) -> None:
     with pytest.raises(CaexError, match="folder contains no images"):
         collect_images([str(workspace / "run")])
     assert unique_stems([Path("a/x.png"), Path("b/x.png"), Path("x-2.png")]) == ["x", "x-2", "x-2-2"]
+
+
+def test_an_output_folder_among_the_inputs_is_not_searched_and_one_holding_them_is_refused(tmp_path: Path) -> None:
+    """A rerun explained its own overlays (x_saliency_saliency.png ...) when --out lay inside the input folder."""
+    from PIL import Image
+
+    (tmp_path / "scans" / "explained").mkdir(parents=True)
+    for name in ("scans/a.png", "scans/explained/a_saliency.png"):
+        Image.new("L", (8, 8)).save(tmp_path / name)
+    out = str(tmp_path / "scans" / "explained")
+    for pattern in ("scans", "scans/**/*.png"):
+        assert collect_images([str(tmp_path / pattern)], out=out) == [tmp_path / "scans" / "a.png"]
+    for holder in ("scans", "."):
+        with pytest.raises(CaexError, match=r"--out .*: holds the input folder .*scans; its results would be mixed"):
+            collect_images([str(tmp_path / "scans")], out=str(tmp_path / holder))
 
 
 def test_a_classifier_file_alone_or_weights_with_arch_explain(workspace: Path, tmp_path: Path) -> None:

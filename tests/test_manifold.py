@@ -37,6 +37,7 @@ class CodeInImageCAE(nn.Module):
         super().__init__()
         self.ignore_code = ignore_code
         self.config = SimpleNamespace(num_classes=K, channels=1, image_size=SIZE, code_dim=K)
+        self.class_names = [f"class{k}" for k in range(K)]
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return images[:, 0, 0, :K].clone(), images.clone()

@@ -95,6 +95,7 @@ def test_presets_and_json_round_trip() -> None:
     (dict(name="paper", image_size=28), "too many down-samplings"),
     (dict(name="tiny", class_pool="median"), "class_pool='median': must be 'avg' or 'max'"),
     (dict(name="tiny", n_res=0), "n_res=0: must be >= 1 (the class code reaches the decoder only through"),
+    (dict(name="tiny", pad_type="foo"), "pad_type='foo': must be one of reflect, zeros, replicate"),
 ])
 def test_config_errors(kwargs: dict, message: str) -> None:
     args = dict(image_size=32, channels=1, num_classes=2) | kwargs

@@ -297,6 +297,9 @@ def test_unwritable_report_target_is_one_line_error(tmp_path, capsys):
     assert main(["report", str(run), "--out", str(tmp_path / "file.txt" / "r.html")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("caex report: error: cannot write") and "\n" not in err
+    (tmp_path / "scan.png").write_bytes(b"keep")  # an HTML report written over an input image
+    assert main(["report", str(run), "--out", str(tmp_path / "scan.png")]) == 2
+    assert "the report is an HTML file" in capsys.readouterr().err and (tmp_path / "scan.png").read_bytes() == b"keep"
 
 
 @pytest.mark.parametrize(("value", "text"), [(0.913, "91%"), (0.0456, "4.6%"), (0.986, "99%"), (0.994, "99.4%"),

@@ -737,6 +737,19 @@ def test_resume_with_other_networks_is_refused(tmp_path) -> None:
     assert train_cae(data, None, longer, tmp_path / "run", resume=True).config == config  # None: the run's own
 
 
+def test_a_forced_run_refused_for_its_data_or_settings_keeps_the_previous_model(tmp_path) -> None:
+    """--force deleted the finished run first; a new run then refused (here for its shift, or its images' size)
+    left nothing behind."""
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
+    with pytest.raises(TrainingError, match="max_shift=16: must be smaller than the 16px images"):
+        train_cae(data, config, dataclasses.replace(train_config, max_shift=16), tmp_path / "run", force=True)
+    with pytest.raises(DataError, match="training images are"):
+        train_cae(_data(size=32), config, train_config, tmp_path / "run", force=True)
+    assert CAE.load(tmp_path / "run").config == config
+    with pytest.raises(TrainingError, match="lr=inf: must be a positive finite number"):
+        dataclasses.replace(train_config, lr=math.inf)
+
+
 def test_force_removes_the_previous_model_before_training(tmp_path, monkeypatch) -> None:
     data, config, train_config = _two_iteration_run(tmp_path / "run")
     CAE.load(tmp_path / "run")

@@ -92,6 +92,8 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
     if onnx:
         example = torch.full((2, info.channels, image_size, image_size), 0.5)  # traced, not drawn: no RNG
         atomic_write_bytes(out_dir / ONNX_FILE, onnx_bytes(net, example))
+    else:  # an earlier bundle's export in this folder would pass for one of these weights
+        (out_dir / ONNX_FILE).unlink(missing_ok=True)
     write_json(out_dir / INFO_FILE, asdict(info))  # last, so a folder with a json is a complete bundle
     return info
 

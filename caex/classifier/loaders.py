@@ -28,7 +28,7 @@ from caex.classifier.bundle import (
     ClassifierInfo,
     bundle_folder,
 )
-from caex.data.types import DataBundle
+from caex.data.types import DataBundle, warn_other_class_names
 from caex.errors import ClassifierError
 from caex.utils.device import resolve_device
 
@@ -157,6 +157,7 @@ def check_compatible(classifier: Classifier, data: DataBundle) -> None:
     if classifier.image_size is not None and classifier.image_size != data.image_size:
         raise ClassifierError(f"the classifier takes {classifier.image_size}px images but data {data.spec!r} is "
                               f"{data.image_size}px (use --size {classifier.image_size})")
+    warn_other_class_names("the classifier", classifier.class_names, f"data {data.spec!r}", data.class_names)
     try:
         classifier.predict_proba(data.test.images[:1])
     except Exception as exc:  # noqa: BLE001 - an unrecorded size or channel count; onnxruntime's errors are no RuntimeError

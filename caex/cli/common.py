@@ -75,6 +75,8 @@ def check_output_folder(out: str) -> None:
         if folder.exists():
             if not folder.is_dir():
                 raise CaexError(f"--out {out}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise CaexError(f"--out {out}: {folder} is not writable")
             return
 
 

@@ -38,6 +38,8 @@ def run_show(args: argparse.Namespace) -> int:
         raise CaexError(f"--per-class {args.per_class}: must be at least 1")
     if Path(args.out).is_dir():
         raise CaexError(f"--out {args.out}: is a folder; give the PNG file to write")
+    if Path(args.out).suffix.lower() != ".png":
+        raise CaexError(f"--out {args.out}: the grid is a PNG image; name the file *.png")
     bundle = load_data_from_args(args)
     print(f"data: {bundle.spec}")
     print(f"images: {bundle.image_size}x{bundle.image_size}, {bundle.channels} channel(s); "

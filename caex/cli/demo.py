@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caex.cli.common import check_output_folder
     from caex.demo import run_demo
+
+    check_output_folder(args.out)
 
     result = run_demo(args.out, fast=args.fast, force=args.force, seed=args.seed, device=args.device,
                       verbose=True)

@@ -85,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
     target_by = args.target_by or "probability"
     if args.batch_size < 1:
         raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.smoothing < 0:
+    if not 0 <= args.smoothing < float("inf"):
         raise CaexError(f"--smoothing {args.smoothing}: must be 0 (off) or a positive sigma in pixels")
     check_output_folder(args.out)
-    sources = readable_images(collect_images(args.images), skip_bad=args.skip_bad)
+    sources = readable_images(collect_images(args.images, out=args.out), skip_bad=args.skip_bad)
     if args.reference is not None:
         check_image(Path(args.reference))
     device = resolve_device(args.device)
@@ -131,21 +131,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_images(patterns: list[str]) -> list[Path]:
-    """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each."""
+def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
+    """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each.
+
+    Files inside the output folder ``out`` are not searched (a rerun would explain its own overlays), and an
+    ``out`` that is an input folder or holds one is refused, since its results would mix with the inputs.
+    """
     from caex.data.sources import IMAGE_SUFFIXES
+
+    output = Path(out).resolve() if out is not None else None
+
+    def searched(file: Path) -> bool:
+        return output is None or not file.resolve().is_relative_to(output)
 
     found: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if output is not None and path.resolve().is_relative_to(output):
+                raise CaexError(f"--out {out}: holds the input folder {pattern}; its results would be mixed with "
+                                "the images (and explained by a rerun); choose another --out")
+            matches = sorted(p for p in path.rglob("*")
+                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and searched(p))
             if not matches:
                 raise CaexError(f"{pattern}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         elif path.is_file():
             matches = [path]
         elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True)
+                             if Path(p).is_file() and searched(Path(p)))
             if not matches:
                 raise CaexError(f"{pattern}: no files match this pattern")
         else:

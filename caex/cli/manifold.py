@@ -9,6 +9,7 @@ from caex.cli.common import (
     add_data_arguments,
     add_device_argument,
     add_seed_argument,
+    check_output_folder,
     check_splits,
     load_classifier_from_args,
     load_data_from_args,
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.utils import resolve_device
 
     _check_counts(args)
+    check_output_folder(args.out)
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
     classifier = load_classifier_from_args(args, image_size=cae.config.image_size, channels=cae.config.channels,

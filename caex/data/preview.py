@@ -21,10 +21,12 @@ def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, 
 
 @literal_text
 def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int = 8, seed: int = 0) -> Path:
-    """Write a PNG grid of training images: one row per class (named), masks outlined in red."""
+    """Write a PNG grid of training images: one row per class (named), masks outlined in red; no wider than
+    the largest class (a column nobody fills would only cost drawing time)."""
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state is touched
 
     images, labels, masks = bundle.train.images, bundle.train.labels, bundle.train.masks
+    per_class = max(1, min(per_class, max(bundle.train.class_counts(bundle.num_classes), default=1)))
     rows = sample_grid_indices(labels, bundle.num_classes, per_class, seed)
     tile = 1.3 if bundle.image_size <= 96 else 2.0
     figure = Figure(figsize=(tile * per_class + 1.2, tile * bundle.num_classes))

@@ -29,6 +29,17 @@ def rank_within_class(labels: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
+def warn_other_class_names(first: str, first_names: Sequence[str], second: str, second_names: Sequence[str]) -> None:
+    """Warn when two parts of a pipeline name the same number of classes differently (a classifier of digits
+    beside a CAE of scans would label every result wrongly); names that are just indices say nothing."""
+    defaults = [str(k) for k in range(len(first_names))]
+    if list(first_names) == defaults or list(second_names) == defaults or list(first_names) == list(second_names):
+        return
+    warnings.warn(f"{first} names its classes {', '.join(first_names)} but {second} names them "
+                  f"{', '.join(second_names)}: results are labelled by position; check that they are the same "
+                  "classes in the same order", stacklevel=3)
+
+
 @dataclass
 class ImageSet(Dataset):
     """One split: images, labels, optional lesion masks and where each image came from."""

@@ -158,6 +158,12 @@ class PerturbationMetric:
             raise EvaluationError(f"PerturbationMetric.share={self.share}: must be in (0, 1]")
 
     def n_patches_for(self, height: int, width: int) -> int:
+        """``N`` for images of this size; one-line errors for a patch or a count the images cannot hold."""
+        if self.patch > min(height, width):
+            raise EvaluationError(f"patch={self.patch}: larger than the {height}x{width} images")
+        if self.n_patches is not None and self.n_patches > height * width:
+            raise EvaluationError(f"n_patches={self.n_patches}: more than the {height * width} pixels of the "
+                                  f"{height}x{width} images (every pixel is covered long before)")
         return self.n_patches if self.n_patches is not None else default_n_patches(height, width, self.patch,
                                                                                     self.share)
 

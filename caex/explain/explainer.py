@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from caex.classifier.base import Classifier
-from caex.data.types import class_index, rank_within_class
+from caex.data.types import class_index, rank_within_class, warn_other_class_names
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
@@ -107,7 +108,7 @@ class Explainer:
     def __init__(self, cae: nn.Module, classifier: Classifier, *, batch_size: int = 256,
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
                  candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
-        if smoothing < 0:
+        if not 0 <= smoothing < math.inf:
             raise ExplainError(f"smoothing={smoothing}: must be 0 (off) or a positive sigma in pixels")
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
@@ -116,6 +117,7 @@ class Explainer:
                                    ("px", classifier.image_size, cae.config.image_size)):
             if theirs is not None and theirs != ours:  # it would classify frames it was never made for
                 raise ExplainError(f"the classifier takes {theirs}{unit} images but the CAE makes {ours}{unit} ones")
+        warn_other_class_names("the classifier", classifier.class_names, "the CAE", cae.class_names)
         self.device = resolve_device(device) if device is not None else module_device(cae)
         self.cae = cae.to(self.device).eval()
         self.classifier = classifier

@@ -90,7 +90,7 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``[B, H, W]`` maps (edge padding), renormalised; ``sigma=0`` is a no-op."""
     if sigma <= 0:
         return maps
-    radius = max(1, math.ceil(3 * sigma))
+    radius = max(1, min(math.ceil(3 * sigma), max(maps.shape[-2:])))  # wider reaches nothing more
     offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()

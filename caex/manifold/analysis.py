@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from caex.classifier import check_compatible as check_classifier_compatible
-from caex.data.types import DataBundle
+from caex.data.types import DataBundle, warn_other_class_names
 from caex.errors import CaexError, DataError, ModelError
 from caex.manifold.codes import CodesTable, encode_bundle, write_codes_csv
 from caex.manifold.maps import plot_map, project_2d, subsample_rows, umap_available, write_maps_html
@@ -41,6 +41,7 @@ def check_inputs(cae: CAE, classifier: Classifier, data: DataBundle) -> None:
         raise ModelError(f"the CAE was trained for {config.num_classes} classes of {config.channels}-channel "
                          f"{config.image_size}px images but data {data.spec!r} has {data.num_classes} classes of "
                          f"{data.channels}-channel {data.image_size}px images")
+    warn_other_class_names("the CAE", cae.class_names, f"data {data.spec!r}", data.class_names)
     if len(data.test) < 2:
         raise DataError(f"data {data.spec!r}: the test split has {len(data.test)} images; at least 2 are needed")
 

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caex.model.config import PADDINGS
+
 NORMS = ("none", "in", "ln")
 ACTIVATIONS = ("none", "relu", "lrelu", "tanh")
-PADDINGS = ("reflect", "zeros", "replicate")
 
 
 class LayerNorm(nn.Module):

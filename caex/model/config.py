@@ -41,6 +41,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: CAEConfig fields the data decides (overrides cannot set them).
 DATA_FIELDS = ("image_size", "channels", "num_classes")
 
+#: Padding modes of the networks' convolutions.
+PADDINGS = ("reflect", "zeros", "replicate")
+
 
 @dataclass
 class CAEConfig:
@@ -90,6 +93,8 @@ class CAEConfig:
             if self.image_size // 2 ** getattr(self, name) < 2:  # padded 3x3/4x4 convs need >= 2 pixels
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)}: too many down-samplings "
                                  f"for image_size={self.image_size}")
+        if self.pad_type not in PADDINGS:
+            raise ModelError(f"CAEConfig.pad_type={self.pad_type!r}: must be one of {', '.join(PADDINGS)}")
         if self.class_pool not in ("avg", "max"):
             raise ModelError(f"CAEConfig.class_pool={self.class_pool!r}: must be 'avg' or 'max'")
         if not 0.0 <= self.disc_dropout < 1.0:

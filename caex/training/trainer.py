@@ -166,8 +166,8 @@ class TrainConfig:
         for name in ("iters", "batch_size", "log_every", "sample_every", "ckpt_every"):
             if int(getattr(self, name)) < 1:
                 raise TrainingError(f"{name}={getattr(self, name)!r}: must be a positive integer")
-        if not self.lr > 0:
-            raise TrainingError(f"lr={self.lr!r}: must be positive")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TrainingError(f"lr={self.lr!r}: must be a positive finite number")
         if int(self.lr_halvings) < 0:
             raise TrainingError(f"lr_halvings={self.lr_halvings!r}: must be >= 0")
         if self.time_limit is not None and not self.time_limit > 0:
@@ -390,7 +390,8 @@ class BBCFETrainer:
             value = float(terms[bad].detach())
             where = f"({value})" if not math.isfinite(value) else "(on another rank)"
             raise TrainingError(f"loss term {bad!r} became non-finite {where} at iteration "
-                                f"{iteration + 1}; stopped, the last checkpoint is kept")
+                                f"{iteration + 1}; stopped (a checkpoint written before it is kept; the "
+                                "first comes after ckpt_every iterations)")
 
     def _check_same_trajectory(self, saved: dict[str, Any]) -> None:
         """Refuse to resume with settings that would make the continued run differ from an uninterrupted one."""
@@ -475,13 +476,18 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     writer = int(os.environ.get("RANK", "0")) == 0
     held = folder_lock(run_dir, "caex train", create=not resume) if run_dir is not None and writer else None
     with held or contextlib.nullcontext():
-        checkpoint = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
+        checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
         if checkpoint is not None:
             config = _checkpoint_config(checkpoint, asked=config)
             names = checkpoint.meta["class_names"]
         config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
                                             channels=train_set.images.shape[1], num_classes=len(names))
         _check_data(train_set, config, names)
+        if train_config.max_shift >= config.image_size:
+            raise TrainingError(f"max_shift={train_config.max_shift}: must be smaller than the "
+                                f"{config.image_size}px images")
+        if clear:  # only now: a forced run refused for its data or settings leaves the previous model as it was
+            _clear_previous_run(run_dir)
         context = init_distributed(train_config.device)
         try:
             with _classifier_state_kept(classifier):
@@ -702,27 +708,33 @@ def _changed_settings(saved: dict[str, Any], current: dict[str, Any], names: Ite
     return was, now
 
 
-def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empty: bool) -> Checkpoint | None:
-    """Refuse to clobber a run by accident; load the checkpoint when resuming."""
+def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
+                     check_empty: bool) -> tuple[Checkpoint | None, bool]:
+    """Refuse to clobber a run by accident; load the checkpoint when resuming. Also says whether a previous
+    run must be cleared (``force``), which the caller does once the new run's data and settings passed."""
     if run_dir is None:
         if resume:
             raise TrainingError("resume needs the run folder (out_dir) of the run to continue")
-        return None
+        return None, False
     if resume:
-        return load_checkpoint(run_dir / CHECKPOINT_FILE)
+        return load_checkpoint(run_dir / CHECKPOINT_FILE), False
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: exists and is not a folder")
     if check_empty and run_dir.is_dir() and any(path.name != LOCK_FILE for path in run_dir.iterdir()):
         if not force:
             raise TrainingError(f"{run_dir}: folder is not empty; pass --resume to continue it or --force to overwrite")
-        # config.json first: without it the folder no longer reads as a finished CAE run, so a forced run
-        # that dies early cannot leave the old model looking like its result.
-        for name in (CAE_CONFIG_FILE, CAE_WEIGHTS_FILE, CAE_CODES_FILE, CHECKPOINT_FILE, "log.jsonl", "log.csv",
-                     SUMMARY_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "samples", ignore_errors=True)
-        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-    return None
+        return None, True
+    return None, False
+
+
+def _clear_previous_run(run_dir: Path) -> None:
+    """Delete a previous run's results, config.json first: without it the folder no longer reads as a finished
+    CAE run, so a forced run that dies early cannot leave the old model looking like its result."""
+    for name in (CAE_CONFIG_FILE, CAE_WEIGHTS_FILE, CAE_CODES_FILE, CHECKPOINT_FILE, "log.jsonl", "log.csv",
+                 SUMMARY_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "samples", ignore_errors=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classes: int,

@@ -17,7 +17,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a read-only folder: name the file asked for, not the temporary one
+        exc.filename = str(path)
+        raise
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); results are shared like any other file
             os.fchmod(fd, 0o666 & ~_umask())
