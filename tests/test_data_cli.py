@@ -43,6 +43,11 @@ def _corrupt(tmp_path):
     return str(root)
 
 
+def _text(path):
+    path.write_text("not an archive")
+    return path
+
+
 def _npz(tmp_path, **arrays):
     path = tmp_path / "data.npz"
     np.savez(path, **arrays)
@@ -62,7 +67,10 @@ BAD_INPUTS = {
                                            train_labels=np.array([0, 1, 0]))],
                          "train_images has 4 images but train_labels has 3"),
     "npz one class": (lambda tmp: [_npz(tmp, train_images=np.zeros((4, 8, 8), np.uint8),
-                                        train_labels=np.zeros(4, np.int64))], "needs at least two classes"),
+                                        train_labels=np.zeros(4, np.int64))],
+                      "needs at least two classes with images, found only 1: 0"),
+    "one mnist digit": (lambda tmp: ["mnist:4"], "needs at least two classes with images, found only 1: 4"),
+    "text named .npz": (lambda tmp: [str(_text(tmp / "notes.npz"))], "notes.npz: not a .npz file (a .npz is a zip"),
     "size out of range": (lambda tmp: ["digits", "--size", "4"], "size=4: out of range"),
     "synthetic size out of range": (lambda tmp: ["synthetic", "--size", "512"], "size=512 is out of range"),
     "unknown mnist digit": (lambda tmp: ["mnist:4,11"], "unknown digit 11"),
@@ -198,3 +206,12 @@ def test_out_that_is_not_a_png_is_refused_and_a_wide_grid_is_cut_to_the_largest_
                  "--per-class", "100000", "--out", str(out)]) == 0
     with Image.open(out) as image:
         assert image.width < 1000  # 3 columns (the largest class has 2 or 3 training images), not 100,000
+
+
+def test_debug_is_accepted_after_the_command_too(tmp_path):
+    """The one-line errors say 'rerun with --debug', and users add it at the end; argparse refused it there."""
+    from caex.errors import DataError
+
+    for argv in (["--debug", "data", "show", "nosuch"], ["data", "show", "nosuch", "--debug"]):
+        with pytest.raises(DataError, match="unknown data spec 'nosuch'"):
+            main([*argv, "--out", str(tmp_path / "x.png")])

@@ -34,6 +34,8 @@ def test_help_lists_the_methods(capsys):
      "--cae-target 'healthy': not a class of synthetic:size=32,per_class=4 (normal, cnv, dme, drusen or 0..3)"),
     (["none", "synthetic:size=32,per_class=4", "--methods", "random", "--cae-target", "4"],
      "--cae-target '4': not a class of synthetic"),
+    (["none", "synthetic:size=32,per_class=4", "--methods", "random", "--cae-target", "normal"],
+     "--cae-target steers the cae methods, and none is evaluated"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
     code = main(["evaluate", *argv, "--classifier", str(tmp_path), "--out", str(tmp_path / "out")])
@@ -70,6 +72,17 @@ def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())["methods"]
     assert [row["method"] for row in rows] == ["gradcam", "random"]
     assert all((out / name).is_file() for name in ("results.csv", "results.md", "curves.png", "gallery.png"))
+    # a scripted module names no Grad-CAM layer: when every method is skipped, the results say why, and the exit
+    # status says that nothing was evaluated (no legend warning from an empty curves figure either)
+    scripted = str(tmp_path / "clf" / "classifier.torchscript.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = main(["evaluate", "none", str(tmp_path / "tiny.npz"), "--classifier", scripted, "--methods",
+                     "gradcam", "--n-images", "2", "--device", "cpu", "--out", str(tmp_path / "skipped")])
+    printed = capsys.readouterr()
+    assert code == 2 and "| gradcam | skipped" in printed.out
+    assert printed.err.strip().endswith("caex evaluate: error: every method was skipped (see the table's reasons); "
+                                        "nothing was evaluated")
 
 
 def test_files_an_evaluation_did_not_write_are_warned_about_once(tmp_path):

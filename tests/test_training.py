@@ -569,7 +569,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
         train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=3), train_config)
     with pytest.raises(TrainingError, match="no checkpoint to resume from"):
         train_cae(data, config, train_config, tmp_path / "none", resume=True)
-    with pytest.raises(TrainingError, match="needs a target classifier"):
+    with pytest.raises(TrainingError, match="needs the target classifier"):
         train_cae(data, config, TrainConfig.preset("tiny", dc="classifier"))
 
 

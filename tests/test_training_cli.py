@@ -44,8 +44,8 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
 
 @pytest.mark.parametrize("extra, message", [
     (["--iters", "0"], "--iters 0: must be a positive integer"),
-    (["--dc", "classifier"], "dc='classifier' (--dc classifier) needs a target classifier"),
-    (["--labels", "predicted"], "labels='predicted' (--labels predicted) needs a target classifier"),
+    (["--dc", "classifier"], "dc='classifier' (--dc classifier) needs the target classifier"),
+    (["--labels", "predicted"], "labels='predicted' (--labels predicted) needs the target classifier"),
     (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
     (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
     (["--max-shift", "-1"], "max_shift=-1: must be >= 0"),
@@ -189,6 +189,9 @@ def test_cli_resume_continues_with_the_runs_own_settings(tmp_path, npz_data, cap
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("caex train: error:") and "seed=3" in err and "seed=4" in err and "\n" not in err
+    # A resume that asks for no more iterations than the run has says so instead of reporting a training.
+    assert main(["train", str(npz_data), "--out", str(run), "--iters", "5", "--resume", "--device", "cpu"]) == 0
+    assert "the run is already at 6 iterations, nothing was trained" in capsys.readouterr().err
 
 
 def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz_data, capsys) -> None:

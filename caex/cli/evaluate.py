@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         counter_class = None if args.cae_target is None else data.class_index(args.cae_target)
     except CaexError as exc:
         raise CaexError(f"--cae-target {exc}") from None
+    if run_dir is None and counter_class is not None:
+        raise CaexError("--cae-target steers the cae methods, and none is evaluated; leave it out or add a cae "
+                        "method (with a CAE run)")
     cae_options = {"steps": args.cae_steps, "counter_class": counter_class, "counter_by": args.cae_target_by}
     cae = None if run_dir is None else CAE.load(run_dir, device=args.device)
     # a model file without classifier.json is probed with the images it will classify, so a --size or --channels
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
                            classifier_name=args.classifier, verbose=True)
     print(results.to_markdown())
     print(f"wrote results.csv, results.json, results.md, curves.png and gallery.png to {args.out}")
+    if not any(result.status == "ok" for result in results.methods):
+        raise CaexError("every method was skipped (see the table's reasons); nothing was evaluated")
     return 0
 
 

@@ -53,7 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # command not built yet
         module.register(subparsers)
+    _accept_debug_after(subparsers)
     return parser
+
+
+def _accept_debug_after(subparsers: argparse._SubParsersAction) -> None:
+    """``--debug`` also after a command (``caex data show ... --debug``), as its error message suggests."""
+    for command in subparsers.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show full tracebacks on errors")
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_debug_after(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     summary = read_json(f"{args.out}/summary.json")
+    if summary.get("trained_iters") == 0:
+        print(f"caex train: the run is already at {summary['iters']} iterations, nothing was trained (ask for more "
+              f"with --iters); CAE saved to {args.out}", file=sys.stderr)
+        return 0
     print(f"caex train: {summary['iters']} iterations in {summary['seconds']:.1f} s "
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
           f"CAE saved to {args.out}", file=sys.stderr)

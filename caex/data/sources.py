@@ -257,6 +257,9 @@ def _warn_skipped(skipped: list[Path]) -> None:
 def read_npz(path: Path) -> RawData:
     """``train_images``/``train_labels`` (+ optional ``val_*``, ``test_*``, ``class_names``); val joins train."""
     try:
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"PK":  # else NumPy takes it for a pickle and advises allow_pickle=True
+                raise DataError(f"{path}: not a .npz file (a .npz is a zip archive of .npy arrays)")
         archive = np.load(path, allow_pickle=False)
         arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:

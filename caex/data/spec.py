@@ -95,7 +95,7 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
     present = raw.train.labels.unique()
     if len(present) < 2:
         names = ", ".join(raw.class_names[k] for k in present.tolist()) or "none"
-        raise DataError(f"{spec}: needs at least two classes with images, found {names}")
+        raise DataError(f"{spec}: needs at least two classes with images, found only {len(present)}: {names}")
     if raw.test is not None and not len(raw.test.labels):
         raise DataError(f"{spec}: the test split has no images")
     empty = sorted(set(range(len(raw.class_names))) - set(present.tolist()))

@@ -259,7 +259,8 @@ def _curves_figure(results: EvaluationResults):
     axes.set_ylabel("mean drop of p(ground-truth class)")
     axes.set_title(f"Degradation curves, {s['n_images']} images of {s['data']}")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # every method skipped: no curve to name
+        axes.legend(fontsize=8)
     return figure
 
 

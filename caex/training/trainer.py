@@ -744,7 +744,8 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
         if config.dc == "classifier" or config.labels == "predicted":  # name only the setting that needs one
             wanted = ("dc='classifier' (--dc classifier)" if config.dc == "classifier"
                       else "labels='predicted' (--labels predicted)")
-            raise TrainingError(f"{wanted} needs a target classifier (--classifier CLF)")
+            raise TrainingError(f"{wanted} needs the target classifier: give --classifier CLF (when resuming, "
+                                "the one the run began with)")
         return None
     if classifier.num_classes != num_classes:
         raise TrainingError(f"the classifier has {classifier.num_classes} classes, the data {num_classes}")
