@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import warnings
@@ -298,6 +299,14 @@ def test_bundle_problems_are_named(saved, tmp_path):
     (broken / "classifier.json").write_text('{"arch": "smallcnn"}')
     with pytest.raises(ClassifierError, match="lacks class_names"):
         load_classifier(broken)
+    info = json.loads((folder / "classifier.json").read_text())
+    shutil.copy(folder / "classifier.safetensors", broken / "classifier.safetensors")
+    for edit, message in (({"image_size": "big"}, "a wrong kind of value for image_size"),
+                          ({"class_names": "abc", "channels": 1.5}, "wrong kind of value for channels, class_names"),
+                          ({"arch": "vgg"}, "unknown arch 'vgg'; choose one of")):
+        (broken / "classifier.json").write_text(json.dumps({**info, **edit}))
+        with pytest.raises(ClassifierError, match=f"{broken / 'classifier.json'}.*{re.escape(message)}"):
+            load_classifier(broken)
     with pytest.raises(ClassifierError, match="the model has 3 outputs but 5 num_classes"):
         load_classifier(folder, num_classes=5)
 

@@ -109,3 +109,16 @@ def test_class_names_that_differ_between_two_parts_are_warned_about_unless_they_
         warnings.simplefilter("error")
         warn_other_class_names("the classifier", ["a", "b"], "the CAE", ["a", "b"])
         warn_other_class_names("the classifier", ["a", "b"], "the CAE", ["0", "1"])
+
+
+@pytest.mark.parametrize("argv", [["train"], ["explain", "run", "x.png", "--path", "foo"], ["nosuch"]])
+def test_argument_errors_are_one_line_naming_the_command(argv, capsys) -> None:
+    """argparse printed its usage block before the error; the contract is one line, exit 2."""
+    from caex.cli.main import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    command = f"caex {argv[0]}" if argv[0] != "nosuch" else "caex"
+    assert stopped.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"{command}: error: ") and err.rstrip().endswith(f"(see {command} --help)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -177,6 +178,10 @@ def test_load_errors(tmp_path) -> None:
     meta["config"]["n_res"] = "two"
     (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="unreadable CAE config.*two"):
+        CAE.load(tmp_path / "typo")
+    meta["config"]["n_res"], meta["class_names"] = 2, ["only one"]  # parses, but describes no valid CAE
+    (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path / 'typo' / 'config.json'))}: 1 class names"):
         CAE.load(tmp_path / "typo")
 
 

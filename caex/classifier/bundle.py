@@ -70,7 +70,18 @@ class ClassifierInfo:
         missing = [field.name for field in fields(cls) if field.default is MISSING and field.name not in raw]
         if missing:
             raise ClassifierError(f"{path}: classifier.json lacks {', '.join(missing)}")
-        return cls(**{key: value for key, value in raw.items() if key in known})
+        info = cls(**{key: value for key, value in raw.items() if key in known})
+        info.check(path)
+        return info
+
+    def check(self, path: str | os.PathLike) -> None:
+        """One-line errors naming ``path`` for fields of the wrong kind (a hand-edited json, say)."""
+        wrong = [name for name, value, kind in (
+            ("arch", self.arch, str), ("image_size", self.image_size, int), ("channels", self.channels, int),
+            ("class_names", self.class_names, list), ("mean", self.mean, list), ("std", self.std, list))
+            if not isinstance(value, kind) or isinstance(value, bool)]
+        if wrong:
+            raise ClassifierError(f"{path}: classifier.json has a wrong kind of value for {', '.join(wrong)}")
 
 
 def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from caex.classifier.arch import ClassifierNet, build_classifier_network, infer_network_shape, to_wrapper_state_dict
+from caex.classifier.arch import (ARCHITECTURES, ClassifierNet, build_classifier_network, infer_network_shape,
+                                  to_wrapper_state_dict)
 from caex.classifier.base import Classifier
 from caex.classifier.bundle import (
     INFO_FILE,
@@ -135,6 +136,9 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
         if info is None:
             raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch)")
+        if info.arch not in ARCHITECTURES:  # named here, where the json is known, not deep in the builder
+            raise ClassifierError(f"{described}: unknown arch {info.arch!r}; choose one of "
+                                  f"{', '.join(ARCHITECTURES)}")
         arch = info.arch
     if arch is not None:
         net = _load_state_dict_network(path, arch, mean, std)

@@ -16,6 +16,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from caex import __version__
 from caex.errors import CaexError, Interrupted
@@ -37,8 +38,15 @@ COMMAND_MODULES = [
 ]
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse's errors as one line naming the command (its default prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="caex",
         description="Explain image classifiers with Class Association Embedding (CAE).",
     )

@@ -174,9 +174,11 @@ class CAE(nn.Module):
         try:
             meta = read_json(config_path)
             if meta.get("format") != FORMAT:
-                raise ModelError(f"{config_path}: not a CAE config (format {meta.get('format')!r})")
+                raise ModelError(f"not a CAE config (format {meta.get('format')!r})")
             model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"),
                         meta.get("data_seed"))
+        except ModelError as exc:  # a config that parses but describes no valid CAE: name the file
+            raise ModelError(f"{config_path}: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON or field values
             raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
         if not weights_path.is_file():
