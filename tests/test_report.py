@@ -245,6 +245,22 @@ def test_cli_report_takes_the_model_file_the_other_commands_took(tmp_path):
     assert "smallcnn" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
+def test_a_given_folder_of_the_wrong_kind_is_an_error_not_a_missing_section(tmp_path, capsys):
+    """Explicit --manifold/--evaluate/--classifier folders that were empty, swapped or corrupt gave exit 0 and a
+    report of 'not available' sections."""
+    demo = make_run(tmp_path / "demo")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad_clf").mkdir()
+    (tmp_path / "bad_clf" / "classifier.json").write_text("{torn")
+    for option, folder, message in (("--manifold", tmp_path / "empty", "holds no summary.json"),
+                                    ("--evaluate", demo / "manifold", "holds no results.json"),
+                                    ("--classifier", tmp_path / "bad_clf", "is not a readable JSON object")):
+        assert main(["report", str(demo / "cae"), option, str(folder), "--out", str(tmp_path / "r.html")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"caex report: error: {option} ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_training_log_skips_torn_line_and_bookkeeping(tmp_path):
     run = make_run(tmp_path / "run")
     records = read_training_log(run / "cae/log.jsonl")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from caex import __version__
-from caex.classifier.bundle import bundle_folder
+from caex.classifier.bundle import INFO_FILE, bundle_folder
 from caex.errors import CaexError
 from caex.report import readings
 from caex.report.schema import Schema, conform
@@ -73,8 +73,24 @@ class ReportSources:
         overrides = {"classifier": classifier, "manifold": manifold, "explain": explain, "evaluate": evaluate}
         for name, folder in overrides.items():
             if folder is not None:
-                parts[name] = _existing_folder(folder, f"--{name}")
+                parts[name] = _given_folder(folder, name)
         return cls(title=f"caex report: {root.resolve().name}", root=root, **parts)
+
+
+#: What marks each stage's output folder, for folders given explicitly (a swapped or empty one is an error,
+#: where a demo run's missing stage is only shown as missing).
+_STAGE_MARKERS = {"classifier": INFO_FILE, "manifold": "summary.json", "evaluate": "results.json", "explain": "*.json"}
+
+
+def _given_folder(path: str | os.PathLike, stage: str) -> Path:
+    folder = _existing_folder(path, f"--{stage}")
+    marker = _STAGE_MARKERS[stage]
+    if not any(folder.glob(marker)):
+        command = "train-classifier" if stage == "classifier" else stage
+        raise CaexError(f"--{stage} {str(path)!r}: holds no {marker}; give the output folder of caex {command}")
+    if stage == "classifier" and _read_json(folder / INFO_FILE, CLASSIFIER_SCHEMA) is None:
+        raise CaexError(f"--classifier {str(path)!r}: {folder / INFO_FILE} is not a readable JSON object")
+    return folder
 
 
 def _existing_folder(path: str | os.PathLike, what: str) -> Path:
