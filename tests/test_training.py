@@ -720,6 +720,19 @@ def test_resume_on_another_number_of_processes_is_allowed_with_a_warning(tmp_pat
         train_cae(data, config, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
 
 
+def test_resume_with_another_classifier_as_critic_is_refused(tmp_path) -> None:
+    data = _data(classes=2)
+    config, train_config = _configs(classes=2, iters=2, ckpt_every=2, sample_every=100, dc="classifier")
+    train_cae(data, config, train_config, tmp_path / "run", classifier=_MeanBrightness())
+    other = _MeanBrightness()
+    with torch.no_grad():
+        other.module[1].bias.add_(1.0)
+    longer = dataclasses.replace(train_config, iters=3)
+    with pytest.raises(TrainingError, match="the run began with another classifier"):
+        train_cae(data, config, longer, tmp_path / "run", resume=True, classifier=other)
+    train_cae(data, config, longer, tmp_path / "run", resume=True, classifier=_MeanBrightness())
+
+
 def test_resume_on_other_training_images_is_refused(tmp_path) -> None:
     data, config, train_config = _two_iteration_run(tmp_path / "run")
     other = ImageSet(data.images.flip(-1), data.labels)

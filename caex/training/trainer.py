@@ -529,12 +529,15 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     trainer = BBCFETrainer(cae, discriminator, train_set.images, labels, train_config, context, class_critic)
     torch.manual_seed(train_config.seed + context.rank)  # per-rank dropout streams
     start = 0
+    uses_classifier = class_critic is not None or train_config.labels == "predicted"
+    critic_digest = _classifier_digest(classifier) if uses_classifier else None
     if checkpoint is not None:
         _check_same_data(checkpoint, data_record)
+        _check_same_classifier(checkpoint, critic_digest)
         trainer.restore(checkpoint)
         start = checkpoint.iteration
     meta = {"cae_config": config.to_dict(), "train_config": train_config.to_dict(), "class_names": names,
-            "data": data_record}
+            "data": data_record, "classifier_digest": critic_digest}
     logger = RunLogger(run_dir, resume_from=start if checkpoint else None,
                        tensorboard=train_config.tensorboard) if writes else None
     if writes:
@@ -671,6 +674,26 @@ def _check_same_data(checkpoint: Checkpoint, record: dict[str, Any]) -> None:
         raise TrainingError(f"{CHECKPOINT_FILE}: the run began on other training images ({saved.get('spec')}, split "
                             f"seed {saved.get('seed')}; now {record['spec']}, split seed {record['seed']}); resume "
                             "with the run's DATA and --split-seed")
+
+
+def _classifier_digest(classifier: Classifier | None) -> str | None:
+    """A short hash of a classifier module's weights (``None`` for a black box): the critic and the predicted
+    labels are part of a run, so a resume must be given the classifier it began with."""
+    module = getattr(classifier, "module", None)
+    if not isinstance(module, nn.Module):
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def _check_same_classifier(checkpoint: Checkpoint, digest: str | None) -> None:
+    saved = checkpoint.meta.get("classifier_digest")
+    if saved is not None and digest is not None and saved != digest:
+        raise TrainingError(f"{CHECKPOINT_FILE}: the run began with another classifier (other weights); resume "
+                            "with the --classifier it was trained with")
 
 
 def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> None:
