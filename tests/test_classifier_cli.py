@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import pytest
 import torch
@@ -23,6 +24,18 @@ def trained(tmp_path_factory):
     code = main(["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1", "--batch-size", "8",
                  "--out", str(out), "--onnx", "--device", "cpu"])
     return code, out
+
+
+def test_a_bundle_in_out_is_replaced_only_with_force(trained, tmp_path, capsys):
+    """train-classifier overwrote a bundle silently where caex train refuses a finished run."""
+    out = tmp_path / "clf"
+    shutil.copytree(trained[1], out)
+    argv = ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1", "--out", str(out),
+            "--device", "cpu"]
+    line = _error_line(capsys, argv)
+    assert line == (f"caex train-classifier: error: --out {out}: holds a classifier bundle already; pass --force "
+                    "to replace it")
+    assert main([*argv, "--force"]) == 0 and not (out / "classifier.onnx").exists()  # the stale export went too
 
 
 def test_train_classifier_writes_every_bundle_file(trained, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
 
@@ -27,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="train without random shifts")
     parser.add_argument("--onnx", action="store_true", help="also export classifier.onnx")
+    parser.add_argument("--force", action="store_true", help="replace a bundle already in --out")
     add_seed_argument(parser)
     add_device_argument(parser)
     parser.set_defaults(func=run)
@@ -35,11 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
+    from caex.classifier.bundle import INFO_FILE
     from caex.cli.common import check_output_folder, load_data_from_args
+    from caex.errors import CaexError
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
     check_output_folder(args.out)
+    if (Path(args.out) / INFO_FILE).is_file() and not args.force:  # as caex train refuses a finished run
+        raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
     data = load_data_from_args(args)
     print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
           f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
