@@ -43,6 +43,15 @@ def _corrupt(tmp_path):
     return str(root)
 
 
+def _float_tiff_folder(root):
+    """Two classes of 32-bit float TIFFs holding 0..255 values, which read_image clamped to white."""
+    for name in ("a", "b"):
+        (root / "tiffs" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 200.0, dtype=np.float32), mode="F").save(root / "tiffs" / name / f"{i}.tif")
+    return root / "tiffs"
+
+
 def _text(path):
     path.write_text("not an archive")
     return path
@@ -76,6 +85,9 @@ BAD_INPUTS = {
     "unknown mnist digit": (lambda tmp: ["mnist:4,11"], "unknown digit 11"),
     "bad mnist selection": (lambda tmp: ["mnist:four"], "classes must be digits 0-9"),
     "unknown synthetic option": (lambda tmp: ["synthetic:clases=3"], "unknown option 'clases'"),
+    "synthetic option twice": (lambda tmp: ["synthetic:classes=2,classes=3"], "option 'classes' is given twice"),
+    "empty mnist digit": (lambda tmp: ["mnist:4,,9"], "classes must be digits 0-9 separated by commas"),
+    "float tiff in 0..255": (lambda tmp: [str(_float_tiff_folder(tmp))], "float pixels must be in [0, 1]"),
     "npz float 0-255": (lambda tmp: [_npz(tmp, train_images=np.full((4, 8, 8), 255.0),
                                           train_labels=np.array([0, 1, 0, 1]))], "float pixels must be in [0, 1]"),
     "empty spec": (lambda tmp: [""], "empty data spec"),

@@ -53,7 +53,7 @@ def parse_digit_selection(source: str, text: str | None) -> list[int]:
     if text is None:
         return list(range(10))
     try:
-        digits = [int(part) for part in text.split(",") if part.strip()]
+        digits = [int(part) for part in text.split(",")]  # an empty part ("4,,9") is a typo, not a separator
     except ValueError:
         raise DataError(f"{source}:{text}: classes must be digits 0-9 separated by commas") from None
     bad = [d for d in digits if not 0 <= d <= 9]
@@ -147,6 +147,8 @@ def read_image(path: Path) -> torch.Tensor:
         elif image.mode == "LA":
             image = image.convert("L")
         array = np.asarray(image)
+    if np.issubdtype(array.dtype, np.floating):  # 32-bit float TIFFs
+        _check_unit_floats(array, str(path), "save it scaled to [0, 1], or as an 8- or 16-bit image")
     tensor = _unit_range(array, path)
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
 
@@ -314,6 +316,15 @@ def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> tuple[to
     return tensor.contiguous(), torch.as_tensor(labels, dtype=torch.long)
 
 
+def _check_unit_floats(pixels: np.ndarray, where: str, advice: str) -> None:
+    """Float pixels must already be in [0, 1] (within rounding): 0..255 floats would otherwise clamp to white."""
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise DataError(f"{where} has NaN or infinite pixels")
+    if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
+        raise DataError(f"{where} holds floats in [{low:g}, {high:g}]; float pixels must be in [0, 1] ({advice})")
+
+
 def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
     """Check that an array's values read as intended by :func:`_unit_range`; narrow 8-bit integers.
 
@@ -323,12 +334,7 @@ def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
     non-finite, negative and wider-than-16-bit values are refused rather than clamped.
     """
     if np.issubdtype(images.dtype, np.floating):
-        low, high = float(images.min()), float(images.max())
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise DataError(f"{path}: {key} has NaN or infinite pixels")
-        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
-            raise DataError(f"{path}: {key} holds floats in [{low:g}, {high:g}]; float pixels must be in [0, 1] "
-                            "(divide by 255, or store 8-bit images as uint8)")
+        _check_unit_floats(images, f"{path}: {key}", "divide by 255, or store 8-bit images as uint8")
     elif np.issubdtype(images.dtype, np.integer) and images.dtype not in (np.uint8, np.uint16):
         low, high = int(images.min()), int(images.max())
         if low < 0:

@@ -66,6 +66,8 @@ def parse_options(spec: str, text: str) -> dict[str, str]:
         key, equals, value = item.partition("=")
         if not equals or not key.strip() or not value.strip():
             raise DataError(f"{spec}: option {item!r} is not key=value")
+        if key.strip() in options:
+            raise DataError(f"{spec}: option {key.strip()!r} is given twice")
         options[key.strip()] = value.strip()
     return options
 
