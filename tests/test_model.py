@@ -183,6 +183,13 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path / 'typo' / 'config.json'))}: 1 class names"):
         CAE.load(tmp_path / "typo")
+    CAE(_tiny(width=2 * CAEConfig.__dataclass_fields__["width"].default)).save(tmp_path / "edited")
+    meta = json.loads((tmp_path / "edited" / "config.json").read_text())
+    meta["config"].pop("width")  # the default width is assumed, and the weights refute it
+    (tmp_path / "edited" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"weights do not match the CAE config .*config.json lacks width, so "
+                                         r"defaults were assumed"):
+        CAE.load(tmp_path / "edited")
 
 
 def test_fresh_class_codes_differ_between_images() -> None:

@@ -49,6 +49,9 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
     (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
     (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
     (["--max-shift", "-1"], "max_shift=-1: must be >= 0"),
+    (["--lr", "inf"], "lr=inf: must be a positive finite number"),
+    (["--arch", "resnet18"], "--arch resnet18 describes the weights file given as --classifier, and none is given"),
+    (["--model", "pad_type=foo"], "pad_type='foo': must be one of reflect, zeros, replicate"),
     (["--model", "colour=red"], "--model 'colour=red': expected KEY=VALUE with KEY one of code_dim, width"),
     (["--model", "n_res"], "--model 'n_res': expected KEY=VALUE"),
     (["--model", "image_size=32"], "--model 'image_size=32': expected KEY=VALUE"),  # the data decides it

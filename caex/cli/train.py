@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CaexError(f"--{name.replace('_', '-')} {value}: must be a positive integer")
+    if args.arch is not None and args.classifier is None:
+        raise CaexError(f"--arch {args.arch} describes the weights file given as --classifier, and none is given")
     model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
     loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
     if args.threads:

@@ -9,6 +9,7 @@ Nothing is unpickled on load.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -183,7 +184,13 @@ class CAE(nn.Module):
             raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
         if not weights_path.is_file():
             raise ModelError(f"{weights_path}: missing CAE weights")
-        model.load_state_dict(_read_tensors(weights_path), strict=True, source=weights_path)
+        try:
+            model.load_state_dict(_read_tensors(weights_path), strict=True, source=weights_path)
+        except ModelError as exc:  # a field missing from config.json took its default, which the weights refute
+            assumed = sorted({field.name for field in dataclasses.fields(CAEConfig)} - set(meta["config"]))
+            if not assumed:
+                raise
+            raise ModelError(f"{exc}; {config_path} lacks {', '.join(assumed)}, so defaults were assumed") from None
         if codes_path.is_file():
             codes = _read_tensors(codes_path)
             try:
