@@ -659,8 +659,8 @@ def _split(data: DataBundle | ImageSet, class_names: list[str] | None) -> tuple[
 def _data_record(data: DataBundle | ImageSet, train_set: ImageSet) -> dict[str, Any]:
     """Where the training images came from (spec and split seed, when known) and a digest of them and their
     labels: the CAE keeps the first two as provenance, the checkpoint all three for an exact resume."""
-    digest = hashlib.sha256(train_set.images.detach().cpu().contiguous().numpy())
-    digest.update(train_set.labels.detach().cpu().contiguous().numpy())
+    digest = hashlib.sha256(_raw_bytes(train_set.images))
+    digest.update(_raw_bytes(train_set.labels))
     known = isinstance(data, DataBundle)
     return {"spec": data.spec if known else None, "seed": data.seed if known else None,
             "digest": digest.hexdigest()[:16]}
@@ -685,8 +685,13 @@ def _classifier_digest(classifier: Classifier | None) -> str | None:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        digest.update(_raw_bytes(tensor))
     return digest.hexdigest()[:16]
+
+
+def _raw_bytes(tensor: torch.Tensor) -> memoryview:
+    """A tensor's memory as bytes for hashing, whatever its dtype (NumPy has no bfloat16), without a copy on CPU."""
+    return memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def _check_same_classifier(checkpoint: Checkpoint, digest: str | None) -> None:
