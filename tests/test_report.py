@@ -254,11 +254,15 @@ def test_a_given_folder_of_the_wrong_kind_is_an_error_not_a_missing_section(tmp_
     (tmp_path / "bad_clf" / "classifier.json").write_text("{torn")
     for option, folder, message in (("--manifold", tmp_path / "empty", "holds no summary.json"),
                                     ("--evaluate", demo / "manifold", "holds no results.json"),
-                                    ("--classifier", tmp_path / "bad_clf", "is not a readable JSON object")):
+                                    ("--classifier", tmp_path / "bad_clf", "is missing or not a readable JSON object")):
         assert main(["report", str(demo / "cae"), option, str(folder), "--out", str(tmp_path / "r.html")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"caex report: error: {option} ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "r.html").exists()
+    (tmp_path / "bare").mkdir()  # a bare model file records nothing: its section says so, the report is written
+    (tmp_path / "bare" / "model.onnx").write_bytes(b"")
+    assert main(["report", str(demo / "cae"), "--classifier", str(tmp_path / "bare" / "model.onnx"),
+                 "--out", str(tmp_path / "r.html")]) == 0
 
 
 def test_training_log_skips_torn_line_and_bookkeeping(tmp_path):

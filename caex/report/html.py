@@ -69,9 +69,8 @@ class ReportSources:
                                 "sub-folders) nor a CAE run folder (no config.json or log.jsonl)")
             parts = {"cae": root}
         if classifier is not None:
-            classifier = bundle_folder(Path(classifier))  # also the model file the other commands took
-        overrides = {"classifier": classifier, "manifold": manifold, "explain": explain, "evaluate": evaluate}
-        for name, folder in overrides.items():
+            parts["classifier"] = _given_classifier(classifier)
+        for name, folder in {"manifold": manifold, "explain": explain, "evaluate": evaluate}.items():
             if folder is not None:
                 parts[name] = _given_folder(folder, name)
         return cls(title=f"caex report: {root.resolve().name}", root=root, **parts)
@@ -79,17 +78,27 @@ class ReportSources:
 
 #: What marks each stage's output folder, for folders given explicitly (a swapped or empty one is an error,
 #: where a demo run's missing stage is only shown as missing).
-_STAGE_MARKERS = {"classifier": INFO_FILE, "manifold": "summary.json", "evaluate": "results.json", "explain": "*.json"}
+_STAGE_MARKERS = {"manifold": "summary.json", "evaluate": "results.json", "explain": "*.json"}
 
 
 def _given_folder(path: str | os.PathLike, stage: str) -> Path:
     folder = _existing_folder(path, f"--{stage}")
-    marker = _STAGE_MARKERS[stage]
-    if not any(folder.glob(marker)):
-        command = "train-classifier" if stage == "classifier" else stage
-        raise CaexError(f"--{stage} {str(path)!r}: holds no {marker}; give the output folder of caex {command}")
-    if stage == "classifier" and _read_json(folder / INFO_FILE, CLASSIFIER_SCHEMA) is None:
-        raise CaexError(f"--classifier {str(path)!r}: {folder / INFO_FILE} is not a readable JSON object")
+    if not any(folder.glob(_STAGE_MARKERS[stage])):
+        raise CaexError(f"--{stage} {str(path)!r}: holds no {_STAGE_MARKERS[stage]}; give the output folder of "
+                        f"caex {stage}")
+    return folder
+
+
+def _given_classifier(path: str | os.PathLike) -> Path:
+    """The folder whose classifier.json describes ``--classifier``: a bundle folder must hold a readable one; a
+    model file the other commands took (an ONNX or TorchScript export) may have none, and the report says so."""
+    given = Path(path)
+    if not given.exists():
+        raise CaexError(f"--classifier {str(path)!r}: no such file or folder")
+    folder = bundle_folder(given)
+    info = folder / INFO_FILE
+    if (given.is_dir() or info.is_file()) and _read_json(info, CLASSIFIER_SCHEMA) is None:
+        raise CaexError(f"--classifier {str(path)!r}: {info} is missing or not a readable JSON object")
     return folder
 
 
