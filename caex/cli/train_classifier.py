@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
                 test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
                 onnx=args.onnx)
-    print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({metrics.epochs} epochs, "
-          f"{metrics.seconds:.1f} s); bundle written to {args.out}")
+    epochs = f"{metrics.epochs} epoch{'s' if metrics.epochs != 1 else ''}"
+    print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({epochs}, {metrics.seconds:.1f} s); "
+          f"bundle written to {args.out}")
     return 0
