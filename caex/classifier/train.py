@@ -86,9 +86,11 @@ def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float |
     check_arch(arch)
     epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
     lr = DEFAULT_LR[arch] if lr is None else lr
-    if epochs < 1 or batch_size < 1 or not 0 < lr < math.inf:
-        raise TrainingError(f"training {arch}: epochs ({epochs}), batch size ({batch_size}) and lr ({lr}) "
-                            "must be positive")
+    wrong = [f"{name} ({value})" for name, value, ok in (
+        ("epochs", epochs, epochs >= 1), ("batch size", batch_size, batch_size >= 1), ("lr", lr, 0 < lr < math.inf))
+        if not ok]
+    if wrong:
+        raise TrainingError(f"training {arch}: {' and '.join(wrong)} must be positive (lr also finite)")
     return epochs, lr
 
 

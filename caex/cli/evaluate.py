@@ -91,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.cae_steps < 2:
         raise CaexError(f"--cae-steps {args.cae_steps}: a path needs at least 2 steps")
-    if args.patch < 1 or not 0 < args.share <= 1 or (args.n_patches is not None and args.n_patches < 1):
-        raise CaexError(f"--patch {args.patch}, --share {args.share}, --n-patches {args.n_patches}: "
-                        "patch and N must be positive and the share in (0, 1]")
+    for flag, count in (("--patch", args.patch), ("--n-patches", args.n_patches)):
+        if count is not None and count < 1:
+            raise CaexError(f"{flag} {count}: must be at least 1")
+    if not 0 < args.share <= 1:
+        raise CaexError(f"--share {args.share}: must be in (0, 1]")
     check_output_folder(args.out)
     run_dir = _run_folder(args.run, wants_cae=any(map(is_cae_method, methods)))
     data = load_data_from_args(args)
