@@ -142,6 +142,15 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
         assert f"give either --target or {other[0]}, not both" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("steps", ["1", "100000"])
+def test_a_path_length_out_of_range_is_a_one_line_error(workspace: Path, capsys: pytest.CaptureFixture,
+                                                        steps: str) -> None:
+    """100,000 steps kept 1.6 GB of frames per image until the out-of-memory killer stopped it."""
+    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--steps", steps,
+                   "--out", str(workspace / "never")) == 2
+    assert f"caex explain: error: --steps {steps}: a path needs 2 to 1000 steps" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("batch_size", ["0", "-1"])
 def test_a_batch_size_below_one_is_a_one_line_error(workspace: Path, capsys: pytest.CaptureFixture,
                                                     batch_size: str) -> None:

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
                                  warn_stale_files)
     from caex.evaluation.perturbation import PerturbationMetric
     from caex.evaluation.runner import canonical_method, evaluate, is_cae_method
+    from caex.explain.explainer import check_steps
     from caex.model import CAE
 
     methods = [canonical_method(name) for name in args.methods.split(",") if name.strip()]
@@ -89,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError("--methods: name at least one method")
     if args.batch_size < 1:
         raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.cae_steps < 2:
-        raise CaexError(f"--cae-steps {args.cae_steps}: a path needs at least 2 steps")
+    check_steps(args.cae_steps, "--cae-steps ")
     for flag, count in (("--patch", args.patch), ("--n-patches", args.n_patches)):
         if count is not None and count < 1:
             raise CaexError(f"{flag} {count}: must be at least 1")

@@ -71,13 +71,13 @@ def run(args: argparse.Namespace) -> int:
     from caex.cli.common import check_output_folder, load_classifier_from_args, warn_stale_files
     from caex.data.sources import check_image, readable_images
     from caex.explain import Explainer, ExplainError
+    from caex.explain.explainer import check_steps
     from caex.explain.render import save_explanation
     from caex.model import CAE
     from caex.utils.device import resolve_device
     from caex.utils.progress import progress
 
-    if args.steps < 2:
-        raise CaexError(f"--steps {args.steps}: a path needs at least 2 steps")
+    check_steps(args.steps, "--steps ")
     if (args.reference is not None) != (args.path == "reference"):
         raise CaexError("--reference IMG goes with --path reference (and that path needs one)")
     if args.target is not None and (args.all_targets or args.target_by is not None):

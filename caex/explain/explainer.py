@@ -47,6 +47,17 @@ class ExplainError(CaexError):
     """An explanation request that cannot be served (bad target, path or reference)."""
 
 
+#: Longest path asked for: every frame of every path is decoded and kept (1,000 frames of one 64 px image are
+#: 16 MB; 100,000 of them were an out-of-memory kill), and beyond a few dozen steps frames barely differ.
+MAX_STEPS = 1000
+
+
+def check_steps(steps: int, label: str = "steps=") -> None:
+    """A one-line error for a path length out of range; ``label`` names the value (``"--steps "`` in the CLI)."""
+    if not 2 <= steps <= MAX_STEPS:
+        raise ExplainError(f"{label}{steps}: a path needs 2 to {MAX_STEPS} steps")
+
+
 @dataclass
 class Explanation:
     """Counterfactual paths and saliency maps for a batch of exemplars (one target each).
@@ -398,8 +409,7 @@ class Explainer:
             raise ExplainError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
         if saliency not in SALIENCY_METHODS:
             raise ExplainError(f"unknown saliency {saliency!r}; choose one of {', '.join(SALIENCY_METHODS)}")
-        if steps < 2:
-            raise ExplainError(f"steps={steps}: a path needs at least 2 steps")
+        check_steps(steps)
         if (reference is not None) != (path == "reference"):
             raise ExplainError("a reference image goes with path='reference' (and that path needs one)")
         if all_targets and (target is not None or path == "reference"):
