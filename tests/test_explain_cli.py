@@ -142,21 +142,17 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
         assert f"give either --target or {other[0]}, not both" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("steps", ["1", "100000"])
-def test_a_path_length_out_of_range_is_a_one_line_error(workspace: Path, capsys: pytest.CaptureFixture,
-                                                        steps: str) -> None:
-    """100,000 steps kept 1.6 GB of frames per image until the out-of-memory killer stopped it."""
-    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--steps", steps,
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--batch-size", "0", "must be at least 1"),
+    ("--batch-size", "-1", "must be at least 1"),
+    ("--steps", "1", "a path needs 2 to 1000 steps"),
+    ("--steps", "100000", "a path needs 2 to 1000 steps"),  # kept 1.6 GB of frames per image, then an OOM kill
+])
+def test_a_count_out_of_range_is_a_one_line_error(workspace: Path, capsys: pytest.CaptureFixture, option: str,
+                                                  value: str, message: str) -> None:
+    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), option, value,
                    "--out", str(workspace / "never")) == 2
-    assert f"caex explain: error: --steps {steps}: a path needs 2 to 1000 steps" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("batch_size", ["0", "-1"])
-def test_a_batch_size_below_one_is_a_one_line_error(workspace: Path, capsys: pytest.CaptureFixture,
-                                                    batch_size: str) -> None:
-    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--batch-size", batch_size,
-                   "--out", str(workspace / "never")) == 2
-    assert f"caex explain: error: --batch-size {batch_size}: must be at least 1" in capsys.readouterr().err
+    assert f"caex explain: error: {option} {value}: {message}" in capsys.readouterr().err
     assert not (workspace / "never").exists()
 
 
