@@ -313,6 +313,8 @@ def test_unwritable_report_target_is_one_line_error(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     with pytest.raises(CaexError, match="is a folder"):
         build_report(run, tmp_path)
+    with pytest.raises(CaexError, match=r"r\.png: the report is an HTML file; name it \*\.html"):
+        build_report(run, tmp_path / "r.png")  # the API refuses it too, not only the command
     (tmp_path / "file.txt").write_text("x")
     assert main(["report", str(run), "--out", str(tmp_path / "file.txt" / "r.html")]) == 2
     err = capsys.readouterr().err.strip()

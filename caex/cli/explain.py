@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.cli.common import check_output_folder, load_classifier_from_args, warn_stale_files
     from caex.data.sources import check_image, readable_images
     from caex.explain import Explainer, ExplainError
-    from caex.explain.explainer import check_steps
+    from caex.explain.explainer import check_smoothing, check_steps
     from caex.explain.render import save_explanation
     from caex.model import CAE
     from caex.utils.device import resolve_device
@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     target_by = args.target_by or "probability"
     if args.batch_size < 1:
         raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
-    if not 0 <= args.smoothing < float("inf"):
-        raise CaexError(f"--smoothing {args.smoothing}: must be 0 (off) or a positive sigma in pixels")
+    check_smoothing(args.smoothing, "--smoothing ")
     check_output_folder(args.out)
     sources = readable_images(collect_images(args.images, out=args.out), skip_bad=args.skip_bad)
     if args.reference is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,11 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caex.errors import CaexError
     from caex.report import build_report
-
-    if args.out is not None and Path(args.out).suffix.lower() not in (".html", ".htm"):
-        raise CaexError(f"--out {args.out}: the report is an HTML file; name it *.html")
 
     path = build_report(args.run, args.out, manifold=args.manifold, explain=args.explain, evaluate=args.evaluate,
                         classifier=args.classifier)

@@ -58,6 +58,12 @@ def check_steps(steps: int, label: str = "steps=") -> None:
         raise ExplainError(f"{label}{steps}: a path needs 2 to {MAX_STEPS} steps")
 
 
+def check_smoothing(sigma: float, label: str = "smoothing=") -> None:
+    """A one-line error for a blur that is negative or not finite; ``label`` as in :func:`check_steps`."""
+    if not 0 <= sigma < math.inf:
+        raise ExplainError(f"{label}{sigma}: must be 0 (off) or a positive sigma in pixels")
+
+
 @dataclass
 class Explanation:
     """Counterfactual paths and saliency maps for a batch of exemplars (one target each).
@@ -119,8 +125,7 @@ class Explainer:
     def __init__(self, cae: nn.Module, classifier: Classifier, *, batch_size: int = 256,
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
                  candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
-        if not 0 <= smoothing < math.inf:
-            raise ExplainError(f"smoothing={smoothing}: must be 0 (off) or a positive sigma in pixels")
+        check_smoothing(smoothing)
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")

@@ -590,6 +590,8 @@ def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     target = Path(out) if out is not None else sources.root / REPORT_FILE
     if target.is_dir():
         raise CaexError(f"cannot write {target}: it is a folder (give the HTML file to write)")
+    if target.suffix.lower() not in (".html", ".htm"):  # a scan named as the output would be overwritten
+        raise CaexError(f"cannot write {target}: the report is an HTML file; name it *.html")
     page = render_report(sources)
     try:
         return atomic_write_text(target, page)
