@@ -364,10 +364,11 @@ class ExplainerAttributor(Attributor):
     ``"all"`` heads for every other class and averages the K-1 maps: what sets
     the image's class apart from all the others, at K-1 times the path frames
     (one encoding and one reconstruction per image, the paths in the same
-    batches: ``Explainer.saliency`` with a ``[B, K-1]`` target). On the benchmark recipe's three draws of the second
-    processor it raised AOPC over the code's single class in 24 of 24
-    comparisons, and on the demo's two models it lowered it on 5 of 6 paths
-    (README, Results): no choice of destination dominates.
+    batches: ``Explainer.saliency`` with a ``[B, K-1]`` target). On the
+    benchmark recipe's three draws of the second processor it raised AOPC over
+    the code's single class in 24 of 24 comparisons, and on the demo's two
+    models it lowered it on 5 of 6 paths (README, Results): no choice of
+    destination dominates.
     """
 
     #: How ``counter_by`` picks the other class: ranked (``RANK_BY``; "code" needs an Explainer's CAE with
