@@ -122,3 +122,14 @@ def test_argument_errors_are_one_line_naming_the_command(argv, capsys) -> None:
     command = f"caex {argv[0]}" if argv[0] != "nosuch" else "caex"
     assert stopped.value.code == 2 and err.count("\n") == 1
     assert err.startswith(f"{command}: error: ") and err.rstrip().endswith(f"(see {command} --help)")
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    """train-classifier and manifold failed on a read-only --out only after all their work, naming a temp file."""
+    from caex.cli.common import check_output_folder
+    from caex.errors import CaexError
+
+    check_output_folder(str(tmp_path / "new" / "out"))  # the nearest existing folder is writable
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(CaexError, match=rf"--out {tmp_path / 'new'}: {tmp_path} is not writable"):
+        check_output_folder(str(tmp_path / "new"))

@@ -733,6 +733,19 @@ def test_resume_with_another_classifier_as_critic_is_refused(tmp_path) -> None:
     train_cae(data, config, longer, tmp_path / "run", resume=True, classifier=_MeanBrightness())
 
 
+def test_the_resume_digests_take_any_dtype_and_see_any_change() -> None:
+    """NumPy has no bfloat16: hashing a bf16 critic's weights must work, and one changed weight must show."""
+    from caex.training.trainer import _classifier_digest
+
+    critic = _MeanBrightness()
+    critic.module.to(torch.bfloat16)
+    before = _classifier_digest(critic)
+    with torch.no_grad():
+        critic.module[1].bias[0] += 1.0
+    assert len(before) == 16 and _classifier_digest(critic) != before
+    assert _classifier_digest(None) is None
+
+
 def test_resume_on_other_training_images_is_refused(tmp_path) -> None:
     data, config, train_config = _two_iteration_run(tmp_path / "run")
     other = ImageSet(data.images.flip(-1), data.labels)
