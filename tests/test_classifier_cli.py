@@ -97,14 +97,14 @@ def test_ctrl_c_during_training_ends_on_a_line_of_its_own(tmp_path, capsys, monk
 def test_bad_training_settings_are_one_line(tmp_path, capsys):
     line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "0",
                                 "--out", str(tmp_path / "x")])
-    assert line == "caex train-classifier: error: training smallcnn: epochs (0) must be positive (lr also finite)"
+    assert line == "caex train-classifier: error: training smallcnn: epochs 0 must be at least 1"
     assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--batch-size", "0", "batch size (0)"),  # was silently replaced by the default 32
-    ("--lr", "nan", "lr (nan)"),
-    ("--lr", "inf", "lr (inf)"),
+    ("--batch-size", "0", "batch size 0 must be at least 1"),  # was silently replaced by the default 32
+    ("--lr", "nan", "lr nan must be a positive finite number"),
+    ("--lr", "inf", "lr inf must be a positive finite number"),
 ])
 def test_unusable_batch_size_or_lr_is_one_line(tmp_path, capsys, option, value, expected):
     line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", option, value,

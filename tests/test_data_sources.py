@@ -164,6 +164,20 @@ def test_npz_multi_label_arrays_are_refused(tmp_path):
         load_dataset(str(path))
 
 
+@pytest.mark.parametrize("split, images, message", [
+    ("test", np.zeros((2, 12, 12), np.uint8), "test_images are 12x12 px, 1 channel but train_images are 10x10 px"),
+    ("test", np.zeros((2, 10, 10, 3), np.uint8),
+     "test_images are 10x10 px, 3 channels but train_images are 10x10 px, 1 channel"),
+    ("val", np.zeros((2, 12, 12), np.uint8), "val_images are 12x12 px, 1 channel but train_images are 10x10 px"),
+])
+def test_npz_splits_of_another_image_shape_are_refused(tmp_path, split, images, message):
+    path = tmp_path / "mixed.npz"  # were resized (test) or merged across channels before: a silent mismatch
+    np.savez(path, train_images=np.zeros((4, 10, 10), np.uint8), train_labels=np.array([0, 1, 0, 1]),
+             **{f"{split}_images": images, f"{split}_labels": np.array([0, 1])})
+    with pytest.raises(DataError, match=f"mixed.npz: {message}"):
+        load_dataset(str(path))
+
+
 def test_gray_with_alpha_reads_as_one_channel(tmp_path):
     from caex.data.sources import read_image
 

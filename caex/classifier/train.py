@@ -86,11 +86,11 @@ def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float |
     check_arch(arch)
     epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
     lr = DEFAULT_LR[arch] if lr is None else lr
-    wrong = [f"{name} ({value})" for name, value, ok in (
-        ("epochs", epochs, epochs >= 1), ("batch size", batch_size, batch_size >= 1), ("lr", lr, 0 < lr < math.inf))
-        if not ok]
+    wrong = [f"{name} {value} must be {rule}" for name, value, ok, rule in (
+        ("epochs", epochs, epochs >= 1, "at least 1"), ("batch size", batch_size, batch_size >= 1, "at least 1"),
+        ("lr", lr, 0 < lr < math.inf, "a positive finite number")) if not ok]
     if wrong:
-        raise TrainingError(f"training {arch}: {' and '.join(wrong)} must be positive (lr also finite)")
+        raise TrainingError(f"training {arch}: {'; '.join(wrong)}")
     return epochs, lr
 
 

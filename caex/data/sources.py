@@ -273,11 +273,14 @@ def read_npz(path: Path) -> RawData:
     for split in ("train", "val", "test"):
         if f"{split}_images" in arrays or f"{split}_labels" in arrays:
             parts[split] = _npz_part(path, arrays, split)
+    train_shape = tuple(parts["train"][0].shape[1:])
+    for split, (images, _) in parts.items():  # one image shape, as a trained model expects
+        if tuple(images.shape[1:]) != train_shape:
+            raise DataError(f"{path}: {split}_images are {_shape_text(images)} but train_images are "
+                            f"{_shape_text(parts['train'][0])}")
     if "val" in parts:
         train_images, train_labels = parts["train"]
         val_images, val_labels = parts.pop("val")
-        if val_images.shape[1:] != train_images.shape[1:]:
-            raise DataError(f"{path}: val_images shape {tuple(val_images.shape[1:])} differs from train_images")
         parts["train"] = (torch.cat([train_images, val_images]), torch.cat([train_labels, val_labels]))
     labels_all = torch.cat([labels for _, labels in parts.values()])
     if labels_all.min() < 0:
@@ -291,6 +294,12 @@ def read_npz(path: Path) -> RawData:
     raws = {split: RawImages(images, labels, [f"{path.name}:{split}:{i}" for i in range(len(labels))])
             for split, (images, labels) in parts.items()}
     return RawData(raws["train"], raws.get("test"), class_names)
+
+
+def _shape_text(images: torch.Tensor) -> str:
+    """``28x28 px, 1 channel`` for an ``[N, C, H, W]`` tensor."""
+    channels = images.shape[1]
+    return f"{images.shape[2]}x{images.shape[3]} px, {channels} channel{'s' * (channels != 1)}"
 
 
 def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> tuple[torch.Tensor, torch.Tensor]:
