@@ -137,8 +137,40 @@ def test_runner_reports_gradient_methods_as_skipped_on_black_boxes(tmp_path):
 def test_unknown_baseline_and_bad_shapes_are_one_line_errors():
     with pytest.raises(AttributionError, match="unknown saliency method 'smoothgrad'"):
         make_attributor("smoothgrad", tiny_classifier(1))
-    with pytest.raises(AttributionError, match=r"expected inputs \[B,C,H,W\]"):
+    with pytest.raises(AttributionError, match=r"gradcam: expected a tensor batch \[B, 1, 16, 16\].*images\[None\]"):
         make_attributor("gradcam", tiny_classifier(1)).attribute(torch.rand(1, SIZE, SIZE), torch.tensor([0]))
+
+
+def _with_nan(images: torch.Tensor) -> torch.Tensor:
+    images = images.clone()
+    images[0, 0, 3, 3] = float("nan")
+    return images
+
+
+@pytest.mark.parametrize("name", ["gradcam", "random", "lime"])
+@pytest.mark.parametrize("spoil, message", [
+    (lambda x: (x * 255).to(torch.uint8), r"float pixels in \[0, 1\], got torch.uint8 \(divide 8-bit"),
+    (lambda x: x * 255, r"values span \[0.*, 25\d.*\]; expected the data range \[0, 1\]"),
+    (_with_nan, "NaN or infinite pixels"),
+    (lambda x: torch.rand(3, 1, 2 * SIZE, 2 * SIZE), r"expected \[B, 1, 16, 16\] images, got shape \(3, 1, 32, 32\)"),
+    (lambda x: x.repeat(1, 3, 1, 1), r"expected \[B, 1, 16, 16\] images, got shape \(3, 3, 16, 16\)"),
+    (lambda x: x[:0], r"no images to explain"),
+])
+def test_baselines_refuse_images_the_classifier_cannot_take(name, spoil, message):
+    """Each of these gave a normal-looking [0, 1] map (or a deep torch error) before 2026-12-07."""
+    images, target = inputs(1)
+    bad = spoil(images)
+    with pytest.raises(AttributionError, match=f"^{name}: .*{message}"):
+        make_attributor(name, tiny_classifier(1), **FAST.get(name, {})).saliency(bad, target[:len(bad)])
+
+
+def test_baseline_targets_may_be_class_names():
+    images, target = inputs(1)
+    attributor = make_attributor("gradcam", tiny_classifier(1))
+    names = [["a", "b", "c"][t] for t in target.tolist()]
+    torch.testing.assert_close(attributor.saliency(images, names), attributor.saliency(images, target))
+    with pytest.raises(AttributionError, match=r"gradcam: target 'z' is not a class of this classifier \(a, b, c\)"):
+        attributor.saliency(images, "z")
 
 
 @pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])
@@ -156,8 +188,8 @@ def test_target_may_be_one_index_a_list_or_an_array(name):
     expected = make_attributor(name, tiny_classifier(1)).saliency(images, torch.tensor([2, 2, 2]))
     for target in (2, torch.tensor(2), [2, 2, 2], np.array([2, 2, 2]), np.int64(2)):
         torch.testing.assert_close(make_attributor(name, tiny_classifier(1)).saliency(images, target), expected)
-    for bad in ([0, 1], torch.tensor([0.0, 1.0, 2.0]), ["a", "b", "c"], torch.zeros(3, 1, dtype=torch.long)):
-        with pytest.raises(AttributionError, match=r"expected inputs \[B,C,H,W\] and class indices \[B\]"):
+    for bad in ([0, 1], torch.tensor([0.0, 1.0, 2.0]), torch.zeros(3, 1, dtype=torch.long)):
+        with pytest.raises(AttributionError, match=rf"^{name}: expected one class index per image \[3\], got"):
             make_attributor(name, tiny_classifier(1)).saliency(images, bad)
 
 
@@ -184,9 +216,9 @@ def test_a_target_outside_the_classes_is_named(name, bad):
 
 def test_numpy_inputs_are_named_not_an_attribute_error():
     images, target = inputs(1)
-    with pytest.raises(AttributionError, match=r"gradcam: expected inputs .* got ndarray \(3, 1, 16, 16\)"):
+    with pytest.raises(AttributionError, match=r"gradcam: expected a tensor batch .* got ndarray of shape \(3, 1, 16"):
         make_attributor("gradcam", tiny_classifier(1)).attribute(images.numpy(), target)
-    with pytest.raises(AttributionError, match=r"gradcam: expected inputs as a tensor .* got list"):
+    with pytest.raises(AttributionError, match=r"gradcam: expected a tensor batch \[B, 1, 16, 16\], got list$"):
         make_attributor("gradcam", tiny_classifier(1)).attribute(images.tolist(), target)
 
 

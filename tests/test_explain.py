@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -320,6 +321,22 @@ def tiny() -> tuple[Explainer, torch.Tensor]:
     return Explainer(cae, classifier, batch_size=16, knn=4), images
 
 
+def test_a_path_toward_the_predicted_class_warns_naming_the_images(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    """Its flip step 0 and full-range map read like a result; only the CLI said so before 2026-12-07."""
+    from caex.explain import AlreadyAtTargetWarning
+
+    explainer, images = tiny
+    prediction = explainer.classifier.predict(images[:4])
+    target = prediction.clone()
+    target[1] = (prediction[1] + 1) % 3  # image 1 really leaves its class
+    with pytest.warns(AlreadyAtTargetWarning, match=r"^image\(s\) 0, 2, 3 already classified as the target class"):
+        explanation = explainer.explain(images[:4], target=target, path="centroid", steps=3)
+    assert explanation.flip_step.tolist()[0] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AlreadyAtTargetWarning)
+        explainer.explain(images[1:2], target=target[1:2], path="centroid", steps=3)  # no warning
+
+
 def test_explanation_fields_have_the_documented_shapes(tiny: tuple[Explainer, torch.Tensor]) -> None:
     explainer, images = tiny
     explanation = explainer.explain(images[:5], steps=6)
@@ -358,6 +375,7 @@ def test_all_targets_gives_one_explanation_per_other_class(tiny: tuple[Explainer
     assert torch.all(targets != default.prediction) and torch.all(targets[0] != targets[1])
 
 
+@pytest.mark.filterwarnings("ignore::caex.explain.AlreadyAtTargetWarning")  # any class, own included
 def test_several_targets_per_image_share_one_encoding(tiny: tuple[Explainer, torch.Tensor], monkeypatch) -> None:
     """A ``[B, M]`` target: M paths per image from one encoder pass, each equal to asking for that target alone."""
     explainer, images = tiny
@@ -381,6 +399,7 @@ def test_several_targets_per_image_share_one_encoding(tiny: tuple[Explainer, tor
         explainer.saliency(images[:3], target=torch.tensor([[1, 5], [0, 2], [0, 1]]))
 
 
+@pytest.mark.filterwarnings("ignore::caex.explain.AlreadyAtTargetWarning")  # any class, own included
 def test_several_paths_per_image_decode_its_reconstruction_once(tiny: tuple[Explainer, torch.Tensor],
                                                                monkeypatch) -> None:
     """Every path starts at the image's own code: 3 images x 2 two-step paths decode 3 + 6 frames, not 12, and the
@@ -434,6 +453,7 @@ def test_targets_by_code_rank_the_other_class_centroids(tiny: tuple[Explainer, t
         bare.saliency(images[:2], target_by="code", leaving=0, path="centroid", steps=2)
 
 
+@pytest.mark.filterwarnings("ignore::caex.explain.AlreadyAtTargetWarning")  # any class, own included
 def test_targets_by_index_name_and_tensor(tiny: tuple[Explainer, torch.Tensor]) -> None:
     explainer, images = tiny
     assert explainer.explain(images[:2], target="c", path="centroid", steps=3).target.tolist() == [2, 2]
@@ -450,6 +470,7 @@ def test_targets_by_index_name_and_tensor(tiny: tuple[Explainer, torch.Tensor]) 
         explainer.explain(images[:2], path="reference")
 
 
+@pytest.mark.filterwarnings("ignore::caex.explain.AlreadyAtTargetWarning")  # any class, own included
 def test_targets_as_numpy_values_and_arrays(tiny: tuple[Explainer, torch.Tensor]) -> None:
     explainer, images = tiny
     for target, expected in ((np.int64(2), [2, 2]), (np.array([0, 2]), [0, 2]), (np.array(1), [1, 1]),
@@ -464,11 +485,13 @@ def test_targets_as_numpy_values_and_arrays(tiny: tuple[Explainer, torch.Tensor]
 def test_images_the_cae_was_not_made_for_are_refused(tiny: tuple[Explainer, torch.Tensor]) -> None:
     """Another size would run through the convolutions and give maps of a scale the CAE never saw."""
     explainer, images = tiny
-    with pytest.raises(CaexError, match=rf"images: expected \[B, 1, {SIZE}, {SIZE}\] images for this CAE, "
+    with pytest.raises(CaexError, match=rf"images: expected \[B, 1, {SIZE}, {SIZE}\] images, "
                                         rf"got shape \(2, 1, 20, 20\)"):
         explainer.explain(torch.rand(2, 1, 20, 20))
-    with pytest.raises(CaexError, match=r"images: values span \[\d+, 255\]; expected the data range \[0, 1\]"):
+    with pytest.raises(CaexError, match=r"images: expected float pixels in \[0, 1\], got torch.uint8 \(divide 8-bit"):
         explainer.saliency((images[:2] * 255).round().to(torch.uint8), target=1, path="centroid", steps=2)
+    with pytest.raises(CaexError, match=r"images: values span \[[\d.]+, 25[\d.]*\]; expected the data range \[0, 1\]"):
+        explainer.saliency(images[:2] * 255, target=1, path="centroid", steps=2)
     with pytest.raises(CaexError, match="reference: values span"):
         explainer.explain(images[:2], path="reference", reference=images[:1] * 2 - 1)
     explainer.explain(images[:1].clamp(0, 1) * (1 + 1e-6), path="centroid", steps=2)  # round-off is fine

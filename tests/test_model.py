@@ -208,14 +208,48 @@ def test_encode_refuses_a_single_image_and_casts_float64() -> None:
     float64 images (NumPy's default) raised torch's dtype mismatch."""
     cae = CAE(_tiny())
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ModelError, match=r"got torch.float32 \(1, 32, 32\) \(one image: images\[None\]\)"):
+    with pytest.raises(ModelError, match=r"got Tensor of shape \(1, 32, 32\) \(one image: images\[None\]\)"):
         cae.encode(x[0])
-    with pytest.raises(ModelError, match=r"\[B, 1, H, W\].*got torch.float32 \(2, 3, 32, 32\)"):
+    with pytest.raises(ModelError, match=r"\[B, 1, 32, 32\] images, got shape \(2, 3, 32, 32\)"):
         cae.swap(x, x.expand(-1, 3, -1, -1))
     with pytest.raises(ModelError, match="got torch.uint8"):
         cae.encode((x * 255).to(torch.uint8))
     codes, individual = cae.encode(x.double())
     assert codes.dtype == individual.dtype == torch.float32 and torch.equal(codes, cae.encode(x)[0])
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.full((2, 1, 32, 32), 200.0), r"values span \[200, 200\]; expected the data range \[0, 1\]"),
+    (torch.full((2, 1, 32, 32), float("nan")), "holds NaN or infinite pixels"),
+    (torch.rand(2, 1, 48, 48), r"expected \[B, 1, 32, 32\] images, got shape \(2, 1, 48, 48\)"),
+])
+def test_encode_refuses_images_outside_its_range_or_size(images, message) -> None:
+    """0..255 pixels gave codes in the thousands, and other sizes an individual code the decoder cannot take."""
+    with pytest.raises(ModelError, match=f"^CAE input: {message}"):
+        CAE(_tiny()).encode(images)
+
+
+def test_decode_checks_code_shapes_and_casts_float64() -> None:
+    cae = CAE(_tiny())
+    with torch.no_grad():
+        codes, individual = cae.encode(torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)))
+        torch.testing.assert_close(cae.decode(codes.double(), individual.double()), cae.decode(codes, individual))
+        shapes = rf"class codes \[B, 8\] and individual codes \[B, {', '.join(map(str, individual.shape[1:]))}\]"
+        for bad_codes, bad_individual in ((codes[:, :4], individual), (codes[:2], individual),
+                                          (codes, individual[:, :1]), (codes[0], individual)):
+            with pytest.raises(ModelError, match=f"^decode: expected {shapes} for this CAE, got"):
+                cae.decode(bad_codes, bad_individual)
+
+
+def test_swap_takes_one_partner_per_image_or_one_for_all() -> None:
+    cae = CAE(_tiny())
+    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        one_for_all = cae.swap(x, x[:1])
+        torch.testing.assert_close(one_for_all, cae.swap(x, x[:1].expand(4, -1, -1, -1)))
+        with pytest.raises(ModelError, match=r"^swap: 2 images in B for 4 in A; give 1 or 4"):
+            cae.swap(x, x[:2])
+        torch.testing.assert_close(cae.class_codes(x.numpy()), cae.class_codes(x))
 
 
 def test_class_codes_checks_and_casts_its_input_like_encode() -> None:
@@ -228,5 +262,5 @@ def test_class_codes_checks_and_casts_its_input_like_encode() -> None:
         wide.load_state_dict(cae.double().state_dict())
         codes = wide.class_codes(x, batch_size=2)
     assert codes.dtype == torch.float32 and torch.allclose(codes, cae.encode(x)[0].float(), atol=1e-5)
-    with pytest.raises(ModelError, match=r"got torch.float32 \(5, 3, 32, 32\)"):
+    with pytest.raises(ModelError, match=r"expected \[B, 1, 32, 32\] images, got shape \(5, 3, 32, 32\)"):
         cae.class_codes(x.expand(-1, 3, -1, -1))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from caex.data.types import check_image_batch
 from caex.errors import ClassifierError
 
 
@@ -67,9 +68,8 @@ class Classifier(abc.ABC):
 
         ``None`` when ``fn`` gives none (an unreachable output) or ``images`` is empty.
         """
-        if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise ClassifierError(f"expected a tensor batch [B, C, H, W], got {type(images).__name__} of shape "
-                                  f"{tuple(getattr(images, 'shape', ()))} (one image: images[None])")
+        check_image_batch(images, channels=self.channels, size=self.image_size, what="classifier input",
+                          error=ClassifierError)
         outputs = []
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.cli.common import check_output_folder, load_classifier_from_args, warn_stale_files
     from caex.data.sources import check_image, readable_images
     from caex.explain import Explainer, ExplainError
-    from caex.explain.explainer import check_smoothing, check_steps
+    from caex.explain.explainer import AlreadyAtTargetWarning, check_smoothing, check_steps
     from caex.explain.render import save_explanation
     from caex.model import CAE
     from caex.utils.device import resolve_device
@@ -107,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     written: set[str] = set()
     already = 0
-    with warn_stale_files(out), progress(total=len(sources), desc="explain", unit="img") as bar:
+    with warn_stale_files(out), progress(total=len(sources), desc="explain", unit="img") as bar, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
         for begin in range(0, len(sources), args.batch_size):
             batch = sources[begin:begin + args.batch_size]
             images = torch.stack([read_image(path, size, channels) for path in batch])

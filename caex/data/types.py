@@ -7,6 +7,7 @@ internally, so nothing downstream has to know where the pixels came from.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,8 +15,39 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Dataset
 
-from caex.errors import DataError
+from caex.errors import CaexError, DataError
 from caex.utils.seed import torch_generator
+
+
+#: How far pixels may stray outside [0, 1] (resampling, rounding) before a batch is refused.
+RANGE_TOLERANCE = 1e-3
+
+
+def check_image_batch(images: object, *, channels: int | None = None, size: int | None = None,
+                      what: str = "images", error: type[CaexError] = DataError) -> torch.Tensor:
+    """``images`` if it is a float ``[B, C, H, W]`` tensor of finite pixels in the data range [0, 1] with the
+    given ``channels`` and ``size`` (``None``: any); else ``error`` naming ``what`` and what is wrong.
+
+    Every entry point runs it, because a uint8 or 0..255 batch would otherwise give confident, wrong
+    probabilities and normal-looking maps. One min/max pass: cheap beside any network."""
+    shape = tuple(getattr(images, "shape", ()))
+    wanted = f"[B, {channels or 'C'}, {size or 'H'}, {size or 'W'}]"
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        got = f"{type(images).__name__}" + (f" of shape {shape}" if shape else "")
+        raise error(f"{what}: expected a tensor batch {wanted}, got {got}"
+                    + (" (one image: images[None])" if len(shape) == 3 else ""))
+    if (channels is not None and shape[1] != channels) or (size is not None and shape[2:] != (size, size)):
+        raise error(f"{what}: expected {wanted} images, got shape {shape}")
+    if not images.is_floating_point():
+        raise error(f"{what}: expected float pixels in [0, 1], got {images.dtype} (divide 8-bit images by 255)")
+    if images.numel() and images.device.type != "meta":
+        low, high = (float(value) for value in torch.aminmax(images.detach()))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise error(f"{what}: holds NaN or infinite pixels")
+        if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+            raise error(f"{what}: values span [{low:g}, {high:g}]; expected the data range [0, 1] "
+                        "(divide 8-bit images by 255)")
+    return images
 
 
 def rank_within_class(labels: torch.Tensor) -> torch.Tensor:
@@ -55,6 +87,10 @@ class ImageSet(Dataset):
         if self.images.ndim != 4 or not len(self.images) == len(self.labels) == len(self.sources):
             raise DataError(f"ImageSet: expected images [N, C, H, W] with N labels and N sources, got images "
                             f"{tuple(self.images.shape)}, {len(self.labels)} labels, {len(self.sources)} sources")
+        check_image_batch(self.images, what="ImageSet images")
+        if self.labels.ndim != 1 or self.labels.dtype != torch.long:
+            raise DataError(f"ImageSet: labels must be int64 class indices [N], got {self.labels.dtype} "
+                            f"{tuple(self.labels.shape)}")
         if self.masks is not None and self.masks.shape != (len(self.images), *self.images.shape[2:]):
             raise DataError(f"ImageSet: masks {tuple(self.masks.shape)} do not match images "
                             f"{tuple(self.images.shape)} (expected [N, H, W])")

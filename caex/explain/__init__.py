@@ -2,7 +2,7 @@
 
 from caex.explain.attribution import (BASELINES, Attributor, ExplainerAttributor, GradientsUnavailableError,
                                       make_attributor)
-from caex.explain.explainer import Explainer, ExplainError, Explanation
+from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError, Explanation
 
-__all__ = ["BASELINES", "Attributor", "ExplainError", "Explainer", "ExplainerAttributor", "Explanation",
-           "GradientsUnavailableError", "make_attributor"]
+__all__ = ["BASELINES", "AlreadyAtTargetWarning", "Attributor", "ExplainError", "Explainer", "ExplainerAttributor",
+           "Explanation", "GradientsUnavailableError", "make_attributor"]

@@ -24,14 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from caex.classifier.base import Classifier
+from caex.data.types import check_image_batch
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import RANK_BY
 from caex.utils.seed import torch_generator
 
 
-#: A class index per image (``[B]`` tensor, list or array) or one index for every image.
-TargetLike = torch.Tensor | np.ndarray | Sequence[int] | int
+#: A class index or name per image (``[B]`` tensor, list or array) or one for every image.
+TargetLike = torch.Tensor | np.ndarray | Sequence[int] | Sequence[str] | int | str
 
 
 class AttributionError(CaexError):
@@ -117,17 +118,24 @@ class Attributor:
         raise NotImplementedError
 
     def _targets(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
-        """``target`` as ``[B]`` int64 on the inputs' device (one index is used for every image)."""
-        if not isinstance(inputs, torch.Tensor):  # a list or array has no .ndim/.shape to report below
-            raise AttributionError(f"{self.name}: expected inputs as a tensor [B,C,H,W], got {type(inputs).__name__} "
-                                   f"{tuple(getattr(inputs, 'shape', ()))}")
+        """``target`` as ``[B]`` int64 on the inputs' device (one index or class name is used for every image),
+        after checking that ``inputs`` are images this classifier takes."""
+        check_image_batch(inputs, channels=self.classifier.channels, size=self.classifier.image_size,
+                          what=self.name, error=AttributionError)
+        if not len(inputs):
+            raise AttributionError(f"{self.name}: no images to explain (shape {tuple(inputs.shape)})")
         array = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
-        if array.ndim == 0 and inputs.ndim == 4:
+        if array.ndim == 0:
             array = np.full(len(inputs), array)
-        if inputs.ndim != 4 or array.ndim != 1 or len(array) != len(inputs) or array.dtype.kind not in "iu":
-            raise AttributionError(f"{self.name}: expected inputs [B,C,H,W] and class indices [B], got "
-                                   f"{type(inputs).__name__} {tuple(inputs.shape)} and {array.dtype} "
-                                   f"{tuple(array.shape)}")
+        if array.dtype.kind == "U":  # class names
+            unknown = sorted(set(array.tolist()) - set(self.classifier.class_names))
+            if unknown:
+                raise AttributionError(f"{self.name}: target {unknown[0]!r} is not a class of this classifier "
+                                       f"({', '.join(self.classifier.class_names)})")
+            array = np.array([self.classifier.class_names.index(name) for name in array.tolist()])
+        if array.ndim != 1 or len(array) != len(inputs) or array.dtype.kind not in "iu":
+            raise AttributionError(f"{self.name}: expected one class index per image [{len(inputs)}], got "
+                                   f"{array.dtype} {tuple(array.shape)}")
         outside = array[(array < 0) | (array >= self.classifier.num_classes)]
         if len(outside):  # else a deep IndexError, a silently wrapped -1, or (random) no error at all
             raise AttributionError(f"{self.name}: target {int(outside[0])} is not a class index of this classifier "
@@ -141,7 +149,7 @@ class RandomAttributor(Attributor):
     name = "random"
 
     def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
-        self._targets(inputs, target)  # the same argument check as every other method
+        self._targets(inputs, target)  # the same input and target checks as every other method
         noise = torch.rand((len(inputs), 1, *inputs.shape[-2:]), generator=self.generator)
         return noise.to(inputs.device)
 

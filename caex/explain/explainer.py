@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import math
 import operator
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from caex.classifier.base import Classifier
-from caex.data.types import class_index, rank_within_class, warn_other_class_names
+from caex.data.types import check_image_batch, class_index, rank_within_class, warn_other_class_names
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
@@ -37,14 +38,16 @@ from caex.utils.device import module_device, resolve_device
 from caex.utils.seed import torch_generator
 
 PATHS = ("guided", "centroid", "nearest", "reference")
-#: Slack on the [0, 1] data range for float round-off in the caller's preprocessing.
-_RANGE_TOLERANCE = 1e-3
-
 TargetSpec = int | str | torch.Tensor | Sequence[int | str] | None
 
 
 class ExplainError(CaexError):
     """An explanation request that cannot be served (bad target, path or reference)."""
+
+
+class AlreadyAtTargetWarning(UserWarning):
+    """Images were explained toward the class they are already given: nothing flips, and the map shows what
+    makes them more so rather than what would change the decision."""
 
 
 #: Longest path asked for: every frame of every path is decoded and kept (1,000 frames of one 64 px image are
@@ -185,6 +188,11 @@ class Explainer:
             codes, individual, owner, targets, path=path, steps=steps,
             end_codes=None if end_codes is None else end_codes[owner], classify=True)
         maps, target_probs, flip_step, end_step = self._maps(frames, probs, targets, stop_at_flip, saliency)
+        already = owner[targets == prediction[owner]].unique().tolist()
+        if already:
+            warnings.warn(f"image(s) {', '.join(map(str, already[:10]))}{' …' if len(already) > 10 else ''} "
+                          "already classified as the target class: nothing flips, and the map shows what makes "
+                          "the image more so", AlreadyAtTargetWarning, stacklevel=2)
         explanation = Explanation(
             saliency=maps, frames=frames, probs=probs, target_probs=target_probs, flip_step=flip_step,
             end_step=end_step, target=targets, prediction=prediction[owner], input_probs=input_probs[owner],
@@ -443,20 +451,17 @@ class Explainer:
             raise ExplainError(f"path {path!r}: no stored training codes of class(es) {', '.join(missing)}")
 
     def _as_batch(self, images: torch.Tensor, what: str) -> torch.Tensor:
-        """``[C,H,W]`` or ``[B,C,H,W]`` float images matching the CAE's channels, as a batch."""
+        """``[C,H,W]`` or ``[B,C,H,W]`` images (tensor or array, any float dtype) matching the CAE, as a float32
+        batch in [0, 1]."""
         images = torch.as_tensor(images)
         if images.ndim == 3:
             images = images[None]
-        channels, size = self.cae.config.channels, self.cae.config.image_size
-        if images.ndim != 4 or images.shape[1] != channels or tuple(images.shape[2:]) != (size, size):
-            raise ExplainError(f"{what}: expected [B, {channels}, {size}, {size}] images for this CAE, "
-                               f"got shape {tuple(images.shape)}")
-        images = images.float()
+        if images.is_floating_point():
+            images = images.float()
+        images = check_image_batch(images, channels=self.cae.config.channels, size=self.cae.config.image_size,
+                                   what=what, error=ExplainError)
         if not len(images):  # would fail deep inside as torch.cat of nothing
             raise ExplainError(f"{what}: no images to explain (shape {tuple(images.shape)})")
-        if not (images.min() >= -_RANGE_TOLERANCE and images.max() <= 1 + _RANGE_TOLERANCE):
-            raise ExplainError(f"{what}: values span [{float(images.min()):g}, {float(images.max()):g}]; "
-                               "expected the data range [0, 1] (divide 8-bit images by 255)")
         return images
 
     def _parse_targets(self, target: TargetSpec, count: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from caex.data.types import check_image_batch
 from caex.errors import ModelError
 from caex.model.config import CAEConfig
 from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
@@ -105,27 +106,39 @@ class CAE(nn.Module):
     def _model_input(self, images: torch.Tensor) -> torch.Tensor:
         """A checked batch in the networks' range and dtype (float64 is cast); a single ``[C, H, W]`` image is
         refused, because the convolutions would take it as unbatched and return a code of the wrong shape."""
-        if images.ndim != 4 or images.shape[1] != self.config.channels or not images.is_floating_point():
-            raise ModelError(f"expected float images [B, {self.config.channels}, H, W] in [0, 1] for this CAE, got "
-                             f"{images.dtype} {tuple(images.shape)} (one image: images[None])")
+        check_image_batch(images, channels=self.config.channels, size=self.config.image_size, what="CAE input",
+                          error=ModelError)
         return to_model_range(images.to(next(self.parameters()).dtype))
 
     def decode(self, class_code: torch.Tensor, individual_code: torch.Tensor) -> torch.Tensor:
-        """(class code [B, D], individual code) -> images [B, C, H, W] in [0, 1]."""
-        return to_data_range(self.decoder(class_code, individual_code))
+        """(class code [B, D], individual code [B, Cs, h, w] as :meth:`encode` gives them) -> images
+        [B, C, H, W] in [0, 1]; codes of another float dtype are cast, as images are in :meth:`encode`."""
+        config = self.config
+        individual_shape = (config.individual_channels, config.individual_size, config.individual_size)
+        if (class_code.ndim != 2 or class_code.shape[1] != config.code_dim or individual_code.ndim != 4
+                or tuple(individual_code.shape[1:]) != individual_shape or len(class_code) != len(individual_code)):
+            raise ModelError(f"decode: expected class codes [B, {config.code_dim}] and individual codes "
+                             f"[B, {', '.join(map(str, individual_shape))}] for this CAE, got "
+                             f"{tuple(class_code.shape)} and {tuple(individual_code.shape)}")
+        dtype = next(self.parameters()).dtype
+        return to_data_range(self.decoder(class_code.to(dtype), individual_code.to(dtype)))
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         return self.decode(*self.encode(images))
 
     def swap(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
-        """``G(c_B, s_A)``: each image of A with the class features of its partner in B."""
+        """``G(c_B, s_A)``: each image of A with the class features of its partner in B (or of B's one image)."""
+        if len(images_b) not in (1, len(images_a)):
+            raise ModelError(f"swap: {len(images_b)} images in B for {len(images_a)} in A; give 1 or {len(images_a)}")
         _, individual_a = self.encode(images_a)
-        return self.decode(self.class_encoder(self._model_input(images_b)), individual_a)
+        class_b = self.class_encoder(self._model_input(images_b))
+        return self.decode(class_b.expand(len(images_a), -1), individual_a)
 
     # -- batched helpers -----------------------------------------------------------------
     @torch.no_grad()
     def class_codes(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Class codes [N, D] of any number of images, in batches, returned on the images' device."""
+        """Class codes [N, D] of any number of images (tensor or array), in batches, on the images' device."""
+        images = torch.as_tensor(images)
         device = self.device
         codes = [self.class_encoder(self._model_input(images[start:start + batch_size].to(device)))
                  .float().to(images.device) for start in range(0, len(images), batch_size)]
