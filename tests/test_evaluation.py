@@ -262,7 +262,7 @@ def test_select_images_is_stratified_seeded_and_correct_only():
     assert torch.equal(picked, select_images(classifier, data, 6, seed=1))
     assert 0 not in picked.tolist()
     assert data.test.labels[picked].tolist() == [0, 1, 0, 1, 0, 1]
-    with pytest.raises(EvaluationError, match="n-images 0"):
+    with pytest.raises(EvaluationError, match="n_images=0: must be at least 1"):
         select_images(classifier, data, 0)
 
 
@@ -352,6 +352,53 @@ def test_runner_rejects_unknown_methods_and_cae_without_a_run():
     for batch_size in (0, -1):
         with pytest.raises(EvaluationError, match=f"batch_size={batch_size}: must be at least 1"):
             evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], batch_size=batch_size)
+
+
+def test_runner_takes_a_comma_separated_method_string():
+    listed = evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "gradcam"], n_images=4)
+    joined = evaluate(None, square_classifier(), tiny_bundle(), methods="random, gradcam", n_images=4)
+    assert [r.method for r in joined.methods] == ["random", "gradcam"]  # was "unknown method 'r'"
+    assert [r.aopc for r in joined.methods] == [r.aopc for r in listed.methods]
+    with pytest.raises(EvaluationError, match="methods: name at least one method"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=" , ")
+
+
+def test_runner_refuses_a_mistyped_method_option_before_any_method_runs(monkeypatch):
+    """A typo raised a TypeError from the constructor mid-run, after the methods before it had run."""
+    import caex.evaluation.runner as runner
+
+    monkeypatch.setattr(runner, "timed_saliency", lambda *a, **k: pytest.fail("a method ran"))
+    with pytest.raises(EvaluationError, match=r"method_options\['lime'\]: lime takes no option 'samples' "
+                                              r"\(it takes .*n_samples"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "lime"],
+                 method_options={"lime": {"samples": 10}})
+    with pytest.raises(EvaluationError, match=r"method_options\['gradcam'\]: gradcam takes no option 'seed'"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["gradcam"],
+                 method_options={"gradcam": {"seed": 1}})  # evaluate sets it for every method
+    with pytest.raises(EvaluationError, match="unknown method 'limee'"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["lime"], method_options={"limee": {}})
+
+
+def test_runner_names_what_to_pass_for_a_bare_module_or_a_lone_image_set():
+    from caex.errors import ClassifierError, DataError
+
+    with pytest.raises(ClassifierError, match=r"got the torch module SquareBrightness; wrap it as "
+                                              r"caex.classifier.TorchClassifier\(module, class_names"):
+        evaluate(None, SquareBrightness(), tiny_bundle(), methods=["random"])
+    with pytest.raises(DataError, match=r"data: expected a DataBundle, got ImageSet; load one with "
+                                        r"caex.load_dataset\(spec\)"):
+        evaluate(None, square_classifier(), tiny_bundle().test, methods=["random"])
+
+
+def test_perturbation_curve_refuses_logits():
+    """A bare module's logits gave AOPC near 2 (1.928 in the audit) with no error."""
+    images, masks = bright_images(4), square_mask(4)
+    labels, fill = torch.ones(4, dtype=torch.long), torch.zeros(4, 1, SIZE, SIZE)
+    with pytest.raises(EvaluationError, match=r"the model's outputs are not probabilities \(rows sum to .*"
+                                              r"caex.classifier.TorchClassifier"):
+        perturbation_curve(SquareBrightness(), images, labels, masks.float(), fill, n_patches=2)
+    curve = perturbation_curve(square_classifier(), images, labels, masks.float(), fill, n_patches=2)
+    assert curve.shape == (4, 3) and torch.all(curve[:, 0] > 0.99)
 
 
 def test_runner_with_a_real_cae_explainer_on_every_path(tmp_path):

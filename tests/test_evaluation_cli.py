@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import caex.data
 from caex.classifier import build_classifier_network, save_bundle
 from caex.cli.main import main
 from caex.model import CAE, CAEConfig
@@ -28,6 +27,8 @@ def test_help_lists_the_methods(capsys):
     (["none", "synthetic", "--methods", "gradcam,smoothgrad"], "unknown method 'smoothgrad'"),
     (["none", "synthetic", "--methods", "random", "--share", "2"], "--share 2.0: must be in (0, 1]"),
     (["none", "synthetic", "--methods", "random", "--n-patches", "0"], "--n-patches 0: must be at least 1"),
+    (["none", "synthetic", "--methods", "random", "--n-images", "0"], "--n-images 0: must be at least 1"),
+    (["none", "synthetic", "--methods", " , "], "--methods: name at least one method"),
     (["none", "synthetic", "--methods", "random", "--cae-steps", "1"], "--cae-steps 1: a path needs 2 to 1000 steps"),
     (["none", "synthetic", "--methods", "random", "--cae-steps", "100000"], "--cae-steps 100000: a path needs 2 to"),
     (["none", "synthetic", "--methods", "random", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
@@ -56,7 +57,6 @@ def test_an_out_folder_under_a_file_is_refused_before_any_work(tmp_path, capsys)
     assert code == 2 and error == f"caex evaluate: error: --out {out}: {out.parent} is a file, not a folder\n"
 
 
-@pytest.mark.skipif(not hasattr(caex.data, "load_dataset"), reason="caex.data.load_dataset not built yet")
 def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     generator = np.random.default_rng(0)
     arrays = {f"{split}_{kind}": value for split in ("train", "test") for kind, value in (
@@ -114,7 +114,6 @@ def test_files_an_evaluation_did_not_write_are_warned_about_once(tmp_path):
         assert main(argv) == 0
 
 
-@pytest.mark.skipif(not hasattr(caex.data, "load_dataset"), reason="caex.data.load_dataset not built yet")
 def test_cae_target_and_target_by_reach_every_cae_method(tmp_path, capsys, monkeypatch):
     import caex.evaluation.runner
     from caex.errors import CaexError

@@ -337,6 +337,62 @@ def test_a_path_toward_the_predicted_class_warns_naming_the_images(tiny: tuple[E
         explainer.explain(images[1:2], target=target[1:2], path="centroid", steps=3)  # no warning
 
 
+def test_a_bare_module_or_swapped_arguments_say_what_to_pass(tiny: tuple[Explainer, torch.Tensor]) -> None:
+    """Each was an AttributeError ('ClassifierNet' object has no attribute 'num_classes')."""
+    from caex.errors import ClassifierError
+    from caex.explain import make_attributor
+
+    explainer, _ = tiny
+    net = explainer.classifier.module
+    wrap = r"wrap it as caex.classifier.TorchClassifier\(module, class_names, image_size, channels\)"
+    with pytest.raises(ClassifierError, match=f"got the torch module ClassifierNet; {wrap}"):
+        Explainer(explainer.cae, net)
+    with pytest.raises(ClassifierError, match=f"got the torch module CAE; {wrap}"):
+        Explainer(explainer.classifier, explainer.cae)
+    with pytest.raises(ClassifierError, match=f"got the torch module ClassifierNet; {wrap}"):
+        make_attributor("gradcam", net)
+
+
+@pytest.mark.parametrize("steps", [1, 1001, 2.5, "4", True])
+def test_path_lengths_must_be_whole_numbers_from_2_to_1000(tiny: tuple[Explainer, torch.Tensor], steps) -> None:
+    """2.5 and "4" were raw TypeErrors from linspace and a comparison."""
+    explainer, images = tiny
+    with pytest.raises(CaexError, match=rf"^steps={steps!r}: a path needs 2 to 1000 steps \(a whole number\)$"):
+        explainer.saliency(images[:1], path="centroid", steps=steps)
+
+
+@pytest.mark.parametrize("option, value, least", [("batch_size", 0, 1), ("knn", 0, 1), ("candidates", -3, 0),
+                                                   ("max_graph_nodes", 0, 1), ("knn", 2.0, 1)])
+def test_explainer_settings_are_checked(tiny: tuple[Explainer, torch.Tensor], option, value, least) -> None:
+    """batch_size=0 was range()'s 'arg 3 must not be zero'; knn=0 a misleading 'no stored code' error."""
+    explainer, _ = tiny
+    with pytest.raises(CaexError, match=rf"^{option}={value!r}: must be a whole number, at least {least}$"):
+        Explainer(explainer.cae, explainer.classifier, **{option: value})
+
+
+def test_explanation_repr_is_one_line_and_save_writes_what_the_cli_writes(tiny: tuple[Explainer, torch.Tensor],
+                                                                          tmp_path) -> None:
+    explainer, images = tiny
+    explanation = explainer.explain(images[:2], path="centroid", steps=3)
+    flipped = int((explanation.flip_step >= 0).sum())
+    assert repr(explanation) == (f"Explanation(2 image(s), path='centroid', 3 steps, saliency='weighted', "
+                                 f"flipped: {flipped} of 2)")
+    summaries = explanation.save(images[:2], tmp_path / "out", stems=["left", "right"])
+    assert [summary["target"]["index"] for summary in summaries] == explanation.target.tolist()
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
+        f"{stem}{suffix}" for stem in ("left", "right")
+        for suffix in ("_saliency.png", "_saliency.npy", "_path.png", "_path.gif", ".json"))
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "right_saliency.npy"), explanation.saliency[1].numpy())
+    with pytest.raises(CaexError, match="save: 1 images and 2 stems for 2 explanations"):
+        explanation.save(images[:1], tmp_path / "x")
+
+
+def test_dir_of_caex_lists_its_lazy_exports() -> None:
+    import caex
+
+    assert {"Explainer", "CAE", "evaluate", "load_dataset", "__version__"} <= set(dir(caex))
+
+
 def test_explanation_fields_have_the_documented_shapes(tiny: tuple[Explainer, torch.Tensor]) -> None:
     explainer, images = tiny
     explanation = explainer.explain(images[:5], steps=6)

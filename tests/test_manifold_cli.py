@@ -77,9 +77,9 @@ def test_an_earlier_runs_map_left_in_out_is_warned_about(inputs: dict[str, str],
     ({"extra": ["--paths", "0"]}, "--paths 0: must be at least 1"),
     ({"extra": ["--tolerance", "-0.1"]}, "--tolerance -0.1: must be at least 0 and below 1"),
     ({"extra": ["--tolerance", "nan"]}, "--tolerance nan: must be at least 0 and below 1"),
-    pytest.param({"extra": ["--device", "mps"]}, "--device 'mps': MPS is not available",
+    pytest.param({"extra": ["--device", "mps"]}, "device 'mps': MPS is not available",
                  marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")),
-    ({"extra": ["--device", "meta"]}, "--device 'meta': not available on this machine"),
+    ({"extra": ["--device", "meta"]}, "device 'meta': not available on this machine"),
 ])
 def test_manifold_command_reports_bad_input_in_one_line(inputs: dict[str, str], tmp_path, capsys,
                                                         change: dict, message: str) -> None:

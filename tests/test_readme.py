@@ -38,6 +38,7 @@ def test_python_api_example_runs(tmp_path, monkeypatch) -> None:
     assert exp.saliency.shape == (8, 32, 32) and exp.frames.shape[:2] == (8, 4)
     assert maps.shape == (8, 32, 32) and every.shape == (8, 1, 32, 32)  # 2 classes scaled down: 1 other
     assert (tmp_path / "runs" / "cae" / "model.safetensors").is_file()
+    assert len(list((tmp_path / "runs" / "explained").glob("image*.json"))) == 8
 
 
 @pytest.mark.parametrize("command", ["pip install -e . && caex demo",

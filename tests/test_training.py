@@ -391,7 +391,7 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     assert torch.equal(loaded.class_codes(data.images), cae.class_codes(data.images))
     assert torch.allclose(loaded.centroids[1], loaded.train_codes[data.labels == 1].mean(0))
     assert json.loads((run / "summary.json").read_text())["iters"] == 4
-    with pytest.raises(TrainingError, match="folder is not empty; pass --resume"):
+    with pytest.raises(TrainingError, match=r"folder is not empty; continue it \(--resume, resume=True\)"):
         train_cae(bundle, config, train_config, run)
     train_cae(bundle, config, train_config, run, force=True)
 

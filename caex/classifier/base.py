@@ -85,3 +85,16 @@ class Classifier(abc.ABC):
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.predict_proba(images)
+
+
+def require_classifier(classifier: object) -> Classifier:
+    """``classifier`` unless it is a bare ``nn.Module`` (whose logits would be read as probabilities and whose
+    classes and input are unknown) or lacks the :class:`Classifier` interface; the error says how to wrap it."""
+    if isinstance(classifier, nn.Module):
+        raise ClassifierError(f"expected a caex Classifier, got the torch module {type(classifier).__name__}; wrap "
+                              "it as caex.classifier.TorchClassifier(module, class_names, image_size, channels)")
+    if not all(hasattr(classifier, name) for name in ("predict_proba", "class_names", "device", "batch_size")):
+        raise ClassifierError(f"expected a caex Classifier, got {type(classifier).__name__}; load one with "
+                              "caex.load_classifier(path) or wrap a torch module as caex.classifier.TorchClassifier")
+    return classifier
+

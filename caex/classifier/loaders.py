@@ -20,7 +20,7 @@ from torch import nn
 
 from caex.classifier.arch import (ARCHITECTURES, ClassifierNet, build_classifier_network, infer_network_shape,
                                   to_wrapper_state_dict)
-from caex.classifier.base import Classifier
+from caex.classifier.base import Classifier, require_classifier
 from caex.classifier.bundle import (
     INFO_FILE,
     ONNX_FILE,
@@ -29,7 +29,7 @@ from caex.classifier.bundle import (
     ClassifierInfo,
     bundle_folder,
 )
-from caex.data.types import DataBundle, warn_other_class_names
+from caex.data.types import DataBundle, require_bundle, warn_other_class_names
 from caex.errors import ClassifierError
 from caex.utils.device import resolve_device
 
@@ -152,6 +152,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
 
 def check_compatible(classifier: Classifier, data: DataBundle) -> None:
     """Raise a one-line :class:`ClassifierError` when ``classifier`` cannot take ``data``'s images and labels."""
+    require_classifier(classifier)
+    require_bundle(data)
     if classifier.num_classes != data.num_classes:
         raise ClassifierError(f"the classifier has {classifier.num_classes} classes but data {data.spec!r} has "
                               f"{data.num_classes} ({', '.join(data.class_names)})")

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     check_steps(args.cae_steps, "--cae-steps ")
-    for flag, count in (("--patch", args.patch), ("--n-patches", args.n_patches)):
+    for flag, count in (("--patch", args.patch), ("--n-patches", args.n_patches), ("--n-images", args.n_images)):
         if count is not None and count < 1:
             raise CaexError(f"{flag} {count}: must be at least 1")
     if not 0 < args.share <= 1:

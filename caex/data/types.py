@@ -190,3 +190,13 @@ class DataBundle:
     @property
     def has_masks(self) -> bool:
         return self.test.masks is not None
+
+
+def require_bundle(data: object) -> DataBundle:
+    """``data`` if it is a :class:`DataBundle`; a lone :class:`ImageSet` or tensors get an error saying how to
+    make one (the stages need both splits, the class names and the spec it came from)."""
+    if not isinstance(data, DataBundle):
+        raise DataError(f"data: expected a DataBundle, got {type(data).__name__}; load one with "
+                        "caex.load_dataset(spec) or build DataBundle(train, test, class_names, spec) from ImageSets")
+    return data
+

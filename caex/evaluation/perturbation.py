@@ -103,7 +103,7 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
     fill = fill.to(images.device)
     _, cover_step = greedy_patches(saliency.to(images.device), n_patches, patch)
     labels = labels.to(images.device)
-    clean = model(images).gather(1, labels[:, None]).squeeze(1)
+    clean = _checked_probabilities(model(images)).gather(1, labels[:, None]).squeeze(1)
     rows = torch.arange(count * n_patches, device=images.device)
     image_index, step = rows // n_patches, rows % n_patches + 1
     covered_probs = []
@@ -113,6 +113,17 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
         perturbed = torch.where(covered, fill[index], images[index])
         covered_probs.append(model(perturbed).gather(1, labels[index, None]).squeeze(1))
     return torch.cat([clean[:, None], torch.cat(covered_probs).view(count, n_patches)], dim=1)
+
+
+def _checked_probabilities(probs: torch.Tensor) -> torch.Tensor:
+    """``probs`` if its rows are probability distributions: logits (a bare ``nn.Module``'s output) gave AOPC
+    values near 2 that looked like results."""
+    sums = probs.detach().float().sum(dim=1)
+    if len(probs) and (float(probs.min()) < -1e-4 or float((sums - 1).abs().max()) > 1e-3):
+        raise EvaluationError(f"the model's outputs are not probabilities (rows sum to {float(sums.min()):.3g} to "
+                              f"{float(sums.max()):.3g}); pass a caex Classifier, or wrap a torch module that "
+                              "returns logits as caex.classifier.TorchClassifier")
+    return probs
 
 
 def degradation_curve(probs: torch.Tensor) -> torch.Tensor:

@@ -10,17 +10,19 @@ gallery in the layout of its Fig. 6.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from caex.classifier.base import Classifier
-from caex.data.types import DataBundle, rank_within_class
+from caex.classifier.base import Classifier, require_classifier
+from caex.data.types import DataBundle, rank_within_class, require_bundle
 from caex.errors import EvaluationError
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
@@ -36,6 +38,8 @@ CAE_PATHS = ("guided", "centroid", "nearest")
 DEFAULT_CAE_PATH = "guided"
 DEFAULT_METHODS = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrated_gradients", "random")
 _ALIASES = {"ig": "integrated_gradients", "integrated-gradients": "integrated_gradients", "grad-cam": "gradcam"}
+#: Constructor arguments :func:`evaluate` sets itself, the same for every method.
+_SET_BY_EVALUATE = {"self", "classifier", "explainer", "kwargs", "batch_size", "seed", "name"}
 GALLERY_ROWS = 6
 
 
@@ -108,7 +112,7 @@ class EvaluationResults:
 
 
 def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
-             methods: tuple[str, ...] | list[str] = DEFAULT_METHODS, n_images: int = 32, seed: int = 0,
+             methods: str | Sequence[str] = DEFAULT_METHODS, n_images: int = 32, seed: int = 0,
              out_dir: str | os.PathLike | None = None, batch_size: int = 16,
              metric: PerturbationMetric | None = None, localisation: LocalisationMetric | None = None,
              method_options: dict[str, dict[str, Any]] | None = None, classifier_name: str | None = None,
@@ -116,13 +120,20 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     """Evaluate every method on the same ``n_images`` test images; write the outputs when ``out_dir`` is set.
 
     ``explainer`` is a CAE run folder, a ``CAE``, an ``Explainer``, or ``None``
-    when only baselines are asked for. ``method_options`` passes constructor
-    arguments per baseline (e.g. ``{"lime": {"n_samples": 200}}``); ``classifier_name``
-    (e.g. its path) labels the tables.
+    when only baselines are asked for. ``methods`` are names or one comma-separated
+    string (``"cae,gradcam"``). ``method_options`` passes constructor arguments per
+    method (e.g. ``{"lime": {"n_samples": 200}}``); ``classifier_name`` (e.g. its
+    path) labels the tables.
     """
-    names = [canonical_method(name) for name in methods]
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    names = [canonical_method(name) for name in methods if name.strip()]
+    if not names:
+        raise EvaluationError("methods: name at least one method")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}: must be at least 1")
+    classifier, data = require_classifier(classifier), require_bundle(data)
+    method_options = _checked_options(method_options or {})
     metric = metric or PerturbationMetric()
     localisation = localisation or LocalisationMetric()
     indices = select_images(classifier, data, n_images, seed, verbose=verbose)
@@ -139,7 +150,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     for name in names:
         try:
             attributor = _make_method(name, classifier, cae_explainer, batch_size, seed,
-                                      (method_options or {}).get(name, {}))
+                                      method_options.get(name, {}))
             if isinstance(attributor, ExplainerAttributor):
                 settings["cae"][name] = attributor.describe()
             with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
@@ -183,7 +194,7 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     interleaved, so any prefix of the selection is as balanced as it can be.
     """
     if n_images < 1:
-        raise EvaluationError(f"--n-images {n_images}: must be at least 1")
+        raise EvaluationError(f"n_images={n_images}: must be at least 1")
     labels = data.test.labels
     correct = torch.nonzero(_predictions(classifier, data.test.images, verbose) == labels).squeeze(1)
     if len(correct) == 0:
@@ -203,6 +214,23 @@ def _predictions(classifier: Classifier, images: torch.Tensor, verbose: bool) ->
             predictions.append(classifier.predict(images[start:start + step]).cpu())
             bar.update(len(predictions[-1]))
     return torch.cat(predictions)
+
+
+def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``method_options`` keyed by canonical method names, every option one its method's constructor takes (a
+    typo would otherwise end the whole run in a TypeError after the methods before it had run)."""
+    checked = {}
+    for name, options in method_options.items():
+        key = canonical_method(name)
+        method = ExplainerAttributor if is_cae_method(key) else BASELINES[key]
+        accepted = {parameter for cls in (method, Attributor)
+                    for parameter in inspect.signature(cls.__init__).parameters} - _SET_BY_EVALUATE
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r} (it takes "
+                                  f"{', '.join(sorted(accepted))})")
+        checked[key] = dict(options)
+    return checked
 
 
 def _make_method(name: str, classifier: Classifier, cae_explainer: Any, batch_size: int, seed: int,

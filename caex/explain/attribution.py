@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caex.classifier.base import Classifier
+from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import check_image_batch
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
@@ -72,6 +72,7 @@ class Attributor:
     absolute: ClassVar[bool] = False
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 32, seed: int = 0) -> None:
+        classifier = require_classifier(classifier)
         if self.needs_gradients and (not classifier.has_gradients or classifier.module is None):
             raise GradientsUnavailableError(
                 f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
@@ -93,7 +94,8 @@ class Attributor:
     def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), on the inputs' device.
 
-        ``target``: one class index per image (``[B]`` tensor, list or array), or one for all.
+        ``target``: the class being explained (Captum's meaning; ``Explainer.explain``'s ``target`` is where its
+        path heads instead), one index or name per image (``[B]`` tensor, list or array), or one for all.
         """
         chunks = []
         with torch.inference_mode(False):  # gradient methods need autograd, which a caller's inference_mode bars

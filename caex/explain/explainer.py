@@ -20,15 +20,18 @@ import contextlib
 import dataclasses
 import math
 import operator
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from caex.classifier.base import Classifier
+from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import check_image_batch, class_index, rank_within_class, warn_other_class_names
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
@@ -57,8 +60,8 @@ MAX_STEPS = 1000
 
 def check_steps(steps: int, label: str = "steps=") -> None:
     """A one-line error for a path length out of range; ``label`` names the value (``"--steps "`` in the CLI)."""
-    if not 2 <= steps <= MAX_STEPS:
-        raise ExplainError(f"{label}{steps}: a path needs 2 to {MAX_STEPS} steps")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STEPS:
+        raise ExplainError(f"{label}{steps!r}: a path needs 2 to {MAX_STEPS} steps (a whole number)")
 
 
 def check_smoothing(sigma: float, label: str = "smoothing=") -> None:
@@ -95,6 +98,25 @@ class Explanation:
     def __len__(self) -> int:
         return len(self.target)
 
+    def __repr__(self) -> str:  # the dataclass default printed every tensor (thousands of characters)
+        flipped = int((self.flip_step >= 0).sum())
+        return (f"Explanation({len(self)} image(s), path={self.path!r}, {self.frames.shape[1]} steps, "
+                f"saliency={self.saliency_method!r}, flipped: {flipped} of {len(self)})")
+
+    def save(self, images: torch.Tensor, out_dir: str | os.PathLike, stems: Sequence[str] | None = None,
+             settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Write what ``caex explain`` writes for each exemplar: overlay PNG on its input in ``images``, raw map
+        ``.npy``, counterfactual strip PNG, GIF and JSON summary, named ``<stem>_…`` (default ``image<i>``)
+        in ``out_dir``; returns the summaries."""
+        from caex.explain.render import save_explanation
+
+        stems = [f"image{index}" for index in range(len(self))] if stems is None else list(stems)
+        if len(images) != len(self) or len(stems) != len(self):
+            raise ExplainError(f"save: {len(images)} images and {len(stems)} stems for {len(self)} explanations")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return [save_explanation(self, index, images[index].cpu(), out_dir, stem, stem, settings)
+                for index, stem in enumerate(stems)]
+
     def __getitem__(self, index: int | slice | torch.Tensor | list[int]) -> Explanation:
         """The explanations of a subset of exemplars (``exp[3]`` keeps a batch axis of 1)."""
         rows = torch.arange(len(self))[index].reshape(-1)
@@ -129,6 +151,11 @@ class Explainer:
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
                  candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
         check_smoothing(smoothing)
+        for name, value, least in (("batch_size", batch_size, 1), ("knn", knn, 1), ("candidates", candidates, 0),
+                                   ("max_graph_nodes", max_graph_nodes, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ExplainError(f"{name}={value!r}: must be a whole number, at least {least}")
+        classifier = require_classifier(classifier)
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")
@@ -157,8 +184,10 @@ class Explainer:
                 saliency: str = "weighted", target_by: str = "probability") -> Explanation | list[Explanation]:
         """Explain ``images`` ``[B, C, H, W]`` (or one ``[C, H, W]``) in the data range.
 
-        ``target``: a class index, a class name, or one per image (``[B]`` tensor
-        or list). Default: the best class other than the prediction (the other
+        ``target``: the class the path heads *for* (the class being explained is
+        the one the image leaves; an :class:`~caex.explain.attribution.Attributor`'s
+        ``target``, Captum's, is that one): a class index, a class name, or one per
+        image (``[B]`` tensor or list). Default: the best class other than the prediction (the other
         class for binary tasks) by ``target_by``: ``"probability"`` (default),
         the classifier's most probable other class, or ``"code"``, the other
         class whose class-code centroid is nearest to the image's class code.

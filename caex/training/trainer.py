@@ -750,7 +750,8 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
         raise TrainingError(f"{run_dir}: exists and is not a folder")
     if check_empty and run_dir.is_dir() and any(path.name != LOCK_FILE for path in run_dir.iterdir()):
         if not force:
-            raise TrainingError(f"{run_dir}: folder is not empty; pass --resume to continue it or --force to overwrite")
+            raise TrainingError(f"{run_dir}: folder is not empty; continue it (--resume, resume=True) or "
+                                "overwrite it (--force, force=True)")
         return None, True
     return None, False
 

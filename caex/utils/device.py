@@ -11,9 +11,7 @@ from caex.errors import CaexError
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA, then MPS, then CPU; anything else is validated."""
-    if isinstance(name, torch.device):
-        return name
+    """``None``/``"auto"`` picks CUDA, then MPS, then CPU; anything else (a ``torch.device`` too) is validated."""
     if name in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -22,20 +20,21 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
         return torch.device("cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise CaexError(f"--device {name!r}: not a device name ({exc})") from None
+    except (RuntimeError, TypeError) as exc:
+        raise CaexError(f"device {name!r}: not a device name ({exc})") from None
+    name = str(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CaexError(f"--device {name!r}: CUDA is not available on this machine")
+            raise CaexError(f"device {name!r}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CaexError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise CaexError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps":
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise CaexError(f"--device {name!r}: MPS is not available on this machine")
+            raise CaexError(f"device {name!r}: MPS is not available on this machine")
     elif device.type != "cpu":
         backend = getattr(torch, device.type, None)
         if not callable(getattr(backend, "is_available", None)) or not backend.is_available():
-            raise CaexError(f"--device {name!r}: not available on this machine (use cpu, cuda or mps)")
+            raise CaexError(f"device {name!r}: not available on this machine (use cpu, cuda or mps)")
     return device
 
 
