@@ -15,7 +15,9 @@ from caex.explain.attribution import (
     AttributionError,
     FullGradAttributor,
     GradientsUnavailableError,
+    last_conv_layer,
     make_attributor,
+    normalise_maps,
     superpixel_means,
 )
 
@@ -89,6 +91,61 @@ def test_fullgrad_includes_conv_and_folded_batchnorm_biases():
     attributor = FullGradAttributor(tiny_classifier(1))
     kinds = sorted(type(layer).__name__ for layer, _ in attributor._biased)
     assert kinds == ["BatchNorm2d", "Conv2d", "Conv2d"]
+    # On a black image the input term (gradient x input) is zero: all that is left is the bias terms.
+    assert float(attributor.attribute(torch.zeros(2, 1, SIZE, SIZE), 0).abs().sum()) > 0
+
+
+class ExpOfLinear(nn.Module):
+    """Class 0's logit is exp(w . x): integrated gradients from a black baseline have the closed form
+    w_i x_i (e^s - 1) / s with s = w . x, and a coarse integral misses it (2 steps: about 20% at s = 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.linspace(-1.0, 1.0, SIZE * SIZE).view(1, 1, SIZE, SIZE) * 0.1
+
+    def forward(self, images):
+        return torch.stack([torch.exp((images * self.weight).sum(dim=(1, 2, 3))), torch.zeros(len(images))], dim=1)
+
+
+def test_integrated_gradients_has_the_closed_form_answer_and_takes_magnitudes():
+    model = ExpOfLinear()
+    images = torch.zeros(2, 1, SIZE, SIZE)
+    images[:, :, SIZE // 2:] = torch.tensor([1.0, 0.5]).view(2, 1, 1, 1)  # s = 3.7 and 1.9: the positive half
+    s = (images * model.weight).sum(dim=(1, 2, 3)).view(2, 1, 1, 1)
+    expected = model.weight * images * (torch.exp(s) - 1) / s
+    attributor = make_attributor("integrated_gradients", TorchClassifier(model, ["exp", "zero"], SIZE, 1))
+    torch.testing.assert_close(attributor.attribute(images, 0), expected, rtol=1e-3, atol=1e-6)
+    images[:, :, :2] = 1.0  # now some pixels push against the class: the map keeps their magnitude
+    attributions = attributor.attribute(images, 0)
+    assert float(attributions.min()) < 0
+    torch.testing.assert_close(attributor.saliency(images, 0), normalise_maps(attributions.abs()[:, 0]))
+
+
+def test_gradcam_keeps_only_positive_evidence():
+    from captum.attr import LayerGradCam
+
+    classifier = tiny_classifier(1)
+    images, target = inputs(1)
+    signed = LayerGradCam(classifier.module, last_conv_layer(classifier.module)).attribute(images, target=target)
+    assert float(signed.detach().min()) < 0  # this network has negative evidence to drop
+    attributions = make_attributor("gradcam", classifier).attribute(images, target)
+    assert float(attributions.min()) == 0.0 and float(attributions.max()) > 0
+
+
+def test_occlusion_equals_a_brute_force_sliding_window():
+    """2x2 black windows (1/8 of 16 px) moved 1 px at a time; each pixel gets the mean probability drop of the
+    windows that cover it."""
+    classifier, image = tiny_classifier(1), inputs(1)[0][:1]
+    clean = float(classifier.predict_proba(image)[0, 1])
+    drops, counts = torch.zeros(SIZE, SIZE), torch.zeros(SIZE, SIZE)
+    for top in range(SIZE - 1):
+        for left in range(SIZE - 1):
+            covered = image.clone()
+            covered[..., top:top + 2, left:left + 2] = 0.0
+            drops[top:top + 2, left:left + 2] += clean - float(classifier.predict_proba(covered)[0, 1])
+            counts[top:top + 2, left:left + 2] += 1
+    attributions = make_attributor("occlusion", classifier).attribute(image, 1)
+    torch.testing.assert_close(attributions[0, 0], drops / counts, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from types import SimpleNamespace
@@ -157,6 +158,18 @@ def test_fill_is_seeded_and_in_range():
     assert torch.equal(fill, make_fill(images, seed=3))
     assert not torch.equal(fill, make_fill(images, seed=4))
     assert fill.shape == images.shape and float(fill.min()) >= 0 and float(fill.max()) <= 1
+    assert 0.45 < float(fill.mean()) < 0.55 and float(fill.max()) > 0.95  # uniform over all of [0, 1]
+
+
+def test_perturbation_curve_is_the_same_in_any_batch_size():
+    """K * N = 8 perturbed images in batches of 2 and of 256 (one batch) must give the same curve."""
+    images, labels = bright_images(4), torch.ones(4, dtype=torch.long)
+    saliency = torch.rand(4, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    fill = make_fill(images, seed=0)
+    one_batch = perturbation_curve(square_classifier(), images, labels, saliency, fill, n_patches=2, patch=3)
+    torch.testing.assert_close(perturbation_curve(square_classifier(), images, labels, saliency, fill, n_patches=2,
+                                                  patch=3, batch_size=2), one_batch)
+    assert not torch.allclose(one_batch[:, 1], one_batch[:, 2])  # every step differs: a repeated batch would show
 
 
 def test_describe_states_the_largest_covered_share():
@@ -212,11 +225,21 @@ def test_localisation_exact_values():
     assert topk_iou(saliency, masks)[0] == pytest.approx(2 / 6)
     assert topk_iou(saliency, masks, k=2 / 16)[0] == pytest.approx(2 / 4)
     assert topk_iou(saliency, masks, k=0.1)[0] == pytest.approx(2 / 4)  # 1.6 pixels round to the top 2
+    assert topk_iou(saliency, masks, k=0.07)[0] == pytest.approx(1 / 4)  # 1.12 pixels round to the top 1
+    assert LocalisationMetric(k=2 / 16)(saliency, masks)["iou"] == pytest.approx(2 / 4)
     missed = torch.zeros(1, 4, 4)
     missed[0, 3, 3] = 1
     assert pointing_game(missed, masks[:1])[0] == 0 and mass_in_mask(missed, masks[:1])[0] == 0
     summary = LocalisationMetric()(saliency, masks)
     assert summary == {"pointing": 1.0, "mass_in_mask": 0.75, "iou": pytest.approx(1 / 3), "n_with_mask": 1}
+
+
+def test_pointing_game_breaks_ties_at_the_first_pixel_in_raster_order():
+    saliency = torch.zeros(1, 4, 4)
+    saliency[0, 0, 0] = saliency[0, 3, 3] = 1.0
+    top_left, bottom_right = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    top_left[0, :2, :2] = bottom_right[0, 2:, 2:] = True
+    assert pointing_game(saliency, top_left)[0] == 1 and pointing_game(saliency, bottom_right)[0] == 0
 
 
 def test_negative_saliency_counts_as_none_in_the_mass():
@@ -319,7 +342,15 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     assert saved["settings"]["n_patches"] == 3 and saved["settings"]["patch"] == 3
     assert [row["method"] for row in saved["methods"]] == ["cae-centroid", "occlusion", "random"]
     table = (tmp_path / "results.md").read_text()
-    assert "| cae-centroid | 0." in table and "N = 3 patches of 3x3 px" in table
+    assert f"| cae-centroid | {cae.aopc:.3f} | {cae.peak_degradation:.3f} |" in table
+    assert "N = 3 patches of 3x3 px" in table
+    with open(tmp_path / "results.csv", newline="") as handle:
+        rows = {row["method"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == ["cae-centroid", "occlusion", "random"]
+    for name, row in rows.items():
+        result = results.row(name)
+        assert float(row["aopc"]) == pytest.approx(result.aopc) and float(row["iou"]) == pytest.approx(result.iou)
+        assert float(row["peak_degradation"]) == pytest.approx(result.peak_degradation)
     assert saved["settings"]["cae"] == {"cae-centroid": "5-step paths toward the other class"}
     assert "CAE maps (cae-centroid): 5-step paths toward the other class." in table
 

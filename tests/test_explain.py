@@ -196,6 +196,20 @@ def test_gaussian_smoothing_spreads_a_point_and_stays_normalised() -> None:
     assert torch.equal(gaussian_smooth(point, 0.0), point)
 
 
+def test_gaussian_smoothing_pads_by_repeating_the_edge() -> None:
+    """A corner point keeps the mass that zero padding would lose off the image: compared with NumPy's edge pad."""
+    corner = torch.zeros(1, 7, 7)
+    corner[0, 0, 0] = 1.0
+    radius = 3  # ceil(3 sigma)
+    kernel = np.exp(-0.5 * np.arange(-radius, radius + 1) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(corner[0].numpy().astype(np.float64), radius, mode="edge")
+    rows = np.stack([np.convolve(row, kernel, mode="valid") for row in padded])
+    blurred = np.stack([np.convolve(column, kernel, mode="valid") for column in rows.T]).T
+    expected = (blurred - blurred.min()) / (blurred.max() - blurred.min())
+    np.testing.assert_allclose(gaussian_smooth(corner, sigma=1.0)[0].numpy(), expected, atol=1e-6)
+
+
 # -- paths ---------------------------------------------------------------------------------------
 def test_straight_paths_are_exact_at_both_ends() -> None:
     start, end = torch.randn(3, 8, generator=torch.Generator().manual_seed(1)), torch.randn(3, 8)
