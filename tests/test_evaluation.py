@@ -261,10 +261,28 @@ def test_timed_saliency_batches_and_reports_median(monkeypatch):
     readings = iter([0.0, 0.010, 1.0, 1.004, 2.0, 2.001])
     monkeypatch.setattr("caex.evaluation.timing.time", SimpleNamespace(perf_counter=lambda: next(readings)))
     timed = timed_saliency(fn, images, torch.zeros(5, dtype=torch.long), batch_size=2, device=torch.device("cpu"))
-    assert calls == [2, 2, 2, 1]  # warm-up on the first batch (untimed), then three timed batches
+    assert calls == [2, 2, 1]  # each batch once: the first one's maps are kept, its time is the warm-up's
     assert torch.equal(timed.maps, images[:, 0])
-    assert timed.batch_ms_per_image == pytest.approx([5.0, 2.0, 1.0])  # ms per image of each batch
-    assert timed.ms_per_image == pytest.approx(2.0)  # their median: the slow first batch cannot move it
+    assert timed.batch_ms_per_image == pytest.approx([2.0, 1.0])  # ms per image of the timed batches
+    assert timed.ms_per_image == pytest.approx(1.5)  # their median
+
+
+def test_timed_saliency_runs_a_lone_batch_again_for_the_clock(monkeypatch):
+    calls = []
+
+    def fn(images, targets):
+        calls.append(len(images))
+        return images[:, 0] * len(calls)  # maps of the first run differ from the second's
+
+    images = torch.rand(3, 1, 4, 4)
+    readings = iter([0.0, 0.030, 1.0, 1.006, 2.0, 2.003])  # 30 ms cold, 6 ms warm (and 3 ms below)
+    monkeypatch.setattr("caex.evaluation.timing.time", SimpleNamespace(perf_counter=lambda: next(readings)))
+    timed = timed_saliency(fn, images, torch.zeros(3, dtype=torch.long), batch_size=4, device=torch.device("cpu"))
+    assert calls == [3, 3] and torch.equal(timed.maps, images[:, 0])  # the first run's maps
+    assert timed.ms_per_image == pytest.approx(2.0) and timed.batch_ms_per_image == pytest.approx([2.0])
+    untimed = timed_saliency(fn, images, torch.zeros(3, dtype=torch.long), batch_size=4,
+                             device=torch.device("cpu"), warmup=False)
+    assert len(calls) == 3 and len(untimed.batch_ms_per_image) == 1
 
 
 def tiny_bundle(count: int = 8) -> DataBundle:

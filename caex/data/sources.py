@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caex.data.transforms import resize_and_crop
 from caex.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
@@ -29,7 +30,8 @@ FLOAT_SLACK = 1e-3
 
 @dataclass
 class RawImages:
-    """Images as a source delivers them: native size, 1/3/4 channels, in [0, 1]."""
+    """Images as a source delivers them: native size (a folder's already at the size asked for), 1/3/4
+    channels, in [0, 1]."""
 
     images: list[torch.Tensor] | torch.Tensor  # [C, H, W] each (a folder) or [N, C, H, W]
     labels: torch.Tensor
@@ -177,8 +179,10 @@ def _class_folders(root: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
 
 
-def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool) -> RawImages:
-    """Every image under ``root/<class>/`` (classes may be missing from a test split)."""
+def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool,
+                     size: int | None) -> RawImages:
+    """Every image under ``root/<class>/`` (classes may be missing from a test split), each resized to ``size``
+    as it is read, so a folder of large scans never sits in memory at full resolution."""
     images, labels, sources = [], [], []
     for label, name in enumerate(class_names):
         folder = root / name
@@ -190,7 +194,8 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         count_before = len(images)
         for path in files:
             try:
-                images.append(read_image(path))
+                image = read_image(path)
+                images.append(image if size is None else resize_and_crop(image[None], size)[0])
             except DataError:
                 if not skip_bad:
                     raise
@@ -203,8 +208,9 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
     return RawImages(images, torch.tensor(labels, dtype=torch.long), sources)
 
 
-def read_folder(root: Path, *, skip_bad: bool = False) -> RawData:
-    """``root/<class>/*.png`` (split later) or ``root/train/<class>`` + ``root/test/<class>`` (split given)."""
+def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) -> RawData:
+    """``root/<class>/*.png`` (split later) or ``root/train/<class>`` + ``root/test/<class>`` (split given),
+    resized to ``size`` (``None``: as stored)."""
     subfolders = _class_folders(root)
     lowered = {name.lower(): path for name, path in subfolders.items()}
     split_layout = "train" in lowered and "test" in lowered
@@ -223,8 +229,8 @@ def read_folder(root: Path, *, skip_bad: bool = False) -> RawData:
         if unknown:
             raise DataError(f"{lowered['test'] / unknown[0]}: test class not among the train classes")
     skipped: list[Path] = []
-    train = _read_class_tree(train_root, class_names, skipped, skip_bad)
-    test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad) if split_layout else None
+    train = _read_class_tree(train_root, class_names, skipped, skip_bad, size)
+    test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad, size) if split_layout else None
     _warn_skipped(skipped)
     return RawData(train, test, class_names)
 

@@ -48,8 +48,8 @@ def load_dataset(spec: str, *, size: int | None = None, channels: int | None = N
         return _assemble(raw, spec, size or DEFAULT_SIZES[name], channels, seed, test_fraction)
     path = Path(spec).expanduser()
     if path.is_dir():
-        raw = read_folder(path, skip_bad=skip_bad)
-        return _assemble(raw, spec, size or DEFAULT_SIZES["folder"], channels, seed, test_fraction)
+        size = size or DEFAULT_SIZES["folder"]
+        return _assemble(read_folder(path, size=size, skip_bad=skip_bad), spec, size, channels, seed, test_fraction)
     if path.suffix.lower() == ".npz" or os.sep in spec or (os.altsep and os.altsep in spec):
         if not path.exists():
             raise DataError(f"{spec}: no such file or folder")

@@ -91,7 +91,7 @@ class EvaluationResults:
                   f"{100 * s['covered_share_max']:.1f}% of the {s['image_size']}x{s['image_size']} image), "
                   f"fill: {s['fill']}. F = softmax probability of the ground-truth class.",
                   f"Timing: median ms per image over batches of {s['batch_size']} on {s['device']}, "
-                  "first batch run once before timing."]
+                  "the first (warm-up) batch not timed."]
         by_description: dict[str, list[str]] = {}
         for name, description in s.get("cae", {}).items():
             by_description.setdefault(description, []).append(name)
