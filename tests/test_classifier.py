@@ -24,7 +24,7 @@ from caex.classifier import (
     save_bundle,
     train_classifier,
 )
-from caex.classifier.train import random_shift
+from caex.classifier.train import channel_stats, random_shift
 from caex.data import load_dataset
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import ClassifierError
@@ -98,6 +98,14 @@ def test_random_shift_moves_each_image_by_at_most_max_shift():
     assert shifted.shape == images.shape and shifted.sum().item() == 8.0
     assert ((rows - 8).abs() <= 2).all() and ((cols - 8).abs() <= 2).all()
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 1  # offsets differ per image
+
+
+def test_channel_stats_known_values_and_a_floor_for_a_constant_channel():
+    """The wrapper normalises by the (unbiased, like torch.std) standard deviation, not the variance."""
+    images = torch.stack([torch.tensor([[0.0, 1.0, 2.0, 3.0]]), torch.full((1, 4), 0.5)])[None]  # [1, 2, 1, 4]
+    mean, std = channel_stats(images)
+    assert mean == pytest.approx([1.5, 0.5])
+    assert std == pytest.approx([(5 / 3) ** 0.5, 1e-3])  # a constant channel must not divide by zero
 
 
 # --------------------------------------------------------------------------- bundles and loaders
@@ -350,6 +358,7 @@ def test_check_compatible_uses_shapes_read_off_weights_or_a_probe(saved, tmp_pat
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_smallcnn_learns_synthetic_data():
     data = load_dataset("synthetic:per_class=150,size=32")
     net, metrics = train_classifier(data, arch="smallcnn", epochs=8, seed=0, device="cpu")

@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from caex.classifier import build_classifier_network, save_bundle
+from caex.classifier import build_classifier_network, load_classifier, save_bundle
 from caex.cli.explain import collect_images, read_image, unique_stems
 from caex.cli.main import main
 from caex.errors import CaexError
+from caex.explain import Explainer
 from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
 from caex.model import CAE, CAEConfig
 
@@ -69,6 +70,24 @@ def test_explain_writes_decodable_files_for_every_image(workspace: Path, capsys:
             assert gif.format == "GIF" and gif.n_frames == summary["end_step"] + 1
 
 
+def test_saved_map_and_prediction_probability_are_the_python_apis(workspace: Path, tmp_path: Path) -> None:
+    """The .npy is the Explainer's map as is (not transposed); the json's probability is the predicted class's."""
+    assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--steps", "5", "--out", str(tmp_path)) == 0
+    summary = json.loads((tmp_path / "rgb.json").read_text())
+    saved = np.load(tmp_path / "rgb_saliency.npy")
+    classifier = load_classifier(workspace / "clf", device="cpu")
+    pixels = read_image(workspace / "imgs" / "rgb.png", SIZE, 1)[None]
+    explanation = Explainer(CAE.load(workspace / "run"), classifier, device="cpu", seed=0).explain(pixels, steps=5)
+    expected = explanation.saliency[0].numpy()
+    assert not np.allclose(expected, expected.T, atol=1e-3)  # a transposed map would show
+    np.testing.assert_allclose(saved, expected, atol=1e-6)
+    probs = classifier.predict_proba(pixels)[0]
+    predicted, target = summary["prediction"]["index"], summary["target"]["index"]
+    assert predicted == int(probs.argmax()) and abs(float(probs[predicted] - probs[target])) > 1e-4
+    assert summary["prediction"]["probability"] == pytest.approx(float(probs[predicted]), abs=1e-6)
+    assert summary["target"]["input_probability"] == pytest.approx(float(probs[target]), abs=1e-6)
+
+
 def test_explain_options_target_reference_and_all_targets(workspace: Path) -> None:
     image = str(workspace / "imgs" / "rgb.png")
     out = workspace / "out_options"
@@ -106,6 +125,8 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
     (["missing.png"], "missing.png: no such image file or folder"),
     (["*.nothing"], "no files match this pattern"),
     (["broken.png"], "broken.png: cannot read image"),
+    (["imgs/rgb.png", "--reference", "imgs/sub/grey.jpg"], "--reference IMG goes with --path reference"),
+    (["imgs/rgb.png", "--path", "reference"], "--reference IMG goes with --path reference"),
 ])
 def test_bad_images_give_one_line_errors(workspace: Path, capsys: pytest.CaptureFixture, monkeypatch,
                                          images: list[str], message: str) -> None:

@@ -18,8 +18,8 @@ from torch import nn
 from caex.classifier import Classifier
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import CaexError
-from caex.manifold import (analyse_manifold, maps_html, monotone_paths, pixel_pca, random_forest_accuracy,
-                           sample_path_pairs,
+from caex.manifold import (CodesTable, analyse_manifold, maps_html, monotone_paths, pixel_pca,
+                           random_forest_accuracy, sample_path_pairs,
                            sample_swap_pairs, smote_codes, subsample_rows, swap_predictions, swap_success_matrix)
 
 K, SIZE = 3, 8
@@ -117,6 +117,16 @@ def test_random_forest_reduces_folds_for_small_classes_and_is_seeded() -> None:
     assert first == random_forest_accuracy(codes, labels, n_estimators=10, seed=3)
     single = random_forest_accuracy(codes[:13], labels[:13], n_estimators=10)  # class 2 has one sample
     assert np.isnan(single.mean) and single.note
+
+
+def test_random_forest_reports_the_mean_and_population_std_of_the_fold_scores(monkeypatch) -> None:
+    """The spread is the (ddof=0) standard deviation of the fold accuracies, not their variance."""
+    import caex.manifold.separability as separability
+
+    monkeypatch.setattr(separability, "cross_val_score", lambda *args, **kwargs: np.array([0.5, 1.0]))
+    codes, labels = blobs(4, seed=0)
+    result = random_forest_accuracy(codes, labels, folds=2, n_estimators=2)
+    assert (result.mean, result.std, result.folds) == (0.75, 0.25, 2)  # variance would be 0.0625
 
 
 def test_pixel_pca_is_fitted_where_told_and_applied_to_the_scored_images():
@@ -263,6 +273,35 @@ def run_analysis(bundle: DataBundle, out, classifier: Classifier | None = None, 
     options = dict(seed=0, folds=4, n_estimators=20, swap_pairs=5, smote_per_class=40, paths=6, path_steps=5,
                    figure_paths=3, map_points=30)
     return analyse_manifold(CodeInImageCAE(), classifier or CodeReader(), bundle, out, **{**options, **kwargs})
+
+
+def test_codes_csv_row_known_answer() -> None:
+    """Each row names the label and the prediction by their own class and keeps six significant digits."""
+    from caex.manifold.codes import codes_csv_text
+
+    table = CodesTable(codes=torch.tensor([[0.1234567, -2.0]]), labels=torch.tensor([0]),
+                       predictions=torch.tensor([1]), splits=["test"], sources=["scans/a.png"],
+                       class_names=["normal", "lesion"])
+    assert codes_csv_text(table) == ("source,split,label,label_name,prediction,prediction_name,c0,c1\n"
+                                     "scans/a.png,test,0,normal,1,lesion,0.123457,-2\n")
+
+
+class NeverLastClassReader(CodeReader):
+    """Reads the class from the first row, but never assigns the last class."""
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        logits = 20 * images[:, 0, 0, :K]
+        logits[:, K - 1] = -100.0
+        return logits
+
+
+def test_analyse_manifold_summary_minima_see_a_class_that_is_never_assigned(bundle: DataBundle, tmp_path) -> None:
+    """Swaps into the last class and SMOTE codes of it always fail: the minima are 0, not the maxima 1."""
+    summary = run_analysis(bundle, tmp_path, NeverLastClassReader(), tsne=False)
+    assert summary["swap"]["matrix"] == [[None, 1.0, 0.0], [1.0, None, 0.0], [1.0, 1.0, None]]
+    assert summary["swap"]["min"] == 0.0 and summary["swap"]["mean"] == pytest.approx(4 / 6)
+    assert summary["smoothness"]["per_class"] == {"class0": 1.0, "class1": 1.0, "class2": 0.0}
+    assert summary["smoothness"]["min"] == 0.0
 
 
 def test_analyse_manifold_writes_every_file_with_known_answers(bundle: DataBundle, tmp_path) -> None:

@@ -155,6 +155,21 @@ def test_pair_sampler_draws_every_image_and_each_orientation_half_the_time() -> 
     assert not torch.equal(torch.stack(other_rank), torch.stack([a, b]))
 
 
+def test_pair_sampler_deals_each_rank_its_own_order_of_class_pairs() -> None:
+    """Ranks sharing one deck order would train every class pair in lockstep across DDP processes."""
+    labels = torch.arange(5).repeat_interleave(2)  # 5 classes: decks of 10 class pairs
+
+    def class_pairs(rank: int) -> list[tuple[int, int]]:
+        sampler = PairSampler(labels, 5, seed=3, rank=rank)
+        draws = [sampler.sample(iteration, 5) for iteration in range(4)]  # 20 draws = 2 whole decks
+        return [tuple(sorted(pair)) for a, b in draws for pair in zip(labels[a].tolist(), labels[b].tolist())]
+
+    first, second = class_pairs(0), class_pairs(1)
+    for pairs in (first, second):  # each rank still deals every class pair once per deck
+        assert sorted(pairs[:10]) == sorted(pairs[10:]) == list(combinations(range(5), 2))
+    assert first != second and first[:10] != second[:10]
+
+
 # -- one training step -----------------------------------------------------------------------
 def test_one_step_logs_every_term_of_the_spec_table_on_the_right_tensors() -> None:
     """Each logged term compares the tensors SPEC §3 names, for A->B (first half of the batch) and B->A.

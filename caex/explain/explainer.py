@@ -238,6 +238,9 @@ class Explainer:
                  leaving: TargetSpec = None) -> torch.Tensor:
         """Only the maps ``[B, H, W]`` of :meth:`explain` (same arguments), at the least classifier cost.
 
+        Images go through ``batch_size // steps`` at a time, their frames reduced to maps before the next, so
+        any number of images fits in memory (:meth:`explain` keeps every frame: they are its result).
+
         Several targets per image (a ``[B, M]`` target, or ``all_targets``) give
         ``[B, M, H, W]``, every image encoded once for all its paths.
 
@@ -276,10 +279,15 @@ class Explainer:
             chosen = ranked if all_targets else ranked[:, 0]
         owner, targets, per_image = self._path_rows(chosen)
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
-        *_, frames, probs = self._decode_paths(codes, individual, owner, targets, path=path, steps=steps,
-                                               end_codes=None if end_codes is None else end_codes[owner],
-                                               classify=classify)
-        maps = self._maps(frames, probs, targets, stop_at_flip, saliency)[0]
+        maps = torch.empty(len(owner), *images.shape[-2:])
+        chunk = max(1, self.batch_size // steps)  # images whose frames are decoded, kept and reduced at once
+        for begin in range(0, len(images), chunk):
+            rows = ((owner >= begin) & (owner < begin + chunk)).nonzero().squeeze(1)
+            local = slice(begin, begin + chunk)
+            *_, frames, probs = self._decode_paths(codes[local], individual[local], owner[rows] - begin,
+                                                   targets[rows], path=path, steps=steps, classify=classify,
+                                                   end_codes=None if end_codes is None else end_codes[owner[rows]])
+            maps[rows] = self._maps(frames, probs, targets[rows], stop_at_flip, saliency)[0]
         return maps if per_image is None else maps.view(per_image, len(images), *maps.shape[1:]).transpose(0, 1)
 
     @staticmethod
