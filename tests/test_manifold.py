@@ -42,6 +42,9 @@ class CodeInImageCAE(nn.Module):
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return images[:, 0, 0, :K].clone(), images.clone()
 
+    def encode_individual(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images)[1]
+
     def decode(self, codes: torch.Tensor, individual: torch.Tensor) -> torch.Tensor:
         images = individual.clone()
         if not self.ignore_code:

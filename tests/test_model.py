@@ -241,6 +241,15 @@ def test_decode_checks_code_shapes_and_casts_float64() -> None:
                 cae.decode(bad_codes, bad_individual)
 
 
+def test_encode_individual_is_encodes_second_half() -> None:
+    cae = CAE(_tiny())
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(cae.encode_individual(x), cae.encode(x)[1])
+    with pytest.raises(ModelError, match="CAE input: expected float pixels"):
+        cae.encode_individual((x * 255).to(torch.uint8))
+
+
 def test_swap_takes_one_partner_per_image_or_one_for_all() -> None:
     cae = CAE(_tiny())
     x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -24,7 +24,7 @@ def individual_codes(cae: CAE, images: torch.Tensor) -> torch.Tensor:
     """Individual codes of one batch of images (no grad, fp32 like every inference here, on the CAE's device)."""
     device = module_device(cae)
     with torch.no_grad():
-        return cae.encode(images.to(device))[1]
+        return cae.encode_individual(images.to(device))
 
 
 def decode_codes(cae: CAE, class_codes: torch.Tensor, individual: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,10 @@ class CAE(nn.Module):
         x = self._model_input(images)
         return self.class_encoder(x), self.individual_encoder(x)
 
+    def encode_individual(self, images: torch.Tensor) -> torch.Tensor:
+        """The individual codes alone (what swaps and decoded code mixtures need), without the class encoder."""
+        return self.individual_encoder(self._model_input(images))
+
     def _model_input(self, images: torch.Tensor) -> torch.Tensor:
         """A checked batch in the networks' range and dtype (float64 is cast); a single ``[C, H, W]`` image is
         refused, because the convolutions would take it as unbatched and return a code of the wrong shape."""
