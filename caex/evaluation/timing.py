@@ -21,11 +21,15 @@ SaliencyFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait for queued work so the clock measures computation, not kernel launches."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+    """Wait for queued work so the clock measures computation, not kernel launches (any accelerator: CUDA,
+    MPS, XPU, ...; the CPU computes synchronously)."""
+    if device.type == "cpu":
+        return
+    backend = getattr(torch, device.type, None)
+    if device.type == "mps" or backend is None or not hasattr(backend, "synchronize"):
+        torch.accelerator.synchronize()  # MPS's synchronize takes no device
+    else:
+        backend.synchronize(device)
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,16 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def accelerator_has_bf16(device: torch.device) -> bool:
+    """Whether an accelerator computes bf16 natively: CUDA before Ampere (T4, V100) only emulates it, slower
+    than fp32; other backends are trusted to (they raise where they cannot)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    return True
+
+
 def autocast_context(device: torch.device, enabled: bool = True, *, cpu_bf16: bool = False):
-    """bf16 autocast on accelerators.
+    """bf16 autocast on accelerators that compute it natively (fp32 elsewhere).
 
     On CPU it is a no-op unless ``cpu_bf16`` asks for it and the CPU has native
     bf16 units, where classifier training runs about twice as fast (CAE
@@ -65,5 +73,7 @@ def autocast_context(device: torch.device, enabled: bool = True, *, cpu_bf16: bo
     if device.type == "cpu":
         if cpu_bf16 and cpu_has_native_bf16():
             return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+    if not accelerator_has_bf16(device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
