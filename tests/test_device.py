@@ -44,3 +44,24 @@ def test_synchronize_waits_on_the_devices_own_backend(monkeypatch, kind: str) ->
     assert waited == [torch.device(kind, 0)]
     synchronize(torch.device("cpu"))  # nothing to wait for
     assert len(waited) == 1
+
+
+def test_checkpoints_keep_the_rng_state_of_any_accelerator(monkeypatch) -> None:
+    """Only CUDA's state was saved, so a resumed run on MPS or XPU drew other dropout masks."""
+    from types import SimpleNamespace
+
+    from caex.training.checkpoint import Checkpoint, capture_rng, restore_rng
+
+    restored = []
+    fake = SimpleNamespace(is_initialized=lambda: True, get_rng_state=lambda: torch.tensor([7, 8], dtype=torch.uint8),
+                           set_rng_state=restored.append)
+    monkeypatch.setattr(torch, "xpu", fake)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("xpu"))
+    states = capture_rng()
+    assert sorted(states) == ["torch_cpu", "torch_xpu"] and states["torch_xpu"].tolist() == [7, 8]
+    tensors = {f"rng.0.{name}": state for name, state in states.items()}
+    restore_rng(Checkpoint(iteration=1, meta={}, tensors=tensors), rank=0)
+    assert [state.tolist() for state in restored] == [[7, 8]]
+    fake.is_initialized = lambda: False  # never started: nothing to save, and reading must not start it
+    assert sorted(capture_rng()) == ["torch_cpu"]

@@ -19,7 +19,7 @@ from caex.errors import TrainingError
 from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, losses, train_cae
 from caex.training import trainer as trainer_module
-from caex.training.distributed import init_distributed, local_device
+from caex.training.distributed import backend_for, init_distributed, local_device
 
 
 def _free_port() -> int:
@@ -143,3 +143,11 @@ def test_under_torchrun_a_cuda_device_is_the_ranks_own_gpu(monkeypatch) -> None:
     assert local_device("cuda") == torch.device("cuda", 3)
     assert local_device("cuda:0") == torch.device("cuda", 3)
     assert local_device("cpu") == torch.device("cpu")  # gloo ranks share the CPU
+    assert local_device("xpu") == torch.device("xpu", 3)  # every accelerator, not only CUDA
+    assert local_device("mps") == torch.device("mps")  # one per machine
+
+
+def test_each_device_type_gets_its_own_collective_backend() -> None:
+    """XPU ranks joined a gloo group: only CUDA got its own backend."""
+    expected = {"cpu": "gloo", "cuda": "nccl", "xpu": "xccl", "mps": "gloo"}
+    assert {kind: backend_for(torch.device(kind)) for kind in expected} == expected

@@ -109,11 +109,23 @@ def restore_optimizer(checkpoint: Checkpoint, name: str, optimizer: Optimizer) -
     optimizer.load_state_dict(unflatten_optimizer(name, checkpoint.tensors, checkpoint.meta["optimizers"][name]))
 
 
+def _accelerator() -> tuple[str, Any] | None:
+    """``(type, torch module)`` of this machine's accelerator (``"cuda"``, ``"xpu"``, ``"mps"``, ...), if any."""
+    if not torch.accelerator.is_available():
+        return None
+    kind = torch.accelerator.current_accelerator().type
+    return kind, getattr(torch, kind, None)
+
+
 def capture_rng() -> dict[str, torch.Tensor]:
-    """This process's global RNG states (dropout draws from them)."""
+    """This process's global RNG states (dropout draws from them): the CPU's and the accelerator's in use."""
     states = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["torch_cuda"] = torch.cuda.get_rng_state()
+    accelerator = _accelerator()
+    if accelerator is not None:
+        kind, module = accelerator
+        in_use = getattr(module, "is_initialized", lambda: True)()  # reading the state must not start CUDA
+        if in_use and hasattr(module, "get_rng_state"):
+            states[f"torch_{kind}"] = module.get_rng_state()
     return states
 
 
@@ -123,6 +135,9 @@ def restore_rng(checkpoint: Checkpoint, rank: int) -> None:
     if cpu is None:
         return
     torch.set_rng_state(cpu)
-    cuda = checkpoint.tensors.get(f"rng.{rank}.torch_cuda")
-    if cuda is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(cuda)
+    accelerator = _accelerator()
+    if accelerator is not None:
+        kind, module = accelerator
+        state = checkpoint.tensors.get(f"rng.{rank}.torch_{kind}")
+        if state is not None and hasattr(module, "set_rng_state"):
+            module.set_rng_state(state)

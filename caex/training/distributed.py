@@ -3,7 +3,8 @@
 Under ``torchrun --nproc-per-node N`` the variables ``RANK``, ``WORLD_SIZE``
 and ``LOCAL_RANK`` are set; each process then trains on its own data stream
 (the pair sampler is seeded with the rank), gradients are averaged by DDP, and
-only rank 0 writes files. NCCL on CUDA, gloo on CPU.
+only rank 0 writes files. Each accelerator's own backend (NCCL on CUDA, XCCL
+on XPU), gloo on CPU and wherever torch names none.
 """
 
 from __future__ import annotations
@@ -36,12 +37,22 @@ class DistContext:
 
 
 def local_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``device`` resolved for this process: under ``torchrun`` a CUDA device is this rank's own GPU
-    (``LOCAL_RANK``), so nothing of one rank lands on another's GPU."""
+    """``device`` resolved for this process: under ``torchrun`` an accelerator (CUDA, XPU, ...) is this rank's
+    own (``LOCAL_RANK``), so nothing of one rank lands on another's. The CPU and MPS (one per machine) are
+    shared."""
     resolved = resolve_device(device)
-    if resolved.type == "cuda" and ("LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    under_torchrun = "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if resolved.type not in ("cpu", "mps") and under_torchrun:
+        return torch.device(resolved.type, int(os.environ.get("LOCAL_RANK", "0")))
     return resolved
+
+
+def backend_for(device: torch.device) -> str:
+    """The collective backend torch pairs with ``device``'s type; gloo where it names none."""
+    try:
+        return dist.get_default_backend_for_device(device)
+    except (RuntimeError, ValueError, AttributeError):
+        return "gloo"
 
 
 def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
@@ -53,11 +64,12 @@ def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
         raise TrainingError(f"WORLD_SIZE={world_size} but RANK is not set; start distributed runs with torchrun")
     rank = int(os.environ["RANK"])
     resolved = local_device(device)
-    if resolved.type == "cuda":
-        torch.cuda.set_device(resolved)
+    backend_module = getattr(torch, resolved.type, None)
+    if resolved.index is not None and hasattr(backend_module, "set_device"):
+        backend_module.set_device(resolved)
     owns = not dist.is_initialized()
     if owns:
-        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        backend = backend_for(resolved)
         try:
             dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
         except (RuntimeError, ValueError) as exc:
