@@ -181,8 +181,9 @@ class CAE(nn.Module):
         return run_dir
 
     @classmethod
-    def load(cls, run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> CAE:
-        """Load a bundle written by :meth:`save` (or by training); errors name the file at fault."""
+    def load(cls, run_dir: str | os.PathLike, device: str | torch.device = "auto") -> CAE:
+        """Load a bundle written by :meth:`save` (or by training) onto ``device`` (``"auto"``: the accelerator if
+        any, as :func:`caex.classifier.load_classifier`); errors name the file at fault."""
         run_dir = Path(run_dir)
         config_path, weights_path, codes_path = run_dir / CONFIG_FILE, run_dir / WEIGHTS_FILE, run_dir / CODES_FILE
         if not run_dir.is_dir():
