@@ -603,18 +603,26 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     if writes:
         cae.save(run_dir)
         evaluation = test_set if test_set is not None and len(test_set) else train_set
-        summary = {"iters": done, "trained_iters": done - start, "seconds": round(seconds, 2),
-                   "images_per_second": round((done - start) * 2 * train_config.batch_size * context.world_size
-                                            / max(seconds, 1e-9), 2),
-                   "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
-                   **{name: round(value, 5) for name, value in code_separation(
-                       cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
-                   "final_terms": terms, "versions": software_versions()}
-        if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
-            summary.update(_previous_training_record(run_dir / SUMMARY_FILE))
-        write_json(run_dir / SUMMARY_FILE, summary)
+        images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
+        _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
+                       images_per_second=images_per_second, terms=terms)
     barrier(context)
     return cae
+
+
+def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, start: int, seconds: float,
+                   images_per_second: float, terms: dict[str, float]) -> None:
+    """``summary.json``: how far and fast the run trained, and the finished CAE's reconstruction and code
+    separation on (up to 512 of) the test images."""
+    summary = {"iters": done, "trained_iters": done - start, "seconds": round(seconds, 2),
+               "images_per_second": round(images_per_second, 2),
+               "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
+               **{name: round(value, 5) for name, value in code_separation(
+                   cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
+               "final_terms": terms, "versions": software_versions()}
+    if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
+        summary.update(_previous_training_record(path))
+    write_json(path, summary)
 
 
 def _previous_training_record(path: Path) -> dict[str, Any]:
