@@ -215,3 +215,24 @@ def test_report_opens_offline_with_every_image_table_and_anchor(tmp_path: Path, 
                                         scrollY + innerHeight >= document.documentElement.scrollHeight - 1]""")
         assert abs(top) < 50 or (at_end and 0 < top < 1000)
     view.assert_clean()
+
+
+def test_both_pages_fit_a_400_px_phone_screen(tmp_path: Path, browser: Any) -> None:
+    """The report's navigation could not wrap and its results table stuck out (page 1068 px wide at 400), and
+    the map's canvas was a fixed 760 px: both pages now fit, the tables scrolling inside their own box."""
+    report = OfflinePage(browser, build_report(make_run(tmp_path / "run")), viewport=(400, 800))
+    assert report.page.evaluate("document.documentElement.scrollWidth") <= 400
+    report.assert_clean()
+    grid = np.array([[0, 0], [1, 1], [0, 1]])
+    path = tmp_path / "maps.html"
+    path.write_text(maps_html({"pca": grid}, np.array([0, 1, 0]), np.array([0, 1, 1]), ["train", "test", "train"],
+                              ["a.png", "b.png", "c.png"], ["x", "y"]), encoding="utf-8")
+    view = OfflinePage(browser, path, viewport=(400, 800))
+    page = view.page
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    box = page.locator("#map").bounding_box()
+    assert box["width"] <= 400 and abs(box["width"] - box["height"]) < 1  # scaled down, still square
+    x, y = page.evaluate("positions[1]")  # canvas pixels: the hover maps them back through the scale
+    page.mouse.move(box["x"] + x * box["width"] / 760, box["y"] + y * box["height"] / 760)
+    assert page.locator("#tip").is_visible() and "b.png" in page.locator("#tip").inner_text()
+    view.assert_clean()

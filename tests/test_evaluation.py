@@ -18,6 +18,7 @@ from caex.evaluation import (
     LocalisationMetric,
     PerturbationMetric,
     aopc,
+    aopc_standard_error,
     default_n_patches,
     evaluate,
     greedy_patches,
@@ -65,6 +66,9 @@ def test_hand_computed_aopc_and_pd():
     # drops per p: image 0 -> 0.4, 0.7; image 1 -> 0.0, 0.4; means 0.2, 0.55
     assert aopc(probs) == pytest.approx(0.375)
     assert peak_degradation(probs) == pytest.approx(0.55)
+    # per-image AOPC 0.55 and 0.2: sample std 0.2475, over sqrt(2)
+    assert aopc_standard_error(probs) == pytest.approx(0.35 / math.sqrt(2) / math.sqrt(2))
+    assert math.isnan(aopc_standard_error(probs[:1]))
 
 
 def test_perturbation_curve_on_a_mean_intensity_model():
@@ -360,7 +364,9 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     assert saved["settings"]["n_patches"] == 3 and saved["settings"]["patch"] == 3
     assert [row["method"] for row in saved["methods"]] == ["cae-centroid", "occlusion", "random"]
     table = (tmp_path / "results.md").read_text()
-    assert f"| cae-centroid | {cae.aopc:.3f} | {cae.peak_degradation:.3f} |" in table
+    assert cae.aopc_se > 0
+    assert f"| cae-centroid | {cae.aopc:.3f} ± {cae.aopc_se:.3f} | {cae.peak_degradation:.3f} |" in table
+    assert "Localisation: averaged over the 2 of the 4 images whose mask marks a lesion" in table
     assert "N = 3 patches of 3x3 px" in table
     with open(tmp_path / "results.csv", newline="") as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
@@ -369,8 +375,9 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
         result = results.row(name)
         assert float(row["aopc"]) == pytest.approx(result.aopc) and float(row["iou"]) == pytest.approx(result.iou)
         assert float(row["peak_degradation"]) == pytest.approx(result.peak_degradation)
-    assert saved["settings"]["cae"] == {"cae-centroid": "5-step paths toward the other class"}
-    assert "CAE maps (cae-centroid): 5-step paths toward the other class." in table
+        assert float(row["aopc_se"]) == pytest.approx(result.aopc_se)
+    assert saved["settings"]["cae"] == {"cae-centroid": "5-step centroid paths toward the other class"}
+    assert "CAE maps (cae-centroid): 5-step centroid paths toward the other class." in table
 
 
 def test_runner_is_deterministic():

@@ -721,7 +721,7 @@ def test_cae_attributor_can_average_the_maps_toward_every_other_class(tiny: tupl
     expected = normalise_maps(sum(torch.where((explained != other)[:, None, None], maps, 0.0)
                                   for other, maps in enumerate(toward)))
     attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_by="all")
-    assert attributor.describe() == "2-step paths toward every other class, their maps averaged"
+    assert attributor.describe() == "2-step centroid paths toward every other class, their maps averaged"
     encoded = []
     encode = explainer.cae.encode
     monkeypatch.setattr(explainer.cae, "encode", lambda batch: encoded.append(len(batch)) or encode(batch))
@@ -765,13 +765,13 @@ def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tu
     nearest_other = distance.scatter(1, explained[:, None], float("inf")).argmin(dim=1)
     attributor = ExplainerAttributor(classifier, explainer, path="centroid", steps=2)
     assert attributor.counter_by == "code"
-    assert attributor.describe() == "2-step paths toward the other class with the nearest class-code centroid"
+    assert attributor.describe() == "2-step centroid paths toward the other class with the nearest class-code centroid"
     maps = attributor.saliency(images[:4], explained)
     assert seen == []
     assert torch.allclose(maps, explainer.saliency(images[:4], target=nearest_other, path="centroid", steps=2))
     fixed = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0)
-    assert fixed.describe() == ("2-step paths toward class 0 (the other class with the nearest class-code centroid "
-                                "for its own images)")
+    assert fixed.describe() == ("2-step centroid paths toward class 0 (the other class with the nearest "
+                                "class-code centroid for its own images)")
     counter = torch.tensor([int(nearest_other[0]), 0, 0, int(nearest_other[3])])
     assert torch.allclose(fixed.saliency(images[:4], explained),
                           explainer.saliency(images[:4], target=counter, path="centroid", steps=2))
@@ -783,4 +783,4 @@ def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tu
     with pytest.raises(CaexError, match="counter_by='code' needs an Explainer whose CAE has stored class centroids"):
         ExplainerAttributor(classifier, bare)
     assert ExplainerAttributor(classifier, bare, counter_by="probability").describe() == (
-        "16-step paths toward the classifier's most probable other class")
+        "16-step guided paths toward the classifier's most probable other class")

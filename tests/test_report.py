@@ -48,6 +48,32 @@ def test_faithfulness_reading_finds_cae_variants_and_skips_nan():
     assert text.startswith("CAE-guided's AOPC is 0.500, 2.0x the best baseline (Grad-CAM, 0.250)")
 
 
+def test_faithfulness_reading_never_calls_a_cae_variant_a_baseline():
+    """With three CAE rows the sentence read 'level with the best baseline (CAE-nearest, 0.580)'."""
+    scores = {"CAE-guided": 0.60, "CAE-nearest": 0.58, "Grad-CAM": 0.50, "Random": 0.2}
+    text = readings.read_faithfulness(scores, subject="CAE-nearest")
+    assert text.startswith("CAE-nearest's AOPC is 0.580, 1.2x the best baseline (Grad-CAM, 0.500)")
+    assert "CAE-guided" not in text
+    located = readings.read_localisation({"CAE-guided": 0.3, "CAE-nearest": 0.2, "IG": 0.25},
+                                         {"CAE-nearest": 0.75}, subject="CAE-nearest", n_with_mask=24)
+    assert located == ("CAE-nearest puts 20% of its saliency inside the lesion masks (best other method: IG, 25%), "
+                       "and its top pixel falls inside the lesion for 75% of the 24 images with a lesion.")
+    assert readings.read_time({"CAE-guided": 50.0, "CAE-nearest": 5.0, "LIME": 500.0},
+                              subject="CAE-nearest").startswith("CAE-nearest takes 5.0 ms per saliency map")
+
+
+def test_faithfulness_reading_weighs_standard_errors_against_random():
+    """Grad-CAM at 0.649 'beat' the random map at 0.648 on 32 images; within two standard errors it is not told
+    apart from it, and a method clearly above it is not named."""
+    scores = {"CAE": 0.70, "Grad-CAM": 0.649, "LIME": 0.60, "Random": 0.648}
+    errors = {"CAE": 0.01, "Grad-CAM": 0.02, "LIME": 0.02, "Random": 0.02}
+    text = readings.read_faithfulness(scores, errors=errors)
+    assert "LIME does not beat the random map (0.648)" in text
+    assert "Grad-CAM is above the random map by less than two standard errors" in text
+    assert "CAE is above" not in text  # 0.052 > 2 * hypot(0.01, 0.02) = 0.045
+    assert "standard errors" not in readings.read_faithfulness(scores)  # none given: only the plain comparison
+
+
 def test_swap_reading_names_weakest_direction_and_ignores_diagonal():
     matrix = [[None, 0.9, 1.0], [0.5, None, 0.8], [0.7, 0.95, math.nan]]
     text = readings.read_swap(matrix, ["a", "b", "c"])
@@ -180,6 +206,35 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     assert "Giving an image another class&#x27;s code" in text and "80% of test pairs" in text
     assert "Grad-CAM" not in text and "FullGrad: skipped: no gradients" in text
     assert "Not available" not in text
+
+
+def test_report_with_cae_variants_names_one_of_them_everywhere(tmp_path):
+    run = make_run(tmp_path / "run")
+    results = json.loads((run / "evaluate/results.json").read_text())
+    cae = results["methods"][0]
+    results["methods"][:1] = [{**cae, "method": "cae-guided", "aopc": 0.38, "aopc_se": 0.02, "mass_in_mask": 0.7},
+                              {**cae, "method": "cae-nearest", "aopc": 0.41, "aopc_se": 0.02}]
+    results["settings"].update(has_masks=True, n_with_mask=3, cae={"cae-nearest": "16-step nearest paths"})
+    _write_json(run / "evaluate/results.json", results)
+    text = build_report(run).read_text(encoding="utf-8")
+    assert "CAE-nearest&#x27;s AOPC is 0.410, 1.3x the best baseline (LIME, 0.310)" in text
+    assert "CAE-nearest puts 62% of its saliency" in text and "of the 3 images with a lesion" in text
+    assert "<b>0.410</b><span>CAE-nearest AOPC</span>" in text  # the headline follows the same row
+    assert text.count('<tr class="highlight">') == 2 and "<td>0.410 ± 0.020</td>" in text
+    assert "CAE maps (CAE-nearest: 16-step nearest paths)." in text
+
+
+def test_report_without_masks_says_so_instead_of_describing_them(tmp_path):
+    run = make_run(tmp_path / "run")
+    results = json.loads((run / "evaluate/results.json").read_text())
+    for row in results["methods"]:
+        for key in ("pointing", "mass_in_mask", "iou"):
+            row.pop(key, None)
+    results["settings"]["has_masks"] = False
+    _write_json(run / "evaluate/results.json", results)
+    text = build_report(run).read_text(encoding="utf-8")
+    assert "green: ground-truth lesion" not in text
+    assert "The data has no ground-truth lesion masks, so localisation was not measured." in text
 
 
 def test_embedded_png_round_trips(tmp_path):

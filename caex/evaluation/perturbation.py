@@ -17,6 +17,7 @@ vectorised masks and classified in large batches.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -136,6 +137,13 @@ def aopc(probs: torch.Tensor) -> float:
     return float(degradation_curve(probs).mean())
 
 
+def aopc_standard_error(probs: torch.Tensor) -> float:
+    """Standard error of :func:`aopc` over the images (their AOPCs' sample std / sqrt(K); NaN below 2 images):
+    how far the mean could move with other images of the same kind."""
+    per_image = (probs[:, :1] - probs[:, 1:]).mean(dim=1).double()
+    return float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else math.nan
+
+
 def peak_degradation(probs: torch.Tensor) -> float:
     """The largest mean drop over ``p = 1..N``."""
     return float(degradation_curve(probs).max())
@@ -144,6 +152,7 @@ def peak_degradation(probs: torch.Tensor) -> float:
 @dataclass(frozen=True)
 class PerturbationResult:
     aopc: float
+    aopc_se: float  # standard error over the images
     peak_degradation: float
     curve: list[float]  # mean drop per p = 1..N
     probs: torch.Tensor  # [K, N + 1] ground-truth probabilities, p = 0..N
@@ -188,7 +197,8 @@ class PerturbationMetric:
                                   f"{tuple(saliency.shape)} and {tuple(fill.shape)}")
         n_patches = self.n_patches_for(*size)
         probs = perturbation_curve(model, images, labels, saliency, fill, n_patches, self.patch, self.batch_size)
-        return PerturbationResult(aopc=aopc(probs), peak_degradation=peak_degradation(probs),
+        return PerturbationResult(aopc=aopc(probs), aopc_se=aopc_standard_error(probs),
+                                  peak_degradation=peak_degradation(probs),
                                   curve=degradation_curve(probs).tolist(), probs=probs,
                                   n_patches=n_patches, patch=self.patch)
 

@@ -51,6 +51,7 @@ class MethodResult:
     status: str = "ok"  # "ok" or "skipped"
     reason: str = ""
     aopc: float = math.nan
+    aopc_se: float = math.nan  # standard error of the AOPC over the images
     peak_degradation: float = math.nan
     pointing: float = math.nan
     mass_in_mask: float = math.nan
@@ -81,15 +82,17 @@ class EvaluationResults:
             if result.status != "ok":
                 lines.append(f"| {result.method} | {result.reason} | | | | | |")
                 continue
-            values = (result.aopc, result.peak_degradation, result.pointing, result.mass_in_mask, result.iou)
-            cells = [_format(value) for value in values] + [_format(result.ms_per_image, ".1f")]
+            values = (result.peak_degradation, result.pointing, result.mass_in_mask, result.iou)
+            aopc = _format(result.aopc) + ("" if _is_nan(result.aopc_se) else f" ± {result.aopc_se:.3f}")
+            cells = [aopc, *(_format(value) for value in values), _format(result.ms_per_image, ".1f")]
             lines.append(f"| {result.method} | " + " | ".join(cells) + " |")
         s = self.settings
         lines += ["", f"K = {s['n_images']} correctly classified test images of `{s['data']}` "
                       f"(stratified over classes, seed {s['seed']}); classifier `{s['classifier']}`.",
                   f"Perturbation: N = {s['n_patches']} patches of {s['patch']}x{s['patch']} px (at most "
                   f"{100 * s['covered_share_max']:.1f}% of the {s['image_size']}x{s['image_size']} image), "
-                  f"fill: {s['fill']}. F = softmax probability of the ground-truth class.",
+                  f"fill: {s['fill']}. F = softmax probability of the ground-truth class; AOPC ± its standard "
+                  "error over the images.",
                   f"Timing: median ms per image over batches of {s['batch_size']} on {s['device']}, "
                   "the first (warm-up) batch not timed."]
         by_description: dict[str, list[str]] = {}
@@ -98,11 +101,14 @@ class EvaluationResults:
         lines += [f"CAE maps ({', '.join(names)}): {description}." for description, names in by_description.items()]
         if not s["has_masks"]:
             lines.append("Localisation: the data has no ground-truth masks (—).")
+        elif "n_with_mask" in s:
+            lines.append(f"Localisation: averaged over the {s['n_with_mask']} of the {s['n_images']} images whose "
+                         "mask marks a lesion (the others have none to find).")
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        columns = ["method", "status", "reason", "aopc", "peak_degradation", "pointing", "mass_in_mask", "iou",
-                   "ms_per_image"]
+        columns = ["method", "status", "reason", "aopc", "aopc_se", "peak_degradation", "pointing", "mass_in_mask",
+                   "iou", "ms_per_image"]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -162,8 +168,11 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         maps[name] = timed.maps
         scores = metric(classifier, images, labels, timed.maps, fill)
         located = localisation(timed.maps, test.masks) if test.masks is not None else {}
+        if located:
+            settings["n_with_mask"] = located["n_with_mask"]  # the images localisation is averaged over
         results.append(MethodResult(
-            name, aopc=scores.aopc, peak_degradation=scores.peak_degradation, curve=scores.curve,
+            name, aopc=scores.aopc, aopc_se=scores.aopc_se, peak_degradation=scores.peak_degradation,
+            curve=scores.curve,
             ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
             mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
     evaluation = EvaluationResults(results, settings, indices.tolist(), maps)

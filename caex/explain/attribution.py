@@ -444,7 +444,7 @@ class ExplainerAttributor(Attributor):
             other = "the classifier's most probable other class"
         if self.counter_class is not None:
             other = f"class {self.counter_class} ({other} for its own images)"
-        return f"{self.steps}-step paths toward {other}"
+        return f"{self.steps}-step {self.path} paths toward {other}"
 
 
 BASELINES: dict[str, type[Attributor]] = {

@@ -121,18 +121,19 @@ def write_maps_html(path: str | os.PathLike, *args, **kwargs) -> Path:
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>caex: class-code manifold</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>caex: class-code manifold</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
 #controls{margin:.5em 0}#controls>*{margin-right:1.2em}
 #legend span{display:inline-block;margin-right:1em}
 #legend i{display:inline-block;width:.8em;height:.8em;border-radius:50%;margin-right:.3em;vertical-align:middle}
-canvas{border:1px solid #ccc;cursor:crosshair}
+canvas{border:1px solid #ccc;cursor:crosshair;max-width:100%;height:auto}
 #tip{position:absolute;display:none;background:#fff;border:1px solid #888;padding:.3em .5em;
 font-size:.85em;pointer-events:none;width:max-content;max-width:calc(100vw - 16px);overflow-wrap:anywhere;
 box-shadow:1px 1px 4px #aaa}
 </style></head><body>
-<h2>Class-code manifold</h2>
+<h1>Class-code manifold</h1>
 <p>Each point is one image's class code projected to 2-D; filled dots are training images, rings test images,
 crosses the class centroids. Hover a point for its file, label and the classifier's prediction.</p>
 <div id="controls">
@@ -141,7 +142,8 @@ crosses the class centroids. Hover a point for its file, label and the classifie
 <label><input type="checkbox" id="show-test" checked> test</label>
 </div>
 <div id="legend"></div>
-<canvas id="map" width="760" height="760"></canvas>
+<canvas id="map" width="760" height="760" role="img"
+ aria-label="2-D map of the class codes, one point per image, coloured by class"></canvas>
 <div id="tip"></div>
 <script>
 const DATA = __DATA__;

@@ -177,19 +177,25 @@ def format_cell(value: Any) -> str:
 
 
 def percent(value: Any) -> str:
-    """A share as a percentage cell ("91.2%"), missing values as an en dash."""
-    return f"{100 * value:.1f}%" if readings.finite(value) else "–"
+    """A share as a percentage cell ("91.2%"), missing values as an en dash; above 99% it is floored like the
+    readings' shares, so a table never shows 99.1% where its sentence says 99.0%."""
+    if not readings.finite(value):
+        return "–"
+    share = 100 * value
+    return f"{math.floor(share * 10) / 10:.1f}%" if 99 < share < 100 else f"{share:.1f}%"
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None) -> str:
-    """A plain HTML table; the row whose first cell equals ``highlight`` (ignoring case) is bold."""
+    """A plain HTML table (scrolling sideways on a narrow screen); rows whose first cell is ``highlight`` or one
+    of its variants (``CAE-nearest`` for ``CAE``, ignoring case) are bold."""
     head = "".join(f"<th>{html.escape(str(name))}</th>" for name in header)
     lines = []
     for row in rows:
-        marked = highlight is not None and str(row[0]).lower() == highlight.lower()
+        marked = highlight is not None and readings.is_variant_of(str(row[0]), highlight)
         cells = "".join(f"<td>{html.escape(format_cell(value))}</td>" for value in row)
         lines.append(f'<tr class="highlight">{cells}</tr>' if marked else f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    return (f'<div class="table-scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody>'
+            "</table></div>")
 
 
 def kpis_html(figures: Sequence[tuple[str, str]]) -> str:
@@ -306,9 +312,10 @@ def overview_section(sources: ReportSources) -> Section:
     swap = _swap_overall(summary) if summary else None
     if swap is not None:
         figures.append((readings.share(swap), "class-swap success"))
-    aopc = _column(_result_rows(_results(sources.evaluate)), "aopc")
-    if readings.finite(aopc.get("CAE")):
-        figures.append((f"{aopc['CAE']:.3f}", "CAE AOPC"))
+    rows = _result_rows(_results(sources.evaluate))
+    aopc, subject = _column(rows, "aopc"), cae_subject(rows)
+    if subject is not None and readings.finite(aopc.get(subject)):
+        figures.append((f"{aopc[subject]:.3f}", f"{subject} AOPC"))
     if figures:
         section.parts.append(kpis_html(figures))
     stages = [(name, _read_json(sources.root / name / "stage.json", STAGE_SCHEMA)) for name in STAGE_FOLDERS]
@@ -323,7 +330,8 @@ def overview_section(sources: ReportSources) -> Section:
 
 
 def data_section(sources: ReportSources) -> Section:
-    section = Section("data", "Data", "Training samples per class, ground-truth lesion masks outlined in red.")
+    section = Section("data", "Data", "Training samples per class (ground-truth lesion masks, where the data has "
+                                      "them, outlined in red).")
     section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
     info = _json_or_missing(section, sources.data, "dataset.json", "data set description", DATASET_SCHEMA)
     if info:
@@ -490,13 +498,20 @@ def method_name(method: str) -> str:
     return f"{name}-{variant}" if variant else name
 
 
-def _cell(key: str, value: Any) -> Any:
-    return f"{value:,.1f}" if key == "ms_per_image" and readings.finite(value) else value
+def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
+    """A results cell: times to 0.1 ms (two significant digits below that), AOPC with its standard error."""
+    if key == "ms_per_image" and readings.finite(value):
+        return f"{value:,.1f}" if value >= 0.1 else f"{value:.2g}"
+    if key == "aopc" and readings.finite(value) and readings.finite(row.get("aopc_se")):
+        return f"{value:.3f} ± {row['aopc_se']:.3f}"
+    return value
 
 
 #: What the report reads of ``results.json`` (the other files' schemas are above the sections).
-RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str},
-                  "methods": [{"method": str, "status": str, "reason": str, **dict.fromkeys(RESULT_COLUMNS, float)}]}
+RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
+                               "has_masks": bool, "n_with_mask": int, "cae": {str: str}},
+                  "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
+                               **dict.fromkeys(RESULT_COLUMNS, float)}]}
 
 
 def _results(folder: Path | None) -> dict[str, Any]:
@@ -507,6 +522,17 @@ def _results(folder: Path | None) -> dict[str, Any]:
 def _result_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-method rows of ``results.json`` that name their method."""
     return [row for row in results.get("methods", []) if "method" in row]
+
+
+def cae_subject(rows: list[dict[str, Any]]) -> str | None:
+    """The one CAE row every sentence and headline is about: plain ``cae`` if it ran, else the CAE variant with
+    the highest AOPC (the sentences then all name it, never one variant here and another there)."""
+    ran = [row for row in rows if row.get("status", "ok") == "ok" and readings.is_variant_of(str(row["method"]), "cae")]
+    if not ran:
+        return None
+    plain = next((row for row in ran if str(row["method"]).lower() == "cae"), None)
+    best = plain or max(ran, key=lambda row: row.get("aopc") if readings.finite(row.get("aopc")) else -math.inf)
+    return method_name(str(best["method"]))
 
 
 def _column(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -520,9 +546,12 @@ def evaluation_section(sources: ReportSources) -> Section:
                       "Every method explains the same test images of the same classifier. AOPC and PD: how fast "
                       "the classifier's confidence drops as the most salient patches are covered with noise "
                       "(higher is better); localisation: how much saliency falls inside the true lesion.")
-    section.figure(sources.evaluate, "gallery.png", "saliency maps of every method; green: ground-truth lesion")
-    section.figure(sources.evaluate, "curves.png", "mean drop of the true class's probability as patches are covered")
     results = _results(sources.evaluate)
+    settings = results.get("settings", {})
+    masks = settings.get("has_masks", True)
+    section.figure(sources.evaluate, "gallery.png",
+                   "saliency maps of every method" + ("; green: ground-truth lesion" if masks else ""))
+    section.figure(sources.evaluate, "curves.png", "mean drop of the true class's probability as patches are covered")
     rows = _result_rows(results)
     if not rows:
         section.missing.append(f"results table ({_where(sources.evaluate, 'results.json')} not found or empty)")
@@ -531,22 +560,26 @@ def evaluation_section(sources: ReportSources) -> Section:
     columns = [key for key in RESULT_COLUMNS if any(readings.finite(row.get(key)) for row in ran)]
     section.parts.append("<h3>Results</h3>" + table_html(
         ["method", *(RESULT_COLUMNS[key] for key in columns)],
-        [[method_name(row["method"]), *(_cell(key, row.get(key)) for key in columns)] for row in ran],
+        [[method_name(row["method"]), *(_cell(key, row.get(key), row) for key in columns)] for row in ran],
         highlight="CAE"))
-    settings = results.get("settings", {})
     if settings:
         section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings))}</p>')
     skipped = [f"{method_name(row['method'])}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
     if skipped:
         section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
+    subject = cae_subject(ran)
     if "aopc" in columns:
-        section.reading(readings.read_faithfulness(_column(ran, "aopc"), metric="AOPC"))
+        section.reading(readings.read_faithfulness(_column(ran, "aopc"), metric="AOPC", subject=subject,
+                                                   errors=_column(ran, "aopc_se")))
     if "peak_degradation" in columns:
-        section.reading(readings.read_faithfulness(_column(ran, "peak_degradation"), metric="PD"))
+        section.reading(readings.read_faithfulness(_column(ran, "peak_degradation"), metric="PD", subject=subject))
     if "mass_in_mask" in columns:
-        section.reading(readings.read_localisation(_column(ran, "mass_in_mask"), _column(ran, "pointing")))
+        section.reading(readings.read_localisation(_column(ran, "mass_in_mask"), _column(ran, "pointing"),
+                                                   subject=subject, n_with_mask=settings.get("n_with_mask")))
+    elif not masks:
+        section.reading("The data has no ground-truth lesion masks, so localisation was not measured.")
     if "ms_per_image" in columns:
-        section.reading(readings.read_time(_column(ran, "ms_per_image")))
+        section.reading(readings.read_time(_column(ran, "ms_per_image"), subject=subject))
     return section
 
 
@@ -559,7 +592,9 @@ def _evaluation_setup(settings: dict[str, Any]) -> str:
         parts.append(f"fill: {settings['fill']}")
     if "device" in settings:
         parts.append(f"timed on {settings['device']}")
-    return "Measured on " + "; ".join(parts) + "."
+    paths = sorted({f"{method_name(name)}: {description}" for name, description in settings.get("cae", {}).items()})
+    cae = f" CAE maps ({'; '.join(paths)})." if paths else ""
+    return "Measured on " + "; ".join(parts) + "; AOPC ± its standard error over the images." + cae
 
 
 SECTIONS: tuple[Callable[[ReportSources], Section], ...] = (
@@ -571,7 +606,7 @@ SECTIONS: tuple[Callable[[ReportSources], Section], ...] = (
 def render_report(sources: ReportSources) -> str:
     """The complete HTML page for ``sources``."""
     sections = [build(sources) for build in SECTIONS]
-    nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
+    nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)  # wraps when narrow
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return PAGE.format(
         title=html.escape(sources.title), style=STYLE, nav=nav,

@@ -28,10 +28,21 @@ def share(value: float) -> str:
     return f"{percent:.1f}%" if abs(percent) < 10 else f"{percent:.0f}%"
 
 
+def is_variant_of(key: str, name: str) -> bool:
+    """Whether method ``key`` is ``name`` or one of its variants (``CAE-guided`` is a CAE), ignoring case."""
+    return key.lower().split("-")[0] == name.lower()
+
+
 def _find(values: Mapping[str, float], name: str) -> str | None:
-    """The first key of ``values`` naming method ``name``, ignoring case and variant suffixes
-    (``CAE-guided`` is a CAE), so the best variant is found when ``values`` is ranked."""
-    return next((key for key in values if key.lower().split("-")[0] == name.lower()), None)
+    """The first key of ``values`` naming method ``name`` or a variant, so the best variant is found when
+    ``values`` is ranked."""
+    return next((key for key in values if is_variant_of(key, name)), None)
+
+
+def _subject(values: Mapping[str, float], subject: str | None) -> str | None:
+    """The row the sentence is about: ``subject`` when given and present (the report names one CAE row for
+    all its sentences), else the first CAE row of ``values``."""
+    return subject if subject in values else _find(values, SUBJECT)
 
 
 def _ranked(values: Mapping[str, float], *, higher_is_better: bool) -> list[tuple[str, float]]:
@@ -44,14 +55,18 @@ _EFFECT = {"AOPC": "lowers the classifier's confidence fastest",
            "PD": "lowers the classifier's confidence the most"}
 
 
-def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC") -> str:
-    """How the subject's faithfulness score (higher is better) compares with the best baseline and random."""
+def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC", subject: str | None = None,
+                      errors: Mapping[str, float] | None = None) -> str:
+    """How the subject's faithfulness score (higher is better) compares with the best baseline and random.
+
+    Other variants of the subject are no baselines. With standard ``errors``, a method counts as beating
+    the random map only when it is more than two combined standard errors above it."""
     scores = dict(_ranked(values, higher_is_better=True))
     if not scores:
         return f"No {metric} values were recorded."
     effect = _EFFECT.get(metric, "moves the classifier's decision most")
-    subject, random = _find(scores, SUBJECT), _find(scores, RANDOM)
-    baselines = [name for name in scores if name not in (subject, random)]
+    subject, random = _subject(scores, subject), _find(scores, RANDOM)
+    baselines = [name for name in scores if not is_variant_of(name, SUBJECT) and name != random]
     if subject is None:
         best = next(iter(scores))
         sentence = f"{best} has the highest {metric} ({scores[best]:.3f}): covering the pixels it marks {effect}."
@@ -68,23 +83,42 @@ def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC") -> s
             sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, below the best baseline ({best}, "
                         f"{scores[best]:.3f}): covering the pixels {best} marks {effect}.")
     if random is not None:
-        losers = [name for name in scores if name != random and scores[name] <= scores[random]]
-        if losers:
-            one = len(losers) == 1
-            sentence += (f" {', '.join(losers)} {'does' if one else 'do'} not beat the random map "
-                         f"({scores[random]:.3f}), so {'it is' if one else 'they are'} not explaining this "
-                         "classifier.")
+        sentence += _against_random(scores, random, errors or {})
     return sentence
 
 
-def read_localisation(mass: Mapping[str, float], pointing: Mapping[str, float] | None = None) -> str:
-    """Where the saliency lands relative to the ground-truth lesion masks."""
+def _against_random(scores: Mapping[str, float], random: str, errors: Mapping[str, float]) -> str:
+    """The methods that do not beat the random map: at or below it, or, where standard errors are known,
+    within two combined standard errors above it (not told apart from it on these images)."""
+    def margin(name: str) -> float:
+        pair = (errors.get(name), errors.get(random))
+        return 2 * math.hypot(*pair) if all(finite(error) for error in pair) else 0.0
+
+    below = [name for name in scores if name != random and scores[name] <= scores[random]]
+    close = [name for name in scores if name not in (random, *below) and scores[name] - scores[random] <= margin(name)]
+    sentence = ""
+    if below:
+        one = len(below) == 1
+        sentence += (f" {', '.join(below)} {'does' if one else 'do'} not beat the random map "
+                     f"({scores[random]:.3f}), so {'it is' if one else 'they are'} not explaining this classifier.")
+    if close:
+        one = len(close) == 1
+        sentence += (f" {', '.join(close)} {'is' if one else 'are'} above the random map by less than two standard "
+                     "errors: on these images, not told apart from it.")
+    return sentence
+
+
+def read_localisation(mass: Mapping[str, float], pointing: Mapping[str, float] | None = None, *,
+                      subject: str | None = None, n_with_mask: int | None = None) -> str:
+    """Where the saliency lands relative to the ground-truth lesion masks (averaged over the ``n_with_mask``
+    images that have a lesion)."""
     ranked = _ranked(mass, higher_is_better=True)
     if not ranked:
         return "No localisation figures were recorded (the data has no ground-truth masks)."
     values = dict(ranked)
-    subject = _find(values, SUBJECT) or ranked[0][0]
-    others = [(name, v) for name, v in ranked if name != subject and name.lower() != RANDOM]
+    subject = _subject(values, subject) or ranked[0][0]
+    others = [(name, v) for name, v in ranked
+              if not is_variant_of(name, SUBJECT) and name != subject and name.lower() != RANDOM]
     sentence = f"{subject} puts {share(values[subject])} of its saliency inside the lesion masks"
     details = []
     if others:
@@ -95,7 +129,8 @@ def read_localisation(mass: Mapping[str, float], pointing: Mapping[str, float] |
     if details:
         sentence += f" ({'; '.join(details)})"
     if pointing and finite(pointing.get(subject)):
-        sentence += f", and its top pixel falls inside the lesion for {share(pointing[subject])} of the images"
+        images = f"the {n_with_mask} images with a lesion" if n_with_mask else "the images with a lesion"
+        sentence += f", and its top pixel falls inside the lesion for {share(pointing[subject])} of {images}"
     return sentence + "."
 
 
@@ -103,14 +138,14 @@ def _milliseconds(value: float) -> str:
     return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
-def read_time(milliseconds: Mapping[str, float]) -> str:
+def read_time(milliseconds: Mapping[str, float], *, subject: str | None = None) -> str:
     """How long one saliency map takes, relative to the slowest and the quickest method."""
     ranked = _ranked(milliseconds, higher_is_better=False)
     if not ranked:
         return "No timings were recorded."
     times = dict(ranked)
     (fastest, fastest_ms), (slowest, slowest_ms) = ranked[0], ranked[-1]
-    subject = _find(times, SUBJECT)
+    subject = _subject(times, subject)
     if subject is None:
         return (f"{fastest} is quickest ({_milliseconds(fastest_ms)} per map), "
                 f"{slowest} slowest ({_milliseconds(slowest_ms)}).")

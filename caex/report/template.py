@@ -18,6 +18,9 @@ header p { margin: 0; opacity: .9; }
 nav { background: var(--paper); border-bottom: 1px solid var(--rule); padding: 10px 40px; font-size: 14px; }
 nav a { color: var(--accent); text-decoration: none; margin-right: 18px; white-space: nowrap; }
 main { max-width: 1180px; margin: 0 auto; padding: 24px 40px 60px; }
+@media (max-width: 600px) { header, nav { padding-left: 14px; padding-right: 14px; }
+                            main { padding: 14px 8px 40px; } section { padding: 14px 12px; } }
+.table-scroll { overflow-x: auto; }
 section { background: var(--paper); border: 1px solid var(--rule); border-radius: 8px;
           padding: 20px 26px; margin: 0 0 22px; }
 h2 { margin: 0 0 10px; font-size: 20px; font-weight: 600; }
@@ -26,9 +29,8 @@ p.lead { color: var(--muted); margin: 0 0 14px; }
 p.reading { margin: 8px 0 4px; padding: 8px 12px; border-left: 4px solid var(--accent);
             background: var(--band); }
 figure { margin: 12px 0; text-align: center; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px;
-             image-rendering: pixelated; }
-figure img.enlarge { width: min(100%, 560px); }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; }
+figure img.enlarge { width: min(100%, 560px); image-rendering: pixelated; }
 figure.example { display: flex; flex-wrap: wrap; align-items: flex-end; gap: 10px; justify-content: center; }
 figure.example img { max-height: 200px; width: auto; }
 figure.example figcaption { flex-basis: 100%; }
