@@ -294,7 +294,7 @@ def _curves_figure(results: EvaluationResults):
     s = results.settings
     axes.set_xlabel(f"patches covered p ({s['patch']}x{s['patch']} px each)")
     axes.set_ylabel("mean drop of p(ground-truth class)")
-    axes.set_title(f"Degradation curves, {s['n_images']} images of {s['data']}")
+    axes.set_title(f"Degradation curves\n{s['n_images']} images of {s['data']}", fontsize=10)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # every method skipped: no curve to name
         axes.legend(fontsize=8)
