@@ -89,6 +89,17 @@ def test_wrapper_normalises_data_range_images_with_its_buffers():
     assert not torch.allclose(unnormalised(images), net(images))
 
 
+@pytest.mark.parametrize("images", [32, 128, 200])  # 1, 4 and 6 steps of 32: fewer than a one-cycle schedule needs
+def test_a_run_of_only_a_few_steps_trains_at_a_constant_lr(images):
+    """With 4 steps OneCycleLR's warm-up had length 0: 'unexpected error: ZeroDivisionError'."""
+    from caex.classifier import train_classifier
+
+    bundle = load_dataset(f"synthetic:classes=2,per_class={images // 2 + images // 8},size=32")
+    bundle.train = bundle.train.subset(torch.arange(images))
+    net, metrics = train_classifier(bundle, "smallcnn", epochs=1, batch_size=32, device="cpu")
+    assert 0.0 <= metrics.test_accuracy <= 1.0
+
+
 def test_random_shift_moves_each_image_by_at_most_max_shift():
     images = torch.zeros(8, 1, 16, 16)
     images[:, :, 8, 8] = 1.0

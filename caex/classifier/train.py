@@ -94,6 +94,18 @@ def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float |
     return epochs, lr
 
 
+#: Fewest steps a one-cycle schedule gets: with 4 its warm-up has length 0 and torch divides by zero, and
+#: below 8 it is no warm-up and decay but a jump to near 0 and back.
+MIN_ONE_CYCLE_STEPS = 8
+
+
+def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Warm up for a quarter of the steps, then anneal (one cycle); a constant ``lr`` for very short runs."""
+    if total_steps < MIN_ONE_CYCLE_STEPS:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+
+
 def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, lr: float | None = None, seed: int = 0,
                      device: str | torch.device = "auto", verbose: bool = False,
@@ -117,8 +129,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     images, labels = bundle.train.images.to(device), bundle.train.labels.to(device)
     steps_per_epoch = max(len(labels) // batch_size, 1)  # drop the ragged last batch: BatchNorm dislikes tiny ones
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                    pct_start=0.25)
+    scheduler = _one_cycle(optimizer, lr, epochs * steps_per_epoch)
     max_shift = max(bundle.image_size // 16, 1)
 
     bar = progress(total=epochs * steps_per_epoch, desc=f"train {arch}", unit="step", enabled=verbose)
