@@ -251,16 +251,42 @@ def test_cli_resume_with_unreadable_settings_is_one_line(tmp_path, npz_data, cap
     assert "\n" not in err
 
 
-def test_ctrl_c_says_how_to_continue(tmp_path, npz_data, capsys, monkeypatch) -> None:
+def test_ctrl_c_says_how_to_continue_once_there_is_a_checkpoint(tmp_path, npz_data, capsys, monkeypatch) -> None:
+    """Before the first checkpoint it promised a resume that then failed with 'no checkpoint to resume from'."""
     import caex.training
+
+    run = tmp_path / "run"
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(caex.training, "train_cae", interrupted)
-    assert main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", "--device", "cpu"]) == 130
+    argv = ["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--device", "cpu"]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "caex train: interrupted"
+    run.mkdir()
+    (run / "checkpoint.safetensors").write_bytes(b"")
+    assert main([*argv, "--resume"]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
         "caex train: interrupted (finished checkpoints are kept; rerun with --resume to continue)")
+
+
+def test_sigterm_outside_training_ends_with_one_line_and_143(tmp_path, capsys, monkeypatch) -> None:
+    """evaluate, explain, manifold, report and train-classifier died silently with -15."""
+    import os
+    import signal
+
+    import caex.data
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(caex.data, "save_preview", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["data", "show", "synthetic:per_class=4,size=32", "--out", str(tmp_path / "grid.png")]) == 143
+    assert capsys.readouterr().err.splitlines()[-1] == "caex data: stopped by SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before  # put back for whatever runs next
 
 
 def test_sigterm_stops_with_the_checkpoint_saved_and_says_how_to_continue(tmp_path, npz_data, capsys,

@@ -12,10 +12,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from caex import __version__
@@ -24,6 +28,36 @@ from caex.errors import CaexError, Interrupted
 #: What an interrupted command keeps and how to continue, for the commands that pick up where they stopped.
 RESUME_HINTS = {"train": ("finished checkpoints are kept", "rerun with --resume to continue"),
                 "demo": ("finished stages are kept", "rerun the same command to continue")}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or ``kill``'s stop), raised where Ctrl-C would be so that the same clean-up runs
+    and the command ends with one line and exit 143 instead of dying silently."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (training installs its own graceful handler
+    inside, and puts this one back)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
+    """What to say about resuming an interrupted command: for ``train`` only once a checkpoint exists."""
+    if args.command == "train" and not (Path(args.out) / "checkpoint.safetensors").is_file():
+        return None
+    return RESUME_HINTS.get(args.command)
 
 # Order is the order shown in ``caex --help``: the pipeline, front door first.
 COMMAND_MODULES = [
@@ -88,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"caex {args.command}: warning: {message}\n"
     try:
-        result = args.func(args)
+        with _sigterm_as_interrupt():
+            result = args.func(args)
     except Interrupted as exc:  # stopped on request, progress saved: not an error of the user's
         _, action = RESUME_HINTS.get(args.command, (None, None))
         _last_line(f"caex {args.command}: {exc}" + (f" ({action})" if action else ""))
@@ -98,10 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _last_line(f"caex {args.command}: error: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        hint = RESUME_HINTS.get(args.command)
-        _last_line(f"caex {args.command}: interrupted" + (f" ({'; '.join(hint)})" if hint else ""))
-        return 130
+    except KeyboardInterrupt as exc:
+        hint = _resume_hint(args)
+        stopped = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        _last_line(f"caex {args.command}: {stopped}" + (f" ({'; '.join(hint)})" if hint else ""))
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:
             raise
