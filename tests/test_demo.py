@@ -127,6 +127,19 @@ def test_run_demo_force_and_recomputed_upstream(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- profiles and data file
 
 
+def test_a_second_demo_into_the_same_folder_is_refused_before_it_deletes_anything(tmp_path):
+    """Two `caex demo --force` at once: the second deleted the stage folders, locks included, that the first was
+    writing, and both trained into one CAE folder."""
+    from caex.utils.io import folder_lock
+
+    out = tmp_path / "demo"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "kept.txt").write_text("the first run's")
+    with folder_lock(out, "caex demo"), pytest.raises(CaexError, match=r"demo: in use by caex demo \(pid \d+\)"):
+        run_demo(out, profile="tiny", force=True, verbose=False)
+    assert (out / "data" / "kept.txt").read_text() == "the first run's"
+
+
 def test_profiles_shrink_with_their_budget():
     default, fast, tiny = PROFILES["default"], PROFILES["fast"], PROFILES["tiny"]
     assert default.budget_seconds == 900 and fast.budget_seconds == 180

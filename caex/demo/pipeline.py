@@ -38,6 +38,7 @@ from caex.demo.stages import Stage, StageOutcome, run_stage, stage_key
 from caex.errors import DataError
 from caex.report.html import method_name
 from caex.utils import atomic_write_bytes, progress, read_json, resolve_device, write_json
+from caex.utils.io import folder_lock
 
 DATASET_FILE = "dataset.safetensors"
 
@@ -340,8 +341,6 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, fast: bool = False, fo
     A stage is reused unless ``force``, its settings changed, its outputs are
     incomplete or a stage it reads from was recomputed in this run.
     """
-    from caex.report import build_report
-
     if profile is None:
         profile = "fast" if fast else "default"
     if isinstance(profile, str):
@@ -349,6 +348,17 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, fast: bool = False, fo
     device = resolve_device(device)  # a bad --device fails before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # One demo per folder: a second (say with --force) would delete the stage folders, locks included, that the
+    # first is writing, and both would then train into one CAE folder.
+    with folder_lock(out, "caex demo"):
+        return _run_stages(out, profile, seed, force, device, verbose)
+
+
+def _run_stages(out: Path, profile: DemoProfile, seed: int, force: bool, device: torch.device,
+                verbose: bool) -> DemoResult:
+    """The body of :func:`run_demo`, under its folder lock."""
+    from caex.report import build_report
+
     artefacts = DemoArtefacts(out, device)
     stages = build_stages(profile, seed, artefacts, verbose)
     total = len(stages) + 1
