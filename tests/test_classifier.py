@@ -96,7 +96,7 @@ def test_a_run_of_only_a_few_steps_trains_at_a_constant_lr(images):
 
     bundle = load_dataset(f"synthetic:classes=2,per_class={images // 2 + images // 8},size=32")
     bundle.train = bundle.train.subset(torch.arange(images))
-    net, metrics = train_classifier(bundle, "smallcnn", epochs=1, batch_size=32, device="cpu")
+    _, metrics = train_classifier(bundle, "smallcnn", epochs=1, batch_size=32, device="cpu")
     assert 0.0 <= metrics.test_accuracy <= 1.0
 
 

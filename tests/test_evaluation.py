@@ -523,3 +523,29 @@ def test_figures_draw_a_data_spec_with_dollar_signs_literally(tmp_path):
     write_results(results, torch.rand(2, 1, 8, 8), None, tmp_path)
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "gallery.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failed_rewrite_keeps_the_previous_output_set_whole(tmp_path, monkeypatch):
+    """An evaluation interrupted while writing left new results.* beside the previous run's gallery and curves."""
+    import caex.evaluation.runner as runner
+    from caex.utils.io import replaced_together
+
+    first = evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, out_dir=tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    assert sorted(before) == ["curves.png", "gallery.png", "results.csv", "results.json", "results.md"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_gallery_figure", interrupted)  # the last of the five files
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "gradcam"], n_images=4,
+                 out_dir=tmp_path)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no staging folder either
+    with replaced_together(tmp_path) as staging:
+        (staging / "results.md").write_text("new")
+        (staging / "extra" / "nested.txt").parent.mkdir()
+        (staging / "extra" / "nested.txt").write_text("deep")
+    assert (tmp_path / "results.md").read_text() == "new" and (tmp_path / "extra" / "nested.txt").is_file()
+    assert (tmp_path / "gallery.png").read_bytes() == before["gallery.png"]  # what the set did not hold stays
+    assert not list(tmp_path.glob(".caex-partial-*")) and first.methods[0].method == "random"

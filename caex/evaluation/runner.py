@@ -28,7 +28,7 @@ from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import BASELINES, Attributor, AttributionError, ExplainerAttributor, make_attributor
-from caex.utils.io import atomic_write_bytes, atomic_write_text, write_json
+from caex.utils.io import atomic_write_bytes, atomic_write_text, replaced_together, write_json
 from caex.utils.plotting import figure_png, literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
@@ -272,11 +272,12 @@ def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch
                   out_dir: str | os.PathLike) -> Path:
     """``results.{csv,json,md}``, ``curves.png`` and ``gallery.png`` under ``out_dir``."""
     out = Path(out_dir)
-    atomic_write_text(out / "results.csv", results.to_csv())
-    write_json(out / "results.json", results.to_json())
-    atomic_write_text(out / "results.md", results.to_markdown())
-    atomic_write_bytes(out / "curves.png", figure_png(_curves_figure(results), dpi=120))
-    atomic_write_bytes(out / "gallery.png", figure_png(_gallery_figure(results, images, masks), dpi=120))
+    with replaced_together(out) as staging:  # the five files replace an earlier set together, or not at all
+        atomic_write_text(staging / "results.csv", results.to_csv())
+        write_json(staging / "results.json", results.to_json())
+        atomic_write_text(staging / "results.md", results.to_markdown())
+        atomic_write_bytes(staging / "curves.png", figure_png(_curves_figure(results), dpi=120))
+        atomic_write_bytes(staging / "gallery.png", figure_png(_gallery_figure(results, images, masks), dpi=120))
     return out
 
 

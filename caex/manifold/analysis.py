@@ -26,6 +26,7 @@ from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pa
                                       straight_path_probabilities)
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.utils import write_json
+from caex.utils.io import replaced_together
 
 if TYPE_CHECKING:
     from caex.classifier import Classifier
@@ -123,67 +124,69 @@ def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir
     if out.exists() and not out.is_dir():
         raise CaexError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    num_classes, class_names = data.num_classes, list(data.class_names)
-    files: dict[str, str] = {}
+    # Written into a staging folder and moved in together: an interrupted rerun leaves the previous set whole.
+    with replaced_together(out) as staging:
+        num_classes, class_names = data.num_classes, list(data.class_names)
+        files: dict[str, str] = {}
 
-    _stage("encoding the data set", verbose)
-    table = encode_bundle(cae, classifier, data, batch_size=batch_size, verbose=verbose)
-    files["codes"] = write_codes_csv(out / "codes.csv", table).name
-    test = table.split("test")
-    test_images = data.test.images
+        _stage("encoding the data set", verbose)
+        table = encode_bundle(cae, classifier, data, batch_size=batch_size, verbose=verbose)
+        files["codes"] = write_codes_csv(staging / "codes.csv", table).name
+        test = table.split("test")
+        test_images = data.test.images
 
-    _stage("drawing the 2-D maps", verbose)
-    rows = subsample_rows(table.splits, map_points, seed=seed)
-    files.update(write_maps(table, rows, out, tsne=tsne, seed=seed))
+        _stage("drawing the 2-D maps", verbose)
+        rows = subsample_rows(table.splits, map_points, seed=seed)
+        files.update(write_maps(table, rows, staging, tsne=tsne, seed=seed))
 
-    _stage("measuring separability (random forest, cross-validated)", verbose)
-    separability = separability_figures(test, test_images, classifier, folds=folds, n_estimators=n_estimators,
-                                        seed=seed, train_images=data.train.images)
+        _stage("measuring separability (random forest, cross-validated)", verbose)
+        separability = separability_figures(test, test_images, classifier, folds=folds, n_estimators=n_estimators,
+                                            seed=seed, train_images=data.train.images)
 
-    _stage("swapping class codes between test images", verbose)
-    index_a, index_b = sample_swap_pairs(test.labels, num_classes, swap_pairs, seed=seed)
-    predictions = swap_predictions(cae, classifier, test_images, test.codes, index_a, index_b,
-                                   batch_size=batch_size, verbose=verbose)
-    success, counts = swap_success_matrix(test.labels[index_a], test.labels[index_b], predictions, num_classes)
+        _stage("swapping class codes between test images", verbose)
+        index_a, index_b = sample_swap_pairs(test.labels, num_classes, swap_pairs, seed=seed)
+        predictions = swap_predictions(cae, classifier, test_images, test.codes, index_a, index_b,
+                                       batch_size=batch_size, verbose=verbose)
+        success, counts = swap_success_matrix(test.labels[index_a], test.labels[index_b], predictions, num_classes)
 
-    _stage("decoding SMOTE samples of the class codes", verbose)
-    smote = smote_smoothness(cae, classifier, test_images, test.codes, test.labels, num_classes,
-                             per_class=smote_per_class, neighbours=smote_neighbours,
-                             individuals=smote_individuals, batch_size=batch_size, seed=seed, verbose=verbose)
+        _stage("decoding SMOTE samples of the class codes", verbose)
+        smote = smote_smoothness(cae, classifier, test_images, test.codes, test.labels, num_classes,
+                                 per_class=smote_per_class, neighbours=smote_neighbours,
+                                 individuals=smote_individuals, batch_size=batch_size, seed=seed, verbose=verbose)
 
-    _stage("walking straight inter-class paths", verbose)
-    path_a, path_b = sample_path_pairs(test.labels, paths, seed=seed)
-    targets = test.labels[path_b]
-    probabilities, frames = straight_path_probabilities(
-        cae, classifier, test_images, test.codes, path_a, path_b, targets, steps=path_steps,
-        keep_frames=figure_paths, batch_size=batch_size, verbose=verbose)
-    monotone = monotone_paths(probabilities, tolerance=monotone_tolerance)
-    if len(frames):
-        titles = [f"{class_names[int(test.labels[a])]} → {class_names[int(test.labels[b])]}"
-                  for a, b in zip(path_a[:len(frames)].tolist(), path_b[:len(frames)].tolist())]
-        files["paths"] = plot_paths(out / "paths.png", frames, probabilities[:len(frames)], titles).name
+        _stage("walking straight inter-class paths", verbose)
+        path_a, path_b = sample_path_pairs(test.labels, paths, seed=seed)
+        targets = test.labels[path_b]
+        probabilities, frames = straight_path_probabilities(
+            cae, classifier, test_images, test.codes, path_a, path_b, targets, steps=path_steps,
+            keep_frames=figure_paths, batch_size=batch_size, verbose=verbose)
+        monotone = monotone_paths(probabilities, tolerance=monotone_tolerance)
+        if len(frames):
+            titles = [f"{class_names[int(test.labels[a])]} → {class_names[int(test.labels[b])]}"
+                      for a, b in zip(path_a[:len(frames)].tolist(), path_b[:len(frames)].tolist())]
+            files["paths"] = plot_paths(staging / "paths.png", frames, probabilities[:len(frames)], titles).name
 
-    summary = {
-        "seed": seed,
-        "data": data.spec,
-        "class_names": class_names,
-        "code_dim": table.code_dim,
-        "counts": {"train": len(data.train), "test": len(data.test),
-                   "train_per_class": data.train.class_counts(num_classes),
-                   "test_per_class": data.test.class_counts(num_classes),
-                   "map_points": len(rows)},
-        "classifier_test_accuracy": float((test.predictions == test.labels).float().mean()),
-        "separability": separability,
-        "swap": {"matrix": _matrix_to_json(success), "pairs": counts.tolist(), "mean": _reduce(success, np.mean),
-                 "min": _reduce(success, np.min), "pairs_per_class_pair": swap_pairs},
-        "smoothness": {"per_class": dict(zip(class_names, (_finite_or_none(v) for v in smote))),
-                       "min": _reduce(smote, np.min), "samples_per_class": smote_per_class,
-                       "neighbours": smote_neighbours, "individual_codes_per_class": smote_individuals},
-        "paths": {"count": len(probabilities), "steps": path_steps, "tolerance": monotone_tolerance,
-                  "monotone_share": _reduce(monotone.float().numpy(), np.mean),
-                  "target_probabilities": [[round(float(p), 4) for p in row] for row in probabilities]},
-        "files": files,
-    }
-    write_json(out / "summary.json", summary)
+        summary = {
+            "seed": seed,
+            "data": data.spec,
+            "class_names": class_names,
+            "code_dim": table.code_dim,
+            "counts": {"train": len(data.train), "test": len(data.test),
+                       "train_per_class": data.train.class_counts(num_classes),
+                       "test_per_class": data.test.class_counts(num_classes),
+                       "map_points": len(rows)},
+            "classifier_test_accuracy": float((test.predictions == test.labels).float().mean()),
+            "separability": separability,
+            "swap": {"matrix": _matrix_to_json(success), "pairs": counts.tolist(), "mean": _reduce(success, np.mean),
+                     "min": _reduce(success, np.min), "pairs_per_class_pair": swap_pairs},
+            "smoothness": {"per_class": dict(zip(class_names, (_finite_or_none(v) for v in smote))),
+                           "min": _reduce(smote, np.min), "samples_per_class": smote_per_class,
+                           "neighbours": smote_neighbours, "individual_codes_per_class": smote_individuals},
+            "paths": {"count": len(probabilities), "steps": path_steps, "tolerance": monotone_tolerance,
+                      "monotone_share": _reduce(monotone.float().numpy(), np.mean),
+                      "target_probabilities": [[round(float(p), 4) for p in row] for row in probabilities]},
+            "files": files,
+        }
+        write_json(staging / "summary.json", summary)
     _stage(f"wrote {out}", verbose)
     return summary

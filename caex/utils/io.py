@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,30 @@ def read_json(path: str | os.PathLike) -> Any:
 
 #: The advisory lock file a long job holds in its output folder (kept there: removing it would race).
 LOCK_FILE = ".caex.lock"
+
+
+@contextmanager
+def replaced_together(folder: str | os.PathLike) -> Iterator[Path]:
+    """A hidden staging folder inside ``folder`` for one command's set of output files: when the block ends
+    they replace their namesakes in ``folder`` (each by an atomic rename, all within moments); when it fails
+    the staging folder goes and ``folder`` keeps its previous set whole.
+
+    Without it an interrupted rerun into an old output folder left new files beside old ones of another
+    model (new ``codes.csv``, the old ``summary.json``), a set that looked complete.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".caex-partial-", dir=folder))
+    try:
+        yield staging
+        for path in sorted(staging.rglob("*")):
+            target = folder / path.relative_to(staging)
+            if path.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager
