@@ -18,6 +18,7 @@ from caex.evaluation import (
     LocalisationMetric,
     PerturbationMetric,
     aopc,
+    aopc_per_image,
     aopc_standard_error,
     default_n_patches,
     evaluate,
@@ -66,6 +67,7 @@ def test_hand_computed_aopc_and_pd():
     # drops per p: image 0 -> 0.4, 0.7; image 1 -> 0.0, 0.4; means 0.2, 0.55
     assert aopc(probs) == pytest.approx(0.375)
     assert peak_degradation(probs) == pytest.approx(0.55)
+    torch.testing.assert_close(aopc_per_image(probs), torch.tensor([0.55, 0.2]))
     # per-image AOPC 0.55 and 0.2: sample std 0.2475, over sqrt(2)
     assert aopc_standard_error(probs) == pytest.approx(0.35 / math.sqrt(2) / math.sqrt(2))
     assert math.isnan(aopc_standard_error(probs[:1]))
@@ -376,6 +378,7 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
         assert float(row["aopc"]) == pytest.approx(result.aopc) and float(row["iou"]) == pytest.approx(result.iou)
         assert float(row["peak_degradation"]) == pytest.approx(result.peak_degradation)
         assert float(row["aopc_se"]) == pytest.approx(result.aopc_se)
+        assert len(result.aopc_per_image) == 4 and sum(result.aopc_per_image) / 4 == pytest.approx(result.aopc)
     assert saved["settings"]["cae"] == {"cae-centroid": "5-step centroid paths toward the other class"}
     assert "CAE maps (cae-centroid): 5-step centroid paths toward the other class." in table
 

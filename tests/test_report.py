@@ -62,15 +62,21 @@ def test_faithfulness_reading_never_calls_a_cae_variant_a_baseline():
                               subject="CAE-nearest").startswith("CAE-nearest takes 5.0 ms per saliency map")
 
 
-def test_faithfulness_reading_weighs_standard_errors_against_random():
-    """Grad-CAM at 0.649 'beat' the random map at 0.648 on 32 images; within two standard errors it is not told
-    apart from it, and a method clearly above it is not named."""
-    scores = {"CAE": 0.70, "Grad-CAM": 0.649, "LIME": 0.60, "Random": 0.648}
-    errors = {"CAE": 0.01, "Grad-CAM": 0.02, "LIME": 0.02, "Random": 0.02}
-    text = readings.read_faithfulness(scores, errors=errors)
-    assert "LIME does not beat the random map (0.648)" in text
+def test_faithfulness_reading_weighs_paired_differences_against_random():
+    """Grad-CAM at 0.649 'beat' the random map at 0.648 on 32 images; within two standard errors of the paired
+    differences it is not told apart from it. The images' own spread is shared, so a steady small lead counts."""
+    random = [0.2, 0.9, 0.5, 0.6]  # the images differ a lot from each other
+    per_image = {"Random": random,
+                 "Grad-CAM": [r + d for r, d in zip(random, [0.05, -0.04, 0.03, -0.02])],  # mean +0.005, noisy
+                 "CAE": [r + d for r, d in zip(random, [0.03, 0.04, 0.03, 0.04])],  # mean +0.035, steady
+                 "LIME": [r - 0.01 for r in random]}
+    scores = {name: sum(values) / 4 for name, values in per_image.items()}
+    text = readings.read_faithfulness(scores, per_image=per_image)
+    assert "LIME does not beat the random map (0.550)" in text
     assert "Grad-CAM is above the random map by less than two standard errors" in text
-    assert "CAE is above" not in text  # 0.052 > 2 * hypot(0.01, 0.02) = 0.045
+    assert "CAE is above" not in text  # paired: 0.035 against 2 x 0.0029
+    assert readings.paired_standard_error([1.0, 2.0, 3.0], [0.5, 1.5, 2.5]) == 0.0
+    assert math.isnan(readings.paired_standard_error([1.0], [0.5]))
     assert "standard errors" not in readings.read_faithfulness(scores)  # none given: only the plain comparison
 
 

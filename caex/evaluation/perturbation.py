@@ -137,11 +137,23 @@ def aopc(probs: torch.Tensor) -> float:
     return float(degradation_curve(probs).mean())
 
 
+def aopc_per_image(probs: torch.Tensor) -> torch.Tensor:
+    """``[K]``: each image's own AOPC, whose mean is :func:`aopc`. Two methods' rows, on the same images and
+    fill, pair up: their differences measure one method against the other without the spread between images."""
+    return (probs[:, :1] - probs[:, 1:]).mean(dim=1)
+
+
+def standard_error(values: torch.Tensor) -> float:
+    """Standard error of the mean of ``values`` (sample std / sqrt(n); NaN below 2 values)."""
+    values = values.double()
+    return float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
 def aopc_standard_error(probs: torch.Tensor) -> float:
-    """Standard error of :func:`aopc` over the images (their AOPCs' sample std / sqrt(K); NaN below 2 images):
-    how far the mean could move with other images of the same kind."""
-    per_image = (probs[:, :1] - probs[:, 1:]).mean(dim=1).double()
-    return float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else math.nan
+    """Standard error of :func:`aopc` over the images: how far the mean could move with other images of the
+    same kind. (Comparing two methods, the standard error of their paired per-image differences is the
+    tighter and right measure: the images' spread is shared.)"""
+    return standard_error(aopc_per_image(probs))
 
 
 def peak_degradation(probs: torch.Tensor) -> float:
@@ -153,6 +165,7 @@ def peak_degradation(probs: torch.Tensor) -> float:
 class PerturbationResult:
     aopc: float
     aopc_se: float  # standard error over the images
+    aopc_per_image: list[float]
     peak_degradation: float
     curve: list[float]  # mean drop per p = 1..N
     probs: torch.Tensor  # [K, N + 1] ground-truth probabilities, p = 0..N
@@ -198,6 +211,7 @@ class PerturbationMetric:
         n_patches = self.n_patches_for(*size)
         probs = perturbation_curve(model, images, labels, saliency, fill, n_patches, self.patch, self.batch_size)
         return PerturbationResult(aopc=aopc(probs), aopc_se=aopc_standard_error(probs),
+                                  aopc_per_image=aopc_per_image(probs).tolist(),
                                   peak_degradation=peak_degradation(probs),
                                   curve=degradation_curve(probs).tolist(), probs=probs,
                                   n_patches=n_patches, patch=self.patch)

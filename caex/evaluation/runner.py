@@ -58,6 +58,7 @@ class MethodResult:
     iou: float = math.nan
     ms_per_image: float = math.nan
     curve: list[float] = field(default_factory=list)  # mean drop of F for p = 1..N
+    aopc_per_image: list[float] = field(default_factory=list)  # paired across methods: same images, same fill
 
 
 @dataclass
@@ -172,7 +173,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
             settings["n_with_mask"] = located["n_with_mask"]  # the images localisation is averaged over
         results.append(MethodResult(
             name, aopc=scores.aopc, aopc_se=scores.aopc_se, peak_degradation=scores.peak_degradation,
-            curve=scores.curve,
+            curve=scores.curve, aopc_per_image=scores.aopc_per_image,
             ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
             mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
     evaluation = EvaluationResults(results, settings, indices.tolist(), maps)

@@ -511,7 +511,7 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
 RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
                                "has_masks": bool, "n_with_mask": int, "cae": {str: str}},
                   "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
-                               **dict.fromkeys(RESULT_COLUMNS, float)}]}
+                               "aopc_per_image": [float], **dict.fromkeys(RESULT_COLUMNS, float)}]}
 
 
 def _results(folder: Path | None) -> dict[str, Any]:
@@ -569,8 +569,9 @@ def evaluation_section(sources: ReportSources) -> Section:
         section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
     subject = cae_subject(ran)
     if "aopc" in columns:
+        per_image = {method_name(str(row["method"])): row["aopc_per_image"] for row in ran if "aopc_per_image" in row}
         section.reading(readings.read_faithfulness(_column(ran, "aopc"), metric="AOPC", subject=subject,
-                                                   errors=_column(ran, "aopc_se")))
+                                                   per_image=per_image))
     if "peak_degradation" in columns:
         section.reading(readings.read_faithfulness(_column(ran, "peak_degradation"), metric="PD", subject=subject))
     if "mass_in_mask" in columns:

@@ -56,11 +56,12 @@ _EFFECT = {"AOPC": "lowers the classifier's confidence fastest",
 
 
 def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC", subject: str | None = None,
-                      errors: Mapping[str, float] | None = None) -> str:
+                      per_image: Mapping[str, Sequence[float]] | None = None) -> str:
     """How the subject's faithfulness score (higher is better) compares with the best baseline and random.
 
-    Other variants of the subject are no baselines. With standard ``errors``, a method counts as beating
-    the random map only when it is more than two combined standard errors above it."""
+    Other variants of the subject are no baselines. With the scores ``per_image`` (the same images for every
+    method), a method counts as beating the random map only when its mean paired difference from it is more
+    than two standard errors above zero."""
     scores = dict(_ranked(values, higher_is_better=True))
     if not scores:
         return f"No {metric} values were recorded."
@@ -83,16 +84,26 @@ def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC", subj
             sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, below the best baseline ({best}, "
                         f"{scores[best]:.3f}): covering the pixels {best} marks {effect}.")
     if random is not None:
-        sentence += _against_random(scores, random, errors or {})
+        sentence += _against_random(scores, random, per_image or {})
     return sentence
 
 
-def _against_random(scores: Mapping[str, float], random: str, errors: Mapping[str, float]) -> str:
-    """The methods that do not beat the random map: at or below it, or, where standard errors are known,
-    within two combined standard errors above it (not told apart from it on these images)."""
+def paired_standard_error(first: Sequence[float], second: Sequence[float]) -> float:
+    """Standard error of the mean of ``first[i] - second[i]`` (NaN unless both hold the same 2 or more values)."""
+    if len(first) != len(second) or len(first) < 2:
+        return math.nan
+    differences = [a - b for a, b in zip(first, second)]
+    mean = sum(differences) / len(differences)
+    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    return math.sqrt(variance / len(differences))
+
+
+def _against_random(scores: Mapping[str, float], random: str, per_image: Mapping[str, Sequence[float]]) -> str:
+    """The methods that do not beat the random map: at or below it, or, where per-image scores are known,
+    within two standard errors of their paired differences above it (not told apart from it on these images)."""
     def margin(name: str) -> float:
-        pair = (errors.get(name), errors.get(random))
-        return 2 * math.hypot(*pair) if all(finite(error) for error in pair) else 0.0
+        error = paired_standard_error(per_image.get(name, []), per_image.get(random, []))
+        return 2 * error if finite(error) else 0.0
 
     below = [name for name in scores if name != random and scores[name] <= scores[random]]
     close = [name for name in scores if name not in (random, *below) and scores[name] - scores[random] <= margin(name)]
