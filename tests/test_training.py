@@ -525,6 +525,30 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_
         assert torch.equal(ours, theirs)
 
 
+def test_a_stop_signal_during_the_final_save_waits_for_it(tmp_path, monkeypatch) -> None:
+    """The handler ended with the loop, so a SIGTERM while saving left a model without summary.json, and the
+    resume that finished it recorded 0 iterations trained in 0 s."""
+    data = _data()
+    config, train_config = _configs(iters=2)
+    save = CAE.save
+
+    def signalled_save(self, run_dir):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return save(self, run_dir)
+
+    def outer(signum, frame):  # what an unguarded SIGTERM does here: end the run before its summary
+        raise RuntimeError("SIGTERM reached the caller")
+
+    monkeypatch.setattr(CAE, "save", signalled_save)
+    previous = signal.signal(signal.SIGTERM, outer)
+    try:
+        train_cae(data, config, train_config, tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["trained_iters"] == 2 and summary["seconds"] > 0
+
+
 def test_a_second_ctrl_c_aborts_at_once(tmp_path) -> None:
     data = _data()
     config, train_config = _configs(iters=12, ckpt_every=100, sample_every=5)

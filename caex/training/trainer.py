@@ -596,16 +596,18 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
             bar.close()
             if logger is not None:
                 logger.close()
-    seconds = time.perf_counter() - began - paused
-    # The default layout again, so the returned CAE computes exactly what the saved one loads as.
-    cae = trainer.result.eval().to(memory_format=torch.contiguous_format)
-    cae.set_train_codes(cae.class_codes(train_set.images), labels)
-    if writes:
-        cae.save(run_dir)
-        evaluation = test_set if test_set is not None and len(test_set) else train_set
-        images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
-        _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
-                       images_per_second=images_per_second, terms=terms)
+        # Still under the stop handler: a signal during the final save waits for it (seconds), where it
+        # would leave a model without its summary.json.
+        seconds = time.perf_counter() - began - paused
+        # The default layout again, so the returned CAE computes exactly what the saved one loads as.
+        cae = trainer.result.eval().to(memory_format=torch.contiguous_format)
+        cae.set_train_codes(cae.class_codes(train_set.images), labels)
+        if writes:
+            cae.save(run_dir)
+            evaluation = test_set if test_set is not None and len(test_set) else train_set
+            images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
+            _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
+                           images_per_second=images_per_second, terms=terms)
     barrier(context)
     return cae
 
