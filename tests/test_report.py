@@ -134,7 +134,8 @@ def make_run(root: Path) -> Path:
     for name in ("map_pca.png", "map_tsne.png", "paths.png"):
         _png(root / "manifold" / name)
     _write_json(root / "manifold/summary.json", {
-        "class_names": ["normal", "cnv"],
+        "class_names": ["normal", "cnv"], "data": "synthetic:classes=2",
+        "counts": {"train_per_class": [30, 31], "test_per_class": [7, 8]},
         "separability": {"class_codes": {"mean": 0.95, "std": 0.02, "folds": 5, "dims": 8},
                          "pixel_pca": {"mean": 0.6, "std": 0.05, "folds": 5, "dims": 8},
                          "classifier_features": {"skipped": True, "note": "black box"}},
@@ -285,6 +286,8 @@ def test_cae_run_folder_with_separate_analysis_folders(tmp_path):
     assert "loss terms against iteration" in text and "80% of test pairs" in text and "AOPC" in text
     assert "samples.png not found" in text  # no data folder given
     assert "classifier.json not found" in text
+    # the data set as the manifold analysis counted it (it said "dataset.json not found" before 2026-12-07)
+    assert "synthetic:classes=2: 61 training and 15 test images of" in text and "data set description" not in text
 
 
 def test_cli_report_takes_the_classifier_bundle_of_a_separate_pipeline(tmp_path):

@@ -292,7 +292,8 @@ DATASET_SCHEMA = {"spec": str, "class_names": [str], "image_size": int,
 CLASSIFIER_SCHEMA = {"arch": str, "class_names": [str], "image_size": int, "channels": int, "test_accuracy": float}
 TRAINING_SCHEMA = {"iters": int, "seconds": float, "images_per_second": float, "recon_l1": float}
 MANIFOLD_SCHEMA = {
-    "class_names": [str],
+    "class_names": [str], "data": str,
+    "counts": {"train_per_class": [int], "test_per_class": [int]},
     "separability": {str: {"mean": float, "std": float, "dims": int, "folds": int, "skipped": bool}},
     "swap": {"matrix": [[(float, None)]], "mean": float},  # null: the diagonal and unmeasured pairs
     "smoothness": {"per_class": {str: (float, None)}},  # null: a class that could not be measured
@@ -329,12 +330,28 @@ def overview_section(sources: ReportSources) -> Section:
     return section
 
 
+def _data_from_manifold(sources: ReportSources) -> dict[str, Any] | None:
+    """The data set's description as the manifold analysis recorded it (a CAE run has no ``dataset.json``)."""
+    summary = None if sources.manifold is None else _read_json(sources.manifold / "summary.json", MANIFOLD_SCHEMA)
+    counts = (summary or {}).get("counts", {})
+    if not summary or "class_names" not in summary or not {"train_per_class", "test_per_class"} <= set(counts):
+        return None
+    config = None if sources.cae is None else _read_json(sources.cae / "config.json", {"config": {"image_size": int}})
+    return {"spec": summary.get("data", "The data"), "class_names": summary["class_names"],
+            "image_size": (config or {}).get("config", {}).get("image_size", "?"),
+            "class_counts": {"train": counts["train_per_class"], "test": counts["test_per_class"]}}
+
+
 def data_section(sources: ReportSources) -> Section:
     section = Section("data", "Data", "Training samples per class (ground-truth lesion masks, where the data has "
                                       "them, outlined in red).")
     section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
-    info = _json_or_missing(section, sources.data, "dataset.json", "data set description", DATASET_SCHEMA)
-    if info:
+    info = None if sources.data is None else _read_json(sources.data / "dataset.json", DATASET_SCHEMA)
+    info = info or _data_from_manifold(sources)
+    if info is None:
+        section.missing.append(f"data set description ({_where(sources.data, 'dataset.json')} not found or "
+                               "unreadable, and no manifold summary to read the counts from)")
+    else:
         names = info.get("class_names", [])
         train, test = (info.get("class_counts", {}).get(split, [0] * len(names)) for split in ("train", "test"))
         section.parts.append(table_html(["class", "train images", "test images"], list(zip(names, train, test))))
