@@ -473,9 +473,9 @@ MAX_EXAMPLES = 24
 def explain_section(sources: ReportSources) -> Section:
     """Saliency overlay and counterfactual strip per example, from the demo or ``caex explain`` outputs."""
     section = Section("explanations", "Local explanations",
-                      "For a few test images: the saliency map (left) and the counterfactual path toward another "
-                      "class that it is built from, each frame captioned with the classifier's probability of "
-                      "that class (red: where the decision flips).")
+                      "For a few test images: the saliency map and, below it, the counterfactual path toward "
+                      "another class that it is built from, each frame captioned with the classifier's "
+                      "probability of that class (red: where the decision flips).")
     folder = sources.explain
     overlays = sorted(folder.glob("*_saliency.png")) if folder is not None else []
     if not overlays:
@@ -486,11 +486,13 @@ def explain_section(sources: ReportSources) -> Section:
     titles = {example["stem"]: example.get("title", "") for example in examples if "stem" in example}
     for overlay in overlays[:MAX_EXAMPLES]:
         stem = overlay.name.removesuffix("_saliency.png")
-        pictures = [overlay] + [path for path in [folder / f"{stem}_path.png"] if path.is_file()]
-        images = "".join(f'<img src="{png_data_uri(path.read_bytes())}" alt="{html.escape(path.stem)}">'
-                         for path in pictures)
-        caption = html.escape(titles.get(stem) or stem.replace("_", " "))
-        section.parts.append(f'<figure class="example">{images}<figcaption>{caption}</figcaption></figure>')
+        title = titles.get(stem) or stem.replace("_", " ")
+        pictures = [(overlay, "map", "saliency map")]
+        pictures += [(path, "strip", "counterfactual path") for path in [folder / f"{stem}_path.png"] if path.is_file()]
+        images = "".join(f'<img class="{kind}" src="{png_data_uri(path.read_bytes())}" '
+                         f'alt="{html.escape(f"{what}: {title}")}">' for path, kind, what in pictures)
+        # the caption first, in the example's own box: it read as the caption of the next example's map
+        section.parts.append(f'<figure class="example"><figcaption>{html.escape(title)}</figcaption>{images}</figure>')
     if len(overlays) > MAX_EXAMPLES:
         section.parts.append(f"<p>The first {MAX_EXAMPLES} of {len(overlays)} explanations (by file name); all of "
                              f"them are in {html.escape(str(folder))}.</p>")
@@ -580,7 +582,8 @@ def evaluation_section(sources: ReportSources) -> Section:
         [[method_name(row["method"]), *(_cell(key, row.get(key), row) for key in columns)] for row in ran],
         highlight="CAE"))
     if settings:
-        section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings))}</p>')
+        with_errors = any(readings.finite(row.get("aopc_se")) for row in ran)
+        section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings, with_errors))}</p>')
     skipped = [f"{method_name(row['method'])}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
     if skipped:
         section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
@@ -601,7 +604,7 @@ def evaluation_section(sources: ReportSources) -> Section:
     return section
 
 
-def _evaluation_setup(settings: dict[str, Any]) -> str:
+def _evaluation_setup(settings: dict[str, Any], with_errors: bool) -> str:
     """One line saying what the numbers were measured on."""
     parts = [f"{settings.get('n_images', '?')} correctly classified test images"]
     if "n_patches" in settings and "patch" in settings:
@@ -612,7 +615,8 @@ def _evaluation_setup(settings: dict[str, Any]) -> str:
         parts.append(f"timed on {settings['device']}")
     paths = sorted({f"{method_name(name)}: {description}" for name, description in settings.get("cae", {}).items()})
     cae = f" CAE maps ({'; '.join(paths)})." if paths else ""
-    return "Measured on " + "; ".join(parts) + "; AOPC ± its standard error over the images." + cae
+    errors = "; AOPC ± its standard error over the images" if with_errors else ""
+    return "Measured on " + "; ".join(parts) + errors + "." + cae
 
 
 SECTIONS: tuple[Callable[[ReportSources], Section], ...] = (

@@ -146,7 +146,8 @@ def read_localisation(mass: Mapping[str, float], pointing: Mapping[str, float] |
 
 
 def _milliseconds(value: float) -> str:
-    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms"
+    """``1,234 ms``, ``2.5 ms``, ``0.031 ms``: never a misleading ``0.0 ms``."""
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.1f} ms" if value >= 0.1 else f"{value:.2g} ms"
 
 
 def read_time(milliseconds: Mapping[str, float], *, subject: str | None = None) -> str:

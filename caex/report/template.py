@@ -31,9 +31,11 @@ p.reading { margin: 8px 0 4px; padding: 8px 12px; border-left: 4px solid var(--a
 figure { margin: 12px 0; text-align: center; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; }
 figure img.enlarge { width: min(100%, 560px); image-rendering: pixelated; }
-figure.example { display: flex; flex-wrap: wrap; align-items: flex-end; gap: 10px; justify-content: center; }
-figure.example img { max-height: 200px; width: auto; }
-figure.example figcaption { flex-basis: 100%; }
+figure.example { display: flex; flex-direction: column; align-items: center; gap: 8px;
+                 border-top: 1px solid var(--rule); padding-top: 12px; }
+figure.example img.map { width: min(100%, 220px); image-rendering: pixelated; }
+figure.example img.strip { width: 100%; }
+figure.example figcaption { color: var(--ink); font-weight: 600; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 table { border-collapse: collapse; margin: 10px 0 4px; font-size: 14px; font-variant-numeric: tabular-nums; }
 th, td { padding: 5px 12px; border-bottom: 1px solid var(--rule); text-align: right; }
