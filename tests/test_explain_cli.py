@@ -282,3 +282,26 @@ def test_an_out_with_explanations_of_an_earlier_run_is_warned_about(workspace: P
         warnings.simplefilter("error")  # the same run again replaces every file it finds
         assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "again")) == 0
         assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "again")) == 0
+
+
+@pytest.mark.parametrize("extra", [(), ("--all-targets",)])
+def test_skip_done_finishes_an_interrupted_run_without_redoing_its_images(workspace: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture,
+                                                                         extra: tuple[str, ...]) -> None:
+    """A rerun redid every image; --skip-done keeps those whose files and settings are there already."""
+    out = tmp_path / "out"
+    images = [str(workspace / "imgs" / "rgb.png"), str(workspace / "imgs" / "sub")]
+    assert run_cli(workspace, images[0], "--steps", "3", *extra, "--out", str(out)) == 0  # one of three done
+    done = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its files are this run's results, not an earlier run's stale ones
+        assert run_cli(workspace, *images, "--steps", "3", *extra, "--skip-done", "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "of 2 image(s)" in printed and "; 1 image(s) were done already" in printed
+    assert {name: stamp for name, stamp in ((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
+            if name in done} == done  # not rewritten
+    assert len(list(out.glob("*.json"))) == 3 * (2 if extra else 1)
+    # other settings: nothing counts as done
+    assert run_cli(workspace, *images, "--steps", "4", *extra, "--skip-done", "--out", str(out)) == 0
+    assert all(path.stat().st_mtime_ns != done[path.name] for path in out.iterdir() if path.name in done)

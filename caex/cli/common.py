@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,8 +81,9 @@ def check_output_folder(out: str) -> None:
 
 
 @contextmanager
-def warn_stale_files(out: str | os.PathLike) -> Iterator[None]:
-    """Warn once, after the work in the ``with`` block, about the files in ``out`` that it did not write.
+def warn_stale_files(out: str | os.PathLike, kept: Collection[str] = ()) -> Iterator[None]:
+    """Warn once, after the work in the ``with`` block, about the files in ``out`` that it did not write (but
+    for the ``kept`` ones, an earlier run's results this one reuses).
 
     An earlier run's files (an old map_tsne.png after ``--no-tsne``, explanations of other images) would pass
     for this run's results, and ``caex report`` shows them as such; they are the user's, so they are named,
@@ -91,7 +92,8 @@ def warn_stale_files(out: str | os.PathLike) -> Iterator[None]:
     """
     before = _file_stamps(Path(out))
     yield
-    stale = sorted(name for name, stamp in _file_stamps(Path(out)).items() if before.get(name) == stamp)
+    stale = sorted(name for name, stamp in _file_stamps(Path(out)).items()
+                   if before.get(name) == stamp and name not in kept)
     if stale:  # stacklevel 3: the command's ``with``, past contextlib's __exit__
         warnings.warn(f"{out} also holds {len(stale)} file(s) that this run did not write, e.g. of an earlier run "
                       f"(first: {stale[0]}); use a fresh --out to keep runs apart", stacklevel=3)

@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="build the map from the whole path, not only up to the step the prediction flips")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable image files with a warning instead of stopping")
+    parser.add_argument("--skip-done", action="store_true",
+                        help="skip images whose results --out already holds from the same settings (to finish an "
+                             "interrupted run; a model retrained into the same folder is not noticed)")
     parser.add_argument("--all-targets", action="store_true",
                         help="one explanation per other class (files get a _to-<class> suffix)")
     parser.add_argument("--saliency", choices=("weighted", "contrast"), default="weighted",
@@ -107,7 +110,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     written: set[str] = set()
     already = 0
-    with warn_stale_files(out), progress(total=len(sources), desc="explain", unit="img") as bar, \
+    total, kept = len(sources), set()
+    if args.skip_done:
+        others = len(explainer.class_names) - 1 if args.all_targets else None
+        finished = {index: files for index, path in enumerate(sources)
+                    if (files := finished_files(out, stems[index], str(path), settings, others))}
+        kept = set().union(*finished.values())
+        sources, stems = ([items[i] for i in range(total) if i not in finished] for items in (sources, stems))
+    with warn_stale_files(out, kept), progress(total=len(sources), desc="explain", unit="img") as bar, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
         for begin in range(0, len(sources), args.batch_size):
@@ -128,8 +138,31 @@ def run(args: argparse.Namespace) -> int:
     if already:  # their json says "flipped" at step 0, which reads like a result
         warnings.warn(f"{already} image(s) are already classified as their target class: their paths lead further "
                       "into it, so nothing flips and their maps show what makes them more so", stacklevel=2)
-    print(f"wrote {len(written)} explanation(s) of {len(sources)} image(s) to {out}")
+    skipped = f"; {total - len(sources)} image(s) were done already" if total > len(sources) else ""
+    print(f"wrote {len(written)} explanation(s) of {len(sources)} image(s) to {out}{skipped}")
     return 0
+
+
+def finished_files(out: Path, stem: str, source: str, settings: dict, others: int | None) -> set[str]:
+    """The files of ``source``'s finished explanation(s) in ``out`` made with ``settings`` (its summary JSON,
+    written last, names them), or an empty set: one explanation, or ``others`` of them with ``--all-targets``."""
+    from caex.utils import read_json
+
+    names = [f"{stem}.json"] if others is None else [path.name for path in out.glob(f"{glob.escape(stem)}_to-*.json")]
+    if others is not None and len(names) != others:
+        return set()
+    files = set(names)
+    for name in names:
+        try:
+            summary = read_json(out / name)
+        except (OSError, ValueError):
+            return set()
+        listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
+        if (not isinstance(summary, dict) or summary.get("settings") != settings or summary.get("source") != source
+                or not listed or not all((out / str(file)).is_file() for file in listed)):
+            return set()
+        files.update(str(file) for file in listed)
+    return files
 
 
 def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
