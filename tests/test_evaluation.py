@@ -552,3 +552,15 @@ def test_a_failed_rewrite_keeps_the_previous_output_set_whole(tmp_path, monkeypa
     assert (tmp_path / "results.md").read_text() == "new" and (tmp_path / "extra" / "nested.txt").is_file()
     assert (tmp_path / "gallery.png").read_bytes() == before["gallery.png"]  # what the set did not hold stays
     assert not list(tmp_path.glob(".caex-partial-*")) and first.methods[0].method == "random"
+
+
+def test_figures_name_methods_as_the_tables_do():
+    """The curves and the gallery said `gradcam` and `integrated_gradients` where the report says Grad-CAM."""
+    from caex.evaluation.runner import _curves_figure, _gallery_figure, method_name
+
+    results = evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "ig"], n_images=2)
+    legend = _curves_figure(results).axes[0].get_legend_handles_labels()[1]
+    assert [label.split(" (")[0] for label in legend] == ["Random", "Integrated gradients"]
+    titles = [axes.get_title() for axes in _gallery_figure(results, bright_images(2), None).axes[:3]]
+    assert titles == ["input", "Random", "Integrated gradients"]
+    assert method_name("cae-nearest") == "CAE-nearest" and method_name("unknown") == "unknown"

@@ -36,7 +36,7 @@ from caex.data.types import DataBundle, ImageSet
 from caex.demo.profiles import DemoProfile, get_profile
 from caex.demo.stages import Stage, StageOutcome, run_stage, stage_key
 from caex.errors import DataError
-from caex.report.html import method_name
+from caex.evaluation.runner import method_name
 from caex.utils import atomic_write_bytes, progress, read_json, resolve_device, write_json
 from caex.utils.io import folder_lock
 

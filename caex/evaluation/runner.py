@@ -182,6 +182,18 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     return evaluation
 
 
+#: How the methods of the evaluation are named in prose and figures.
+METHOD_NAMES = {"cae": "CAE", "gradcam": "Grad-CAM", "fullgrad": "FullGrad", "lime": "LIME",
+                "occlusion": "Occlusion", "integrated_gradients": "Integrated gradients", "random": "Random"}
+
+
+def method_name(method: str) -> str:
+    """``gradcam`` -> ``Grad-CAM``; CAE path variants keep their suffix (``CAE-centroid``)."""
+    head, _, variant = method.partition("-")
+    name = METHOD_NAMES.get(head, method)
+    return f"{name}-{variant}" if variant else name
+
+
 def is_cae_method(name: str) -> bool:
     """Whether a (canonical) method name is one of CAE's paths, which need a CAE run, not a baseline."""
     return name == "cae" or name.startswith("cae-")
@@ -292,7 +304,7 @@ def _curves_figure(results: EvaluationResults):
     for result in results.methods:
         if result.status == "ok":
             axes.plot(range(1, len(result.curve) + 1), result.curve, marker="o", markersize=3,
-                      label=f"{result.method} (AOPC {result.aopc:.3f})")
+                      label=f"{method_name(result.method)} (AOPC {result.aopc:.3f})")
     s = results.settings
     axes.set_xlabel(f"patches covered p ({s['patch']}x{s['patch']} px each)")
     axes.set_ylabel("mean drop of p(ground-truth class)")
@@ -324,7 +336,7 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:
-                axes.set_title("input" if column == 0 else methods[column - 1], fontsize=8)
+                axes.set_title("input" if column == 0 else method_name(methods[column - 1]), fontsize=8)
     return figure
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from caex import __version__
 from caex.classifier.bundle import INFO_FILE, bundle_folder
 from caex.errors import CaexError
+from caex.evaluation.runner import method_name
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -505,18 +506,6 @@ def explain_section(sources: ReportSources) -> Section:
 #: Columns of the results table: results.json key -> heading (arrows: which way is better).
 RESULT_COLUMNS = {"aopc": "AOPC ↑", "peak_degradation": "PD ↑", "pointing": "pointing game ↑",
                   "mass_in_mask": "mass in mask ↑", "iou": "top-k IoU ↑", "ms_per_image": "ms / image ↓"}
-#: How the methods of the evaluation are named in prose.
-METHOD_NAMES = {"cae": "CAE", "gradcam": "Grad-CAM", "fullgrad": "FullGrad", "lime": "LIME",
-                "occlusion": "Occlusion", "integrated_gradients": "Integrated gradients", "random": "Random"}
-
-
-def method_name(method: str) -> str:
-    """``gradcam`` -> ``Grad-CAM``; CAE path variants keep their suffix (``CAE-centroid``)."""
-    head, _, variant = method.partition("-")
-    name = METHOD_NAMES.get(head, method)
-    return f"{name}-{variant}" if variant else name
-
-
 def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
     """A results cell: times to 0.1 ms (two significant digits below that), AOPC with its standard error."""
     if key == "ms_per_image" and readings.finite(value):
