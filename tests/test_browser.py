@@ -204,7 +204,7 @@ def test_report_opens_offline_with_every_image_table_and_anchor(tmp_path: Path, 
     assert page.locator("#explanations figcaption").inner_text() == f"{NASTY_CLASSES[3]} towards {NASTY_CLASSES[1]}"
     assert page.locator("script").count() == 0
     links = page.locator("nav a")
-    assert links.count() == 7
+    assert links.count() == 8
     for index in reversed(range(links.count())):  # bottom up, so every click has to scroll
         target = links.nth(index).get_attribute("href")
         assert target.startswith("#") and page.locator(target).count() == 1

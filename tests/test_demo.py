@@ -269,7 +269,7 @@ def test_demo_end_to_end_resumes_after_interruption(tmp_path, monkeypatch):
 
     # 4. `caex report` rebuilds the page from the folder
     assert main(["report", str(out), "--out", str(tmp_path / "again.html")]) == 0
-    assert (tmp_path / "again.html").read_text(encoding="utf-8").count("<section") == 7
+    assert (tmp_path / "again.html").read_text(encoding="utf-8").count("<section") == 8
 
 
 def test_cli_demo_passes_options_and_prints_summary(tmp_path, monkeypatch, capsys):

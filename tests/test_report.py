@@ -205,12 +205,16 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     text = path.read_text(encoding="utf-8")
     page = assert_self_contained(text)
     assert page.sections == ["overview", "data", "classifier", "training", "manifold", "explanations",
-                             "evaluation"]
+                             "evaluation", "settings"]
     # samples, curves, latest grid, 3 manifold figures, overlay + strip, gallery + curves
     images = [link for link in page.links if link.startswith("data:")]
     assert len(images) == 10
     assert "iter_0000020: originals" in text and "iter_0000010" not in text  # the latest grid only
-    assert page.tables == 6  # dataset, classifier, separability, swap, smoothness, results (no stage markers)
+    # dataset, classifier, separability, swap, smoothness, results, settings (no stage markers)
+    assert page.tables == 7
+    settings = text.split('<section id="settings"')[1]
+    assert "<td>classifier</td><td>architecture</td><td>smallcnn</td>" in settings  # as classifier.json says
+    assert "not with another training run" in settings
     assert "CAE&#x27;s AOPC is 0.410, 1.3x the best baseline (LIME, 0.310)" in text
     assert "Giving an image another class&#x27;s code" in text and "80% of test pairs" in text
     assert "Grad-CAM" not in text and "FullGrad: skipped: no gradients" in text
@@ -435,7 +439,7 @@ def test_json_values_of_the_wrong_type_read_as_missing(tmp_path, file, where, va
     _edit_json(run / file, where, value)
     text = build_report(run).read_text(encoding="utf-8")
     page = assert_self_contained(text)
-    assert len(page.sections) == 7
+    assert len(page.sections) == 8
     assert shown in text and gone not in text
 
 

@@ -10,6 +10,7 @@ is inline, so the single file opens offline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import math
@@ -608,9 +609,61 @@ def _evaluation_setup(settings: dict[str, Any], with_errors: bool) -> str:
     return "Measured on " + "; ".join(parts) + errors + "." + cae
 
 
+#: What the settings section reads of each stage's files (the figures' own schemas read them for the rest).
+TRAIN_SETTINGS_SCHEMA = {"iters": int, "batch_size": int, "lr": float, "seed": int, "dc": str, "labels": str}
+CAE_SETTINGS_SCHEMA = {"config": {"image_size": int, "code_dim": int, "width": int}, "data_spec": str,
+                       "data_seed": int}
+CLASSIFIER_SETTINGS_SCHEMA = {"arch": str, "data_spec": str, "data_seed": int}
+MANIFOLD_SETTINGS_SCHEMA = {"seed": int, "swap": {"pairs_per_class_pair": int},
+                            "smoothness": {"samples_per_class": int}, "paths": {"count": int, "steps": int}}
+EVALUATION_SETTINGS_SCHEMA = {"settings": {"data": str, "n_images": int, "seed": int, "batch_size": int}}
+
+
+def settings_section(sources: ReportSources) -> Section:
+    """Every setting the figures above depend on, stage by stage, and what they cannot tell."""
+    section = Section("settings", "Settings and limits",
+                      "How each stage was run, as its own files record it, so that the figures can be reproduced.")
+    rows: list[list[Any]] = []
+
+    def add(stage: str, folder: Path | None, name: str, schema: Schema,
+            fields: list[tuple[str, Callable[[dict[str, Any]], Any]]]) -> None:
+        content = None if folder is None else _read_json(folder / name, schema)
+        for label, pick in fields if content else []:
+            with contextlib.suppress(KeyError):
+                rows.append([stage, label, pick(content)])
+
+    add("CAE training", sources.cae, "train_config.json", TRAIN_SETTINGS_SCHEMA,
+        [("iterations", lambda c: c["iters"]), ("batch size (pairs)", lambda c: c["batch_size"]),
+         ("learning rate", lambda c: c["lr"]), ("seed", lambda c: c["seed"]),
+         ("class critic", lambda c: c["dc"]), ("labels", lambda c: c["labels"])])
+    add("CAE", sources.cae, "config.json", CAE_SETTINGS_SCHEMA,
+        [("data", lambda c: c["data_spec"]), ("split seed", lambda c: c["data_seed"]),
+         ("image size (px)", lambda c: c["config"]["image_size"]),
+         ("class code length", lambda c: c["config"]["code_dim"]), ("network width", lambda c: c["config"]["width"])])
+    add("classifier", sources.classifier, "classifier.json", CLASSIFIER_SETTINGS_SCHEMA,
+        [("architecture", lambda c: c["arch"]), ("data", lambda c: c["data_spec"]),
+         ("split seed", lambda c: c["data_seed"])])
+    add("global analysis", sources.manifold, "summary.json", MANIFOLD_SETTINGS_SCHEMA,
+        [("seed", lambda c: c["seed"]), ("swap pairs per class pair", lambda c: c["swap"]["pairs_per_class_pair"]),
+         ("code mixtures per class", lambda c: c["smoothness"]["samples_per_class"]),
+         ("inter-class paths", lambda c: f"{c['paths']['count']}, of {c['paths']['steps']} steps each")])
+    add("evaluation", sources.evaluate, "results.json", EVALUATION_SETTINGS_SCHEMA,
+        [("data", lambda c: c["settings"]["data"]), ("images", lambda c: c["settings"]["n_images"]),
+         ("seed", lambda c: c["settings"]["seed"]), ("batch size", lambda c: c["settings"]["batch_size"])])
+    if rows:
+        section.parts.append(table_html(["stage", "setting", "value"], rows))
+    else:
+        section.missing.append("no stage recorded its settings")
+    section.reading("Every figure here comes from one trained CAE and one classifier, each from one seed, on the "
+                    "images listed: the AOPCs' standard errors (where shown) say how far they could move with other "
+                    "images of the same kind, not with another training run. Train again with other seeds to see that "
+                    "spread, and judge a small test set or a synthetic one accordingly.")
+    return section
+
+
 SECTIONS: tuple[Callable[[ReportSources], Section], ...] = (
     overview_section, data_section, classifier_section, training_section, manifold_section,
-    explain_section, evaluation_section,
+    explain_section, evaluation_section, settings_section,
 )
 
 
