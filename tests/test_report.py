@@ -480,3 +480,11 @@ def test_conform_keeps_what_matches_the_schema():
     assert conform(content, schema) == {"x": 3, "cells": [None, 0.5], "rows": [{"name": "a"}, {}],
                                         "shares": {"a": 0.5}}
     assert conform([content], schema) is None and conform(None, [int]) is None
+
+
+def test_training_table_rounds_the_speed_and_says_what_its_seconds_count(tmp_path):
+    run = make_run(tmp_path / "run")
+    _write_json(run / "cae/summary.json", {"iters": 40, "seconds": 12.5, "images_per_second": 43.0104, "recon_l1": 0.1})
+    text = build_report(run).read_text(encoding="utf-8")
+    assert "<td>43.0</td>" in text and "43.010" not in text  # was three decimals
+    assert "40 iterations in 12 s of training (its own clock: setup, sample grids and saving not counted)" in text

@@ -388,11 +388,14 @@ def training_section(sources: ReportSources) -> Section:
         section.parts.append(figure_html(curves, "loss terms against iteration (bold: moving average)"))
     run = None if sources.cae is None else _read_json(sources.cae / "summary.json", TRAINING_SCHEMA)
     if run:
-        section.parts.append(table_html(["iterations", "seconds", "images / s", "reconstruction L1 (test)"],
-                                        [[run.get("iters"), run.get("seconds"), run.get("images_per_second"),
-                                          run.get("recon_l1")]]))
+        speed = run.get("images_per_second")
+        section.parts.append(table_html(["iterations", "training seconds", "images / s", "reconstruction L1 (test)"],
+                                        [[run.get("iters"), run.get("seconds"),
+                                          f"{speed:,.1f}" if readings.finite(speed) else speed, run.get("recon_l1")]]))
         seconds, recon = run.get("seconds"), run.get("recon_l1")
-        reading = f"{run.get('iters', '?')} iterations" + (f" in {seconds:.0f} s" if readings.finite(seconds) else "")
+        reading = f"{run.get('iters', '?')} iterations" + (
+            f" in {seconds:.0f} s of training (its own clock: setup, sample grids and saving not counted)"
+            if readings.finite(seconds) else "")
         if readings.finite(recon):
             reading += (f"; reconstructions of held-out images differ from the originals by {recon:.3f} on average "
                         "(L1 on the [-1, 1] scale; 0 is perfect)")
