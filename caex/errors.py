@@ -39,5 +39,10 @@ class Interrupted(CaexError):
         self.exit_code = exit_code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or ``kill``'s stop), raised by the CLI where Ctrl-C would be so that the same
+    clean-up runs and the command ends with one line and exit 143 instead of dying silently."""
+
+
 class EvaluationError(CaexError):
     """The evaluation was asked for something it cannot do (unknown method, no usable images, bad settings)."""

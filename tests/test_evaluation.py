@@ -564,3 +564,30 @@ def test_figures_name_methods_as_the_tables_do():
     titles = [axes.get_title() for axes in _gallery_figure(results, bright_images(2), None).axes[:3]]
     assert titles == ["input", "Random", "Integrated gradients"]
     assert method_name("cae-nearest") == "CAE-nearest" and method_name("unknown") == "unknown"
+
+
+def test_an_interrupt_keeps_the_finished_methods_results(tmp_path, monkeypatch):
+    """Six finished methods were lost to a Ctrl-C in the seventh: their rows are now written, marked partial."""
+    import caex.evaluation.runner as runner
+    from caex.errors import Interrupted, Terminated
+
+    real = runner.timed_saliency
+
+    def second_method_interrupted(fn, *args, **kwargs):
+        if fn.__self__.name == "occlusion":
+            raise Terminated
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "timed_saliency", second_method_interrupted)
+    with pytest.raises(Interrupted, match=rf"^stopped by SIGTERM after 1 of 3 methods; their results are written "
+                                          rf"to {tmp_path}$") as caught:
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "occlusion", "fullgrad"], n_images=4,
+                 out_dir=tmp_path)
+    assert caught.value.exit_code == 143
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [row["method"] for row in saved["methods"]] == ["random"] and saved["settings"]["interrupted"] is True
+    assert "Interrupted: only the methods in the table ran." in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "gallery.png").is_file()
+    with pytest.raises(KeyboardInterrupt):  # nothing finished, or nowhere to write: the interrupt as it came
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["occlusion"], n_images=4, out_dir=tmp_path / "x")
+    assert not (tmp_path / "x" / "results.json").exists()

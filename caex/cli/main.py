@@ -23,16 +23,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from caex import __version__
-from caex.errors import CaexError, Interrupted
+from caex.errors import CaexError, Interrupted, Terminated
 
 #: What an interrupted command keeps and how to continue, for the commands that pick up where they stopped.
 RESUME_HINTS = {"train": ("finished checkpoints are kept", "rerun with --resume to continue"),
                 "demo": ("finished stages are kept", "rerun the same command to continue")}
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's or ``kill``'s stop), raised where Ctrl-C would be so that the same clean-up runs
-    and the command ends with one line and exit 143 instead of dying silently."""
 
 
 @contextlib.contextmanager

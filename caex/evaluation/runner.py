@@ -23,7 +23,7 @@ import torch
 
 from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import DataBundle, rank_within_class, require_bundle
-from caex.errors import EvaluationError
+from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
@@ -100,6 +100,8 @@ class EvaluationResults:
         for name, description in s.get("cae", {}).items():
             by_description.setdefault(description, []).append(name)
         lines += [f"CAE maps ({', '.join(names)}): {description}." for description, names in by_description.items()]
+        if s.get("interrupted"):
+            lines.append("Interrupted: only the methods in the table ran.")
         if not s["has_masks"]:
             lines.append("Localisation: the data has no ground-truth masks (—).")
         elif "n_with_mask" in s:
@@ -154,28 +156,39 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                 "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
                 **metric.describe(height, width), "cae": {}}
     results, maps = [], {}
-    for name in names:
-        try:
-            attributor = _make_method(name, classifier, cae_explainer, batch_size, seed,
-                                      method_options.get(name, {}))
-            if isinstance(attributor, ExplainerAttributor):
-                settings["cae"][name] = attributor.describe()
-            with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
-                timed = timed_saliency(attributor.saliency, images, labels, batch_size=batch_size,
-                                       device=classifier.device, on_batch=bar.update)
-        except AttributionError as exc:
-            results.append(MethodResult(name, status="skipped", reason=f"skipped: {exc}"))
-            continue
-        maps[name] = timed.maps
-        scores = metric(classifier, images, labels, timed.maps, fill)
-        located = localisation(timed.maps, test.masks) if test.masks is not None else {}
-        if located:
-            settings["n_with_mask"] = located["n_with_mask"]  # the images localisation is averaged over
-        results.append(MethodResult(
-            name, aopc=scores.aopc, aopc_se=scores.aopc_se, peak_degradation=scores.peak_degradation,
-            curve=scores.curve, aopc_per_image=scores.aopc_per_image,
-            ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
-            mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
+    try:
+        for name in names:
+            try:
+                attributor = _make_method(name, classifier, cae_explainer, batch_size, seed,
+                                          method_options.get(name, {}))
+                if isinstance(attributor, ExplainerAttributor):
+                    settings["cae"][name] = attributor.describe()
+                with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
+                    timed = timed_saliency(attributor.saliency, images, labels, batch_size=batch_size,
+                                           device=classifier.device, on_batch=bar.update)
+            except AttributionError as exc:
+                results.append(MethodResult(name, status="skipped", reason=f"skipped: {exc}"))
+                continue
+            maps[name] = timed.maps
+            scores = metric(classifier, images, labels, timed.maps, fill)
+            located = localisation(timed.maps, test.masks) if test.masks is not None else {}
+            if located:
+                settings["n_with_mask"] = located["n_with_mask"]  # the images localisation is averaged over
+            results.append(MethodResult(
+                name, aopc=scores.aopc, aopc_se=scores.aopc_se, peak_degradation=scores.peak_degradation,
+                curve=scores.curve, aopc_per_image=scores.aopc_per_image,
+                ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
+                mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what the finished methods measured
+        done = [result for result in results if result.status == "ok"]
+        if out_dir is None or not done:
+            raise
+        settings["interrupted"] = True
+        write_results(EvaluationResults(results, settings, indices.tolist(), maps), test.images, test.masks, out_dir)
+        terminated = isinstance(stop, Terminated)
+        raise Interrupted(f"stopped by {'SIGTERM' if terminated else 'an interrupt'} after {len(done)} of "
+                          f"{len(names)} methods; their results are written to {out_dir}",
+                          exit_code=143 if terminated else 130) from None
     evaluation = EvaluationResults(results, settings, indices.tolist(), maps)
     if out_dir is not None:
         write_results(evaluation, test.images, test.masks, out_dir)
