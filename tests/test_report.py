@@ -237,6 +237,14 @@ def test_report_with_cae_variants_names_one_of_them_everywhere(tmp_path):
     assert "CAE maps (CAE-nearest: 16-step nearest paths)." in text
 
 
+def test_report_of_an_interrupted_evaluation_says_so(tmp_path):
+    run = make_run(tmp_path / "run")
+    results = json.loads((run / "evaluate/results.json").read_text())
+    results["settings"]["interrupted"] = True
+    _write_json(run / "evaluate/results.json", results)
+    assert "This evaluation was interrupted: only the methods in the table ran." in build_report(run).read_text()
+
+
 def test_report_without_masks_says_so_instead_of_describing_them(tmp_path):
     run = make_run(tmp_path / "run")
     results = json.loads((run / "evaluate/results.json").read_text())

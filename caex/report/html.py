@@ -521,7 +521,7 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
 
 #: What the report reads of ``results.json`` (the other files' schemas are above the sections).
 RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
-                               "has_masks": bool, "n_with_mask": int, "cae": {str: str}},
+                               "has_masks": bool, "n_with_mask": int, "cae": {str: str}, "interrupted": bool},
                   "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
                                "aopc_per_image": [float], **dict.fromkeys(RESULT_COLUMNS, float)}]}
 
@@ -577,6 +577,8 @@ def evaluation_section(sources: ReportSources) -> Section:
     if settings:
         with_errors = any(readings.finite(row.get("aopc_se")) for row in ran)
         section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings, with_errors))}</p>')
+    if settings.get("interrupted"):
+        section.parts.append("<p><b>This evaluation was interrupted: only the methods in the table ran.</b></p>")
     skipped = [f"{method_name(row['method'])}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
     if skipped:
         section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
