@@ -215,6 +215,8 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     settings = text.split('<section id="settings"')[1]
     assert "<td>classifier</td><td>architecture</td><td>smallcnn</td>" in settings  # as classifier.json says
     assert "not with another training run" in settings
+    # the title names the data; the subtitle no longer shows the absolute local path
+    assert "<title>caex report: run (synthetic:classes=2)</title>" in text and str(tmp_path) not in text
     assert "CAE&#x27;s AOPC is 0.410, 1.3x the best baseline (LIME, 0.310)" in text
     assert "Giving an image another class&#x27;s code" in text and "80% of test pairs" in text
     assert "Grad-CAM" not in text and "FullGrad: skipped: no gradients" in text

@@ -142,6 +142,7 @@ crosses the class centroids. Hover a point for its file, label and the classifie
 <label><input type="checkbox" id="show-test" checked> test</label>
 </div>
 <div id="legend"></div>
+<p id="markers">● training image &nbsp; ○ test image &nbsp; ✕ class centroid</p>
 <canvas id="map" width="760" height="760" role="img"
  aria-label="2-D map of the class codes, one point per image, coloured by class"></canvas>
 <div id="tip"></div>
