@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from caex.data.types import DataBundle, ImageSet
@@ -102,11 +101,11 @@ def codes_csv_text(table: CodesTable) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     code_columns = [f"c{i}" for i in range(table.code_dim)]
     writer.writerow(["source", "split", "label", "label_name", "prediction", "prediction_name", *code_columns])
-    codes = table.codes.numpy().astype(np.float64)
-    for row in range(len(table)):
-        label, prediction = int(table.labels[row]), int(table.predictions[row])
-        writer.writerow([table.sources[row], table.splits[row], label, table.class_names[label],
-                         prediction, table.class_names[prediction], *(f"{value:.6g}" for value in codes[row])])
+    codes = table.codes.double().tolist()  # Python values once, not a tensor index per cell
+    for source, split, label, prediction, code in zip(table.sources, table.splits, table.labels.tolist(),
+                                                      table.predictions.tolist(), codes, strict=True):
+        writer.writerow([source, split, label, table.class_names[label], prediction, table.class_names[prediction],
+                         *(f"{value:.6g}" for value in code)])
     return buffer.getvalue()
 
 
