@@ -18,7 +18,7 @@ vectorised masks and classified in large batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -143,9 +143,9 @@ def aopc_per_image(probs: torch.Tensor) -> torch.Tensor:
     return (probs[:, :1] - probs[:, 1:]).mean(dim=1)
 
 
-def standard_error(values: torch.Tensor) -> float:
+def standard_error(values: torch.Tensor | Sequence[float]) -> float:
     """Standard error of the mean of ``values`` (sample std / sqrt(n); NaN below 2 values)."""
-    values = values.double()
+    values = torch.as_tensor(values, dtype=torch.float64)
     return float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 

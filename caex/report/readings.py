@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from caex.evaluation.perturbation import standard_error
+
 SUBJECT = "CAE"
 RANDOM = "random"
 
@@ -90,12 +92,9 @@ def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC", subj
 
 def paired_standard_error(first: Sequence[float], second: Sequence[float]) -> float:
     """Standard error of the mean of ``first[i] - second[i]`` (NaN unless both hold the same 2 or more values)."""
-    if len(first) != len(second) or len(first) < 2:
+    if len(first) != len(second):
         return math.nan
-    differences = [a - b for a, b in zip(first, second)]
-    mean = sum(differences) / len(differences)
-    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
-    return math.sqrt(variance / len(differences))
+    return standard_error([a - b for a, b in zip(first, second)])
 
 
 def _against_random(scores: Mapping[str, float], random: str, per_image: Mapping[str, Sequence[float]]) -> str:
