@@ -181,10 +181,7 @@ def format_cell(value: Any) -> str:
 def percent(value: Any) -> str:
     """A share as a percentage cell ("91.2%"), missing values as an en dash; above 99% it is floored like the
     readings' shares, so a table never shows 99.1% where its sentence says 99.0%."""
-    if not readings.finite(value):
-        return "–"
-    share = 100 * value
-    return f"{math.floor(share * 10) / 10:.1f}%" if 99 < share < 100 else f"{share:.1f}%"
+    return f"{readings.percent(value):.1f}%" if readings.finite(value) else "–"
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None) -> str:

@@ -21,13 +21,18 @@ def finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def percent(value: float) -> float:
+    """A share as a percentage, floored to one decimal between 99 and 100 so that an imperfect share never
+    rounds up to 100 (tables and sentences both go through here, so they never disagree)."""
+    scaled = 100 * value
+    return math.floor(scaled * 10) / 10 if 99 < scaled < 100 else scaled
+
+
 def share(value: float) -> str:
     """0.913 -> '91%' (one decimal below 10% so small shares stay visible, and above 99% so an
     imperfect share never reads as 100%)."""
-    percent = 100 * value
-    if 99 < percent < 100:
-        return f"{math.floor(percent * 10) / 10:.1f}%"
-    return f"{percent:.1f}%" if abs(percent) < 10 else f"{percent:.0f}%"
+    one_decimal = abs(100 * value) < 10 or 99 < 100 * value < 100
+    return f"{percent(value):.1f}%" if one_decimal else f"{percent(value):.0f}%"
 
 
 def is_variant_of(key: str, name: str) -> bool:
