@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from caex.data.transforms import resize_and_crop
+from caex.data.types import RANGE_TOLERANCE
 from caex.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
-#: Float pixels of an ``.npz`` may stray this far outside [0, 1] (rounding) before they count as another range.
-FLOAT_SLACK = 1e-3
 
 
 @dataclass
@@ -336,7 +335,7 @@ def _check_unit_floats(pixels: np.ndarray, where: str, advice: str) -> None:
     low, high = float(pixels.min()), float(pixels.max())
     if not (math.isfinite(low) and math.isfinite(high)):
         raise DataError(f"{where} has NaN or infinite pixels")
-    if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
         raise DataError(f"{where} holds floats in [{low:g}, {high:g}]; float pixels must be in [0, 1] ({advice})")
 
 
