@@ -29,31 +29,6 @@ from caex.errors import CaexError, Interrupted, Terminated
 RESUME_HINTS = {"train": ("finished checkpoints are kept", "rerun with --resume to continue"),
                 "demo": ("finished stages are kept", "rerun the same command to continue")}
 
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While a command runs, SIGTERM raises :class:`Terminated` (training installs its own graceful handler
-    inside, and puts this one back)."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
-    """What to say about resuming an interrupted command: for ``train`` only once a checkpoint exists."""
-    if args.command == "train" and not (Path(args.out) / "checkpoint.safetensors").is_file():
-        return None
-    return RESUME_HINTS.get(args.command)
-
 # Order is the order shown in ``caex --help``: the pipeline, front door first.
 COMMAND_MODULES = [
     "demo",
@@ -102,6 +77,33 @@ def _accept_debug_after(subparsers: argparse._SubParsersAction) -> None:
         for action in command._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _accept_debug_after(action)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (training installs its own graceful handler
+    inside, and puts this one back)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
+    """What to say about resuming an interrupted command: for ``train`` only once a checkpoint exists."""
+    from caex.training.checkpoint import CHECKPOINT_FILE
+
+    if args.command == "train" and not (Path(args.out) / CHECKPOINT_FILE).is_file():
+        return None
+    return RESUME_HINTS.get(args.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
