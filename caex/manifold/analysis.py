@@ -123,8 +123,8 @@ def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CaexError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    # Written into a staging folder and moved in together: an interrupted rerun leaves the previous set whole.
+    # Written into a staging folder (replaced_together also creates out) and moved in together: an interrupted
+    # rerun leaves the previous set whole.
     with replaced_together(out) as staging:
         num_classes, class_names = data.num_classes, list(data.class_names)
         files: dict[str, str] = {}
