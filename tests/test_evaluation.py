@@ -531,10 +531,13 @@ def test_figures_draw_a_data_spec_with_dollar_signs_literally(tmp_path):
 def test_a_failed_rewrite_keeps_the_previous_output_set_whole(tmp_path, monkeypatch):
     """An evaluation interrupted while writing left new results.* beside the previous run's gallery and curves."""
     import caex.evaluation.runner as runner
-    from caex.utils.io import replaced_together
+    from caex.utils.io import LOCK_FILE, replaced_together
+
+    def written() -> dict[str, bytes]:  # all but the lock the evaluation held
+        return {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.name != LOCK_FILE}
 
     first = evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, out_dir=tmp_path)
-    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    before = written()
     assert sorted(before) == ["curves.png", "gallery.png", "results.csv", "results.json", "results.md"]
 
     def interrupted(*args, **kwargs):
@@ -544,7 +547,7 @@ def test_a_failed_rewrite_keeps_the_previous_output_set_whole(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "gradcam"], n_images=4,
                  out_dir=tmp_path)
-    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no staging folder either
+    assert written() == before  # no staging folder either
     with replaced_together(tmp_path) as staging:
         (staging / "results.md").write_text("new")
         (staging / "extra" / "nested.txt").parent.mkdir()
@@ -591,3 +594,16 @@ def test_an_interrupt_keeps_the_finished_methods_results(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):  # nothing finished, or nowhere to write: the interrupt as it came
         evaluate(None, square_classifier(), tiny_bundle(), methods=["occlusion"], n_images=4, out_dir=tmp_path / "x")
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_a_second_evaluation_into_a_busy_folder_stops_before_working(tmp_path, monkeypatch):
+    """Two evaluations into one folder: the later one to finish used to overwrite the other's results."""
+    import caex.evaluation.runner as runner
+    from caex.errors import CaexError
+    from caex.utils.io import folder_lock
+
+    monkeypatch.setattr(runner, "timed_saliency", None)  # reached only past the lock
+    with folder_lock(tmp_path, "caex evaluate"), \
+            pytest.raises(CaexError, match=rf"^{tmp_path}: in use by caex evaluate \(pid \d+\); wait for it"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=2, out_dir=tmp_path)
+    assert not (tmp_path / "results.json").exists()

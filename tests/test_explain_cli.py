@@ -19,6 +19,7 @@ from caex.errors import CaexError
 from caex.explain import Explainer
 from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
 from caex.model import CAE, CAEConfig
+from caex.utils.io import LOCK_FILE, folder_lock
 
 SIZE = 16
 NAMES = ["normal", "lesion", "other"]
@@ -292,7 +293,7 @@ def test_skip_done_finishes_an_interrupted_run_without_redoing_its_images(worksp
     out = tmp_path / "out"
     images = [str(workspace / "imgs" / "rgb.png"), str(workspace / "imgs" / "sub")]
     assert run_cli(workspace, images[0], "--steps", "3", *extra, "--out", str(out)) == 0  # one of three done
-    done = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    done = {path.name: path.stat().st_mtime_ns for path in out.iterdir() if path.name != LOCK_FILE}
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its files are this run's results, not an earlier run's stale ones
@@ -305,3 +306,11 @@ def test_skip_done_finishes_an_interrupted_run_without_redoing_its_images(worksp
     # other settings: nothing counts as done
     assert run_cli(workspace, *images, "--steps", "4", *extra, "--skip-done", "--out", str(out)) == 0
     assert all(path.stat().st_mtime_ns != done[path.name] for path in out.iterdir() if path.name in done)
+
+
+def test_explain_refuses_an_out_folder_another_run_is_writing(workspace: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    with folder_lock(tmp_path, "caex explain"):
+        assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--out", str(tmp_path)) == 2
+    assert f"{tmp_path}: in use by caex explain (pid" in capsys.readouterr().err
+    assert not list(tmp_path.glob("rgb*"))

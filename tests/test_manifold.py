@@ -487,3 +487,12 @@ def test_figures_draw_dollar_signs_literally_and_leave_rcparams_alone(tmp_path) 
     for file in ("map.png", "paths.png"):
         with Image.open(tmp_path / file) as image:
             assert image.format == "PNG"
+
+
+def test_analyse_manifold_refuses_a_folder_another_analysis_is_writing(bundle: DataBundle, tmp_path) -> None:
+    from caex.utils.io import folder_lock
+
+    with folder_lock(tmp_path, "caex manifold"), \
+            pytest.raises(CaexError, match=rf"^{tmp_path}: in use by caex manifold \(pid \d+\)"):
+        run_analysis(bundle, tmp_path)
+    assert not (tmp_path / "summary.json").exists()

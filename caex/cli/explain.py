@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.explain.render import save_explanation
     from caex.model import CAE
     from caex.utils.device import resolve_device
+    from caex.utils.io import folder_lock
     from caex.utils.progress import progress
 
     check_steps(args.steps, "--steps ")
@@ -117,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
                     if (files := finished_files(out, stems[index], str(path), settings, others))}
         kept = set().union(*finished.values())
         sources, stems = ([items[i] for i in range(total) if i not in finished] for items in (sources, stems))
-    with warn_stale_files(out, kept), progress(total=len(sources), desc="explain", unit="img") as bar, \
-            warnings.catch_warnings():
+    with folder_lock(out, "caex explain"), warn_stale_files(out, kept), \
+            progress(total=len(sources), desc="explain", unit="img") as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
         for begin in range(0, len(sources), args.batch_size):
             batch = sources[begin:begin + args.batch_size]

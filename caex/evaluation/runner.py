@@ -28,7 +28,7 @@ from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import BASELINES, Attributor, AttributionError, ExplainerAttributor, make_attributor
-from caex.utils.io import atomic_write_bytes, atomic_write_text, replaced_together, write_json
+from caex.utils.io import atomic_write_bytes, atomic_write_text, folder_lock, replaced_together, write_json
 from caex.utils.plotting import figure_png, literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
@@ -155,44 +155,48 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                 "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                 "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
                 **metric.describe(height, width), "cae": {}}
-    results, maps = [], {}
-    try:
-        for name in names:
-            try:
-                attributor = _make_method(name, classifier, cae_explainer, batch_size, seed,
-                                          method_options.get(name, {}))
-                if isinstance(attributor, ExplainerAttributor):
-                    settings["cae"][name] = attributor.describe()
-                with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
-                    timed = timed_saliency(attributor.saliency, images, labels, batch_size=batch_size,
-                                           device=classifier.device, on_batch=bar.update)
-            except AttributionError as exc:
-                results.append(MethodResult(name, status="skipped", reason=f"skipped: {exc}"))
-                continue
-            maps[name] = timed.maps
-            scores = metric(classifier, images, labels, timed.maps, fill)
-            located = localisation(timed.maps, test.masks) if test.masks is not None else {}
-            if located:
-                settings["n_with_mask"] = located["n_with_mask"]  # the images localisation is averaged over
-            results.append(MethodResult(
-                name, aopc=scores.aopc, aopc_se=scores.aopc_se, peak_degradation=scores.peak_degradation,
-                curve=scores.curve, aopc_per_image=scores.aopc_per_image,
-                ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
-                mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what the finished methods measured
-        done = [result for result in results if result.status == "ok"]
-        if out_dir is None or not done:
-            raise
-        settings["interrupted"] = True
-        write_results(EvaluationResults(results, settings, indices.tolist(), maps), test.images, test.masks, out_dir)
-        terminated = isinstance(stop, Terminated)
-        raise Interrupted(f"stopped by {'SIGTERM' if terminated else 'an interrupt'} after {len(done)} of "
-                          f"{len(names)} methods; their results are written to {out_dir}",
-                          exit_code=143 if terminated else 130) from None
-    evaluation = EvaluationResults(results, settings, indices.tolist(), maps)
-    if out_dir is not None:
-        write_results(evaluation, test.images, test.masks, out_dir)
-    return evaluation
+    # Held for the whole run: a second evaluation into the same folder stops at once instead of
+    # overwriting this one's results minutes later.
+    with folder_lock(out_dir, "caex evaluate"):
+        results, maps = [], {}
+        try:
+            for name in names:
+                try:
+                    attributor = _make_method(name, classifier, cae_explainer, batch_size, seed,
+                                              method_options.get(name, {}))
+                    if isinstance(attributor, ExplainerAttributor):
+                        settings["cae"][name] = attributor.describe()
+                    with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
+                        timed = timed_saliency(attributor.saliency, images, labels, batch_size=batch_size,
+                                               device=classifier.device, on_batch=bar.update)
+                except AttributionError as exc:
+                    results.append(MethodResult(name, status="skipped", reason=f"skipped: {exc}"))
+                    continue
+                maps[name] = timed.maps
+                scores = metric(classifier, images, labels, timed.maps, fill)
+                located = localisation(timed.maps, test.masks) if test.masks is not None else {}
+                if located:
+                    settings["n_with_mask"] = located["n_with_mask"]  # the images localisation is averaged over
+                results.append(MethodResult(
+                    name, aopc=scores.aopc, aopc_se=scores.aopc_se, peak_degradation=scores.peak_degradation,
+                    curve=scores.curve, aopc_per_image=scores.aopc_per_image,
+                    ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
+                    mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what the finished methods measured
+            done = [result for result in results if result.status == "ok"]
+            if out_dir is None or not done:
+                raise
+            settings["interrupted"] = True
+            partial = EvaluationResults(results, settings, indices.tolist(), maps)
+            write_results(partial, test.images, test.masks, out_dir)
+            terminated = isinstance(stop, Terminated)
+            raise Interrupted(f"stopped by {'SIGTERM' if terminated else 'an interrupt'} after {len(done)} of "
+                              f"{len(names)} methods; their results are written to {out_dir}",
+                              exit_code=143 if terminated else 130) from None
+        evaluation = EvaluationResults(results, settings, indices.tolist(), maps)
+        if out_dir is not None:
+            write_results(evaluation, test.images, test.masks, out_dir)
+        return evaluation
 
 
 #: How the methods of the evaluation are named in prose and figures.

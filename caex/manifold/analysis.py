@@ -26,7 +26,7 @@ from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pa
                                       straight_path_probabilities)
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.utils import write_json
-from caex.utils.io import replaced_together
+from caex.utils.io import folder_lock, replaced_together
 
 if TYPE_CHECKING:
     from caex.classifier import Classifier
@@ -123,9 +123,9 @@ def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise CaexError(f"{out}: exists and is not a folder")
-    # Written into a staging folder (replaced_together also creates out) and moved in together: an interrupted
-    # rerun leaves the previous set whole.
-    with replaced_together(out) as staging:
+    # Locked against a second analysis into the same folder, written into a staging folder and moved in
+    # together: an interrupted rerun leaves the previous set whole.
+    with folder_lock(out, "caex manifold"), replaced_together(out) as staging:
         num_classes, class_names = data.num_classes, list(data.class_names)
         files: dict[str, str] = {}
 

@@ -474,8 +474,7 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     run_dir = Path(out_dir) if out_dir is not None else None
     # Only rank 0 writes, so only it guards the folder (other ranks would see its fresh files).
     writer = int(os.environ.get("RANK", "0")) == 0
-    held = folder_lock(run_dir, "caex train", create=not resume) if run_dir is not None and writer else None
-    with held or contextlib.nullcontext():
+    with folder_lock(run_dir if writer else None, "caex train", create=not resume):
         checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
         if checkpoint is not None:
             config = _checkpoint_config(checkpoint, asked=config)

@@ -88,11 +88,12 @@ def replaced_together(folder: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike, owner: str, *, create: bool = True) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` while the block runs, or raise :class:`CaexError` naming the holder.
 
-    A path that is not a folder (a file, or missing with ``create=False``) is
-    left as it is and unguarded: the caller's own checks refuse it.
+    ``None`` (nothing written) and a path that is not a folder (a file, or
+    missing with ``create=False``) are left unguarded: the caller's own checks
+    refuse the latter.
 
     Two jobs writing one run folder (a second ``--resume`` started by mistake)
     would overwrite each other's checkpoints. The lock is ``flock`` on
@@ -103,6 +104,9 @@ def folder_lock(folder: str | os.PathLike, owner: str, *, create: bool = True) -
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    if folder is None:
         yield
         return
     folder = Path(folder)
