@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from caex.utils import software_versions
+from records import add_replace_argument, figures_file
 
 
 def bench(data: str, arch: str, extra: list[str]) -> dict:
@@ -43,8 +44,10 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic")
     parser.add_argument("--arch", action="append", choices=("resnet18", "resnet50", "smallcnn"),
                         help="architecture to time (repeatable; default: resnet18 and smallcnn)")
-    parser.add_argument("--json", default=str(Path(__file__).with_suffix(".json")), help="where to write results")
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_suffix(".json"), help="where to write results")
+    add_replace_argument(parser)
     args, extra = parser.parse_known_args()  # anything else goes to `caex train-classifier`
+    figures_file(parser, args.json, args.replace)
     results = [bench(args.data, arch, extra) for arch in args.arch or ["resnet18", "smallcnn"]]
     machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
@@ -53,7 +56,7 @@ def main() -> None:
     for row in results:
         print(f"{row['arch']:>9} on {row['data']}: test accuracy {row['test_accuracy']:.4f}, wall {row['wall_s']} s "
               f"(load {row['load_before']} -> {row['load_after']})   $ {row['command']}")
-    Path(args.json).write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 
 from caex.demo import get_profile, run_demo
 from caex.utils import read_json, software_versions, write_json
+from records import add_replace_argument, figures_file
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,12 +54,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own; 1 is fastest on an oversubscribed box)")
     parser.add_argument("--keep", type=Path, default=None, help="write the runs under this folder and keep them")
+    parser.add_argument("--json", type=Path, default=HERE / "bench_demo.json",
+                        help="figures file; the profiles not run keep their rows from it (default: bench_demo.json "
+                             "next to this script)")
+    add_replace_argument(parser)
     args = parser.parse_args()
+    json_path = figures_file(parser, args.json, args.replace)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     figures = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "versions": software_versions(), "runs": []}
-    json_path = HERE / "bench_demo.json"
     previous = read_json(json_path) if json_path.is_file() else {}
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)

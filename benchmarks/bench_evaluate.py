@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from bench_manifold import CACHE, cached_cae, cached_classifier, seed_suffix  # same cache, same training recipe
+from records import add_replace_argument, figures_file
 
 from caex.data import load_dataset
 from caex.evaluation import DEFAULT_METHODS, evaluate, is_cae_method
@@ -76,6 +77,7 @@ def main() -> int:
                              "(one --data, the run's; needs --json)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="figures file (default: bench_evaluate<suffix>.json next to this script)")
+    add_replace_argument(parser)
     args = parser.parse_args()
     if args.cae_run is not None:
         if args.json is None or len(args.data or DEFAULT_DATA) != 1:
@@ -89,6 +91,7 @@ def main() -> int:
     suffix += "" if args.cae_steps == DEFAULT_STEPS else f"_steps{args.cae_steps}"
     suffix += f"_target-{args.cae_target}" if args.cae_target else ""
     suffix += "" if args.cae_target_by == ExplainerAttributor.COUNTER_BY[0] else f"_target-by-{args.cae_target_by}"
+    json_path = figures_file(parser, args.json or HERE / f"bench_evaluate{suffix}.json", args.replace)
     for spec in args.data or DEFAULT_DATA:
         data = load_dataset(spec, seed=args.seed)
         classifier_dir, cae_dir, out_dir = model_folders(spec, args.train_seed)
@@ -109,7 +112,7 @@ def main() -> int:
               f"{len(data.train)} train / {len(data.test)} test; evaluation took {seconds:.0f} s)\n")
         print(results.to_markdown())
         summary[spec] = {"seconds": round(seconds, 1), **results.to_json()}
-    write_json(args.json or HERE / f"bench_evaluate{suffix}.json", {"versions": software_versions(), **summary})
+    write_json(json_path, {"versions": software_versions(), **summary})
     return 0
 
 

@@ -39,6 +39,7 @@ from caex.explain import Explainer, ExplainerAttributor
 from caex.explain.attribution import make_attributor
 from caex.model import CAE, CAEConfig
 from caex.utils import software_versions, write_json
+from records import add_replace_argument, figures_file
 
 
 def seconds_per_image(fn: Callable[[], object], count: int, repeats: int, warm_up: bool = True) -> float:
@@ -104,8 +105,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="JSON file for the figures (default: bench_explain.json beside this script)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"),
+                        help="JSON file for the figures (default: bench_explain.json beside this script)")
+    add_replace_argument(parser)
     args = parser.parse_args()
+    figures_file(parser, args.out, args.replace)
     default_by = ExplainerAttributor.COUNTER_BY[0]
     settings = {f"cae_{path}{steps}" + ("" if by == default_by else f"_by-{by}"): (path, steps, by)
                 for path, steps, by in map(parse_setting, args.cae)}
@@ -147,7 +151,7 @@ def main() -> None:
     for name in dict.fromkeys([default, fastest]):
         print(f"bar ({name}): CAE <= Grad-CAM: {ratios[name + '/gradcam'] <= 1.0}; "
               f"LIME >= 100x CAE: {ratios['lime/' + name] >= 100}")
-    write_json(Path(args.out) if args.out else Path(__file__).with_suffix(".json"), {
+    write_json(args.out, {
         "device": "cpu", "threads": args.threads, "versions": software_versions(), "image_size": 64,
         "batch_size": args.batch_size,
         "cae": args.run or f"fresh {args.preset}", "classifier": args.classifier or f"fresh {args.arch}",

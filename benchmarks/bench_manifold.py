@@ -31,6 +31,7 @@ from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, train_cae
 from caex.training.checkpoint import CHECKPOINT_FILE
 from caex.utils import software_versions, write_json
+from records import add_replace_argument, figures_file
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE.parent / "runs" / "bench"
@@ -85,8 +86,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="data split and analysis seed")
     parser.add_argument("--train-seed", type=int, default=0,
                         help="CAE training seed; other seeds write bench_manifold_seed<N>.json")
+    add_replace_argument(parser)
     args = parser.parse_args()
     suffix = seed_suffix(args.train_seed)
+    json_path = figures_file(parser, args.json or HERE / f"bench_manifold{suffix}.json", args.replace)
     cae_run = args.cae_run or CACHE / f"cae_small{suffix}"
     out_dir = args.out or CACHE / f"manifold{suffix}"
 
@@ -126,7 +129,7 @@ def main() -> int:
     }
     for bar, passed in checks.items():
         print(f"[{'PASS' if passed else 'MISS'}] {bar}")
-    write_json(args.json or HERE / f"bench_manifold{suffix}.json",
+    write_json(json_path,
                {"seconds": round(seconds, 1), "versions": software_versions(), "checks": checks, "summary": summary})
     return 0 if all(checks.values()) else 1
 

@@ -44,6 +44,7 @@ from caex.model import CAE, CAEConfig
 from caex.training import LossWeights, TrainConfig, train_cae
 from caex.training.monitor import code_separation
 from caex.training.trainer import LAYOUTS, reconstruction_l1
+from records import add_replace_argument, figures_file
 from caex.utils import software_versions
 
 DATA_SPEC = "synthetic"
@@ -97,7 +98,12 @@ def main() -> None:
     parser.add_argument("--score", type=Path, nargs="+", default=None, metavar="RUN",
                         help="train nothing: score these finished CAE run folders (e.g. a longer `caex train`) "
                              "with the same judge and measures, printing one JSON line each (and --out if given)")
+    add_replace_argument(parser)
     args = parser.parse_args()
+    if args.out is None and not args.score:
+        args.out = Path(__file__).with_name(f"bench_training_{args.dc}{f'_seed{args.seed}' if args.seed else ''}.json")
+    if args.out is not None:
+        figures_file(parser, args.out, args.replace)
     unfinished = [str(run) for run in args.score or [] if not (run / "config.json").is_file()]
     if unfinished:
         parser.error(f"--score {unfinished[0]}: no finished CAE run there (config.json missing)")
@@ -189,9 +195,7 @@ def main() -> None:
           f"on [-1,1] (bar <= 0.05; noise floor {noise_floor:.4f}; against the noise-free images "
           f"{final['recon_l1_noise_free']:.4f}); time to 90% swap: "
           f"{reached if reached is not None else 'not reached'} s")
-    suffix = f"_seed{args.seed}" if args.seed else ""
-    out = args.out or Path(__file__).with_name(f"bench_training_{args.dc}{suffix}.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
