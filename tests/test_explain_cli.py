@@ -43,6 +43,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(root / "imgs" / "sub" / "rgb.bmp")
     (root / "imgs" / "notes.txt").write_text("not an image")
     (root / "broken.png").write_bytes(b"\x89PNG not really")
+    np.savez(root / "data.npz", train_images=np.zeros((2, 8, 8), np.uint8), train_labels=np.arange(2))
     return root
 
 
@@ -128,6 +129,7 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
     (["broken.png"], "broken.png: cannot read image"),
     (["imgs/rgb.png", "--reference", "imgs/sub/grey.jpg"], "--reference IMG goes with --path reference"),
     (["imgs/rgb.png", "--path", "reference"], "--reference IMG goes with --path reference"),
+    (["data.npz"], "data.npz: caex explain reads image files, not .npz data sets"),
 ])
 def test_bad_images_give_one_line_errors(workspace: Path, capsys: pytest.CaptureFixture, monkeypatch,
                                          images: list[str], message: str) -> None:
@@ -146,6 +148,23 @@ def test_a_bad_file_among_good_ones_stops_before_any_output(workspace: Path, cap
     assert run_cli(workspace, str(folder), "--batch-size", "1", "--out", str(tmp_path / "out")) == 2
     assert "z_truncated.png: cannot read image" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_skip_bad_leaves_out_a_truncated_jpeg_and_hidden_files(workspace: Path, capsys: pytest.CaptureFixture,
+                                                               tmp_path: Path) -> None:
+    """A truncated JPEG passed Pillow's verify() and stopped the run halfway; ._x.png and checkpoints were read."""
+    folder = tmp_path / "mixed"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "a_good.png").write_bytes((workspace / "imgs" / "rgb.png").read_bytes())
+    (folder / ".ipynb_checkpoints" / "a_good-checkpoint.png").write_bytes((folder / "a_good.png").read_bytes())
+    (folder / "._a_good.png").write_bytes(b"AppleDouble")
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (folder / "b_truncated.jpg").write_bytes(jpeg.getvalue()[:len(jpeg.getvalue()) // 2])
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\), first: .*b_truncated\.jpg"):
+        assert run_cli(workspace, str(folder), "--skip-bad", "--steps", "2", "--out", str(tmp_path / "out")) == 0
+    assert "wrote 1 explanation(s) of 1 image(s)" in capsys.readouterr().out
+    assert sorted(path.stem for path in (tmp_path / "out").glob("*.json")) == ["a_good"]
 
 
 def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixture) -> None:

@@ -172,7 +172,7 @@ def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
     Files inside the output folder ``out`` are not searched (a rerun would explain its own overlays), and an
     ``out`` that is an input folder or holds one is refused, since its results would mix with the inputs.
     """
-    from caex.data.sources import IMAGE_SUFFIXES
+    from caex.data.sources import IMAGE_SUFFIXES, image_tree
 
     output = Path(out).resolve() if out is not None else None
 
@@ -186,11 +186,13 @@ def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
             if output is not None and path.resolve().is_relative_to(output):
                 raise CaexError(f"--out {out}: holds the input folder {pattern}; its results would be mixed with "
                                 "the images (and explained by a rerun); choose another --out")
-            matches = sorted(p for p in path.rglob("*")
-                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and searched(p))
+            matches = [p for p in image_tree(path) if searched(p)]
             if not matches:
                 raise CaexError(f"{pattern}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         elif path.is_file():
+            if path.suffix.lower() == ".npz":
+                raise CaexError(f"{pattern}: caex explain reads image files, not .npz data sets (caex evaluate and "
+                                "caex manifold read those; save the images to explain as PNG)")
             matches = [path]
         elif glob.has_magic(pattern):
             matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True)

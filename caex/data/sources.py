@@ -125,15 +125,22 @@ def _pillow_image(path: Path):
 def check_image(path: Path) -> None:
     """Raise the same one-line DataError as :func:`read_image` for a file that is no readable image.
 
-    Reads only the header and, where the format allows, verifies the data
-    (PNG checksums), so a long job can refuse a bad file before it writes anything.
+    Decodes the whole file, so a long job refuses a bad one before it writes
+    anything: Pillow's ``verify()`` alone passes a truncated JPEG.
     """
     with _pillow_image(path) as image:
-        image.verify()
+        image.load()
 
 
 def read_image(path: Path) -> torch.Tensor:
-    """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images.
+    """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images."""
+    pixels = _read_pixels(path)
+    _warn_8bit_in_16bit([str(path)] if _is_8bit_in_16bit(pixels) else [])
+    return _pixels_to_tensor(pixels, path)
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    """One file's pixels as stored, ``[H, W]`` or ``[H, W, C]``.
 
     An EXIF orientation tag (photos, some scanners) is applied, so the pixels
     come out upright as every image viewer shows them.
@@ -150,7 +157,11 @@ def read_image(path: Path) -> torch.Tensor:
         array = np.asarray(image)
     if np.issubdtype(array.dtype, np.floating):  # 32-bit float TIFFs
         _check_unit_floats(array, str(path), "save it scaled to [0, 1], or as an 8- or 16-bit image")
-    tensor = _unit_range(array, path)
+    return array
+
+
+def _pixels_to_tensor(pixels: np.ndarray, path: Path) -> torch.Tensor:
+    tensor = _unit_range(pixels, path)
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)
 
 
@@ -169,9 +180,33 @@ def _unit_range(array: np.ndarray, path: Path | str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled)).clamp(0, 1)
 
 
+def _is_8bit_in_16bit(pixels: np.ndarray) -> bool:
+    """16-bit integers (which :func:`_unit_range` divides by 65535) that never exceed 255: 8-bit data saved in
+    a 16-bit PNG or uint16 array, which would train and explain as images at most 0.4% bright."""
+    return (np.issubdtype(pixels.dtype, np.integer) and pixels.dtype.itemsize > 1 and pixels.size > 0
+            and 0 < int(pixels.max()) <= 255)
+
+
+def _warn_8bit_in_16bit(where: list[str], what: str = "image") -> None:
+    """One warning for every image (or array) :func:`_is_8bit_in_16bit` flagged, naming the first."""
+    if where:
+        warnings.warn(f"{len(where)} {what}(s) hold 16-bit pixels no larger than 255, so they read as nearly "
+                      "black (16-bit values are divided by 65535); if this is 8-bit data, save it as 8-bit "
+                      f"(first: {where[0]})", stacklevel=4)
+
+
 def _image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``."""
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_tree(folder: Path) -> list[Path]:
+    """The image files anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient
+    or scan. Hidden files and folders (``.DS_Store``, macOS ``._x.png``, ``.ipynb_checkpoints/``) are no data."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in
+                                                                    p.relative_to(folder).parts) and p.is_file())
 
 
 def _class_folders(root: Path) -> dict[str, Path]:
@@ -182,34 +217,39 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
                      size: int | None) -> RawImages:
     """Every image under ``root/<class>/`` (classes may be missing from a test split), each resized to ``size``
     as it is read, so a folder of large scans never sits in memory at full resolution."""
-    images, labels, sources = [], [], []
+    images, labels, sources, narrow = [], [], [], []
     for label, name in enumerate(class_names):
         folder = root / name
         if not folder.is_dir():
             continue
-        files = _image_files(folder)
+        files = image_tree(folder)
         if not files:
-            raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp)")
+            raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp), "
+                            "in it or in its sub-folders")
         count_before = len(images)
         for path in files:
             try:
-                image = read_image(path)
-                images.append(image if size is None else resize_and_crop(image[None], size)[0])
+                pixels = _read_pixels(path)
             except DataError:
                 if not skip_bad:
                     raise
                 skipped.append(path)
                 continue
+            if _is_8bit_in_16bit(pixels):
+                narrow.append(str(path))
+            image = _pixels_to_tensor(pixels, path)
+            images.append(image if size is None else resize_and_crop(image[None], size)[0])
             labels.append(label)
             sources.append(str(path))
         if len(images) == count_before:
             raise DataError(f"{folder}: class folder has no readable images")
+    _warn_8bit_in_16bit(narrow)
     return RawImages(images, torch.tensor(labels, dtype=torch.long), sources)
 
 
 def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) -> RawData:
-    """``root/<class>/*.png`` (split later) or ``root/train/<class>`` + ``root/test/<class>`` (split given),
-    resized to ``size`` (``None``: as stored)."""
+    """``root/<class>/**/*.png`` (split later) or ``root/train/<class>`` + ``root/test/<class>`` (split given;
+    ``root/val/<class>`` joins train), resized to ``size`` (``None``: as stored)."""
     subfolders = _class_folders(root)
     lowered = {name.lower(): path for name, path in subfolders.items()}
     split_layout = "train" in lowered and "test" in lowered
@@ -223,12 +263,17 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
     if len(class_names) < 2:
         found = ", ".join(class_names) or "none"
         raise DataError(f"{train_root}: need at least two class folders, found {found}")
-    if split_layout:
-        unknown = sorted(set(_class_folders(lowered["test"])) - set(class_names))
+    given = [split for split in ("val", "test") if split_layout and split in lowered]
+    for split in given:
+        unknown = sorted(set(_class_folders(lowered[split])) - set(class_names))
         if unknown:
-            raise DataError(f"{lowered['test'] / unknown[0]}: test class not among the train classes")
+            raise DataError(f"{lowered[split] / unknown[0]}: {split} class not among the train classes")
     skipped: list[Path] = []
     train = _read_class_tree(train_root, class_names, skipped, skip_bad, size)
+    if "val" in given:  # as in a .npz: no model selection here, so the validation images train too
+        val = _read_class_tree(lowered["val"], class_names, skipped, skip_bad, size)
+        train = RawImages(train.images + val.images, torch.cat([train.labels, val.labels]),
+                          train.sources + val.sources)
     test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad, size) if split_layout else None
     _warn_skipped(skipped)
     return RawData(train, test, class_names)
@@ -291,14 +336,34 @@ def read_npz(path: Path) -> RawData:
     if labels_all.min() < 0:
         raise DataError(f"{path}: negative class label {int(labels_all.min())}")
     if "class_names" in arrays:
-        class_names = [str(name) for name in arrays["class_names"].tolist()]
+        class_names = _npz_class_names(path, arrays["class_names"])
         if int(labels_all.max()) >= len(class_names):
             raise DataError(f"{path}: label {int(labels_all.max())} but only {len(class_names)} class_names")
     else:
         class_names = [str(k) for k in range(int(labels_all.max()) + 1)]
+    ignored = sorted(set(arrays) - {"class_names", *(f"{split}_{kind}" for split in ("train", "val", "test")
+                                                       for kind in ("images", "labels"))})
+    if ignored:  # e.g. train_masks: said, so that nobody takes them for read
+        warnings.warn(f"{path}: arrays {', '.join(ignored)} are not read (caex reads train_/val_/test_images and "
+                      "_labels, and class_names)", stacklevel=3)
     raws = {split: RawImages(images, labels, [f"{path.name}:{split}:{i}" for i in range(len(labels))])
             for split, (images, labels) in parts.items()}
     return RawData(raws["train"], raws.get("test"), class_names)
+
+
+def _npz_class_names(path: Path, names: np.ndarray) -> list[str]:
+    """A 1-D array of distinct strings (bytes, as h5py and MATLAB exports write them, are decoded as UTF-8)."""
+    if names.ndim != 1:
+        raise DataError(f"{path}: class_names has shape {names.shape}; expected a 1-D array of names, "
+                        "e.g. np.array(['normal', 'cnv'])")
+    try:
+        decoded = [name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in names.tolist()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: class_names are bytes that are not UTF-8 text ({exc})") from None
+    repeated = sorted({name for name in decoded if decoded.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: class name {repeated[0]!r} is given twice in class_names")
+    return decoded
 
 
 def _shape_text(images: torch.Tensor) -> str:
@@ -316,7 +381,7 @@ def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> tuple[to
         labels = labels[:, 0]
     if labels.ndim != 1:
         raise DataError(f"{path}: {split}_labels has shape {labels.shape}; expected [N] or [N, 1] "
-                        "(multi-label data is not supported)")
+                        "(multi-label data is not supported; one-hot labels: labels.argmax(axis=1))")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
         raise DataError(f"{path}: {split}_images has shape {images.shape}; expected [N, H, W] or [N, H, W, C]")
     if len(images) != len(labels):
@@ -360,4 +425,6 @@ def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
             return images.astype(np.uint16)
         raise DataError(f"{path}: {key} has pixel values up to {high}; expected 8-bit (0..255) or 16-bit "
                         "(0..65535) images")
+    elif _is_8bit_in_16bit(images):
+        _warn_8bit_in_16bit([f"{path}: {key}"], "array")
     return images

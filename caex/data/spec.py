@@ -105,6 +105,10 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
         message = (f"{spec}: class(es) {', '.join(raw.class_names[k] for k in empty)} have no training images; "
                    "nothing can be learned or explained about them")
         warnings.warn(message, stacklevel=3)
+    untested = [] if raw.test is None else sorted(set(present.tolist()) - set(raw.test.labels.tolist()))
+    if untested:  # evaluate, manifold and the report would cover fewer classes than the model knows
+        warnings.warn(f"{spec}: the test split has no images of class(es) "
+                      f"{', '.join(raw.class_names[k] for k in untested)}; nothing is measured on them", stacklevel=3)
     parts = [raw.train] if raw.test is None else [raw.train, raw.test]
     if channels is None:
         channels = 1 if all(_is_gray(images) for part in parts for images in _batches(part)) else 3
