@@ -434,3 +434,16 @@ def test_a_given_test_split_without_some_class_is_warned_about(make_image_folder
     (root / "test" / "z").rmdir()
     with pytest.warns(UserWarning, match=r"the test split has no images of class\(es\) z; nothing is measured"):
         load_dataset(str(root))
+
+
+def test_a_number_names_a_numbered_class_and_is_no_index_then():
+    """``mnist:1,4,9`` with ``--target 2`` explained toward digit 9 (index 2) without a word."""
+    from caex.data.types import class_index, classes_text
+
+    digits, lesions = ["1", "4", "9"], ["normal", "cnv", "dme"]
+    assert [class_index(value, digits) for value in ("1", "9", "2", "0", 2, 0)] == [0, 2, None, None, 2, 0]
+    assert [class_index(value, lesions) for value in ("cnv", "2", 2, "3", "x")] == [1, 2, 2, None, None]
+    assert classes_text(digits) == "1, 4, 9" and classes_text(lesions) == "normal, cnv, dme or 0..2"
+    bundle = load_dataset("mnist:1,4,9")
+    with pytest.raises(DataError, match=r"^'2': not a class of mnist:1,4,9 \(1, 4, 9\)$"):
+        bundle.class_index("2")

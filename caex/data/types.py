@@ -133,11 +133,23 @@ class ImageSet(Dataset):
                 self.subset(test[torch.randperm(len(test), generator=generator)]))
 
 
+def classes_text(class_names: Sequence[str]) -> str:
+    """How a class may be named, for error messages: ``"normal, cnv or 0..1"``; numbered classes by name only."""
+    names = ", ".join(class_names)
+    return names if any(name.isdigit() for name in class_names) else f"{names} or 0..{len(class_names) - 1}"
+
+
 def class_index(value: str | int, class_names: Sequence[str]) -> int | None:
-    """The index of a class given by name or index (``"dme"``, ``2``, ``"2"``); ``None`` if it names none."""
-    if isinstance(value, str) and value in class_names:
-        return list(class_names).index(value)
-    if isinstance(value, str) and value.isdigit():
+    """The index of a class given by name or index (``"dme"``, ``2``, ``"2"``); ``None`` if it names none.
+
+    Where class names are numbers (``mnist:1,4,9``), a number in a string is a name only: ``"2"`` read as
+    index 2 would silently explain toward digit 9.
+    """
+    if isinstance(value, str):
+        if value in class_names:
+            return list(class_names).index(value)
+        if not value.isdigit() or any(name.isdigit() for name in class_names):
+            return None
         value = int(value)
     return value if isinstance(value, int) and 0 <= value < len(class_names) else None
 
@@ -175,8 +187,7 @@ class DataBundle:
         """A class given by name or index (``"dme"``, ``2``, ``"2"``) as its index; a one-line error otherwise."""
         index = class_index(value, self.class_names)
         if index is None:
-            raise DataError(f"{value!r}: not a class of {self.spec} ({', '.join(self.class_names)} "
-                            f"or 0..{self.num_classes - 1})")
+            raise DataError(f"{value!r}: not a class of {self.spec} ({classes_text(self.class_names)})")
         return index
 
     @property

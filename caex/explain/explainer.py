@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from caex.classifier.base import Classifier, require_classifier
-from caex.data.types import check_image_batch, class_index, rank_within_class, warn_other_class_names
+from caex.data.types import (check_image_batch, class_index, classes_text, rank_within_class,
+                              warn_other_class_names)
 from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
@@ -529,7 +530,6 @@ class Explainer:
         index = class_index(value, self.class_names)
         if index is not None and not isinstance(value, bool):  # a bool mask is no class index (True would read as 1)
             return index
-        raise ExplainError(f"{what} {value!r}: not a class of this model ({', '.join(self.class_names)} "
-                           f"or 0..{len(self.class_names) - 1})")
+        raise ExplainError(f"{what} {value!r}: not a class of this model ({classes_text(self.class_names)})")
 
 
