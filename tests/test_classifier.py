@@ -50,6 +50,14 @@ def _images(n: int = 5, channels: int = 1, size: int = SIZE, seed: int = 1) -> t
     return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+def _export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, **kwargs) -> Path:
+    """``module`` as an ONNX file at ``path`` (the exporter's deprecation notices silenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (example,), str(path), dynamo=False, opset_version=17, **kwargs)
+    return path
+
+
 def _bundle(num_classes: int = 3, channels: int = 1, size: int = SIZE) -> DataBundle:
     images = _images(6, channels, size)
     split = ImageSet(images, torch.arange(6) % num_classes)
@@ -394,12 +402,9 @@ def test_an_onnx_models_fixed_axes_win_over_the_shape_it_is_offered(saved, tmp_p
 def test_check_compatible_reports_an_onnx_runtime_failure_as_one_line(tmp_path):
     """onnxruntime's exceptions are no RuntimeError; a model with free spatial axes that only runs at one size
     used to escape check_compatible as an unexpected error."""
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 3)).eval()
-    path = tmp_path / "fixed.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (_images(2),), str(path), dynamo=False, opset_version=17, input_names=["images"],
-                          dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}})
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 3))
+    path = _export_onnx(net, _images(2), tmp_path / "fixed.onnx", input_names=["images"],
+                        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}})
     classifier = load_classifier(path, num_classes=3, channels=1)
     assert classifier.image_size is None
     check_compatible(classifier, _bundle(3, 1, SIZE))
@@ -412,14 +417,135 @@ def test_an_onnx_model_with_a_fixed_batch_axis_takes_any_number_of_images(saved,
     """torch.onnx.export without dynamic_axes fixes the batch to the example's; 5 images in batches of 2 failed
     inside onnxruntime on the last, smaller one (a multi-line "unexpected error" in every command)."""
     _, net = saved
-    path = tmp_path / "batch2.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (_images(2),), str(path), dynamo=False, opset_version=17)
+    path = _export_onnx(net, _images(2), tmp_path / "batch2.onnx")
     classifier = load_classifier(path, class_names=NAMES)
     images = _images(5)
     torch.testing.assert_close(classifier.predict_proba(images), torch.softmax(net(images), 1).detach(), atol=1e-4,
                                rtol=0)
+
+
+# --------------------------------------------------------------------------- ONNX and TorchScript metadata
+
+
+def _constant_head(scores: list[float], last: torch.nn.Module) -> torch.nn.Sequential:
+    """A network that ignores its image and returns ``last`` of fixed pre-activations: a known answer."""
+    linear = torch.nn.Linear(SIZE * SIZE, len(scores))
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor(scores))
+    return torch.nn.Sequential(torch.nn.Flatten(), linear, last)
+
+
+def _exports(saved, folder: Path) -> dict[str, Path]:
+    """Copies of the bundle's ONNX and TorchScript exports in ``folder``, away from the bundle's json."""
+    folder.mkdir(exist_ok=True)
+    copies = {"onnx": folder / "model.onnx", "torchscript": folder / "model.pt"}
+    shutil.copy(saved[0] / "classifier.onnx", copies["onnx"])
+    shutil.copy(saved[0] / "classifier.torchscript.pt", copies["torchscript"])
+    return copies
+
+
+def test_sigmoid_scores_of_an_onnx_model_are_divided_by_their_sum_with_one_warning(tmp_path):
+    """Per-class sigmoid scores were taken for logits and softmaxed again: 0.88 was reported as 0.50."""
+    scores = torch.tensor([0.88, 0.30, 0.02])
+    path = _export_onnx(_constant_head(torch.logit(scores).tolist(), torch.nn.Sigmoid()), _images(2),
+                        tmp_path / "sigmoid.onnx", dynamic_axes={"input": {0: "batch"}}, input_names=["input"])
+    classifier = load_classifier(path, class_names=NAMES)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probabilities = classifier.predict_proba(_images(4))
+        classifier.predict_proba(_images(3))
+    torch.testing.assert_close(probabilities, (scores / 1.2).expand(4, 3), atol=1e-5, rtol=0)
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith(f"{path}: the model's outputs look like per-class sigmoid scores (all "
+                                             "in [0, 1], a row summing to 1.2), not softmax probabilities or logits; "
+                                             "caex explains single-label classifiers, so it divides each row by its "
+                                             "sum")
+
+
+@pytest.mark.parametrize("last, expected", [
+    (torch.nn.Softmax(dim=1), torch.softmax(torch.tensor([2.0, 0.5, -1.0]), 0)),  # probabilities: unchanged
+    (torch.nn.Identity(), torch.softmax(torch.tensor([2.0, 0.5, -1.0]), 0)),  # logits: softmaxed
+])
+def test_onnx_probabilities_and_logits_give_the_softmax_without_a_warning(tmp_path, last, expected):
+    path = _export_onnx(_constant_head([2.0, 0.5, -1.0], last), _images(2), tmp_path / "model.onnx")
+    classifier = load_classifier(path, class_names=NAMES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(classifier.predict_proba(_images(2)), expected.expand(2, 3), atol=1e-5, rtol=0)
+
+
+def test_a_json_of_only_names_and_shape_describes_an_onnx_or_torchscript_model(saved, tmp_path):
+    """Naming the classes of an ONNX model took the PyTorch-only arch, mean, std and small_stem too."""
+    folder, net = saved
+    copies = _exports(saved, tmp_path / "exports")
+    (tmp_path / "exports" / "classifier.json").write_text(json.dumps({"class_names": NAMES, "image_size": SIZE,
+                                                                      "channels": 1}))
+    images = _images(3)
+    for name, path in copies.items():
+        classifier = load_classifier(path, device="cpu")
+        assert (classifier.class_names, classifier.image_size, classifier.channels) == (NAMES, SIZE, 1), name
+        torch.testing.assert_close(classifier.predict_proba(images), torch.softmax(net(images), 1).detach(),
+                                   atol=1e-4, rtol=0, msg=name)
+    weights = tmp_path / "exports" / "weights.safetensors"
+    shutil.copy(folder / "classifier.safetensors", weights)
+    with pytest.raises(ClassifierError) as exc_info:
+        load_classifier(weights)
+    assert _one_line(exc_info) == (f"{weights}: a bare weights file needs an architecture (arch=, --arch) "
+                                   f"(none in {tmp_path / 'exports' / 'classifier.json'})")
+    assert load_classifier(weights, arch="smallcnn").class_names == NAMES
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_mean_and_std_an_export_does_not_hold_are_refused(saved, tmp_path, kind):
+    """The json's mean/std were applied to state dicts only: beside an export they were silently dropped."""
+    path = _exports(saved, tmp_path)[kind]
+    described = tmp_path / "classifier.json"
+    minimal = {"class_names": NAMES, "image_size": SIZE, "channels": 1}
+    described.write_text(json.dumps({**minimal, "mean": [0.5], "std": [0.25]}))
+    with pytest.raises(ClassifierError) as exc_info:
+        load_classifier(path)
+    assert _one_line(exc_info) == (f"{described}: mean [0.5] would not be applied to {path.name}, which gets images "
+                                   "in [0, 1]; bake the normalisation into the exported graph and drop mean and std "
+                                   "from the json")
+    described.write_text(json.dumps({**minimal, "mean": [0.4], "std": [0.25]}))  # the export's mean, not its std
+    with pytest.raises(ClassifierError, match=r"std \[0\.25\] would not be applied"):
+        load_classifier(path)
+    for held in ({"mean": [0.4], "std": [0.3]}, {"mean": [0.0], "std": [1.0]}):  # the export's own, the identity
+        described.write_text(json.dumps({**minimal, **held}))
+        assert load_classifier(path).class_names == NAMES
+    with pytest.raises(ClassifierError) as exc_info:
+        load_classifier(path, std=[0.3])
+    assert _one_line(exc_info) == (f"{path}: mean=/std= are applied only to state dicts; an ONNX or TorchScript "
+                                   "model gets images in [0, 1], so bake the normalisation into the exported graph")
+
+
+@pytest.mark.parametrize("name, claimed", [("image_size", 48), ("channels", 3)])
+def test_a_json_contradicting_the_onnx_input_shape_is_refused(saved, tmp_path, name, claimed):
+    """The graph's fixed axes silently won over the json's image_size/channels."""
+    path = _exports(saved, tmp_path)["onnx"]
+    described = tmp_path / "classifier.json"
+    described.write_text(json.dumps({"class_names": NAMES, "image_size": SIZE, "channels": 1, name: claimed}))
+    with pytest.raises(ClassifierError) as exc_info:
+        load_classifier(path)
+    fixed = {"image_size": SIZE, "channels": 1}[name]
+    assert _one_line(exc_info) == (f"{described}: says {name} {claimed} but model.onnx's input shape "
+                                   f"['batch', 1, {SIZE}, {SIZE}] fixes it at {fixed}")
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((1, SIZE, SIZE, 1), "[1, 32, 32, 1] (channels last?); caex needs NCHW input [batch, channels, height, width] "
+                         "with 1 or 3 channels"),
+    ((1, 1, SIZE, 48), "[1, 1, 32, 48]; caex needs square images (height = width)"),
+])
+def test_an_onnx_input_caex_cannot_feed_is_named_with_its_shape(tmp_path, shape, expected):
+    """A channels-last model was told it "takes 32-channel images" and to "use --channels 32", which no
+    option accepts."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(shape[1] * shape[2] * shape[3], 3))
+    path = _export_onnx(net, torch.zeros(shape), tmp_path / "model.onnx")
+    with pytest.raises(ClassifierError) as exc_info:
+        load_classifier(path, class_names=NAMES)
+    assert _one_line(exc_info) == f"{path}: the ONNX input has shape {expected}"
 
 
 def test_a_single_image_or_an_array_is_a_classifier_error():

@@ -409,7 +409,7 @@ def test_npz_class_names_as_text_or_bytes(tmp_path, names, expected):
 
 
 @pytest.mark.parametrize(("names", "message"), [
-    (np.array("normal,cnv"), r"class_names has shape \(\); expected a 1-D array of names"),   # was 10 one-letter classes
+    (np.array("normal,cnv"), r"class_names has shape \(\); expected a 1-D array of names"),  # was 10 classes
     (np.array(["a", "a"]), r"class name 'a' is given twice in class_names"),
 ])
 def test_npz_class_names_that_cannot_name_the_classes_are_refused(tmp_path, names, message):

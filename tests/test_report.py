@@ -209,7 +209,7 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     # samples, curves, latest grid, 3 manifold figures, overlay + strip, gallery + curves
     images = [link for link in page.links if link.startswith("data:")]
     assert len(images) == 10
-    assert "iter_0000020: originals" in text and "iter_0000010" not in text  # the latest grid only
+    assert "iter_0000020: one training image per class" in text and "iter_0000010" not in text  # the latest grid only
     # dataset, classifier, separability, swap, smoothness, results, settings (no stage markers)
     assert page.tables == 7
     settings = text.split('<section id="settings"')[1]

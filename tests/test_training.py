@@ -846,3 +846,15 @@ def test_resume_survives_a_log_line_cut_short_by_a_kill(tmp_path, monkeypatch) -
 def test_schedule_settings_out_of_range_are_named(field: str, value, message: str) -> None:
     with pytest.raises(TrainingError, match=message):
         TrainConfig.preset("tiny", **{field: value})
+
+
+def test_sample_grids_show_every_class_up_to_sixteen(tmp_path, monkeypatch) -> None:
+    """A 10-class run's grids stopped at the 8th class, so the report never showed digits 8 and 9."""
+    import caex.training.trainer as trainer
+
+    shown = []
+    monkeypatch.setattr(trainer, "_save_samples", lambda cae, exemplars, path: shown.append(len(exemplars)))
+    for classes, expected in ((10, 10), (20, trainer.SAMPLE_CLASSES)):
+        config, train_config = _configs(classes=classes, iters=1, sample_every=1)
+        train_cae(_data(n=2 * classes, classes=classes), config, train_config, tmp_path / str(classes))
+        assert shown.pop() == expected

@@ -38,17 +38,22 @@ def bundle_folder(path: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClassifierInfo:
-    """What a bundle records about its classifier (the contents of ``classifier.json``)."""
+    """What a bundle records about its classifier (the contents of ``classifier.json``).
 
-    arch: str
+    ``class_names``, ``image_size`` and ``channels`` describe any model. ``arch``, ``mean``, ``std`` and
+    ``small_stem`` describe a PyTorch state dict (a bundle writes them all); an ONNX or TorchScript export
+    carries its architecture and normalisation inside its graph, so the json beside one may leave them out.
+    """
+
+    arch: str | None = None
     class_names: list[str]
     image_size: int
     channels: int
-    mean: list[float]
-    std: list[float]
-    small_stem: bool
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    small_stem: bool | None = None
     test_accuracy: float | None = None
     data_spec: str | None = None
     data_seed: int | None = None  # the seed of the data's train/test split (DataBundle.seed)
@@ -76,10 +81,13 @@ class ClassifierInfo:
 
     def check(self, path: str | os.PathLike) -> None:
         """One-line errors naming ``path`` for fields of the wrong kind (a hand-edited json, say)."""
+        optional = {"arch", "mean", "std"}  # absent (None) in the json beside an ONNX or TorchScript export
         wrong = [name for name, value, kind in (
             ("arch", self.arch, str), ("image_size", self.image_size, int), ("channels", self.channels, int),
             ("class_names", self.class_names, list), ("mean", self.mean, list), ("std", self.std, list))
-            if not isinstance(value, kind) or isinstance(value, bool)]
+            if not (value is None and name in optional) and (not isinstance(value, kind) or isinstance(value, bool))]
+        wrong += [name for name, values in (("mean", self.mean), ("std", self.std)) if isinstance(values, list)
+                  and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)]
         if wrong:
             raise ClassifierError(f"{path}: classifier.json has a wrong kind of value for {', '.join(wrong)}")
 

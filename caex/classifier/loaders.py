@@ -12,7 +12,7 @@ import os
 import pickle
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -65,18 +65,25 @@ class TorchClassifier(Classifier):
 class OnnxClassifier(Classifier):
     """An ONNX model run by onnxruntime: probabilities only, no gradients, no features.
 
-    The model's output may be logits or probabilities; rows that are already
-    probability vectors are passed through unchanged.
+    caex explains single-label classifiers, so each output row must be logits or softmax probabilities.
+    Rows that are already probability vectors (non-negative, summing to one) pass through unchanged. Rows of
+    per-class sigmoid scores (every value in [0, 1], not summing to one) would be distorted by a softmax
+    (0.88 reported as 0.47), so they are divided by their sum instead, which keeps the model's ranking and
+    the ratios of its scores, and a warning naming the file says so once. They are not refused: the verdict
+    is read off the values, and an unsure model's logits may also all lie in [0, 1], so a refusal would
+    block a valid model with nothing to override it, while the warning leaves nothing silent.
     """
 
     has_gradients = False
 
     def __init__(self, session, class_names: list[str], image_size: int | None, channels: int | None,
-                 batch_size: int = 256, fixed_batch: int | None = None) -> None:
+                 batch_size: int = 256, fixed_batch: int | None = None, source: str | os.PathLike = "") -> None:
         super().__init__(class_names, image_size, channels, device="cpu", batch_size=fixed_batch or batch_size)
         self._session = session
         self._input_name = session.get_inputs()[0].name
         self._fixed_batch = fixed_batch
+        self._source = str(source) or "the ONNX model"
+        self._warned_sigmoid = False
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
         count = len(images)
@@ -84,14 +91,22 @@ class OnnxClassifier(Classifier):
             images = torch.cat([images, images[-1:].expand(self._fixed_batch - count, -1, -1, -1)])
         output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
         output = output[:count]
-        if _are_probabilities(output):
-            return output.clamp_min(1e-12).log()  # softmax(log p) == p
-        return output
+        sums = output.sum(dim=1, keepdim=True)
+        if not ((output >= 0) & (output <= 1)).all():
+            return output  # logits
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+            self._warn_sigmoid(float(sums[(sums - 1).abs().argmax()]))
+            output = output / sums.clamp_min(1e-12)
+        return output.clamp_min(1e-12).log()  # softmax(log p) == p
 
-
-def _are_probabilities(output: torch.Tensor) -> bool:
-    """True when every row is non-negative and sums to one (a softmax already applied)."""
-    return bool((output >= 0).all() and torch.allclose(output.sum(dim=1), torch.ones(len(output)), atol=1e-4))
+    def _warn_sigmoid(self, row_sum: float) -> None:
+        if not self._warned_sigmoid:
+            self._warned_sigmoid = True
+            warnings.warn(f"{self._source}: the model's outputs look like per-class sigmoid scores (all in [0, 1], "
+                          f"a row summing to {row_sum:.3g}), not softmax probabilities or logits; caex explains "
+                          "single-label classifiers, so it divides each row by its sum and reports that as the class "
+                          "probabilities (ranking and ratios kept); export logits or softmax probabilities to avoid "
+                          "this", stacklevel=2)
 
 
 def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
@@ -105,7 +120,10 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     to a TorchScript/ONNX/weights file); the keyword arguments fill in or
     override it. ``mean``/``std`` apply only to bare state dicts without
     normalisation buffers (default: the json's, else none), so a network
-    trained on normalised images sees them normalised. ``probe_shape``
+    trained on normalised images sees them normalised. An ONNX or TorchScript
+    model gets images in [0, 1] and must normalise inside its graph: mean/std
+    given for one are refused, not silently dropped (its json may repeat only
+    what the graph already holds, as a bundle's does). ``probe_shape``
     (image size, channels) stands in for a json that is not there: a bare
     model file records no input shape, so it is tried on the images it will get.
     """
@@ -125,29 +143,61 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     image_size = image_size if image_size is not None else recorded[0]
     channels = channels if channels is not None else recorded[1]
     names = list(class_names) if class_names is not None else (info.class_names if info else None)
-    mean = mean if mean is not None else (info.mean if info else None)
-    std = std if std is not None else (info.std if info else None)
 
     if path.suffix == ".onnx":
         if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
             raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")
-        return _load_onnx(path, names, num_classes, image_size, channels, device, batch_size)
+        _refuse_normalisation_outside(path, mean, std, info, described, lambda: _onnx_constants(path))
+        return _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info, described)
     device = resolve_device(device)
     if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
-        if info is None:
-            raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch)")
+        if info is None or info.arch is None:
+            where = "" if info is None else f" (none in {described})"
+            raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch){where}")
         if info.arch not in ARCHITECTURES:  # named here, where the json is known, not deep in the builder
             raise ClassifierError(f"{described}: unknown arch {info.arch!r}; choose one of "
                                   f"{', '.join(ARCHITECTURES)}")
         arch = info.arch
     if arch is not None:
+        mean = mean if mean is not None else (info.mean if info else None)
+        std = std if std is not None else (info.std if info else None)
         net = _load_state_dict_network(path, arch, mean, std)
         return TorchClassifier(net, _class_names(path, int(net.head.out_features), names, num_classes),
                                image_size, int(net.mean.shape[1]), device=device, batch_size=batch_size)
     module = _load_torchscript(path)
+    _refuse_normalisation_outside(path, mean, std, info, described,
+                                  lambda: {name: getattr(module, name, None) for name in ("mean", "std")})
     found_classes = _probe_num_classes(path, lambda x: module(x), image_size, channels, names, num_classes)
     return TorchClassifier(module, _class_names(path, found_classes, names, num_classes), image_size, channels,
                            device=device, batch_size=batch_size)
+
+
+def _refuse_normalisation_outside(path: Path, mean: Sequence[float] | None, std: Sequence[float] | None,
+                                  info: ClassifierInfo | None, described: Path,
+                                  held: Callable[[], dict[str, object]]) -> None:
+    """Refuse mean/std for an ONNX or TorchScript model, which caex runs on [0, 1] images as they are.
+
+    Normalising outside the graph would make the export's results depend on a json beside it (and a bundle's
+    exports already normalise inside: applying its json again would do it twice), so the rule is one for all
+    exports: the normalisation belongs in the graph. A json may still record what the graph holds (a bundle's
+    json describes its weights; ``held`` reads the export's ``mean``/``std`` constants) or the identity.
+    """
+    if mean is not None or std is not None:
+        raise ClassifierError(f"{path}: mean=/std= are applied only to state dicts; an ONNX or TorchScript model "
+                              "gets images in [0, 1], so bake the normalisation into the exported graph")
+    identity = {"mean": 0.0, "std": 1.0}  # nothing to apply
+    stated = {} if info is None else {name: values for name, values in (("mean", info.mean), ("std", info.std))
+                                      if values is not None and any(v != identity[name] for v in values)}
+    if not stated:
+        return
+    inside = held()
+    for name, values in stated.items():
+        constant = inside.get(name)
+        if not (isinstance(constant, torch.Tensor) and constant.numel() == len(values)
+                and torch.allclose(constant.flatten().float(), torch.tensor(values, dtype=torch.float32))):
+            raise ClassifierError(f"{described}: {name} {values} would not be applied to {path.name}, which gets "
+                                  "images in [0, 1]; bake the normalisation into the exported graph and drop mean "
+                                  "and std from the json")
 
 
 def check_compatible(classifier: Classifier, data: DataBundle) -> None:
@@ -272,12 +322,9 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
 
 
 def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, image_size: int | None,
-               channels: int | None, device: str | torch.device, batch_size: int) -> OnnxClassifier:
-    try:
-        import onnxruntime
-    except ModuleNotFoundError:
-        raise ClassifierError(f"{path}: reading ONNX models needs onnxruntime; install the extra: "
-                              "pip install 'caex[onnx]'") from None
+               channels: int | None, device: str | torch.device, batch_size: int, info: ClassifierInfo | None,
+               described: Path) -> OnnxClassifier:
+    onnxruntime = _import_onnx_module(path, "onnxruntime")
     providers = ["CPUExecutionProvider"]
     if resolve_device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
@@ -285,11 +332,14 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
         session = onnxruntime.InferenceSession(str(path), providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ClassifierError(f"{path}: not a readable ONNX model ({_one_line(exc)})") from None
-    shape = session.get_inputs()[0].shape
-    if len(shape) != 4:
-        raise ClassifierError(f"{path}: the ONNX input has shape {shape}, expected [batch, C, H, W]")
-    static_batch, static_channels, static_size = (dim if isinstance(dim, int) else None for dim in shape[:3])
-    channels = static_channels or channels  # the graph's own axes are facts; metadata fills only free ones
+    static_batch, static_channels, static_size = _onnx_input_axes(path, session.get_inputs()[0].shape)
+    if info is not None:  # the json claims what the graph fixes: a contradiction is a wrong json, not a detail
+        for name, claimed, fixed in (("channels", info.channels, static_channels),
+                                     ("image_size", info.image_size, static_size)):
+            if fixed is not None and claimed != fixed:
+                raise ClassifierError(f"{described}: says {name} {claimed} but {path.name}'s input shape "
+                                      f"{session.get_inputs()[0].shape} fixes it at {fixed}")
+    channels = static_channels or channels  # the graph's own axes are facts; offered shapes fill only free ones
     image_size = static_size or image_size
     output_dim = session.get_outputs()[0].shape[-1]
     if isinstance(output_dim, int):
@@ -299,7 +349,44 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
         found = _probe_num_classes(path, lambda x: session.run(None, {input_name: x.numpy()})[0],
                                    image_size, channels, names, num_classes)
     return OnnxClassifier(session, _class_names(path, found, names, num_classes), image_size, channels,
-                          batch_size=batch_size, fixed_batch=static_batch)
+                          batch_size=batch_size, fixed_batch=static_batch, source=path)
+
+
+def _onnx_input_axes(path: Path, shape: list) -> tuple[int | None, int | None, int | None]:
+    """The fixed (batch, channels, size) of an NCHW input shape, ``None`` for free axes; one-line errors for a
+    shape caex cannot feed (not 4-D, channels last, not 1 or 3 channels, not square)."""
+    fixed = [dim if isinstance(dim, int) else None for dim in shape]
+    if len(shape) != 4 or fixed[1] not in (None, 1, 3):
+        last = " (channels last?)" if len(shape) == 4 and fixed[3] in (1, 3) else ""
+        raise ClassifierError(f"{path}: the ONNX input has shape {shape}{last}; caex needs NCHW input "
+                              "[batch, channels, height, width] with 1 or 3 channels")
+    if None not in fixed[2:] and fixed[2] != fixed[3]:
+        raise ClassifierError(f"{path}: the ONNX input has shape {shape}; caex needs square images (height = width)")
+    return fixed[0], fixed[1], fixed[2] or fixed[3]
+
+
+def _onnx_constants(path: Path) -> dict[str, object]:
+    """The graph's constants (initializers) by name, read only to compare a json's mean/std with the export's."""
+    onnx = _import_onnx_module(path, "onnx")
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise their own exception types
+        raise ClassifierError(f"{path}: not a readable ONNX model ({_one_line(exc)})") from None
+    return {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in graph.initializer
+            if tensor.name in ("mean", "std")}
+
+
+def _import_onnx_module(path: Path, name: str):
+    """``onnxruntime`` or ``onnx``, or a one-line error naming the extra that installs both."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise ClassifierError(f"{path}: reading ONNX models needs {name}; install the extra: "
+                              "pip install 'caex[onnx]'") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -48,7 +48,7 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
             if masks is not None and masks[index].any():
                 axis.contour(masks[index].numpy().astype(float), levels=[0.5], colors="red", linewidths=0.8)
         axes_row[0].set_ylabel(bundle.class_names[class_index], rotation=0, ha="right", va="center", fontsize=10)
-    figure.suptitle(f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s); red: lesion mask)",
-                    fontsize=9)
+    legend = "; red: lesion mask" if masks is not None and bool(masks.any()) else ""
+    figure.suptitle(f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s){legend})", fontsize=9)
     figure.tight_layout()
     return save_figure(path, figure, dpi=100)

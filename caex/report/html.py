@@ -30,6 +30,7 @@ from caex.evaluation.runner import method_name
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
+from caex.training.trainer import SAMPLE_CLASSES
 from caex.utils import atomic_write_text
 from caex.utils.plotting import figure_png, literal_text
 
@@ -400,8 +401,10 @@ def training_section(sources: ReportSources) -> Section:
     grids = sorted((sources.cae / "samples").glob("*.png")) if sources.cae is not None else []
     if grids:
         section.parts.append(figure_html(grids[-1].read_bytes(),
-                                         f"{grids[-1].stem}: originals (row 1), reconstructions (row 2), then "
-                                         "every original decoded with row k's class code (row k + 2)",
+                                         f"{grids[-1].stem}: one training image per class (columns, the first "
+                                         f"{SAMPLE_CLASSES} classes at most): originals (row 1), reconstructions "
+                                         "(row 2), then every original decoded with column k's class code "
+                                         "(row k + 2)",
                                          enlarge=True))
     else:
         section.missing.append(f"reconstruction/swap grid ({_where(sources.cae, 'samples/*.png')} not found)")

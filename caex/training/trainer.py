@@ -541,7 +541,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                        tensorboard=train_config.tensorboard) if writes else None
     if writes:
         write_json(run_dir / TRAIN_CONFIG_FILE, train_config.to_dict())
-    exemplars = _first_of_each_class(labels, len(names))[:8]
+    exemplars = _first_of_each_class(labels, len(names))[:SAMPLE_CLASSES]
     monitored = _first_of_each_class(labels, len(names), per_class=64)  # code_separation's images
     separation: dict[str, float] = {}
     bar = progress(total=train_config.iters, initial=start, desc="train CAE", unit="it",
@@ -823,6 +823,11 @@ def _first_of_each_class(labels: torch.Tensor, num_classes: int, per_class: int 
     """Indices of the first ``per_class`` images of each class, class by class: a fixed set that needs no
     random draw (the sample grids and the code monitor must not move the training's RNG streams)."""
     return torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(num_classes)])
+
+
+#: Classes in the sample grids, one column each (and one swap row each): all of them up to 16, so that a
+#: 10-class grid still shows every class while a 100-class one stays a readable size.
+SAMPLE_CLASSES = 16
 
 
 @torch.no_grad()
