@@ -311,6 +311,11 @@ def test_select_images_is_stratified_seeded_and_correct_only():
     assert data.test.labels[picked].tolist() == [0, 1, 0, 1, 0, 1]
     with pytest.raises(EvaluationError, match="n_images=0: must be at least 1"):
         select_images(classifier, data, 0)
+    data.test.labels[::2] = 1  # every dark image labelled bright, and one bright image labelled dark:
+    data.test.labels[1] = 0    # 'dark' has a test image, and it is wrong
+    with pytest.warns(UserWarning, match=r"^the classifier gets no test image of class\(es\) dark right, so the "
+                                         r"evaluation leaves them out$"):
+        assert data.test.labels[select_images(classifier, data, 6)].tolist() == [1] * 5
 
 
 def test_rank_within_class_counts_earlier_items_of_the_same_class():

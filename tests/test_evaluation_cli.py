@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -12,6 +13,10 @@ import torch
 from caex.classifier import build_classifier_network, save_bundle
 from caex.cli.main import main
 from caex.model import CAE, CAEConfig
+
+
+#: The untrained classifiers below call every image one class, and the evaluation says it leaves the other out.
+UNTRAINED = "the classifier gets no test image of class"
 
 
 def test_help_lists_the_methods(capsys):
@@ -79,6 +84,7 @@ def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     scripted = str(tmp_path / "clf" / "classifier.torchscript.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", UNTRAINED)
         code = main(["evaluate", "none", str(tmp_path / "tiny.npz"), "--classifier", scripted, "--methods",
                      "gradcam", "--n-images", "2", "--device", "cpu", "--out", str(tmp_path / "skipped")])
     printed = capsys.readouterr()
@@ -103,7 +109,7 @@ def test_files_an_evaluation_did_not_write_are_warned_about_once(tmp_path):
             "random", "--n-images", "2", "--device", "cpu", "--out", str(out)]
     with pytest.warns(UserWarning) as caught:
         assert main(argv) == 0
-    assert [str(warning.message) for warning in caught] == [
+    assert [str(warning.message) for warning in caught if not re.match(UNTRAINED, str(warning.message))] == [
         f"{out} also holds 2 file(s) that this run did not write, e.g. of an earlier run (first: curves_old.png); "
         "use a fresh --out to keep runs apart"]
     assert (out / "curves_old.png").exists()
@@ -111,6 +117,7 @@ def test_files_an_evaluation_did_not_write_are_warned_about_once(tmp_path):
     (out / "gallery_old.png").unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same run again rewrites every file it finds
+        warnings.filterwarnings("ignore", UNTRAINED)
         assert main(argv) == 0
 
 

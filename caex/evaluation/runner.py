@@ -14,6 +14,7 @@ import inspect
 import io
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,6 +239,11 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     correct = torch.nonzero(_predictions(classifier, data.test.images, verbose) == labels).squeeze(1)
     if len(correct) == 0:
         raise EvaluationError(f"the classifier gets no test image of {data.spec!r} right; nothing to explain")
+    missed = sorted(set(labels.tolist()) - set(labels[correct].tolist()))
+    if missed:  # the tables would otherwise read as covering every class
+        names = ", ".join(data.class_names[k] for k in missed)
+        warnings.warn(f"the classifier gets no test image of class(es) {names} right, so the evaluation leaves "
+                      "them out", stacklevel=3)
     shuffled = correct[torch.randperm(len(correct), generator=torch_generator(seed))]
     class_of = labels[shuffled]
     interleaved = shuffled[torch.argsort(rank_within_class(class_of) * data.num_classes + class_of)]
