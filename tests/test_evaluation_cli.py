@@ -62,6 +62,7 @@ def test_an_out_folder_under_a_file_is_refused_before_any_work(tmp_path, capsys)
     assert code == 2 and error == f"caex evaluate: error: --out {out}: {out.parent} is a file, not a folder\n"
 
 
+@pytest.mark.filterwarnings(f"ignore:{UNTRAINED}")
 def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     generator = np.random.default_rng(0)
     arrays = {f"{split}_{kind}": value for split in ("train", "test") for kind, value in (
