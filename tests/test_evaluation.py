@@ -612,3 +612,17 @@ def test_a_second_evaluation_into_a_busy_folder_stops_before_working(tmp_path, m
             pytest.raises(CaexError, match=rf"^{tmp_path}: in use by caex evaluate \(pid \d+\); wait for it"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=2, out_dir=tmp_path)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_the_gallery_shows_one_image_per_class_up_to_ten_and_names_each_row():
+    """Ten classes: the gallery stopped at 6 rows (digits 6-9 never shown) and no row said its class."""
+    from caex.evaluation.runner import EvaluationResults, _gallery_figure
+
+    images = bright_images(12)
+    results = EvaluationResults([], {}, list(range(12)), {"random": torch.rand(12, SIZE, SIZE)})
+    for classes, rows in ((2, 6), (8, 8), (12, 10)):
+        names = [f"c{k % classes}" for k in range(12)]
+        figure = _gallery_figure(results, images, None, names)
+        labels = [axes.get_ylabel() for axes in figure.axes[::2]]
+        assert labels == names[:rows]
+    assert len(_gallery_figure(results, images, None).axes) == 2 * 6

@@ -41,7 +41,9 @@ DEFAULT_METHODS = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrate
 _ALIASES = {"ig": "integrated_gradients", "integrated-gradients": "integrated_gradients", "grad-cam": "gradcam"}
 #: Constructor arguments :func:`evaluate` sets itself, the same for every method.
 _SET_BY_EVALUATE = {"self", "classifier", "explainer", "kwargs", "batch_size", "seed", "name"}
-GALLERY_ROWS = 6
+#: Images in the gallery: one per class (the selection takes the classes in turn) for up to 10 classes, and 6
+#: at least.
+GALLERY_ROWS = (6, 10)
 
 
 @dataclass
@@ -149,6 +151,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     indices = select_images(classifier, data, n_images, seed, verbose=verbose)
     test = data.test.subset(indices)
     images, labels = test.images, test.labels
+    row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
     fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
     cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
     height, width = images.shape[-2:]
@@ -189,14 +192,14 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                 raise
             settings["interrupted"] = True
             partial = EvaluationResults(results, settings, indices.tolist(), maps)
-            write_results(partial, test.images, test.masks, out_dir)
+            write_results(partial, test.images, test.masks, out_dir, row_labels)
             terminated = isinstance(stop, Terminated)
             raise Interrupted(f"stopped by {'SIGTERM' if terminated else 'an interrupt'} after {len(done)} of "
                               f"{len(names)} methods; their results are written to {out_dir}",
                               exit_code=143 if terminated else 130) from None
         evaluation = EvaluationResults(results, settings, indices.tolist(), maps)
         if out_dir is not None:
-            write_results(evaluation, test.images, test.masks, out_dir)
+            write_results(evaluation, test.images, test.masks, out_dir, row_labels)
         return evaluation
 
 
@@ -305,15 +308,17 @@ def _resolve_explainer(source: Any, classifier: Classifier, seed: int) -> Any:
 
 @literal_text
 def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
-                  out_dir: str | os.PathLike) -> Path:
-    """``results.{csv,json,md}``, ``curves.png`` and ``gallery.png`` under ``out_dir``."""
+                  out_dir: str | os.PathLike, class_names: Sequence[str] = ()) -> Path:
+    """``results.{csv,json,md}``, ``curves.png`` and ``gallery.png`` under ``out_dir``; ``class_names``, one per
+    image, label the gallery's rows."""
     out = Path(out_dir)
     with replaced_together(out) as staging:  # the five files replace an earlier set together, or not at all
         atomic_write_text(staging / "results.csv", results.to_csv())
         write_json(staging / "results.json", results.to_json())
         atomic_write_text(staging / "results.md", results.to_markdown())
         atomic_write_bytes(staging / "curves.png", figure_png(_curves_figure(results), dpi=120))
-        atomic_write_bytes(staging / "gallery.png", figure_png(_gallery_figure(results, images, masks), dpi=120))
+        atomic_write_bytes(staging / "gallery.png", figure_png(_gallery_figure(results, images, masks, class_names),
+                                                                   dpi=120))
     return out
 
 
@@ -338,12 +343,15 @@ def _curves_figure(results: EvaluationResults):
     return figure
 
 
-def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None):
-    """Rows = images, columns = input then one saliency map per method; mask outlines in green."""
+def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
+                    class_names: Sequence[str] = ()):
+    """Rows = images (named by ``class_names``), columns = input then one saliency map per method; mask outlines
+    in green."""
     from matplotlib.figure import Figure
 
     methods = list(results.maps)
-    rows = min(GALLERY_ROWS, len(images))
+    fewest, most = GALLERY_ROWS
+    rows = min(len(images), max(fewest, min(len(set(class_names)), most)))
     columns = 1 + len(methods)
     figure = Figure(figsize=(1.6 * columns, 1.6 * rows + 0.3), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
@@ -360,6 +368,8 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
             axes.set_yticks([])
             if row == 0:
                 axes.set_title("input" if column == 0 else method_name(methods[column - 1]), fontsize=8)
+        if class_names:
+            grid[row][0].set_ylabel(class_names[row], fontsize=8)
     return figure
 
 
