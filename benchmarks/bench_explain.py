@@ -100,8 +100,8 @@ def main() -> None:
     parser.add_argument("--cae", nargs="+", default=["guided:16", "guided:6", "nearest:2"], metavar="PATH:STEPS[:BY]",
                         help="CAE settings to time (default: guided:16 = caex's default, guided:6 = the official "
                              "demo's, nearest:2 = the fast straight contrast); BY = code (default: no classifier "
-                             "pass for a 2-step map) or probability picks the counterfactual class among more "
-                             "than two")
+                             "pass for a 2-step map), probability or all (every other class, the maps averaged) "
+                             "picks the counterfactual class among more than two")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2)")
     parser.add_argument("--seed", type=int, default=0)
