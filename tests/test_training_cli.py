@@ -311,3 +311,16 @@ def test_sigterm_stops_with_the_checkpoint_saved_and_says_how_to_continue(tmp_pa
     monkeypatch.setattr(BBCFETrainer, "step", step)
     assert main(["train", str(npz_data), "--out", str(run), "--resume", "--device", "cpu"]) == 0
     assert json.loads((run / "summary.json").read_text())["trained_iters"] == 17
+
+
+def test_a_black_box_classifier_leaves_the_discriminator_as_critic_and_says_so(tmp_path, npz_data, capsys) -> None:
+    from caex.classifier import build_classifier_network, save_bundle
+
+    save_bundle(build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=16), tmp_path / "clf",
+                class_names=["0", "1"], image_size=16, onnx=True)
+    run = tmp_path / "run"
+    onnx = tmp_path / "clf" / "classifier.onnx"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "1", "--device", "cpu",
+                 "--classifier", str(onnx)]) == 0
+    assert json.loads((run / "train_config.json").read_text())["dc"] == "discriminator"
+    assert f"note: {onnx} is a black box (no gradients), so the discriminator's class head" in capsys.readouterr().err

@@ -179,6 +179,7 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifie
     run's ``train_config.json`` rather than the preset, and flags given again must agree with it.
     """
     import dataclasses
+    import sys
 
     from caex.training import TrainConfig
 
@@ -191,6 +192,9 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifie
     if saved is not None:
         weights = dataclasses.replace(saved.weights, **loss_overrides)
         return dataclasses.replace(saved, weights=weights, device=args.device, time_limit=args.time_limit, **given)
+    if "dc" not in given and classifier is not None and not classifier.has_gradients:
+        print(f"note: {args.classifier} is a black box (no gradients), so the discriminator's class head is the "
+              "class critic (--dc discriminator); it trains more slowly than a classifier critic", file=sys.stderr)
     given.setdefault("dc", "classifier" if classifier is not None and classifier.has_gradients else "discriminator")
     return TrainConfig.preset(args.preset or DEFAULT_PRESET, loss=loss_overrides, device=args.device,
                               time_limit=args.time_limit, **given)
