@@ -419,11 +419,33 @@ def test_npz_class_names_that_cannot_name_the_classes_are_refused(tmp_path, name
         load_dataset(str(path))
 
 
-def test_npz_arrays_caex_does_not_read_are_named(tmp_path):
+def test_npz_masks_are_read_resized_with_their_images_and_other_arrays_are_named(tmp_path):
+    """Own data had no way to give lesion masks, so localisation could never be measured on it."""
+    images = np.zeros((6, 8, 12), np.uint8)
+    masks = np.zeros((6, 8, 12), np.uint8)
+    masks[:, 2:6, 6:10] = 1  # right of centre: the centre crop to 8x8 keeps columns 2..9
     path = tmp_path / "set.npz"
-    np.savez(path, train_images=np.zeros((6, 10, 10), np.uint8), train_labels=np.arange(6) % 2,
-             train_masks=np.zeros((6, 10, 10), bool))
-    with pytest.warns(UserWarning, match=r"set\.npz: arrays train_masks are not read"):
+    np.savez(path, train_images=images, train_labels=np.arange(6) % 2, test_images=images[:2],
+             test_labels=np.arange(2), test_masks=masks[:2].astype(bool), val_images=images[:2],
+             val_labels=np.arange(2), val_masks=masks[:2], patient_ids=np.arange(6))
+    with pytest.warns(UserWarning, match=r"set\.npz: arrays patient_ids are not read"):
+        bundle, larger = load_dataset(str(path), size=8), load_dataset(str(path), size=16)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:6, 4:8] = True
+    assert bundle.test.masks is not None and torch.equal(bundle.test.masks, expected.expand(2, 8, 8))
+    assert bundle.train.masks is None  # train has none, so train with val has none
+    assert torch.equal(larger.test.masks.sum(dim=(1, 2)), torch.tensor([64, 64]))  # 4x4 at 8 px, 8x8 at 16
+
+
+@pytest.mark.parametrize(("masks", "message"), [
+    (np.zeros((2, 8, 9), bool), r"test_masks has shape \(2, 8, 9\); expected \(2, 8, 8\), one \[H, W\] mask per"),
+    (np.full((2, 8, 8), 2), r"test_masks must be bool or hold only 0 and 1 \(got int64\)"),
+])
+def test_npz_masks_that_do_not_fit_their_images_are_refused(tmp_path, masks, message):
+    path = tmp_path / "set.npz"
+    np.savez(path, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2,
+             test_images=np.zeros((2, 8, 8), np.uint8), test_labels=np.arange(2), test_masks=masks)
+    with pytest.raises(DataError, match=message):
         load_dataset(str(path))
 
 

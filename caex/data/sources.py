@@ -35,6 +35,14 @@ class RawImages:
     images: list[torch.Tensor] | torch.Tensor  # [C, H, W] each (a folder) or [N, C, H, W]
     labels: torch.Tensor
     sources: list[str]
+    masks: torch.Tensor | None = None  # [N, H, W] bool, where the source gives them (a .npz's *_masks)
+
+    def joined(self, other: RawImages) -> RawImages:
+        """These images followed by ``other``'s (validation images joining train); masks only where both have them."""
+        images = (self.images + other.images if isinstance(self.images, list)
+                  else torch.cat([self.images, other.images]))
+        masks = None if self.masks is None or other.masks is None else torch.cat([self.masks, other.masks])
+        return RawImages(images, torch.cat([self.labels, other.labels]), self.sources + other.sources, masks)
 
 
 @dataclass
@@ -271,9 +279,7 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
     skipped: list[Path] = []
     train = _read_class_tree(train_root, class_names, skipped, skip_bad, size)
     if "val" in given:  # as in a .npz: no model selection here, so the validation images train too
-        val = _read_class_tree(lowered["val"], class_names, skipped, skip_bad, size)
-        train = RawImages(train.images + val.images, torch.cat([train.labels, val.labels]),
-                          train.sources + val.sources)
+        train = train.joined(_read_class_tree(lowered["val"], class_names, skipped, skip_bad, size))
     test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad, size) if split_layout else None
     _warn_skipped(skipped)
     return RawData(train, test, class_names)
@@ -307,7 +313,8 @@ def _warn_skipped(skipped: list[Path]) -> None:
 
 
 def read_npz(path: Path) -> RawData:
-    """``train_images``/``train_labels`` (+ optional ``val_*``, ``test_*``, ``class_names``); val joins train."""
+    """``train_images``/``train_labels`` (+ optional ``val_*``, ``test_*``, ``*_masks``, ``class_names``); val
+    joins train."""
     try:
         with open(path, "rb") as handle:
             if handle.read(2) != b"PK":  # else NumPy takes it for a pickle and advises allow_pickle=True
@@ -319,20 +326,16 @@ def read_npz(path: Path) -> RawData:
     for key in ("train_images", "train_labels"):
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
-    parts = {}
-    for split in ("train", "val", "test"):
-        if f"{split}_images" in arrays or f"{split}_labels" in arrays:
-            parts[split] = _npz_part(path, arrays, split)
-    train_shape = tuple(parts["train"][0].shape[1:])
-    for split, (images, _) in parts.items():  # one image shape, as a trained model expects
-        if tuple(images.shape[1:]) != train_shape:
-            raise DataError(f"{path}: {split}_images are {_shape_text(images)} but train_images are "
-                            f"{_shape_text(parts['train'][0])}")
+    parts = {split: _npz_part(path, arrays, split) for split in ("train", "val", "test")
+             if f"{split}_images" in arrays or f"{split}_labels" in arrays}
+    train_images = parts["train"].images
+    for split, part in parts.items():  # one image shape, as a trained model expects
+        if part.images.shape[1:] != train_images.shape[1:]:
+            raise DataError(f"{path}: {split}_images are {_shape_text(part.images)} but train_images are "
+                            f"{_shape_text(train_images)}")
     if "val" in parts:
-        train_images, train_labels = parts["train"]
-        val_images, val_labels = parts.pop("val")
-        parts["train"] = (torch.cat([train_images, val_images]), torch.cat([train_labels, val_labels]))
-    labels_all = torch.cat([labels for _, labels in parts.values()])
+        parts["train"] = parts["train"].joined(parts.pop("val"))
+    labels_all = torch.cat([part.labels for part in parts.values()])
     if labels_all.min() < 0:
         raise DataError(f"{path}: negative class label {int(labels_all.min())}")
     if "class_names" in arrays:
@@ -342,13 +345,11 @@ def read_npz(path: Path) -> RawData:
     else:
         class_names = [str(k) for k in range(int(labels_all.max()) + 1)]
     ignored = sorted(set(arrays) - {"class_names", *(f"{split}_{kind}" for split in ("train", "val", "test")
-                                                       for kind in ("images", "labels"))})
-    if ignored:  # e.g. train_masks: said, so that nobody takes them for read
-        warnings.warn(f"{path}: arrays {', '.join(ignored)} are not read (caex reads train_/val_/test_images and "
-                      "_labels, and class_names)", stacklevel=3)
-    raws = {split: RawImages(images, labels, [f"{path.name}:{split}:{i}" for i in range(len(labels))])
-            for split, (images, labels) in parts.items()}
-    return RawData(raws["train"], raws.get("test"), class_names)
+                                                       for kind in ("images", "labels", "masks"))})
+    if ignored:  # said, so that nobody takes them for read
+        warnings.warn(f"{path}: arrays {', '.join(ignored)} are not read (caex reads train_/val_/test_images, "
+                      "_labels and _masks, and class_names)", stacklevel=3)
+    return RawData(parts["train"], parts.get("test"), class_names)
 
 
 def _npz_class_names(path: Path, names: np.ndarray) -> list[str]:
@@ -372,7 +373,7 @@ def _shape_text(images: torch.Tensor) -> str:
     return f"{images.shape[2]}x{images.shape[3]} px, {channels} channel{'s' * (channels != 1)}"
 
 
-def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> RawImages:
     for key in (f"{split}_images", f"{split}_labels"):
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r}")
@@ -392,7 +393,20 @@ def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str) -> tuple[to
         raise DataError(f"{path}: {split}_images has no images")
     tensor = _unit_range(_npz_pixels(path, f"{split}_images", images), path)
     tensor = tensor[:, None] if images.ndim == 3 else tensor.permute(0, 3, 1, 2)
-    return tensor.contiguous(), torch.as_tensor(labels, dtype=torch.long)
+    key = f"{split}_masks"
+    masks = None if key not in arrays else _npz_masks(path, key, arrays[key], images.shape[:3])
+    return RawImages(tensor.contiguous(), torch.as_tensor(labels, dtype=torch.long),
+                     [f"{path.name}:{split}:{i}" for i in range(len(labels))], masks)
+
+
+def _npz_masks(path: Path, key: str, masks: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """Lesion masks ``[N, H, W]`` (bool, or 0/1 numbers) aligned with the split's images, as bool."""
+    if masks.shape != shape:
+        raise DataError(f"{path}: {key} has shape {masks.shape}; expected {shape}, one [H, W] mask per image")
+    numeric = np.issubdtype(masks.dtype, np.integer) or np.issubdtype(masks.dtype, np.floating)
+    if masks.dtype != np.bool_ and not (numeric and np.isin(masks, (0, 1)).all()):
+        raise DataError(f"{path}: {key} must be bool or hold only 0 and 1 (got {masks.dtype})")
+    return torch.from_numpy(masks.astype(bool))
 
 
 def _check_unit_floats(pixels: np.ndarray, where: str, advice: str) -> None:

@@ -118,7 +118,8 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
         if not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
             raise DataError(f"{spec}: images of {size} px are out of range ({SIZE_RANGE[0]}..{SIZE_RANGE[1]}); "
                             "pass --size to resize them")
-    sets = [ImageSet(_prepare(part, size, channels), part.labels, None, part.sources) for part in parts]
+    sets = [ImageSet(_prepare(part, size, channels), part.labels, _prepare_masks(part.masks, size), part.sources)
+            for part in parts]
     train, test = sets[0].split(test_fraction, seed) if raw.test is None else sets
     if not len(test):
         raise DataError(f"{spec}: no image left for a test split (every class has a single image); "
@@ -141,3 +142,8 @@ def _is_gray(images: torch.Tensor) -> bool:
 
 def _prepare(part: RawImages, size: int, channels: int) -> torch.Tensor:
     return torch.cat([to_channels(resize_and_crop(batch, size), channels) for batch in _batches(part)])
+
+
+def _prepare_masks(masks: torch.Tensor | None, size: int) -> torch.Tensor | None:
+    """Masks resized and cropped as their images are: a pixel is in the mask where most of it was."""
+    return None if masks is None else resize_and_crop(masks[:, None].float(), size)[:, 0] > 0.5
