@@ -273,3 +273,19 @@ def test_class_codes_checks_and_casts_its_input_like_encode() -> None:
     assert codes.dtype == torch.float32 and torch.allclose(codes, cae.encode(x)[0].float(), atol=1e-5)
     with pytest.raises(ModelError, match=r"expected \[B, 1, 32, 32\] images, got shape \(5, 3, 32, 32\)"):
         cae.class_codes(x.expand(-1, 3, -1, -1))
+
+
+def test_loading_a_cae_or_a_classifier_leaves_the_global_random_stream_alone(tmp_path) -> None:
+    """Building the networks before loading their weights drew from the caller's seeded stream."""
+    from caex.classifier import build_classifier_network, load_classifier, save_bundle
+
+    CAE(CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2), ["a", "b"]).save(tmp_path / "cae")
+    save_bundle(build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=16), tmp_path / "clf",
+                class_names=["a", "b"], image_size=16)
+    for load in (lambda: CAE.load(tmp_path / "cae", device="cpu"),
+                 lambda: load_classifier(str(tmp_path / "clf" / "classifier.safetensors"), arch="smallcnn")):
+        torch.manual_seed(0)
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        load()
+        assert torch.equal(torch.rand(3), expected)

@@ -304,8 +304,9 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
         if values is not None and len(values) != channels:
             raise ClassifierError(f"{path}: the weights take {channels}-channel images but {len(values)} {name} "
                                   "values were given (classifier.json, mean=/std=)")
-    net = build_classifier_network(arch, channels=channels, num_classes=num_classes, mean=mean, std=std,
-                                   small_stem=small_stem)
+    with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: the caller's stream stays as it was
+        net = build_classifier_network(arch, channels=channels, num_classes=num_classes, mean=mean, std=std,
+                                       small_stem=small_stem)
     expected = net.state_dict()
     for buffer in ("mean", "std"):
         state.setdefault(buffer, expected[buffer])

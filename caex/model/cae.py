@@ -194,8 +194,10 @@ class CAE(nn.Module):
             meta = read_json(config_path)
             if meta.get("format") != FORMAT:
                 raise ModelError(f"not a CAE config (format {meta.get('format')!r})")
-            model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"),
-                        meta.get("data_seed"))
+            # The initial weights, replaced below, draw from a fork: the caller's global stream stays as it was.
+            with torch.random.fork_rng(devices=[]):
+                model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"),
+                            meta.get("data_seed"))
         except ModelError as exc:  # a config that parses but describes no valid CAE: name the file
             raise ModelError(f"{config_path}: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON or field values
