@@ -21,8 +21,12 @@ SIZE = ["--size", "32"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "clf"
-    code = main(["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1", "--batch-size", "8",
-                 "--out", str(out), "--onnx", "--device", "cpu"])
+    threads = torch.get_num_threads()
+    try:
+        code = main(["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1", "--batch-size", "8",
+                     "--out", str(out), "--onnx", "--device", "cpu", "--threads", "1", "--seed", "3"])
+    finally:
+        torch.set_num_threads(threads)
     return code, out
 
 
@@ -47,6 +51,11 @@ def test_train_classifier_writes_every_bundle_file(trained, capsys):
     assert info["arch"] == "smallcnn" and info["class_names"] == ["normal", "cnv"]
     assert (info["image_size"], info["channels"], info["data_spec"]) == (32, 1, TINY)
     assert 0.0 <= info["test_accuracy"] <= 1.0 and len(info["mean"]) == len(info["std"]) == 1
+    recipe = info["training"]  # what else a seed needs to give these weights again
+    assert {key: recipe[key] for key in ("arch", "seed", "epochs", "batch_size", "augment", "device")} == {
+        "arch": "smallcnn", "seed": 3, "epochs": 1, "batch_size": 8, "augment": True, "device": "cpu"}
+    assert recipe["precision"] in ("bfloat16", "float32") and recipe["lr"] > 0
+    assert recipe["versions"]["torch_threads"] == 1 and recipe["versions"]["torch"] == torch.__version__
 
 
 def test_saved_bundle_reproduces_the_reported_accuracy(trained):
@@ -105,6 +114,7 @@ def test_bad_training_settings_are_one_line(tmp_path, capsys):
     ("--batch-size", "0", "batch size 0 must be at least 1"),  # was silently replaced by the default 32
     ("--lr", "nan", "lr nan must be a positive finite number"),
     ("--lr", "inf", "lr inf must be a positive finite number"),
+    ("--threads", "0", "--threads 0: must be a positive integer"),
 ])
 def test_unusable_batch_size_or_lr_is_one_line(tmp_path, capsys, option, value, expected):
     line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", option, value,

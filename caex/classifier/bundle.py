@@ -15,6 +15,7 @@ import os
 import warnings
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -58,6 +59,7 @@ class ClassifierInfo:
     data_spec: str | None = None
     data_seed: int | None = None  # the seed of the data's train/test split (DataBundle.seed)
     caex_version: str = ""
+    training: dict[str, Any] | None = None  # TrainMetrics.recipe: seed, settings, precision, threads, versions
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ClassifierInfo:
@@ -94,8 +96,10 @@ class ClassifierInfo:
 
 def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,
                 test_accuracy: float | None = None, data_spec: str | None = None,
-                data_seed: int | None = None, onnx: bool = False) -> ClassifierInfo:
-    """Write the bundle of a trained ``net`` into ``out_dir`` (created as needed); returns its info."""
+                data_seed: int | None = None, training: dict[str, Any] | None = None,
+                onnx: bool = False) -> ClassifierInfo:
+    """Write the bundle of a trained ``net`` into ``out_dir`` (created as needed); returns its info.
+    ``training`` records how it was trained (``TrainMetrics.recipe``)."""
     from caex import __version__
 
     out_dir = Path(out_dir)
@@ -104,7 +108,7 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
                           channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
                           std=net.std.flatten().tolist(), small_stem=net.small_stem,
                           test_accuracy=test_accuracy, data_spec=data_spec, data_seed=data_seed,
-                          caex_version=__version__)
+                          caex_version=__version__, training=training)
     state = {key: value.contiguous() for key, value in net.state_dict().items()}
     atomic_write_bytes(out_dir / WEIGHTS_FILE, safetensors_bytes(state))
     atomic_write_bytes(out_dir / TORCHSCRIPT_FILE, torchscript_bytes(net))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,8 @@ import torch.nn.functional as F
 from caex.classifier.arch import ClassifierNet, build_classifier_network, check_arch
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import TrainingError
-from caex.utils import autocast_context, progress, resolve_device, seed_weights, torch_generator
+from caex.utils import autocast_context, progress, resolve_device, seed_weights, software_versions, torch_generator
+from caex.utils.device import autocast_dtype
 
 #: Per-architecture defaults, chosen so that ``caex train-classifier synthetic`` reaches
 #: >= 97% test accuracy in a few minutes on a 2-core CPU (see benchmarks/bench_classifier.py).
@@ -38,9 +40,9 @@ class TrainMetrics:
     epochs: int
     steps: int
     seconds: float
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    #: How the weights came about (seed, settings, precision, threads, versions): a seed gives the same weights
+    #: only with the same settings, precision, thread count, processor and packages.
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -160,7 +162,10 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
 
     test_accuracy = evaluate_accuracy(net, bundle.test, device)
     net = net.to(memory_format=torch.contiguous_format).eval()
+    recipe = {"arch": arch, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
+              "precision": str(autocast_dtype(device, cpu_bf16=True)).removeprefix("torch."), "device": device.type,
+              "versions": software_versions()}
     metrics = TrainMetrics(test_accuracy=test_accuracy, train_accuracy=correct / max(seen, 1),
                            train_loss=loss_sum / max(seen, 1), epochs=epochs, steps=epochs * steps_per_epoch,
-                           seconds=time.perf_counter() - started)
+                           seconds=time.perf_counter() - started, recipe=recipe)
     return net, metrics

@@ -47,6 +47,24 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's own; 1 is often fastest for small models on busy "
+                             "machines; a seed gives the same weights only with the same thread count)")
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` (checked first: torch takes 0 or -1 without a word)."""
+    import torch
+
+    from caex.errors import CaexError
+
+    if threads is not None:
+        if threads < 1:
+            raise CaexError(f"--threads {threads}: must be a positive integer")
+        torch.set_num_threads(threads)
+
+
 def add_classifier_arguments(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
     """``--classifier CLF`` and the ``--arch`` that a bare weights file needs, the same in every command."""
     parser.add_argument("--classifier", metavar="CLF", required=required, default=None, help=help)

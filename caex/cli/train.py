@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from caex.cli.common import add_classifier_arguments, add_data_arguments, add_device_argument
+from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
+                             add_threads_argument)
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
@@ -83,9 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="iterations between sample grids (default: the preset's)")
     parser.add_argument("--ckpt-every", type=int, default=None,
                         help="iterations between checkpoints (default: the preset's)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's own; 1 is often fastest for small models on busy "
-                             "machines)")
+    add_threads_argument(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="continue the run in RUN from its checkpoint, with the run's own settings (flags "
@@ -103,14 +102,12 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    import torch
-
-    from caex.cli.common import load_data_from_args
+    from caex.cli.common import load_data_from_args, set_threads
     from caex.model import CAEConfig
     from caex.training import LossWeights, train_cae
     from caex.utils.io import read_json
 
-    for name in ("iters", "batch_size", "sample_every", "ckpt_every", "threads"):
+    for name in ("iters", "batch_size", "sample_every", "ckpt_every"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CaexError(f"--{name.replace('_', '-')} {value}: must be a positive integer")
@@ -118,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError(f"--arch {args.arch} describes the weights file given as --classifier, and none is given")
     model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
     loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     saved = _saved_train_config(args)
     if args.seed is None:  # a resumed run keeps its own
         args.seed = saved.seed if saved is not None else 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument
+from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument, add_threads_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--onnx", action="store_true", help="also export classifier.onnx")
     parser.add_argument("--force", action="store_true", help="replace a bundle already in --out")
     add_seed_argument(parser)
+    add_threads_argument(parser)
     add_device_argument(parser)
     parser.set_defaults(func=run)
 
@@ -38,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
     from caex.classifier.bundle import INFO_FILE
-    from caex.cli.common import check_output_folder, load_data_from_args
+    from caex.cli.common import check_output_folder, load_data_from_args, set_threads
     from caex.errors import CaexError
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
+    set_threads(args.threads)
     check_output_folder(args.out)
     if (Path(args.out) / INFO_FILE).is_file() and not args.force:  # as caex train refuses a finished run
         raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                     device=args.device, verbose=True, augment=args.augment)
     save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
                 test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
-                onnx=args.onnx)
+                training=metrics.recipe, onnx=args.onnx)
     epochs = f"{metrics.epochs} epoch{'s' if metrics.epochs != 1 else ''}"
     print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({epochs}, {metrics.seconds:.1f} s); "
           f"bundle written to {args.out}")

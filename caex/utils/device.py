@@ -68,12 +68,15 @@ def autocast_context(device: torch.device, enabled: bool = True, *, cpu_bf16: bo
     training, opt-in, with channels-last: about 1.35x). Inference leaves it
     off: its maps and codes stay in fp32 on every machine.
     """
-    if not enabled:
-        return contextlib.nullcontext()
-    if device.type == "cpu":
-        if cpu_bf16 and cpu_has_native_bf16():
-            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-    if not accelerator_has_bf16(device):
+    if autocast_dtype(device, enabled, cpu_bf16=cpu_bf16) == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def autocast_dtype(device: torch.device, enabled: bool = True, *, cpu_bf16: bool = False) -> torch.dtype:
+    """The precision :func:`autocast_context` computes in with these arguments on this machine (recorded
+    beside trained weights: the same seed in the other precision gives other weights)."""
+    if not enabled:
+        return torch.float32
+    native = cpu_bf16 and cpu_has_native_bf16() if device.type == "cpu" else accelerator_has_bf16(device)
+    return torch.bfloat16 if native else torch.float32

@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 
-def software_versions() -> dict[str, str]:
-    """caex, torch, numpy and Python versions, the processor's model and the vector extensions torch uses."""
+def software_versions() -> dict[str, str | int]:
+    """caex, torch, numpy and Python versions, the processor's model, the vector extensions torch uses and its
+    CPU thread count: what, beside the seed, decides the floating-point results of a training run."""
     from caex import __version__
 
     return {"caex": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "cpu": cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads()}
 
 
 def cpu_model() -> str:
