@@ -469,3 +469,16 @@ def test_a_number_names_a_numbered_class_and_is_no_index_then():
     bundle = load_dataset("mnist:1,4,9")
     with pytest.raises(DataError, match=r"^'2': not a class of mnist:1,4,9 \(1, 4, 9\)$"):
         bundle.class_index("2")
+
+
+def test_files_in_class_folders_that_are_not_read_are_named(make_image_folder):
+    """DICOM files in a class folder were skipped without a word, so the set read looked like the whole set."""
+    root = make_image_folder({"a": 3, "b": 3}, size=(12, 12))
+    (root / "a" / "scan.DCM").write_bytes(b"DICM")
+    (root / "b" / "p1").mkdir()
+    (root / "b" / "p1" / "notes.txt").write_text("not an image")
+    (root / "b" / ".DS_Store").write_bytes(b"hidden: no data, no warning")
+    with pytest.warns(UserWarning, match=r"2 file\(s\) in the class folders are not read \(\.dcm, \.txt; caex reads "
+                                         r"\.bmp, .*\); convert DICOM to 16-bit PNG first; first: .*a/scan\.DCM$"):
+        bundle = load_dataset(str(root))
+    assert len(bundle.train) + len(bundle.test) == 6

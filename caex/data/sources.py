@@ -212,9 +212,22 @@ def _image_files(folder: Path) -> list[Path]:
 def image_tree(folder: Path) -> list[Path]:
     """The image files anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient
     or scan. Hidden files and folders (``.DS_Store``, macOS ``._x.png``, ``.ipynb_checkpoints/``) are no data."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in
-                                                                    p.relative_to(folder).parts) and p.is_file())
+    return [path for path in _visible_files(folder) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*")
+                  if not any(part.startswith(".") for part in path.relative_to(folder).parts) and path.is_file())
+
+
+def _warn_unread_files(root: Path, unread: list[Path]) -> None:
+    """Name the files in the class folders that are not images caex reads (DICOM, say), so that a set read
+    without them is not taken for the whole set."""
+    if unread:
+        kinds = sorted({path.suffix.lower() or "(no suffix)" for path in unread})
+        hint = "; convert DICOM to 16-bit PNG first" if ".dcm" in kinds else ""
+        warnings.warn(f"{root}: {len(unread)} file(s) in the class folders are not read ({', '.join(kinds)}; caex "
+                      f"reads {', '.join(sorted(IMAGE_SUFFIXES))}){hint}; first: {unread[0]}", stacklevel=4)
 
 
 def _class_folders(root: Path) -> dict[str, Path]:
@@ -225,12 +238,14 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
                      size: int | None) -> RawImages:
     """Every image under ``root/<class>/`` (classes may be missing from a test split), each resized to ``size``
     as it is read, so a folder of large scans never sits in memory at full resolution."""
-    images, labels, sources, narrow = [], [], [], []
+    images, labels, sources, narrow, unread = [], [], [], [], []
     for label, name in enumerate(class_names):
         folder = root / name
         if not folder.is_dir():
             continue
-        files = image_tree(folder)
+        visible = _visible_files(folder)
+        files = [path for path in visible if path.suffix.lower() in IMAGE_SUFFIXES]
+        unread += [path for path in visible if path.suffix.lower() not in IMAGE_SUFFIXES]
         if not files:
             raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp), "
                             "in it or in its sub-folders")
@@ -252,6 +267,7 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         if len(images) == count_before:
             raise DataError(f"{folder}: class folder has no readable images")
     _warn_8bit_in_16bit(narrow)
+    _warn_unread_files(root, unread)
     return RawImages(images, torch.tensor(labels, dtype=torch.long), sources)
 
 
