@@ -557,3 +557,21 @@ def test_a_single_image_or_an_array_is_a_classifier_error():
     with pytest.raises(ClassifierError, match=r"got ndarray of shape \(2, 1, 32, 32\)"):
         classifier.predict_proba(images.numpy())
     assert classifier.predict(images[:1]).shape == (1,)
+
+
+def test_an_onnx_images_probabilities_do_not_depend_on_its_batch(tmp_path):
+    """Outputs were read as scores or logits per batch: an image's 0.82 became 0.67 beside another image."""
+    linear = torch.nn.Linear(SIZE * SIZE, 2)
+    with torch.no_grad():  # a black image gives [0.2, 0.9] (all in [0, 1]), a white one [3, -1] (logits)
+        linear.bias.copy_(torch.tensor([0.2, 0.9]))
+        linear.weight.copy_((torch.tensor([[3.0], [-1.0]]) - linear.bias[:, None]).expand(2, SIZE * SIZE)
+                            / (SIZE * SIZE))
+    path = _export_onnx(torch.nn.Sequential(torch.nn.Flatten(), linear), _images(2), tmp_path / "m.onnx",
+                        dynamic_axes={"input": {0: "batch"}}, input_names=["input"])
+    classifier = load_classifier(path, class_names=["a", "b"])
+    black, white = torch.zeros(1, 1, SIZE, SIZE), torch.ones(1, 1, SIZE, SIZE)
+    with pytest.warns(UserWarning, match="look like per-class sigmoid scores"):
+        alone = classifier.predict_proba(black)
+        together = classifier.predict_proba(torch.cat([black, white]))
+    torch.testing.assert_close(alone[0], together[0])
+    torch.testing.assert_close(together[1], torch.softmax(torch.tensor([3.0, -1.0]), 0), atol=1e-5, rtol=0)

@@ -66,12 +66,12 @@ class OnnxClassifier(Classifier):
     """An ONNX model run by onnxruntime: probabilities only, no gradients, no features.
 
     caex explains single-label classifiers, so each output row must be logits or softmax probabilities.
-    Rows that are already probability vectors (non-negative, summing to one) pass through unchanged. Rows of
-    per-class sigmoid scores (every value in [0, 1], not summing to one) would be distorted by a softmax
-    (0.88 reported as 0.47), so they are divided by their sum instead, which keeps the model's ranking and
-    the ratios of its scores, and a warning naming the file says so once. They are not refused: the verdict
-    is read off the values, and an unsure model's logits may also all lie in [0, 1], so a refusal would
-    block a valid model with nothing to override it, while the warning leaves nothing silent.
+    Each row is read on its own, so an image's probabilities never depend on its batch: a row that is
+    already a probability vector (in [0, 1], summing to one) passes through; a row of per-class sigmoid
+    scores (in [0, 1], not summing to one) would be distorted by a softmax (0.88 reported as 0.47), so it is
+    divided by its sum instead, which keeps the model's ranking and the ratios of its scores, and a warning
+    naming the file says so once; any other row is logits. Sigmoid rows are not refused: an unsure model's
+    logits may also all lie in [0, 1], so a refusal would block a valid model with nothing to override it.
     """
 
     has_gradients = False
@@ -92,12 +92,12 @@ class OnnxClassifier(Classifier):
         output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
         output = output[:count]
         sums = output.sum(dim=1, keepdim=True)
-        if not ((output >= 0) & (output <= 1)).all():
-            return output  # logits
-        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-            self._warn_sigmoid(float(sums[(sums - 1).abs().argmax()]))
-            output = output / sums.clamp_min(1e-12)
-        return output.clamp_min(1e-12).log()  # softmax(log p) == p
+        scores = ((output >= 0) & (output <= 1)).all(dim=1, keepdim=True)  # probabilities or sigmoid scores
+        sigmoid = scores & ((sums - 1).abs() > 1e-4)
+        if sigmoid.any():
+            self._warn_sigmoid(float(sums[sigmoid][0]))
+        probabilities = torch.where(sigmoid, output / sums.clamp_min(1e-12), output)
+        return torch.where(scores, probabilities.clamp_min(1e-12).log(), output)  # softmax(log p) == p
 
     def _warn_sigmoid(self, row_sum: float) -> None:
         if not self._warned_sigmoid:
