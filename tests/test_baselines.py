@@ -226,8 +226,12 @@ def test_baseline_targets_may_be_class_names():
     attributor = make_attributor("gradcam", tiny_classifier(1))
     names = [["a", "b", "c"][t] for t in target.tolist()]
     torch.testing.assert_close(attributor.saliency(images, names), attributor.saliency(images, target))
-    with pytest.raises(AttributionError, match=r"gradcam: target 'z' is not a class of this classifier \(a, b, c\)"):
+    with pytest.raises(AttributionError, match=r"gradcam: target 'z' is not a class of this classifier \(a, b, c "
+                                               r"or 0\.\.2\)"):
         attributor.saliency(images, "z")
+    # a number in a string names a class as in the Explainer and the data ("2" is index 2 unless names are numbers)
+    torch.testing.assert_close(attributor.saliency(images, [str(t) for t in target.tolist()]),
+                               attributor.saliency(images, target))
 
 
 @pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])

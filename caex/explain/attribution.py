@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from caex.classifier.base import Classifier, require_classifier
-from caex.data.types import check_image_batch
+from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import RANK_BY
@@ -129,12 +129,13 @@ class Attributor:
         array = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
         if array.ndim == 0:
             array = np.full(len(inputs), array)
-        if array.dtype.kind == "U":  # class names
-            unknown = sorted(set(array.tolist()) - set(self.classifier.class_names))
-            if unknown:
-                raise AttributionError(f"{self.name}: target {unknown[0]!r} is not a class of this classifier "
-                                       f"({', '.join(self.classifier.class_names)})")
-            array = np.array([self.classifier.class_names.index(name) for name in array.tolist()])
+        if array.dtype.kind == "U":  # class names, read as everywhere else ("2" names class 2 unless names are numbers)
+            names = self.classifier.class_names
+            indices = [class_index(name, names) for name in array.tolist()]
+            if None in indices:
+                raise AttributionError(f"{self.name}: target {array.tolist()[indices.index(None)]!r} is not a class "
+                                       f"of this classifier ({classes_text(names)})")
+            array = np.array(indices)
         if array.ndim != 1 or len(array) != len(inputs) or array.dtype.kind not in "iu":
             raise AttributionError(f"{self.name}: expected one class index per image [{len(inputs)}], got "
                                    f"{array.dtype} {tuple(array.shape)}")
