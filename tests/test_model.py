@@ -183,6 +183,11 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=rf"^{re.escape(str(tmp_path / 'typo' / 'config.json'))}: 1 class names"):
         CAE.load(tmp_path / "typo")
+    meta["class_names"], meta["version"] = None, 99  # a later caex's format is refused, not misread
+    (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"config\.json: written by a newer caex \(format version 99, this caex "
+                                         r"reads 1\); upgrade caex$"):
+        CAE.load(tmp_path / "typo")
     CAE(_tiny(width=2 * CAEConfig.__dataclass_fields__["width"].default)).save(tmp_path / "edited")
     meta = json.loads((tmp_path / "edited" / "config.json").read_text())
     meta["config"].pop("width")  # the default width is assumed, and the weights refute it

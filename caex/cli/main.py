@@ -58,13 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"caex.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"caex.cli.{name}":
-                raise
-            continue  # command not built yet
-        module.register(subparsers)
+        importlib.import_module(f"caex.cli.{name}").register(subparsers)
     _accept_debug_after(subparsers)
     return parser
 

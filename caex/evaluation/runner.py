@@ -308,16 +308,16 @@ def _resolve_explainer(source: Any, classifier: Classifier, seed: int) -> Any:
 
 @literal_text
 def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
-                  out_dir: str | os.PathLike, class_names: Sequence[str] = ()) -> Path:
-    """``results.{csv,json,md}``, ``curves.png`` and ``gallery.png`` under ``out_dir``; ``class_names``, one per
-    image, label the gallery's rows."""
+                  out_dir: str | os.PathLike, row_labels: Sequence[str] = ()) -> Path:
+    """``results.{csv,json,md}``, ``curves.png`` and ``gallery.png`` under ``out_dir``; ``row_labels`` (each
+    image's class name) label the gallery's rows."""
     out = Path(out_dir)
     with replaced_together(out) as staging:  # the five files replace an earlier set together, or not at all
         atomic_write_text(staging / "results.csv", results.to_csv())
         write_json(staging / "results.json", results.to_json())
         atomic_write_text(staging / "results.md", results.to_markdown())
         atomic_write_bytes(staging / "curves.png", figure_png(_curves_figure(results), dpi=120))
-        atomic_write_bytes(staging / "gallery.png", figure_png(_gallery_figure(results, images, masks, class_names),
+        atomic_write_bytes(staging / "gallery.png", figure_png(_gallery_figure(results, images, masks, row_labels),
                                                                    dpi=120))
     return out
 
@@ -344,14 +344,14 @@ def _curves_figure(results: EvaluationResults):
 
 
 def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
-                    class_names: Sequence[str] = ()):
-    """Rows = images (named by ``class_names``), columns = input then one saliency map per method; mask outlines
-    in green."""
+                    row_labels: Sequence[str] = ()):
+    """Rows = images (labelled by ``row_labels``, their classes), columns = input then one saliency map per
+    method; mask outlines in green."""
     from matplotlib.figure import Figure
 
     methods = list(results.maps)
     fewest, most = GALLERY_ROWS
-    rows = min(len(images), max(fewest, min(len(set(class_names)), most)))
+    rows = min(len(images), max(fewest, min(len(set(row_labels)), most)))
     columns = 1 + len(methods)
     figure = Figure(figsize=(1.6 * columns, 1.6 * rows + 0.3), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
@@ -368,8 +368,8 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
             axes.set_yticks([])
             if row == 0:
                 axes.set_title("input" if column == 0 else method_name(methods[column - 1]), fontsize=8)
-        if class_names:
-            grid[row][0].set_ylabel(class_names[row], fontsize=8)
+        if row_labels:
+            grid[row][0].set_ylabel(row_labels[row], fontsize=8)
     return figure
 
 

@@ -190,18 +190,24 @@ class CAE(nn.Module):
             raise ModelError(f"{run_dir}: no such CAE run folder")
         if not config_path.is_file():
             raise ModelError(f"{config_path}: missing; {run_dir} is not a finished CAE run")
-        try:
+        try:  # only the reading: an error in building the networks is a bug to show, not a bad file
             meta = read_json(config_path)
             if meta.get("format") != FORMAT:
                 raise ModelError(f"not a CAE config (format {meta.get('format')!r})")
-            # The initial weights, replaced below, draw from a fork: the caller's global stream stays as it was.
-            with torch.random.fork_rng(devices=[]):
-                model = cls(CAEConfig.from_dict(meta["config"]), meta.get("class_names"), meta.get("data_spec"),
-                            meta.get("data_seed"))
-        except ModelError as exc:  # a config that parses but describes no valid CAE: name the file
+            if meta.get("version", 1) > FORMAT_VERSION:
+                raise ModelError(f"written by a newer caex (format version {meta['version']}, this caex reads "
+                                 f"{FORMAT_VERSION}); upgrade caex")
+            config = CAEConfig.from_dict(meta["config"])
+        except ModelError as exc:
             raise ModelError(f"{config_path}: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON or field values
             raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
+        try:
+            # The initial weights, replaced below, draw from a fork: the caller's global stream stays as it was.
+            with torch.random.fork_rng(devices=[]):
+                model = cls(config, meta.get("class_names"), meta.get("data_spec"), meta.get("data_seed"))
+        except ModelError as exc:  # a config that parses but describes no valid CAE: name the file
+            raise ModelError(f"{config_path}: {exc}") from None
         if not weights_path.is_file():
             raise ModelError(f"{weights_path}: missing CAE weights")
         try:
