@@ -341,7 +341,7 @@ def test_runs_without_the_critic_log_no_critic_terms_and_resume_old_checkpoints(
     checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
     for name in ("individual_adversarial", "disc_individual"):
         del checkpoint.meta["train_config"]["weights"][name]
-    resolved = dataclasses.replace(train_config, hflip=False)  # as train_cae resolves it for this data
+    resolved = dataclasses.replace(train_config, hflip=False, dc="discriminator")  # as train_cae resolves them
     trainer = BBCFETrainer(CAE(config), Discriminator(config), data.images, data.labels, resolved,
                            init_distributed("cpu"))
     trainer._check_same_trajectory(checkpoint.meta["train_config"])  # no error
@@ -858,3 +858,20 @@ def test_sample_grids_show_every_class_up_to_sixteen(tmp_path, monkeypatch) -> N
         config, train_config = _configs(classes=classes, iters=1, sample_every=1)
         train_cae(_data(n=2 * classes, classes=classes), config, train_config, tmp_path / str(classes))
         assert shown.pop() == expected
+
+
+def test_a_classifier_given_to_train_cae_is_the_class_critic_unless_told_otherwise(tmp_path) -> None:
+    """train_cae(classifier=...) trained with the discriminator's class head and ignored the classifier."""
+    from caex.classifier import TorchClassifier, build_classifier_network
+
+    data = _data()
+    net = build_classifier_network("smallcnn", channels=1, num_classes=3, image_size=16)
+    classifier = TorchClassifier(net, ["0", "1", "2"], 16, 1)
+    config, train_config = _configs(iters=1)
+    assert train_config.dc is None  # the preset leaves it to train_cae
+    for given, expected in ((classifier, "classifier"), (None, "discriminator")):
+        run = tmp_path / expected
+        train_cae(data, config, train_config, run, classifier=given)
+        assert json.loads((run / "train_config.json").read_text())["dc"] == expected
+    with pytest.raises(CaexError, match="critic_noise=0.1 noises what the classifier critic sees"):
+        train_cae(data, config, dataclasses.replace(train_config, critic_noise=0.1), tmp_path / "noise")

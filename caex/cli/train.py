@@ -10,7 +10,6 @@ from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_d
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
-    from caex.classifier import Classifier
     from caex.training import TrainConfig
 
 #: ``--preset`` when none is given; the flag itself defaults to ``None`` so ``--resume`` can tell it was not given.
@@ -130,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                                                device=local_device(args.device))
         check_compatible(classifier, bundle)  # a critic of another size or channel count fails late or silently
         check_splits(bundle, args)  # the CAE would learn from images the classifier was tested on
-    train_config = _train_config(args, saved, classifier, loss_overrides)
+    train_config = _train_config(args, saved, loss_overrides)
     config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them
     if not args.resume or args.preset is not None or model_overrides:
         config = CAEConfig.preset(args.preset or DEFAULT_PRESET, image_size=bundle.image_size, channels=bundle.channels,
@@ -167,7 +166,7 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
         raise CaexError(f"{path}: unreadable training settings ({exc})") from None
 
 
-def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifier: Classifier | None,
+def _train_config(args: argparse.Namespace, saved: TrainConfig | None,
                   loss_overrides: dict[str, float]) -> TrainConfig:
     """The preset's training settings with the flags given; when resuming, the run's own (``saved``).
 
@@ -175,7 +174,6 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifie
     run's ``train_config.json`` rather than the preset, and flags given again must agree with it.
     """
     import dataclasses
-    import sys
 
     from caex.training import TrainConfig
 
@@ -188,9 +186,5 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None, classifie
     if saved is not None:
         weights = dataclasses.replace(saved.weights, **loss_overrides)
         return dataclasses.replace(saved, weights=weights, device=args.device, time_limit=args.time_limit, **given)
-    if "dc" not in given and classifier is not None and not classifier.has_gradients:
-        print(f"note: {args.classifier} is a black box (no gradients), so the discriminator's class head is the "
-              "class critic (--dc discriminator); it trains more slowly than a classifier critic", file=sys.stderr)
-    given.setdefault("dc", "classifier" if classifier is not None and classifier.has_gradients else "discriminator")
     return TrainConfig.preset(args.preset or DEFAULT_PRESET, loss=loss_overrides, device=args.device,
                               time_limit=args.time_limit, **given)

@@ -138,7 +138,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_halvings: int = 10          # lr is halved this many times, evenly over the run
     weights: losses.LossWeights = field(default_factory=losses.LossWeights)
-    dc: str = "discriminator"      # eq. 6 class logits from "discriminator" (Dc) or the frozen "classifier"
+    dc: str | None = None          # eq. 6 class logits from "discriminator" (Dc) or the frozen "classifier";
+    #                                None: the classifier when one with gradients is given, else the discriminator
     labels: str = "dataset"        # train on "dataset" labels or the classifier's "predicted" labels
     critic_noise: float = 0.0      # std of Gaussian noise on the swaps the frozen classifier critic sees ([0, 1])
     hflip: bool | None = None      # mirror training images at random; None: if the data is mirror-symmetric
@@ -159,7 +160,7 @@ class TrainConfig:
         if isinstance(self.weights, dict):
             self.weights = losses.LossWeights(**self.weights)
         self.betas = tuple(self.betas)
-        if self.dc not in ("discriminator", "classifier"):
+        if self.dc not in (None, "discriminator", "classifier"):
             raise TrainingError(f"dc={self.dc!r}: choose 'discriminator' or 'classifier'")
         if self.labels not in ("dataset", "predicted"):
             raise TrainingError(f"labels={self.labels!r}: choose 'dataset' or 'predicted'")
@@ -182,7 +183,7 @@ class TrainConfig:
             raise TrainingError("cpu_bf16=True asks for bf16 autocast, which amp=False turns off; choose one")
         if self.layout not in LAYOUTS:
             raise TrainingError(f"layout={self.layout!r}: choose one of {', '.join(LAYOUTS)}")
-        if self.critic_noise and self.dc != "classifier":
+        if self.critic_noise and self.dc == "discriminator":
             raise TrainingError(f"critic_noise={self.critic_noise!r} noises what the classifier critic sees; "
                                 f"it needs dc='classifier' (got {self.dc!r})")
 
@@ -470,6 +471,8 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     if train_config.hflip is None:  # as the data declares; recorded resolved in train_config.json
         train_config = dataclasses.replace(train_config,
                                            hflip=isinstance(data, DataBundle) and data.mirror_symmetric)
+    if train_config.dc is None:  # a given classifier is the class critic where it can be; recorded resolved
+        train_config = dataclasses.replace(train_config, dc=_default_critic(classifier))
     train_set, test_set, names = _split(data, class_names)
     run_dir = Path(out_dir) if out_dir is not None else None
     # Only rank 0 writes, so only it guards the folder (other ranks would see its fresh files).
@@ -773,6 +776,17 @@ def _clear_previous_run(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "samples", ignore_errors=True)
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
+def _default_critic(classifier: Classifier | None) -> str:
+    """``dc`` when none is chosen: a classifier with gradients converges far faster than Dc's own class head."""
+    if classifier is not None and classifier.has_gradients:
+        return "classifier"
+    if classifier is not None:
+        warnings.warn(f"the classifier ({type(classifier).__name__}) is a black box (no gradients), so the "
+                      "discriminator's class head is the class critic (dc='discriminator'); it trains more slowly "
+                      "than a classifier critic", stacklevel=3)
+    return "discriminator"
 
 
 def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classes: int,
