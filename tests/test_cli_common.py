@@ -133,3 +133,15 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
     with pytest.raises(CaexError, match=rf"--out {tmp_path / 'new'}: {tmp_path} is not writable"):
         check_output_folder(str(tmp_path / "new"))
+
+
+def test_json_is_written_without_nan_however_deep(tmp_path):
+    """Python writes NaN, which browsers and most JSON readers refuse; an undefined figure is a null."""
+    import math
+
+    from caex.utils.io import json_safe, write_json
+
+    value = {"a": math.nan, "b": [1.0, math.inf, {"c": -math.inf, "d": (2, math.nan)}], "e": "nan", "f": 3}
+    assert json_safe(value) == {"a": None, "b": [1.0, None, {"c": None, "d": [2, None]}], "e": "nan", "f": 3}
+    write_json(tmp_path / "x.json", value)
+    assert "NaN" not in (tmp_path / "x.json").read_text() and "Infinity" not in (tmp_path / "x.json").read_text()

@@ -29,7 +29,7 @@ from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import BASELINES, Attributor, AttributionError, ExplainerAttributor, make_attributor
-from caex.utils.io import atomic_write_bytes, atomic_write_text, folder_lock, replaced_together, write_json
+from caex.utils.io import atomic_write_bytes, atomic_write_text, folder_lock, json_safe, replaced_together, write_json
 from caex.utils.plotting import figure_png, literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
@@ -76,7 +76,7 @@ class EvaluationResults:
 
     def to_json(self) -> dict[str, Any]:
         return {"settings": self.settings, "image_indices": self.image_indices,
-                "methods": [_finite_or_none(asdict(result)) for result in self.methods]}
+                "methods": [json_safe(asdict(result)) for result in self.methods]}
 
     def to_markdown(self) -> str:
         """Rows = methods, columns = the paper's AOPC and PD, localisation, then Table V's time."""
@@ -375,11 +375,6 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
 
 def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
-
-
-def _finite_or_none(row: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: missing metrics become null."""
-    return {key: None if _is_nan(value) else value for key, value in row.items()}
 
 
 def _format(value: float, spec: str = ".3f") -> str:

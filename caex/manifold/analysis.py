@@ -7,7 +7,6 @@ Outputs (in ``out_dir``): ``codes.csv``, ``map_pca.png``, ``map_tsne.png``
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pa
                                       straight_path_probabilities)
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.utils import write_json
-from caex.utils.io import folder_lock, replaced_together
+from caex.utils.io import folder_lock, json_safe, replaced_together
 
 if TYPE_CHECKING:
     from caex.classifier import Classifier
@@ -47,19 +46,10 @@ def check_inputs(cae: CAE, classifier: Classifier, data: DataBundle) -> None:
         raise DataError(f"data {data.spec!r}: the test split has {len(data.test)} images; at least 2 are needed")
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: undefined figures (empty class pairs, the swap diagonal) become null."""
-    return float(value) if math.isfinite(value) else None
-
-
 def _reduce(values: np.ndarray, reduce) -> float | None:
     """``reduce`` over the finite entries (None when there are none)."""
     finite = values[np.isfinite(values)]
     return float(reduce(finite)) if len(finite) else None
-
-
-def _matrix_to_json(matrix: np.ndarray) -> list[list[float | None]]:
-    return [[_finite_or_none(v) for v in row] for row in matrix.tolist()]
 
 
 def _stage(message: str, verbose: bool) -> None:
@@ -77,7 +67,7 @@ def separability_figures(codes: CodesTable, images: torch.Tensor, classifier: Cl
     def measure(features) -> dict[str, Any]:
         result: Separability = random_forest_accuracy(features, labels, folds=folds, n_estimators=n_estimators,
                                                       seed=seed)
-        return {**result.as_dict(), "mean": _finite_or_none(result.mean), "std": _finite_or_none(result.std)}
+        return result.as_dict()
 
     figures = {"class_codes": measure(codes.codes),
                "pixel_pca": measure(pixel_pca(images, codes.code_dim, seed=seed, fit_images=train_images))}
@@ -177,9 +167,9 @@ def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir
                        "map_points": len(rows)},
             "classifier_test_accuracy": float((test.predictions == test.labels).float().mean()),
             "separability": separability,
-            "swap": {"matrix": _matrix_to_json(success), "pairs": counts.tolist(), "mean": _reduce(success, np.mean),
+            "swap": {"matrix": success.tolist(), "pairs": counts.tolist(), "mean": _reduce(success, np.mean),
                      "min": _reduce(success, np.min), "pairs_per_class_pair": swap_pairs},
-            "smoothness": {"per_class": dict(zip(class_names, (_finite_or_none(v) for v in smote))),
+            "smoothness": {"per_class": dict(zip(class_names, smote.tolist())),
                            "min": _reduce(smote, np.min), "samples_per_class": smote_per_class,
                            "neighbours": smote_neighbours, "individual_codes_per_class": smote_individuals},
             "paths": {"count": len(probabilities), "steps": path_steps, "tolerance": monotone_tolerance,
@@ -187,6 +177,7 @@ def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir
                       "target_probabilities": [[round(float(p), 4) for p in row] for row in probabilities]},
             "files": files,
         }
+        summary = json_safe(summary)  # undefined figures (empty class pairs, the swap diagonal) are null
         write_json(staging / "summary.json", summary)
     _stage(f"wrote {out}", verbose)
     return summary
