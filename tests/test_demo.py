@@ -245,6 +245,10 @@ def test_demo_end_to_end_resumes_after_interruption(tmp_path, monkeypatch):
     examples = json.loads((out / "explain/explanations.json").read_text())["examples"]
     assert [e["label"] for e in examples] == ["normal", "cnv"]  # one test image per class
     assert all((out / "explain" / f"{e['stem']}_path.gif").is_file() for e in examples)
+    for example in examples:  # caex explain's files, written by its own code (the demo had a drifting copy)
+        written = json.loads((out / "explain" / f"{example['stem']}.json").read_text())
+        assert written["flip_step"] == example["flip_step"] and written["target"]["class"] == example["target"]
+        assert (out / "explain" / written["files"]["saliency"]).is_file()
 
     text = result.report.read_text(encoding="utf-8")
     HTMLParser().feed(text)

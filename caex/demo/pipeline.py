@@ -277,13 +277,12 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
                      verbose: bool) -> dict[str, Any]:
     """Explain ``per_class`` seeded test images of every class into ``folder``.
 
-    Files per example follow ``caex explain``'s names (``<stem>_saliency.png``,
-    ``<stem>_path.png``, ``<stem>_path.gif``) so the report reads either;
-    ``explanations.json`` adds what each example shows.
+    Files per example are ``caex explain``'s (:func:`caex.explain.render.save_explanation`), so the report
+    reads either; ``explanations.json`` adds what each example shows.
     """
     from caex.data.preview import sample_grid_indices
     from caex.explain import Explainer
-    from caex.explain.render import counterfactual_strip, path_animation, saliency_overlay, save_png
+    from caex.explain.render import save_explanation
 
     bundle = artefacts.bundle
     names = bundle.class_names
@@ -299,11 +298,7 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
         stem = f"{i:02d}_{names[label]}"
         title = (f"{names[label]} (classified {names[prediction]}) towards {names[target]}: "
                  + (f"flips at step {flip}" if flip >= 0 else "never flips"))
-        save_png(counterfactual_strip(explanation.frames[i], explanation.target_probs[i], flip, title=title),
-                 folder / f"{stem}_path.png")
-        save_png(saliency_overlay(images[i], explanation.saliency[i]), folder / f"{stem}_saliency.png")
-        atomic_write_bytes(folder / f"{stem}_path.gif",
-                           path_animation(explanation.frames[i], explanation.target_probs[i], flip))
+        save_explanation(explanation, i, images[i], folder, stem, bundle.test.sources[rows[i]], title=title)
         examples.append({"test_index": rows[i], "source": bundle.test.sources[rows[i]], "label": names[label],
                          "prediction": names[prediction], "target": names[target], "flip_step": flip,
                          "title": title, "stem": stem})

@@ -119,13 +119,15 @@ def strip_title(source: str, prediction: str, target: str) -> str:
 
 
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
-                     stem: str, source: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+                     stem: str, source: str, settings: dict[str, Any] | None = None,
+                     title: str | None = None) -> dict[str, Any]:
     """Write exemplar ``index``'s overlay PNG (on its input ``image``), raw map ``.npy``, strip, GIF and JSON.
 
     Files are named ``<stem>_saliency.png``, ``<stem>_saliency.npy``,
     ``<stem>_path.png``, ``<stem>_path.gif`` and ``<stem>.json``; returns the summary.
     With ``stop_at_flip`` the strip and GIF end at the flip frame. ``settings`` (how the map was made: CAE
-    run, classifier, path, steps, seed, ...) is stored under ``"settings"`` so the summary alone reproduces it.
+    run, classifier, path, steps, seed, ...) is stored under ``"settings"`` so the summary alone reproduces it;
+    ``title`` replaces the strip's default (:func:`strip_title`).
     """
     out_dir = Path(out_dir)
     names = explanation.class_names
@@ -137,7 +139,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     save_png(saliency_overlay(image, explanation.saliency[index]),
              out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
-    title = strip_title(source, names[prediction], names[target])
+    title = title or strip_title(source, names[prediction], names[target])
     save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
     atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip))
     summary = {
