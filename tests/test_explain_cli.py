@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from caex.classifier import build_classifier_network, load_classifier, save_bundle
-from caex.cli.explain import collect_images, read_image, unique_stems
+from caex.cli.explain import collect_images, unique_stems
 from caex.cli.main import main
+from caex.data.sources import load_image
 from caex.errors import CaexError
 from caex.explain import Explainer
 from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
@@ -78,7 +79,7 @@ def test_saved_map_and_prediction_probability_are_the_python_apis(workspace: Pat
     summary = json.loads((tmp_path / "rgb.json").read_text())
     saved = np.load(tmp_path / "rgb_saliency.npy")
     classifier = load_classifier(workspace / "clf", device="cpu")
-    pixels = read_image(workspace / "imgs" / "rgb.png", SIZE, 1)[None]
+    pixels = load_image(workspace / "imgs" / "rgb.png", SIZE, 1)[None]
     explanation = Explainer(CAE.load(workspace / "run"), classifier, device="cpu", seed=0).explain(pixels, steps=5)
     expected = explanation.saliency[0].numpy()
     assert not np.allclose(expected, expected.T, atol=1e-3)  # a transposed map would show
@@ -117,7 +118,7 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
                    "--out", str(out / "code")) == 0
     by_code = json.loads((out / "code" / "rgb.json").read_text())
     cae = CAE.load(workspace / "run")
-    pixels = read_image(workspace / "imgs" / "rgb.png", SIZE, 1)[None]
+    pixels = load_image(workspace / "imgs" / "rgb.png", SIZE, 1)[None]
     distance = torch.cdist(cae.class_codes(pixels), cae.centroids)[0]
     distance[NAMES.index(by_code["prediction"]["class"])] = float("inf")
     assert by_code["settings"]["target_by"] == "code" and by_code["target"]["class"] == NAMES[int(distance.argmin())]

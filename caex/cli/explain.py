@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from caex.cli.common import check_output_folder, load_classifier_from_args, warn_stale_files
-    from caex.data.sources import check_image, readable_images
+    from caex.data.sources import check_image, load_image, readable_images
     from caex.explain import Explainer, ExplainError
     from caex.explain.explainer import AlreadyAtTargetWarning, check_smoothing, check_steps
     from caex.explain.render import save_explanation
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         target = None if args.target is None else explainer.class_index(args.target)
     except ExplainError as exc:
         raise CaexError(f"--{exc}") from None  # "--target 'x': not a class of this model (...)"
-    reference = None if args.reference is None else read_image(Path(args.reference), size, channels)
+    reference = None if args.reference is None else load_image(Path(args.reference), size, channels)
     stems = unique_stems(sources)
     settings = {"run": str(args.run), "classifier": str(args.classifier), "arch": args.arch, "path": args.path,
                 "reference": args.reference, "steps": args.steps, "target_by": target_by, "saliency": args.saliency,
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
         for begin in range(0, len(sources), args.batch_size):
             batch = sources[begin:begin + args.batch_size]
-            images = torch.stack([read_image(path, size, channels) for path in batch])
+            images = torch.stack([load_image(path, size, channels) for path in batch])
             result = explainer.explain(images, target=target, path=args.path, steps=args.steps,
                                        stop_at_flip=args.stop_at_flip, reference=reference,
                                        all_targets=args.all_targets, saliency=args.saliency, target_by=target_by)
@@ -203,14 +203,6 @@ def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
             raise CaexError(f"{pattern}: no such image file or folder")
         found.extend(matches)
     return list(dict.fromkeys(found))
-
-
-def read_image(path: Path, size: int, channels: int):
-    """One image file -> ``[channels, size, size]`` in [0, 1] (shorter side resized, centre crop)."""
-    from caex.data.sources import read_image as read_file
-    from caex.data.transforms import resize_and_crop, to_channels
-
-    return resize_and_crop(to_channels(read_file(path)[None], channels), size)[0]
 
 
 def unique_stems(paths: list[Path]) -> list[str]:

@@ -6,6 +6,7 @@ generator itself, including each image's lesion-free twin.
 """
 
 from caex.data.preview import save_preview
+from caex.data.sources import load_image
 from caex.data.spec import SPEC_FORMS, load_dataset
 from caex.data.synthetic import CLASS_NAMES, SyntheticConfig, SyntheticImages, generate_synthetic
 from caex.data.transforms import resize_and_crop, to_channels
@@ -20,6 +21,7 @@ __all__ = [
     "SyntheticImages",
     "generate_synthetic",
     "load_dataset",
+    "load_image",
     "resize_and_crop",
     "save_preview",
     "to_channels",

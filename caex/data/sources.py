@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from caex.data.transforms import resize_and_crop
+from caex.data.transforms import resize_and_crop, to_channels
 from caex.data.types import RANGE_TOLERANCE
 from caex.errors import DataError
 
@@ -145,6 +145,13 @@ def read_image(path: Path) -> torch.Tensor:
     pixels = _read_pixels(path)
     _warn_8bit_in_16bit([str(path)] if _is_8bit_in_16bit(pixels) else [])
     return _pixels_to_tensor(pixels, path)
+
+
+def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
+    """One image file as a model trained on ``size`` px, ``channels``-channel data sees it, ``[channels, size,
+    size]`` in [0, 1]: resized (shorter side), centre-cropped and converted as :func:`caex.data.load_dataset`
+    prepares a folder's images."""
+    return to_channels(resize_and_crop(read_image(path)[None], size), channels)[0]
 
 
 def _read_pixels(path: Path) -> np.ndarray:
