@@ -3,7 +3,6 @@ trained on another split of the data."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import warnings
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from caex.classifier import build_classifier_network, save_bundle
-from caex.cli.common import check_splits, warn_stale_files
+from caex.cli.common import warn_stale_files
 from caex.data import load_dataset
 from caex.model import CAE, CAEConfig
 from caex.utils.io import atomic_write_text
@@ -57,27 +56,30 @@ def test_an_out_that_does_not_exist_yet_or_an_error_warns_of_nothing(tmp_path: P
 
 def test_models_trained_on_another_split_of_the_same_data_are_warned_about(tmp_path: Path) -> None:
     """Only the same spec with another recorded split seed warns (unknown provenance or other data do not),
-    naming the model and the --split-seed that would match it."""
+    naming the model and the --split-seed that would match it; the API warns (the CLI alone did before)."""
+    from caex.classifier import check_compatible, load_classifier
+
     data = load_dataset("synthetic:classes=2,per_class=4,size=32", seed=1)
     assert data.seed == 1
     config = CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=2)
     net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=32)
     save_bundle(net, tmp_path / "clf", class_names=data.class_names, image_size=32, data_spec=data.spec, data_seed=0)
-    args = argparse.Namespace(run="runs/cae", classifier=str(tmp_path / "clf"))
+    CAE(config, data.class_names, data.spec, data_seed=0).save(tmp_path / "cae")
+    classifier, cae = load_classifier(tmp_path / "clf", device="cpu"), CAE.load(tmp_path / "cae", device="cpu")
     with pytest.warns(UserWarning) as caught:
-        check_splits(data, args, CAE(config, data.class_names, data.spec, data_seed=0))
+        check_compatible(classifier, data)
+        cae.check_split(data)
     assert [str(warning.message) for warning in caught] == [
         f"{who} was trained on {data.spec} split with seed 0, but it is loaded here with seed 1: its test images "
         "are not the ones the model held out (some may be its training images); load the data with seed 0 "
-        "(--split-seed 0)" for who in ("the CAE in runs/cae", f"the classifier {tmp_path / 'clf'}")]
+        "(--split-seed 0)" for who in (f"the classifier {tmp_path / 'clf'}", f"the CAE in {tmp_path / 'cae'}")]
     save_bundle(net, tmp_path / "clf", class_names=data.class_names, image_size=32, data_spec=data.spec, data_seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for cae in (CAE(config, data.class_names, data.spec, data_seed=1), CAE(config, data.class_names, data.spec),
-                    CAE(config, data.class_names, "synthetic:classes=2", data_seed=0)):
-            check_splits(data, args, cae)
-        check_splits(data, argparse.Namespace(run="none", classifier=None))
-
+        check_compatible(load_classifier(tmp_path / "clf", device="cpu"), data)
+        for other in (CAE(config, data.class_names, data.spec, data_seed=1), CAE(config, data.class_names, data.spec),
+                      CAE(config, data.class_names, "synthetic:classes=2", data_seed=0)):
+            other.check_split(data)
 
 def test_a_source_with_its_own_test_split_records_no_split_seed(tmp_path: Path) -> None:
     """A folder's train/ and test/ or an npz's test_* arrays fix the split, so no seed can move it."""

@@ -30,6 +30,11 @@ class Classifier(abc.ABC):
         self.channels = channels
         self.device = torch.device(device)
         self.batch_size = batch_size
+        # Provenance, where known (load_classifier fills it from classifier.json): the file it came from, and
+        # the data spec and split seed it was trained on, so that a test on its training images is warned about.
+        self.source: str | None = None
+        self.data_spec: str | None = None
+        self.data_seed: int | None = None
 
     @property
     def num_classes(self) -> int:

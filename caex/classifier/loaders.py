@@ -127,7 +127,7 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     (image size, channels) stands in for a json that is not there: a bare
     model file records no input shape, so it is tried on the images it will get.
     """
-    path = Path(path)
+    path = given = Path(path)
     if not path.exists():
         raise ClassifierError(f"{path}: no such file or folder")
     described = bundle_folder(path) / INFO_FILE
@@ -148,7 +148,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
         if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
             raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")
         _refuse_normalisation_outside(path, mean, std, info, described, lambda: _onnx_constants(path))
-        return _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info, described)
+        classifier = _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info, described)
+        return _with_provenance(classifier, given, info)
     device = resolve_device(device)
     if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
         if info is None or info.arch is None:
@@ -162,14 +163,24 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
         mean = mean if mean is not None else (info.mean if info else None)
         std = std if std is not None else (info.std if info else None)
         net = _load_state_dict_network(path, arch, mean, std)
-        return TorchClassifier(net, _class_names(path, int(net.head.out_features), names, num_classes),
-                               image_size, int(net.mean.shape[1]), device=device, batch_size=batch_size)
+        classifier = TorchClassifier(net, _class_names(path, int(net.head.out_features), names, num_classes),
+                                     image_size, int(net.mean.shape[1]), device=device, batch_size=batch_size)
+        return _with_provenance(classifier, given, info)
     module = _load_torchscript(path)
     _refuse_normalisation_outside(path, mean, std, info, described,
                                   lambda: {name: getattr(module, name, None) for name in ("mean", "std")})
     found_classes = _probe_num_classes(path, lambda x: module(x), image_size, channels, names, num_classes)
-    return TorchClassifier(module, _class_names(path, found_classes, names, num_classes), image_size, channels,
-                           device=device, batch_size=batch_size)
+    classifier = TorchClassifier(module, _class_names(path, found_classes, names, num_classes), image_size, channels,
+                                 device=device, batch_size=batch_size)
+    return _with_provenance(classifier, given, info)
+
+
+def _with_provenance(classifier: Classifier, source: Path, info: ClassifierInfo | None) -> Classifier:
+    """``classifier`` with where it came from and, from its json, the data split it was trained on."""
+    classifier.source = str(source)
+    if info is not None:
+        classifier.data_spec, classifier.data_seed = info.data_spec, info.data_seed
+    return classifier
 
 
 def _refuse_normalisation_outside(path: Path, mean: Sequence[float] | None, std: Sequence[float] | None,
@@ -214,6 +225,8 @@ def check_compatible(classifier: Classifier, data: DataBundle) -> None:
         raise ClassifierError(f"the classifier takes {classifier.image_size}px images but data {data.spec!r} is "
                               f"{data.image_size}px (use --size {classifier.image_size})")
     warn_other_class_names("the classifier", classifier.class_names, f"data {data.spec!r}", data.class_names)
+    who = "the classifier" if classifier.source is None else f"the classifier {classifier.source}"
+    data.check_split(who, classifier.data_spec, classifier.data_seed)  # tested on its own training images?
     try:
         classifier.predict_proba(data.test.images[:1])
     except Exception as exc:  # noqa: BLE001 - an unrecorded size or channel count; onnxruntime's errors are no RuntimeError

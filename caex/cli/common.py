@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
     from caex.classifier import Classifier
     from caex.data import DataBundle
-    from caex.model import CAE
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -137,14 +136,3 @@ def load_data_from_args(args: argparse.Namespace) -> DataBundle:
     return load_dataset(args.data, size=args.size, channels=args.channels, seed=args.split_seed,
                         skip_bad=args.skip_bad)
 
-
-def check_splits(data: DataBundle, args: argparse.Namespace, cae: CAE | None = None) -> None:
-    """Warn when the CAE or the ``--classifier`` bundle was trained on ``data`` split with another seed."""
-    from caex.classifier.bundle import INFO_FILE, ClassifierInfo, bundle_folder
-
-    if cae is not None:
-        data.check_split(f"the CAE in {args.run}", cae.data_spec, cae.data_seed)
-    described = bundle_folder(Path(args.classifier)) / INFO_FILE if args.classifier else None
-    if described is not None and described.is_file():
-        info = ClassifierInfo.read(described)
-        data.check_split(f"the classifier {args.classifier}", info.data_spec, info.data_seed)

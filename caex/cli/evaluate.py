@@ -77,9 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caex.classifier import check_compatible
-    from caex.cli.common import (check_output_folder, check_splits, load_classifier_from_args, load_data_from_args,
-                                 warn_stale_files)
+    from caex.cli.common import check_output_folder, load_classifier_from_args, load_data_from_args, warn_stale_files
     from caex.evaluation.perturbation import PerturbationMetric
     from caex.evaluation.runner import canonical_method, evaluate, is_cae_method
     from caex.explain.explainer import check_steps
@@ -112,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
     # that differs from the CAE's is blamed on the data, not on the classifier
     shape = (data.image_size, data.channels) if cae is None else (cae.config.image_size, cae.config.channels)
     classifier = load_classifier_from_args(args, image_size=shape[0], channels=shape[1], device=args.device)
-    check_compatible(classifier, data)
-    check_splits(data, args, cae)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
     with warn_stale_files(args.out):
         results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,

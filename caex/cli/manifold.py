@@ -10,7 +10,6 @@ from caex.cli.common import (
     add_device_argument,
     add_seed_argument,
     check_output_folder,
-    check_splits,
     load_classifier_from_args,
     load_data_from_args,
     warn_stale_files,
@@ -78,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     classifier = load_classifier_from_args(args, image_size=cae.config.image_size, channels=cae.config.channels,
                                            device=device)
     data = load_data_from_args(args)
-    check_splits(data, args, cae)
     with warn_stale_files(args.out):
         summary = analyse_manifold(
             cae, classifier, data, args.out, seed=args.seed, verbose=True, batch_size=args.batch_size,

@@ -122,13 +122,14 @@ def run(args: argparse.Namespace) -> int:
     classifier = None
     if args.classifier is not None:
         from caex.classifier import check_compatible
-        from caex.cli.common import check_splits, load_classifier_from_args
+        from caex.cli.common import load_classifier_from_args
         from caex.training.distributed import local_device
 
         classifier = load_classifier_from_args(args, image_size=bundle.image_size, channels=bundle.channels,
                                                device=local_device(args.device))
-        check_compatible(classifier, bundle)  # a critic of another size or channel count fails late or silently
-        check_splits(bundle, args)  # the CAE would learn from images the classifier was tested on
+        # A critic of another size or channel count fails late or silently, and one trained on another split of
+        # this data has been tested on images the CAE would learn from (a warning).
+        check_compatible(classifier, bundle)
     train_config = _train_config(args, saved, loss_overrides)
     config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them
     if not args.resume or args.preset is not None or model_overrides:

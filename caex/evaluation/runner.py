@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from caex.classifier.base import Classifier, require_classifier
-from caex.data.types import DataBundle, rank_within_class, require_bundle
+from caex.classifier.base import Classifier
+from caex.classifier.loaders import check_compatible
+from caex.data.types import DataBundle, rank_within_class
 from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
@@ -144,7 +145,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         raise EvaluationError("methods: name at least one method")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}: must be at least 1")
-    classifier, data = require_classifier(classifier), require_bundle(data)
+    check_compatible(classifier, data)  # shapes and classes; warns when it was trained on another split of data
     method_options = _checked_options(method_options or {})
     metric = metric or PerturbationMetric()
     localisation = localisation or LocalisationMetric()
@@ -154,6 +155,8 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
     fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
     cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
+    if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
+        cae_explainer.cae.check_split(data)
     height, width = images.shape[-2:]
     settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
                 "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),

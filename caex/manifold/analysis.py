@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 
 
 def check_inputs(cae: CAE, classifier: Classifier, data: DataBundle) -> None:
-    """One-line errors when the CAE, the classifier and the data disagree on shape or classes."""
+    """One-line errors when the CAE, the classifier and the data disagree on shape or classes; a warning when
+    either model was trained on another split of this data."""
     check_classifier_compatible(classifier, data)
+    if hasattr(cae, "check_split"):  # stand-ins without provenance have nothing to check
+        cae.check_split(data)
     config = cae.config
     if (config.num_classes, config.channels, config.image_size) != (data.num_classes, data.channels,
                                                                     data.image_size):

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from caex.data.types import check_image_batch
+from caex.data.types import DataBundle, check_image_batch
 from caex.errors import ModelError
 from caex.model.config import CAEConfig
 from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
@@ -80,8 +80,10 @@ class CAE(nn.Module):
                  data_spec: str | None = None, data_seed: int | None = None) -> None:
         super().__init__()
         self.config = config
-        # What it was trained on (provenance; None when unknown): the data spec and the seed of its split.
+        # What it was trained on (provenance; None when unknown): the data spec and the seed of its split, and
+        # the run folder it was loaded from.
         self.data_spec, self.data_seed = data_spec, data_seed
+        self.source: str | None = None
         names = list(class_names) if class_names is not None else [str(k) for k in range(config.num_classes)]
         if len(names) != config.num_classes:
             raise ModelError(f"{len(names)} class names given for a CAE with num_classes={config.num_classes}")
@@ -137,6 +139,12 @@ class CAE(nn.Module):
         _, individual_a = self.encode(images_a)
         class_b = self.class_encoder(self._model_input(images_b))
         return self.decode(class_b.expand(len(images_a), -1), individual_a)
+
+    def check_split(self, data: DataBundle) -> None:
+        """Warn when ``data`` is the split of this CAE's training data with another seed: its test images would
+        include training images."""
+        data.check_split("the CAE" if self.source is None else f"the CAE in {self.source}", self.data_spec,
+                         self.data_seed)
 
     # -- batched helpers -----------------------------------------------------------------
     @torch.no_grad()
@@ -208,6 +216,7 @@ class CAE(nn.Module):
                 model = cls(config, meta.get("class_names"), meta.get("data_spec"), meta.get("data_seed"))
         except ModelError as exc:  # a config that parses but describes no valid CAE: name the file
             raise ModelError(f"{config_path}: {exc}") from None
+        model.source = str(run_dir)
         if not weights_path.is_file():
             raise ModelError(f"{weights_path}: missing CAE weights")
         try:
