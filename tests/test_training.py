@@ -875,3 +875,14 @@ def test_a_classifier_given_to_train_cae_is_the_class_critic_unless_told_otherwi
         assert json.loads((run / "train_config.json").read_text())["dc"] == expected
     with pytest.raises(CaexError, match="critic_noise=0.1 noises what the classifier critic sees"):
         train_cae(data, config, dataclasses.replace(train_config, critic_noise=0.1), tmp_path / "noise")
+
+
+def test_the_stop_notice_offers_ctrl_c_only_to_someone_who_pressed_it(capsys) -> None:
+    """A scheduler that sends SIGTERM cannot press Ctrl-C again."""
+    import signal
+
+    from caex.training.stopping import StopRequest
+
+    for signum, offered in ((signal.SIGTERM, False), (signal.SIGINT, True)):
+        StopRequest()(signum, None)
+        assert ("Ctrl-C again" in capsys.readouterr().err) == offered

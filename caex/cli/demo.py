@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "evaluate CAE against Grad-CAM, FullGrad, LIME, occlusion, integrated gradients and a "
                     "random map, and write OUT/report.html. Each stage has its own sub-folder of OUT and is "
                     "reused when rerun with the same settings, so an interrupted demo resumes where it "
-                    "stopped. About 13 minutes on a 2-core CPU (at most 15); --fast under 3.",
+                    "stopped. About 11-13 minutes on a 2-core CPU (at most 15); --fast under 3.",
     )
     parser.add_argument("--out", default="runs/demo", metavar="OUT", help="output folder (default: runs/demo)")
     parser.add_argument("--fast", action="store_true",

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "default), paper (256 px, the official widths and optimiser)")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="override a network size of the preset, repeatable (e.g. --model n_res=3 "
-                             "--model class_pool=max); KEY is a caex.model.CAEConfig field")
+                             "--model class_pool=avg); KEY is a caex.model.CAEConfig field")
     parser.add_argument("--loss", action="append", default=[], metavar="KEY=VALUE",
                         help="override a loss weight of the preset, repeatable (e.g. --loss adversarial=0.5); "
                              "KEY is a caex.training.LossWeights field (recon_image is the paper's λ1, eq. 1)")

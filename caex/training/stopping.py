@@ -32,8 +32,9 @@ class StopRequest:
             raise KeyboardInterrupt  # the second Ctrl-C: do not wait for the save
         if self.signum is None:
             self.signum = signum
-            print(f"\n{signal.Signals(signum).name}: stopping within a few iterations, checkpoint first "
-                  "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+            again = " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""
+            print(f"\n{signal.Signals(signum).name}: stopping within a few iterations, checkpoint first{again}",
+                  file=sys.stderr, flush=True)
 
     def error(self, iteration: int) -> Interrupted:
         name = signal.Signals(self.signum).name
