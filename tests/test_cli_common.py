@@ -147,3 +147,16 @@ def test_json_is_written_without_nan_however_deep(tmp_path):
     assert json_safe(value) == {"a": None, "b": [1.0, None, {"c": None, "d": [2, None]}], "e": "nan", "f": 3}
     write_json(tmp_path / "x.json", value)
     assert "NaN" not in (tmp_path / "x.json").read_text() and "Infinity" not in (tmp_path / "x.json").read_text()
+
+
+def test_warnings_point_at_the_callers_line_however_deep_in_caex(tmp_path):
+    """Hand-counted stacklevels pointed inside caex once a helper was reached by another path."""
+    import numpy as np
+
+    from caex.data import load_dataset
+
+    path = tmp_path / "set.npz"
+    np.savez(path, train_images=np.zeros((6, 10, 10), np.uint8), train_labels=np.arange(6) % 2, extra=np.zeros(1))
+    with pytest.warns(UserWarning, match="arrays extra are not read") as caught:
+        load_dataset(str(path))  # four calls deep inside caex
+    assert caught[0].filename == __file__

@@ -32,6 +32,7 @@ from caex.classifier.bundle import (
 from caex.data.types import DataBundle, require_bundle, warn_other_class_names
 from caex.errors import ClassifierError
 from caex.utils.device import resolve_device
+from caex.utils.warn import warn
 
 #: Keys under which training scripts commonly nest a state dict inside a checkpoint.
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -102,11 +103,11 @@ class OnnxClassifier(Classifier):
     def _warn_sigmoid(self, row_sum: float) -> None:
         if not self._warned_sigmoid:
             self._warned_sigmoid = True
-            warnings.warn(f"{self._source}: the model's outputs look like per-class sigmoid scores (all in [0, 1], "
-                          f"a row summing to {row_sum:.3g}), not softmax probabilities or logits; caex explains "
-                          "single-label classifiers, so it divides each row by its sum and reports that as the class "
-                          "probabilities (ranking and ratios kept); export logits or softmax probabilities to avoid "
-                          "this", stacklevel=2)
+            warn(f"{self._source}: the model's outputs look like per-class sigmoid scores (all in [0, 1], "
+                 f"a row summing to {row_sum:.3g}), not softmax probabilities or logits; caex explains "
+                 "single-label classifiers, so it divides each row by its sum and reports that as the class "
+                 "probabilities (ranking and ratios kept); export logits or softmax probabilities to avoid "
+                 "this")
 
 
 def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from caex.utils.warn import warn
 
 if TYPE_CHECKING:
     import torch
@@ -111,9 +112,9 @@ def warn_stale_files(out: str | os.PathLike, kept: Collection[str] = ()) -> Iter
     yield
     stale = sorted(name for name, stamp in _file_stamps(Path(out)).items()
                    if before.get(name) == stamp and name not in kept)
-    if stale:  # stacklevel 3: the command's ``with``, past contextlib's __exit__
-        warnings.warn(f"{out} also holds {len(stale)} file(s) that this run did not write, e.g. of an earlier run "
-                      f"(first: {stale[0]}); use a fresh --out to keep runs apart", stacklevel=3)
+    if stale:
+        warn(f"{out} also holds {len(stale)} file(s) that this run did not write, e.g. of an earlier run "
+             f"(first: {stale[0]}); use a fresh --out to keep runs apart")
 
 
 def _file_stamps(folder: Path) -> dict[str, tuple[int, int]]:

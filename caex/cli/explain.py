@@ -9,6 +9,7 @@ from pathlib import Path
 
 from caex.cli.common import add_classifier_arguments, add_device_argument, add_seed_argument
 from caex.errors import CaexError
+from caex.utils.warn import warn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -137,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
                     written.add(stem)
             bar.update(len(batch))
     if already:  # their json says "flipped" at step 0, which reads like a result
-        warnings.warn(f"{already} image(s) are already classified as their target class: their paths lead further "
-                      "into it, so nothing flips and their maps show what makes them more so", stacklevel=2)
+        warn(f"{already} image(s) are already classified as their target class: their paths lead further "
+             "into it, so nothing flips and their maps show what makes them more so")
     skipped = f"; {total - len(sources)} image(s) were done already" if total > len(sources) else ""
     print(f"wrote {len(written)} explanation(s) of {len(sources)} image(s) to {out}{skipped}")
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 from caex.data.transforms import resize_and_crop, to_channels
 from caex.data.types import RANGE_TOLERANCE
 from caex.errors import DataError
+from caex.utils.warn import warn
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
@@ -205,9 +205,9 @@ def _is_8bit_in_16bit(pixels: np.ndarray) -> bool:
 def _warn_8bit_in_16bit(where: list[str], what: str = "image") -> None:
     """One warning for every image (or array) :func:`_is_8bit_in_16bit` flagged, naming the first."""
     if where:
-        warnings.warn(f"{len(where)} {what}(s) hold 16-bit pixels no larger than 255, so they read as nearly "
-                      "black (16-bit values are divided by 65535); if this is 8-bit data, save it as 8-bit "
-                      f"(first: {where[0]})", stacklevel=4)
+        warn(f"{len(where)} {what}(s) hold 16-bit pixels no larger than 255, so they read as nearly "
+             "black (16-bit values are divided by 65535); if this is 8-bit data, save it as 8-bit "
+             f"(first: {where[0]})")
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -233,8 +233,8 @@ def _warn_unread_files(root: Path, unread: list[Path]) -> None:
     if unread:
         kinds = sorted({path.suffix.lower() or "(no suffix)" for path in unread})
         hint = "; convert DICOM to 16-bit PNG first" if ".dcm" in kinds else ""
-        warnings.warn(f"{root}: {len(unread)} file(s) in the class folders are not read ({', '.join(kinds)}; caex "
-                      f"reads {', '.join(sorted(IMAGE_SUFFIXES))}){hint}; first: {unread[0]}", stacklevel=4)
+        warn(f"{root}: {len(unread)} file(s) in the class folders are not read ({', '.join(kinds)}; caex "
+             f"reads {', '.join(sorted(IMAGE_SUFFIXES))}){hint}; first: {unread[0]}")
 
 
 def _class_folders(root: Path) -> dict[str, Path]:
@@ -329,7 +329,7 @@ def readable_images(paths: list[Path], *, skip_bad: bool = False) -> list[Path]:
 def _warn_skipped(skipped: list[Path]) -> None:
     """One warning for every file ``skip_bad`` left out, naming the first (the caller's caller is blamed)."""
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}", stacklevel=4)
+        warn(f"skipped {len(skipped)} unreadable image(s), first: {skipped[0]}")
 
 
 # --------------------------------------------------------------------------- .npz (MedMNIST layout)
@@ -370,8 +370,8 @@ def read_npz(path: Path) -> RawData:
     ignored = sorted(set(arrays) - {"class_names", *(f"{split}_{kind}" for split in ("train", "val", "test")
                                                        for kind in ("images", "labels", "masks"))})
     if ignored:  # said, so that nobody takes them for read
-        warnings.warn(f"{path}: arrays {', '.join(ignored)} are not read (caex reads train_/val_/test_images, "
-                      "_labels and _masks, and class_names)", stacklevel=3)
+        warn(f"{path}: arrays {', '.join(ignored)} are not read (caex reads train_/val_/test_images, "
+             "_labels and _masks, and class_names)")
     return RawData(parts["train"], parts.get("test"), class_names)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from caex.data.synthetic import SyntheticConfig, generate_synthetic
 from caex.data.transforms import resize_and_crop, to_channels
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError
+from caex.utils.warn import warn
 
 SPEC_FORMS = ("synthetic[:classes=4,per_class=400,size=64,channels=1], mnist[:4,9], digits[:0,1], "
               "an image folder (root/<class>/*.png, optional train/ test/), or a .npz file")
@@ -104,11 +104,11 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
     if empty:  # e.g. .npz labels {0, 2}: class 1 stays, so label numbers keep their meaning
         message = (f"{spec}: class(es) {', '.join(raw.class_names[k] for k in empty)} have no training images; "
                    "nothing can be learned or explained about them")
-        warnings.warn(message, stacklevel=3)
+        warn(message)
     untested = [] if raw.test is None else sorted(set(present.tolist()) - set(raw.test.labels.tolist()))
     if untested:  # evaluate, manifold and the report would cover fewer classes than the model knows
-        warnings.warn(f"{spec}: the test split has no images of class(es) "
-                      f"{', '.join(raw.class_names[k] for k in untested)}; nothing is measured on them", stacklevel=3)
+        warn(f"{spec}: the test split has no images of class(es) "
+             f"{', '.join(raw.class_names[k] for k in untested)}; nothing is measured on them")
     parts = [raw.train] if raw.test is None else [raw.train, raw.test]
     if channels is None:
         channels = 1 if all(_is_gray(images) for part in parts for images in _batches(part)) else 3

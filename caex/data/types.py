@@ -8,7 +8,6 @@ internally, so nothing downstream has to know where the pixels came from.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from torch.utils.data import Dataset
 
 from caex.errors import CaexError, DataError
 from caex.utils.seed import torch_generator
+from caex.utils.warn import warn
 
 
 #: How far pixels may stray outside [0, 1] (resampling, rounding) before a batch is refused.
@@ -67,9 +67,9 @@ def warn_other_class_names(first: str, first_names: Sequence[str], second: str, 
     defaults = [str(k) for k in range(len(first_names))]
     if list(first_names) == defaults or list(second_names) == defaults or list(first_names) == list(second_names):
         return
-    warnings.warn(f"{first} names its classes {', '.join(first_names)} but {second} names them "
-                  f"{', '.join(second_names)}: results are labelled by position; check that they are the same "
-                  "classes in the same order", stacklevel=3)
+    warn(f"{first} names its classes {', '.join(first_names)} but {second} names them "
+         f"{', '.join(second_names)}: results are labelled by position; check that they are the same "
+         "classes in the same order")
 
 
 @dataclass
@@ -179,9 +179,9 @@ class DataBundle:
         """Warn when ``model`` was trained on this data set split with another seed: this bundle's test images
         are then not the ones it held out, and some may be its training images."""
         if spec == self.spec and None not in (seed, self.seed) and seed != self.seed:
-            warnings.warn(f"{model} was trained on {spec} split with seed {seed}, but it is loaded here with seed "
-                          f"{self.seed}: its test images are not the ones the model held out (some may be its "
-                          f"training images); load the data with seed {seed} (--split-seed {seed})", stacklevel=2)
+            warn(f"{model} was trained on {spec} split with seed {seed}, but it is loaded here with seed "
+                 f"{self.seed}: its test images are not the ones the model held out (some may be its "
+                 f"training images); load the data with seed {seed} (--split-seed {seed})")
 
     def class_index(self, value: str | int) -> int:
         """A class given by name or index (``"dme"``, ``2``, ``"2"``) as its index; a one-line error otherwise."""

@@ -14,7 +14,6 @@ import inspect
 import io
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from caex.utils.io import atomic_write_bytes, atomic_write_text, folder_lock, js
 from caex.utils.plotting import figure_png, literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
+from caex.utils.warn import warn
 
 #: Path variants of the CAE explainer that the evaluation can compare (``cae`` alone = guided).
 CAE_PATHS = ("guided", "centroid", "nearest")
@@ -248,8 +248,8 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     missed = sorted(set(labels.tolist()) - set(labels[correct].tolist()))
     if missed:  # the tables would otherwise read as covering every class
         names = ", ".join(data.class_names[k] for k in missed)
-        warnings.warn(f"the classifier gets no test image of class(es) {names} right, so the evaluation leaves "
-                      "them out", stacklevel=3)
+        warn(f"the classifier gets no test image of class(es) {names} right, so the evaluation leaves "
+             "them out")
     shuffled = correct[torch.randperm(len(correct), generator=torch_generator(seed))]
     class_of = labels[shuffled]
     interleaved = shuffled[torch.argsort(rank_within_class(class_of) * data.num_classes + class_of)]

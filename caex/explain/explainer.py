@@ -21,7 +21,6 @@ import dataclasses
 import math
 import operator
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps
 from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
 from caex.utils.device import module_device, resolve_device
 from caex.utils.seed import torch_generator
+from caex.utils.warn import warn
 
 PATHS = ("guided", "centroid", "nearest", "reference")
 TargetSpec = int | str | torch.Tensor | Sequence[int | str] | None
@@ -220,9 +220,9 @@ class Explainer:
         maps, target_probs, flip_step, end_step = self._maps(frames, probs, targets, stop_at_flip, saliency)
         already = owner[targets == prediction[owner]].unique().tolist()
         if already:
-            warnings.warn(f"image(s) {', '.join(map(str, already[:10]))}{' …' if len(already) > 10 else ''} "
-                          "already classified as the target class: nothing flips, and the map shows what makes "
-                          "the image more so", AlreadyAtTargetWarning, stacklevel=2)
+            warn(f"image(s) {', '.join(map(str, already[:10]))}{' …' if len(already) > 10 else ''} "
+                 "already classified as the target class: nothing flips, and the map shows what makes "
+                 "the image more so", AlreadyAtTargetWarning)
         explanation = Explanation(
             saliency=maps, frames=frames, probs=probs, target_probs=target_probs, flip_step=flip_step,
             end_step=end_step, target=targets, prediction=prediction[owner], input_probs=input_probs[owner],

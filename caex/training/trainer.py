@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
 from caex.utils.seed import keyed_generator, seed_weights
 from caex.utils.versions import software_versions
+from caex.utils.warn import warn
 
 TRAIN_CONFIG_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
@@ -441,9 +441,8 @@ class BBCFETrainer:
         ranks = checkpoint.meta.get("ranks")
         if ranks not in (None, self.context.world_size) and self.context.is_main:
             # Allowed (a cluster may give fewer GPUs after preemption), but each rank's share of the pairs moves.
-            warnings.warn(f"{CHECKPOINT_FILE}: the run was trained on {ranks} process(es), it resumes on "
-                          f"{self.context.world_size}: it continues, but not as an uninterrupted run would",
-                          stacklevel=2)
+            warn(f"{CHECKPOINT_FILE}: the run was trained on {ranks} process(es), it resumes on "
+                 f"{self.context.world_size}: it continues, but not as an uninterrupted run would")
 
 
 # -- the public entry point ----------------------------------------------------------------
@@ -783,9 +782,9 @@ def _default_critic(classifier: Classifier | None) -> str:
     if classifier is not None and classifier.has_gradients:
         return "classifier"
     if classifier is not None:
-        warnings.warn(f"the classifier ({type(classifier).__name__}) is a black box (no gradients), so the "
-                      "discriminator's class head is the class critic (dc='discriminator'); it trains more slowly "
-                      "than a classifier critic", stacklevel=3)
+        warn(f"the classifier ({type(classifier).__name__}) is a black box (no gradients), so the "
+             "discriminator's class head is the class critic (dc='discriminator'); it trains more slowly "
+             "than a classifier critic")
     return "discriminator"
 
 
