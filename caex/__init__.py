@@ -31,6 +31,7 @@ _EXPORTS = {
     "train_cae": "caex.training",
     "TrainConfig": "caex.training",
     "Explainer": "caex.explain",
+    "explain_files": "caex.explain",
     "analyse_manifold": "caex.manifold",
     "evaluate": "caex.evaluation",
     "run_demo": "caex.demo",

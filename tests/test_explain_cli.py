@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from caex.classifier import build_classifier_network, load_classifier, save_bundle
-from caex.cli.explain import collect_images, unique_stems
+from caex.cli.explain import collect_images
+from caex.explain.files import unique_stems
 from caex.cli.main import main
 from caex.data.sources import load_image
 from caex.errors import CaexError
@@ -334,3 +335,20 @@ def test_explain_refuses_an_out_folder_another_run_is_writing(workspace: Path, t
         assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--out", str(tmp_path)) == 2
     assert f"{tmp_path}: in use by caex explain (pid" in capsys.readouterr().err
     assert not list(tmp_path.glob("rgb*"))
+
+
+def test_explain_files_is_caex_explain_as_a_function(workspace: Path, tmp_path: Path) -> None:
+    """What the CLI wrote could only be had through the CLI; explain_files writes the same, and finishes an
+    interrupted run with skip_done."""
+    from caex.explain import explain_files
+
+    explainer = Explainer(CAE.load(workspace / "run"), load_classifier(workspace / "clf", device="cpu"))
+    files = collect_images([str(workspace / "imgs")])
+    first = explain_files(explainer, files[:1], tmp_path, settings={"a": 1}, steps=3)
+    assert (first.written, first.explained, first.done_already) == (["rgb"], 1, 0)  # imgs/rgb.png sorts first
+    summary = json.loads((tmp_path / "rgb.json").read_text())
+    assert summary["settings"] == {"a": 1} and summary["steps"] == 3
+    assert (tmp_path / summary["files"]["saliency"]).is_file()
+    rest = explain_files(explainer, files, tmp_path, settings={"a": 1}, steps=3, skip_done=True, batch_size=2)
+    assert (sorted(rest.written), rest.explained, rest.done_already) == (["grey", "rgb-2"], 2, 1)
+    assert "rgb.json" in rest.kept

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import warnings
 from pathlib import Path
 
 from caex.cli.common import add_classifier_arguments, add_device_argument, add_seed_argument
 from caex.errors import CaexError
-from caex.utils.warn import warn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,17 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from caex.cli.common import check_output_folder, load_classifier_from_args, warn_stale_files
     from caex.data.sources import check_image, load_image, readable_images
     from caex.explain import Explainer, ExplainError
-    from caex.explain.explainer import AlreadyAtTargetWarning, check_smoothing, check_steps
-    from caex.explain.render import save_explanation
+    from caex.explain.explainer import check_smoothing, check_steps
+    from caex.explain.files import explain_files
     from caex.model import CAE
     from caex.utils.device import resolve_device
-    from caex.utils.io import folder_lock
-    from caex.utils.progress import progress
 
     check_steps(args.steps, "--steps ")
     if (args.reference is not None) != (args.path == "reference"):
@@ -105,66 +99,18 @@ def run(args: argparse.Namespace) -> int:
     except ExplainError as exc:
         raise CaexError(f"--{exc}") from None  # "--target 'x': not a class of this model (...)"
     reference = None if args.reference is None else load_image(Path(args.reference), size, channels)
-    stems = unique_stems(sources)
     settings = {"run": str(args.run), "classifier": str(args.classifier), "arch": args.arch, "path": args.path,
                 "reference": args.reference, "steps": args.steps, "target_by": target_by, "saliency": args.saliency,
                 "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip, "seed": args.seed}
-    out = Path(args.out)
-    written: set[str] = set()
-    already = 0
-    total, kept = len(sources), set()
-    if args.skip_done:
-        others = len(explainer.class_names) - 1 if args.all_targets else None
-        finished = {index: files for index, path in enumerate(sources)
-                    if (files := finished_files(out, stems[index], str(path), settings, others))}
-        kept = set().union(*finished.values())
-        sources, stems = ([items[i] for i in range(total) if i not in finished] for items in (sources, stems))
-    with folder_lock(out, "caex explain"), warn_stale_files(out, kept), \
-            progress(total=len(sources), desc="explain", unit="img") as bar, warnings.catch_warnings():
-        warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
-        for begin in range(0, len(sources), args.batch_size):
-            batch = sources[begin:begin + args.batch_size]
-            images = torch.stack([load_image(path, size, channels) for path in batch])
-            result = explainer.explain(images, target=target, path=args.path, steps=args.steps,
-                                       stop_at_flip=args.stop_at_flip, reference=reference,
-                                       all_targets=args.all_targets, saliency=args.saliency, target_by=target_by)
-            for explanation in result if isinstance(result, list) else [result]:
-                already += int((explanation.target == explanation.prediction).sum())
-                for index, path in enumerate(batch):
-                    stem = stems[begin + index]
-                    if args.all_targets:
-                        stem = f"{stem}_to-{explanation.class_names[int(explanation.target[index])]}"
-                    save_explanation(explanation, index, images[index], out, stem, str(path), settings)
-                    written.add(stem)
-            bar.update(len(batch))
-    if already:  # their json says "flipped" at step 0, which reads like a result
-        warn(f"{already} image(s) are already classified as their target class: their paths lead further "
-             "into it, so nothing flips and their maps show what makes them more so")
-    skipped = f"; {total - len(sources)} image(s) were done already" if total > len(sources) else ""
-    print(f"wrote {len(written)} explanation(s) of {len(sources)} image(s) to {out}{skipped}")
+    with warn_stale_files(args.out, kept := set()):
+        result = explain_files(explainer, sources, args.out, settings=settings, batch_size=args.batch_size,
+                               skip_done=args.skip_done, verbose=True, target=target, path=args.path,
+                               steps=args.steps, stop_at_flip=args.stop_at_flip, reference=reference,
+                               all_targets=args.all_targets, saliency=args.saliency, target_by=target_by)
+        kept.update(result.kept)  # an earlier run's finished explanations are this run's results too
+    done = f"; {result.done_already} image(s) were done already" if result.done_already else ""
+    print(f"wrote {len(result.written)} explanation(s) of {result.explained} image(s) to {args.out}{done}")
     return 0
-
-
-def finished_files(out: Path, stem: str, source: str, settings: dict, others: int | None) -> set[str]:
-    """The files of ``source``'s finished explanation(s) in ``out`` made with ``settings`` (its summary JSON,
-    written last, names them), or an empty set: one explanation, or ``others`` of them with ``--all-targets``."""
-    from caex.utils import read_json
-
-    names = [f"{stem}.json"] if others is None else [path.name for path in out.glob(f"{glob.escape(stem)}_to-*.json")]
-    if others is not None and len(names) != others:
-        return set()
-    files = set(names)
-    for name in names:
-        try:
-            summary = read_json(out / name)
-        except (OSError, ValueError):
-            return set()
-        listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
-        if (not isinstance(summary, dict) or summary.get("settings") != settings or summary.get("source") != source
-                or not listed or not all((out / str(file)).is_file() for file in listed)):
-            return set()
-        files.update(str(file) for file in listed)
-    return files
 
 
 def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
@@ -204,17 +150,3 @@ def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
             raise CaexError(f"{pattern}: no such image file or folder")
         found.extend(matches)
     return list(dict.fromkeys(found))
-
-
-def unique_stems(paths: list[Path]) -> list[str]:
-    """File stems for output names; a repeated stem (same name in two folders) gets -2, -3, ..."""
-    used: set[str] = set()
-    stems = []
-    for path in paths:
-        stem, count = path.stem, 1
-        while stem in used:
-            count += 1
-            stem = f"{path.stem}-{count}"
-        used.add(stem)
-        stems.append(stem)
-    return stems

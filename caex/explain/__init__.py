@@ -3,6 +3,7 @@
 from caex.explain.attribution import (BASELINES, Attributor, ExplainerAttributor, GradientsUnavailableError,
                                       make_attributor)
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError, Explanation
+from caex.explain.files import FilesResult, explain_files
 
 __all__ = ["BASELINES", "AlreadyAtTargetWarning", "Attributor", "ExplainError", "Explainer", "ExplainerAttributor",
-           "Explanation", "GradientsUnavailableError", "make_attributor"]
+           "Explanation", "FilesResult", "GradientsUnavailableError", "explain_files", "make_attributor"]

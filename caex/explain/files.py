@@ -1,0 +1,115 @@
+"""Explaining image files in bulk: what ``caex explain`` does, as a function of the Python API."""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from caex.data.sources import load_image
+from caex.explain.explainer import AlreadyAtTargetWarning, Explainer
+from caex.explain.render import save_explanation
+from caex.utils.io import folder_lock, read_json
+from caex.utils.progress import progress
+from caex.utils.warn import warn
+
+
+@dataclass
+class FilesResult:
+    """What :func:`explain_files` did."""
+
+    written: list[str] = field(default_factory=list)  # the output stems written now
+    explained: int = 0                                 # images explained now
+    done_already: int = 0                              # images ``skip_done`` left alone
+    kept: set[str] = field(default_factory=set)        # the files of those earlier explanations
+
+
+def explain_files(explainer: Explainer, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+                  settings: dict[str, Any] | None = None, batch_size: int = 16, skip_done: bool = False,
+                  verbose: bool = False, **explain_options: Any) -> FilesResult:
+    """Explain every image file in ``paths`` and write ``caex explain``'s files for each into ``out_dir``.
+
+    Each file is read as the CAE's training images were (:func:`caex.data.load_image`) and explained in
+    batches of ``batch_size`` by ``explainer.explain(**explain_options)`` (``target``, ``path``, ``steps``,
+    ``all_targets``, ...). Output stems are the file names, ``-2``, ``-3``, ... where two folders hold the same
+    name, and ``_to-<class>`` per target with ``all_targets``. ``settings`` (how the maps are made) is stored in
+    every summary; with ``skip_done``, a file whose finished explanations from the same ``settings`` are in
+    ``out_dir`` already is left alone (an interrupted run is finished, not redone). ``out_dir`` is locked
+    meanwhile.
+    """
+    out = Path(out_dir)
+    sources = [Path(path) for path in paths]
+    stems = unique_stems(sources)
+    size, channels = explainer.cae.config.image_size, explainer.cae.config.channels
+    result = FilesResult()
+    all_targets = bool(explain_options.get("all_targets"))
+    at_target = 0
+    with folder_lock(out, "caex explain"):
+        if skip_done:
+            others = len(explainer.class_names) - 1 if all_targets else None
+            finished = {index: files for index, path in enumerate(sources)
+                        if (files := finished_files(out, stems[index], str(path), settings, others))}
+            result.kept, result.done_already = set().union(*finished.values()), len(finished)
+            sources, stems = ([items[i] for i in range(len(items)) if i not in finished] for items in (sources, stems))
+        with progress(total=len(sources), desc="explain", unit="img", enabled=verbose) as bar, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
+            for begin in range(0, len(sources), batch_size):
+                batch = sources[begin:begin + batch_size]
+                images = torch.stack([load_image(path, size, channels) for path in batch])
+                explained = explainer.explain(images, **explain_options)
+                for explanation in explained if isinstance(explained, list) else [explained]:
+                    at_target += int((explanation.target == explanation.prediction).sum())
+                    for index, path in enumerate(batch):
+                        stem = stems[begin + index]
+                        if all_targets:
+                            stem = f"{stem}_to-{explanation.class_names[int(explanation.target[index])]}"
+                        save_explanation(explanation, index, images[index], out, stem, str(path), settings)
+                        result.written.append(stem)
+                result.explained += len(batch)
+                bar.update(len(batch))
+    if at_target:  # their json says "flipped" at step 0, which reads like a result
+        warn(f"{at_target} image(s) are already classified as their target class: their paths lead further into "
+             "it, so nothing flips and their maps show what makes them more so")
+    return result
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems for output names; a repeated stem (same name in two folders) gets -2, -3, ..."""
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        stem, count = path.stem, 1
+        while stem in used:
+            count += 1
+            stem = f"{path.stem}-{count}"
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] | None,
+                   others: int | None) -> set[str]:
+    """The files of ``source``'s finished explanation(s) in ``out`` made with ``settings`` (its summary JSON,
+    written last, names them), or an empty set: one explanation, or ``others`` of them with ``all_targets``."""
+    names = [f"{stem}.json"] if others is None else [path.name for path in out.glob(f"{glob.escape(stem)}_to-*.json")]
+    if others is not None and len(names) != others:
+        return set()
+    files = set(names)
+    for name in names:
+        try:
+            summary = read_json(out / name)
+        except (OSError, ValueError):
+            return set()
+        listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
+        if (not isinstance(summary, dict) or summary.get("settings") != settings or summary.get("source") != source
+                or not listed or not all((out / str(file)).is_file() for file in listed)):
+            return set()
+        files.update(str(file) for file in listed)
+    return files
