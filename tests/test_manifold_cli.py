@@ -74,7 +74,7 @@ def test_an_earlier_runs_map_left_in_out_is_warned_about(inputs: dict[str, str],
 @pytest.mark.parametrize(("change", "message"), [
     ({"run": "/nonexistent/run"}, "no such CAE run folder"),
     ({"clf": "clf2"}, "the classifier has 2 classes but data"),
-    ({"extra": ["--paths", "0"]}, "--paths 0: must be at least 1"),
+    ({"extra": ["--paths", "0"]}, "argument --paths: must be at least 1, got 0"),
     ({"extra": ["--tolerance", "-0.1"]}, "--tolerance -0.1: must be at least 0 and below 1"),
     ({"extra": ["--tolerance", "nan"]}, "--tolerance nan: must be at least 0 and below 1"),
     pytest.param({"extra": ["--device", "mps"]}, "device 'mps': MPS is not available",

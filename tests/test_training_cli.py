@@ -43,7 +43,7 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--iters", "0"], "--iters 0: must be a positive integer"),
+    (["--iters", "0"], "argument --iters: must be at least 1, got 0"),
     (["--dc", "classifier"], "dc='classifier' (--dc classifier) needs the target classifier"),
     (["--labels", "predicted"], "labels='predicted' (--labels predicted) needs the target classifier"),
     (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),

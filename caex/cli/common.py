@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,21 +47,32 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number no smaller than ``minimum``, refused while parsing, before any work,
+    with one message format for every count option."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=at_least(1), default=None,
                         help="CPU threads for torch (default: torch's own; 1 is often fastest for small models on busy "
                              "machines; a seed gives the same weights only with the same thread count)")
 
 
 def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` (checked first: torch takes 0 or -1 without a word)."""
+    """Apply ``--threads`` (parsed by :func:`at_least`: torch would take 0 or -1 without a word)."""
     import torch
 
-    from caex.errors import CaexError
-
     if threads is not None:
-        if threads < 1:
-            raise CaexError(f"--threads {threads}: must be a positive integer")
         torch.set_num_threads(threads)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caex.cli.common import add_data_arguments, add_seed_argument
+from caex.cli.common import add_data_arguments, add_seed_argument, at_least
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(show)
     add_seed_argument(show)
     show.add_argument("--out", required=True, metavar="FILE.png", help="where to write the sample grid")
-    show.add_argument("--per-class", type=int, default=8, metavar="N",
+    show.add_argument("--per-class", type=at_least(1), default=8, metavar="N",
                       help="samples per class in the grid (default: 8)")
     show.set_defaults(func=run_show)
 
@@ -34,8 +34,6 @@ def run_show(args: argparse.Namespace) -> int:
     from caex.data import save_preview
     from caex.errors import CaexError
 
-    if args.per_class < 1:
-        raise CaexError(f"--per-class {args.per_class}: must be at least 1")
     if Path(args.out).is_dir():
         raise CaexError(f"--out {args.out}: is a folder; give the PNG file to write")
     if Path(args.out).suffix.lower() != ".png":

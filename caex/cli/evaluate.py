@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caex.cli.common import add_classifier_arguments, add_data_arguments, add_device_argument, add_seed_argument
+from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument, add_seed_argument,
+                             at_least)
 from caex.errors import CaexError
 
 DESCRIPTION = """\
@@ -59,16 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the other class whose class-code centroid is nearest: no classifier pass; "
                              "probability: the classifier's most probable other class; all: every other class, "
                              "the maps averaged, at K-1 times the path frames)")
-    parser.add_argument("--n-images", type=int, default=32,
+    parser.add_argument("--n-images", type=at_least(1), default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
-    parser.add_argument("--batch-size", type=int, default=16,
+    parser.add_argument("--batch-size", type=at_least(1), default=16,
                         help="images per saliency batch, the same for every method (default: 16)")
-    parser.add_argument("--patch", type=int, default=DEFAULT_PATCH,
+    parser.add_argument("--patch", type=at_least(1), default=DEFAULT_PATCH,
                         help=f"side of each perturbation patch in pixels (default: {DEFAULT_PATCH}, as in the paper)")
     parser.add_argument("--share", type=float, default=DEFAULT_SHARE,
                         help="image share that N patches cover, which sets N "
                              f"(default: {DEFAULT_SHARE}); ignored with --n-patches")
-    parser.add_argument("--n-patches", type=int, default=None,
+    parser.add_argument("--n-patches", type=at_least(1), default=None,
                         help="number N of patches covered (default: from --share)")
     add_seed_argument(parser)
     add_device_argument(parser)
@@ -86,12 +87,7 @@ def run(args: argparse.Namespace) -> int:
     methods = [canonical_method(name) for name in args.methods.split(",") if name.strip()]
     if not methods:
         raise CaexError("--methods: name at least one method")
-    if args.batch_size < 1:
-        raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     check_steps(args.cae_steps, "--cae-steps ")
-    for flag, count in (("--patch", args.patch), ("--n-patches", args.n_patches), ("--n-images", args.n_images)):
-        if count is not None and count < 1:
-            raise CaexError(f"{flag} {count}: must be at least 1")
     if not 0 < args.share <= 1:
         raise CaexError(f"--share {args.share}: must be in (0, 1]")
     check_output_folder(args.out)

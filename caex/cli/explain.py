@@ -6,7 +6,7 @@ import argparse
 import glob
 from pathlib import Path
 
-from caex.cli.common import add_classifier_arguments, add_device_argument, add_seed_argument
+from caex.cli.common import add_classifier_arguments, add_device_argument, add_seed_argument, at_least
 from caex.errors import CaexError
 
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default); contrast: |flip frame - reconstruction|")
     parser.add_argument("--smoothing", type=float, default=1.0, metavar="SIGMA",
                         help="Gaussian blur of the maps in pixels, 0 = off (default: 1)")
-    parser.add_argument("--batch-size", type=int, default=16,
+    parser.add_argument("--batch-size", type=at_least(1), default=16,
                         help="images explained together; each brings STEPS decoded frames (default: 16)")
     add_device_argument(parser)
     add_seed_argument(parser)
@@ -82,8 +82,6 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None and (args.all_targets or args.target_by is not None):
         raise CaexError(f"give either --target or {'--all-targets' if args.all_targets else '--target-by'}, not both")
     target_by = args.target_by or "probability"
-    if args.batch_size < 1:
-        raise CaexError(f"--batch-size {args.batch_size}: must be at least 1")
     check_smoothing(args.smoothing, "--smoothing ")
     check_output_folder(args.out)
     sources = readable_images(collect_images(args.images, out=args.out), skip_bad=args.skip_bad)

@@ -106,7 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("caex: interrupted", file=sys.stderr)
         return 130
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error, already printed as one line: its status, as for every error
+        if not exc.code:
+            raise  # --help and --version end the program as argparse means them to
+        return int(exc.code)
     if args.command is None:
         parser.print_help()
         return 2

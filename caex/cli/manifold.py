@@ -9,6 +9,7 @@ from caex.cli.common import (
     add_data_arguments,
     add_device_argument,
     add_seed_argument,
+    at_least,
     check_output_folder,
     load_classifier_from_args,
     load_data_from_args,
@@ -32,35 +33,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     add_seed_argument(parser)
     add_device_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
-    parser.add_argument("--smote-per-class", type=int, default=2000,
+    parser.add_argument("--batch-size", type=at_least(1), default=128, help="images per batch (default: 128)")
+    parser.add_argument("--smote-per-class", type=at_least(1), default=2000,
                         help="SMOTE codes decoded per class (default: 2000, as in the paper)")
-    parser.add_argument("--swap-pairs", type=int, default=100,
+    parser.add_argument("--swap-pairs", type=at_least(1), default=100,
                         help="test pairs per ordered class pair in the swap matrix (default: 100)")
-    parser.add_argument("--paths", type=int, default=50, help="random straight inter-class paths (default: 50)")
-    parser.add_argument("--path-steps", type=int, default=10, help="codes along each path (default: 10)")
+    parser.add_argument("--paths", type=at_least(1), default=50, help="random straight inter-class paths (default: 50)")
+    parser.add_argument("--path-steps", type=at_least(2), default=10, help="codes along each path (default: 10)")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="a path counts as monotone when the target probability never drops by more "
                              "than this per step and rises by at least this overall (default: 0.05)")
-    parser.add_argument("--folds", type=int, default=10, help="cross-validation folds (default: 10)")
-    parser.add_argument("--map-points", type=int, default=2000,
+    parser.add_argument("--folds", type=at_least(2), default=10, help="cross-validation folds (default: 10)")
+    parser.add_argument("--map-points", type=at_least(2), default=2000,
                         help="at most this many points per split in the 2-D maps (default: 2000)")
     parser.add_argument("--no-tsne", action="store_true", help="skip the t-SNE map (the slowest stage)")
     parser.set_defaults(func=run)
 
 
-#: The smallest value each count option can take.
-_MINIMUMS = {"batch_size": 1, "smote_per_class": 1, "swap_pairs": 1, "paths": 1, "path_steps": 2, "folds": 2,
-             "map_points": 2}
-
-
 def _check_counts(args: argparse.Namespace) -> None:
     from caex.errors import CaexError
 
-    for name, minimum in _MINIMUMS.items():
-        value = getattr(args, name)
-        if value < minimum:
-            raise CaexError(f"--{name.replace('_', '-')} {value}: must be at least {minimum}")
     if not 0 <= args.tolerance < 1:  # also refuses NaN
         raise CaexError(f"--tolerance {args.tolerance}: must be at least 0 and below 1")
 

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
-                             add_threads_argument)
+                             add_threads_argument, at_least)
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss", action="append", default=[], metavar="KEY=VALUE",
                         help="override a loss weight of the preset, repeatable (e.g. --loss adversarial=0.5); "
                              "KEY is a caex.training.LossWeights field (recon_image is the paper's λ1, eq. 1)")
-    parser.add_argument("--iters", type=int, default=None, help="training iterations (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--iters", type=at_least(1), default=None, help="training iterations (default: the preset's)")
+    parser.add_argument("--batch-size", type=at_least(1), default=None,
                         help="image pairs per iteration (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam learning rate, halved over the run (default: the preset's)")
@@ -79,9 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--layout", choices=("auto", "channels-last", "contiguous"), default=None,
                         help="memory layout of the networks and batches (default: auto, channels-last on CUDA and "
                              "with --cpu-bf16; channels-last alone gives a CPU 1.14x the iterations per second)")
-    parser.add_argument("--sample-every", type=int, default=None,
+    parser.add_argument("--sample-every", type=at_least(1), default=None,
                         help="iterations between sample grids (default: the preset's)")
-    parser.add_argument("--ckpt-every", type=int, default=None,
+    parser.add_argument("--ckpt-every", type=at_least(1), default=None,
                         help="iterations between checkpoints (default: the preset's)")
     add_threads_argument(parser)
     mode = parser.add_mutually_exclusive_group()
@@ -106,10 +106,6 @@ def run(args: argparse.Namespace) -> int:
     from caex.training import LossWeights, train_cae
     from caex.utils.io import read_json
 
-    for name in ("iters", "batch_size", "sample_every", "ckpt_every"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CaexError(f"--{name.replace('_', '-')} {value}: must be a positive integer")
     if args.arch is not None and args.classifier is None:
         raise CaexError(f"--arch {args.arch} describes the weights file given as --classifier, and none is given")
     model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
