@@ -15,8 +15,8 @@ from caex.errors import ClassifierError
 class Classifier(abc.ABC):
     """A black box to explain: images in the data range [0, 1] in, class probabilities out.
 
-    Subclasses implement :meth:`_logits_batch` (or override :meth:`predict_proba`
-    when the backend returns probabilities). Batching, device placement and
+    Subclasses implement :meth:`_logits_batch` (a backend that returns probabilities returns their logarithm,
+    as :class:`~caex.classifier.loaders.OnnxClassifier` does). Input checks, batching, device placement and
     ``no_grad`` live here, so every backend behaves the same.
     """
 
