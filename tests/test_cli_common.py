@@ -4,6 +4,7 @@ trained on another split of the data."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -159,3 +160,16 @@ def test_warnings_point_at_the_callers_line_however_deep_in_caex(tmp_path):
     with pytest.warns(UserWarning, match="arrays extra are not read") as caught:
         load_dataset(str(path))  # four calls deep inside caex
     assert caught[0].filename == __file__
+
+
+def test_count_options_are_refused_while_parsing_with_one_message_format():
+    import argparse
+
+    from caex.cli.common import at_least
+
+    parse = at_least(2)
+    assert parse("2") == 2 and parse("10") == 10
+    for text, message in (("1", "must be at least 2, got 1"), ("-3", "must be at least 2, got -3"),
+                          ("2.5", "expected a whole number, got '2.5'"), ("x", "expected a whole number, got 'x'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=rf"^{re.escape(message)}$"):
+            parse(text)
