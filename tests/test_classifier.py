@@ -445,22 +445,28 @@ def _exports(saved, folder: Path) -> dict[str, Path]:
     return copies
 
 
-def test_sigmoid_scores_of_an_onnx_model_are_divided_by_their_sum_with_one_warning(tmp_path):
-    """Per-class sigmoid scores were taken for logits and softmaxed again: 0.88 was reported as 0.50."""
+def test_sigmoid_scores_of_an_onnx_model_are_read_as_declared_and_warned_about_otherwise(tmp_path):
+    """Per-class sigmoid scores were taken for logits and softmaxed again: 0.88 was reported as 0.50. They cannot
+    be told from an unsure model's logits row by row, so they are declared, and a batch like them is warned about."""
     scores = torch.tensor([0.88, 0.30, 0.02])
     path = _export_onnx(_constant_head(torch.logit(scores).tolist(), torch.nn.Sigmoid()), _images(2),
                         tmp_path / "sigmoid.onnx", dynamic_axes={"input": {0: "batch"}}, input_names=["input"])
-    classifier = load_classifier(path, class_names=NAMES)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        probabilities = classifier.predict_proba(_images(4))
-        classifier.predict_proba(_images(3))
-    torch.testing.assert_close(probabilities, (scores / 1.2).expand(4, 3), atol=1e-5, rtol=0)
-    assert len(caught) == 1
-    assert str(caught[0].message).startswith(f"{path}: the model's outputs look like per-class sigmoid scores (all "
-                                             "in [0, 1], a row summing to 1.2), not softmax probabilities or logits; "
-                                             "caex explains single-label classifiers, so it divides each row by its "
-                                             "sum")
+        guessed = load_classifier(path, class_names=NAMES)
+        guessed.predict_proba(_images(4))
+        read_as_logits = guessed.predict_proba(_images(3))
+    torch.testing.assert_close(read_as_logits, torch.softmax(scores, 0).expand(3, 3), atol=1e-5, rtol=0)
+    assert len(caught) == 1 and str(caught[0].message).startswith(
+        f"{path}: every output of a batch lies in [0, 1] without summing to 1, as per-class sigmoid scores do; caex "
+        'reads them as logits (softmax); if they are sigmoid scores, put "outputs": "sigmoid" in the classifier.json')
+    declared = load_classifier(path, class_names=NAMES, outputs="sigmoid")
+    torch.testing.assert_close(declared.predict_proba(_images(4)), (scores / 1.2).expand(4, 3), atol=1e-5, rtol=0)
+    (tmp_path / "classifier.json").write_text(json.dumps({"class_names": NAMES, "image_size": SIZE, "channels": 1,
+                                                          "outputs": "sigmoid"}))
+    torch.testing.assert_close(load_classifier(path).predict_proba(_images(1))[0], scores / 1.2, atol=1e-5, rtol=0)
+    with pytest.raises(ClassifierError, match=r"outputs 'odds': choose one of logits, probabilities, sigmoid"):
+        load_classifier(path, outputs="odds")
 
 
 @pytest.mark.parametrize("last, expected", [
@@ -560,9 +566,10 @@ def test_a_single_image_or_an_array_is_a_classifier_error():
 
 
 def test_an_onnx_images_probabilities_do_not_depend_on_its_batch(tmp_path):
-    """Outputs were read as scores or logits per batch: an image's 0.82 became 0.67 beside another image."""
+    """Outputs were read as scores or logits per batch: an image's 0.82 became 0.67 beside another image. Logits
+    that happen to lie in [0, 1] stay logits."""
     linear = torch.nn.Linear(SIZE * SIZE, 2)
-    with torch.no_grad():  # a black image gives [0.2, 0.9] (all in [0, 1]), a white one [3, -1] (logits)
+    with torch.no_grad():  # a black image gives logits [0.2, 0.9] (all in [0, 1]), a white one [3, -1]
         linear.bias.copy_(torch.tensor([0.2, 0.9]))
         linear.weight.copy_((torch.tensor([[3.0], [-1.0]]) - linear.bias[:, None]).expand(2, SIZE * SIZE)
                             / (SIZE * SIZE))
@@ -570,8 +577,8 @@ def test_an_onnx_images_probabilities_do_not_depend_on_its_batch(tmp_path):
                         dynamic_axes={"input": {0: "batch"}}, input_names=["input"])
     classifier = load_classifier(path, class_names=["a", "b"])
     black, white = torch.zeros(1, 1, SIZE, SIZE), torch.ones(1, 1, SIZE, SIZE)
-    with pytest.warns(UserWarning, match="look like per-class sigmoid scores"):
-        alone = classifier.predict_proba(black)
-        together = classifier.predict_proba(torch.cat([black, white]))
-    torch.testing.assert_close(alone[0], together[0])
-    torch.testing.assert_close(together[1], torch.softmax(torch.tensor([3.0, -1.0]), 0), atol=1e-5, rtol=0)
+    alone = classifier.predict_proba(black)
+    together = classifier.predict_proba(torch.cat([black, white]))
+    torch.testing.assert_close(alone[0], torch.softmax(torch.tensor([0.2, 0.9]), 0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(together, torch.softmax(torch.tensor([[0.2, 0.9], [3.0, -1.0]]), 1), atol=1e-5,
+                               rtol=0)

@@ -63,27 +63,36 @@ class TorchClassifier(Classifier):
         return self._module.features(images) if hasattr(self._module, "features") else None
 
 
+#: What an ONNX graph's output may be (``None``: read row by row, logits unless a row is a probability vector).
+OUTPUT_KINDS = (None, "logits", "probabilities", "sigmoid")
+
+
 class OnnxClassifier(Classifier):
     """An ONNX model run by onnxruntime: probabilities only, no gradients, no features.
 
-    caex explains single-label classifiers, so each output row must be logits or softmax probabilities.
-    Each row is read on its own, so an image's probabilities never depend on its batch: a row that is
-    already a probability vector (in [0, 1], summing to one) passes through; a row of per-class sigmoid
-    scores (in [0, 1], not summing to one) would be distorted by a softmax (0.88 reported as 0.47), so it is
-    divided by its sum instead, which keeps the model's ranking and the ratios of its scores, and a warning
-    naming the file says so once; any other row is logits. Sigmoid rows are not refused: an unsure model's
-    logits may also all lie in [0, 1], so a refusal would block a valid model with nothing to override it.
+    caex explains single-label classifiers. ``outputs`` says what the graph returns: ``"logits"``,
+    ``"probabilities"`` (softmax) or ``"sigmoid"`` (per-class scores, divided by their sum, which keeps the
+    model's ranking and the ratios of its scores; a softmax over them would report 0.88 as 0.47). Left
+    ``None``, each row is read on its own, so an image's probabilities never depend on its batch: a row in
+    [0, 1] summing to one is a probability vector, any other row logits. Sigmoid scores cannot be told from an
+    unsure model's logits row by row, so they are never guessed: a batch that looks like them is warned about
+    once, naming ``"outputs": "sigmoid"`` in the ``classifier.json`` beside the file.
     """
 
     has_gradients = False
 
     def __init__(self, session, class_names: list[str], image_size: int | None, channels: int | None,
-                 batch_size: int = 256, fixed_batch: int | None = None, source: str | os.PathLike = "") -> None:
+                 batch_size: int = 256, fixed_batch: int | None = None, source: str | os.PathLike = "",
+                 outputs: str | None = None) -> None:
         super().__init__(class_names, image_size, channels, device="cpu", batch_size=fixed_batch or batch_size)
+        if outputs not in OUTPUT_KINDS:
+            raise ClassifierError(f"{source}: outputs {outputs!r}: choose one of "
+                                  f"{', '.join(kind for kind in OUTPUT_KINDS if kind)}")
         self._session = session
         self._input_name = session.get_inputs()[0].name
         self._fixed_batch = fixed_batch
         self._source = str(source) or "the ONNX model"
+        self._outputs = outputs
         self._warned_sigmoid = False
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
@@ -93,28 +102,32 @@ class OnnxClassifier(Classifier):
         output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
         output = output[:count]
         sums = output.sum(dim=1, keepdim=True)
-        scores = ((output >= 0) & (output <= 1)).all(dim=1, keepdim=True)  # probabilities or sigmoid scores
-        sigmoid = scores & ((sums - 1).abs() > 1e-4)
-        if sigmoid.any():
-            self._warn_sigmoid(float(sums[sigmoid][0]))
-        probabilities = torch.where(sigmoid, output / sums.clamp_min(1e-12), output)
-        return torch.where(scores, probabilities.clamp_min(1e-12).log(), output)  # softmax(log p) == p
+        if self._outputs == "sigmoid":
+            return (output / sums.clamp_min(1e-12)).clamp_min(1e-12).log()  # softmax(log p) == p
+        if self._outputs == "probabilities":
+            return output.clamp_min(1e-12).log()
+        if self._outputs == "logits":
+            return output
+        in_unit = ((output >= 0) & (output <= 1)).all(dim=1, keepdim=True)
+        probability_rows = in_unit & ((sums - 1).abs() <= 1e-4)
+        if len(output) > 1 and in_unit.all() and not probability_rows.any():
+            self._warn_sigmoid()
+        return torch.where(probability_rows, output.clamp_min(1e-12).log(), output)
 
-    def _warn_sigmoid(self, row_sum: float) -> None:
+    def _warn_sigmoid(self) -> None:
         if not self._warned_sigmoid:
             self._warned_sigmoid = True
-            warn(f"{self._source}: the model's outputs look like per-class sigmoid scores (all in [0, 1], "
-                 f"a row summing to {row_sum:.3g}), not softmax probabilities or logits; caex explains "
-                 "single-label classifiers, so it divides each row by its sum and reports that as the class "
-                 "probabilities (ranking and ratios kept); export logits or softmax probabilities to avoid "
-                 "this")
+            warn(f"{self._source}: every output of a batch lies in [0, 1] without summing to 1, as per-class "
+                 "sigmoid scores do; caex reads them as logits (softmax); if they are sigmoid scores, put "
+                 '"outputs": "sigmoid" in the classifier.json beside the file (load_classifier(outputs=...))')
 
 
 def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
                     class_names: Sequence[str] | None = None, image_size: int | None = None,
                     channels: int | None = None, mean: Sequence[float] | None = None,
                     std: Sequence[float] | None = None, device: str | torch.device = "auto",
-                    batch_size: int = 256, probe_shape: tuple[int, int] | None = None) -> Classifier:
+                    batch_size: int = 256, probe_shape: tuple[int, int] | None = None,
+                    outputs: str | None = None) -> Classifier:
     """Open a classifier from a bundle folder, TorchScript file, ``arch`` + state dict, or ONNX file.
 
     Metadata comes from the bundle's ``classifier.json`` (also when it sits next
@@ -149,8 +162,12 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
         if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
             raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")
         _refuse_normalisation_outside(path, mean, std, info, described, lambda: _onnx_constants(path))
-        classifier = _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info, described)
+        outputs = outputs if outputs is not None else (info.outputs if info else None)
+        classifier = _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info, described,
+                                outputs)
         return _with_provenance(classifier, given, info)
+    if outputs is not None:
+        raise ClassifierError(f"{path}: outputs= describes an ONNX model's outputs; PyTorch models return logits")
     device = resolve_device(device)
     if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
         if info is None or info.arch is None:
@@ -338,7 +355,7 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
 
 def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, image_size: int | None,
                channels: int | None, device: str | torch.device, batch_size: int, info: ClassifierInfo | None,
-               described: Path) -> OnnxClassifier:
+               described: Path, outputs: str | None = None) -> OnnxClassifier:
     onnxruntime = _import_onnx_module(path, "onnxruntime")
     providers = ["CPUExecutionProvider"]
     if resolve_device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -364,7 +381,7 @@ def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, ima
         found = _probe_num_classes(path, lambda x: session.run(None, {input_name: x.numpy()})[0],
                                    image_size, channels, names, num_classes)
     return OnnxClassifier(session, _class_names(path, found, names, num_classes), image_size, channels,
-                          batch_size=batch_size, fixed_batch=static_batch, source=path)
+                          batch_size=batch_size, fixed_batch=static_batch, source=path, outputs=outputs)
 
 
 def _onnx_input_axes(path: Path, shape: list) -> tuple[int | None, int | None, int | None]:
