@@ -482,3 +482,15 @@ def test_files_in_class_folders_that_are_not_read_are_named(make_image_folder):
                                          r"\.bmp, .*\); convert DICOM to 16-bit PNG first; first: .*a/scan\.DCM$"):
         bundle = load_dataset(str(root))
     assert len(bundle.train) + len(bundle.test) == 6
+
+
+def test_mask_sub_folders_of_a_class_are_not_read_as_its_images(make_image_folder):
+    """COVID/images + COVID/masks loaded the masks as half the class's training images, without a word."""
+    root = make_image_folder({"a": 0, "b": 0}, size=(12, 12))
+    for name in ("a", "b"):
+        make_image_folder({"images": 3, "Masks": 3}, size=(12, 12), root=root / name)
+    with pytest.warns(UserWarning, match=r"a: 3 file\(s\) in sub-folders named like masks or labels are not read "
+                                         r"as images of the class \(first: .*a/Masks/0\.png\)"):
+        bundle = load_dataset(str(root))
+    sources = bundle.train.sources + bundle.test.sources
+    assert len(sources) == 6 and all("/images/" in source for source in sources)

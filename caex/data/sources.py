@@ -227,6 +227,15 @@ def _visible_files(folder: Path) -> list[Path]:
                   if not any(part.startswith(".") for part in path.relative_to(folder).parts) and path.is_file())
 
 
+#: Sub-folder names of a class folder that hold masks or labels, not images of the class (``COVID/masks``).
+MASK_FOLDERS = frozenset({"mask", "masks", "label", "labels", "annotation", "annotations", "segmentation",
+                          "segmentations", "groundtruth", "ground_truth", "gt"})
+
+
+def _in_mask_folder(path: Path, folder: Path) -> bool:
+    return any(part.lower() in MASK_FOLDERS for part in path.relative_to(folder).parts[:-1])
+
+
 def _warn_unread_files(root: Path, unread: list[Path]) -> None:
     """Name the files in the class folders that are not images caex reads (DICOM, say), so that a set read
     without them is not taken for the whole set."""
@@ -251,6 +260,11 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         if not folder.is_dir():
             continue
         visible = _visible_files(folder)
+        masks = [path for path in visible if _in_mask_folder(path, folder)]
+        if masks:  # a layout like COVID/images + COVID/masks: the masks are no images of the class
+            warn(f"{folder}: {len(masks)} file(s) in sub-folders named like masks or labels are not read as images "
+                 f"of the class (first: {masks[0]}); caex reads lesion masks from a .npz (*_masks)")
+        visible = [path for path in visible if not _in_mask_folder(path, folder)]
         files = [path for path in visible if path.suffix.lower() in IMAGE_SUFFIXES]
         unread += [path for path in visible if path.suffix.lower() not in IMAGE_SUFFIXES]
         if not files:
