@@ -173,3 +173,25 @@ def test_count_options_are_refused_while_parsing_with_one_message_format():
                           ("2.5", "expected a whole number, got '2.5'"), ("x", "expected a whole number, got 'x'")):
         with pytest.raises(argparse.ArgumentTypeError, match=rf"^{re.escape(message)}$"):
             parse(text)
+
+
+def test_a_warning_at_the_exit_of_a_caex_with_block_points_at_the_callers_with(tmp_path):
+    """The walk stopped in contextlib's __exit__, so -W filters by module no longer reached the warning."""
+    (tmp_path / "old.png").write_bytes(b"an earlier run's file")
+    with pytest.warns(UserWarning, match="also holds 1 file") as caught, warn_stale_files(tmp_path):
+        pass
+    assert caught[0].filename == __file__
+
+
+def test_a_classifier_that_records_no_provenance_is_still_checked(tmp_path):
+    """check_compatible (now in evaluate) raised AttributeError for classifiers without source or data_seed."""
+    from caex.classifier import TorchClassifier, check_compatible
+
+    data = load_dataset("synthetic:classes=2,per_class=4,size=32")
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=32)
+    classifier = TorchClassifier(net, data.class_names, 32, 1)
+    for name in ("source", "data_spec", "data_seed"):
+        delattr(classifier, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_compatible(classifier, data)

@@ -607,7 +607,8 @@ def test_a_second_evaluation_into_a_busy_folder_stops_before_working(tmp_path, m
     from caex.errors import CaexError
     from caex.utils.io import folder_lock
 
-    monkeypatch.setattr(runner, "timed_saliency", None)  # reached only past the lock
+    for step in ("check_compatible", "select_images", "timed_saliency"):  # none may run before the lock
+        monkeypatch.setattr(runner, step, None)
     with folder_lock(tmp_path, "caex evaluate"), \
             pytest.raises(CaexError, match=rf"^{tmp_path}: in use by caex evaluate \(pid \d+\); wait for it"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=2, out_dir=tmp_path)

@@ -352,3 +352,17 @@ def test_explain_files_is_caex_explain_as_a_function(workspace: Path, tmp_path: 
     rest = explain_files(explainer, files, tmp_path, settings={"a": 1}, steps=3, skip_done=True, batch_size=2)
     assert (sorted(rest.written), rest.explained, rest.done_already) == (["grey", "rgb-2"], 2, 1)
     assert "rgb.json" in rest.kept
+
+
+def test_explain_files_skip_done_needs_the_settings_to_compare(workspace: Path, tmp_path: Path) -> None:
+    """Without settings any earlier explanation, of other steps or targets, passed for this run's."""
+    from caex.explain import ExplainError, explain_files
+
+    explainer = Explainer(CAE.load(workspace / "run"), load_classifier(workspace / "clf", device="cpu"))
+    with pytest.raises(ExplainError, match="skip_done needs settings"):
+        explain_files(explainer, [workspace / "imgs" / "rgb.png"], tmp_path, skip_done=True)
+    settings = {"steps": (3,)}  # a tuple comes back from JSON as a list, and still matches
+    explain_files(explainer, [workspace / "imgs" / "rgb.png"], tmp_path, settings=settings, steps=3)
+    again = explain_files(explainer, [workspace / "imgs" / "rgb.png"], tmp_path, settings=settings, steps=3,
+                          skip_done=True)
+    assert (again.explained, again.done_already) == (0, 1)

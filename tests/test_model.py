@@ -294,3 +294,12 @@ def test_loading_a_cae_or_a_classifier_leaves_the_global_random_stream_alone(tmp
         torch.manual_seed(0)
         load()
         assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_config_whose_class_names_are_no_list_of_names_is_one_line(tmp_path) -> None:
+    CAE(_tiny()).save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["class_names"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"config\.json: class_names must be a list of names, got 5$"):
+        CAE.load(tmp_path)

@@ -243,8 +243,9 @@ def check_compatible(classifier: Classifier, data: DataBundle) -> None:
         raise ClassifierError(f"the classifier takes {classifier.image_size}px images but data {data.spec!r} is "
                               f"{data.image_size}px (use --size {classifier.image_size})")
     warn_other_class_names("the classifier", classifier.class_names, f"data {data.spec!r}", data.class_names)
-    who = "the classifier" if classifier.source is None else f"the classifier {classifier.source}"
-    data.check_split(who, classifier.data_spec, classifier.data_seed)  # tested on its own training images?
+    source = getattr(classifier, "source", None)  # duck-typed classifiers record no provenance
+    who = "the classifier" if source is None else f"the classifier {source}"
+    data.check_split(who, getattr(classifier, "data_spec", None), getattr(classifier, "data_seed", None))
     try:
         classifier.predict_proba(data.test.images[:1])
     except Exception as exc:  # noqa: BLE001 - an unrecorded size or channel count; onnxruntime's errors are no RuntimeError

@@ -145,26 +145,26 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         raise EvaluationError("methods: name at least one method")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}: must be at least 1")
-    check_compatible(classifier, data)  # shapes and classes; warns when it was trained on another split of data
-    method_options = _checked_options(method_options or {})
-    metric = metric or PerturbationMetric()
-    localisation = localisation or LocalisationMetric()
-    indices = select_images(classifier, data, n_images, seed, verbose=verbose)
-    test = data.test.subset(indices)
-    images, labels = test.images, test.labels
-    row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
-    fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
-    cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
-    if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
-        cae_explainer.cae.check_split(data)
-    height, width = images.shape[-2:]
-    settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
-                "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
-                "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
-                **metric.describe(height, width), "cae": {}}
-    # Held for the whole run: a second evaluation into the same folder stops at once instead of
-    # overwriting this one's results minutes later.
+    # Held for the whole run, before any work: a second evaluation into the same folder stops at once instead
+    # of overwriting this one's results minutes later.
     with folder_lock(out_dir, "caex evaluate"):
+        check_compatible(classifier, data)  # shapes and classes; warns when it was trained on another split of data
+        method_options = _checked_options(method_options or {})
+        metric = metric or PerturbationMetric()
+        localisation = localisation or LocalisationMetric()
+        indices = select_images(classifier, data, n_images, seed, verbose=verbose)
+        test = data.test.subset(indices)
+        images, labels = test.images, test.labels
+        row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
+        fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
+        cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
+        if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
+            cae_explainer.cae.check_split(data)
+        height, width = images.shape[-2:]
+        settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
+                    "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
+                    "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
+                    **metric.describe(height, width), "cae": {}}
         results, maps = [], {}
         try:
             for name in names:

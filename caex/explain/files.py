@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from caex.data.sources import load_image
-from caex.explain.explainer import AlreadyAtTargetWarning, Explainer
+from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError
 from caex.explain.render import save_explanation
-from caex.utils.io import folder_lock, read_json
+from caex.utils.io import folder_lock, json_safe, read_json
 from caex.utils.progress import progress
 from caex.utils.warn import warn
 
@@ -43,6 +43,9 @@ def explain_files(explainer: Explainer, paths: Sequence[str | os.PathLike], out_
     ``out_dir`` already is left alone (an interrupted run is finished, not redone). ``out_dir`` is locked
     meanwhile.
     """
+    if skip_done and settings is None:  # without them any earlier explanation would pass for this run's
+        raise ExplainError("skip_done needs settings (how the maps are made) to tell this run's finished files "
+                           "from an earlier run's")
     out = Path(out_dir)
     sources = [Path(path) for path in paths]
     stems = unique_stems(sources)
@@ -54,7 +57,7 @@ def explain_files(explainer: Explainer, paths: Sequence[str | os.PathLike], out_
         if skip_done:
             others = len(explainer.class_names) - 1 if all_targets else None
             finished = {index: files for index, path in enumerate(sources)
-                        if (files := finished_files(out, stems[index], str(path), settings, others))}
+                        if (files := finished_files(out, stems[index], str(path), json_safe(settings), others))}
             result.kept, result.done_already = set().union(*finished.values()), len(finished)
             sources, stems = ([items[i] for i in range(len(items)) if i not in finished] for items in (sources, stems))
         with progress(total=len(sources), desc="explain", unit="img", enabled=verbose) as bar, \

@@ -206,6 +206,9 @@ class CAE(nn.Module):
                 raise ModelError(f"written by a newer caex (format version {meta['version']}, this caex reads "
                                  f"{FORMAT_VERSION}); upgrade caex")
             config = CAEConfig.from_dict(meta["config"])
+            names = meta.get("class_names")
+            if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                raise ModelError(f"class_names must be a list of names, got {names!r}")
         except ModelError as exc:
             raise ModelError(f"{config_path}: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON or field values
