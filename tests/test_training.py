@@ -875,6 +875,12 @@ def test_a_classifier_given_to_train_cae_is_the_class_critic_unless_told_otherwi
         assert json.loads((run / "train_config.json").read_text())["dc"] == expected
     with pytest.raises(CaexError, match="critic_noise=0.1 noises what the classifier critic sees"):
         train_cae(data, config, dataclasses.replace(train_config, critic_noise=0.1), tmp_path / "noise")
+    # a run begun with the discriminator (as every run was before dc=None) resumes with its own critic
+    begun = dataclasses.replace(train_config, dc="discriminator", ckpt_every=1)
+    train_cae(data, config, begun, tmp_path / "old", classifier=classifier)
+    train_cae(data, config, dataclasses.replace(train_config, iters=2), tmp_path / "old", classifier=classifier,
+              resume=True)
+    assert json.loads((tmp_path / "old" / "train_config.json").read_text())["dc"] == "discriminator"
 
 
 def test_the_stop_notice_offers_ctrl_c_only_to_someone_who_pressed_it(capsys) -> None:

@@ -470,14 +470,15 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     if train_config.hflip is None:  # as the data declares; recorded resolved in train_config.json
         train_config = dataclasses.replace(train_config,
                                            hflip=isinstance(data, DataBundle) and data.mirror_symmetric)
-    if train_config.dc is None:  # a given classifier is the class critic where it can be; recorded resolved
-        train_config = dataclasses.replace(train_config, dc=_default_critic(classifier))
     train_set, test_set, names = _split(data, class_names)
     run_dir = Path(out_dir) if out_dir is not None else None
     # Only rank 0 writes, so only it guards the folder (other ranks would see its fresh files).
     writer = int(os.environ.get("RANK", "0")) == 0
     with folder_lock(run_dir if writer else None, "caex train", create=not resume):
         checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
+        if train_config.dc is None:  # a resumed run's own critic; else a given classifier where it can be one
+            dc = checkpoint.meta["train_config"].get("dc") if checkpoint is not None else None
+            train_config = dataclasses.replace(train_config, dc=dc or _default_critic(classifier))
         if checkpoint is not None:
             config = _checkpoint_config(checkpoint, asked=config)
             names = checkpoint.meta["class_names"]
