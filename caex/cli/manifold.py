@@ -50,19 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_counts(args: argparse.Namespace) -> None:
-    from caex.errors import CaexError
-
-    if not 0 <= args.tolerance < 1:  # also refuses NaN
-        raise CaexError(f"--tolerance {args.tolerance}: must be at least 0 and below 1")
-
-
 def run(args: argparse.Namespace) -> int:
+    from caex.errors import CaexError
     from caex.manifold import analyse_manifold
     from caex.model import CAE
     from caex.utils import resolve_device
 
-    _check_counts(args)
+    if not 0 <= args.tolerance < 1:  # also refuses NaN (the counts are refused while parsing: at_least)
+        raise CaexError(f"--tolerance {args.tolerance}: must be at least 0 and below 1")
     check_output_folder(args.out)
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)

@@ -259,14 +259,15 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         folder = root / name
         if not folder.is_dir():
             continue
-        visible = _visible_files(folder)
-        masks = [path for path in visible if _in_mask_folder(path, folder)]
+        files, masks = [], []
+        for path in _visible_files(folder):  # sorted; each sorted into masks, images or files not read
+            if _in_mask_folder(path, folder):
+                masks.append(path)
+            else:
+                (files if path.suffix.lower() in IMAGE_SUFFIXES else unread).append(path)
         if masks:  # a layout like COVID/images + COVID/masks: the masks are no images of the class
             warn(f"{folder}: {len(masks)} file(s) in sub-folders named like masks or labels are not read as images "
                  f"of the class (first: {masks[0]}); caex reads lesion masks from a .npz (*_masks)")
-        visible = [path for path in visible if not _in_mask_folder(path, folder)]
-        files = [path for path in visible if path.suffix.lower() in IMAGE_SUFFIXES]
-        unread += [path for path in visible if path.suffix.lower() not in IMAGE_SUFFIXES]
         if not files:
             raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp), "
                             "in it or in its sub-folders")
