@@ -490,7 +490,7 @@ def test_mask_sub_folders_of_a_class_are_not_read_as_its_images(make_image_folde
     for name in ("a", "b"):
         make_image_folder({"images": 3, "Masks": 3}, size=(12, 12), root=root / name)
     with pytest.warns(UserWarning, match=r"a: 3 file\(s\) in sub-folders named like masks or labels are not read "
-                                         r"as images of the class \(first: .*a/Masks/0\.png\)"):
+                                         r"as images \(first: .*a/Masks/0\.png\)"):
         bundle = load_dataset(str(root))
     sources = bundle.train.sources + bundle.test.sources
     assert len(sources) == 6 and all("/images/" in source for source in sources)

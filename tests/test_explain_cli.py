@@ -366,3 +366,25 @@ def test_explain_files_skip_done_needs_the_settings_to_compare(workspace: Path, 
     again = explain_files(explainer, [workspace / "imgs" / "rgb.png"], tmp_path, settings=settings, steps=3,
                           skip_done=True)
     assert (again.explained, again.done_already) == (0, 1)
+
+
+def test_explain_leaves_mask_folders_out_and_warns_once_about_8_bit_data_in_16_bit_files(
+        workspace: Path, tmp_path: Path) -> None:
+    """A folder's masks/ were explained as scans, and each 16-bit file holding 8-bit values got its own warning."""
+    from PIL import Image
+
+    from caex.explain import explain_files
+
+    for name in ("scans/a.png", "scans/p1/b.png", "scans/p1/c.png", "scans/Masks/a.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16), 200, dtype=np.uint16)).save(tmp_path / name)
+    with pytest.warns(UserWarning, match=r"scans: 1 file\(s\) in sub-folders named like masks or labels are not "
+                                         r"read as images \(first: .*scans/Masks/a\.png\)"):
+        files = collect_images([str(tmp_path / "scans")])
+    assert [str(path.relative_to(tmp_path)) for path in files] == ["scans/a.png", "scans/p1/b.png", "scans/p1/c.png"]
+    explainer = Explainer(CAE.load(workspace / "run"), load_classifier(workspace / "clf", device="cpu"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explain_files(explainer, files, tmp_path / "out", steps=2, batch_size=2)
+    narrow = [str(w.message) for w in caught if "16-bit pixels" in str(w.message)]
+    assert len(narrow) == 1 and narrow[0].startswith("3 image(s) hold 16-bit pixels no larger than 255")

@@ -13,7 +13,7 @@ import functools
 import math
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -140,18 +140,26 @@ def check_image(path: Path) -> None:
         image.load()
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images."""
+def read_image(path: Path, *, narrow: list[str] | None = None) -> torch.Tensor:
+    """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images.
+
+    A 16-bit file holding only 8-bit values (nearly black once read) is warned about, or, given a list
+    ``narrow``, added to it, so that a caller reading many files warns once (:func:`warn_narrow_images`).
+    """
     pixels = _read_pixels(path)
-    _warn_8bit_in_16bit([str(path)] if _is_8bit_in_16bit(pixels) else [])
+    if _is_8bit_in_16bit(pixels):
+        if narrow is None:
+            warn_narrow_images([str(path)])
+        else:
+            narrow.append(str(path))
     return _pixels_to_tensor(pixels, path)
 
 
-def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
+def load_image(path: Path, size: int, channels: int, *, narrow: list[str] | None = None) -> torch.Tensor:
     """One image file as a model trained on ``size`` px, ``channels``-channel data sees it, ``[channels, size,
     size]`` in [0, 1]: resized (shorter side), centre-cropped and converted as :func:`caex.data.load_dataset`
-    prepares a folder's images."""
-    return to_channels(resize_and_crop(read_image(path)[None], size), channels)[0]
+    prepares a folder's images. ``narrow`` as in :func:`read_image`."""
+    return to_channels(resize_and_crop(read_image(path, narrow=narrow)[None], size), channels)[0]
 
 
 def _read_pixels(path: Path) -> np.ndarray:
@@ -202,7 +210,7 @@ def _is_8bit_in_16bit(pixels: np.ndarray) -> bool:
             and 0 < int(pixels.max()) <= 255)
 
 
-def _warn_8bit_in_16bit(where: list[str], what: str = "image") -> None:
+def warn_narrow_images(where: list[str], what: str = "image") -> None:
     """One warning for every image (or array) :func:`_is_8bit_in_16bit` flagged, naming the first."""
     if where:
         warn(f"{len(where)} {what}(s) hold 16-bit pixels no larger than 255, so they read as nearly "
@@ -216,24 +224,47 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+@dataclass
+class _FolderTree:
+    """The files under a folder, sorted into what caex reads: images, files in mask or label sub-folders
+    (``COVID/masks``: no images of the class), and files of other formats. Hidden files and folders
+    (``.DS_Store``, macOS ``._x.png``, ``.ipynb_checkpoints/``) are no data and not listed."""
+
+    images: list[Path] = field(default_factory=list)
+    masks: list[Path] = field(default_factory=list)
+    unread: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def search(cls, folder: Path) -> _FolderTree:
+        """Every file anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient."""
+        tree = cls()
+        for path in sorted(folder.rglob("*")):
+            parts = path.relative_to(folder).parts
+            if any(part.startswith(".") for part in parts) or not path.is_file():
+                continue
+            if any(part.lower() in MASK_FOLDERS for part in parts[:-1]):
+                tree.masks.append(path)
+            else:
+                (tree.images if path.suffix.lower() in IMAGE_SUFFIXES else tree.unread).append(path)
+        return tree
+
+    def warn_masks(self, folder: Path) -> None:
+        if self.masks:
+            warn(f"{folder}: {len(self.masks)} file(s) in sub-folders named like masks or labels are not read as "
+                 f"images (first: {self.masks[0]}); caex reads lesion masks from a .npz (*_masks)")
+
+
 def image_tree(folder: Path) -> list[Path]:
-    """The image files anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient
-    or scan. Hidden files and folders (``.DS_Store``, macOS ``._x.png``, ``.ipynb_checkpoints/``) are no data."""
-    return [path for path in _visible_files(folder) if path.suffix.lower() in IMAGE_SUFFIXES]
-
-
-def _visible_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.rglob("*")
-                  if not any(part.startswith(".") for part in path.relative_to(folder).parts) and path.is_file())
+    """The image files anywhere under ``folder``, sorted, leaving out hidden files and mask or label
+    sub-folders (named in a warning)."""
+    tree = _FolderTree.search(folder)
+    tree.warn_masks(folder)
+    return tree.images
 
 
 #: Sub-folder names of a class folder that hold masks or labels, not images of the class (``COVID/masks``).
 MASK_FOLDERS = frozenset({"mask", "masks", "label", "labels", "annotation", "annotations", "segmentation",
                           "segmentations", "groundtruth", "ground_truth", "gt"})
-
-
-def _in_mask_folder(path: Path, folder: Path) -> bool:
-    return any(part.lower() in MASK_FOLDERS for part in path.relative_to(folder).parts[:-1])
 
 
 def _warn_unread_files(root: Path, unread: list[Path]) -> None:
@@ -259,36 +290,27 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         folder = root / name
         if not folder.is_dir():
             continue
-        files, masks = [], []
-        for path in _visible_files(folder):  # sorted; each sorted into masks, images or files not read
-            if _in_mask_folder(path, folder):
-                masks.append(path)
-            else:
-                (files if path.suffix.lower() in IMAGE_SUFFIXES else unread).append(path)
-        if masks:  # a layout like COVID/images + COVID/masks: the masks are no images of the class
-            warn(f"{folder}: {len(masks)} file(s) in sub-folders named like masks or labels are not read as images "
-                 f"of the class (first: {masks[0]}); caex reads lesion masks from a .npz (*_masks)")
-        if not files:
+        tree = _FolderTree.search(folder)
+        tree.warn_masks(folder)
+        unread.extend(tree.unread)
+        if not tree.images:
             raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp), "
                             "in it or in its sub-folders")
         count_before = len(images)
-        for path in files:
+        for path in tree.images:
             try:
-                pixels = _read_pixels(path)
+                image = read_image(path, narrow=narrow)
             except DataError:
                 if not skip_bad:
                     raise
                 skipped.append(path)
                 continue
-            if _is_8bit_in_16bit(pixels):
-                narrow.append(str(path))
-            image = _pixels_to_tensor(pixels, path)
             images.append(image if size is None else resize_and_crop(image[None], size)[0])
             labels.append(label)
             sources.append(str(path))
         if len(images) == count_before:
             raise DataError(f"{folder}: class folder has no readable images")
-    _warn_8bit_in_16bit(narrow)
+    warn_narrow_images(narrow)
     _warn_unread_files(root, unread)
     return RawImages(images, torch.tensor(labels, dtype=torch.long), sources)
 
@@ -478,5 +500,5 @@ def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
         raise DataError(f"{path}: {key} has pixel values up to {high}; expected 8-bit (0..255) or 16-bit "
                         "(0..65535) images")
     elif _is_8bit_in_16bit(images):
-        _warn_8bit_in_16bit([f"{path}: {key}"], "array")
+        warn_narrow_images([f"{path}: {key}"], "array")
     return images
