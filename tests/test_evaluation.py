@@ -384,8 +384,23 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
         assert float(row["peak_degradation"]) == pytest.approx(result.peak_degradation)
         assert float(row["aopc_se"]) == pytest.approx(result.aopc_se)
         assert len(result.aopc_per_image) == 4 and sum(result.aopc_per_image) / 4 == pytest.approx(result.aopc)
+        assert list(result.aopc_per_class) == tiny_bundle().class_names  # two images of each class
+        assert sum(result.aopc_per_class.values()) / 2 == pytest.approx(result.aopc)
+    assert saved["methods"][0]["aopc_per_class"] == pytest.approx(cae.aopc_per_class)
+    names = list(cae.aopc_per_class)
+    assert f"| method | {names[0]} | {names[1]} |" in table.split("AOPC per class of the evaluated images:")[1]
+    assert f"| random | {results.row('random').aopc_per_class[names[0]]:.3f} |" in table
     assert saved["settings"]["cae"] == {"cae-centroid": "5-step centroid paths toward the other class"}
     assert "CAE maps (cae-centroid): 5-step centroid paths toward the other class." in table
+
+
+def test_per_class_means_follow_the_class_order_and_leave_out_classes_without_items():
+    from caex.evaluation.runner import per_class_means
+
+    means = per_class_means([0.2, 0.4, 0.9, 0.6], ["b", "b", "a", "b"], ["a", "c", "b"])
+    assert list(means) == ["a", "b"] and means["a"] == pytest.approx(0.9) and means["b"] == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        per_class_means([0.1], ["a", "b"], ["a", "b"])
 
 
 def test_runner_is_deterministic():

@@ -63,6 +63,7 @@ class MethodResult:
     ms_per_image: float = math.nan
     curve: list[float] = field(default_factory=list)  # mean drop of F for p = 1..N
     aopc_per_image: list[float] = field(default_factory=list)  # paired across methods: same images, same fill
+    aopc_per_class: dict[str, float] = field(default_factory=dict)  # class name -> mean AOPC of its images
 
 
 @dataclass
@@ -104,6 +105,7 @@ class EvaluationResults:
         for name, description in s.get("cae", {}).items():
             by_description.setdefault(description, []).append(name)
         lines += [f"CAE maps ({', '.join(names)}): {description}." for description, names in by_description.items()]
+        lines += _per_class_table(self.methods)
         if s.get("interrupted"):
             lines.append("Interrupted: only the methods in the table ran.")
         if not s["has_masks"]:
@@ -187,6 +189,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                 results.append(MethodResult(
                     name, aopc=scores.aopc, aopc_se=scores.aopc_se, peak_degradation=scores.peak_degradation,
                     curve=scores.curve, aopc_per_image=scores.aopc_per_image,
+                    aopc_per_class=per_class_means(scores.aopc_per_image, row_labels, data.class_names),
                     ms_per_image=timed.ms_per_image, pointing=located.get("pointing", math.nan),
                     mass_in_mask=located.get("mass_in_mask", math.nan), iou=located.get("iou", math.nan)))
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: keep what the finished methods measured
@@ -374,6 +377,28 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
         if row_labels:
             grid[row][0].set_ylabel(row_labels[row], fontsize=8)
     return figure
+
+
+def per_class_means(values: Sequence[float], classes: Sequence[str], class_names: Sequence[str]) -> dict[str, float]:
+    """The mean of ``values`` over the items of each class (``classes[i]`` is item i's), in ``class_names``
+    order, classes without items left out: where a method fails on one class is lost in the mean over all."""
+    groups: dict[str, list[float]] = {}
+    for value, name in zip(values, classes, strict=True):
+        groups.setdefault(name, []).append(value)
+    return {name: math.fsum(groups[name]) / len(groups[name]) for name in class_names if name in groups}
+
+
+def _per_class_table(methods: Sequence[MethodResult]) -> list[str]:
+    """Markdown lines: AOPC per class (rows = methods), where the images span several classes."""
+    ran = [result for result in methods if result.status == "ok" and len(result.aopc_per_class) > 1]
+    if not ran:
+        return []
+    names = list(ran[0].aopc_per_class)
+    lines = ["", "AOPC per class of the evaluated images:", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [f"| {result.method} | " + " | ".join(_format(result.aopc_per_class.get(name, math.nan))
+                                                   for name in names) + " |" for result in ran]
+    return lines
 
 
 def _is_nan(value: Any) -> bool:
