@@ -300,8 +300,10 @@ def test_cae_run_folder_with_separate_analysis_folders(tmp_path):
                         evaluate=demo / "evaluate").read_text(encoding="utf-8")
     assert_self_contained(text)
     assert "loss terms against iteration" in text and "80% of test pairs" in text and "AOPC" in text
-    assert "samples.png not found" in text  # no data folder given
-    assert "classifier.json not found" in text
+    # no data or classifier folder: one line each on where they come from, not one per missing file
+    assert "only a `caex demo` folder holds data/samples.png; `caex data show DATA --out samples.png`" in text
+    assert "not part of this run folder: give --classifier CLF (the output of `caex train-classifier`)" in text
+    assert "classifier.json" not in text and "give --explain DIR (the output of `caex explain`)" in text
     # the data set as the manifold analysis counted it (it said "dataset.json not found" before 2026-12-07)
     assert "synthetic:classes=2: 61 training and 15 test images of" in text and "data set description" not in text
 
@@ -312,7 +314,7 @@ def test_cli_report_takes_the_classifier_bundle_of_a_separate_pipeline(tmp_path)
     assert main(["report", str(demo / "cae"), "--classifier", str(demo / "classifier"),
                  "--out", str(tmp_path / "r.html")]) == 0
     text = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert "smallcnn" in text and "classifier.json not found" not in text
+    assert "smallcnn" in text and "give --classifier" not in text
 
 
 def test_cli_report_takes_the_model_file_the_other_commands_took(tmp_path):
@@ -500,3 +502,20 @@ def test_training_table_rounds_the_speed_and_says_what_its_seconds_count(tmp_pat
     text = build_report(run).read_text(encoding="utf-8")
     assert "<td>43.0</td>" in text and "43.010" not in text  # was three decimals
     assert "40 iterations in 12 s of training (its own clock: setup, sample grids and saving not counted)" in text
+
+
+def test_aopc_per_class_is_tabled_where_the_images_span_several_classes(tmp_path):
+    run = make_run(tmp_path / "run")
+    results = json.loads((run / "evaluate/results.json").read_text())
+    results["methods"][0]["aopc_per_class"] = {"normal": 0.52, "cnv": 0.30}
+    results["methods"][1]["aopc_per_class"] = {"normal": 0.33, "cnv": "bad"}  # a bad value reads as missing
+    results["methods"][2]["aopc_per_class"] = {"normal": 0.05}
+    (run / "evaluate/results.json").write_text(json.dumps(results))
+    evaluation = build_report(run).read_text(encoding="utf-8").split('<section id="evaluation"')[1]
+    table = evaluation.split("<h3>AOPC per class</h3>")[1].split("</table>")[0]
+    assert "<th>normal</th><th>cnv</th>" in table and "<td>Random</td><td>0.050</td><td>–</td>" in table
+    assert "<td>0.520</td><td>0.300</td>" in table and "<td>0.330</td><td>–</td>" in table
+    for row in results["methods"]:
+        row["aopc_per_class"] = {"normal": 0.1}  # the images of one class: no table
+    (run / "evaluate/results.json").write_text(json.dumps(results))
+    assert "AOPC per class" not in build_report(run).read_text(encoding="utf-8")

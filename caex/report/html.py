@@ -44,7 +44,8 @@ LOG_BOOKKEEPING = {"iteration", "step", "iter", "epoch", "time", "elapsed", "sec
 
 @dataclass
 class ReportSources:
-    """Where each part of the report comes from; ``None`` marks a part that was not run."""
+    """Where each part of the report comes from; ``None`` marks a part that a CAE run folder lacks and that was
+    not given."""
 
     title: str
     root: Path
@@ -65,8 +66,8 @@ class ReportSources:
         run folder holds, so a CAE run analysed separately can still be reported.
         """
         root = _existing_folder(run, "RUN")
-        parts = {name: root / name for name in STAGE_FOLDERS if (root / name).is_dir()}
-        if not parts:
+        parts = {name: root / name for name in STAGE_FOLDERS}  # a stage the demo did not reach: files missing
+        if not any(folder.is_dir() for folder in parts.values()):
             if not any((root / name).is_file() for name in ("config.json", "log.jsonl")):
                 raise CaexError(f"RUN {str(run)!r}: neither a demo run folder (no {', '.join(STAGE_FOLDERS)} "
                                 "sub-folders) nor a CAE run folder (no config.json or log.jsonl)")
@@ -146,6 +147,13 @@ class Section:
 
     def reading(self, text: str) -> None:
         self.parts.append(f'<p class="reading">{html.escape(text)}</p>')
+
+    def not_given(self, folder: Path | None, option: str, command: str) -> bool:
+        """Note a part that a CAE run folder does not hold and that was not given, in one line (not one line
+        per missing file); True if so."""
+        if folder is None:
+            self.missing.append(f"not part of this run folder: give {option} (the output of `{command}`)")
+        return folder is None
 
 
 def _where(folder: Path | None, name: str) -> str:
@@ -345,7 +353,11 @@ def _data_from_manifold(sources: ReportSources) -> dict[str, Any] | None:
 def data_section(sources: ReportSources) -> Section:
     section = Section("data", "Data", "Training samples per class (ground-truth lesion masks, where the data has "
                                       "them, outlined in red).")
-    section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
+    if sources.data is None:  # a CAE run folder: `caex train` keeps no picture of the data set
+        section.missing.append("samples per class (only a `caex demo` folder holds data/samples.png; "
+                               "`caex data show DATA --out samples.png` draws them)")
+    else:
+        section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
     info = None if sources.data is None else _read_json(sources.data / "dataset.json", DATASET_SCHEMA)
     info = info or _data_from_manifold(sources)
     if info is None:
@@ -362,6 +374,8 @@ def data_section(sources: ReportSources) -> Section:
 
 def classifier_section(sources: ReportSources) -> Section:
     section = Section("classifier", "Classifier", "The black box being explained.")
+    if section.not_given(sources.classifier, "--classifier CLF", "caex train-classifier"):
+        return section
     info = _json_or_missing(section, sources.classifier, "classifier.json", "classifier description",
                             CLASSIFIER_SCHEMA)
     if info:
@@ -420,6 +434,8 @@ def manifold_section(sources: ReportSources) -> Section:
     section = Section("manifold", "The class-code manifold",
                       "Every image's 8-number class code, projected to 2-D (train and test side by side), and "
                       "what the codes allow: separating the classes, swapping them, moving smoothly between them.")
+    if section.not_given(sources.manifold, "--manifold DIR", "caex manifold"):
+        return section
     section.figure(sources.manifold, "map_pca.png", "class codes, PCA")
     section.figure(sources.manifold, "map_tsne.png", "class codes, t-SNE")
     section.figure(sources.manifold, "paths.png",
@@ -482,6 +498,8 @@ def explain_section(sources: ReportSources) -> Section:
                       "another class that it is built from, each frame captioned with the classifier's "
                       "probability of that class (red: where the decision flips).")
     folder = sources.explain
+    if section.not_given(folder, "--explain DIR", "caex explain"):
+        return section
     overlays = sorted(folder.glob("*_saliency.png")) if folder is not None else []
     if not overlays:
         section.missing.append(f"explanation figures ({_where(folder, '*_saliency.png')} not found)")
@@ -523,7 +541,8 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
 RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
                                "has_masks": bool, "n_with_mask": int, "cae": {str: str}, "interrupted": bool},
                   "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
-                               "aopc_per_image": [float], **dict.fromkeys(RESULT_COLUMNS, float)}]}
+                               "aopc_per_image": [float], "aopc_per_class": {str: float},
+                               **dict.fromkeys(RESULT_COLUMNS, float)}]}
 
 
 def _results(folder: Path | None) -> dict[str, Any]:
@@ -558,6 +577,8 @@ def evaluation_section(sources: ReportSources) -> Section:
                       "Every method explains the same test images of the same classifier. AOPC and PD: how fast "
                       "the classifier's confidence drops as the most salient patches are covered with noise "
                       "(higher is better); localisation: how much saliency falls inside the true lesion.")
+    if section.not_given(sources.evaluate, "--evaluate DIR", "caex evaluate"):
+        return section
     results = _results(sources.evaluate)
     settings = results.get("settings", {})
     masks = settings.get("has_masks", True)
@@ -582,6 +603,13 @@ def evaluation_section(sources: ReportSources) -> Section:
     skipped = [f"{method_name(row['method'])}: {row.get('reason', 'skipped')}" for row in rows if row not in ran]
     if skipped:
         section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
+    by_class = [row for row in ran if row.get("aopc_per_class")]
+    classes = list(dict.fromkeys(name for row in by_class for name in row["aopc_per_class"]))
+    if len(classes) > 1:  # where a method fails on one class, which the mean over the classes hides
+        section.parts.append("<h3>AOPC per class</h3>" + table_html(
+            ["method", *classes], [[method_name(row["method"]), *(row["aopc_per_class"].get(name, "–")
+                                                                  for name in classes)] for row in by_class],
+            highlight="CAE"))
     subject = cae_subject(ran)
     if "aopc" in columns:
         per_image = {method_name(str(row["method"])): row["aopc_per_image"] for row in ran if "aopc_per_image" in row}
