@@ -481,6 +481,26 @@ def test_onnx_probabilities_and_logits_give_the_softmax_without_a_warning(tmp_pa
         torch.testing.assert_close(classifier.predict_proba(_images(2)), expected.expand(2, 3), atol=1e-5, rtol=0)
 
 
+def test_a_torchscript_model_ending_in_softmax_or_sigmoid_is_read_as_an_onnx_one(saved, tmp_path):
+    """A TorchScript model's outputs were always taken for logits: one ending in a softmax was softmaxed again
+    (0.79 reported as 0.55), and sigmoid scores could not be declared as they can for ONNX."""
+    logits = torch.tensor([2.0, 0.5, -1.0])
+    scores = torch.sigmoid(logits)
+    for last, declared, expected in ((torch.nn.Softmax(dim=1), None, torch.softmax(logits, 0)),
+                                     (torch.nn.Identity(), None, torch.softmax(logits, 0)),
+                                     (torch.nn.Sigmoid(), "sigmoid", scores / scores.sum())):
+        path = tmp_path / f"{type(last).__name__}.pt"
+        torch.jit.script(_constant_head(logits.tolist(), last)).save(str(path))
+        classifier = load_classifier(path, class_names=NAMES, image_size=SIZE, channels=1, device="cpu",
+                                     outputs=declared)
+        torch.testing.assert_close(classifier.predict_proba(_images(2)), expected.expand(2, 3), atol=1e-5, rtol=0,
+                                   msg=str(last))
+    folder, _ = saved
+    with pytest.raises(ClassifierError, match=r"classifier.safetensors: outputs='sigmoid' describes an exported "
+                                              r"model file's outputs; a state dict for smallcnn returns logits"):
+        load_classifier(folder, outputs="sigmoid")
+
+
 def test_a_json_of_only_names_and_shape_describes_an_onnx_or_torchscript_model(saved, tmp_path):
     """Naming the classes of an ONNX model took the PyTorch-only arch, mean, std and small_stem too."""
     folder, net = saved

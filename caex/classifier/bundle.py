@@ -60,7 +60,7 @@ class ClassifierInfo:
     data_seed: int | None = None  # the seed of the data's train/test split (DataBundle.seed)
     caex_version: str = ""
     training: dict[str, Any] | None = None  # TrainMetrics.recipe: seed, settings, precision, threads, versions
-    outputs: str | None = None  # an ONNX export's outputs: "logits", "probabilities" or "sigmoid" (None: read)
+    outputs: str | None = None  # an export's outputs: "logits", "probabilities" or "sigmoid" (None: read by row)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ClassifierInfo:

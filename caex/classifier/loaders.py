@@ -38,78 +38,40 @@ from caex.utils.warn import warn
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-class TorchClassifier(Classifier):
-    """A differentiable PyTorch module (our wrapper or a TorchScript file) mapping data-range images to logits."""
-
-    has_gradients = True
-
-    def __init__(self, module: nn.Module, class_names: list[str], image_size: int | None, channels: int | None,
-                 device: torch.device | str = "cpu", batch_size: int = 256) -> None:
-        super().__init__(class_names, image_size, channels, device=device, batch_size=batch_size)
-        self._module = module.to(self.device).eval()
-
-    @property
-    def module(self) -> nn.Module:
-        return self._module
-
-    @property
-    def target_layer(self) -> nn.Module | None:
-        return self._module.target_layer if isinstance(self._module, ClassifierNet) else None
-
-    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
-        return self._module(images)
-
-    def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
-        return self._module.features(images) if hasattr(self._module, "features") else None
-
-
-#: What an ONNX graph's output may be (``None``: read row by row, logits unless a row is a probability vector).
+#: What a model file's output may be (``None``: read row by row, logits unless a row is a probability vector).
 OUTPUT_KINDS = (None, "logits", "probabilities", "sigmoid")
 
 
-class OnnxClassifier(Classifier):
-    """An ONNX model run by onnxruntime: probabilities only, no gradients, no features.
+class OutputReader:
+    """A model file's outputs as logits, whatever the exported graph ends with.
 
-    caex explains single-label classifiers. ``outputs`` says what the graph returns: ``"logits"``,
+    caex explains single-label classifiers. ``kind`` says what the graph returns: ``"logits"``,
     ``"probabilities"`` (softmax) or ``"sigmoid"`` (per-class scores, divided by their sum, which keeps the
     model's ranking and the ratios of its scores; a softmax over them would report 0.88 as 0.47). Left
     ``None``, each row is read on its own, so an image's probabilities never depend on its batch: a row in
     [0, 1] summing to one is a probability vector, any other row logits. Sigmoid scores cannot be told from an
     unsure model's logits row by row, so they are never guessed: a batch that looks like them is warned about
-    once, naming ``"outputs": "sigmoid"`` in the ``classifier.json`` beside the file.
+    once, naming ``"outputs": "sigmoid"`` in the ``classifier.json`` beside the file. Differentiable, so
+    gradient methods see log-probabilities where a graph ends in a softmax.
     """
 
-    has_gradients = False
+    def __init__(self, kind: str | None, source: str) -> None:
+        if kind not in OUTPUT_KINDS:
+            raise ClassifierError(f"{source}: outputs {kind!r}: choose one of "
+                                  f"{', '.join(option for option in OUTPUT_KINDS if option)}")
+        self.kind, self._source, self._warned_sigmoid = kind, source, False
 
-    def __init__(self, session, class_names: list[str], image_size: int | None, channels: int | None,
-                 batch_size: int = 256, fixed_batch: int | None = None, source: str | os.PathLike = "",
-                 outputs: str | None = None) -> None:
-        super().__init__(class_names, image_size, channels, device="cpu", batch_size=fixed_batch or batch_size)
-        if outputs not in OUTPUT_KINDS:
-            raise ClassifierError(f"{source}: outputs {outputs!r}: choose one of "
-                                  f"{', '.join(kind for kind in OUTPUT_KINDS if kind)}")
-        self._session = session
-        self._input_name = session.get_inputs()[0].name
-        self._fixed_batch = fixed_batch
-        self._source = str(source) or "the ONNX model"
-        self._outputs = outputs
-        self._warned_sigmoid = False
-
-    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
-        count = len(images)
-        if self._fixed_batch is not None and count < self._fixed_batch:  # a graph exported with a fixed batch axis
-            images = torch.cat([images, images[-1:].expand(self._fixed_batch - count, -1, -1, -1)])
-        output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
-        output = output[:count]
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
         sums = output.sum(dim=1, keepdim=True)
-        if self._outputs == "sigmoid":
+        if self.kind == "sigmoid":
             return (output / sums.clamp_min(1e-12)).clamp_min(1e-12).log()  # softmax(log p) == p
-        if self._outputs == "probabilities":
+        if self.kind == "probabilities":
             return output.clamp_min(1e-12).log()
-        if self._outputs == "logits":
+        if self.kind == "logits":
             return output
-        in_unit = ((output >= 0) & (output <= 1)).all(dim=1, keepdim=True)
-        probability_rows = in_unit & ((sums - 1).abs() <= 1e-4)
+        with torch.no_grad():
+            in_unit = ((output >= 0) & (output <= 1)).all(dim=1, keepdim=True)
+            probability_rows = in_unit & ((sums - 1).abs() <= 1e-4)
         if len(output) > 1 and in_unit.all() and not probability_rows.any():
             self._warn_sigmoid()
         return torch.where(probability_rows, output.clamp_min(1e-12).log(), output)
@@ -120,6 +82,57 @@ class OnnxClassifier(Classifier):
             warn(f"{self._source}: every output of a batch lies in [0, 1] without summing to 1, as per-class "
                  "sigmoid scores do; caex reads them as logits (softmax); if they are sigmoid scores, put "
                  '"outputs": "sigmoid" in the classifier.json beside the file (load_classifier(outputs=...))')
+
+
+class TorchClassifier(Classifier):
+    """A differentiable PyTorch module (our wrapper or a TorchScript file) mapping data-range images to logits;
+    a TorchScript file's outputs are read as :class:`OutputReader` says (``outputs``)."""
+
+    has_gradients = True
+
+    def __init__(self, module: nn.Module, class_names: list[str], image_size: int | None, channels: int | None,
+                 device: torch.device | str = "cpu", batch_size: int = 256, *, outputs: str | None = "logits",
+                 source: str | os.PathLike = "") -> None:
+        super().__init__(class_names, image_size, channels, device=device, batch_size=batch_size)
+        self._module = module.to(self.device).eval()
+        self._read = OutputReader(outputs, str(source) or "the model")
+
+    @property
+    def module(self) -> nn.Module:
+        return self._module
+
+    @property
+    def target_layer(self) -> nn.Module | None:
+        return self._module.target_layer if isinstance(self._module, ClassifierNet) else None
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        return self._read(self._module(images))
+
+    def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
+        return self._module.features(images) if hasattr(self._module, "features") else None
+
+
+class OnnxClassifier(Classifier):
+    """An ONNX model run by onnxruntime: probabilities only, no gradients, no features; its outputs are read as
+    :class:`OutputReader` says (``outputs``)."""
+
+    has_gradients = False
+
+    def __init__(self, session, class_names: list[str], image_size: int | None, channels: int | None,
+                 batch_size: int = 256, fixed_batch: int | None = None, source: str | os.PathLike = "",
+                 outputs: str | None = None) -> None:
+        super().__init__(class_names, image_size, channels, device="cpu", batch_size=fixed_batch or batch_size)
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+        self._fixed_batch = fixed_batch
+        self._read = OutputReader(outputs, str(source) or "the ONNX model")
+
+    def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
+        count = len(images)
+        if self._fixed_batch is not None and count < self._fixed_batch:  # a graph exported with a fixed batch axis
+            images = torch.cat([images, images[-1:].expand(self._fixed_batch - count, -1, -1, -1)])
+        output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
+        return self._read(output[:count])
 
 
 def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
@@ -139,7 +152,9 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     given for one are refused, not silently dropped (its json may repeat only
     what the graph already holds, as a bundle's does). ``probe_shape``
     (image size, channels) stands in for a json that is not there: a bare
-    model file records no input shape, so it is tried on the images it will get.
+    model file records no input shape, so it is tried on the images it will get. ``outputs`` says what an ONNX
+    or TorchScript export returns (default: the json's ``"outputs"``, else read row by row; see
+    :class:`OutputReader`).
     """
     path = given = Path(path)
     if not path.exists():
@@ -158,16 +173,14 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     channels = channels if channels is not None else recorded[1]
     names = list(class_names) if class_names is not None else (info.class_names if info else None)
 
+    outputs = outputs if outputs is not None else (info.outputs if info else None)  # a model file's; see OutputReader
     if path.suffix == ".onnx":
         if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
             raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")
         _refuse_normalisation_outside(path, mean, std, info, described, lambda: _onnx_constants(path))
-        outputs = outputs if outputs is not None else (info.outputs if info else None)
         classifier = _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info, described,
                                 outputs)
         return _with_provenance(classifier, given, info)
-    if outputs is not None:
-        raise ClassifierError(f"{path}: outputs= describes an ONNX model's outputs; PyTorch models return logits")
     device = resolve_device(device)
     if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
         if info is None or info.arch is None:
@@ -178,6 +191,9 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
                                   f"{', '.join(ARCHITECTURES)}")
         arch = info.arch
     if arch is not None:
+        if outputs not in (None, "logits"):  # caex's architectures end in a linear layer
+            raise ClassifierError(f"{path}: outputs={outputs!r} describes an exported model file's outputs; a "
+                                  f"state dict for {arch} returns logits")
         mean = mean if mean is not None else (info.mean if info else None)
         std = std if std is not None else (info.std if info else None)
         net = _load_state_dict_network(path, arch, mean, std)
@@ -189,7 +205,7 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
                                   lambda: {name: getattr(module, name, None) for name in ("mean", "std")})
     found_classes = _probe_num_classes(path, lambda x: module(x), image_size, channels, names, num_classes)
     classifier = TorchClassifier(module, _class_names(path, found_classes, names, num_classes), image_size, channels,
-                                 device=device, batch_size=batch_size)
+                                 device=device, batch_size=batch_size, outputs=outputs, source=path)
     return _with_provenance(classifier, given, info)
 
 
