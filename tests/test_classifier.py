@@ -108,6 +108,34 @@ def test_a_run_of_only_a_few_steps_trains_at_a_constant_lr(images):
     assert 0.0 <= metrics.test_accuracy <= 1.0
 
 
+def test_training_metrics_are_the_last_epochs_and_a_non_finite_loss_stops_training(monkeypatch):
+    """The loss and accuracy are summed on the device and read once per epoch (a read per step made a GPU wait)."""
+    import caex.classifier.train as training
+    from caex.classifier import train_classifier
+    from caex.errors import TrainingError
+
+    bundle = load_dataset("synthetic:classes=2,per_class=40,size=32")
+    losses, batches = [], []
+    cross_entropy = training.F.cross_entropy
+
+    def recorded(logits, labels):
+        loss = cross_entropy(logits, labels)
+        losses.append(float(loss))
+        batches.append(len(labels))
+        return loss
+
+    monkeypatch.setattr(training.F, "cross_entropy", recorded)
+    _, metrics = train_classifier(bundle, "smallcnn", epochs=2, batch_size=16, device="cpu", augment=False)
+    steps = len(bundle.train) // 16
+    assert metrics.steps == 2 * steps and batches == [16] * (2 * steps)
+    assert metrics.train_loss == pytest.approx(sum(losses[steps:]) / steps, rel=1e-5)  # the last epoch's mean
+    assert 0.0 <= metrics.train_accuracy <= 1.0 and metrics.train_accuracy * 16 * steps == pytest.approx(
+        round(metrics.train_accuracy * 16 * steps))
+    monkeypatch.setattr(training.F, "cross_entropy", lambda logits, labels: logits.sum() * float("nan"))
+    with pytest.raises(TrainingError, match=r"training smallcnn: the loss became nan in epoch 1; try a smaller --lr"):
+        train_classifier(bundle, "smallcnn", epochs=2, batch_size=16, device="cpu")
+
+
 def test_random_shift_moves_each_image_by_at_most_max_shift():
     images = torch.zeros(8, 1, 16, 16)
     images[:, :, 8, 8] = 1.0

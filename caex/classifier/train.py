@@ -141,7 +141,8 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(len(labels), generator=generator).to(device)
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Summed on the device and read once per epoch: a read per step would make the GPU wait for each one.
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
         for step in range(steps_per_epoch):
             index = order[step * batch_size:(step + 1) * batch_size]
             x, y = images[index], labels[index]
@@ -149,18 +150,19 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
             with autocast_context(device, cpu_bf16=True):
                 logits = net(x)
                 loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"training {arch}: the loss became {loss.item()} at epoch {epoch + 1}; "
-                                    "try a smaller --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(dim=1) == y).sum())
-            seen += len(y)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(dim=1) == y).sum()
             bar.update()
-            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        seen = steps_per_epoch * min(batch_size, len(labels))
+        train_loss, train_accuracy = float(loss_sum) / seen, int(correct) / seen
+        if not math.isfinite(train_loss):
+            raise TrainingError(f"training {arch}: the loss became {train_loss} in epoch {epoch + 1}; "
+                                "try a smaller --lr")
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{train_loss:.3f}", acc=f"{train_accuracy:.3f}")
     bar.close()
 
     test_accuracy = evaluate_accuracy(net, bundle.test, device)
@@ -168,7 +170,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     recipe = {"arch": arch, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
               "precision": str(autocast_dtype(device, cpu_bf16=True)).removeprefix("torch."), "device": device.type,
               "versions": software_versions()}
-    metrics = TrainMetrics(test_accuracy=test_accuracy, train_accuracy=correct / max(seen, 1),
-                           train_loss=loss_sum / max(seen, 1), epochs=epochs, steps=epochs * steps_per_epoch,
+    metrics = TrainMetrics(test_accuracy=test_accuracy, train_accuracy=train_accuracy,
+                           train_loss=train_loss, epochs=epochs, steps=epochs * steps_per_epoch,
                            seconds=time.perf_counter() - started, recipe=recipe)
     return net, metrics
