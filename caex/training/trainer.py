@@ -363,7 +363,8 @@ class BBCFETrainer:
         self.gen_scheduler.step()
         self.disc_scheduler.step()
         terms = {**gen_terms, **disc_terms}
-        return {name: float(value.detach()) for name, value in terms.items()} | {"lr": lr}
+        values = torch.stack([value.detach().float() for value in terms.values()]).tolist()  # one host sync per step
+        return dict(zip(terms, values)) | {"lr": lr}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast with ``amp`` on accelerators, and on a CPU with native bf16 when ``cpu_bf16`` asks."""
