@@ -16,7 +16,7 @@ data has them (pointing game, saliency mass in the mask, top-k IoU), and how
 long it takes per image. Every method explains the same correctly classified
 test images, and the perturbation covers them with the same random fill.
 
-Writes results.csv, results.json, results.md (the comparison table),
+Writes results.csv, results.json, results.md (the comparison table, and AOPC per class),
 curves.png (degradation curves) and gallery.png (maps side by side) to --out.
 Gradient methods are reported as skipped on black-box (ONNX) classifiers.
 """
