@@ -108,7 +108,7 @@ def test_a_run_of_only_a_few_steps_trains_at_a_constant_lr(images):
     assert 0.0 <= metrics.test_accuracy <= 1.0
 
 
-def test_training_metrics_are_the_last_epochs_and_a_non_finite_loss_stops_training(monkeypatch):
+def test_training_metrics_a_non_finite_loss_a_callers_no_grad_and_random_stream(monkeypatch):
     """The loss and accuracy are summed on the device and read once per epoch (a read per step made a GPU wait)."""
     import caex.classifier.train as training
     from caex.classifier import train_classifier
@@ -131,6 +131,12 @@ def test_training_metrics_are_the_last_epochs_and_a_non_finite_loss_stops_traini
     assert metrics.train_loss == pytest.approx(sum(losses[steps:]) / steps, rel=1e-5)  # the last epoch's mean
     assert 0.0 <= metrics.train_accuracy <= 1.0 and metrics.train_accuracy * 16 * steps == pytest.approx(
         round(metrics.train_accuracy * 16 * steps))
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with torch.no_grad():  # a notebook's: it left nothing to train; and the seed reset the caller's stream
+        train_classifier(bundle, "smallcnn", epochs=1, batch_size=16, device="cpu")
+    torch.testing.assert_close(torch.rand(3), expected)
     monkeypatch.setattr(training.F, "cross_entropy", lambda logits, labels: logits.sum() * float("nan"))
     with pytest.raises(TrainingError, match=r"training smallcnn: the loss became nan in epoch 1; try a smaller --lr"):
         train_classifier(bundle, "smallcnn", epochs=2, batch_size=16, device="cpu")

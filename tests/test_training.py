@@ -679,6 +679,31 @@ def test_the_users_classifier_module_comes_back_trainable_and_in_its_mode(traini
     assert classifier.module.training == training
 
 
+def test_a_notebook_call_keeps_its_random_stream_and_may_come_from_inside_no_grad() -> None:
+    """Training seeded torch's global generator, so a notebook's next torch.rand repeated after every run; and
+    a call inside torch.no_grad() failed with 'element 0 of tensors does not require grad'."""
+    config, train_config = _configs(iters=2)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        cae = train_cae(_data(), config, train_config)
+    torch.testing.assert_close(torch.rand(3), expected)
+    again = train_cae(_data(), config, train_config)  # the run's own draws still come from its seed
+    for ours, theirs in zip(cae.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_a_bare_module_as_classifier_and_unknown_config_fields_are_named() -> None:
+    with pytest.raises(CaexError, match=r"expected a caex Classifier, got the torch module Sequential; wrap it as "
+                                        r"caex.classifier.TorchClassifier"):
+        train_cae(_data(classes=2), *_configs(classes=2, iters=1), classifier=_MeanBrightness().module)
+    with pytest.raises(TrainingError, match=r"^unknown TrainConfig field\(s\): iter$"):
+        TrainConfig.preset("tiny", iter=3)
+    with pytest.raises(TrainingError, match=r"^unknown LossWeights field\(s\): advers, cyc$"):
+        TrainConfig.preset("tiny", loss={"advers": 1.0, "cyc": 2.0})
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.2])
 def test_critic_noise_changes_only_what_the_classifier_critic_sees(noise: float) -> None:
     config, train_config = _configs(classes=2, critic_noise=noise, dc="classifier")

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from caex.classifier.arch import ClassifierNet, build_classifier_network, check_arch
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import TrainingError
-from caex.utils import autocast_context, progress, resolve_device, seed_weights, software_versions, torch_generator
+from caex.utils import (autocast_context, global_rng_kept, progress, resolve_device, seed_weights, software_versions,
+                        torch_generator)
 from caex.utils.device import autocast_dtype
 
 #: Per-architecture defaults, chosen so that ``caex train-classifier synthetic`` reaches
@@ -111,6 +112,7 @@ def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) ->
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
 
 
+@torch.enable_grad()  # also inside a caller's torch.no_grad(), which left nothing to train
 def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, lr: float | None = None, seed: int = 0,
                      device: str | torch.device = "auto", verbose: bool = False,
@@ -123,13 +125,14 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     """
     epochs, lr = resolve_settings(arch, epochs, batch_size, lr)
     device = resolve_device(device)
-    seed_weights(seed)  # weight initialisation
     generator = torch_generator(seed)  # shuffling and augmentation
     started = time.perf_counter()
 
     mean, std = channel_stats(bundle.train.images)
-    net = build_classifier_network(arch, channels=bundle.channels, num_classes=bundle.num_classes,
-                                   image_size=bundle.image_size, mean=mean, std=std)
+    with global_rng_kept(device):
+        seed_weights(seed)  # weight initialisation
+        net = build_classifier_network(arch, channels=bundle.channels, num_classes=bundle.num_classes,
+                                       image_size=bundle.image_size, mean=mean, std=std)
     net = net.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     images, labels = bundle.train.images.to(device), bundle.train.labels.to(device)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from caex.classifier.base import Classifier
+from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
@@ -43,7 +43,7 @@ from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
-from caex.utils.seed import keyed_generator, seed_weights
+from caex.utils.seed import global_rng_kept, keyed_generator, seed_weights
 from caex.utils.versions import software_versions
 from caex.utils.warn import warn
 
@@ -194,6 +194,10 @@ class TrainConfig:
         them all)."""
         if name not in TRAIN_PRESETS:
             raise TrainingError(f"unknown training preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+        for given, kind in ((overrides, cls), (loss or {}, losses.LossWeights)):
+            unknown = set(given) - {field.name for field in dataclasses.fields(kind)}
+            if unknown:
+                raise TrainingError(f"unknown {kind.__name__} field(s): {', '.join(sorted(unknown))}")
         fields = {**TRAIN_PRESETS[name], **overrides}
         if loss:
             weights = fields.get("weights", losses.LossWeights())
@@ -467,6 +471,8 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     within ``log_every`` iterations, checkpoint saved, by raising :class:`caex.errors.Interrupted`;
     ``out_dir`` is locked meanwhile, so a second training into it is refused.
     """
+    if classifier is not None:
+        require_classifier(classifier)  # a bare nn.Module: how to wrap it, not an AttributeError deep inside
     train_config = train_config or TrainConfig.preset("small")
     if train_config.hflip is None:  # as the data declares; recorded resolved in train_config.json
         train_config = dataclasses.replace(train_config,
@@ -493,7 +499,8 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
             _clear_previous_run(run_dir)
         context = init_distributed(train_config.device)
         try:
-            with _classifier_state_kept(classifier):
+            # _train seeds torch's global generator, and a caller's torch.no_grad() would leave nothing to train
+            with _classifier_state_kept(classifier), global_rng_kept(context.device), torch.enable_grad():
                 return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
                               context, verbose, callback, _data_record(data, train_set))
         finally:

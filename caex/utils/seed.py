@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
 
 def seed_weights(seed: int) -> None:
-    """Seed torch's global generator (all devices), which weight initialisation draws from; every other draw in
-    caex uses a private generator, and Python's and NumPy's global states are the user's, left alone."""
+    """Seed torch's global generator (all devices), which weight initialisation and dropout draw from; callers
+    do so inside :func:`global_rng_kept`, so the user's stream is theirs again afterwards. Every other draw in
+    caex uses a private generator, and Python's and NumPy's global states are left alone."""
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def global_rng_kept(device: torch.device) -> Iterator[None]:
+    """Give torch's global generator (the CPU's, and a CUDA ``device``'s) back as it was after the block: training
+    seeds it, and a notebook's next ``torch.rand`` would otherwise repeat after every run."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
 
 
 def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
