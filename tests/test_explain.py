@@ -343,9 +343,11 @@ def test_a_path_toward_the_predicted_class_warns_naming_the_images(tiny: tuple[E
     prediction = explainer.classifier.predict(images[:4])
     target = prediction.clone()
     target[1] = (prediction[1] + 1) % 3  # image 1 really leaves its class
-    with pytest.warns(AlreadyAtTargetWarning, match=r"^image\(s\) 0, 2, 3 already classified as the target class"):
+    with pytest.warns(AlreadyAtTargetWarning, match=r"^image\(s\) 0, 2, 3 already classified as the target class") \
+            as caught:
         explanation = explainer.explain(images[:4], target=target, path="centroid", steps=3)
     assert explanation.flip_step.tolist()[0] == 0
+    assert caught[0].filename == __file__  # not torch's @no_grad wrapper around explain
     with warnings.catch_warnings():
         warnings.simplefilter("error", AlreadyAtTargetWarning)
         explainer.explain(images[1:2], target=target[1:2], path="centroid", steps=3)  # no warning

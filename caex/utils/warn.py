@@ -8,8 +8,12 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch.utils._contextlib
+
 _PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # the caex folder ("caex_scripts/" is not it)
-_CONTEXTLIB = contextlib.__file__
+#: Frames between caex and its caller that are no caller's: a caex ``with`` block's exit, and the wrapper of
+#: a ``@torch.no_grad()`` method.
+_WRAPPERS = frozenset({contextlib.__file__, torch.utils._contextlib.__file__})
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
@@ -17,6 +21,6 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     caex as soon as a helper is reached by another path, or the code around it is refactored)."""
     frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
     while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
-                                 or frame.f_code.co_filename == _CONTEXTLIB):  # a caex ``with`` block's exit
+                                 or frame.f_code.co_filename in _WRAPPERS):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
