@@ -362,6 +362,14 @@ def test_images_in_sub_folders_of_a_class_are_read_and_hidden_ones_are_not(make_
         load_dataset(str(root))
 
 
+def test_a_path_is_a_data_spec_and_other_objects_are_refused(make_image_folder):
+    """load_dataset(Path(...)) raised AttributeError: 'PosixPath' object has no attribute 'strip'."""
+    root = make_image_folder({"x": 4, "y": 4})
+    assert load_dataset(root).spec == load_dataset(str(root)).spec == str(root)
+    with pytest.raises(DataError, match=r"^data spec 3: expected a string \(synthetic, mnist:4,9, a folder, a .npz\)"):
+        load_dataset(3)
+
+
 def test_a_val_folder_joins_train_as_in_a_npz(make_image_folder):
     root = make_image_folder({"x": 0, "y": 0}, splits={"train": 3, "val": 2, "test": 2})
     bundle = load_dataset(str(root))

@@ -21,16 +21,19 @@ DEFAULT_SIZES = {"mnist": 28, "digits": 32, "folder": 64, "npz": None}
 SIZE_RANGE = (8, 1024)
 
 
-def load_dataset(spec: str, *, size: int | None = None, channels: int | None = None, seed: int = 0,
+def load_dataset(spec: str | os.PathLike, *, size: int | None = None, channels: int | None = None, seed: int = 0,
                  skip_bad: bool = False, test_fraction: float = 0.2) -> DataBundle:
     """Load ``spec`` as train/test splits of float32 images in [0, 1].
 
     ``spec`` is ``synthetic[:key=value,...]``, ``mnist[:digits]``, ``digits[:digits]``,
-    an image folder or a ``.npz`` file. ``size`` (square side) and ``channels``
+    an image folder or a ``.npz`` file (a path may be a ``Path``). ``size`` (square side) and ``channels``
     (1 or 3) override the source's own; the split is stratified and seeded
     unless the source defines one (a folder's ``train/`` and ``test/``, an
     npz's ``test_*`` arrays).
     """
+    spec = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
+    if not isinstance(spec, str):
+        raise DataError(f"data spec {spec!r}: expected a string (synthetic, mnist:4,9, a folder, a .npz) or a path")
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction={test_fraction}: must be between 0 and 1 (exclusive)")
     if size is not None and not SIZE_RANGE[0] <= size <= SIZE_RANGE[1]:
