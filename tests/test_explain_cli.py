@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from caex.classifier import build_classifier_network, load_classifier, save_bundle
-from caex.cli.explain import collect_images
+from caex.explain.files import collect_images
 from caex.explain.files import unique_stems
 from caex.cli.main import main
 from caex.data.sources import load_image
@@ -219,7 +219,7 @@ def test_an_output_folder_among_the_inputs_is_not_searched_and_one_holding_them_
     for pattern in ("scans", "scans/**/*.png"):
         assert collect_images([str(tmp_path / pattern)], out=out) == [tmp_path / "scans" / "a.png"]
     for holder in ("scans", "."):
-        with pytest.raises(CaexError, match=r"--out .*: holds the input folder .*scans; its results would be mixed"):
+        with pytest.raises(CaexError, match=r"output folder .*: holds the input folder .*scans; its results would"):
             collect_images([str(tmp_path / "scans")], out=str(tmp_path / holder))
 
 
@@ -352,6 +352,19 @@ def test_explain_files_is_caex_explain_as_a_function(workspace: Path, tmp_path: 
     rest = explain_files(explainer, files, tmp_path, settings={"a": 1}, steps=3, skip_done=True, batch_size=2)
     assert (sorted(rest.written), rest.explained, rest.done_already) == (["grey", "rgb-2"], 2, 1)
     assert "rgb.json" in rest.kept
+
+
+def test_explain_files_takes_one_path_a_folder_or_a_glob_as_the_cli_does(workspace: Path, tmp_path: Path) -> None:
+    """A single path string was read as a list of characters ('i: cannot read image'), and a folder was refused."""
+    from caex.explain import explain_files
+
+    explainer = Explainer(CAE.load(workspace / "run"), load_classifier(workspace / "clf", device="cpu"))
+    one = explain_files(explainer, str(workspace / "imgs" / "rgb.png"), tmp_path / "one", steps=2)
+    assert one.written == ["rgb"]
+    folder = explain_files(explainer, [workspace / "imgs"], tmp_path / "folder", steps=2)
+    assert folder.written == ["rgb", "grey", "rgb-2"]  # imgs/rgb.png, grey.jpg, rgb.bmp
+    glob = explain_files(explainer, str(workspace / "imgs" / "*.png"), tmp_path / "glob", steps=2)
+    assert glob.written == ["rgb"]
 
 
 def test_explain_files_skip_done_needs_the_settings_to_compare(workspace: Path, tmp_path: Path) -> None:

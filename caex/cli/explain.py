@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 from pathlib import Path
 
 from caex.cli.common import add_classifier_arguments, add_device_argument, add_seed_argument, at_least
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.data.sources import check_image, load_image, readable_images
     from caex.explain import Explainer, ExplainError
     from caex.explain.explainer import check_smoothing, check_steps
-    from caex.explain.files import explain_files
+    from caex.explain.files import collect_images, explain_files
     from caex.model import CAE
     from caex.utils.device import resolve_device
 
@@ -109,42 +108,3 @@ def run(args: argparse.Namespace) -> int:
     done = f"; {result.done_already} image(s) were done already" if result.done_already else ""
     print(f"wrote {len(result.written)} explanation(s) of {result.explained} image(s) to {args.out}{done}")
     return 0
-
-
-def collect_images(patterns: list[str], out: str | None = None) -> list[Path]:
-    """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each.
-
-    Files inside the output folder ``out`` are not searched (a rerun would explain its own overlays), and an
-    ``out`` that is an input folder or holds one is refused, since its results would mix with the inputs.
-    """
-    from caex.data.sources import IMAGE_SUFFIXES, image_tree
-
-    output = Path(out).resolve() if out is not None else None
-
-    def searched(file: Path) -> bool:
-        return output is None or not file.resolve().is_relative_to(output)
-
-    found: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            if output is not None and path.resolve().is_relative_to(output):
-                raise CaexError(f"--out {out}: holds the input folder {pattern}; its results would be mixed with "
-                                "the images (and explained by a rerun); choose another --out")
-            matches = [p for p in image_tree(path) if searched(p)]
-            if not matches:
-                raise CaexError(f"{pattern}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        elif path.is_file():
-            if path.suffix.lower() == ".npz":
-                raise CaexError(f"{pattern}: caex explain reads image files, not .npz data sets (caex evaluate and "
-                                "caex manifold read those; save the images to explain as PNG)")
-            matches = [path]
-        elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True)
-                             if Path(p).is_file() and searched(Path(p)))
-            if not matches:
-                raise CaexError(f"{pattern}: no files match this pattern")
-        else:
-            raise CaexError(f"{pattern}: no such image file or folder")
-        found.extend(matches)
-    return list(dict.fromkeys(found))

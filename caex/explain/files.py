@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from caex.data.sources import load_image, warn_narrow_images
+from caex.data.sources import IMAGE_SUFFIXES, image_tree, load_image, warn_narrow_images
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError
 from caex.explain.render import save_explanation
 from caex.utils.io import folder_lock, json_safe, read_json
@@ -30,10 +30,14 @@ class FilesResult:
     kept: set[str] = field(default_factory=set)        # the files of those earlier explanations
 
 
-def explain_files(explainer: Explainer, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str | os.PathLike],
+                  out_dir: str | os.PathLike, *,
                   settings: dict[str, Any] | None = None, batch_size: int = 16, skip_done: bool = False,
                   verbose: bool = False, **explain_options: Any) -> FilesResult:
-    """Explain every image file in ``paths`` and write ``caex explain``'s files for each into ``out_dir``.
+    """Explain every image in ``paths`` and write ``caex explain``'s files for each into ``out_dir``.
+
+    ``paths`` are image files, folders (searched recursively) or globs, or one of them, as ``caex explain``
+    takes them (:func:`collect_images`).
 
     Each file is read as the CAE's training images were (:func:`caex.data.load_image`) and explained in
     batches of ``batch_size`` by ``explainer.explain(**explain_options)`` (``target``, ``path``, ``steps``,
@@ -47,7 +51,7 @@ def explain_files(explainer: Explainer, paths: Sequence[str | os.PathLike], out_
         raise ExplainError("skip_done needs settings (how the maps are made) to tell this run's finished files "
                            "from an earlier run's")
     out = Path(out_dir)
-    sources = [Path(path) for path in paths]
+    sources = collect_images([paths] if isinstance(paths, (str, os.PathLike)) else paths, out=out)
     stems = unique_stems(sources)
     size, channels = explainer.cae.config.image_size, explainer.cae.config.channels
     result = FilesResult()
@@ -117,3 +121,40 @@ def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] |
             return set()
         files.update(str(file) for file in listed)
     return files
+
+
+def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> list[Path]:
+    """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each.
+
+    Files inside the output folder ``out`` are not searched (a rerun would explain its own overlays), and an
+    ``out`` that is an input folder or holds one is refused, since its results would mix with the inputs.
+    """
+    output = Path(out).resolve() if out is not None else None
+
+    def searched(file: Path) -> bool:
+        return output is None or not file.resolve().is_relative_to(output)
+
+    found: list[Path] = []
+    for pattern in map(str, patterns):
+        path = Path(pattern)
+        if path.is_dir():
+            if output is not None and path.resolve().is_relative_to(output):
+                raise ExplainError(f"output folder {out}: holds the input folder {pattern}; its results would be "
+                                   "mixed with the images (and explained by a rerun); choose another")
+            matches = [p for p in image_tree(path) if searched(p)]
+            if not matches:
+                raise ExplainError(f"{pattern}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        elif path.is_file():
+            if path.suffix.lower() == ".npz":
+                raise ExplainError(f"{pattern}: caex explain reads image files, not .npz data sets (caex evaluate "
+                                   "and caex manifold read those; save the images to explain as PNG)")
+            matches = [path]
+        elif glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True)
+                             if Path(p).is_file() and searched(Path(p)))
+            if not matches:
+                raise ExplainError(f"{pattern}: no files match this pattern")
+        else:
+            raise ExplainError(f"{pattern}: no such image file or folder")
+        found.extend(matches)
+    return list(dict.fromkeys(found))
