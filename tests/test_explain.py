@@ -401,6 +401,18 @@ def test_explanation_repr_is_one_line_and_save_writes_what_the_cli_writes(tiny: 
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "right_saliency.npy"), explanation.saliency[1].numpy())
     with pytest.raises(CaexError, match="save: 1 images and 2 stems for 2 explanations"):
         explanation.save(images[:1], tmp_path / "x")
+    # Overlays on 0..255 or uint8 images were saturated white, a repeated stem overwrote the first image's files
+    for wrong, message in ((images[:2] * 255, r"save: images: values span \[.*\]; expected the data range"),
+                           ((images[:2] * 255).to(torch.uint8), r"save: images: expected float pixels in \[0, 1\]")):
+        with pytest.raises(CaexError, match=message):
+            explanation.save(wrong, tmp_path / "x")
+    with pytest.raises(CaexError, match=r"^save: stems 'a' are given more than once$"):
+        explanation.save(images[:2], tmp_path / "x", stems=["a", "a"])
+    assert not (tmp_path / "x").exists()
+    explanation.save(images[:2].numpy(), tmp_path / "array")  # as explain takes them
+    assert (tmp_path / "array" / "image1.json").is_file()
+    list_of_two = explainer.explain([images[0], images[1]], path="centroid", steps=3)  # was a ValueError
+    torch.testing.assert_close(list_of_two.saliency, explanation.saliency)
 
 
 def test_dir_of_caex_lists_its_lazy_exports() -> None:

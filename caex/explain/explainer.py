@@ -111,9 +111,14 @@ class Explanation:
         in ``out_dir``; returns the summaries."""
         from caex.explain.render import save_explanation
 
+        channels, size = self.frames.shape[2], self.frames.shape[-1]
+        images = as_image_batch(images, channels, size, "save: images")  # the overlays' base: as explained
         stems = [f"image{index}" for index in range(len(self))] if stems is None else list(stems)
         if len(images) != len(self) or len(stems) != len(self):
             raise ExplainError(f"save: {len(images)} images and {len(stems)} stems for {len(self)} explanations")
+        repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if repeated:  # the second image's files would replace the first's
+            raise ExplainError(f"save: stems {', '.join(map(repr, repeated))} are given more than once")
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         return [save_explanation(self, index, images[index].cpu(), out_dir, stem, stem, settings)
                 for index, stem in enumerate(stems)]
@@ -128,6 +133,28 @@ class Explanation:
         if self.path_nodes is not None:
             fields["path_nodes"] = [self.path_nodes[i] for i in rows.tolist()]
         return Explanation(**fields)
+
+
+def as_image_batch(images: torch.Tensor | np.ndarray, channels: int, size: int, what: str) -> torch.Tensor:
+    """``[C,H,W]`` or ``[B,C,H,W]`` images (tensor or array, any float dtype, or a list of ``[C,H,W]`` ones) of
+    ``channels`` x ``size`` px, as a float32 batch in [0, 1]; an :class:`ExplainError` naming ``what`` otherwise."""
+    if isinstance(images, (list, tuple)):
+        shapes = {tuple(np.shape(image)) for image in images}
+        if not images:
+            raise ExplainError(f"{what}: no images to explain (an empty list)")
+        if len(shapes) > 1:
+            raise ExplainError(f"{what}: a list of images of different shapes ({', '.join(map(str, shapes))}); "
+                               "resize them alike first")
+        images = torch.stack([torch.as_tensor(image) for image in images])
+    images = torch.as_tensor(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.is_floating_point():
+        images = images.float()
+    images = check_image_batch(images, channels=channels, size=size, what=what, error=ExplainError)
+    if not len(images):  # would fail deep inside as torch.cat of nothing
+        raise ExplainError(f"{what}: no images to explain (shape {tuple(images.shape)})")
+    return images
 
 
 class Explainer:
@@ -489,18 +516,7 @@ class Explainer:
             raise ExplainError(f"path {path!r}: no stored training codes of class(es) {', '.join(missing)}")
 
     def _as_batch(self, images: torch.Tensor, what: str) -> torch.Tensor:
-        """``[C,H,W]`` or ``[B,C,H,W]`` images (tensor or array, any float dtype) matching the CAE, as a float32
-        batch in [0, 1]."""
-        images = torch.as_tensor(images)
-        if images.ndim == 3:
-            images = images[None]
-        if images.is_floating_point():
-            images = images.float()
-        images = check_image_batch(images, channels=self.cae.config.channels, size=self.cae.config.image_size,
-                                   what=what, error=ExplainError)
-        if not len(images):  # would fail deep inside as torch.cat of nothing
-            raise ExplainError(f"{what}: no images to explain (shape {tuple(images.shape)})")
-        return images
+        return as_image_batch(images, self.cae.config.channels, self.cae.config.image_size, what)
 
     def _parse_targets(self, target: TargetSpec, count: int) -> torch.Tensor:
         """:meth:`_parse_target`, and also a ``[B, M]`` tensor or array of ``M`` classes per image."""
