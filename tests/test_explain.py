@@ -798,3 +798,16 @@ def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tu
         ExplainerAttributor(classifier, bare)
     assert ExplainerAttributor(classifier, bare, counter_by="probability").describe() == (
         "16-step guided paths toward the classifier's most probable other class")
+
+
+def test_the_code_graph_follows_codes_stored_after_the_explainer_was_made() -> None:
+    """Guided paths kept the first graph after set_train_codes: nodes indexed rows that were gone."""
+    cae = PaintingCAE()
+    cae.train_labels = (cae.train_codes[:, 0] > 0.5).long()
+    explainer = Explainer(cae, LesionBlackBox(), knn=3, smoothing=0.0)
+    explainer.explain(healthy_images(2), path="guided", steps=4)
+    cae.train_codes, cae.train_labels = cae.train_codes[-10:].clone(), cae.train_labels[-10:].clone()  # as stored
+    explanation = explainer.explain(healthy_images(2), path="guided", steps=4)
+    assert explainer._graph.size == 10 and max(max(route) for route in explanation.path_nodes) < 10
+    fresh = Explainer(cae, LesionBlackBox(), knn=3, smoothing=0.0).explain(healthy_images(2), path="guided", steps=4)
+    assert explanation.path_nodes == fresh.path_nodes

@@ -204,6 +204,7 @@ class Explainer:
         self.max_graph_nodes = max_graph_nodes
         self._graph: CodeGraph | None = None
         self._graph_rows: torch.Tensor | None = None  # stored-code index of every graph node
+        self._graph_source: tuple[torch.Tensor, torch.Tensor] | None = None  # the stored codes and labels it has
 
     # -- public API ----------------------------------------------------------------------
     @torch.no_grad()
@@ -458,12 +459,15 @@ class Explainer:
         return torch.cat([c.float() for c, _ in pairs]), torch.cat([s for _, s in pairs])
 
     def _code_graph(self) -> CodeGraph:
-        """The kNN graph over the stored codes, built on first use (a seeded subset above the cap).
+        """The kNN graph over the stored codes, built on first use (a seeded subset above the cap), and again
+        after :meth:`CAE.set_train_codes` replaced them.
 
         The subset takes up to ``knn`` codes of every class first, so a rare class still has a
         region to end in (:meth:`_require_codes` only checked the full set of stored codes).
         """
-        if self._graph is None:
+        source = (self.cae.train_codes, self.cae.train_labels)
+        if self._graph is None or any(old is not new for old, new in zip(self._graph_source, source)):
+            self._graph_source = source
             count = len(self.cae.train_codes)
             rows = torch.arange(count)
             if count > self.max_graph_nodes:
