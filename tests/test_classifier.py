@@ -142,6 +142,13 @@ def test_training_metrics_a_non_finite_loss_a_callers_no_grad_and_random_stream(
         train_classifier(bundle, "smallcnn", epochs=2, batch_size=16, device="cpu")
 
 
+def test_a_classifier_prints_what_it_classifies_and_where_it_came_from(saved):
+    folder, _ = saved
+    classifier = load_classifier(folder, device="cpu")
+    assert repr(classifier) == (f"TorchClassifier(3 classes (normal, cnv, dme), images [1, {SIZE}, {SIZE}], cpu, "
+                                f"from {folder})")
+
+
 def test_random_shift_moves_each_image_by_at_most_max_shift():
     images = torch.zeros(8, 1, 16, 16)
     images[:, :, 8, 8] = 1.0

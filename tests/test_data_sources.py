@@ -370,6 +370,17 @@ def test_a_path_is_a_data_spec_and_other_objects_are_refused(make_image_folder):
         load_dataset(3)
 
 
+def test_data_prints_as_one_line_in_a_notebook():
+    """The dataclass reprs printed every pixel: 13,758 characters for a small bundle."""
+    bundle = load_dataset("synthetic:classes=2,per_class=20,size=32")
+    assert repr(bundle) == ("DataBundle('synthetic:classes=2,per_class=20,size=32': 2 classes (normal, cnv), "
+                            "32 train / 8 test images [1, 32, 32], masks, split seed 0)")
+    assert repr(bundle.test) == "ImageSet(8 images [1, 32, 32], masks)"
+    from caex.data.types import names_preview
+
+    assert names_preview([str(k) for k in range(10)], shown=3) == "0, 1, 2, ... (10 in all)"
+
+
 def test_a_val_folder_joins_train_as_in_a_npz(make_image_folder):
     root = make_image_folder({"x": 0, "y": 0}, splits={"train": 3, "val": 2, "test": 2})
     bundle = load_dataset(str(root))

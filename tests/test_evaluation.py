@@ -390,6 +390,8 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     names = list(cae.aopc_per_class)
     assert f"| method | {names[0]} | {names[1]} |" in table.split("AOPC per class of the evaluated images:")[1]
     assert f"| random | {results.row('random').aopc_per_class[names[0]]:.3f} |" in table
+    assert repr(results) == (f"EvaluationResults(4 images; AOPC: cae-centroid {cae.aopc:.3f}, occlusion "
+                             f"{results.row('occlusion').aopc:.3f}, random {results.row('random').aopc:.3f})")
     assert saved["settings"]["cae"] == {"cae-centroid": "5-step centroid paths toward the other class"}
     assert "CAE maps (cae-centroid): 5-step centroid paths toward the other class." in table
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from caex.data.types import check_image_batch
+from caex.data.types import check_image_batch, names_preview
 from caex.errors import ClassifierError
 
 
@@ -39,6 +39,12 @@ class Classifier(abc.ABC):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def __repr__(self) -> str:
+        shape = f"[{self.channels or '?'}, {self.image_size or '?'}, {self.image_size or '?'}]"
+        source = f", from {self.source}" if self.source else ""
+        return (f"{type(self).__name__}({self.num_classes} classes ({names_preview(self.class_names)}), "
+                f"images {shape}, {self.device}{source})")
 
     @property
     def module(self) -> nn.Module | None:

@@ -98,6 +98,10 @@ class ImageSet(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __repr__(self) -> str:  # the dataclass's would print every pixel
+        masks = ", masks" if self.masks is not None else ""
+        return f"ImageSet({len(self)} images {list(self.images.shape[1:])}{masks})"
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         mask = None if self.masks is None else self.masks[index]
         return self.images[index], int(self.labels[index]), mask
@@ -139,6 +143,12 @@ def classes_text(class_names: Sequence[str]) -> str:
     return names if any(name.isdigit() for name in class_names) else f"{names} or 0..{len(class_names) - 1}"
 
 
+def names_preview(class_names: Sequence[str], shown: int = 8) -> str:
+    """The first ``shown`` class names, for a one-line description: ``"a, b, c, ... (12 in all)"``."""
+    names = ", ".join(class_names[:shown])
+    return names + (f", ... ({len(class_names)} in all)" if len(class_names) > shown else "")
+
+
 def class_index(value: str | int, class_names: Sequence[str]) -> int | None:
     """The index of a class given by name or index (``"dme"``, ``2``, ``"2"``); ``None`` if it names none.
 
@@ -174,6 +184,11 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return (f"DataBundle({self.spec!r}: {self.num_classes} classes ({names_preview(self.class_names)}), "
+                f"{len(self.train)} train / {len(self.test)} test images [{self.channels}, {self.image_size}, "
+                f"{self.image_size}]{', masks' if self.has_masks else ''}, split seed {self.seed})")
 
     def check_split(self, model: str, spec: str | None, seed: int | None) -> None:
         """Warn when ``model`` was trained on this data set split with another seed: this bundle's test images

@@ -76,6 +76,11 @@ class EvaluationResults:
     def row(self, method: str) -> MethodResult:
         return next(result for result in self.methods if result.method == method)
 
+    def __repr__(self) -> str:  # the dataclass's would print every map
+        rows = ", ".join(f"{result.method} {result.aopc:.3f}" if result.status == "ok" else f"{result.method} skipped"
+                         for result in self.methods)
+        return f"EvaluationResults({len(self.image_indices)} images; AOPC: {rows})"
+
     def to_json(self) -> dict[str, Any]:
         return {"settings": self.settings, "image_indices": self.image_indices,
                 "methods": [json_safe(asdict(result)) for result in self.methods]}
