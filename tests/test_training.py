@@ -601,6 +601,26 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch) -> No
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 2
 
 
+def test_a_run_that_failed_before_its_first_checkpoint_is_started_again_not_resumed(tmp_path) -> None:
+    """A callback that raised at the first sample step left a folder whose error said to resume, and resuming
+    said there was no checkpoint: only force=True, never named for it, could reuse the folder."""
+    config, train_config = _configs(iters=4, ckpt_every=4, sample_every=1)
+
+    def failing(iteration: int, cae: CAE) -> None:
+        raise RuntimeError("a notebook's bug")
+
+    with pytest.raises(RuntimeError, match="a notebook's bug"):
+        train_cae(_data(), config, train_config, tmp_path / "run", callback=failing)
+    assert not (tmp_path / "run" / CHECKPOINT_FILE).exists() and any((tmp_path / "run").iterdir())
+    with pytest.raises(TrainingError, match=r"run: folder is not empty but holds no checkpoint to continue \(a run "
+                                            r"that stopped before its first, or other files\); overwrite it \(--force"):
+        train_cae(_data(), config, train_config, tmp_path / "run")
+    with pytest.raises(TrainingError, match=r"run: no checkpoint to resume from \(the run stopped before its first, "
+                                            r"after ckpt_every iterations\); start it again \(--force, force=True\)"):
+        train_cae(_data(), config, train_config, tmp_path / "run", resume=True)
+    train_cae(_data(), config, train_config, tmp_path / "run", force=True)
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
     data = _data()
     config, train_config = _configs()

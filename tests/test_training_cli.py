@@ -72,7 +72,7 @@ def test_cli_refuses_non_empty_run(tmp_path, npz_data, capsys) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("keep me")
     assert main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny"]) == 2
-    assert "folder is not empty; continue it (--resume, resume=True) or overwrite" in capsys.readouterr().err
+    assert "folder is not empty but holds no checkpoint to continue" in capsys.readouterr().err
 
 
 def test_cli_missing_data(tmp_path, capsys) -> None:

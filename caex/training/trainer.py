@@ -765,15 +765,26 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
             raise TrainingError("resume needs the run folder (out_dir) of the run to continue")
         return None, False
     if resume:
+        if run_dir.is_dir() and not (run_dir / CHECKPOINT_FILE).exists() and _has_files(run_dir):
+            raise TrainingError(f"{run_dir}: no checkpoint to resume from (the run stopped before its first, "
+                                "after ckpt_every iterations); start it again (--force, force=True)")
         return load_checkpoint(run_dir / CHECKPOINT_FILE), False
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: exists and is not a folder")
-    if check_empty and run_dir.is_dir() and any(path.name != LOCK_FILE for path in run_dir.iterdir()):
-        if not force:
+    if check_empty and run_dir.is_dir() and _has_files(run_dir):
+        if force:
+            return None, True
+        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / CAE_CONFIG_FILE).exists():
             raise TrainingError(f"{run_dir}: folder is not empty; continue it (--resume, resume=True) or "
                                 "overwrite it (--force, force=True)")
-        return None, True
+        raise TrainingError(f"{run_dir}: folder is not empty but holds no checkpoint to continue (a run that "
+                            "stopped before its first, or other files); overwrite it (--force, force=True) or "
+                            "choose another folder")
     return None, False
+
+
+def _has_files(run_dir: Path) -> bool:
+    return any(path.name != LOCK_FILE for path in run_dir.iterdir())
 
 
 def _clear_previous_run(run_dir: Path) -> None:
