@@ -27,7 +27,7 @@ from caex.classifier import (
 from caex.classifier.train import channel_stats, random_shift
 from caex.data import load_dataset
 from caex.data.types import DataBundle, ImageSet
-from caex.errors import ClassifierError
+from caex.errors import CaexError, ClassifierError
 
 NAMES = ["normal", "cnv", "dme"]
 SIZE = 32
@@ -137,6 +137,8 @@ def test_training_metrics_a_non_finite_loss_a_callers_no_grad_and_random_stream(
     with torch.no_grad():  # a notebook's: it left nothing to train; and the seed reset the caller's stream
         train_classifier(bundle, "smallcnn", epochs=1, batch_size=16, device="cpu")
     torch.testing.assert_close(torch.rand(3), expected)
+    with pytest.raises(CaexError, match=r"^data: expected a DataBundle, got ImageSet"):  # was an AttributeError
+        train_classifier(bundle.train, "smallcnn")
     monkeypatch.setattr(training.F, "cross_entropy", lambda logits, labels: logits.sum() * float("nan"))
     with pytest.raises(TrainingError, match=r"training smallcnn: the loss became nan in epoch 1; try a smaller --lr"):
         train_classifier(bundle, "smallcnn", epochs=2, batch_size=16, device="cpu")

@@ -369,6 +369,23 @@ def test_a_bare_module_or_swapped_arguments_say_what_to_pass(tiny: tuple[Explain
         make_attributor("gradcam", net)
 
 
+def test_a_notebooks_natural_arguments_work_or_are_named(tiny: tuple[Explainer, torch.Tensor], tmp_path) -> None:
+    """A run folder for the CAE, an option's typo and target=None each ended in a raw AttributeError,
+    TypeError or 'expected one class index per image [4], got object (4,)'."""
+    from caex.explain import make_attributor
+    from caex.explain.attribution import AttributionError
+
+    explainer, images = tiny
+    explainer.cae.save(tmp_path / "run")
+    from_folder = Explainer(str(tmp_path / "run"), explainer.classifier, device="cpu")
+    torch.testing.assert_close(from_folder.saliency(images[:2], target=1, path="centroid", steps=3),
+                               explainer.saliency(images[:2], target=1, path="centroid", steps=3))
+    with pytest.raises(AttributionError, match=r"^lime takes no option 'nsamples' \(it takes .*n_samples"):
+        make_attributor("lime", explainer.classifier, nsamples=3)
+    with pytest.raises(AttributionError, match=r"target=None; give the class to explain"):
+        make_attributor("random", explainer.classifier).attribute(images[:2], target=None)
+
+
 @pytest.mark.parametrize("steps", [1, 1001, 2.5, "4", True])
 def test_path_lengths_must_be_whole_numbers_from_2_to_1000(tiny: tuple[Explainer, torch.Tensor], steps) -> None:
     """2.5 and "4" were raw TypeErrors from linspace and a comparison."""

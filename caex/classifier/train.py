@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from caex.classifier.arch import ClassifierNet, build_classifier_network, check_arch
-from caex.data.types import DataBundle, ImageSet
+from caex.data.types import DataBundle, ImageSet, require_bundle
 from caex.errors import TrainingError
 from caex.utils import (autocast_context, global_rng_kept, progress, resolve_device, seed_weights, software_versions,
                         torch_generator)
@@ -123,6 +123,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     training images) and its :class:`TrainMetrics`. ``epochs``/``lr`` default
     per architecture (:data:`DEFAULT_EPOCHS`, :data:`DEFAULT_LR`).
     """
+    require_bundle(bundle)  # its test split measures the network
     epochs, lr = resolve_settings(arch, epochs, batch_size, lr)
     device = resolve_device(device)
     generator = torch_generator(seed)  # shuffling and augmentation

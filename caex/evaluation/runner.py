@@ -10,7 +10,6 @@ gallery in the layout of its Fig. 6.
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import math
 import os
@@ -28,7 +27,8 @@ from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
-from caex.explain.attribution import BASELINES, Attributor, AttributionError, ExplainerAttributor, make_attributor
+from caex.explain.attribution import (BASELINES, Attributor, AttributionError, ExplainerAttributor, accepted_options,
+                                      make_attributor)
 from caex.utils.io import atomic_write_bytes, atomic_write_text, folder_lock, json_safe, replaced_together, write_json
 from caex.utils.plotting import figure_png, literal_text
 from caex.utils.progress import progress
@@ -282,8 +282,7 @@ def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dic
     for name, options in method_options.items():
         key = canonical_method(name)
         method = ExplainerAttributor if is_cae_method(key) else BASELINES[key]
-        accepted = {parameter for cls in (method, Attributor)
-                    for parameter in inspect.signature(cls.__init__).parameters} - _SET_BY_EVALUATE
+        accepted = accepted_options(method) - _SET_BY_EVALUATE
         unknown = sorted(set(options) - accepted)
         if unknown:
             raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r} (it takes "
@@ -310,11 +309,8 @@ def _resolve_explainer(source: Any, classifier: Classifier, seed: int) -> Any:
         return source
     from caex.explain.explainer import Explainer
 
-    if isinstance(source, (str, os.PathLike)):
-        from caex.model import CAE
-
-        source = CAE.load(source, device=classifier.device)
-    return Explainer(source, classifier, seed=seed)  # its code graph's subsample draws from the same seed
+    device = classifier.device if isinstance(source, (str, os.PathLike)) else None  # a run folder: beside it
+    return Explainer(source, classifier, device=device, seed=seed)  # its code graph's subsample: the same seed
 
 
 @literal_text

@@ -15,6 +15,7 @@ skipped method. LIME, occlusion and random only call ``predict_proba``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -126,6 +127,9 @@ class Attributor:
                           what=self.name, error=AttributionError)
         if not len(inputs):
             raise AttributionError(f"{self.name}: no images to explain (shape {tuple(inputs.shape)})")
+        if target is None:  # Captum's default for single-output models; a classifier has one per class
+            raise AttributionError(f"{self.name}: target=None; give the class to explain, one for every image or "
+                                   "one per image (the predicted ones: classifier.predict(inputs))")
         array = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
         if array.ndim == 0:
             array = np.full(len(inputs), array)
@@ -454,10 +458,22 @@ BASELINES: dict[str, type[Attributor]] = {
 }
 
 
+def accepted_options(cls: type[Attributor]) -> set[str]:
+    """The keyword arguments an attributor's constructor takes, its base class's included."""
+    parameters = [parameter for klass in (cls, Attributor)
+                  for parameter in inspect.signature(klass.__init__).parameters.values()]
+    return {parameter.name for parameter in parameters
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)} - {"self"}
+
+
 def make_attributor(name: str, classifier: Classifier, **kwargs: Any) -> Attributor:
     """A baseline by its registry name (``gradcam``, ``lime``, ...); keyword arguments go to its constructor."""
     try:
         cls = BASELINES[name]
     except KeyError:
         raise AttributionError(f"unknown saliency method {name!r}; choose from {', '.join(BASELINES)}") from None
+    unknown = sorted(set(kwargs) - accepted_options(cls))
+    if unknown:  # a TypeError from deep in the constructor chain otherwise
+        raise AttributionError(f"{name} takes no option {unknown[0]!r} (it takes "
+                               f"{', '.join(sorted(accepted_options(cls) - {'classifier'}))})")
     return cls(classifier, **kwargs)

@@ -37,6 +37,7 @@ from caex.errors import CaexError, ModelError
 from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
 from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
+from caex.model.cae import as_cae
 from caex.utils.device import module_device, resolve_device
 from caex.utils.seed import torch_generator
 from caex.utils.warn import warn
@@ -175,7 +176,7 @@ class Explainer:
         max_graph_nodes: cap on stored codes in the graph (a seeded random subset beyond it).
     """
 
-    def __init__(self, cae: nn.Module, classifier: Classifier, *, batch_size: int = 256,
+    def __init__(self, cae: nn.Module | str | os.PathLike, classifier: Classifier, *, batch_size: int = 256,
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
                  candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
         check_smoothing(smoothing)
@@ -184,6 +185,7 @@ class Explainer:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ExplainError(f"{name}={value!r}: must be a whole number, at least {least}")
         classifier = require_classifier(classifier)
+        cae = as_cae(cae, device)
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")

@@ -18,6 +18,7 @@ import torch
 from caex.classifier import check_compatible as check_classifier_compatible
 from caex.data.types import DataBundle, warn_other_class_names
 from caex.errors import CaexError, DataError, ModelError
+from caex.model.cae import as_cae
 from caex.manifold.codes import CodesTable, encode_bundle, write_codes_csv
 from caex.manifold.maps import plot_map, project_2d, subsample_rows, umap_available, write_maps_html
 from caex.manifold.separability import Separability, pixel_pca, random_forest_accuracy
@@ -99,7 +100,8 @@ def write_maps(table: CodesTable, rows: np.ndarray, out: Path, *, tsne: bool, se
     return files
 
 
-def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir: str | os.PathLike, *, seed: int = 0,
+def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data: DataBundle,
+                     out_dir: str | os.PathLike, *, seed: int = 0,
                      verbose: bool = False, batch_size: int = 128, folds: int = 10, n_estimators: int = 150,
                      swap_pairs: int = 100, smote_per_class: int = 2000, smote_neighbours: int = 5,
                      smote_individuals: int = 8, paths: int = 50, path_steps: int = 10,
@@ -112,6 +114,7 @@ def analyse_manifold(cae: CAE, classifier: Classifier, data: DataBundle, out_dir
     Everything random is drawn from ``seed``; the summary is also written to
     ``out_dir/summary.json``.
     """
+    cae = as_cae(cae, getattr(classifier, "device", None))
     check_inputs(cae, classifier, data)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

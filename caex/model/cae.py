@@ -247,6 +247,14 @@ class CAE(nn.Module):
             raise ModelError(f"{source or 'state dict'}: weights do not match the CAE config ({first})") from None
 
 
+def as_cae(cae: CAE | str | os.PathLike, device: str | torch.device | None = None) -> CAE:
+    """``cae`` itself, or the CAE of a run folder (loaded onto ``device``, ``None``: ``"auto"``): every stage
+    that takes a CAE takes its run folder too, as :func:`caex.evaluation.evaluate` always did."""
+    if isinstance(cae, (str, os.PathLike)):
+        return CAE.load(cae, device="auto" if device is None else device)
+    return cae
+
+
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
