@@ -151,6 +151,14 @@ def test_a_classifier_prints_what_it_classifies_and_where_it_came_from(saved):
                                 f"from {folder})")
 
 
+def test_wrapping_a_module_leaves_it_on_its_device():
+    """TorchClassifier's device defaulted to "cpu", so wrapping a GPU model moved the caller's model to the CPU
+    (shown with the meta device, which no copy can leave)."""
+    net = build_classifier_network("smallcnn", channels=1, num_classes=3, image_size=SIZE).to("meta")
+    classifier = TorchClassifier(net, NAMES, SIZE, 1)
+    assert classifier.device == torch.device("meta") and next(net.parameters()).device == torch.device("meta")
+
+
 def test_random_shift_moves_each_image_by_at_most_max_shift():
     images = torch.zeros(8, 1, 16, 16)
     images[:, :, 8, 8] = 1.0

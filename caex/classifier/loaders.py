@@ -31,7 +31,7 @@ from caex.classifier.bundle import (
 )
 from caex.data.types import DataBundle, require_bundle, warn_other_class_names
 from caex.errors import ClassifierError
-from caex.utils.device import resolve_device
+from caex.utils.device import module_device, resolve_device
 from caex.utils.warn import warn
 
 #: Keys under which training scripts commonly nest a state dict inside a checkpoint.
@@ -86,13 +86,16 @@ class OutputReader:
 
 class TorchClassifier(Classifier):
     """A differentiable PyTorch module (our wrapper or a TorchScript file) mapping data-range images to logits;
-    a TorchScript file's outputs are read as :class:`OutputReader` says (``outputs``)."""
+    a TorchScript file's outputs are read as :class:`OutputReader` says (``outputs``). The module itself is
+    used, in eval mode, on ``device`` (default: where its parameters are)."""
 
     has_gradients = True
 
     def __init__(self, module: nn.Module, class_names: list[str], image_size: int | None, channels: int | None,
-                 device: torch.device | str = "cpu", batch_size: int = 256, *, outputs: str | None = "logits",
+                 device: torch.device | str | None = None, batch_size: int = 256, *, outputs: str | None = "logits",
                  source: str | os.PathLike = "") -> None:
+        # None: where the module is, so wrapping a model never moves it (it is the caller's, used in place)
+        device = module_device(module) if device is None else device
         super().__init__(class_names, image_size, channels, device=device, batch_size=batch_size)
         self._module = module.to(self.device).eval()
         self._read = OutputReader(outputs, str(source) or "the model")
