@@ -96,11 +96,17 @@ def load_classifier_from_args(args: argparse.Namespace, *, image_size: int, chan
     return load_classifier(args.classifier, arch=args.arch, device=device, probe_shape=(image_size, channels))
 
 
-def check_output_folder(out: str) -> None:
-    """Refuse an ``--out`` folder that cannot be created before any work, so no finished result is lost to it."""
+def check_output_folder(out: str, data: str | None = None, *, is_file: bool = False) -> None:
+    """Refuse an ``--out`` folder (or, ``is_file``, the folder of an output file) that cannot be created, or that
+    lies inside the DATA folder ``data``, before any work, so no finished result is lost to it."""
     from caex.errors import CaexError
 
-    for folder in (Path(out), *Path(out).parents):
+    folder = None if data is None else Path(data).expanduser()
+    if folder is not None and folder.is_dir() and Path(out).resolve().is_relative_to(folder.resolve()):
+        # its figures would be read as images of a class (or a new class) by every later command
+        raise CaexError(f"--out {out}: inside the data folder {data}, whose images would then include this "
+                        "command's outputs; choose an --out outside it")
+    for folder in Path(out).parents if is_file else (Path(out), *Path(out).parents):
         if folder.exists():
             if not folder.is_dir():
                 raise CaexError(f"--out {out}: {folder} is a file, not a folder")

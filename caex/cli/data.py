@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from caex.cli.common import load_data_from_args
+    from caex.cli.common import check_output_folder, load_data_from_args
     from caex.data import save_preview
     from caex.errors import CaexError
 
@@ -38,6 +38,7 @@ def run_show(args: argparse.Namespace) -> int:
         raise CaexError(f"--out {args.out}: is a folder; give the PNG file to write")
     if Path(args.out).suffix.lower() != ".png":
         raise CaexError(f"--out {args.out}: the grid is a PNG image; name the file *.png")
+    check_output_folder(args.out, data=args.data, is_file=True)
     bundle = load_data_from_args(args)
     print(f"data: {bundle.spec}")
     print(f"images: {bundle.image_size}x{bundle.image_size}, {bundle.channels} channel(s); "

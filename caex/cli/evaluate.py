@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     check_steps(args.cae_steps, "--cae-steps ")
     if not 0 < args.share <= 1:
         raise CaexError(f"--share {args.share}: must be in (0, 1]")
-    check_output_folder(args.out)
+    check_output_folder(args.out, data=args.data)
     run_dir = _run_folder(args.run, wants_cae=any(map(is_cae_method, methods)))
     data = load_data_from_args(args)
     try:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.tolerance < 1:  # also refuses NaN (the counts are refused while parsing: at_least)
         raise CaexError(f"--tolerance {args.tolerance}: must be at least 0 and below 1")
-    check_output_folder(args.out)
+    check_output_folder(args.out, data=args.data)
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
     classifier = load_classifier_from_args(args, image_size=cae.config.image_size, channels=cae.config.channels,

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import sys
 
-    from caex.cli.common import load_data_from_args, set_threads
+    from caex.cli.common import check_output_folder, load_data_from_args, set_threads
     from caex.model import CAEConfig
     from caex.training import LossWeights, train_cae
     from caex.utils.io import read_json
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError(f"--arch {args.arch} describes the weights file given as --classifier, and none is given")
     model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
     loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
+    check_output_folder(args.out, data=args.data)
     set_threads(args.threads)
     saved = _saved_train_config(args)
     if args.seed is None:  # a resumed run keeps its own

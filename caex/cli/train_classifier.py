@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
     set_threads(args.threads)
-    check_output_folder(args.out)
+    check_output_folder(args.out, data=args.data)
     if (Path(args.out) / INFO_FILE).is_file() and not args.force:  # as caex train refuses a finished run
         raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
     data = load_data_from_args(args)
