@@ -189,6 +189,37 @@ def saved(tmp_path_factory) -> tuple[Path, ClassifierNet]:
     return folder, net
 
 
+def test_a_bundle_that_fails_to_replace_another_leaves_the_old_one_whole(saved, tmp_path, monkeypatch):
+    """A full disk while --force replaced a bundle left new weights under the old json and TorchScript, which
+    later commands used without a word."""
+    import errno
+
+    import caex.classifier.bundle as bundle
+
+    folder = tmp_path / "clf"
+    shutil.copytree(saved[0], folder)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    def full(net):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle, "torchscript_bytes", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_bundle(_seeded_net("smallcnn", mean=[0.1], std=[0.9]), folder, class_names=NAMES, image_size=SIZE)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def test_train_classifier_holds_its_output_folder(tmp_path, capsys):
+    """Two runs into one folder both wrote 'bundle written', one bundle mixing the other's weights and json."""
+    from caex.cli.main import main
+    from caex.utils.io import folder_lock
+
+    with folder_lock(tmp_path / "clf", "caex train-classifier"):
+        code = main(["train-classifier", "synthetic:classes=2,per_class=4,size=32", "--arch", "smallcnn",
+                     "--out", str(tmp_path / "clf")])
+    assert code == 2 and "clf: in use by caex train-classifier (pid" in capsys.readouterr().err
+
+
 def test_a_bundle_saved_without_onnx_over_one_with_it_drops_the_old_export(saved, tmp_path):
     """A retrain into the same folder left the old classifier.onnx (other weights, perhaps other classes)."""
     folder = tmp_path / "clf"

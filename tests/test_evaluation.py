@@ -550,6 +550,33 @@ def test_figures_draw_a_data_spec_with_dollar_signs_literally(tmp_path):
     assert (tmp_path / "gallery.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_write_errors_name_the_file_asked_for_not_a_temporary_or_staging_copy(tmp_path, monkeypatch):
+    """A refused rename said '.img0.json.xpe998i0.tmp: Operation not permitted', and a full disk during a set's
+    write named the staging folder's copy, gone by the time the user read it."""
+    import errno
+    import os
+
+    from caex.utils.io import atomic_write_bytes, replaced_together
+
+    def refused(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted", source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", refused)
+        with pytest.raises(OSError) as caught:
+            atomic_write_bytes(tmp_path / "img0.json", b"{}")
+    assert (caught.value.filename, caught.value.filename2) == (str(tmp_path / "img0.json"), None)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError) as caught, replaced_together(tmp_path) as staging:
+        raise OSError(errno.ENOSPC, "No space left on device", str(staging / "map_pca.png"))
+    assert caught.value.filename == str(tmp_path / "map_pca.png") and list(tmp_path.iterdir()) == []
+    (tmp_path / "info.json").write_text("old")
+    with replaced_together(tmp_path, marker="info.json") as staging:  # the marker moves in last
+        (staging / "info.json").write_text("new")
+        (staging / "weights").write_text("new")
+    assert (tmp_path / "info.json").read_text() == "new" and (tmp_path / "weights").read_text() == "new"
+
+
 def test_a_failed_rewrite_keeps_the_previous_output_set_whole(tmp_path, monkeypatch):
     """An evaluation interrupted while writing left new results.* beside the previous run's gallery and curves."""
     import caex.evaluation.runner as runner
@@ -630,6 +657,24 @@ def test_a_second_evaluation_into_a_busy_folder_stops_before_working(tmp_path, m
             pytest.raises(CaexError, match=rf"^{tmp_path}: in use by caex evaluate \(pid \d+\); wait for it"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=2, out_dir=tmp_path)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_a_lock_leaves_no_file_behind_nor_a_folder_it_made_for_nothing(tmp_path):
+    """Every output folder kept a .caex.lock naming a long-gone 'caex train (pid N)', and a job that failed
+    at once left the empty folder its lock had made."""
+    from caex.errors import CaexError
+    from caex.utils.io import LOCK_FILE, folder_lock
+
+    with folder_lock(tmp_path / "new", "caex evaluate"):
+        assert (tmp_path / "new" / LOCK_FILE).read_text().startswith("caex evaluate (pid ")
+    assert not (tmp_path / "new").exists()
+    with folder_lock(tmp_path / "used", "caex evaluate"):
+        (tmp_path / "used" / "results.json").write_text("{}")
+    assert [path.name for path in (tmp_path / "used").iterdir()] == ["results.json"]
+    with folder_lock(tmp_path, "caex evaluate"), pytest.raises(CaexError, match="in use by caex evaluate"), \
+            folder_lock(tmp_path, "caex manifold"):
+        pass
+    assert (tmp_path / "used").is_dir() and not (tmp_path / LOCK_FILE).exists()  # a folder it did not make stays
 
 
 def test_the_gallery_shows_one_image_per_class_up_to_ten_and_names_each_row():

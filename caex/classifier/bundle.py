@@ -22,7 +22,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from caex.classifier.arch import ClassifierNet
 from caex.errors import ClassifierError
-from caex.utils.io import atomic_write_bytes, write_json
+from caex.utils.io import atomic_write_bytes, replaced_together, write_json
 
 WEIGHTS_FILE = "classifier.safetensors"
 INFO_FILE = "classifier.json"
@@ -111,14 +111,17 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
                           test_accuracy=test_accuracy, data_spec=data_spec, data_seed=data_seed,
                           caex_version=__version__, training=training)
     state = {key: value.contiguous() for key, value in net.state_dict().items()}
-    atomic_write_bytes(out_dir / WEIGHTS_FILE, safetensors_bytes(state))
-    atomic_write_bytes(out_dir / TORCHSCRIPT_FILE, torchscript_bytes(net))
-    if onnx:
-        example = torch.full((2, info.channels, image_size, image_size), 0.5)  # traced, not drawn: no RNG
-        atomic_write_bytes(out_dir / ONNX_FILE, onnx_bytes(net, example))
-    else:  # an earlier bundle's export in this folder would pass for one of these weights
+    # Staged and moved in together, the json last: a full disk or a crash while replacing a bundle leaves the
+    # old one whole, never new weights under the old json (which later commands used without a word).
+    with replaced_together(out_dir, marker=INFO_FILE) as staging:
+        atomic_write_bytes(staging / WEIGHTS_FILE, safetensors_bytes(state))
+        atomic_write_bytes(staging / TORCHSCRIPT_FILE, torchscript_bytes(net))
+        if onnx:
+            example = torch.full((2, info.channels, image_size, image_size), 0.5)  # traced, not drawn: no RNG
+            atomic_write_bytes(staging / ONNX_FILE, onnx_bytes(net, example))
+        write_json(staging / INFO_FILE, asdict(info))
+    if not onnx:  # an earlier bundle's export in this folder would pass for one of these weights
         (out_dir / ONNX_FILE).unlink(missing_ok=True)
-    write_json(out_dir / INFO_FILE, asdict(info))  # last, so a folder with a json is a complete bundle
     return info
 
 

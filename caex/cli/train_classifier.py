@@ -41,22 +41,24 @@ def run(args: argparse.Namespace) -> int:
     from caex.classifier.bundle import INFO_FILE
     from caex.cli.common import check_output_folder, load_data_from_args, set_threads
     from caex.errors import CaexError
+    from caex.utils.io import folder_lock
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
     set_threads(args.threads)
     check_output_folder(args.out, data=args.data)
-    if (Path(args.out) / INFO_FILE).is_file() and not args.force:  # as caex train refuses a finished run
-        raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
-    data = load_data_from_args(args)
-    print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
-          f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
-    net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
-                                    batch_size=batch_size, lr=args.lr, seed=args.seed,
-                                    device=args.device, verbose=True, augment=args.augment)
-    save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
-                test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
-                training=metrics.recipe, onnx=args.onnx)
+    with folder_lock(args.out, "caex train-classifier"):  # a second run into it would mix two bundles
+        if (Path(args.out) / INFO_FILE).is_file() and not args.force:  # as caex train refuses a finished run
+            raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
+        data = load_data_from_args(args)
+        print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
+              f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
+        net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
+                                        batch_size=batch_size, lr=args.lr, seed=args.seed,
+                                        device=args.device, verbose=True, augment=args.augment)
+        save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
+                    test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
+                    training=metrics.recipe, onnx=args.onnx)
     epochs = f"{metrics.epochs} epoch{'s' if metrics.epochs != 1 else ''}"
     print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({epochs}, {metrics.seconds:.1f} s); "
           f"bundle written to {args.out}")

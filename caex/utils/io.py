@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
-            exc.filename = str(path)  # a full disk fails the write naming no file; the CLI's one line names it
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, tmp):
+            # a full disk fails the write naming no file, and a failed rename names the hidden temporary one;
+            # the CLI's one line names the file asked for
+            exc.filename, exc.filename2 = str(path), None
         raise
     return path
 
@@ -78,20 +80,31 @@ LOCK_FILE = ".caex.lock"
 
 
 @contextmanager
-def replaced_together(folder: str | os.PathLike) -> Iterator[Path]:
+def replaced_together(folder: str | os.PathLike, *, marker: str | None = None) -> Iterator[Path]:
     """A hidden staging folder inside ``folder`` for one command's set of output files: when the block ends
     they replace their namesakes in ``folder`` (each by an atomic rename, all within moments); when it fails
-    the staging folder goes and ``folder`` keeps its previous set whole.
+    the staging folder goes and ``folder`` keeps its previous set whole. ``marker`` names the file that marks
+    a complete set (a bundle's json): the old one goes first and the new one comes last, so no moment shows
+    a marked mix of two sets.
 
     Without it an interrupted rerun into an old output folder left new files beside old ones of another
-    model (new ``codes.csv``, the old ``summary.json``), a set that looked complete.
+    model (new ``codes.csv``, the old ``summary.json``), a set that looked complete. An error while writing
+    names the file in ``folder`` it was meant to become, not the staging copy (which is gone by then).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".caex-partial-", dir=folder))
     try:
-        yield staging
-        for path in sorted(staging.rglob("*")):
+        try:
+            yield staging
+        except OSError as exc:
+            if exc.filename is not None and Path(exc.filename).is_relative_to(staging):
+                exc.filename = str(folder / Path(exc.filename).relative_to(staging))
+            raise
+        paths = sorted(staging.rglob("*"), key=lambda path: (path.name == marker, path))
+        if marker is not None and (staging / marker).exists():
+            (folder / marker).unlink(missing_ok=True)
+        for path in paths:
             target = folder / path.relative_to(staging)
             if path.is_dir():
                 target.mkdir(exist_ok=True)
@@ -112,8 +125,10 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
     Two jobs writing one run folder (a second ``--resume`` started by mistake)
     would overwrite each other's checkpoints. The lock is ``flock`` on
     :data:`LOCK_FILE`, which the kernel releases when its process ends, even
-    by SIGKILL, so a crash never leaves a stale lock. Where ``flock`` does not
-    exist (Windows) the folder is not guarded.
+    by SIGKILL, so a crash never leaves a stale lock; the file itself is removed
+    when the block ends, and so is a folder the lock created if nothing was
+    written into it. Where ``flock`` does not exist (Windows) the folder is
+    not guarded.
     """
     try:
         import fcntl
@@ -127,16 +142,31 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
     if not folder.is_dir() and (folder.exists() or not create):
         yield
         return
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as handle:
+    path = folder / LOCK_FILE
+    while True:
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below, after the lock file goes
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise CaexError(f"{folder}: in use by {holder}; wait for it to finish or choose another folder") from None
+        if path.exists() and os.path.samestat(os.fstat(handle.fileno()), path.stat()):
+            break
+        handle.close()  # its holder removed it between our open and flock: lock the file there now
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(f"{owner} (pid {os.getpid()})")
         handle.flush()
         yield
+    finally:
+        with suppress(OSError):  # a read-only or vanished folder must not hide the block's own error
+            path.unlink()  # still locked: no one else holds this file, and none is left behind
+        handle.close()
+        if created:  # a job that failed before writing anything leaves no empty folder either
+            with suppress(OSError):
+                folder.rmdir()
