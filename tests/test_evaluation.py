@@ -643,6 +643,19 @@ def test_an_interrupt_keeps_the_finished_methods_results(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):  # nothing finished, or nowhere to write: the interrupt as it came
         evaluate(None, square_classifier(), tiny_bundle(), methods=["occlusion"], n_images=4, out_dir=tmp_path / "x")
     assert not (tmp_path / "x" / "results.json").exists()
+    # An interrupted rerun over a complete set replaced it with the partial one: it now goes beside it
+    complete = tmp_path / "complete"
+    evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "gradcam"], n_images=4, out_dir=complete)
+    before = (complete / "results.json").read_bytes()
+    with pytest.raises(Interrupted, match=rf"their results are written to {complete / 'interrupted'} \(the "
+                                          rf"complete earlier results in {complete} are kept\)$"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "occlusion"], n_images=4,
+                 out_dir=complete)
+    assert (complete / "results.json").read_bytes() == before
+    assert json.loads((complete / "interrupted" / "results.json").read_text())["settings"]["interrupted"] is True
+    with pytest.raises(Interrupted, match=rf"written to {tmp_path}$"):  # a partial set is replaced as before
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "occlusion"], n_images=4,
+                 out_dir=tmp_path)
 
 
 def test_a_second_evaluation_into_a_busy_folder_stops_before_working(tmp_path, monkeypatch):

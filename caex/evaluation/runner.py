@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -203,10 +204,12 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                 raise
             settings["interrupted"] = True
             partial = EvaluationResults(results, settings, indices.tolist(), maps)
-            write_results(partial, test.images, test.masks, out_dir, row_labels)
+            where = _partial_results_folder(Path(out_dir))
+            write_results(partial, test.images, test.masks, where, row_labels)
             terminated = isinstance(stop, Terminated)
+            kept = "" if where == Path(out_dir) else f" (the complete earlier results in {out_dir} are kept)"
             raise Interrupted(f"stopped by {'SIGTERM' if terminated else 'an interrupt'} after {len(done)} of "
-                              f"{len(names)} methods; their results are written to {out_dir}",
+                              f"{len(names)} methods; their results are written to {where}{kept}",
                               exit_code=143 if terminated else 130) from None
         evaluation = EvaluationResults(results, settings, indices.tolist(), maps)
         if out_dir is not None:
@@ -311,6 +314,21 @@ def _resolve_explainer(source: Any, classifier: Classifier, seed: int) -> Any:
 
     device = classifier.device if isinstance(source, (str, os.PathLike)) else None  # a run folder: beside it
     return Explainer(source, classifier, device=device, seed=seed)  # its code graph's subsample: the same seed
+
+
+#: Where an interrupted evaluation writes its finished methods when its folder holds a complete earlier set.
+PARTIAL_FOLDER = "interrupted"
+
+
+def _partial_results_folder(out: Path) -> Path:
+    """``out``, unless it holds a complete earlier evaluation, which a partial one must not replace: then its
+    :data:`PARTIAL_FOLDER` sub-folder."""
+    try:
+        earlier = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return out
+    complete = isinstance(earlier, dict) and not earlier.get("settings", {}).get("interrupted")
+    return out / PARTIAL_FOLDER if complete else out
 
 
 @literal_text
