@@ -150,6 +150,18 @@ def test_ctrl_c_while_the_commands_load_is_one_line(capsys, monkeypatch):
     assert capsys.readouterr().err == "caex: interrupted\n"
 
 
+def test_sigterm_while_the_commands_load_is_one_line(capsys, monkeypatch):
+    """SIGTERM in the seconds that import torch ended the program with 143 and not a word."""
+    import signal
+
+    def terminated():
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr("caex.cli.main.build_parser", terminated)
+    assert main(["data", "show", "digits", "--out", "grid.png"]) == 143
+    assert capsys.readouterr().err == "caex: stopped by SIGTERM\n"
+
+
 def test_preview_draws_class_names_with_dollar_signs_literally(tiny_synthetic, tmp_path):
     """Matplotlib parsed ``$...$`` in a class name as math text and raised ValueError on what is not valid TeX."""
     import dataclasses

@@ -329,6 +329,31 @@ def test_skip_done_finishes_an_interrupted_run_without_redoing_its_images(worksp
     assert all(path.stat().st_mtime_ns != done[path.name] for path in out.iterdir() if path.name in done)
 
 
+def test_an_interrupted_explain_says_how_to_finish_once_it_has_written(workspace: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said only 'caex explain: interrupted', though --skip-done finishes the run."""
+    import caex.explain.files as files
+
+    real, calls = files.save_explanation, []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(files, "save_explanation", interrupted_second)
+    out = tmp_path / "out"
+    assert run_cli(workspace, str(workspace / "imgs"), "--steps", "3", "--out", str(out)) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == ("caex explain: interrupted (finished explanations are kept; "
+                                                        "rerun with --skip-done to explain the rest)")
+    calls.clear()
+    calls.append(1)  # the next call is the second: nothing written yet
+    assert run_cli(workspace, str(workspace / "imgs"), "--steps", "3", "--out", str(tmp_path / "none")) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "caex explain: interrupted"
+
+
 def test_explain_refuses_an_out_folder_another_run_is_writing(workspace: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
     with folder_lock(tmp_path, "caex explain"):

@@ -27,7 +27,8 @@ from caex.errors import CaexError, Interrupted, Terminated
 
 #: What an interrupted command keeps and how to continue, for the commands that pick up where they stopped.
 RESUME_HINTS = {"train": ("finished checkpoints are kept", "rerun with --resume to continue"),
-                "demo": ("finished stages are kept", "rerun the same command to continue")}
+                "demo": ("finished stages are kept", "rerun the same command to continue"),
+                "explain": ("finished explanations are kept", "rerun with --skip-done to explain the rest")}
 
 # Order is the order shown in ``caex --help``: the pipeline, front door first.
 COMMAND_MODULES = [
@@ -92,20 +93,25 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
-    """What to say about resuming an interrupted command: for ``train`` only once a checkpoint exists."""
+    """What to say about resuming an interrupted command: for ``train`` only once a checkpoint exists, for
+    ``explain`` once an explanation is written."""
     from caex.training.checkpoint import CHECKPOINT_FILE
 
     if args.command == "train" and not (Path(args.out) / CHECKPOINT_FILE).is_file():
+        return None
+    if args.command == "explain" and not any(Path(args.out).glob("*.json")):
         return None
     return RESUME_HINTS.get(args.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
-    except KeyboardInterrupt:
-        print("caex: interrupted", file=sys.stderr)
-        return 130
+        with _sigterm_as_interrupt():  # SIGTERM in these seconds ended the program without a word
+            parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"caex: {'stopped by SIGTERM' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a usage error, already printed as one line: its status, as for every error
