@@ -817,6 +817,17 @@ def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tu
         "16-step guided paths toward the classifier's most probable other class")
 
 
+def test_a_run_folder_without_its_codes_is_named(tiny: tuple[Explainer, torch.Tensor], tmp_path) -> None:
+    """'this CAE has none (train it, or load a finished run folder)' for a finished run missing one file."""
+    explainer, images = tiny
+    explainer.cae.save(tmp_path / "run")
+    (tmp_path / "run" / "codes.safetensors").unlink()
+    bare = Explainer(str(tmp_path / "run"), explainer.classifier, device="cpu")
+    with pytest.raises(CaexError, match=rf"needs the CAE's stored training codes; this CAE has none \(its run "
+                                        rf"folder {tmp_path / 'run'} has no codes.safetensors\)$"):
+        bare.explain(images[:1], path="guided", steps=3)
+
+
 def test_the_code_graph_follows_codes_stored_after_the_explainer_was_made() -> None:
     """Guided paths kept the first graph after set_train_codes: nodes indexed rows that were gone."""
     cae = PaintingCAE()

@@ -514,8 +514,10 @@ class Explainer:
     def _require_codes(self, path: str, target: torch.Tensor) -> None:
         """The stored training codes a path needs exist and cover every target class."""
         if self.cae.train_codes is None or self.cae.train_labels is None:
-            raise ModelError(f"path {path!r} needs the CAE's stored training codes; this CAE has none "
-                             "(train it, or load a finished run folder)")
+            source = getattr(self.cae, "source", None)
+            where = (f"its run folder {source} has no codes.safetensors" if source is not None
+                     else "train it, or load a finished run folder")
+            raise ModelError(f"path {path!r} needs the CAE's stored training codes; this CAE has none ({where})")
         present = torch.bincount(self.cae.train_labels.cpu(), minlength=len(self.class_names)) > 0
         missing = sorted({self.class_names[t] for t in target.tolist() if not present[t]})
         if missing:
