@@ -9,6 +9,7 @@ import math
 import os
 import re
 import signal
+import warnings
 from itertools import combinations
 from pathlib import Path
 
@@ -512,17 +513,41 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_
             os.kill(os.getpid(), signum)
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    with pytest.raises(Interrupted, match=rf"^stopped by {signal.Signals(signum).name} after iteration 6, "
-                                          r"checkpoint saved$") as caught:
+    with pytest.raises(Interrupted, match=rf"^stopped by {signal.Signals(signum).name} after iteration 5, "
+                                          r"checkpoint saved$") as caught:  # alone: checked every iteration
         train_cae(data, config, train_config, tmp_path / "run", callback=signal_at_5)
     assert caught.value.exit_code == 128 + signum
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the caller's handlers are back
-    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 6  # the check after the signal
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 5  # the iteration of the signal
     assert not (tmp_path / "run" / "config.json").exists()  # not a finished model
     resumed = train_cae(data, config, train_config, tmp_path / "run", resume=True)
     straight = train_cae(data, config, train_config, tmp_path / "straight")
     for ours, theirs in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.equal(ours, theirs)
+
+
+def test_a_time_limit_is_checked_every_iteration_and_the_last_model_gets_its_grid(tmp_path) -> None:
+    """Checked every log_every iterations, a 38 s iteration overshot --time-limit 20 by minutes; and a run it
+    stopped before sample_every left no picture of its model."""
+    config, train_config = _configs(iters=40, log_every=10, sample_every=30, ckpt_every=100, time_limit=1e-9)
+    train_cae(_data(), config, train_config, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 1
+    assert [path.name for path in (tmp_path / "run" / "samples").iterdir()] == ["iter_0000001.png"]
+
+
+def test_a_run_projected_to_take_hours_is_warned_about_once_timed() -> None:
+    from caex.training.trainer import _duration, _warn_if_long
+
+    config = TrainConfig.preset("small")  # 6,000 iterations
+    assert not _warn_if_long(config, done=2, start=0, seconds=30.0)  # too few timed yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _warn_if_long(config, done=20, start=0, seconds=6.0)  # 0.3 s/it: 30 min, no warning
+    with pytest.warns(UserWarning, match=r"^at 1.06 s per iteration the remaining 5,980 iterations take about "
+                                         r"1 h 46 min; time_limit \(--time-limit SECONDS\) stops sooner"):
+        assert _warn_if_long(config, done=20, start=0, seconds=21.2)
+    assert (_duration(59 * 60), _duration(30 * 3600 + 125), _duration(88 * 86400)) == ("59 min", "30 h 2 min",
+                                                                                          "88 days")
 
 
 def test_a_stop_signal_during_the_final_save_waits_for_it(tmp_path, monkeypatch) -> None:

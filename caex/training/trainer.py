@@ -558,6 +558,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     bar = progress(total=train_config.iters, initial=start, desc="train CAE", unit="it",
                    enabled=verbose and context.is_main)
     began, done, terms, paused = time.perf_counter(), start, {}, 0.0  # paused: samples + callback time
+    warned_length = train_config.time_limit is not None  # a time limit says how long already
     cae.train()
     discriminator.train()
     # A stop signal ends the run at the next check, checkpoint saved; without a run folder nothing could be kept.
@@ -587,8 +588,12 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                                     **({"codes": f"{separation['code_accuracy']:.2f}"} if separation else {}))
                     if logger is not None:
                         logger.log(done, {**terms, **separation} if at_sample else terms)
+                if not warned_length and context.is_main:
+                    warned_length = _warn_if_long(train_config, done, start, time.perf_counter() - began - paused)
                 out_of_time = stopped = False
-                if at_check:  # rank 0 decides both, so every rank leaves the loop at the same iteration
+                # Alone, every iteration (a 38 s iteration overshot a time limit by minutes); under DDP rank 0
+                # decides both at each check, so every rank leaves the loop at the same iteration.
+                if at_check or not context.distributed:
                     out_of_time, stopped = broadcast_flags(
                         train_config.time_limit is not None
                         and time.perf_counter() - began - paused > train_config.time_limit,
@@ -609,6 +614,9 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         # Still under the stop handler: a signal during the final save waits for it (seconds), where it
         # would leave a model without its summary.json.
         seconds = time.perf_counter() - began - paused
+        if writes and done > start and done % train_config.sample_every:  # stopped by the time limit, say:
+            _save_samples(trainer.result, train_set.images[exemplars],  # the final model's grid too
+                          run_dir / "samples" / f"iter_{done:07d}.png")
         # The default layout again, so the returned CAE computes exactly what the saved one loads as.
         cae = trainer.result.eval().to(memory_format=torch.contiguous_format)
         cae.set_train_codes(cae.class_codes(train_set.images), labels)
@@ -620,6 +628,34 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                            images_per_second=images_per_second, terms=terms)
     barrier(context)
     return cae
+
+
+#: Projected training longer than this (seconds), with no time limit, is warned about once measured.
+LONG_RUN_SECONDS = 3600
+
+
+def _warn_if_long(config: TrainConfig, done: int, start: int, seconds: float) -> bool:
+    """Once a few iterations are timed, warn when the rest will take over :data:`LONG_RUN_SECONDS`: the
+    ``small`` preset at 256 px, or ``paper`` on a CPU, runs for hours to months. True once decided."""
+    trained = done - start
+    if trained < 3 or (trained < 20 and seconds < 10):
+        return False
+    remaining = (config.iters - done) * seconds / trained
+    if remaining > LONG_RUN_SECONDS:
+        warn(f"at {seconds / trained:.2f} s per iteration the remaining {config.iters - done:,} iterations take "
+             f"about {_duration(remaining)}; time_limit (--time-limit SECONDS) stops sooner and still saves the "
+             "model, and fewer iterations (--iters), a smaller --size or preset, or a GPU are faster")
+    return True
+
+
+def _duration(seconds: float) -> str:
+    """``'1 h 46 min'``, ``'88 days'``: a projection's precision."""
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{round(seconds / 86400)} days"
 
 
 def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, start: int, seconds: float,
