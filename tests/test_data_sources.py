@@ -381,6 +381,23 @@ def test_data_prints_as_one_line_in_a_notebook():
     assert names_preview([str(k) for k in range(10)], shown=3) == "0, 1, 2, ... (10 in all)"
 
 
+def test_colour_data_read_as_grey_is_warned_about(tmp_path):
+    """--channels 1 on red-versus-green lesions trained a classifier at chance, and nothing said the data had
+    colour."""
+    import warnings
+
+    for name, rgb in (("red", (200, 40, 40)), ("green", (40, 121, 40))):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            Image.new("RGB", (12, 12), rgb).save(tmp_path / name / f"{index}.png")
+    with pytest.warns(UserWarning, match=rf"^{tmp_path}: the images are in colour; channels=1 \(--channels 1\) "
+                                         r"converts them to grey$"):
+        assert load_dataset(str(tmp_path), channels=1).channels == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_dataset(str(tmp_path)).channels == 3
+
+
 def test_a_val_folder_joins_train_as_in_a_npz(make_image_folder):
     root = make_image_folder({"x": 0, "y": 0}, splits={"train": 3, "val": 2, "test": 2})
     bundle = load_dataset(str(root))

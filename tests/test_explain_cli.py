@@ -426,3 +426,13 @@ def test_explain_leaves_mask_folders_out_and_warns_once_about_8_bit_data_in_16_b
         explain_files(explainer, files, tmp_path / "out", steps=2, batch_size=2)
     narrow = [str(w.message) for w in caught if "16-bit pixels" in str(w.message)]
     assert len(narrow) == 1 and narrow[0].startswith("3 image(s) hold 16-bit pixels no larger than 255")
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for index, rgb in enumerate(((200, 40, 40), (40, 121, 40), (90, 90, 90))):  # the last is grey saved as RGB
+        Image.new("RGB", (16, 16), rgb).save(colour / f"{index}.png")
+    with warnings.catch_warnings(record=True) as caught:  # the CAE takes 1 channel: colour turned grey unsaid
+        warnings.simplefilter("always")
+        explain_files(explainer, colour, tmp_path / "out_colour", steps=2)
+    greyed = [str(w.message) for w in caught if "converted to grey" in str(w.message)]
+    assert greyed == [f"2 colour image(s) are converted to grey for a 1-channel model, which sees no colour "
+                      f"(first: {colour / '0.png'})"]

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
     parser.add_argument("images", metavar="IMAGES", nargs="+",
                         help="image files, folders (searched recursively) or glob patterns; any size and "
-                             "format Pillow reads (resized and centre-cropped to the CAE's size)")
+                             "format Pillow reads (resized and centre-cropped to the CAE's size and converted to "
+                             "its channels: colour turns grey for a 1-channel CAE, with a warning)")
     add_classifier_arguments(parser, required=True,
                              help="the classifier to explain: bundle folder, TorchScript, ONNX or weights file "
                                   "(with --arch)")

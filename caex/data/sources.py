@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from caex.data.transforms import resize_and_crop, to_channels
+from caex.data.transforms import is_grey, resize_and_crop, to_channels
 from caex.data.types import RANGE_TOLERANCE
 from caex.errors import DataError
 from caex.utils.warn import warn
@@ -140,26 +140,47 @@ def check_image(path: Path) -> None:
         image.load()
 
 
-def read_image(path: Path, *, narrow: list[str] | None = None) -> torch.Tensor:
+@dataclass
+class ReadNotes:
+    """What reading many image files found that deserves one warning in all, not one per file."""
+
+    narrow: list[str] = field(default_factory=list)  # 16-bit files holding 8-bit values: nearly black once read
+    greyed: list[str] = field(default_factory=list)  # colour files read for a 1-channel model
+
+    def warn(self) -> None:
+        warn_narrow_images(self.narrow)
+        if self.greyed:
+            warn(f"{len(self.greyed)} colour image(s) are converted to grey for a 1-channel model, which sees no "
+                 f"colour (first: {self.greyed[0]})")
+
+
+def read_image(path: Path, *, notes: ReadNotes | None = None) -> torch.Tensor:
     """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images.
 
-    A 16-bit file holding only 8-bit values (nearly black once read) is warned about, or, given a list
-    ``narrow``, added to it, so that a caller reading many files warns once (:func:`warn_narrow_images`).
+    A 16-bit file holding only 8-bit values (nearly black once read) is warned about, or, given ``notes``,
+    noted there, so that a caller reading many files warns once (:meth:`ReadNotes.warn`).
     """
     pixels = _read_pixels(path)
     if _is_8bit_in_16bit(pixels):
-        if narrow is None:
+        if notes is None:
             warn_narrow_images([str(path)])
         else:
-            narrow.append(str(path))
+            notes.narrow.append(str(path))
     return _pixels_to_tensor(pixels, path)
 
 
-def load_image(path: Path, size: int, channels: int, *, narrow: list[str] | None = None) -> torch.Tensor:
+def load_image(path: Path, size: int, channels: int, *, notes: ReadNotes | None = None) -> torch.Tensor:
     """One image file as a model trained on ``size`` px, ``channels``-channel data sees it, ``[channels, size,
     size]`` in [0, 1]: resized (shorter side), centre-cropped and converted as :func:`caex.data.load_dataset`
-    prepares a folder's images. ``narrow`` as in :func:`read_image`."""
-    return to_channels(resize_and_crop(read_image(path, narrow=narrow)[None], size), channels)[0]
+    prepares a folder's images. A colour file read for a 1-channel model is warned about (it turns grey), or
+    noted in ``notes`` as in :func:`read_image`."""
+    own = ReadNotes() if notes is None else notes
+    image = read_image(path, notes=own)[None]
+    if channels == 1 and not is_grey(image):
+        own.greyed.append(str(path))
+    if notes is None:
+        own.warn()
+    return to_channels(resize_and_crop(image, size), channels)[0]
 
 
 def _read_pixels(path: Path) -> np.ndarray:
@@ -285,7 +306,7 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
                      size: int | None) -> RawImages:
     """Every image under ``root/<class>/`` (classes may be missing from a test split), each resized to ``size``
     as it is read, so a folder of large scans never sits in memory at full resolution."""
-    images, labels, sources, narrow, unread = [], [], [], [], []
+    images, labels, sources, unread, notes = [], [], [], [], ReadNotes()
     for label, name in enumerate(class_names):
         folder = root / name
         if not folder.is_dir():
@@ -299,7 +320,7 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         count_before = len(images)
         for path in tree.images:
             try:
-                image = read_image(path, narrow=narrow)
+                image = read_image(path, notes=notes)
             except DataError:
                 if not skip_bad:
                     raise
@@ -310,7 +331,7 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
             sources.append(str(path))
         if len(images) == count_before:
             raise DataError(f"{folder}: class folder has no readable images")
-    warn_narrow_images(narrow)
+    notes.warn()
     _warn_unread_files(root, unread)
     return RawImages(images, torch.tensor(labels, dtype=torch.long), sources)
 

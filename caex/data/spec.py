@@ -9,7 +9,7 @@ import torch
 
 from caex.data.sources import RawData, RawImages, read_digits, read_folder, read_mnist, read_npz
 from caex.data.synthetic import SyntheticConfig, generate_synthetic
-from caex.data.transforms import resize_and_crop, to_channels
+from caex.data.transforms import is_grey, resize_and_crop, to_channels
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError
 from caex.utils.warn import warn
@@ -113,8 +113,11 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
         warn(f"{spec}: the test split has no images of class(es) "
              f"{', '.join(raw.class_names[k] for k in untested)}; nothing is measured on them")
     parts = [raw.train] if raw.test is None else [raw.train, raw.test]
+    grey = all(is_grey(images) for part in parts for images in _batches(part))
     if channels is None:
-        channels = 1 if all(_is_gray(images) for part in parts for images in _batches(part)) else 3
+        channels = 1 if grey else 3
+    elif channels == 1 and not grey:  # a model of colour lesions would see none, and nothing said so
+        warn(f"{spec}: the images are in colour; channels=1 (--channels 1) converts them to grey")
     if size is None:
         first = raw.train.images[0]
         size = min(first.shape[-2:])
@@ -133,14 +136,6 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
 def _batches(part: RawImages) -> list[torch.Tensor]:
     """A source's images as batches ``[n, C, H, W]``: one per file for folders, one in all otherwise."""
     return [image[None] for image in part.images] if isinstance(part.images, list) else [part.images]
-
-
-def _is_gray(images: torch.Tensor) -> bool:
-    """One channel, or colour channels that are all equal (grayscale saved as RGB)."""
-    if images.shape[1] == 1:
-        return True
-    colour = images[:, :3]
-    return bool((colour == colour[:, :1]).all())
 
 
 def _prepare(part: RawImages, size: int, channels: int) -> torch.Tensor:

@@ -25,6 +25,14 @@ def resize_and_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return resized[..., top:top + size, left:left + size].clamp(0, 1)
 
 
+def is_grey(images: torch.Tensor) -> bool:
+    """One channel, or colour channels that are all equal (greyscale saved as RGB); alpha does not count."""
+    if images.shape[1] == 1:
+        return True
+    colour = images[:, :3]
+    return bool((colour == colour[:, :1]).all())
+
+
 def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """Convert ``[N, C, H, W]`` (C = 1, 3 or 4) to 1 (luma) or 3 channels; alpha is dropped."""
     if images.shape[1] == 4:

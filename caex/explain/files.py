@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from caex.data.sources import IMAGE_SUFFIXES, image_tree, load_image, warn_narrow_images
+from caex.data.sources import IMAGE_SUFFIXES, ReadNotes, image_tree, load_image
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError
 from caex.explain.render import save_explanation
 from caex.utils.io import folder_lock, json_safe, read_json
@@ -56,7 +56,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     size, channels = explainer.cae.config.image_size, explainer.cae.config.channels
     result = FilesResult()
     all_targets = bool(explain_options.get("all_targets"))
-    at_target, narrow = 0, []
+    at_target, notes = 0, ReadNotes()
     with folder_lock(out, "caex explain"):
         if skip_done:
             others = len(explainer.class_names) - 1 if all_targets else None
@@ -69,7 +69,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
             warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
             for begin in range(0, len(sources), batch_size):
                 batch = sources[begin:begin + batch_size]
-                images = torch.stack([load_image(path, size, channels, narrow=narrow) for path in batch])
+                images = torch.stack([load_image(path, size, channels, notes=notes) for path in batch])
                 explained = explainer.explain(images, **explain_options)
                 for explanation in explained if isinstance(explained, list) else [explained]:
                     at_target += int((explanation.target == explanation.prediction).sum())
@@ -81,7 +81,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                         result.written.append(stem)
                 result.explained += len(batch)
                 bar.update(len(batch))
-    warn_narrow_images(narrow)
+    notes.warn()
     if at_target:  # their json says "flipped" at step 0, which reads like a result
         warn(f"{at_target} image(s) are already classified as their target class: their paths lead further into "
              "it, so nothing flips and their maps show what makes them more so")
