@@ -436,3 +436,14 @@ def test_explain_leaves_mask_folders_out_and_warns_once_about_8_bit_data_in_16_b
     greyed = [str(w.message) for w in caught if "converted to grey" in str(w.message)]
     assert greyed == [f"2 colour image(s) are converted to grey for a 1-channel model, which sees no colour "
                       f"(first: {colour / '0.png'})"]
+
+
+def test_the_saliency_overlay_keeps_the_images_colour() -> None:
+    """The overlay showed RGB inputs in grey, where the evaluation's gallery shows their colour."""
+    from caex.explain.render import saliency_overlay
+
+    red = torch.zeros(3, 8, 8)
+    red[0] = 1.0
+    pixels = np.asarray(saliency_overlay(red, torch.zeros(8, 8), alpha=0.5, min_size=8)).astype(int)
+    blue = np.asarray(saliency_overlay(torch.zeros(1, 8, 8), torch.zeros(8, 8), alpha=0.5, min_size=8)).astype(int)
+    assert (pixels[..., 0] - blue[..., 0] == 128).all() and (pixels[..., 1:] == blue[..., 1:]).all()

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "show",
         help="print classes and counts; write a PNG grid of samples with lesion masks outlined",
         description="Print class names with train/test counts, image size and channels, and write a "
-                    "PNG grid (one row per class) with ground-truth lesion masks outlined in red.",
+                    "PNG grid (one row per class) with ground-truth lesion masks outlined in green.",
     )
     add_data_arguments(show)
     add_seed_argument(show)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from caex.data.types import DataBundle
-from caex.utils.plotting import literal_text, save_figure
+from caex.utils.plotting import MASK_COLOUR, literal_text, save_figure
 from caex.utils.seed import torch_generator
 
 
@@ -21,7 +21,7 @@ def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, 
 
 @literal_text
 def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int = 8, seed: int = 0) -> Path:
-    """Write a PNG grid of training images: one row per class (named), masks outlined in red; no wider than
+    """Write a PNG grid of training images: one row per class (named), masks outlined in green; no wider than
     the largest class (a column nobody fills would only cost drawing time)."""
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state is touched
 
@@ -46,9 +46,9 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
             else:
                 axis.imshow(picture, interpolation="nearest")
             if masks is not None and masks[index].any():
-                axis.contour(masks[index].numpy().astype(float), levels=[0.5], colors="red", linewidths=0.8)
+                axis.contour(masks[index].numpy().astype(float), levels=[0.5], colors=MASK_COLOUR, linewidths=0.8)
         axes_row[0].set_ylabel(bundle.class_names[class_index], rotation=0, ha="right", va="center", fontsize=10)
-    legend = "; red: lesion mask" if masks is not None and bool(masks.any()) else ""
+    legend = "; green: lesion mask" if masks is not None and bool(masks.any()) else ""
     figure.suptitle(f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s){legend})", fontsize=9)
     figure.tight_layout()
     return save_figure(path, figure, dpi=100)

@@ -31,7 +31,7 @@ from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import (BASELINES, Attributor, AttributionError, ExplainerAttributor, accepted_options,
                                       make_attributor)
 from caex.utils.io import atomic_write_bytes, atomic_write_text, folder_lock, json_safe, replaced_together, write_json
-from caex.utils.plotting import figure_png, literal_text
+from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
 from caex.utils.warn import warn
@@ -388,7 +388,7 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
                 axes.imshow(results.maps[methods[column - 1]][row].cpu().numpy(), cmap="jet", alpha=0.5,
                             vmin=0, vmax=1)
             if masks is not None and masks[row].any():
-                axes.contour(masks[row].cpu().numpy().astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+                axes.contour(masks[row].cpu().numpy().astype(float), levels=[0.5], colors=MASK_COLOUR, linewidths=0.8)
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:

@@ -45,10 +45,11 @@ def caption_font(size: int) -> ImageFont.FreeTypeFont:
 
 def saliency_overlay(image: torch.Tensor, saliency: torch.Tensor, *, alpha: float = 0.5,
                      colormap: str = "jet", min_size: int = 192) -> Image.Image:
-    """The image in grey with the ``[H, W]`` saliency map blended on top in ``colormap``."""
-    grey = image.detach().float().clamp(0, 1).mean(dim=0).cpu().numpy()
+    """The image (in colour where it has colour, as the evaluation's gallery shows it) with the ``[H, W]``
+    saliency map blended on top in ``colormap``."""
+    base = image.detach().float().clamp(0, 1)[:3].expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
     heat = colormaps[colormap](saliency.detach().float().clamp(0, 1).cpu().numpy())[..., :3]
-    blended = (1 - alpha) * grey[..., None] + alpha * heat
+    blended = (1 - alpha) * base + alpha * heat
     return _enlarge(Image.fromarray((blended * 255).round().astype(np.uint8), "RGB"), min_size)
 
 

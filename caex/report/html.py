@@ -352,7 +352,7 @@ def _data_from_manifold(sources: ReportSources) -> dict[str, Any] | None:
 
 def data_section(sources: ReportSources) -> Section:
     section = Section("data", "Data", "Training samples per class (ground-truth lesion masks, where the data has "
-                                      "them, outlined in red).")
+                                      "them, outlined in green).")
     if sources.data is None:  # a CAE run folder: `caex train` keeps no picture of the data set
         section.missing.append("samples per class (only a `caex demo` folder holds data/samples.png; "
                                "`caex data show DATA --out samples.png` draws them)")

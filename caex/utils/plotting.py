@@ -14,6 +14,10 @@ from caex.utils.io import atomic_write_bytes
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: How ground-truth lesion masks are outlined in every figure: a green that stands out on grey scans and on the
+#: red lesions of fundus and skin photographs alike (red outlines vanished on those).
+MASK_COLOUR = "lime"
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
