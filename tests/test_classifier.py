@@ -583,6 +583,20 @@ def test_a_torchscript_model_ending_in_softmax_or_sigmoid_is_read_as_an_onnx_one
         load_classifier(folder, outputs="sigmoid")
 
 
+def test_a_bundles_own_exports_are_read_as_the_logits_they_are(saved, tmp_path):
+    """Read row by row, an unsure bundle's TorchScript logits [0.3, 0.7] passed for probabilities."""
+    folder, _ = saved
+    assert json.loads((folder / "classifier.json").read_text())["outputs"] == "logits"
+    older = tmp_path / "older"  # a bundle saved before outputs were recorded: its arch says what it returns
+    shutil.copytree(folder, older)
+    info = json.loads((older / "classifier.json").read_text())
+    del info["outputs"]
+    (older / "classifier.json").write_text(json.dumps(info))
+    for bundle in (folder, older):
+        for name in ("classifier.torchscript.pt", "classifier.onnx"):
+            assert load_classifier(bundle / name, device="cpu")._read.kind == "logits", (bundle, name)
+
+
 def test_a_json_of_only_names_and_shape_describes_an_onnx_or_torchscript_model(saved, tmp_path):
     """Naming the classes of an ONNX model took the PyTorch-only arch, mean, std and small_stem too."""
     folder, net = saved

@@ -571,9 +571,17 @@ def test_write_errors_name_the_file_asked_for_not_a_temporary_or_staging_copy(tm
         raise OSError(errno.ENOSPC, "No space left on device", str(staging / "map_pca.png"))
     assert caught.value.filename == str(tmp_path / "map_pca.png") and list(tmp_path.iterdir()) == []
     (tmp_path / "info.json").write_text("old")
-    with replaced_together(tmp_path, marker="info.json") as staging:  # the marker moves in last
-        (staging / "info.json").write_text("new")
+    moves, replace = [], os.replace
+
+    def recorded(source, target):
+        moves.append((os.path.basename(target), (tmp_path / "info.json").exists()))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", recorded)
+    with replaced_together(tmp_path, marker="info.json") as staging:
+        (staging / "info.json").write_text("new")  # sorts first; the marker moves in last, the old one gone first
         (staging / "weights").write_text("new")
+    assert moves == [("weights", False), ("info.json", False)]
     assert (tmp_path / "info.json").read_text() == "new" and (tmp_path / "weights").read_text() == "new"
 
 
@@ -653,6 +661,8 @@ def test_an_interrupt_keeps_the_finished_methods_results(tmp_path, monkeypatch):
                  out_dir=complete)
     assert (complete / "results.json").read_bytes() == before
     assert json.loads((complete / "interrupted" / "results.json").read_text())["settings"]["interrupted"] is True
+    evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, out_dir=complete)
+    assert not (complete / "interrupted").exists()  # a complete set supersedes the partial one
     with pytest.raises(Interrupted, match=rf"written to {tmp_path}$"):  # a partial set is replaced as before
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "occlusion"], n_images=4,
                  out_dir=tmp_path)

@@ -109,7 +109,7 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
                           channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
                           std=net.std.flatten().tolist(), small_stem=net.small_stem,
                           test_accuracy=test_accuracy, data_spec=data_spec, data_seed=data_seed,
-                          caex_version=__version__, training=training)
+                          caex_version=__version__, training=training, outputs="logits")
     state = {key: value.contiguous() for key, value in net.state_dict().items()}
     # Staged and moved in together, the json last: a full disk or a crash while replacing a bundle leaves the
     # old one whole, never new weights under the old json (which later commands used without a word).
@@ -120,8 +120,8 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
             example = torch.full((2, info.channels, image_size, image_size), 0.5)  # traced, not drawn: no RNG
             atomic_write_bytes(staging / ONNX_FILE, onnx_bytes(net, example))
         write_json(staging / INFO_FILE, asdict(info))
-    if not onnx:  # an earlier bundle's export in this folder would pass for one of these weights
-        (out_dir / ONNX_FILE).unlink(missing_ok=True)
+        if not onnx:  # written: an earlier bundle's export must not pass for one of these weights beside the json
+            (out_dir / ONNX_FILE).unlink(missing_ok=True)
     return info
 
 

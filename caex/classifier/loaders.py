@@ -176,7 +176,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     channels = channels if channels is not None else recorded[1]
     names = list(class_names) if class_names is not None else (info.class_names if info else None)
 
-    outputs = outputs if outputs is not None else (info.outputs if info else None)  # a model file's; see OutputReader
+    if outputs is None and info is not None:  # a model file's; see OutputReader. caex's architectures give logits
+        outputs = info.outputs if info.outputs is not None else ("logits" if info.arch is not None else None)
     if path.suffix == ".onnx":
         if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
             raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")

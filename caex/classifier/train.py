@@ -112,6 +112,10 @@ def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) ->
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
 
 
+#: Steps between reads of the running loss (the finite check and the progress bar): each read waits for the GPU.
+READ_EVERY = 20
+
+
 @torch.enable_grad()  # also inside a caller's torch.no_grad(), which left nothing to train
 def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, lr: float | None = None, seed: int = 0,
@@ -145,7 +149,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(len(labels), generator=generator).to(device)
-        # Summed on the device and read once per epoch: a read per step would make the GPU wait for each one.
+        # Summed on the device and read every READ_EVERY steps: a read per step would make the GPU wait each time.
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
         for step in range(steps_per_epoch):
             index = order[step * batch_size:(step + 1) * batch_size]
@@ -161,12 +165,14 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(dim=1) == y).sum()
             bar.update()
-        seen = steps_per_epoch * min(batch_size, len(labels))
-        train_loss, train_accuracy = float(loss_sum) / seen, int(correct) / seen
-        if not math.isfinite(train_loss):
-            raise TrainingError(f"training {arch}: the loss became {train_loss} in epoch {epoch + 1}; "
-                                "try a smaller --lr")
-        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{train_loss:.3f}", acc=f"{train_accuracy:.3f}")
+            if (step + 1) % READ_EVERY == 0 or step + 1 == steps_per_epoch:
+                seen = (step + 1) * min(batch_size, len(labels))
+                train_loss, train_accuracy = float(loss_sum) / seen, int(correct) / seen
+                if not math.isfinite(train_loss):  # NaN weights train on to no purpose: stop, naming the fix
+                    raise TrainingError(f"training {arch}: the loss became {train_loss} in epoch {epoch + 1}; "
+                                        "try a smaller --lr")
+                bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{train_loss:.3f}",
+                                acc=f"{train_accuracy:.3f}")
     bar.close()
 
     test_accuracy = evaluate_accuracy(net, bundle.test, device)

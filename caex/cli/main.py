@@ -105,27 +105,29 @@ def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with _sigterm_as_interrupt():  # from the first moment: SIGTERM while torch imported ended it without a word
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
-        with _sigterm_as_interrupt():  # SIGTERM in these seconds ended the program without a word
-            parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
-    except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
-        print(f"caex: {'stopped by SIGTERM' if terminated else 'interrupted'}", file=sys.stderr)
-        return 143 if terminated else 130
-    try:
+        parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a usage error, already printed as one line: its status, as for every error
         if not exc.code:
             raise  # --help and --version end the program as argparse means them to
         return int(exc.code)
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"caex: {'stopped by SIGTERM' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     if args.command is None:
         parser.print_help()
         return 2
     default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"caex {args.command}: warning: {message}\n"
     try:
-        with _sigterm_as_interrupt():
-            result = args.func(args)
+        result = args.func(args)
     except Interrupted as exc:  # stopped on request, progress saved: not an error of the user's
         _, action = RESUME_HINTS.get(args.command, (None, None))
         _last_line(f"caex {args.command}: {exc}" + (f" ({action})" if action else ""))

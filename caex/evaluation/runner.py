@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,7 +170,8 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
             cae_explainer.cae.check_split(data)
         height, width = images.shape[-2:]
-        settings = {"data": data.spec, "classifier": classifier_name or type(classifier).__name__,
+        settings = {"data": data.spec, "class_names": list(data.class_names),
+                    "classifier": classifier_name or type(classifier).__name__,
                     "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                     "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
                     **metric.describe(height, width), "cae": {}}
@@ -312,8 +314,7 @@ def _resolve_explainer(source: Any, classifier: Classifier, seed: int) -> Any:
         return source
     from caex.explain.explainer import Explainer
 
-    device = classifier.device if isinstance(source, (str, os.PathLike)) else None  # a run folder: beside it
-    return Explainer(source, classifier, device=device, seed=seed)  # its code graph's subsample: the same seed
+    return Explainer(source, classifier, seed=seed)  # its code graph's subsample draws from the same seed
 
 
 #: Where an interrupted evaluation writes its finished methods when its folder holds a complete earlier set.
@@ -344,6 +345,8 @@ def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch
         atomic_write_bytes(staging / "curves.png", figure_png(_curves_figure(results), dpi=120))
         atomic_write_bytes(staging / "gallery.png", figure_png(_gallery_figure(results, images, masks, row_labels),
                                                                    dpi=120))
+    if not results.settings.get("interrupted"):  # written: it supersedes a partial set kept beside an earlier
+        shutil.rmtree(out / PARTIAL_FOLDER, ignore_errors=True)
     return out
 
 

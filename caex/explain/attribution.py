@@ -459,8 +459,8 @@ BASELINES: dict[str, type[Attributor]] = {
 
 
 def accepted_options(cls: type[Attributor]) -> set[str]:
-    """The keyword arguments an attributor's constructor takes, its base class's included."""
-    parameters = [parameter for klass in (cls, Attributor)
+    """The keyword arguments an attributor's constructor takes, its base classes' included."""
+    parameters = [parameter for klass in cls.__mro__ if issubclass(klass, Attributor) and "__init__" in vars(klass)
                   for parameter in inspect.signature(klass.__init__).parameters.values()]
     return {parameter.name for parameter in parameters
             if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)} - {"self"}

@@ -185,7 +185,7 @@ class Explainer:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ExplainError(f"{name}={value!r}: must be a whole number, at least {least}")
         classifier = require_classifier(classifier)
-        cae = as_cae(cae, device)
+        cae = as_cae(cae, device if device is not None else classifier.device)  # a run folder: beside it
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")

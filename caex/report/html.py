@@ -500,7 +500,7 @@ def explain_section(sources: ReportSources) -> Section:
     folder = sources.explain
     if section.not_given(folder, "--explain DIR", "caex explain"):
         return section
-    overlays = sorted(folder.glob("*_saliency.png")) if folder is not None else []
+    overlays = sorted(folder.glob("*_saliency.png"))
     if not overlays:
         section.missing.append(f"explanation figures ({_where(folder, '*_saliency.png')} not found)")
         return section
@@ -539,7 +539,8 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
 
 #: What the report reads of ``results.json`` (the other files' schemas are above the sections).
 RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
-                               "has_masks": bool, "n_with_mask": int, "cae": {str: str}, "interrupted": bool},
+                               "has_masks": bool, "n_with_mask": int, "cae": {str: str}, "interrupted": bool,
+                               "class_names": [str]},
                   "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
                                "aopc_per_image": [float], "aopc_per_class": {str: float},
                                **dict.fromkeys(RESULT_COLUMNS, float)}]}
@@ -604,7 +605,9 @@ def evaluation_section(sources: ReportSources) -> Section:
     if skipped:
         section.parts.append("<p>" + html.escape("; ".join(skipped)) + "</p>")
     by_class = [row for row in ran if row.get("aopc_per_class")]
-    classes = list(dict.fromkeys(name for row in by_class for name in row["aopc_per_class"]))
+    found = list(dict.fromkeys(name for row in by_class for name in row["aopc_per_class"]))
+    classes = [name for name in settings.get("class_names", []) if name in found]  # the model's order, then
+    classes += [name for name in found if name not in classes]  # (an older results.json) as the rows list them
     if len(classes) > 1:  # where a method fails on one class, which the mean over the classes hides
         section.parts.append("<h3>AOPC per class</h3>" + table_html(
             ["method", *classes], [[method_name(row["method"]), *(row["aopc_per_class"].get(name, "–")

@@ -367,7 +367,7 @@ class BBCFETrainer:
         self.gen_scheduler.step()
         self.disc_scheduler.step()
         terms = {**gen_terms, **disc_terms}
-        values = torch.stack([value.detach().float() for value in terms.values()]).tolist()  # one host sync per step
+        values = torch.stack([value.detach().float() for value in terms.values()]).tolist()  # one read, not K
         return dict(zip(terms, values)) | {"lr": lr}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -537,7 +537,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     discriminator = Discriminator(config, individual_critic=train_config.weights.individual_adversarial > 0)
     discriminator = discriminator.to(device, memory_format=layout)
     trainer = BBCFETrainer(cae, discriminator, train_set.images, labels, train_config, context, class_critic)
-    torch.manual_seed(train_config.seed + context.rank)  # per-rank dropout streams
+    seed_weights(train_config.seed + context.rank, device)  # per-rank dropout streams
     start = 0
     uses_classifier = class_critic is not None or train_config.labels == "predicted"
     critic_digest = _classifier_digest(classifier) if uses_classifier else None

@@ -75,7 +75,7 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(handle)
 
 
-#: The advisory lock file a long job holds in its output folder (kept there: removing it would race).
+#: The advisory lock file a long job holds in its output folder while it runs (see :func:`folder_lock`).
 LOCK_FILE = ".caex.lock"
 
 
@@ -126,8 +126,8 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
     would overwrite each other's checkpoints. The lock is ``flock`` on
     :data:`LOCK_FILE`, which the kernel releases when its process ends, even
     by SIGKILL, so a crash never leaves a stale lock; the file itself is removed
-    when the block ends, and so is a folder the lock created if nothing was
-    written into it. Where ``flock`` does not exist (Windows) the folder is
+    when the block ends, and so is the folder the lock created (not its parents)
+    if nothing was written into it. Where ``flock`` does not exist (Windows) the folder is
     not guarded.
     """
     try:
@@ -142,11 +142,14 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
     if not folder.is_dir() and (folder.exists() or not create):
         yield
         return
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     while True:
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below, after the lock file goes
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below, after the lock file goes
+        except FileNotFoundError:  # another job's lock just removed the folder it had made for nothing
+            continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -9,20 +9,31 @@ import numpy as np
 import torch
 
 
-def seed_weights(seed: int) -> None:
-    """Seed torch's global generator (all devices), which weight initialisation and dropout draw from; callers
-    do so inside :func:`global_rng_kept`, so the user's stream is theirs again afterwards. Every other draw in
-    caex uses a private generator, and Python's and NumPy's global states are left alone."""
-    torch.manual_seed(seed)
+def seed_weights(seed: int, device: torch.device | None = None) -> None:
+    """Seed torch's global generator on the CPU, which weight initialisation draws from (networks are built
+    there), and, given ``device``, that accelerator's, which its dropout draws from; no other device's.
+    Callers do so inside :func:`global_rng_kept`, so the user's streams are theirs again afterwards. Every other
+    draw in caex uses a private generator, and Python's and NumPy's global states are left alone."""
+    torch.default_generator.manual_seed(seed)
+    if device is not None and device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+    elif device is not None and device.type == "mps":
+        torch.mps.manual_seed(seed)
 
 
 @contextlib.contextmanager
 def global_rng_kept(device: torch.device) -> Iterator[None]:
-    """Give torch's global generator (the CPU's, and a CUDA ``device``'s) back as it was after the block: training
-    seeds it, and a notebook's next ``torch.rand`` would otherwise repeat after every run."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    """Give torch's global generators that :func:`seed_weights` may seed (the CPU's, and ``device``'s) back as
+    they were after the block: a notebook's next ``torch.rand`` would otherwise repeat after every run."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        forked = torch.random.fork_rng(devices=[index], device_type="cuda")
+    elif device.type == "mps":
+        forked = torch.random.fork_rng(devices=[0], device_type="mps")
+    else:
+        forked = torch.random.fork_rng(devices=[])
+    with forked:
         yield
 
 
