@@ -712,3 +712,15 @@ def test_the_gallery_shows_one_image_per_class_up_to_ten_and_names_each_row():
         labels = [axes.get_ylabel() for axes in figure.axes[::2]]
         assert labels == names[:rows]
     assert len(_gallery_figure(results, images, None).axes) == 2 * 6
+
+
+def test_a_cae_of_another_size_is_refused_before_the_test_images_are_classified(monkeypatch):
+    """The refusal came only after 'classifying test images', minutes on a large test split."""
+    import caex.evaluation.runner as runner
+    from caex.errors import CaexError
+    from caex.model import CAE, CAEConfig
+
+    monkeypatch.setattr(runner, "select_images", None)  # calling it would be a TypeError, not the refusal
+    cae = CAE(CAEConfig.preset("tiny", image_size=2 * SIZE, channels=1, num_classes=2), ["dark", "bright"])
+    with pytest.raises(CaexError, match=rf"{2 * SIZE}px"):
+        evaluate(cae, square_classifier(), tiny_bundle(), methods=["cae"], n_images=4)

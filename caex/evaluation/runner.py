@@ -161,14 +161,15 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         method_options = _checked_options(method_options or {})
         metric = metric or PerturbationMetric()
         localisation = localisation or LocalisationMetric()
+        # The CAE against the classifier and the data before the test images are classified (seconds to minutes)
+        cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
+        if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
+            cae_explainer.cae.check_split(data)
         indices = select_images(classifier, data, n_images, seed, verbose=verbose)
         test = data.test.subset(indices)
         images, labels = test.images, test.labels
         row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
         fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
-        cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
-        if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
-            cae_explainer.cae.check_split(data)
         height, width = images.shape[-2:]
         settings = {"data": data.spec, "class_names": list(data.class_names),
                     "classifier": classifier_name or type(classifier).__name__,
