@@ -159,6 +159,21 @@ def test_wrapping_a_module_leaves_it_on_its_device():
     assert classifier.device == torch.device("meta") and next(net.parameters()).device == torch.device("meta")
 
 
+def test_a_classifier_near_chance_is_warned_about():
+    """A resnet18 at 0.56 on two classes was saved, and accepted as a CAE's critic, without a word."""
+    import warnings
+
+    from caex.classifier.train import _warn_if_near_chance
+
+    labels = torch.tensor([0, 0, 0, 1])  # naming class 0 always scores 0.75
+    with pytest.warns(UserWarning, match=r"^resnet18: test accuracy 0.790 is near chance \(naming the commonest "
+                                         r"class scores 0.750\); it learned little in 4 epoch\(s\)"):
+        _warn_if_near_chance("resnet18", 0.79, labels, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_near_chance("resnet18", 0.81, labels, 4)
+
+
 def test_random_shift_moves_each_image_by_at_most_max_shift():
     images = torch.zeros(8, 1, 16, 16)
     images[:, :, 8, 8] = 1.0

@@ -92,15 +92,17 @@ def test_presets_and_json_round_trip() -> None:
     (dict(name="huge"), "unknown CAE preset 'huge'"),
     (dict(name="tiny", bogus=1), "unknown CAEConfig field(s): bogus"),
     (dict(name="tiny", num_classes=1), "at least 2 classes"),
-    (dict(name="tiny", image_size=30, n_down_individual=2), "image_size=30: must be divisible"),
-    (dict(name="paper", image_size=28), "too many down-samplings"),
+    (dict(name="tiny", image_size=30, n_down_individual=2), "image_size=30: must be divisible by "
+                                                            "2**n_down_individual=4 so the decoder restores the "
+                                                            "size (--size 28 or 32)"),
+    (dict(name="paper", image_size=28), "too many down-samplings for image_size=28 (--size 32 at least)"),
     (dict(name="tiny", class_pool="median"), "class_pool='median': must be 'avg' or 'max'"),
     (dict(name="tiny", n_res=0), "n_res=0: must be >= 1 (the class code reaches the decoder only through"),
     (dict(name="tiny", pad_type="foo"), "pad_type='foo': must be one of reflect, zeros, replicate"),
 ])
 def test_config_errors(kwargs: dict, message: str) -> None:
     args = dict(image_size=32, channels=1, num_classes=2) | kwargs
-    with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ModelError, match=re.escape(message)):
         CAEConfig.preset(args.pop("name"), **args)
 
 

@@ -22,6 +22,7 @@ from caex.errors import TrainingError
 from caex.utils import (autocast_context, global_rng_kept, progress, resolve_device, seed_weights, software_versions,
                         torch_generator)
 from caex.utils.device import autocast_dtype
+from caex.utils.warn import warn
 
 #: Per-architecture defaults, chosen so that ``caex train-classifier synthetic`` reaches
 #: >= 97% test accuracy in a few minutes on a 2-core CPU (see benchmarks/bench_classifier.py).
@@ -112,6 +113,16 @@ def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) ->
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
 
 
+def _warn_if_near_chance(arch: str, accuracy: float, labels: torch.Tensor, epochs: int) -> None:
+    """Warn when the network does little better than always naming the test split's commonest class: a
+    classifier at chance is nothing to explain, and as a CAE's class critic it teaches noise."""
+    majority = float(torch.bincount(labels).max()) / max(len(labels), 1)
+    if accuracy <= majority + 0.05:
+        warn(f"{arch}: test accuracy {accuracy:.3f} is near chance (naming the commonest class scores "
+             f"{majority:.3f}); it learned little in {epochs} epoch(s): train longer (epochs=, --epochs) or on "
+             "more images before explaining it")
+
+
 #: Steps between reads of the running loss (the finite check and the progress bar): each read waits for the GPU.
 READ_EVERY = 20
 
@@ -176,6 +187,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
     bar.close()
 
     test_accuracy = evaluate_accuracy(net, bundle.test, device)
+    _warn_if_near_chance(arch, test_accuracy, bundle.test.labels, epochs)
     net = net.to(memory_format=torch.contiguous_format).eval()
     recipe = {"arch": arch, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
               "precision": str(autocast_dtype(device, cpu_bf16=True)).removeprefix("torch."), "device": device.type,

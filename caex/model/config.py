@@ -87,12 +87,14 @@ class CAEConfig:
             raise ModelError(f"CAEConfig.num_classes={self.num_classes}: CAE needs at least 2 classes")
         factor = 2 ** self.n_down_individual
         if self.image_size % factor:
+            below, above = self.image_size // factor * factor, (self.image_size // factor + 1) * factor
             raise ModelError(f"CAEConfig.image_size={self.image_size}: must be divisible by "
-                             f"2**n_down_individual={factor} so the decoder restores the size")
+                             f"2**n_down_individual={factor} so the decoder restores the size (--size {below} or "
+                             f"{above})")
         for name in ("n_down_class", "disc_n_down"):
             if self.image_size // 2 ** getattr(self, name) < 2:  # padded 3x3/4x4 convs need >= 2 pixels
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)}: too many down-samplings "
-                                 f"for image_size={self.image_size}")
+                                 f"for image_size={self.image_size} (--size {2 * 2 ** getattr(self, name)} at least)")
         if self.pad_type not in PADDINGS:
             raise ModelError(f"CAEConfig.pad_type={self.pad_type!r}: must be one of {', '.join(PADDINGS)}")
         if self.class_pool not in ("avg", "max"):
