@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from caex.classifier import Classifier, TorchClassifier
+from caex.errors import CaexError
 from caex.data.types import DataBundle, ImageSet
 from caex.evaluation import evaluate
 from caex.explain.attribution import (
@@ -295,3 +296,93 @@ def test_superpixel_means_replace_each_segment_by_its_mean():
     image = torch.tensor([[[1.0, 3.0], [5.0, 7.0]]])
     segments = torch.tensor([[0, 0], [1, 1]])
     assert superpixel_means(image, segments).tolist() == [[[2.0, 2.0], [6.0, 6.0]]]
+
+
+# -- a researcher's own model ----------------------------------------------------------------
+
+
+def test_gradient_methods_and_predictions_read_a_model_ending_in_softmax_as_log_probabilities() -> None:
+    """predict_proba read such a model right, but the gradient methods (and the CAE's critic) got its raw
+    probabilities; and TorchClassifier softmaxed them a second time (0.99997 reported as 0.731)."""
+    net = tiny_net(1)
+    images = torch.rand(4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    ending_in_softmax = TorchClassifier(torch.jit.script(nn.Sequential(net, nn.Softmax(dim=1))), ["a", "b", "c"],
+                                        SIZE, 1)
+    log_softmax = TorchClassifier(nn.Sequential(net, nn.LogSoftmax(dim=1)), ["a", "b", "c"], SIZE, 1,
+                                  outputs="logits")
+    torch.testing.assert_close(ending_in_softmax.predict_proba(images), torch.softmax(net(images), 1).detach())
+    target = torch.tensor([0, 1, 2, 0])
+    ours, theirs = (make_attributor("integrated_gradients", clf).attribute(images, target)
+                    for clf in (ending_in_softmax, log_softmax))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_returning_a_dict_of_logits_works_and_a_tuple_is_named() -> None:
+    class HuggingFaceStyle(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_net(1)
+
+        def forward(self, images):
+            return {"logits": self.net(images), "hidden": None}
+
+    class Pair(HuggingFaceStyle):
+        def forward(self, images):
+            return self.net(images), None
+
+    images = torch.rand(2, 1, SIZE, SIZE)
+    model = HuggingFaceStyle()
+    classifier = TorchClassifier(model, ["a", "b", "c"], SIZE, 1)
+    torch.testing.assert_close(classifier.predict_proba(images), torch.softmax(model.net(images), 1).detach())
+    assert make_attributor("gradcam", classifier).saliency(images, 0).shape == (2, SIZE, SIZE)
+    with pytest.raises(CaexError, match=r"Pair: the model returned a tuple; caex needs a tensor of logits"):
+        TorchClassifier(Pair(), ["a", "b", "c"], SIZE, 1).predict_proba(images)
+
+
+def test_grad_cam_hooks_the_convolution_that_runs_last_not_the_one_registered_last() -> None:
+    class StemRegisteredLast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                      nn.Flatten(), nn.Linear(6, 3))
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, images):
+            return self.body(self.stem(images))
+
+    model = StemRegisteredLast()
+    attributor = make_attributor("gradcam", TorchClassifier(model, ["a", "b", "c"], SIZE, 1))
+    assert attributor._method.layer is model.body[0]
+    assert last_conv_layer(model) is model.stem  # without an example: registration order
+
+
+def test_torchscript_skips_the_methods_that_hook_layers_by_type_saying_why() -> None:
+    """FullGrad on a TorchScript model found no biases and reported |grad x input| as FullGrad."""
+    scripted = TorchClassifier(torch.jit.script(tiny_net(1)), ["a", "b", "c"], SIZE, 1)
+    for name in ("gradcam", "fullgrad"):
+        with pytest.raises(AttributionError, match=rf"^{name}: no .* \(a TorchScript module hides its layer types; "
+                                                   r"give the weights with --arch"):
+            make_attributor(name, scripted)
+    assert make_attributor("integrated_gradients", scripted).saliency(torch.rand(1, 1, SIZE, SIZE), 0).shape[0] == 1
+
+
+def test_a_model_left_in_train_mode_predicts_in_eval_mode_and_keeps_its_mode() -> None:
+    model = nn.Sequential(tiny_net(1), nn.Dropout(0.5))
+    classifier = TorchClassifier(model, ["a", "b", "c"], SIZE, 1, device="auto")
+    model.train()  # a caller fine-tuning it between calls, its batch norm frozen
+    model[0][1].eval()
+    images = torch.rand(4, 1, SIZE, SIZE)
+    torch.testing.assert_close(classifier.predict_proba(images), classifier.predict_proba(images), rtol=0, atol=0)
+    assert model.training and model[1].training and not model[0][1].training  # every module's mode kept
+
+
+def test_a_module_given_to_load_classifier_and_a_custom_state_dict_say_what_to_do(tmp_path) -> None:
+    from caex.classifier import load_classifier
+
+    with pytest.raises(CaexError, match=r"^load_classifier takes a file or folder, not the module Sequential; "
+                                        r"wrap it as caex.classifier.TorchClassifier"):
+        load_classifier(tiny_net(1))
+    torch.save(tiny_net(1).state_dict(), tmp_path / "custom.pth")
+    with pytest.raises(CaexError, match=r"state dicts load for resnet18, resnet50, smallcnn only: export another "
+                                        r"network as TorchScript or ONNX"):
+        load_classifier(tmp_path / "custom.pth", arch="smallcnn", image_size=SIZE, channels=1)

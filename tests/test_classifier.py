@@ -608,8 +608,9 @@ def test_a_bundles_own_exports_are_read_as_the_logits_they_are(saved, tmp_path):
     del info["outputs"]
     (older / "classifier.json").write_text(json.dumps(info))
     for bundle in (folder, older):
-        for name in ("classifier.torchscript.pt", "classifier.onnx"):
-            assert load_classifier(bundle / name, device="cpu")._read.kind == "logits", (bundle, name)
+        scripted = load_classifier(bundle / "classifier.torchscript.pt", device="cpu")
+        assert scripted.logits_module is scripted.module, bundle  # read as logits: nothing in between
+        assert load_classifier(bundle / "classifier.onnx", device="cpu")._read.kind == "logits", bundle
 
 
 def test_a_json_of_only_names_and_shape_describes_an_onnx_or_torchscript_model(saved, tmp_path):

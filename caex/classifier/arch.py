@@ -151,7 +151,9 @@ def infer_network_shape(arch: str, state: Mapping[str, torch.Tensor], source: st
     first_conv = "backbone.stages.0.0.weight" if arch == "smallcnn" else "backbone.conv1.weight"
     for key in (first_conv, "head.weight"):
         if key not in state:
-            raise ClassifierError(f"{source}: weights do not match architecture {arch!r} (no key {key!r})")
+            raise ClassifierError(f"{source}: weights do not match architecture {arch!r} (no key {key!r}); state "
+                                  f"dicts load for {', '.join(ARCHITECTURES)} only: export another network as "
+                                  "TorchScript or ONNX, or wrap it as a TorchClassifier in Python")
     conv = state[first_conv]
     if conv.ndim != 4 or state["head.weight"].ndim != 2:
         raise ClassifierError(f"{source}: weights do not match architecture {arch!r} "

@@ -52,6 +52,12 @@ class Classifier(abc.ABC):
         return None
 
     @property
+    def logits_module(self) -> nn.Module | None:
+        """:attr:`module` as gradient methods and the CAE's class critic call it: images to logits, whatever the
+        module itself returns (``None`` for black boxes)."""
+        return self.module
+
+    @property
     def target_layer(self) -> nn.Module | None:
         """The last convolutional layer of :attr:`module` (Grad-CAM's target), or ``None`` if unknown."""
         return None

@@ -8,11 +8,12 @@ black box. Every failure a user can cause is a one-line :class:`ClassifierError`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ class OutputReader:
         if kind not in OUTPUT_KINDS:
             raise ClassifierError(f"{source}: outputs {kind!r}: choose one of "
                                   f"{', '.join(option for option in OUTPUT_KINDS if option)}")
-        self.kind, self._source, self._warned_sigmoid = kind, source, False
+        self.kind, self.source, self._warned_sigmoid = kind, source, False
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         sums = output.sum(dim=1, keepdim=True)
@@ -79,40 +80,86 @@ class OutputReader:
     def _warn_sigmoid(self) -> None:
         if not self._warned_sigmoid:
             self._warned_sigmoid = True
-            warn(f"{self._source}: every output of a batch lies in [0, 1] without summing to 1, as per-class "
+            warn(f"{self.source}: every output of a batch lies in [0, 1] without summing to 1, as per-class "
                  "sigmoid scores do; caex reads them as logits (softmax); if they are sigmoid scores, put "
                  '"outputs": "sigmoid" in the classifier.json beside the file (load_classifier(outputs=...))')
 
 
+class LogitsOf(nn.Module):
+    """A user's module as caex reads it, for every use alike (predictions, gradient methods, the CAE's class
+    critic): data-range images to logits, whatever the module returns (a Hugging Face-style output's
+    ``"logits"``; probabilities or sigmoid scores through :class:`OutputReader`)."""
+
+    def __init__(self, module: nn.Module, reader: OutputReader) -> None:
+        super().__init__()
+        self.inner, self.reader = module, reader
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        output = self.inner(images)
+        if isinstance(output, Mapping) and "logits" in output:
+            output = output["logits"]
+        if not isinstance(output, torch.Tensor):
+            raise ClassifierError(f"{self.reader.source}: the model returned a {type(output).__name__}; caex needs "
+                                  "a tensor of logits [B, K] (wrap it in a module that returns those)")
+        return self.reader(output)
+
+
 class TorchClassifier(Classifier):
-    """A differentiable PyTorch module (our wrapper or a TorchScript file) mapping data-range images to logits;
-    a TorchScript file's outputs are read as :class:`OutputReader` says (``outputs``). The module itself is
-    used, in eval mode, on ``device`` (default: where its parameters are)."""
+    """A differentiable PyTorch module (our wrapper, a TorchScript file or the user's own) mapping data-range
+    images to logits. ``outputs`` says what it returns (:class:`OutputReader`; default: logits for caex's
+    networks, read row by row for any other). It runs in eval mode for every prediction, whatever mode the
+    caller left it in, on ``device`` (default: where its parameters are; ``"auto"`` as everywhere)."""
 
     has_gradients = True
 
     def __init__(self, module: nn.Module, class_names: list[str], image_size: int | None, channels: int | None,
-                 device: torch.device | str | None = None, batch_size: int = 256, *, outputs: str | None = "logits",
+                 device: torch.device | str | None = None, batch_size: int = 256, *, outputs: str | None = None,
                  source: str | os.PathLike = "") -> None:
         # None: where the module is, so wrapping a model never moves it (it is the caller's, used in place)
-        device = module_device(module) if device is None else device
+        device = module_device(module) if device is None else resolve_device(device)
         super().__init__(class_names, image_size, channels, device=device, batch_size=batch_size)
-        self._module = module.to(self.device).eval()
-        self._read = OutputReader(outputs, str(source) or "the model")
+        self._module = module.to(self.device)
+        if outputs is None and isinstance(module, ClassifierNet):
+            outputs = "logits"
+        reader = OutputReader(outputs, str(source) or type(module).__name__)
+        self._logits_module = module if outputs == "logits" else LogitsOf(module, reader)
 
     @property
     def module(self) -> nn.Module:
         return self._module
 
     @property
+    def logits_module(self) -> nn.Module:
+        return self._logits_module
+
+    @property
     def target_layer(self) -> nn.Module | None:
         return self._module.target_layer if isinstance(self._module, ClassifierNet) else None
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
-        return self._read(self._module(images))
+        with self._evaluating():
+            return self._logits_module(images)
 
     def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
-        return self._module.features(images) if hasattr(self._module, "features") else None
+        if not hasattr(self._module, "features"):
+            return None
+        with self._evaluating():
+            return self._module.features(images)
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode for one call, the caller's mode after it: dropout and batch statistics would make every
+        prediction a different draw, and the caller may be fine-tuning the module between calls."""
+        modes = [(module, module.training) for module in self._module.modules()]  # parents before children
+        if not any(training for _, training in modes):
+            yield
+            return
+        self._module.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:  # each as it was (a child in eval under a training parent stays so)
+                module.train(training)
 
 
 class OnnxClassifier(Classifier):
@@ -159,6 +206,9 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     or TorchScript export returns (default: the json's ``"outputs"``, else read row by row; see
     :class:`OutputReader`).
     """
+    if isinstance(path, nn.Module):  # a model in hand, not a file
+        raise ClassifierError(f"load_classifier takes a file or folder, not the module {type(path).__name__}; wrap "
+                              "it as caex.classifier.TorchClassifier(module, class_names, image_size, channels)")
     path = given = Path(path)
     if not path.exists():
         raise ClassifierError(f"{path}: no such file or folder")

@@ -87,10 +87,17 @@ class Attributor:
         if self.needs_gradients:
             classifier.module.eval()
 
+    def _example(self) -> torch.Tensor | None:
+        """A blank batch of one image of the classifier's shape, where known (to trace which layers run)."""
+        size, channels = self.classifier.image_size, self.classifier.channels
+        return None if size is None or channels is None else torch.full((1, channels, size, size), 0.5,
+                                                                          device=self.device)
+
     @property
     def module(self) -> nn.Module:
-        """The differentiable classifier (data-range images to logits); gradient methods only."""
-        return self.classifier.module
+        """The differentiable classifier (data-range images to logits, whatever the user's module returns);
+        gradient methods only."""
+        return self.classifier.logits_module
 
     def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), on the inputs' device.
@@ -161,12 +168,30 @@ class RandomAttributor(Attributor):
         return noise.to(inputs.device)
 
 
-def last_conv_layer(module: nn.Module) -> nn.Conv2d:
-    """The deepest ``Conv2d`` in registration order, Grad-CAM's usual layer."""
+#: Why a TorchScript module gives gradient methods no layers: its submodules have no Python layer types.
+SCRIPTED = ("a TorchScript module hides its layer types; give the weights with --arch (arch=), a bundle folder, "
+            "or the eager module as a TorchClassifier")
+
+
+def last_conv_layer(module: nn.Module, example: torch.Tensor | None = None) -> nn.Conv2d:
+    """The ``Conv2d`` that runs last (one forward pass of ``example`` with hooks tells), Grad-CAM's usual layer;
+    without an example, the last one registered (a stem registered after the body would pass for the deepest)."""
     convs = [layer for layer in module.modules() if isinstance(layer, nn.Conv2d)]
     if not convs:
-        raise AttributionError(f"gradcam: {type(module).__name__} has no Conv2d layer to explain")
-    return convs[-1]
+        why = SCRIPTED if isinstance(module, torch.jit.ScriptModule) or any(
+            isinstance(layer, torch.jit.ScriptModule) for layer in module.modules()) else "it has none"
+        raise AttributionError(f"gradcam: no Conv2d layer to explain in {type(module).__name__} ({why})")
+    if example is None:
+        return convs[-1]
+    ran: list[nn.Conv2d] = []
+    hooks = [layer.register_forward_hook(lambda layer, _input, _output: ran.append(layer)) for layer in convs]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ran[-1] if ran else convs[-1]
 
 
 class GradCamAttributor(Attributor):
@@ -185,7 +210,9 @@ class GradCamAttributor(Attributor):
 
         if layer is None:
             layer = getattr(classifier, "target_layer", None)  # a Sequential stage may be empty-falsy: test None
-        self._method = LayerGradCam(self.module, layer if layer is not None else last_conv_layer(self.module))
+        if layer is None:
+            layer = last_conv_layer(self.module, self._example())
+        self._method = LayerGradCam(self.module, layer)
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._method.attribute(inputs, target=target, relu_attributions=True)
@@ -216,6 +243,10 @@ class FullGradAttributor(Attributor):
         super().__init__(classifier, **kwargs)
         self._biased = [(layer, bias) for layer in self.module.modules()
                         if (bias := _bias_of(layer)) is not None]
+        if not self._biased:  # what remains would be |input-grad x input|, reported as FullGrad
+            scripted = any(isinstance(layer, torch.jit.ScriptModule) for layer in self.module.modules())
+            raise AttributionError(f"fullgrad: no convolution or batch norm with a bias in "
+                                   f"{type(classifier.module).__name__} ({SCRIPTED if scripted else 'it has none'})")
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # (bias, output) per layer call, in order

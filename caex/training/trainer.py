@@ -861,7 +861,7 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
     if classifier.module is None:
         raise TrainingError("dc='classifier' needs a differentiable classifier (PyTorch/TorchScript), "
                             "this one is a black box; use dc='discriminator' (--dc discriminator)")
-    module = classifier.module
+    module = classifier.logits_module  # logits, whatever the user's module returns
     if not _on_device(module, device):  # a copy: moving the user's module would break classifier.predict
         module = copy.deepcopy(module).to(device)
     module = module.eval()
