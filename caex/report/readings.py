@@ -31,8 +31,14 @@ def percent(value: float) -> float:
 def share(value: float) -> str:
     """0.913 -> '91%' (one decimal below 10% so small shares stay visible, and above 99% so an
     imperfect share never reads as 100%)."""
-    one_decimal = abs(100 * value) < 10 or 99 < 100 * value < 100
-    return f"{percent(value):.1f}%" if one_decimal else f"{percent(value):.0f}%"
+    return shares(value)[0]
+
+
+def shares(*values: float) -> list[str]:
+    """:func:`share` for figures read side by side, all at one precision: '99.3% (lowest: 97.6%)', never
+    '99.3% (lowest: 98%)'."""
+    one_decimal = any(abs(100 * value) < 10 or 99 < 100 * value < 100 for value in values)
+    return [f"{percent(value):.1f}%" if one_decimal else f"{percent(value):.0f}%" for value in values]
 
 
 def is_variant_of(key: str, name: str) -> bool:
@@ -166,13 +172,24 @@ def read_time(milliseconds: Mapping[str, float], *, subject: str | None = None) 
         return (f"{fastest} is quickest ({_milliseconds(fastest_ms)} per map), "
                 f"{slowest} slowest ({_milliseconds(slowest_ms)}).")
     sentence = f"{subject} takes {_milliseconds(times[subject])} per saliency map"
+    explainers = [(name, ms) for name, ms in ranked if not is_variant_of(name, RANDOM)]  # random explains nothing
+    quickest, quickest_ms = explainers[0] if explainers else ranked[0]
+    if quickest != subject:
+        sentence += f", {_times(times[subject] / max(quickest_ms, 1e-9))} the quickest method ({quickest}, " \
+                    f"{_milliseconds(quickest_ms)})"
     if slowest != subject:
-        factor = slowest_ms / max(times[subject], 1e-9)
-        sentence += (f", {factor:.1f}x" if factor < 10 else f", {factor:,.0f}x") + \
-            f" faster than the slowest method ({slowest}, {_milliseconds(slowest_ms)})"
-    if fastest != subject:
-        sentence += f"; {fastest} is quickest at {_milliseconds(fastest_ms)}"
+        sentence += f"{' and' if quickest != subject else ','} {_times(slowest_ms / max(times[subject], 1e-9))} " \
+                    f"faster than the slowest ({slowest}, {_milliseconds(slowest_ms)})"
     return sentence + "."
+
+
+def _listed(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _times(factor: float) -> str:
+    return f"{factor:.1f}x" if factor < 10 else f"{factor:,.0f}x"
 
 
 def read_swap(success: Sequence[Sequence[float]], class_names: Sequence[str], overall: float | None = None) -> str:
@@ -184,11 +201,15 @@ def read_swap(success: Sequence[Sequence[float]], class_names: Sequence[str], ov
         return "No class swaps were measured."
     if overall is None or not finite(overall):
         overall = sum(value for value, _ in cells) / len(cells)
-    weakest = min(cells)
+    lowest = min(value for value, _ in cells)
+    weakest = [name for value, name in cells if value == lowest]  # ties all named: "→ normal" from every class
+    overall_text, lowest_text = shares(overall, lowest)
     sentence = (f"Giving an image another class's code makes the classifier predict that class in "
-                f"{share(overall)} of test pairs")
+                f"{overall_text} of test pairs")
     if len(cells) > 1:
-        sentence += f" (weakest direction: {weakest[1]}, {share(weakest[0])})"
+        label = "weakest direction" if len(weakest) == 1 else "weakest directions"
+        each = "" if len(weakest) == 1 else " each"
+        sentence += f" ({label}: {_listed(weakest)}, {lowest_text}{each})"
     return sentence + "."
 
 
@@ -215,9 +236,10 @@ def read_smoothness(smote: Mapping[str, float], monotone: float | None = None) -
     parts = []
     if ranked:
         mean = sum(v for _, v in ranked) / len(ranked)
-        part = f"decoded mixtures of same-class codes keep their class {share(mean)} of the time"
+        mean_text, lowest_text = shares(mean, ranked[0][1])
+        part = f"decoded mixtures of same-class codes keep their class {mean_text} of the time"
         if len(ranked) > 1:
-            part += f" (lowest: {ranked[0][0]}, {share(ranked[0][1])})"
+            part += f" (lowest: {ranked[0][0]}, {lowest_text})"
         parts.append(part)
     if monotone is not None and finite(monotone):
         parts.append(f"along {share(monotone)} of straight paths between classes the target probability "
