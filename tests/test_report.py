@@ -532,3 +532,19 @@ def test_aopc_per_class_is_tabled_where_the_images_span_several_classes(tmp_path
         row["aopc_per_class"] = {"normal": 0.1}  # the images of one class: no table
     (run / "evaluate/results.json").write_text(json.dumps(results))
     assert "AOPC per class" not in build_report(run).read_text(encoding="utf-8")
+
+
+def test_the_page_reads_on_a_phone_and_in_print_and_points_to_the_interactive_map(tmp_path):
+    """Browser audit: a data spec widened a phone's page past the screen; strips shrank their frame labels to
+    ~5 px; no print rules; the interactive map and a UMAP figure were never mentioned; '8-number' was fixed."""
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "manifold/summary.json").read_text())
+    (run / "manifold/summary.json").write_text(json.dumps({**summary, "code_dim": 16}))
+    _png(run / "manifold/map_umap.png")
+    (run / "manifold/maps.html").write_text("<html></html>")
+    text = build_report(run).read_text(encoding="utf-8")
+    assert "header h1, header p, p.reading" in text and "overflow-wrap: anywhere" in text and "@media print" in text
+    assert '<div class="strip-scroll"><img class="strip"' in text
+    manifold = text.split('<section id="manifold"')[1].split("</section>")[0]
+    assert "Every image&#x27;s 16-number class code" in manifold and "class codes, UMAP" in manifold
+    assert f"{run / 'manifold' / 'maps.html'} (opens offline)" in manifold

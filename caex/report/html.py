@@ -300,7 +300,7 @@ DATASET_SCHEMA = {"spec": str, "class_names": [str], "image_size": int,
 CLASSIFIER_SCHEMA = {"arch": str, "class_names": [str], "image_size": int, "channels": int, "test_accuracy": float}
 TRAINING_SCHEMA = {"iters": int, "seconds": float, "images_per_second": float, "recon_l1": float}
 MANIFOLD_SCHEMA = {
-    "class_names": [str], "data": str,
+    "class_names": [str], "data": str, "code_dim": int,
     "counts": {"train_per_class": [int], "test_per_class": [int]},
     "separability": {str: {"mean": float, "std": float, "dims": int, "folds": int, "skipped": bool}},
     "swap": {"matrix": [[(float, None)]], "mean": float},  # null: the diagonal and unmeasured pairs
@@ -333,8 +333,9 @@ def overview_section(sources: ReportSources) -> Section:
             for name, marker in stages if marker]
     if rows:
         section.parts.append(table_html(["stage", "status", "seconds"], rows))
-    if not section.parts:
-        section.missing.append("no headline figures found")
+    if not section.parts:  # a CAE run folder alone: say what brings the headline figures
+        section.missing.append("no headline figures found: they come from --classifier CLF, --manifold DIR and "
+                               "--evaluate DIR")
     return section
 
 
@@ -397,7 +398,9 @@ def training_section(sources: ReportSources) -> Section:
     if curves is None:
         section.missing.append(f"training curves ({_where(sources.cae, 'log.jsonl')} not found or empty)")
     else:
-        section.parts.append(figure_html(curves, "loss terms against iteration (bold: moving average)"))
+        section.parts.append(figure_html(curves, "loss terms against iteration (bold: moving average), and the "
+                                                 "class codes' separation where it was measured (code_accuracy, "
+                                                 "code_gap)"))
     run = None if sources.cae is None else _read_json(sources.cae / "summary.json", TRAINING_SCHEMA)
     if run:
         speed = run.get("images_per_second")
@@ -431,19 +434,28 @@ def _swap_overall(summary: dict[str, Any]) -> float | None:
 
 
 def manifold_section(sources: ReportSources) -> Section:
+    summary = None if sources.manifold is None else _read_json(sources.manifold / "summary.json", MANIFOLD_SCHEMA)
+    dims = (summary or {}).get("code_dim")
     section = Section("manifold", "The class-code manifold",
-                      "Every image's 8-number class code, projected to 2-D (train and test side by side), and "
-                      "what the codes allow: separating the classes, swapping them, moving smoothly between them.")
+                      f"Every image's {f'{dims}-number ' if dims else ''}class code, projected to 2-D (train and "
+                      "test side by side), and what the codes allow: separating the classes, swapping them, "
+                      "moving smoothly between them.")
     if section.not_given(sources.manifold, "--manifold DIR", "caex manifold"):
         return section
     section.figure(sources.manifold, "map_pca.png", "class codes, PCA")
     section.figure(sources.manifold, "map_tsne.png", "class codes, t-SNE")
+    if (sources.manifold / "map_umap.png").is_file():  # only where umap is installed
+        section.figure(sources.manifold, "map_umap.png", "class codes, UMAP")
+    if (sources.manifold / "maps.html").is_file():  # its own page: the report stays one self-contained file
+        section.parts.append(f"<p>The same maps to explore, each point named on hover: "
+                             f"{html.escape(str(sources.manifold / 'maps.html'))} (opens offline).</p>")
     section.figure(sources.manifold, "paths.png",
                    "straight paths between classes (as in the paper's Fig. 11): numbers are the classifier's "
                    "probability of the target class")
-    summary = _json_or_missing(section, sources.manifold, "summary.json", "manifold tables", MANIFOLD_SCHEMA)
     if summary:
         _manifold_tables(section, summary)
+    else:
+        section.missing.append(f"manifold tables ({sources.manifold / 'summary.json'} not found or unreadable)")
     return section
 
 
@@ -512,8 +524,9 @@ def explain_section(sources: ReportSources) -> Section:
         title = titles.get(stem) or stem.replace("_", " ")
         pictures = [(overlay, "map", "saliency map")]
         pictures += [(path, "strip", "counterfactual path") for path in [folder / f"{stem}_path.png"] if path.is_file()]
-        images = "".join(f'<img class="{kind}" src="{png_data_uri(path.read_bytes())}" '
-                         f'alt="{html.escape(f"{what}: {title}")}">' for path, kind, what in pictures)
+        images = "".join(('<div class="strip-scroll">{}</div>' if kind == "strip" else "{}").format(
+                             f'<img class="{kind}" src="{png_data_uri(path.read_bytes())}" '
+                             f'alt="{html.escape(f"{what}: {title}")}">') for path, kind, what in pictures)
         # the caption first, in the example's own box: it read as the caption of the next example's map
         section.parts.append(f'<figure class="example"><figcaption>{html.escape(title)}</figcaption>{images}</figure>')
     if len(overlays) > MAX_EXAMPLES:

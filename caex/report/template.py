@@ -34,7 +34,6 @@ figure img.enlarge { width: min(100%, 560px); image-rendering: pixelated; }
 figure.example { display: flex; flex-direction: column; align-items: center; gap: 8px;
                  border-top: 1px solid var(--rule); padding-top: 12px; }
 figure.example img.map { width: min(100%, 220px); image-rendering: pixelated; }
-figure.example img.strip { width: 100%; }
 figure.example figcaption { color: var(--ink); font-weight: 600; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 table { border-collapse: collapse; margin: 10px 0 4px; font-size: 14px; font-variant-numeric: tabular-nums; }
@@ -50,6 +49,23 @@ tr.highlight td { font-weight: 600; }
 .kpi b { display: block; font-size: 22px; font-weight: 600; }
 .kpi span { color: var(--muted); font-size: 13px; }
 footer { color: var(--muted); font-size: 13px; text-align: center; padding: 10px; }
+/* a data spec or path has no spaces to break at: it widened a phone's page past the screen */
+header h1, header p, p.reading, p.lead, figcaption, .missing li { overflow-wrap: anywhere; }
+/* a counterfactual strip at its own size, scrolled sideways: shrunk to the page its frame labels were ~5 px */
+.strip-scroll { max-width: 100%; overflow-x: auto; }
+.strip-scroll img.strip { width: auto; max-width: none; height: auto; }
+@media print {
+  body { background: #fff; }
+  header { background: none; color: var(--ink); padding: 0 0 8px; border-bottom: 2px solid var(--accent); }
+  header p { opacity: 1; }
+  nav { display: none; }
+  main { max-width: none; padding: 0; }
+  section { border: none; padding: 0; }
+  figure, table, p.reading, .kpis { break-inside: avoid; }
+  h2, h3, figure.example figcaption { break-after: avoid; }
+  .strip-scroll { overflow: visible; }
+  .strip-scroll img.strip { width: 100%; }
+}
 """
 
 PAGE = """<!DOCTYPE html>
