@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from caex.classifier import Classifier, TorchClassifier
-from caex.errors import CaexError
 from caex.data.types import DataBundle, ImageSet
+from caex.errors import CaexError
 from caex.evaluation import evaluate
 from caex.explain.attribution import (
     BASELINES,
@@ -374,6 +374,21 @@ def test_a_model_left_in_train_mode_predicts_in_eval_mode_and_keeps_its_mode() -
     images = torch.rand(4, 1, SIZE, SIZE)
     torch.testing.assert_close(classifier.predict_proba(images), classifier.predict_proba(images), rtol=0, atol=0)
     assert model.training and model[1].training and not model[0][1].training  # every module's mode kept
+    for name in ("gradcam", "fullgrad", "integrated_gradients"):  # they switched the model to eval for good
+        maps = make_attributor(name, classifier).saliency(images, 0)
+        torch.testing.assert_close(maps, make_attributor(name, classifier).saliency(images, 0), rtol=0, atol=0)
+        assert model.training and model[1].training and not model[0][1].training, name
+
+
+def test_a_frozen_torchscript_model_predicts(tmp_path) -> None:
+    """torch.jit.freeze leaves modules without a training attribute: every prediction was an AttributeError."""
+    from caex.classifier import load_classifier
+
+    net = tiny_net(1)
+    torch.jit.save(torch.jit.freeze(torch.jit.script(net)), str(tmp_path / "frozen.pt"))
+    frozen = load_classifier(tmp_path / "frozen.pt", class_names=["a", "b", "c"], image_size=SIZE, channels=1)
+    images = torch.rand(2, 1, SIZE, SIZE)
+    torch.testing.assert_close(frozen.predict_proba(images), torch.softmax(net(images), 1).detach())
 
 
 def test_a_module_given_to_load_classifier_and_a_custom_state_dict_say_what_to_do(tmp_path) -> None:

@@ -739,6 +739,20 @@ def test_a_notebook_call_keeps_its_random_stream_and_may_come_from_inside_no_gra
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
+def test_a_critic_whose_outputs_are_read_as_logits_is_another_critic_for_a_resume() -> None:
+    """Runs begun before a softmax-ending critic's outputs were read as log-probabilities trained against its raw
+    probabilities: resuming one with the corrected reading would change its loss unnoticed."""
+    from caex.classifier import TorchClassifier
+    from caex.training.trainer import _classifier_digest
+
+    net = _MeanBrightness().module
+    as_logits = TorchClassifier(net, ["dark", "bright"], 16, 1, outputs="logits")
+    read = TorchClassifier(net, ["dark", "bright"], 16, 1, outputs="probabilities")
+    assert _classifier_digest(as_logits) != _classifier_digest(read)
+    assert _classifier_digest(as_logits) == _classifier_digest(TorchClassifier(net, ["dark", "bright"], 16, 1,
+                                                                               outputs="logits"))
+
+
 def test_a_bare_module_as_classifier_and_unknown_config_fields_are_named() -> None:
     with pytest.raises(CaexError, match=r"expected a caex Classifier, got the torch module Sequential; wrap it as "
                                         r"caex.classifier.TorchClassifier"):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -50,6 +51,12 @@ class Classifier(abc.ABC):
     def module(self) -> nn.Module | None:
         """An ``nn.Module`` mapping data-range images to logits, or ``None`` for black boxes."""
         return None
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """:attr:`module` in eval mode for the block and as the caller left it afterwards (nothing to do for a
+        black box): every prediction and every gradient map is the model's inference, never a dropout draw."""
+        yield
 
     @property
     def logits_module(self) -> nn.Module | None:

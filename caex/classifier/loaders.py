@@ -82,7 +82,8 @@ class OutputReader:
             self._warned_sigmoid = True
             warn(f"{self.source}: every output of a batch lies in [0, 1] without summing to 1, as per-class "
                  "sigmoid scores do; caex reads them as logits (softmax); if they are sigmoid scores, put "
-                 '"outputs": "sigmoid" in the classifier.json beside the file (load_classifier(outputs=...))')
+                 '"outputs": "sigmoid" in the classifier.json beside the file (load_classifier(outputs=...), '
+                 'TorchClassifier(outputs=...))')
 
 
 class LogitsOf(nn.Module):
@@ -137,20 +138,21 @@ class TorchClassifier(Classifier):
         return self._module.target_layer if isinstance(self._module, ClassifierNet) else None
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
-        with self._evaluating():
+        with self.evaluating():
             return self._logits_module(images)
 
     def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
         if not hasattr(self._module, "features"):
             return None
-        with self._evaluating():
+        with self.evaluating():
             return self._module.features(images)
 
     @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        """Eval mode for one call, the caller's mode after it: dropout and batch statistics would make every
-        prediction a different draw, and the caller may be fine-tuning the module between calls."""
-        modes = [(module, module.training) for module in self._module.modules()]  # parents before children
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode for the block, each submodule's own mode after it: dropout and batch statistics would make
+        every prediction a different draw, and the caller may be fine-tuning the module between calls. A frozen
+        TorchScript module has no modes at all."""
+        modes = [(module, getattr(module, "training", False)) for module in self._module.modules()]  # parents first
         if not any(training for _, training in modes):
             yield
             return

@@ -116,7 +116,9 @@ def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) ->
 def _warn_if_near_chance(arch: str, accuracy: float, labels: torch.Tensor, epochs: int) -> None:
     """Warn when the network does little better than always naming the test split's commonest class: a
     classifier at chance is nothing to explain, and as a CAE's class critic it teaches noise."""
-    majority = float(torch.bincount(labels).max()) / max(len(labels), 1)
+    if not len(labels):  # nothing tested, nothing to compare
+        return
+    majority = float(torch.bincount(labels).max()) / len(labels)
     if accuracy <= majority + 0.05:
         warn(f"{arch}: test accuracy {accuracy:.3f} is near chance (naming the commonest class scores "
              f"{majority:.3f}); it learned little in {epochs} epoch(s): train longer (epochs=, --epochs) or on "

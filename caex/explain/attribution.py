@@ -84,8 +84,6 @@ class Attributor:
         # One stream per attributor, advanced across calls: batches get fresh draws, and a new
         # attributor with the same seed replays the same maps for the same calls.
         self.generator = torch_generator(seed)
-        if self.needs_gradients:
-            classifier.module.eval()
 
     def _example(self) -> torch.Tensor | None:
         """A blank batch of one image of the classifier's shape, where known (to trace which layers run)."""
@@ -106,7 +104,8 @@ class Attributor:
         path heads instead), one index or name per image (``[B]`` tensor, list or array), or one for all.
         """
         chunks = []
-        with torch.inference_mode(False):  # gradient methods need autograd, which a caller's inference_mode bars
+        # gradient methods need autograd, which a caller's inference_mode bars; and the model's inference mode
+        with torch.inference_mode(False), self.classifier.evaluating():
             target = self._targets(inputs, target)
             for start in range(0, len(inputs), self.batch_size):
                 batch = inputs[start:start + self.batch_size].to(self.device, torch.float32)
@@ -186,7 +185,7 @@ def last_conv_layer(module: nn.Module, example: torch.Tensor | None = None) -> n
     ran: list[nn.Conv2d] = []
     hooks = [layer.register_forward_hook(lambda layer, _input, _output: ran.append(layer)) for layer in convs]
     try:
-        with torch.no_grad():
+        with torch.no_grad():  # the caller runs it in eval mode: batch statistics stay as they are
             module(example)
     finally:
         for hook in hooks:
@@ -198,7 +197,8 @@ class GradCamAttributor(Attributor):
     """Grad-CAM (Captum ``LayerGradCam``), ReLU'd; upsampled by the base.
 
     The layer is, in order: ``layer=``, the classifier's own ``target_layer``
-    (its last convolutional stage), or the last ``Conv2d`` of the module.
+    (its last convolutional stage), or the ``Conv2d`` that runs last (one forward
+    pass of a blank image, in eval mode, tells).
     """
 
     name = "gradcam"
@@ -211,7 +211,8 @@ class GradCamAttributor(Attributor):
         if layer is None:
             layer = getattr(classifier, "target_layer", None)  # a Sequential stage may be empty-falsy: test None
         if layer is None:
-            layer = last_conv_layer(self.module, self._example())
+            with classifier.evaluating():
+                layer = last_conv_layer(self.module, self._example())
         self._method = LayerGradCam(self.module, layer)
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

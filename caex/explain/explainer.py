@@ -166,7 +166,8 @@ class Explainer:
             ``train_codes``/``train_labels``/``centroids`` are set (loaded bundles have them).
         classifier: the black box; only ``predict_proba`` is used.
         batch_size: images per decoder/classifier call.
-        device: where the CAE runs (default: where its parameters are).
+        device: where the CAE runs (default: where its parameters are; a run folder loads as
+            :func:`caex.model.cae.as_cae` says, beside a differentiable classifier).
         knn: neighbours per node of the guided path's code graph.
         seed: drives the subsample of stored codes when there are more than ``max_graph_nodes``.
         candidates: guided paths decode the ``candidates`` nearest-by-graph target-class codes
@@ -185,7 +186,7 @@ class Explainer:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ExplainError(f"{name}={value!r}: must be a whole number, at least {least}")
         classifier = require_classifier(classifier)
-        cae = as_cae(cae, device if device is not None else classifier.device)  # a run folder: beside it
+        cae = as_cae(cae, device, classifier=classifier)
         if classifier.num_classes != len(cae.class_names):
             raise ExplainError(f"the classifier has {classifier.num_classes} classes but the CAE was "
                                f"trained on {len(cae.class_names)} ({', '.join(cae.class_names)})")

@@ -114,7 +114,7 @@ def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data:
     Everything random is drawn from ``seed``; the summary is also written to
     ``out_dir/summary.json``.
     """
-    cae = as_cae(cae, getattr(classifier, "device", None))
+    cae = as_cae(cae, classifier=classifier)
     check_inputs(cae, classifier, data)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

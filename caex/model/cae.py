@@ -247,12 +247,17 @@ class CAE(nn.Module):
             raise ModelError(f"{source or 'state dict'}: weights do not match the CAE config ({first})") from None
 
 
-def as_cae(cae: CAE | str | os.PathLike, device: str | torch.device | None = None) -> CAE:
-    """``cae`` itself, or the CAE of a run folder (loaded onto ``device``, ``None``: ``"auto"``): every stage
-    that takes a CAE takes its run folder too, as :func:`caex.evaluation.evaluate` always did."""
-    if isinstance(cae, (str, os.PathLike)):
-        return CAE.load(cae, device="auto" if device is None else device)
-    return cae
+def as_cae(cae: CAE | str | os.PathLike, device: str | torch.device | None = None, *,
+           classifier: object = None) -> CAE:
+    """``cae`` itself, or the CAE of a run folder: every stage that takes a CAE takes its run folder too, as
+    :func:`caex.evaluation.evaluate` always did. A run folder loads onto ``device``, else beside a
+    differentiable ``classifier``, else onto ``"auto"`` (an ONNX classifier runs on the CPU, but the CAE need
+    not)."""
+    if not isinstance(cae, (str, os.PathLike)):
+        return cae
+    if device is None:
+        device = classifier.device if getattr(classifier, "module", None) is not None else "auto"
+    return CAE.load(cae, device=device)
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

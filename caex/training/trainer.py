@@ -742,6 +742,8 @@ def _classifier_digest(classifier: Classifier | None) -> str | None:
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(_raw_bytes(tensor))
+    if getattr(classifier, "logits_module", module) is not module:  # its outputs read as logits in between: a
+        digest.update(b"read as logits")  # run begun when they were not (softmax outputs raw) is another critic
     return digest.hexdigest()[:16]
 
 
