@@ -423,7 +423,7 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
             raise ClassifierError(f"{path}: weights do not match architecture {arch!r} ({problem} key "
                                   f"{keys[0]!r}{more})")
     net.load_state_dict(state)
-    return net
+    return net.eval()  # built here, not the caller's: inference mode from the start
 
 
 def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, image_size: int | None,
