@@ -401,3 +401,20 @@ def test_a_module_given_to_load_classifier_and_a_custom_state_dict_say_what_to_d
     with pytest.raises(CaexError, match=r"state dicts load for resnet18, resnet50, smallcnn only: export another "
                                         r"network as TorchScript or ONNX"):
         load_classifier(tmp_path / "custom.pth", arch="smallcnn", image_size=SIZE, channels=1)
+
+
+def test_a_features_trunk_of_feature_maps_is_not_taken_for_feature_vectors() -> None:
+    """torchvision's VGG names its convolutional trunk `features`: its [B, C, h, w] maps passed for the
+    penultimate features the manifold analysis compares the codes with."""
+    class VggLike(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+            self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+        def forward(self, images):
+            return self.classifier(self.features(images))
+
+    classifier = TorchClassifier(VggLike(), ["a", "b", "c"], SIZE, 1)
+    assert classifier.features(torch.rand(2, 1, SIZE, SIZE)) is None
+    assert tiny_classifier(1).features(torch.rand(2, 1, SIZE, SIZE)) is None  # no features at all

@@ -145,7 +145,10 @@ class TorchClassifier(Classifier):
         if not hasattr(self._module, "features"):
             return None
         with self.evaluating():
-            return self._module.features(images)
+            features = self._module.features(images)
+        # caex's networks (and their exports) give [b, F]; torchvision's VGG or DenseNet name their convolutional
+        # trunk "features", whose maps are no feature vectors
+        return features if isinstance(features, torch.Tensor) and features.ndim == 2 else None
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
