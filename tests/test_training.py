@@ -345,10 +345,10 @@ def test_runs_without_the_critic_log_no_critic_terms_and_resume_old_checkpoints(
     resolved = dataclasses.replace(train_config, hflip=False, dc="discriminator")  # as train_cae resolves them
     trainer = BBCFETrainer(CAE(config), Discriminator(config), data.images, data.labels, resolved,
                            init_distributed("cpu"))
-    trainer._check_same_trajectory(checkpoint.meta["train_config"])  # no error
+    trainer._check_same_trajectory(checkpoint.meta["train_config"], checkpoint.source)  # no error
     checkpoint.meta["train_config"]["weights"]["individual_adversarial"] = 1.0
     with pytest.raises(TrainingError, match="the run was trained with weights="):
-        trainer._check_same_trajectory(checkpoint.meta["train_config"])
+        trainer._check_same_trajectory(checkpoint.meta["train_config"], checkpoint.source)
 
 
 def test_code_separation_known_values() -> None:
@@ -851,7 +851,7 @@ def test_resume_with_another_classifier_as_critic_is_refused(tmp_path) -> None:
     with torch.no_grad():
         other.module[1].bias.add_(1.0)
     longer = dataclasses.replace(train_config, iters=3)
-    with pytest.raises(TrainingError, match="the run began with another classifier"):
+    with pytest.raises(TrainingError, match=r"run/checkpoint\.safetensors: the run began with another classifier"):
         train_cae(data, config, longer, tmp_path / "run", resume=True, classifier=other)
     train_cae(data, config, longer, tmp_path / "run", resume=True, classifier=_MeanBrightness())
 

@@ -35,6 +35,7 @@ class Checkpoint:
     iteration: int
     meta: dict[str, Any] = field(default_factory=dict)  # JSON: configs, class names, ...
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    source: str = "checkpoint"  # the file it was read from, for messages that refuse a resume
 
     def module_state(self, prefix: str) -> dict[str, torch.Tensor]:
         start = f"{prefix}."
@@ -102,7 +103,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if header.get("format") != FORMAT:
         raise TrainingError(f"{path}: not a caex checkpoint")
-    return Checkpoint(iteration=int(header.pop("iteration")), meta=header, tensors=tensors)
+    return Checkpoint(iteration=int(header.pop("iteration")), meta=header, tensors=tensors, source=str(path))
 
 
 def restore_optimizer(checkpoint: Checkpoint, name: str, optimizer: Optimizer) -> None:

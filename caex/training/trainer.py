@@ -399,7 +399,7 @@ class BBCFETrainer:
                                 f"{iteration + 1}; stopped (a checkpoint written before it is kept; the "
                                 "first comes after ckpt_every iterations)")
 
-    def _check_same_trajectory(self, saved: dict[str, Any]) -> None:
+    def _check_same_trajectory(self, saved: dict[str, Any], source: str) -> None:
         """Refuse to resume with settings that would make the continued run differ from an uninterrupted one."""
         current = json.loads(json.dumps(self.config.to_dict()))  # the JSON form the checkpoint holds
         if isinstance(saved.get("weights"), dict):  # weights added since the run began keep their defaults
@@ -407,7 +407,7 @@ class BBCFETrainer:
         changed = _changed_settings(saved, current, TRAJECTORY_FIELDS)
         if changed:
             was, now = changed
-            raise TrainingError(f"{CHECKPOINT_FILE}: the run was trained with {was} (now {now}); resume with "
+            raise TrainingError(f"{source}: the run was trained with {was} (now {now}); resume with "
                                 "the run's settings (only iters, time_limit, device and the log/sample/"
                                 "checkpoint intervals may change)")
 
@@ -427,15 +427,15 @@ class BBCFETrainer:
                             rng_states=rng_states, meta=meta)
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        self.cae.load_state_dict(checkpoint.module_state("cae"), source=CHECKPOINT_FILE)
+        self.cae.load_state_dict(checkpoint.module_state("cae"), source=checkpoint.source)
         self.discriminator.load_state_dict(checkpoint.module_state("disc"))
         average = checkpoint.module_state("cae_average")
         if bool(average) != (self.average is not None):
-            raise TrainingError(f"{CHECKPOINT_FILE}: saved {'with' if average else 'without'} a moving average of "
+            raise TrainingError(f"{checkpoint.source}: saved {'with' if average else 'without'} a moving average of "
                                 f"the weights; resume with the run's ema setting")
         if self.average is not None:
             self.average.load_state_dict(average)
-        self._check_same_trajectory(checkpoint.meta.get("train_config") or {})
+        self._check_same_trajectory(checkpoint.meta.get("train_config") or {}, checkpoint.source)
         if self.forward_module.code_probe is not None:
             self.forward_module.code_probe.load_state_dict(checkpoint.module_state("code_probe"))
         restore_optimizer(checkpoint, "opt_gen", self.gen_optimizer)
@@ -446,7 +446,7 @@ class BBCFETrainer:
         ranks = checkpoint.meta.get("ranks")
         if ranks not in (None, self.context.world_size) and self.context.is_main:
             # Allowed (a cluster may give fewer GPUs after preemption), but each rank's share of the pairs moves.
-            warn(f"{CHECKPOINT_FILE}: the run was trained on {ranks} process(es), it resumes on "
+            warn(f"{checkpoint.source}: the run was trained on {ranks} process(es), it resumes on "
                  f"{self.context.world_size}: it continues, but not as an uninterrupted run would")
 
 
@@ -727,7 +727,7 @@ def _check_same_data(checkpoint: Checkpoint, record: dict[str, Any]) -> None:
     run; checkpoints older than the record are resumed unchecked."""
     saved = checkpoint.meta.get("data")
     if isinstance(saved, dict) and saved.get("digest") not in (None, record["digest"]):
-        raise TrainingError(f"{CHECKPOINT_FILE}: the run began on other training images ({saved.get('spec')}, split "
+        raise TrainingError(f"{checkpoint.source}: the run began on other training images ({saved.get('spec')}, split "
                             f"seed {saved.get('seed')}; now {record['spec']}, split seed {record['seed']}); resume "
                             "with the run's DATA and --split-seed")
 
@@ -755,7 +755,7 @@ def _raw_bytes(tensor: torch.Tensor) -> memoryview:
 def _check_same_classifier(checkpoint: Checkpoint, digest: str | None) -> None:
     saved = checkpoint.meta.get("classifier_digest")
     if saved is not None and digest is not None and saved != digest:
-        raise TrainingError(f"{CHECKPOINT_FILE}: the run began with another classifier (other weights); resume "
+        raise TrainingError(f"{checkpoint.source}: the run began with another classifier (other weights); resume "
                             "with the --classifier it was trained with")
 
 
@@ -780,7 +780,7 @@ def _checkpoint_config(checkpoint: Checkpoint, asked: CAEConfig | None) -> CAECo
     changed = None if asked is None else _changed_settings(fields, asked.to_dict(), fields)
     if changed:
         was, now = changed
-        raise TrainingError(f"{CHECKPOINT_FILE}: the run's networks have {was} (asked for {now}); resume "
+        raise TrainingError(f"{checkpoint.source}: the run's networks have {was} (asked for {now}); resume "
                             "without a network config (the CLI: without --preset and --model)")
     return saved
 
