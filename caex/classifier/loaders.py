@@ -63,13 +63,13 @@ class OutputReader:
         self.kind, self.source, self._warned_sigmoid = kind, source, False
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if self.kind == "logits":
+            return output
+        if self.kind == "probabilities":
+            return output.clamp_min(1e-12).log()
         sums = output.sum(dim=1, keepdim=True)
         if self.kind == "sigmoid":
             return (output / sums.clamp_min(1e-12)).clamp_min(1e-12).log()  # softmax(log p) == p
-        if self.kind == "probabilities":
-            return output.clamp_min(1e-12).log()
-        if self.kind == "logits":
-            return output
         with torch.no_grad():
             in_unit = ((output >= 0) & (output <= 1)).all(dim=1, keepdim=True)
             probability_rows = in_unit & ((sums - 1).abs() <= 1e-4)

@@ -101,8 +101,8 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
     lies inside the DATA folder ``data``, before any work, so no finished result is lost to it."""
     from caex.errors import CaexError
 
-    folder = None if data is None else Path(data).expanduser()
-    if folder is not None and folder.is_dir() and Path(out).resolve().is_relative_to(folder.resolve()):
+    data_root = None if data is None else Path(data).expanduser()
+    if data_root is not None and data_root.is_dir() and Path(out).resolve().is_relative_to(data_root.resolve()):
         # its figures would be read as images of a class (or a new class) by every later command
         raise CaexError(f"--out {out}: inside the data folder {data}, whose images would then include this "
                         "command's outputs; choose an --out outside it")

@@ -113,11 +113,12 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
         warn(f"{spec}: the test split has no images of class(es) "
              f"{', '.join(raw.class_names[k] for k in untested)}; nothing is measured on them")
     parts = [raw.train] if raw.test is None else [raw.train, raw.test]
-    grey = all(is_grey(images) for part in parts for images in _batches(part))
-    if channels is None:
-        channels = 1 if grey else 3
-    elif channels == 1 and not grey:  # a model of colour lesions would see none, and nothing said so
-        warn(f"{spec}: the images are in colour; channels=1 (--channels 1) converts them to grey")
+    if channels != 3:  # a pass over every image: only where it decides the channels or a warning
+        grey = all(is_grey(images) for part in parts for images in _batches(part))
+        if channels is None:
+            channels = 1 if grey else 3
+        elif not grey:  # channels=1: a model of colour lesions would see none, and nothing said so
+            warn(f"{spec}: the images are in colour; channels=1 (--channels 1) converts them to grey")
     if size is None:
         first = raw.train.images[0]
         size = min(first.shape[-2:])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import shutil
@@ -31,7 +30,8 @@ from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import (BASELINES, Attributor, AttributionError, ExplainerAttributor, accepted_options,
                                       make_attributor)
-from caex.utils.io import atomic_write_bytes, atomic_write_text, folder_lock, json_safe, replaced_together, write_json
+from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
+                           replaced_together, write_json)
 from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
 from caex.utils.progress import progress
 from caex.utils.seed import torch_generator
@@ -326,7 +326,7 @@ def _partial_results_folder(out: Path) -> Path:
     """``out``, unless it holds a complete earlier evaluation, which a partial one must not replace: then its
     :data:`PARTIAL_FOLDER` sub-folder."""
     try:
-        earlier = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        earlier = read_json(out / "results.json")
     except (OSError, ValueError):
         return out
     complete = isinstance(earlier, dict) and not earlier.get("settings", {}).get("interrupted")

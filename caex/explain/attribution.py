@@ -167,9 +167,13 @@ class RandomAttributor(Attributor):
         return noise.to(inputs.device)
 
 
-#: Why a TorchScript module gives gradient methods no layers: its submodules have no Python layer types.
-SCRIPTED = ("a TorchScript module hides its layer types; give the weights with --arch (arch=), a bundle folder, "
-            "or the eager module as a TorchClassifier")
+def _no_layers_why(module: nn.Module) -> str:
+    """Why ``module`` shows a gradient method no layer of the types it hooks: a TorchScript module (or one
+    holding one) hides its submodules' Python types."""
+    if any(isinstance(layer, torch.jit.ScriptModule) for layer in module.modules()):  # modules() has module itself
+        return ("a TorchScript module hides its layer types; give the weights with --arch (arch=), a bundle folder, "
+                "or the eager module as a TorchClassifier")
+    return "it has none"
 
 
 def last_conv_layer(module: nn.Module, example: torch.Tensor | None = None) -> nn.Conv2d:
@@ -177,9 +181,8 @@ def last_conv_layer(module: nn.Module, example: torch.Tensor | None = None) -> n
     without an example, the last one registered (a stem registered after the body would pass for the deepest)."""
     convs = [layer for layer in module.modules() if isinstance(layer, nn.Conv2d)]
     if not convs:
-        why = SCRIPTED if isinstance(module, torch.jit.ScriptModule) or any(
-            isinstance(layer, torch.jit.ScriptModule) for layer in module.modules()) else "it has none"
-        raise AttributionError(f"gradcam: no Conv2d layer to explain in {type(module).__name__} ({why})")
+        raise AttributionError(f"gradcam: no Conv2d layer to explain in {type(module).__name__} "
+                               f"({_no_layers_why(module)})")
     if example is None:
         return convs[-1]
     ran: list[nn.Conv2d] = []
@@ -245,9 +248,8 @@ class FullGradAttributor(Attributor):
         self._biased = [(layer, bias) for layer in self.module.modules()
                         if (bias := _bias_of(layer)) is not None]
         if not self._biased:  # what remains would be |input-grad x input|, reported as FullGrad
-            scripted = any(isinstance(layer, torch.jit.ScriptModule) for layer in self.module.modules())
             raise AttributionError(f"fullgrad: no convolution or batch norm with a bias in "
-                                   f"{type(classifier.module).__name__} ({SCRIPTED if scripted else 'it has none'})")
+                                   f"{type(classifier.module).__name__} ({_no_layers_why(self.module)})")
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # (bias, output) per layer call, in order

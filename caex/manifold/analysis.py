@@ -18,13 +18,13 @@ import torch
 from caex.classifier import check_compatible as check_classifier_compatible
 from caex.data.types import DataBundle, warn_other_class_names
 from caex.errors import CaexError, DataError, ModelError
-from caex.model.cae import as_cae
 from caex.manifold.codes import CodesTable, encode_bundle, write_codes_csv
 from caex.manifold.maps import plot_map, project_2d, subsample_rows, umap_available, write_maps_html
 from caex.manifold.separability import Separability, pixel_pca, random_forest_accuracy
 from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pairs, smote_smoothness,
                                       straight_path_probabilities)
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
+from caex.model.cae import as_cae
 from caex.utils import write_json
 from caex.utils.io import folder_lock, json_safe, replaced_together
 
