@@ -700,6 +700,29 @@ def test_a_lock_leaves_no_file_behind_nor_a_folder_it_made_for_nothing(tmp_path)
     assert (tmp_path / "used").is_dir() and not (tmp_path / LOCK_FILE).exists()  # a folder it did not make stays
 
 
+def test_a_lock_retries_when_another_job_removed_the_folder_it_had_made(tmp_path, monkeypatch):
+    """Between our mkdir and open, another job's lock may remove the empty folder it made: a raw
+    FileNotFoundError came out instead of the lock."""
+    import builtins
+
+    import caex.utils.io as io_module
+    from caex.utils.io import LOCK_FILE, folder_lock
+
+    real_open, calls = builtins.open, []
+
+    def vanishing_once(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            (tmp_path / "out").rmdir()  # the other job's clean-up, just before our open
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(io_module, "open", vanishing_once, raising=False)
+    with folder_lock(tmp_path / "out", "caex evaluate"):
+        assert (tmp_path / "out" / LOCK_FILE).is_file()
+    assert len(calls) == 2 and not (tmp_path / "out").exists()
+
+
 def test_the_gallery_shows_one_image_per_class_up_to_ten_and_names_each_row():
     """Ten classes: the gallery stopped at 6 rows (digits 6-9 never shown) and no row said its class."""
     from caex.evaluation.runner import EvaluationResults, _gallery_figure

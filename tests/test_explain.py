@@ -817,6 +817,26 @@ def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tu
         "16-step guided paths toward the classifier's most probable other class")
 
 
+def test_a_run_folder_loads_beside_a_differentiable_classifier_else_on_auto(monkeypatch) -> None:
+    """An ONNX classifier runs on the CPU: loading the CAE 'beside' it pinned decoding to the CPU on a GPU
+    machine."""
+    from caex.model import cae as cae_module
+
+    loaded = []
+    monkeypatch.setattr(cae_module.CAE, "load", classmethod(lambda cls, run, device: loaded.append(device)))
+
+    class BlackBox:  # an ONNX classifier's shape: no module
+        module, device = None, torch.device("cpu")
+
+    class Differentiable:
+        module, device = torch.nn.Identity(), torch.device("meta")
+
+    cae_module.as_cae("run", classifier=BlackBox())
+    cae_module.as_cae("run", classifier=Differentiable())
+    cae_module.as_cae("run", "cpu", classifier=Differentiable())
+    assert loaded == ["auto", torch.device("meta"), "cpu"]
+
+
 def test_a_run_folder_without_its_codes_is_named(tiny: tuple[Explainer, torch.Tensor], tmp_path) -> None:
     """'this CAE has none (train it, or load a finished run folder)' for a finished run missing one file."""
     explainer, images = tiny
