@@ -81,7 +81,7 @@ def test_maps_page_draws_switches_and_shows_tooltips(tmp_path: Path, browser: An
                               NASTY_CLASSES), encoding="utf-8")
     view = OfflinePage(browser, path)
     page = view.page
-    assert page.locator("#legend span").all_inner_texts() == NASTY_CLASSES
+    assert page.locator("#legend label").all_inner_texts() == NASTY_CLASSES
     assert page.locator("#projection option").all_inner_texts() == ["PCA", "TSNE"]
     assert page.locator("img").count() == 0  # no class name became markup
     both = page.evaluate(_PAINTED)
@@ -147,6 +147,39 @@ def test_maps_tooltip_stays_inside_the_window_at_its_edges(tmp_path: Path, brows
         mouse_x, mouse_y = origin["x"] + x, origin["y"] + y
         assert right <= mouse_x if at_right else left >= mouse_x  # left of the cursor at the right edge
         assert top >= mouse_y if at_top else bottom <= mouse_y  # above it at the bottom edge
+    view.assert_clean()
+
+
+def test_maps_legend_hides_classes_hover_takes_the_top_point_and_a_flat_map_fills_its_canvas(
+        tmp_path: Path, browser: Any) -> None:
+    """The legend only labelled the classes; of points on one spot the hover named the first drawn (hidden under
+    the others); a map four times wider than tall filled the top quarter's worth of a square canvas."""
+    points = np.array([[0, 0], [4, 1], [2, 0.5], [2, 0.5], [2, 0.5]])  # three images on one spot, in the middle
+    labels = np.array([0, 1, 0, 1, 1])
+    path = tmp_path / "maps.html"
+    path.write_text(maps_html({"pca": points}, labels, labels, ["train"] * 5, [f"{i}.png" for i in range(5)],
+                              ["x", "y"]), encoding="utf-8")
+    view = OfflinePage(browser, path)
+    page = view.page
+    height = page.evaluate("document.getElementById('map').height")
+    assert abs(height - (48 + 712 / 4)) <= 1  # the canvas is cut to the map: 2 x 24 px padding + 712 px / 4
+    xs, ys = zip(*page.evaluate("positions"))
+    assert (min(xs), max(xs)) == (24, 736) and min(ys) == pytest.approx(24, abs=1) and max(ys) == pytest.approx(
+        height - 24, abs=1)
+    canvas = page.locator("#map")
+    x, y = page.evaluate("positions[4]")
+    canvas.hover(position={"x": x, "y": y})
+    assert page.locator("#tip").inner_text().splitlines() == ["4.png", "train image", "label: y", "prediction: y",
+                                                              "2 more images under this one"]
+    both = page.evaluate(_PAINTED)
+    page.locator("#legend input").nth(1).uncheck()  # hide class y: points 1, 3 and 4
+    assert 0 < page.evaluate(_PAINTED) < both
+    canvas.hover(position={"x": x + 1, "y": y})
+    assert page.locator("#tip").inner_text().splitlines()[0] == "2.png"  # the hidden ones neither show nor count
+    assert "under this one" not in page.locator("#tip").inner_text()
+    x, y = page.evaluate("positions[1]")
+    canvas.hover(position={"x": x, "y": y})
+    assert not page.locator("#tip").is_visible()
     view.assert_clean()
 
 

@@ -126,7 +126,7 @@ _PAGE = """<!doctype html>
 <style>
 body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
 #controls{margin:.5em 0}#controls>*{margin-right:1.2em}
-#legend span{display:inline-block;margin-right:1em}
+#legend label{display:inline-block;margin-right:1em;cursor:pointer}
 #legend i{display:inline-block;width:.8em;height:.8em;border-radius:50%;margin-right:.3em;vertical-align:middle}
 canvas{border:1px solid #ccc;cursor:crosshair;max-width:100%;height:auto}
 #tip{position:absolute;display:none;background:#fff;border:1px solid #888;padding:.3em .5em;
@@ -135,13 +135,14 @@ box-shadow:1px 1px 4px #aaa}
 </style></head><body>
 <h1>Class-code manifold</h1>
 <p>Each point is one image's class code projected to 2-D; filled dots are training images, rings test images,
-crosses the class centroids. Hover a point for its file, label and the classifier's prediction.</p>
+crosses the class centroids. Hover a point for its file, label and the classifier's prediction; tick classes
+in the legend to show or hide them.</p>
 <div id="controls">
 <label>projection <select id="projection"></select></label>
 <label><input type="checkbox" id="show-train" checked> train</label>
 <label><input type="checkbox" id="show-test" checked> test</label>
 </div>
-<div id="legend"></div>
+<div id="legend" role="group" aria-label="classes shown"></div>
 <p id="markers">● training image &nbsp; ○ test image &nbsp; ✕ class centroid</p>
 <canvas id="map" width="760" height="760" role="img"
  aria-label="2-D map of the class codes, one point per image, coloured by class"></canvas>
@@ -151,16 +152,22 @@ const DATA = __DATA__;
 const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
 const tip = document.getElementById("tip"), select = document.getElementById("projection");
 const showTrain = document.getElementById("show-train"), showTest = document.getElementById("show-test");
-const PAD = 24;
+const PAD = 24, MIN_HEIGHT = 160;
 let positions = [];
 for (const name of Object.keys(DATA.projections)) select.add(new Option(name.toUpperCase(), name));
-DATA.classes.forEach((name, k) => {
-  const item = document.createElement("span"), swatch = document.createElement("i");
+// One checkbox per class in the legend: a class hidden there is neither drawn nor hovered.
+const classBoxes = DATA.classes.map((name, k) => {
+  const item = document.createElement("label"), box = document.createElement("input");
+  const swatch = document.createElement("i");
+  box.type = "checkbox"; box.checked = true; box.addEventListener("change", draw);
   swatch.style.background = DATA.colours[k];
-  item.append(swatch, name);
+  item.append(box, swatch, name);
   document.getElementById("legend").append(item);
+  return box;
 });
-function visible(i) { return DATA.test[i] ? showTest.checked : showTrain.checked; }
+function visible(i) {
+  return (DATA.test[i] ? showTest.checked : showTrain.checked) && classBoxes[DATA.labels[i]].checked;
+}
 // Below right of the cursor, flipped to its left / above it where the filled tooltip would leave the window, and
 // pushed in as a last resort where it fits on neither side. Its CSS width is its text's (max-content), not the
 // space left of the window, so it is measured as it will be drawn.
@@ -178,8 +185,12 @@ function draw() {
   // A loop, not Math.min(...xs): spreading more than ~65k arguments overflows the stack of JS engines.
   let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
   for (const [x, y] of xy) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
-  const scale = Math.min((canvas.width - 2 * PAD) / (x1 - x0 || 1), (canvas.height - 2 * PAD) / (y1 - y0 || 1));
-  positions = xy.map(p => [PAD + (p[0] - x0) * scale, canvas.height - PAD - (p[1] - y0) * scale]);
+  // One scale for both axes (distances mean the same either way), with the canvas cut to the map's height: a flat
+  // projection (PCA's second axis often spans a fraction of its first) would otherwise fill a strip of it.
+  const side = canvas.width - 2 * PAD, scale = Math.min(side / (x1 - x0 || 1), side / (y1 - y0 || 1));
+  canvas.height = Math.max(MIN_HEIGHT, Math.round(2 * PAD + (y1 - y0) * scale));
+  const left = PAD + (side - (x1 - x0) * scale) / 2, bottom = canvas.height - (canvas.height - (y1 - y0) * scale) / 2;
+  positions = xy.map(p => [left + (p[0] - x0) * scale, bottom - (p[1] - y0) * scale]);
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   const sums = DATA.classes.map(() => [0, 0, 0]);
   positions.forEach((p, i) => {
@@ -204,17 +215,22 @@ canvas.addEventListener("mousemove", event => {
   const box = canvas.getBoundingClientRect();
   const mx = (event.clientX - box.left) * canvas.width / box.width;
   const my = (event.clientY - box.top) * canvas.height / box.height;
+  // The nearest point within 7 px; of points drawn on one spot the last, which is the one on top.
   let best = -1, bestDistance = 49;
   positions.forEach((p, i) => {
     const d = (p[0] - mx) ** 2 + (p[1] - my) ** 2;
-    if (visible(i) && d < bestDistance) { best = i; bestDistance = d; }
+    if (visible(i) && d <= bestDistance) { best = i; bestDistance = d; }
   });
   if (best < 0) { tip.style.display = "none"; return; }
+  const [bx, by] = positions[best];
+  let under = 0;  // other shown points the top one covers (a dot's radius is 3 px)
+  positions.forEach((p, i) => { if (i !== best && visible(i) && (p[0] - bx) ** 2 + (p[1] - by) ** 2 < 9) under++; });
   const label = DATA.classes[DATA.labels[best]], prediction = DATA.classes[DATA.predictions[best]];
   tip.textContent = "";
   tip.style.left = tip.style.top = "0px";  // filled at the page's corner: at its last place it could widen the page
   for (const line of [DATA.sources[best], (DATA.test[best] ? "test" : "train") + " image",
-                      "label: " + label, "prediction: " + prediction + (label === prediction ? "" : " (wrong)")]) {
+                      "label: " + label, "prediction: " + prediction + (label === prediction ? "" : " (wrong)"),
+                      ...(under ? [under + " more image" + (under > 1 ? "s" : "") + " under this one"] : [])]) {
     tip.appendChild(document.createTextNode(line)); tip.appendChild(document.createElement("br"));
   }
   tip.style.display = "block";  // shown before it is placed: a hidden element has no size to measure
