@@ -388,7 +388,9 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
         assert sum(result.aopc_per_class.values()) / 2 == pytest.approx(result.aopc)
     assert saved["methods"][0]["aopc_per_class"] == pytest.approx(cae.aopc_per_class)
     names = list(cae.aopc_per_class)
-    assert f"| method | {names[0]} | {names[1]} |" in table.split("AOPC per class of the evaluated images:")[1]
+    assert saved["settings"]["images_per_class"] == dict.fromkeys(names, 2)
+    per_class = table.split("AOPC per class of the evaluated images:")[1]
+    assert f"| method | {names[0]} (n=2) | {names[1]} (n=2) |" in per_class
     assert f"| random | {results.row('random').aopc_per_class[names[0]]:.3f} |" in table
     assert repr(results) == (f"EvaluationResults(4 images; AOPC: cae-centroid {cae.aopc:.3f}, occlusion "
                              f"{results.row('occlusion').aopc:.3f}, random {results.row('random').aopc:.3f})")

@@ -521,13 +521,15 @@ def test_aopc_per_class_is_tabled_where_the_images_span_several_classes(tmp_path
     (run / "evaluate/results.json").write_text(json.dumps(results))
     evaluation = build_report(run).read_text(encoding="utf-8").split('<section id="evaluation"')[1]
     table = evaluation.split("<h3>AOPC per class</h3>")[1].split("</table>")[0]
-    assert "<th>normal</th><th>cnv</th>" in table and "<td>Random</td><td>0.050</td><td>–</td>" in table
+    assert '<th scope="col">normal</th><th scope="col">cnv</th>' in table
+    assert "<td>Random</td><td>0.050</td><td>–</td>" in table
     assert "<td>0.520</td><td>0.300</td>" in table and "<td>0.330</td><td>–</td>" in table
     results["settings"]["class_names"] = ["normal", "cnv"]
+    results["settings"]["images_per_class"] = {"normal": 3, "cnv": 2}  # the headers give each class's images
     results["methods"][0]["aopc_per_class"] = {"cnv": 0.30}  # a null dropped: the columns keep the class order
     (run / "evaluate/results.json").write_text(json.dumps(results))
     evaluation = build_report(run).read_text(encoding="utf-8").split('<section id="evaluation"')[1]
-    assert "<th>normal</th><th>cnv</th>" in evaluation
+    assert '<th scope="col">normal (n=3)</th><th scope="col">cnv (n=2)</th>' in evaluation
     for row in results["methods"]:
         row["aopc_per_class"] = {"normal": 0.1}  # the images of one class: no table
     (run / "evaluate/results.json").write_text(json.dumps(results))

@@ -112,7 +112,7 @@ class EvaluationResults:
         for name, description in s.get("cae", {}).items():
             by_description.setdefault(description, []).append(name)
         lines += [f"CAE maps ({', '.join(names)}): {description}." for description, names in by_description.items()]
-        lines += _per_class_table(self.methods)
+        lines += _per_class_table(self.methods, s.get("images_per_class", {}))
         if s.get("interrupted"):
             lines.append("Interrupted: only the methods in the table ran.")
         if not s["has_masks"]:
@@ -175,7 +175,9 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                     "classifier": classifier_name or type(classifier).__name__,
                     "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                     "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
-                    **metric.describe(height, width), "cae": {}}
+                    **metric.describe(height, width), "cae": {},
+                    "images_per_class": {name: row_labels.count(name) for name in data.class_names
+                                         if name in row_labels}}
         results, maps = [], {}
         try:
             for name in names:
@@ -411,17 +413,24 @@ def per_class_means(values: Sequence[float], classes: Sequence[str], class_names
     return {name: math.fsum(groups[name]) / len(groups[name]) for name in class_names if name in groups}
 
 
-def _per_class_table(methods: Sequence[MethodResult]) -> list[str]:
-    """Markdown lines: AOPC per class (rows = methods), where the images span several classes."""
+def _per_class_table(methods: Sequence[MethodResult], counts: dict[str, int]) -> list[str]:
+    """Markdown lines: AOPC per class (rows = methods, columns = classes with their image ``counts``), where the
+    images span several classes."""
     ran = [result for result in methods if result.status == "ok" and len(result.aopc_per_class) > 1]
     if not ran:
         return []
     names = list(ran[0].aopc_per_class)
     lines = ["", "AOPC per class of the evaluated images:", "",
-             "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+             "| method | " + " | ".join(with_count(name, counts) for name in names) + " |",
+             "|---|" + "---:|" * len(names)]
     lines += [f"| {result.method} | " + " | ".join(_format(result.aopc_per_class.get(name, math.nan))
                                                    for name in names) + " |" for result in ran]
     return lines
+
+
+def with_count(name: str, counts: dict[str, int]) -> str:
+    """A class's column header with its number of images, where known ("cnv (n=5)"): a mean over few is loose."""
+    return f"{name} (n={counts[name]})" if name in counts else name
 
 
 def _is_nan(value: Any) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 from caex import __version__
 from caex.classifier.bundle import INFO_FILE, bundle_folder
 from caex.errors import CaexError
-from caex.evaluation.runner import method_name
+from caex.evaluation.runner import method_name, with_count
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -196,7 +196,7 @@ def percent(value: Any) -> str:
 def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None) -> str:
     """A plain HTML table (scrolling sideways on a narrow screen); rows whose first cell is ``highlight`` or one
     of its variants (``CAE-nearest`` for ``CAE``, ignoring case) are bold."""
-    head = "".join(f"<th>{html.escape(str(name))}</th>" for name in header)
+    head = "".join(f'<th scope="col">{html.escape(str(name))}</th>' for name in header)
     lines = []
     for row in rows:
         marked = highlight is not None and readings.is_variant_of(str(row[0]), highlight)
@@ -553,7 +553,7 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
 #: What the report reads of ``results.json`` (the other files' schemas are above the sections).
 RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
                                "has_masks": bool, "n_with_mask": int, "cae": {str: str}, "interrupted": bool,
-                               "class_names": [str]},
+                               "class_names": [str], "images_per_class": {str: int}},
                   "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
                                "aopc_per_image": [float], "aopc_per_class": {str: float},
                                **dict.fromkeys(RESULT_COLUMNS, float)}]}
@@ -623,8 +623,9 @@ def evaluation_section(sources: ReportSources) -> Section:
     classes += [name for name in found if name not in classes]  # (an older results.json) as the rows list them
     if len(classes) > 1:  # where a method fails on one class, which the mean over the classes hides
         section.parts.append("<h3>AOPC per class</h3>" + table_html(
-            ["method", *classes], [[method_name(row["method"]), *(row["aopc_per_class"].get(name, "–")
-                                                                  for name in classes)] for row in by_class],
+            ["method", *(with_count(name, settings.get("images_per_class", {})) for name in classes)],
+            [[method_name(row["method"]), *(row["aopc_per_class"].get(name, "–") for name in classes)]
+             for row in by_class],
             highlight="CAE"))
     subject = cae_subject(ran)
     if "aopc" in columns:
