@@ -503,23 +503,32 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch) -> N
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_exactly(tmp_path, signum) -> None:
-    """SLURM's SIGTERM or a Ctrl-C keeps every iteration done, not only those up to the last periodic checkpoint."""
+def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_exactly(tmp_path, signum,
+                                                                                         monkeypatch) -> None:
+    """SLURM's SIGTERM or a Ctrl-C keeps every iteration done, not only those up to the last periodic checkpoint,
+    and draws the stopped model's sample grid (it had none between two periodic grids)."""
     data = _data()
-    config, train_config = _configs(iters=12, ckpt_every=100, sample_every=5, log_every=2)
+    config, train_config = _configs(iters=12, ckpt_every=100, sample_every=4, log_every=2)
 
-    def signal_at_5(iteration: int, cae: CAE) -> None:
-        if iteration == 5:
+    step = BBCFETrainer.step
+
+    def signal_in_iteration_5(trainer: BBCFETrainer, iteration: int) -> dict[str, float]:
+        if iteration == 4:  # zero-based: the fifth
             os.kill(os.getpid(), signum)
+        return step(trainer, iteration)
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    with pytest.raises(Interrupted, match=rf"^stopped by {signal.Signals(signum).name} after iteration 5, "
-                                          r"checkpoint saved$") as caught:  # alone: checked every iteration
-        train_cae(data, config, train_config, tmp_path / "run", callback=signal_at_5)
+    with monkeypatch.context() as patch, pytest.raises(
+            Interrupted, match=rf"^stopped by {signal.Signals(signum).name} after iteration 5, "
+                               r"checkpoint saved$") as caught:  # alone: checked every iteration
+        patch.setattr(BBCFETrainer, "step", signal_in_iteration_5)
+        train_cae(data, config, train_config, tmp_path / "run")
     assert caught.value.exit_code == 128 + signum
     assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # the caller's handlers are back
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 5  # the iteration of the signal
     assert not (tmp_path / "run" / "config.json").exists()  # not a finished model
+    assert sorted(path.name for path in (tmp_path / "run" / "samples").iterdir()) == ["iter_0000004.png",
+                                                                                      "iter_0000005.png"]
     resumed = train_cae(data, config, train_config, tmp_path / "run", resume=True)
     straight = train_cae(data, config, train_config, tmp_path / "straight")
     for ours, theirs in zip(resumed.state_dict().values(), straight.state_dict().values()):

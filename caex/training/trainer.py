@@ -559,6 +559,12 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                    enabled=verbose and context.is_main)
     began, done, terms, paused = time.perf_counter(), start, {}, 0.0  # paused: samples + callback time
     warned_length = train_config.time_limit is not None  # a time limit says how long already
+
+    def save_last_samples() -> None:
+        """The grid of a run that ends between sample grids (a time limit, a stop signal): its last model's too."""
+        if writes and done > start and done % train_config.sample_every:
+            _save_samples(trainer.result, train_set.images[exemplars], run_dir / "samples" / f"iter_{done:07d}.png")
+
     cae.train()
     discriminator.train()
     # A stop signal ends the run at the next check, checkpoint saved; without a run folder nothing could be kept.
@@ -604,6 +610,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                     if logger is not None:
                         logger.flush()
                 if stopped:
+                    save_last_samples()  # after the checkpoint: the work is kept first
                     raise stop.error(done)
                 if out_of_time:
                     break
@@ -614,9 +621,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         # Still under the stop handler: a signal during the final save waits for it (seconds), where it
         # would leave a model without its summary.json.
         seconds = time.perf_counter() - began - paused
-        if writes and done > start and done % train_config.sample_every:  # stopped by the time limit, say:
-            _save_samples(trainer.result, train_set.images[exemplars],  # the final model's grid too
-                          run_dir / "samples" / f"iter_{done:07d}.png")
+        save_last_samples()
         # The default layout again, so the returned CAE computes exactly what the saved one loads as.
         cae = trainer.result.eval().to(memory_format=torch.contiguous_format)
         cae.set_train_codes(cae.class_codes(train_set.images), labels)
