@@ -167,6 +167,20 @@ def test_fill_is_seeded_and_in_range():
     assert 0.45 < float(fill.mean()) < 0.55 and float(fill.max()) > 0.95  # uniform over all of [0, 1]
 
 
+def test_the_random_map_is_not_the_fill_of_its_own_seed():
+    """Both were the seed's first uniform draws: on grey images the map was the fill, so its patches covered the
+    brightest fill pixels (0.999 on average) and the random floor read about 0.03 AOPC low."""
+    from caex.explain.attribution import make_attributor
+
+    images = torch.rand(8, 1, SIZE, SIZE)
+    fill = make_fill(images, seed=0)
+    maps = make_attributor("random", square_classifier(), seed=0).attribute(images, target=1)
+    assert maps.shape == (8, 1, SIZE, SIZE)
+    assert abs(float(torch.corrcoef(torch.stack([maps.flatten(), fill.flatten()]))[0, 1])) < 0.1
+    centres = maps.flatten(1).argmax(dim=1)  # where its first patch goes
+    assert float(fill.flatten(1).gather(1, centres[:, None]).mean()) < 0.9
+
+
 def test_perturbation_curve_is_the_same_in_any_batch_size():
     """K * N = 8 perturbed images in batches of 2 and of 256 (one batch) must give the same curve."""
     images, labels = bright_images(4), torch.ones(4, dtype=torch.long)
@@ -444,6 +458,9 @@ def test_runner_takes_a_comma_separated_method_string():
     assert [r.aopc for r in joined.methods] == [r.aopc for r in listed.methods]
     with pytest.raises(EvaluationError, match="methods: name at least one method"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=" , ")
+    without = evaluate(None, square_classifier(), tiny_bundle(), methods="gradcam", n_images=4)
+    assert [r.method for r in without.methods] == ["gradcam", "random"]  # the floor is always measured (SPEC 6)
+    assert without.methods[1].aopc == listed.methods[0].aopc
 
 
 def test_runner_refuses_a_mistyped_method_option_before_any_method_runs(monkeypatch):

@@ -92,7 +92,7 @@ def test_baselines_only_run_writes_every_output(tmp_path, capsys):
         code = main(["evaluate", "none", str(tmp_path / "tiny.npz"), "--classifier", scripted, "--methods",
                      "gradcam", "--n-images", "2", "--device", "cpu", "--out", str(tmp_path / "skipped")])
     printed = capsys.readouterr()
-    assert code == 2 and "| gradcam | skipped" in printed.out
+    assert code == 2 and "| gradcam | skipped" in printed.out and "| random | " in printed.out  # always added
     assert printed.err.strip().endswith("caex evaluate: error: every method was skipped (see the table's reasons); "
                                         "nothing was evaluated")
 

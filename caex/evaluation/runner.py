@@ -143,15 +143,18 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
 
     ``explainer`` is a CAE run folder, a ``CAE``, an ``Explainer``, or ``None``
     when only baselines are asked for. ``methods`` are names or one comma-separated
-    string (``"cae,gradcam"``). ``method_options`` passes constructor arguments per
-    method (e.g. ``{"lime": {"n_samples": 200}}``); ``classifier_name`` (e.g. its
-    path) labels the tables.
+    string (``"cae,gradcam"``); the random map is added where they leave it out.
+    ``method_options`` passes constructor arguments per method (e.g.
+    ``{"lime": {"n_samples": 200}}``); ``classifier_name`` (e.g. its path) labels
+    the tables.
     """
     if isinstance(methods, str):
         methods = methods.split(",")
     names = [canonical_method(name) for name in methods if name.strip()]
     if not names:
         raise EvaluationError("methods: name at least one method")
+    if "random" not in names:  # the floor, always measured (it costs nothing): a method that does not beat it
+        names.append("random")  # is not explaining, and no reading can say so without it
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}: must be at least 1")
     # Held for the whole run, before any work: a second evaluation into the same folder stops at once instead

@@ -29,8 +29,10 @@ from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import RANK_BY
-from caex.utils.seed import torch_generator
+from caex.utils.seed import keyed_generator, torch_generator
 
+#: The random map's key beside its seed (see :class:`RandomAttributor`).
+RANDOM_MAP_STREAM = 1
 
 #: A class index or name per image (``[B]`` tensor, list or array) or one for every image.
 TargetLike = torch.Tensor | np.ndarray | Sequence[int] | Sequence[str] | int | str
@@ -160,6 +162,12 @@ class RandomAttributor(Attributor):
     """Seeded uniform noise: the floor every real explanation must beat."""
 
     name = "random"
+
+    def __init__(self, classifier: Classifier, *, batch_size: int = 32, seed: int = 0) -> None:
+        super().__init__(classifier, batch_size=batch_size, seed=seed)
+        # Not the seed's plain stream, which draws the evaluation's perturbation fill: with one seed the map was
+        # the fill itself, so its patches covered the brightest fill values first and the floor read low.
+        self.generator = keyed_generator(seed, RANDOM_MAP_STREAM)
 
     def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         self._targets(inputs, target)  # the same input and target checks as every other method
