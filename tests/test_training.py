@@ -46,6 +46,20 @@ def _configs(classes: int = 3, size: int = 16, **train) -> tuple[CAEConfig, Trai
     return config, TrainConfig.preset("tiny", tensorboard=False, **train)
 
 
+def test_the_trainer_keeps_every_module_on_the_cae_s_device() -> None:
+    """The code probe (on in the ``small`` preset) was made on the CPU beside a CAE already moved to the training
+    device: the first step on any GPU failed with "Expected all tensors to be on the same device". ``meta`` stands
+    in for an accelerator on a CPU-only machine."""
+    config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=3)
+    train_config = TrainConfig.preset("small", tensorboard=False)
+    assert train_config.weights.code_classification > 0  # the default preset has the probe
+    cae, discriminator = CAE(config).to("meta"), Discriminator(config).to("meta")
+    trainer = BBCFETrainer(cae, discriminator, torch.zeros(6, 1, 16, 16), torch.arange(6) % 3, train_config,
+                           init_distributed("cpu"))
+    assert trainer.forward_module.code_probe is not None
+    assert {parameter.device.type for parameter in trainer.forward_module.parameters()} == {"meta"}
+
+
 def _two_iteration_run(run: Path) -> tuple[ImageSet, CAEConfig, TrainConfig]:
     """A finished 2-iteration tiny run in ``run`` (checkpoint at iteration 2): the start of every resume test."""
     data = _data()

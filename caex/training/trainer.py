@@ -249,7 +249,10 @@ class BBCFEForward(nn.Module):
     def __init__(self, cae: CAE, code_probe: bool = False) -> None:
         super().__init__()
         self.cae = cae
-        self.code_probe = nn.Linear(cae.config.code_dim, cae.config.num_classes) if code_probe else None
+        # Made on the CPU (its initial weights the same draws on any device), then put beside the CAE: left on the
+        # CPU it broke the default preset's first step on every accelerator.
+        self.code_probe = (nn.Linear(cae.config.code_dim, cae.config.num_classes).to(cae.device) if code_probe
+                           else None)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         cae, half = self.cae, len(x) // 2
