@@ -39,6 +39,13 @@ class Interrupted(CaexError):
         self.exit_code = exit_code
 
 
+class OtherRankFailed(CaexError):
+    """Under ``torchrun``: this process stops because another process of the job failed (that one prints why);
+    the CLI says nothing more for it, so a job's error is one line, not one per process."""
+
+    exit_code = 1
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's or ``kill``'s stop), raised by the CLI where Ctrl-C would be so that the same
     clean-up runs and the command ends with one line and exit 143 instead of dying silently."""

@@ -195,3 +195,30 @@ def test_a_classifier_that_records_no_provenance_is_still_checked(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_compatible(classifier, data)
+
+
+@pytest.mark.parametrize("rank, printed", [("0", True), ("1", False)])
+def test_under_torchrun_commands_other_than_train_refuse_once(monkeypatch, capsys, rank: str, printed: bool) -> None:
+    """N copies of `caex explain` (or evaluate, manifold, ...) raced for one output folder and failed on a lock
+    held by their own other rank; they refuse before any work, rank 0 saying so for the job."""
+    from caex.cli.main import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    assert main(["data", "show", "synthetic", "--out", "unused.png"]) == 2
+    err = capsys.readouterr().err
+    assert (err == "caex data: error: runs as one process; of the commands only `caex train` runs under torchrun "
+                   "(start this one without it)\n") if printed else err == ""
+
+
+def test_under_torchrun_only_rank_0_warns(monkeypatch) -> None:
+    """Every rank runs the same checks: a job printed each warning once per process."""
+    from caex.utils.warn import warn
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, expected in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn("the same on every rank")
+        assert len(caught) == expected, rank

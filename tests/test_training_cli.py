@@ -29,7 +29,9 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
     code = main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "4",
                  "--batch-size", "2", "--sample-every", "2", "--ckpt-every", "2", "--device", "cpu"])
     assert code == 0
-    assert "4 iterations in" in capsys.readouterr().err
+    assert "4 iterations in" in capsys.readouterr().out  # the result on stdout, as every command's
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["iters"], summary["iters_asked"], summary["processes"]) == (4, 4, 1)
     for name in ("config.json", "model.safetensors", "codes.safetensors", "train_config.json", "log.jsonl",
                  "log.csv", "checkpoint.safetensors", "samples/iter_0000004.png"):
         assert (run / name).is_file(), name
@@ -40,6 +42,18 @@ def test_cli_tiny_run_writes_bundle_log_and_samples(tmp_path, npz_data, capsys) 
     assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "6",
                  "--batch-size", "2", "--resume", "--device", "cpu"]) == 0
     assert json.loads((run / "summary.json").read_text())["iters"] == 6
+
+
+def test_a_time_limit_stop_says_so_and_how_to_continue(tmp_path, npz_data, capsys) -> None:
+    """It read exactly like a finished run ("22 iterations in 3.2 s ..."), so `train && manifold` went on with a
+    half-trained CAE unawares."""
+    run = tmp_path / "run"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--iters", "2000", "--batch-size",
+                 "2", "--time-limit", "0.000001", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("caex train: stopped by --time-limit after 1 of 2,000 iterations "
+                                              "(rerun with --resume to continue): 1 iteration in")
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["iters"], summary["iters_asked"]) == (1, 2000)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -194,7 +208,7 @@ def test_cli_resume_continues_with_the_runs_own_settings(tmp_path, npz_data, cap
     assert err.startswith("caex train: error:") and "seed=3" in err and "seed=4" in err and "\n" not in err
     # A resume that asks for no more iterations than the run has says so instead of reporting a training.
     assert main(["train", str(npz_data), "--out", str(run), "--iters", "5", "--resume", "--device", "cpu"]) == 0
-    assert "the run is already at 6 iterations, nothing was trained" in capsys.readouterr().err
+    assert "the run is already at 6 iterations, nothing was trained" in capsys.readouterr().out
 
 
 def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz_data, capsys) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 import types
@@ -15,11 +16,12 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from caex.data import ImageSet
-from caex.errors import TrainingError
+from caex.errors import CaexError, Interrupted, TrainingError
 from caex.model import CAE, CAEConfig
 from caex.training import TrainConfig, losses, train_cae
 from caex.training import trainer as trainer_module
-from caex.training.distributed import backend_for, init_distributed, local_device
+from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from caex.training.distributed import backend_for, init_distributed, local_device, mean_over_ranks, shutdown
 
 
 def _free_port() -> int:
@@ -123,6 +125,68 @@ def test_rank_0_decides_the_time_limit_for_every_rank(tmp_path) -> None:
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 2
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+
+
+def _refused_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Train into a finished run's folder, which rank 0 alone checks; each rank records the error it ends with."""
+    try:
+        _train_as_rank(rank, world_size, port, folder, iters=2)
+    except CaexError as exc:
+        Path(folder, f"rank{rank}.txt").write_text(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.slow
+def test_a_refusal_on_rank_0_ends_every_rank_with_one_message(tmp_path) -> None:
+    """Rank 0 refused the folder before joining the process group; rank 1 waited to join until torchrun's
+    SIGKILL, 30 s later. Now every rank joins first and ends with rank 0: the refusal once, the other quiet."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    _run_two_ranks_that_must_stop_together(_refused_worker, tmp_path, timeout=60)
+    assert (tmp_path / "rank0.txt").read_text().startswith("TrainingError: ")
+    assert "folder is not empty" in (tmp_path / "rank0.txt").read_text()
+    assert (tmp_path / "rank1.txt").read_text().startswith("OtherRankFailed: rank 0 failed: ")
+
+
+def _signalled_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Rank 1 alone gets SIGTERM during its second iteration; each rank records how it ends."""
+    step = trainer_module.BBCFETrainer.step
+
+    def signalled(trainer, iteration):
+        if rank == 1 and iteration == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(trainer, iteration)
+
+    trainer_module.BBCFETrainer.step = signalled
+    try:
+        _train_as_rank(rank, world_size, port, folder, iters=50, log_every=1)
+    except Interrupted as exc:
+        Path(folder, f"rank{rank}.txt").write_text(str(exc))
+
+
+@pytest.mark.slow
+def test_a_signal_to_any_rank_stops_every_rank_with_the_checkpoint(tmp_path) -> None:
+    """Only rank 0's stop flag counted: a SIGTERM to rank 1 printed "stopping" and the run went on to the end."""
+    _run_two_ranks_that_must_stop_together(_signalled_worker, tmp_path)
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "stopped by SIGTERM after iteration 2, checkpoint saved"
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 2
+
+
+def _averaging_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    context = init_distributed("cpu")
+    try:
+        mean = mean_over_ranks(torch.tensor([float(rank), 10.0 * rank]), context)
+        Path(folder, f"rank{rank}.txt").write_text(json.dumps(mean.tolist()))
+    finally:
+        shutdown(context)
+
+
+@pytest.mark.slow
+def test_mean_over_ranks_gives_every_rank_the_mean(tmp_path) -> None:
+    """The log showed rank 0's own batch as if it were the step's (the gradients follow the mean of all)."""
+    _run_two_ranks_that_must_stop_together(_averaging_worker, tmp_path, timeout=60)
+    assert [json.loads((tmp_path / f"rank{rank}.txt").read_text()) for rank in (0, 1)] == [[0.5, 5.0]] * 2
 
 
 def test_a_world_size_without_a_rank_is_a_one_line_error(monkeypatch) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from caex import __version__
-from caex.errors import CaexError, Interrupted, Terminated
+from caex.errors import CaexError, Interrupted, OtherRankFailed, Terminated
+from caex.utils.device import torchrun_rank
 
 #: What an interrupted command keeps and how to continue, for the commands that pick up where they stopped.
 RESUME_HINTS = {"train": ("finished checkpoints are kept", "rerun with --resume to continue"),
@@ -124,11 +125,23 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    rank = torchrun_rank()
+    if rank is not None and args.command != "train":  # N copies would race for one output folder
+        if rank == 0:
+            print(f"caex {args.command}: error: runs as one process; of the commands only `caex train` runs "
+                  "under torchrun (start this one without it)", file=sys.stderr)
+        return 2
     default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"caex {args.command}: warning: {message}\n"
     try:
         result = args.func(args)
-    except Interrupted as exc:  # stopped on request, progress saved: not an error of the user's
+    except (Interrupted, OtherRankFailed) as exc:
+        if rank:  # under torchrun rank 0 (or the rank that failed) says it, once for the job
+            return exc.exit_code
+        if isinstance(exc, OtherRankFailed):
+            _last_line(f"caex {args.command}: error: {exc}")
+            return exc.exit_code
+        # stopped on request, progress saved: not an error of the user's
         _, action = RESUME_HINTS.get(args.command, (None, None))
         _last_line(f"caex {args.command}: {exc}" + (f" ({action})" if action else ""))
         return exc.exit_code
@@ -149,6 +162,10 @@ def _run(argv: Sequence[str] | None) -> int:
             # an output folder under a file, a full disk, no permission: the user's to fix, so one line
             _last_line(f"caex {args.command}: error: {exc.filename}: {exc.strerror or exc}")
             return 2
+        if rank and "closed by peer" in str(exc):  # gloo's word for a rank that left: its own line says why
+            _last_line(f"caex {args.command}: rank {rank} stopped: another process of the job ended (see its "
+                       "message)")
+            return 1
         _last_line(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "
                    "(rerun with --debug for the traceback)")
         return 1

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "KEY is a caex.training.LossWeights field (recon_image is the paper's λ1, eq. 1)")
     parser.add_argument("--iters", type=at_least(1), default=None, help="training iterations (default: the preset's)")
     parser.add_argument("--batch-size", type=at_least(1), default=None,
-                        help="image pairs per iteration (default: the preset's)")
+                        help="image pairs per iteration, per process under torchrun (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam learning rate, halved over the run (default: the preset's)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
@@ -98,12 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-
     from caex.cli.common import check_output_folder, load_data_from_args, set_threads
     from caex.model import CAEConfig
     from caex.training import LossWeights, train_cae
+    from caex.utils.device import torchrun_rank
     from caex.utils.io import read_json
 
     if args.arch is not None and args.classifier is None:
@@ -134,16 +132,21 @@ def run(args: argparse.Namespace) -> int:
                                   num_classes=bundle.num_classes, **model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
               verbose=True, force=args.force)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+    if torchrun_rank():  # under torchrun only rank 0 reports
         return 0
     summary = read_json(f"{args.out}/summary.json")
     if summary.get("trained_iters") == 0:
         print(f"caex train: the run is already at {summary['iters']} iterations, nothing was trained (ask for more "
-              f"with --iters); CAE saved to {args.out}", file=sys.stderr)
+              f"with --iters); CAE saved to {args.out}")
         return 0
-    print(f"caex train: {summary['iters']} iterations in {summary['seconds']:.1f} s "
+    asked = summary.get("iters_asked", summary["iters"])
+    stopped = (f"stopped by --time-limit after {summary['iters']:,} of {asked:,} iterations (rerun with --resume to "
+               "continue): " if summary["iters"] < asked else "")
+    # the result on stdout, as every command's; a script can tell a time-limit stop by that line or summary.json
+    print(f"caex train: {stopped}{summary['iters']:,} iteration{'s' * (summary['iters'] != 1)} in "
+          f"{summary['seconds']:.1f} s "
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
-          f"CAE saved to {args.out}", file=sys.stderr)
+          f"CAE saved to {args.out}")
     return 0
 
 

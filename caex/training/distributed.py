@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from caex.errors import TrainingError
+from caex.errors import OtherRankFailed, TrainingError
 from caex.utils.device import resolve_device
 
 
@@ -97,19 +97,43 @@ def gather_objects(obj: Any, context: DistContext) -> list[Any]:
     return gathered
 
 
+def max_over_ranks(values: torch.Tensor, context: DistContext) -> torch.Tensor:
+    """Element-wise maximum of integer ``values`` over all ranks (a collective: every rank must call it)."""
+    if not context.distributed:
+        return values
+    values = values.to(torch.int64)  # a copy for the in-place reduction
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values
+
+
 def any_rank(mask: torch.Tensor, context: DistContext) -> torch.Tensor:
     """Element-wise OR of a boolean ``mask`` over all ranks (a collective: every rank must call it)."""
-    if not context.distributed:
-        return mask
-    flags = mask.to(torch.int32)
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    return flags.bool()
+    return max_over_ranks(mask, context).bool()
 
 
-def broadcast_flags(*flags: bool, context: DistContext) -> tuple[bool, ...]:
-    """Rank 0's ``flags`` on every rank, in one message (so all ranks take the same branches)."""
+def mean_over_ranks(values: torch.Tensor, context: DistContext) -> torch.Tensor:
+    """``values`` averaged over all ranks (a collective); gloo has no AVG, so a sum divided by the world size."""
     if not context.distributed:
-        return flags
-    holder = [list(flags)]
-    dist.broadcast_object_list(holder, src=0)
-    return tuple(bool(flag) for flag in holder[0])
+        return values
+    total = values.clone()
+    dist.all_reduce(total)
+    return total / context.world_size
+
+
+def raise_together(error: BaseException | None, context: DistContext) -> None:
+    """Raise on every rank when any rank failed (a collective: every rank must call it).
+
+    A rank that left alone would leave the others waiting in their next collective until ``torchrun`` kills
+    them. Each distinct message is raised by the first rank that has it; the other ranks raise
+    :class:`OtherRankFailed`, which the CLI does not print, so the job says each thing once.
+    """
+    if not context.distributed:
+        if error is not None:
+            raise error
+        return
+    messages = gather_objects(None if error is None else str(error), context)
+    if error is not None and messages.index(str(error)) == context.rank:
+        raise error
+    failed = next((rank for rank, message in enumerate(messages) if message is not None), None)
+    if failed is not None:
+        raise OtherRankFailed(f"rank {failed} failed: {messages[failed]}")

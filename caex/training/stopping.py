@@ -4,7 +4,7 @@ A scheduler (SLURM, Kubernetes) sends SIGTERM some seconds before it kills a
 job, and Ctrl-C is SIGINT: without this, either would lose every iteration
 since the last periodic checkpoint (up to ``ckpt_every``). The first signal
 only sets :attr:`StopRequest.signum`; the loop sees it within ``log_every``
-iterations (all ranks at once under DDP), saves the checkpoint and stops. A
+iterations (under DDP, a signal to any rank stops every rank at once), saves the checkpoint and stops. A
 second Ctrl-C aborts at once, for when saving itself hangs.
 """
 
@@ -36,10 +36,11 @@ class StopRequest:
             print(f"\n{signal.Signals(signum).name}: stopping within a few iterations, checkpoint first{again}",
                   file=sys.stderr, flush=True)
 
-    def error(self, iteration: int) -> Interrupted:
-        name = signal.Signals(self.signum).name
-        return Interrupted(f"stopped by {name} after iteration {iteration}, checkpoint saved",
-                           exit_code=128 + self.signum)
+    def error(self, iteration: int, signum: int | None = None) -> Interrupted:
+        """The run's end; ``signum`` is the signal that stopped it where another rank received it."""
+        signum = signum or self.signum
+        return Interrupted(f"stopped by {signal.Signals(signum).name} after iteration {iteration}, checkpoint saved",
+                           exit_code=128 + signum)
 
 
 @contextmanager

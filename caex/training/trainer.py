@@ -10,7 +10,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import DataBundle, ImageSet
-from caex.errors import DataError, TrainingError
+from caex.errors import CaexError, DataError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
 from caex.model.cae import CODES_FILE as CAE_CODES_FILE
 from caex.model.cae import CONFIG_FILE as CAE_CONFIG_FILE
@@ -34,8 +33,8 @@ from caex.training import losses
 from caex.training.augment import augment_batch
 from caex.training.checkpoint import (CHECKPOINT_FILE, Checkpoint, capture_rng, load_checkpoint, restore_optimizer,
                                       restore_rng, save_checkpoint)
-from caex.training.distributed import (DistContext, any_rank, barrier, broadcast_flags, gather_objects,
-                                       init_distributed, shutdown)
+from caex.training.distributed import (DistContext, any_rank, barrier, gather_objects, init_distributed,
+                                       max_over_ranks, mean_over_ranks, raise_together, shutdown)
 from caex.training.logging import RunLogger, save_image_grid
 from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
@@ -370,7 +369,9 @@ class BBCFETrainer:
         self.gen_scheduler.step()
         self.disc_scheduler.step()
         terms = {**gen_terms, **disc_terms}
-        values = torch.stack([value.detach().float() for value in terms.values()]).tolist()  # one read, not K
+        # One read, not K; under DDP the mean over the ranks' batches, which the averaged gradients followed.
+        values = mean_over_ranks(torch.stack([value.detach().float() for value in terms.values()]),
+                                 self.context).tolist()
         return dict(zip(terms, values)) | {"lr": lr}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -482,32 +483,50 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
                                            hflip=isinstance(data, DataBundle) and data.mirror_symmetric)
     train_set, test_set, names = _split(data, class_names)
     run_dir = Path(out_dir) if out_dir is not None else None
-    # Only rank 0 writes, so only it guards the folder (other ranks would see its fresh files).
-    writer = int(os.environ.get("RANK", "0")) == 0
-    with folder_lock(run_dir if writer else None, "caex train", create=not resume):
-        checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
-        if train_config.dc is None:  # a resumed run's own critic; else a given classifier where it can be one
-            dc = checkpoint.meta["train_config"].get("dc") if checkpoint is not None else None
-            train_config = dataclasses.replace(train_config, dc=dc or _default_critic(classifier))
-        if checkpoint is not None:
-            config = _checkpoint_config(checkpoint, asked=config)
-            names = checkpoint.meta["class_names"]
-        config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
-                                            channels=train_set.images.shape[1], num_classes=len(names))
-        _check_data(train_set, config, names)
-        if train_config.max_shift >= config.image_size:
-            raise TrainingError(f"max_shift={train_config.max_shift}: must be smaller than the "
-                                f"{config.image_size}px images")
-        if clear:  # only now: a forced run refused for its data or settings leaves the previous model as it was
-            _clear_previous_run(run_dir)
-        context = init_distributed(train_config.device)
-        try:
+    # The process group first, so that a refusal on one rank (rank 0 alone checks and locks the folder) ends
+    # every rank at once: a rank left waiting to join could be stopped only by torchrun's SIGKILL.
+    context = init_distributed(train_config.device)
+    try:
+        with contextlib.ExitStack() as held:
+            error = None
+            try:  # only rank 0 writes, so only it guards the folder (other ranks would see its fresh files)
+                held.enter_context(folder_lock(run_dir if context.is_main else None, "caex train",
+                                               create=not resume))
+                checkpoint, train_config, config, names = _prepare(run_dir, resume, force, context.is_main,
+                                                                   train_config, config, classifier, train_set,
+                                                                   names)
+            except (CaexError, OSError) as exc:  # every rank learns of it, and each thing is said once
+                error = exc
+            raise_together(error, context)
             # _train seeds torch's global generator, and a caller's torch.no_grad() would leave nothing to train
             with _classifier_state_kept(classifier), global_rng_kept(context.device), torch.enable_grad():
                 return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
                               context, verbose, callback, _data_record(data, train_set))
-        finally:
-            shutdown(context)
+    finally:
+        shutdown(context)
+
+
+def _prepare(run_dir: Path | None, resume: bool, force: bool, writer: bool, train_config: TrainConfig,
+             config: CAEConfig | None, classifier: Classifier | None, train_set: ImageSet,
+             names: list[str]) -> tuple[Checkpoint | None, TrainConfig, CAEConfig, list[str]]:
+    """The run's checkpoint (when resuming), settings, network config and class names, checked; a forced run's
+    previous results cleared once all of it passed (by the ``writer`` alone)."""
+    checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
+    if train_config.dc is None:  # a resumed run's own critic; else a given classifier where it can be one
+        dc = checkpoint.meta["train_config"].get("dc") if checkpoint is not None else None
+        train_config = dataclasses.replace(train_config, dc=dc or _default_critic(classifier))
+    if checkpoint is not None:
+        config = _checkpoint_config(checkpoint, asked=config)
+        names = checkpoint.meta["class_names"]
+    config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
+                                        channels=train_set.images.shape[1], num_classes=len(names))
+    _check_data(train_set, config, names)
+    if train_config.max_shift >= config.image_size:
+        raise TrainingError(f"max_shift={train_config.max_shift}: must be smaller than the "
+                            f"{config.image_size}px images")
+    if clear:  # only now: a forced run refused for its data or settings leaves the previous model as it was
+        _clear_previous_run(run_dir)
+    return checkpoint, train_config, config, names
 
 
 @contextlib.contextmanager
@@ -600,13 +619,15 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                 if not warned_length and context.is_main:
                     warned_length = _warn_if_long(train_config, done, start, time.perf_counter() - began - paused)
                 out_of_time = stopped = False
-                # Alone, every iteration (a 38 s iteration overshot a time limit by minutes); under DDP rank 0
-                # decides both at each check, so every rank leaves the loop at the same iteration.
+                # Alone, every iteration (a 38 s iteration overshot a time limit by minutes); under DDP at each
+                # check, rank 0's clock deciding the time limit and a signal to any rank stopping all of them,
+                # so every rank leaves the loop at the same iteration.
                 if at_check or not context.distributed:
-                    out_of_time, stopped = broadcast_flags(
-                        train_config.time_limit is not None
-                        and time.perf_counter() - began - paused > train_config.time_limit,
-                        stop.signum is not None, context=context)
+                    over_time = (context.is_main and train_config.time_limit is not None
+                                 and time.perf_counter() - began - paused > train_config.time_limit)
+                    out_of_time, signum = max_over_ranks(torch.tensor([over_time, stop.signum or 0]),
+                                                         context).tolist()
+                    stopped = signum != 0
                 if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters
                                             or out_of_time or stopped):
                     trainer.save(run_dir / CHECKPOINT_FILE, done, meta)
@@ -614,7 +635,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                         logger.flush()
                 if stopped:
                     save_last_samples()  # after the checkpoint: the work is kept first
-                    raise stop.error(done)
+                    raise stop.error(done, signum)
                 if out_of_time:
                     break
         finally:
@@ -633,7 +654,8 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
             evaluation = test_set if test_set is not None and len(test_set) else train_set
             images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
             _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
-                           images_per_second=images_per_second, terms=terms)
+                           images_per_second=images_per_second, terms=terms, asked=train_config.iters,
+                           processes=context.world_size)
     barrier(context)
     return cae
 
@@ -667,10 +689,12 @@ def _duration(seconds: float) -> str:
 
 
 def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, start: int, seconds: float,
-                   images_per_second: float, terms: dict[str, float]) -> None:
-    """``summary.json``: how far and fast the run trained, and the finished CAE's reconstruction and code
-    separation on (up to 512 of) the test images."""
-    summary = {"iters": done, "trained_iters": done - start, "seconds": round(seconds, 2),
+                   images_per_second: float, terms: dict[str, float], asked: int, processes: int) -> None:
+    """``summary.json``: how far (of the ``asked`` iterations: fewer where the time limit stopped it) and fast
+    the run trained, on how many processes (each drew its own batch), and the finished CAE's reconstruction and
+    code separation on (up to 512 of) the test images."""
+    summary = {"iters": done, "iters_asked": asked, "trained_iters": done - start, "processes": processes,
+               "seconds": round(seconds, 2),
                "images_per_second": round(images_per_second, 2),
                "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
                **{name: round(value, 5) for name, value in code_separation(

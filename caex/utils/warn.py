@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch.utils._contextlib
 
+from caex.utils.device import torchrun_rank
+
 _PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # the caex folder ("caex_scripts/" is not it)
 #: Frames between caex and its caller that are no caller's: a caex ``with`` block's exit, and the wrapper of
 #: a ``@torch.no_grad()`` method.
@@ -18,7 +20,10 @@ _WRAPPERS = frozenset({contextlib.__file__, torch.utils._contextlib.__file__})
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` pointing at the first frame outside caex (a hand-counted ``stacklevel`` points inside
-    caex as soon as a helper is reached by another path, or the code around it is refactored)."""
+    caex as soon as a helper is reached by another path, or the code around it is refactored). Under ``torchrun``
+    rank 0 alone warns: every rank runs the same checks, and a job would say each thing once per process."""
+    if torchrun_rank():
+        return
     frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
     while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
                                  or frame.f_code.co_filename in _WRAPPERS):
