@@ -715,3 +715,33 @@ def test_an_onnx_images_probabilities_do_not_depend_on_its_batch(tmp_path):
     torch.testing.assert_close(alone[0], torch.softmax(torch.tensor([0.2, 0.9]), 0), atol=1e-5, rtol=0)
     torch.testing.assert_close(together, torch.softmax(torch.tensor([[0.2, 0.9], [3.0, -1.0]]), 1), atol=1e-5,
                                rtol=0)
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    ([0, 1, 2], "class name 0 in class_names is not a non-empty string"),  # was "unexpected error: TypeError"
+    (["a", "b", "a"], "class name 'a' is given twice in class_names"),  # one class's files overwrote another's
+    (["../../x", "b", "c"], "class name '../../x' in class_names contains '/'"),  # wrote outside --out
+    (["a", "new\nline", "c"], r"class name 'new\nline' in class_names contains '\n'"),
+])
+def test_classifier_json_class_names_that_cannot_name_files_are_refused(saved, tmp_path, names, message):
+    folder, _ = saved
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    info = json.loads((broken / "classifier.json").read_text())
+    (broken / "classifier.json").write_text(json.dumps({**info, "class_names": names}))
+    with pytest.raises(ClassifierError, match=f"^{re.escape(str(broken / 'classifier.json'))}: "
+                                              f"{re.escape(message)}"):
+        load_classifier(broken)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pickled_objects_in_weights_are_refused_without_torchs_unsafe_advice(tmp_path, legacy):
+    """A legacy (non-zip) torch.save file passed on torch's advice to set weights_only=False."""
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(1), "x": Path("anything")}, path, _use_new_zipfile_serialization=not legacy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ClassifierError) as caught:
+            load_classifier(path, arch="smallcnn", device="cpu")
+    message = str(caught.value)
+    assert "which caex never unpickles" in message and "weights_only" not in message and "\n" not in message

@@ -530,3 +530,63 @@ def test_mask_sub_folders_of_a_class_are_not_read_as_its_images(make_image_folde
         bundle = load_dataset(str(root))
     sources = bundle.train.sources + bundle.test.sources
     assert len(sources) == 6 and all("/images/" in source for source in sources)
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (np.array(["../../../x", "b"]), r"class name '\.\./\.\./\.\./x' in class_names contains '/'"),
+    (np.array(["a\\b", "c"]), r"class name 'a\\\\b' in class_names contains '\\\\'"),
+    (np.array(["new\nline", "c"]), r"class name 'new\\nline' in class_names contains '\\n'"),
+    (np.array(["", "c"]), r"class name '' in class_names is not a non-empty string"),
+])
+def test_npz_class_names_that_cannot_be_file_names_are_refused(tmp_path, names, message):
+    """Class names become output file names (explain --all-targets): ../../../x wrote outside --out."""
+    path = tmp_path / "set.npz"
+    np.savez(path, train_images=np.zeros((6, 10, 10), np.uint8), train_labels=np.arange(6) % 2, class_names=names)
+    with pytest.raises(DataError, match=rf"set\.npz: {message}"):
+        load_dataset(str(path))
+
+
+def test_a_class_folder_with_a_newline_in_its_name_is_refused(make_image_folder, tmp_path):
+    """Its name would reach captions (Pillow fails on a newline) and the bundles, which refuse it on load."""
+    root = make_image_folder({"new\nline": 2, "other": 2})
+    with pytest.raises(DataError, match=r"images: class name 'new\\nline' in class_names contains '\\n'"):
+        load_dataset(str(root))
+
+
+def _npz_with_header(path: Path, header: bytes, data: bytes = b"\x00" * 64) -> Path:
+    """A .npz whose train_images.npy has the given raw header (a crafted file), beside valid labels."""
+    import io
+    import zipfile
+
+    labels = io.BytesIO()
+    np.save(labels, np.arange(2))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("train_images.npy", header + data)
+        archive.writestr("train_labels.npy", labels.getvalue())
+    return path
+
+
+def _npy_header(text: str, version: int = 1) -> bytes:
+    """The bytes of a .npy header holding ``text``, padded as NumPy pads it."""
+    size_bytes = 2 if version == 1 else 4
+    padded = text + " " * (-(10 + size_bytes + len(text) + 1) % 64) + "\n"
+    return (b"\x93NUMPY" + bytes([version, 0]) + len(padded).to_bytes(size_bytes, "little") + padded.encode())
+
+
+def test_an_npz_header_claiming_more_than_its_member_holds_is_one_line(tmp_path):
+    """A 64-byte member claiming shape (100000, 100000, 100000) gave 'unexpected error: MemoryError'."""
+    header = _npy_header("{'descr': '|u1', 'fortran_order': False, 'shape': (100000, 100000, 100000), }")
+    path = _npz_with_header(tmp_path / "bomb.npz", header)
+    with pytest.raises(DataError, match=r"bomb\.npz: train_images\.npy claims shape \(100000, 100000, 100000\) "
+                                        r"\(1,000,000,000,000,000 bytes\) but holds only 64 bytes"):
+        load_dataset(str(path))
+
+
+def test_an_npz_with_an_oversized_header_gives_no_allow_pickle_advice(tmp_path):
+    """NumPy's own message advised allow_pickle=True, which would unpickle whatever the file holds."""
+    header = _npy_header("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 4, 8), }" + " " * 200_000, 2)
+    path = _npz_with_header(tmp_path / "huge.npz", header)
+    with pytest.raises(DataError) as caught:
+        load_dataset(str(path))
+    assert str(caught.value) == f"{path}: cannot read .npz (an array's .npy header is oversized; the file is " \
+                                "corrupt or crafted)"

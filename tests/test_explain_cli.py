@@ -448,3 +448,56 @@ def test_the_saliency_overlay_keeps_the_images_colour() -> None:
     pixels = np.asarray(saliency_overlay(red, torch.zeros(8, 8), alpha=0.5, min_size=8)).astype(int)
     blue = np.asarray(saliency_overlay(torch.zeros(1, 8, 8), torch.zeros(8, 8), alpha=0.5, min_size=8)).astype(int)
     assert (pixels[..., 0] - blue[..., 0] == 128).all() and (pixels[..., 1:] == blue[..., 1:]).all()
+
+
+def test_class_names_become_safe_distinct_file_names() -> None:
+    """A class named ``../../x`` wrote outside --out, and two classes whose names differ only by a slash wrote
+    one file name."""
+    from caex.explain.files import class_slugs
+
+    slugs = class_slugs(["../../esc", "a/b", "a_b", "A_B", ".hidden", "new\nline", "x" * 300])
+    assert len({slug.casefold() for slug in slugs}) == len(slugs)
+    assert all("/" not in slug and "\\" not in slug and "\n" not in slug and not slug.startswith(".")
+               for slug in slugs)
+    assert slugs[0] == "_._.._esc" and slugs[4] == "_hidden" and len(slugs[6].encode()) <= 64
+
+
+def test_all_targets_with_unsafe_class_names_write_inside_out_only(workspace: Path, tmp_path: Path) -> None:
+    """Class names reach file names through --all-targets; one named ../../x must not escape the output folder."""
+    from caex.explain.files import explain_files
+
+    names = ["../../escaped", "a/b", "a_b"]
+    cae = CAE.load(workspace / "run")
+    cae.class_names = names  # as an in-memory model may carry them; files read from disk refuse them
+    classifier = load_classifier(workspace / "clf", device="cpu", class_names=names)
+    out = tmp_path / "deep" / "er" / "out"
+    result = explain_files(Explainer(cae, classifier, device="cpu"), workspace / "imgs" / "sub" / "grey.jpg", out,
+                           steps=3, all_targets=True)
+    assert len(result.written) == len(set(result.written)) == 2
+    assert sorted(path.name for path in tmp_path.rglob("*.json")) == sorted(f"{stem}.json" for stem in result.written)
+    assert all(path.parent == out for path in tmp_path.rglob("*") if path.is_file())
+
+
+def test_a_newline_in_an_image_name_gives_a_one_line_title(workspace: Path, tmp_path: Path) -> None:
+    """Pillow's text layout failed on the newline (raqm_layout() failed), leaving half-written output."""
+    title = strip_title("/data/new\nline.png", "normal", "le\x00sion")
+    assert "\n" not in title and "\x00" not in title and title.startswith("new line.png: normal -> le sion")
+    frames, probs = torch.zeros(2, 1, SIZE, SIZE), torch.tensor([0.2, 0.6])
+    counterfactual_strip(frames, probs, 1, title="two\nlines\u2028and a separator")
+    image = tmp_path / "new\nline.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    assert run_cli(workspace, str(image), "--steps", "3", "--out", str(tmp_path / "out")) == 0
+    assert (tmp_path / "out" / "new\nline_path.png").is_file()
+
+
+def test_very_long_image_names_are_cut_to_distinct_stems_that_fit(workspace: Path, tmp_path: Path) -> None:
+    """A 244-byte stem stopped caex explain with 'File name too long'."""
+    long = "é" * 122  # 244 bytes
+    stems = unique_stems([Path(f"a/{long}.png"), Path(f"b/{long}.png"), Path(f"{long}x.png"), Path("short.png")])
+    assert len(set(stems)) == 4 and stems[3] == "short"
+    assert all(len(stem.encode()) <= 130 for stem in stems)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "in" / f"{long}.png")
+    out = tmp_path / "out"
+    assert run_cli(workspace, str(tmp_path / "in"), "--steps", "3", "--all-targets", "--out", str(out)) == 0
+    assert len(list(out.glob("*.json"))) == 2 and all(len(path.name.encode()) < 255 for path in out.iterdir())

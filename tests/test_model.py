@@ -305,3 +305,38 @@ def test_a_config_whose_class_names_are_no_list_of_names_is_one_line(tmp_path) -
     (tmp_path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"config\.json: class_names must be a list of names, got 5$"):
         CAE.load(tmp_path)
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (["a", "a"], "class name 'a' is given twice in class_names"),  # explain --all-targets overwrote files
+    (["../../x", "b"], "class name '../../x' in class_names contains '/'"),  # and wrote outside --out
+    (["a", 1], "class name 1 in class_names is not a non-empty string"),
+])
+def test_a_config_whose_class_names_cannot_name_files_is_refused(tmp_path, names, message) -> None:
+    CAE(_tiny()).save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["class_names"] = names
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=f"^{re.escape(str(tmp_path / 'config.json'))}: {re.escape(message)}"):
+        CAE.load(tmp_path)
+
+
+def test_a_config_asking_for_a_huge_network_is_refused_before_it_is_built(tmp_path) -> None:
+    """width: 1000000 made CAE.load allocate 128 TB before the weights' shapes were compared."""
+    CAE(_tiny()).save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"]["width"] = 1_000_000
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"model\.safetensors: weights do not match the CAE config \(size mismatch "
+                                         r"for .*the config asks for \[1000000, "):
+        CAE.load(tmp_path)
+
+
+def test_a_config_with_a_fractional_size_is_refused(tmp_path) -> None:
+    CAE(_tiny()).save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    meta["config"]["image_size"] = 32.0
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"config\.json: unreadable CAE config \(ValueError: image_size=32\.0 must "
+                                         r"be a whole number\)$"):
+        CAE.load(tmp_path)

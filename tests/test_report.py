@@ -550,3 +550,12 @@ def test_the_page_reads_on_a_phone_and_in_print_and_points_to_the_interactive_ma
     manifold = text.split('<section id="manifold"')[1].split("</section>")[0]
     assert "Every image&#x27;s 16-number class code" in manifold and "class codes, UMAP" in manifold
     assert f"{run / 'manifold' / 'maps.html'} (opens offline)" in manifold
+
+
+def test_integers_too_large_for_a_float_are_read_as_missing() -> None:
+    """``"test_accuracy": 10**400`` in a hand-edited classifier.json stopped the report with an OverflowError."""
+    huge = 10**400
+    assert not readings.finite(huge) and readings.finite(10**300)
+    assert readings.read_accuracy(huge, 2) == "The classifier's test accuracy was not recorded."
+    assert readings.read_time({"CAE": huge, "random": 2.0}) == "random is quickest (2.0 ms per map), random slowest " \
+                                                               "(2.0 ms)."

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from caex.classifier.arch import ClassifierNet
+from caex.data.types import check_class_names
 from caex.errors import ClassifierError
 from caex.utils.io import atomic_write_bytes, replaced_together, write_json
 
@@ -93,6 +94,7 @@ class ClassifierInfo:
                   and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)]
         if wrong:
             raise ClassifierError(f"{path}: classifier.json has a wrong kind of value for {', '.join(wrong)}")
+        check_class_names(self.class_names, str(path), ClassifierError)  # they name output files and captions
 
 
 def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,

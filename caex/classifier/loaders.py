@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -376,17 +375,26 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - safetensors/pickle/zip errors all mean "unreadable"
-        if isinstance(exc, pickle.UnpicklingError) and kind == "torch.save":  # refused by weights_only
-            raise ClassifierError(f"{path}: holds pickled Python objects besides tensors (a whole model saved with "
-                                  "torch.save(model)?), which caex never unpickles; save model.state_dict() or a "
-                                  "TorchScript export instead") from None
-        raise ClassifierError(f"{path}: not a readable weights file ({_one_line(exc)})") from None
+        raise ClassifierError(f"{path}: {_unreadable_weights(exc)}") from None
     if isinstance(state, dict):
         nested = [key for key in NESTED_STATE_KEYS if isinstance(state.get(key), dict)]
         state = state[nested[0]] if nested else state
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ClassifierError(f"{path}: does not hold a state dict (a mapping of names to tensors)")
     return state
+
+
+def _unreadable_weights(exc: BaseException) -> str:
+    """Why a weights file cannot be read, in one line. A refusal by ``torch.load(weights_only=True)`` (zip or legacy
+    archive alike) is said in caex's words: torch's own advises ``weights_only=False``, which would run whatever
+    the file holds."""
+    text = str(exc)
+    if "weights_only" not in text.lower().replace(" ", "_"):
+        return f"not a readable weights file ({_one_line(exc)})"
+    if "global" in text.lower():  # a class or function to import: an object, not a tensor
+        return ("holds pickled Python objects besides tensors (a whole model saved with torch.save(model)?), which "
+                "caex never unpickles; save model.state_dict() or a TorchScript export instead")
+    return "not a readable weights file (no pickle of tensors that caex reads; caex never unpickles other objects)"
 
 
 def _torch_archive_kind(path: Path) -> str | None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from caex.data.transforms import is_grey, resize_and_crop, to_channels
-from caex.data.types import RANGE_TOLERANCE
+from caex.data.types import RANGE_TOLERANCE, check_class_names
 from caex.errors import DataError
 from caex.utils.warn import warn
 
@@ -348,7 +348,7 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
             raise DataError(f"{root}: has {present}/ but no {absent}/ folder (layouts: root/<class>/*.png, or "
                             "root/train/<class>/ with root/test/<class>/)")
     train_root = lowered["train"] if split_layout else root
-    class_names = list(_class_folders(train_root))
+    class_names = check_class_names(list(_class_folders(train_root)), str(train_root))  # a newline in a folder name
     if len(class_names) < 2:
         found = ", ".join(class_names) or "none"
         raise DataError(f"{train_root}: need at least two class folders, found {found}")
@@ -396,14 +396,7 @@ def _warn_skipped(skipped: list[Path]) -> None:
 def read_npz(path: Path) -> RawData:
     """``train_images``/``train_labels`` (+ optional ``val_*``, ``test_*``, ``*_masks``, ``class_names``); val
     joins train."""
-    try:
-        with open(path, "rb") as handle:
-            if handle.read(2) != b"PK":  # else NumPy takes it for a pickle and advises allow_pickle=True
-                raise DataError(f"{path}: not a .npz file (a .npz is a zip archive of .npy arrays)")
-        archive = np.load(path, allow_pickle=False)
-        arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read .npz ({type(exc).__name__}: {exc})") from None
+    arrays = _read_npz_arrays(path)
     for key in ("train_images", "train_labels"):
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
@@ -425,16 +418,75 @@ def read_npz(path: Path) -> RawData:
             raise DataError(f"{path}: label {int(labels_all.max())} but only {len(class_names)} class_names")
     else:
         class_names = [str(k) for k in range(int(labels_all.max()) + 1)]
-    ignored = sorted(set(arrays) - {"class_names", *(f"{split}_{kind}" for split in ("train", "val", "test")
-                                                       for kind in ("images", "labels", "masks"))})
+    ignored = sorted(set(arrays) - NPZ_ARRAYS)
     if ignored:  # said, so that nobody takes them for read
         warn(f"{path}: arrays {', '.join(ignored)} are not read (caex reads train_/val_/test_images, "
              "_labels and _masks, and class_names)")
     return RawData(parts["train"], parts.get("test"), class_names)
 
 
+#: The arrays :func:`read_npz` reads; any other is named in a warning, never loaded.
+NPZ_ARRAYS = frozenset({"class_names", *(f"{split}_{kind}" for split in ("train", "val", "test")
+                                        for kind in ("images", "labels", "masks"))})
+
+
+def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``path`` that caex reads (the others' names as zero-size placeholders, for the warning).
+
+    Each member's ``.npy`` header is checked first: one that claims more bytes than the member holds (a
+    100000**3 array in a few bytes) is refused in one line rather than allocated, and NumPy's advice to pass
+    ``allow_pickle=True`` (an oversized header, an object array) never reaches the user: caex never unpickles.
+    """
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"PK":  # else NumPy takes it for a pickle and advises allow_pickle=True
+                raise DataError(f"{path}: not a .npz file (a .npz is a zip archive of .npy arrays)")
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            for key, info in members.items():
+                if key in NPZ_ARRAYS:
+                    _check_npy_header(path, archive, info)
+        loaded = np.load(path, allow_pickle=False)
+        return {key: loaded[key] if key in NPZ_ARRAYS else np.empty(0) for key in loaded.files}
+    except MemoryError:
+        raise DataError(f"{path}: an array is too large for this machine's memory") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read .npz ({_numpy_reason(exc)})") from None
+
+
+def _check_npy_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Refuse a member whose ``.npy`` header claims more data than the member's uncompressed size."""
+    from numpy.lib import format as npy
+
+    readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+    with archive.open(info) as member:
+        if member.read(6) != npy.MAGIC_PREFIX:
+            return  # not an array: np.load gives it as bytes, and read_npz names what it lacks
+        member.seek(0)
+        reader = readers.get(npy.read_magic(member))
+        if reader is None:
+            return  # format 3.0 (rare): np.load reads it, and a MemoryError is still one line
+        shape, _, dtype = reader(member)
+        claimed = math.prod(shape) * dtype.itemsize
+        held = info.file_size - member.tell()
+    if claimed > held:
+        raise DataError(f"{path}: {info.filename} claims shape {shape} ({claimed:,} bytes) but holds only "
+                        f"{max(held, 0):,} bytes; the file is corrupt or crafted")
+
+
+def _numpy_reason(exc: BaseException) -> str:
+    """Why NumPy could not read an array, in caex's words where NumPy's would advise ``allow_pickle=True``."""
+    text = str(exc)
+    if "Object arrays" in text:
+        return "an array holds Python objects, which caex never unpickles; store names as a string array"
+    if "allow_pickle" in text or "max_header_size" in text:
+        return "an array's .npy header is oversized; the file is corrupt or crafted"
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _npz_class_names(path: Path, names: np.ndarray) -> list[str]:
-    """A 1-D array of distinct strings (bytes, as h5py and MATLAB exports write them, are decoded as UTF-8)."""
+    """A 1-D array of distinct names (bytes, as h5py and MATLAB exports write them, are decoded as UTF-8), checked by
+    :func:`check_class_names`: they become file names."""
     if names.ndim != 1:
         raise DataError(f"{path}: class_names has shape {names.shape}; expected a 1-D array of names, "
                         "e.g. np.array(['normal', 'cnv'])")
@@ -442,10 +494,7 @@ def _npz_class_names(path: Path, names: np.ndarray) -> list[str]:
         decoded = [name.decode("utf-8") if isinstance(name, bytes) else str(name) for name in names.tolist()]
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: class_names are bytes that are not UTF-8 text ({exc})") from None
-    repeated = sorted({name for name in decoded if decoded.count(name) > 1})
-    if repeated:
-        raise DataError(f"{path}: class name {repeated[0]!r} is given twice in class_names")
-    return decoded
+    return check_class_names(decoded, str(path))
 
 
 def _shape_text(images: torch.Tensor) -> str:

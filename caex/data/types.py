@@ -8,6 +8,7 @@ internally, so nothing downstream has to know where the pixels came from.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +49,43 @@ def check_image_batch(images: object, *, channels: int | None = None, size: int 
             raise error(f"{what}: values span [{low:g}, {high:g}]; expected the data range [0, 1] "
                         "(divide 8-bit images by 255)")
     return images
+
+
+def is_line_breaking(char: str) -> bool:
+    """Whether ``char`` is a control character (NUL, newline, escape, ...) or a line or paragraph separator:
+    in a file name or a one-line caption it breaks the name or the line (Pillow's text layout fails on it)."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
+def check_class_names(names: object, where: str, error: type[CaexError] = DataError) -> list[str]:
+    """``names`` as a list if it is a list of distinct, non-empty strings free of ``/``, ``\\`` and control
+    characters; else ``error`` naming ``where`` (the file) and the name.
+
+    Class names read from a user's file become output file names (``caex explain --all-targets``) and
+    captions, so a name like ``../../x`` or one holding a newline must be refused where it is read, and a
+    repeated name would make two classes' files overwrite each other.
+    """
+    if not isinstance(names, (list, tuple)):
+        raise error(f"{where}: class_names must be a list of names, got {_shown(names)}")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise error(f"{where}: class name {_shown(name)} in class_names is not a non-empty string")
+        bad = next((char for char in name if char in "/\\" or is_line_breaking(char)), None)
+        if bad is not None:
+            raise error(f"{where}: class name {_shown(name)} in class_names contains {bad!r}; class names become "
+                        "file names and captions, so they may not hold slashes or control characters")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise error(f"{where}: class name {_shown(name)} is given twice in class_names")
+        seen.add(name)
+    return list(names)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: one readable line, whatever a file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def rank_within_class(labels: torch.Tensor) -> torch.Tensor:

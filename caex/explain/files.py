@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from caex.data.sources import IMAGE_SUFFIXES, ReadNotes, image_tree, load_image
+from caex.data.types import is_line_breaking
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError
 from caex.explain.render import save_explanation
 from caex.utils.io import folder_lock, json_safe, read_json
@@ -56,6 +58,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     size, channels = explainer.cae.config.image_size, explainer.cae.config.channels
     result = FilesResult()
     all_targets = bool(explain_options.get("all_targets"))
+    slugs = class_slugs(explainer.class_names)
     at_target, notes = 0, ReadNotes()
     with folder_lock(out, "caex explain"):
         if skip_done:
@@ -76,7 +79,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                     for index, path in enumerate(batch):
                         stem = stems[begin + index]
                         if all_targets:
-                            stem = f"{stem}_to-{explanation.class_names[int(explanation.target[index])]}"
+                            stem = f"{stem}_to-{slugs[int(explanation.target[index])]}"
                         save_explanation(explanation, index, images[index], out, stem, str(path), settings)
                         result.written.append(stem)
                 result.explained += len(batch)
@@ -88,15 +91,51 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     return result
 
 
+#: Longest output stem and class part of an output name, in UTF-8 bytes: ``<stem>-<n>_to-<class>_saliency.png``
+#: and its temporary twin ``.<name>.<random>.tmp`` stay well below the usual 255-byte file-name limit.
+MAX_STEM_BYTES = 120
+MAX_SLUG_BYTES = 64
+
+
+def shortened(name: str, limit: int) -> str:
+    """``name`` if it fits ``limit`` UTF-8 bytes, else its start and a hash of the whole (``start~1a2b3c4d``), so
+    that long names stay distinct once cut and an output name never exceeds the file system's limit."""
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    start = name.encode("utf-8", "surrogatepass")[:limit - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{start}~{digest}"
+
+
+def class_slugs(class_names: Sequence[str]) -> list[str]:
+    """One file-name part per class for ``_to-<class>``: readable, with path separators, control characters
+    and a leading dot replaced by ``_`` (a class named ``../x`` must not write outside the output folder) and
+    long names cut; classes whose parts would coincide (``a/b`` and ``a_b``, or ``A`` and ``a`` on a
+    case-insensitive disk) get their index added, so one class's files never overwrite another's."""
+    slugs = []
+    for index, name in enumerate(map(str, class_names)):
+        slug = "".join("_" if char in "/\\" or is_line_breaking(char) else char for char in name)
+        slug = shortened("_" + slug[1:] if slug.startswith(".") else slug, MAX_SLUG_BYTES) or f"class{index}"
+        slugs.append(slug)
+    while len({slug.casefold() for slug in slugs}) < len(slugs):
+        counts: dict[str, int] = {}
+        for slug in slugs:
+            counts[slug.casefold()] = counts.get(slug.casefold(), 0) + 1
+        slugs = [f"{slug}-{index}" if counts[slug.casefold()] > 1 else slug for index, slug in enumerate(slugs)]
+    return slugs
+
+
 def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems for output names; a repeated stem (same name in two folders) gets -2, -3, ..."""
+    """File stems for output names; a repeated stem (same name in two folders) gets -2, -3, ..., and a long one
+    is cut (:func:`shortened`) so that every output name fits the file system."""
     used: set[str] = set()
     stems = []
     for path in paths:
-        stem, count = path.stem, 1
+        base = shortened(path.stem, MAX_STEM_BYTES)
+        stem, count = base, 1
         while stem in used:
             count += 1
-            stem = f"{path.stem}-{count}"
+            stem = f"{base}-{count}"
         used.add(stem)
         stems.append(stem)
     return stems

@@ -20,6 +20,7 @@ import torch
 from matplotlib import colormaps, get_data_path
 from PIL import Image, ImageDraw, ImageFont
 
+from caex.data.types import is_line_breaking
 from caex.explain.explainer import Explanation
 from caex.utils.io import atomic_write_bytes, write_json
 
@@ -89,6 +90,7 @@ def counterfactual_strip(frames: torch.Tensor, target_probs: torch.Tensor, flip_
     """Frames ``[T, C, H, W]`` side by side, each captioned with its target probability."""
     pictures = _path_frames(frames, target_probs, flip_step, min_size)
     font = caption_font(max(10, min_size // 7))
+    title = one_line(title)
     header = (font.size + 8) if title else 0
     width, height = pictures[0].size
     # a short path (two steps, an early flip) must not crop the title, which names the classes
@@ -113,10 +115,16 @@ def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: 
     return buffer.getvalue()
 
 
+def one_line(text: str) -> str:
+    """``text`` as a single line: runs of whitespace and control characters (a newline in a class or file name)
+    become one space, since Pillow's text layout fails on them (``raqm_layout() failed``)."""
+    return " ".join("".join(" " if is_line_breaking(char) else char for char in text).split())
+
+
 def strip_title(source: str, prediction: str, target: str) -> str:
     """The strip's title: which move it shows, and that frame x0 is the reconstruction, not the input (the JSON's
     ``input_probability`` is the input's, so the two first probabilities may differ)."""
-    return f"{Path(source).name}: {prediction} -> {target}, p({target}) per frame; x0 = reconstruction"
+    return one_line(f"{Path(source).name}: {prediction} -> {target}, p({target}) per frame; x0 = reconstruction")
 
 
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,

@@ -14,11 +14,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from caex.data.types import DataBundle, check_image_batch
+from caex.data.types import DataBundle, check_class_names, check_image_batch
 from caex.errors import ModelError
 from caex.model.config import CAEConfig
 from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
@@ -205,24 +205,29 @@ class CAE(nn.Module):
             if meta.get("version", 1) > FORMAT_VERSION:
                 raise ModelError(f"written by a newer caex (format version {meta['version']}, this caex reads "
                                  f"{FORMAT_VERSION}); upgrade caex")
+            _check_whole_numbers(meta["config"])
             config = CAEConfig.from_dict(meta["config"])
             names = meta.get("class_names")
-            if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-                raise ModelError(f"class_names must be a list of names, got {names!r}")
         except ModelError as exc:
             raise ModelError(f"{config_path}: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValueError: bad JSON or field values
             raise ModelError(f"{config_path}: unreadable CAE config ({type(exc).__name__}: {exc})") from None
-        try:
-            # The initial weights, replaced below, draw from a fork: the caller's global stream stays as it was.
-            with torch.random.fork_rng(devices=[]):
-                model = cls(config, meta.get("class_names"), meta.get("data_spec"), meta.get("data_seed"))
-        except ModelError as exc:  # a config that parses but describes no valid CAE: name the file
-            raise ModelError(f"{config_path}: {exc}") from None
-        model.source = str(run_dir)
+        if names is not None:  # they name output files and captions
+            names = check_class_names(names, str(config_path), ModelError)
         if not weights_path.is_file():
             raise ModelError(f"{weights_path}: missing CAE weights")
         try:
+            # Built on the meta device (no memory, no random draws), so that a config.json asking for a network
+            # far larger than its weights (width: 1000000) is refused by the weights' header before anything is
+            # allocated; to_empty then allocates exactly what the checked weights fill.
+            with torch.device("meta"):
+                model = cls(config, names, meta.get("data_spec"), meta.get("data_seed"))
+        except ModelError as exc:  # a config that parses but describes no valid CAE: name the file
+            raise ModelError(f"{config_path}: {exc}") from None
+        model.source = str(run_dir)
+        try:
+            _check_stored_shapes(model, weights_path)
+            model.to_empty(device="cpu")
             model.load_state_dict(_read_tensors(weights_path), strict=True, source=weights_path)
         except ModelError as exc:  # a field missing from config.json took its default, which the weights refute
             assumed = sorted({field.name for field in dataclasses.fields(CAEConfig)} - set(meta["config"]))
@@ -258,6 +263,31 @@ def as_cae(cae: CAE | str | os.PathLike, device: str | torch.device | None = Non
     if device is None:
         device = classifier.device if getattr(classifier, "module", None) is not None else "auto"
     return CAE.load(cae, device=device)
+
+
+def _check_whole_numbers(config: object) -> None:
+    """Integer fields of a config.json must be integers: ``image_size: 64.0`` would build the networks with a
+    float size that later code reads differently."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a JSON object, got {type(config).__name__}")
+    for field in dataclasses.fields(CAEConfig):
+        value = config.get(field.name)
+        if field.type in (int, "int") and field.name in config and type(value) is not int:
+            raise ValueError(f"{field.name}={value!r} must be a whole number")
+
+
+def _check_stored_shapes(model: CAE, path: Path) -> None:
+    """Compare ``model``'s tensor shapes with those in the header of the safetensors file ``path`` (read without
+    loading any data), so that a config.json describing a huge network is refused before it is allocated."""
+    try:
+        with safe_open(str(path), framework="pt") as stored:
+            shapes = {name: tuple(stored.get_slice(name).get_shape()) for name in stored.keys()}  # noqa: SIM118 - no iterator
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+    for name, tensor in model.state_dict().items():
+        if name in shapes and shapes[name] != tuple(tensor.shape):
+            raise ModelError(f"{path}: weights do not match the CAE config (size mismatch for {name}: the weights "
+                             f"hold {list(shapes[name])}, the config asks for {list(tensor.shape)})")
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

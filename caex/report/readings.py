@@ -17,8 +17,14 @@ RANDOM = "random"
 
 
 def finite(value: object) -> bool:
-    """True for a real number that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """True for a real number that is neither NaN nor infinite; an integer too large for a float (``10**400`` in a
+    hand-edited json) counts as infinite, since every figure is read as a float."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def percent(value: float) -> float:
