@@ -46,22 +46,44 @@ def test_synchronize_waits_on_the_devices_own_backend(monkeypatch, kind: str) ->
     assert len(waited) == 1
 
 
-def test_checkpoints_keep_the_rng_state_of_any_accelerator(monkeypatch) -> None:
-    """Only CUDA's state was saved, so a resumed run on MPS or XPU drew other dropout masks."""
+def test_checkpoints_keep_the_rng_state_of_the_training_device_of_any_kind(monkeypatch) -> None:
+    """Only CUDA's state was saved, so a resumed run on MPS or XPU drew other dropout masks; and the current
+    device's was read, not the training device's: on cuda:1 a resume replayed other dropout and noise."""
     from types import SimpleNamespace
 
     from caex.training.checkpoint import Checkpoint, capture_rng, restore_rng
 
-    restored = []
-    fake = SimpleNamespace(is_initialized=lambda: True, get_rng_state=lambda: torch.tensor([7, 8], dtype=torch.uint8),
-                           set_rng_state=restored.append)
+    read, restored = [], []
+    fake = SimpleNamespace(get_rng_state=lambda device: read.append(device) or torch.tensor([7, 8], dtype=torch.uint8),
+                           set_rng_state=lambda state, device: restored.append((state.tolist(), device)))
     monkeypatch.setattr(torch, "xpu", fake)
+    states = capture_rng(torch.device("xpu", 1))
+    assert sorted(states) == ["torch_cpu", "torch_xpu"] and states["torch_xpu"].tolist() == [7, 8]
+    assert read == [torch.device("xpu", 1)]
+    tensors = {f"rng.0.{name}": state for name, state in states.items()}
+    restore_rng(Checkpoint(iteration=1, meta={}, tensors=tensors), rank=0, device=torch.device("xpu", 1))
+    assert restored == [([7, 8], torch.device("xpu", 1))]
+    assert sorted(capture_rng(torch.device("cpu"))) == ["torch_cpu"]  # training on the CPU: its state alone
+
+
+def test_auto_picks_whatever_accelerator_torch_names(monkeypatch) -> None:
+    """"auto" looked for CUDA and MPS only: on an Intel GPU it trained on the CPU (and gloo under torchrun)."""
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("xpu"))
-    states = capture_rng()
-    assert sorted(states) == ["torch_cpu", "torch_xpu"] and states["torch_xpu"].tolist() == [7, 8]
-    tensors = {f"rng.0.{name}": state for name, state in states.items()}
-    restore_rng(Checkpoint(iteration=1, meta={}, tensors=tensors), rank=0)
-    assert [state.tolist() for state in restored] == [[7, 8]]
-    fake.is_initialized = lambda: False  # never started: nothing to save, and reading must not start it
-    assert sorted(capture_rng()) == ["torch_cpu"]
+    assert resolve_device("auto") == resolve_device(None) == torch.device("xpu")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_weights_seed_the_training_devices_generator_of_any_kind(monkeypatch) -> None:
+    """Only CUDA's and MPS's generators were seeded: dropout on XPU was neither seeded nor given back."""
+    from types import SimpleNamespace
+
+    from caex.utils.seed import seed_weights
+
+    seeded = []
+    monkeypatch.setattr(torch, "xpu", SimpleNamespace(manual_seed=seeded.append))
+    seed_weights(5, torch.device("xpu"))
+    seed_weights(6, torch.device("cpu"))  # the CPU's alone
+    seed_weights(7, torch.device("meta"))  # no generator to seed
+    assert seeded == [5] and torch.initial_seed() == 7

@@ -126,6 +126,8 @@ class Explanation:
 
     def __getitem__(self, index: int | slice | torch.Tensor | list[int]) -> Explanation:
         """The explanations of a subset of exemplars (``exp[3]`` keeps a batch axis of 1)."""
+        if isinstance(index, torch.Tensor):  # an index made beside GPU inputs; the explanation's tensors are on the CPU
+            index = index.cpu()
         rows = torch.arange(len(self))[index].reshape(-1)
         fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         for name, value in fields.items():

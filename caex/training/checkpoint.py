@@ -110,35 +110,31 @@ def restore_optimizer(checkpoint: Checkpoint, name: str, optimizer: Optimizer) -
     optimizer.load_state_dict(unflatten_optimizer(name, checkpoint.tensors, checkpoint.meta["optimizers"][name]))
 
 
-def _accelerator() -> tuple[str, Any] | None:
-    """``(type, torch module)`` of this machine's accelerator (``"cuda"``, ``"xpu"``, ``"mps"``, ...), if any."""
-    if not torch.accelerator.is_available():
-        return None
-    kind = torch.accelerator.current_accelerator().type
-    return kind, getattr(torch, kind, None)
+def _device_generators(device: torch.device) -> Any | None:
+    """The torch module holding ``device``'s global generator (``torch.cuda``, ``torch.xpu``, ...), or ``None`` on
+    the CPU (saved anyway) and where there is none."""
+    module = None if device.type == "cpu" else getattr(torch, device.type, None)
+    return module if hasattr(module, "get_rng_state") and hasattr(module, "set_rng_state") else None
 
 
-def capture_rng() -> dict[str, torch.Tensor]:
-    """This process's global RNG states (dropout draws from them): the CPU's and the accelerator's in use."""
+def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's global RNG states that its dropout draws from: the CPU's and the training ``device``'s (on
+    ``cuda:1`` that one's, which :func:`caex.utils.seed.seed_weights` seeded, not the current device's)."""
     states = {"torch_cpu": torch.get_rng_state()}
-    accelerator = _accelerator()
-    if accelerator is not None:
-        kind, module = accelerator
-        in_use = getattr(module, "is_initialized", lambda: True)()  # reading the state must not start CUDA
-        if in_use and hasattr(module, "get_rng_state"):
-            states[f"torch_{kind}"] = module.get_rng_state()
+    module = _device_generators(device)
+    if module is not None:
+        states[f"torch_{device.type}"] = module.get_rng_state(device)
     return states
 
 
-def restore_rng(checkpoint: Checkpoint, rank: int) -> None:
-    """Put back ``rank``'s RNG states; a rank the checkpoint has none for (more processes now) keeps its own."""
+def restore_rng(checkpoint: Checkpoint, rank: int, device: torch.device) -> None:
+    """Put back ``rank``'s RNG states on the CPU and ``device``; a rank the checkpoint has none for (more processes
+    now) keeps its own, and so does a device of another kind than the run saved."""
     cpu = checkpoint.tensors.get(f"rng.{rank}.torch_cpu")
     if cpu is None:
         return
     torch.set_rng_state(cpu)
-    accelerator = _accelerator()
-    if accelerator is not None:
-        kind, module = accelerator
-        state = checkpoint.tensors.get(f"rng.{rank}.torch_{kind}")
-        if state is not None and hasattr(module, "set_rng_state"):
-            module.set_rng_state(state)
+    module = _device_generators(device)
+    state = checkpoint.tensors.get(f"rng.{rank}.torch_{device.type}")
+    if module is not None and state is not None:
+        module.set_rng_state(state, device)

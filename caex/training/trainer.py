@@ -418,7 +418,7 @@ class BBCFETrainer:
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, path: Path, iteration: int, meta: dict[str, Any]) -> None:
         """Collective (every rank contributes its RNG state); only rank 0 writes."""
-        rng_states = gather_objects(capture_rng(), self.context)
+        rng_states = gather_objects(capture_rng(self.context.device), self.context)
         if self.context.is_main:
             modules = {"cae": self.cae, "disc": self.discriminator}
             if self.average is not None:
@@ -446,7 +446,7 @@ class BBCFETrainer:
         restore_optimizer(checkpoint, "opt_disc", self.disc_optimizer)
         self.gen_scheduler.load_state_dict(checkpoint.meta["schedulers"]["gen"])
         self.disc_scheduler.load_state_dict(checkpoint.meta["schedulers"]["disc"])
-        restore_rng(checkpoint, self.context.rank)
+        restore_rng(checkpoint, self.context.rank, self.context.device)
         ranks = checkpoint.meta.get("ranks")
         if ranks not in (None, self.context.world_size) and self.context.is_main:
             # Allowed (a cluster may give fewer GPUs after preemption), but each rank's share of the pairs moves.

@@ -20,12 +20,11 @@ def torchrun_rank() -> int | None:
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` picks CUDA, then MPS, then CPU; anything else (a ``torch.device`` too) is validated."""
+    """``None``/``"auto"`` picks the machine's accelerator (CUDA, XPU, MPS, ... as torch names it), else the CPU;
+    anything else (a ``torch.device`` too) is validated."""
     if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
+        if torch.accelerator.is_available():
+            return torch.device(torch.accelerator.current_accelerator().type)
         return torch.device("cpu")
     try:
         device = torch.device(name)

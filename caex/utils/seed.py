@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,26 +16,31 @@ def seed_weights(seed: int, device: torch.device | None = None) -> None:
     Callers do so inside :func:`global_rng_kept`, so the user's streams are theirs again afterwards. Every other
     draw in caex uses a private generator, and Python's and NumPy's global states are left alone."""
     torch.default_generator.manual_seed(seed)
-    if device is not None and device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(seed)
-    elif device is not None and device.type == "mps":
-        torch.mps.manual_seed(seed)
+    backend = _generator_backend(device)
+    if backend is not None:
+        with backend.device(device) if hasattr(backend, "device") else contextlib.nullcontext():
+            backend.manual_seed(seed)  # the current device's: ``device``'s inside the block
 
 
 @contextlib.contextmanager
 def global_rng_kept(device: torch.device) -> Iterator[None]:
     """Give torch's global generators that :func:`seed_weights` may seed (the CPU's, and ``device``'s) back as
     they were after the block: a notebook's next ``torch.rand`` would otherwise repeat after every run."""
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        forked = torch.random.fork_rng(devices=[index], device_type="cuda")
-    elif device.type == "mps":
-        forked = torch.random.fork_rng(devices=[0], device_type="mps")
-    else:
+    backend = _generator_backend(device)
+    if backend is None:
         forked = torch.random.fork_rng(devices=[])
+    else:
+        index = device.index if device.index is not None else getattr(backend, "current_device", lambda: 0)()
+        forked = torch.random.fork_rng(devices=[index], device_type=device.type)
     with forked:
         yield
+
+
+def _generator_backend(device: torch.device | None) -> Any | None:
+    """The torch module of ``device``'s global generator (``torch.cuda``, ``torch.xpu``, ``torch.mps``, ...), or
+    ``None`` for the CPU (seeded anyway) and devices without one (``meta``)."""
+    module = None if device is None or device.type == "cpu" else getattr(torch, device.type, None)
+    return module if hasattr(module, "manual_seed") else None
 
 
 def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
