@@ -516,10 +516,11 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch) -> N
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP])
 def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_exactly(tmp_path, signum,
                                                                                          monkeypatch) -> None:
-    """SLURM's SIGTERM or a Ctrl-C keeps every iteration done, not only those up to the last periodic checkpoint,
+    """SLURM's SIGTERM (or its early warning SIGUSR1, which killed the run with no checkpoint), a closed terminal's
+    SIGHUP or a Ctrl-C keeps every iteration done, not only those up to the last periodic checkpoint,
     and draws the stopped model's sample grid (it had none between two periodic grids)."""
     data = _data()
     config, train_config = _configs(iters=12, ckpt_every=100, sample_every=4, log_every=2)
@@ -531,7 +532,7 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_
             os.kill(os.getpid(), signum)
         return step(trainer, iteration)
 
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)}
     with monkeypatch.context() as patch, pytest.raises(
             Interrupted, match=rf"^stopped by {signal.Signals(signum).name} after iteration 5, "
                                r"checkpoint saved$") as caught:  # alone: checked every iteration

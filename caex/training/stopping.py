@@ -1,4 +1,5 @@
-"""Stop a training run on SIGINT/SIGTERM within a few iterations, after saving its checkpoint.
+"""Stop a training run on SIGINT/SIGTERM (and SIGUSR1/SIGUSR2/SIGHUP) within a few iterations, after saving its
+checkpoint.
 
 A scheduler (SLURM, Kubernetes) sends SIGTERM some seconds before it kills a
 job, and Ctrl-C is SIGINT: without this, either would lose every iteration
@@ -18,7 +19,10 @@ from contextlib import contextmanager
 
 from caex.errors import Interrupted
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+#: Ctrl-C, a scheduler's stop (SLURM's SIGTERM), its early warnings (``#SBATCH --signal=USR1@120``; SGE and LSF
+#: send SIGUSR1/SIGUSR2) and a closed terminal: each checkpoints and stops; the last three only where they exist.
+HANDLED = (signal.SIGINT, signal.SIGTERM,
+           *(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2", "SIGHUP") if hasattr(signal, name)))
 
 
 class StopRequest:
