@@ -185,7 +185,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
                     raise TrainingError(f"training {arch}: the loss became {train_loss} in epoch {epoch + 1}; "
                                         "try a smaller --lr")
                 bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{train_loss:.3f}",
-                                acc=f"{train_accuracy:.3f}")
+                                acc=f"{train_accuracy:.3f}", refresh=False)  # drawn with the next update
     bar.close()
 
     test_accuracy = evaluate_accuracy(net, bundle.test, device)

@@ -613,7 +613,8 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                 if at_check or at_sample or done == train_config.iters:
                     bar.set_postfix(recon=f"{terms['recon_image']:.3f}", cls=f"{terms['classification']:.3f}",
                                     adv=f"{terms['adversarial']:.3f}", d=f"{terms['disc_adversarial']:.3f}",
-                                    **({"codes": f"{separation['code_accuracy']:.2f}"} if separation else {}))
+                                    **({"codes": f"{separation['code_accuracy']:.2f}"} if separation else {}),
+                                    refresh=False)  # drawn with the next update: a forced redraw ignores the interval
                     if logger is not None:
                         logger.log(done, {**terms, **separation} if at_sample else terms)
                 if not warned_length and context.is_main:

@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
+
+#: Seconds between two progress lines when stderr is a file or a pipe (a batch job's log), unless
+#: ``TQDM_MININTERVAL`` says otherwise: a bar redrawn ten times a second grew such a log by megabytes an hour.
+LOG_INTERVAL = 30.0
 
 
 def progress(iterable: Iterable | None = None, *, desc: str, total: int | None = None,
              enabled: bool = True, unit: str = "it", **kwargs: Any) -> tqdm:
-    """A tqdm bar on stderr; ``enabled=False`` (library use, tests) keeps it silent."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=not enabled,
-                file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
+    """A tqdm bar on stderr; ``enabled=False`` (library use, tests) or ``TQDM_DISABLE=1`` keeps it silent.
+
+    Where stderr is no terminal (and no notebook draws the bar), the bar is written as a plain line every
+    :data:`LOG_INTERVAL` seconds and once at the end, without the carriage returns that made a log one endless
+    line.
+    """
+    disabled = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    if not sys.stderr.isatty() and not _in_notebook():
+        kwargs = {"mininterval": float(os.environ.get("TQDM_MININTERVAL", LOG_INTERVAL)),
+                  **kwargs, "file": _Lines(sys.stderr), "leave": True}
+    else:
+        kwargs = {"file": sys.stderr, "dynamic_ncols": True, "leave": False, **kwargs}
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disabled, **kwargs)
+
+
+def _in_notebook() -> bool:
+    """Whether ``tqdm.auto`` drew the bar as a notebook widget (its stderr is no terminal either)."""
+    return any(base.__module__ == "tqdm.notebook" for base in tqdm.__mro__)
+
+
+class _Lines:
+    """A stream that receives tqdm's redraws (``\\r`` + the bar) and writes each as a line of its own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def close_bars() -> None:
