@@ -850,7 +850,7 @@ def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 4
 
 
-def test_resume_on_another_number_of_processes_is_allowed_with_a_warning(tmp_path) -> None:
+def test_resume_on_another_number_of_processes_or_arithmetic_is_allowed_with_a_warning(tmp_path) -> None:
     """A cluster may give fewer GPUs after a preemption, so it is not refused; but each rank's share of the pairs
     moves, so the run no longer matches an uninterrupted one, and it says so."""
     from safetensors import safe_open
@@ -865,6 +865,16 @@ def test_resume_on_another_number_of_processes_is_allowed_with_a_warning(tmp_pat
     save_file(tensors, str(path), metadata={"caex": json.dumps({**header, "ranks": 2})})
     with pytest.warns(UserWarning, match=r"trained on 2 process\(es\), it resumes on 1: it continues, but not as"):
         train_cae(data, config, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
+    # A GPU run (bf16, channels-last) resumed with --device cpu computes in fp32: allowed, and said (it was silent).
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads(handle.metadata()["caex"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
+    assert header["arithmetic"] == {"precision": "float32", "layout": "contiguous"}
+    gpu = {"precision": "bfloat16", "layout": "channels-last"}
+    save_file(tensors, str(path), metadata={"caex": json.dumps({**header, "arithmetic": gpu})})
+    with pytest.warns(UserWarning, match=r"trained in bfloat16 with channels-last memory, it resumes in float32 with "
+                                         r"contiguous memory \(--device cpu\): it continues, but not as"):
+        train_cae(data, config, dataclasses.replace(train_config, iters=4), tmp_path / "run", resume=True)
 
 
 def test_resume_with_another_classifier_as_critic_is_refused(tmp_path) -> None:

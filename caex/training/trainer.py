@@ -39,7 +39,7 @@ from caex.training.logging import RunLogger, save_image_grid
 from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
 from caex.training.stopping import stop_requests
-from caex.utils.device import autocast_context
+from caex.utils.device import autocast_context, autocast_dtype
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
 from caex.utils.seed import global_rng_kept, keyed_generator, seed_weights
@@ -415,6 +415,13 @@ class BBCFETrainer:
                                 "the run's settings (only iters, time_limit, device and the log/sample/"
                                 "checkpoint intervals may change)")
 
+    def arithmetic(self) -> dict[str, str]:
+        """The precision and memory layout the steps compute in on this device (recorded in checkpoints: a resume
+        on another kind of device computes otherwise, though every setting is the same)."""
+        precision = autocast_dtype(self.context.device, self.config.amp, cpu_bf16=self.config.cpu_bf16)
+        layout = "channels-last" if self.memory_format == torch.channels_last else "contiguous"
+        return {"precision": str(precision).removeprefix("torch."), "layout": layout}
+
     # -- checkpoints ---------------------------------------------------------------------
     def save(self, path: Path, iteration: int, meta: dict[str, Any]) -> None:
         """Collective (every rank contributes its RNG state); only rank 0 writes."""
@@ -447,6 +454,11 @@ class BBCFETrainer:
         self.gen_scheduler.load_state_dict(checkpoint.meta["schedulers"]["gen"])
         self.disc_scheduler.load_state_dict(checkpoint.meta["schedulers"]["disc"])
         restore_rng(checkpoint, self.context.rank, self.context.device)
+        saved, now = checkpoint.meta.get("arithmetic"), self.arithmetic()
+        if saved not in (None, now):  # e.g. a GPU run resumed on a CPU: fp32 instead of bf16, another layout
+            warn(f"{checkpoint.source}: the run was trained in {saved['precision']} with {saved['layout']} memory, "
+                 f"it resumes in {now['precision']} with {now['layout']} memory (--device {self.context.device}): "
+                 "it continues, but not as an uninterrupted run would")
         ranks = checkpoint.meta.get("ranks")
         if ranks not in (None, self.context.world_size) and self.context.is_main:
             # Allowed (a cluster may give fewer GPUs after preemption), but each rank's share of the pairs moves.
@@ -569,7 +581,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         trainer.restore(checkpoint)
         start = checkpoint.iteration
     meta = {"cae_config": config.to_dict(), "train_config": train_config.to_dict(), "class_names": names,
-            "data": data_record, "classifier_digest": critic_digest}
+            "data": data_record, "classifier_digest": critic_digest, "arithmetic": trainer.arithmetic()}
     logger = RunLogger(run_dir, resume_from=start if checkpoint else None,
                        tensorboard=train_config.tensorboard) if writes else None
     if writes:
