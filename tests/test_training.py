@@ -877,6 +877,21 @@ def test_resume_on_another_number_of_processes_or_arithmetic_is_allowed_with_a_w
         train_cae(data, config, dataclasses.replace(train_config, iters=4), tmp_path / "run", resume=True)
 
 
+@pytest.mark.parametrize("header, message", [([1], "not a caex checkpoint"),
+                                             ({"iteration": "ten"}, r"its iteration \('ten'\) is not a count")])
+def test_a_checkpoint_with_a_mistyped_header_is_one_line(tmp_path, header, message: str) -> None:
+    """A header that is no object, or an iteration that is no number, were AttributeError and ValueError."""
+    from safetensors.torch import save_file
+
+    from caex.training.checkpoint import FORMAT
+
+    path = tmp_path / CHECKPOINT_FILE
+    header = {**header, "format": FORMAT} if isinstance(header, dict) else header
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"caex": json.dumps(header)})
+    with pytest.raises(TrainingError, match=rf"^{re.escape(str(path))}: {message}"):
+        load_checkpoint(path)
+
+
 def test_resume_with_another_classifier_as_critic_is_refused(tmp_path) -> None:
     data = _data(classes=2)
     config, train_config = _configs(classes=2, iters=2, ckpt_every=2, sample_every=100, dc="classifier")

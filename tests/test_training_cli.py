@@ -255,10 +255,12 @@ def test_cli_split_seed_draws_the_split_and_a_resume_must_keep_it(tmp_path, monk
     assert "\n" not in err
 
 
-def test_cli_resume_with_unreadable_settings_is_one_line(tmp_path, npz_data, capsys) -> None:
+@pytest.mark.parametrize("settings", ['{"iters": 4, "colour": "red"}', '{"weights": [1]}', '{"betas": "ab"}'])
+def test_cli_resume_with_unreadable_settings_is_one_line(tmp_path, npz_data, capsys, settings: str) -> None:
+    """Mistyped weights and betas ended in "unexpected error: TypeError" (replace() / '<=' not supported)."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "train_config.json").write_text('{"iters": 4, "colour": "red"}')
+    (run / "train_config.json").write_text(settings)
     assert main(["train", str(npz_data), "--out", str(run), "--resume", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"caex train: error: {run / 'train_config.json'}: unreadable training settings")

@@ -163,7 +163,7 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
         return None
     try:
         return TrainConfig.from_dict(read_json(path))
-    except (ValueError, TypeError) as exc:  # bad JSON, unknown or mistyped fields
+    except (ValueError, TypeError, CaexError) as exc:  # bad JSON, unknown, mistyped or out-of-range fields
         raise CaexError(f"{path}: unreadable training settings ({exc})") from None
 
 

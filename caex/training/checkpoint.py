@@ -101,9 +101,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
-    if header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise TrainingError(f"{path}: not a caex checkpoint")
-    return Checkpoint(iteration=int(header.pop("iteration")), meta=header, tensors=tensors, source=str(path))
+    iteration = header.pop("iteration", None)
+    if type(iteration) is not int or iteration < 0:
+        raise TrainingError(f"{path}: its iteration ({iteration!r}) is not a count of iterations")
+    return Checkpoint(iteration=iteration, meta=header, tensors=tensors, source=str(path))
 
 
 def restore_optimizer(checkpoint: Checkpoint, name: str, optimizer: Optimizer) -> None:

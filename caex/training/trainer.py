@@ -158,6 +158,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
             self.weights = losses.LossWeights(**self.weights)
+        if not isinstance(self.weights, losses.LossWeights):  # a hand-edited train_config.json, say
+            raise TrainingError(f"weights={self.weights!r}: must map loss terms to weights")
+        if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
+                and all(isinstance(beta, (int, float)) and 0 <= beta < 1 for beta in self.betas)):
+            raise TrainingError(f"betas={self.betas!r}: must be two numbers in [0, 1)")
         self.betas = tuple(self.betas)
         if self.dc not in (None, "discriminator", "classifier"):
             raise TrainingError(f"dc={self.dc!r}: choose 'discriminator' or 'classifier'")
