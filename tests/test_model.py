@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -298,11 +299,16 @@ def test_loading_a_cae_or_a_classifier_leaves_the_global_random_stream_alone(tmp
         assert torch.equal(torch.rand(3), expected)
 
 
+def _saved_with_config(folder: Path, **changes: object) -> None:
+    """A tiny CAE saved to ``folder`` whose config.json then gets ``changes`` (``config`` merged into its own)."""
+    CAE(_tiny()).save(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"].update(changes.pop("config", {}))
+    (folder / "config.json").write_text(json.dumps({**meta, **changes}))
+
+
 def test_a_config_whose_class_names_are_no_list_of_names_is_one_line(tmp_path) -> None:
-    CAE(_tiny()).save(tmp_path)
-    meta = json.loads((tmp_path / "config.json").read_text())
-    meta["class_names"] = 5
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+    _saved_with_config(tmp_path, class_names=5)
     with pytest.raises(ModelError, match=r"config\.json: class_names must be a list of names, got 5$"):
         CAE.load(tmp_path)
 
@@ -313,30 +319,21 @@ def test_a_config_whose_class_names_are_no_list_of_names_is_one_line(tmp_path) -
     (["a", 1], "class name 1 in class_names is not a non-empty string"),
 ])
 def test_a_config_whose_class_names_cannot_name_files_is_refused(tmp_path, names, message) -> None:
-    CAE(_tiny()).save(tmp_path)
-    meta = json.loads((tmp_path / "config.json").read_text())
-    meta["class_names"] = names
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+    _saved_with_config(tmp_path, class_names=names)
     with pytest.raises(ModelError, match=f"^{re.escape(str(tmp_path / 'config.json'))}: {re.escape(message)}"):
         CAE.load(tmp_path)
 
 
 def test_a_config_asking_for_a_huge_network_is_refused_before_it_is_built(tmp_path) -> None:
     """width: 1000000 made CAE.load allocate 128 TB before the weights' shapes were compared."""
-    CAE(_tiny()).save(tmp_path)
-    meta = json.loads((tmp_path / "config.json").read_text())
-    meta["config"]["width"] = 1_000_000
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+    _saved_with_config(tmp_path, config={"width": 1_000_000})
     with pytest.raises(ModelError, match=r"model\.safetensors: weights do not match the CAE config \(size mismatch "
                                          r"for .*the config asks for \[1000000, "):
         CAE.load(tmp_path)
 
 
 def test_a_config_with_a_fractional_size_is_refused(tmp_path) -> None:
-    CAE(_tiny()).save(tmp_path)
-    meta = json.loads((tmp_path / "config.json").read_text())
-    meta["config"]["image_size"] = 32.0
-    (tmp_path / "config.json").write_text(json.dumps(meta))
+    _saved_with_config(tmp_path, config={"image_size": 32.0})
     with pytest.raises(ModelError, match=r"config\.json: unreadable CAE config \(ValueError: image_size=32\.0 must "
                                          r"be a whole number\)$"):
         CAE.load(tmp_path)
