@@ -3,8 +3,10 @@ trained on another split of the data."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import shlex
 import warnings
 from pathlib import Path
 
@@ -222,3 +224,115 @@ def test_under_torchrun_only_rank_0_warns(monkeypatch) -> None:
             warnings.simplefilter("always")
             warn("the same on every rank")
         assert len(caught) == expected, rank
+
+
+@pytest.mark.parametrize("model", ["run", "clf"])
+@pytest.mark.parametrize("argv", [["explain", "RUN", "imgs/config.png", "--classifier", "CLF"],
+                                  ["manifold", "RUN", "synthetic", "--classifier", "CLF"],
+                                  ["evaluate", "none", "synthetic", "--methods", "random", "--classifier", "CLF"]])
+def test_a_model_folder_as_out_of_a_results_command_is_refused_before_any_work(tmp_path: Path, capsys, argv,
+                                                                                 model: str) -> None:
+    """manifold --out RUN replaced the training's summary.json; explain --out RUN of a config.png replaced the CAE's
+    config.json, and the run no longer loaded."""
+    from caex.cli.common import check_output_folder
+    from caex.cli.main import main
+
+    names = ("run/config.json", "run/model.safetensors", "clf/classifier.json")
+    for name in names:
+        atomic_write_text(tmp_path / name, name)
+    out = tmp_path / model
+    argv = [str(tmp_path / "run") if arg == "RUN" else str(tmp_path / "clf") if arg == "CLF" else arg for arg in argv]
+    code = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    kind = "CAE run" if model == "run" else "classifier bundle"
+    assert code == 2 and err == (f"caex {argv[0]}: error: --out {out}: is a {kind} folder, whose files this command's "
+                                 "results could overwrite; choose an --out of its own (e.g. a sub-folder)\n")
+    assert all((tmp_path / name).read_text() == name for name in names)
+    assert len(list(out.iterdir())) == (2 if model == "run" else 1)  # nothing written beside them
+    check_output_folder(str(out))  # train --resume and train-classifier --force write their own folders
+    check_output_folder(str(out / "manifold"), results=True)
+
+
+def test_no_command_prints_the_help_where_errors_go(capsys) -> None:
+    """`caex` alone printed its whole help on stdout, the results' stream, and exited 2 as for an error."""
+    from caex.cli.main import main
+
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("usage: caex") and "explain" in captured.err
+
+
+def test_python_m_caex_is_the_caex_command() -> None:
+    """`python -m caex` failed: caex had no __main__.py (the fallback where the scripts folder is not on PATH)."""
+    import subprocess
+    import sys
+
+    from caex import __version__
+
+    done = subprocess.run([sys.executable, "-m", "caex", "--version"], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, f"caex {__version__}\n"), done.stderr
+
+
+@pytest.mark.parametrize("argv", [["explain", "run", "x.png", "--classifier", "clf"],
+                                  ["manifold", "run", "synthetic", "--classifier", "clf"],
+                                  ["evaluate", "none", "synthetic", "--classifier", "clf"],
+                                  ["demo"]])
+def test_every_command_that_computes_takes_threads_and_sets_them_before_any_work(argv, tmp_path: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    """Only train and train-classifier took --threads; on a shared machine the others spun every core."""
+    from caex.cli.main import main
+
+    (tmp_path / "file").write_text("")
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    assert main([*argv, "--threads", "1", "--out", str(tmp_path / "file" / "out")]) == 2  # refused: under a file
+    assert calls == [1] and "is a file, not a folder" in capsys.readouterr().err
+    assert main([*argv, "--threads", "0", "--out", str(tmp_path / "out")]) == 2
+    assert "--threads: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its name as typed (``data show`` too)."""
+    from caex.cli.main import build_parser
+
+    found = {}
+    for action in build_parser()._subparsers._group_actions:
+        for name, parser in action.choices.items():
+            found[name] = parser
+            for sub in parser._subparsers._group_actions if parser._subparsers else ():
+                found.update({f"{name} {child}": command for child, command in sub.choices.items()})
+    return found
+
+
+def _option_help(command: str, option: str) -> str:
+    return next(" ".join(action.help.split()) for action in _commands()[command]._actions
+                if option in action.option_strings)
+
+
+@pytest.mark.parametrize("command", ["explain", "manifold", "evaluate", "train", "train-classifier", "data show",
+                                     "report"])
+def test_every_main_command_ends_its_help_with_examples_that_parse(command: str, capsys) -> None:
+    """Only evaluate --help showed examples; each must stay a command line its parser takes as printed."""
+    from caex.cli.main import build_parser
+
+    parser = _commands()[command]
+    lines = parser.format_help().split("\nexamples:\n", 1)[1].splitlines()
+    assert 2 <= len(lines) <= 3 and all(line.startswith(f"  caex {command} ") for line in lines), lines
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert args.command == command.split()[0]
+
+
+@pytest.mark.parametrize(("command", "option", "default"), [
+    ("train", "--time-limit", "default: none"), ("train", "--model", "default: none"),
+    ("train", "--loss", "default: none"), ("report", "--manifold", "default: a demo folder's RUN/manifold/"),
+    ("report", "--explain", "default: a demo folder's RUN/explain/"),
+    ("report", "--evaluate", "default: a demo folder's RUN/evaluate/"),
+    ("explain", "--target-by", "default: probability; note that caex evaluate --cae-target-by defaults to code"),
+    ("evaluate", "--cae-target-by", "note that caex explain --target-by defaults to probability"),
+    ("evaluate", "--cae-target-by", "default: code"),
+])
+def test_option_help_names_its_default(command: str, option: str, default: str) -> None:
+    """Several options' help left the default out, and explain and evaluate pick a target class by different
+    defaults (kept: published figures depend on them) without saying so."""
+    assert default in _option_help(command, option)

@@ -255,3 +255,41 @@ def test_an_output_inside_the_data_folder_is_refused_before_any_work(argv, make_
     err = capsys.readouterr().err
     assert code == 2 and f"--out {out}" in err and f": inside the data folder {root}, whose images would" in err, err
     assert sorted(path.name for path in (root / "a").iterdir()) == [f"{i}.png" for i in range(4)]
+
+
+def test_a_reader_that_leaves_early_ends_quietly_with_the_grid_written(tmp_path):
+    """`caex data show DATA --out g.png | head -1` ended in 'unexpected error: BrokenPipeError', at times with no
+    PNG written."""
+    out = tmp_path / "grid.png"
+    command = (f"{sys.executable} -m caex.cli.main data show synthetic:classes=2,per_class=4 --size 32 --out {out} "
+               "| true")  # a reader gone before the first line, as head is soon after it
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.stderr == "" and out.is_file()
+
+
+@pytest.mark.parametrize("errors", ["strict", "surrogateescape"])  # the latter is the C locale's
+def test_an_ascii_only_stdout_shows_what_it_cannot_encode_as_question_marks(make_image_folder, monkeypatch,
+                                                                            capsys, errors):
+    """With LC_ALL=C, caex evaluate wrote its files and then failed with UnicodeEncodeError on '↑'."""
+    import io
+
+    root = make_image_folder({"normal": 3, "ödem": 3}, size=(12, 12))
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors=errors)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["data", "show", str(root), "--out", str(root.parent / "grid.png")]) == 0
+    stdout.flush()
+    assert "  ?dem  " in stdout.buffer.getvalue().decode("ascii")
+
+
+def test_a_warning_made_an_error_is_a_one_line_error(make_image_folder, capsys):
+    """Under PYTHONWARNINGS=error a caex warning ended as 'unexpected error: UserWarning: ...', exit 1."""
+    import warnings
+
+    root = make_image_folder({"a": 3, "b": 3}, size=(12, 12))
+    make_image_folder({"masks": 1}, size=(12, 12), root=root / "a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = main(["data", "show", str(root), "--out", str(root.parent / "grid.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"caex data: error: {root / 'a'}: 1 file(s) in sub-folders named like "
+                                        "masks") and err.count("\n") == 1, err

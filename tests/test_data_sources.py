@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -590,3 +591,28 @@ def test_an_npz_with_an_oversized_header_gives_no_allow_pickle_advice(tmp_path):
         load_dataset(str(path))
     assert str(caught.value) == f"{path}: cannot read .npz (an array's .npy header is oversized; the file is " \
                                 "corrupt or crafted)"
+
+
+def _explain_outputs(folder: Path, stem: str = "0") -> None:
+    """The files caex explain writes for one image (overlay, raw map, strip, summary)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 12), (200, 0, 0)).save(folder / f"{stem}_saliency.png")
+    Image.new("RGB", (24, 12)).save(folder / f"{stem}_path.png")
+    np.save(folder / f"{stem}_saliency.npy", np.zeros((12, 12), np.float32))
+    (folder / f"{stem}.json").write_text("{}")
+
+
+def test_folders_of_caex_explain_outputs_are_no_class_and_no_images_of_one(make_image_folder):
+    """explain --out DATA/explanations made a class of saliency overlays, with only a 'not read (.json, .npy)' note."""
+    root = make_image_folder({"a": 3, "b": 3}, size=(12, 12))
+    _explain_outputs(root / "explanations")
+    _explain_outputs(root / "a" / "explained", stem="1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bundle = load_dataset(str(root))
+    assert bundle.class_names == ["a", "b"] and len(bundle.train) + len(bundle.test) == 6
+    messages = {str(warning.message) for warning in caught}
+    assert messages == {
+        f"{folder}: 4 file(s) in sub-folders holding caex explain outputs are not read as images (first: "
+        f"{folder / outputs / f'{stem}.json'}); give caex explain an --out outside the images"
+        for folder, outputs, stem in ((root, "explanations", 0), (root / "a", "explained", 1))}, messages

@@ -501,3 +501,18 @@ def test_very_long_image_names_are_cut_to_distinct_stems_that_fit(workspace: Pat
     out = tmp_path / "out"
     assert run_cli(workspace, str(tmp_path / "in"), "--steps", "3", "--all-targets", "--out", str(out)) == 0
     assert len(list(out.glob("*.json"))) == 2 and all(len(path.name.encode()) < 255 for path in out.iterdir())
+
+
+def test_a_second_runs_inputs_leave_out_an_earlier_runs_explanations(workspace: Path, tmp_path: Path) -> None:
+    """explain scans --out scans/run2 explained the overlays that explain scans --out scans/run1 had written."""
+    from caex.explain import explain_files
+
+    (tmp_path / "scans").mkdir()
+    Image.new("L", (16, 16), 90).save(tmp_path / "scans" / "a.png")
+    explainer = Explainer(CAE.load(workspace / "run"), load_classifier(workspace / "clf", device="cpu"))
+    explain_files(explainer, tmp_path / "scans", tmp_path / "scans" / "run1", steps=2)
+    message = r": \d file\(s\) in sub-folders holding caex explain outputs are not read as images \(first: .*run1/a"
+    for pattern in ("scans", "scans/**/*.png"):
+        with pytest.warns(UserWarning, match=message):
+            found = collect_images([str(tmp_path / pattern)], out=str(tmp_path / "scans" / "run2"))
+        assert found == [tmp_path / "scans" / "a.png"], pattern

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caex.utils.warn import warn
 
@@ -37,6 +37,22 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Tr
     parser.add_argument("--split-seed", type=int, default=0,
                         help="seed of the train/test split (and of the synthetic images); keep it the same for "
                              "every command on one data set, as the models record it (default: 0)")
+
+
+class _ExamplesFormatter(argparse.HelpFormatter):
+    """argparse's help, with an "examples:" epilog kept line by line (the default would run its commands together)
+    while the description is still wrapped to the terminal."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:\n"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def with_examples(*commands: str) -> dict[str, Any]:
+    """``add_parser`` keywords for a help that ends with runnable ``commands`` (one a line, as ``caex evaluate``'s)."""
+    return {"epilog": "examples:\n" + "".join(f"  {command}\n" for command in commands),
+            "formatter_class": _ExamplesFormatter}
 
 
 def add_seed_argument(parser: argparse.ArgumentParser, default: int = 0) -> None:
@@ -69,7 +85,8 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` (parsed by :func:`at_least`: torch would take 0 or -1 without a word)."""
+    """Apply ``--threads`` (parsed by :func:`at_least`: torch would take 0 or -1 without a word); the CLI does it
+    for every command that takes the option, before the command's work."""
     import torch
 
     if threads is not None:
@@ -96,9 +113,14 @@ def load_classifier_from_args(args: argparse.Namespace, *, image_size: int, chan
     return load_classifier(args.classifier, arch=args.arch, device=device, probe_shape=(image_size, channels))
 
 
-def check_output_folder(out: str, data: str | None = None, *, is_file: bool = False) -> None:
+def check_output_folder(out: str, data: str | None = None, *, is_file: bool = False,
+                        results: bool = False) -> None:
     """Refuse an ``--out`` folder (or, ``is_file``, the folder of an output file) that cannot be created, or that
-    lies inside the DATA folder ``data``, before any work, so no finished result is lost to it."""
+    lies inside the DATA folder ``data``, before any work, so no finished result is lost to it.
+
+    ``results``: the command writes results (summary.json, <image>.json, ...) whose names a model's own files
+    share, so a CAE run folder or a classifier bundle folder as ``--out`` is refused too (the model would be
+    overwritten and stop loading, or a run's summary replaced by the results')."""
     from caex.errors import CaexError
 
     data_root = None if data is None else Path(data).expanduser()
@@ -106,6 +128,10 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
         # its figures would be read as images of a class (or a new class) by every later command
         raise CaexError(f"--out {out}: inside the data folder {data}, whose images would then include this "
                         "command's outputs; choose an --out outside it")
+    model = _model_folder_kind(Path(out)) if results else None
+    if model is not None:
+        raise CaexError(f"--out {out}: is a {model} folder, whose files this command's results could overwrite; "
+                        "choose an --out of its own (e.g. a sub-folder)")
     for folder in Path(out).parents if is_file else (Path(out), *Path(out).parents):
         if folder.exists():
             if not folder.is_dir():
@@ -113,6 +139,18 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise CaexError(f"--out {out}: {folder} is not writable")
             return
+
+
+def _model_folder_kind(folder: Path) -> str | None:
+    """What model ``folder`` holds, recognised by the files its loader reads: "CAE run" or "classifier bundle"."""
+    from caex.classifier.bundle import INFO_FILE
+    from caex.model.cae import CONFIG_FILE, WEIGHTS_FILE
+
+    if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+        return "CAE run"
+    if (folder / INFO_FILE).is_file():
+        return "classifier bundle"
+    return None
 
 
 @contextmanager

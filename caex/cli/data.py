@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caex.cli.common import add_data_arguments, add_seed_argument, at_least
+from caex.cli.common import add_data_arguments, add_seed_argument, at_least, with_examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print classes and counts; write a PNG grid of samples with lesion masks outlined",
         description="Print class names with train/test counts, image size and channels, and write a "
                     "PNG grid (one row per class) with ground-truth lesion masks outlined in green.",
+        **with_examples("caex data show synthetic --out synthetic.png",
+                        "caex data show oct/ --size 128 --per-class 4 --out oct.png"),
     )
     add_data_arguments(show)
     add_seed_argument(show)
@@ -40,6 +42,8 @@ def run_show(args: argparse.Namespace) -> int:
         raise CaexError(f"--out {args.out}: the grid is a PNG image; name the file *.png")
     check_output_folder(args.out, data=args.data, is_file=True)
     bundle = load_data_from_args(args)
+    # written before the first line is printed: a reader that leaves early (`| head -1`) must not cost the grid
+    path = save_preview(bundle, args.out, per_class=args.per_class, seed=args.seed)
     print(f"data: {bundle.spec}")
     print(f"images: {bundle.image_size}x{bundle.image_size}, {bundle.channels} channel(s); "
           f"lesion masks: {'yes' if bundle.has_masks else 'no'}")
@@ -50,6 +54,5 @@ def run_show(args: argparse.Namespace) -> int:
     for name, train, test in zip(bundle.class_names, train_counts, test_counts):
         print(f"  {name:<{width}}  {train:>6}  {test:>6}")
     print(f"  {'total':<{width}}  {sum(train_counts):>6}  {sum(test_counts):>6}")
-    path = save_preview(bundle, args.out, per_class=args.per_class, seed=args.seed)
     print(f"wrote {path}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caex.cli.common import add_device_argument, add_seed_argument
+from caex.cli.common import add_device_argument, add_seed_argument, add_threads_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="rerun every stage instead of reusing finished ones")
     add_seed_argument(parser)
     add_device_argument(parser)
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 

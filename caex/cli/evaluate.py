@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument, add_seed_argument,
-                             at_least)
+                             add_threads_argument, at_least)
 from caex.errors import CaexError
 
 DESCRIPTION = """\
@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how a cae counterfactual's class is picked among more than two (default: code, "
                              "the other class whose class-code centroid is nearest: no classifier pass; "
                              "probability: the classifier's most probable other class; all: every other class, "
-                             "the maps averaged, at K-1 times the path frames)")
+                             "the maps averaged, at K-1 times the path frames; note that caex explain --target-by "
+                             "defaults to probability)")
     parser.add_argument("--n-images", type=at_least(1), default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
     parser.add_argument("--batch-size", type=at_least(1), default=16,
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="number N of patches covered (default: from --share)")
     add_seed_argument(parser)
     add_device_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     parser.set_defaults(func=run)
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     check_steps(args.cae_steps, "--cae-steps ")
     if not 0 < args.share <= 1:
         raise CaexError(f"--share {args.share}: must be in (0, 1]")
-    check_output_folder(args.out, data=args.data)
+    check_output_folder(args.out, data=args.data, results=True)
     run_dir = _run_folder(args.run, wants_cae=any(map(is_cae_method, methods)))
     data = load_data_from_args(args)
     try:

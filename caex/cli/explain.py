@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caex.cli.common import add_classifier_arguments, add_device_argument, add_seed_argument, at_least
+from caex.cli.common import (add_classifier_arguments, add_device_argument, add_seed_argument, add_threads_argument,
+                             at_least, with_examples)
 from caex.errors import CaexError
 
 
@@ -22,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the classifier. Writes per image: <stem>_saliency.png (overlay), "
                     "<stem>_saliency.npy (raw map), <stem>_path.png (strip with the target "
                     "probability per frame), <stem>_path.gif and <stem>.json (summary).",
+        **with_examples("caex explain runs/cae scans/ --classifier runs/clf --out explained/",
+                        "caex explain runs/cae 'scans/*.png' --classifier runs/clf --target normal --path centroid "
+                        "--out explained-normal/",
+                        "caex explain runs/cae scans/ --classifier runs/clf --out explained/ --skip-done"),
     )
     parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
     parser.add_argument("images", metavar="IMAGES", nargs="+",
@@ -35,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="class name or index to move toward (default: the best other class by --target-by)")
     parser.add_argument("--target-by", choices=RANK_BY, default=None,
                         help="without --target, how the other class is picked among more than two: probability "
-                             "= the classifier's most probable other class (default); code = the other class "
-                             "whose class-code centroid is nearest to the image's code")
+                             "= the classifier's most probable other class; code = the other class whose "
+                             "class-code centroid is nearest to the image's code (default: probability; note that "
+                             "caex evaluate --cae-target-by defaults to code)")
     parser.add_argument("--path", choices=("guided", "centroid", "nearest", "reference"), default="guided",
                         help="guided: shortest path through the graph of training codes (default); centroid / "
                              "nearest: straight to the target class centroid / nearest training code; "
@@ -62,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=at_least(1), default=16,
                         help="images explained together; each brings STEPS decoded frames (default: 16)")
     add_device_argument(parser)
+    add_threads_argument(parser)
     add_seed_argument(parser)
     parser.add_argument("--out", metavar="DIR", required=True, help="output folder (created as needed)")
     parser.set_defaults(func=run)
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError(f"give either --target or {'--all-targets' if args.all_targets else '--target-by'}, not both")
     target_by = args.target_by or "probability"
     check_smoothing(args.smoothing, "--smoothing ")
-    check_output_folder(args.out)
+    check_output_folder(args.out, results=True)
     sources = readable_images(collect_images(args.images, out=args.out), skip_bad=args.skip_bad)
     if args.reference is not None:
         check_image(Path(args.reference))

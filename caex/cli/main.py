@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -106,8 +107,27 @@ def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _replace_unencodable()
     with _sigterm_as_interrupt():  # from the first moment: SIGTERM while torch imported ended it without a word
         return _run(argv)
+
+
+def _replace_unencodable() -> None:
+    """Let an ASCII-only terminal or pipe (``LC_ALL=C``) show '?' for '↑' or '±' instead of failing the command
+    after its work is done: unencodable characters are replaced on stdout, and on stderr unless it escapes them
+    already (Python's default there). The C locale's surrogateescape passes only undecodable file names."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
+def _quiet_broken_pipe() -> int:
+    """``caex ... | head -1``: the reader left, so the rest of the output has nowhere to go. As the Python docs
+    advise, stdout is pointed at devnull so the interpreter's last flush does not fail again at exit."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's captured stdout)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 1
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -122,8 +142,8 @@ def _run(argv: Sequence[str] | None) -> int:
         terminated = isinstance(exc, Terminated)
         print(f"caex: {'stopped by SIGTERM' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
-    if args.command is None:
-        parser.print_help()
+    if args.command is None:  # a usage error: its help goes where errors go, and stdout stays for results
+        parser.print_help(sys.stderr)
         return 2
     rank = torchrun_rank()
     if rank is not None and args.command != "train":  # N copies would race for one output folder
@@ -134,7 +154,13 @@ def _run(argv: Sequence[str] | None) -> int:
     default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"caex {args.command}: warning: {message}\n"
     try:
+        from caex.cli.common import set_threads
+
+        set_threads(getattr(args, "threads", None))  # before any work, in every command that takes it
         result = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (Interrupted, OtherRankFailed) as exc:
         if rank:  # under torchrun rank 0 (or the rank that failed) says it, once for the job
             return exc.exit_code
@@ -155,6 +181,11 @@ def _run(argv: Sequence[str] | None) -> int:
         stopped = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
         _last_line(f"caex {args.command}: {stopped}" + (f" ({'; '.join(hint)})" if hint else ""))
         return 143 if isinstance(exc, Terminated) else 130
+    except Warning as exc:  # a caex warning turned error (PYTHONWARNINGS=error, -W error): the user asked for it
+        if args.debug:
+            raise
+        _last_line(f"caex {args.command}: error: {exc}")
+        return 2
     except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:
             raise

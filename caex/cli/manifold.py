@@ -9,11 +9,13 @@ from caex.cli.common import (
     add_data_arguments,
     add_device_argument,
     add_seed_argument,
+    add_threads_argument,
     at_least,
     check_output_folder,
     load_classifier_from_args,
     load_data_from_args,
     warn_stale_files,
+    with_examples,
 )
 
 
@@ -25,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(map_pca.png, map_tsne.png, maps.html to browse offline), random-forest separability of the "
                     "test codes (vs pixel PCA and the classifier's features), the class-swap success matrix, "
                     "SMOTE smoothness per class, monotone straight paths (paths.png) and summary.json.",
+        **with_examples("caex manifold runs/cae synthetic --classifier runs/clf --out manifold/",
+                        "caex manifold runs/cae oct.npz --classifier runs/clf --no-tsne --threads 1 --out manifold/"),
     )
     parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
     add_data_arguments(parser)
@@ -33,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     add_seed_argument(parser)
     add_device_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("--batch-size", type=at_least(1), default=128, help="images per batch (default: 128)")
     parser.add_argument("--smote-per-class", type=at_least(1), default=2000,
                         help="SMOTE codes decoded per class (default: 2000, as in the paper)")
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.tolerance < 1:  # also refuses NaN (the counts are refused while parsing: at_least)
         raise CaexError(f"--tolerance {args.tolerance}: must be at least 0 and below 1")
-    check_output_folder(args.out, data=args.data)
+    check_output_folder(args.out, data=args.data, results=True)
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
     classifier = load_classifier_from_args(args, image_size=cae.config.image_size, channels=cae.config.channels,

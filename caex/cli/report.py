@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from caex.cli.common import with_examples
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,17 +17,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "each table with a one-line reading. RUN is a `caex demo` output folder, or a CAE run "
                     "folder from `caex train` (add --classifier/--manifold/--explain/--evaluate for the other parts). "
                     "Parts whose files are missing are listed as not available.",
+        **with_examples("caex report runs/demo",
+                        "caex report runs/cae --classifier runs/clf --manifold manifold/ --explain explained/ "
+                        "--evaluate eval/ --out report.html"),
     )
     parser.add_argument("run", metavar="RUN", help="demo output folder or CAE run folder")
     parser.add_argument("--out", metavar="FILE", default=None, help="HTML file to write (default: RUN/report.html)")
     parser.add_argument("--classifier", metavar="CLF", default=None,
                         help="bundle folder of `caex train-classifier`, or the model file given to the other "
                              "commands (either way, the classifier.json it holds or that sits beside it)")
-    parser.add_argument("--manifold", metavar="DIR", default=None, help="output folder of `caex manifold`")
+    parser.add_argument("--manifold", metavar="DIR", default=None,
+                        help="output folder of `caex manifold` (default: a demo folder's RUN/manifold/, none for a "
+                             "CAE run folder)")
     parser.add_argument("--explain", metavar="DIR", default=None,
                         help="output folder of `caex explain` (a large one is shown by its first explanations "
-                             "in file-name order)")
-    parser.add_argument("--evaluate", metavar="DIR", default=None, help="output folder of `caex evaluate`")
+                             "in file-name order; default: a demo folder's RUN/explain/, none for a CAE run folder)")
+    parser.add_argument("--evaluate", metavar="DIR", default=None,
+                        help="output folder of `caex evaluate` (default: a demo folder's RUN/evaluate/, none for a "
+                             "CAE run folder)")
     parser.set_defaults(func=run)
 
 

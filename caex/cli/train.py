@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
-                             add_threads_argument, at_least)
+                             add_threads_argument, at_least, with_examples)
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "samples/*.png and checkpoint.safetensors for --resume. SIGTERM or Ctrl-C stops it within a few "
                     "iterations with that checkpoint saved. Under torchrun --nproc-per-node N it trains "
                     "with DistributedDataParallel.",
+        **with_examples("caex train synthetic --classifier runs/clf --out runs/cae",
+                        "caex train synthetic --classifier runs/clf --out runs/cae --resume --iters 20000",
+                        "caex train oct/ --size 128 --preset paper --classifier runs/oct-clf --time-limit 3600 "
+                        "--out runs/oct-cae"),
     )
     add_data_arguments(parser)
     parser.add_argument("--out", metavar="RUN", required=True, help="run folder to create (or to --resume)")
@@ -35,17 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "default), paper (256 px, the official widths and optimiser)")
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="override a network size of the preset, repeatable (e.g. --model n_res=3 "
-                             "--model class_pool=avg); KEY is a caex.model.CAEConfig field")
+                             "--model class_pool=avg); KEY is a caex.model.CAEConfig field (default: none)")
     parser.add_argument("--loss", action="append", default=[], metavar="KEY=VALUE",
                         help="override a loss weight of the preset, repeatable (e.g. --loss adversarial=0.5); "
-                             "KEY is a caex.training.LossWeights field (recon_image is the paper's λ1, eq. 1)")
+                             "KEY is a caex.training.LossWeights field (recon_image is the paper's λ1, eq. 1; "
+                             "default: none)")
     parser.add_argument("--iters", type=at_least(1), default=None, help="training iterations (default: the preset's)")
     parser.add_argument("--batch-size", type=at_least(1), default=None,
                         help="image pairs per iteration, per process under torchrun (default: the preset's)")
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam learning rate, halved over the run (default: the preset's)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                        help="stop after this much training time, still saving the model")
+                        help="stop after this much training time, still saving the model (default: none, train "
+                             "all --iters)")
     add_classifier_arguments(parser, required=False,
                              help="target classifier (bundle folder, TorchScript, ONNX or weights with --arch), "
                                   "needed for --dc classifier and --labels predicted")
@@ -98,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caex.cli.common import check_output_folder, load_data_from_args, set_threads
+    from caex.cli.common import check_output_folder, load_data_from_args
     from caex.model import CAEConfig
     from caex.training import LossWeights, train_cae
     from caex.utils.device import torchrun_rank
@@ -109,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
     model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
     loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
     check_output_folder(args.out, data=args.data)
-    set_threads(args.threads)
     saved = _saved_train_config(args)
     if args.seed is None:  # a resumed run keeps its own
         args.seed = saved.seed if saved is not None else 0

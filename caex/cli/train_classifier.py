@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from caex.cli.common import add_data_arguments, add_device_argument, add_seed_argument, add_threads_argument
+from caex.cli.common import (add_data_arguments, add_device_argument, add_seed_argument, add_threads_argument,
+                             with_examples)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "classifier.safetensors, classifier.json, classifier.torchscript.pt (and classifier.onnx "
                     "with --onnx). Every saved model takes data-range [0, 1] images; the normalisation is "
                     "inside. Epochs and learning rate default per architecture.",
+        **with_examples("caex train-classifier synthetic --arch smallcnn --out runs/clf",
+                        "caex train-classifier mnist:4,9 --arch resnet18 --epochs 3 --onnx --out runs/mnist-clf"),
     )
     add_data_arguments(parser)
     parser.add_argument("--arch", choices=("resnet18", "resnet50", "smallcnn"), default="resnet18",
@@ -39,13 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
     from caex.classifier.bundle import INFO_FILE
-    from caex.cli.common import check_output_folder, load_data_from_args, set_threads
+    from caex.cli.common import check_output_folder, load_data_from_args
     from caex.errors import CaexError
     from caex.utils.io import folder_lock
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
-    set_threads(args.threads)
     check_output_folder(args.out, data=args.data)
     with folder_lock(args.out, "caex train-classifier"):  # a second run into it would mix two bundles
         if (Path(args.out) / INFO_FILE).is_file() and not args.force:  # as caex train refuses a finished run

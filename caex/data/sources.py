@@ -248,38 +248,85 @@ def _image_files(folder: Path) -> list[Path]:
 @dataclass
 class _FolderTree:
     """The files under a folder, sorted into what caex reads: images, files in mask or label sub-folders
-    (``COVID/masks``: no images of the class), and files of other formats. Hidden files and folders
-    (``.DS_Store``, macOS ``._x.png``, ``.ipynb_checkpoints/``) are no data and not listed."""
+    (``COVID/masks``: no images of the class), files in folders of caex explain outputs (an ``--out`` inside the
+    data: its overlays are neither a class nor anything to explain again), and files of other formats. Hidden
+    files and folders (``.DS_Store``, macOS ``._x.png``, ``.ipynb_checkpoints/``) are no data and not listed."""
 
     images: list[Path] = field(default_factory=list)
     masks: list[Path] = field(default_factory=list)
+    explained: list[Path] = field(default_factory=list)
     unread: list[Path] = field(default_factory=list)
 
     @classmethod
     def search(cls, folder: Path) -> _FolderTree:
         """Every file anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient."""
-        tree = cls()
+        tree, explained = cls(), _ExplainedFolders()
         for path in sorted(folder.rglob("*")):
             parts = path.relative_to(folder).parts
             if any(part.startswith(".") for part in parts) or not path.is_file():
                 continue
             if any(part.lower() in MASK_FOLDERS for part in parts[:-1]):
                 tree.masks.append(path)
+            elif any(explained(parent)
+                     for parent in (folder, *(folder.joinpath(*parts[:end]) for end in range(1, len(parts))))):
+                tree.explained.append(path)
             else:
                 (tree.images if path.suffix.lower() in IMAGE_SUFFIXES else tree.unread).append(path)
         return tree
 
-    def warn_masks(self, folder: Path) -> None:
-        if self.masks:
-            warn(f"{folder}: {len(self.masks)} file(s) in sub-folders named like masks or labels are not read as "
-                 f"images (first: {self.masks[0]}); caex reads lesion masks from a .npz (*_masks)")
+    def warn_left_out(self, folder: Path) -> None:
+        """One warning naming the files left out of the images, and why."""
+        kinds = [(files, what, hint) for files, what, hint in (
+            (self.masks, "named like masks or labels", "caex reads lesion masks from a .npz (*_masks)"),
+            (self.explained, "holding caex explain outputs",
+             "give caex explain an --out outside the images"),
+        ) if files]
+        if kinds:
+            count, first = sum(len(files) for files, _, _ in kinds), kinds[0][0][0]
+            warn(f"{folder}: {count} file(s) in sub-folders {' or '.join(what for _, what, _ in kinds)} are not "
+                 f"read as images (first: {first}); {'; '.join(hint for _, _, hint in kinds)}")
+
+
+#: caex explain's raw map beside its ``<stem>.json`` summary: the files that mark a folder as its output.
+EXPLAIN_MAP_SUFFIX = "_saliency.npy"
+
+
+def holds_explanations(folder: Path) -> bool:
+    """Whether ``folder`` holds caex explain's results, recognised by its own files (``<stem>_saliency.npy``
+    beside ``<stem>.json``), not by the folder's name, which is the user's choice."""
+    try:
+        names = {path.name for path in folder.iterdir()}
+    except OSError:
+        return False
+    return any(name.endswith(EXPLAIN_MAP_SUFFIX) and f"{name[:-len(EXPLAIN_MAP_SUFFIX)]}.json" in names
+               for name in names)
+
+
+class _ExplainedFolders(dict):
+    """:func:`holds_explanations` of each folder asked about, listed once (a class folder of 10,000 scans would
+    otherwise be listed once per scan)."""
+
+    def __call__(self, folder: Path) -> bool:
+        if folder not in self:
+            self[folder] = holds_explanations(folder)
+        return self[folder]
+
+
+def without_explanations(files: list[Path], where: str | Path) -> list[Path]:
+    """``files`` (a glob's matches) but those in folders of caex explain outputs, named in the same warning as a
+    folder walk's, as ``where`` (the pattern)."""
+    tree, explained = _FolderTree(), _ExplainedFolders()
+    for path in files:
+        (tree.explained if explained(path.parent) else tree.images).append(path)
+    tree.warn_left_out(Path(where))
+    return tree.images
 
 
 def image_tree(folder: Path) -> list[Path]:
-    """The image files anywhere under ``folder``, sorted, leaving out hidden files and mask or label
-    sub-folders (named in a warning)."""
+    """The image files anywhere under ``folder``, sorted, leaving out hidden files, mask or label sub-folders and
+    folders of caex explain outputs (named in a warning)."""
     tree = _FolderTree.search(folder)
-    tree.warn_masks(folder)
+    tree.warn_left_out(folder)
     return tree.images
 
 
@@ -298,8 +345,13 @@ def _warn_unread_files(root: Path, unread: list[Path]) -> None:
              f"reads {', '.join(sorted(IMAGE_SUFFIXES))}){hint}; first: {unread[0]}")
 
 
+def _sub_folders(root: Path) -> list[Path]:
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
 def _class_folders(root: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    """The class folders of ``root``: a folder of caex explain outputs would be a class of saliency overlays."""
+    return {p.name: p for p in _sub_folders(root) if not holds_explanations(p)}
 
 
 def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool,
@@ -307,12 +359,14 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
     """Every image under ``root/<class>/`` (classes may be missing from a test split), each resized to ``size``
     as it is read, so a folder of large scans never sits in memory at full resolution."""
     images, labels, sources, unread, notes = [], [], [], [], ReadNotes()
+    _FolderTree(explained=[path for folder in _sub_folders(root) if holds_explanations(folder)
+                           for path in _FolderTree.search(folder).explained]).warn_left_out(root)
     for label, name in enumerate(class_names):
         folder = root / name
         if not folder.is_dir():
             continue
         tree = _FolderTree.search(folder)
-        tree.warn_masks(folder)
+        tree.warn_left_out(folder)
         unread.extend(tree.unread)
         if not tree.images:
             raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp), "

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from caex.data.sources import IMAGE_SUFFIXES, ReadNotes, image_tree, load_image
+from caex.data.sources import IMAGE_SUFFIXES, ReadNotes, image_tree, load_image, without_explanations
 from caex.data.types import is_line_breaking
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError
 from caex.explain.render import save_explanation
@@ -165,8 +165,9 @@ def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] |
 def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> list[Path]:
     """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each.
 
-    Files inside the output folder ``out`` are not searched (a rerun would explain its own overlays), and an
-    ``out`` that is an input folder or holds one is refused, since its results would mix with the inputs.
+    Files inside the output folder ``out`` or in any other folder of caex explain outputs are not searched (a
+    rerun would explain its own overlays, a second run the first's), and an ``out`` that is an input folder or
+    holds one is refused, since its results would mix with the inputs.
     """
     output = Path(out).resolve() if out is not None else None
 
@@ -189,8 +190,8 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
                                    "and caex manifold read those; save the images to explain as PNG)")
             matches = [path]
         elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True)
-                             if Path(p).is_file() and searched(Path(p)))
+            matches = without_explanations(sorted(Path(p) for p in glob.glob(pattern, recursive=True)
+                                                  if Path(p).is_file() and searched(Path(p))), pattern)
             if not matches:
                 raise ExplainError(f"{pattern}: no files match this pattern")
         else:
