@@ -670,13 +670,25 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_started_again_not_resu
     train_cae(_data(), config, train_config, tmp_path / "run", force=True)
 
 
+def test_resume_where_there_is_no_run_yet_starts_one(tmp_path) -> None:
+    """A requeued batch job runs one command line, --resume included, from its first launch; it was refused with
+    "no checkpoint to resume from" on the missing (or empty) folder."""
+    config, train_config = _configs(iters=2)
+    (tmp_path / "empty").mkdir()
+    for run in (tmp_path / "missing", tmp_path / "empty"):
+        with pytest.warns(UserWarning, match=rf"^{re.escape(str(run))}: holds no run yet, so resuming starts one"):
+            train_cae(_data(), config, train_config, run, resume=True)
+        assert json.loads((run / "summary.json").read_text())["iters"] == 2
+
+
 def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
     data = _data()
     config, train_config = _configs()
     with pytest.raises(DataError, match=r"training images are \(1, 16, 16\), the CAE config expects \(1, 32, 32\)"):
         train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=3), train_config)
     with pytest.raises(TrainingError, match="no checkpoint to resume from"):
-        train_cae(data, config, train_config, tmp_path / "none", resume=True)
+        train_cae(data, config, train_config, tmp_path / "file" / "run", resume=True) if (tmp_path / "file").touch() \
+            else train_cae(data, config, train_config, tmp_path / "file", resume=True)  # a file: nothing to resume
     with pytest.raises(TrainingError, match="needs the target classifier"):
         train_cae(data, config, TrainConfig.preset("tiny", dc="classifier"))
 

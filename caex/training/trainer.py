@@ -508,7 +508,7 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
             error = None
             try:  # only rank 0 writes, so only it guards the folder (other ranks would see its fresh files)
                 held.enter_context(folder_lock(run_dir if context.is_main else None, "caex train",
-                                               create=not resume))
+                                               create=True))
                 checkpoint, train_config, config, names = _prepare(run_dir, resume, force, context.is_main,
                                                                    train_config, config, classifier, train_set,
                                                                    names)
@@ -853,6 +853,11 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
             raise TrainingError("resume needs the run folder (out_dir) of the run to continue")
         return None, False
     if resume:
+        if not run_dir.exists() or (run_dir.is_dir() and not _has_files(run_dir)):
+            if check_empty:  # the writer (rank 0) says it, once
+                warn(f"{run_dir}: holds no run yet, so resuming starts one (a requeued batch job can pass --resume "
+                     "from its first launch)")
+            return None, False
         if run_dir.is_dir() and not (run_dir / CHECKPOINT_FILE).exists() and _has_files(run_dir):
             raise TrainingError(f"{run_dir}: no checkpoint to resume from (the run stopped before its first, "
                                 "after ckpt_every iterations); start it again (--force, force=True)")
