@@ -215,3 +215,46 @@ def test_each_device_type_gets_its_own_collective_backend() -> None:
     """XPU ranks joined a gloo group: only CUDA got its own backend."""
     expected = {"cpu": "gloo", "cuda": "nccl", "xpu": "xccl", "mps": "gloo"}
     assert {kind: backend_for(torch.device(kind)) for kind in expected} == expected
+
+
+def test_rank_flags_are_reduced_on_the_ranks_own_device(monkeypatch) -> None:
+    """A flag tensor made on the CPU went to NCCL, which reduces GPU tensors only: every multi-GPU run failed its
+    first check ("No backend type associated with device type cpu"). ``meta`` stands in for the GPU."""
+    from caex.training import distributed
+
+    reduced = []
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, op=None: reduced.append(tensor.device))
+    context = distributed.DistContext(0, 2, torch.device("meta"))
+    distributed.max_over_ranks(torch.tensor([1, 0]), context)
+    distributed.mean_over_ranks(torch.tensor([0.5]), context)
+    assert reduced == [torch.device("meta")] * 2
+
+
+def _forced_but_refused_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Both ranks force a new run into a finished one's folder; rank 1 alone refuses the data."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    if rank == 1:
+        def refuse(*args, **kwargs):
+            raise TrainingError("rank 1 refuses the data")
+
+        trainer_module._check_data = refuse
+    data = ImageSet(torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 2)
+    config = CAEConfig.preset("tiny", image_size=16, channels=1, num_classes=2)
+    train_config = TrainConfig.preset("tiny", iters=2, tensorboard=False, device="cpu")
+    try:
+        train_cae(data, config, train_config, os.path.join(folder, "run"), force=True)
+    except CaexError as exc:
+        Path(folder, f"rank{rank}.txt").write_text(str(exc))
+
+
+@pytest.mark.slow
+def test_a_forced_run_refused_on_another_rank_keeps_the_previous_model(tmp_path) -> None:
+    """Rank 0 cleared the previous run before the ranks agreed, so a refusal on rank 1 lost the old model."""
+    (tmp_path / "run").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "run" / name).write_text("the previous model")
+    _run_two_ranks_that_must_stop_together(_forced_but_refused_worker, tmp_path, timeout=60)
+    assert (tmp_path / "rank1.txt").read_text() == "rank 1 refuses the data"
+    assert (tmp_path / "rank0.txt").read_text() == "rank 1 failed: rank 1 refuses the data"
+    assert (tmp_path / "run" / "config.json").read_text() == "the previous model"

@@ -162,10 +162,8 @@ def _run(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except (Interrupted, OtherRankFailed) as exc:
-        if rank:  # under torchrun rank 0 (or the rank that failed) says it, once for the job
-            return exc.exit_code
-        if isinstance(exc, OtherRankFailed):
-            _last_line(f"caex {args.command}: error: {exc}")
+        # under torchrun the rank that failed says why, and rank 0 that the job stopped: once for the job
+        if rank or isinstance(exc, OtherRankFailed):
             return exc.exit_code
         # stopped on request, progress saved: not an error of the user's
         _, action = RESUME_HINTS.get(args.command, (None, None))

@@ -98,10 +98,12 @@ def gather_objects(obj: Any, context: DistContext) -> list[Any]:
 
 
 def max_over_ranks(values: torch.Tensor, context: DistContext) -> torch.Tensor:
-    """Element-wise maximum of integer ``values`` over all ranks (a collective: every rank must call it)."""
+    """Element-wise maximum of integer ``values`` over all ranks (a collective: every rank must call it), on this
+    rank's device: NCCL reduces GPU tensors only, and a flag made on the CPU failed the first check of every
+    multi-GPU run."""
     if not context.distributed:
         return values
-    values = values.to(torch.int64)  # a copy for the in-place reduction
+    values = values.to(device=context.device, dtype=torch.int64, copy=True)  # a copy for the in-place reduction
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return values
 
@@ -115,7 +117,7 @@ def mean_over_ranks(values: torch.Tensor, context: DistContext) -> torch.Tensor:
     """``values`` averaged over all ranks (a collective); gloo has no AVG, so a sum divided by the world size."""
     if not context.distributed:
         return values
-    total = values.clone()
+    total = values.to(device=context.device, copy=True)
     dist.all_reduce(total)
     return total / context.world_size
 
@@ -125,7 +127,8 @@ def raise_together(error: BaseException | None, context: DistContext) -> None:
 
     A rank that left alone would leave the others waiting in their next collective until ``torchrun`` kills
     them. Each distinct message is raised by the first rank that has it; the other ranks raise
-    :class:`OtherRankFailed`, which the CLI does not print, so the job says each thing once.
+    :class:`OtherRankFailed`, which the CLI does not print (the failing rank prints its own), so the job says each
+    thing once.
     """
     if not context.distributed:
         if error is not None:

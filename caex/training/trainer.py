@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import DataBundle, ImageSet
-from caex.errors import CaexError, DataError, TrainingError
+from caex.errors import DataError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
 from caex.model.cae import CODES_FILE as CAE_CODES_FILE
 from caex.model.cae import CONFIG_FILE as CAE_CONFIG_FILE
@@ -509,12 +509,14 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
             try:  # only rank 0 writes, so only it guards the folder (other ranks would see its fresh files)
                 held.enter_context(folder_lock(run_dir if context.is_main else None, "caex train",
                                                create=True))
-                checkpoint, train_config, config, names = _prepare(run_dir, resume, force, context.is_main,
-                                                                   train_config, config, classifier, train_set,
-                                                                   names)
-            except (CaexError, OSError) as exc:  # every rank learns of it, and each thing is said once
+                checkpoint, train_config, config, names, clear = _prepare(run_dir, resume, force, context.is_main,
+                                                                          train_config, config, classifier,
+                                                                          train_set, names)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, every rank must learn of it, or they wait
                 error = exc
             raise_together(error, context)
+            if clear:  # only now: a forced run refused on any rank leaves the previous model as it was
+                _clear_previous_run(run_dir)
             # _train seeds torch's global generator, and a caller's torch.no_grad() would leave nothing to train
             with _classifier_state_kept(classifier), global_rng_kept(context.device), torch.enable_grad():
                 return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
@@ -525,9 +527,9 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
 
 def _prepare(run_dir: Path | None, resume: bool, force: bool, writer: bool, train_config: TrainConfig,
              config: CAEConfig | None, classifier: Classifier | None, train_set: ImageSet,
-             names: list[str]) -> tuple[Checkpoint | None, TrainConfig, CAEConfig, list[str]]:
-    """The run's checkpoint (when resuming), settings, network config and class names, checked; a forced run's
-    previous results cleared once all of it passed (by the ``writer`` alone)."""
+             names: list[str]) -> tuple[Checkpoint | None, TrainConfig, CAEConfig, list[str], bool]:
+    """The run's checkpoint (when resuming), settings, network config and class names, checked, and whether a
+    forced run's previous results are to be cleared (by the ``writer`` alone, once every rank agreed)."""
     checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
     if train_config.dc is None:  # a resumed run's own critic; else a given classifier where it can be one
         dc = checkpoint.meta["train_config"].get("dc") if checkpoint is not None else None
@@ -541,9 +543,7 @@ def _prepare(run_dir: Path | None, resume: bool, force: bool, writer: bool, trai
     if train_config.max_shift >= config.image_size:
         raise TrainingError(f"max_shift={train_config.max_shift}: must be smaller than the "
                             f"{config.image_size}px images")
-    if clear:  # only now: a forced run refused for its data or settings leaves the previous model as it was
-        _clear_previous_run(run_dir)
-    return checkpoint, train_config, config, names
+    return checkpoint, train_config, config, names, clear
 
 
 @contextlib.contextmanager
