@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -616,3 +617,18 @@ def test_folders_of_caex_explain_outputs_are_no_class_and_no_images_of_one(make_
         f"{folder}: 4 file(s) in sub-folders holding caex explain outputs are not read as images (first: "
         f"{folder / outputs / f'{stem}.json'}); give caex explain an --out outside the images"
         for folder, outputs, stem in ((root, "explanations", 0), (root / "a", "explained", 1))}, messages
+
+
+def test_one_saliency_file_beside_a_sidecar_json_is_no_explain_output(make_image_folder):
+    """A class folder with LabelMe's img.json beside img.png and one img_saliency.npy from another tool was
+    taken for caex explain's output and dropped without a word ("need at least two class folders")."""
+    root = make_image_folder({"a": 3, "b": 3}, size=(12, 12))
+    first = sorted((root / "b").iterdir())[0]
+    first.with_suffix(".json").write_text("{}")
+    np.save(first.with_name(f"{first.stem}_saliency.npy"), np.zeros((2, 2)))
+    assert load_dataset(str(root)).class_names == ["a", "b"]
+    _explain_outputs(root / "explained")  # a real explain output beside one class: named in the refusal
+    shutil.rmtree(root / "b")
+    with pytest.raises(DataError, match=r"need at least two class folders, found a \(left out as caex explain "
+                                         r"outputs: explained\)$"):
+        load_dataset(str(root))

@@ -1038,3 +1038,17 @@ def test_the_stop_notice_offers_ctrl_c_only_to_someone_who_pressed_it(capsys) ->
     for signum, offered in ((signal.SIGTERM, False), (signal.SIGINT, True)):
         StopRequest()(signum, None)
         assert ("Ctrl-C again" in capsys.readouterr().err) == offered
+
+
+def test_a_signal_the_process_ignores_stays_ignored_during_training() -> None:
+    """`nohup caex train` ignores SIGHUP; the stop handler took it over, so closing the terminal stopped the run."""
+    from caex.training.stopping import stop_requests
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_requests() as request:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGUSR1) is request  # the others are handled
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -287,18 +287,21 @@ class _FolderTree:
                  f"read as images (first: {first}); {'; '.join(hint for _, _, hint in kinds)}")
 
 
-#: caex explain's raw map beside its ``<stem>.json`` summary: the files that mark a folder as its output.
-EXPLAIN_MAP_SUFFIX = "_saliency.npy"
+#: What caex explain writes per image beside ``<stem>.json``: a folder holding all of them for one stem is its
+#: output (one saliency file of another tool beside a LabelMe ``.json`` is not).
+EXPLAIN_OUTPUTS = ("_saliency.npy", "_saliency.png", "_path.png")
 
 
 def holds_explanations(folder: Path) -> bool:
-    """Whether ``folder`` holds caex explain's results, recognised by its own files (``<stem>_saliency.npy``
-    beside ``<stem>.json``), not by the folder's name, which is the user's choice."""
+    """Whether ``folder`` holds caex explain's results, recognised by its own set of files per image (see
+    :data:`EXPLAIN_OUTPUTS`), not by the folder's name, which is the user's choice."""
     try:
         names = {path.name for path in folder.iterdir()}
     except OSError:
         return False
-    return any(name.endswith(EXPLAIN_MAP_SUFFIX) and f"{name[:-len(EXPLAIN_MAP_SUFFIX)]}.json" in names
+    first = EXPLAIN_OUTPUTS[0]
+    return any(name.endswith(first) and all(f"{name[:-len(first)]}{suffix}" in names
+                                            for suffix in (*EXPLAIN_OUTPUTS[1:], ".json"))
                for name in names)
 
 
@@ -405,7 +408,9 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
     class_names = check_class_names(list(_class_folders(train_root)), str(train_root))  # a newline in a folder name
     if len(class_names) < 2:
         found = ", ".join(class_names) or "none"
-        raise DataError(f"{train_root}: need at least two class folders, found {found}")
+        outputs = [folder.name for folder in _sub_folders(train_root) if holds_explanations(folder)]
+        left_out = f" (left out as caex explain outputs: {', '.join(outputs)})" if outputs else ""
+        raise DataError(f"{train_root}: need at least two class folders, found {found}{left_out}")
     given = [split for split in ("val", "test") if split_layout and split in lowered]
     for split in given:
         unknown = sorted(set(_class_folders(lowered[split])) - set(class_names))

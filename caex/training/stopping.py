@@ -11,6 +11,7 @@ second Ctrl-C aborts at once, for when saving itself hangs.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -37,8 +38,9 @@ class StopRequest:
         if self.signum is None:
             self.signum = signum
             again = " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""
-            print(f"\n{signal.Signals(signum).name}: stopping within a few iterations, checkpoint first{again}",
-                  file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # a hung-up terminal: the stop must not fail on its notice
+                print(f"\n{signal.Signals(signum).name}: stopping within a few iterations, checkpoint first{again}",
+                      file=sys.stderr, flush=True)
 
     def error(self, iteration: int, signum: int | None = None) -> Interrupted:
         """The run's end; ``signum`` is the signal that stopped it where another rank received it."""
@@ -55,7 +57,9 @@ def stop_requests(enabled: bool = True) -> Iterator[StopRequest]:
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield request
         return
-    previous = {signum: signal.signal(signum, request) for signum in HANDLED}
+    # A signal the process ignores stays ignored: `nohup caex train` must not stop when the terminal closes.
+    previous = {signum: signal.signal(signum, request) for signum in HANDLED
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield request
     finally:
