@@ -336,3 +336,32 @@ def test_option_help_names_its_default(command: str, option: str, default: str) 
     """Several options' help left the default out, and explain and evaluate pick a target class by different
     defaults (kept: published figures depend on them) without saying so."""
     assert default in _option_help(command, option)
+
+
+def test_output_keeps_file_names_bytes_and_replaces_what_it_cannot_encode() -> None:
+    """Switching an ASCII stdout to errors="replace" turned a file name's undecodable bytes into '?' too."""
+    from caex.cli.main import _ESCAPE_OR_REPLACE
+
+    assert "a\udcffb\u2191".encode("ascii", errors=_ESCAPE_OR_REPLACE) == b"a\xffb?"
+
+
+def test_a_broken_pipe_other_than_stdout_is_an_error(monkeypatch, capsys) -> None:
+    """Every BrokenPipeError ended quietly, as if `| head` had closed stdout, even one from another pipe."""
+    import caex.cli.data
+    from caex.cli.main import main
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(caex.cli.data, "run_show", broken)
+    assert main(["data", "show", "synthetic", "--out", "unused.png"]) == 2
+    assert capsys.readouterr().err == "caex data: error: a pipe: Broken pipe\n"
+
+
+def test_environment_values_that_are_not_numbers_do_not_fail_the_command(monkeypatch) -> None:
+    from caex.utils.device import torchrun_rank
+    from caex.utils.progress import LOG_INTERVAL, _seconds
+
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert torchrun_rank() is None  # was a raw ValueError from every warning and the CLI's start
+    assert _seconds("soon", LOG_INTERVAL) == LOG_INTERVAL and _seconds("2.5", LOG_INTERVAL) == 2.5

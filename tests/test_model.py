@@ -317,6 +317,7 @@ def test_a_config_whose_class_names_are_no_list_of_names_is_one_line(tmp_path) -
     (["a", "a"], "class name 'a' is given twice in class_names"),  # explain --all-targets overwrote files
     (["../../x", "b"], "class name '../../x' in class_names contains '/'"),  # and wrote outside --out
     (["a", 1], "class name 1 in class_names is not a non-empty string"),
+    (["..", "b"], "class name '..' in class_names is not a non-empty string that can name a file"),
 ])
 def test_a_config_whose_class_names_cannot_name_files_is_refused(tmp_path, names, message) -> None:
     _saved_with_config(tmp_path, class_names=names)

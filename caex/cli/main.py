@@ -12,9 +12,11 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import importlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -114,11 +116,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _replace_unencodable() -> None:
     """Let an ASCII-only terminal or pipe (``LC_ALL=C``) show '?' for '↑' or '±' instead of failing the command
-    after its work is done: unencodable characters are replaced on stdout, and on stderr unless it escapes them
-    already (Python's default there). The C locale's surrogateescape passes only undecodable file names."""
+    after its work is done. Undecodable bytes of file names (which the C locale's surrogateescape carries) still
+    come out as they were, so a script can read the paths back."""
     for stream in (sys.stdout, sys.stderr):
         if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")
+            stream.reconfigure(errors=_ESCAPE_OR_REPLACE)
+
+
+def _escape_or_replace(error: UnicodeError) -> tuple[str | bytes, int]:
+    """surrogateescape where it applies (a file name's undecodable bytes), else '?' per character."""
+    try:
+        return codecs.lookup_error("surrogateescape")(error)
+    except UnicodeError:
+        return "?" * (error.end - error.start), error.end
+
+
+_ESCAPE_OR_REPLACE = "caex.escape_or_replace"
+codecs.register_error(_ESCAPE_OR_REPLACE, _escape_or_replace)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (``| head``), as opposed to another pipe the command wrote to: the write
+    end of a pipe without a reader polls as an error. Where poll() does not exist (Windows), assumed so."""
+    if not hasattr(select, "poll"):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (OSError, ValueError, AttributeError):  # no file descriptor: a test's captured stdout
+        return False
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _quiet_broken_pipe() -> int:
@@ -159,8 +186,11 @@ def _run(argv: Sequence[str] | None) -> int:
         set_threads(getattr(args, "threads", None))  # before any work, in every command that takes it
         result = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
+    except BrokenPipeError as exc:
+        if _stdout_closed():
+            return _quiet_broken_pipe()
+        _last_line(f"caex {args.command}: error: {exc.filename or 'a pipe'}: {exc.strerror or exc}")
+        return 2
     except (Interrupted, OtherRankFailed) as exc:
         # under torchrun the rank that failed says why, and rank 0 that the job stopped: once for the job
         if rank or isinstance(exc, OtherRankFailed):

@@ -68,8 +68,9 @@ def check_class_names(names: object, where: str, error: type[CaexError] = DataEr
     if not isinstance(names, (list, tuple)):
         raise error(f"{where}: class_names must be a list of names, got {_shown(names)}")
     for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise error(f"{where}: class name {_shown(name)} in class_names is not a non-empty string")
+        if not isinstance(name, str) or not name.strip() or name in (".", ".."):
+            raise error(f"{where}: class name {_shown(name)} in class_names is not a non-empty string that can "
+                        "name a file")
         bad = next((char for char in name if char in "/\\" or is_line_breaking(char)), None)
         if bad is not None:
             raise error(f"{where}: class name {_shown(name)} in class_names contains {bad!r}; class names become "

@@ -14,9 +14,12 @@ from caex.errors import CaexError
 def torchrun_rank() -> int | None:
     """This process's rank when ``torchrun`` started it as one of several (its ``WORLD_SIZE`` above 1), else
     ``None``: read from the environment, so it is known before any process group exists."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return None
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:  # not torchrun's numbers: init_distributed names them where they matter
         return None
-    return int(os.environ.get("RANK", "0"))
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
