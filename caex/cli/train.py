@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--resume", action="store_true",
                       help="continue the run in RUN from its checkpoint, with the run's own settings (flags "
                            "given now change only --iters, --time-limit, --device and the intervals; others "
-                           "must agree)")
+                           "must agree); where RUN holds no run yet, start one (a requeued job's one command line)")
     mode.add_argument("--force", action="store_true", help="start over in a non-empty RUN")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the training's random choices: weights, pairs, augmentation (default: 0; "
