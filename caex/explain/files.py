@@ -107,15 +107,22 @@ def shortened(name: str, limit: int) -> str:
     return f"{start}~{digest}"
 
 
+#: Characters a file name may not hold on some file system (Windows forbids all of these, POSIX the slash).
+UNSAFE_IN_FILE_NAMES = frozenset('/\\<>:"|?*')
+
+
 def class_slugs(class_names: Sequence[str]) -> list[str]:
-    """One file-name part per class for ``_to-<class>``: readable, with path separators, control characters
-    and a leading dot replaced by ``_`` (a class named ``../x`` must not write outside the output folder) and
+    """One file-name part per class for ``_to-<class>``: readable, with path separators, characters Windows
+    forbids (:data:`UNSAFE_IN_FILE_NAMES`), control characters, a leading dot and trailing dots or spaces
+    replaced by ``_`` (a class named ``../x`` must not write outside the output folder) and
     long names cut; classes whose parts would coincide (``a/b`` and ``a_b``, or ``A`` and ``a`` on a
     case-insensitive disk) get their index added, so one class's files never overwrite another's."""
     slugs = []
     for index, name in enumerate(map(str, class_names)):
-        slug = "".join("_" if char in "/\\" or is_line_breaking(char) else char for char in name)
-        slug = shortened("_" + slug[1:] if slug.startswith(".") else slug, MAX_SLUG_BYTES) or f"class{index}"
+        slug = "".join("_" if char in UNSAFE_IN_FILE_NAMES or is_line_breaking(char) else char for char in name)
+        slug = "_" + slug[1:] if slug.startswith(".") else slug
+        slug = slug[:len(slug.rstrip(". "))] + "_" * (len(slug) - len(slug.rstrip(". ")))  # Windows drops them
+        slug = shortened(slug, MAX_SLUG_BYTES) or f"class{index}"
         slugs.append(slug)
     while len({slug.casefold() for slug in slugs}) < len(slugs):
         counts: dict[str, int] = {}
@@ -126,17 +133,18 @@ def class_slugs(class_names: Sequence[str]) -> list[str]:
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems for output names; a repeated stem (same name in two folders) gets -2, -3, ..., and a long one
+    """File stems for output names; a repeated stem (same name in two folders, or differing only in case) gets
+    -2, -3, ..., and a long one
     is cut (:func:`shortened`) so that every output name fits the file system."""
     used: set[str] = set()
     stems = []
     for path in paths:
         base = shortened(path.stem, MAX_STEM_BYTES)
         stem, count = base, 1
-        while stem in used:
+        while stem.casefold() in used:  # Case1 and case1 are one file on a Mac's or Windows' disk
             count += 1
             stem = f"{base}-{count}"
-        used.add(stem)
+        used.add(stem.casefold())
         stems.append(stem)
     return stems
 

@@ -151,8 +151,10 @@ class CAE(nn.Module):
     def class_codes(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class codes [N, D] of any number of images (tensor or array), in batches, on the images' device."""
         images = torch.as_tensor(images)
-        device = self.device
-        codes = [self.class_encoder(self._model_input(images[start:start + batch_size].to(device)))
+        device, dtype = self.device, next(self.parameters()).dtype
+        # cast on the way: a NumPy float64 array cannot even be moved to MPS, which has no float64
+        to_device = dict(device=device, dtype=dtype) if images.is_floating_point() else dict(device=device)
+        codes = [self.class_encoder(self._model_input(images[start:start + batch_size].to(**to_device)))
                  .float().to(images.device) for start in range(0, len(images), batch_size)]
         return torch.cat(codes) if codes else images.new_zeros((0, self.config.code_dim))
 
