@@ -510,6 +510,10 @@ def test_training_table_rounds_the_speed_and_says_what_its_seconds_count(tmp_pat
     text = build_report(run).read_text(encoding="utf-8")
     assert "<td>43.0</td>" in text and "43.010" not in text  # was three decimals
     assert "40 iterations in 12 s of training (its own clock: setup, sample grids and saving not counted)" in text
+    assert "stopped by its time limit" not in text
+    _write_json(run / "cae/summary.json", {"iters": 40, "iters_asked": 6000, "seconds": 12.5, "recon_l1": 0.1})
+    assert ("40 iterations in 12 s of training (its own clock: setup, sample grids and saving not counted), "
+            "stopped by its time limit before the 6,000 asked for;") in build_report(run).read_text(encoding="utf-8")
 
 
 def test_aopc_per_class_is_tabled_where_the_images_span_several_classes(tmp_path):

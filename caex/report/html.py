@@ -298,7 +298,8 @@ STAGE_SCHEMA = {"status": str, "seconds": float}
 DATASET_SCHEMA = {"spec": str, "class_names": [str], "image_size": int,
                   "class_counts": {"train": [int], "test": [int]}}
 CLASSIFIER_SCHEMA = {"arch": str, "class_names": [str], "image_size": int, "channels": int, "test_accuracy": float}
-TRAINING_SCHEMA = {"iters": int, "seconds": float, "images_per_second": float, "recon_l1": float}
+TRAINING_SCHEMA = {"iters": int, "iters_asked": int, "seconds": float, "images_per_second": float,
+                   "recon_l1": float}
 MANIFOLD_SCHEMA = {
     "class_names": [str], "data": str, "code_dim": int,
     "counts": {"train_per_class": [int], "test_per_class": [int]},
@@ -411,6 +412,8 @@ def training_section(sources: ReportSources) -> Section:
         reading = f"{run.get('iters', '?')} iterations" + (
             f" in {seconds:.0f} s of training (its own clock: setup, sample grids and saving not counted)"
             if readings.finite(seconds) else "")
+        if isinstance(run.get("iters"), int) and run.get("iters_asked", 0) > run["iters"]:  # a time-limit stop
+            reading += f", stopped by its time limit before the {run['iters_asked']:,} asked for"
         if readings.finite(recon):
             reading += (f"; reconstructions of held-out images differ from the originals by {recon:.3f} on average "
                         "(L1 on the [-1, 1] scale; 0 is perfect)")
