@@ -253,6 +253,17 @@ def test_a_model_folder_as_out_of_a_results_command_is_refused_before_any_work(t
     check_output_folder(str(out / "manifold"), results=True)
 
 
+def test_a_cae_run_still_training_is_a_model_folder_too(tmp_path: Path) -> None:
+    """Only a finished run (config.json + model.safetensors) was recognised: an input named train_config.png
+    explained into a run still training replaced its train_config.json."""
+    from caex.cli.common import check_output_folder
+    from caex.errors import CaexError
+
+    atomic_write_text(tmp_path / "train_config.json", "{}")
+    with pytest.raises(CaexError, match=r"is a CAE run folder"):
+        check_output_folder(str(tmp_path), results=True)
+
+
 def test_no_command_prints_the_help_where_errors_go(capsys) -> None:
     """`caex` alone printed its whole help on stdout, the results' stream, and exited 2 as for an error."""
     from caex.cli.main import main
@@ -309,8 +320,8 @@ def _option_help(command: str, option: str) -> str:
                 if option in action.option_strings)
 
 
-@pytest.mark.parametrize("command", ["explain", "manifold", "evaluate", "train", "train-classifier", "data show",
-                                     "report"])
+@pytest.mark.parametrize("command", ["demo", "explain", "manifold", "evaluate", "train", "train-classifier",
+                                     "data show", "report"])
 def test_every_main_command_ends_its_help_with_examples_that_parse(command: str, capsys) -> None:
     """Only evaluate --help showed examples; each must stay a command line its parser takes as printed."""
     from caex.cli.main import build_parser
@@ -343,6 +354,7 @@ def test_output_keeps_file_names_bytes_and_replaces_what_it_cannot_encode() -> N
     from caex.cli.main import _ESCAPE_OR_REPLACE
 
     assert "a\udcffb\u2191".encode("ascii", errors=_ESCAPE_OR_REPLACE) == b"a\xffb?"
+    assert "\u2191\udcff".encode("ascii", errors=_ESCAPE_OR_REPLACE) == b"?\xff"  # one run of both kinds
 
 
 def test_a_broken_pipe_other_than_stdout_is_an_error(monkeypatch, capsys) -> None:
@@ -359,9 +371,12 @@ def test_a_broken_pipe_other_than_stdout_is_an_error(monkeypatch, capsys) -> Non
 
 
 def test_environment_values_that_are_not_numbers_do_not_fail_the_command(monkeypatch) -> None:
+    from caex.errors import TrainingError
+    from caex.training.distributed import init_distributed
     from caex.utils.device import torchrun_rank
-    from caex.utils.progress import LOG_INTERVAL, _seconds
 
     monkeypatch.setenv("WORLD_SIZE", "two")
     assert torchrun_rank() is None  # was a raw ValueError from every warning and the CLI's start
-    assert _seconds("soon", LOG_INTERVAL) == LOG_INTERVAL and _seconds("2.5", LOG_INTERVAL) == 2.5
+    with pytest.raises(TrainingError, match=r"^WORLD_SIZE='two': not a number of processes; start distributed "
+                                            r"runs with torchrun$"):
+        init_distributed("cpu")

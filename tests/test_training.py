@@ -665,9 +665,18 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_started_again_not_resu
     with pytest.raises(TrainingError, match=r"run: folder is not empty but holds no checkpoint to continue \(a run "
                                             r"that stopped before its first, or other files\); overwrite it \(--force"):
         train_cae(_data(), config, train_config, tmp_path / "run")
-    with pytest.raises(TrainingError, match=r"run: no checkpoint to resume from \(the run stopped before its first, "
-                                            r"after ckpt_every iterations\); start it again \(--force, force=True\)"):
+    # A requeued job (--resume from its first launch) killed before its first checkpoint must not be stuck: only
+    # the run's own start files are there, so resuming starts it again.
+    (tmp_path / "other").mkdir()
+    for name in ("train_config.json", "log.jsonl", "notes.txt"):
+        (tmp_path / "other" / name).write_text("{}")
+    with pytest.raises(TrainingError, match=r"other: no checkpoint to resume from, and files that are not a run's; "
+                                            r"start it again \(--force, force=True\)"):
+        train_cae(_data(), config, train_config, tmp_path / "other", resume=True)
+    with pytest.warns(UserWarning, match=r"run: the run stopped before its first checkpoint, so resuming starts it "
+                                         r"again$"):
         train_cae(_data(), config, train_config, tmp_path / "run", resume=True)
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 4
     train_cae(_data(), config, train_config, tmp_path / "run", force=True)
 
 

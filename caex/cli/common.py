@@ -145,8 +145,11 @@ def _model_folder_kind(folder: Path) -> str | None:
     """What model ``folder`` holds, recognised by the files its loader reads: "CAE run" or "classifier bundle"."""
     from caex.classifier.bundle import INFO_FILE
     from caex.model.cae import CONFIG_FILE, WEIGHTS_FILE
+    from caex.training.checkpoint import CHECKPOINT_FILE
+    from caex.training.trainer import TRAIN_CONFIG_FILE
 
-    if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
+    if ((folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()) or any(
+            (folder / name).is_file() for name in (TRAIN_CONFIG_FILE, CHECKPOINT_FILE)):  # finished, or training
         return "CAE run"
     if (folder / INFO_FILE).is_file():
         return "classifier bundle"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caex.cli.common import add_device_argument, add_seed_argument, add_threads_argument
+from caex.cli.common import add_device_argument, add_seed_argument, add_threads_argument, with_examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "random map, and write OUT/report.html. Each stage has its own sub-folder of OUT and is "
                     "reused when rerun with the same settings, so an interrupted demo resumes where it "
                     "stopped. About 11-13 minutes on a 2-core CPU (at most 15); --fast under 3.",
+        **with_examples("caex demo --out runs/demo", "caex demo --fast --out runs/demo-fast",
+                        "caex demo --out runs/demo --force"),
     )
     parser.add_argument("--out", default="runs/demo", metavar="OUT", help="output folder (default: runs/demo)")
     parser.add_argument("--fast", action="store_true",

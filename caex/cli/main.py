@@ -123,12 +123,13 @@ def _replace_unencodable() -> None:
             stream.reconfigure(errors=_ESCAPE_OR_REPLACE)
 
 
-def _escape_or_replace(error: UnicodeError) -> tuple[str | bytes, int]:
-    """surrogateescape where it applies (a file name's undecodable bytes), else '?' per character."""
-    try:
-        return codecs.lookup_error("surrogateescape")(error)
-    except UnicodeError:
-        return "?" * (error.end - error.start), error.end
+def _escape_or_replace(error: UnicodeError) -> tuple[bytes, int]:
+    """Each character the encoding cannot take: a file name's undecodable byte (the surrogate that carries it)
+    as that byte, anything else as '?'."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return bytes(ord(char) - 0xDC00 if 0xDC80 <= ord(char) <= 0xDCFF else ord("?")
+                 for char in error.object[error.start:error.end]), error.end
 
 
 _ESCAPE_OR_REPLACE = "caex.escape_or_replace"
@@ -192,7 +193,7 @@ def _run(argv: Sequence[str] | None) -> int:
         _last_line(f"caex {args.command}: error: {exc.filename or 'a pipe'}: {exc.strerror or exc}")
         return 2
     except (Interrupted, OtherRankFailed) as exc:
-        # under torchrun the rank that failed says why, and rank 0 that the job stopped: once for the job
+        # under torchrun the rank that failed says why, once for the job; the others end silently
         if rank or isinstance(exc, OtherRankFailed):
             return exc.exit_code
         # stopped on request, progress saved: not an error of the user's

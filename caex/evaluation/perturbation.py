@@ -145,7 +145,8 @@ def aopc_per_image(probs: torch.Tensor) -> torch.Tensor:
 
 def standard_error(values: torch.Tensor | Sequence[float]) -> float:
     """Standard error of the mean of ``values`` (sample std / sqrt(n); NaN below 2 values)."""
-    values = torch.as_tensor(values).detach().to("cpu", torch.float64)  # on the CPU: MPS has no float64
+    values = (values.detach().to("cpu", torch.float64) if isinstance(values, torch.Tensor)  # MPS has no float64
+              else torch.as_tensor(values, dtype=torch.float64))
     return float(values.std() / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 

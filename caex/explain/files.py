@@ -113,16 +113,14 @@ UNSAFE_IN_FILE_NAMES = frozenset('/\\<>:"|?*')
 
 def class_slugs(class_names: Sequence[str]) -> list[str]:
     """One file-name part per class for ``_to-<class>``: readable, with path separators, characters Windows
-    forbids (:data:`UNSAFE_IN_FILE_NAMES`), control characters, a leading dot and trailing dots or spaces
-    replaced by ``_`` (a class named ``../x`` must not write outside the output folder) and
-    long names cut; classes whose parts would coincide (``a/b`` and ``a_b``, or ``A`` and ``a`` on a
-    case-insensitive disk) get their index added, so one class's files never overwrite another's."""
+    forbids (:data:`UNSAFE_IN_FILE_NAMES`), control characters and a leading dot replaced by ``_`` (a class
+    named ``../x`` must not write outside the output folder) and long names cut; classes whose parts would
+    coincide (``a/b`` and ``a_b``, or ``A`` and ``a`` on a case-insensitive disk) get their index added, so one
+    class's files never overwrite another's."""
     slugs = []
     for index, name in enumerate(map(str, class_names)):
         slug = "".join("_" if char in UNSAFE_IN_FILE_NAMES or is_line_breaking(char) else char for char in name)
-        slug = "_" + slug[1:] if slug.startswith(".") else slug
-        slug = slug[:len(slug.rstrip(". "))] + "_" * (len(slug) - len(slug.rstrip(". ")))  # Windows drops them
-        slug = shortened(slug, MAX_SLUG_BYTES) or f"class{index}"
+        slug = shortened("_" + slug[1:] if slug.startswith(".") else slug, MAX_SLUG_BYTES) or f"class{index}"
         slugs.append(slug)
     while len({slug.casefold() for slug in slugs}) < len(slugs):
         counts: dict[str, int] = {}

@@ -36,14 +36,24 @@ class DistContext:
         return self.world_size > 1
 
 
+def _env_number(name: str, default: str, what: str) -> int:
+    """``int(os.environ[name])``, or a one-line error naming the variable: torchrun sets them, a user may too."""
+    value = os.environ.get(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise TrainingError(f"{name}={value!r}: not a number of {what}; start distributed runs with torchrun") \
+            from None
+
+
 def local_device(device: str | torch.device | None = "auto") -> torch.device:
     """``device`` resolved for this process: under ``torchrun`` an accelerator (CUDA, XPU, ...) is this rank's
     own (``LOCAL_RANK``), so nothing of one rank lands on another's. The CPU and MPS (one per machine) are
     shared."""
     resolved = resolve_device(device)
-    under_torchrun = "LOCAL_RANK" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    under_torchrun = "LOCAL_RANK" in os.environ or _env_number("WORLD_SIZE", "1", "processes") > 1
     if resolved.type not in ("cpu", "mps") and under_torchrun:
-        return torch.device(resolved.type, int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device(resolved.type, _env_number("LOCAL_RANK", "0", "this machine's processes"))
     return resolved
 
 
@@ -57,12 +67,12 @@ def backend_for(device: torch.device) -> str:
 
 def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
     """Join the process group ``torchrun`` describes, or run alone when it describes none."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _env_number("WORLD_SIZE", "1", "processes")
     if world_size <= 1:
         return DistContext(0, 1, resolve_device(device))
     if "RANK" not in os.environ:
         raise TrainingError(f"WORLD_SIZE={world_size} but RANK is not set; start distributed runs with torchrun")
-    rank = int(os.environ["RANK"])
+    rank = _env_number("RANK", "0", "processes")
     resolved = local_device(device)
     backend_module = getattr(torch, resolved.type, None)
     if resolved.index is not None and hasattr(backend_module, "set_device"):

@@ -515,8 +515,12 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
             except Exception as exc:  # noqa: BLE001 - whatever it is, every rank must learn of it, or they wait
                 error = exc
             raise_together(error, context)
-            if clear:  # only now: a forced run refused on any rank leaves the previous model as it was
-                _clear_previous_run(run_dir)
+            try:  # only now: a forced run refused on any rank leaves the previous model as it was
+                if clear:
+                    _clear_previous_run(run_dir)
+            except OSError as exc:
+                error = exc
+            raise_together(error, context)
             # _train seeds torch's global generator, and a caller's torch.no_grad() would leave nothing to train
             with _classifier_state_kept(classifier), global_rng_kept(context.device), torch.enable_grad():
                 return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
@@ -859,8 +863,12 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
                      "from its first launch)")
             return None, False
         if run_dir.is_dir() and not (run_dir / CHECKPOINT_FILE).exists() and _has_files(run_dir):
-            raise TrainingError(f"{run_dir}: no checkpoint to resume from (the run stopped before its first, "
-                                "after ckpt_every iterations); start it again (--force, force=True)")
+            if _only_start_files(run_dir):  # e.g. killed before ckpt_every iterations: nothing to keep
+                if check_empty:
+                    warn(f"{run_dir}: the run stopped before its first checkpoint, so resuming starts it again")
+                return None, check_empty
+            raise TrainingError(f"{run_dir}: no checkpoint to resume from, and files that are not a run's; "
+                                "start it again (--force, force=True) or choose another folder")
         return load_checkpoint(run_dir / CHECKPOINT_FILE), False
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: exists and is not a folder")
@@ -874,6 +882,14 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
                             "stopped before its first, or other files); overwrite it (--force, force=True) or "
                             "choose another folder")
     return None, False
+
+
+#: What a run writes before its first checkpoint (its settings, logs, sample grids, TensorBoard events).
+START_FILES = frozenset({TRAIN_CONFIG_FILE, "log.jsonl", "log.csv", "samples", "tensorboard", LOCK_FILE})
+
+
+def _only_start_files(run_dir: Path) -> bool:
+    return all(path.name in START_FILES for path in run_dir.iterdir())
 
 
 def _has_files(run_dir: Path) -> bool:

@@ -18,7 +18,7 @@ def torchrun_rank() -> int | None:
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return None
         return int(os.environ.get("RANK", "0"))
-    except ValueError:  # not torchrun's numbers: init_distributed names them where they matter
+    except ValueError:  # not torchrun's numbers: caex train's init_distributed names them in one line
         return None
 
 

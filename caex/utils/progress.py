@@ -24,7 +24,7 @@ def progress(iterable: Iterable | None = None, *, desc: str, total: int | None =
     """
     disabled = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
     if not sys.stderr.isatty() and not _in_notebook():
-        kwargs = {"mininterval": _seconds(os.environ.get("TQDM_MININTERVAL"), LOG_INTERVAL),
+        kwargs = {"mininterval": float(os.environ.get("TQDM_MININTERVAL", LOG_INTERVAL)),
                   **kwargs, "file": _Lines(sys.stderr), "leave": True}
     else:
         kwargs = {"file": sys.stderr, "dynamic_ncols": True, "leave": False, **kwargs}
@@ -36,12 +36,6 @@ def _in_notebook() -> bool:
     text bar it falls back to without ipywidgets, which a notebook redraws in place."""
     return "ipykernel" in sys.modules or any(base.__module__ == "tqdm.notebook" for base in tqdm.__mro__)
 
-
-def _seconds(text: str | None, default: float) -> float:
-    try:
-        return float(text) if text is not None else default
-    except ValueError:  # not a number: the default, as tqdm's own reading of it would not fail the command either
-        return default
 
 
 class _Lines:
