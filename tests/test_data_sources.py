@@ -632,3 +632,19 @@ def test_one_saliency_file_beside_a_sidecar_json_is_no_explain_output(make_image
     with pytest.raises(DataError, match=r"need at least two class folders, found a \(left out as caex explain "
                                          r"outputs: explained\)$"):
         load_dataset(str(root))
+
+
+def test_an_npz_read_at_a_size_is_converted_a_chunk_at_a_time_to_the_same_pixels(tmp_path, monkeypatch):
+    """The whole split went to float at its own size before resizing: about ten times its uint8 size in memory
+    (5 GB for 10,500 images of 224 px), whatever --size asked for. Chunks resized as read give the same pixels."""
+    from caex.data import sources
+    from caex.data.transforms import resize_and_crop
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, train_images=rng.integers(0, 256, (7, 40, 48), dtype=np.uint8), train_labels=np.arange(7) % 2)
+    whole = sources.read_npz(path).train.images
+    monkeypatch.setattr(sources, "NPZ_CHUNK", 3)  # 3 + 3 + 1 images
+    chunked = sources.read_npz(path, size=16).train.images
+    assert chunked.shape == (7, 1, 16, 16) and torch.equal(chunked, resize_and_crop(whole, 16))
+    assert torch.equal(sources.read_npz(path).train.images, whole)  # as stored, in chunks too

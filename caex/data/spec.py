@@ -58,7 +58,7 @@ def load_dataset(spec: str | os.PathLike, *, size: int | None = None, channels: 
             raise DataError(f"{spec}: no such file or folder")
         if path.suffix.lower() != ".npz":
             raise DataError(f"{spec}: not a folder or a .npz file (valid specs: {SPEC_FORMS})")
-        return _assemble(read_npz(path), spec, size, channels, seed, test_fraction)
+        return _assemble(read_npz(path, size=size), spec, size, channels, seed, test_fraction)
     raise DataError(f"unknown data spec {spec!r}: not a built-in source and no such folder (valid: {SPEC_FORMS})")
 
 
