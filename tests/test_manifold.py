@@ -496,3 +496,11 @@ def test_analyse_manifold_refuses_a_folder_another_analysis_is_writing(bundle: D
             pytest.raises(CaexError, match=rf"^{tmp_path}: in use by caex manifold \(pid \d+\)"):
         run_analysis(bundle, tmp_path)
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_sampled_map_panel_says_of_how_many_images() -> None:
+    """100,000 training codes mapped as 2,000 were titled "train (2000 images)"."""
+    from caex.manifold.maps import panel_title
+
+    assert panel_title("train", 2000, 101_000) == "train (2,000 of 101,000 images, a seeded sample)"
+    assert panel_title("test", 320, 320) == panel_title("test", 320, None) == "test (320 images)"

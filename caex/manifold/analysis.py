@@ -94,7 +94,8 @@ def write_maps(table: CodesTable, rows: np.ndarray, out: Path, *, tsne: bool, se
     for method in methods:
         projections[method] = project_2d(codes, method, seed=seed)
         files[f"map_{method}"] = plot_map(out / f"map_{method}.png", projections[method], labels, splits,
-                                          table.class_names, f"class codes, {method.upper()}").name
+                                          table.class_names, f"class codes, {method.upper()}",
+                                          totals={split: table.splits.count(split) for split in set(splits)}).name
     files["maps"] = write_maps_html(out / "maps.html", projections, labels, table.predictions.numpy()[rows],
                                     splits, [table.sources[i] for i in rows], table.class_names).name
     return files

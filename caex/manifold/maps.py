@@ -68,10 +68,18 @@ def class_colours(num_classes: int) -> list[str]:
     return [to_hex(palette(k / num_classes)) for k in range(num_classes)]
 
 
+def panel_title(split: str, shown: int, total: int | None) -> str:
+    """A map panel's title: its images, and of how many where the map shows a sample (``maps_per_split``)."""
+    if total in (None, shown):
+        return f"{split} ({shown:,} images)"
+    return f"{split} ({shown:,} of {total:,} images, a seeded sample)"
+
+
 @literal_text
 def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, splits: list[str],
-             class_names: list[str], title: str) -> Path:
-    """Train and test panels side by side on the same axes, coloured by class, centroids as crosses."""
+             class_names: list[str], title: str, totals: dict[str, int] | None = None) -> Path:
+    """Train and test panels side by side on the same axes, coloured by class, centroids as crosses; ``totals``
+    (images per split) says how many a subsampled panel shows of how many."""
     colours = class_colours(len(class_names))
     split_array = np.asarray(splits)
     figure = Figure(figsize=(11, 5.2), layout="constrained")
@@ -85,7 +93,7 @@ def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, sp
             axis.scatter(points[:, 0], points[:, 1], s=7, alpha=0.6, color=colours[k], linewidths=0)
             centre = points.mean(axis=0)
             axis.scatter(*centre, marker="X", s=160, color=colours[k], edgecolors="black", linewidths=1.2)
-        axis.set_title(f"{split} ({int(in_split.sum())} images)")
+        axis.set_title(panel_title(split, int(in_split.sum()), (totals or {}).get(split)))
         axis.set_xticks([])
         axis.set_yticks([])
     handles = [Line2D([], [], marker="o", linestyle="", color=colour, label=name)
