@@ -260,6 +260,8 @@ def test_a_cae_run_still_training_is_a_model_folder_too(tmp_path: Path) -> None:
     from caex.errors import CaexError
 
     atomic_write_text(tmp_path / "train_config.json", "{}")
+    check_output_folder(str(tmp_path), results=True)  # alone: explain's summary of an image named train_config.png
+    atomic_write_text(tmp_path / "log.jsonl", "")
     with pytest.raises(CaexError, match=r"is a CAE run folder"):
         check_output_folder(str(tmp_path), results=True)
 
@@ -370,7 +372,7 @@ def test_a_broken_pipe_other_than_stdout_is_an_error(monkeypatch, capsys) -> Non
     assert capsys.readouterr().err == "caex data: error: a pipe: Broken pipe\n"
 
 
-def test_environment_values_that_are_not_numbers_do_not_fail_the_command(monkeypatch) -> None:
+def test_environment_values_that_are_not_numbers_are_one_line_errors_where_they_matter(monkeypatch) -> None:
     from caex.errors import TrainingError
     from caex.training.distributed import init_distributed
     from caex.utils.device import torchrun_rank

@@ -188,12 +188,13 @@ def test_npz_multi_label_arrays_are_refused(tmp_path):
      "test_images are 10x10 px, 3 channels but train_images are 10x10 px, 1 channel"),
     ("val", np.zeros((2, 12, 12), np.uint8), "val_images are 12x12 px, 1 channel but train_images are 10x10 px"),
 ])
-def test_npz_splits_of_another_image_shape_are_refused(tmp_path, split, images, message):
+@pytest.mark.parametrize("size", [None, 16])  # also when --size resizes every split as it is read
+def test_npz_splits_of_another_image_shape_are_refused(tmp_path, split, images, message, size):
     path = tmp_path / "mixed.npz"  # were resized (test) or merged across channels before: a silent mismatch
     np.savez(path, train_images=np.zeros((4, 10, 10), np.uint8), train_labels=np.array([0, 1, 0, 1]),
              **{f"{split}_images": images, f"{split}_labels": np.array([0, 1])})
     with pytest.raises(DataError, match=f"mixed.npz: {message}"):
-        load_dataset(str(path))
+        load_dataset(str(path), size=size)
 
 
 def test_gray_with_alpha_reads_as_one_channel(tmp_path):
@@ -634,7 +635,8 @@ def test_one_saliency_file_beside_a_sidecar_json_is_no_explain_output(make_image
         load_dataset(str(root))
 
 
-def test_an_npz_read_at_a_size_is_converted_a_chunk_at_a_time_to_the_same_pixels(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shape", [(7, 40, 48), (7, 40, 48, 3)])  # grey, and RGB (channels last in the array)
+def test_an_npz_read_at_a_size_is_converted_a_chunk_at_a_time_to_the_same_pixels(tmp_path, monkeypatch, shape):
     """The whole split went to float at its own size before resizing: about ten times its uint8 size in memory
     (5 GB for 10,500 images of 224 px), whatever --size asked for. Chunks resized as read give the same pixels."""
     from caex.data import sources
@@ -642,9 +644,10 @@ def test_an_npz_read_at_a_size_is_converted_a_chunk_at_a_time_to_the_same_pixels
 
     rng = np.random.default_rng(0)
     path = tmp_path / "d.npz"
-    np.savez(path, train_images=rng.integers(0, 256, (7, 40, 48), dtype=np.uint8), train_labels=np.arange(7) % 2)
+    np.savez(path, train_images=rng.integers(0, 256, shape, dtype=np.uint8), train_labels=np.arange(7) % 2)
     whole = sources.read_npz(path).train.images
     monkeypatch.setattr(sources, "NPZ_CHUNK", 3)  # 3 + 3 + 1 images
     chunked = sources.read_npz(path, size=16).train.images
-    assert chunked.shape == (7, 1, 16, 16) and torch.equal(chunked, resize_and_crop(whole, 16))
+    assert chunked.shape == (7, 1 if len(shape) == 3 else 3, 16, 16)
+    assert torch.equal(chunked, resize_and_crop(whole, 16))
     assert torch.equal(sources.read_npz(path).train.images, whole)  # as stored, in chunks too

@@ -673,8 +673,12 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_started_again_not_resu
     with pytest.raises(TrainingError, match=r"other: no checkpoint to resume from, and files that are not a run's; "
                                             r"start it again \(--force, force=True\)"):
         train_cae(_data(), config, train_config, tmp_path / "other", resume=True)
+    (tmp_path / "run" / ".checkpoint.safetensors.x1y2.tmp").write_text("a save cut short")  # hidden: no matter
+    with pytest.raises(TrainingError, match=r"run: the run stopped before its first checkpoint, which would have "
+                                            r"recorded its networks; give the --preset"):
+        train_cae(_data(), None, train_config, tmp_path / "run", resume=True)  # the default could differ
     with pytest.warns(UserWarning, match=r"run: the run stopped before its first checkpoint, so resuming starts it "
-                                         r"again$"):
+                                         r"again \(replacing its logs and sample grids\)$"):
         train_cae(_data(), config, train_config, tmp_path / "run", resume=True)
     assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 4
     train_cae(_data(), config, train_config, tmp_path / "run", force=True)

@@ -160,7 +160,7 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
     from pathlib import Path
 
     from caex.training import TrainConfig
-    from caex.training.trainer import TRAIN_CONFIG_FILE
+    from caex.training.checkpoint import TRAIN_CONFIG_FILE
     from caex.utils.io import read_json
 
     path = Path(args.out) / TRAIN_CONFIG_FILE

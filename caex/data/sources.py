@@ -462,11 +462,11 @@ def read_npz(path: Path, *, size: int | None = None) -> RawData:
             raise DataError(f"{path}: missing array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
     parts = {split: _npz_part(path, arrays, split, size) for split in ("train", "val", "test")
              if f"{split}_images" in arrays or f"{split}_labels" in arrays}
-    train_images = parts["train"].images
-    for split, part in parts.items():  # one image shape, as a trained model expects
-        if part.images.shape[1:] != train_images.shape[1:]:
-            raise DataError(f"{path}: {split}_images are {_shape_text(part.images)} but train_images are "
-                            f"{_shape_text(train_images)}")
+    stored = {split: _stored_shape(arrays[f"{split}_images"]) for split in parts}  # as stored, before any resize
+    for split, shape in stored.items():  # one image shape, as a trained model expects
+        if shape != stored["train"]:
+            raise DataError(f"{path}: {split}_images are {_shape_text(shape)} but train_images are "
+                            f"{_shape_text(stored['train'])}")
     if "val" in parts:
         parts["train"] = parts["train"].joined(parts.pop("val"))
     labels_all = torch.cat([part.labels for part in parts.values()])
@@ -557,10 +557,15 @@ def _npz_class_names(path: Path, names: np.ndarray) -> list[str]:
     return check_class_names(decoded, str(path))
 
 
-def _shape_text(images: torch.Tensor) -> str:
-    """``28x28 px, 1 channel`` for an ``[N, C, H, W]`` tensor."""
-    channels = images.shape[1]
-    return f"{images.shape[2]}x{images.shape[3]} px, {channels} channel{'s' * (channels != 1)}"
+def _stored_shape(images: np.ndarray) -> tuple[int, int, int]:
+    """``(C, H, W)`` of an ``.npz``'s ``[N, H, W]`` or ``[N, H, W, C]`` images."""
+    return (1, *images.shape[1:3]) if images.ndim == 3 else (images.shape[3], *images.shape[1:3])
+
+
+def _shape_text(shape: tuple[int, int, int]) -> str:
+    """``28x28 px, 1 channel`` for a ``(C, H, W)`` shape."""
+    channels, height, width = shape
+    return f"{height}x{width} px, {channels} channel{'s' * (channels != 1)}"
 
 
 #: Images converted to float at a time from an ``.npz``: the whole split at once took about ten times its

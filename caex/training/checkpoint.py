@@ -25,6 +25,8 @@ from caex.errors import TrainingError
 from caex.utils.io import atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+#: A run's training settings, written when it starts (before its first checkpoint).
+TRAIN_CONFIG_FILE = "train_config.json"
 FORMAT = "caex-checkpoint"
 
 

@@ -42,8 +42,7 @@ def _env_number(name: str, default: str, what: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise TrainingError(f"{name}={value!r}: not a number of {what}; start distributed runs with torchrun") \
-            from None
+        raise TrainingError(f"{name}={value!r}: not {what}; start distributed runs with torchrun") from None
 
 
 def local_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -51,9 +50,9 @@ def local_device(device: str | torch.device | None = "auto") -> torch.device:
     own (``LOCAL_RANK``), so nothing of one rank lands on another's. The CPU and MPS (one per machine) are
     shared."""
     resolved = resolve_device(device)
-    under_torchrun = "LOCAL_RANK" in os.environ or _env_number("WORLD_SIZE", "1", "processes") > 1
+    under_torchrun = "LOCAL_RANK" in os.environ or _env_number("WORLD_SIZE", "1", "a number of processes") > 1
     if resolved.type not in ("cpu", "mps") and under_torchrun:
-        return torch.device(resolved.type, _env_number("LOCAL_RANK", "0", "this machine's processes"))
+        return torch.device(resolved.type, _env_number("LOCAL_RANK", "0", "a process number"))
     return resolved
 
 
@@ -67,12 +66,12 @@ def backend_for(device: torch.device) -> str:
 
 def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
     """Join the process group ``torchrun`` describes, or run alone when it describes none."""
-    world_size = _env_number("WORLD_SIZE", "1", "processes")
+    world_size = _env_number("WORLD_SIZE", "1", "a number of processes")
     if world_size <= 1:
         return DistContext(0, 1, resolve_device(device))
     if "RANK" not in os.environ:
         raise TrainingError(f"WORLD_SIZE={world_size} but RANK is not set; start distributed runs with torchrun")
-    rank = _env_number("RANK", "0", "processes")
+    rank = _env_number("RANK", "0", "a process number")
     resolved = local_device(device)
     backend_module = getattr(torch, resolved.type, None)
     if resolved.index is not None and hasattr(backend_module, "set_device"):

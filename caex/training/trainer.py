@@ -31,8 +31,8 @@ from caex.model.cae import CONFIG_FILE as CAE_CONFIG_FILE
 from caex.model.cae import WEIGHTS_FILE as CAE_WEIGHTS_FILE
 from caex.training import losses
 from caex.training.augment import augment_batch
-from caex.training.checkpoint import (CHECKPOINT_FILE, Checkpoint, capture_rng, load_checkpoint, restore_optimizer,
-                                      restore_rng, save_checkpoint)
+from caex.training.checkpoint import (CHECKPOINT_FILE, TRAIN_CONFIG_FILE, Checkpoint, capture_rng, load_checkpoint,
+                                      restore_optimizer, restore_rng, save_checkpoint)
 from caex.training.distributed import (DistContext, any_rank, barrier, gather_objects, init_distributed,
                                        max_over_ranks, mean_over_ranks, raise_together, shutdown)
 from caex.training.logging import RunLogger, save_image_grid
@@ -46,7 +46,6 @@ from caex.utils.seed import global_rng_kept, keyed_generator, seed_weights
 from caex.utils.versions import software_versions
 from caex.utils.warn import warn
 
-TRAIN_CONFIG_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
 #: Key of the augmentation draws, beside the pair sampler's streams 0 and 1 (caex.training.pairs).
 AUGMENT_STREAM = 2
@@ -534,7 +533,7 @@ def _prepare(run_dir: Path | None, resume: bool, force: bool, writer: bool, trai
              names: list[str]) -> tuple[Checkpoint | None, TrainConfig, CAEConfig, list[str], bool]:
     """The run's checkpoint (when resuming), settings, network config and class names, checked, and whether a
     forced run's previous results are to be cleared (by the ``writer`` alone, once every rank agreed)."""
-    checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer)
+    checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer, networks_given=config is not None)
     if train_config.dc is None:  # a resumed run's own critic; else a given classifier where it can be one
         dc = checkpoint.meta["train_config"].get("dc") if checkpoint is not None else None
         train_config = dataclasses.replace(train_config, dc=dc or _default_critic(classifier))
@@ -848,8 +847,8 @@ def _changed_settings(saved: dict[str, Any], current: dict[str, Any], names: Ite
     return was, now
 
 
-def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
-                     check_empty: bool) -> tuple[Checkpoint | None, bool]:
+def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empty: bool,
+                     networks_given: bool = True) -> tuple[Checkpoint | None, bool]:
     """Refuse to clobber a run by accident; load the checkpoint when resuming. Also says whether a previous
     run must be cleared (``force``), which the caller does once the new run's data and settings passed."""
     if run_dir is None:
@@ -864,8 +863,13 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool,
             return None, False
         if run_dir.is_dir() and not (run_dir / CHECKPOINT_FILE).exists() and _has_files(run_dir):
             if _only_start_files(run_dir):  # e.g. killed before ckpt_every iterations: nothing to keep
+                if not networks_given:  # only a checkpoint records them, and a default could differ
+                    raise TrainingError(f"{run_dir}: the run stopped before its first checkpoint, which would have "
+                                        "recorded its networks; give the --preset (and --model) it began with to "
+                                        "start it again")
                 if check_empty:
-                    warn(f"{run_dir}: the run stopped before its first checkpoint, so resuming starts it again")
+                    warn(f"{run_dir}: the run stopped before its first checkpoint, so resuming starts it again "
+                         "(replacing its logs and sample grids)")
                 return None, check_empty
             raise TrainingError(f"{run_dir}: no checkpoint to resume from, and files that are not a run's; "
                                 "start it again (--force, force=True) or choose another folder")
@@ -889,7 +893,9 @@ START_FILES = frozenset({TRAIN_CONFIG_FILE, "log.jsonl", "log.csv", "samples", "
 
 
 def _only_start_files(run_dir: Path) -> bool:
-    return all(path.name in START_FILES for path in run_dir.iterdir())
+    """Nothing but what a run writes before its first checkpoint (hidden files aside: a temporary file of a save
+    that was killed, a .DS_Store)."""
+    return all(path.name in START_FILES or path.name.startswith(".") for path in run_dir.iterdir())
 
 
 def _has_files(run_dir: Path) -> bool:
