@@ -630,9 +630,9 @@ def test_a_run_folder_in_use_by_another_training_is_refused_and_freed_when_it_en
     with pytest.raises(TrainingError, match=rf"^{re.escape(str(notes))}: exists and is not a folder$"):
         train_cae(data, config, train_config, notes)  # the lock leaves it alone; the run's own check names it
     assert notes.read_text() == "a file"
-    with pytest.raises(DataError):  # a run refused before any work leaves no folder behind
+    with pytest.raises(DataError):  # a run refused before any work leaves no folder behind, nor parents it made
         train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=3), train_config,
-                  tmp_path / "missing")
+                  tmp_path / "missing" / "deeper" / "run")
     assert not (tmp_path / "missing").exists()
 
 

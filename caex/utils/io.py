@@ -144,7 +144,8 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
         return
     path = folder / LOCK_FILE
     while True:
-        created = not folder.exists()
+        # this folder and its missing parents, deepest first: a job that writes nothing removes what it made
+        created = [missing for missing in (folder, *folder.parents) if not missing.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         try:
             handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below, after the lock file goes
@@ -170,6 +171,8 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
         with suppress(OSError):  # a read-only or vanished folder must not hide the block's own error
             path.unlink()  # still locked: no one else holds this file, and none is left behind
         handle.close()
-        if created:  # a job that failed before writing anything leaves no empty folder either
-            with suppress(OSError):
-                folder.rmdir()
+        for made in created:  # a job that failed before writing anything leaves no empty folder either
+            try:
+                made.rmdir()
+            except OSError:  # not empty (or gone): it, and the parents above it, stay
+                break
