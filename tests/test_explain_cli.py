@@ -525,3 +525,15 @@ def test_a_second_runs_inputs_leave_out_an_earlier_runs_explanations(workspace: 
         with pytest.warns(UserWarning, match=message):
             found = collect_images([str(tmp_path / pattern)], out=str(tmp_path / "scans" / "run2"))
         assert found == [tmp_path / "scans" / "a.png"], pattern
+
+
+def test_no_gif_leaves_out_the_animations_and_skip_done_still_finds_the_rest(workspace: Path, capsys) -> None:
+    """The GIF was 86% of every image's output (16 GB for 100,000 images of 28 px) and could not be left out."""
+    out = workspace / "lean"
+    assert run_cli(workspace, str(workspace / "imgs"), "--steps", "3", "--no-gif", "--out", str(out)) == 0
+    assert not list(out.glob("*.gif")) and len(list(out.glob("*_path.png"))) == 3
+    summary = json.loads((out / "grey.json").read_text())
+    assert "animation" not in summary["files"]
+    assert run_cli(workspace, str(workspace / "imgs"), "--steps", "3", "--no-gif", "--skip-done",
+                   "--out", str(out)) == 0  # the summaries name no GIF, so the images count as done
+    assert "3 image(s) were done already" in capsys.readouterr().out and not list(out.glob("*.gif"))

@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-done", action="store_true",
                         help="skip images whose results --out already holds from the same settings (to finish an "
                              "interrupted run; a model retrained into the same folder is not noticed)")
+    parser.add_argument("--no-gif", dest="gif", action="store_false",
+                        help="leave out the animated <stem>_path.gif, most of each image's bytes (about 140 of "
+                             "163 KB at 28 px; default: written)")
     parser.add_argument("--all-targets", action="store_true",
                         help="one explanation per other class (files get a _to-<class> suffix)")
     parser.add_argument("--saliency", choices=("weighted", "contrast"), default="weighted",
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip, "seed": args.seed}
     with warn_stale_files(args.out, kept := set()):
         result = explain_files(explainer, sources, args.out, settings=settings, batch_size=args.batch_size,
-                               skip_done=args.skip_done, verbose=True, target=target, path=args.path,
+                               skip_done=args.skip_done, gif=args.gif, verbose=True, target=target, path=args.path,
                                steps=args.steps, stop_at_flip=args.stop_at_flip, reference=reference,
                                all_targets=args.all_targets, saliency=args.saliency, target_by=target_by)
         kept.update(result.kept)  # an earlier run's finished explanations are this run's results too

@@ -35,7 +35,7 @@ class FilesResult:
 def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *,
                   settings: dict[str, Any] | None = None, batch_size: int = 16, skip_done: bool = False,
-                  verbose: bool = False, **explain_options: Any) -> FilesResult:
+                  gif: bool = True, verbose: bool = False, **explain_options: Any) -> FilesResult:
     """Explain every image in ``paths`` and write ``caex explain``'s files for each into ``out_dir``.
 
     ``paths`` are image files, folders (searched recursively) or globs, or one of them, as ``caex explain``
@@ -47,7 +47,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     name, and ``_to-<class>`` per target with ``all_targets``. ``settings`` (how the maps are made) is stored in
     every summary; with ``skip_done``, a file whose finished explanations from the same ``settings`` are in
     ``out_dir`` already is left alone (an interrupted run is finished, not redone). ``out_dir`` is locked
-    meanwhile.
+    meanwhile. ``gif=False`` leaves out the animations, most of the bytes of a large run.
     """
     if skip_done and settings is None:  # without them any earlier explanation would pass for this run's
         raise ExplainError("skip_done needs settings (how the maps are made) to tell this run's finished files "
@@ -80,7 +80,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                         stem = stems[begin + index]
                         if all_targets:
                             stem = f"{stem}_to-{slugs[int(explanation.target[index])]}"
-                        save_explanation(explanation, index, images[index], out, stem, str(path), settings)
+                        save_explanation(explanation, index, images[index], out, stem, str(path), settings, gif=gif)
                         result.written.append(stem)
                 result.explained += len(batch)
                 bar.update(len(batch))
