@@ -146,10 +146,11 @@ def _model_folder_kind(folder: Path) -> str | None:
     from caex.classifier.bundle import INFO_FILE
     from caex.model.cae import CONFIG_FILE, WEIGHTS_FILE
     from caex.training.checkpoint import CHECKPOINT_FILE, TRAIN_CONFIG_FILE
+    from caex.training.logging import LOG_JSONL
 
     # finished, or training (its settings beside its log; explain's <image>.json could be train_config.json)
     if all((folder / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE)) or (folder / CHECKPOINT_FILE).is_file() \
-            or all((folder / name).is_file() for name in (TRAIN_CONFIG_FILE, "log.jsonl")):
+            or all((folder / name).is_file() for name in (TRAIN_CONFIG_FILE, LOG_JSONL)):
         return "CAE run"
     if (folder / INFO_FILE).is_file():
         return "classifier bundle"

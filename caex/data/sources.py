@@ -288,9 +288,10 @@ class _FolderTree:
                  f"read as images (first: {first}); {'; '.join(hint for _, _, hint in kinds)}")
 
 
-#: What caex explain writes per image beside ``<stem>.json``: a folder holding all of them for one stem is its
-#: output (one saliency file of another tool beside a LabelMe ``.json`` is not).
-EXPLAIN_OUTPUTS = ("_saliency.npy", "_saliency.png", "_path.png")
+#: The files caex explain writes per image beside ``<stem>.json`` (``caex.explain.render`` names them from here):
+#: a folder holding all of them for one stem is its output (one saliency file of another tool beside a LabelMe
+#: ``.json`` is not).
+EXPLAIN_OUTPUTS = {"overlay": "_saliency.png", "saliency": "_saliency.npy", "strip": "_path.png"}
 
 
 def holds_explanations(folder: Path) -> bool:
@@ -300,9 +301,8 @@ def holds_explanations(folder: Path) -> bool:
         names = {path.name for path in folder.iterdir()}
     except OSError:
         return False
-    first = EXPLAIN_OUTPUTS[0]
-    return any(name.endswith(first) and all(f"{name[:-len(first)]}{suffix}" in names
-                                            for suffix in (*EXPLAIN_OUTPUTS[1:], ".json"))
+    first, *others = EXPLAIN_OUTPUTS.values()
+    return any(name.endswith(first) and all(f"{name[:-len(first)]}{suffix}" in names for suffix in (*others, ".json"))
                for name in names)
 
 

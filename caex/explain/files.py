@@ -6,6 +6,7 @@ import glob
 import hashlib
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,9 +124,7 @@ def class_slugs(class_names: Sequence[str]) -> list[str]:
         slug = shortened("_" + slug[1:] if slug.startswith(".") else slug, MAX_SLUG_BYTES) or f"class{index}"
         slugs.append(slug)
     while len({slug.casefold() for slug in slugs}) < len(slugs):
-        counts: dict[str, int] = {}
-        for slug in slugs:
-            counts[slug.casefold()] = counts.get(slug.casefold(), 0) + 1
+        counts = Counter(slug.casefold() for slug in slugs)
         slugs = [f"{slug}-{index}" if counts[slug.casefold()] > 1 else slug for index, slug in enumerate(slugs)]
     return slugs
 

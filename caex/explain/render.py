@@ -20,6 +20,7 @@ import torch
 from matplotlib import colormaps, get_data_path
 from PIL import Image, ImageDraw, ImageFont
 
+from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.data.types import is_line_breaking
 from caex.explain.explainer import Explanation
 from caex.utils.io import atomic_write_bytes, write_json
@@ -144,8 +145,9 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     prediction, target = int(explanation.prediction[index]), int(explanation.target[index])
     flip, end = int(explanation.flip_step[index]), int(explanation.end_step[index])
     frames, target_probs = explanation.frames[index, :end + 1], explanation.target_probs[index, :end + 1]
-    files = {"overlay": f"{stem}_saliency.png", "saliency": f"{stem}_saliency.npy", "strip": f"{stem}_path.png",
-             **({"animation": f"{stem}_path.gif"} if gif else {})}
+    files = {kind: f"{stem}{suffix}" for kind, suffix in EXPLAIN_OUTPUTS.items()}
+    if gif:
+        files["animation"] = f"{stem}_path.gif"
     save_png(saliency_overlay(image, explanation.saliency[index]),
              out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])

@@ -17,6 +17,7 @@ from caex.utils.io import atomic_write_bytes, atomic_write_text
 
 LOG_JSONL = "log.jsonl"
 LOG_CSV = "log.csv"
+TENSORBOARD_FOLDER = "tensorboard"
 
 
 class RunLogger:
@@ -36,7 +37,7 @@ class RunLogger:
             self.records = [r for r in map(_parse_record, lines) if r is not None and r["iter"] <= resume_from]
         atomic_write_text(jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
         self._jsonl = jsonl.open("a", encoding="utf-8")
-        self._tensorboard = _summary_writer(run_dir / "tensorboard", resume_from) if tensorboard else None
+        self._tensorboard = _summary_writer(run_dir / TENSORBOARD_FOLDER, resume_from) if tensorboard else None
 
     def log(self, iteration: int, values: dict[str, float]) -> None:
         record = {"iter": iteration, **{k: round(float(v), 6) for k, v in values.items()}}

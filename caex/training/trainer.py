@@ -35,7 +35,7 @@ from caex.training.checkpoint import (CHECKPOINT_FILE, TRAIN_CONFIG_FILE, Checkp
                                       restore_optimizer, restore_rng, save_checkpoint)
 from caex.training.distributed import (DistContext, any_rank, barrier, gather_objects, init_distributed,
                                        max_over_ranks, mean_over_ranks, raise_together, shutdown)
-from caex.training.logging import RunLogger, save_image_grid
+from caex.training.logging import LOG_CSV, LOG_JSONL, TENSORBOARD_FOLDER, RunLogger, save_image_grid
 from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
 from caex.training.stopping import stop_requests
@@ -47,6 +47,7 @@ from caex.utils.versions import software_versions
 from caex.utils.warn import warn
 
 SUMMARY_FILE = "summary.json"
+SAMPLES_FOLDER = "samples"
 #: Key of the augmentation draws, beside the pair sampler's streams 0 and 1 (caex.training.pairs).
 AUGMENT_STREAM = 2
 
@@ -602,10 +603,13 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     began, done, terms, paused = time.perf_counter(), start, {}, 0.0  # paused: samples + callback time
     warned_length = train_config.time_limit is not None  # a time limit says how long already
 
+    def save_samples() -> None:
+        _save_samples(trainer.result, train_set.images[exemplars], run_dir / SAMPLES_FOLDER / f"iter_{done:07d}.png")
+
     def save_last_samples() -> None:
         """The grid of a run that ends between sample grids (a time limit, a stop signal): its last model's too."""
         if writes and done > start and done % train_config.sample_every:
-            _save_samples(trainer.result, train_set.images[exemplars], run_dir / "samples" / f"iter_{done:07d}.png")
+            save_samples()
 
     cae.train()
     discriminator.train()
@@ -621,8 +625,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                 if at_sample:
                     pause = time.perf_counter()
                     if writes:
-                        _save_samples(trainer.result, train_set.images[exemplars],
-                                      run_dir / "samples" / f"iter_{done:07d}.png")
+                        save_samples()
                     if callback is not None:
                         callback(done, trainer.result)
                     if writes or verbose:
@@ -889,7 +892,7 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empt
 
 
 #: What a run writes before its first checkpoint (its settings, logs, sample grids, TensorBoard events).
-START_FILES = frozenset({TRAIN_CONFIG_FILE, "log.jsonl", "log.csv", "samples", "tensorboard", LOCK_FILE})
+START_FILES = frozenset({TRAIN_CONFIG_FILE, LOG_JSONL, LOG_CSV, SAMPLES_FOLDER, TENSORBOARD_FOLDER, LOCK_FILE})
 
 
 def _only_start_files(run_dir: Path) -> bool:
@@ -905,11 +908,10 @@ def _has_files(run_dir: Path) -> bool:
 def _clear_previous_run(run_dir: Path) -> None:
     """Delete a previous run's results, config.json first: without it the folder no longer reads as a finished
     CAE run, so a forced run that dies early cannot leave the old model looking like its result."""
-    for name in (CAE_CONFIG_FILE, CAE_WEIGHTS_FILE, CAE_CODES_FILE, CHECKPOINT_FILE, "log.jsonl", "log.csv",
-                 SUMMARY_FILE):
+    for name in (CAE_CONFIG_FILE, CAE_WEIGHTS_FILE, CAE_CODES_FILE, CHECKPOINT_FILE, LOG_JSONL, LOG_CSV, SUMMARY_FILE):
         (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "samples", ignore_errors=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    for folder in (SAMPLES_FOLDER, TENSORBOARD_FOLDER):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
 
 
 def _default_critic(classifier: Classifier | None) -> str:
