@@ -283,6 +283,18 @@ def test_class_codes_checks_and_casts_its_input_like_encode() -> None:
         cae.class_codes(x.expand(-1, 3, -1, -1))
 
 
+def test_class_codes_show_progress_only_when_asked(monkeypatch, capsys) -> None:
+    """The end-of-training codes of 100,000 images took minutes without a word after the training bar ended."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    cae = CAE(_tiny())
+    x = torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    quiet = cae.class_codes(x, batch_size=2)
+    assert capsys.readouterr().err == ""
+    torch.testing.assert_close(cae.class_codes(x, batch_size=2, verbose=True), quiet)
+    bar = capsys.readouterr().err
+    assert "class codes: 100%" in bar and "3/3" in bar
+
+
 def test_loading_a_cae_or_a_classifier_leaves_the_global_random_stream_alone(tmp_path) -> None:
     """Building the networks before loading their weights drew from the caller's seeded stream."""
     from caex.classifier import build_classifier_network, load_classifier, save_bundle

@@ -24,6 +24,7 @@ from caex.model.config import CAEConfig
 from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
 from caex.utils.device import resolve_device
 from caex.utils.io import atomic_write_bytes, read_json, write_json
+from caex.utils.progress import progress
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -148,14 +149,17 @@ class CAE(nn.Module):
 
     # -- batched helpers -----------------------------------------------------------------
     @torch.no_grad()
-    def class_codes(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Class codes [N, D] of any number of images (tensor or array), in batches, on the images' device."""
+    def class_codes(self, images: torch.Tensor, batch_size: int = 256, verbose: bool = False) -> torch.Tensor:
+        """Class codes [N, D] of any number of images (tensor or array), in batches, on the images' device;
+        ``verbose`` shows a progress bar (a whole training set of 100,000 images takes minutes on a CPU)."""
         images = torch.as_tensor(images)
         device, dtype = self.device, next(self.parameters()).dtype
         # cast on the way: a NumPy float64 array cannot even be moved to MPS, which has no float64
         to_device = dict(device=device, dtype=dtype) if images.is_floating_point() else dict(device=device)
+        starts = range(0, len(images), batch_size)
         codes = [self.class_encoder(self._model_input(images[start:start + batch_size].to(**to_device)))
-                 .float().to(images.device) for start in range(0, len(images), batch_size)]
+                 .float().to(images.device)
+                 for start in progress(starts, desc="class codes", total=len(starts), unit="batch", enabled=verbose)]
         return torch.cat(codes) if codes else images.new_zeros((0, self.config.code_dim))
 
     def set_train_codes(self, codes: torch.Tensor, labels: torch.Tensor) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from caex import __version__
 from caex.classifier.bundle import INFO_FILE, bundle_folder
+from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, with_count
 from caex.report import readings
@@ -515,18 +516,20 @@ def explain_section(sources: ReportSources) -> Section:
     folder = sources.explain
     if section.not_given(folder, "--explain DIR", "caex explain"):
         return section
-    overlays = sorted(folder.glob("*_saliency.png"))
+    overlay_suffix, strip_suffix = EXPLAIN_OUTPUTS["overlay"], EXPLAIN_OUTPUTS["strip"]
+    overlays = sorted(folder.glob(f"*{overlay_suffix}"))
     if not overlays:
-        section.missing.append(f"explanation figures ({_where(folder, '*_saliency.png')} not found)")
+        section.missing.append(f"explanation figures ({_where(folder, f'*{overlay_suffix}')} not found)")
         return section
     index = _read_json(folder / "explanations.json", EXPLANATIONS_SCHEMA) or {}
     examples = index.get("examples", [])
     titles = {example["stem"]: example.get("title", "") for example in examples if "stem" in example}
     for overlay in overlays[:MAX_EXAMPLES]:
-        stem = overlay.name.removesuffix("_saliency.png")
+        stem = overlay.name.removesuffix(overlay_suffix)
         title = titles.get(stem) or stem.replace("_", " ")
         pictures = [(overlay, "map", "saliency map")]
-        pictures += [(path, "strip", "counterfactual path") for path in [folder / f"{stem}_path.png"] if path.is_file()]
+        strip = folder / f"{stem}{strip_suffix}"
+        pictures += [(strip, "strip", "counterfactual path")] if strip.is_file() else []
         images = "".join(('<div class="strip-scroll">{}</div>' if kind == "strip" else "{}").format(
                              f'<img class="{kind}" src="{png_data_uri(path.read_bytes())}" '
                              f'alt="{html.escape(f"{what}: {title}")}">') for path, kind, what in pictures)

@@ -672,7 +672,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         save_last_samples()
         # The default layout again, so the returned CAE computes exactly what the saved one loads as.
         cae = trainer.result.eval().to(memory_format=torch.contiguous_format)
-        cae.set_train_codes(cae.class_codes(train_set.images), labels)
+        cae.set_train_codes(cae.class_codes(train_set.images, verbose=verbose and context.is_main), labels)
         if writes:
             cae.save(run_dir)
             evaluation = test_set if test_set is not None and len(test_set) else train_set
