@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from caex.errors import ModelError
@@ -158,6 +159,31 @@ def test_save_cut_short_over_an_older_bundle_is_not_a_finished_run(tmp_path, mon
         new.save(tmp_path)
     with pytest.raises(ModelError, match="config.json: missing"):
         CAE.load(tmp_path)
+
+
+def test_a_cae_saved_without_codes_over_an_older_run_loads_without_them(tmp_path) -> None:
+    """The older run's codes.safetensors stayed, so the new weights loaded with another model's centroids."""
+    old = CAE(_tiny(num_classes=2))
+    old.set_train_codes(torch.zeros(4, old.config.code_dim), torch.tensor([0, 0, 1, 1]))
+    old.save(tmp_path)
+    CAE(_tiny(num_classes=2)).save(tmp_path)
+    assert not (tmp_path / "codes.safetensors").exists() and CAE.load(tmp_path).train_codes is None
+
+
+def test_stored_codes_that_do_not_fit_the_cae_name_their_file(tmp_path) -> None:
+    """Codes of another width, or labels outside the classes, raised without a path or as an IndexError."""
+    cae = CAE(_tiny(num_classes=2))
+    codes_path = tmp_path / "codes.safetensors"
+    cae.save(tmp_path)
+    for codes, labels, problem in [(torch.zeros(2, 3), torch.tensor([0, 1]), r"train codes must be \[N, 8\]"),
+                                   (torch.zeros(2, 8), torch.tensor([0, 7]), r"train labels must lie in 0\.\.1, "
+                                                                             r"got 0\.\.7")]:
+        codes_path.write_bytes(safetensors.torch.save({"train_codes": codes, "train_labels": labels}))
+        with pytest.raises(ModelError, match=rf"^{re.escape(str(codes_path))}: {problem}"):
+            CAE.load(tmp_path)
+    with pytest.raises(ModelError, match=r"^CAE config has unknown field\(s\): new_field \(a typo, or written by "
+                                         r"a newer caex\)$"):
+        CAEConfig.from_dict({**cae.config.to_dict(), "new_field": 1})
 
 
 def test_load_errors(tmp_path) -> None:

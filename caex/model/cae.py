@@ -170,6 +170,9 @@ class CAE(nn.Module):
         if codes.ndim != 2 or codes.shape[1] != self.config.code_dim or len(codes) != len(labels):
             raise ModelError(f"train codes must be [N, {self.config.code_dim}] with N labels, got "
                              f"{tuple(codes.shape)} and {tuple(labels.shape)}")
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < self.config.num_classes:
+            raise ModelError(f"train labels must lie in 0..{self.config.num_classes - 1}, got "
+                             f"{int(labels.min())}..{int(labels.max())}")
         codes = codes.detach().float().to(self.device)
         labels = labels.detach().long().to(self.device)
         self.train_codes, self.train_labels = codes, labels
@@ -188,6 +191,8 @@ class CAE(nn.Module):
             codes = {"train_codes": self.train_codes, "train_labels": self.train_labels,
                      "centroids": self.centroids}
             atomic_write_bytes(run_dir / CODES_FILE, save({k: v.cpu().contiguous() for k, v in codes.items()}))
+        else:  # an earlier run's codes would load as this CAE's (another model's centroids and paths)
+            (run_dir / CODES_FILE).unlink(missing_ok=True)
         # config.json last: its presence marks a complete bundle.
         write_json(run_dir / CONFIG_FILE, {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(),
                                            "class_names": self.class_names, "data_spec": self.data_spec,
@@ -246,6 +251,8 @@ class CAE(nn.Module):
                 model.set_train_codes(codes["train_codes"], codes["train_labels"])
             except KeyError as exc:
                 raise ModelError(f"{codes_path}: missing tensor {exc}") from None
+            except ModelError as exc:
+                raise ModelError(f"{codes_path}: {exc}") from None
         return model.to(resolve_device(device)).eval()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *,

@@ -140,5 +140,6 @@ class CAEConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ModelError(f"CAE config has unknown field(s): {', '.join(sorted(unknown))}")
+            raise ModelError(f"CAE config has unknown field(s): {', '.join(sorted(unknown))} (a typo, or written by "
+                             "a newer caex)")
         return cls(**data)
