@@ -12,6 +12,7 @@ import signal
 import warnings
 from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -876,37 +877,62 @@ def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["iters"] == 4
 
 
-def test_resume_on_another_number_of_processes_or_arithmetic_is_allowed_with_a_warning(tmp_path) -> None:
-    """A cluster may give fewer GPUs after a preemption, so it is not refused; but each rank's share of the pairs
-    moves, so the run no longer matches an uninterrupted one, and it says so."""
+def _edit_checkpoint_header(path: Path, **changes: Any) -> dict[str, Any]:
+    """Rewrite a checkpoint with ``changes`` to its JSON header (as another caex or a hand edit would); returns
+    the header as it was."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    data, config, train_config = _two_iteration_run(tmp_path / "run")
-    path = tmp_path / "run" / CHECKPOINT_FILE
     with safe_open(str(path), framework="pt") as handle:
         header = json.loads(handle.metadata()["caex"])
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
-    assert header["ranks"] == 1
-    save_file(tensors, str(path), metadata={"caex": json.dumps({**header, "ranks": 2})})
+    save_file(tensors, str(path), metadata={"caex": json.dumps({**header, **changes})})
+    return header
+
+
+def test_resume_of_a_newer_caexs_settings_is_refused_naming_the_checkpoint(tmp_path) -> None:
+    """A loss weight or a network field this caex does not know ended in TypeError or an unnamed ModelError."""
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
+    path = tmp_path / "run" / CHECKPOINT_FILE
+    header = _edit_checkpoint_header(path)
+    longer = dataclasses.replace(train_config, iters=3)
+    _edit_checkpoint_header(path, train_config={**header["train_config"],
+                                                "weights": {**header["train_config"]["weights"], "new_loss": 1.0}})
+    with pytest.raises(TrainingError, match=rf"^{re.escape(str(path))}: unreadable loss weights \(.*new_loss.*\); "
+                                            r"written by a newer caex\?$"):
+        train_cae(data, config, longer, tmp_path / "run", resume=True)
+    _edit_checkpoint_header(path, train_config=header["train_config"], cae_config={**header["cae_config"], "new": 1})
+    with pytest.raises(TrainingError, match=rf"^{re.escape(str(path))}: unreadable networks config \(CAE config "
+                                            r"has unknown field\(s\): new \(a typo, or written by a newer caex\)\)$"):
+        train_cae(data, None, longer, tmp_path / "run", resume=True)
+
+
+def test_resume_on_another_number_of_processes_or_arithmetic_is_allowed_with_a_warning(tmp_path) -> None:
+    """A cluster may give fewer GPUs after a preemption, so it is not refused; but each rank's share of the pairs
+    moves, so the run no longer matches an uninterrupted one, and it says so."""
+    data, config, train_config = _two_iteration_run(tmp_path / "run")
+    path = tmp_path / "run" / CHECKPOINT_FILE
+    assert _edit_checkpoint_header(path, ranks=2)["ranks"] == 1
     with pytest.warns(UserWarning, match=r"trained on 2 process\(es\), it resumes on 1: it continues, but not as"):
         train_cae(data, config, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
     # A GPU run (bf16, channels-last) resumed with --device cpu computes in fp32: allowed, and said (it was silent).
-    with safe_open(str(path), framework="pt") as handle:
-        header = json.loads(handle.metadata()["caex"])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
-    assert header["arithmetic"] == {"precision": "float32", "layout": "contiguous"}
     gpu = {"precision": "bfloat16", "layout": "channels-last"}
-    save_file(tensors, str(path), metadata={"caex": json.dumps({**header, "arithmetic": gpu})})
+    assert _edit_checkpoint_header(path, arithmetic=gpu)["arithmetic"] == {"precision": "float32",
+                                                                           "layout": "contiguous"}
     with pytest.warns(UserWarning, match=r"trained in bfloat16 with channels-last memory, it resumes in float32 with "
                                          r"contiguous memory \(--device cpu\): it continues, but not as"):
         train_cae(data, config, dataclasses.replace(train_config, iters=4), tmp_path / "run", resume=True)
 
 
-@pytest.mark.parametrize("header, message", [([1], "not a caex checkpoint"),
-                                             ({"iteration": "ten"}, r"its iteration \('ten'\) is not a count")])
+@pytest.mark.parametrize("header, message", [
+    ([1], "not a caex checkpoint"),
+    ({"iteration": "ten"}, r"its iteration \('ten'\) is not a count"),
+    ({"iteration": 3, "version": 2}, r"written by a newer caex \(checkpoint version 2, this caex reads 1\); "
+                                     r"upgrade caex$"),
+    ({"iteration": 3, "schedulers": {}}, r"lacks optimizers, cae_config; not a checkpoint this caex can resume$")])
 def test_a_checkpoint_with_a_mistyped_header_is_one_line(tmp_path, header, message: str) -> None:
-    """A header that is no object, or an iteration that is no number, were AttributeError and ValueError."""
+    """A header that is no object, or an iteration that is no number, were AttributeError and ValueError; a newer
+    caex's checkpoint resumed without a word, and one without an entry the resume reads raised a KeyError."""
     from safetensors.torch import save_file
 
     from caex.training.checkpoint import FORMAT
@@ -915,7 +941,7 @@ def test_a_checkpoint_with_a_mistyped_header_is_one_line(tmp_path, header, messa
     header = {**header, "format": FORMAT} if isinstance(header, dict) else header
     save_file({"x": torch.zeros(1)}, str(path), metadata={"caex": json.dumps(header)})
     with pytest.raises(TrainingError, match=rf"^{re.escape(str(path))}: {message}"):
-        load_checkpoint(path)
+        load_checkpoint(path, required=("cae_config",))
 
 
 def test_resume_with_another_classifier_as_critic_is_refused(tmp_path) -> None:

@@ -211,6 +211,25 @@ def test_cli_resume_continues_with_the_runs_own_settings(tmp_path, npz_data, cap
     assert "the run is already at 6 iterations, nothing was trained" in capsys.readouterr().out
 
 
+def test_cli_resume_of_a_checkpoint_copied_alone_takes_its_settings_and_says_what_it_trained(
+        tmp_path, npz_data, capsys) -> None:
+    """Without train_config.json the run was compared with the small preset and refused ("trained with
+    lr_halvings=0, ...; resume with the run's settings"), and a resume reported the run's total iterations
+    as trained in this call's time."""
+    import shutil
+
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    assert main(["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--batch-size", "2", "--device",
+                 "cpu", "--iters", "4", "--max-shift", "1", "--seed", "3"]) == 0
+    copy.mkdir()
+    shutil.copy(run / "checkpoint.safetensors", copy)
+    capsys.readouterr()
+    assert main(["train", str(npz_data), "--out", str(copy), "--iters", "6", "--resume", "--device", "cpu"]) == 0
+    assert "caex train: 2 iterations (now 6) in" in capsys.readouterr().out
+    saved = json.loads((copy / "train_config.json").read_text())
+    assert (saved["iters"], saved["seed"], saved["max_shift"], saved["batch_size"]) == (6, 3, 1, 2)
+
+
 def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz_data, capsys) -> None:
     run = tmp_path / "run"
     first = ["train", str(npz_data), "--out", str(run), "--batch-size", "2", "--device", "cpu"]

@@ -148,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
     stopped = (f"stopped by --time-limit after {summary['iters']:,} of {asked:,} iterations (rerun with --resume to "
                "continue): " if summary["iters"] < asked else "")
     # the result on stdout, as every command's; a script can tell a time-limit stop by that line or summary.json
-    print(f"caex train: {stopped}{summary['iters']:,} iteration{'s' * (summary['iters'] != 1)} in "
-          f"{summary['seconds']:.1f} s "
+    trained = summary.get("trained_iters", summary["iters"])
+    resumed = f" (now {summary['iters']:,})" if trained != summary["iters"] else ""
+    print(f"caex train: {stopped}{trained:,} iteration{'s' * (trained != 1)}{resumed} in {summary['seconds']:.1f} s "
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
           f"CAE saved to {args.out}")
     return 0
@@ -160,16 +161,21 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
     from pathlib import Path
 
     from caex.training import TrainConfig
-    from caex.training.checkpoint import TRAIN_CONFIG_FILE
+    from caex.training.checkpoint import CHECKPOINT_FILE, TRAIN_CONFIG_FILE, read_checkpoint_header
     from caex.utils.io import read_json
 
-    path = Path(args.out) / TRAIN_CONFIG_FILE
-    if not (args.resume and path.is_file()):
+    path, checkpoint = Path(args.out) / TRAIN_CONFIG_FILE, Path(args.out) / CHECKPOINT_FILE
+    if not args.resume:
         return None
     try:
-        return TrainConfig.from_dict(read_json(path))
+        if path.is_file():
+            return TrainConfig.from_dict(read_json(path))
+        if checkpoint.is_file():  # a checkpoint copied alone still records the run's settings
+            path = checkpoint
+            return TrainConfig.from_dict(read_checkpoint_header(checkpoint, required=("train_config",))["train_config"])
     except (ValueError, TypeError, CaexError) as exc:  # bad JSON, unknown, mistyped or out-of-range fields
         raise CaexError(f"{path}: unreadable training settings ({exc})") from None
+    return None
 
 
 def _train_config(args: argparse.Namespace, saved: TrainConfig | None,

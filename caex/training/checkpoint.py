@@ -28,6 +28,10 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 #: A run's training settings, written when it starts (before its first checkpoint).
 TRAIN_CONFIG_FILE = "train_config.json"
 FORMAT = "caex-checkpoint"
+#: Raised when a checkpoint changes so that an older caex would misread it; a newer one is refused, not misread.
+VERSION = 1
+#: Header entries every checkpoint has; a file without one was not written by :func:`save_checkpoint`.
+REQUIRED = ("optimizers", "schedulers")
 
 
 @dataclass
@@ -84,7 +88,7 @@ def save_checkpoint(path: str | Path, *, iteration: int, modules: dict[str, nn.M
         tensors.update(flat)
     for rank, states in enumerate(rng_states):
         tensors.update({f"rng.{rank}.{name}": state for name, state in states.items()})
-    header = {"format": FORMAT, "iteration": iteration, "optimizers": optimizer_meta,
+    header = {"format": FORMAT, "version": VERSION, "iteration": iteration, "optimizers": optimizer_meta,
               "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
               "ranks": len(rng_states), **meta}
     payload = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
@@ -92,23 +96,42 @@ def save_checkpoint(path: str | Path, *, iteration: int, modules: dict[str, nn.M
     return atomic_write_bytes(path, payload)
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (no unpickling)."""
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (no unpickling); ``required``: the header entries the
+    caller's ``meta`` always holds, so that a file without one is refused naming it rather than failing later."""
+    path = Path(path)
+    header = read_checkpoint_header(path, required)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
+    except (SafetensorError, OSError) as exc:
+        raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    return Checkpoint(iteration=header.pop("iteration"), meta=header, tensors=tensors, source=str(path))
+
+
+def read_checkpoint_header(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The JSON header of a checkpoint (its iteration and ``meta``), checked, without reading its tensors."""
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint to resume from")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = json.loads((handle.metadata() or {})["caex"])
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no mapping
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise TrainingError(f"{path}: not a caex checkpoint")
-    iteration = header.pop("iteration", None)
+    version = header.get("version", 1)
+    if type(version) is not int or version > VERSION:
+        raise TrainingError(f"{path}: written by a newer caex (checkpoint version {version!r}, this caex reads "
+                            f"{VERSION}); upgrade caex")
+    iteration = header.get("iteration")
     if type(iteration) is not int or iteration < 0:
         raise TrainingError(f"{path}: its iteration ({iteration!r}) is not a count of iterations")
-    return Checkpoint(iteration=iteration, meta=header, tensors=tensors, source=str(path))
+    missing = [key for key in REQUIRED + required if key not in header]
+    if missing:
+        raise TrainingError(f"{path}: lacks {', '.join(missing)}; not a checkpoint this caex can resume")
+    return header
 
 
 def restore_optimizer(checkpoint: Checkpoint, name: str, optimizer: Optimizer) -> None:

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import DataBundle, ImageSet
-from caex.errors import DataError, TrainingError
+from caex.errors import DataError, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
 from caex.model.cae import CODES_FILE as CAE_CODES_FILE
 from caex.model.cae import CONFIG_FILE as CAE_CONFIG_FILE
@@ -55,6 +55,9 @@ AUGMENT_STREAM = 2
 #: or the optimiser; the others only change how long the run goes and what it records).
 TRAJECTORY_FIELDS = ("batch_size", "lr", "betas", "weight_decay", "lr_halvings", "weights", "dc", "labels",
                      "critic_noise", "hflip", "max_shift", "ema", "amp", "cpu_bf16", "layout", "seed")
+
+#: Checkpoint header entries a resume reads (beside the optimiser and scheduler states every checkpoint holds).
+RESUME_META = ("cae_config", "train_config", "class_names")
 
 #: Memory layouts of the training tensors and networks (TrainConfig.layout).
 LAYOUTS = ("auto", "channels-last", "contiguous")
@@ -412,7 +415,10 @@ class BBCFETrainer:
         """Refuse to resume with settings that would make the continued run differ from an uninterrupted one."""
         current = json.loads(json.dumps(self.config.to_dict()))  # the JSON form the checkpoint holds
         if isinstance(saved.get("weights"), dict):  # weights added since the run began keep their defaults
-            saved = {**saved, "weights": losses.LossWeights(**saved["weights"]).as_dict()}
+            try:
+                saved = {**saved, "weights": losses.LossWeights(**saved["weights"]).as_dict()}
+            except TypeError as exc:  # a loss weight this caex does not know: a newer caex's run
+                raise TrainingError(f"{source}: unreadable loss weights ({exc}); written by a newer caex?") from None
         changed = _changed_settings(saved, current, TRAJECTORY_FIELDS)
         if changed:
             was, now = changed
@@ -831,7 +837,10 @@ def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> Non
 
 def _checkpoint_config(checkpoint: Checkpoint, asked: CAEConfig | None) -> CAEConfig:
     """The networks a resumed run was built with; a different ``asked`` config is refused, not ignored."""
-    saved = CAEConfig.from_dict(checkpoint.meta["cae_config"])
+    try:
+        saved = CAEConfig.from_dict(checkpoint.meta["cae_config"])
+    except (ModelError, TypeError, ValueError) as exc:
+        raise TrainingError(f"{checkpoint.source}: unreadable networks config ({exc})") from None
     fields = saved.to_dict()
     changed = None if asked is None else _changed_settings(fields, asked.to_dict(), fields)
     if changed:
@@ -876,7 +885,7 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empt
                 return None, check_empty
             raise TrainingError(f"{run_dir}: no checkpoint to resume from, and files that are not a run's; "
                                 "start it again (--force, force=True) or choose another folder")
-        return load_checkpoint(run_dir / CHECKPOINT_FILE), False
+        return load_checkpoint(run_dir / CHECKPOINT_FILE, required=RESUME_META), False
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: exists and is not a folder")
     if check_empty and run_dir.is_dir() and _has_files(run_dir):
