@@ -49,13 +49,16 @@ def test_finished_stage_is_reused_with_its_summary(tmp_path):
     assert read_marker(tmp_path / "work")["status"] == "done"
 
 
-def test_changed_settings_upstream_missing_output_or_force_rerun(tmp_path):
+def test_changed_settings_upstream_missing_output_or_force_rerun(tmp_path, monkeypatch):
     counting = CountingStage()
     folder = tmp_path / "work"
     key = stage_key({"n": 1}, ["upstream-a"])
     run_stage(counting.stage, folder, key)
     assert stage_key({"n": 1}, ["upstream-a"]) == key
     assert stage_key({"n": 2}, ["upstream-a"]) != key and stage_key({"n": 1}, ["upstream-b"]) != key
+    with monkeypatch.context() as upgraded:  # another caex's presets may differ under the same names
+        upgraded.setattr("caex.__version__", "99.0")
+        assert stage_key({"n": 1}, ["upstream-a"]) != key
     run_stage(counting.stage, folder, stage_key({"n": 2}, ["upstream-a"]))
     assert counting.calls == 2
     (folder / "out.txt").unlink()  # a declared output vanished: not complete any more

@@ -30,6 +30,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import caex
 from caex.errors import CaexError
 from caex.utils import read_json, write_json
 
@@ -73,8 +74,10 @@ class StageOutcome:
 
 
 def stage_key(settings: Mapping[str, Any], upstream_keys: Sequence[str]) -> str:
-    """A short hash of the settings and the upstream keys (canonical JSON, so key order does not matter)."""
-    text = json.dumps({"settings": settings, "upstream": list(upstream_keys)}, sort_keys=True, default=str)
+    """A short hash of the settings, the upstream keys and caex's version (canonical JSON, so key order does not
+    matter): a stage made by another caex, whose presets or generator may differ, is run again, not reused."""
+    text = json.dumps({"settings": settings, "upstream": list(upstream_keys), "caex": caex.__version__},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
