@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -258,6 +259,34 @@ def test_a_target_the_image_already_has_is_warned_about(workspace: Path, tmp_pat
         assert run_cli(workspace, image, "--steps", "3", "--target", predicted, "--out", str(tmp_path / "same")) == 0
 
 
+class _Fixed(torch.nn.Module):
+    """Logits that ignore the image: class 0 always, or NaN (a model dividing by a blank image's spread)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.value, 0.0, 0.0]).expand(len(images), 3)
+
+
+@pytest.mark.parametrize("value, message", [
+    (5.0, r'^3 of 3 path\(s\) never reached the target class \(first: .*rgb.png\): their maps show changes that '
+          r'did not flip the classifier, and their summaries say "flipped": false$'),
+    (math.nan, r"^the classifier's outputs are not finite \(NaN or inf\) for 3 image\(s\) \(first: .*rgb.png\), ")])
+def test_paths_that_never_flip_or_outputs_that_are_not_finite_are_warned_about(workspace: Path, tmp_path: Path,
+                                                                                value: float, message: str) -> None:
+    """Both were written as ordinary explanations, with full-contrast or empty maps, and not a word."""
+    from caex.classifier import TorchClassifier
+    from caex.explain import explain_files
+
+    classifier = TorchClassifier(_Fixed(value), NAMES, image_size=SIZE, channels=1)
+    with pytest.warns(UserWarning, match=message):
+        explain_files(Explainer(CAE.load(workspace / "run"), classifier), workspace / "imgs", tmp_path, steps=3)
+    summary = json.loads((tmp_path / "rgb.json").read_text())
+    assert summary["flipped"] is False and (summary["prediction"]["probability"] is None) == math.isnan(value)
+
+
 def test_skip_bad_leaves_unreadable_files_out_with_a_warning(workspace: Path, tmp_path: Path) -> None:
     """Training takes --skip-bad for a folder with a corrupt scan; explain had no way past the same folder."""
     folder = tmp_path / "mixed"
@@ -303,6 +332,7 @@ def test_an_out_with_explanations_of_an_earlier_run_is_warned_about(workspace: P
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same run again replaces every file it finds
         warnings.filterwarnings("ignore", "1 colour image", UserWarning)  # rgb.png, for a 1-channel CAE
+        warnings.filterwarnings("ignore", r".* path\(s\) never reached", UserWarning)  # the untrained CAE's
         assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "again")) == 0
         assert run_cli(workspace, image, "--steps", "3", "--out", str(tmp_path / "again")) == 0
 
@@ -319,6 +349,7 @@ def test_skip_done_finishes_an_interrupted_run_without_redoing_its_images(worksp
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # its files are this run's results, not an earlier run's stale ones
+        warnings.filterwarnings("ignore", r".* path\(s\) never reached", UserWarning)  # the untrained CAE's
         assert run_cli(workspace, *images, "--steps", "3", *extra, "--skip-done", "--out", str(out)) == 0
     printed = capsys.readouterr().out
     assert "of 2 image(s)" in printed and "; 1 image(s) were done already" in printed

@@ -16,7 +16,7 @@ import torch
 
 from caex.data.sources import IMAGE_SUFFIXES, ReadNotes, image_tree, load_image, without_explanations
 from caex.data.types import is_line_breaking
-from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError
+from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError, Explanation
 from caex.explain.render import save_explanation
 from caex.utils.io import folder_lock, json_safe, read_json
 from caex.utils.progress import progress
@@ -60,7 +60,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     result = FilesResult()
     all_targets = bool(explain_options.get("all_targets"))
     slugs = class_slugs(explainer.class_names)
-    at_target, notes = 0, ReadNotes()
+    at_target, notes, outcomes = 0, ReadNotes(), PathOutcomes()
     with folder_lock(out, "caex explain"):
         if skip_done:
             others = len(explainer.class_names) - 1 if all_targets else None
@@ -78,6 +78,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                 for explanation in explained if isinstance(explained, list) else [explained]:
                     at_target += int((explanation.target == explanation.prediction).sum())
                     for index, path in enumerate(batch):
+                        outcomes.add(explanation, index, str(path))
                         stem = stems[begin + index]
                         if all_targets:
                             stem = f"{stem}_to-{slugs[int(explanation.target[index])]}"
@@ -86,10 +87,37 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                 result.explained += len(batch)
                 bar.update(len(batch))
     notes.warn()
+    outcomes.warn()
     if at_target:  # their json says "flipped" at step 0, which reads like a result
         warn(f"{at_target} image(s) are already classified as their target class: their paths lead further into "
              "it, so nothing flips and their maps show what makes them more so")
     return result
+
+
+@dataclass
+class PathOutcomes:
+    """Paths whose maps do not show what flips the classifier, gathered over every batch for one warning each."""
+
+    explained: int = 0
+    unflipped: list[str] = field(default_factory=list)  # never reached the target class
+    not_finite: list[str] = field(default_factory=list)  # the classifier gave NaN or inf for the input
+
+    def add(self, explanation: Explanation, index: int, source: str) -> None:
+        self.explained += 1
+        if not torch.isfinite(explanation.input_probs[index]).all():
+            self.not_finite.append(source)
+        elif explanation.flip_step[index] < 0 and explanation.target[index] != explanation.prediction[index]:
+            self.unflipped.append(source)
+
+    def warn(self) -> None:
+        if self.not_finite:
+            warn(f"the classifier's outputs are not finite (NaN or inf) for {len(self.not_finite)} image(s) "
+                 f"(first: {self.not_finite[0]}), as a model that divides by each image's spread gives on a blank "
+                 "one: their maps are empty and their probabilities null")
+        if self.unflipped:
+            warn(f"{len(self.unflipped)} of {self.explained} path(s) never reached the target class (first: "
+                 f"{self.unflipped[0]}): their maps show changes that did not flip the classifier, and their "
+                 'summaries say "flipped": false')
 
 
 #: Longest output stem and class part of an output name, in UTF-8 bytes: ``<stem>-<n>_to-<class>_saliency.png``

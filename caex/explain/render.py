@@ -122,10 +122,12 @@ def one_line(text: str) -> str:
     return " ".join("".join(" " if is_line_breaking(char) else char for char in text).split())
 
 
-def strip_title(source: str, prediction: str, target: str) -> str:
-    """The strip's title: which move it shows, and that frame x0 is the reconstruction, not the input (the JSON's
-    ``input_probability`` is the input's, so the two first probabilities may differ)."""
-    return one_line(f"{Path(source).name}: {prediction} -> {target}, p({target}) per frame; x0 = reconstruction")
+def strip_title(source: str, prediction: str, target: str, flipped: bool = True) -> str:
+    """The strip's title: which move it shows, whether it failed to reach the target, and that frame x0 is the
+    reconstruction, not the input (the JSON's ``input_probability`` is the input's, so the two first
+    probabilities may differ)."""
+    move = f"{prediction} -> {target}" + ("" if flipped else " (never flips)")
+    return one_line(f"{Path(source).name}: {move}, p({target}) per frame; x0 = reconstruction")
 
 
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
@@ -151,7 +153,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     save_png(saliency_overlay(image, explanation.saliency[index]),
              out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
-    title = title or strip_title(source, names[prediction], names[target])
+    title = title or strip_title(source, names[prediction], names[target], flipped=flip >= 0 or prediction == target)
     save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
     if gif:
         atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip))
