@@ -84,6 +84,17 @@ def test_models_trained_on_another_split_of_the_same_data_are_warned_about(tmp_p
                       CAE(config, data.class_names, "synthetic:classes=2", data_seed=0)):
             other.check_split(data)
 
+def test_a_path_typed_another_way_is_the_same_data_for_the_split_check(tmp_path: Path, monkeypatch) -> None:
+    """"fold", "fold/", "./fold" and its absolute path were four data sets, so the warning above went silent."""
+    from caex.data.types import same_data_spec
+
+    monkeypatch.chdir(tmp_path)
+    for typed in ("fold/", "./fold", str(tmp_path / "fold"), "sub/../fold"):
+        assert same_data_spec("fold", typed), typed
+    assert not same_data_spec("fold", "other") and not same_data_spec("synthetic", "synthetic:classes=2")
+    assert not same_data_spec(None, "fold") and same_data_spec("synthetic", "synthetic")
+
+
 def test_a_source_with_its_own_test_split_records_no_split_seed(tmp_path: Path) -> None:
     """A folder's train/ and test/ or an npz's test_* arrays fix the split, so no seed can move it."""
     images, labels = np.zeros((4, 8, 8), dtype=np.uint8), np.array([0, 1, 0, 1])

@@ -8,6 +8,7 @@ internally, so nothing downstream has to know where the pixels came from.
 from __future__ import annotations
 
 import math
+import os
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -176,6 +177,18 @@ class ImageSet(Dataset):
                 self.subset(test[torch.randperm(len(test), generator=generator)]))
 
 
+def same_data_spec(first: str | None, second: str | None) -> bool:
+    """Whether two DATA specs name the same data: equal, or paths to the same file or folder however typed
+    (``fold``, ``fold/``, ``./fold``, its absolute path; relative ones taken from the current folder)."""
+    if first is None or second is None:
+        return False
+    return first == second or _absolute(first) == _absolute(second)
+
+
+def _absolute(spec: str) -> str:
+    return os.path.normpath(os.path.abspath(os.path.expanduser(spec)))
+
+
 def classes_text(class_names: Sequence[str]) -> str:
     """How a class may be named, for error messages: ``"normal, cnv or 0..1"``; numbered classes by name only."""
     names = ", ".join(class_names)
@@ -232,7 +245,7 @@ class DataBundle:
     def check_split(self, model: str, spec: str | None, seed: int | None) -> None:
         """Warn when ``model`` was trained on this data set split with another seed: this bundle's test images
         are then not the ones it held out, and some may be its training images."""
-        if spec == self.spec and None not in (seed, self.seed) and seed != self.seed:
+        if same_data_spec(spec, self.spec) and None not in (seed, self.seed) and seed != self.seed:
             warn(f"{model} was trained on {spec} split with seed {seed}, but it is loaded here with seed "
                  f"{self.seed}: its test images are not the ones the model held out (some may be its "
                  f"training images); load the data with seed {seed} (--split-seed {seed})")
