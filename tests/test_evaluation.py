@@ -32,6 +32,7 @@ from caex.evaluation import (
     timed_saliency,
     topk_iou,
 )
+from caex.utils.provenance import classifier_digest
 
 SIZE = 16
 SQUARE = (slice(6, 10), slice(6, 10))  # the only region the classifier looks at
@@ -384,7 +385,12 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["settings"]["n_patches"] == 3 and saved["settings"]["patch"] == 3
     assert [row["method"] for row in saved["methods"]] == ["cae-centroid", "occlusion", "random"]
+    # what made them: the models by content (the mask explainer holds no CAE), software, time
+    record = saved["settings"]["provenance"]
+    assert record["classifier"] == {"source": None, "digest": classifier_digest(square_classifier())}
+    assert record["cae"] == {"source": None, "digest": None} and record["software"]["torch"] == torch.__version__
     table = (tmp_path / "results.md").read_text()
+    assert "test images of `tiny-square` split with seed 0 (stratified over classes, sampling seed 0)" in table
     assert cae.aopc_se > 0
     assert f"| cae-centroid | {cae.aopc:.3f} ± {cae.aopc_se:.3f} | {cae.peak_degradation:.3f} |" in table
     assert "Localisation: averaged over the 2 of the 4 images whose mask marks a lesion" in table

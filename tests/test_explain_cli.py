@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import caex
 from caex.classifier import build_classifier_network, load_classifier, save_bundle
 from caex.explain.files import collect_images
 from caex.explain.files import unique_stems
@@ -22,6 +23,7 @@ from caex.errors import CaexError
 from caex.explain import Explainer
 from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
 from caex.model import CAE, CAEConfig
+from caex.utils.provenance import cae_digest, classifier_digest
 from caex.utils.io import LOCK_FILE, folder_lock
 
 SIZE = 16
@@ -100,11 +102,17 @@ def test_explain_options_target_reference_and_all_targets(workspace: Path) -> No
                    "--no-stop-at-flip", "--out", str(out)) == 0
     summary = json.loads((out / "rgb.json").read_text())
     assert summary["target"]["class"] == "other" and summary["end_step"] == 3 and summary["path_nodes"] is None
-    # the summary alone records how the map was made
-    assert summary["settings"] == {"run": str(workspace / "run"), "classifier": str(workspace / "clf"), "arch": None,
-                                   "path": "centroid", "reference": None, "steps": 4, "target_by": "probability",
-                                   "saliency": "weighted",
+    # the summary alone records how the map was made: the models by content, the target asked for
+    cae, classifier = CAE.load(workspace / "run"), load_classifier(workspace / "clf", device="cpu")
+    assert summary["settings"] == {"cae": cae_digest(cae), "classifier": classifier_digest(classifier), "arch": None,
+                                   "path": "centroid", "reference": None, "steps": 4, "target": "other",
+                                   "all_targets": False, "target_by": None, "saliency": "weighted",
                                    "smoothing": 1.0, "stop_at_flip": False, "seed": 0}
+    # and, never compared, where the models were and what ran them
+    record = summary["provenance"]
+    assert record["cae"] == {"source": str(workspace / "run"), "digest": cae_digest(cae)}
+    assert record["classifier"]["source"] == str(workspace / "clf") and record["device"] == "cpu"
+    assert record["software"]["caex"] == caex.__version__ and record["created"].endswith("+00:00")
     assert run_cli(workspace, image, "--target", "other", "--path", "centroid", "--steps", "4",
                    "--no-stop-at-flip", "--smoothing", "0", "--out", str(out / "sharp")) == 0
     smooth, sharp = np.load(out / "rgb_saliency.npy"), np.load(out / "sharp" / "rgb_saliency.npy")
@@ -359,6 +367,31 @@ def test_skip_done_finishes_an_interrupted_run_without_redoing_its_images(worksp
     # other settings: nothing counts as done
     assert run_cli(workspace, *images, "--steps", "4", *extra, "--skip-done", "--out", str(out)) == 0
     assert all(path.stat().st_mtime_ns != done[path.name] for path in out.iterdir() if path.name in done)
+
+
+def test_skip_done_compares_the_target_and_the_models_not_how_their_paths_are_typed(
+        workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Explanations toward another --target, or by a classifier retrained into the same folder, counted as done;
+    the same job typed from another folder, or with a trailing slash, redid everything."""
+    import shutil
+
+    shutil.copytree(workspace / "clf", tmp_path / "clf")
+    out, image = tmp_path / "out", workspace / "imgs" / "rgb.png"
+
+    def explain(*extra: str, classifier: str = str(tmp_path / "clf")) -> str:
+        assert main(["explain", str(workspace / "run"), *extra, "--classifier", classifier, "--steps", "3",
+                     "--skip-done", "--no-gif", "--device", "cpu", "--out", str(out)]) == 0
+        return capsys.readouterr().out
+
+    explain(str(image), "--target", "normal")
+    assert "1 image(s) were done already" not in explain(str(image), "--target", "lesion")
+    assert json.loads((out / "rgb.json").read_text())["target"]["class"] == "lesion"
+    monkeypatch.chdir(workspace)  # the same job, typed from elsewhere
+    assert "wrote 0 explanation(s) of 0 image(s)" in explain("imgs/rgb.png", "--target", "lesion",
+                                                             classifier=str(tmp_path / "clf") + "/")
+    net = build_classifier_network("smallcnn", channels=1, num_classes=3, image_size=SIZE)  # other weights
+    save_bundle(net, tmp_path / "clf", class_names=NAMES, image_size=SIZE)
+    assert "wrote 1 explanation(s) of 1 image(s)" in explain(str(image), "--target", "lesion")
 
 
 def test_an_interrupted_explain_says_how_to_finish_once_it_has_written(workspace: Path, tmp_path: Path,

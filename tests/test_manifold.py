@@ -310,6 +310,8 @@ def test_analyse_manifold_summary_minima_see_a_class_that_is_never_assigned(bund
 def test_analyse_manifold_writes_every_file_with_known_answers(bundle: DataBundle, tmp_path) -> None:
     summary = run_analysis(bundle, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert summary["split_seed"] == bundle.seed and summary["provenance"]["cae"]["digest"] is not None
+    assert summary["provenance"]["device"] == "cpu" and summary["provenance"]["classifier"]["digest"] is None
 
     with open(tmp_path / "codes.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

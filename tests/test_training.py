@@ -412,6 +412,11 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     assert summary["versions"]["torch"] == torch.__version__  # a seed gives these weights on this torch
     assert summary["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # ... and processor
     assert summary["versions"]["cpu"]
+    # what a bundle kept without its checkpoint must still say: where and how it computed, on which data
+    assert summary["device"] == "cpu" and summary["arithmetic"] == {"precision": "float32", "layout": "contiguous"}
+    assert summary["data"]["spec"] == "test" and len(summary["data"]["digest"]) == 16
+    assert summary["classifier_digest"] is None  # no critic
+    assert [segment["iters"] for segment in summary["history"]] == [[0, 4]]
     # The code monitor only reads: a run without a folder (no monitor) ends with the same weights.
     unmonitored = train_cae(bundle, config, train_config)
     for (name, a), (_, b) in zip(cae.state_dict().items(), unmonitored.state_dict().items()):
@@ -424,7 +429,12 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     assert json.loads((run / "summary.json").read_text())["iters"] == 4
     with pytest.raises(TrainingError, match=r"folder is not empty; continue it \(--resume, resume=True\)"):
         train_cae(bundle, config, train_config, run)
+    train_cae(bundle, config, dataclasses.replace(train_config, iters=6), run, resume=True)
+    history = json.loads((run / "summary.json").read_text())["history"]
+    assert [segment["iters"] for segment in history] == [[0, 4], [4, 6]]  # a resume no longer hides the first
+    assert history[1]["torch_threads"] == torch.get_num_threads() and history[1]["device"] == "cpu"
     train_cae(bundle, config, train_config, run, force=True)
+    assert [segment["iters"] for segment in json.loads((run / "summary.json").read_text())["history"]] == [[0, 4]]
 
 
 def _interrupt_at(monkeypatch, stop: int) -> None:
@@ -794,13 +804,13 @@ def test_a_critic_whose_outputs_are_read_as_logits_is_another_critic_for_a_resum
     """Runs begun before a softmax-ending critic's outputs were read as log-probabilities trained against its raw
     probabilities: resuming one with the corrected reading would change its loss unnoticed."""
     from caex.classifier import TorchClassifier
-    from caex.training.trainer import _classifier_digest
+    from caex.utils.provenance import classifier_digest
 
     net = _MeanBrightness().module
     as_logits = TorchClassifier(net, ["dark", "bright"], 16, 1, outputs="logits")
     read = TorchClassifier(net, ["dark", "bright"], 16, 1, outputs="probabilities")
-    assert _classifier_digest(as_logits) != _classifier_digest(read)
-    assert _classifier_digest(as_logits) == _classifier_digest(TorchClassifier(net, ["dark", "bright"], 16, 1,
+    assert classifier_digest(as_logits) != classifier_digest(read)
+    assert classifier_digest(as_logits) == classifier_digest(TorchClassifier(net, ["dark", "bright"], 16, 1,
                                                                                outputs="logits"))
 
 
@@ -959,15 +969,15 @@ def test_resume_with_another_classifier_as_critic_is_refused(tmp_path) -> None:
 
 def test_the_resume_digests_take_any_dtype_and_see_any_change() -> None:
     """NumPy has no bfloat16: hashing a bf16 critic's weights must work, and one changed weight must show."""
-    from caex.training.trainer import _classifier_digest
+    from caex.utils.provenance import classifier_digest
 
     critic = _MeanBrightness()
     critic.module.to(torch.bfloat16)
-    before = _classifier_digest(critic)
+    before = classifier_digest(critic)
     with torch.no_grad():
         critic.module[1].bias[0] += 1.0
-    assert len(before) == 16 and _classifier_digest(critic) != before
-    assert _classifier_digest(None) is None
+    assert len(before) == 16 and classifier_digest(critic) != before
+    assert classifier_digest(None) is None
 
 
 def test_resume_on_other_training_images_is_refused(tmp_path) -> None:

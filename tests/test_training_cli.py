@@ -299,7 +299,8 @@ def test_ctrl_c_says_how_to_continue_once_there_is_a_checkpoint(tmp_path, npz_da
     argv = ["train", str(npz_data), "--out", str(run), "--preset", "tiny", "--device", "cpu"]
     assert main(argv) == 130
     assert capsys.readouterr().err.splitlines()[-1] == "caex train: interrupted"
-    run.mkdir()
+    run.mkdir()  # as a run leaves it: its settings from the start, then a checkpoint
+    (run / "train_config.json").write_text(json.dumps(TrainConfig.preset("tiny").to_dict()))
     (run / "checkpoint.safetensors").write_bytes(b"")
     assert main([*argv, "--resume"]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (

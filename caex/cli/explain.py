@@ -56,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable image files with a warning instead of stopping")
     parser.add_argument("--skip-done", action="store_true",
-                        help="skip images whose results --out already holds from the same settings (to finish an "
-                             "interrupted run; a model retrained into the same folder is not noticed)")
+                        help="skip images whose results --out already holds from the same settings and target, "
+                             "by the same models (compared by their weights, not their paths): to finish an "
+                             "interrupted run")
     parser.add_argument("--no-gif", dest="gif", action="store_false",
                         help="leave out the animated <stem>_path.gif, most of each image's bytes (about 140 of "
                              "163 KB at 28 px; default: written)")
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.explain.files import collect_images, explain_files
     from caex.model import CAE
     from caex.utils.device import resolve_device
+    from caex.utils.provenance import models_record, run_record
 
     check_steps(args.steps, "--steps ")
     if (args.reference is not None) != (args.path == "reference"):
@@ -107,11 +109,19 @@ def run(args: argparse.Namespace) -> int:
     except ExplainError as exc:
         raise CaexError(f"--{exc}") from None  # "--target 'x': not a class of this model (...)"
     reference = None if args.reference is None else load_image(Path(args.reference), size, channels)
-    settings = {"run": str(args.run), "classifier": str(args.classifier), "arch": args.arch, "path": args.path,
-                "reference": args.reference, "steps": args.steps, "target_by": target_by, "saliency": args.saliency,
+    # What the maps depend on, compared by --skip-done: the models by content (a path says nothing of a classifier
+    # retrained into the same folder, and moving the folders changes it), the target actually asked for.
+    models = models_record(cae, classifier)
+    settings = {"cae": models["cae"]["digest"],
+                "classifier": models["classifier"]["digest"] or models["classifier"]["source"],
+                "arch": args.arch, "path": args.path, "reference": args.reference, "steps": args.steps,
+                "target": None if target is None else explainer.class_names[target], "all_targets": args.all_targets,
+                "target_by": None if target is not None else target_by, "saliency": args.saliency,
                 "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip, "seed": args.seed}
+    record = run_record(device, **models)
     with warn_stale_files(args.out, kept := set()):
-        result = explain_files(explainer, sources, args.out, settings=settings, batch_size=args.batch_size,
+        result = explain_files(explainer, sources, args.out, settings=settings, provenance=record,
+                               batch_size=args.batch_size,
                                skip_done=args.skip_done, gif=args.gif, verbose=True, target=target, path=args.path,
                                steps=args.steps, stop_at_flip=args.stop_at_flip, reference=reference,
                                all_targets=args.all_targets, saliency=args.saliency, target_by=target_by)

@@ -34,6 +34,7 @@ from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, j
                            replaced_together, write_json)
 from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
 from caex.utils.progress import progress
+from caex.utils.provenance import cae_digest, classifier_digest, model_record, run_record
 from caex.utils.seed import torch_generator
 from caex.utils.warn import warn
 
@@ -100,8 +101,9 @@ class EvaluationResults:
             cells = [aopc, *(_format(value) for value in values), _format(result.ms_per_image, ".1f")]
             lines.append(f"| {result.method} | " + " | ".join(cells) + " |")
         s = self.settings
-        lines += ["", f"K = {s['n_images']} correctly classified test images of `{s['data']}` "
-                      f"(stratified over classes, seed {s['seed']}); classifier `{s['classifier']}`.",
+        split = "" if s.get("split_seed") is None else f" split with seed {s['split_seed']}"
+        lines += ["", f"K = {s['n_images']} correctly classified test images of `{s['data']}`{split} "
+                      f"(stratified over classes, sampling seed {s['seed']}); classifier `{s['classifier']}`.",
                   f"Perturbation: N = {s['n_patches']} patches of {s['patch']}x{s['patch']} px (at most "
                   f"{100 * s['covered_share_max']:.1f}% of the {s['image_size']}x{s['image_size']} image), "
                   f"fill: {s['fill']}. F = softmax probability of the ground-truth class; AOPC ± its standard "
@@ -174,13 +176,18 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
         fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
         height, width = images.shape[-2:]
-        settings = {"data": data.spec, "class_names": list(data.class_names),
+        models = {"classifier": model_record(classifier, classifier_digest(classifier))}
+        if cae_explainer is not None:
+            cae = getattr(cae_explainer, "cae", None)
+            models["cae"] = model_record(cae, cae_digest(cae))
+        settings = {"data": data.spec, "split_seed": data.seed, "class_names": list(data.class_names),
                     "classifier": classifier_name or type(classifier).__name__,
                     "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                     "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
                     **metric.describe(height, width), "cae": {},
                     "images_per_class": {name: row_labels.count(name) for name in data.class_names
-                                         if name in row_labels}}
+                                         if name in row_labels},
+                    "provenance": run_record(classifier.device, **models)}
         results, maps = [], {}
         try:
             for name in names:

@@ -20,6 +20,7 @@ from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainErr
 from caex.explain.render import save_explanation
 from caex.utils.io import folder_lock, json_safe, read_json
 from caex.utils.progress import progress
+from caex.utils.provenance import models_record, run_record
 from caex.utils.warn import warn
 
 
@@ -35,8 +36,9 @@ class FilesResult:
 
 def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *,
-                  settings: dict[str, Any] | None = None, batch_size: int = 16, skip_done: bool = False,
-                  gif: bool = True, verbose: bool = False, **explain_options: Any) -> FilesResult:
+                  settings: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                  batch_size: int = 16, skip_done: bool = False, gif: bool = True, verbose: bool = False,
+                  **explain_options: Any) -> FilesResult:
     """Explain every image in ``paths`` and write ``caex explain``'s files for each into ``out_dir``.
 
     ``paths`` are image files, folders (searched recursively) or globs, or one of them, as ``caex explain``
@@ -47,14 +49,20 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     ``all_targets``, ...). Output stems are the file names, ``-2``, ``-3``, ... where two folders hold the same
     name, and ``_to-<class>`` per target with ``all_targets``. ``settings`` (how the maps are made) is stored in
     every summary; with ``skip_done``, a file whose finished explanations from the same ``settings`` are in
-    ``out_dir`` already is left alone (an interrupted run is finished, not redone). ``out_dir`` is locked
-    meanwhile. ``gif=False`` leaves out the animations, most of the bytes of a large run.
+    ``out_dir`` already is left alone (an interrupted run is finished, not redone). ``provenance`` (default: the
+    models' paths and digests, the device, software and time, :func:`caex.utils.provenance.run_record`) is stored
+    beside them and never compared. ``out_dir`` is locked meanwhile. ``gif=False`` leaves out the animations, most
+    of the bytes of a large run.
     """
     if skip_done and settings is None:  # without them any earlier explanation would pass for this run's
         raise ExplainError("skip_done needs settings (how the maps are made) to tell this run's finished files "
                            "from an earlier run's")
     out = Path(out_dir)
-    sources = collect_images([paths] if isinstance(paths, (str, os.PathLike)) else paths, out=out)
+    if provenance is None:
+        provenance = run_record(explainer.device, **models_record(explainer.cae, explainer.classifier))
+    # absolute, so that a rerun from another folder, or with the inputs typed otherwise, finds its finished files
+    sources = [path.absolute() for path in
+               collect_images([paths] if isinstance(paths, (str, os.PathLike)) else paths, out=out)]
     stems = unique_stems(sources)
     size, channels = explainer.cae.config.image_size, explainer.cae.config.channels
     result = FilesResult()
@@ -82,7 +90,8 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                         stem = stems[begin + index]
                         if all_targets:
                             stem = f"{stem}_to-{slugs[int(explanation.target[index])]}"
-                        save_explanation(explanation, index, images[index], out, stem, str(path), settings, gif=gif)
+                        save_explanation(explanation, index, images[index], out, stem, str(path), settings, gif=gif,
+                                         provenance=json_safe(provenance))
                         result.written.append(stem)
                 result.explained += len(batch)
                 bar.update(len(batch))

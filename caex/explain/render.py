@@ -132,14 +132,16 @@ def strip_title(source: str, prediction: str, target: str, flipped: bool = True)
 
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
                      stem: str, source: str, settings: dict[str, Any] | None = None,
-                     title: str | None = None, gif: bool = True) -> dict[str, Any]:
+                     title: str | None = None, gif: bool = True,
+                     provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write exemplar ``index``'s overlay PNG (on its input ``image``), raw map ``.npy``, strip, GIF (unless not
     ``gif``: it is most of the bytes, 140 of 163 KB at 28 px) and JSON.
 
     Files are named ``<stem>_saliency.png``, ``<stem>_saliency.npy``,
     ``<stem>_path.png``, ``<stem>_path.gif`` and ``<stem>.json``; returns the summary.
     With ``stop_at_flip`` the strip and GIF end at the flip frame. ``settings`` (how the map was made: CAE
-    run, classifier, path, steps, seed, ...) is stored under ``"settings"`` so the summary alone reproduces it;
+    and classifier digests, path, steps, target, seed, ...) is stored under ``"settings"`` so the summary alone
+    reproduces it, and ``provenance`` (the models' paths, software, device, time) under ``"provenance"``;
     ``title`` replaces the strip's default (:func:`strip_title`).
     """
     out_dir = Path(out_dir)
@@ -175,6 +177,8 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     }
     if settings is not None:
         summary["settings"] = settings
+    if provenance is not None:  # what made it (models by path and digest, software, time): not compared
+        summary["provenance"] = provenance
     write_json(out_dir / f"{stem}.json", summary)
     return summary
 

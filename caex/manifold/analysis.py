@@ -27,6 +27,8 @@ from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success
 from caex.model.cae import as_cae
 from caex.utils import write_json
 from caex.utils.io import folder_lock, json_safe, replaced_together
+from caex.utils.device import module_device
+from caex.utils.provenance import models_record, run_record
 
 if TYPE_CHECKING:
     from caex.classifier import Classifier
@@ -166,6 +168,8 @@ def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data:
         summary = {
             "seed": seed,
             "data": data.spec,
+            "split_seed": data.seed,
+            "provenance": run_record(module_device(cae), **models_record(cae, classifier)),
             "class_names": class_names,
             "code_dim": table.code_dim,
             "counts": {"train": len(data.train), "test": len(data.test),

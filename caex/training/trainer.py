@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context, autocast_dtype
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
+from caex.utils.provenance import classifier_digest, tensor_bytes
 from caex.utils.seed import global_rng_kept, keyed_generator, seed_weights
 from caex.utils.versions import software_versions
 from caex.utils.warn import warn
@@ -589,7 +591,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     seed_weights(train_config.seed + context.rank, device)  # per-rank dropout streams
     start = 0
     uses_classifier = class_critic is not None or train_config.labels == "predicted"
-    critic_digest = _classifier_digest(classifier) if uses_classifier else None
+    critic_digest = classifier_digest(classifier) if uses_classifier else None
     if checkpoint is not None:
         _check_same_data(checkpoint, data_record)
         _check_same_classifier(checkpoint, critic_digest)
@@ -685,7 +687,9 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
             images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
             _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
                            images_per_second=images_per_second, terms=terms, asked=train_config.iters,
-                           processes=context.world_size)
+                           processes=context.world_size,
+                           provenance={"device": str(context.device),
+                                       **{key: meta[key] for key in ("arithmetic", "data", "classifier_digest")}})
     barrier(context)
     return cae
 
@@ -719,33 +723,40 @@ def _duration(seconds: float) -> str:
 
 
 def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, start: int, seconds: float,
-                   images_per_second: float, terms: dict[str, float], asked: int, processes: int) -> None:
+                   images_per_second: float, terms: dict[str, float], asked: int, processes: int,
+                   provenance: dict[str, Any]) -> None:
     """``summary.json``: how far (of the ``asked`` iterations: fewer where the time limit stopped it) and fast
     the run trained, on how many processes (each drew its own batch), and the finished CAE's reconstruction and
-    code separation on (up to 512 of) the test images."""
+    code separation on (up to 512 of) the test images; ``provenance`` (device, arithmetic, the data and critic
+    digests) and the ``history`` of every call that trained it, which a resumed run otherwise loses."""
+    versions = software_versions()
     summary = {"iters": done, "iters_asked": asked, "trained_iters": done - start, "processes": processes,
                "seconds": round(seconds, 2),
                "images_per_second": round(images_per_second, 2),
                "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
                **{name: round(value, 5) for name, value in code_separation(
                    cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
-               "final_terms": terms, "versions": software_versions()}
-    if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
-        summary.update(_previous_training_record(path))
-    write_json(path, summary)
+               "final_terms": terms, "versions": versions, **provenance}
+    previous = _previous_summary(path)
+    history = previous.get("history", []) if start else []
+    if done > start:
+        history = [*history, {"iters": [start, done], "seconds": round(seconds, 2), "processes": processes,
+                              "device": provenance.get("device"), "torch_threads": versions["torch_threads"],
+                              "caex": versions["caex"], "torch": versions["torch"],
+                              "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    else:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
+        keys = ("seconds", "images_per_second", "final_terms")  # not trained_iters: this call trained none
+        summary.update({key: previous[key] for key in keys if key in previous})
+    write_json(path, {**summary, "history": history})
 
 
-def _previous_training_record(path: Path) -> dict[str, Any]:
-    """Timing and final loss terms of an earlier ``summary.json``, so a call that trains nothing keeps them.
-
-    Empty when there is no readable summary (nothing to keep).
-    """
+def _previous_summary(path: Path) -> dict[str, Any]:
+    """An earlier ``summary.json`` of the run, or an empty dict when there is no readable one."""
     try:
         previous = read_json(path)
     except (OSError, ValueError):
         return {}
-    keys = ("seconds", "images_per_second", "final_terms")  # not trained_iters: this call trained none
-    return {key: previous[key] for key in keys if key in previous} if isinstance(previous, dict) else {}
+    return previous if isinstance(previous, dict) else {}
 
 
 @torch.no_grad()
@@ -777,8 +788,8 @@ def _split(data: DataBundle | ImageSet, class_names: list[str] | None) -> tuple[
 def _data_record(data: DataBundle | ImageSet, train_set: ImageSet) -> dict[str, Any]:
     """Where the training images came from (spec and split seed, when known) and a digest of them and their
     labels: the CAE keeps the first two as provenance, the checkpoint all three for an exact resume."""
-    digest = hashlib.sha256(_raw_bytes(train_set.images))
-    digest.update(_raw_bytes(train_set.labels))
+    digest = hashlib.sha256(tensor_bytes(train_set.images))
+    digest.update(tensor_bytes(train_set.labels))
     known = isinstance(data, DataBundle)
     return {"spec": data.spec if known else None, "seed": data.seed if known else None,
             "digest": digest.hexdigest()[:16]}
@@ -792,26 +803,6 @@ def _check_same_data(checkpoint: Checkpoint, record: dict[str, Any]) -> None:
         raise TrainingError(f"{checkpoint.source}: the run began on other training images ({saved.get('spec')}, split "
                             f"seed {saved.get('seed')}; now {record['spec']}, split seed {record['seed']}); resume "
                             "with the run's DATA and --split-seed")
-
-
-def _classifier_digest(classifier: Classifier | None) -> str | None:
-    """A short hash of a classifier module's weights (``None`` for a black box): the critic and the predicted
-    labels are part of a run, so a resume must be given the classifier it began with."""
-    module = getattr(classifier, "module", None)
-    if not isinstance(module, nn.Module):
-        return None
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(_raw_bytes(tensor))
-    if getattr(classifier, "logits_module", module) is not module:  # its outputs read as logits in between: a
-        digest.update(b"read as logits")  # run begun when they were not (softmax outputs raw) is another critic
-    return digest.hexdigest()[:16]
-
-
-def _raw_bytes(tensor: torch.Tensor) -> memoryview:
-    """A tensor's memory as bytes for hashing, whatever its dtype (NumPy has no bfloat16), without a copy on CPU."""
-    return memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def _check_same_classifier(checkpoint: Checkpoint, digest: str | None) -> None:
