@@ -775,6 +775,7 @@ def test_the_users_classifier_module_comes_back_trainable_and_in_its_mode(traini
     eval mode) after train_cae, so fine-tuning it afterwards silently trained nothing."""
     classifier = _MeanBrightness()
     classifier.module.train(training)
+    classifier.module[0].eval()  # a submodule the caller froze (say a batch norm) stays so: train() reset it
     classifier.module[1].bias.requires_grad_(False)  # a flag the caller set is kept too
     seen = []
     config, train_config = _configs(classes=2, iters=1, dc="classifier", sample_every=1)
@@ -782,7 +783,7 @@ def test_the_users_classifier_module_comes_back_trainable_and_in_its_mode(traini
               callback=lambda *_: seen.append(any(p.requires_grad for p in classifier.module.parameters())))
     assert seen == [False]  # frozen while training
     assert classifier.module[1].weight.requires_grad and not classifier.module[1].bias.requires_grad
-    assert classifier.module.training == training
+    assert classifier.module.training == training and not classifier.module[0].training
 
 
 def test_a_notebook_call_keeps_its_random_stream_and_may_come_from_inside_no_grad() -> None:

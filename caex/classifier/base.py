@@ -122,3 +122,17 @@ def require_classifier(classifier: object) -> Classifier:
                               "caex.load_classifier(path) or wrap a torch module as caex.classifier.TorchClassifier")
     return classifier
 
+
+@contextlib.contextmanager
+def modes_kept(module: nn.Module) -> Iterator[None]:
+    """Give every submodule back its own train/eval mode and every parameter its ``requires_grad`` afterwards: a
+    parent's ``train(mode)`` would set all children alike, undoing a user's frozen batch norm or dropout."""
+    modes = [(child, getattr(child, "training", False)) for child in module.modules()]  # parents first
+    flags = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
+    try:
+        yield
+    finally:
+        for child, training in modes:  # each as it was (a child in eval under a training parent stays so)
+            child.train(training)
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)

@@ -20,7 +20,7 @@ from torch import nn
 
 from caex.classifier.arch import (ARCHITECTURES, ClassifierNet, build_classifier_network, infer_network_shape,
                                   to_wrapper_state_dict)
-from caex.classifier.base import Classifier, require_classifier
+from caex.classifier.base import Classifier, modes_kept, require_classifier
 from caex.classifier.bundle import (
     INFO_FILE,
     ONNX_FILE,
@@ -154,16 +154,12 @@ class TorchClassifier(Classifier):
         """Eval mode for the block, each submodule's own mode after it: dropout and batch statistics would make
         every prediction a different draw, and the caller may be fine-tuning the module between calls. A frozen
         TorchScript module has no modes at all."""
-        modes = [(module, getattr(module, "training", False)) for module in self._module.modules()]  # parents first
-        if not any(training for _, training in modes):
+        if not any(getattr(module, "training", False) for module in self._module.modules()):
             yield
             return
-        self._module.eval()
-        try:
+        with modes_kept(self._module):
+            self._module.eval()
             yield
-        finally:
-            for module, training in modes:  # each as it was (a child in eval under a training parent stays so)
-                module.train(training)
 
 
 class OnnxClassifier(Classifier):

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from caex.classifier.base import Classifier, require_classifier
+from caex.classifier.base import Classifier, modes_kept, require_classifier
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
@@ -563,16 +563,11 @@ def _classifier_state_kept(classifier: Classifier | None) -> Iterator[None]:
     """Give the caller's classifier module back as it came: the class critic freezes it in place (no copy on the
     same device), which left a user's own network untrainable after :func:`train_cae`."""
     module = classifier.module if classifier is not None else None
-    if module is None:
+    if not isinstance(module, nn.Module):
         yield
         return
-    flags, training = [parameter.requires_grad for parameter in module.parameters()], module.training
-    try:
+    with modes_kept(module):  # each submodule's own mode: a user's frozen batch norm stays frozen
         yield
-    finally:
-        for parameter, flag in zip(module.parameters(), flags):
-            parameter.requires_grad_(flag)
-        module.train(training)
 
 
 def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], config: CAEConfig,
