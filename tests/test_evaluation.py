@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -723,6 +725,24 @@ def test_a_lock_leaves_no_file_behind_nor_a_folder_it_made_for_nothing(tmp_path)
             folder_lock(tmp_path, "caex manifold"):
         pass
     assert (tmp_path / "used").is_dir() and not (tmp_path / LOCK_FILE).exists()  # a folder it did not make stays
+
+
+def test_a_lock_removes_the_temporary_files_a_killed_job_left_and_nothing_else(tmp_path):
+    """A kill during an atomic write or a staged set left hidden .tmp files (a checkpoint's: hundreds of MB) and
+    .caex-partial- folders that no later job removed or mentioned."""
+    import tempfile
+
+    from caex.utils.io import folder_lock
+
+    os.close(tempfile.mkstemp(dir=tmp_path, prefix=".checkpoint.safetensors.", suffix=".tmp")[0])
+    left_folder = Path(tempfile.mkdtemp(prefix=".caex-partial-", dir=tmp_path))
+    (left_folder / "summary.json").write_text("{}")
+    kept = [".notes.tmp", ".hidden", "results.json", "a.b.12345678.tmp"]  # not names caex's writes give
+    for name in kept:
+        (tmp_path / name).write_text("mine")
+    with folder_lock(tmp_path, "caex train"):
+        pass
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(kept)
 
 
 def test_a_lock_retries_when_another_job_removed_the_folder_it_had_made(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -114,6 +115,19 @@ def replaced_together(folder: str | os.PathLike, *, marker: str | None = None) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
+#: The names :func:`atomic_write_bytes` and :func:`replaced_together` give their temporary files and folders.
+LEFTOVER_NAMES = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp|\.caex-partial-[A-Za-z0-9_]{8}")
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete the temporary files and staging folders a killed job left directly in ``folder`` (hidden, so no one
+    saw them; a checkpoint's is hundreds of MB). Only under :func:`folder_lock`, when no other job writes there."""
+    for path in folder.iterdir():
+        if LEFTOVER_NAMES.fullmatch(path.name):
+            with suppress(OSError):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 @contextmanager
 def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` while the block runs, or raise :class:`CaexError` naming the holder.
@@ -166,6 +180,7 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
         handle.truncate()
         handle.write(f"{owner} (pid {os.getpid()})")
         handle.flush()
+        remove_leftovers(folder)
         yield
     finally:
         with suppress(OSError):  # a read-only or vanished folder must not hide the block's own error
