@@ -418,3 +418,14 @@ def test_a_features_trunk_of_feature_maps_is_not_taken_for_feature_vectors() -> 
     classifier = TorchClassifier(VggLike(), ["a", "b", "c"], SIZE, 1)
     assert classifier.features(torch.rand(2, 1, SIZE, SIZE)) is None
     assert tiny_classifier(1).features(torch.rand(2, 1, SIZE, SIZE)) is None  # no features at all
+
+
+def test_the_first_captum_method_leaves_the_recursion_limit_alone() -> None:
+    """captum imports jedi, which raised the caller's recursion limit to 3000 for the rest of the session."""
+    import subprocess
+    import sys
+
+    check = ("import sys; from caex.explain.attribution import captum_attr; sys.setrecursionlimit(1234); "
+             "captum_attr(); print(sys.getrecursionlimit(), 'captum.attr' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          check=True).stdout.split() == ["1234", "True"]

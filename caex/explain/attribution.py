@@ -16,7 +16,9 @@ skipped method. LIME, occlusion and random only call ``predict_proba``.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,6 +46,17 @@ class AttributionError(CaexError):
 
 class GradientsUnavailableError(AttributionError):
     """A gradient method was asked to explain a classifier that exposes no gradients."""
+
+
+def captum_attr() -> ModuleType:
+    """``captum.attr``, imported on first use (seconds) with the interpreter's recursion limit kept: captum imports
+    jedi, which raised it to 3000 for the rest of the caller's session."""
+    limit = sys.getrecursionlimit()
+    try:
+        import captum.attr
+    finally:
+        sys.setrecursionlimit(limit)
+    return captum.attr
 
 
 def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -217,7 +230,7 @@ class GradCamAttributor(Attributor):
 
     def __init__(self, classifier: Classifier, *, layer: nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-        from captum.attr import LayerGradCam
+        LayerGradCam = captum_attr().LayerGradCam
 
         if layer is None:
             layer = getattr(classifier, "target_layer", None)  # a Sequential stage may be empty-falsy: test None
@@ -294,7 +307,7 @@ class IntegratedGradientsAttributor(Attributor):
 
     def __init__(self, classifier: Classifier, *, n_steps: int = 50, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-        from captum.attr import IntegratedGradients
+        IntegratedGradients = captum_attr().IntegratedGradients
 
         self._method = IntegratedGradients(self.module)
         self.n_steps = n_steps
@@ -312,7 +325,7 @@ class OcclusionAttributor(Attributor):
     def __init__(self, classifier: Classifier, *, window_fraction: float = 1 / 8,
                  perturbations_per_eval: int = 64, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-        from captum.attr import Occlusion
+        Occlusion = captum_attr().Occlusion
 
         self._method = Occlusion(classifier.predict_proba)  # scores p_target, as the metrics do
         self.window_fraction = window_fraction
@@ -362,8 +375,8 @@ class LimeAttributor(Attributor):
         self.perturbations_per_eval = perturbations_per_eval
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        Lime = captum_attr().Lime
         from captum._utils.models.linear_model import SkLearnRidge
-        from captum.attr import Lime
         from captum.attr._core.lime import get_exp_kernel_similarity_function
 
         method = Lime(self.classifier.predict_proba, interpretable_model=SkLearnRidge(alpha=1.0),
