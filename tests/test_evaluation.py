@@ -509,6 +509,68 @@ def test_perturbation_curve_refuses_logits():
     assert curve.shape == (4, 3) and torch.all(curve[:, 0] > 0.99)
 
 
+class _Standardising(nn.Module):
+    """Logits from each image standardised by its own spread, as medical pipelines do: NaN on a flat image."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        flat = images.flatten(1)
+        z = (flat - flat.mean(dim=1, keepdim=True)) / flat.std(dim=1, keepdim=True)
+        return torch.stack([-z[:, 0], z[:, 0]], dim=1)
+
+
+def test_images_the_classifier_gives_nan_for_are_left_out_and_nan_curves_refused():
+    """The NaN row's argmax (0) counted as right for class 0, then one NaN made every method's AOPC NaN, shown
+    as the table's "not applicable" dash, with no word."""
+    data = tiny_bundle(8)
+    data.test.images[0] = 0.5  # a blank scan: zero spread
+    data.test.labels[:] = (data.test.images[:, 0, 0, 0] > data.test.images.flatten(1).mean(dim=1)).long()
+    classifier = TorchClassifier(_Standardising(), ["dark", "bright"], SIZE, 1)
+    with pytest.warns(UserWarning, match=r"^the classifier's outputs are not finite \(NaN or inf\) for 1 test "
+                                         r"image\(s\) of 'tiny-square' \(the first: test image 0\), .* the "
+                                         r"evaluation leaves them out$"):
+        picked = select_images(classifier, data, 8)
+    assert 0 not in picked.tolist() and len(picked) == 7
+    blank = torch.full((2, 1, SIZE, SIZE), 0.5)
+    with pytest.raises(EvaluationError, match=r"^the model's outputs are not finite \(NaN or inf\) for some "
+                                              r"perturbed images"):
+        perturbation_curve(classifier, blank, torch.zeros(2, dtype=torch.long), torch.rand(2, SIZE, SIZE), blank,
+                           n_patches=1)
+
+
+def test_maps_holding_nan_are_refused_and_constant_maps_point_nowhere():
+    """NaN ranked above every pixel, a NaN mass was averaged in, and a flat map's first pixel 'hit' any mask
+    covering the corner."""
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[:, :2, :2] = True
+    flat = torch.zeros(2, 4, 4)
+    assert pointing_game(flat, masks).tolist() == [0.0, 0.0]
+    nan = flat.clone()
+    nan[1, 3, 3] = math.nan
+    with pytest.raises(EvaluationError, match=r"^1 of 2 saliency maps hold NaN or inf values \(the first: map 1\)"):
+        LocalisationMetric()(nan, masks)
+    images, maps = bright_images(2), torch.rand(2, SIZE, SIZE)
+    maps[0, 5, 5] = math.inf
+    with pytest.raises(EvaluationError, match=r"^1 of 2 saliency maps hold NaN or inf values \(the first: map 0\)"):
+        PerturbationMetric(patch=2, n_patches=1)(square_classifier(), images, torch.ones(2, dtype=torch.long),
+                                                 maps, images)
+
+
+def test_constant_maps_are_warned_about_and_maps_of_nan_attributions_skip_their_method():
+    """The square classifier's dark class has a constant logit: its gradient maps are flat, and were scored as if
+    they ranked pixels; a NaN attribution became an all-zero map."""
+    from caex.explain.attribution import AttributionError, IntegratedGradientsAttributor
+
+    with pytest.warns(UserWarning, match=r"^1 of 2 integrated_gradients maps are constant \(.*\): they rank no "
+                                         r"pixel, so their AOPC measures the order in which tied pixels are deleted"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["ig"], n_images=2)
+    data = tiny_bundle(8)
+    data.test.images[0] = 0.5
+    classifier = TorchClassifier(_Standardising(), ["dark", "bright"], SIZE, 1)
+    with pytest.raises(AttributionError, match=r"^integrated_gradients: attributions hold NaN or inf values for 1 "
+                                               r"of 2 images"):
+        IntegratedGradientsAttributor(classifier, n_steps=4).saliency(data.test.images[:2], 0)
+
+
 def test_runner_with_a_real_cae_explainer_on_every_path(tmp_path):
     from caex.explain import Explainer
     from caex.model import CAE, CAEConfig

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from caex.evaluation.perturbation import pixel_rank
+from caex.evaluation.perturbation import check_finite_maps, pixel_rank
 
 
 def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -20,14 +20,17 @@ def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def pointing_game(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """1 where the most salient pixel (first in raster order on ties) lies inside the mask, else 0."""
-    top = saliency.flatten(1).argmax(dim=1)
+    """1 where the most salient pixel (first in raster order on ties) lies inside the mask, else 0; a constant
+    map points nowhere (0), where its first pixel would hit any mask covering the corner."""
+    flat = saliency.flatten(1)
+    top = flat.argmax(dim=1)
     hits = masks.flatten(1).gather(1, top[:, None]).squeeze(1).float()
-    return _nan_where_empty(hits, masks)
+    return _nan_where_empty(torch.where(flat.amax(dim=1) > flat.amin(dim=1), hits, 0.0), masks)
 
 
 def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Share of the total saliency that falls inside the mask (0 for an all-zero map)."""
+    """Share of the total saliency that falls inside the mask (0 for an all-zero map; negative values count as
+    0, as a map's mass is its positive part)."""
     flat = saliency.flatten(1).clamp_min(0)
     total = flat.sum(dim=1)
     inside = (flat * masks.flatten(1)).sum(dim=1)
@@ -60,6 +63,7 @@ class LocalisationMetric:
     k: float | None = None
 
     def __call__(self, saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        check_finite_maps(saliency)
         masks = masks.to(saliency.device, torch.bool)
         return {
             "pointing": _nanmean(pointing_game(saliency, masks)),

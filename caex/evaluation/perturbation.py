@@ -119,12 +119,24 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
 def _checked_probabilities(probs: torch.Tensor) -> torch.Tensor:
     """``probs`` if its rows are probability distributions: logits (a bare ``nn.Module``'s output) gave AOPC
     values near 2 that looked like results."""
+    if not torch.isfinite(probs).all():  # every comparison below is False for NaN, and one NaN empties the mean
+        raise EvaluationError("the model's outputs are not finite (NaN or inf) for some perturbed images, as a "
+                              "model that divides by an image's spread gives on a flat one; these images cannot "
+                              "be scored")
     sums = probs.detach().float().sum(dim=1)
     if len(probs) and (float(probs.min()) < -1e-4 or float((sums - 1).abs().max()) > 1e-3):
         raise EvaluationError(f"the model's outputs are not probabilities (rows sum to {float(sums.min()):.3g} to "
                               f"{float(sums.max()):.3g}); pass a caex Classifier, or wrap a torch module that "
                               "returns logits as caex.classifier.TorchClassifier")
     return probs
+
+
+def check_finite_maps(saliency: torch.Tensor) -> None:
+    """Refuse maps holding NaN or inf: sorting ranks NaN above every pixel, and a mean over them is NaN."""
+    bad = (~torch.isfinite(saliency.flatten(1))).any(dim=1)
+    if bad.any():
+        raise EvaluationError(f"{int(bad.sum())} of {len(saliency)} saliency maps hold NaN or inf values (the "
+                              f"first: map {int(bad.nonzero()[0])}); they rank no pixels")
 
 
 def degradation_curve(probs: torch.Tensor) -> torch.Tensor:
@@ -209,6 +221,7 @@ class PerturbationMetric:
             raise EvaluationError(f"expected images [K, C, H, W], labels [K], saliency [K, H, W] and fill like the "
                                   f"images; got {tuple(images.shape)}, {tuple(labels.shape)}, "
                                   f"{tuple(saliency.shape)} and {tuple(fill.shape)}")
+        check_finite_maps(saliency)
         n_patches = self.n_patches_for(*size)
         probs = perturbation_curve(model, images, labels, saliency, fill, n_patches, self.patch, self.batch_size)
         return PerturbationResult(aopc=aopc(probs), aopc_se=aopc_standard_error(probs),

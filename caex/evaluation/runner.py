@@ -203,6 +203,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                     results.append(MethodResult(name, status="skipped", reason=f"skipped: {exc}"))
                     continue
                 maps[name] = timed.maps
+                _warn_constant_maps(name, timed.maps)
                 scores = metric(classifier, images, labels, timed.maps, fill)
                 located = localisation(timed.maps, test.masks) if test.masks is not None else {}
                 if located:
@@ -268,7 +269,14 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     if n_images < 1:
         raise EvaluationError(f"n_images={n_images}: must be at least 1")
     labels = data.test.labels
-    correct = torch.nonzero(_predictions(classifier, data.test.images, verbose) == labels).squeeze(1)
+    predictions = _predictions(classifier, data.test.images, verbose)
+    unscored = int((predictions < 0).sum())
+    if unscored:  # argmax of a NaN row is 0: counted as right for class 0, then NaN in every method's mean
+        first = int(torch.nonzero(predictions < 0)[0])
+        warn(f"the classifier's outputs are not finite (NaN or inf) for {unscored} test image(s) of {data.spec!r} "
+             f"(the first: test image {first}), as a model that divides by an image's spread gives on a blank one; "
+             "the evaluation leaves them out")
+    correct = torch.nonzero(predictions == labels).squeeze(1)
     if len(correct) == 0:
         raise EvaluationError(f"the classifier gets no test image of {data.spec!r} right; nothing to explain")
     missed = sorted(set(labels.tolist()) - set(labels[correct].tolist()))
@@ -282,14 +290,27 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     return interleaved[:n_images]
 
 
+def _warn_constant_maps(method: str, maps: torch.Tensor) -> None:
+    """Say when maps rank no pixel above another: their AOPC then scores the order in which ties are deleted
+    (raster order), and their pointing game misses, whatever the method would have shown."""
+    flat = maps.flatten(1)
+    constant = int((flat.amax(dim=1) == flat.amin(dim=1)).sum())
+    if constant:
+        warn(f"{constant} of {len(maps)} {method} maps are constant (e.g. a classifier that ignores those images, "
+             "or a path that never moves): they rank no pixel, so their AOPC measures the order in which tied "
+             "pixels are deleted, not the method")
+
+
 def _predictions(classifier: Classifier, images: torch.Tensor, verbose: bool) -> torch.Tensor:
-    """Predicted classes on the CPU, in the classifier's own batches so a big test set is no silent pause."""
+    """Predicted classes on the CPU (-1 where the outputs are not finite), in the classifier's own batches so a
+    big test set is no silent pause."""
     step = classifier.batch_size
     predictions = [torch.zeros(0, dtype=torch.long)]
     with progress(desc="classifying test images", total=len(images), unit="img", enabled=verbose) as bar:
         for start in range(0, len(images), step):
-            predictions.append(classifier.predict(images[start:start + step]).cpu())
-            bar.update(len(predictions[-1]))
+            probs = classifier.predict_proba(images[start:start + step]).cpu()
+            predictions.append(torch.where(torch.isfinite(probs).all(dim=1), probs.argmax(dim=1), -1))
+            bar.update(len(probs))
     return torch.cat(predictions)
 
 

@@ -133,6 +133,10 @@ class Attributor:
     def saliency(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Maps ``[B, H, W]`` in [0, 1]: attributions reduced over channels and normalised per image."""
         attributions = self.attribute(inputs, target)
+        bad = (~torch.isfinite(attributions.flatten(1))).any(dim=1)
+        if bad.any():  # min-max scaling would turn each such map into zeros, scored as if it ranked pixels
+            raise AttributionError(f"{self.name}: attributions hold NaN or inf values for {int(bad.sum())} of "
+                                   f"{len(inputs)} images (the classifier's outputs or gradients are not finite)")
         if self.absolute:
             attributions = attributions.abs()
         return normalise_maps(attributions.sum(dim=1))
