@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 import re
 import shutil
 import subprocess
@@ -144,6 +145,9 @@ def test_pixel_pca_is_fitted_where_told_and_applied_to_the_scored_images():
     assert np.allclose(np.abs(from_train), [7.5, 8.5, 8.5, 7.5])  # pixel 0 minus the training mean 2.5
     own = pixel_pca(test, 1)[:, 0]
     assert np.allclose(np.abs(own), 2.5, atol=1e-5)  # the test set's largest spread is pixel 1 (0 or 5)
+    with warnings.catch_warnings():  # identical training images: "invalid value encountered in divide" before
+        warnings.simplefilter("error")
+        assert np.array_equal(pixel_pca(test, 2, fit_images=torch.zeros(3, 1, 2, 2)), np.zeros((4, 2)))
 
 
 # -- class swaps --------------------------------------------------------------------------------

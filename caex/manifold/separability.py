@@ -66,4 +66,6 @@ def pixel_pca(images: torch.Tensor, dims: int, *, seed: int = 0, fit_images: tor
     flat = _as_numpy(images).reshape(len(images), -1).astype(np.float32)
     fit = flat if fit_images is None else _as_numpy(fit_images).reshape(len(fit_images), -1).astype(np.float32)
     dims = min(dims, *fit.shape)
+    if not fit.var(axis=0).any():  # identical images: no direction to find (PCA divided by their zero variance)
+        return np.zeros((len(flat), dims), dtype=np.float32)
     return PCA(n_components=dims, random_state=seed).fit(fit).transform(flat)
