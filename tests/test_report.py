@@ -231,6 +231,29 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     assert "Not available" not in text
 
 
+def test_a_report_over_results_of_different_models_says_so_instead_of_vouching_for_one(tmp_path):
+    """It said "Every figure here comes from one trained CAE and one classifier" over an evaluation made by
+    another CAE than the explanations' and the analysis'."""
+    run = make_run(tmp_path / "run")
+
+    def record(cae: str) -> dict:
+        return {"provenance": {"cae": {"source": "/x", "digest": cae}, "classifier": {"digest": "c1"}}}
+
+    summary = json.loads((run / "manifold/summary.json").read_text())
+    _write_json(run / "manifold/summary.json", {**summary, **record("a1")})
+    _write_json(run / "explain/00_normal.json", record("a1"))
+    results = json.loads((run / "evaluate/results.json").read_text())
+    _write_json(run / "evaluate/results.json", {**results, "settings": {**results["settings"], **record("a1")}})
+    settings = build_report(run).read_text(encoding="utf-8").split('<section id="settings"')[1]
+    for stage in ("global analysis", "explanations", "evaluation"):
+        assert f"<td>{stage}</td><td>CAE weights (digest)</td><td>a1</td>" in settings
+    assert "not with another training run" in settings and "Warning" not in settings
+    _write_json(run / "evaluate/results.json", {**results, "settings": {**results["settings"], **record("b2")}})
+    settings = build_report(run).read_text(encoding="utf-8").split('<section id="settings"')[1]
+    assert "Warning: these results were made by more than one CAE (their weight digests differ" in settings
+    assert "Every figure here comes from one trained CAE" not in settings
+
+
 def test_report_with_cae_variants_names_one_of_them_everywhere(tmp_path):
     run = make_run(tmp_path / "run")
     results = json.loads((run / "evaluate/results.json").read_text())

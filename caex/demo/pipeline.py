@@ -283,13 +283,16 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
     from caex.data.preview import sample_grid_indices
     from caex.explain import Explainer
     from caex.explain.render import save_explanation
+    from caex.utils.provenance import models_record, run_record
 
     bundle = artefacts.bundle
     names = bundle.class_names
     rows = [index for indices in sample_grid_indices(bundle.test.labels, bundle.num_classes, per_class, seed)
             for index in indices]
     images = bundle.test.images[rows]
-    explanation = Explainer(artefacts.cae, artefacts.classifier, seed=seed).explain(images, steps=steps)
+    explainer = Explainer(artefacts.cae, artefacts.classifier, seed=seed)
+    explanation = explainer.explain(images, steps=steps)
+    provenance = run_record(explainer.device, **models_record(artefacts.cae, artefacts.classifier))
     examples = []
     for i in progress(range(len(rows)), desc="rendering explanations", unit="img", enabled=verbose):
         label, prediction, target = (int(bundle.test.labels[rows[i]]), int(explanation.prediction[i]),
@@ -298,7 +301,8 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
         stem = f"{i:02d}_{names[label]}"
         title = (f"{names[label]} (classified {names[prediction]}) towards {names[target]}: "
                  + (f"flips at step {flip}" if flip >= 0 else "never flips"))
-        save_explanation(explanation, i, images[i], folder, stem, bundle.test.sources[rows[i]], title=title)
+        save_explanation(explanation, i, images[i], folder, stem, bundle.test.sources[rows[i]], title=title,
+                         provenance=provenance)
         examples.append({"test_index": rows[i], "source": bundle.test.sources[rows[i]], "label": names[label],
                          "prediction": names[prediction], "target": names[target], "flip_step": flip,
                          "title": title, "stem": stem})

@@ -706,15 +706,49 @@ def settings_section(sources: ReportSources) -> Section:
     add("evaluation", sources.evaluate, "results.json", EVALUATION_SETTINGS_SCHEMA,
         [("data", lambda c: c["settings"]["data"]), ("images", lambda c: c["settings"]["n_images"]),
          ("seed", lambda c: c["settings"]["seed"]), ("batch size", lambda c: c["settings"]["batch_size"])])
+    recorded = _recorded_models(sources)
+    rows += [[stage, f"{model} weights (digest)", digest] for stage, model, digest in recorded]
     if rows:
         section.parts.append(table_html(["stage", "setting", "value"], rows))
     else:
         section.missing.append("no stage recorded its settings")
+    mixed = [model for model in ("CAE", "classifier") if len({d for _, m, d in recorded if m == model}) > 1]
+    if mixed:
+        section.reading(f"Warning: these results were made by more than one {' and more than one '.join(mixed)} "
+                        "(their weight digests differ, in the table above): the sections do not describe one model, "
+                        "and should not be read or compared as if they did.")
+        return section
     section.reading("Every figure here comes from one trained CAE and one classifier, each from one seed, on the "
                     "images listed: the AOPCs' standard errors (where shown) say how far they could move with other "
                     "images of the same kind, not with another training run. Train again with other seeds to see that "
                     "spread, and judge a small test set or a synthetic one accordingly.")
     return section
+
+
+#: Where results record the models that made them (caex.utils.provenance.run_record).
+PROVENANCE_SCHEMA = {"cae": {"digest": str}, "classifier": {"digest": str}}
+
+
+def _recorded_models(sources: ReportSources) -> list[tuple[str, str, str]]:
+    """``(stage, "CAE" | "classifier", weight digest)`` for each model a result folder records (explanations:
+    their first summary that does), so that a report over folders made by other models can say so."""
+    records = []
+    if sources.manifold is not None:
+        records.append(("global analysis", _read_json(sources.manifold / "summary.json",
+                                                      {"provenance": PROVENANCE_SCHEMA})))
+    if sources.explain is not None:
+        suffix = EXPLAIN_OUTPUTS["overlay"]
+        summaries = (_read_json(overlay.with_name(overlay.name.removesuffix(suffix) + ".json"),
+                                {"provenance": PROVENANCE_SCHEMA})
+                     for overlay in sorted(sources.explain.glob(f"*{suffix}")))
+        records.append(("explanations", next((summary for summary in summaries if summary and summary.get(
+            "provenance")), None)))
+    if sources.evaluate is not None:
+        results = _read_json(sources.evaluate / "results.json", {"settings": {"provenance": PROVENANCE_SCHEMA}})
+        records.append(("evaluation", (results or {}).get("settings")))
+    return [(stage, label, model["digest"]) for stage, content in records
+            for key, label in (("cae", "CAE"), ("classifier", "classifier"))
+            if "digest" in (model := ((content or {}).get("provenance") or {}).get(key) or {})]
 
 
 SECTIONS: tuple[Callable[[ReportSources], Section], ...] = (
