@@ -986,6 +986,10 @@ def test_resume_on_other_training_images_is_refused(tmp_path) -> None:
     other = ImageSet(data.images.flip(-1), data.labels)
     with pytest.raises(TrainingError, match=r"the run began on other training images \(None, split seed None"):
         train_cae(other, config, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
+    more_classes = ImageSet(data.images, torch.arange(len(data)) % 4)  # the run has 3 classes: said now
+    with pytest.raises(DataError, match=r"^training labels must lie in 0\.\.2, the 3 classes of the CAE's networks; "
+                                        r"got 0\.\.3$"):
+        train_cae(more_classes, None, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
 
 
 def test_resume_with_other_networks_is_refused(tmp_path) -> None:

@@ -244,6 +244,10 @@ def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz
     assert main([*first, "--preset", "tiny", "--model", "n_res=3", "--iters", "5", "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("caex train: error:") and "n_res=2 (asked for n_res=3)" in err and "\n" not in err
+    # --model alone applies to the run's networks, not the small preset's (whose every difference was listed)
+    assert main([*first, "--model", "n_res=3", "--iters", "5", "--resume"]) == 2
+    assert "the run's networks have n_res=2 (asked for n_res=3); resume" in capsys.readouterr().err
+    assert main([*first, "--model", "n_res=2", "--iters", "5", "--resume"]) == 0
 
 
 def test_cli_split_seed_draws_the_split_and_a_resume_must_keep_it(tmp_path, monkeypatch, capsys) -> None:

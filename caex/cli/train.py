@@ -10,6 +10,7 @@ from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_d
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
+    from caex.model import CAEConfig
     from caex.training import TrainConfig
 
 #: ``--preset`` when none is given; the flag itself defaults to ``None`` so ``--resume`` can tell it was not given.
@@ -132,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         check_compatible(classifier, bundle)
     train_config = _train_config(args, saved, loss_overrides)
     config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them
-    if not args.resume or args.preset is not None or model_overrides:
+    if args.resume and args.preset is None and model_overrides:  # compared with the run's networks, not a preset's
+        config = _checkpoint_networks(args.out, model_overrides)
+    if config is None and (not args.resume or args.preset is not None or model_overrides):
         config = CAEConfig.preset(args.preset or DEFAULT_PRESET, image_size=bundle.image_size, channels=bundle.channels,
                                   num_classes=bundle.num_classes, **model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
@@ -154,6 +157,25 @@ def run(args: argparse.Namespace) -> int:
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
           f"CAE saved to {args.out}")
     return 0
+
+
+def _checkpoint_networks(out: str, overrides: dict[str, object]) -> CAEConfig | None:
+    """The networks of the run in ``out`` with ``overrides`` applied (``None`` where it has no checkpoint yet), so
+    that a resume given ``--model`` alone is refused naming only what ``--model`` changed."""
+    import dataclasses
+    from pathlib import Path
+
+    from caex.model import CAEConfig
+    from caex.training.checkpoint import CHECKPOINT_FILE, read_checkpoint_header
+
+    path = Path(out) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = CAEConfig.from_dict(read_checkpoint_header(path, required=("cae_config",))["cae_config"])
+    except (TypeError, ValueError, CaexError) as exc:
+        raise CaexError(f"{path}: unreadable networks config ({exc})") from None
+    return dataclasses.replace(saved, **overrides)
 
 
 def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:

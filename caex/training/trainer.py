@@ -818,7 +818,8 @@ def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> Non
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
         raise DataError("training images must be finite and in the data range [0, 1]")
     if len(train_set) and (train_set.labels.min() < 0 or train_set.labels.max() >= config.num_classes):
-        raise DataError(f"training labels must lie in 0..{config.num_classes - 1}")
+        raise DataError(f"training labels must lie in 0..{config.num_classes - 1}, the {config.num_classes} classes "
+                        f"of the CAE's networks; got {int(train_set.labels.min())}..{int(train_set.labels.max())}")
 
 
 def _checkpoint_config(checkpoint: Checkpoint, asked: CAEConfig | None) -> CAEConfig:
