@@ -425,10 +425,12 @@ def test_bundle_problems_are_named(saved, tmp_path):
     with pytest.raises(ClassifierError, match="lacks class_names"):
         load_classifier(broken)
     info = json.loads((folder / "classifier.json").read_text())
+    assert info["version"] == 1  # a newer caex's bundle, whose fields may mean more, is refused, not misread
     shutil.copy(folder / "classifier.safetensors", broken / "classifier.safetensors")
     for edit, message in (({"image_size": "big"}, "a wrong kind of value for image_size"),
                           ({"class_names": "abc", "channels": 1.5}, "wrong kind of value for channels, class_names"),
-                          ({"arch": "vgg"}, "unknown arch 'vgg'; choose one of")):
+                          ({"arch": "vgg"}, "unknown arch 'vgg'; choose one of"),
+                          ({"version": 2}, "written by a newer caex (format version 2, this caex reads 1); upgrade")):
         (broken / "classifier.json").write_text(json.dumps({**info, **edit}))
         with pytest.raises(ClassifierError, match=f"{broken / 'classifier.json'}.*{re.escape(message)}"):
             load_classifier(broken)

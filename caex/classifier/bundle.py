@@ -40,6 +40,10 @@ def bundle_folder(path: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
+#: The newest ``classifier.json`` format this caex reads (:attr:`ClassifierInfo.version`).
+INFO_VERSION = 1
+
+
 @dataclass(kw_only=True)
 class ClassifierInfo:
     """What a bundle records about its classifier (the contents of ``classifier.json``).
@@ -62,6 +66,8 @@ class ClassifierInfo:
     caex_version: str = ""
     training: dict[str, Any] | None = None  # TrainMetrics.recipe: seed, settings, precision, threads, versions
     outputs: str | None = None  # an export's outputs: "logits", "probabilities" or "sigmoid" (None: read by row)
+    #: Raised when a field changes meaning; a json without one (a user's own, beside an export) reads as 1.
+    version: int = INFO_VERSION
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ClassifierInfo:
@@ -76,6 +82,9 @@ class ClassifierInfo:
         known = {field.name for field in fields(cls)}
         if not isinstance(raw, dict):
             raise ClassifierError(f"{path}: not a classifier.json (expected a JSON object)")
+        if not isinstance(raw.get("version", 1), int) or raw.get("version", 1) > INFO_VERSION:
+            raise ClassifierError(f"{path}: written by a newer caex (format version {raw['version']!r}, this caex "
+                                  f"reads {INFO_VERSION}); upgrade caex")
         missing = [field.name for field in fields(cls) if field.default is MISSING and field.name not in raw]
         if missing:
             raise ClassifierError(f"{path}: classifier.json lacks {', '.join(missing)}")
