@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -293,6 +294,7 @@ def test_paths_that_never_flip_or_outputs_that_are_not_finite_are_warned_about(w
         explain_files(Explainer(CAE.load(workspace / "run"), classifier), workspace / "imgs", tmp_path, steps=3)
     summary = json.loads((tmp_path / "rgb.json").read_text())
     assert summary["flipped"] is False and (summary["prediction"]["probability"] is None) == math.isnan(value)
+    assert (summary["prediction"]["class"] is None) == math.isnan(value)  # NaN's argmax, 0, is no prediction
 
 
 def test_skip_bad_leaves_unreadable_files_out_with_a_warning(workspace: Path, tmp_path: Path) -> None:
@@ -386,9 +388,17 @@ def test_skip_done_compares_the_target_and_the_models_not_how_their_paths_are_ty
     explain(str(image), "--target", "normal")
     assert "1 image(s) were done already" not in explain(str(image), "--target", "lesion")
     assert json.loads((out / "rgb.json").read_text())["target"]["class"] == "lesion"
-    monkeypatch.chdir(workspace)  # the same job, typed from elsewhere
-    assert "wrote 0 explanation(s) of 0 image(s)" in explain("imgs/rgb.png", "--target", "lesion",
+    monkeypatch.chdir(workspace / "imgs" / "sub")  # the same job, typed from elsewhere
+    assert "wrote 0 explanation(s) of 0 image(s)" in explain("../../imgs/rgb.png", "--target", "lesion",
                                                              classifier=str(tmp_path / "clf") + "/")
+    # a reference image is compared by content: the same one typed otherwise is done, another one is not
+    shutil.copy(workspace / "imgs" / "sub" / "grey.jpg", tmp_path / "reference.jpg")
+    reference = ["--path", "reference", "--reference", str(tmp_path / "reference.jpg")]
+    explain(str(image), "--target", "lesion", *reference)
+    assert "wrote 0 explanation(s)" in explain(str(image), "--target", "lesion", "--path", "reference",
+                                               "--reference", os.path.relpath(tmp_path / "reference.jpg"))
+    shutil.copy(workspace / "imgs" / "sub" / "rgb.bmp", tmp_path / "reference.jpg")  # replaced in place
+    assert "wrote 1 explanation(s)" in explain(str(image), "--target", "lesion", *reference)
     net = build_classifier_network("smallcnn", channels=1, num_classes=3, image_size=SIZE)  # other weights
     save_bundle(net, tmp_path / "clf", class_names=NAMES, image_size=SIZE)
     assert "wrote 1 explanation(s) of 1 image(s)" in explain(str(image), "--target", "lesion")

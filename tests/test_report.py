@@ -16,10 +16,12 @@ from PIL import Image
 
 from caex.cli.main import main
 from caex.errors import CaexError
+from caex.model import CAE, CAEConfig
 from caex.report import build_report, readings
 from caex.report import html as report_html
 from caex.report.html import read_training_log, training_curves_png
 from caex.report.schema import conform
+from caex.utils.provenance import cae_digest
 
 
 # --------------------------------------------------------------------------- readings
@@ -252,6 +254,13 @@ def test_a_report_over_results_of_different_models_says_so_instead_of_vouching_f
     settings = build_report(run).read_text(encoding="utf-8").split('<section id="settings"')[1]
     assert "Warning: these results were made by more than one CAE (their weight digests differ" in settings
     assert "Every figure here comes from one trained CAE" not in settings
+    # the run's own CAE counts too: results made by another one are not this run's
+    _write_json(run / "evaluate/results.json", {**results, "settings": {**results["settings"], **record("a1")}})
+    cae = CAE(CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=2), ["normal", "cnv"])
+    cae.save(run / "cae")
+    settings = build_report(run).read_text(encoding="utf-8").split('<section id="settings"')[1]
+    assert f"<td>CAE run</td><td>CAE weights (digest)</td><td>{cae_digest(cae)}</td>" in settings
+    assert "Warning: these results were made by more than one CAE" in settings
 
 
 def test_report_with_cae_variants_names_one_of_them_everywhere(tmp_path):

@@ -559,6 +559,9 @@ def test_a_stop_signal_saves_a_checkpoint_at_the_next_check_and_the_run_resumes_
     straight = train_cae(data, config, train_config, tmp_path / "straight")
     for ours, theirs in zip(resumed.state_dict().values(), straight.state_dict().values()):
         assert torch.equal(ours, theirs)
+    # the stopped call wrote no summary, and its history was lost; its checkpoint carries it
+    history = json.loads((tmp_path / "run" / "summary.json").read_text())["history"]
+    assert [call["iters"] for call in history] == [[0, 5], [5, 12]] and history[0]["processes"] == 1
 
 
 def test_a_time_limit_is_checked_every_iteration_and_the_last_model_gets_its_grid(tmp_path) -> None:

@@ -225,9 +225,16 @@ def test_cli_resume_of_a_checkpoint_copied_alone_takes_its_settings_and_says_wha
     shutil.copy(run / "checkpoint.safetensors", copy)
     capsys.readouterr()
     assert main(["train", str(npz_data), "--out", str(copy), "--iters", "6", "--resume", "--device", "cpu"]) == 0
-    assert "caex train: 2 iterations (now 6) in" in capsys.readouterr().out
+    assert "caex train: 2 iterations (6 in all) in" in capsys.readouterr().out
     saved = json.loads((copy / "train_config.json").read_text())
     assert (saved["iters"], saved["seed"], saved["max_shift"], saved["batch_size"]) == (6, 3, 1, 2)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "checkpoint.safetensors").write_bytes(b"")  # its own fault named once, not wrapped in another's
+    assert main(["train", str(npz_data), "--out", str(broken), "--resume", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"caex train: error: {broken / 'checkpoint.safetensors'}: unreadable checkpoint (")
+    assert "training settings" not in err
 
 
 def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz_data, capsys) -> None:

@@ -32,6 +32,7 @@ from caex.classifier.bundle import (
 from caex.data.types import DataBundle, require_bundle, warn_other_class_names
 from caex.errors import ClassifierError
 from caex.utils.device import module_device, resolve_device
+from caex.utils.provenance import file_digest
 from caex.utils.warn import warn
 
 #: Keys under which training scripts commonly nest a state dict inside a checkpoint.
@@ -176,6 +177,8 @@ class OnnxClassifier(Classifier):
         self._input_name = session.get_inputs()[0].name
         self._fixed_batch = fixed_batch
         self._read = OutputReader(outputs, str(source) or "the ONNX model")
+        #: Its file's content and how its outputs are read: the model, wherever the file lies (provenance).
+        self.weights_digest = file_digest(source, f"outputs={outputs}") if source and Path(source).is_file() else None
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
         count = len(images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from caex.cli.common import (add_classifier_arguments, add_device_argument, add_seed_argument, add_threads_argument,
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.explain.files import collect_images, explain_files
     from caex.model import CAE
     from caex.utils.device import resolve_device
-    from caex.utils.provenance import models_record, run_record
+    from caex.utils.provenance import models_record, run_record, tensor_digest
 
     check_steps(args.steps, "--steps ")
     if (args.reference is not None) != (args.path == "reference"):
@@ -114,11 +115,14 @@ def run(args: argparse.Namespace) -> int:
     models = models_record(cae, classifier)
     settings = {"cae": models["cae"]["digest"],
                 "classifier": models["classifier"]["digest"] or models["classifier"]["source"],
-                "arch": args.arch, "path": args.path, "reference": args.reference, "steps": args.steps,
+                "arch": args.arch, "path": args.path,
+                "reference": None if reference is None else tensor_digest(reference), "steps": args.steps,
                 "target": None if target is None else explainer.class_names[target], "all_targets": args.all_targets,
-                "target_by": None if target is not None else target_by, "saliency": args.saliency,
-                "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip, "seed": args.seed}
-    record = run_record(device, **models)
+                "target_by": None if target is not None or args.all_targets else target_by,
+                "saliency": args.saliency, "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip,
+                "seed": args.seed}
+    record = run_record(device, **models,
+                        reference=None if args.reference is None else os.path.abspath(args.reference))
     with warn_stale_files(args.out, kept := set()):
         result = explain_files(explainer, sources, args.out, settings=settings, provenance=record,
                                batch_size=args.batch_size,

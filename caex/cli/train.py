@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                "continue): " if summary["iters"] < asked else "")
     # the result on stdout, as every command's; a script can tell a time-limit stop by that line or summary.json
     trained = summary.get("trained_iters", summary["iters"])
-    resumed = f" (now {summary['iters']:,})" if trained != summary["iters"] else ""
+    resumed = f" ({summary['iters']:,} in all)" if trained != summary["iters"] else ""
     print(f"caex train: {stopped}{trained:,} iteration{'s' * (trained != 1)}{resumed} in {summary['seconds']:.1f} s "
           f"({summary['images_per_second']:.1f} images/s), final reconstruction L1 {summary['recon_l1']:.4f}; "
           f"CAE saved to {args.out}")
@@ -187,17 +187,14 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
     from caex.utils.io import read_json
 
     path, checkpoint = Path(args.out) / TRAIN_CONFIG_FILE, Path(args.out) / CHECKPOINT_FILE
-    if not args.resume:
+    if not args.resume or not (path.is_file() or checkpoint.is_file()):
         return None
+    if not path.is_file():  # a checkpoint copied alone still records the run's settings (and names its own faults)
+        path, saved = checkpoint, read_checkpoint_header(checkpoint, required=("train_config",))["train_config"]
     try:
-        if path.is_file():
-            return TrainConfig.from_dict(read_json(path))
-        if checkpoint.is_file():  # a checkpoint copied alone still records the run's settings
-            path = checkpoint
-            return TrainConfig.from_dict(read_checkpoint_header(checkpoint, required=("train_config",))["train_config"])
+        return TrainConfig.from_dict(read_json(path) if path.name == TRAIN_CONFIG_FILE else saved)
     except (ValueError, TypeError, CaexError) as exc:  # bad JSON, unknown, mistyped or out-of-range fields
         raise CaexError(f"{path}: unreadable training settings ({exc})") from None
-    return None
 
 
 def _train_config(args: argparse.Namespace, saved: TrainConfig | None,

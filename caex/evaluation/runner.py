@@ -272,9 +272,9 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     predictions = _predictions(classifier, data.test.images, verbose)
     unscored = int((predictions < 0).sum())
     if unscored:  # argmax of a NaN row is 0: counted as right for class 0, then NaN in every method's mean
-        first = int(torch.nonzero(predictions < 0)[0])
+        first = data.test.sources[int(torch.nonzero(predictions < 0)[0])]
         warn(f"the classifier's outputs are not finite (NaN or inf) for {unscored} test image(s) of {data.spec!r} "
-             f"(the first: test image {first}), as a model that divides by an image's spread gives on a blank one; "
+             f"(the first: {first}), as a model that divides by an image's spread gives on a blank one; "
              "the evaluation leaves them out")
     correct = torch.nonzero(predictions == labels).squeeze(1)
     if len(correct) == 0:

@@ -61,7 +61,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     if provenance is None:
         provenance = run_record(explainer.device, **models_record(explainer.cae, explainer.classifier))
     # absolute, so that a rerun from another folder, or with the inputs typed otherwise, finds its finished files
-    sources = [path.absolute() for path in
+    sources = [Path(os.path.abspath(path)) for path in
                collect_images([paths] if isinstance(paths, (str, os.PathLike)) else paths, out=out)]
     stems = unique_stems(sources)
     size, channels = explainer.cae.config.image_size, explainer.cae.config.channels

@@ -155,13 +155,16 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     save_png(saliency_overlay(image, explanation.saliency[index]),
              out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
-    title = title or strip_title(source, names[prediction], names[target], flipped=flip >= 0 or prediction == target)
+    # NaN outputs have no class (their argmax, 0, is none): the record and the title say so
+    predicted = bool(torch.isfinite(explanation.input_probs[index]).all())
+    prediction_name = names[prediction] if predicted else "no class (outputs not finite)"
+    title = title or strip_title(source, prediction_name, names[target], flipped=flip >= 0 or prediction == target)
     save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
     if gif:
         atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip))
     summary = {
         "source": source,
-        "prediction": {"class": names[prediction], "index": prediction,
+        "prediction": {"class": names[prediction] if predicted else None, "index": prediction if predicted else None,
                        "probability": float(explanation.input_probs[index, prediction])},
         "target": {"class": names[target], "index": target,
                    "input_probability": float(explanation.input_probs[index, target])},

@@ -730,25 +730,43 @@ PROVENANCE_SCHEMA = {"cae": {"digest": str}, "classifier": {"digest": str}}
 
 
 def _recorded_models(sources: ReportSources) -> list[tuple[str, str, str]]:
-    """``(stage, "CAE" | "classifier", weight digest)`` for each model a result folder records (explanations:
-    their first summary that does), so that a report over folders made by other models can say so."""
-    records = []
+    """``(stage, "CAE" | "classifier", weight digest)`` for the report's own CAE run and classifier and for each
+    model a result folder records (explanations: every distinct one their summaries name), so that a report over
+    folders made by other models can say so."""
+    from caex.classifier import load_classifier
+    from caex.model import CAE
+    from caex.utils.provenance import cae_digest, classifier_digest
+
+    records: list[tuple[str, dict[str, Any] | None]] = []
     if sources.manifold is not None:
         records.append(("global analysis", _read_json(sources.manifold / "summary.json",
                                                       {"provenance": PROVENANCE_SCHEMA})))
     if sources.explain is not None:
         suffix = EXPLAIN_OUTPUTS["overlay"]
-        summaries = (_read_json(overlay.with_name(overlay.name.removesuffix(suffix) + ".json"),
-                                {"provenance": PROVENANCE_SCHEMA})
-                     for overlay in sorted(sources.explain.glob(f"*{suffix}")))
-        records.append(("explanations", next((summary for summary in summaries if summary and summary.get(
-            "provenance")), None)))
+        records += [("explanations", _read_json(overlay.with_name(overlay.name.removesuffix(suffix) + ".json"),
+                                                {"provenance": PROVENANCE_SCHEMA}))
+                    for overlay in sorted(sources.explain.glob(f"*{suffix}"))]
     if sources.evaluate is not None:
         results = _read_json(sources.evaluate / "results.json", {"settings": {"provenance": PROVENANCE_SCHEMA}})
         records.append(("evaluation", (results or {}).get("settings")))
-    return [(stage, label, model["digest"]) for stage, content in records
-            for key, label in (("cae", "CAE"), ("classifier", "classifier"))
-            if "digest" in (model := ((content or {}).get("provenance") or {}).get(key) or {})]
+    found = [("CAE run", "CAE", _digest_of(sources.cae, lambda folder: cae_digest(CAE.load(folder, device="cpu")))),
+             ("classifier", "classifier", _digest_of(sources.classifier, lambda folder: classifier_digest(
+                 load_classifier(folder, device="cpu"))))]
+    found += [(stage, label, model.get("digest")) for stage, content in records
+              for key, label in (("cae", "CAE"), ("classifier", "classifier"))
+              for model in [((content or {}).get("provenance") or {}).get(key) or {}]]
+    return list(dict.fromkeys((stage, label, digest) for stage, label, digest in found if digest))
+
+
+def _digest_of(folder: Path | None, digest: Callable[[Path], str | None]) -> str | None:
+    """The weight digest of the model in ``folder``, or ``None`` where there is none that loads (a partial run,
+    an ONNX model without onnxruntime): the report shows what it can."""
+    if folder is None:
+        return None
+    try:
+        return digest(folder)
+    except (CaexError, OSError):
+        return None
 
 
 SECTIONS: tuple[Callable[[ReportSources], Section], ...] = (

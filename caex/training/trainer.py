@@ -604,6 +604,13 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     bar = progress(total=train_config.iters, initial=start, desc="train CAE", unit="it",
                    enabled=verbose and context.is_main)
     began, done, terms, paused = time.perf_counter(), start, {}, 0.0  # paused: samples + callback time
+    # every call that trained the run, carried in its checkpoints: a stop by signal writes no summary.json
+    earlier_calls = checkpoint.meta.get("history", []) if checkpoint is not None else []
+    this_call = _call_record(context)
+
+    def history(seconds: float) -> list[dict[str, Any]]:
+        return [*earlier_calls, {"iters": [start, done], "seconds": round(seconds, 2), **this_call,
+                                 "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
     warned_length = train_config.time_limit is not None  # a time limit says how long already
 
     def save_samples() -> None:
@@ -657,7 +664,8 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                     stopped = signum != 0
                 if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters
                                             or out_of_time or stopped):
-                    trainer.save(run_dir / CHECKPOINT_FILE, done, meta)
+                    trainer.save(run_dir / CHECKPOINT_FILE, done,
+                                 {**meta, "history": history(time.perf_counter() - began - paused)})
                     if logger is not None:
                         logger.flush()
                 if stopped:
@@ -682,7 +690,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
             images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
             _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
                            images_per_second=images_per_second, terms=terms, asked=train_config.iters,
-                           processes=context.world_size,
+                           processes=context.world_size, history=history(seconds) if done > start else earlier_calls,
                            provenance={"device": str(context.device),
                                        **{key: meta[key] for key in ("arithmetic", "data", "classifier_digest")}})
     barrier(context)
@@ -719,30 +727,30 @@ def _duration(seconds: float) -> str:
 
 def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, start: int, seconds: float,
                    images_per_second: float, terms: dict[str, float], asked: int, processes: int,
-                   provenance: dict[str, Any]) -> None:
+                   history: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
     """``summary.json``: how far (of the ``asked`` iterations: fewer where the time limit stopped it) and fast
     the run trained, on how many processes (each drew its own batch), and the finished CAE's reconstruction and
     code separation on (up to 512 of) the test images; ``provenance`` (device, arithmetic, the data and critic
-    digests) and the ``history`` of every call that trained it, which a resumed run otherwise loses."""
-    versions = software_versions()
+    digests) and the ``history`` of every call that trained it (a resumed run's summary describes the last)."""
     summary = {"iters": done, "iters_asked": asked, "trained_iters": done - start, "processes": processes,
                "seconds": round(seconds, 2),
                "images_per_second": round(images_per_second, 2),
                "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
                **{name: round(value, 5) for name, value in code_separation(
                    cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
-               "final_terms": terms, "versions": versions, **provenance}
-    previous = _previous_summary(path)
-    history = previous.get("history", []) if start else []
-    if done > start:
-        history = [*history, {"iters": [start, done], "seconds": round(seconds, 2), "processes": processes,
-                              "device": provenance.get("device"), "torch_threads": versions["torch_threads"],
-                              "caex": versions["caex"], "torch": versions["torch"],
-                              "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
-    else:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
-        keys = ("seconds", "images_per_second", "final_terms")  # not trained_iters: this call trained none
+               "final_terms": terms, "versions": software_versions(), **provenance, "history": history}
+    if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
+        previous = _previous_summary(path)
+        keys = ("seconds", "images_per_second", "final_terms", "history")  # not trained_iters: it trained none
         summary.update({key: previous[key] for key in keys if key in previous})
-    write_json(path, {**summary, "history": history})
+    write_json(path, summary)
+
+
+def _call_record(context: DistContext) -> dict[str, Any]:
+    """What one training call ran on, for the run's history: a seed reproduces weights only on the same."""
+    versions = software_versions()
+    return {"processes": context.world_size, "device": str(context.device),
+            **{key: versions[key] for key in ("torch_threads", "caex", "torch", "cpu_capability")}}
 
 
 def _previous_summary(path: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -115,16 +116,21 @@ def replaced_together(folder: str | os.PathLike, *, marker: str | None = None) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
-#: The names :func:`atomic_write_bytes` and :func:`replaced_together` give their temporary files and folders.
-LEFTOVER_NAMES = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp|\.caex-partial-[A-Za-z0-9_]{8}")
+#: The names :func:`atomic_write_bytes` and :func:`replaced_together` give their temporary files and folders
+#: (``tempfile``'s random part is 8 of ``[a-z0-9_]``).
+LEFTOVER_NAMES = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.caex-partial-[a-z0-9_]{8}")
+#: A temporary file younger than this may still be written by a job that takes no lock (``caex report`` into a
+#: run folder, a ``CAE.save`` from the Python API): only older ones are a killed job's leftovers.
+LEFTOVER_AGE = 600.0
 
 
 def remove_leftovers(folder: Path) -> None:
     """Delete the temporary files and staging folders a killed job left directly in ``folder`` (hidden, so no one
-    saw them; a checkpoint's is hundreds of MB). Only under :func:`folder_lock`, when no other job writes there."""
+    saw them; a checkpoint's is hundreds of MB), by caex's names and at least :data:`LEFTOVER_AGE` old."""
+    now = time.time()
     for path in folder.iterdir():
-        if LEFTOVER_NAMES.fullmatch(path.name):
-            with suppress(OSError):
+        with suppress(OSError):  # gone meanwhile, or not ours to remove
+            if LEFTOVER_NAMES.fullmatch(path.name) and now - path.lstat().st_mtime > LEFTOVER_AGE:
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
@@ -141,8 +147,9 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
     :data:`LOCK_FILE`, which the kernel releases when its process ends, even
     by SIGKILL, so a crash never leaves a stale lock; the file itself is removed
     when the block ends, and so is the folder the lock created (not its parents)
-    if nothing was written into it. Where ``flock`` does not exist (Windows) the folder is
-    not guarded.
+    if nothing was written into it. Once locked, the temporary files a killed job left in
+    the folder are removed (:func:`remove_leftovers`). Where ``flock`` does not exist (Windows)
+    the folder is not guarded.
     """
     try:
         import fcntl

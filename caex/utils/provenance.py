@@ -23,6 +23,11 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short hash of a tensor's values (an input image, say)."""
+    return hashlib.sha256(tensor_bytes(tensor)).hexdigest()[:16]
+
+
 def module_digest(module: nn.Module, *extra: torch.Tensor | None) -> str:
     """A short hash of ``module``'s weights and buffers (by name) and of the ``extra`` tensors given."""
     digest = hashlib.sha256()
@@ -34,12 +39,22 @@ def module_digest(module: nn.Module, *extra: torch.Tensor | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def file_digest(path: str | os.PathLike, salt: str = "") -> str:
+    """A short hash of a file's bytes (and ``salt``: how they are read), read in 1 MB pieces."""
+    digest = hashlib.sha256(salt.encode())
+    with open(path, "rb") as handle:
+        for piece in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()[:16]
+
+
 def classifier_digest(classifier: object) -> str | None:
-    """A short hash of a classifier module's weights (``None`` for a black box such as an ONNX model); whether its
-    outputs are read as logits in between is part of it (a critic read otherwise is another critic)."""
+    """A short hash of a classifier module's weights; whether its outputs are read as logits in between is part of
+    it (a critic read otherwise is another critic). A black box without a module (an ONNX model) gives the digest
+    it was loaded with (``weights_digest``: of its file), or ``None`` where it has none."""
     module = getattr(classifier, "module", None)
     if not isinstance(module, nn.Module):
-        return None
+        return getattr(classifier, "weights_digest", None)
     if getattr(classifier, "logits_module", module) is not module:
         return module_digest(module, torch.tensor(list(b"read as logits"), dtype=torch.uint8))
     return module_digest(module)
@@ -59,8 +74,9 @@ def model_record(model: object, digest: str | None) -> dict[str, str | None]:
     return {"source": None if source is None else os.path.abspath(source), "digest": digest}
 
 
-def run_record(device: torch.device | str, **models: dict[str, str | None]) -> dict[str, Any]:
-    """The record a result carries beside its settings: when, on what device and software, with which models."""
+def run_record(device: torch.device | str, **models: Any) -> dict[str, Any]:
+    """The record a result carries beside its settings: when, on what device and software, with which models (and
+    any other inputs named, as keyword arguments)."""
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(device),
             "software": software_versions(), **models}
 
