@@ -519,6 +519,14 @@ class _Standardising(nn.Module):
         return torch.stack([-z[:, 0], z[:, 0]], dim=1)
 
 
+def test_tables_name_the_classifier_by_where_it_was_loaded_from(tmp_path):
+    """The demo's tables said `TorchClassifier`: only the CLI passed a name."""
+    classifier = square_classifier()
+    classifier.source = "runs/clf"
+    evaluate(None, classifier, tiny_bundle(), methods=["random"], n_images=2, out_dir=tmp_path)
+    assert "classifier `runs/clf`." in (tmp_path / "results.md").read_text()
+
+
 def test_images_the_classifier_gives_nan_for_are_left_out_and_nan_curves_refused():
     """The NaN row's argmax (0) counted as right for class 0, then one NaN made every method's AOPC NaN, shown
     as the table's "not applicable" dash, with no word."""

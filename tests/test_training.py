@@ -29,6 +29,7 @@ from caex.training.pairs import PairSampler
 from caex.training.trainer import BBCFETrainer, reconstruction_l1
 from caex.utils.device import cpu_has_native_bf16
 from caex.utils.io import folder_lock
+from caex.utils.provenance import cae_digest
 
 
 #: The terms every run logs: the paper's eq. 1-10 and the pooled reconstruction (optional ones come on top).
@@ -416,6 +417,7 @@ def test_training_run_writes_bundle_and_logs(tmp_path) -> None:
     assert summary["device"] == "cpu" and summary["arithmetic"] == {"precision": "float32", "layout": "contiguous"}
     assert summary["data"]["spec"] == "test" and len(summary["data"]["digest"]) == 16
     assert summary["classifier_digest"] is None  # no critic
+    assert summary["cae_digest"] == cae_digest(CAE.load(run))  # the model itself, as results name it
     assert [segment["iters"] for segment in summary["history"]] == [[0, 4]]
     # The code monitor only reads: a run without a folder (no monitor) ends with the same weights.
     unmonitored = train_cae(bundle, config, train_config)

@@ -147,7 +147,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     when only baselines are asked for. ``methods`` are names or one comma-separated
     string (``"cae,gradcam"``); the random map is added where they leave it out.
     ``method_options`` passes constructor arguments per method (e.g.
-    ``{"lime": {"n_samples": 200}}``); ``classifier_name`` (e.g. its path) labels
+    ``{"lime": {"n_samples": 200}}``); ``classifier_name`` (default: the path it was loaded from) labels
     the tables.
     """
     if isinstance(methods, str):
@@ -181,7 +181,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
             cae = getattr(cae_explainer, "cae", None)
             models["cae"] = model_record(cae, cae_digest(cae))
         settings = {"data": data.spec, "split_seed": data.seed, "class_names": list(data.class_names),
-                    "classifier": classifier_name or type(classifier).__name__,
+                    "classifier": classifier_name or getattr(classifier, "source", None) or type(classifier).__name__,
                     "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                     "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
                     **metric.describe(height, width), "cae": {},

@@ -43,7 +43,7 @@ from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context, autocast_dtype
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
-from caex.utils.provenance import classifier_digest, tensor_bytes
+from caex.utils.provenance import cae_digest, classifier_digest, tensor_bytes
 from caex.utils.seed import global_rng_kept, keyed_generator, seed_weights
 from caex.utils.versions import software_versions
 from caex.utils.warn import warn
@@ -738,7 +738,8 @@ def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, sta
                "recon_l1": round(reconstruction_l1(cae, evaluation.images[:512]), 5),
                **{name: round(value, 5) for name, value in code_separation(
                    cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
-               "final_terms": terms, "versions": software_versions(), **provenance, "history": history}
+               "final_terms": terms, "versions": software_versions(), "cae_digest": cae_digest(cae), **provenance,
+               "history": history}
     if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
         previous = _previous_summary(path)
         keys = ("seconds", "images_per_second", "final_terms", "history")  # not trained_iters: it trained none
