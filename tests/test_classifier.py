@@ -445,6 +445,21 @@ def test_bundle_problems_are_named(saved, tmp_path):
         load_classifier(folder, num_classes=5)
 
 
+def test_an_onnx_models_digest_covers_weights_in_an_external_data_file(saved, tmp_path):
+    """torch's exporter writes the weights to <name>.onnx.data by default: changing them left the digest, and so
+    explain --skip-done, unchanged."""
+    import onnx
+
+    model = onnx.load(str(saved[0] / "classifier.onnx"))
+    onnx.save_model(model, str(tmp_path / "a.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="a.onnx.data", size_threshold=0)
+    before = classifier_digest(load_classifier(tmp_path / "a.onnx", class_names=NAMES))
+    data = bytearray((tmp_path / "a.onnx.data").read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    (tmp_path / "a.onnx.data").write_bytes(bytes(data))
+    assert len(before) == 16 and classifier_digest(load_classifier(tmp_path / "a.onnx", class_names=NAMES)) != before
+
+
 def test_onnx_without_onnxruntime_names_the_extra(saved, monkeypatch):
     folder, _ = saved
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail

@@ -15,13 +15,14 @@ import pytest
 from PIL import Image
 
 from caex.cli.main import main
+from caex.classifier import build_classifier_network, load_classifier, save_bundle
 from caex.errors import CaexError
 from caex.model import CAE, CAEConfig
 from caex.report import build_report, readings
 from caex.report import html as report_html
 from caex.report.html import read_training_log, training_curves_png
 from caex.report.schema import conform
-from caex.utils.provenance import cae_digest
+from caex.utils.provenance import cae_digest, classifier_digest
 
 
 # --------------------------------------------------------------------------- readings
@@ -261,6 +262,21 @@ def test_a_report_over_results_of_different_models_says_so_instead_of_vouching_f
     settings = build_report(run).read_text(encoding="utf-8").split('<section id="settings"')[1]
     assert f"<td>CAE run</td><td>CAE weights (digest)</td><td>{cae_digest(cae)}</td>" in settings
     assert "Warning: these results were made by more than one CAE" in settings
+    # explanations made with the bundle's own ONNX export are the bundle's classifier, not another one
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=32)
+    save_bundle(net, run / "classifier", class_names=["normal", "cnv"], image_size=32, onnx=True)
+    bundle = classifier_digest(load_classifier(run / "classifier", device="cpu"))
+    export = classifier_digest(load_classifier(run / "classifier" / "classifier.onnx"))
+    records = {"cae": {"digest": cae_digest(cae)}}
+    for folder, name, classifier in (("manifold", "summary.json", bundle), ("explain", "00_normal.json", export)):
+        content = json.loads((run / folder / name).read_text())
+        _write_json(run / folder / name, {**content, "provenance": {**records, "classifier": {"digest": classifier}}})
+    _write_json(run / "evaluate/results.json", {**results, "settings": {**results["settings"], "provenance": {
+        **records, "classifier": {"digest": bundle}}}})
+    settings = build_report(run).read_text(encoding="utf-8").split('<section id="settings"')[1]
+    assert export != bundle and f"<td>explanations (ONNX export)</td><td>classifier weights (digest)</td><td>{bundle}" \
+        in settings
+    assert "Warning" not in settings and "not with another training run" in settings
 
 
 def test_report_with_cae_variants_names_one_of_them_everywhere(tmp_path):

@@ -479,6 +479,11 @@ def test_a_resume_that_trains_nothing_keeps_the_summarys_timing_and_terms(tmp_pa
     train_cae(data, config, train_config, tmp_path / "run", resume=True)
     after = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert after == {**before, "trained_iters": 0}  # what this call trained; the demo reads its resume point from it
+    # a summary left from an earlier call (the final one was killed while written) lends neither history nor times
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({**before, "iters": 1, "history": [], "seconds": 99}))
+    train_cae(data, config, train_config, tmp_path / "run", resume=True)
+    again = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert again["history"] == before["history"] and again["seconds"] != 99
 
 
 def test_resume_with_another_ema_setting_is_refused(tmp_path) -> None:

@@ -177,8 +177,9 @@ class OnnxClassifier(Classifier):
         self._input_name = session.get_inputs()[0].name
         self._fixed_batch = fixed_batch
         self._read = OutputReader(outputs, str(source) or "the ONNX model")
-        #: Its file's content and how its outputs are read: the model, wherever the file lies (provenance).
-        self.weights_digest = file_digest(source, f"outputs={outputs}") if source and Path(source).is_file() else None
+        #: Its files' content and how its outputs are read: the model, wherever the files lie (provenance).
+        files = _onnx_weight_files(Path(source)) if source and Path(source).is_file() else None
+        self.weights_digest = file_digest(*files, salt=f"outputs={outputs}") if files else None
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
         count = len(images)
@@ -491,6 +492,20 @@ def _onnx_constants(path: Path) -> dict[str, object]:
         raise ClassifierError(f"{path}: not a readable ONNX model ({_one_line(exc)})") from None
     return {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in graph.initializer
             if tensor.name in ("mean", "std")}
+
+
+def _onnx_weight_files(path: Path) -> list[Path] | None:
+    """The model file and the external data files its weights lie in (torch's exporter writes them to
+    ``<name>.onnx.data`` by default), or ``None`` where ``onnx`` cannot list them (then no digest: paths compare)."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - no onnx, or protobuf's own exception types
+        return None
+    locations = {entry.value for tensor in graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"}
+    return [path, *(path.parent / location for location in sorted(locations))]
 
 
 def _import_onnx_module(path: Path, name: str):

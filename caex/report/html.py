@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from caex import __version__
-from caex.classifier.bundle import INFO_FILE, bundle_folder
+from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, with_count
@@ -749,12 +749,15 @@ def _recorded_models(sources: ReportSources) -> list[tuple[str, str, str]]:
     if sources.evaluate is not None:
         results = _read_json(sources.evaluate / "results.json", {"settings": {"provenance": PROVENANCE_SCHEMA}})
         records.append(("evaluation", (results or {}).get("settings")))
+    bundle = _digest_of(sources.classifier, lambda folder: classifier_digest(load_classifier(folder, device="cpu")))
+    # the bundle's ONNX export holds the same weights, known by its file's digest: results made with it are its
+    export = _digest_of(sources.classifier, lambda folder: classifier_digest(
+        load_classifier(folder / ONNX_FILE, device="cpu")) if (folder / ONNX_FILE).is_file() else None)
     found = [("CAE run", "CAE", _digest_of(sources.cae, lambda folder: cae_digest(CAE.load(folder, device="cpu")))),
-             ("classifier", "classifier", _digest_of(sources.classifier, lambda folder: classifier_digest(
-                 load_classifier(folder, device="cpu"))))]
-    found += [(stage, label, model.get("digest")) for stage, content in records
-              for key, label in (("cae", "CAE"), ("classifier", "classifier"))
-              for model in [((content or {}).get("provenance") or {}).get(key) or {}]]
+             ("classifier", "classifier", bundle)]
+    found += [(f"{stage} (ONNX export)", label, bundle) if export and digest == export else (stage, label, digest)
+              for stage, content in records for key, label in (("cae", "CAE"), ("classifier", "classifier"))
+              for digest in [(((content or {}).get("provenance") or {}).get(key) or {}).get("digest")]]
     return list(dict.fromkeys((stage, label, digest) for stage, label, digest in found if digest))
 
 

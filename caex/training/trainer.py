@@ -607,6 +607,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     # every call that trained the run, carried in its checkpoints: a stop by signal writes no summary.json
     earlier_calls = checkpoint.meta.get("history", []) if checkpoint is not None else []
     this_call = _call_record(context)
+    calls = earlier_calls  # as the last checkpoint records them (the run always ends on one)
 
     def history(seconds: float) -> list[dict[str, Any]]:
         return [*earlier_calls, {"iters": [start, done], "seconds": round(seconds, 2), **this_call,
@@ -664,8 +665,8 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                     stopped = signum != 0
                 if run_dir is not None and (done % train_config.ckpt_every == 0 or done == train_config.iters
                                             or out_of_time or stopped):
-                    trainer.save(run_dir / CHECKPOINT_FILE, done,
-                                 {**meta, "history": history(time.perf_counter() - began - paused)})
+                    calls = history(time.perf_counter() - began - paused)
+                    trainer.save(run_dir / CHECKPOINT_FILE, done, {**meta, "history": calls})
                     if logger is not None:
                         logger.flush()
                 if stopped:
@@ -690,7 +691,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
             images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
             _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
                            images_per_second=images_per_second, terms=terms, asked=train_config.iters,
-                           processes=context.world_size, history=history(seconds) if done > start else earlier_calls,
+                           processes=context.world_size, history=calls,
                            provenance={"device": str(context.device),
                                        **{key: meta[key] for key in ("arithmetic", "data", "classifier_digest")}})
     barrier(context)
@@ -740,10 +741,10 @@ def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, sta
                    cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
                "final_terms": terms, "versions": software_versions(), "cae_digest": cae_digest(cae), **provenance,
                "history": history}
-    if done == start:  # e.g. a resume that only finishes an interrupted save: keep what the training measured
-        previous = _previous_summary(path)
-        keys = ("seconds", "images_per_second", "final_terms", "history")  # not trained_iters: it trained none
-        summary.update({key: previous[key] for key in keys if key in previous})
+    previous = _previous_summary(path) if done == start else {}
+    if previous.get("iters") == done:  # a resume that only finishes an interrupted save: keep what training measured
+        keys = ("seconds", "images_per_second", "final_terms")  # not trained_iters (it trained none), nor the
+        summary.update({key: previous[key] for key in keys if key in previous})  # history: the checkpoint's is whole
     write_json(path, summary)
 
 

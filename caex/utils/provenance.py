@@ -39,12 +39,13 @@ def module_digest(module: nn.Module, *extra: torch.Tensor | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_digest(path: str | os.PathLike, salt: str = "") -> str:
-    """A short hash of a file's bytes (and ``salt``: how they are read), read in 1 MB pieces."""
+def file_digest(*paths: str | os.PathLike, salt: str = "") -> str:
+    """A short hash of the files' bytes, in order (and ``salt``: how they are read), read in 1 MB pieces."""
     digest = hashlib.sha256(salt.encode())
-    with open(path, "rb") as handle:
-        for piece in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(piece)
+    for path in paths:
+        with open(path, "rb") as handle:
+            for piece in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(piece)
     return digest.hexdigest()[:16]
 
 
