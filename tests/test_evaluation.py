@@ -564,6 +564,14 @@ def test_maps_holding_nan_are_refused_and_constant_maps_point_nowhere():
                                                  maps, images)
 
 
+class _NanGradients(nn.Module):
+    """The square classifier's logits through a square root at zero: finite outputs, NaN gradients."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = SquareBrightness()(images)
+        return logits + torch.sqrt(images.flatten(1)[:, :1] * 0)
+
+
 def test_constant_maps_are_warned_about_and_maps_of_nan_attributions_skip_their_method():
     """The square classifier's dark class has a constant logit: its gradient maps are flat, and were scored as if
     they ranked pixels; a NaN attribution became an all-zero map."""
@@ -578,6 +586,10 @@ def test_constant_maps_are_warned_about_and_maps_of_nan_attributions_skip_their_
     with pytest.raises(AttributionError, match=r"^integrated_gradients: attributions hold NaN or inf values for 1 "
                                                r"of 2 images"):
         IntegratedGradientsAttributor(classifier, n_steps=4).saliency(data.test.images[:2], 0)
+    nan_gradients = TorchClassifier(_NanGradients(), ["dark", "bright"], SIZE, 1)  # finite outputs, NaN gradients
+    results = evaluate(None, nan_gradients, tiny_bundle(), methods=["ig"], n_images=2)
+    assert results.row("integrated_gradients").status == "skipped"
+    assert "attributions hold NaN or inf" in results.row("integrated_gradients").reason
 
 
 def test_runner_with_a_real_cae_explainer_on_every_path(tmp_path):

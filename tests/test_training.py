@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import torch
 
-from caex.classifier import Classifier
+from caex.classifier import Classifier, TorchClassifier
 from caex.data import DataBundle, ImageSet
 from caex.errors import CaexError, DataError, Interrupted, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator
 from caex.training import TrainConfig, losses, train_cae
-from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from caex.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, read_checkpoint_header
 from caex.training.distributed import init_distributed
 from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
@@ -915,7 +915,7 @@ def test_resume_of_a_newer_caexs_settings_is_refused_naming_the_checkpoint(tmp_p
     """A loss weight or a network field this caex does not know ended in TypeError or an unnamed ModelError."""
     data, config, train_config = _two_iteration_run(tmp_path / "run")
     path = tmp_path / "run" / CHECKPOINT_FILE
-    header = _edit_checkpoint_header(path)
+    header = read_checkpoint_header(path)
     longer = dataclasses.replace(train_config, iters=3)
     _edit_checkpoint_header(path, train_config={**header["train_config"],
                                                 "weights": {**header["train_config"]["weights"], "new_loss": 1.0}})
@@ -989,6 +989,12 @@ def test_the_resume_digests_take_any_dtype_and_see_any_change() -> None:
         critic.module[1].bias[0] += 1.0
     assert len(before) == 16 and classifier_digest(critic) != before
     assert classifier_digest(None) is None
+    # the value itself: checkpoints written before the digest moved to caex.utils.provenance must still resume
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.arange(8.0).view(2, 4))
+        net[1].bias.copy_(torch.tensor([0.5, -0.5]))
+    assert classifier_digest(TorchClassifier(net, ["a", "b"], 2, 1)) == "84e427914d81ece8"
 
 
 def test_resume_on_other_training_images_is_refused(tmp_path) -> None:

@@ -231,10 +231,12 @@ def test_cli_resume_of_a_checkpoint_copied_alone_takes_its_settings_and_says_wha
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "checkpoint.safetensors").write_bytes(b"")  # its own fault named once, not wrapped in another's
-    assert main(["train", str(npz_data), "--out", str(broken), "--resume", "--device", "cpu"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"caex train: error: {broken / 'checkpoint.safetensors'}: unreadable checkpoint (")
-    assert "training settings" not in err
+    for model in ([], ["--model", "n_res=2"]):  # read for the settings, then (with train_config.json) for networks
+        assert main(["train", str(npz_data), "--out", str(broken), "--resume", "--device", "cpu", *model]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"caex train: error: {broken / 'checkpoint.safetensors'}: unreadable checkpoint (")
+        assert "training settings" not in err and "networks config" not in err
+        shutil.copy(copy / "train_config.json", broken)
 
 
 def test_cli_resume_keeps_the_runs_networks_and_refuses_other_ones(tmp_path, npz_data, capsys) -> None:

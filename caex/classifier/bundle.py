@@ -82,8 +82,9 @@ class ClassifierInfo:
         known = {field.name for field in fields(cls)}
         if not isinstance(raw, dict):
             raise ClassifierError(f"{path}: not a classifier.json (expected a JSON object)")
-        if not isinstance(raw.get("version", 1), int) or raw.get("version", 1) > INFO_VERSION:
-            raise ClassifierError(f"{path}: written by a newer caex (format version {raw['version']!r}, this caex "
+        version = raw.get("version", 1)
+        if type(version) is not int or version > INFO_VERSION:
+            raise ClassifierError(f"{path}: written by a newer caex (format version {version!r}, this caex "
                                   f"reads {INFO_VERSION}); upgrade caex")
         missing = [field.name for field in fields(cls) if field.default is MISSING and field.name not in raw]
         if missing:

@@ -9,6 +9,7 @@ black box. Every failure a user can cause is a one-line :class:`ClassifierError`
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 import zipfile
@@ -177,9 +178,14 @@ class OnnxClassifier(Classifier):
         self._input_name = session.get_inputs()[0].name
         self._fixed_batch = fixed_batch
         self._read = OutputReader(outputs, str(source) or "the ONNX model")
-        #: Its files' content and how its outputs are read: the model, wherever the files lie (provenance).
-        files = _onnx_weight_files(Path(source)) if source and Path(source).is_file() else None
-        self.weights_digest = file_digest(*files, salt=f"outputs={outputs}") if files else None
+        self._model_file, self._outputs = (Path(source) if source else None), outputs
+
+    @functools.cached_property
+    def weights_digest(self) -> str | None:
+        """Its files' content and how its outputs are read: the model, wherever the files lie (provenance); read
+        when first asked (the weights may be gigabytes)."""
+        files = _onnx_weight_files(self._model_file) if self._model_file and self._model_file.is_file() else None
+        return file_digest(*files, salt=f"outputs={self._outputs}") if files else None
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
         count = len(images)

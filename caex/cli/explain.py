@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.explain.files import collect_images, explain_files
     from caex.model import CAE
     from caex.utils.device import resolve_device
-    from caex.utils.provenance import models_record, run_record, tensor_digest
+    from caex.utils.provenance import tensor_digest
 
     check_steps(args.steps, "--steps ")
     if (args.reference is not None) != (args.path == "reference"):
@@ -110,25 +110,21 @@ def run(args: argparse.Namespace) -> int:
     except ExplainError as exc:
         raise CaexError(f"--{exc}") from None  # "--target 'x': not a class of this model (...)"
     reference = None if args.reference is None else load_image(Path(args.reference), size, channels)
-    # What the maps depend on, compared by --skip-done: the models by content (a path says nothing of a classifier
-    # retrained into the same folder, and moving the folders changes it), the target actually asked for.
-    models = models_record(cae, classifier)
-    settings = {"cae": models["cae"]["digest"],
-                "classifier": models["classifier"]["digest"] or models["classifier"]["source"],
-                "arch": args.arch, "path": args.path,
+    # What the maps depend on, compared by --skip-done (explain_files adds the models' digests): the reference
+    # image by its pixels, the target actually asked for.
+    settings = {"arch": args.arch, "path": args.path,
                 "reference": None if reference is None else tensor_digest(reference), "steps": args.steps,
                 "target": None if target is None else explainer.class_names[target], "all_targets": args.all_targets,
                 "target_by": None if target is not None or args.all_targets else target_by,
                 "saliency": args.saliency, "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip,
                 "seed": args.seed}
-    record = run_record(device, **models,
-                        reference=None if args.reference is None else os.path.abspath(args.reference))
+    inputs = {"reference": None if args.reference is None else os.path.abspath(args.reference)}
     with warn_stale_files(args.out, kept := set()):
-        result = explain_files(explainer, sources, args.out, settings=settings, provenance=record,
-                               batch_size=args.batch_size,
-                               skip_done=args.skip_done, gif=args.gif, verbose=True, target=target, path=args.path,
-                               steps=args.steps, stop_at_flip=args.stop_at_flip, reference=reference,
-                               all_targets=args.all_targets, saliency=args.saliency, target_by=target_by)
+        result = explain_files(explainer, sources, args.out, settings=settings, inputs=inputs,
+                               batch_size=args.batch_size, skip_done=args.skip_done, gif=args.gif, verbose=True,
+                               target=target, path=args.path, steps=args.steps, stop_at_flip=args.stop_at_flip,
+                               reference=reference, all_targets=args.all_targets, saliency=args.saliency,
+                               target_by=target_by)
         kept.update(result.kept)  # an earlier run's finished explanations are this run's results too
     done = f"; {result.done_already} image(s) were done already" if result.done_already else ""
     print(f"wrote {len(result.written)} explanation(s) of {result.explained} image(s) to {args.out}{done}")

@@ -10,6 +10,7 @@ from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_d
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
+    from caex.data import DataBundle
     from caex.model import CAEConfig
     from caex.training import TrainConfig
 
@@ -132,12 +133,7 @@ def run(args: argparse.Namespace) -> int:
         # this data has been tested on images the CAE would learn from (a warning).
         check_compatible(classifier, bundle)
     train_config = _train_config(args, saved, loss_overrides)
-    config = None  # a resumed run's networks are its checkpoint's; flags given again must agree with them
-    if args.resume and args.preset is None and model_overrides:  # compared with the run's networks, not a preset's
-        config = _checkpoint_networks(args.out, model_overrides)
-    if config is None and (not args.resume or args.preset is not None or model_overrides):
-        config = CAEConfig.preset(args.preset or DEFAULT_PRESET, image_size=bundle.image_size, channels=bundle.channels,
-                                  num_classes=bundle.num_classes, **model_overrides)
+    config = _networks(args, bundle, model_overrides)
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
               verbose=True, force=args.force)
     if torchrun_rank():  # under torchrun only rank 0 reports
@@ -159,23 +155,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str, object]) -> CAEConfig | None:
+    """The networks to train: the preset with ``--model`` for a new run; for a resumed one ``None`` (the
+    checkpoint's), or, with ``--model`` alone, its own networks so changed, which the trainer then refuses naming
+    only that change. ``--preset`` given again is that preset, which must agree with the checkpoint's."""
+    from caex.model import CAEConfig
+
+    if args.resume and args.preset is None:
+        if not overrides:
+            return None
+        saved = _checkpoint_networks(args.out, overrides)
+        if saved is not None:
+            return saved
+    return CAEConfig.preset(args.preset or DEFAULT_PRESET, image_size=bundle.image_size, channels=bundle.channels,
+                            num_classes=bundle.num_classes, **overrides)
+
+
 def _checkpoint_networks(out: str, overrides: dict[str, object]) -> CAEConfig | None:
     """The networks of the run in ``out`` with ``overrides`` applied (``None`` where it has no checkpoint yet), so
     that a resume given ``--model`` alone is refused naming only what ``--model`` changed."""
     import dataclasses
     from pathlib import Path
 
-    from caex.model import CAEConfig
     from caex.training.checkpoint import CHECKPOINT_FILE, read_checkpoint_header
+    from caex.training.trainer import checkpoint_networks
 
     path = Path(out) / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    try:
-        saved = CAEConfig.from_dict(read_checkpoint_header(path, required=("cae_config",))["cae_config"])
-    except (TypeError, ValueError, CaexError) as exc:
-        raise CaexError(f"{path}: unreadable networks config ({exc})") from None
-    return dataclasses.replace(saved, **overrides)
+    return dataclasses.replace(checkpoint_networks(read_checkpoint_header(path), str(path)), **overrides)
 
 
 def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
@@ -186,15 +194,20 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
     from caex.training.checkpoint import CHECKPOINT_FILE, TRAIN_CONFIG_FILE, read_checkpoint_header
     from caex.utils.io import read_json
 
-    path, checkpoint = Path(args.out) / TRAIN_CONFIG_FILE, Path(args.out) / CHECKPOINT_FILE
-    if not args.resume or not (path.is_file() or checkpoint.is_file()):
+    settings_file, checkpoint = Path(args.out) / TRAIN_CONFIG_FILE, Path(args.out) / CHECKPOINT_FILE
+    if not args.resume:
         return None
-    if not path.is_file():  # a checkpoint copied alone still records the run's settings (and names its own faults)
-        path, saved = checkpoint, read_checkpoint_header(checkpoint, required=("train_config",))["train_config"]
+    if settings_file.is_file():
+        source, read = settings_file, lambda: read_json(settings_file)
+    elif checkpoint.is_file():  # a checkpoint copied alone still records the run's settings
+        header = read_checkpoint_header(checkpoint, required=("train_config",))  # its own faults named as such
+        source, read = checkpoint, lambda: header["train_config"]
+    else:
+        return None
     try:
-        return TrainConfig.from_dict(read_json(path) if path.name == TRAIN_CONFIG_FILE else saved)
+        return TrainConfig.from_dict(read())
     except (ValueError, TypeError, CaexError) as exc:  # bad JSON, unknown, mistyped or out-of-range fields
-        raise CaexError(f"{path}: unreadable training settings ({exc})") from None
+        raise CaexError(f"{source}: unreadable training settings ({exc})") from None
 
 
 def _train_config(args: argparse.Namespace, saved: TrainConfig | None,

@@ -234,14 +234,13 @@ class GradCamAttributor(Attributor):
 
     def __init__(self, classifier: Classifier, *, layer: nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-        LayerGradCam = captum_attr().LayerGradCam
 
         if layer is None:
             layer = getattr(classifier, "target_layer", None)  # a Sequential stage may be empty-falsy: test None
         if layer is None:
             with classifier.evaluating():
                 layer = last_conv_layer(self.module, self._example())
-        self._method = LayerGradCam(self.module, layer)
+        self._method = captum_attr().LayerGradCam(self.module, layer)
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self._method.attribute(inputs, target=target, relu_attributions=True)
@@ -311,9 +310,8 @@ class IntegratedGradientsAttributor(Attributor):
 
     def __init__(self, classifier: Classifier, *, n_steps: int = 50, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-        IntegratedGradients = captum_attr().IntegratedGradients
 
-        self._method = IntegratedGradients(self.module)
+        self._method = captum_attr().IntegratedGradients(self.module)
         self.n_steps = n_steps
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -329,9 +327,8 @@ class OcclusionAttributor(Attributor):
     def __init__(self, classifier: Classifier, *, window_fraction: float = 1 / 8,
                  perturbations_per_eval: int = 64, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-        Occlusion = captum_attr().Occlusion
 
-        self._method = Occlusion(classifier.predict_proba)  # scores p_target, as the metrics do
+        self._method = captum_attr().Occlusion(classifier.predict_proba)  # scores p_target, as the metrics do
         self.window_fraction = window_fraction
         self.perturbations_per_eval = perturbations_per_eval
 
@@ -379,11 +376,11 @@ class LimeAttributor(Attributor):
         self.perturbations_per_eval = perturbations_per_eval
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        Lime = captum_attr().Lime
+        lime = captum_attr().Lime  # first: it imports captum with the recursion limit kept
         from captum._utils.models.linear_model import SkLearnRidge
         from captum.attr._core.lime import get_exp_kernel_similarity_function
 
-        method = Lime(self.classifier.predict_proba, interpretable_model=SkLearnRidge(alpha=1.0),
+        method = lime(self.classifier.predict_proba, interpretable_model=SkLearnRidge(alpha=1.0),
                       similarity_func=get_exp_kernel_similarity_function("cosine", kernel_width=0.25),
                       perturb_func=self._sampler(self.generator))
         maps = []

@@ -36,7 +36,7 @@ class FilesResult:
 
 def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *,
-                  settings: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                  settings: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
                   batch_size: int = 16, skip_done: bool = False, gif: bool = True, verbose: bool = False,
                   **explain_options: Any) -> FilesResult:
     """Explain every image in ``paths`` and write ``caex explain``'s files for each into ``out_dir``.
@@ -47,19 +47,24 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     Each file is read as the CAE's training images were (:func:`caex.data.load_image`) and explained in
     batches of ``batch_size`` by ``explainer.explain(**explain_options)`` (``target``, ``path``, ``steps``,
     ``all_targets``, ...). Output stems are the file names, ``-2``, ``-3``, ... where two folders hold the same
-    name, and ``_to-<class>`` per target with ``all_targets``. ``settings`` (how the maps are made) is stored in
-    every summary; with ``skip_done``, a file whose finished explanations from the same ``settings`` are in
-    ``out_dir`` already is left alone (an interrupted run is finished, not redone). ``provenance`` (default: the
-    models' paths and digests, the device, software and time, :func:`caex.utils.provenance.run_record`) is stored
-    beside them and never compared. ``out_dir`` is locked meanwhile. ``gif=False`` leaves out the animations, most
-    of the bytes of a large run.
+    name, and ``_to-<class>`` per target with ``all_targets``. ``settings`` (how the maps are made), with the
+    digests of the explainer's CAE and classifier added, is stored in every summary; with ``skip_done``, a file
+    whose finished explanations from the same settings and models are in ``out_dir`` already is left alone (an
+    interrupted run is finished, not redone; a classifier retrained into the same folder is another model).
+    Beside them, never compared, each summary records its provenance: the models' paths, the device, software
+    and time (:func:`caex.utils.provenance.run_record`) and ``inputs``, other inputs worth naming (a reference
+    image's path, say). ``out_dir`` is locked meanwhile. ``gif=False`` leaves out the animations, most of the
+    bytes of a large run.
     """
     if skip_done and settings is None:  # without them any earlier explanation would pass for this run's
         raise ExplainError("skip_done needs settings (how the maps are made) to tell this run's finished files "
                            "from an earlier run's")
     out = Path(out_dir)
-    if provenance is None:
-        provenance = run_record(explainer.device, **models_record(explainer.cae, explainer.classifier))
+    models = models_record(explainer.cae, explainer.classifier)
+    if settings is not None:  # the models by content: a path says nothing of a model retrained in place
+        settings = {"cae": models["cae"]["digest"],
+                    "classifier": models["classifier"]["digest"] or models["classifier"]["source"], **settings}
+    provenance = json_safe(run_record(explainer.device, **models, **(inputs or {})))
     # absolute, so that a rerun from another folder, or with the inputs typed otherwise, finds its finished files
     sources = [Path(os.path.abspath(path)) for path in
                collect_images([paths] if isinstance(paths, (str, os.PathLike)) else paths, out=out)]
@@ -91,7 +96,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                         if all_targets:
                             stem = f"{stem}_to-{slugs[int(explanation.target[index])]}"
                         save_explanation(explanation, index, images[index], out, stem, str(path), settings, gif=gif,
-                                         provenance=json_safe(provenance))
+                                         provenance=provenance)
                         result.written.append(stem)
                 result.explained += len(batch)
                 bar.update(len(batch))

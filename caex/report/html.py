@@ -712,7 +712,10 @@ def settings_section(sources: ReportSources) -> Section:
         section.parts.append(table_html(["stage", "setting", "value"], rows))
     else:
         section.missing.append("no stage recorded its settings")
-    mixed = [model for model in ("CAE", "classifier") if len({d for _, m, d in recorded if m == model}) > 1]
+    digests: dict[str, set[str]] = {"CAE": set(), "classifier": set()}
+    for _, model, digest in recorded:
+        digests[model].add(digest)
+    mixed = [model for model, seen in digests.items() if len(seen) > 1]
     if mixed:
         section.reading(f"Warning: these results were made by more than one {' and more than one '.join(mixed)} "
                         "(their weight digests differ, in the table above): the sections do not describe one model, "
@@ -755,9 +758,14 @@ def _recorded_models(sources: ReportSources) -> list[tuple[str, str, str]]:
         load_classifier(folder / ONNX_FILE, device="cpu")) if (folder / ONNX_FILE).is_file() else None)
     found = [("CAE run", "CAE", _digest_of(sources.cae, lambda folder: cae_digest(CAE.load(folder, device="cpu")))),
              ("classifier", "classifier", bundle)]
-    found += [(f"{stage} (ONNX export)", label, bundle) if export and digest == export else (stage, label, digest)
-              for stage, content in records for key, label in (("cae", "CAE"), ("classifier", "classifier"))
-              for digest in [(((content or {}).get("provenance") or {}).get(key) or {}).get("digest")]]
+    for stage, content in records:
+        recorded = (content or {}).get("provenance") or {}
+        found.append((stage, "CAE", (recorded.get("cae") or {}).get("digest")))
+        digest = (recorded.get("classifier") or {}).get("digest")
+        if export is not None and digest == export:
+            found.append((f"{stage} (ONNX export)", "classifier", bundle))
+        else:
+            found.append((stage, "classifier", digest))
     return list(dict.fromkeys((stage, label, digest) for stage, label, digest in found if digest))
 
 

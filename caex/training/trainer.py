@@ -832,12 +832,18 @@ def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> Non
                         f"of the CAE's networks; got {int(train_set.labels.min())}..{int(train_set.labels.max())}")
 
 
+def checkpoint_networks(meta: dict[str, Any], source: str) -> CAEConfig:
+    """The networks config a checkpoint's header (``meta``, read from ``source``) records; a one-line error naming
+    the file where it is not one this caex reads."""
+    try:
+        return CAEConfig.from_dict(meta["cae_config"])
+    except (ModelError, KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"{source}: unreadable networks config ({exc})") from None
+
+
 def _checkpoint_config(checkpoint: Checkpoint, asked: CAEConfig | None) -> CAEConfig:
     """The networks a resumed run was built with; a different ``asked`` config is refused, not ignored."""
-    try:
-        saved = CAEConfig.from_dict(checkpoint.meta["cae_config"])
-    except (ModelError, TypeError, ValueError) as exc:
-        raise TrainingError(f"{checkpoint.source}: unreadable networks config ({exc})") from None
+    saved = checkpoint_networks(checkpoint.meta, checkpoint.source)
     fields = saved.to_dict()
     changed = None if asked is None else _changed_settings(fields, asked.to_dict(), fields)
     if changed:

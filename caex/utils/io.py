@@ -118,7 +118,7 @@ def replaced_together(folder: str | os.PathLike, *, marker: str | None = None) -
 
 #: The names :func:`atomic_write_bytes` and :func:`replaced_together` give their temporary files and folders
 #: (``tempfile``'s random part is 8 of ``[a-z0-9_]``).
-LEFTOVER_NAMES = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.caex-partial-[a-z0-9_]{8}")
+LEFTOVER_NAME_PATTERN = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.caex-partial-[a-z0-9_]{8}")
 #: A temporary file younger than this may still be written by a job that takes no lock (``caex report`` into a
 #: run folder, a ``CAE.save`` from the Python API): only older ones are a killed job's leftovers.
 LEFTOVER_AGE = 600.0
@@ -130,8 +130,12 @@ def remove_leftovers(folder: Path) -> None:
     now = time.time()
     for path in folder.iterdir():
         with suppress(OSError):  # gone meanwhile, or not ours to remove
-            if LEFTOVER_NAMES.fullmatch(path.name) and now - path.lstat().st_mtime > LEFTOVER_AGE:
-                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if not LEFTOVER_NAME_PATTERN.fullmatch(path.name) or now - path.lstat().st_mtime <= LEFTOVER_AGE:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 @contextmanager

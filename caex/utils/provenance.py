@@ -28,14 +28,16 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor_bytes(tensor)).hexdigest()[:16]
 
 
-def module_digest(module: nn.Module, *extra: torch.Tensor | None) -> str:
-    """A short hash of ``module``'s weights and buffers (by name) and of the ``extra`` tensors given."""
+def module_digest(module: nn.Module, *extra: torch.Tensor | None, salt: bytes = b"") -> str:
+    """A short hash of ``module``'s weights and buffers (by name), of the ``extra`` tensors given and of ``salt``
+    (how the module is used), in that order."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor_bytes(tensor))
     for tensor in extra:
         digest.update(b"none" if tensor is None else tensor_bytes(tensor))
+    digest.update(salt)
     return digest.hexdigest()[:16]
 
 
@@ -56,9 +58,9 @@ def classifier_digest(classifier: object) -> str | None:
     module = getattr(classifier, "module", None)
     if not isinstance(module, nn.Module):
         return getattr(classifier, "weights_digest", None)
-    if getattr(classifier, "logits_module", module) is not module:
-        return module_digest(module, torch.tensor(list(b"read as logits"), dtype=torch.uint8))
-    return module_digest(module)
+    # the salt appended last, as the resume check always hashed it: older checkpoints' digests stay valid
+    return module_digest(module, salt=b"read as logits" if getattr(classifier, "logits_module", module) is not module
+                         else b"")
 
 
 def cae_digest(cae: Any) -> str | None:
@@ -75,11 +77,11 @@ def model_record(model: object, digest: str | None) -> dict[str, str | None]:
     return {"source": None if source is None else os.path.abspath(source), "digest": digest}
 
 
-def run_record(device: torch.device | str, **models: Any) -> dict[str, Any]:
-    """The record a result carries beside its settings: when, on what device and software, with which models (and
-    any other inputs named, as keyword arguments)."""
+def run_record(device: torch.device | str, **inputs: Any) -> dict[str, Any]:
+    """The record a result carries beside its settings: when, on what device and software, from which inputs (the
+    models' :func:`model_record`, a reference image's path, ...)."""
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(device),
-            "software": software_versions(), **models}
+            "software": software_versions(), **inputs}
 
 
 def models_record(cae: Any, classifier: object) -> dict[str, dict[str, str | None]]:
