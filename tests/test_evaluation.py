@@ -880,3 +880,11 @@ def test_a_cae_of_another_size_is_refused_before_the_test_images_are_classified(
     cae = CAE(CAEConfig.preset("tiny", image_size=2 * SIZE, channels=1, num_classes=2), ["dark", "bright"])
     with pytest.raises(CaexError, match=rf"{2 * SIZE}px"):
         evaluate(cae, square_classifier(), tiny_bundle(), methods=["cae"], n_images=4)
+
+
+def test_row_checks_find_non_finite_and_constant_rows():
+    from caex.utils.rows import constant_rows, nonfinite_rows
+
+    batch = torch.tensor([[[0.0, 1.0]], [[2.0, 2.0]], [[math.nan, 0.0]], [[math.inf, math.inf]]])
+    assert nonfinite_rows(batch).tolist() == [False, False, True, True]
+    assert constant_rows(batch).tolist() == [False, True, False, True]

@@ -124,7 +124,7 @@ def require_classifier(classifier: object) -> Classifier:
 
 
 @contextlib.contextmanager
-def modes_kept(module: nn.Module) -> Iterator[None]:
+def module_state_kept(module: nn.Module) -> Iterator[None]:
     """Give every submodule back its own train/eval mode and every parameter its ``requires_grad`` afterwards: a
     parent's ``train(mode)`` would set all children alike, undoing a user's frozen batch norm or dropout."""
     modes = [(child, getattr(child, "training", False)) for child in module.modules()]  # parents first

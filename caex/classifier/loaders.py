@@ -21,7 +21,7 @@ from torch import nn
 
 from caex.classifier.arch import (ARCHITECTURES, ClassifierNet, build_classifier_network, infer_network_shape,
                                   to_wrapper_state_dict)
-from caex.classifier.base import Classifier, modes_kept, require_classifier
+from caex.classifier.base import Classifier, module_state_kept, require_classifier
 from caex.classifier.bundle import (
     INFO_FILE,
     ONNX_FILE,
@@ -159,7 +159,7 @@ class TorchClassifier(Classifier):
         if not any(getattr(module, "training", False) for module in self._module.modules()):
             yield
             return
-        with modes_kept(self._module):
+        with module_state_kept(self._module):
             self._module.eval()
             yield
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from caex.evaluation.perturbation import check_finite_maps, pixel_rank
+from caex.utils.rows import constant_rows
 
 
 def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -22,10 +23,9 @@ def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 def pointing_game(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """1 where the most salient pixel (first in raster order on ties) lies inside the mask, else 0; a constant
     map points nowhere (0), where its first pixel would hit any mask covering the corner."""
-    flat = saliency.flatten(1)
-    top = flat.argmax(dim=1)
+    top = saliency.flatten(1).argmax(dim=1)
     hits = masks.flatten(1).gather(1, top[:, None]).squeeze(1).float()
-    return _nan_where_empty(torch.where(flat.amax(dim=1) > flat.amin(dim=1), hits, 0.0), masks)
+    return _nan_where_empty(torch.where(constant_rows(saliency), 0.0, hits), masks)
 
 
 def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

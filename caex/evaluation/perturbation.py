@@ -25,6 +25,7 @@ import torch
 
 from caex.errors import EvaluationError
 from caex.utils.seed import torch_generator
+from caex.utils.rows import nonfinite_rows
 
 #: The paper's patch side.
 DEFAULT_PATCH = 7
@@ -119,7 +120,7 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
 def _checked_probabilities(probs: torch.Tensor) -> torch.Tensor:
     """``probs`` if its rows are probability distributions: logits (a bare ``nn.Module``'s output) gave AOPC
     values near 2 that looked like results."""
-    if not torch.isfinite(probs).all():  # every comparison below is False for NaN, and one NaN empties the mean
+    if nonfinite_rows(probs).any():  # every comparison below is False for NaN, and one NaN empties the mean
         raise EvaluationError("the model's outputs are not finite (NaN or inf) for some perturbed images, as a "
                               "model that divides by an image's spread gives on a flat one; these images cannot "
                               "be scored")
@@ -133,7 +134,7 @@ def _checked_probabilities(probs: torch.Tensor) -> torch.Tensor:
 
 def check_finite_maps(saliency: torch.Tensor) -> None:
     """Refuse maps holding NaN or inf: sorting ranks NaN above every pixel, and a mean over them is NaN."""
-    bad = (~torch.isfinite(saliency.flatten(1))).any(dim=1)
+    bad = nonfinite_rows(saliency)
     if bad.any():
         raise EvaluationError(f"{int(bad.sum())} of {len(saliency)} saliency maps hold NaN or inf values (the "
                               f"first: map {int(bad.nonzero()[0])}); they rank no pixels")

@@ -37,6 +37,7 @@ from caex.utils.progress import progress
 from caex.utils.provenance import cae_digest, classifier_digest, model_record, run_record
 from caex.utils.seed import torch_generator
 from caex.utils.warn import warn
+from caex.utils.rows import constant_rows, nonfinite_rows
 
 #: Path variants of the CAE explainer that the evaluation can compare (``cae`` alone = guided).
 CAE_PATHS = ("guided", "centroid", "nearest")
@@ -293,8 +294,7 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
 def _warn_constant_maps(method: str, maps: torch.Tensor) -> None:
     """Say when maps rank no pixel above another: their AOPC then scores the order in which ties are deleted
     (raster order), and their pointing game misses, whatever the method would have shown."""
-    flat = maps.flatten(1)
-    constant = int((flat.amax(dim=1) == flat.amin(dim=1)).sum())
+    constant = int(constant_rows(maps).sum())
     if constant:
         warn(f"{constant} of {len(maps)} {method} maps are constant (e.g. a classifier that ignores those images, "
              "or a path that never moves): they rank no pixel, so their AOPC measures the order in which tied "
@@ -309,7 +309,7 @@ def _predictions(classifier: Classifier, images: torch.Tensor, verbose: bool) ->
     with progress(desc="classifying test images", total=len(images), unit="img", enabled=verbose) as bar:
         for start in range(0, len(images), step):
             probs = classifier.predict_proba(images[start:start + step]).cpu()
-            predictions.append(torch.where(torch.isfinite(probs).all(dim=1), probs.argmax(dim=1), -1))
+            predictions.append(torch.where(nonfinite_rows(probs), -1, probs.argmax(dim=1)))
             bar.update(len(probs))
     return torch.cat(predictions)
 

@@ -32,6 +32,7 @@ from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import RANK_BY
 from caex.utils.seed import keyed_generator, torch_generator
+from caex.utils.rows import nonfinite_rows
 
 #: The random map's key beside its seed (see :class:`RandomAttributor`).
 RANDOM_MAP_STREAM = 1
@@ -133,7 +134,7 @@ class Attributor:
     def saliency(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Maps ``[B, H, W]`` in [0, 1]: attributions reduced over channels and normalised per image."""
         attributions = self.attribute(inputs, target)
-        bad = (~torch.isfinite(attributions.flatten(1))).any(dim=1)
+        bad = nonfinite_rows(attributions)
         if bad.any():  # min-max scaling would turn each such map into zeros, scored as if it ranked pixels
             raise AttributionError(f"{self.name}: attributions hold NaN or inf values for {int(bad.sum())} of "
                                    f"{len(inputs)} images (the classifier's outputs or gradients are not finite)")

@@ -22,6 +22,7 @@ from caex.utils.io import folder_lock, json_safe, read_json
 from caex.utils.progress import progress
 from caex.utils.provenance import models_record, run_record
 from caex.utils.warn import warn
+from caex.utils.rows import nonfinite_rows
 
 
 @dataclass
@@ -118,7 +119,7 @@ class PathOutcomes:
 
     def add(self, explanation: Explanation, index: int, source: str) -> None:
         self.explained += 1
-        if not torch.isfinite(explanation.input_probs[index]).all():
+        if nonfinite_rows(explanation.input_probs[index:index + 1]).item():
             self.not_finite.append(source)
         elif explanation.flip_step[index] < 0 and explanation.target[index] != explanation.prediction[index]:
             self.unflipped.append(source)

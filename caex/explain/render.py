@@ -24,6 +24,7 @@ from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.data.types import is_line_breaking
 from caex.explain.explainer import Explanation
 from caex.utils.io import atomic_write_bytes, write_json
+from caex.utils.rows import nonfinite_rows
 
 #: Frame-caption colours: the flip frame stands out, the rest stay neutral.
 FLIP_COLOUR = (220, 30, 30)
@@ -156,7 +157,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
              out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
     # NaN outputs have no class (their argmax, 0, is none): the record and the title say so
-    predicted = bool(torch.isfinite(explanation.input_probs[index]).all())
+    predicted = not nonfinite_rows(explanation.input_probs[index:index + 1]).item()
     prediction_name = names[prediction] if predicted else "no class (outputs not finite)"
     title = title or strip_title(source, prediction_name, names[target], flipped=flip >= 0 or prediction == target)
     save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])

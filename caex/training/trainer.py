@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from caex.classifier.base import Classifier, modes_kept, require_classifier
+from caex.classifier.base import Classifier, module_state_kept, require_classifier
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
@@ -566,7 +566,7 @@ def _classifier_state_kept(classifier: Classifier | None) -> Iterator[None]:
     if not isinstance(module, nn.Module):
         yield
         return
-    with modes_kept(module):  # each submodule's own mode: a user's frozen batch norm stays frozen
+    with module_state_kept(module):  # each submodule's own mode: a user's frozen batch norm stays frozen
         yield
 
 
