@@ -23,7 +23,7 @@ from safetensors.torch import save as safetensors_bytes
 from caex.classifier.arch import ClassifierNet
 from caex.data.types import check_class_names
 from caex.errors import ClassifierError
-from caex.utils.io import atomic_write_bytes, replaced_together, write_json
+from caex.utils.io import atomic_write_bytes, newer_format, replaced_together, write_json
 
 WEIGHTS_FILE = "classifier.safetensors"
 INFO_FILE = "classifier.json"
@@ -82,10 +82,9 @@ class ClassifierInfo:
         known = {field.name for field in fields(cls)}
         if not isinstance(raw, dict):
             raise ClassifierError(f"{path}: not a classifier.json (expected a JSON object)")
-        version = raw.get("version", 1)
-        if type(version) is not int or version > INFO_VERSION:
-            raise ClassifierError(f"{path}: written by a newer caex (format version {version!r}, this caex "
-                                  f"reads {INFO_VERSION}); upgrade caex")
+        newer = newer_format(raw.get("version", 1), INFO_VERSION)
+        if newer:
+            raise ClassifierError(f"{path}: {newer}")
         missing = [field.name for field in fields(cls) if field.default is MISSING and field.name not in raw]
         if missing:
             raise ClassifierError(f"{path}: classifier.json lacks {', '.join(missing)}")

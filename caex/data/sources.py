@@ -353,6 +353,11 @@ def _sub_folders(root: Path) -> list[Path]:
     return [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
 
 
+def _explained_sub_folders(root: Path) -> list[Path]:
+    """The sub-folders of ``root`` that hold caex explain outputs (an ``--out`` inside the data): no class."""
+    return [folder for folder in _sub_folders(root) if holds_explanations(folder)]
+
+
 def _class_folders(root: Path) -> dict[str, Path]:
     """The class folders of ``root``: a folder of caex explain outputs would be a class of saliency overlays."""
     return {p.name: p for p in _sub_folders(root) if not holds_explanations(p)}
@@ -363,7 +368,7 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
     """Every image under ``root/<class>/`` (classes may be missing from a test split), each resized to ``size``
     as it is read, so a folder of large scans never sits in memory at full resolution."""
     images, labels, sources, unread, notes = [], [], [], [], ReadNotes()
-    _FolderTree(explained=[path for folder in _sub_folders(root) if holds_explanations(folder)
+    _FolderTree(explained=[path for folder in _explained_sub_folders(root)
                            for path in _FolderTree.search(folder).explained]).warn_left_out(root)
     for label, name in enumerate(class_names):
         folder = root / name
@@ -409,7 +414,7 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
     class_names = check_class_names(list(_class_folders(train_root)), str(train_root))  # a newline in a folder name
     if len(class_names) < 2:
         found = ", ".join(class_names) or "none"
-        outputs = [folder.name for folder in _sub_folders(train_root) if holds_explanations(folder)]
+        outputs = [folder.name for folder in _explained_sub_folders(train_root)]
         left_out = f" (left out as caex explain outputs: {', '.join(outputs)})" if outputs else ""
         raise DataError(f"{train_root}: need at least two class folders, found {found}{left_out}")
     given = [split for split in ("val", "test") if split_layout and split in lowered]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from caex.errors import EvaluationError
-from caex.utils.seed import torch_generator
 from caex.utils.rows import nonfinite_rows
+from caex.utils.seed import torch_generator
 
 #: The paper's patch side.
 DEFAULT_PATCH = 7

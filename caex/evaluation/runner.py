@@ -34,10 +34,10 @@ from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, j
                            replaced_together, write_json)
 from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
 from caex.utils.progress import progress
-from caex.utils.provenance import cae_digest, classifier_digest, model_record, run_record
+from caex.utils.provenance import models_record, run_record
+from caex.utils.rows import constant_rows, nonfinite_rows
 from caex.utils.seed import torch_generator
 from caex.utils.warn import warn
-from caex.utils.rows import constant_rows, nonfinite_rows
 
 #: Path variants of the CAE explainer that the evaluation can compare (``cae`` alone = guided).
 CAE_PATHS = ("guided", "centroid", "nearest")
@@ -177,10 +177,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
         fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
         height, width = images.shape[-2:]
-        models = {"classifier": model_record(classifier, classifier_digest(classifier))}
-        if cae_explainer is not None:
-            cae = getattr(cae_explainer, "cae", None)
-            models["cae"] = model_record(cae, cae_digest(cae))
+        models = models_record(getattr(cae_explainer, "cae", None), classifier)  # a user's explainer may hold no CAE
         settings = {"data": data.spec, "split_seed": data.seed, "class_names": list(data.class_names),
                     "classifier": classifier_name or getattr(classifier, "source", None) or type(classifier).__name__,
                     "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),

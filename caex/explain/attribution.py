@@ -31,8 +31,8 @@ from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import RANK_BY
-from caex.utils.seed import keyed_generator, torch_generator
 from caex.utils.rows import nonfinite_rows
+from caex.utils.seed import keyed_generator, torch_generator
 
 #: The random map's key beside its seed (see :class:`RandomAttributor`).
 RANDOM_MAP_STREAM = 1

@@ -39,6 +39,7 @@ from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps
 from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
 from caex.model.cae import as_cae
 from caex.utils.device import module_device, resolve_device
+from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import torch_generator
 from caex.utils.warn import warn
 
@@ -99,6 +100,17 @@ class Explanation:
 
     def __len__(self) -> int:
         return len(self.target)
+
+    @property
+    def predicted(self) -> torch.Tensor:
+        """``[B]`` bool: whether the classifier's outputs for the input are finite (NaN's argmax, 0, is no class)."""
+        return ~nonfinite_rows(self.input_probs)
+
+    @property
+    def unflipped(self) -> torch.Tensor:
+        """``[B]`` bool: paths that never reach their target, where it is another class than the input's: their
+        maps show changes that did not flip the classifier."""
+        return (self.flip_step < 0) & (self.target != self.prediction)
 
     def __repr__(self) -> str:  # the dataclass default printed every tensor (thousands of characters)
         flipped = int((self.flip_step >= 0).sum())

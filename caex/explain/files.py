@@ -22,7 +22,6 @@ from caex.utils.io import folder_lock, json_safe, read_json
 from caex.utils.progress import progress
 from caex.utils.provenance import models_record, run_record
 from caex.utils.warn import warn
-from caex.utils.rows import nonfinite_rows
 
 
 @dataclass
@@ -119,9 +118,9 @@ class PathOutcomes:
 
     def add(self, explanation: Explanation, index: int, source: str) -> None:
         self.explained += 1
-        if nonfinite_rows(explanation.input_probs[index:index + 1]).item():
+        if not explanation.predicted[index]:
             self.not_finite.append(source)
-        elif explanation.flip_step[index] < 0 and explanation.target[index] != explanation.prediction[index]:
+        elif explanation.unflipped[index]:
             self.unflipped.append(source)
 
     def warn(self) -> None:

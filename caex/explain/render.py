@@ -24,7 +24,6 @@ from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.data.types import is_line_breaking
 from caex.explain.explainer import Explanation
 from caex.utils.io import atomic_write_bytes, write_json
-from caex.utils.rows import nonfinite_rows
 
 #: Frame-caption colours: the flip frame stands out, the rest stay neutral.
 FLIP_COLOUR = (220, 30, 30)
@@ -157,9 +156,9 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
              out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
     # NaN outputs have no class (their argmax, 0, is none): the record and the title say so
-    predicted = not nonfinite_rows(explanation.input_probs[index:index + 1]).item()
+    predicted = bool(explanation.predicted[index])
     prediction_name = names[prediction] if predicted else "no class (outputs not finite)"
-    title = title or strip_title(source, prediction_name, names[target], flipped=flip >= 0 or prediction == target)
+    title = title or strip_title(source, prediction_name, names[target], flipped=not explanation.unflipped[index])
     save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
     if gif:
         atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip))

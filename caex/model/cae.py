@@ -23,7 +23,7 @@ from caex.errors import ModelError
 from caex.model.config import CAEConfig
 from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
 from caex.utils.device import resolve_device
-from caex.utils.io import atomic_write_bytes, read_json, write_json
+from caex.utils.io import atomic_write_bytes, newer_format, read_json, write_json
 from caex.utils.progress import progress
 
 CONFIG_FILE = "config.json"
@@ -213,9 +213,9 @@ class CAE(nn.Module):
             meta = read_json(config_path)
             if meta.get("format") != FORMAT:
                 raise ModelError(f"not a CAE config (format {meta.get('format')!r})")
-            if meta.get("version", 1) > FORMAT_VERSION:
-                raise ModelError(f"written by a newer caex (format version {meta['version']}, this caex reads "
-                                 f"{FORMAT_VERSION}); upgrade caex")
+            newer = newer_format(meta.get("version", 1), FORMAT_VERSION)
+            if newer:
+                raise ModelError(newer)
             _check_whole_numbers(meta["config"])
             config = CAEConfig.from_dict(meta["config"])
             names = meta.get("class_names")

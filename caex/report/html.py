@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import html
 import json
 import math
@@ -753,16 +754,17 @@ def _recorded_models(sources: ReportSources) -> list[tuple[str, str, str]]:
         results = _read_json(sources.evaluate / "results.json", {"settings": {"provenance": PROVENANCE_SCHEMA}})
         records.append(("evaluation", (results or {}).get("settings")))
     bundle = _digest_of(sources.classifier, lambda folder: classifier_digest(load_classifier(folder, device="cpu")))
-    # the bundle's ONNX export holds the same weights, known by its file's digest: results made with it are its
-    export = _digest_of(sources.classifier, lambda folder: classifier_digest(
-        load_classifier(folder / ONNX_FILE, device="cpu")) if (folder / ONNX_FILE).is_file() else None)
+    # the bundle's ONNX export holds the same weights, known by its file's digest: results made with it are its;
+    # read only where a result names another classifier than the bundle (an ONNX session takes a second)
+    export = functools.cache(lambda: _digest_of(sources.classifier, lambda folder: classifier_digest(
+        load_classifier(folder / ONNX_FILE, device="cpu")) if (folder / ONNX_FILE).is_file() else None))
     found = [("CAE run", "CAE", _digest_of(sources.cae, lambda folder: cae_digest(CAE.load(folder, device="cpu")))),
              ("classifier", "classifier", bundle)]
     for stage, content in records:
         recorded = (content or {}).get("provenance") or {}
         found.append((stage, "CAE", (recorded.get("cae") or {}).get("digest")))
         digest = (recorded.get("classifier") or {}).get("digest")
-        if export is not None and digest == export:
+        if digest not in (None, bundle) and digest == export():
             found.append((f"{stage} (ONNX export)", "classifier", bundle))
         else:
             found.append((stage, "classifier", digest))

@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from caex.errors import TrainingError
-from caex.utils.io import atomic_write_bytes
+from caex.utils.io import atomic_write_bytes, newer_format
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 #: A run's training settings, written when it starts (before its first checkpoint).
@@ -121,10 +121,9 @@ def read_checkpoint_header(path: str | Path, required: tuple[str, ...] = ()) -> 
         raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise TrainingError(f"{path}: not a caex checkpoint")
-    version = header.get("version", 1)
-    if type(version) is not int or version > VERSION:
-        raise TrainingError(f"{path}: written by a newer caex (checkpoint version {version!r}, this caex reads "
-                            f"{VERSION}); upgrade caex")
+    newer = newer_format(header.get("version", 1), VERSION, "checkpoint version")
+    if newer:
+        raise TrainingError(f"{path}: {newer}")
     iteration = header.get("iteration")
     if type(iteration) is not int or iteration < 0:
         raise TrainingError(f"{path}: its iteration ({iteration!r}) is not a count of iterations")

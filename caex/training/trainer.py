@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -43,7 +42,7 @@ from caex.training.stopping import stop_requests
 from caex.utils.device import autocast_context, autocast_dtype
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
-from caex.utils.provenance import cae_digest, classifier_digest, tensor_bytes
+from caex.utils.provenance import cae_digest, classifier_digest, tensor_digest
 from caex.utils.seed import global_rng_kept, keyed_generator, seed_weights
 from caex.utils.versions import software_versions
 from caex.utils.warn import warn
@@ -793,11 +792,9 @@ def _split(data: DataBundle | ImageSet, class_names: list[str] | None) -> tuple[
 def _data_record(data: DataBundle | ImageSet, train_set: ImageSet) -> dict[str, Any]:
     """Where the training images came from (spec and split seed, when known) and a digest of them and their
     labels: the CAE keeps the first two as provenance, the checkpoint all three for an exact resume."""
-    digest = hashlib.sha256(tensor_bytes(train_set.images))
-    digest.update(tensor_bytes(train_set.labels))
     known = isinstance(data, DataBundle)
     return {"spec": data.spec if known else None, "seed": data.seed if known else None,
-            "digest": digest.hexdigest()[:16]}
+            "digest": tensor_digest(train_set.images, train_set.labels)}
 
 
 def _check_same_data(checkpoint: Checkpoint, record: dict[str, Any]) -> None:

@@ -72,6 +72,14 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def newer_format(version: object, newest: int, what: str = "format version") -> str | None:
+    """Why a file of format ``version`` is not for this caex, which reads up to ``newest`` (``None``: it is): a
+    newer caex's file is refused, never misread."""
+    if type(version) is int and version <= newest:
+        return None
+    return f"written by a newer caex ({what} {version!r}, this caex reads {newest}); upgrade caex"
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)

@@ -37,7 +37,6 @@ def _in_notebook() -> bool:
     return "ipykernel" in sys.modules or any(base.__module__ == "tqdm.notebook" for base in tqdm.__mro__)
 
 
-
 class _Lines:
     """A stream that receives tqdm's redraws (``\\r`` + the bar) and writes each as a line of its own."""
 

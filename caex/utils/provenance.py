@@ -23,9 +23,12 @@ def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
-def tensor_digest(tensor: torch.Tensor) -> str:
-    """A short hash of a tensor's values (an input image, say)."""
-    return hashlib.sha256(tensor_bytes(tensor)).hexdigest()[:16]
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A short hash of the tensors' values, in order (an input image; a training set's images and labels)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()[:16]
 
 
 def module_digest(module: nn.Module, *extra: torch.Tensor | None, salt: bytes = b"") -> str:
