@@ -719,7 +719,8 @@ def test_resume_where_there_is_no_run_yet_starts_one(tmp_path) -> None:
 def test_bad_inputs_raise_clear_errors(tmp_path) -> None:
     data = _data()
     config, train_config = _configs()
-    with pytest.raises(DataError, match=r"training images are \(1, 16, 16\), the CAE config expects \(1, 32, 32\)"):
+    with pytest.raises(DataError, match=r"training images are \(1, 16, 16\), the CAE config expects \(1, 32, 32\) "
+                                        r"\(load the data with --size 32 --channels 1\)$"):
         train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=3), train_config)
     with pytest.raises(TrainingError, match="no checkpoint to resume from"):
         train_cae(data, config, train_config, tmp_path / "file" / "run", resume=True) if (tmp_path / "file").touch() \
@@ -1006,6 +1007,9 @@ def test_resume_on_other_training_images_is_refused(tmp_path) -> None:
     with pytest.raises(DataError, match=r"^training labels must lie in 0\.\.2, the 3 classes of the CAE's networks; "
                                         r"got 0\.\.3$"):
         train_cae(more_classes, None, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
+    with pytest.raises(DataError, match=r"^training images are \(1, 32, 32\), the resumed run's networks expect "
+                                        r"\(1, 16, 16\) \(load the data with --size 16 --channels 1\)$"):
+        train_cae(_data(size=32), None, dataclasses.replace(train_config, iters=3), tmp_path / "run", resume=True)
 
 
 def test_resume_with_other_networks_is_refused(tmp_path) -> None:

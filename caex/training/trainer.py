@@ -550,7 +550,8 @@ def _prepare(run_dir: Path | None, resume: bool, force: bool, writer: bool, trai
         names = checkpoint.meta["class_names"]
     config = config or CAEConfig.preset("small", image_size=train_set.images.shape[-1],
                                         channels=train_set.images.shape[1], num_classes=len(names))
-    _check_data(train_set, config, names)
+    _check_data(train_set, config, names,
+                expects="the resumed run's networks expect" if checkpoint is not None else "the CAE config expects")
     if train_config.max_shift >= config.image_size:
         raise TrainingError(f"max_shift={train_config.max_shift}: must be smaller than the "
                             f"{config.image_size}px images")
@@ -814,12 +815,14 @@ def _check_same_classifier(checkpoint: Checkpoint, digest: str | None) -> None:
                             "with the --classifier it was trained with")
 
 
-def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str]) -> None:
+def _check_data(train_set: ImageSet, config: CAEConfig, names: list[str], expects: str) -> None:
+    """Refuse data the networks cannot train on; ``expects`` says where their shape comes from (a resumed run's
+    is its checkpoint's, whatever the new call's options say)."""
     images = train_set.images
     shape = (config.channels, config.image_size, config.image_size)
     if tuple(images.shape[1:]) != shape:
-        raise DataError(f"training images are {tuple(images.shape[1:])}, the CAE config expects {shape} "
-                        "(use --size/--channels to resize)")
+        raise DataError(f"training images are {tuple(images.shape[1:])}, {expects} {shape} "
+                        f"(load the data with --size {config.image_size} --channels {config.channels})")
     if len(names) != config.num_classes:
         raise DataError(f"{len(names)} class names for a CAE config with {config.num_classes} classes")
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
