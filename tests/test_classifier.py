@@ -86,6 +86,54 @@ def test_architectures_give_logits_and_features_for_any_size_and_channels(arch, 
         assert net.target_layer is net.backbone.stages
 
 
+class _TinyVGG(torch.nn.Module):
+    """A network caex does not ship: two conv stages and an ``fc`` head, as :class:`Architecture` asks."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.convs = torch.nn.Sequential(torch.nn.Conv2d(channels, 8, 5, padding=2), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tinyvgg():
+    from caex.classifier import ARCHITECTURES, Architecture, register_architecture
+
+    register_architecture("tinyvgg", Architecture(lambda channels, num_classes, small_stem: _TinyVGG(
+        channels, num_classes), target_layer="convs", first_conv="convs.0.weight", epochs=1, lr=1e-2))
+    yield
+    del ARCHITECTURES["tinyvgg"]
+
+
+@pytest.mark.filterwarnings("ignore:tinyvgg. test accuracy")  # one epoch on 8 images: near chance, as said
+def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_shipped_one(tmp_path, tinyvgg):
+    """Its defaults, Grad-CAM layer and first convolution came from per-name tables: a registered network trained
+    (KeyError for its epochs), then its bundle did not load ('no key backbone.conv1.weight')."""
+    from caex.classifier.arch import register_architecture
+    from caex.cli.main import main
+    from caex.explain.attribution import make_attributor
+
+    bundle = load_dataset("synthetic:classes=2,per_class=8,size=32")
+    net, _ = train_classifier(bundle, "tinyvgg", device="cpu")  # epochs and lr: the registered defaults
+    assert net.target_layer is net.backbone.convs
+    save_bundle(net, tmp_path / "clf", class_names=bundle.class_names, image_size=32)
+    state = {key: value.clone() for key, value in net.state_dict().items()}
+    loaded = load_classifier(tmp_path / "clf", device="cpu")
+    assert all(torch.equal(value, loaded.module.state_dict()[key]) for key, value in state.items())
+    maps = make_attributor("gradcam", loaded).saliency(bundle.test.images[:2], target=0)
+    assert maps.shape == (2, 32, 32)
+    save_file(net.state_dict(), tmp_path / "bare.safetensors")  # a bare state dict reads its shape off the weights
+    assert load_classifier(tmp_path / "bare.safetensors", arch="tinyvgg", device="cpu").num_classes == 2
+    assert main(["train-classifier", "synthetic:classes=2,per_class=8", "--size", "32", "--arch", "tinyvgg",
+                 "--out", str(tmp_path / "cli")]) == 0
+    with pytest.raises(ClassifierError, match=r"^architecture name 'Tiny VGG': use a lower-case Python identifier"):
+        register_architecture("Tiny VGG", None)
+
+
 def test_wrapper_normalises_data_range_images_with_its_buffers():
     mean, std = [0.2, 0.5, 0.7], [0.1, 0.2, 0.4]
     net = _seeded_net("smallcnn", channels=3, mean=mean, std=std)

@@ -1,6 +1,7 @@
 """Target classifiers: the black boxes caex explains, and the tools to train, save and open them."""
 
-from caex.classifier.arch import ARCHITECTURES, ClassifierNet, SmallCNN, build_classifier_network
+from caex.classifier.arch import (ARCHITECTURES, Architecture, ClassifierNet, SmallCNN, build_classifier_network,
+                                  register_architecture)
 from caex.classifier.base import Classifier, require_classifier
 from caex.classifier.bundle import ClassifierInfo, save_bundle
 from caex.classifier.loaders import OnnxClassifier, TorchClassifier, check_compatible, load_classifier
@@ -8,6 +9,7 @@ from caex.classifier.train import TrainMetrics, train_classifier
 
 __all__ = [
     "ARCHITECTURES",
+    "Architecture",
     "Classifier",
     "ClassifierInfo",
     "ClassifierNet",
@@ -18,6 +20,7 @@ __all__ = [
     "build_classifier_network",
     "check_compatible",
     "load_classifier",
+    "register_architecture",
     "require_classifier",
     "save_bundle",
     "train_classifier",

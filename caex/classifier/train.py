@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from caex.classifier.arch import ClassifierNet, build_classifier_network, check_arch
+from caex.classifier.arch import ClassifierNet, architecture, build_classifier_network
 from caex.data.types import DataBundle, ImageSet, require_bundle
 from caex.errors import TrainingError
 from caex.utils import (autocast_context, global_rng_kept, progress, resolve_device, seed_weights, software_versions,
@@ -24,10 +24,6 @@ from caex.utils import (autocast_context, global_rng_kept, progress, resolve_dev
 from caex.utils.device import autocast_dtype
 from caex.utils.warn import warn
 
-#: Per-architecture defaults, chosen so that ``caex train-classifier synthetic`` reaches
-#: >= 97% test accuracy in a few minutes on a 2-core CPU (see benchmarks/bench_classifier.py).
-DEFAULT_EPOCHS = {"resnet18": 4, "resnet50": 4, "smallcnn": 8}
-DEFAULT_LR = {"resnet18": 2e-3, "resnet50": 1e-3, "smallcnn": 4e-3}
 DEFAULT_BATCH_SIZE = 32
 WEIGHT_DECAY = 0.05
 
@@ -90,9 +86,9 @@ def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float |
 
     Separate from training so the CLI can refuse bad settings before loading any data.
     """
-    check_arch(arch)
-    epochs = DEFAULT_EPOCHS[arch] if epochs is None else epochs
-    lr = DEFAULT_LR[arch] if lr is None else lr
+    spec = architecture(arch)
+    epochs = spec.epochs if epochs is None else epochs
+    lr = spec.lr if lr is None else lr
     wrong = [f"{name} {value} must be {rule}" for name, value, ok, rule in (
         ("epochs", epochs, epochs >= 1, "at least 1"), ("batch size", batch_size, batch_size >= 1, "at least 1"),
         ("lr", lr, 0 < lr < math.inf, "a positive finite number")) if not ok]
@@ -138,7 +134,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
 
     Returns the network (eval mode, on ``device``, normalisation fitted to the
     training images) and its :class:`TrainMetrics`. ``epochs``/``lr`` default
-    per architecture (:data:`DEFAULT_EPOCHS`, :data:`DEFAULT_LR`).
+    per architecture (:data:`~caex.classifier.arch.ARCHITECTURES`).
     """
     require_bundle(bundle)  # its test split measures the network
     epochs, lr = resolve_settings(arch, epochs, batch_size, lr)

@@ -11,9 +11,11 @@ from caex.cli.common import (add_data_arguments, add_device_argument, add_seed_a
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from caex.classifier.arch import ARCHITECTURES  # with any the user registered before calling main()
+
     parser = subparsers.add_parser(
         "train-classifier",
-        help="train a target classifier (resnet18, resnet50, smallcnn) and save its bundle",
+        help=f"train a target classifier ({', '.join(ARCHITECTURES)}) and save its bundle",
         description="Train a classifier on DATA, print its test accuracy and save a bundle folder: "
                     "classifier.safetensors, classifier.json, classifier.torchscript.pt (and classifier.onnx "
                     "with --onnx). Every saved model takes data-range [0, 1] images; the normalisation is "
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "caex train-classifier mnist:4,9 --arch resnet18 --epochs 3 --onnx --out runs/mnist-clf"),
     )
     add_data_arguments(parser)
-    parser.add_argument("--arch", choices=("resnet18", "resnet50", "smallcnn"), default="resnet18",
+    parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="resnet18",
                         help="network architecture (default: resnet18)")
     parser.add_argument("--out", required=True, metavar="DIR", help="bundle folder to write (created as needed)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: per architecture)")
