@@ -17,13 +17,17 @@ from caex.explain.attribution import (
     FullGradAttributor,
     GradientsUnavailableError,
     last_conv_layer,
+    Attributor,
     make_attributor,
     normalise_maps,
+    register_attributor,
     superpixel_means,
 )
 
 SIZE = 16
 FAST = {"lime": {"n_samples": 100}}  # LIME's 1,000 samples are the default; the contract needs fewer
+#: Every registered method that needs the classifier's gradients (a new one is tested with them unlisted).
+GRADIENT_METHODS = sorted(name for name, cls in BASELINES.items() if cls.needs_gradients)
 
 
 def tiny_net(channels: int) -> nn.Module:
@@ -149,7 +153,7 @@ def test_occlusion_equals_a_brute_force_sliding_window():
     torch.testing.assert_close(attributions[0, 0], drops / counts, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
 def test_gradient_methods_refuse_black_boxes(name):
     with pytest.raises(GradientsUnavailableError, match=f"^{name} needs gradients; BlackBox is a black box$"):
         make_attributor(name, BlackBox(1))
@@ -235,7 +239,7 @@ def test_baseline_targets_may_be_class_names():
                                attributor.saliency(images, target))
 
 
-@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
 def test_gradient_methods_work_inside_a_callers_no_grad(name):
     images, target = inputs(1)
     expected = make_attributor(name, tiny_classifier(1)).saliency(images, target)
@@ -255,7 +259,7 @@ def test_target_may_be_one_index_a_list_or_an_array(name):
             make_attributor(name, tiny_classifier(1)).saliency(images, bad)
 
 
-@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "integrated_gradients"])
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
 def test_gradient_methods_work_inside_a_callers_inference_mode(name):
     """inference_mode, unlike no_grad, cannot be undone by enable_grad: the methods raised torch's RuntimeError."""
     images, target = inputs(1)
@@ -429,3 +433,74 @@ def test_the_first_captum_method_leaves_the_recursion_limit_alone() -> None:
              "captum_attr(); print(sys.getrecursionlimit(), 'captum.attr' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                           check=True).stdout.split() == ["1234", "True"]
+
+
+class GradientTimesInput(Attributor):
+    """A method a user adds: |gradient x input|, with an option of its own."""
+
+    name = "gradient_x_input"
+    title = "Gradient x input"
+    needs_gradients = True
+    absolute = True
+
+    def __init__(self, classifier: Classifier, *, scale: float = 1.0, **kwargs) -> None:
+        super().__init__(classifier, **kwargs)
+        self.scale = scale
+
+    def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        inputs = inputs.detach().requires_grad_(True)
+        score = self.module(inputs).gather(1, target[:, None]).sum()
+        return torch.autograd.grad(score, inputs)[0] * inputs * self.scale
+
+
+@pytest.fixture
+def registered():
+    """``GradientTimesInput`` in the registry for one test."""
+    yield register_attributor(GradientTimesInput)
+    del BASELINES[GradientTimesInput.name]
+
+
+def test_a_registered_method_is_evaluated_named_and_listed_like_a_shipped_one(registered, capsys):
+    from caex.cli.main import main
+    from caex.evaluation.runner import canonical_method, method_name
+
+    images, target = inputs(1)
+    maps = make_attributor("gradient_x_input", tiny_classifier(1), scale=2.0).saliency(images, target)
+    assert maps.shape == (3, SIZE, SIZE) and float(maps.max()) == 1.0
+    bundle = DataBundle(ImageSet(images, target), ImageSet(images, target), ["a", "b", "c"], "random")
+    predicted = tiny_classifier(1).predict_proba(images).argmax(dim=1)
+    bundle.test = ImageSet(images, predicted)  # every image "correct", so the evaluation takes them all
+    results = evaluate(None, tiny_classifier(1), bundle, methods="Gradient_X_Input", n_images=3)
+    assert [row.method for row in results.methods] == ["gradient_x_input", "random"]
+    assert canonical_method(" GRADIENT_X_INPUT ") == "gradient_x_input"
+    assert method_name("gradient_x_input") == "Gradient x input"  # "-"-joined names kept whole: not CAE's paths
+    with pytest.raises(GradientsUnavailableError, match="^gradient_x_input needs gradients"):
+        make_attributor("gradient_x_input", BlackBox(1))
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "gradient_x_input" in " ".join(capsys.readouterr().out.split())
+
+
+def test_registering_a_method_checks_its_name_and_its_constructor_chain():
+    """A constructor without **kwargs took evaluate's batch_size into a raw TypeError: the options its base
+    classes take were counted as its own."""
+
+    class NoKwargs(GradientTimesInput):
+        name = "no_kwargs"
+
+        def __init__(self, classifier: Classifier, *, scale: float = 1.0) -> None:
+            super().__init__(classifier, scale=scale)
+
+    register_attributor(NoKwargs)
+    try:
+        with pytest.raises(AttributionError, match=r"^no_kwargs takes no option 'batch_size' \(its __init__ must "
+                                                   r"take \*\*kwargs and pass them on to Attributor's\) "
+                                                   r"\(it takes scale\)$"):
+            make_attributor("no_kwargs", tiny_classifier(1), batch_size=2)
+    finally:
+        del BASELINES["no_kwargs"]
+    for bad in ("cae-lite", "GxI", "grad x input"):
+        named = type("Named", (GradientTimesInput,), {"name": bad})
+        with pytest.raises(AttributionError, match=rf"^Named.name = '{bad}': give a lower-case Python identifier"):
+            register_attributor(named)
+    assert "cae-lite" not in BASELINES

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from caex.data import ImageSet, load_dataset, resize_and_crop, to_channels
+from caex.data import DataBundle, ImageSet, load_dataset, resize_and_crop, to_channels
 from caex.errors import DataError
 
 
@@ -379,6 +379,8 @@ def test_data_prints_as_one_line_in_a_notebook():
     assert repr(bundle) == ("DataBundle('synthetic:classes=2,per_class=20,size=32': 2 classes (normal, cnv), "
                             "32 train / 8 test images [1, 32, 32], masks, split seed 0)")
     assert repr(bundle.test) == "ImageSet(8 images [1, 32, 32], masks)"
+    own = DataBundle(bundle.train, bundle.test, ["a", "b"], "my splits")  # was "split seed 0", drawn by nothing
+    assert own.seed is None and repr(own).endswith("32 train / 8 test images [1, 32, 32], masks, its own split)")
     from caex.data.types import names_preview
 
     assert names_preview([str(k) for k in range(10)], shown=3) == "0, 1, 2, ... (10 in all)"

@@ -469,6 +469,8 @@ def test_runner_takes_a_comma_separated_method_string():
         evaluate(None, square_classifier(), tiny_bundle(), methods=" , ")
     without = evaluate(None, square_classifier(), tiny_bundle(), methods="gradcam", n_images=4)
     assert [r.method for r in without.methods] == ["gradcam", "random"]  # the floor is always measured (SPEC 6)
+    twice = evaluate(None, square_classifier(), tiny_bundle(), methods="random,gradcam,Grad-CAM,random", n_images=4)
+    assert [r.method for r in twice.methods] == ["random", "gradcam"]  # each once: rows shared one map key
     assert without.methods[1].aopc == listed.methods[0].aopc
 
 
@@ -481,9 +483,11 @@ def test_runner_refuses_a_mistyped_method_option_before_any_method_runs(monkeypa
                                               r"\(it takes .*n_samples"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "lime"],
                  method_options={"lime": {"samples": 10}})
-    with pytest.raises(EvaluationError, match=r"method_options\['gradcam'\]: gradcam takes no option 'seed'"):
-        evaluate(None, square_classifier(), tiny_bundle(), methods=["gradcam"],
-                 method_options={"gradcam": {"seed": 1}})  # evaluate sets it for every method
+    with pytest.raises(EvaluationError, match=r"^method_options\['random'\]: random takes no option 'seed' "
+                                              r"\(evaluate sets it for every method: pass it to evaluate itself\) "
+                                              r"\(it takes none\)$"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random"],
+                 method_options={"random": {"seed": 1}})  # the message listed nothing: "(it takes )"
     with pytest.raises(EvaluationError, match="unknown method 'limee'"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["lime"], method_options={"limee": {}})
 
@@ -734,6 +738,7 @@ def test_figures_name_methods_as_the_tables_do():
     titles = [axes.get_title() for axes in _gallery_figure(results, bright_images(2), None).axes[:3]]
     assert titles == ["input", "Random", "Integrated gradients"]
     assert method_name("cae-nearest") == "CAE-nearest" and method_name("unknown") == "unknown"
+    assert method_name("smooth-grad") == "smooth-grad"  # was "smooth-grad-grad": only CAE's names have variants
 
 
 def test_an_interrupt_keeps_the_finished_methods_results(tmp_path, monkeypatch):

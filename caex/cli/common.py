@@ -20,13 +20,10 @@ if TYPE_CHECKING:
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
     """DATA spec plus the options that shape how it is loaded."""
+    from caex.data.spec import SPEC_FORMS
+
     if positional:
-        parser.add_argument(
-            "data",
-            metavar="DATA",
-            help="data spec: synthetic[:classes=4,per_class=400], mnist[:4,9], digits[:0,1], "
-                 "an image folder (root/<class>/*.png, optional train/ test/), or a .npz file",
-        )
+        parser.add_argument("data", metavar="DATA", help=f"data spec: {SPEC_FORMS}")
     parser.add_argument("--size", type=int, default=None,
                         help="side of the square images in pixels; others are resized and centre-cropped (default: "
                              "64 for synthetic and folders, 28 for mnist, 32 for digits, a .npz file's own)")

@@ -31,7 +31,7 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from caex.evaluation.perturbation import DEFAULT_PATCH, DEFAULT_SHARE
-    from caex.evaluation.runner import DEFAULT_METHODS
+    from caex.evaluation.runner import DEFAULT_METHODS, known_methods
     from caex.explain.attribution import ExplainerAttributor
     from caex.explain.paths import DEFAULT_STEPS
 
@@ -44,9 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_classifier_arguments(parser, required=True,
                              help="the classifier to explain: bundle folder, TorchScript, .onnx or weights (--arch)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help="comma-separated: cae (guided path), cae-guided, cae-centroid, cae-nearest, gradcam, "
-                             "fullgrad, lime, occlusion, integrated_gradients, random; the random map, the "
-                             f"floor, is always added (default: {','.join(DEFAULT_METHODS)})")
+                        help=f"comma-separated: {', '.join(known_methods())} (cae: the guided path); the random "
+                             f"map, the floor, is always added (default: {','.join(DEFAULT_METHODS)})")
     parser.add_argument("--cae-steps", type=int, default=DEFAULT_STEPS,
                         help=f"path length of the cae methods (default: {DEFAULT_STEPS}; 2 = end frame against "
                              "the reconstruction only, about 7x faster)")

@@ -229,9 +229,9 @@ class DataBundle:
     #: text and anatomy with laterality are not, and a user's own data is assumed not to be.
     mirror_symmetric: bool = False
     #: The seed that drew the train/test split (and a synthetic set's images); None where the source defines
-    #: its split. Every model trained on the bundle records it beside ``spec``, so a later command can tell when
-    #: it would test on the model's training images.
-    seed: int | None = 0
+    #: its split, as a bundle built from the caller's own splits does. Every model trained on the bundle records it
+    #: beside ``spec``, so a later command can tell when it would test on the model's training images.
+    seed: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -240,7 +240,8 @@ class DataBundle:
     def __repr__(self) -> str:
         return (f"DataBundle({self.spec!r}: {self.num_classes} classes ({names_preview(self.class_names)}), "
                 f"{len(self.train)} train / {len(self.test)} test images [{self.channels}, {self.image_size}, "
-                f"{self.image_size}]{', masks' if self.has_masks else ''}, split seed {self.seed})")
+                f"{self.image_size}]{', masks' if self.has_masks else ''}, "
+                f"{'its own split' if self.seed is None else f'split seed {self.seed}'})")
 
     def check_split(self, model: str, spec: str | None, seed: int | None) -> None:
         """Warn when ``model`` was trained on this data set split with another seed: this bundle's test images

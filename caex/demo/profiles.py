@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caex.errors import CaexError
+from caex.evaluation.runner import DEFAULT_METHODS
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,7 @@ class EvaluateSettings:
     """CAE against the baselines on the same correctly classified test images."""
 
     n_images: int = 32
-    methods: tuple[str, ...] = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrated_gradients",
-                                "random")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     lime_samples: int = 300  # perturbed images per LIME explanation (the dominant cost of LIME)
 
 

@@ -153,7 +153,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
     """
     if isinstance(methods, str):
         methods = methods.split(",")
-    names = [canonical_method(name) for name in methods if name.strip()]
+    names = list(dict.fromkeys(canonical_method(name) for name in methods if name.strip()))  # each once
     if not names:
         raise EvaluationError("methods: name at least one method")
     if "random" not in names:  # the floor, always measured (it costs nothing): a method that does not beat it
@@ -231,16 +231,12 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         return evaluation
 
 
-#: How the methods of the evaluation are named in prose and figures.
-METHOD_NAMES = {"cae": "CAE", "gradcam": "Grad-CAM", "fullgrad": "FullGrad", "lime": "LIME",
-                "occlusion": "Occlusion", "integrated_gradients": "Integrated gradients", "random": "Random"}
-
-
 def method_name(method: str) -> str:
-    """``gradcam`` -> ``Grad-CAM``; CAE path variants keep their suffix (``CAE-centroid``)."""
-    head, _, variant = method.partition("-")
-    name = METHOD_NAMES.get(head, method)
-    return f"{name}-{variant}" if variant else name
+    """How a method is named in prose and figures: its attributor's title (``gradcam`` -> ``Grad-CAM``); CAE's
+    path variants keep their suffix (``CAE-centroid``); a name no longer registered stays as it is."""
+    if is_cae_method(method):
+        return ExplainerAttributor.title + method[3:]
+    return BASELINES[method].title if method in BASELINES else method
 
 
 def is_cae_method(name: str) -> bool:
@@ -253,8 +249,12 @@ def canonical_method(name: str) -> str:
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key in BASELINES or key == "cae" or (is_cae_method(key) and key[4:] in CAE_PATHS):
         return key
-    known = ["cae", *(f"cae-{path}" for path in CAE_PATHS), *BASELINES]
-    raise EvaluationError(f"unknown method {name!r}; choose from {', '.join(known)}")
+    raise EvaluationError(f"unknown method {name!r}; choose from {', '.join(known_methods())}")
+
+
+def known_methods() -> list[str]:
+    """Every method name :func:`evaluate` takes: CAE's paths, then the registered baselines."""
+    return ["cae", *(f"cae-{path}" for path in CAE_PATHS), *BASELINES]
 
 
 def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed: int = 0, *,
@@ -321,8 +321,10 @@ def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dic
         accepted = accepted_options(method) - _SET_BY_EVALUATE
         unknown = sorted(set(options) - accepted)
         if unknown:
-            raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r} (it takes "
-                                  f"{', '.join(sorted(accepted))})")
+            given = " (evaluate sets it for every method: pass it to evaluate itself)" \
+                if unknown[0] in ("batch_size", "seed") else ""
+            raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r}{given} (it "
+                                  f"takes {', '.join(sorted(accepted)) or 'none'})")
         checked[key] = dict(options)
     return checked
 

@@ -79,12 +79,15 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Attributor:
     """Base of every saliency method: mechanics here, the method in :meth:`_attribute_batch`.
 
-    Subclasses set :attr:`name`, :attr:`needs_gradients` and :attr:`absolute`
-    (whether the sign of an attribution is noise, as for raw gradients, or
-    meaning, as for LIME/occlusion where negative = evidence against the class).
+    Subclasses set :attr:`name` (the registry's lower-case key), :attr:`title` (its name in tables and figures),
+    :attr:`needs_gradients` and :attr:`absolute` (whether the sign of an attribution is noise, as for raw
+    gradients, or meaning, as for LIME/occlusion where negative = evidence against the class), take their own
+    options as keywords and pass ``**kwargs`` on to this constructor, and implement :meth:`_attribute_batch`;
+    :func:`register_attributor` then makes one a method ``evaluate`` and ``caex evaluate --methods`` compare.
     """
 
-    name: ClassVar[str] = "attributor"
+    name: str = "attributor"  # a class attribute, but ExplainerAttributor names each instance by its path
+    title: ClassVar[str] = "Attributor"
     needs_gradients: ClassVar[bool] = False
     absolute: ClassVar[bool] = False
 
@@ -180,6 +183,7 @@ class RandomAttributor(Attributor):
     """Seeded uniform noise: the floor every real explanation must beat."""
 
     name = "random"
+    title = "Random"
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 32, seed: int = 0) -> None:
         super().__init__(classifier, batch_size=batch_size, seed=seed)
@@ -231,6 +235,7 @@ class GradCamAttributor(Attributor):
     """
 
     name = "gradcam"
+    title = "Grad-CAM"
     needs_gradients = True
 
     def __init__(self, classifier: Classifier, *, layer: nn.Module | None = None, **kwargs: Any) -> None:
@@ -266,6 +271,7 @@ class FullGradAttributor(Attributor):
     """
 
     name = "fullgrad"
+    title = "FullGrad"
     needs_gradients = True
 
     def __init__(self, classifier: Classifier, **kwargs: Any) -> None:
@@ -306,6 +312,7 @@ class IntegratedGradientsAttributor(Attributor):
     """Integrated gradients (Captum) from an all-zero (black) baseline, Captum's default 50 steps."""
 
     name = "integrated_gradients"
+    title = "Integrated gradients"
     needs_gradients = True
     absolute = True
 
@@ -324,6 +331,7 @@ class OcclusionAttributor(Attributor):
     """Occlusion (Captum): a black square about 1/8 of the image, sliding by half its side."""
 
     name = "occlusion"
+    title = "Occlusion"
 
     def __init__(self, classifier: Classifier, *, window_fraction: float = 1 / 8,
                  perturbations_per_eval: int = 64, **kwargs: Any) -> None:
@@ -367,6 +375,7 @@ class LimeAttributor(Attributor):
     """
 
     name = "lime"
+    title = "LIME"
 
     def __init__(self, classifier: Classifier, *, n_samples: int = 1000, n_segments: int = 50,
                  compactness: float = 1.0, perturbations_per_eval: int = 250, **kwargs: Any) -> None:
@@ -443,6 +452,8 @@ class ExplainerAttributor(Attributor):
     destination dominates.
     """
 
+    title = "CAE"
+
     #: How ``counter_by`` picks the other class: ranked (``RANK_BY``; "code" needs an Explainer's CAE with
     #: stored centroids), or "all" of them, their maps averaged.
     COUNTER_BY = (*RANK_BY, "all")
@@ -509,18 +520,40 @@ class ExplainerAttributor(Attributor):
         return f"{self.steps}-step {self.path} paths toward {other}"
 
 
-BASELINES: dict[str, type[Attributor]] = {
-    cls.name: cls for cls in (RandomAttributor, GradCamAttributor, FullGradAttributor, LimeAttributor,
-                              OcclusionAttributor, IntegratedGradientsAttributor)
-}
+#: The baselines by name: what :func:`make_attributor`, ``evaluate`` and ``caex evaluate --methods`` take (CAE's
+#: own methods, which need a CAE run, are named ``cae``/``cae-<path>`` beside them).
+BASELINES: dict[str, type[Attributor]] = {}
+
+
+def register_attributor(cls: type[Attributor]) -> type[Attributor]:
+    """Add ``cls`` to :data:`BASELINES` under its :attr:`~Attributor.name` (usable as a class decorator), so
+    ``evaluate`` and the CLI (called in the same Python process) compare it with the others."""
+    name = cls.name
+    if not (isinstance(name, str) and name.isidentifier() and name == name.lower()) or name.startswith("cae"):
+        raise AttributionError(f"{cls.__name__}.name = {name!r}: give a lower-case Python identifier not starting "
+                               "with 'cae' (CAE's own methods are named so), e.g. 'smoothgrad'")
+    BASELINES[name] = cls
+    return cls
+
+
+for _baseline in (RandomAttributor, GradCamAttributor, FullGradAttributor, LimeAttributor, OcclusionAttributor,
+                  IntegratedGradientsAttributor):
+    register_attributor(_baseline)
 
 
 def accepted_options(cls: type[Attributor]) -> set[str]:
-    """The keyword arguments an attributor's constructor takes, its base classes' included."""
-    parameters = [parameter for klass in cls.__mro__ if issubclass(klass, Attributor) and "__init__" in vars(klass)
-                  for parameter in inspect.signature(klass.__init__).parameters.values()]
-    return {parameter.name for parameter in parameters
-            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)} - {"self"}
+    """The keyword arguments an attributor's constructor takes: its own, and its base classes' as far as each
+    constructor passes ``**kwargs`` on (one that does not would refuse them)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if not (issubclass(klass, Attributor) and "__init__" in vars(klass)):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {parameter.name for parameter in parameters
+                  if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)} - {"self"}
+        if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
+            break
+    return names
 
 
 def make_attributor(name: str, classifier: Classifier, **kwargs: Any) -> Attributor:
@@ -531,6 +564,8 @@ def make_attributor(name: str, classifier: Classifier, **kwargs: Any) -> Attribu
         raise AttributionError(f"unknown saliency method {name!r}; choose from {', '.join(BASELINES)}") from None
     unknown = sorted(set(kwargs) - accepted_options(cls))
     if unknown:  # a TypeError from deep in the constructor chain otherwise
-        raise AttributionError(f"{name} takes no option {unknown[0]!r} (it takes "
-                               f"{', '.join(sorted(accepted_options(cls) - {'classifier'}))})")
+        base = " (its __init__ must take **kwargs and pass them on to Attributor's)" \
+            if unknown[0] in accepted_options(Attributor) else ""
+        taken = ", ".join(sorted(accepted_options(cls) - {"classifier"})) or "none"
+        raise AttributionError(f"{name} takes no option {unknown[0]!r}{base} (it takes {taken})")
     return cls(classifier, **kwargs)
