@@ -14,7 +14,7 @@ from torch import nn
 
 from caex.classifier import Classifier, TorchClassifier, build_classifier_network
 from caex.errors import CaexError
-from caex.explain import Explainer, ExplainerAttributor, Explanation
+from caex.explain import Explainer, ExplainerAttributor, ExplainError, Explanation
 from caex.explain.attribution import normalise_maps
 from caex.explain.paths import CodeGraph, guided_paths, resample_polylines, straight_paths
 from caex.explain.targets import other_classes_by_distance, other_classes_by_probability
@@ -333,6 +333,35 @@ def tiny() -> tuple[Explainer, torch.Tensor]:
         net.head.weight.mul_(100.0)  # confident outputs, so probabilities really change along a path
     classifier = TorchClassifier(net, names, SIZE, 1, batch_size=16)
     return Explainer(cae, classifier, batch_size=16, knn=4), images
+
+
+def test_a_class_without_stored_codes_is_left_out_of_default_targets_not_the_whole_batch(
+        tiny: tuple[Explainer, torch.Tensor]) -> None:
+    """A data set with an empty class (a name no image had) refused every default explanation: "no stored
+    training codes of class(es) c", whichever class the paths would have headed for."""
+    explainer, images = tiny
+    cae = explainer.cae
+    codes, labels = cae.train_codes.clone(), cae.train_labels.clone()
+    try:
+        cae.set_train_codes(codes[labels < 2], labels[labels < 2])  # class c: no image, no code, no centroid
+        gapped = Explainer(cae, explainer.classifier, batch_size=16, knn=4)
+        for by in ("probability", "code"):
+            with pytest.warns(UserWarning, match=r"^the CAE stored no training codes of class\(es\) c \(its "):
+                one = gapped.explain(images[:6], path="centroid", steps=3, target_by=by)
+            assert 2 not in one.target.tolist() and (one.target != one.prediction).all()
+            with pytest.warns(UserWarning, match="no default path heads there"):
+                every = gapped.explain(images[:6], path="centroid", steps=3, all_targets=True, target_by=by)
+            assert len(every) == 1 and torch.equal(every[0].target, one.target)
+            with pytest.warns(UserWarning, match="no default path heads there"):
+                maps = gapped.saliency(images[:6], path="centroid", steps=2, leaving=torch.zeros(6, dtype=torch.long),
+                                       all_targets=True, target_by=by)
+            assert maps.shape == (6, 1, SIZE, SIZE)  # leaving a: b alone is reachable
+            expected = gapped.saliency(images[:6], target=1, path="centroid", steps=2)
+            torch.testing.assert_close(maps[:, 0], expected)
+        with pytest.raises(ExplainError, match=r"^path 'centroid': no stored training codes of class\(es\) c$"):
+            gapped.explain(images[:2], target="c", path="centroid", steps=3)  # asked for by name: still refused
+    finally:
+        cae.set_train_codes(codes, labels)
 
 
 def test_a_path_toward_the_predicted_class_warns_naming_the_images(tiny: tuple[Explainer, torch.Tensor]) -> None:

@@ -500,10 +500,10 @@ class ExplainerAttributor(Attributor):
         return self.explainer.saliency(inputs, path=self.path, steps=self.steps, **request).to(inputs.device)
 
     def _mean_over_other_classes(self, inputs: torch.Tensor, leaving: torch.Tensor) -> torch.Tensor:
-        """The normalised mean of each image's maps toward every class but ``leaving`` (one encoding each)."""
-        classes = torch.arange(self.classifier.num_classes)
-        others = classes.repeat(len(leaving), 1)[classes != leaving.cpu()[:, None]].view(len(leaving), -1)
-        return normalise_maps(self._maps(inputs, target=others).sum(dim=1))
+        """The normalised mean of each image's maps toward every class but ``leaving`` that a path can reach (one
+        encoding each). The ranking only orders them, so by code where the CAE has centroids (no classifier pass)."""
+        by = "code" if getattr(getattr(self.explainer, "cae", None), "centroids", None) is not None else "probability"
+        return normalise_maps(self._maps(inputs, leaving=leaving, all_targets=True, target_by=by).sum(dim=1))
 
     def describe(self) -> str:
         """Where its counterfactuals head, in words, for the evaluation's tables."""

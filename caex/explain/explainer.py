@@ -357,10 +357,27 @@ class Explainer:
             if self.cae.centroids is None:
                 raise ModelError("target_by='code' needs the CAE's stored class centroids; this CAE has none "
                                  "(load a finished run folder, or rank by 'probability')")
-            return other_classes_by_distance(codes, self.cae.centroids, leaving).cpu()
+            return self._reachable(other_classes_by_distance(codes, self.cae.centroids, leaving).cpu())
         if probs is None:
             probs = self.classifier.predict_proba(images).cpu()
-        return other_classes_by_probability(probs, leaving)
+        return self._reachable(other_classes_by_probability(probs, leaving))
+
+    def _reachable(self, ranked: torch.Tensor) -> torch.Tensor:
+        """``ranked`` ``[B, K-1]`` without the classes the CAE stored no training code of (its data had no image
+        of them), which no path can head for: as a default target they refused the whole batch. Every row keeps
+        as many classes, the fewest any row has left (an image predicted as such a class has one more)."""
+        labels = self.cae.train_labels
+        if labels is None:
+            return ranked  # the paths that need codes say so
+        present = torch.bincount(labels.cpu(), minlength=len(self.class_names)) > 0
+        keep = present[ranked]
+        width = int(keep.sum(dim=1).min())
+        if keep.all() or width == 0:  # width 0: nothing to head for, which _require_codes names
+            return ranked
+        absent = [name for name, seen in zip(self.class_names, present.tolist(), strict=True) if not seen]
+        warn(f"the CAE stored no training codes of class(es) {', '.join(absent)} (its training data had no "
+             "images of them): no default path heads there")
+        return ranked.gather(1, (~keep).to(torch.uint8).argsort(dim=1, stable=True))[:, :width]
 
     # -- core ----------------------------------------------------------------------------
     def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,
