@@ -499,6 +499,16 @@ def test_a_given_test_split_without_some_class_is_warned_about(make_image_folder
         load_dataset(str(root))
 
 
+
+def test_a_drawn_split_that_leaves_a_class_untested_is_warned_about(make_image_folder):
+    """A class of one image keeps it for training: the tables then covered the other classes alone, unsaid."""
+    root = make_image_folder({"common": 10, "rare": 1})
+    with pytest.warns(UserWarning, match=r"the test split has no images of class\(es\) rare \(the split leaves a "
+                                         r"class's only image for training\); nothing is measured on them$"):
+        bundle = load_dataset(str(root))
+    assert bundle.train.labels.tolist().count(1) == 1 and 1 not in bundle.test.labels.tolist()
+
+
 def test_a_number_names_a_numbered_class_and_is_no_index_then():
     """``mnist:1,4,9`` with ``--target 2`` explained toward digit 9 (index 2) without a word."""
     from caex.data.types import class_index, classes_text

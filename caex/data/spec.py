@@ -108,10 +108,6 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
         message = (f"{spec}: class(es) {', '.join(raw.class_names[k] for k in empty)} have no training images; "
                    "nothing can be learned or explained about them")
         warn(message)
-    untested = [] if raw.test is None else sorted(set(present.tolist()) - set(raw.test.labels.tolist()))
-    if untested:  # evaluate, manifold and the report would cover fewer classes than the model knows
-        warn(f"{spec}: the test split has no images of class(es) "
-             f"{', '.join(raw.class_names[k] for k in untested)}; nothing is measured on them")
     parts = [raw.train] if raw.test is None else [raw.train, raw.test]
     if channels != 3:  # a pass over every image: only where it decides the channels or a warning
         grey = all(is_grey(images) for part in parts for images in _batches(part))
@@ -131,6 +127,11 @@ def _assemble(raw: RawData, spec: str, size: int | None, channels: int | None, s
     if not len(test):
         raise DataError(f"{spec}: no image left for a test split (every class has a single image); "
                         "give some class at least two images, or provide a test split")
+    untested = sorted(set(present.tolist()) - set(test.labels.tolist()))
+    if untested:  # evaluate, manifold and the report would cover fewer classes than the model knows
+        why = "" if raw.test is not None else " (the split leaves a class's only image for training)"
+        warn(f"{spec}: the test split has no images of class(es) "
+             f"{', '.join(raw.class_names[k] for k in untested)}{why}; nothing is measured on them")
     return DataBundle(train, test, list(raw.class_names), spec, seed=seed if raw.test is None else None)
 
 
