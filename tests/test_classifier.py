@@ -109,7 +109,7 @@ def tinyvgg():
     del ARCHITECTURES["tinyvgg"]
 
 
-@pytest.mark.filterwarnings("ignore:tinyvgg. test accuracy")  # one epoch on 8 images: near chance, as said
+@pytest.mark.filterwarnings("ignore:tinyvgg. balanced test accuracy")  # one epoch on 8 images: near chance, as said
 def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_shipped_one(tmp_path, tinyvgg):
     """Its defaults, Grad-CAM layer and first convolution came from per-name tables: a registered network trained
     (KeyError for its epochs), then its bundle did not load ('no key backbone.conv1.weight')."""
@@ -208,20 +208,31 @@ def test_wrapping_a_module_leaves_it_on_its_device():
     assert classifier.device == torch.device("meta") and next(net.parameters()).device == torch.device("meta")
 
 
-def test_a_classifier_near_chance_is_warned_about():
-    """A resnet18 at 0.56 on two classes was saved, and accepted as a CAE's critic, without a word."""
+def test_a_classifier_near_chance_or_blind_to_a_class_is_warned_about():
+    """A resnet18 at 0.56 on two classes was saved, and accepted as a CAE's critic, without a word; then the rule
+    (accuracy against the commonest class's share) told a perfect classifier of a rare class that it had learned
+    little, and said nothing of a class it never predicted."""
     import warnings
 
     from caex.classifier.train import _warn_if_near_chance
 
-    labels = torch.tensor([0, 0, 0, 1])  # naming class 0 always scores 0.75
-    with pytest.warns(UserWarning, match=r"^resnet18: test accuracy 0.790 is near chance \(naming the commonest "
-                                         r"class scores 0.750\); it learned little in 4 epoch\(s\)"):
-        _warn_if_near_chance("resnet18", 0.79, labels, 4)
+    names = ["normal", "rare", "other"]
+    labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 2)
+    with pytest.warns(UserWarning, match=r"^resnet18: balanced test accuracy 0.333 \(the mean of the per-class "
+                                         r"recalls\) is near chance \(0.333 for 3 classes\); it learned little in 4 "
+                                         r"epoch\(s\)"):
+        _warn_if_near_chance("resnet18", torch.zeros(10, dtype=torch.long), labels, names, 4)  # accuracy 0.6
+    blind = labels.clone()
+    blind[6:8] = 0  # never "rare": accuracy 0.8, balanced 0.667
+    with pytest.warns(UserWarning, match=r"^resnet18: recognises no test image of class\(es\) rare \(recall 0, "
+                                         r"hidden by the overall accuracy\)"):
+        _warn_if_near_chance("resnet18", blind, labels, names, 4)
+    rare = torch.tensor([0] * 300 + [1] * 5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _warn_if_near_chance("resnet18", 0.81, labels, 4)
-        _warn_if_near_chance("resnet18", 0.0, labels[:0], 4)  # no test images: nothing to compare
+        _warn_if_near_chance("resnet18", rare, rare, names[:2], 4)  # perfect under 98% imbalance: no warning
+        _warn_if_near_chance("resnet18", labels, labels, names, 4)
+        _warn_if_near_chance("resnet18", labels[:0], labels[:0], names, 4)  # no test images: nothing to compare
 
 
 def test_random_shift_moves_each_image_by_at_most_max_shift():

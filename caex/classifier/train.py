@@ -69,16 +69,16 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def evaluate_accuracy(net: ClassifierNet, images_set: ImageSet, device: torch.device, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``net`` on a split (eval mode, no grad, batched)."""
+def test_predictions(net: ClassifierNet, images_set: ImageSet, device: torch.device, batch_size: int = 256
+                     ) -> torch.Tensor:
+    """``net``'s predicted classes ``[N]`` (on the CPU) for a split: eval mode, no grad, batched."""
     net.eval()
-    correct = 0
+    predictions = [torch.zeros(0, dtype=torch.long)]
     with torch.no_grad():
         for start in range(0, len(images_set), batch_size):
             images = images_set.images[start:start + batch_size].to(device, memory_format=torch.channels_last)
-            labels = images_set.labels[start:start + batch_size].to(device)
-            correct += int((net(images).argmax(dim=1) == labels).sum())
-    return correct / max(len(images_set), 1)
+            predictions.append(net(images).argmax(dim=1).cpu())
+    return torch.cat(predictions)
 
 
 def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float | None) -> tuple[int, float]:
@@ -109,16 +109,29 @@ def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) ->
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
 
 
-def _warn_if_near_chance(arch: str, accuracy: float, labels: torch.Tensor, epochs: int) -> None:
-    """Warn when the network does little better than always naming the test split's commonest class: a
-    classifier at chance is nothing to explain, and as a CAE's class critic it teaches noise."""
+def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Tensor, class_names: list[str],
+                         epochs: int) -> None:
+    """Warn when the network does little better than chance on the classes the test split holds, or never
+    recognises one of them: a classifier at chance is nothing to explain, and as a CAE's class critic it teaches
+    noise. Judged by balanced accuracy (the mean of the per-class recalls), which plain accuracy against the
+    commonest class's share is not: that told a perfect classifier of a rare class (5 images of 305) it had
+    learned little, and hid a class it never predicted."""
     if not len(labels):  # nothing tested, nothing to compare
         return
-    majority = float(torch.bincount(labels).max()) / len(labels)
-    if accuracy <= majority + 0.05:
-        warn(f"{arch}: test accuracy {accuracy:.3f} is near chance (naming the commonest class scores "
-             f"{majority:.3f}); it learned little in {epochs} epoch(s): train longer (epochs=, --epochs) or on "
-             "more images before explaining it")
+    counts = torch.bincount(labels, minlength=len(class_names))
+    hits = torch.bincount(labels[predictions == labels], minlength=len(class_names))
+    tested = counts > 0
+    recall = hits[tested] / counts[tested]
+    balanced, chance = float(recall.mean()), 1 / int(tested.sum())
+    if balanced <= chance + 0.05:
+        warn(f"{arch}: balanced test accuracy {balanced:.3f} (the mean of the per-class recalls) is near chance "
+             f"({chance:.3f} for {int(tested.sum())} classes); it learned little in {epochs} epoch(s): train longer "
+             "(epochs=, --epochs) or on more images before explaining it")
+        return
+    never = [class_names[k] for k in tested.nonzero().squeeze(1)[recall == 0].tolist()]
+    if never:
+        warn(f"{arch}: recognises no test image of class(es) {', '.join(never)} (recall 0, hidden by the overall "
+             "accuracy); explanations of that class explain a model that never names it")
 
 
 #: Steps between reads of the running loss (the finite check and the progress bar): each read waits for the GPU.
@@ -184,8 +197,9 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
                                 acc=f"{train_accuracy:.3f}", refresh=False)  # drawn with the next update
     bar.close()
 
-    test_accuracy = evaluate_accuracy(net, bundle.test, device)
-    _warn_if_near_chance(arch, test_accuracy, bundle.test.labels, epochs)
+    predictions = test_predictions(net, bundle.test, device)
+    test_accuracy = int((predictions == bundle.test.labels).sum()) / max(len(predictions), 1)
+    _warn_if_near_chance(arch, predictions, bundle.test.labels, bundle.class_names, epochs)
     net = net.to(memory_format=torch.contiguous_format).eval()
     recipe = {"arch": arch, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "augment": augment,
               "precision": str(autocast_dtype(device, cpu_bf16=True)).removeprefix("torch."), "device": device.type,
