@@ -97,8 +97,10 @@ def test_swap_reading_names_weakest_direction_and_ignores_diagonal():
 
 def test_other_readings_use_the_numbers():
     assert "97% accuracy (10-fold cross-validation), against 60%" in readings.read_separability(
-        0.97, dims=8, folds=10, pixel_accuracy=0.6, chance=0.25)
-    assert "(chance: 25%)" in readings.read_separability(0.97, chance=0.25)
+        0.97, dims=8, folds=10, pixel_accuracy=0.6, chance=readings.chance_text(4))
+    assert "(chance with 4 classes: 25%)" in readings.read_separability(0.97, chance=readings.chance_text(4))
+    assert readings.chance_text(2, [60, 2]) == "always naming the commonest class: 97%"  # 1/K read 97% as far above
+    assert readings.chance_text(2, [30, 30]) == readings.chance_text(2) == "chance with 2 classes: 50%"
     assert readings.read_separability(0.3, pixel_accuracy=0.4).endswith("better than raw pixels.")
     smooth = readings.read_smoothness({"normal": 0.95, "cnv": 0.85}, 0.8)
     assert "90% of the time (lowest: cnv, 85%)" in smooth and "80% of straight paths" in smooth
@@ -116,6 +118,7 @@ def test_other_readings_use_the_numbers():
     assert readings.read_flips([2, 4]).endswith("so the maps show what had to change.")
     assert readings.read_accuracy(0.975, 4) == ("The classifier being explained is right on 98% of held-out "
                                                 "test images (chance with 4 classes: 25%).")
+    assert readings.read_accuracy(1.0, 2, [60, 2]).endswith("(always naming the commonest class: 97%).")
 
 
 # --------------------------------------------------------------------------- a fake run folder

@@ -299,7 +299,8 @@ def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
 STAGE_SCHEMA = {"status": str, "seconds": float}
 DATASET_SCHEMA = {"spec": str, "class_names": [str], "image_size": int,
                   "class_counts": {"train": [int], "test": [int]}}
-CLASSIFIER_SCHEMA = {"arch": str, "class_names": [str], "image_size": int, "channels": int, "test_accuracy": float}
+CLASSIFIER_SCHEMA = {"arch": str, "class_names": [str], "image_size": int, "channels": int, "test_accuracy": float,
+                     "data_spec": str}
 TRAINING_SCHEMA = {"iters": int, "iters_asked": int, "seconds": float, "images_per_second": float,
                    "recon_l1": float}
 MANIFOLD_SCHEMA = {
@@ -387,8 +388,10 @@ def classifier_section(sources: ReportSources) -> Section:
                 ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
                 ["test accuracy", percent(info.get("test_accuracy"))]]
         section.parts.append(table_html(["property", "value"], rows))
+        data = _data_from_manifold(sources) or {}  # the split it was tested on, where a summary counted it
+        test_counts = data.get("class_counts", {}).get("test") if data.get("spec") == info.get("data_spec") else None
         section.reading(readings.read_accuracy(info.get("test_accuracy", float("nan")),
-                                               len(info.get("class_names", [])) or 2))
+                                               len(info.get("class_names", [])) or 2, test_counts))
     return section
 
 
@@ -482,7 +485,9 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
         codes, pixels = separability.get("class_codes", {}), separability.get("pixel_pca", {})
         section.reading(readings.read_separability(
             codes.get("mean"), dims=codes.get("dims"), folds=codes.get("folds"),
-            pixel_accuracy=pixels.get("mean"), chance=1 / len(class_names) if class_names else None))
+            pixel_accuracy=pixels.get("mean"),
+            chance=readings.chance_text(len(class_names), summary.get("counts", {}).get("test_per_class"))
+            if class_names else None))
     matrix = summary.get("swap", {}).get("matrix")
     if matrix and class_names and _is_square(matrix, len(class_names)):
         rows = [[f"from {name}", *map(percent, row)] for name, row in zip(class_names, matrix)]

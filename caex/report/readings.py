@@ -220,7 +220,7 @@ def read_swap(success: Sequence[Sequence[float]], class_names: Sequence[str], ov
 
 
 def read_separability(code_accuracy: float, *, dims: int | None = None, folds: int | None = None,
-                      pixel_accuracy: float | None = None, chance: float | None = None) -> str:
+                      pixel_accuracy: float | None = None, chance: str | None = None) -> str:
     """How well the class is recoverable from the class code alone."""
     if not finite(code_accuracy):
         return "Separability could not be measured (too few test images per class)."
@@ -229,8 +229,8 @@ def read_separability(code_accuracy: float, *, dims: int | None = None, folds: i
     sentence = f"A random forest recovers the class from {what} with {share(code_accuracy)} accuracy{how}"
     if pixel_accuracy is not None and finite(pixel_accuracy):
         sentence += f", against {share(pixel_accuracy)} from as many PCA components of the raw pixels"
-    if chance is not None and finite(chance):
-        sentence += f" (chance: {share(chance)})"
+    if chance:
+        sentence += f" ({chance})"
     if pixel_accuracy is not None and finite(pixel_accuracy) and code_accuracy <= pixel_accuracy:
         sentence += ": the class codes do not yet separate the classes better than raw pixels"
     return sentence + "."
@@ -256,12 +256,22 @@ def read_smoothness(smote: Mapping[str, float], monotone: float | None = None) -
     return sentence[0].upper() + sentence[1:] + "."
 
 
-def read_accuracy(accuracy: float, num_classes: int) -> str:
-    """The target classifier's test accuracy against chance."""
+def chance_text(num_classes: int, counts: Sequence[int] | None = None) -> str:
+    """What an accuracy on a test split of ``counts`` images per class is to beat: with classes of unequal size,
+    always naming the commonest class (1/K read 97% of a 60-to-2 split as far above chance)."""
+    total = sum(counts or [])
+    if counts and total and max(counts) * len(counts) != total:
+        return f"always naming the commonest class: {share(max(counts) / total)}"
+    return f"chance with {num_classes} classes: {share(1 / num_classes)}"
+
+
+def read_accuracy(accuracy: float, num_classes: int, test_counts: Sequence[int] | None = None) -> str:
+    """The target classifier's test accuracy against chance (``test_counts``: its test split's images per class,
+    where known)."""
     if not finite(accuracy):
         return "The classifier's test accuracy was not recorded."
     return (f"The classifier being explained is right on {share(accuracy)} of held-out test images "
-            f"(chance with {num_classes} classes: {share(1 / num_classes)}).")
+            f"({chance_text(num_classes, test_counts)}).")
 
 
 def read_flips(flip_steps: Sequence[int], steps: int | None = None) -> str:
