@@ -21,7 +21,7 @@ from caex.explain.files import unique_stems
 from caex.cli.main import main
 from caex.data.sources import load_image
 from caex.errors import CaexError
-from caex.explain import Explainer
+from caex.explain import Explainer, Explanation
 from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
 from caex.model import CAE, CAEConfig
 from caex.utils.provenance import cae_digest, classifier_digest
@@ -295,6 +295,29 @@ def test_paths_that_never_flip_or_outputs_that_are_not_finite_are_warned_about(w
     summary = json.loads((tmp_path / "rgb.json").read_text())
     assert summary["flipped"] is False and (summary["prediction"]["probability"] is None) == math.isnan(value)
     assert (summary["prediction"]["class"] is None) == math.isnan(value)  # NaN's argmax, 0, is no prediction
+
+
+def test_paths_whose_reconstruction_is_already_the_target_are_warned_about() -> None:
+    """A class of one training image: every path "flipped" at step 0 (the reconstruction was already the target
+    class, the input not), and the summaries said "flipped": true with full-contrast maps, without a word."""
+    from types import SimpleNamespace
+
+    from caex.explain.files import PathOutcomes
+
+    rows = SimpleNamespace(flip_step=torch.tensor([0, 0, 3, -1]), target=torch.tensor([1, 1, 1, 1]),
+                           prediction=torch.tensor([0, 1, 0, 0]), input_probs=torch.full((4, 2), 0.5))
+    for name in ("predicted", "unflipped", "target_at_reconstruction"):
+        setattr(rows, name, getattr(Explanation, name).fget(rows))
+    assert rows.target_at_reconstruction.tolist() == [True, False, False, False]  # image 1 is at its target already
+    outcomes = PathOutcomes()
+    for index, source in enumerate(["a.png", "b.png", "c.png", "d.png"]):
+        outcomes.add(rows, index, source)
+    with pytest.warns(UserWarning) as caught:
+        outcomes.warn()
+    assert [str(w.message).split(" (first")[0] for w in caught] == ["1 of 4 path(s) never reached the target class",
+                                                                     '1 of 4 path(s) "flipped" at step 0']
+    assert "(first: a.png): the classifier already assigns the CAE's reconstruction to the target" in \
+        str(caught[1].message)
 
 
 def test_skip_bad_leaves_unreadable_files_out_with_a_warning(workspace: Path, tmp_path: Path) -> None:

@@ -112,6 +112,13 @@ class Explanation:
         maps show changes that did not flip the classifier."""
         return (self.flip_step < 0) & (self.target != self.prediction)
 
+    @property
+    def target_at_reconstruction(self) -> torch.Tensor:
+        """``[B]`` bool: paths "flipped" at step 0, whose CAE reconstruction the classifier already assigns to the
+        target while the input is another class: the CAE does not reproduce what made the image its class, so the
+        map shows no change that flips the classifier."""
+        return (self.flip_step == 0) & (self.target != self.prediction)
+
     def __repr__(self) -> str:  # the dataclass default printed every tensor (thousands of characters)
         flipped = int((self.flip_step >= 0).sum())
         return (f"Explanation({len(self)} image(s), path={self.path!r}, {self.frames.shape[1]} steps, "

@@ -115,6 +115,7 @@ class PathOutcomes:
     explained: int = 0
     unflipped: list[str] = field(default_factory=list)  # never reached the target class
     not_finite: list[str] = field(default_factory=list)  # the classifier gave NaN or inf for the input
+    at_reconstruction: list[str] = field(default_factory=list)  # the reconstruction is already the target class
 
     def add(self, explanation: Explanation, index: int, source: str) -> None:
         self.explained += 1
@@ -122,6 +123,8 @@ class PathOutcomes:
             self.not_finite.append(source)
         elif explanation.unflipped[index]:
             self.unflipped.append(source)
+        elif explanation.target_at_reconstruction[index]:
+            self.at_reconstruction.append(source)
 
     def warn(self) -> None:
         if self.not_finite:
@@ -132,6 +135,11 @@ class PathOutcomes:
             warn(f"{len(self.unflipped)} of {self.explained} path(s) never reached the target class (first: "
                  f"{self.unflipped[0]}): their maps show changes that did not flip the classifier, and their "
                  'summaries say "flipped": false')
+        if self.at_reconstruction:
+            warn(f"{len(self.at_reconstruction)} of {self.explained} path(s) \"flipped\" at step 0 (first: "
+                 f"{self.at_reconstruction[0]}): the classifier already assigns the CAE's reconstruction to the target "
+                 "class, though not the input, so the CAE does not reproduce what made these images their class and "
+                 "their maps show no change that flips it (train the CAE longer, or on more images of that class)")
 
 
 #: Longest output stem and class part of an output name, in UTF-8 bytes: ``<stem>-<n>_to-<class>_saliency.png``
