@@ -833,8 +833,8 @@ def test_cae_attributor_can_pick_the_counter_class_on_the_code_manifold(tiny: tu
     assert seen == []
     assert torch.allclose(maps, explainer.saliency(images[:4], target=nearest_other, path="centroid", steps=2))
     fixed = ExplainerAttributor(classifier, explainer, path="centroid", steps=2, counter_class=0)
-    assert fixed.describe() == ("2-step centroid paths toward class 0 (the other class with the nearest "
-                                "class-code centroid for its own images)")
+    assert fixed.describe() == ("2-step centroid paths toward class a (the other class with the nearest "
+                                "class-code centroid for its own images)")  # its name: "class 0" for --cae-target a
     counter = torch.tensor([int(nearest_other[0]), 0, 0, int(nearest_other[3])])
     assert torch.allclose(fixed.saliency(images[:4], explained),
                           explainer.saliency(images[:4], target=counter, path="centroid", steps=2))

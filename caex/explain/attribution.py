@@ -516,7 +516,7 @@ class ExplainerAttributor(Attributor):
         else:
             other = "the classifier's most probable other class"
         if self.counter_class is not None:
-            other = f"class {self.counter_class} ({other} for its own images)"
+            other = f"class {self.classifier.class_names[self.counter_class]} ({other} for its own images)"
         return f"{self.steps}-step {self.path} paths toward {other}"
 
 
