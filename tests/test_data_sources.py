@@ -497,6 +497,9 @@ def test_a_given_test_split_without_some_class_is_warned_about(make_image_folder
     (root / "test" / "z").rmdir()
     with pytest.warns(UserWarning, match=r"the test split has no images of class\(es\) z; nothing is measured"):
         load_dataset(str(root))
+    (root / "test" / "z").mkdir()  # an empty folder is the same: it was "class folder has no images", an error
+    with pytest.warns(UserWarning, match=r"the test split has no images of class\(es\) z; nothing is measured"):
+        load_dataset(str(root))
 
 
 

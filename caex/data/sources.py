@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -169,7 +170,7 @@ def read_image(path: Path, *, notes: ReadNotes | None = None) -> torch.Tensor:
     return _pixels_to_tensor(pixels, path)
 
 
-def load_image(path: Path, size: int, channels: int, *, notes: ReadNotes | None = None) -> torch.Tensor:
+def load_image(path: str | os.PathLike, size: int, channels: int, *, notes: ReadNotes | None = None) -> torch.Tensor:
     """One image file as a model trained on ``size`` px, ``channels``-channel data sees it, ``[channels, size,
     size]`` in [0, 1]: resized (shorter side), centre-cropped and converted as :func:`caex.data.load_dataset`
     prepares a folder's images. A colour file read for a 1-channel model is warned about (it turns grey), or
@@ -364,9 +365,10 @@ def _class_folders(root: Path) -> dict[str, Path]:
 
 
 def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool,
-                     size: int | None) -> RawImages:
-    """Every image under ``root/<class>/`` (classes may be missing from a test split), each resized to ``size``
-    as it is read, so a folder of large scans never sits in memory at full resolution."""
+                     size: int | None, *, test: bool = False) -> RawImages:
+    """Every image under ``root/<class>/``, each resized to ``size`` as it is read, so a folder of large scans
+    never sits in memory at full resolution. A ``test`` split may lack a class, its folder missing or empty
+    alike (the split's loader warns); a training class folder without images is an error."""
     images, labels, sources, unread, notes = [], [], [], [], ReadNotes()
     _FolderTree(explained=[path for folder in _explained_sub_folders(root)
                            for path in _FolderTree.search(folder).explained]).warn_left_out(root)
@@ -377,6 +379,8 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         tree = _FolderTree.search(folder)
         tree.warn_left_out(folder)
         unread.extend(tree.unread)
+        if not tree.images and test:
+            continue
         if not tree.images:
             raise DataError(f"{folder}: class folder has no images (*.png, *.jpg, *.jpeg, *.tif, *.tiff, *.bmp), "
                             "in it or in its sub-folders")
@@ -426,7 +430,7 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
     train = _read_class_tree(train_root, class_names, skipped, skip_bad, size)
     if "val" in given:  # as in a .npz: no model selection here, so the validation images train too
         train = train.joined(_read_class_tree(lowered["val"], class_names, skipped, skip_bad, size))
-    test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad, size) if split_layout else None
+    test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad, size, test=True) if split_layout else None
     _warn_skipped(skipped)
     return RawData(train, test, class_names)
 
