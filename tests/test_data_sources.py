@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -487,6 +488,16 @@ def test_npz_masks_that_do_not_fit_their_images_are_refused(tmp_path, masks, mes
     np.savez(path, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.arange(4) % 2,
              test_images=np.zeros((2, 8, 8), np.uint8), test_labels=np.arange(2), test_masks=masks)
     with pytest.raises(DataError, match=message):
+        load_dataset(str(path))
+
+
+@pytest.mark.parametrize("labels", [np.array([0.0, 1.0, 0.0, 1.0]), np.array([False, True, False, True])])
+def test_npz_labels_that_are_not_integers_are_refused_naming_the_fix(tmp_path, labels):
+    path = tmp_path / "set.npz"
+    np.savez(path, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=labels)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: train_labels must be integers, got "
+                                        rf"{labels.dtype} \(whole numbers stored as floats or booleans: save "
+                                        r"labels\.astype\(int\)\)$"):
         load_dataset(str(path))
 
 

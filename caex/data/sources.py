@@ -597,7 +597,8 @@ def _npz_part(path: Path, arrays: dict[str, np.ndarray], split: str, size: int |
     if len(images) != len(labels):
         raise DataError(f"{path}: {split}_images has {len(images)} images but {split}_labels has {len(labels)}")
     if not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: {split}_labels must be integers, got {labels.dtype}")
+        raise DataError(f"{path}: {split}_labels must be integers, got {labels.dtype} (whole numbers stored as "
+                        "floats or booleans: save labels.astype(int))")
     if not len(images):
         raise DataError(f"{path}: {split}_images has no images")
     pixels = _npz_pixels(path, f"{split}_images", images)
