@@ -103,20 +103,47 @@ def test_ctrl_c_during_training_ends_on_a_line_of_its_own(tmp_path, capsys, monk
     assert not (tmp_path / "clf").exists()
 
 
-def test_bad_training_settings_are_one_line(tmp_path, capsys):
-    line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "0",
+@pytest.mark.parametrize("option", ["--epochs", "--batch-size"])
+def test_counts_below_one_are_refused_while_parsing(tmp_path, capsys, option):
+    """They were refused only once the command ran ("training smallcnn: epochs 0 must be at least 1"), in words
+    other than every other count option's."""
+    line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", option, "0",
                                 "--out", str(tmp_path / "x")])
-    assert line == "caex train-classifier: error: training smallcnn: epochs 0 must be at least 1"
+    assert line == (f"caex train-classifier: error: argument {option}: must be at least 1, got 0 "
+                    "(see caex train-classifier --help)")
     assert not (tmp_path / "x").exists()
 
 
+def test_a_bad_device_is_refused_before_the_data_loads(tmp_path, capsys, monkeypatch):
+    """It was refused only after the data line was printed; the other commands refuse it at once."""
+    import caex.cli.common
+
+    monkeypatch.setattr(caex.cli.common, "load_data_from_args", lambda args: pytest.fail("the data was loaded"))
+    line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--device", "bogus",
+                                "--out", str(tmp_path / "x")])
+    assert line.startswith("caex train-classifier: error: device 'bogus': not a device name")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_cae_run_folder_as_out_is_refused_even_with_force(tmp_path, capsys, force):
+    """A bundle was written among a CAE run's files without a word (caex train refuses a bundle's folder)."""
+    names = ("config.json", "model.safetensors")
+    for name in names:
+        (tmp_path / name).write_text(name)
+    line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1",
+                                "--out", str(tmp_path), *force])
+    assert line == (f"caex train-classifier: error: --out {tmp_path}: is a CAE run folder; a classifier bundle "
+                    "needs an --out of its own (--force replaces only a bundle)")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names)
+
+
 @pytest.mark.parametrize("option, value, expected", [
-    ("--batch-size", "0", "batch size 0 must be at least 1"),  # was silently replaced by the default 32
     ("--lr", "nan", "lr nan must be a positive finite number"),
     ("--lr", "inf", "lr inf must be a positive finite number"),
     ("--threads", "0", "argument --threads: must be at least 1, got 0"),
 ])
-def test_unusable_batch_size_or_lr_is_one_line(tmp_path, capsys, option, value, expected):
+def test_unusable_lr_or_threads_is_one_line(tmp_path, capsys, option, value, expected):
     line = _error_line(capsys, ["train-classifier", TINY, *SIZE, "--arch", "smallcnn", option, value,
                                 "--out", str(tmp_path / "x")])
     assert line.startswith("caex train-classifier: error:") and expected in line

@@ -220,7 +220,7 @@ def test_under_torchrun_commands_other_than_train_refuse_once(monkeypatch, capsy
     monkeypatch.setenv("RANK", rank)
     assert main(["data", "show", "synthetic", "--out", "unused.png"]) == 2
     err = capsys.readouterr().err
-    assert (err == "caex data: error: runs as one process; of the commands only `caex train` runs under torchrun "
+    assert (err == "caex data show: error: runs as one process; of the commands only `caex train` runs under torchrun "
                    "(start this one without it)\n") if printed else err == ""
 
 
@@ -354,7 +354,7 @@ def test_every_main_command_ends_its_help_with_examples_that_parse(command: str,
     ("report", "--evaluate", "default: a demo folder's RUN/evaluate/"),
     ("explain", "--target-by", "default: probability; note that caex evaluate --cae-target-by defaults to code"),
     ("evaluate", "--cae-target-by", "note that caex explain --target-by defaults to probability"),
-    ("evaluate", "--cae-target-by", "default: code"),
+    ("evaluate", "--cae-target-by", "default: code"), ("train", "--critic-noise", "(default: 0)"),
 ])
 def test_option_help_names_its_default(command: str, option: str, default: str) -> None:
     """Several options' help left the default out, and explain and evaluate pick a target class by different
@@ -380,7 +380,7 @@ def test_a_broken_pipe_other_than_stdout_is_an_error(monkeypatch, capsys) -> Non
 
     monkeypatch.setattr(caex.cli.data, "run_show", broken)
     assert main(["data", "show", "synthetic", "--out", "unused.png"]) == 2
-    assert capsys.readouterr().err == "caex data: error: a pipe: Broken pipe\n"
+    assert capsys.readouterr().err == "caex data show: error: a pipe: Broken pipe\n"
 
 
 def test_environment_values_that_are_not_numbers_are_one_line_errors_where_they_matter(monkeypatch) -> None:
@@ -393,3 +393,56 @@ def test_environment_values_that_are_not_numbers_are_one_line_errors_where_they_
     with pytest.raises(TrainingError, match=r"^WORLD_SIZE='two': not a number of processes; start distributed "
                                             r"runs with torchrun$"):
         init_distributed("cpu")
+
+
+def test_neither_importing_the_cli_nor_asking_its_version_imports_torch() -> None:
+    """caex.cli.main imported torch (seconds) before the Ctrl-C handler was in place: Ctrl-C then showed a raw
+    traceback; and `caex --version` waited for torch too."""
+    import subprocess
+    import sys
+
+    from caex import __version__
+
+    code = ("import sys, caex.cli.main\nprint('torch' in sys.modules)\n"
+            "try:\n    caex.cli.main.main(['--debug', '--version'])\n"
+            "except SystemExit as exc:\n    print(exc.code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout == f"False\ncaex {__version__}\n0 False\n", done.stderr
+
+
+@pytest.mark.parametrize(("argv", "shown"), [
+    (["data", "show", "synthetic", "--out", "g.png", "--seed", "-1"], "-1"),  # numpy refused it after the loading
+    (["data", "show", "synthetic", "--out", "g.png", "--seed", str(2**64)], str(2**64)),  # torch: "Overflow ..."
+    (["data", "show", "synthetic", "--out", "g.png", "--split-seed", str(2**32)], str(2**32)),
+    (["train", "synthetic", "--out", "run", "--seed", "one"], "'one'"),
+])
+def test_seeds_that_a_generator_would_refuse_are_refused_while_parsing(argv, shown: str, capsys) -> None:
+    from caex.cli.main import main
+
+    command = "caex data show" if argv[0] == "data" else f"caex {argv[0]}"
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"{command}: error: argument {argv[-2]}: must be a whole number from 0 to "
+                                       f"4294967295, got {shown} (see {command} --help)\n")
+
+
+def test_every_seed_option_takes_the_seed_type_and_its_bounds() -> None:
+    from caex.cli.common import MAX_SEED, seed_number
+
+    seeded = {(name, option): action.type for name, parser in _commands().items() for action in parser._actions
+              for option in action.option_strings if option in ("--seed", "--split-seed")}
+    assert {name for name, option in seeded if option == "--seed"} == {
+        "demo", "data show", "train-classifier", "train", "explain", "manifold", "evaluate"}
+    assert set(seeded.values()) == {seed_number}
+    assert (seed_number("0"), seed_number(str(MAX_SEED))) == (0, 2**32 - 1)
+
+
+def test_a_report_out_under_a_file_is_refused_before_any_work(tmp_path: Path, capsys, monkeypatch) -> None:
+    """It failed only after the whole report was rendered, as "cannot write g.png/x.html (File exists)"."""
+    import caex.report
+    from caex.cli.main import main
+
+    (tmp_path / "g.png").write_text("")
+    monkeypatch.setattr(caex.report, "build_report", lambda *args, **kwargs: pytest.fail("the report was built"))
+    out = tmp_path / "g.png" / "x.html"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"caex report: error: --out {out}: {tmp_path / 'g.png'} is a file, not a folder\n"

@@ -102,7 +102,7 @@ def test_bad_input_gives_one_line_and_non_zero_exit(case, tmp_path, capsys):
     code = main(["data", "show", *make_args(tmp_path), "--out", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("caex data: error: ") and expected in err
+    assert err.startswith("caex data show: error: ") and expected in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
 
@@ -117,7 +117,7 @@ def test_out_that_is_a_folder_is_refused_before_loading(tmp_path, capsys, monkey
     monkeypatch.setattr("caex.data.load_dataset", lambda *a, **k: pytest.fail("loaded the data first"))
     assert main(["data", "show", "digits", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("caex data: error: --out") and "is a folder" in err and err.count("\n") == 1
+    assert err.startswith("caex data show: error: --out") and "is a folder" in err and err.count("\n") == 1
 
 
 def test_an_output_path_under_a_file_is_one_line_naming_it(tmp_path, capsys):
@@ -125,7 +125,7 @@ def test_an_output_path_under_a_file_is_one_line_naming_it(tmp_path, capsys):
     target = tmp_path / "notes.txt" / "grid.png"
     assert main(["data", "show", "synthetic:classes=2,per_class=4", "--out", str(target)]) == 2
     err = capsys.readouterr().err
-    assert err == f"caex data: error: --out {target}: {tmp_path / 'notes.txt'} is a file, not a folder\n"
+    assert err == f"caex data show: error: --out {target}: {tmp_path / 'notes.txt'} is a file, not a folder\n"
 
 
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
@@ -136,7 +136,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("os.fsync", full)
     target = tmp_path / "grid.png"
     assert main(["data", "show", "synthetic:classes=2,per_class=4", "--out", str(target)]) == 2
-    assert capsys.readouterr().err == f"caex data: error: {target}: No space left on device\n"
+    assert capsys.readouterr().err == f"caex data show: error: {target}: No space left on device\n"
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 
 
@@ -193,14 +193,15 @@ def test_preview_leaves_the_matplotlib_backend_alone(tiny_synthetic, tmp_path):
 
 
 def test_warnings_print_as_one_line_naming_the_command(tmp_path):
-    """Run as users run it (pytest records warnings itself, so only a real process shows the format)."""
+    """Run as users run it (pytest records warnings itself, so only a real process shows the format). The command is
+    named as its usage errors name it, "caex data show" (its warnings and errors said "caex data")."""
     path = tmp_path / "gap.npz"
     np.savez(path, train_images=np.zeros((8, 10, 10), np.uint8), train_labels=(np.arange(8) % 2) * 2)
     done = subprocess.run([sys.executable, "-m", "caex.cli.main", "data", "show", str(path), "--out",
                            str(tmp_path / "grid.png")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     warning_lines = [line for line in done.stderr.splitlines() if "warning" in line.lower()]
-    assert warning_lines == [f"caex data: warning: {path}: class(es) 1 have no training images; "
+    assert warning_lines == [f"caex data show: warning: {path}: class(es) 1 have no training images; "
                              "nothing can be learned or explained about them"]
 
 
@@ -291,5 +292,5 @@ def test_a_warning_made_an_error_is_a_one_line_error(make_image_folder, capsys):
         warnings.simplefilter("error")
         code = main(["data", "show", str(root), "--out", str(root.parent / "grid.png")])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"caex data: error: {root / 'a'}: 1 file(s) in sub-folders named like "
+    assert code == 2 and err.startswith(f"caex data show: error: {root / 'a'}: 1 file(s) in sub-folders named like "
                                         "masks") and err.count("\n") == 1, err

@@ -26,6 +26,27 @@ def test_help_lists_the_methods(capsys):
     assert "cae-guided" in text and "integrated_gradients" in text and "--n-images" in text
 
 
+
+def test_help_says_the_cae_maps_take_explains_defaults_and_fits_the_terminal(capsys):
+    """explain's --smoothing, --saliency and --no-stop-at-flip have no evaluate counterpart, and its help did not
+    say which the cae maps use; one description line (88 columns) was printed unwrapped."""
+    import inspect
+
+    from caex.cli.evaluate import DESCRIPTION
+    from caex.cli.main import build_parser
+    from caex.explain import Explainer
+
+    explain = build_parser().parse_args(["explain", "run", "x.png", "--classifier", "clf", "--out", "o"])
+    assert (explain.smoothing, explain.saliency, explain.stop_at_flip) == (1.0, "weighted", True)
+    used = inspect.signature(Explainer.saliency).parameters  # what evaluate's cae methods leave at its default
+    assert (used["saliency"].default, used["stop_at_flip"].default) == ("weighted", True)
+    assert inspect.signature(Explainer).parameters["smoothing"].default == 1.0
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert ("the cae maps use caex explain's defaults otherwise: smoothing 1, weighted saliency, stopping at the "
+            "flip") in " ".join(capsys.readouterr().out.split())
+    assert max(map(len, DESCRIPTION.splitlines())) <= 79
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["none", "synthetic", "--methods", "cae,gradcam"], "RUN is 'none' but --methods asks for cae"),
     (["no/such/run", "synthetic"], "RUN no/such/run: no such CAE run folder"),

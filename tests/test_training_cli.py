@@ -334,7 +334,7 @@ def test_sigterm_outside_training_ends_with_one_line_and_143(tmp_path, capsys, m
     monkeypatch.setattr(caex.data, "save_preview", killed)
     before = signal.getsignal(signal.SIGTERM)
     assert main(["data", "show", "synthetic:per_class=4,size=32", "--out", str(tmp_path / "grid.png")]) == 143
-    assert capsys.readouterr().err.splitlines()[-1] == "caex data: stopped by SIGTERM"
+    assert capsys.readouterr().err.splitlines()[-1] == "caex data show: stopped by SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before  # put back for whatever runs next
 
 

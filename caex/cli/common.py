@@ -31,7 +31,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Tr
                         help="force 1 (grayscale) or 3 (RGB) channels (default: detected)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable images with a warning instead of stopping")
-    parser.add_argument("--split-seed", type=int, default=0,
+    parser.add_argument("--split-seed", type=seed_number, default=0,
                         help="seed of the train/test split (and of the synthetic images); keep it the same for "
                              "every command on one data set, as the models record it (default: 0)")
 
@@ -53,7 +53,7 @@ def with_examples(*commands: str) -> dict[str, Any]:
 
 
 def add_seed_argument(parser: argparse.ArgumentParser, default: int = 0) -> None:
-    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default: {default})")
+    parser.add_argument("--seed", type=seed_number, default=default, help=f"random seed (default: {default})")
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +73,22 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+#: The largest seed that every generator a command seeds takes (numpy's and torch's among them).
+MAX_SEED = 2**32 - 1
+
+
+def seed_number(text: str) -> int:
+    """An argparse ``type`` for ``--seed`` and ``--split-seed``: numpy refused a negative seed and torch one past 64
+    bits as "unexpected errors", after the data had loaded; here both are refused while parsing."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {value}")
+    return value
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +141,7 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
         # its figures would be read as images of a class (or a new class) by every later command
         raise CaexError(f"--out {out}: inside the data folder {data}, whose images would then include this "
                         "command's outputs; choose an --out outside it")
-    model = _model_folder_kind(Path(out)) if results else None
+    model = model_folder_kind(Path(out)) if results else None
     if model is not None:
         raise CaexError(f"--out {out}: is a {model} folder, whose files this command's results could overwrite; "
                         "choose an --out of its own (e.g. a sub-folder)")
@@ -138,7 +154,7 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
             return
 
 
-def _model_folder_kind(folder: Path) -> str | None:
+def model_folder_kind(folder: Path) -> str | None:
     """What model ``folder`` holds, recognised by the files its loader reads: "CAE run" or "classifier bundle"."""
     from caex.classifier.bundle import INFO_FILE
     from caex.model.cae import CONFIG_FILE, WEIGHTS_FILE

@@ -16,9 +16,10 @@ data has them (pointing game, saliency mass in the mask, top-k IoU), and how
 long it takes per image. Every method explains the same correctly classified
 test images, and the perturbation covers them with the same random fill.
 
-Writes results.csv, results.json, results.md (the comparison table, and AOPC per class),
-curves.png (degradation curves) and gallery.png (maps side by side) to --out.
-Gradient methods are reported as skipped on black-box (ONNX) classifiers.
+Writes results.csv, results.json, results.md (the comparison table, and AOPC
+per class), curves.png (degradation curves) and gallery.png (maps side by side)
+to --out. Gradient methods are reported as skipped on black-box (ONNX)
+classifiers.
 """
 
 EPILOG = """\
@@ -48,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"map, the floor, is always added (default: {','.join(DEFAULT_METHODS)})")
     parser.add_argument("--cae-steps", type=int, default=DEFAULT_STEPS,
                         help=f"path length of the cae methods (default: {DEFAULT_STEPS}; 2 = end frame against "
-                             "the reconstruction only, about 7x faster)")
+                             "the reconstruction only, about 7x faster); the cae maps use caex explain's defaults "
+                             "otherwise: smoothing 1, weighted saliency, stopping at the flip")
     parser.add_argument("--cae-target", default=None, metavar="CLASS",
                         help="class name or index every cae counterfactual heads for, e.g. a healthy class "
                              "(its own images head for another class by --cae-target-by; default: another "

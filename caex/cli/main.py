@@ -15,6 +15,7 @@ import argparse
 import codecs
 import contextlib
 import importlib
+import itertools
 import os
 import select
 import signal
@@ -27,7 +28,8 @@ from typing import NoReturn
 
 from caex import __version__
 from caex.errors import CaexError, Interrupted, OtherRankFailed, Terminated
-from caex.utils.device import torchrun_rank
+
+VERSION = f"caex {__version__}"
 
 #: What an interrupted command keeps and how to continue, for the commands that pick up where they stopped.
 RESUME_HINTS = {"train": ("finished checkpoints are kept", "rerun with --resume to continue"),
@@ -59,23 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="caex",
         description="Explain image classifiers with Class Association Embedding (CAE).",
     )
-    parser.add_argument("--version", action="version", version=f"caex {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"caex.cli.{name}").register(subparsers)
-    _accept_debug_after(subparsers)
+    _finish_commands(subparsers)
     return parser
 
 
-def _accept_debug_after(subparsers: argparse._SubParsersAction) -> None:
-    """``--debug`` also after a command (``caex data show ... --debug``), as its error message suggests."""
+def _finish_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Every command and sub-command accepts ``--debug`` after it too (``caex data show ... --debug``), as its error
+    message suggests, and records its ``prog`` ("caex data show"), which the command's errors and warnings name as
+    its usage errors do."""
     for command in subparsers.choices.values():
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
+        command.set_defaults(prog=command.prog)  # the innermost sub-command's wins
         for action in command._actions:
             if isinstance(action, argparse._SubParsersAction):
-                _accept_debug_after(action)
+                _finish_commands(action)
 
 
 @contextlib.contextmanager
@@ -158,7 +163,16 @@ def _quiet_broken_pipe() -> int:
     return 1
 
 
+def _asks_for_version(argv: Sequence[str]) -> bool:
+    """Whether argparse would print the version first: ``caex --version``, maybe after ``--debug``. Answered before
+    the parser is built, as the commands' choices import torch (seconds)."""
+    return list(itertools.dropwhile(lambda arg: arg == "--debug", argv))[:1] == ["--version"]
+
+
 def _run(argv: Sequence[str] | None) -> int:
+    if _asks_for_version(sys.argv[1:] if argv is None else argv):
+        print(VERSION)
+        sys.exit(0)  # as argparse's --version ends the program
     try:
         parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
         args = parser.parse_args(argv)
@@ -173,14 +187,16 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.command is None:  # a usage error: its help goes where errors go, and stdout stays for results
         parser.print_help(sys.stderr)
         return 2
+    from caex.utils.device import torchrun_rank  # imports torch: not at the top, before Ctrl-C is caught
+
     rank = torchrun_rank()
     if rank is not None and args.command != "train":  # N copies would race for one output folder
         if rank == 0:
-            print(f"caex {args.command}: error: runs as one process; of the commands only `caex train` runs "
+            print(f"{args.prog}: error: runs as one process; of the commands only `caex train` runs "
                   "under torchrun (start this one without it)", file=sys.stderr)
         return 2
     default_format = warnings.formatwarning
-    warnings.formatwarning = lambda message, *_args, **_kwargs: f"caex {args.command}: warning: {message}\n"
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"{args.prog}: warning: {message}\n"
     try:
         from caex.cli.common import set_threads
 
@@ -190,7 +206,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except BrokenPipeError as exc:
         if _stdout_closed():
             return _quiet_broken_pipe()
-        _last_line(f"caex {args.command}: error: {exc.filename or 'a pipe'}: {exc.strerror or exc}")
+        _last_line(f"{args.prog}: error: {exc.filename or 'a pipe'}: {exc.strerror or exc}")
         return 2
     except (Interrupted, OtherRankFailed) as exc:
         # under torchrun the rank that failed says why, once for the job; the others end silently
@@ -198,35 +214,35 @@ def _run(argv: Sequence[str] | None) -> int:
             return exc.exit_code
         # stopped on request, progress saved: not an error of the user's
         _, action = RESUME_HINTS.get(args.command, (None, None))
-        _last_line(f"caex {args.command}: {exc}" + (f" ({action})" if action else ""))
+        _last_line(f"{args.prog}: {exc}" + (f" ({action})" if action else ""))
         return exc.exit_code
     except CaexError as exc:
         if args.debug:
             raise
-        _last_line(f"caex {args.command}: error: {exc}")
+        _last_line(f"{args.prog}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt as exc:
         hint = _resume_hint(args)
         stopped = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
-        _last_line(f"caex {args.command}: {stopped}" + (f" ({'; '.join(hint)})" if hint else ""))
+        _last_line(f"{args.prog}: {stopped}" + (f" ({'; '.join(hint)})" if hint else ""))
         return 143 if isinstance(exc, Terminated) else 130
     except Warning as exc:  # a caex warning turned error (PYTHONWARNINGS=error, -W error): the user asked for it
         if args.debug:
             raise
-        _last_line(f"caex {args.command}: error: {exc}")
+        _last_line(f"{args.prog}: error: {exc}")
         return 2
     except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:
             raise
         if isinstance(exc, OSError) and exc.filename is not None:
             # an output folder under a file, a full disk, no permission: the user's to fix, so one line
-            _last_line(f"caex {args.command}: error: {exc.filename}: {exc.strerror or exc}")
+            _last_line(f"{args.prog}: error: {exc.filename}: {exc.strerror or exc}")
             return 2
         if rank and "closed by peer" in str(exc):  # gloo's word for a rank that left: its own line says why
-            _last_line(f"caex {args.command}: rank {rank} stopped: another process of the job ended (see its "
+            _last_line(f"{args.prog}: rank {rank} stopped: another process of the job ended (see its "
                        "message)")
             return 1
-        _last_line(f"caex {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+        _last_line(f"{args.prog}: unexpected error: {type(exc).__name__}: {exc} "
                    "(rerun with --debug for the traceback)")
         return 1
     finally:

@@ -39,8 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caex.cli.common import check_output_folder
     from caex.report import build_report
 
+    if args.out is not None:  # refused before the figures are rendered, in the words of every other command
+        check_output_folder(args.out, is_file=True)
     path = build_report(args.run, args.out, manifold=args.manifold, explain=args.explain, evaluate=args.evaluate,
                         classifier=args.classifier)
     print(f"report: {path}")

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
-                             add_threads_argument, at_least, with_examples)
+                             add_threads_argument, at_least, seed_number, with_examples)
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(explain the model rather than the data)")
     parser.add_argument("--critic-noise", type=float, default=None, metavar="STD",
                         help="experimental: Gaussian noise (std, on [0, 1] images) added to the swaps the "
-                             "classifier critic sees, so faint texture cannot stand in for a lesion (default 0)")
+                             "classifier critic sees, so faint texture cannot stand in for a lesion (default: 0)")
     parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                         help="mirror training images left-right at random, only where a mirror image keeps "
                              "its class (default: where the data declares it, i.e. the synthetic set; never "
@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "given now change only --iters, --time-limit, --device and the intervals; others "
                            "must agree); where RUN holds no run yet, start one (a requeued job's one command line)")
     mode.add_argument("--force", action="store_true", help="start over in a non-empty RUN")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=seed_number, default=None,
                         help="seed of the training's random choices: weights, pairs, augmentation (default: 0; "
                              "with --resume the run's own). The data split takes --split-seed")
     add_device_argument(parser)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from caex.cli.common import (add_data_arguments, add_device_argument, add_seed_argument, add_threads_argument,
-                             with_examples)
+                             at_least, with_examples)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="resnet18",
                         help="network architecture (default: resnet18)")
     parser.add_argument("--out", required=True, metavar="DIR", help="bundle folder to write (created as needed)")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: per architecture)")
-    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: 32)")
+    parser.add_argument("--epochs", type=at_least(1), default=None,
+                        help="training epochs (default: per architecture)")
+    parser.add_argument("--batch-size", type=at_least(1), default=None, help="training batch size (default: 32)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per architecture)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="train without random shifts")
@@ -43,23 +44,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
-    from caex.classifier.bundle import INFO_FILE
-    from caex.cli.common import check_output_folder, load_data_from_args
+    from caex.cli.common import check_output_folder, load_data_from_args, model_folder_kind
     from caex.errors import CaexError
+    from caex.utils.device import resolve_device
     from caex.utils.io import folder_lock
 
-    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size  # 0 is refused, not replaced
+    batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
     check_output_folder(args.out, data=args.data)
+    device = resolve_device(args.device)
     with folder_lock(args.out, "caex train-classifier"):  # a second run into it would mix two bundles
-        if (Path(args.out) / INFO_FILE).is_file() and not args.force:  # as caex train refuses a finished run
+        model = model_folder_kind(Path(args.out))
+        if model == "CAE run":  # another model's folder: --force replaces a bundle, never a CAE
+            raise CaexError(f"--out {args.out}: is a CAE run folder; a classifier bundle needs an --out of its own "
+                            "(--force replaces only a bundle)")
+        if model is not None and not args.force:  # as caex train refuses a finished run
             raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
         data = load_data_from_args(args)
         print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
               f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
         net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
                                         batch_size=batch_size, lr=args.lr, seed=args.seed,
-                                        device=args.device, verbose=True, augment=args.augment)
+                                        device=device, verbose=True, augment=args.augment)
         save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
                     test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
                     training=metrics.recipe, onnx=args.onnx)
