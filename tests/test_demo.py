@@ -164,6 +164,40 @@ def test_profile_replace_and_errors():
         profile.replace(cae={"iters": 1})
     with pytest.raises(CaexError, match="unknown demo profile 'huge'"):
         get_profile("huge")
+    assert get_profile.__doc__  # exported, and help(get_profile) showed nothing
+
+
+@pytest.mark.parametrize("blocks, message", [
+    (dict(evaluate={"methods": ("cae", "gradcm")}), "evaluate settings: unknown method 'gradcm'; choose from cae, "),
+    (dict(evaluate={"methods": "cae"}), "evaluate settings: methods='cae': must be a non-empty sequence of method "
+                                        "names"),
+    (dict(evaluate={"n_images": 0}), "evaluate settings: n_images=0: must be a whole number, at least 1"),
+    (dict(cae={"iterations": "5"}), "cae settings: iterations='5': must be a whole number, at least 1"),
+    (dict(cae={"preset": "huge"}), "cae settings: preset='huge': choose one of tiny, small, paper"),
+    (dict(cae={"dc": "critic"}), "cae settings: dc='critic': choose 'discriminator' or 'classifier'"),
+    (dict(cae={"max_shift": -1}), "cae settings: max_shift=-1: must be a whole number, at least 0"),
+    (dict(manifold={"folds": 1}), "manifold settings: folds=1: must be a whole number, at least 2"),
+    (dict(explain={"steps": 1}), "explain settings: steps=1: a path needs 2 to 1000 steps (a whole number)"),
+    (dict(data={"per_class": 1}), "data settings: per_class=1: must be a whole number, at least 2"),
+    (dict(data={"size": 16}), "data settings: synthetic: size=16 is out of range (32..256)"),
+    (dict(classifier={"arch": "resnet"}), "classifier settings: unknown architecture 'resnet'; choose one of "),
+    (dict(classifier={"epochs": 2.5}), "classifier settings: epochs=2.5: must be a whole number, at least 1"),
+])
+def test_profile_settings_are_checked_when_made_not_at_their_stage(blocks: dict, message: str) -> None:
+    """A typo in a late stage's settings used to surface only after the earlier stages had run."""
+    with pytest.raises(CaexError, match=f"^demo profile: {re.escape(message)}"):
+        get_profile("tiny").replace(**blocks)
+
+
+def test_built_in_profiles_are_valid_and_their_stage_settings_unchanged() -> None:
+    """The checks add no field: each stage's key hashes exactly the block's settings, as before."""
+    for profile in PROFILES.values():
+        assert profile.replace(**{block: {} for block in ("data", "classifier", "cae", "manifold", "explain",
+                                                          "evaluate")}) == profile
+    assert dataclasses.asdict(PROFILES["tiny"].cae) == {"preset": "tiny", "dc": "classifier", "iterations": 4,
+                                                        "batch_size": 4, "sample_every": 2, "max_shift": None}
+    assert get_profile("tiny").replace(cae={"max_shift": None}, evaluate={"methods": ("ig",)}).evaluate.methods == (
+        "ig",)
 
 
 @pytest.mark.parametrize("max_shift, expected", [(None, 0), (3, 3)])  # None: the tiny preset's own 0

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -227,6 +228,14 @@ def test_perturbation_metric_refuses_settings_without_a_curve(settings, named):
         PerturbationMetric(**settings)
 
 
+@pytest.mark.parametrize(("name", "value"), [("patch", 2.5), ("patch", True), ("n_patches", 3.0),
+                                           ("batch_size", "8")])
+def test_perturbation_metric_refuses_counts_that_are_not_whole_numbers(name, value):
+    """patch=2.5 covered 2x2 squares while the results recorded 2.5; patch=True passed as 1."""
+    with pytest.raises(EvaluationError, match=rf"^PerturbationMetric\.{name}={value!r}: must be a whole number$"):
+        PerturbationMetric(**{name: value})
+
+
 def test_perturbation_metric_names_mismatched_shapes():
     """An attribute() output [K, 1, H, W] used to fail as "too many values to unpack", short labels as IndexError."""
     images, classifier = bright_images(3), square_classifier()
@@ -256,6 +265,25 @@ def test_localisation_exact_values():
     assert pointing_game(missed, masks[:1])[0] == 0 and mass_in_mask(missed, masks[:1])[0] == 0
     summary = LocalisationMetric()(saliency, masks)
     assert summary == {"pointing": 1.0, "mass_in_mask": 0.75, "iou": pytest.approx(1 / 3), "n_with_mask": 1}
+
+
+@pytest.mark.parametrize("k", [0, -0.5, 5, 1.5, True, float("nan"), "0.5"])
+def test_localisation_metric_refuses_a_top_k_share_outside_0_to_1(k):
+    """k=0 scored every map's IoU 0 and k=5 the whole image's; both were accepted."""
+    with pytest.raises(EvaluationError, match=rf"^LocalisationMetric\.k={re.escape(repr(k))}: must be in \(0, 1\] "
+                                              r"or None$"):
+        LocalisationMetric(k=k)
+    assert LocalisationMetric(k=1).k == 1 and LocalisationMetric().k is None
+
+
+def test_localisation_metric_names_masks_of_another_shape():
+    """Masks of another size than the maps failed as a RuntimeError from inside the scores."""
+    saliency = torch.rand(2, 4, 4)
+    for masks in (torch.ones(2, 8, 8, dtype=torch.bool), torch.ones(3, 4, 4, dtype=torch.bool)):
+        with pytest.raises(EvaluationError, match=rf"^expected saliency \[K, H, W\] and masks of the same shape; got "
+                                                  rf"\(2, 4, 4\) and \({masks.shape[0]}, {masks.shape[1]}, "
+                                                  rf"{masks.shape[2]}\)$"):
+            LocalisationMetric()(saliency, masks)
 
 
 def test_pointing_game_breaks_ties_at_the_first_pixel_in_raster_order():
@@ -329,6 +357,10 @@ def test_select_images_is_stratified_seeded_and_correct_only():
     assert data.test.labels[picked].tolist() == [0, 1, 0, 1, 0, 1]
     with pytest.raises(EvaluationError, match="n_images=0: must be at least 1"):
         select_images(classifier, data, 0)
+    with pytest.warns(UserWarning, match=r"^n_images=1 is fewer than the 2 classes with correctly classified test "
+                                         r"images: the evaluation covers only 1 of them \(the lowest class indices\); "
+                                         r"ask for at least 2$"):
+        assert data.test.labels[select_images(classifier, data, 1)].tolist() == [0]  # class 1 left out, now said
     data.test.labels[::2] = 1  # every dark image labelled bright, and one bright image labelled dark:
     data.test.labels[1] = 0    # 'dark' has a test image, and it is wrong
     with pytest.warns(UserWarning, match=r"^the classifier gets no test image of class\(es\) dark right, so the "
@@ -393,7 +425,7 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     assert record["classifier"] == {"source": None, "digest": classifier_digest(square_classifier())}
     assert record["cae"] == {"source": None, "digest": None} and record["software"]["torch"] == torch.__version__
     table = (tmp_path / "results.md").read_text()
-    assert "test images of `tiny-square` split with seed 0 (stratified over classes, sampling seed 0)" in table
+    assert "test images of `tiny-square` (stratified over classes, sampling seed 0)" in table  # its own split
     assert cae.aopc_se > 0
     assert f"| cae-centroid | {cae.aopc:.3f} ± {cae.aopc_se:.3f} | {cae.peak_degradation:.3f} |" in table
     assert "Localisation: averaged over the 2 of the 4 images whose mask marks a lesion" in table

@@ -237,6 +237,18 @@ def test_smote_smoothness_decodes_each_sample_with_its_own_pool_individual() -> 
                               per_class=8, individuals=4, batch_size=3, seed=0)
     assert shares.tolist() == [0.5] * K
 
+def test_smote_smoothness_of_a_class_with_one_code_is_undefined() -> None:
+    """A single code has no neighbour: every "mixture" was the code itself and scored 100%."""
+    from caex.manifold import smote_smoothness
+
+    images = coded_images(4, seed=3)
+    keep = torch.cat([torch.arange(8), torch.tensor([8])])  # classes 0 and 1 whole, one image of class 2
+    cae = CodeInImageCAE()
+    shares = smote_smoothness(cae, CodeReader(), images.images[keep], cae.class_codes(images.images[keep]),
+                              images.labels[keep], K, per_class=8, individuals=4, batch_size=3, seed=0)
+    assert shares[:2].tolist() == [1.0, 1.0] and np.isnan(shares[2])
+
+
 def test_monotone_path_detection() -> None:
     probabilities = torch.tensor([
         [0.0, 0.1, 0.5, 0.9, 1.0],    # rising
@@ -280,6 +292,23 @@ def run_analysis(bundle: DataBundle, out, classifier: Classifier | None = None, 
     options = dict(seed=0, folds=4, n_estimators=20, swap_pairs=5, smote_per_class=40, paths=6, path_steps=5,
                    figure_paths=3, map_points=30)
     return analyse_manifold(CodeInImageCAE(), classifier or CodeReader(), bundle, out, **{**options, **kwargs})
+
+
+def test_exported_file_helpers_are_documented_and_take_str_paths(tmp_path) -> None:
+    """help() on these exported names showed nothing; load_image's ``path`` was annotated Path though the docs
+    pass a str. (Kept here beside codes.csv's writer: the utils and data tests are another engineer's files.)"""
+    import inspect
+
+    from caex.data import load_image
+    from caex.manifold import write_codes_csv
+    from caex.utils import atomic_write_text, read_json
+
+    for function in (write_codes_csv, atomic_write_text, read_json, load_image):
+        assert inspect.getdoc(function), function.__name__
+    assert inspect.signature(load_image).parameters["path"].annotation == "str | os.PathLike"
+    Image.new("L", (4, 4), 255).save(tmp_path / "white.png")
+    assert load_image(str(tmp_path / "white.png"), 8, 1).shape == (1, 8, 8)
+    assert read_json(atomic_write_text(str(tmp_path / "a.json"), '{"a": 1}')) == {"a": 1}
 
 
 def test_codes_csv_row_known_answer() -> None:
@@ -359,6 +388,35 @@ def test_analyse_manifold_rejects_mismatched_inputs(bundle: DataBundle, tmp_path
     cae.config.image_size = 16  # the data's images are 8 px
     with pytest.raises(CaexError, match="16px images but data 'coded'"):
         analyse_manifold(cae, CodeReader(), bundle, tmp_path)
+
+
+@pytest.mark.parametrize("option, value, least", [
+    ("folds", 1, 2), ("n_estimators", 0, 1), ("map_points", 0, 2), ("path_steps", 1, 2), ("paths", 0, 1),
+    ("smote_neighbours", 0, 1), ("swap_pairs", 2.5, 1), ("batch_size", True, 1), ("figure_paths", -1, 0),
+])
+def test_analyse_manifold_refuses_counts_the_cli_refuses_before_any_work(bundle: DataBundle, tmp_path, option: str,
+                                                                         value, least: int) -> None:
+    """folds=1 or n_estimators=0 failed in sklearn after the encoding; paths=0 and smote_neighbours=0 passed."""
+    with pytest.raises(CaexError, match=rf"^{option}={value!r}: must be a whole number, at least {least}$"):
+        run_analysis(bundle, tmp_path / "out", **{option: value})
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyse_manifold_refuses_a_tolerance_outside_0_to_1(bundle: DataBundle, tmp_path) -> None:
+    with pytest.raises(CaexError, match=r"^monotone_tolerance=nan: must be at least 0 and below 1$"):
+        run_analysis(bundle, tmp_path, monotone_tolerance=float("nan"))
+
+
+def test_a_single_code_class_reads_n_a_in_the_summary_and_the_cli(bundle: DataBundle, tmp_path) -> None:
+    """Its SMOTE share is null in summary.json (the CLI prints n/a, the report a dash), and the minimum skips it."""
+    from caex.cli.manifold import _percent
+
+    keep = torch.cat([torch.arange(24), torch.tensor([24])])  # the test split's classes 0 and 1, one of class 2
+    test = ImageSet(bundle.test.images[keep], bundle.test.labels[keep], sources=[bundle.test.sources[i] for i in keep])
+    summary = run_analysis(DataBundle(bundle.train, test, bundle.class_names, spec="coded"), tmp_path, tsne=False)
+    assert summary["smoothness"]["per_class"] == {"class0": 1.0, "class1": 1.0, "class2": None}
+    assert summary["smoothness"]["min"] == 1.0
+    assert [_percent(share) for share in summary["smoothness"]["per_class"].values()] == ["100.0%", "100.0%", "n/a"]
 
 
 def test_straight_paths_move_the_class_code_and_keep_the_individual(bundle: DataBundle) -> None:

@@ -108,6 +108,19 @@ def test_config_errors(kwargs: dict, message: str) -> None:
         CAEConfig.preset(args.pop("name"), **args)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(width=8.0), "CAEConfig.width=8.0: must be a whole number"),
+    (dict(image_size="64"), "CAEConfig.image_size='64': must be a whole number"),
+    (dict(n_res=True), "CAEConfig.n_res=True: must be a whole number"),
+    (dict(num_classes=2.5), "CAEConfig.num_classes=2.5: must be a whole number"),
+])
+def test_config_refuses_integer_fields_that_are_not_whole_numbers(kwargs: dict, message: str) -> None:
+    """width=8.0 passed the old int(value) check and failed inside the networks."""
+    args = dict(image_size=32, channels=1, num_classes=2) | kwargs
+    with pytest.raises(ModelError, match=f"^{re.escape(message)}$"):
+        CAEConfig.preset("tiny", **args)
+
+
 def test_overrides_are_typed_by_their_field_and_reach_the_preset() -> None:
     overrides = CAEConfig.parse_overrides(["n_res=3", "class-pool=avg", "disc_dropout=0.25"])
     assert overrides == {"n_res": 3, "class_pool": "avg", "disc_dropout": 0.25}
@@ -206,7 +219,7 @@ def test_load_errors(tmp_path) -> None:
     meta = json.loads((tmp_path / "typo" / "config.json").read_text())
     meta["config"]["n_res"] = "two"
     (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="unreadable CAE config.*two"):
+    with pytest.raises(ModelError, match=r"config\.json: CAEConfig\.n_res='two': must be a whole number$"):
         CAE.load(tmp_path / "typo")
     meta["config"]["n_res"], meta["class_names"] = 2, ["only one"]  # parses, but describes no valid CAE
     (tmp_path / "typo" / "config.json").write_text(json.dumps(meta))
@@ -373,6 +386,5 @@ def test_a_config_asking_for_a_huge_network_is_refused_before_it_is_built(tmp_pa
 
 def test_a_config_with_a_fractional_size_is_refused(tmp_path) -> None:
     _saved_with_config(tmp_path, config={"image_size": 32.0})
-    with pytest.raises(ModelError, match=r"config\.json: unreadable CAE config \(ValueError: image_size=32\.0 must "
-                                         r"be a whole number\)$"):
+    with pytest.raises(ModelError, match=r"config\.json: CAEConfig\.image_size=32\.0: must be a whole number$"):
         CAE.load(tmp_path)

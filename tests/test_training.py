@@ -265,6 +265,16 @@ def test_train_config_round_trip_and_errors() -> None:
         TrainConfig(amp=False, cpu_bf16=True)
 
 
+@pytest.mark.parametrize("field, value", [("iters", 1e1), ("batch_size", 2.0), ("seed", "a"), ("max_shift", True),
+                                          ("lr_halvings", "2"), ("ckpt_every", None)])
+def test_train_config_refuses_integer_fields_that_are_not_whole_numbers(field: str, value: Any, tmp_path) -> None:
+    """iters=1e1 passed the old int(value) check and failed in the trainer after train_config.json was written."""
+    with pytest.raises(TrainingError, match=rf"^{field}={re.escape(repr(value))}: must be a whole number$"):
+        TrainConfig.preset("tiny", **{field: value})
+    saved = json.loads(json.dumps(TrainConfig.preset("tiny", iters=10).to_dict()))
+    assert TrainConfig.from_dict(saved).iters == 10  # a saved config's ints stay ints
+
+
 def test_train_config_saved_before_layout_loads_with_the_layout_it_trained_in() -> None:
     """Runs saved with the former ``channels_last`` flag (True: what "auto" does) resume in the same layout."""
     saved = {key: value for key, value in TrainConfig().to_dict().items() if key != "layout"}

@@ -11,19 +11,53 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from caex.classifier.arch import architecture
+from caex.data.synthetic import SyntheticConfig
 from caex.errors import CaexError
-from caex.evaluation.runner import DEFAULT_METHODS
+from caex.evaluation.runner import DEFAULT_METHODS, canonical_method
+from caex.explain.explainer import check_steps
+from caex.manifold.analysis import check_settings
+from caex.model.config import PRESETS
+from caex.utils.checks import check_counts
+
+
+def _check_counts(settings: object, *, optional: tuple[str, ...] = (), **least: int) -> None:
+    """Refuse a count that is not a whole number of at least ``least[name]`` (``None`` passes for ``optional``)."""
+    counts = {name: getattr(settings, name) for name in least}
+    check_counts({name: value for name, value in counts.items() if value is not None or name not in optional}, least)
+
+
+class _Settings:
+    """A settings block checked when it is made (and so by :meth:`DemoProfile.replace`): a typo would otherwise
+    surface only at the stage that reads the block, after the stages before it ran."""
+
+    block: ClassVar[str]  # the block's name in DemoProfile, for the messages
+
+    def __post_init__(self) -> None:
+        try:
+            self.check()
+        except CaexError as exc:
+            raise CaexError(f"demo profile: {self.block} settings: {exc}") from None
+
+    def check(self) -> None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class DataSettings:
+class DataSettings(_Settings):
     """The embedded synthetic OCT-style data (80% train, 20% test)."""
+
+    block = "data"
 
     classes: int = 4
     per_class: int = 300
     size: int = 64
+
+    def check(self) -> None:
+        _check_counts(self, classes=1, per_class=2, size=1)  # per_class 2: one train and one test image
+        SyntheticConfig(classes=self.classes, per_class=self.per_class, size=self.size)  # the generator's ranges
 
     @property
     def spec(self) -> str:
@@ -31,15 +65,21 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
-class ClassifierSettings:
+class ClassifierSettings(_Settings):
     """The target classifier the demo trains and then explains."""
+
+    block = "classifier"
 
     arch: str = "smallcnn"
     epochs: int | None = None  # None: the architecture's own default
 
+    def check(self) -> None:
+        architecture(self.arch)
+        _check_counts(self, optional=("epochs",), epochs=1)
+
 
 @dataclass(frozen=True)
-class CAESettings:
+class CAESettings(_Settings):
     """BBCFE training of the CAE.
 
     ``dc="classifier"`` uses the frozen target classifier as the class critic of
@@ -49,6 +89,8 @@ class CAESettings:
     demo's CPU budget and not.
     """
 
+    block = "cae"
+
     preset: str = "small"
     dc: str = "classifier"
     iterations: int = 3500  # CAE ~11 min at 5.3 it/s on 2 cores, the whole demo ~13 of its 15 (preset: 6000)
@@ -56,10 +98,19 @@ class CAESettings:
     sample_every: int = 300  # how often the trainer writes a reconstruction/swap grid
     max_shift: int | None = None  # pixels of batch augmentation (None: the preset's, 4 for small)
 
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            raise CaexError(f"preset={self.preset!r}: choose one of {', '.join(PRESETS)}")
+        if self.dc not in (None, "discriminator", "classifier"):
+            raise CaexError(f"dc={self.dc!r}: choose 'discriminator' or 'classifier'")
+        _check_counts(self, optional=("max_shift",), iterations=1, batch_size=1, sample_every=1, max_shift=0)
+
 
 @dataclass(frozen=True)
-class ManifoldSettings:
+class ManifoldSettings(_Settings):
     """Global analysis sizes (the paper's 2000 SMOTE codes per class are cut for CPU budgets)."""
+
+    block = "manifold"
 
     swap_pairs: int = 50  # test pairs per ordered class pair
     smote_per_class: int = 500
@@ -70,22 +121,40 @@ class ManifoldSettings:
     tsne: bool = True
     map_points: int = 1000
 
+    def check(self) -> None:
+        check_settings(**{name: value for name, value in dataclasses.asdict(self).items() if name != "tsne"})
+
 
 @dataclass(frozen=True)
-class ExplainSettings:
+class ExplainSettings(_Settings):
     """Local explanations written as figures: a few test images per class."""
+
+    block = "explain"
 
     per_class: int = 3
     steps: int = 16
 
+    def check(self) -> None:
+        _check_counts(self, per_class=1)
+        check_steps(self.steps)
+
 
 @dataclass(frozen=True)
-class EvaluateSettings:
+class EvaluateSettings(_Settings):
     """CAE against the baselines on the same correctly classified test images."""
+
+    block = "evaluate"
 
     n_images: int = 32
     methods: tuple[str, ...] = DEFAULT_METHODS
     lime_samples: int = 300  # perturbed images per LIME explanation (the dominant cost of LIME)
+
+    def check(self) -> None:
+        _check_counts(self, n_images=1, lime_samples=1)
+        if isinstance(self.methods, str) or not self.methods:
+            raise CaexError(f"methods={self.methods!r}: must be a non-empty sequence of method names")
+        for method in self.methods:
+            canonical_method(method)
 
 
 @dataclass(frozen=True)
@@ -143,6 +212,7 @@ PROFILES: dict[str, DemoProfile] = {
 
 
 def get_profile(name: str) -> DemoProfile:
+    """The named profile of :data:`PROFILES`; change its sizes with :meth:`DemoProfile.replace`."""
     try:
         return PROFILES[name]
     except KeyError:

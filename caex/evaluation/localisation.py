@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from caex.errors import EvaluationError
 from caex.evaluation.perturbation import check_finite_maps, pixel_rank
 from caex.utils.rows import constant_rows
 
@@ -60,9 +61,17 @@ def _nanmean(values: torch.Tensor) -> float:
 class LocalisationMetric:
     """Pointing game, mass in mask and top-k IoU, averaged over images that have a lesion."""
 
-    k: float | None = None
+    k: float | None = None  # top-k IoU's share of the pixels; None: each mask's own area share
+
+    def __post_init__(self) -> None:
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, (int, float))
+                                   or not 0 < self.k <= 1):  # 0 scored every map 0, 5 the whole image
+            raise EvaluationError(f"LocalisationMetric.k={self.k!r}: must be in (0, 1] or None")
 
     def __call__(self, saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        if saliency.ndim != 3 or masks.shape != saliency.shape:  # else a RuntimeError from deep in the scores
+            raise EvaluationError(f"expected saliency [K, H, W] and masks of the same shape; got "
+                                  f"{tuple(saliency.shape)} and {tuple(masks.shape)}")
         check_finite_maps(saliency)
         masks = masks.to(saliency.device, torch.bool)
         return {

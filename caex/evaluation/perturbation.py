@@ -199,7 +199,11 @@ class PerturbationMetric:
     def __post_init__(self) -> None:
         for name in ("patch", "n_patches", "batch_size"):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if value is None and name == "n_patches":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):  # patch=2.5 covered 2x2 squares
+                raise EvaluationError(f"PerturbationMetric.{name}={value!r}: must be a whole number")
+            if value < 1:
                 raise EvaluationError(f"PerturbationMetric.{name}={value}: must be at least 1")
         if not 0 < self.share <= 1:
             raise EvaluationError(f"PerturbationMetric.share={self.share}: must be in (0, 1]")

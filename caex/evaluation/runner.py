@@ -285,6 +285,10 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
     shuffled = correct[torch.randperm(len(correct), generator=torch_generator(seed))]
     class_of = labels[shuffled]
     interleaved = shuffled[torch.argsort(rank_within_class(class_of) * data.num_classes + class_of)]
+    classes = len(labels[correct].unique())
+    if n_images < classes:  # the classes take turns in index order: the last ones would be left out unsaid
+        warn(f"n_images={n_images} is fewer than the {classes} classes with correctly classified test images: the "
+             f"evaluation covers only {n_images} of them (the lowest class indices); ask for at least {classes}")
     return interleaved[:n_images]
 
 

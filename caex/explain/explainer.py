@@ -38,6 +38,7 @@ from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_i
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
 from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
 from caex.model.cae import as_cae
+from caex.utils.checks import check_counts
 from caex.utils.device import module_device, resolve_device
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import torch_generator
@@ -202,10 +203,9 @@ class Explainer:
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
                  candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
         check_smoothing(smoothing)
-        for name, value, least in (("batch_size", batch_size, 1), ("knn", knn, 1), ("candidates", candidates, 0),
-                                   ("max_graph_nodes", max_graph_nodes, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ExplainError(f"{name}={value!r}: must be a whole number, at least {least}")
+        check_counts({"batch_size": batch_size, "knn": knn, "candidates": candidates,
+                      "max_graph_nodes": max_graph_nodes},
+                     {"batch_size": 1, "knn": 1, "candidates": 0, "max_graph_nodes": 1}, ExplainError)
         classifier = require_classifier(classifier)
         cae = as_cae(cae, device, classifier=classifier)
         if classifier.num_classes != len(cae.class_names):

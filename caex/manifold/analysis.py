@@ -26,6 +26,7 @@ from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pa
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.model.cae import as_cae
 from caex.utils import write_json
+from caex.utils.checks import check_counts
 from caex.utils.io import folder_lock, json_safe, replaced_together
 from caex.utils.device import module_device
 from caex.utils.provenance import models_record, run_record
@@ -33,6 +34,21 @@ from caex.utils.provenance import models_record, run_record
 if TYPE_CHECKING:
     from caex.classifier import Classifier
     from caex.model import CAE
+
+
+#: The least value of each count argument of :func:`analyse_manifold`: the CLI's ``at_least`` limits, plus
+#: ``smote_neighbours`` (0 makes every mixture the real code) and ``n_estimators`` (a forest of no trees).
+LEAST_COUNTS = {"batch_size": 1, "folds": 2, "n_estimators": 1, "swap_pairs": 1, "smote_per_class": 1,
+                "smote_neighbours": 1, "smote_individuals": 1, "paths": 1, "path_steps": 2, "figure_paths": 0,
+                "map_points": 2}
+
+
+def check_settings(*, monotone_tolerance: float = 0.05, **counts: int) -> None:
+    """One-line errors for counts below :data:`LEAST_COUNTS` or not whole numbers, and for a tolerance outside
+    [0, 1), before any work: sklearn's own errors came after minutes of encoding and decoding."""
+    check_counts(counts, LEAST_COUNTS)
+    if not 0 <= monotone_tolerance < 1:  # also refuses NaN
+        raise CaexError(f"monotone_tolerance={monotone_tolerance!r}: must be at least 0 and below 1")
 
 
 def check_inputs(cae: CAE, classifier: Classifier, data: DataBundle) -> None:
@@ -117,6 +133,10 @@ def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data:
     Everything random is drawn from ``seed``; the summary is also written to
     ``out_dir/summary.json``.
     """
+    check_settings(batch_size=batch_size, folds=folds, n_estimators=n_estimators, swap_pairs=swap_pairs,
+                   smote_per_class=smote_per_class, smote_neighbours=smote_neighbours,
+                   smote_individuals=smote_individuals, paths=paths, path_steps=path_steps,
+                   figure_paths=figure_paths, map_points=map_points, monotone_tolerance=monotone_tolerance)
     cae = as_cae(cae, classifier=classifier)
     check_inputs(cae, classifier, data)
     out = Path(out_dir)

@@ -110,4 +110,5 @@ def codes_csv_text(table: CodesTable) -> str:
 
 
 def write_codes_csv(path: str | os.PathLike, table: CodesTable) -> Path:
+    """``table`` as ``codes.csv`` (:func:`codes_csv_text`), written atomically: a reader never sees half a file."""
     return atomic_write_text(path, codes_csv_text(table))

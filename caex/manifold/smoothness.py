@@ -61,7 +61,8 @@ def smote_codes(codes: torch.Tensor, count: int, *, neighbours: int = 5,
 def smote_smoothness(cae: CAE, classifier: Classifier, images: torch.Tensor, codes: torch.Tensor, labels: torch.Tensor,
                      num_classes: int, *, per_class: int = 2000, neighbours: int = 5, individuals: int = 8,
                      batch_size: int = 128, seed: int = 0, verbose: bool = False) -> np.ndarray:
-    """Per class, the share of decoded SMOTE codes the classifier assigns to that class (NaN: empty class).
+    """Per class, the share of decoded SMOTE codes the classifier assigns to that class (NaN for a class of
+    fewer than 2 codes: nothing lies between its codes, and its one code decoded would pass for a mixture).
 
     The individual codes are a fixed, seeded pool of ``individuals`` test images
     of the same class, used in turn, so the only thing that varies between
@@ -74,7 +75,7 @@ def smote_smoothness(cae: CAE, classifier: Classifier, images: torch.Tensor, cod
                   enabled=verbose) as bar:
         for k in range(num_classes):
             members = torch.from_numpy(np.flatnonzero(labels.numpy() == k))
-            if not len(members):
+            if len(members) < 2:
                 bar.update(batches_per_class)
                 continue
             samples = smote_codes(codes[members], per_class, neighbours=neighbours, seed=rng)[0]

@@ -216,7 +216,6 @@ class CAE(nn.Module):
             newer = newer_format(meta.get("version", 1), FORMAT_VERSION)
             if newer:
                 raise ModelError(newer)
-            _check_whole_numbers(meta["config"])
             config = CAEConfig.from_dict(meta["config"])
             names = meta.get("class_names")
         except ModelError as exc:
@@ -276,17 +275,6 @@ def as_cae(cae: CAE | str | os.PathLike, device: str | torch.device | None = Non
     if device is None:
         device = classifier.device if getattr(classifier, "module", None) is not None else "auto"
     return CAE.load(cae, device=device)
-
-
-def _check_whole_numbers(config: object) -> None:
-    """Integer fields of a config.json must be integers: ``image_size: 64.0`` would build the networks with a
-    float size that later code reads differently."""
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a JSON object, got {type(config).__name__}")
-    for field in dataclasses.fields(CAEConfig):
-        value = config.get(field.name)
-        if field.type in (int, "int") and field.name in config and type(value) is not int:
-            raise ValueError(f"{field.name}={value!r} must be a whole number")
 
 
 def _check_stored_shapes(model: CAE, path: Path) -> None:

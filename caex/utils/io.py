@@ -52,6 +52,7 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``text`` as UTF-8 through :func:`atomic_write_bytes`, so an interrupted write leaves the old file whole."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -81,6 +82,7 @@ def newer_format(version: object, newest: int, what: str = "format version") -> 
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON file ``path`` read as UTF-8 (whatever the locale's encoding, as :func:`write_json` wrote it)."""
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
