@@ -416,9 +416,11 @@ def test_neither_importing_the_cli_nor_asking_its_version_imports_torch() -> Non
     (["data", "show", "synthetic", "--out", "g.png", "--split-seed", str(2**32)], str(2**32)),
     (["train", "synthetic", "--out", "run", "--seed", "one"], "'one'"),
 ])
-def test_seeds_that_a_generator_would_refuse_are_refused_while_parsing(argv, shown: str, capsys) -> None:
+def test_seeds_that_a_generator_would_refuse_are_refused_while_parsing(argv, shown: str, capsys, tmp_path,
+                                                                      monkeypatch) -> None:
     from caex.cli.main import main
 
+    monkeypatch.chdir(tmp_path)  # where a seed let through would write its outputs
     command = "caex data show" if argv[0] == "data" else f"caex {argv[0]}"
     assert main(argv) == 2
     assert capsys.readouterr().err == (f"{command}: error: argument {argv[-2]}: must be a whole number from 0 to "
