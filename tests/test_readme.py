@@ -74,4 +74,7 @@ def test_the_extension_example_registers_a_method_and_an_architecture_that_evalu
     assert [row.method for row in results.methods] == ["gradient_x_input", "gradcam", "random"]
     assert all(row.status == "ok" for row in results.methods)
     assert "| gradient_x_input |" in results.to_markdown()
+    insertion = namespace["insertion"]
+    assert sorted(insertion) == ["gradcam", "gradient_x_input", "random"]
+    assert all(0 <= value <= 1 for value in insertion.values())
 
