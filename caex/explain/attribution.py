@@ -117,7 +117,8 @@ class Attributor:
         return self.classifier.logits_module
 
     def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
-        """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), on the inputs' device.
+        """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), float32 whatever the inputs' dtype, on the inputs'
+        device.
 
         ``target``: the class being explained (Captum's meaning; ``Explainer.explain``'s ``target`` is where its
         path heads instead), one index or name per image (``[B]`` tensor, list or array), or one for all.
