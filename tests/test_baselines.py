@@ -504,3 +504,19 @@ def test_registering_a_method_checks_its_name_and_its_constructor_chain():
         with pytest.raises(AttributionError, match=rf"^Named.name = '{bad}': give a lower-case Python identifier"):
             register_attributor(named)
     assert "cae-lite" not in BASELINES
+    with pytest.raises(AttributionError, match=r"^Clash.name = 'gradcam': GradCamAttributor has that name; choose "
+                                               r"another, or pass replace=True$"):  # it replaced the shipped one
+        register_attributor(type("Clash", (GradientTimesInput,), {"name": "gradcam"}))
+    with pytest.raises(AttributionError, match=r"^register_attributor: <function .*> is no Attributor subclass$"):
+        register_attributor(make_attributor)
+
+
+def test_a_registered_method_without_a_title_of_its_own_is_titled_by_its_name(registered):
+    """It inherited its parent's: a Grad-CAM variant was 'Grad-CAM' beside Grad-CAM in every figure and table."""
+    from caex.evaluation.runner import method_name
+
+    variant = register_attributor(type("LayerThree", (GradientTimesInput,), {"name": "gxi_three"}))
+    try:
+        assert method_name("gxi_three") == "gxi_three" and method_name("gradient_x_input") == "Gradient x input"
+    finally:
+        del BASELINES[variant.name]

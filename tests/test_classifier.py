@@ -113,7 +113,7 @@ def tinyvgg():
 def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_shipped_one(tmp_path, tinyvgg):
     """Its defaults, Grad-CAM layer and first convolution came from per-name tables: a registered network trained
     (KeyError for its epochs), then its bundle did not load ('no key backbone.conv1.weight')."""
-    from caex.classifier.arch import register_architecture
+    from caex.classifier.arch import ARCHITECTURES, register_architecture
     from caex.cli.main import main
     from caex.explain.attribution import make_attributor
 
@@ -132,6 +132,17 @@ def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_ship
                  "--out", str(tmp_path / "cli")]) == 0
     with pytest.raises(ClassifierError, match=r"^architecture name 'Tiny VGG': use a lower-case Python identifier"):
         register_architecture("Tiny VGG", None)
+    with pytest.raises(ClassifierError, match=r"^architecture 'vgg': expected a caex.classifier.Architecture, got "
+                                              r"NoneType$"):  # accepted, then "unexpected error" in --arch vgg
+        register_architecture("vgg", None)
+    with pytest.raises(ClassifierError, match=r"^architecture 'resnet18' is registered already; choose another "
+                                              r"name, or pass replace=True$"):  # it replaced the shipped one
+        register_architecture("resnet18", ARCHITECTURES["tinyvgg"])
+    (tmp_path / "clf" / "classifier.json").write_text((tmp_path / "clf" / "classifier.json").read_text().replace(
+        '"tinyvgg"', '"tinyvgg2"'))
+    with pytest.raises(ClassifierError, match=r"unknown arch 'tinyvgg2'; .*registered with caex.classifier."
+                                              r"register_architecture loads where it is registered"):
+        load_classifier(tmp_path / "clf", device="cpu")
 
 
 def test_wrapper_normalises_data_range_images_with_its_buffers():
@@ -233,6 +244,7 @@ def test_a_classifier_near_chance_or_blind_to_a_class_is_warned_about():
         _warn_if_near_chance("resnet18", rare, rare, names[:2], 4)  # perfect under 98% imbalance: no warning
         _warn_if_near_chance("resnet18", labels, labels, names, 4)
         _warn_if_near_chance("resnet18", labels[:0], labels[:0], names, 4)  # no test images: nothing to compare
+        _warn_if_near_chance("resnet18", labels[:6], labels[:6], names, 4)  # one class tested: "1.000 is near chance"
 
 
 def test_random_shift_moves_each_image_by_at_most_max_shift():

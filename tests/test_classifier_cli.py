@@ -126,8 +126,12 @@ def test_a_bad_device_is_refused_before_the_data_loads(tmp_path, capsys, monkeyp
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
-def test_a_cae_run_folder_as_out_is_refused_even_with_force(tmp_path, capsys, force):
-    """A bundle was written among a CAE run's files without a word (caex train refuses a bundle's folder)."""
+def test_a_cae_run_folder_as_out_is_refused_even_with_force(tmp_path, capsys, monkeypatch, force):
+    """A bundle was written among a CAE run's files without a word (caex train refuses a bundle's folder); then
+    the refusal came from inside the folder's lock, so a training run holding it got a 'locked' error instead."""
+    import caex.utils.io
+
+    monkeypatch.setattr(caex.utils.io, "folder_lock", lambda *args: pytest.fail("locked the CAE run's folder"))
     names = ("config.json", "model.safetensors")
     for name in names:
         (tmp_path / name).write_text(name)

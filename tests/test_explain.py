@@ -360,6 +360,15 @@ def test_a_class_without_stored_codes_is_left_out_of_default_targets_not_the_who
             torch.testing.assert_close(maps[:, 0], expected)
         with pytest.raises(ExplainError, match=r"^path 'centroid': no stored training codes of class\(es\) c$"):
             gapped.explain(images[:2], target="c", path="centroid", steps=3)  # asked for by name: still refused
+        # evaluate's "all": an image of class c has two classes to head for, the others one; in one call its
+        # maps were cut to one class, so they depended on the batch it came in
+        attributor = ExplainerAttributor(gapped.classifier, gapped, path="centroid", steps=2, counter_by="all")
+        explained = torch.tensor([0, 2, 1, 2])
+        with pytest.warns(UserWarning, match="no default path heads there"):
+            together = attributor.saliency(images[:4], explained)
+            alone = torch.cat([attributor.saliency(images[i:i + 1], explained[i:i + 1]) for i in range(4)])
+        torch.testing.assert_close(together, alone)
+        assert gapped.reachable_classes().tolist() == [True, True, False]
     finally:
         cae.set_train_codes(codes, labels)
 

@@ -65,8 +65,15 @@ def test_the_extension_example_registers_a_method_and_an_architecture_that_evalu
     monkeypatch.chdir(tmp_path)
     scale_down = {"per_class=100": "per_class=20", 'train_classifier(bundle, "tinyvgg")':
                   'train_classifier(bundle, "tinyvgg", epochs=1, device="cpu")'}
+    command = ("evaluate none synthetic:classes=2,per_class=100 --size 32 --classifier runs/tinyvgg --methods "
+               "gradient_x_input,gradcam --out eval/")
+    assert command in " ".join(ARCHITECTURE.read_text(encoding="utf-8").split()), "the CLI route changed"
     try:
         namespace = _run_scaled_down(_python_block(ARCHITECTURE, "## Extending caex"), ARCHITECTURE, scale_down)
+        from caex.cli.main import main  # in the process that registered them, as the docs say
+
+        assert main([*command.replace("per_class=100", "per_class=20").split(), "--n-images", "4"]) == 0
+        assert "| gradient_x_input |" in (tmp_path / "eval" / "results.md").read_text(encoding="utf-8")
     finally:
         BASELINES.pop("gradient_x_input", None)
         ARCHITECTURES.pop("tinyvgg", None)

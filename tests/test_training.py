@@ -275,6 +275,18 @@ def test_train_config_refuses_integer_fields_that_are_not_whole_numbers(field: s
     assert TrainConfig.from_dict(saved).iters == 10  # a saved config's ints stay ints
 
 
+def test_numpy_integers_are_whole_numbers_stored_as_ints() -> None:
+    """A sweep over np.arange passed the old checks; the first whole-number check refused it."""
+    import numpy as np
+
+    from caex.evaluation import LocalisationMetric, PerturbationMetric
+
+    config = TrainConfig.preset("tiny", iters=np.int64(10), seed=np.int32(2))
+    assert type(config.iters) is int and type(config.seed) is int and json.dumps(config.to_dict())
+    assert type(CAEConfig.preset("tiny", image_size=np.int64(32), channels=1, num_classes=2).image_size) is int
+    assert type(PerturbationMetric(patch=np.int64(5)).patch) is int and LocalisationMetric(k=np.float32(0.1)).k
+
+
 def test_train_config_saved_before_layout_loads_with_the_layout_it_trained_in() -> None:
     """Runs saved with the former ``channels_last`` flag (True: what "auto" does) resume in the same layout."""
     saved = {key: value for key, value in TrainConfig().to_dict().items() if key != "layout"}

@@ -92,11 +92,18 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-def register_architecture(name: str, architecture: Architecture) -> None:
+def register_architecture(name: str, architecture: Architecture, *, replace: bool = False) -> None:
     """Make ``name`` an architecture every caex command builds, trains, saves and reloads (in the same Python
-    process: register it before calling caex's API or ``caex.cli.main.main``)."""
-    if not name.isidentifier() or name != name.lower():
+    process: register it before calling caex's API or ``caex.cli.main.main``); ``replace`` lets it take a
+    registered name."""
+    if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
         raise ClassifierError(f"architecture name {name!r}: use a lower-case Python identifier, e.g. 'tinyvgg'")
+    if not isinstance(architecture, Architecture):
+        raise ClassifierError(f"architecture {name!r}: expected a caex.classifier.Architecture, got "
+                              f"{type(architecture).__name__}")
+    if name in ARCHITECTURES and not replace:
+        raise ClassifierError(f"architecture {name!r} is registered already; choose another name, or pass "
+                              "replace=True")
     ARCHITECTURES[name] = architecture
 
 

@@ -252,7 +252,9 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
             raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch){where}")
         if info.arch not in ARCHITECTURES:  # named here, where the json is known, not deep in the builder
             raise ClassifierError(f"{described}: unknown arch {info.arch!r}; choose one of "
-                                  f"{', '.join(ARCHITECTURES)}")
+                                  f"{', '.join(ARCHITECTURES)} (an architecture registered with "
+                                  "caex.classifier.register_architecture loads where it is registered, as "
+                                  "docs/ARCHITECTURE.md shows; classifier.torchscript.pt loads anywhere)")
         arch = info.arch
     if arch is not None:
         if outputs not in (None, "logits"):  # caex's architectures end in a linear layer

@@ -21,6 +21,7 @@ from caex.data.types import DataBundle, ImageSet, require_bundle
 from caex.errors import TrainingError
 from caex.utils import (autocast_context, global_rng_kept, progress, resolve_device, seed_weights, software_versions,
                         torch_generator)
+from caex.utils.checks import check_counts
 from caex.utils.device import autocast_dtype
 from caex.utils.warn import warn
 
@@ -89,12 +90,10 @@ def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float |
     spec = architecture(arch)
     epochs = spec.epochs if epochs is None else epochs
     lr = spec.lr if lr is None else lr
-    wrong = [f"{name} {value} must be {rule}" for name, value, ok, rule in (
-        ("epochs", epochs, epochs >= 1, "at least 1"), ("batch size", batch_size, batch_size >= 1, "at least 1"),
-        ("lr", lr, 0 < lr < math.inf, "a positive finite number")) if not ok]
-    if wrong:
-        raise TrainingError(f"training {arch}: {'; '.join(wrong)}")
-    return epochs, lr
+    check_counts({"epochs": epochs, "batch_size": batch_size}, {"epochs": 1, "batch_size": 1}, TrainingError)
+    if not 0 < lr < math.inf:
+        raise TrainingError(f"training {arch}: lr {lr} must be a positive finite number")
+    return int(epochs), lr
 
 
 #: Fewest steps a one-cycle schedule gets: with 4 its warm-up has length 0 and torch divides by zero, and
@@ -121,6 +120,8 @@ def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Ten
     counts = torch.bincount(labels, minlength=len(class_names))
     hits = torch.bincount(labels[predictions == labels], minlength=len(class_names))
     tested = counts > 0
+    if int(tested.sum()) < 2:  # a test split of one class measures no choice (and is warned about on loading)
+        return
     recall = hits[tested] / counts[tested]
     balanced, chance = float(recall.mean()), 1 / int(tested.sum())
     if balanced <= chance + 0.05:

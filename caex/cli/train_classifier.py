@@ -53,13 +53,13 @@ def run(args: argparse.Namespace) -> int:
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
     check_output_folder(args.out, data=args.data)
     device = resolve_device(args.device)
+    model = model_folder_kind(Path(args.out))  # before the lock, which would leave its file in a CAE run's folder
+    if model == "CAE run":  # another model's folder: --force replaces a bundle, never a CAE
+        raise CaexError(f"--out {args.out}: is a CAE run folder; a classifier bundle needs an --out of its own "
+                        "(--force replaces only a bundle)")
+    if model is not None and not args.force:  # as caex train refuses a finished run
+        raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
     with folder_lock(args.out, "caex train-classifier"):  # a second run into it would mix two bundles
-        model = model_folder_kind(Path(args.out))
-        if model == "CAE run":  # another model's folder: --force replaces a bundle, never a CAE
-            raise CaexError(f"--out {args.out}: is a CAE run folder; a classifier bundle needs an --out of its own "
-                            "(--force replaces only a bundle)")
-        if model is not None and not args.force:  # as caex train refuses a finished run
-            raise CaexError(f"--out {args.out}: holds a classifier bundle already; pass --force to replace it")
         data = load_data_from_args(args)
         print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
               f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)

@@ -8,6 +8,7 @@ score NaN; :class:`LocalisationMetric` averages over the others.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,7 @@ class LocalisationMetric:
     k: float | None = None  # top-k IoU's share of the pixels; None: each mask's own area share
 
     def __post_init__(self) -> None:
-        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, (int, float))
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, numbers.Real)
                                    or not 0 < self.k <= 1):  # 0 scored every map 0, 5 the whole image
             raise EvaluationError(f"LocalisationMetric.k={self.k!r}: must be in (0, 1] or None")
 

@@ -18,12 +18,14 @@ vectorised masks and classified in large batches.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from caex.errors import EvaluationError
+from caex.utils.checks import is_whole_number
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import torch_generator
 
@@ -201,10 +203,11 @@ class PerturbationMetric:
             value = getattr(self, name)
             if value is None and name == "n_patches":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int):  # patch=2.5 covered 2x2 squares
+            if not is_whole_number(value):  # patch=2.5 covered 2x2 squares
                 raise EvaluationError(f"PerturbationMetric.{name}={value!r}: must be a whole number")
             if value < 1:
                 raise EvaluationError(f"PerturbationMetric.{name}={value}: must be at least 1")
+            object.__setattr__(self, name, operator.index(value))  # a NumPy integer as an int, which JSON writes
         if not 0 < self.share <= 1:
             raise EvaluationError(f"PerturbationMetric.share={self.share}: must be in (0, 1]")
 

@@ -502,9 +502,19 @@ class ExplainerAttributor(Attributor):
 
     def _mean_over_other_classes(self, inputs: torch.Tensor, leaving: torch.Tensor) -> torch.Tensor:
         """The normalised mean of each image's maps toward every class but ``leaving`` that a path can reach (one
-        encoding each). The ranking only orders them, so by code where the CAE has centroids (no classifier pass)."""
+        encoding each). The ranking only orders them, so by code where the CAE has centroids (no classifier pass).
+        Images leaving a class no path reaches have one more class to head for, so they go apart: in one call the
+        rows are cut alike, and a map would depend on the batch it came in."""
         by = "code" if getattr(getattr(self.explainer, "cae", None), "centroids", None) is not None else "probability"
-        return normalise_maps(self._maps(inputs, leaving=leaving, all_targets=True, target_by=by).sum(dim=1))
+        reachable = getattr(self.explainer, "reachable_classes", None)  # a user's explainer may not say
+        unreached = torch.zeros_like(leaving, dtype=torch.bool) if reachable is None else \
+            ~reachable()[leaving.cpu()].to(leaving.device)
+        maps = torch.empty(len(inputs), *inputs.shape[-2:], device=inputs.device)
+        for rows in (unreached, ~unreached):
+            if rows.any():
+                maps[rows] = normalise_maps(self._maps(inputs[rows], leaving=leaving[rows], all_targets=True,
+                                                       target_by=by).sum(dim=1))
+        return maps
 
     def describe(self) -> str:
         """Where its counterfactuals head, in words, for the evaluation's tables."""
@@ -526,13 +536,21 @@ class ExplainerAttributor(Attributor):
 BASELINES: dict[str, type[Attributor]] = {}
 
 
-def register_attributor(cls: type[Attributor]) -> type[Attributor]:
+def register_attributor(cls: type[Attributor], *, replace: bool = False) -> type[Attributor]:
     """Add ``cls`` to :data:`BASELINES` under its :attr:`~Attributor.name` (usable as a class decorator), so
-    ``evaluate`` and the CLI (called in the same Python process) compare it with the others."""
+    ``evaluate`` and the CLI (called in the same Python process) compare it with the others. A class without a
+    :attr:`~Attributor.title` of its own is titled by its name (an inherited one would name two methods alike);
+    ``replace`` lets it take a registered name."""
+    if not (isinstance(cls, type) and issubclass(cls, Attributor)):
+        raise AttributionError(f"register_attributor: {cls!r} is no Attributor subclass")
     name = cls.name
     if not (isinstance(name, str) and name.isidentifier() and name == name.lower()) or name.startswith("cae"):
         raise AttributionError(f"{cls.__name__}.name = {name!r}: give a lower-case Python identifier not starting "
                                "with 'cae' (CAE's own methods are named so), e.g. 'smoothgrad'")
+    if name in BASELINES and BASELINES[name] is not cls and not replace:
+        raise AttributionError(f"{cls.__name__}.name = {name!r}: {BASELINES[name].__name__} has that name; choose "
+                               "another, or pass replace=True")
+    cls.title = vars(cls).get("title", name)
     BASELINES[name] = cls
     return cls
 

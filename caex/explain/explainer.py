@@ -369,14 +369,20 @@ class Explainer:
             probs = self.classifier.predict_proba(images).cpu()
         return self._reachable(other_classes_by_probability(probs, leaving))
 
+    def reachable_classes(self) -> torch.Tensor:
+        """``[K]`` bool, on the CPU: the classes a path can head for, those the CAE stored training codes of (all
+        where it stored none: the paths that need codes say so)."""
+        labels = self.cae.train_labels
+        if labels is None:
+            return torch.ones(len(self.class_names), dtype=torch.bool)
+        return torch.bincount(labels.cpu(), minlength=len(self.class_names)) > 0
+
     def _reachable(self, ranked: torch.Tensor) -> torch.Tensor:
         """``ranked`` ``[B, K-1]`` without the classes the CAE stored no training code of (its data had no image
         of them), which no path can head for: as a default target they refused the whole batch. Every row keeps
-        as many classes, the fewest any row has left (an image predicted as such a class has one more)."""
-        labels = self.cae.train_labels
-        if labels is None:
-            return ranked  # the paths that need codes say so
-        present = torch.bincount(labels.cpu(), minlength=len(self.class_names)) > 0
+        as many classes, the fewest any row has left (an image leaving such a class has one more, its last one
+        cut where other images share its batch)."""
+        present = self.reachable_classes()
         keep = present[ranked]
         width = int(keep.sum(dim=1).min())
         if keep.all() or width == 0:  # width 0: nothing to head for, which _require_codes names
@@ -560,7 +566,7 @@ class Explainer:
             where = (f"its run folder {source} has no codes.safetensors" if source is not None
                      else "train it, or load a finished run folder")
             raise ModelError(f"path {path!r} needs the CAE's stored training codes; this CAE has none ({where})")
-        present = torch.bincount(self.cae.train_labels.cpu(), minlength=len(self.class_names)) > 0
+        present = self.reachable_classes()
         missing = sorted({self.class_names[t] for t in target.tolist() if not present[t]})
         if missing:
             raise ExplainError(f"path {path!r}: no stored training codes of class(es) {', '.join(missing)}")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import operator
 from collections.abc import Mapping
 
 from caex.errors import CaexError
 
 
 def is_whole_number(value: object) -> bool:
-    """An ``int`` that is no ``bool``: ``10.0``, ``"10"`` and ``True`` pass ``int()`` and then fail deep inside
-    torch, a loop or numpy, after work has begun."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (a NumPy one too, as a sweep over ``np.arange`` gives) that is no ``bool``: ``10.0``, ``"10"``
+    and ``True`` pass ``int()`` and then fail deep inside torch, a loop or numpy, after work has begun."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_counts(counts: Mapping[str, object], least: Mapping[str, int],
@@ -24,8 +26,12 @@ def check_counts(counts: Mapping[str, object], least: Mapping[str, int],
 
 def check_int_fields(settings: object, error: type[CaexError], prefix: str = "") -> None:
     """Raise ``error`` naming the first field of the dataclass ``settings`` annotated ``int`` that holds no whole
-    number (``prefix`` goes before its name, e.g. ``"CAEConfig."``)."""
+    number (``prefix`` goes before its name, e.g. ``"CAEConfig."``); a NumPy integer is stored as an ``int``, which
+    JSON writes."""
     for item in dataclasses.fields(settings):  # type: ignore[arg-type]
         value = getattr(settings, item.name)
-        if item.type in (int, "int") and not is_whole_number(value):
+        if item.type not in (int, "int"):
+            continue
+        if not is_whole_number(value):
             raise error(f"{prefix}{item.name}={value!r}: must be a whole number")
+        object.__setattr__(settings, item.name, operator.index(value))  # frozen dataclasses too
