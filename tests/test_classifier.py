@@ -118,9 +118,12 @@ def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_ship
     from caex.explain.attribution import make_attributor
 
     bundle = load_dataset("synthetic:classes=2,per_class=8,size=32")
-    net, _ = train_classifier(bundle, "tinyvgg", device="cpu")  # epochs and lr: the registered defaults
+    net, metrics = train_classifier(bundle, "tinyvgg", device="cpu")  # epochs and lr: the registered defaults
+    assert metrics.test_class_counts == bundle.test.class_counts(2)
     assert net.target_layer is net.backbone.convs
-    save_bundle(net, tmp_path / "clf", class_names=bundle.class_names, image_size=32)
+    save_bundle(net, tmp_path / "clf", class_names=bundle.class_names, image_size=32,
+                test_class_counts=metrics.test_class_counts)
+    assert ClassifierInfo.read(tmp_path / "clf" / "classifier.json").test_class_counts == [2, 2]
     state = {key: value.clone() for key, value in net.state_dict().items()}
     loaded = load_classifier(tmp_path / "clf", device="cpu")
     assert all(torch.equal(value, loaded.module.state_dict()[key]) for key, value in state.items())

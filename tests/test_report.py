@@ -212,6 +212,17 @@ def assert_self_contained(text: str) -> _PageParser:
     return page
 
 
+def test_the_classifiers_chance_is_read_against_its_own_test_split(tmp_path):
+    """Without a manifold summary of its data, a classifier that always names the commonest of a 60-to-2 split
+    (97%) read as far above 'chance with 2 classes: 50%'."""
+    run = make_run(tmp_path / "run")
+    info = json.loads((run / "classifier/classifier.json").read_text())
+    _write_json(run / "classifier/classifier.json", {**info, "test_accuracy": 60 / 62, "test_class_counts": [60, 2]})
+    text = build_report(run).read_text(encoding="utf-8")
+    section = text.split('<section id="classifier"')[1].split("</section>")[0]
+    assert "right on 97% of held-out test images (always naming the commonest class: 97%)." in section
+
+
 def test_report_embeds_every_figure_and_table(tmp_path):
     run = make_run(tmp_path / "run")
     path = build_report(run)

@@ -61,6 +61,7 @@ class ClassifierInfo:
     std: list[float] | None = None
     small_stem: bool | None = None
     test_accuracy: float | None = None
+    test_class_counts: list[int] | None = None  # the test split's images per class: what the accuracy is against
     data_spec: str | None = None
     data_seed: int | None = None  # the seed of the data's train/test split (DataBundle.seed)
     caex_version: str = ""
@@ -109,9 +110,10 @@ class ClassifierInfo:
 def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,
                 test_accuracy: float | None = None, data_spec: str | None = None,
                 data_seed: int | None = None, training: dict[str, Any] | None = None,
-                onnx: bool = False) -> ClassifierInfo:
+                onnx: bool = False, test_class_counts: list[int] | None = None) -> ClassifierInfo:
     """Write the bundle of a trained ``net`` into ``out_dir`` (created as needed); returns its info.
-    ``training`` records how it was trained (``TrainMetrics.recipe``)."""
+    ``training`` records how it was trained (``TrainMetrics.recipe``), ``test_class_counts`` the test split's
+    images per class (``TrainMetrics.test_class_counts``), without which an accuracy reads against 1/K."""
     from caex import __version__
 
     out_dir = Path(out_dir)
@@ -119,7 +121,8 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
     info = ClassifierInfo(arch=net.arch, class_names=list(class_names), image_size=image_size,
                           channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
                           std=net.std.flatten().tolist(), small_stem=net.small_stem,
-                          test_accuracy=test_accuracy, data_spec=data_spec, data_seed=data_seed,
+                          test_accuracy=test_accuracy, test_class_counts=test_class_counts, data_spec=data_spec,
+                          data_seed=data_seed,
                           caex_version=__version__, training=training, outputs="logits")
     state = {key: value.contiguous() for key, value in net.state_dict().items()}
     # Staged and moved in together, the json last: a full disk or a crash while replacing a bundle leaves the

@@ -42,6 +42,8 @@ class TrainMetrics:
     #: How the weights came about (seed, settings, precision, threads, versions): a seed gives the same weights
     #: only with the same settings, precision, thread count, processor and packages.
     recipe: dict[str, Any] = field(default_factory=dict)
+    #: The test split's images per class: the accuracy's chance level is the commonest class's share of them.
+    test_class_counts: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,5 +209,6 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
               "versions": software_versions()}
     metrics = TrainMetrics(test_accuracy=test_accuracy, train_accuracy=train_accuracy,
                            train_loss=train_loss, epochs=epochs, steps=epochs * steps_per_epoch,
-                           seconds=time.perf_counter() - started, recipe=recipe)
+                           seconds=time.perf_counter() - started, recipe=recipe,
+                           test_class_counts=bundle.test.class_counts(bundle.num_classes))
     return net, metrics

@@ -300,7 +300,7 @@ STAGE_SCHEMA = {"status": str, "seconds": float}
 DATASET_SCHEMA = {"spec": str, "class_names": [str], "image_size": int,
                   "class_counts": {"train": [int], "test": [int]}}
 CLASSIFIER_SCHEMA = {"arch": str, "class_names": [str], "image_size": int, "channels": int, "test_accuracy": float,
-                     "data_spec": str}
+                     "test_class_counts": [int], "data_spec": str}
 TRAINING_SCHEMA = {"iters": int, "iters_asked": int, "seconds": float, "images_per_second": float,
                    "recon_l1": float}
 MANIFOLD_SCHEMA = {
@@ -388,8 +388,9 @@ def classifier_section(sources: ReportSources) -> Section:
                 ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
                 ["test accuracy", percent(info.get("test_accuracy"))]]
         section.parts.append(table_html(["property", "value"], rows))
-        data = _data_from_manifold(sources) or {}  # the split it was tested on, where a summary counted it
-        test_counts = data.get("class_counts", {}).get("test") if data.get("spec") == info.get("data_spec") else None
+        data = _data_from_manifold(sources) or {}  # the split it was tested on: its own record, or a summary's
+        test_counts = info.get("test_class_counts") or (
+            data.get("class_counts", {}).get("test") if data.get("spec") == info.get("data_spec") else None)
         section.reading(readings.read_accuracy(info.get("test_accuracy", float("nan")),
                                                len(info.get("class_names", [])) or 2, test_counts))
     return section
