@@ -494,8 +494,8 @@ def test_registering_a_method_checks_its_name_and_its_constructor_chain():
     register_attributor(NoKwargs)
     try:
         with pytest.raises(AttributionError, match=r"^no_kwargs takes no option 'batch_size' \(its __init__ must "
-                                                   r"take \*\*kwargs and pass them on to Attributor's\) "
-                                                   r"\(it takes scale\)$"):
+                                                   r"take \*\*kwargs and pass them on to Attributor's; "
+                                                   r"it takes scale\)$"):
             make_attributor("no_kwargs", tiny_classifier(1), batch_size=2)
     finally:
         del BASELINES["no_kwargs"]
@@ -509,6 +509,10 @@ def test_registering_a_method_checks_its_name_and_its_constructor_chain():
         register_attributor(type("Clash", (GradientTimesInput,), {"name": "gradcam"}))
     with pytest.raises(AttributionError, match=r"^register_attributor: <function .*> is no Attributor subclass$"):
         register_attributor(make_attributor)
+    with pytest.raises(AttributionError, match=r"^Unnamed: give the method a name of its own"):  # was "attributor"
+        register_attributor(type("Unnamed", (Attributor,), {}))
+    with pytest.raises(AttributionError, match=r"^Alias.name = 'ig': another spelling of integrated_gradients"):
+        register_attributor(type("Alias", (GradientTimesInput,), {"name": "ig"}))  # listed, but ran IG
 
 
 def test_a_registered_method_without_a_title_of_its_own_is_titled_by_its_name(registered):

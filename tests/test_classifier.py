@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -141,6 +142,16 @@ def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_ship
     with pytest.raises(ClassifierError, match=r"^architecture 'resnet18' is registered already; choose another "
                                               r"name, or pass replace=True$"):  # it replaced the shipped one
         register_architecture("resnet18", ARCHITECTURES["tinyvgg"])
+    spec = ARCHITECTURES["tinyvgg"]
+    for wrong, message in [  # each was accepted, then failed late or, for the layer, fell back without a word
+            (dict(target_layer="conv"), r"_TinyVGG has no attribute `conv` \(the built network needs an `fc` head, "
+                                        r"and target_layer 'conv' and first_conv 'convs.0.weight' as paths in it\)$"),
+            (dict(first_conv="convs.0.bias"), r"needs a linear `fc` head and a first_conv weight \[out, channels, k, "
+                                              r"k\] taking the channels given; got Linear and \(8,\)$"),
+            (dict(epochs=1.5), r"epochs=1.5 must be a whole number, at least 1$"),
+            (dict(lr=0), r"lr=0 must be a positive finite number$")]:
+        with pytest.raises(ClassifierError, match=r"^architecture 'tinyvgg2': " + message):
+            register_architecture("tinyvgg2", dataclasses.replace(spec, **wrong))
     (tmp_path / "clf" / "classifier.json").write_text((tmp_path / "clf" / "classifier.json").read_text().replace(
         '"tinyvgg"', '"tinyvgg2"'))
     with pytest.raises(ClassifierError, match=r"unknown arch 'tinyvgg2'; .*registered with caex.classifier."
@@ -233,9 +244,13 @@ def test_a_classifier_near_chance_or_blind_to_a_class_is_warned_about():
     names = ["normal", "rare", "other"]
     labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 2)
     with pytest.warns(UserWarning, match=r"^resnet18: balanced test accuracy 0.333 \(the mean of the per-class "
-                                         r"recalls\) is near chance \(0.333 for 3 classes\); it learned little in 4 "
-                                         r"epoch\(s\)"):
+                                         r"recalls\) is near chance \(0.333 for 3 classes\); it recognises no test "
+                                         r"image of class\(es\) rare, other .*; it learned little in 4 epoch\(s\)"):
         _warn_if_near_chance("resnet18", torch.zeros(10, dtype=torch.long), labels, names, 4)  # accuracy 0.6
+    with pytest.warns(UserWarning, match=r"^resnet18: balanced test accuracy 0.500 .* \(0.500 for 2 classes\); it "
+                                         r"recognises no test image of class\(es\) rare \(recall 0, hidden by the "
+                                         r"overall accuracy\); it learned little"):  # the class was left unnamed
+        _warn_if_near_chance("resnet18", torch.zeros(8, dtype=torch.long), labels[:8].clamp(max=1), names[:2], 4)
     blind = labels.clone()
     blind[6:8] = 0  # never "rare": accuracy 0.8, balanced 0.667
     with pytest.warns(UserWarning, match=r"^resnet18: recognises no test image of class\(es\) rare \(recall 0, "

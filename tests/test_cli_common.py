@@ -428,7 +428,8 @@ def test_seeds_that_a_generator_would_refuse_are_refused_while_parsing(argv, sho
 
 
 def test_every_seed_option_takes_the_seed_type_and_its_bounds() -> None:
-    from caex.cli.common import MAX_SEED, seed_number
+    from caex.cli.common import seed_number
+    from caex.utils.checks import MAX_SEED
 
     seeded = {(name, option): action.type for name, parser in _commands().items() for action in parser._actions
               for option in action.option_strings if option in ("--seed", "--split-seed")}

@@ -160,8 +160,11 @@ def test_profile_replace_and_errors():
     assert profile.cae.preset == "tiny" and get_profile("tiny").cae.iterations == 4  # original untouched
     with pytest.raises(CaexError, match="unknown settings block 'nope'"):
         profile.replace(nope={"x": 1})
-    with pytest.raises(CaexError, match="bad setting for 'cae'"):
+    with pytest.raises(CaexError, match=r"^demo profile: cae settings have no 'iters' \(they are: preset, dc, "
+                                        r"iterations, batch_size, sample_every, max_shift\)$"):
         profile.replace(cae={"iters": 1})
+    with pytest.raises(CaexError, match=r"^demo profile: manifold settings: tsne='no': must be True or False$"):
+        profile.replace(manifold={"tsne": "no"})  # was taken as true
     with pytest.raises(CaexError, match="unknown demo profile 'huge'"):
         get_profile("huge")
     assert get_profile.__doc__  # exported, and help(get_profile) showed nothing

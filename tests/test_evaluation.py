@@ -516,8 +516,8 @@ def test_runner_refuses_a_mistyped_method_option_before_any_method_runs(monkeypa
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "lime"],
                  method_options={"lime": {"samples": 10}})
     with pytest.raises(EvaluationError, match=r"^method_options\['random'\]: random takes no option 'seed' "
-                                              r"\(evaluate sets it for every method: pass it to evaluate itself\) "
-                                              r"\(it takes none\)$"):
+                                              r"\(evaluate sets it for every method: pass it to evaluate itself; "
+                                              r"it takes none\)$"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random"],
                  method_options={"random": {"seed": 1}})  # the message listed nothing: "(it takes )"
     with pytest.raises(EvaluationError, match="unknown method 'limee'"):

@@ -285,6 +285,9 @@ def test_numpy_integers_are_whole_numbers_stored_as_ints() -> None:
     assert type(config.iters) is int and type(config.seed) is int and json.dumps(config.to_dict())
     assert type(CAEConfig.preset("tiny", image_size=np.int64(32), channels=1, num_classes=2).image_size) is int
     assert type(PerturbationMetric(patch=np.int64(5)).patch) is int and LocalisationMetric(k=np.float32(0.1)).k
+    assert type(TrainConfig.preset("tiny", lr=np.float32(1e-3)).lr) is float
+    with pytest.raises(TrainingError, match=r"^lr='1e-3': must be a number$"):  # a raw TypeError in a comparison
+        TrainConfig.preset("tiny", lr="1e-3")
 
 
 def test_train_config_saved_before_layout_loads_with_the_layout_it_trained_in() -> None:

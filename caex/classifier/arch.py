@@ -10,6 +10,7 @@ into a ``backbone`` (images -> pooled penultimate features) and a linear
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import torchvision
 from torch import nn
 
 from caex.errors import ClassifierError
+from caex.utils.checks import is_whole_number
 
 #: Images at most this large get the CIFAR-style stem (3x3 stride-1 conv, no max-pool),
 #: so a 64 px image still has an 8x8 map at the last stage instead of 2x2.
@@ -104,7 +106,29 @@ def register_architecture(name: str, architecture: Architecture, *, replace: boo
     if name in ARCHITECTURES and not replace:
         raise ClassifierError(f"architecture {name!r} is registered already; choose another name, or pass "
                               "replace=True")
+    _check_architecture(name, architecture)
     ARCHITECTURES[name] = architecture
+
+
+def _check_architecture(name: str, spec: Architecture) -> None:
+    """Build a small instance of ``spec`` and check what caex will reach in it, so a mistake is named now: a wrong
+    layer path made Grad-CAM fall back to another layer without a word, a wrong first convolution saved bundles
+    that did not load, and a network without ``fc`` or fractional epochs failed as unexpected errors."""
+    if not is_whole_number(spec.epochs) or spec.epochs < 1:
+        raise ClassifierError(f"architecture {name!r}: epochs={spec.epochs!r} must be a whole number, at least 1")
+    if not (isinstance(spec.lr, (int, float)) and 0 < spec.lr < math.inf):
+        raise ClassifierError(f"architecture {name!r}: lr={spec.lr!r} must be a positive finite number")
+    net = spec.build(1, 2, True)  # a builder's own error is its own
+    try:
+        head, conv = net.fc, net.get_parameter(spec.first_conv)
+        net.get_submodule(spec.target_layer)
+    except AttributeError as exc:
+        raise ClassifierError(f"architecture {name!r}: {exc} (the built network needs an `fc` head, and target_layer "
+                              f"{spec.target_layer!r} and first_conv {spec.first_conv!r} as paths in it)") from None
+    if not isinstance(head, nn.Linear) or conv.ndim != 4 or conv.shape[1] != 1:
+        raise ClassifierError(f"architecture {name!r}: needs a linear `fc` head and a first_conv weight "
+                              f"[out, channels, k, k] taking the channels given; got {type(head).__name__} and "
+                              f"{tuple(conv.shape)}")
 
 
 def architecture(arch: str) -> Architecture:

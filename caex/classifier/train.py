@@ -126,15 +126,14 @@ def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Ten
         return
     recall = hits[tested] / counts[tested]
     balanced, chance = float(recall.mean()), 1 / int(tested.sum())
+    never = [class_names[k] for k in tested.nonzero().squeeze(1)[recall == 0].tolist()]
+    blind = f"recognises no test image of class(es) {', '.join(never)} (recall 0, hidden by the overall accuracy)"
     if balanced <= chance + 0.05:
         warn(f"{arch}: balanced test accuracy {balanced:.3f} (the mean of the per-class recalls) is near chance "
-             f"({chance:.3f} for {int(tested.sum())} classes); it learned little in {epochs} epoch(s): train longer "
-             "(epochs=, --epochs) or on more images before explaining it")
-        return
-    never = [class_names[k] for k in tested.nonzero().squeeze(1)[recall == 0].tolist()]
-    if never:
-        warn(f"{arch}: recognises no test image of class(es) {', '.join(never)} (recall 0, hidden by the overall "
-             "accuracy); explanations of that class explain a model that never names it")
+             f"({chance:.3f} for {int(tested.sum())} classes){'; it ' + blind if never else ''}; it learned little "
+             f"in {epochs} epoch(s): train longer (epochs=, --epochs) or on more images before explaining it")
+    elif never:
+        warn(f"{arch}: {blind}; explanations of that class explain a model that never names it")
 
 
 #: Steps between reads of the running loss (the finite check and the progress bar): each read waits for the GPU.

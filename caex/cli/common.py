@@ -75,13 +75,11 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-#: The largest seed that every generator a command seeds takes (numpy's and torch's among them).
-MAX_SEED = 2**32 - 1
-
-
 def seed_number(text: str) -> int:
     """An argparse ``type`` for ``--seed`` and ``--split-seed``: numpy refused a negative seed and torch one past 64
     bits as "unexpected errors", after the data had loaded; here both are refused while parsing."""
+    from caex.utils.checks import MAX_SEED
+
     try:
         value = int(text)
     except ValueError:

@@ -123,6 +123,8 @@ class ManifoldSettings(_Settings):
 
     def check(self) -> None:
         check_settings(**{name: value for name, value in dataclasses.asdict(self).items() if name != "tsne"})
+        if not isinstance(self.tsne, bool):  # "no" was taken as true
+            raise CaexError(f"tsne={self.tsne!r}: must be True or False")
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,12 @@ class DemoProfile:
             current = getattr(self, block, None)
             if not dataclasses.is_dataclass(current):
                 raise CaexError(f"demo profile: unknown settings block {block!r}")
-            try:
-                changes[block] = dataclasses.replace(current, **values)
-            except TypeError as exc:
-                raise CaexError(f"demo profile: bad setting for {block!r} ({exc})") from None
+            known = [item.name for item in dataclasses.fields(current)]
+            unknown = sorted(set(values) - set(known))
+            if unknown:  # dataclasses.replace's TypeError named __init__, not the block
+                raise CaexError(f"demo profile: {block} settings have no {unknown[0]!r} (they are: "
+                                f"{', '.join(known)})")
+            changes[block] = dataclasses.replace(current, **values)
         return dataclasses.replace(self, **changes)
 
 

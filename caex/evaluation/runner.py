@@ -28,8 +28,8 @@ from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
-from caex.explain.attribution import (BASELINES, Attributor, AttributionError, ExplainerAttributor, accepted_options,
-                                      make_attributor)
+from caex.explain.attribution import (ALIASES, BASELINES, Attributor, AttributionError, ExplainerAttributor,
+                                      accepted_options, make_attributor)
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
 from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
@@ -43,7 +43,6 @@ from caex.utils.warn import warn
 CAE_PATHS = ("guided", "centroid", "nearest")
 DEFAULT_CAE_PATH = "guided"
 DEFAULT_METHODS = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrated_gradients", "random")
-_ALIASES = {"ig": "integrated_gradients", "integrated-gradients": "integrated_gradients", "grad-cam": "gradcam"}
 #: Constructor arguments :func:`evaluate` sets itself, the same for every method.
 _SET_BY_EVALUATE = {"self", "classifier", "explainer", "kwargs", "batch_size", "seed", "name"}
 #: Images in the gallery: one per class (the selection takes the classes in turn) for up to 10 classes, and 6
@@ -246,7 +245,7 @@ def is_cae_method(name: str) -> bool:
 
 def canonical_method(name: str) -> str:
     """Validate a method name and return its registry spelling (``ig`` -> ``integrated_gradients``)."""
-    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key in BASELINES or key == "cae" or (is_cae_method(key) and key[4:] in CAE_PATHS):
         return key
     raise EvaluationError(f"unknown method {name!r}; choose from {', '.join(known_methods())}")
@@ -325,9 +324,9 @@ def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dic
         accepted = accepted_options(method) - _SET_BY_EVALUATE
         unknown = sorted(set(options) - accepted)
         if unknown:
-            given = " (evaluate sets it for every method: pass it to evaluate itself)" \
+            given = "evaluate sets it for every method: pass it to evaluate itself; " \
                 if unknown[0] in ("batch_size", "seed") else ""
-            raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r}{given} (it "
+            raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r} ({given}it "
                                   f"takes {', '.join(sorted(accepted)) or 'none'})")
         checked[key] = dict(options)
     return checked

@@ -79,7 +79,7 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class Attributor:
     """Base of every saliency method: mechanics here, the method in :meth:`_attribute_batch`.
 
-    Subclasses set :attr:`name` (the registry's lower-case key), :attr:`title` (its name in tables and figures),
+    Subclasses set :attr:`name` (the registry's lower-case key), :attr:`title` (its name in figures and the report),
     :attr:`needs_gradients` and :attr:`absolute` (whether the sign of an attribution is noise, as for raw
     gradients, or meaning, as for LIME/occlusion where negative = evidence against the class), take their own
     options as keywords and pass ``**kwargs`` on to this constructor, and implement :meth:`_attribute_batch`;
@@ -534,6 +534,8 @@ class ExplainerAttributor(Attributor):
 #: The baselines by name: what :func:`make_attributor`, ``evaluate`` and ``caex evaluate --methods`` take (CAE's
 #: own methods, which need a CAE run, are named ``cae``/``cae-<path>`` beside them).
 BASELINES: dict[str, type[Attributor]] = {}
+#: Other spellings the method names are taken in (``ig``), so no method may be registered under one.
+ALIASES = {"ig": "integrated_gradients", "integrated-gradients": "integrated_gradients", "grad-cam": "gradcam"}
 
 
 def register_attributor(cls: type[Attributor], *, replace: bool = False) -> type[Attributor]:
@@ -543,10 +545,14 @@ def register_attributor(cls: type[Attributor], *, replace: bool = False) -> type
     ``replace`` lets it take a registered name."""
     if not (isinstance(cls, type) and issubclass(cls, Attributor)):
         raise AttributionError(f"register_attributor: {cls!r} is no Attributor subclass")
+    if "name" not in vars(cls):  # an inherited one registered it as "attributor", or in its parent's place
+        raise AttributionError(f"{cls.__name__}: give the method a name of its own (a class attribute `name`)")
     name = cls.name
     if not (isinstance(name, str) and name.isidentifier() and name == name.lower()) or name.startswith("cae"):
         raise AttributionError(f"{cls.__name__}.name = {name!r}: give a lower-case Python identifier not starting "
                                "with 'cae' (CAE's own methods are named so), e.g. 'smoothgrad'")
+    if name in ALIASES:
+        raise AttributionError(f"{cls.__name__}.name = {name!r}: another spelling of {ALIASES[name]}; choose another")
     if name in BASELINES and BASELINES[name] is not cls and not replace:
         raise AttributionError(f"{cls.__name__}.name = {name!r}: {BASELINES[name].__name__} has that name; choose "
                                "another, or pass replace=True")
@@ -583,8 +589,8 @@ def make_attributor(name: str, classifier: Classifier, **kwargs: Any) -> Attribu
         raise AttributionError(f"unknown saliency method {name!r}; choose from {', '.join(BASELINES)}") from None
     unknown = sorted(set(kwargs) - accepted_options(cls))
     if unknown:  # a TypeError from deep in the constructor chain otherwise
-        base = " (its __init__ must take **kwargs and pass them on to Attributor's)" \
+        base = "its __init__ must take **kwargs and pass them on to Attributor's; " \
             if unknown[0] in accepted_options(Attributor) else ""
         taken = ", ".join(sorted(accepted_options(cls) - {"classifier"})) or "none"
-        raise AttributionError(f"{name} takes no option {unknown[0]!r}{base} (it takes {taken})")
+        raise AttributionError(f"{name} takes no option {unknown[0]!r} ({base}it takes {taken})")
     return cls(classifier, **kwargs)

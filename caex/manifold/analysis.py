@@ -26,7 +26,7 @@ from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pa
 from caex.manifold.swap import sample_swap_pairs, swap_predictions, swap_success_matrix
 from caex.model.cae import as_cae
 from caex.utils import write_json
-from caex.utils.checks import check_counts
+from caex.utils.checks import check_counts, check_seed
 from caex.utils.io import folder_lock, json_safe, replaced_together
 from caex.utils.device import module_device
 from caex.utils.provenance import models_record, run_record
@@ -133,6 +133,7 @@ def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data:
     Everything random is drawn from ``seed``; the summary is also written to
     ``out_dir/summary.json``.
     """
+    check_seed(seed)
     check_settings(batch_size=batch_size, folds=folds, n_estimators=n_estimators, swap_pairs=swap_pairs,
                    smote_per_class=smote_per_class, smote_neighbours=smote_neighbours,
                    smote_individuals=smote_individuals, paths=paths, path_steps=path_steps,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caex.errors import ModelError
-from caex.utils.checks import check_int_fields
+from caex.utils.checks import check_number_fields
 from caex.utils.overrides import parse_field_overrides
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -74,7 +74,7 @@ class CAEConfig:
 
     def validate(self) -> None:
         """Reject sizes the networks cannot run, naming the offending value."""
-        check_int_fields(self, ModelError, "CAEConfig.")  # width=8.0 or image_size="64" fail inside the networks
+        check_number_fields(self, ModelError, "CAEConfig.")  # width=8.0 or image_size="64" fail inside the networks
         for name in ("image_size", "channels", "code_dim", "width", "mlp_dim", "mlp_layers",
                      "max_width_mult", "disc_width", "disc_n_down", "disc_mlp_dim"):
             if getattr(self, name) < 1:

@@ -39,7 +39,7 @@ from caex.training.logging import LOG_CSV, LOG_JSONL, TENSORBOARD_FOLDER, RunLog
 from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
 from caex.training.stopping import stop_requests
-from caex.utils.checks import check_int_fields
+from caex.utils.checks import check_number_fields
 from caex.utils.device import autocast_context, autocast_dtype
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
@@ -173,7 +173,7 @@ class TrainConfig:
             raise TrainingError(f"dc={self.dc!r}: choose 'discriminator' or 'classifier'")
         if self.labels not in ("dataset", "predicted"):
             raise TrainingError(f"labels={self.labels!r}: choose 'dataset' or 'predicted'")
-        check_int_fields(self, TrainingError)  # a float or a string would fail deep inside a started run
+        check_number_fields(self, TrainingError)  # a float or a string would fail deep inside a started run
         for name in ("iters", "batch_size", "log_every", "sample_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name}={getattr(self, name)!r}: must be a positive integer")

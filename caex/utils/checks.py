@@ -10,6 +10,17 @@ from collections.abc import Mapping
 from caex.errors import CaexError
 
 
+#: The largest seed that every generator caex seeds takes (numpy's and torch's among them).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: object, error: type[CaexError] = CaexError) -> None:
+    """Raise ``error`` for a seed a generator would refuse: numpy a negative one, torch one past 64 bits, each
+    after work had begun."""
+    if not is_whole_number(seed) or not 0 <= seed <= MAX_SEED:  # type: ignore[operator]
+        raise error(f"seed={seed!r}: must be a whole number from 0 to {MAX_SEED}")
+
+
 def is_whole_number(value: object) -> bool:
     """An integer (a NumPy one too, as a sweep over ``np.arange`` gives) that is no ``bool``: ``10.0``, ``"10"``
     and ``True`` pass ``int()`` and then fail deep inside torch, a loop or numpy, after work has begun."""
@@ -24,14 +35,17 @@ def check_counts(counts: Mapping[str, object], least: Mapping[str, int],
             raise error(f"{name}={value!r}: must be a whole number, at least {least[name]}")
 
 
-def check_int_fields(settings: object, error: type[CaexError], prefix: str = "") -> None:
+def check_number_fields(settings: object, error: type[CaexError], prefix: str = "") -> None:
     """Raise ``error`` naming the first field of the dataclass ``settings`` annotated ``int`` that holds no whole
-    number (``prefix`` goes before its name, e.g. ``"CAEConfig."``); a NumPy integer is stored as an ``int``, which
-    JSON writes."""
+    number, or ``float`` no number (``lr="1e-3"`` failed in a comparison); ``prefix`` goes before its name, e.g.
+    ``"CAEConfig."``. NumPy numbers are stored as Python ones, which JSON writes."""
     for item in dataclasses.fields(settings):  # type: ignore[arg-type]
         value = getattr(settings, item.name)
-        if item.type not in (int, "int"):
-            continue
-        if not is_whole_number(value):
-            raise error(f"{prefix}{item.name}={value!r}: must be a whole number")
-        object.__setattr__(settings, item.name, operator.index(value))  # frozen dataclasses too
+        if item.type in (int, "int"):
+            if not is_whole_number(value):
+                raise error(f"{prefix}{item.name}={value!r}: must be a whole number")
+            object.__setattr__(settings, item.name, operator.index(value))  # frozen dataclasses too
+        elif item.type in (float, "float"):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise error(f"{prefix}{item.name}={value!r}: must be a number")
+            object.__setattr__(settings, item.name, float(value))
