@@ -51,8 +51,7 @@ def cached_classifier(folder: Path, data, device: str):
         print(f"training the smallcnn classifier into {folder} ...", file=sys.stderr)
         net, metrics = train_classifier(data, "smallcnn", device=device, verbose=True)
         save_bundle(net, folder, class_names=data.class_names, image_size=data.image_size,
-                    test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
-                    training=metrics.recipe)
+                    metrics=metrics, data_spec=data.spec, data_seed=data.seed)
     return load_classifier(str(folder), device=device)
 
 

@@ -165,6 +165,8 @@ def test_profile_replace_and_errors():
         profile.replace(cae={"iters": 1})
     with pytest.raises(CaexError, match=r"^demo profile: manifold settings: tsne='no': must be True or False$"):
         profile.replace(manifold={"tsne": "no"})  # was taken as true
+    with pytest.raises(CaexError, match=r"^demo profile: cae settings: expected a dict of settings, got 5$"):
+        profile.replace(cae=5)
     with pytest.raises(CaexError, match="unknown demo profile 'huge'"):
         get_profile("huge")
     assert get_profile.__doc__  # exported, and help(get_profile) showed nothing

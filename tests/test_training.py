@@ -288,6 +288,12 @@ def test_numpy_integers_are_whole_numbers_stored_as_ints() -> None:
     assert type(TrainConfig.preset("tiny", lr=np.float32(1e-3)).lr) is float
     with pytest.raises(TrainingError, match=r"^lr='1e-3': must be a number$"):  # a raw TypeError in a comparison
         TrainConfig.preset("tiny", lr="1e-3")
+    with pytest.raises(TrainingError, match=r"^time_limit='600': must be a number$"):
+        TrainConfig.preset("tiny", time_limit="600")
+    with pytest.raises(TrainingError, match=r"^loss weight recon_image='20': must be a number$"):
+        TrainConfig.preset("tiny", loss={"recon_image": "20"})
+    with pytest.raises(TrainingError, match=r"^lr=1000.*: must be a number$"):  # an OverflowError otherwise
+        TrainConfig.preset("tiny", lr=10**400)
 
 
 def test_train_config_saved_before_layout_loads_with_the_layout_it_trained_in() -> None:

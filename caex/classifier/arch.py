@@ -103,7 +103,7 @@ def register_architecture(name: str, architecture: Architecture, *, replace: boo
     if not isinstance(architecture, Architecture):
         raise ClassifierError(f"architecture {name!r}: expected a caex.classifier.Architecture, got "
                               f"{type(architecture).__name__}")
-    if name in ARCHITECTURES and not replace:
+    if name in ARCHITECTURES and ARCHITECTURES[name] is not architecture and not replace:  # again: a rerun cell
         raise ClassifierError(f"architecture {name!r} is registered already; choose another name, or pass "
                               "replace=True")
     _check_architecture(name, architecture)
@@ -116,9 +116,10 @@ def _check_architecture(name: str, spec: Architecture) -> None:
     that did not load, and a network without ``fc`` or fractional epochs failed as unexpected errors."""
     if not is_whole_number(spec.epochs) or spec.epochs < 1:
         raise ClassifierError(f"architecture {name!r}: epochs={spec.epochs!r} must be a whole number, at least 1")
-    if not (isinstance(spec.lr, (int, float)) and 0 < spec.lr < math.inf):
+    if isinstance(spec.lr, bool) or not (isinstance(spec.lr, (int, float)) and 0 < spec.lr < math.inf):
         raise ClassifierError(f"architecture {name!r}: lr={spec.lr!r} must be a positive finite number")
-    net = spec.build(1, 2, True)  # a builder's own error is its own
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
+        net = spec.build(1, 2, True)  # a builder's own error is its own
     try:
         head, conv = net.fc, net.get_parameter(spec.first_conv)
         net.get_submodule(spec.target_layer)

@@ -15,7 +15,7 @@ import os
 import warnings
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -24,6 +24,9 @@ from caex.classifier.arch import ClassifierNet
 from caex.data.types import check_class_names
 from caex.errors import ClassifierError
 from caex.utils.io import atomic_write_bytes, newer_format, replaced_together, write_json
+
+if TYPE_CHECKING:
+    from caex.classifier.train import TrainMetrics
 
 WEIGHTS_FILE = "classifier.safetensors"
 INFO_FILE = "classifier.json"
@@ -110,11 +113,20 @@ class ClassifierInfo:
 def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,
                 test_accuracy: float | None = None, data_spec: str | None = None,
                 data_seed: int | None = None, training: dict[str, Any] | None = None,
-                onnx: bool = False, test_class_counts: list[int] | None = None) -> ClassifierInfo:
+                onnx: bool = False, test_class_counts: list[int] | None = None,
+                metrics: TrainMetrics | None = None) -> ClassifierInfo:
     """Write the bundle of a trained ``net`` into ``out_dir`` (created as needed); returns its info.
-    ``training`` records how it was trained (``TrainMetrics.recipe``), ``test_class_counts`` the test split's
-    images per class (``TrainMetrics.test_class_counts``), without which an accuracy reads against 1/K."""
+
+    ``metrics``, :func:`~caex.classifier.train_classifier`'s, records what the training measured: the test
+    accuracy, ``test_class_counts`` (the test split's images per class, without which an accuracy reads against
+    1/K) and ``training`` (how it was trained, its ``recipe``); each may also be given alone.
+    """
     from caex import __version__
+
+    if metrics is not None:
+        test_accuracy = metrics.test_accuracy if test_accuracy is None else test_accuracy
+        test_class_counts = metrics.test_class_counts if test_class_counts is None else test_class_counts
+        training = metrics.recipe if training is None else training
 
     out_dir = Path(out_dir)
     net = copy.deepcopy(net).to(device="cpu", memory_format=torch.contiguous_format).eval()

@@ -122,18 +122,17 @@ def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Ten
     counts = torch.bincount(labels, minlength=len(class_names))
     hits = torch.bincount(labels[predictions == labels], minlength=len(class_names))
     tested = counts > 0
-    if int(tested.sum()) < 2:  # a test split of one class measures no choice (and is warned about on loading)
-        return
     recall = hits[tested] / counts[tested]
     balanced, chance = float(recall.mean()), 1 / int(tested.sum())
     never = [class_names[k] for k in tested.nonzero().squeeze(1)[recall == 0].tolist()]
-    blind = f"recognises no test image of class(es) {', '.join(never)} (recall 0, hidden by the overall accuracy)"
-    if balanced <= chance + 0.05:
+    blind = f"recognises no test image of class(es) {', '.join(never)}"
+    if int(tested.sum()) > 1 and balanced <= chance + 0.05:  # one class tested measures no choice: no chance level
         warn(f"{arch}: balanced test accuracy {balanced:.3f} (the mean of the per-class recalls) is near chance "
              f"({chance:.3f} for {int(tested.sum())} classes){'; it ' + blind if never else ''}; it learned little "
              f"in {epochs} epoch(s): train longer (epochs=, --epochs) or on more images before explaining it")
     elif never:
-        warn(f"{arch}: {blind}; explanations of that class explain a model that never names it")
+        warn(f"{arch}: {blind} (recall 0, which the overall accuracy hides); explanations of that class explain a "
+             "model that never names it")
 
 
 #: Steps between reads of the running loss (the finite check and the progress bar): each read waits for the GPU.

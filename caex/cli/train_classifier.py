@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
                                         batch_size=batch_size, lr=args.lr, seed=args.seed,
                                         device=device, verbose=True, augment=args.augment)
         save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
-                    test_accuracy=metrics.test_accuracy, data_spec=data.spec, data_seed=data.seed,
-                    training=metrics.recipe, test_class_counts=metrics.test_class_counts, onnx=args.onnx)
+                    metrics=metrics, data_spec=data.spec, data_seed=data.seed, onnx=args.onnx)
     epochs = f"{metrics.epochs} epoch{'s' if metrics.epochs != 1 else ''}"
     print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({epochs}, {metrics.seconds:.1f} s); "
           f"bundle written to {args.out}")

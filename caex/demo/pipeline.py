@@ -173,8 +173,7 @@ def _classifier_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts,
         net, metrics = train_classifier(bundle, arch=settings.arch, epochs=settings.epochs, seed=seed,
                                         device=artefacts.device, verbose=verbose)
         save_bundle(net, folder, class_names=bundle.class_names, image_size=bundle.image_size,
-                    test_accuracy=metrics.test_accuracy, data_spec=bundle.spec, data_seed=bundle.seed,
-                    training=metrics.recipe, test_class_counts=metrics.test_class_counts)
+                    metrics=metrics, data_spec=bundle.spec, data_seed=bundle.seed)
         return {"test_accuracy": metrics.test_accuracy}
 
     epochs = "default epochs" if settings.epochs is None else f"{settings.epochs} epochs"

@@ -10,6 +10,7 @@ changing one setting reruns that stage and the stages after it, nothing else.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -179,6 +180,8 @@ class DemoProfile:
             current = getattr(self, block, None)
             if not dataclasses.is_dataclass(current):
                 raise CaexError(f"demo profile: unknown settings block {block!r}")
+            if not isinstance(values, Mapping):
+                raise CaexError(f"demo profile: {block} settings: expected a dict of settings, got {values!r}")
             known = [item.name for item in dataclasses.fields(current)]
             unknown = sorted(set(values) - set(known))
             if unknown:  # dataclasses.replace's TypeError named __init__, not the block

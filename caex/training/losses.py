@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from caex.errors import TrainingError
+from caex.utils.checks import check_number_fields
 from caex.utils.overrides import parse_field_overrides
 
 FAKE, REAL = 0, 1  # indices of the Dr logits (eq. 5: [1] is "real")
@@ -43,6 +44,7 @@ class LossWeights:
     disc_individual: float = 1.0    # the IndividualCritic's own cross-entropy (used when the above is > 0)
 
     def __post_init__(self) -> None:
+        check_number_fields(self, TrainingError, "loss weight ")  # "20" failed in the training step
         for name, value in self.as_dict().items():
             if not (math.isfinite(value) and value >= 0):
                 raise TrainingError(f"loss weight {name}={value!r}: must be a finite number >= 0")

@@ -41,11 +41,22 @@ def check_number_fields(settings: object, error: type[CaexError], prefix: str = 
     ``"CAEConfig."``. NumPy numbers are stored as Python ones, which JSON writes."""
     for item in dataclasses.fields(settings):  # type: ignore[arg-type]
         value = getattr(settings, item.name)
-        if item.type in (int, "int"):
+        if value is None and item.type in ("int | None", "float | None"):
+            continue
+        if item.type in (int, "int", "int | None"):
             if not is_whole_number(value):
                 raise error(f"{prefix}{item.name}={value!r}: must be a whole number")
             object.__setattr__(settings, item.name, operator.index(value))  # frozen dataclasses too
-        elif item.type in (float, "float"):
-            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        elif item.type in (float, "float", "float | None"):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not _fits_a_float(value):
                 raise error(f"{prefix}{item.name}={value!r}: must be a number")
             object.__setattr__(settings, item.name, float(value))
+
+
+def _fits_a_float(value: numbers.Real) -> bool:
+    """Whether ``float(value)`` works: an int of 10**400 has no float."""
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
