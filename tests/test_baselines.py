@@ -509,6 +509,22 @@ def test_registering_a_method_checks_its_name_and_its_constructor_chain():
         register_attributor(type("Clash", (GradientTimesInput,), {"name": "gradcam"}))
     with pytest.raises(AttributionError, match=r"^register_attributor: <function .*> is no Attributor subclass$"):
         register_attributor(make_attributor)
+    with pytest.raises(AttributionError, match=r"^CaeLike.name = 'caelite': give a lower-case Python identifier not "
+                                               r"starting with 'cae'"):  # evaluate would take it for CAE's own
+        register_attributor(type("CaeLike", (GradientTimesInput,), {"name": "caelite"}))
+
+    class Bare(Attributor):
+        name = "bare"
+
+        def __init__(self, classifier: Classifier) -> None:
+            super().__init__(classifier)
+
+    register_attributor(Bare)
+    try:
+        with pytest.raises(AttributionError, match=r"^bare takes no option 'scale' \(it takes none\)$"):
+            make_attributor("bare", tiny_classifier(1), scale=2)
+    finally:
+        del BASELINES["bare"]
     with pytest.raises(AttributionError, match=r"^Unnamed: give the method a name of its own"):  # was "attributor"
         register_attributor(type("Unnamed", (Attributor,), {}))
     with pytest.raises(AttributionError, match=r"^Alias.name = 'ig': another spelling of integrated_gradients"):

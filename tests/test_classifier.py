@@ -153,6 +153,9 @@ def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_ship
             (dict(first_conv="convs.0.bias"), r"needs a linear `fc` head and a first_conv weight \[out, channels, k, "
                                               r"k\] taking the channels given; got Linear and \(8,\)$"),
             (dict(epochs=1.5), r"epochs=1.5 must be a whole number, at least 1$"),
+            (dict(epochs=0), r"epochs=0 must be a whole number, at least 1$"),
+            (dict(build=lambda channels, num_classes, small_stem: _TinyVGG(3, num_classes)),
+             r"needs a linear `fc` head .* taking the channels given; got Linear and \(8, 3, 5, 5\)$"),
             (dict(lr=0), r"lr=0 must be a positive finite number$"),
             (dict(lr=True), r"lr=True must be a positive finite number$")]:
         with pytest.raises(ClassifierError, match=r"^architecture 'tinyvgg2': " + message):
@@ -865,3 +868,25 @@ def test_pickled_objects_in_weights_are_refused_without_torchs_unsafe_advice(tmp
             load_classifier(path, arch="smallcnn", device="cpu")
     message = str(caught.value)
     assert "which caex never unpickles" in message and "weights_only" not in message and "\n" not in message
+
+
+def test_a_state_dict_tells_its_stem_by_its_first_kernel_and_settings_come_back_as_ints() -> None:
+    """The small stem is read off the first convolution's kernel (3x3), for every architecture alike."""
+    import numpy as np
+
+    from caex.classifier.arch import infer_network_shape, to_wrapper_state_dict
+    from caex.classifier.train import resolve_settings
+    from caex.errors import TrainingError
+
+    for small_stem in (True, False):
+        net = build_classifier_network("resnet18", channels=3, num_classes=4, small_stem=small_stem)
+        state = to_wrapper_state_dict({key.removeprefix("backbone."): value for key, value in
+                                       net.state_dict().items() if key.startswith("backbone.")} |
+                                      {"fc." + key[5:]: value for key, value in net.state_dict().items()
+                                       if key.startswith("head.")})
+        assert infer_network_shape("resnet18", state, "x") == (3, 4, small_stem)
+    epochs, lr = resolve_settings("smallcnn", np.int64(2), 32, None)
+    assert type(epochs) is int and epochs == 2 and lr == 4e-3
+    with pytest.raises(TrainingError, match=r"^training smallcnn: lr 0.0 must be a positive finite number$"):
+        resolve_settings("smallcnn", None, 32, 0.0)
+

@@ -449,3 +449,13 @@ def test_a_report_out_under_a_file_is_refused_before_any_work(tmp_path: Path, ca
     out = tmp_path / "g.png" / "x.html"
     assert main(["report", str(tmp_path), "--out", str(out)]) == 2
     assert capsys.readouterr().err == f"caex report: error: --out {out}: {tmp_path / 'g.png'} is a file, not a folder\n"
+
+
+def test_version_is_answered_early_only_where_argparse_would_answer_it(capsys) -> None:
+    """The shortcut that answers --version before the parser is built must not take a command's --version."""
+    from caex.cli.main import main
+
+    assert main(["data", "show", "--version"]) == 2  # a usage error, as argparse has it
+    output = capsys.readouterr()
+    assert output.out == "" and output.err.startswith("caex data show: error: ")
+

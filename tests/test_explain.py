@@ -369,6 +369,10 @@ def test_a_class_without_stored_codes_is_left_out_of_default_targets_not_the_who
             alone = torch.cat([attributor.saliency(images[i:i + 1], explained[i:i + 1]) for i in range(4)])
         torch.testing.assert_close(together, alone)
         assert gapped.reachable_classes().tolist() == [True, True, False]
+        cae.set_train_codes(codes[labels == 0], labels[labels == 0])  # leaving a, nothing else is reachable
+        with pytest.raises(ExplainError, match=r"^path 'centroid': no stored training codes of class\(es\) [bc]$"):
+            Explainer(cae, explainer.classifier, batch_size=16, knn=4).saliency(
+                images[:2], path="centroid", steps=2, leaving=torch.zeros(2, dtype=torch.long))
     finally:
         cae.set_train_codes(codes, labels)
 

@@ -403,11 +403,15 @@ def test_analyse_manifold_refuses_counts_the_cli_refuses_before_any_work(bundle:
 
 
 def test_analyse_manifold_refuses_a_tolerance_outside_0_to_1(bundle: DataBundle, tmp_path) -> None:
-    with pytest.raises(CaexError, match=r"^monotone_tolerance=nan: must be at least 0 and below 1$"):
-        run_analysis(bundle, tmp_path, monotone_tolerance=float("nan"))
-    for seed in (-1, 1.5):  # numpy's "expected non-negative integer", or a TypeError, after the encoding
+    for tolerance in (float("nan"), 1.0, -0.1):
+        with pytest.raises(CaexError, match=rf"^monotone_tolerance={tolerance}: must be at least 0 and below 1$"):
+            run_analysis(bundle, tmp_path, monotone_tolerance=tolerance)
+    for seed in (-1, 1.5, 2**32):  # numpy's "expected non-negative integer", or a TypeError, after the encoding
         with pytest.raises(CaexError, match=rf"^seed={seed!r}: must be a whole number from 0 to 4294967295$"):
             run_analysis(bundle, tmp_path, seed=seed)
+    from caex.utils.checks import check_seed
+
+    check_seed(2**32 - 1)  # the largest numpy and torch both take
 
 
 def test_a_single_code_class_reads_n_a_in_the_summary_and_the_cli(bundle: DataBundle, tmp_path) -> None:

@@ -101,6 +101,7 @@ def test_other_readings_use_the_numbers():
     assert "(chance with 4 classes: 25%)" in readings.read_separability(0.97, chance=readings.chance_text(4))
     assert readings.chance_text(2, [60, 2]) == "always naming the commonest class: 97%"  # 1/K read 97% as far above
     assert readings.chance_text(2, [30, 30]) == readings.chance_text(2) == "chance with 2 classes: 50%"
+    assert readings.chance_text(4, [0, 0, 0, 0]) == readings.chance_text(4, []) == "chance with 4 classes: 25%"
     assert readings.read_separability(0.3, pixel_accuracy=0.4).endswith("better than raw pixels.")
     smooth = readings.read_smoothness({"normal": 0.95, "cnv": 0.85}, 0.8)
     assert "90% of the time (lowest: cnv, 85%)" in smooth and "80% of straight paths" in smooth
