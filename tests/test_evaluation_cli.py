@@ -68,6 +68,17 @@ def test_help_says_the_cae_maps_take_explains_defaults_and_fits_the_terminal(cap
      "--cae-target '4': not a class of synthetic"),
     (["none", "synthetic:size=32,per_class=4", "--methods", "random", "--cae-target", "normal"],
      "--cae-target steers the cae methods, and none is evaluated"),
+    (["none", "synthetic", "--methods", "lime", "--method-option", "lime.n_samples"],
+     "--method-option 'lime.n_samples': expected METHOD.OPTION=VALUE, e.g. lime.n_samples=200"),
+    (["none", "synthetic", "--methods", "lime", "--method-option", "lime.samples=20"],
+     "--method-option 'lime.samples=20': lime takes no option 'samples' here (it takes n_samples, n_segments, "
+     "compactness, perturbations_per_eval)"),
+    (["none", "synthetic", "--methods", "lime", "--method-option", "lime.n_samples=many"],
+     "--method-option 'lime.n_samples=many': n_samples must be an integer"),
+    (["none", "synthetic", "--methods", "gradcam", "--method-option", "gradcam.layer=layer3"],
+     "gradcam takes no option 'layer' here (it takes none)"),  # a module: no text names it
+    (["none", "synthetic", "--methods", "gradcam", "--method-option", "lime.n_samples=20"],
+     "--method-option sets lime, which --methods does not evaluate"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
     code = main(["evaluate", *argv, "--classifier", str(tmp_path), "--out", str(tmp_path / "out")])
@@ -167,6 +178,14 @@ def test_cae_target_and_target_by_reach_every_cae_method(tmp_path, capsys, monke
     assert code == 2 and "stopped after the options were built" in capsys.readouterr().err
     assert seen == {name: {"steps": 2, "counter_class": 0, "counter_by": "code"}
                     for name in ("cae-nearest", "cae-centroid")}
+    seen.clear()  # a method's own settings, typed by its constructor, beside the cae ones (which they override)
+    code = main(["evaluate", str(tmp_path / "run"), "synthetic:size=32,per_class=4", "--classifier",
+                 str(tmp_path / "clf"), "--methods", "cae-nearest,lime,ig", "--cae-steps", "2", "--method-option",
+                 "LIME.n_samples=20", "--method-option", "ig.n_steps=8", "--method-option", "cae-nearest.steps=3",
+                 "--method-option", "lime.compactness=2", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert code == 2 and seen == {"cae-nearest": {"steps": 3, "counter_class": None, "counter_by": "code"},
+                                  "lime": {"n_samples": 20, "compactness": 2.0},
+                                  "integrated_gradients": {"n_steps": 8}}
 
 
 def test_a_model_file_is_probed_with_the_cae_images_so_a_wrong_size_is_the_datas(tmp_path, capsys):

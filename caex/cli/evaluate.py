@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "probability: the classifier's most probable other class; all: every other class, "
                              "the maps averaged, at K-1 times the path frames; note that caex explain --target-by "
                              "defaults to probability)")
+    parser.add_argument("--method-option", action="append", default=[], metavar="METHOD.OPTION=VALUE",
+                        help="a method's own setting, e.g. lime.n_samples=200, integrated_gradients.n_steps=20 or "
+                             "occlusion.window_fraction=0.25 (repeatable; an unknown one is refused, naming those "
+                             "its method takes)")
     parser.add_argument("--n-images", type=at_least(1), default=32,
                         help="correctly classified test images to explain, stratified over classes (default: 32)")
     parser.add_argument("--batch-size", type=at_least(1), default=16,
@@ -83,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from caex.cli.common import check_output_folder, load_classifier_from_args, load_data_from_args, warn_stale_files
     from caex.evaluation.perturbation import PerturbationMetric
-    from caex.evaluation.runner import canonical_method, evaluate, is_cae_method
+    from caex.evaluation.runner import canonical_method, evaluate, is_cae_method, parse_method_options
     from caex.explain.explainer import check_steps
     from caex.model import CAE
 
@@ -93,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     check_steps(args.cae_steps, "--cae-steps ")
     if not 0 < args.share <= 1:
         raise CaexError(f"--share {args.share}: must be in (0, 1]")
+    given = parse_method_options(args.method_option)  # refused before any work
+    unused = sorted(set(given) - set(methods))
+    if unused:  # a typo in --methods, or an option that would change nothing
+        raise CaexError(f"--method-option sets {unused[0]}, which --methods does not evaluate")
     check_output_folder(args.out, data=args.data, results=True)
     run_dir = _run_folder(args.run, wants_cae=any(map(is_cae_method, methods)))
     data = load_data_from_args(args)
@@ -113,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     with warn_stale_files(args.out):
         results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                            out_dir=args.out, batch_size=args.batch_size, metric=metric,
-                           method_options={name: cae_options for name in methods if is_cae_method(name)},
+                           method_options={**{name: cae_options for name in methods if is_cae_method(name)},
+                                           **{name: {**cae_options, **options} if is_cae_method(name) else options
+                                              for name, options in given.items()}},
                            classifier_name=args.classifier, verbose=True)
     print(results.to_markdown())
     print(f"wrote results.csv, results.json, results.md, curves.png and gallery.png to {args.out}")

@@ -10,6 +10,7 @@ gallery in the layout of its Fig. 6.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import math
 import os
@@ -33,6 +34,7 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
 from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
+from caex.utils.overrides import CONVERTERS
 from caex.utils.progress import progress
 from caex.utils.provenance import models_record, run_record
 from caex.utils.rows import constant_rows, nonfinite_rows
@@ -330,6 +332,39 @@ def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dic
                                   f"takes {', '.join(sorted(accepted)) or 'none'})")
         checked[key] = dict(options)
     return checked
+
+
+def parse_method_options(pairs: Sequence[str], option: str = "--method-option") -> dict[str, dict[str, Any]]:
+    """``["lime.n_samples=200"]`` -> ``{"lime": {"n_samples": 200}}``, each value converted by the annotation of
+    its method's constructor (its int, float and text options: a layer or a module cannot be typed), for
+    ``evaluate``'s ``method_options``; a one-line error naming ``option`` for anything else."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        target, equals, text = pair.partition("=")
+        method, dot, key = target.strip().partition(".")
+        if not (equals and dot and method and key):
+            raise EvaluationError(f"{option} {pair!r}: expected METHOD.OPTION=VALUE, e.g. lime.n_samples=200")
+        name = canonical_method(method)
+        settable = _settable_options(name)
+        if key not in settable:
+            raise EvaluationError(f"{option} {pair!r}: {name} takes no option {key!r} here (it takes "
+                                  f"{', '.join(settable) or 'none'})")
+        convert, kind = CONVERTERS[settable[key]]
+        try:
+            parsed.setdefault(name, {})[key] = convert(text.strip())
+        except ValueError:
+            raise EvaluationError(f"{option} {pair!r}: {key} must be {kind}") from None
+    return parsed
+
+
+def _settable_options(name: str) -> dict[str, str]:
+    """A method's constructor options that text can give, by name, with their annotations."""
+    method = ExplainerAttributor if is_cae_method(name) else BASELINES[name]
+    accepted = accepted_options(method) - _SET_BY_EVALUATE
+    annotations = {parameter.name: parameter.annotation for klass in reversed(method.__mro__)
+                   if issubclass(klass, Attributor) and "__init__" in vars(klass)
+                   for parameter in inspect.signature(klass.__init__).parameters.values()}
+    return {key: kind for key, kind in annotations.items() if key in accepted and kind in CONVERTERS}
 
 
 def _make_method(name: str, classifier: Classifier, cae_explainer: Any, batch_size: int, seed: int,

@@ -9,7 +9,7 @@ from typing import Any
 from caex.errors import CaexError
 
 #: Field annotations (as strings, under ``from __future__ import annotations``) that can be overridden.
-_CONVERTERS = {"int": (int, "an integer"), "float": (float, "a number"), "str": (str, "text")}
+CONVERTERS = {"int": (int, "an integer"), "float": (float, "a number"), "str": (str, "text")}
 
 
 def parse_field_overrides(cls: type, pairs: Iterable[str], *, option: str, error: type[CaexError] = CaexError,
@@ -22,14 +22,14 @@ def parse_field_overrides(cls: type, pairs: Iterable[str], *, option: str, error
     """
     excluded = set(exclude)
     types = {field.name: field.type for field in dataclasses.fields(cls)
-             if field.name not in excluded and field.type in _CONVERTERS}
+             if field.name not in excluded and field.type in CONVERTERS}
     overrides = {}
     for pair in pairs:
         key, separator, text = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not separator or key not in types:
             raise error(f"{option} {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
-        convert, kind = _CONVERTERS[types[key]]
+        convert, kind = CONVERTERS[types[key]]
         try:
             overrides[key] = convert(text.strip())
         except ValueError:
