@@ -527,6 +527,7 @@ def test_registering_a_method_checks_its_name_and_its_constructor_chain():
         del BASELINES["bare"]
     with pytest.raises(AttributionError, match=r"^Unnamed: give the method a name of its own"):  # was "attributor"
         register_attributor(type("Unnamed", (Attributor,), {}))
+    assert isinstance(make_attributor("ig", tiny_classifier(1)), BASELINES["integrated_gradients"])  # as evaluate
     with pytest.raises(AttributionError, match=r"^Alias.name = 'ig': another spelling of integrated_gradients"):
         register_attributor(type("Alias", (GradientTimesInput,), {"name": "ig"}))  # listed, but ran IG
 

@@ -152,12 +152,12 @@ def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_ship
                                         r"and target_layer 'conv' and first_conv 'convs.0.weight' as paths in it\)$"),
             (dict(first_conv="convs.0.bias"), r"needs a linear `fc` head and a first_conv weight \[out, channels, k, "
                                               r"k\] taking the channels given; got Linear and \(8,\)$"),
-            (dict(epochs=1.5), r"epochs=1.5 must be a whole number, at least 1$"),
-            (dict(epochs=0), r"epochs=0 must be a whole number, at least 1$"),
+            (dict(epochs=1.5), r"epochs=1.5: must be a whole number, at least 1$"),
+            (dict(epochs=0), r"epochs=0: must be a whole number, at least 1$"),
             (dict(build=lambda channels, num_classes, small_stem: _TinyVGG(3, num_classes)),
              r"needs a linear `fc` head .* taking the channels given; got Linear and \(8, 3, 5, 5\)$"),
-            (dict(lr=0), r"lr=0 must be a positive finite number$"),
-            (dict(lr=True), r"lr=True must be a positive finite number$")]:
+            (dict(lr=0), r"lr=0: must be a positive finite number$"),
+            (dict(lr=True), r"lr=True: must be a positive finite number$")]:
         with pytest.raises(ClassifierError, match=r"^architecture 'tinyvgg2': " + message):
             register_architecture("tinyvgg2", dataclasses.replace(spec, **wrong))
     (tmp_path / "clf" / "classifier.json").write_text((tmp_path / "clf" / "classifier.json").read_text().replace(
@@ -887,6 +887,7 @@ def test_a_state_dict_tells_its_stem_by_its_first_kernel_and_settings_come_back_
         assert infer_network_shape("resnet18", state, "x") == (3, 4, small_stem)
     epochs, lr = resolve_settings("smallcnn", np.int64(2), 32, None)
     assert type(epochs) is int and epochs == 2 and lr == 4e-3
-    with pytest.raises(TrainingError, match=r"^training smallcnn: lr 0.0 must be a positive finite number$"):
-        resolve_settings("smallcnn", None, 32, 0.0)
+    for lr in (0.0, "1e-3"):  # the string was a raw TypeError in a comparison
+        with pytest.raises(TrainingError, match=rf"^training smallcnn: lr={lr!r}: must be a positive finite number$"):
+            resolve_settings("smallcnn", None, 32, lr)
 

@@ -181,7 +181,7 @@ def test_cae_target_and_target_by_reach_every_cae_method(tmp_path, capsys, monke
     seen.clear()  # a method's own settings, typed by its constructor, beside the cae ones (which they override)
     code = main(["evaluate", str(tmp_path / "run"), "synthetic:size=32,per_class=4", "--classifier",
                  str(tmp_path / "clf"), "--methods", "cae-nearest,lime,ig", "--cae-steps", "2", "--method-option",
-                 "LIME.n_samples=20", "--method-option", "ig.n_steps=8", "--method-option", "cae-nearest.steps=3",
+                 "LIME.n_samples=20", "--method-option", "ig.n-steps=8", "--method-option", "cae-nearest.steps=3",
                  "--method-option", "lime.compactness=2", "--device", "cpu", "--out", str(tmp_path / "out")])
     assert code == 2 and seen == {"cae-nearest": {"steps": 3, "counter_class": None, "counter_by": "code"},
                                   "lime": {"n_samples": 20, "compactness": 2.0},

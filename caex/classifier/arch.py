@@ -10,7 +10,6 @@ into a ``backbone`` (images -> pooled penultimate features) and a linear
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import torchvision
 from torch import nn
 
 from caex.errors import ClassifierError
-from caex.utils.checks import is_whole_number
+from caex.utils.checks import check_positive_finite, is_whole_number
 
 #: Images at most this large get the CIFAR-style stem (3x3 stride-1 conv, no max-pool),
 #: so a 64 px image still has an 8x8 map at the last stage instead of 2x2.
@@ -115,9 +114,8 @@ def _check_architecture(name: str, spec: Architecture) -> None:
     layer path made Grad-CAM fall back to another layer without a word, a wrong first convolution saved bundles
     that did not load, and a network without ``fc`` or fractional epochs failed as unexpected errors."""
     if not is_whole_number(spec.epochs) or spec.epochs < 1:
-        raise ClassifierError(f"architecture {name!r}: epochs={spec.epochs!r} must be a whole number, at least 1")
-    if isinstance(spec.lr, bool) or not (isinstance(spec.lr, (int, float)) and 0 < spec.lr < math.inf):
-        raise ClassifierError(f"architecture {name!r}: lr={spec.lr!r} must be a positive finite number")
+        raise ClassifierError(f"architecture {name!r}: epochs={spec.epochs!r}: must be a whole number, at least 1")
+    check_positive_finite(f"architecture {name!r}: lr", spec.lr, ClassifierError)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
         net = spec.build(1, 2, True)  # a builder's own error is its own
     try:

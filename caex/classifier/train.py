@@ -21,7 +21,7 @@ from caex.data.types import DataBundle, ImageSet, require_bundle
 from caex.errors import TrainingError
 from caex.utils import (autocast_context, global_rng_kept, progress, resolve_device, seed_weights, software_versions,
                         torch_generator)
-from caex.utils.checks import check_counts
+from caex.utils.checks import check_counts, check_positive_finite
 from caex.utils.device import autocast_dtype
 from caex.utils.warn import warn
 
@@ -72,11 +72,11 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def test_predictions(net: ClassifierNet, images_set: ImageSet, device: torch.device, batch_size: int = 256
-                     ) -> torch.Tensor:
+def predict_split(net: ClassifierNet, images_set: ImageSet, device: torch.device, batch_size: int = 256
+                  ) -> torch.Tensor:
     """``net``'s predicted classes ``[N]`` (on the CPU) for a split: eval mode, no grad, batched."""
     net.eval()
-    predictions = [torch.zeros(0, dtype=torch.long)]
+    predictions = [torch.zeros(0, dtype=torch.long)]  # an empty split gives an empty tensor
     with torch.no_grad():
         for start in range(0, len(images_set), batch_size):
             images = images_set.images[start:start + batch_size].to(device, memory_format=torch.channels_last)
@@ -93,8 +93,7 @@ def resolve_settings(arch: str, epochs: int | None, batch_size: int, lr: float |
     epochs = spec.epochs if epochs is None else epochs
     lr = spec.lr if lr is None else lr
     check_counts({"epochs": epochs, "batch_size": batch_size}, {"epochs": 1, "batch_size": 1}, TrainingError)
-    if not 0 < lr < math.inf:
-        raise TrainingError(f"training {arch}: lr {lr} must be a positive finite number")
+    check_positive_finite(f"training {arch}: lr", lr, TrainingError)
     return int(epochs), lr
 
 
@@ -123,13 +122,15 @@ def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Ten
     hits = torch.bincount(labels[predictions == labels], minlength=len(class_names))
     tested = counts > 0
     recall = hits[tested] / counts[tested]
-    balanced, chance = float(recall.mean()), 1 / int(tested.sum())
+    classes = int(tested.sum())
+    balanced, chance = float(recall.mean()), 1 / classes
     never = [class_names[k] for k in tested.nonzero().squeeze(1)[recall == 0].tolist()]
     blind = f"recognises no test image of class(es) {', '.join(never)}"
-    if int(tested.sum()) > 1 and balanced <= chance + 0.05:  # one class tested measures no choice: no chance level
+    if classes > 1 and balanced <= chance + 0.05:  # one class tested measures no choice: no chance level
+        also = f"; it {blind}" if never else ""
         warn(f"{arch}: balanced test accuracy {balanced:.3f} (the mean of the per-class recalls) is near chance "
-             f"({chance:.3f} for {int(tested.sum())} classes){'; it ' + blind if never else ''}; it learned little "
-             f"in {epochs} epoch(s): train longer (epochs=, --epochs) or on more images before explaining it")
+             f"({chance:.3f} for {classes} classes){also}; it learned little in {epochs} epoch(s): train longer "
+             "(epochs=, --epochs) or on more images before explaining it")
     elif never:
         warn(f"{arch}: {blind} (recall 0, which the overall accuracy hides); explanations of that class explain a "
              "model that never names it")
@@ -198,7 +199,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
                                 acc=f"{train_accuracy:.3f}", refresh=False)  # drawn with the next update
     bar.close()
 
-    predictions = test_predictions(net, bundle.test, device)
+    predictions = predict_split(net, bundle.test, device)
     test_accuracy = int((predictions == bundle.test.labels).sum()) / max(len(predictions), 1)
     _warn_if_near_chance(arch, predictions, bundle.test.labels, bundle.class_names, epochs)
     net = net.to(memory_format=torch.contiguous_format).eval()

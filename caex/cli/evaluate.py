@@ -118,12 +118,13 @@ def run(args: argparse.Namespace) -> int:
     shape = (data.image_size, data.channels) if cae is None else (cae.config.image_size, cae.config.channels)
     classifier = load_classifier_from_args(args, image_size=shape[0], channels=shape[1], device=args.device)
     metric = PerturbationMetric(patch=args.patch, share=args.share, n_patches=args.n_patches)
+    method_options = {name: dict(cae_options) for name in methods if is_cae_method(name)}
+    for name, options in given.items():  # a cae method's --method-option overrides its --cae-* settings
+        method_options.setdefault(name, {}).update(options)
     with warn_stale_files(args.out):
         results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                            out_dir=args.out, batch_size=args.batch_size, metric=metric,
-                           method_options={**{name: cae_options for name in methods if is_cae_method(name)},
-                                           **{name: {**cae_options, **options} if is_cae_method(name) else options
-                                              for name, options in given.items()}},
+                           method_options=method_options,
                            classifier_name=args.classifier, verbose=True)
     print(results.to_markdown())
     print(f"wrote results.csv, results.json, results.md, curves.png and gallery.png to {args.out}")

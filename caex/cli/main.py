@@ -15,7 +15,6 @@ import argparse
 import codecs
 import contextlib
 import importlib
-import itertools
 import os
 import select
 import signal
@@ -166,7 +165,8 @@ def _quiet_broken_pipe() -> int:
 def _asks_for_version(argv: Sequence[str]) -> bool:
     """Whether argparse would print the version first: ``caex --version``, maybe after ``--debug``. Answered before
     the parser is built, as the commands' choices import torch (seconds)."""
-    return list(itertools.dropwhile(lambda arg: arg == "--debug", argv))[:1] == ["--version"]
+    first = next((arg for arg in argv if arg != "--debug"), None)
+    return first == "--version"
 
 
 def _run(argv: Sequence[str] | None) -> int:

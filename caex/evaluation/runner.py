@@ -34,7 +34,7 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
 from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
-from caex.utils.overrides import CONVERTERS
+from caex.utils.overrides import CONVERTERS, typed_value
 from caex.utils.progress import progress
 from caex.utils.provenance import models_record, run_record
 from caex.utils.rows import constant_rows, nonfinite_rows
@@ -342,6 +342,7 @@ def parse_method_options(pairs: Sequence[str], option: str = "--method-option") 
     for pair in pairs:
         target, equals, text = pair.partition("=")
         method, dot, key = target.strip().partition(".")
+        key = key.replace("-", "_")  # as every KEY=VALUE option takes it
         if not (equals and dot and method and key):
             raise EvaluationError(f"{option} {pair!r}: expected METHOD.OPTION=VALUE, e.g. lime.n_samples=200")
         name = canonical_method(method)
@@ -349,11 +350,8 @@ def parse_method_options(pairs: Sequence[str], option: str = "--method-option") 
         if key not in settable:
             raise EvaluationError(f"{option} {pair!r}: {name} takes no option {key!r} here (it takes "
                                   f"{', '.join(settable) or 'none'})")
-        convert, kind = CONVERTERS[settable[key]]
-        try:
-            parsed.setdefault(name, {})[key] = convert(text.strip())
-        except ValueError:
-            raise EvaluationError(f"{option} {pair!r}: {key} must be {kind}") from None
+        value = typed_value(text, settable[key], what=f"{option} {pair!r}: {key}", error=EvaluationError)
+        parsed.setdefault(name, {})[key] = value
     return parsed
 
 

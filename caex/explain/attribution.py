@@ -582,7 +582,9 @@ def accepted_options(cls: type[Attributor]) -> set[str]:
 
 
 def make_attributor(name: str, classifier: Classifier, **kwargs: Any) -> Attributor:
-    """A baseline by its registry name (``gradcam``, ``lime``, ...); keyword arguments go to its constructor."""
+    """A baseline by its registry name (``gradcam``, ``lime``, ...) or an alias (``ig``); keyword arguments go to its
+    constructor."""
+    name = ALIASES.get(name, name)
     try:
         cls = BASELINES[name]
     except KeyError:

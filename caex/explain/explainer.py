@@ -390,7 +390,8 @@ class Explainer:
         absent = [name for name, seen in zip(self.class_names, present.tolist(), strict=True) if not seen]
         warn(f"the CAE stored no training codes of class(es) {', '.join(absent)} (its training data had no "
              "images of them): no default path heads there")
-        return ranked.gather(1, (~keep).to(torch.uint8).argsort(dim=1, stable=True))[:, :width]
+        reachable_first = (~keep).to(torch.uint8).argsort(dim=1, stable=True)  # each row's order kept among them
+        return ranked.gather(1, reachable_first)[:, :width]
 
     # -- core ----------------------------------------------------------------------------
     def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,

@@ -39,7 +39,7 @@ from caex.training.logging import LOG_CSV, LOG_JSONL, TENSORBOARD_FOLDER, RunLog
 from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
 from caex.training.stopping import stop_requests
-from caex.utils.checks import check_number_fields
+from caex.utils.checks import check_number_fields, check_positive_finite
 from caex.utils.device import autocast_context, autocast_dtype
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
@@ -177,8 +177,7 @@ class TrainConfig:
         for name in ("iters", "batch_size", "log_every", "sample_every", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise TrainingError(f"{name}={getattr(self, name)!r}: must be a positive integer")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise TrainingError(f"lr={self.lr!r}: must be a positive finite number")
+        check_positive_finite("lr", self.lr, TrainingError)
         if self.lr_halvings < 0:
             raise TrainingError(f"lr_halvings={self.lr_halvings!r}: must be >= 0")
         if self.time_limit is not None and not self.time_limit > 0:

@@ -1,8 +1,10 @@
-"""Checks of the whole numbers that settings hold, one message for every API that takes them."""
+"""Checks of the numbers that settings hold (counts, seeds, rates), one message for every API that takes them;
+:func:`check_number_fields` also stores NumPy numbers as Python ones."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import operator
 from collections.abc import Mapping
@@ -19,6 +21,13 @@ def check_seed(seed: object, error: type[CaexError] = CaexError) -> None:
     after work had begun."""
     if not is_whole_number(seed) or not 0 <= seed <= MAX_SEED:  # type: ignore[operator]
         raise error(f"seed={seed!r}: must be a whole number from 0 to {MAX_SEED}")
+
+
+def check_positive_finite(name: str, value: object, error: type[CaexError] = CaexError) -> None:
+    """Raise ``error`` unless ``value`` is a number above 0 and below infinity (a learning rate, say): a string
+    or a bool failed in a comparison, NaN and inf trained to NaN weights."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise error(f"{name}={value!r}: must be a positive finite number")
 
 
 def is_whole_number(value: object) -> bool:

@@ -29,9 +29,14 @@ def parse_field_overrides(cls: type, pairs: Iterable[str], *, option: str, error
         key = key.strip().replace("-", "_")
         if not separator or key not in types:
             raise error(f"{option} {pair!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
-        convert, kind = CONVERTERS[types[key]]
-        try:
-            overrides[key] = convert(text.strip())
-        except ValueError:
-            raise error(f"{option} {pair!r}: {key} must be {kind}") from None
+        overrides[key] = typed_value(text, types[key], what=f"{option} {pair!r}: {key}", error=error)
     return overrides
+
+
+def typed_value(text: str, annotation: str, *, what: str, error: type[CaexError] = CaexError) -> Any:
+    """``text`` as the ``annotation`` (a key of :data:`CONVERTERS`) says, or ``error`` "``what`` must be ..."."""
+    convert, kind = CONVERTERS[annotation]
+    try:
+        return convert(text.strip())
+    except ValueError:
+        raise error(f"{what} must be {kind}") from None
