@@ -1090,7 +1090,7 @@ def test_resume_survives_a_log_line_cut_short_by_a_kill(tmp_path, monkeypatch) -
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("lr_halvings", -1, "lr_halvings=-1: must be >= 0"),
+    ("lr_halvings", -1, "lr_halvings=-1: must be a whole number, at least 0"),
     ("time_limit", 0.0, "time_limit=0.0: must be a positive number of seconds"),
     ("time_limit", float("nan"), "time_limit=nan: must be a positive"),
 ])

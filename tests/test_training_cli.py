@@ -62,7 +62,7 @@ def test_a_time_limit_stop_says_so_and_how_to_continue(tmp_path, npz_data, capsy
     (["--labels", "predicted"], "labels='predicted' (--labels predicted) needs the target classifier"),
     (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
     (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
-    (["--max-shift", "-1"], "max_shift=-1: must be >= 0"),
+    (["--max-shift", "-1"], "max_shift=-1: must be a whole number, at least 0"),
     (["--lr", "inf"], "lr=inf: must be a positive finite number"),
     (["--arch", "resnet18"], "--arch resnet18 describes the weights file given as --classifier, and none is given"),
     (["--model", "pad_type=foo"], "pad_type='foo': must be one of reflect, zeros, replicate"),

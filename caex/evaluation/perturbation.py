@@ -18,14 +18,13 @@ vectorised masks and classified in large batches.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from caex.errors import EvaluationError
-from caex.utils.checks import is_whole_number
+from caex.utils.checks import check_counts, check_number_fields
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import torch_generator
 
@@ -199,15 +198,10 @@ class PerturbationMetric:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("patch", "n_patches", "batch_size"):
-            value = getattr(self, name)
-            if value is None and name == "n_patches":
-                continue
-            if not is_whole_number(value):  # patch=2.5 covered 2x2 squares
-                raise EvaluationError(f"PerturbationMetric.{name}={value!r}: must be a whole number")
-            if value < 1:
-                raise EvaluationError(f"PerturbationMetric.{name}={value}: must be at least 1")
-            object.__setattr__(self, name, operator.index(value))  # a NumPy integer as an int, which JSON writes
+        check_number_fields(self, EvaluationError, "PerturbationMetric.")  # patch=2.5 covered 2x2 squares
+        counts = {"patch": self.patch, "batch_size": self.batch_size}
+        check_counts(counts if self.n_patches is None else {**counts, "n_patches": self.n_patches}, 1,
+                     EvaluationError, "PerturbationMetric.")
         if not 0 < self.share <= 1:
             raise EvaluationError(f"PerturbationMetric.share={self.share}: must be in (0, 1]")
 

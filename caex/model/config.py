@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caex.errors import ModelError
-from caex.utils.checks import check_number_fields
+from caex.utils.checks import check_counts, check_number_fields
 from caex.utils.overrides import parse_field_overrides
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,13 +75,11 @@ class CAEConfig:
     def validate(self) -> None:
         """Reject sizes the networks cannot run, naming the offending value."""
         check_number_fields(self, ModelError, "CAEConfig.")  # width=8.0 or image_size="64" fail inside the networks
-        for name in ("image_size", "channels", "code_dim", "width", "mlp_dim", "mlp_layers",
-                     "max_width_mult", "disc_width", "disc_n_down", "disc_mlp_dim"):
-            if getattr(self, name) < 1:
-                raise ModelError(f"CAEConfig.{name}={getattr(self, name)!r}: must be a positive integer")
-        for name in ("n_down_class", "n_down_individual", "disc_n_res"):
-            if getattr(self, name) < 0:
-                raise ModelError(f"CAEConfig.{name}={getattr(self, name)!r}: must be >= 0")
+        check_counts({name: getattr(self, name) for name in (
+            "image_size", "channels", "code_dim", "width", "mlp_dim", "mlp_layers", "max_width_mult", "disc_width",
+            "disc_n_down", "disc_mlp_dim")}, 1, ModelError, "CAEConfig.")
+        check_counts({name: getattr(self, name) for name in ("n_down_class", "n_down_individual", "disc_n_res")}, 0,
+                     ModelError, "CAEConfig.")
         if self.n_res < 1:
             raise ModelError(f"CAEConfig.n_res={self.n_res!r}: must be >= 1 (the class code reaches the decoder "
                              "only through its AdaIN residual blocks)")

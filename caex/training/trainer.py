@@ -39,7 +39,7 @@ from caex.training.logging import LOG_CSV, LOG_JSONL, TENSORBOARD_FOLDER, RunLog
 from caex.training.monitor import code_separation
 from caex.training.pairs import PairSampler
 from caex.training.stopping import stop_requests
-from caex.utils.checks import check_number_fields, check_positive_finite
+from caex.utils.checks import check_counts, check_number_fields, check_positive_finite
 from caex.utils.device import autocast_context, autocast_dtype
 from caex.utils.io import LOCK_FILE, folder_lock, read_json, write_json
 from caex.utils.progress import progress
@@ -174,18 +174,14 @@ class TrainConfig:
         if self.labels not in ("dataset", "predicted"):
             raise TrainingError(f"labels={self.labels!r}: choose 'dataset' or 'predicted'")
         check_number_fields(self, TrainingError)  # a float or a string would fail deep inside a started run
-        for name in ("iters", "batch_size", "log_every", "sample_every", "ckpt_every"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name}={getattr(self, name)!r}: must be a positive integer")
+        check_counts({name: getattr(self, name) for name in ("iters", "batch_size", "log_every", "sample_every",
+                                                             "ckpt_every")}, 1, TrainingError)
+        check_counts({"lr_halvings": self.lr_halvings, "max_shift": self.max_shift}, 0, TrainingError)
         check_positive_finite("lr", self.lr, TrainingError)
-        if self.lr_halvings < 0:
-            raise TrainingError(f"lr_halvings={self.lr_halvings!r}: must be >= 0")
         if self.time_limit is not None and not self.time_limit > 0:
             raise TrainingError(f"time_limit={self.time_limit!r}: must be a positive number of seconds")
         if not 0.0 <= self.ema < 1.0:
             raise TrainingError(f"ema={self.ema!r}: must be in [0, 1) (0 keeps no average)")
-        if self.max_shift < 0:
-            raise TrainingError(f"max_shift={self.max_shift!r}: must be >= 0")
         if not 0.0 <= self.critic_noise < 1.0:
             raise TrainingError(f"critic_noise={self.critic_noise!r}: must be in [0, 1)")
         if self.cpu_bf16 and not self.amp:

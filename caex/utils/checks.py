@@ -36,12 +36,14 @@ def is_whole_number(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_counts(counts: Mapping[str, object], least: Mapping[str, int],
-                 error: type[CaexError] = CaexError) -> None:
-    """Raise ``error`` naming the first of ``counts`` that is not a whole number of at least ``least[name]``."""
+def check_counts(counts: Mapping[str, object], least: Mapping[str, int] | int,
+                 error: type[CaexError] = CaexError, prefix: str = "") -> None:
+    """Raise ``error`` naming the first of ``counts`` that is not a whole number of at least ``least[name]`` (or
+    ``least``, one limit for all); ``prefix`` goes before its name, e.g. ``"CAEConfig."``."""
     for name, value in counts.items():
-        if not is_whole_number(value) or value < least[name]:  # type: ignore[operator]
-            raise error(f"{name}={value!r}: must be a whole number, at least {least[name]}")
+        minimum = least if isinstance(least, int) else least[name]
+        if not is_whole_number(value) or value < minimum:  # type: ignore[operator]
+            raise error(f"{prefix}{name}={value!r}: must be a whole number, at least {minimum}")
 
 
 def check_number_fields(settings: object, error: type[CaexError], prefix: str = "") -> None:
