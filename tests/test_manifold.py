@@ -114,6 +114,16 @@ def test_random_forest_is_at_chance_on_shuffled_labels() -> None:
     assert abs(result.mean - 1 / K) < 0.15
 
 
+def test_balanced_accuracy_reads_chance_where_accuracy_reads_the_commonest_class() -> None:
+    """Codes that carry no class, 60 to 6: the forest names the commonest class, which accuracy reads as 91%."""
+    codes = np.zeros((66, 8), dtype=np.float32)
+    labels = np.r_[np.zeros(60, dtype=np.int64), np.ones(6, dtype=np.int64)]
+    result = random_forest_accuracy(codes, labels, folds=3, n_estimators=10)
+    assert result.mean == pytest.approx(60 / 66) and result.balanced == pytest.approx(0.5)
+    separated = random_forest_accuracy(*blobs(30, seed=0), n_estimators=30)
+    assert separated.balanced > 0.98  # the same fits: as high as the accuracy where classes are apart
+
+
 def test_random_forest_reduces_folds_for_small_classes_and_is_seeded() -> None:
     codes, labels = blobs(6, seed=0)
     first = random_forest_accuracy(codes, labels, n_estimators=10, seed=3)
@@ -127,10 +137,11 @@ def test_random_forest_reports_the_mean_and_population_std_of_the_fold_scores(mo
     """The spread is the (ddof=0) standard deviation of the fold accuracies, not their variance."""
     import caex.manifold.separability as separability
 
-    monkeypatch.setattr(separability, "cross_val_score", lambda *args, **kwargs: np.array([0.5, 1.0]))
+    monkeypatch.setattr(separability, "cross_validate", lambda *args, **kwargs: {
+        "test_accuracy": np.array([0.5, 1.0]), "test_balanced_accuracy": np.array([0.25, 0.75])})
     codes, labels = blobs(4, seed=0)
     result = random_forest_accuracy(codes, labels, folds=2, n_estimators=2)
-    assert (result.mean, result.std, result.folds) == (0.75, 0.25, 2)  # variance would be 0.0625
+    assert (result.mean, result.std, result.folds, result.balanced) == (0.75, 0.25, 2, 0.5)  # variance: 0.0625
 
 
 def test_pixel_pca_is_fitted_where_told_and_applied_to_the_scored_images():

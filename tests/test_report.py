@@ -153,7 +153,7 @@ def make_run(root: Path) -> Path:
     _write_json(root / "manifold/summary.json", {
         "class_names": ["normal", "cnv"], "data": "synthetic:classes=2",
         "counts": {"train_per_class": [30, 31], "test_per_class": [7, 8]},
-        "separability": {"class_codes": {"mean": 0.95, "std": 0.02, "folds": 5, "dims": 8},
+        "separability": {"class_codes": {"mean": 0.95, "std": 0.02, "balanced": 0.94, "folds": 5, "dims": 8},
                          "pixel_pca": {"mean": 0.6, "std": 0.05, "folds": 5, "dims": 8},
                          "classifier_features": {"skipped": True, "note": "black box"}},
         "swap": {"matrix": [[None, 0.9], [0.7, None]], "mean": 0.8},
@@ -240,6 +240,7 @@ def test_report_embeds_every_figure_and_table(tmp_path):
     assert page.tables == 7
     settings = text.split('<section id="settings"')[1]
     assert "<td>classifier</td><td>architecture</td><td>smallcnn</td>" in settings  # as classifier.json says
+    assert '<th scope="col">std</th><th scope="col">balanced accuracy</th>' in text and "<td>94.0%</td>" in text
     assert "not with another training run" in settings
     # the title names the data; the subtitle no longer shows the absolute local path
     assert "<title>caex report: run (synthetic:classes=2)</title>" in text and str(tmp_path) not in text

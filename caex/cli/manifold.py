@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 def _mean_std(figure: dict) -> str:
     if figure.get("skipped") or figure["mean"] is None:
         return f"n/a ({figure.get('note', '')})"
-    return f"{figure['mean']:.3f} ± {figure['std']:.3f}" + (f" ({figure['note']})" if figure["note"] else "")
+    balanced = f", balanced {figure['balanced']:.3f}" if figure.get("balanced") is not None else ""
+    return f"{figure['mean']:.3f} ± {figure['std']:.3f}{balanced}" + (f" ({figure['note']})" if figure["note"] else "")
 
 
 def _percent(value: float | None) -> str:

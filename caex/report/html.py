@@ -306,7 +306,8 @@ TRAINING_SCHEMA = {"iters": int, "iters_asked": int, "seconds": float, "images_p
 MANIFOLD_SCHEMA = {
     "class_names": [str], "data": str, "code_dim": int,
     "counts": {"train_per_class": [int], "test_per_class": [int]},
-    "separability": {str: {"mean": float, "std": float, "dims": int, "folds": int, "skipped": bool}},
+    "separability": {str: {"mean": float, "std": float, "balanced": float, "dims": int, "folds": int,
+                           "skipped": bool}},
     "swap": {"matrix": [[(float, None)]], "mean": float},  # null: the diagonal and unmeasured pairs
     "smoothness": {"per_class": {str: (float, None)}},  # null: a class that could not be measured
     "paths": {"monotone_share": float}}
@@ -477,12 +478,13 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
     """The separability, swap and smoothness tables of ``summary.json``, each with its reading."""
     class_names = summary.get("class_names", [])
     separability = summary.get("separability", {})
-    rows = [[label, percent(entry.get("mean")), percent(entry.get("std")), entry.get("dims"), entry.get("folds")]
+    rows = [[label, percent(entry.get("mean")), percent(entry.get("std")), percent(entry.get("balanced")),
+             entry.get("dims"), entry.get("folds")]
             for key, label in SEPARABILITY_ROWS.items()
             if (entry := separability.get(key)) is not None and not entry.get("skipped")]
-    if rows:
+    if rows:  # balanced accuracy: 1/K for a forest that names the commonest class, which accuracy hides
         section.parts.append("<h3>Separability (random forest on the test set)</h3>"
-                             + table_html(["features", "accuracy", "std", "dims", "folds"], rows))
+                             + table_html(["features", "accuracy", "std", "balanced accuracy", "dims", "folds"], rows))
         codes, pixels = separability.get("class_codes", {}), separability.get("pixel_pca", {})
         section.reading(readings.read_separability(
             codes.get("mean"), dims=codes.get("dims"), folds=codes.get("folds"),
