@@ -501,16 +501,17 @@ def test_registering_a_method_checks_its_name_and_its_constructor_chain():
         del BASELINES["no_kwargs"]
     for bad in ("cae-lite", "GxI", "grad x input"):
         named = type("Named", (GradientTimesInput,), {"name": bad})
-        with pytest.raises(AttributionError, match=rf"^Named.name = '{bad}': give a lower-case Python identifier"):
+        with pytest.raises(AttributionError, match=rf"^method Named '{bad}': its name must be a lower-case Python "
+                                                   r"identifier"):
             register_attributor(named)
     assert "cae-lite" not in BASELINES
-    with pytest.raises(AttributionError, match=r"^Clash.name = 'gradcam': GradCamAttributor has that name; choose "
+    with pytest.raises(AttributionError, match=r"^method Clash 'gradcam': the name is registered already; choose "
                                                r"another, or pass replace=True$"):  # it replaced the shipped one
         register_attributor(type("Clash", (GradientTimesInput,), {"name": "gradcam"}))
     with pytest.raises(AttributionError, match=r"^register_attributor: <function .*> is no Attributor subclass$"):
         register_attributor(make_attributor)
-    with pytest.raises(AttributionError, match=r"^CaeLike.name = 'caelite': give a lower-case Python identifier not "
-                                               r"starting with 'cae'"):  # evaluate would take it for CAE's own
+    with pytest.raises(AttributionError, match=r"^method CaeLike 'caelite': names starting with 'cae' are CAE's own "
+                                               r"methods"):  # evaluate would take it for CAE's own
         register_attributor(type("CaeLike", (GradientTimesInput,), {"name": "caelite"}))
 
     class Bare(Attributor):
@@ -528,7 +529,7 @@ def test_registering_a_method_checks_its_name_and_its_constructor_chain():
     with pytest.raises(AttributionError, match=r"^Unnamed: give the method a name of its own"):  # was "attributor"
         register_attributor(type("Unnamed", (Attributor,), {}))
     assert isinstance(make_attributor("ig", tiny_classifier(1)), BASELINES["integrated_gradients"])  # as evaluate
-    with pytest.raises(AttributionError, match=r"^Alias.name = 'ig': another spelling of integrated_gradients"):
+    with pytest.raises(AttributionError, match=r"^method Alias 'ig': another spelling of integrated_gradients"):
         register_attributor(type("Alias", (GradientTimesInput,), {"name": "ig"}))  # listed, but ran IG
 
 

@@ -133,13 +133,14 @@ def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_ship
     assert load_classifier(tmp_path / "bare.safetensors", arch="tinyvgg", device="cpu").num_classes == 2
     assert main(["train-classifier", "synthetic:classes=2,per_class=8", "--size", "32", "--arch", "tinyvgg",
                  "--out", str(tmp_path / "cli")]) == 0
-    with pytest.raises(ClassifierError, match=r"^architecture name 'Tiny VGG': use a lower-case Python identifier"):
+    with pytest.raises(ClassifierError, match=r"^architecture 'Tiny VGG': its name must be a lower-case Python "
+                                              r"identifier"):
         register_architecture("Tiny VGG", None)
     with pytest.raises(ClassifierError, match=r"^architecture 'vgg': expected a caex.classifier.Architecture, got "
                                               r"NoneType$"):  # accepted, then "unexpected error" in --arch vgg
         register_architecture("vgg", None)
-    with pytest.raises(ClassifierError, match=r"^architecture 'resnet18' is registered already; choose another "
-                                              r"name, or pass replace=True$"):  # it replaced the shipped one
+    with pytest.raises(ClassifierError, match=r"^architecture 'resnet18': the name is registered already; choose "
+                                              r"another, or pass replace=True$"):  # it replaced the shipped one
         register_architecture("resnet18", ARCHITECTURES["tinyvgg"])
     spec = ARCHITECTURES["tinyvgg"]
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from caex.errors import ClassifierError
-from caex.utils.checks import check_positive_finite, is_whole_number
+from caex.utils.checks import check_positive_finite, check_registry_name, is_whole_number
 
 #: Images at most this large get the CIFAR-style stem (3x3 stride-1 conv, no max-pool),
 #: so a 64 px image still has an 8x8 map at the last stage instead of 2x2.
@@ -97,14 +97,11 @@ def register_architecture(name: str, architecture: Architecture, *, replace: boo
     """Make ``name`` an architecture every caex command builds, trains, saves and reloads (in the same Python
     process: register it before calling caex's API or ``caex.cli.main.main``); ``replace`` lets it take a
     registered name."""
-    if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
-        raise ClassifierError(f"architecture name {name!r}: use a lower-case Python identifier, e.g. 'tinyvgg'")
+    check_registry_name(name, ARCHITECTURES, architecture, what="architecture", replace=replace,
+                        error=ClassifierError)
     if not isinstance(architecture, Architecture):
         raise ClassifierError(f"architecture {name!r}: expected a caex.classifier.Architecture, got "
                               f"{type(architecture).__name__}")
-    if name in ARCHITECTURES and ARCHITECTURES[name] is not architecture and not replace:  # again: a rerun cell
-        raise ClassifierError(f"architecture {name!r} is registered already; choose another name, or pass "
-                              "replace=True")
     _check_architecture(name, architecture)
     ARCHITECTURES[name] = architecture
 

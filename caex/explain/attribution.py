@@ -31,6 +31,7 @@ from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import RANK_BY
+from caex.utils.checks import check_registry_name
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import keyed_generator, torch_generator
 
@@ -548,14 +549,12 @@ def register_attributor(cls: type[Attributor], *, replace: bool = False) -> type
     if "name" not in vars(cls):  # an inherited one registered it as "attributor", or in its parent's place
         raise AttributionError(f"{cls.__name__}: give the method a name of its own (a class attribute `name`)")
     name = cls.name
-    if not (isinstance(name, str) and name.isidentifier() and name == name.lower()) or name.startswith("cae"):
-        raise AttributionError(f"{cls.__name__}.name = {name!r}: give a lower-case Python identifier not starting "
-                               "with 'cae' (CAE's own methods are named so), e.g. 'smoothgrad'")
+    check_registry_name(name, BASELINES, cls, what=f"method {cls.__name__}", replace=replace, error=AttributionError)
+    if name.startswith("cae"):
+        raise AttributionError(f"method {cls.__name__} {name!r}: names starting with 'cae' are CAE's own methods; "
+                               "choose another")
     if name in ALIASES:
-        raise AttributionError(f"{cls.__name__}.name = {name!r}: another spelling of {ALIASES[name]}; choose another")
-    if name in BASELINES and BASELINES[name] is not cls and not replace:
-        raise AttributionError(f"{cls.__name__}.name = {name!r}: {BASELINES[name].__name__} has that name; choose "
-                               "another, or pass replace=True")
+        raise AttributionError(f"method {cls.__name__} {name!r}: another spelling of {ALIASES[name]}; choose another")
     cls.title = vars(cls).get("title", name)
     BASELINES[name] = cls
     return cls

@@ -71,3 +71,14 @@ def _fits_a_float(value: numbers.Real) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def check_registry_name(name: object, registry: Mapping[str, object], entry: object, *, what: str, replace: bool,
+                        error: type[CaexError] = CaexError) -> None:
+    """Refuse a registry ``name`` (of ``what``: "architecture", say) that is no lower-case Python identifier, or
+    that names another entry than ``entry`` unless ``replace``: the same entry again is a rerun notebook cell."""
+    if not (isinstance(name, str) and name.isidentifier() and name == name.lower()):
+        raise error(f"{what} {name!r}: its name must be a lower-case Python identifier, e.g. 'tiny_vgg'")
+    if name in registry and registry[name] is not entry and not replace:
+        raise error(f"{what} {name!r}: the name is registered already; choose another, or pass replace=True")
+
