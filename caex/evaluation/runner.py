@@ -10,7 +10,6 @@ gallery in the layout of its Fig. 6.
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import math
 import os
@@ -30,7 +29,7 @@ from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import (ALIASES, BASELINES, Attributor, AttributionError, ExplainerAttributor,
-                                      accepted_options, make_attributor)
+                                      accepted_options, constructor_options, make_attributor)
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
 from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
@@ -358,11 +357,8 @@ def parse_method_options(pairs: Sequence[str], option: str = "--method-option") 
 def _settable_options(name: str) -> dict[str, str]:
     """A method's constructor options that text can give, by name, with their annotations."""
     method = ExplainerAttributor if is_cae_method(name) else BASELINES[name]
-    accepted = accepted_options(method) - _SET_BY_EVALUATE
-    annotations = {parameter.name: parameter.annotation for klass in reversed(method.__mro__)
-                   if issubclass(klass, Attributor) and "__init__" in vars(klass)
-                   for parameter in inspect.signature(klass.__init__).parameters.values()}
-    return {key: kind for key, kind in annotations.items() if key in accepted and kind in CONVERTERS}
+    return {key: kind for key, kind in constructor_options(method).items()
+            if key not in _SET_BY_EVALUATE and kind in CONVERTERS}
 
 
 def _make_method(name: str, classifier: Classifier, cae_explainer: Any, batch_size: int, seed: int,

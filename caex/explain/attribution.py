@@ -565,19 +565,25 @@ for _baseline in (RandomAttributor, GradCamAttributor, FullGradAttributor, LimeA
     register_attributor(_baseline)
 
 
-def accepted_options(cls: type[Attributor]) -> set[str]:
-    """The keyword arguments an attributor's constructor takes: its own, and its base classes' as far as each
-    constructor passes ``**kwargs`` on (one that does not would refuse them)."""
-    names: set[str] = set()
+def constructor_options(cls: type[Attributor]) -> dict[str, Any]:
+    """The keyword arguments an attributor's constructor takes, with their annotations, in order: its own, and its
+    base classes' as far as each constructor passes ``**kwargs`` on (one that does not would refuse them)."""
+    options: dict[str, Any] = {}
     for klass in cls.__mro__:
         if not (issubclass(klass, Attributor) and "__init__" in vars(klass)):
             continue
         parameters = inspect.signature(klass.__init__).parameters.values()
-        names |= {parameter.name for parameter in parameters
-                  if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)} - {"self"}
+        for parameter in parameters:
+            if parameter.name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                options.setdefault(parameter.name, parameter.annotation)  # a subclass's annotation wins
         if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
             break
-    return names
+    return options
+
+
+def accepted_options(cls: type[Attributor]) -> set[str]:
+    """The names of :func:`constructor_options`."""
+    return set(constructor_options(cls))
 
 
 def make_attributor(name: str, classifier: Classifier, **kwargs: Any) -> Attributor:
