@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from caex.errors import ClassifierError
-from caex.utils.checks import check_positive_finite, check_registry_name, is_whole_number
+from caex.utils.checks import check_counts, check_positive_finite, check_registry_name
 
 #: Images at most this large get the CIFAR-style stem (3x3 stride-1 conv, no max-pool),
 #: so a 64 px image still has an 8x8 map at the last stage instead of 2x2.
@@ -110,8 +110,7 @@ def _check_architecture(name: str, spec: Architecture) -> None:
     """Build a small instance of ``spec`` and check what caex will reach in it, so a mistake is named now: a wrong
     layer path made Grad-CAM fall back to another layer without a word, a wrong first convolution saved bundles
     that did not load, and a network without ``fc`` or fractional epochs failed as unexpected errors."""
-    if not is_whole_number(spec.epochs) or spec.epochs < 1:
-        raise ClassifierError(f"architecture {name!r}: epochs={spec.epochs!r}: must be a whole number, at least 1")
+    check_counts({"epochs": spec.epochs}, 1, ClassifierError, f"architecture {name!r}: ")
     check_positive_finite(f"architecture {name!r}: lr", spec.lr, ClassifierError)
     with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
         net = spec.build(1, 2, True)  # a builder's own error is its own

@@ -469,13 +469,17 @@ class ExplainerAttributor(Attributor):
                                    f"(0..{classifier.num_classes - 1})")
         if counter_by not in self.COUNTER_BY:
             raise AttributionError(f"counter_by={counter_by!r}: choose from {', '.join(self.COUNTER_BY)}")
-        needs_codes = counter_by == "code" and classifier.num_classes > 2
-        if needs_codes and getattr(getattr(explainer, "cae", None), "centroids", None) is None:
+        self.explainer = explainer
+        if counter_by == "code" and classifier.num_classes > 2 and not self._has_centroids:
             raise AttributionError("counter_by='code' needs an Explainer whose CAE has stored class centroids "
                                    "(a run folder from `caex train` has them); or pass counter_by='probability'")
-        self.explainer = explainer
         self.path, self.steps, self.counter_class, self.counter_by = path, steps, counter_class, counter_by
         self.name = name or f"cae-{path}"
+
+    @property
+    def _has_centroids(self) -> bool:
+        """Whether the explainer's CAE has stored class centroids (a user's explainer may hold no CAE)."""
+        return getattr(getattr(self.explainer, "cae", None), "centroids", None) is not None
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Images whose destination is known head there (the other of two classes, or :attr:`counter_class`);
@@ -506,7 +510,7 @@ class ExplainerAttributor(Attributor):
         encoding each). The ranking only orders them, so by code where the CAE has centroids (no classifier pass).
         Images leaving a class no path reaches have one more class to head for, so they go apart: in one call the
         rows are cut alike, and a map would depend on the batch it came in."""
-        by = "code" if getattr(getattr(self.explainer, "cae", None), "centroids", None) is not None else "probability"
+        by = "code" if self._has_centroids else "probability"
         reachable = getattr(self.explainer, "reachable_classes", None)  # a user's explainer may not say
         unreached = torch.zeros_like(leaving, dtype=torch.bool) if reachable is None else \
             ~reachable()[leaving.cpu()].to(leaving.device)
