@@ -23,7 +23,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Tr
     from caex.data.spec import SPEC_FORMS
 
     if positional:
-        parser.add_argument("data", metavar="DATA", help=f"data spec: {SPEC_FORMS}")
+        parser.add_argument("data", metavar="DATA", type=user_path, help=f"data spec: {SPEC_FORMS}")
     parser.add_argument("--size", type=int, default=None,
                         help="side of the square images in pixels; others are resized and centre-cropped (default: "
                              "64 for synthetic and folders, 28 for mnist, 32 for digits, a .npz file's own)")
@@ -34,6 +34,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = Tr
     parser.add_argument("--split-seed", type=seed_number, default=0,
                         help="seed of the train/test split (and of the synthetic images); keep it the same for "
                              "every command on one data set, as the models record it (default: 0)")
+
+
+def user_path(text: str) -> str:
+    """The argparse ``type`` of every path argument: ``~`` expanded once here, since the shell leaves it as typed
+    in ``--out=~/x`` or a quoted ``'~/scans/*.png'`` (a folder named ``~`` was created, a file not found)."""
+    return os.path.expanduser(text)
 
 
 class _ExamplesFormatter(argparse.HelpFormatter):
@@ -106,7 +112,7 @@ def set_threads(threads: int | None) -> None:
 
 def add_classifier_arguments(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
     """``--classifier CLF`` and the ``--arch`` that a bare weights file needs, the same in every command."""
-    parser.add_argument("--classifier", metavar="CLF", required=required, default=None, help=help)
+    parser.add_argument("--classifier", metavar="CLF", type=user_path, required=required, default=None, help=help)
     parser.add_argument("--arch", default=None,
                         help="architecture of a weights file given as --classifier (.safetensors, .pt, .pth), e.g. "
                              "resnet18 (default: from the classifier.json beside it)")
@@ -134,7 +140,7 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
     overwritten and stop loading, or a run's summary replaced by the results')."""
     from caex.errors import CaexError
 
-    data_root = None if data is None else Path(data).expanduser()
+    data_root = None if data is None else Path(data)
     if data_root is not None and data_root.is_dir() and Path(out).resolve().is_relative_to(data_root.resolve()):
         # its figures would be read as images of a class (or a new class) by every later command
         raise CaexError(f"--out {out}: inside the data folder {data}, whose images would then include this "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from caex.cli.common import add_data_arguments, add_seed_argument, at_least, with_examples
+from caex.cli.common import add_data_arguments, add_seed_argument, at_least, user_path, with_examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_data_arguments(show)
     add_seed_argument(show)
-    show.add_argument("--out", required=True, metavar="FILE.png", help="where to write the sample grid")
+    show.add_argument("--out", required=True, metavar="FILE.png", type=user_path, help="where to write the sample grid")
     show.add_argument("--per-class", type=at_least(1), default=8, metavar="N",
                       help="samples per class in the grid (default: 8)")
     show.set_defaults(func=run_show)

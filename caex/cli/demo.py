@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caex.cli.common import add_device_argument, add_seed_argument, add_threads_argument, with_examples
+from caex.cli.common import add_device_argument, add_seed_argument, add_threads_argument, user_path, with_examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         **with_examples("caex demo --out runs/demo", "caex demo --fast --out runs/demo-fast",
                         "caex demo --out runs/demo --force"),
     )
-    parser.add_argument("--out", default="runs/demo", metavar="OUT", help="output folder (default: runs/demo)")
+    parser.add_argument("--out", default="runs/demo", metavar="OUT", type=user_path,
+                        help="output folder (default: runs/demo)")
     parser.add_argument("--fast", action="store_true",
                         help="smaller data, shorter training and fewer evaluated images (under 3 minutes)")
     parser.add_argument("--force", action="store_true", help="rerun every stage instead of reusing finished ones")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument, add_seed_argument,
-                             add_threads_argument, at_least)
+                             add_threads_argument, at_least, user_path)
 from caex.errors import CaexError
 
 DESCRIPTION = """\
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="compare CAE with Grad-CAM, FullGrad, LIME, ... (AOPC, PD, localisation, time)",
         description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", metavar="RUN",
+    parser.add_argument("run", metavar="RUN", type=user_path,
                         help="a CAE run folder (from `caex train`), or 'none' to evaluate baselines only")
     add_data_arguments(parser)
     add_classifier_arguments(parser, required=True,
@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_seed_argument(parser)
     add_device_argument(parser)
     add_threads_argument(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument("--out", required=True, metavar="DIR", type=user_path, help="output folder (created if needed)")
     parser.set_defaults(func=run)
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from caex.cli.common import (add_classifier_arguments, add_device_argument, add_seed_argument, add_threads_argument,
-                             at_least, with_examples)
+                             at_least, user_path, with_examples)
 from caex.errors import CaexError
 
 
@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--out explained-normal/",
                         "caex explain runs/cae scans/ --classifier runs/clf --out explained/ --skip-done"),
     )
-    parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
-    parser.add_argument("images", metavar="IMAGES", nargs="+",
+    parser.add_argument("run", metavar="RUN", type=user_path, help="CAE run folder (from caex train)")
+    parser.add_argument("images", metavar="IMAGES", type=user_path, nargs="+",
                         help="image files, folders (searched recursively) or glob patterns; any size and "
                              "format Pillow reads (resized and centre-cropped to the CAE's size and converted to "
                              "its channels: colour turns grey for a 1-channel CAE, with a warning)")
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="guided: shortest path through the graph of training codes (default); centroid / "
                              "nearest: straight to the target class centroid / nearest training code; "
                              "reference: straight to the code of --reference")
-    parser.add_argument("--reference", metavar="IMG", default=None,
+    parser.add_argument("--reference", metavar="IMG", type=user_path, default=None,
                         help="reference image for --path reference (its predicted class is the default target)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help=f"codes sampled along the path (default: {DEFAULT_STEPS})")
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_argument(parser)
     add_threads_argument(parser)
     add_seed_argument(parser)
-    parser.add_argument("--out", metavar="DIR", required=True, help="output folder (created as needed)")
+    parser.add_argument("--out", metavar="DIR", type=user_path, required=True, help="output folder (created as needed)")
     parser.set_defaults(func=run)
 
 

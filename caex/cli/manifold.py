@@ -14,6 +14,7 @@ from caex.cli.common import (
     check_output_folder,
     load_classifier_from_args,
     load_data_from_args,
+    user_path,
     warn_stale_files,
     with_examples,
 )
@@ -30,11 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         **with_examples("caex manifold runs/cae synthetic --classifier runs/clf --out manifold/",
                         "caex manifold runs/cae oct.npz --classifier runs/clf --no-tsne --threads 1 --out manifold/"),
     )
-    parser.add_argument("run", metavar="RUN", help="CAE run folder (from caex train)")
+    parser.add_argument("run", metavar="RUN", type=user_path, help="CAE run folder (from caex train)")
     add_data_arguments(parser)
     add_classifier_arguments(parser, required=True,
                              help="the target classifier: bundle folder, TorchScript, .onnx or weights (--arch)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument("--out", required=True, metavar="DIR", type=user_path, help="output folder (created if needed)")
     add_seed_argument(parser)
     add_device_argument(parser)
     add_threads_argument(parser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caex.cli.common import with_examples
+from caex.cli.common import user_path, with_examples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,18 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "caex report runs/cae --classifier runs/clf --manifold manifold/ --explain explained/ "
                         "--evaluate eval/ --out report.html"),
     )
-    parser.add_argument("run", metavar="RUN", help="demo output folder or CAE run folder")
-    parser.add_argument("--out", metavar="FILE", default=None, help="HTML file to write (default: RUN/report.html)")
-    parser.add_argument("--classifier", metavar="CLF", default=None,
+    parser.add_argument("run", metavar="RUN", type=user_path, help="demo output folder or CAE run folder")
+    parser.add_argument("--out", metavar="FILE", type=user_path, default=None,
+                        help="HTML file to write (default: RUN/report.html)")
+    parser.add_argument("--classifier", metavar="CLF", type=user_path, default=None,
                         help="bundle folder of `caex train-classifier`, or the model file given to the other "
                              "commands (either way, the classifier.json it holds or that sits beside it)")
-    parser.add_argument("--manifold", metavar="DIR", default=None,
+    parser.add_argument("--manifold", metavar="DIR", type=user_path, default=None,
                         help="output folder of `caex manifold` (default: a demo folder's RUN/manifold/, none for a "
                              "CAE run folder)")
-    parser.add_argument("--explain", metavar="DIR", default=None,
+    parser.add_argument("--explain", metavar="DIR", type=user_path, default=None,
                         help="output folder of `caex explain` (a large one is shown by its first explanations "
                              "in file-name order; default: a demo folder's RUN/explain/, none for a CAE run folder)")
-    parser.add_argument("--evaluate", metavar="DIR", default=None,
+    parser.add_argument("--evaluate", metavar="DIR", type=user_path, default=None,
                         help="output folder of `caex evaluate` (default: a demo folder's RUN/evaluate/, none for a "
                              "CAE run folder)")
     parser.set_defaults(func=run)

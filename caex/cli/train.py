@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
-                             add_threads_argument, at_least, seed_number, with_examples)
+                             add_threads_argument, at_least, seed_number, user_path, with_examples)
 from caex.errors import CaexError
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--out runs/oct-cae"),
     )
     add_data_arguments(parser)
-    parser.add_argument("--out", metavar="RUN", required=True, help="run folder to create (or to --resume)")
+    parser.add_argument("--out", metavar="RUN", type=user_path, required=True,
+                        help="run folder to create (or to --resume)")
     parser.add_argument("--preset", choices=("tiny", "small", "paper"), default=None,
                         help="network sizes and training settings: tiny (tests), small (<= 64 px on a CPU, "
                              "default), paper (256 px, the official widths and optimiser)")

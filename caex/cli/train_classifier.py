@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from caex.cli.common import (add_data_arguments, add_device_argument, add_seed_argument, add_threads_argument,
-                             at_least, with_examples)
+                             at_least, user_path, with_examples)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     parser.add_argument("--arch", choices=tuple(ARCHITECTURES), default="resnet18",
                         help="network architecture (default: resnet18)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="bundle folder to write (created as needed)")
+    parser.add_argument("--out", required=True, metavar="DIR", type=user_path,
+                        help="bundle folder to write (created as needed)")
     parser.add_argument("--epochs", type=at_least(1), default=None,
                         help="training epochs (default: per architecture)")
     parser.add_argument("--batch-size", type=at_least(1), default=None, help="training batch size (default: 32)")

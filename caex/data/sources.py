@@ -13,6 +13,7 @@ import functools
 import math
 import os
 import zipfile
+from collections.abc import Iterator
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from caex.data.transforms import is_grey, resize_and_crop, to_channels
-from caex.data.types import RANGE_TOLERANCE, check_class_names
+from caex.data.types import RANGE_TOLERANCE, check_class_names, nfc
 from caex.errors import DataError
 from caex.utils.warn import warn
 
@@ -247,6 +248,21 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every entry but folders anywhere under ``folder``, following symlinked sub-folders (a class folder that links
+    to scans stored elsewhere), each real folder once: a link back to a folder above cannot loop, and a folder
+    reached by two names is read by the first in sorted order."""
+    seen: set[tuple[int, int]] = set()
+    for top, folders, files in os.walk(folder, followlinks=True):
+        info = os.stat(top)
+        folders.sort()  # the first name of a folder reached twice is the one the sorted listing shows
+        if (info.st_dev, info.st_ino) in seen:
+            folders.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        yield from (Path(top, name) for name in files)
+
+
 @dataclass
 class _FolderTree:
     """The files under a folder, sorted into what caex reads: images, files in mask or label sub-folders
@@ -263,7 +279,7 @@ class _FolderTree:
     def search(cls, folder: Path) -> _FolderTree:
         """Every file anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient."""
         tree, explained = cls(), _ExplainedFolders()
-        for path in sorted(folder.rglob("*")):
+        for path in sorted(_walk(folder)):
             parts = path.relative_to(folder).parts
             if any(part.startswith(".") for part in parts) or not path.is_file():
                 continue
@@ -329,9 +345,11 @@ def without_explanations(files: list[Path], where: str | Path) -> list[Path]:
 
 def image_tree(folder: Path) -> list[Path]:
     """The image files anywhere under ``folder``, sorted, leaving out hidden files, mask or label sub-folders and
-    folders of caex explain outputs (named in a warning)."""
+    folders of caex explain outputs, and files of other formats, as a data folder's class folders are read (named
+    in warnings)."""
     tree = _FolderTree.search(folder)
     tree.warn_left_out(folder)
+    _warn_unread_files(folder, tree.unread, "under it", "; name other image files, or a glob of them, to explain them")
     return tree.images
 
 
@@ -340,13 +358,13 @@ MASK_FOLDERS = frozenset({"mask", "masks", "label", "labels", "annotation", "ann
                           "segmentations", "groundtruth", "ground_truth", "gt"})
 
 
-def _warn_unread_files(root: Path, unread: list[Path]) -> None:
-    """Name the files in the class folders that are not images caex reads (DICOM, say), so that a set read
-    without them is not taken for the whole set."""
+def _warn_unread_files(root: Path, unread: list[Path], where: str = "in the class folders", advice: str = "") -> None:
+    """Name the files ``where`` under ``root`` that are not images caex reads (DICOM, say), so that a set read
+    without them is not taken for the whole set; ``advice`` says how to have them read."""
     if unread:
         kinds = sorted({path.suffix.lower() or "(no suffix)" for path in unread})
-        hint = "; convert DICOM to 16-bit PNG first" if ".dcm" in kinds else ""
-        warn(f"{root}: {len(unread)} file(s) in the class folders are not read ({', '.join(kinds)}; caex "
+        hint = "; convert DICOM to 16-bit PNG first" if ".dcm" in kinds else advice
+        warn(f"{root}: {len(unread)} file(s) {where} are not read ({', '.join(kinds)}; caex "
              f"reads {', '.join(sorted(IMAGE_SUFFIXES))}){hint}; first: {unread[0]}")
 
 
@@ -372,9 +390,10 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
     images, labels, sources, unread, notes = [], [], [], [], ReadNotes()
     _FolderTree(explained=[path for folder in _explained_sub_folders(root)
                            for path in _FolderTree.search(folder).explained]).warn_left_out(root)
+    folders = {nfc(name): folder for name, folder in _class_folders(root).items()}  # a test/ copied from a Mac: NFD
     for label, name in enumerate(class_names):
-        folder = root / name
-        if not folder.is_dir():
+        folder = folders.get(nfc(name))
+        if folder is None:
             continue
         tree = _FolderTree.search(folder)
         tree.warn_left_out(folder)
@@ -422,8 +441,9 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
         left_out = f" (left out as caex explain outputs: {', '.join(outputs)})" if outputs else ""
         raise DataError(f"{train_root}: need at least two class folders, found {found}{left_out}")
     given = [split for split in ("val", "test") if split_layout and split in lowered]
+    known = {nfc(name) for name in class_names}
     for split in given:
-        unknown = sorted(set(_class_folders(lowered[split])) - set(class_names))
+        unknown = sorted(name for name in _class_folders(lowered[split]) if nfc(name) not in known)
         if unknown:
             raise DataError(f"{lowered[split] / unknown[0]}: {split} class not among the train classes")
     skipped: list[Path] = []

@@ -16,6 +16,8 @@ from caex.utils.warn import warn
 
 SPEC_FORMS = ("synthetic[:classes=4,per_class=400,size=64,channels=1], mnist[:4,9], digits[:0,1], "
               "an image folder (root/<class>/*.png, optional train/ test/), or a .npz file")
+#: The names of the data sets caex makes or ships, which a folder of the same name does not replace.
+BUILT_IN = ("synthetic", "mnist", "digits")
 #: Image size each source gets when none is asked for (``None``: the file's own).
 DEFAULT_SIZES = {"mnist": 28, "digits": 32, "folder": 64, "npz": None}
 SIZE_RANGE = (8, 1024)
@@ -43,6 +45,8 @@ def load_dataset(spec: str | os.PathLike, *, size: int | None = None, channels: 
     if not spec.strip():
         raise DataError(f"empty data spec (valid: {SPEC_FORMS})")
     name, has_options, options = spec.partition(":")
+    if name in BUILT_IN and Path(spec).is_dir():  # the folder is never read, and nothing else would say so
+        warn(f"{spec} is the built-in data set; to load the folder ./{spec} write ./{spec}")
     if name == "synthetic":
         return _load_synthetic(spec, options, size, channels, seed, test_fraction)
     if name in ("mnist", "digits"):

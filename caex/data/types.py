@@ -201,6 +201,12 @@ def names_preview(class_names: Sequence[str], shown: int = 8) -> str:
     return names + (f", ... ({len(class_names)} in all)" if len(class_names) > shown else "")
 
 
+def nfc(name: str) -> str:
+    """``name`` in Unicode's composed form (NFC): a name typed as é and a macOS folder name's e + combining accent
+    (NFD) look the same and must name the same class."""
+    return unicodedata.normalize("NFC", name)
+
+
 def class_index(value: str | int, class_names: Sequence[str]) -> int | None:
     """The index of a class given by name or index (``"dme"``, ``2``, ``"2"``); ``None`` if it names none.
 
@@ -208,8 +214,9 @@ def class_index(value: str | int, class_names: Sequence[str]) -> int | None:
     index 2 would silently explain toward digit 9.
     """
     if isinstance(value, str):
-        if value in class_names:
-            return list(class_names).index(value)
+        names = [nfc(name) for name in class_names]
+        if nfc(value) in names:
+            return names.index(nfc(value))
         if not value.isdigit() or any(name.isdigit() for name in class_names):
             return None
         value = int(value)

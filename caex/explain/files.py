@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -47,7 +49,8 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     Each file is read as the CAE's training images were (:func:`caex.data.load_image`) and explained in
     batches of ``batch_size`` by ``explainer.explain(**explain_options)`` (``target``, ``path``, ``steps``,
     ``all_targets``, ...). Output stems are the file names, ``-2``, ``-3``, ... where two folders hold the same
-    name, and ``_to-<class>`` per target with ``all_targets``. ``settings`` (how the maps are made), with the
+    name or ``out_dir`` holds another file's explanation under it (an earlier run's, kept), and ``_to-<class>`` per
+    target with ``all_targets``. ``settings`` (how the maps are made), with the
     digests of the explainer's CAE and classifier added, is stored in every summary; with ``skip_done``, a file
     whose finished explanations from the same settings and models are in ``out_dir`` already is left alone (an
     interrupted run is finished, not redone; a classifier retrained into the same folder is another model).
@@ -68,13 +71,13 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     # absolute, so that a rerun from another folder, or with the inputs typed otherwise, finds its finished files
     sources = [Path(os.path.abspath(path)) for path in
                collect_images([paths] if isinstance(paths, (str, os.PathLike)) else paths, out=out)]
-    stems = unique_stems(sources)
     size, channels = explainer.cae.config.image_size, explainer.cae.config.channels
     result = FilesResult()
     all_targets = bool(explain_options.get("all_targets"))
     slugs = class_slugs(explainer.class_names)
     at_target, notes, outcomes = 0, ReadNotes(), PathOutcomes()
     with folder_lock(out, "caex explain"):
+        stems = unique_stems(sources, EarlierOutputs(out))
         if skip_done:
             others = len(explainer.class_names) - 1 if all_targets else None
             finished = {index: files for index, path in enumerate(sources)
@@ -179,21 +182,50 @@ def class_slugs(class_names: Sequence[str]) -> list[str]:
     return slugs
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
+def unique_stems(paths: Sequence[Path], earlier: EarlierOutputs | None = None) -> list[str]:
     """File stems for output names; a repeated stem (same name in two folders, or differing only in case) gets
-    -2, -3, ..., and a long one
-    is cut (:func:`shortened`) so that every output name fits the file system."""
+    -2, -3, ..., as does one under which ``earlier`` outputs explain another file (an earlier run into the same
+    folder, whose results would be overwritten), and a long one is cut (:func:`shortened`) so that every output
+    name fits the file system."""
     used: set[str] = set()
     stems = []
     for path in paths:
         base = shortened(path.stem, MAX_STEM_BYTES)
         stem, count = base, 1
-        while stem.casefold() in used:  # Case1 and case1 are one file on a Mac's or Windows' disk
+        # Case1 and case1 are one file on a Mac's or Windows' disk
+        while stem.casefold() in used or (earlier is not None and earlier.explain_another(stem, str(path))):
             count += 1
             stem = f"{base}-{count}"
         used.add(stem.casefold())
         stems.append(stem)
     return stems
+
+
+class EarlierOutputs:
+    """The summaries (``<stem>.json``, ``<stem>_to-<class>.json``) an output folder already holds, listed once and
+    read when asked about, so that a run never writes over an earlier run's explanation of another file."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.sources: dict[str, str | None] = {}  # by summary file, once read
+        self.names: dict[str, list[str]] = {}  # by stem, casefolded: what a case-insensitive disk would overwrite
+        for path in out.glob("*.json") if out.is_dir() else ():
+            name = path.name.removesuffix(".json")
+            for stem in {name, *(name[:match.start()] for match in re.finditer("_to-", name))}:
+                self.names.setdefault(stem.casefold(), []).append(path.name)
+
+    def explain_another(self, stem: str, source: str) -> bool:
+        """Whether a summary under ``stem`` is not ``source``'s: another file's, or no caex summary (a user's)."""
+        return any(self._source(name) != source for name in self.names.get(stem.casefold(), ()))
+
+    def _source(self, name: str) -> str | None:
+        if name not in self.sources:
+            try:
+                summary = read_json(self.out / name)
+            except (OSError, ValueError):
+                summary = None
+            self.sources[name] = summary.get("source") if isinstance(summary, dict) else None
+        return self.sources[name]
 
 
 def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] | None,
@@ -218,38 +250,69 @@ def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] |
 
 
 def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> list[Path]:
-    """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each.
+    """Image files named directly (any Pillow format), found in folders (recursively) or by glob; once each, however
+    spelled (``x.png``, ``./a/../x.png`` and its absolute path are one file; a symlink is a name of its own).
 
     Files inside the output folder ``out`` or in any other folder of caex explain outputs are not searched (a
-    rerun would explain its own overlays, a second run the first's), and an ``out`` that is an input folder or
-    holds one is refused, since its results would mix with the inputs.
+    rerun would explain its own overlays, a second run the first's), and an ``out`` that is an input folder, holds
+    one or holds a file named directly or by a glob's folder is refused, since its results would mix with the inputs.
     """
     output = Path(out).resolve() if out is not None else None
 
-    def searched(file: Path) -> bool:
-        return output is None or not file.resolve().is_relative_to(output)
+    def inside(file: Path) -> bool:
+        return output is not None and file.resolve().is_relative_to(output)
 
-    found: list[Path] = []
+    def refuse(kind: str, name: str | Path) -> NoReturn:
+        raise ExplainError(f"output folder {out}: holds the input {kind} {name}; its results would be mixed with the "
+                           "images (and explained by a rerun); choose another")
+
+    found: dict[Path, Path] = {}  # by absolute path, as explain_files records each source
     for pattern in map(str, patterns):
         path = Path(pattern)
         if path.is_dir():
-            if output is not None and path.resolve().is_relative_to(output):
-                raise ExplainError(f"output folder {out}: holds the input folder {pattern}; its results would be "
-                                   "mixed with the images (and explained by a rerun); choose another")
-            matches = [p for p in image_tree(path) if searched(p)]
+            if inside(path):
+                refuse("folder", pattern)
+            matches = [p for p in image_tree(path) if not inside(p)]
             if not matches:
                 raise ExplainError(f"{pattern}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         elif path.is_file():
             if path.suffix.lower() == ".npz":
                 raise ExplainError(f"{pattern}: caex explain reads image files, not .npz data sets (caex evaluate "
                                    "and caex manifold read those; save the images to explain as PNG)")
+            if inside(path):
+                refuse("file", pattern)
             matches = [path]
         elif glob.has_magic(pattern):
-            matches = without_explanations(sorted(Path(p) for p in glob.glob(pattern, recursive=True)
-                                                  if Path(p).is_file() and searched(Path(p))), pattern)
+            files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            held = [file for file in files if inside(file)]
+            # named there (or nowhere else), not met in a search of a folder that holds --out
+            if held and (inside(_glob_folder(pattern)) or len(held) == len(files)):
+                refuse("file", held[0])
+            matches = without_explanations([file for file in files if file not in held], pattern)
             if not matches:
-                raise ExplainError(f"{pattern}: no files match this pattern")
+                raise ExplainError(f"{pattern}: no files match this pattern{_bracket_hint(pattern)}")
         else:
             raise ExplainError(f"{pattern}: no such image file or folder")
-        found.extend(matches)
-    return list(dict.fromkeys(found))
+        for match in matches:
+            found.setdefault(Path(os.path.abspath(match)), match)
+    return list(found.values())
+
+
+def _glob_folder(pattern: str) -> Path:
+    """The folder a glob searches: its leading parts free of wildcards (``.`` for ``*.png``)."""
+    parts = Path(pattern).parts
+    return Path(*itertools.takewhile(lambda part: not glob.has_magic(part), parts[:-1]))
+
+
+def _bracket_hint(pattern: str) -> str:
+    """What to add to "no files match" where the pattern passes through a folder whose name holds ``[`` or ``]``
+    (``batch [2024]/*.png``), which glob read as a set of characters."""
+    parts = Path(pattern).parts
+    for end in range(len(parts) - 1, 0, -1):
+        folder = os.path.join(*parts[:end])
+        if glob.has_magic(folder) and os.path.isdir(folder):
+            if any(os.path.isfile(p) for p in glob.glob(os.path.join(glob.escape(folder), *parts[end:]),
+                                                       recursive=True)):
+                return "; [ and ] are glob characters: give the folder, or write [[] for ["
+            break
+    return ""
