@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import errno
 import importlib
 import os
 import select
@@ -21,9 +22,9 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO
 
 from caex import __version__
 from caex.errors import CaexError, Interrupted, OtherRankFailed, Terminated
@@ -83,19 +84,22 @@ def _finish_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt() -> Iterator[Callable[[], bool]]:
     """While a command runs, SIGTERM raises :class:`Terminated` (training installs its own graceful handler
-    inside, and puts this one back)."""
+    inside, and puts this one back). Yields a test of whether SIGTERM came: raised inside a ``__del__`` or a
+    weakref callback, Terminated is printed as "Exception ignored" and lost, and the command went on to exit 0."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield lambda: False
         return
+    received: list[int] = []
 
     def terminate(signum: int, frame: object) -> None:
+        received.append(signum)
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        yield
+        yield lambda: bool(received)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -114,16 +118,19 @@ def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _replace_unencodable()
-    with _sigterm_as_interrupt():  # from the first moment: SIGTERM while torch imported ended it without a word
-        return _run(argv)
+    # from the first moment: SIGTERM while torch imported ended it without a word
+    with _sigterm_as_interrupt() as terminated, _stderr_best_effort():
+        return _run(argv, terminated)
 
 
 def _replace_unencodable() -> None:
     """Let an ASCII-only terminal or pipe (``LC_ALL=C``) show '?' for '↑' or '±' instead of failing the command
     after its work is done. Undecodable bytes of file names (which the C locale's surrogateescape carries) still
-    come out as they were, so a script can read the paths back."""
+    come out as they were, so a script can read the paths back. stderr's default, backslashreplace, is replaced
+    too, so that both streams show the same text."""
     for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) in ("strict", "surrogateescape") and hasattr(stream, "reconfigure"):
+        if (getattr(stream, "errors", None) in ("strict", "surrogateescape", "backslashreplace")
+                and hasattr(stream, "reconfigure")):
             stream.reconfigure(errors=_ESCAPE_OR_REPLACE)
 
 
@@ -154,12 +161,63 @@ def _stdout_closed() -> bool:
 
 
 def _quiet_broken_pipe() -> int:
-    """``caex ... | head -1``: the reader left, so the rest of the output has nowhere to go. As the Python docs
-    advise, stdout is pointed at devnull so the interpreter's last flush does not fail again at exit."""
-    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's captured stdout)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    """``caex ... | head -1``: the reader left, so the rest of the output has nowhere to go."""
+    _to_devnull(sys.stdout)
     return 1
+
+
+def _to_devnull(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at devnull, so that what it still holds and what it is given next are
+    dropped, and (as the Python docs advise for a closed pipe) the interpreter's last flush does not fail at exit
+    and turn the exit status into 120."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's captured stream)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+
+
+class _BestEffort:
+    """stderr, whose reader may leave (``2>&1 | head -1``) or hang up while the command works: its progress and
+    messages are then lost, but the work goes on (the first lost write stopped training or explaining without a
+    word) and the command ends with its own exit status."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        with self._reader_gone():
+            return self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._reader_gone():
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, name)
+
+    @contextlib.contextmanager
+    def _reader_gone(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.EIO):
+                raise
+            _to_devnull(self.stream)
+
+
+@contextlib.contextmanager
+def _stderr_best_effort() -> Iterator[None]:
+    """While a command runs, stderr is a :class:`_BestEffort`: its ``print(..., file=sys.stderr)`` lines,
+    warnings and progress bars alike."""
+    stderr = sys.stderr
+    sys.stderr = _BestEffort(stderr)
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
 
 
 def _asks_for_version(argv: Sequence[str]) -> bool:
@@ -169,9 +227,12 @@ def _asks_for_version(argv: Sequence[str]) -> bool:
     return first == "--version"
 
 
-def _run(argv: Sequence[str] | None) -> int:
+def _run(argv: Sequence[str] | None, terminated: Callable[[], bool]) -> int:
     if _asks_for_version(sys.argv[1:] if argv is None else argv):
-        print(VERSION)
+        try:
+            print(VERSION, flush=True)
+        except OSError as exc:  # `caex --version | true`, `> /dev/full`: as for every command
+            return _output_failed("caex", exc, "stdout")
         sys.exit(0)  # as argparse's --version ends the program
     try:
         parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
@@ -204,10 +265,7 @@ def _run(argv: Sequence[str] | None) -> int:
         result = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
     except BrokenPipeError as exc:
-        if _stdout_closed():
-            return _quiet_broken_pipe()
-        _last_line(f"{args.prog}: error: {exc.filename or 'a pipe'}: {exc.strerror or exc}")
-        return 2
+        return _output_failed(args.prog, exc)
     except (Interrupted, OtherRankFailed) as exc:
         # under torchrun the rank that failed says why, once for the job; the others end silently
         if rank or isinstance(exc, OtherRankFailed):
@@ -222,10 +280,7 @@ def _run(argv: Sequence[str] | None) -> int:
         _last_line(f"{args.prog}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        hint = _resume_hint(args)
-        stopped = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
-        _last_line(f"{args.prog}: {stopped}" + (f" ({'; '.join(hint)})" if hint else ""))
-        return 143 if isinstance(exc, Terminated) else 130
+        return _stopped(args, isinstance(exc, Terminated))
     except Warning as exc:  # a caex warning turned error (PYTHONWARNINGS=error, -W error): the user asked for it
         if args.debug:
             raise
@@ -247,15 +302,33 @@ def _run(argv: Sequence[str] | None) -> int:
         return 1
     finally:
         warnings.formatwarning = default_format  # one-line warnings for the command only, not its callers
+    if terminated():  # its Terminated was raised where Python ignores exceptions, and the command went on
+        return _stopped(args, terminated=True)
     return int(result or 0)
+
+
+def _stopped(args: argparse.Namespace, terminated: bool) -> int:
+    """The line and exit status of a command that Ctrl-C (or SIGTERM, if ``terminated``) stopped."""
+    hint = _resume_hint(args)
+    stopped = "stopped by SIGTERM" if terminated else "interrupted"
+    _last_line(f"{args.prog}: {stopped}" + (f" ({'; '.join(hint)})" if hint else ""))
+    return 143 if terminated else 130
+
+
+def _output_failed(prog: str, exc: OSError, stream: str = "a pipe") -> int:
+    """A write to ``stream`` failed: quietly where stdout's reader left (``| head``), else one line."""
+    if isinstance(exc, BrokenPipeError) and _stdout_closed():
+        return _quiet_broken_pipe()
+    _last_line(f"{prog}: error: {exc.filename or stream}: {exc.strerror or exc}")
+    return 2
 
 
 def _last_line(message: str) -> None:
     """Print the command's closing message on a line of its own: a progress bar the error or Ctrl-C left open
-    would otherwise carry it at its end."""
-    from caex.utils.progress import close_bars
-
-    close_bars()
+    would otherwise carry it at its end (none is, where their module, which imports torch, was never loaded)."""
+    progress = sys.modules.get("caex.utils.progress")
+    if progress is not None:
+        progress.close_bars()
     print(message, file=sys.stderr)
 
 

@@ -39,8 +39,9 @@ class StopRequest:
             self.signum = signum
             again = " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""
             with contextlib.suppress(OSError):  # a hung-up terminal: the stop must not fail on its notice
-                print(f"\n{signal.Signals(signum).name}: stopping within a few iterations, checkpoint first{again}",
-                      file=sys.stderr, flush=True)
+                end_bar = "\n" if sys.stderr.isatty() else ""  # a terminal's bar has no line end yet; a log's has
+                print(f"{end_bar}{signal.Signals(signum).name}: stopping within a few iterations, checkpoint "
+                      f"first{again}", file=sys.stderr, flush=True)
 
     def error(self, iteration: int, signum: int | None = None) -> Interrupted:
         """The run's end; ``signum`` is the signal that stopped it where another rank received it."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm
@@ -24,8 +24,10 @@ def progress(iterable: Iterable | None = None, *, desc: str, total: int | None =
     """
     disabled = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
     if not sys.stderr.isatty() and not _in_notebook():
-        kwargs = {"mininterval": float(os.environ.get("TQDM_MININTERVAL", LOG_INTERVAL)),
-                  **kwargs, "file": _Lines(sys.stderr), "leave": True}
+        interval = kwargs.pop("mininterval", float(os.environ.get("TQDM_MININTERVAL", LOG_INTERVAL)))
+        # tqdm's monitor thread redraws a bar not drawn for maxinterval (10 s): between two lines, stale ones
+        kwargs = {**kwargs, "mininterval": interval, "maxinterval": interval, "file": _Lines(sys.stderr),
+                  "leave": True}
     else:
         kwargs = {"file": sys.stderr, "dynamic_ncols": True, "leave": False, **kwargs}
     return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disabled, **kwargs)
@@ -38,18 +40,28 @@ def _in_notebook() -> bool:
 
 
 class _Lines:
-    """A stream that receives tqdm's redraws (``\\r`` + the bar) and writes each as a line of its own."""
+    """A stream that receives tqdm's redraws (``\\r`` + the bar) and writes each as a line of its own, as long as
+    it can: a log's reader that left (``2>&1 | head``, EPIPE) or a terminal that hung up (EIO) ends the bar, not
+    the work (tqdm lets every error but EIO through)."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+        self.stream: TextIO | None = stream
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
         if line:
-            self.stream.write(line + "\n")
+            self._attempt(lambda stream: stream.write(line + "\n"))
 
     def flush(self) -> None:
-        self.stream.flush()
+        self._attempt(lambda stream: stream.flush())
+
+    def _attempt(self, action: Callable[[TextIO], object]) -> None:
+        if self.stream is None:
+            return
+        try:
+            action(self.stream)
+        except OSError:
+            self.stream = None  # no more lines from this bar
 
 
 def close_bars() -> None:
