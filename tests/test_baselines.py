@@ -31,10 +31,15 @@ GRADIENT_METHODS = sorted(name for name, cls in BASELINES.items() if cls.needs_g
 
 
 def tiny_net(channels: int) -> nn.Module:
+    """Logits 2 lower than initialised (softmax ignores it): near integrated gradients' black baseline they lay
+    in [0, 1], read as sigmoid scores and warned about."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    net = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 6, 3, padding=1, stride=2), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    with torch.no_grad():
+        net[-1].bias -= 2
+    return net
 
 
 def tiny_classifier(channels: int) -> TorchClassifier:
@@ -424,6 +429,7 @@ def test_a_features_trunk_of_feature_maps_is_not_taken_for_feature_vectors() -> 
     assert tiny_classifier(1).features(torch.rand(2, 1, SIZE, SIZE)) is None  # no features at all
 
 
+@pytest.mark.slow
 def test_the_first_captum_method_leaves_the_recursion_limit_alone() -> None:
     """captum imports jedi, which raised the caller's recursion limit to 3000 for the rest of the session."""
     import subprocess
@@ -542,3 +548,19 @@ def test_a_registered_method_without_a_title_of_its_own_is_titled_by_its_name(re
         assert method_name("gxi_three") == "gxi_three" and method_name("gradient_x_input") == "Gradient x input"
     finally:
         del BASELINES[variant.name]
+
+
+@pytest.mark.parametrize("absolute, expected", [(False, [0.0, 0.0, 1 / 3, 1.0]), (True, [2 / 3, 0.0, 1 / 3, 1.0])])
+def test_a_signed_methods_map_is_its_positive_part(absolute, expected):
+    """Min-max scaling put a signed map's zero (no evidence) at 2/5: LIME's in-mask mass read half its positive
+    part's."""
+    class Fixed(Attributor):
+        name = "fixed"
+
+        def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([-2.0, 0.0, 1.0, 3.0]).view(1, 1, 2, 2).expand(len(inputs), 1, 2, 2)
+
+    Fixed.absolute = absolute
+    classifier = TorchClassifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), ["a", "b"], 2, 1)
+    maps = Fixed(classifier).saliency(torch.rand(3, 1, 2, 2), target=0)
+    torch.testing.assert_close(maps, torch.tensor(expected).view(1, 2, 2).expand(3, 2, 2))

@@ -36,6 +36,8 @@ from caex.evaluation import (
     timed_saliency,
     topk_iou,
 )
+from caex.evaluation.perturbation import pixel_rank
+from caex.evaluation.runner import MethodResult, _per_class_table
 from caex.utils.provenance import classifier_digest
 
 SIZE = 16
@@ -43,11 +45,16 @@ SQUARE = (slice(6, 10), slice(6, 10))  # the only region the classifier looks at
 
 
 class SquareBrightness(nn.Module):
-    """Logit of class 1 grows with the mean intensity of one fixed square; class 0 is constant."""
+    """Logit of class 1 grows with the mean intensity of one fixed square, that of class 0 falls with it.
+
+    Softmax reads only their difference, 12 (mean - 0.5). A constant class-0 logit gave integrated gradients
+    nothing to attribute for class 0, and beside a grey square's class-1 logit it put a batch in [0, 1], which
+    reads as sigmoid scores.
+    """
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        brightness = images[:, :, SQUARE[0], SQUARE[1]].mean(dim=(1, 2, 3))
-        return torch.stack([torch.zeros_like(brightness), 12 * (brightness - 0.5)], dim=1)
+        logit = 6 * (images[:, :, SQUARE[0], SQUARE[1]].mean(dim=(1, 2, 3)) - 0.5)
+        return torch.stack([-logit, logit], dim=1)
 
 
 def square_classifier() -> TorchClassifier:
@@ -104,13 +111,14 @@ def test_default_7x7_patches_on_a_known_answer():
     saliency[0, 8, 8] = 3    # patch 1: rows and cols 5..11, 49 pixels
     saliency[0, 10, 10] = 2  # inside patch 1: never a centre
     saliency[0, 0, 15] = 1   # patch 2: the corner, clipped to rows 0..3 x cols 12..15, 16 pixels
-    # then the raster-first uncovered zero, (0, 0): rows 0..3 x cols 0..3, 16 pixels
+    # then, of the equal zeros, the raster-first whose 7x7 square holds the most saliency: (7, 12), whose square
+    # (rows 4..10 x cols 9..15) holds the 2; it covers 28 new pixels in cols 12..15 and 3 in row 4, cols 9..11
     images = torch.ones(1, 3, 16, 16)
     result = PerturbationMetric()(mean_model, images, torch.tensor([1]), saliency, torch.zeros_like(images))
     assert result.patch == 7 and result.n_patches == default_n_patches(16, 16) == 1
     probs = perturbation_curve(mean_model, images, torch.tensor([1]), saliency, torch.zeros_like(images),
                                n_patches=3)
-    torch.testing.assert_close(probs, torch.tensor([[1.0, 1 - 49 / 256, 1 - 65 / 256, 1 - 81 / 256]]))
+    torch.testing.assert_close(probs, torch.tensor([[1.0, 1 - 49 / 256, 1 - 65 / 256, 1 - 96 / 256]]))
     assert result.aopc == pytest.approx(49 / 256) and result.peak_degradation == pytest.approx(49 / 256)
 
 
@@ -338,9 +346,13 @@ def test_timed_saliency_runs_a_lone_batch_again_for_the_clock(monkeypatch):
 
 
 def tiny_bundle(count: int = 8) -> DataBundle:
-    """Half bright-square images (class 1), half dark (class 0); masks mark the square on class 1."""
+    """Half bright-square images (class 1), half dark (class 0); masks mark the square on class 1.
+
+    The dark squares are dim, not black: black is what occlusion and integrated gradients put in, so their maps
+    of a black square were constant and measured only the order in which tied pixels are deleted.
+    """
     images = bright_images(count)
-    images[::2, :, SQUARE[0], SQUARE[1]] = 0.0
+    images[::2, :, SQUARE[0], SQUARE[1]] = 0.1
     labels = torch.tensor([0, 1] * (count // 2))
     masks = square_mask(count) & (labels == 1)[:, None, None]
     split = ImageSet(images, labels, masks)
@@ -353,6 +365,7 @@ def test_select_images_is_stratified_seeded_and_correct_only():
     data.test.labels[0] = 1  # now misclassified: must never be picked
     picked = select_images(classifier, data, 6, seed=1)
     assert torch.equal(picked, select_images(classifier, data, 6, seed=1))
+    assert not torch.equal(picked, select_images(classifier, data, 6, seed=2))  # 6 of the 11 right: seeded
     assert 0 not in picked.tolist()
     assert data.test.labels[picked].tolist() == [0, 1, 0, 1, 0, 1]
     with pytest.raises(EvaluationError, match="n_images=0: must be at least 1"):
@@ -458,7 +471,7 @@ def test_per_class_means_follow_the_class_order_and_leave_out_classes_without_it
 
     means = per_class_means([0.2, 0.4, 0.9, 0.6], ["b", "b", "a", "b"], ["a", "c", "b"])
     assert list(means) == ["a", "b"] and means["a"] == pytest.approx(0.9) and means["b"] == pytest.approx(0.4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^zip\(\) argument 2 is longer than argument 1$"):  # a value per item
         per_class_means([0.1], ["a", "b"], ["a", "b"])
 
 
@@ -472,6 +485,23 @@ def test_runner_is_deterministic():
     # the fill depends on the seed and the images only, not on which other methods are compared
     alone = evaluate(None, square_classifier(), tiny_bundle(), **{**kwargs, "methods": ["occlusion"]})
     assert alone.row("occlusion").aopc == first.row("occlusion").aopc
+
+
+def test_the_seed_reaches_the_selection_the_fill_and_every_method(monkeypatch):
+    """Each of the three could draw from seed 0 whatever evaluate was given, and every test still passed."""
+    import caex.evaluation.runner as runner
+
+    seeds = {"fill": [], "method": []}
+    fill, attributor = runner.make_fill, runner.make_attributor
+    monkeypatch.setattr(runner, "make_fill", lambda images, seed: seeds["fill"].append(seed) or fill(images, seed))
+    monkeypatch.setattr(runner, "make_attributor", lambda name, classifier, *, seed, **options:
+                        seeds["method"].append(seed) or attributor(name, classifier, seed=seed, **options))
+    kwargs = dict(methods=["random", "occlusion"], n_images=4, batch_size=4)
+    first = evaluate(None, square_classifier(), tiny_bundle(), seed=5, **kwargs)
+    assert seeds == {"fill": [5], "method": [5, 5]}
+    second = evaluate(None, square_classifier(), tiny_bundle(), seed=6, **kwargs)
+    assert first.image_indices != second.image_indices  # 4 of the 8 right: a sample, not the first ones
+    assert not torch.equal(first.maps["random"], second.maps["random"])
 
 
 def test_runner_rows_carry_each_localisation_score_under_its_own_name():
@@ -577,7 +607,7 @@ def test_images_the_classifier_gives_nan_for_are_left_out_and_nan_curves_refused
     assert 0 not in picked.tolist() and len(picked) == 7
     blank = torch.full((2, 1, SIZE, SIZE), 0.5)
     with pytest.raises(EvaluationError, match=r"^the model's outputs are not finite \(NaN or inf\) for some "
-                                              r"perturbed images"):
+                                              r"images, as a model"):
         perturbation_curve(classifier, blank, torch.zeros(2, dtype=torch.long), torch.rand(2, SIZE, SIZE), blank,
                            n_patches=1)
 
@@ -608,14 +638,23 @@ class _NanGradients(nn.Module):
         return logits + torch.sqrt(images.flatten(1)[:, :1] * 0)
 
 
+class _ConstantDark(nn.Module):
+    """The square classifier with the dark class's logit held at 0: no pixel moves it."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = SquareBrightness()(images)
+        return logits - logits[:, :1]
+
+
 def test_constant_maps_are_warned_about_and_maps_of_nan_attributions_skip_their_method():
-    """The square classifier's dark class has a constant logit: its gradient maps are flat, and were scored as if
-    they ranked pixels; a NaN attribution became an all-zero map."""
+    """A dark class with a constant logit has flat gradient maps, which were scored as if they ranked pixels; a NaN
+    attribution became an all-zero map."""
     from caex.explain.attribution import AttributionError, IntegratedGradientsAttributor
 
+    constant_dark = TorchClassifier(_ConstantDark(), ["dark", "bright"], SIZE, 1)
     with pytest.warns(UserWarning, match=r"^1 of 2 integrated_gradients maps are constant \(.*\): they rank no "
                                          r"pixel, so their AOPC measures the order in which tied pixels are deleted"):
-        evaluate(None, square_classifier(), tiny_bundle(), methods=["ig"], n_images=2)
+        evaluate(None, constant_dark, tiny_bundle(), methods=["ig"], n_images=2)
     data = tiny_bundle(8)
     data.test.images[0] = 0.5
     classifier = TorchClassifier(_Standardising(), ["dark", "bright"], SIZE, 1)
@@ -925,3 +964,103 @@ def test_row_checks_find_non_finite_and_constant_rows():
     batch = torch.tensor([[[0.0, 1.0]], [[2.0, 2.0]], [[math.nan, 0.0]], [[math.inf, math.inf]]])
     assert nonfinite_rows(batch).tolist() == [False, False, True, True]
     assert constant_rows(batch).tolist() == [False, True, False, True]
+
+
+def _flat_block() -> torch.Tensor:
+    """A 7x7 plateau of saliency 1 at rows and columns 4..10 of a 14x14 map: a LIME superpixel, say."""
+    saliency = torch.zeros(1, 14, 14)
+    saliency[0, 4:11, 4:11] = 1.0
+    return saliency
+
+
+def test_a_flat_block_is_entered_at_its_core():
+    """Raster order put the first patch on the block's corner (4, 4), covering 16 of its 49 pixels."""
+    centres, cover_step = greedy_patches(_flat_block(), 1)
+    assert centres.tolist() == [[7 * 14 + 7]]
+    assert int((cover_step[0, 4:11, 4:11] == 1).sum()) == 49 and int((cover_step == 1).sum()) == 49
+
+
+def test_equal_pixels_rank_by_their_square_then_in_raster_order():
+    saliency = torch.zeros(1, 9, 9)
+    saliency[0, 4, 6] = 2.0  # the neighbour that makes (4, 4)'s square heavier than (0, 0)'s
+    rank = pixel_rank(saliency, patch=3).view(9, 9)
+    assert rank[4, 6] == 0
+    # the zeros whose 3x3 square holds the 2, in raster order, come next: (3, 5), (3, 6), (3, 7), (4, 5), ...
+    assert [divmod(int(i), 9) for i in rank.flatten().argsort()[1:5]] == [(3, 5), (3, 6), (3, 7), (4, 5)]
+    # the zeros far from it (squares of zeros, padding included) keep raster order among themselves
+    assert rank[0, 0] < rank[0, 1] < rank[1, 0] < rank[8, 8]
+
+
+def test_the_pointing_game_points_at_a_flat_blocks_core():
+    """The block's top pixel was its corner (4, 4), outside a mask over its lower right: pointing 0."""
+    masks = torch.zeros(1, 14, 14, dtype=torch.bool)
+    masks[0, 6:11, 6:11] = True
+    assert pointing_game(_flat_block(), masks).tolist() == [1.0]
+
+
+def test_a_constant_map_selects_nothing_in_the_top_k_iou():
+    """It scored 1.0 against a mask over its first rows (raster order), while pointing scored it 0."""
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, :2] = True
+    maps = torch.stack([torch.zeros(8, 8), torch.full((8, 8), 0.5)])
+    assert topk_iou(maps, masks).tolist() == [0.0, 0.0]
+    assert LocalisationMetric()(maps, masks) == {"pointing": 0.0, "mass_in_mask": (0.0 + 16 / 64) / 2,
+                                                 "iou": 0.0, "n_with_mask": 2}
+
+
+def test_the_pure_localisation_functions_check_what_the_metric_checks():
+    masks = torch.zeros(1, 9, 9, dtype=torch.bool)
+    masks[0, :3, :3] = True
+    saliency = torch.zeros(1, 9, 9)
+    saliency[0, 0, 0] = 1.0
+    broken = saliency.clone()
+    broken[0, 8, 8] = torch.nan
+    for score in (pointing_game, mass_in_mask, topk_iou, lambda s, m: greedy_patches(s, 2)):
+        with pytest.raises(EvaluationError, match=r"^1 of 1 saliency maps hold NaN or inf values"):
+            score(broken, masks)
+    with pytest.raises(EvaluationError, match=r"^topk_iou: k=10: must be in \(0, 1\] or None$"):
+        topk_iou(saliency, masks, k=10)
+    assert topk_iou(saliency, masks.float(), k=9 / 81).tolist() == topk_iou(saliency, masks, k=9 / 81).tolist()
+    assert pointing_game(saliency, masks.float()).tolist() == [1.0]
+
+
+def _square_brightness(images: torch.Tensor) -> torch.Tensor:
+    brightness = images.mean(dim=(1, 2, 3))
+    return torch.stack([1 - brightness, brightness], dim=1)
+
+
+def test_covered_images_the_model_cannot_score_are_refused():
+    """Only the clean images' outputs were checked: a NaN on a covered image gave AOPC nan without a word."""
+    def nan_once_covered(images: torch.Tensor) -> torch.Tensor:
+        probs = _square_brightness(images)
+        return torch.where((images < 0.5).flatten(1).any(dim=1, keepdim=True), torch.nan, probs)
+
+    images = torch.ones(2, 1, 8, 8)
+    with pytest.raises(EvaluationError, match=r"^the model's outputs are not finite \(NaN or inf\) for some "
+                                              r"covered images, "):
+        perturbation_curve(nan_once_covered, images, torch.tensor([1, 1]), torch.rand(2, 8, 8),
+                           torch.zeros_like(images), n_patches=2)
+
+
+def test_the_curve_of_a_differentiable_callable_keeps_no_graph():
+    """A plain callable with parameters built an autograd graph over all K x N covered images."""
+    weight = torch.ones(1, requires_grad=True)
+    images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    probs = perturbation_curve(lambda x: _square_brightness(x * weight), images, torch.tensor([0, 1, 1]),
+                               torch.rand(3, 8, 8), torch.zeros_like(images), n_patches=2, patch=3)
+    assert probs.shape == (3, 3) and not probs.requires_grad
+
+
+def test_the_stated_covered_share_is_at_most_the_whole_image():
+    """n_patches=100 on 32x32 said "at most 478.5% of the image"."""
+    assert PerturbationMetric(n_patches=100).describe(32, 32)["covered_share_max"] == 1.0
+    assert PerturbationMetric(n_patches=4).describe(32, 32)["covered_share_max"] == round(4 * 49 / 1024, 4)
+
+
+def test_a_class_name_with_a_pipe_stays_in_its_markdown_column():
+    """results.md's per-class header split "benign|atypical" into two cells, and copied HTML in names verbatim."""
+    result = MethodResult("random", aopc_per_class={"benign|atypical": 0.25, "<b>bad</b>": 0.5})
+    lines = _per_class_table([result], {"benign|atypical": 3, "<b>bad</b>": 2})
+    assert lines[3] == r"| method | benign\|atypical (n=3) | &lt;b&gt;bad&lt;/b&gt; (n=2) |"
+    assert lines[3].replace(r"\|", "").count("|") == lines[4].count("|") == 4
+    assert lines[5] == "| random | 0.250 | 0.500 |"

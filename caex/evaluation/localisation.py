@@ -23,16 +23,18 @@ def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def pointing_game(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """1 where the most salient pixel (first in raster order on ties) lies inside the mask, else 0; a constant
-    map points nowhere (0), where its first pixel would hit any mask covering the corner."""
-    top = saliency.flatten(1).argmax(dim=1)
-    hits = masks.flatten(1).gather(1, top[:, None]).squeeze(1).float()
+    """1 where the most salient pixel (ties ranked as in :func:`~caex.evaluation.perturbation.pixel_rank`: the
+    core of a flat block) lies inside the mask, else 0; a constant map points nowhere (0)."""
+    masks = masks.to(torch.bool)
+    hits = masks.flatten(1).gather(1, pixel_rank(saliency).argmin(dim=1, keepdim=True)).squeeze(1).float()
     return _nan_where_empty(torch.where(constant_rows(saliency), 0.0, hits), masks)
 
 
 def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Share of the total saliency that falls inside the mask (0 for an all-zero map; negative values count as
     0, as a map's mass is its positive part)."""
+    check_finite_maps(saliency)
+    masks = masks.to(torch.bool)
     flat = saliency.flatten(1).clamp_min(0)
     total = flat.sum(dim=1)
     inside = (flat * masks.flatten(1)).sum(dim=1)
@@ -40,17 +42,26 @@ def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def topk_iou(saliency: torch.Tensor, masks: torch.Tensor, k: float | None = None) -> torch.Tensor:
-    """IoU of the top-``k`` share of pixels with the mask; ``k=None`` uses each mask's own area share."""
-    flat_mask = masks.flatten(1)
+    """IoU of the top-``k`` share of pixels (ranked as in :func:`~caex.evaluation.perturbation.pixel_rank`) with
+    the mask; ``k=None`` uses each mask's own area share. A constant map selects nothing (0), as it points nowhere
+    in :func:`pointing_game`."""
+    check_share(k, "topk_iou: k")
+    flat_mask = masks.to(torch.bool).flatten(1)
     pixels = flat_mask.shape[1]
     if k is None:
         n_top = flat_mask.sum(dim=1)
     else:
         n_top = torch.full((len(flat_mask),), max(1, round(k * pixels)), device=flat_mask.device)
-    top = pixel_rank(saliency) < n_top[:, None]
+    top = (pixel_rank(saliency) < n_top[:, None]) & ~constant_rows(saliency)[:, None]
     union = (top | flat_mask).sum(dim=1)
     iou = (top & flat_mask).sum(dim=1) / union.clamp_min(1)
     return _nan_where_empty(iou.float(), masks)
+
+
+def check_share(k: float | None, name: str) -> None:
+    """Refuse a top-k share outside (0, 1]: 0 scored every map 0, and 5 (read as percent) the whole image."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k <= 1):
+        raise EvaluationError(f"{name}={k!r}: must be in (0, 1] or None")
 
 
 def _nanmean(values: torch.Tensor) -> float:
@@ -65,9 +76,7 @@ class LocalisationMetric:
     k: float | None = None  # top-k IoU's share of the pixels; None: each mask's own area share
 
     def __post_init__(self) -> None:
-        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, numbers.Real)
-                                   or not 0 < self.k <= 1):  # 0 scored every map 0, 5 the whole image
-            raise EvaluationError(f"LocalisationMetric.k={self.k!r}: must be in (0, 1] or None")
+        check_share(self.k, "LocalisationMetric.k")
 
     def __call__(self, saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         if saliency.ndim != 3 or masks.shape != saliency.shape:  # else a RuntimeError from deep in the scores

@@ -2,7 +2,11 @@
 
 Pixels are ranked by saliency; walking the ranking, every pixel not yet
 covered becomes the centre of a ``patch x patch`` square (clipped at the
-borders) that is replaced by a per-image uniform random fill. ``X_{i,p}`` is
+borders; an even side reaches one pixel further before its centre than after)
+that is replaced by a per-image uniform random fill. Equal saliency is ranked
+by the saliency of the square around each pixel, then in raster order: a flat
+block (a LIME superpixel, an occlusion window) is entered at its core, where
+raster order covered its corner first and scored such methods low. ``X_{i,p}`` is
 image ``i`` with its first ``p`` squares covered and ``F`` the classifier's
 probability of the ground-truth class:
 
@@ -22,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from caex.errors import EvaluationError
 from caex.utils.checks import check_counts, check_number_fields
@@ -54,10 +59,20 @@ def make_fill(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.rand(images.shape, generator=generator, dtype=torch.float32).to(images.device)
 
 
-def pixel_rank(saliency: torch.Tensor) -> torch.Tensor:
-    """Rank ``[B, H*W]`` of every pixel of ``saliency [B, H, W]``: 0 = most salient, ties in raster order."""
+def patch_saliency(saliency: torch.Tensor, patch: int = DEFAULT_PATCH) -> torch.Tensor:
+    """``[B, H, W]``: the mean saliency of the ``patch x patch`` square centred on each pixel (zeros outside)."""
+    before, after = patch // 2, (patch - 1) // 2
+    padded = F.pad(saliency[:, None].float(), (before, after, before, after))
+    return F.avg_pool2d(padded, patch, stride=1).squeeze(1)
+
+
+def pixel_rank(saliency: torch.Tensor, patch: int = DEFAULT_PATCH) -> torch.Tensor:
+    """Rank ``[B, H*W]`` of every pixel of ``saliency [B, H, W]``: 0 = most salient; equal pixels rank by
+    :func:`patch_saliency`, then in raster order."""
+    check_finite_maps(saliency)
     flat = saliency.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    by_square = torch.argsort(patch_saliency(saliency, patch).flatten(1), dim=1, descending=True, stable=True)
+    order = by_square.gather(1, torch.argsort(flat.gather(1, by_square), dim=1, descending=True, stable=True))
     positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, positions)
 
@@ -68,13 +83,13 @@ def greedy_patches(saliency: torch.Tensor, n_patches: int,
 
     Returns ``centres [B, N]`` (flat pixel index, -1 once no pixel is left
     uncovered) and ``cover_step [B, H, W]``: the ``p`` at which each pixel is
-    first covered, ``N + 1`` for never. Ties in saliency keep raster order.
+    first covered, ``N + 1`` for never. Ties are ranked as in :func:`pixel_rank`.
     The loop runs over patches; each step is vectorised over images and pixels.
     """
     batch, height, width = saliency.shape
     device = saliency.device
     pixels = height * width
-    rank = pixel_rank(saliency)
+    rank = pixel_rank(saliency, patch)
     rows = torch.arange(pixels, device=device) // width
     cols = torch.arange(pixels, device=device) % width
     before, after = patch // 2, (patch - 1) // 2  # offsets of the square around its centre
@@ -94,6 +109,7 @@ def greedy_patches(saliency: torch.Tensor, n_patches: int,
     return centres, cover_step.view(batch, height, width)
 
 
+@torch.no_grad()  # a plain callable would otherwise keep an autograd graph for all K x N covered images
 def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch.Tensor,
                        saliency: torch.Tensor, fill: torch.Tensor, n_patches: int,
                        patch: int = DEFAULT_PATCH, batch_size: int = 256) -> torch.Tensor:
@@ -106,7 +122,7 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
     fill = fill.to(images.device)
     _, cover_step = greedy_patches(saliency.to(images.device), n_patches, patch)
     labels = labels.to(images.device)
-    clean = _checked_probabilities(model(images)).gather(1, labels[:, None]).squeeze(1)
+    clean = _checked_probabilities(model(images), "images").gather(1, labels[:, None]).squeeze(1)
     rows = torch.arange(count * n_patches, device=images.device)
     image_index, step = rows // n_patches, rows % n_patches + 1
     covered_probs = []
@@ -114,15 +130,16 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
         index, p = image_index[start:start + batch_size], step[start:start + batch_size]
         covered = (cover_step[index] <= p[:, None, None]).unsqueeze(1)
         perturbed = torch.where(covered, fill[index], images[index])
-        covered_probs.append(model(perturbed).gather(1, labels[index, None]).squeeze(1))
+        probs = _checked_probabilities(model(perturbed), "covered images")
+        covered_probs.append(probs.gather(1, labels[index, None]).squeeze(1))
     return torch.cat([clean[:, None], torch.cat(covered_probs).view(count, n_patches)], dim=1)
 
 
-def _checked_probabilities(probs: torch.Tensor) -> torch.Tensor:
+def _checked_probabilities(probs: torch.Tensor, what: str) -> torch.Tensor:
     """``probs`` if its rows are probability distributions: logits (a bare ``nn.Module``'s output) gave AOPC
     values near 2 that looked like results."""
     if nonfinite_rows(probs).any():  # every comparison below is False for NaN, and one NaN empties the mean
-        raise EvaluationError("the model's outputs are not finite (NaN or inf) for some perturbed images, as a "
+        raise EvaluationError(f"the model's outputs are not finite (NaN or inf) for some {what}, as a "
                               "model that divides by an image's spread gives on a flat one; these images cannot "
                               "be scored")
     sums = probs.detach().float().sum(dim=1)
@@ -236,5 +253,5 @@ class PerturbationMetric:
         """The settings a results table must state, for an image of this size."""
         n_patches = self.n_patches_for(height, width)
         return {"n_patches": n_patches, "patch": self.patch,
-                "covered_share_max": round(n_patches * self.patch**2 / (height * width), 4),
+                "covered_share_max": round(min(1.0, n_patches * self.patch**2 / (height * width)), 4),
                 "fill": "uniform random in [0, 1], drawn once per image (seeded), same for every method"}

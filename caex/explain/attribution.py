@@ -137,15 +137,18 @@ class Attributor:
         return torch.cat(chunks)
 
     def saliency(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
-        """Maps ``[B, H, W]`` in [0, 1]: attributions reduced over channels and normalised per image."""
+        """Maps ``[B, H, W]`` in [0, 1]: attributions reduced over channels and normalised per image; a signed
+        method's map is its positive part (the evidence for ``target``), an :attr:`absolute` one's the magnitude."""
         attributions = self.attribute(inputs, target)
         bad = nonfinite_rows(attributions)
         if bad.any():  # min-max scaling would turn each such map into zeros, scored as if it ranked pixels
             raise AttributionError(f"{self.name}: attributions hold NaN or inf values for {int(bad.sum())} of "
                                    f"{len(inputs)} images (the classifier's outputs or gradients are not finite)")
         if self.absolute:
-            attributions = attributions.abs()
-        return normalise_maps(attributions.sum(dim=1))
+            return normalise_maps(attributions.abs().sum(dim=1))
+        # the evidence for the class: min-max scaling made "no evidence" pixels half-salient, and LIME's in-mask
+        # mass read half of its positive part's
+        return normalise_maps(attributions.sum(dim=1).clamp_min(0))
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Attributions ``[b, C' , h, w]`` for one batch already on :attr:`device`."""
