@@ -350,7 +350,7 @@ def test_explain_folder_of_many_images_embeds_only_the_first_examples(tmp_path):
     explanations = text.split('<section id="explanations"')[1].split("</section>")[0]
     assert explanations.count('<figure class="example">') == MAX_EXAMPLES
     assert f"The first {MAX_EXAMPLES} of {MAX_EXAMPLES + 10} explanations" in explanations
-    assert "023 cnv" in explanations and "024 cnv" not in explanations  # the first by file name
+    assert "023_cnv" in explanations and "024_cnv" not in explanations  # the first by file name
 
 
 def test_partial_run_lists_missing_parts(tmp_path):
@@ -513,7 +513,7 @@ WRONG_TYPES = [
     ("evaluate/results.json", ["settings"], "cpu", "<h3>Results", "Measured on"),
     ("classifier/classifier.json", ["class_names"], [0, 1], "smallcnn", "normal, cnv"),  # numbers as class names
     ("data/dataset.json", ["class_counts", "train"], "8, 8", "0 training and 4 test images", "16 training"),
-    ("explain/explanations.json", ["examples"], {"00_normal": 3}, "00 normal", "flips along"),  # dict for a list
+    ("explain/explanations.json", ["examples"], {"00_normal": 3}, "00_normal", "flips along"),  # dict for a list
     ("explain/explanations.json", ["examples", 0, "flip_step"], "3", "flips at step 3", "flips along"),
 ]
 
@@ -628,3 +628,23 @@ def test_integers_too_large_for_a_float_are_read_as_missing() -> None:
     assert readings.read_accuracy(huge, 2) == "The classifier's test accuracy was not recorded."
     assert readings.read_time({"CAE": huge, "random": 2.0}) == "random is quickest (2.0 ms per map), random slowest " \
                                                                "(2.0 ms)."
+
+
+def test_explain_outputs_are_captioned_by_their_source_files(tmp_path):
+    """A `caex explain` folder was captioned by its stems, "001" and "001-2", not saying which 001.png was which;
+    and "my_scan_01" read "my scan 01"."""
+    run = make_run(tmp_path / "run")
+    folder = tmp_path / "explained"
+    for stem, source, target, flip in (("001", "/scans/a/001.png", "dme", 3),
+                                       ("001-2", "/scans/b/001.png", "normal", -1),
+                                       ("my_scan_01", "/scans/b/my_scan_01.png", "dme", 0)):
+        _png(folder / f"{stem}_saliency.png")
+        _png(folder / f"{stem}_path.png")
+        _write_json(folder / f"{stem}.json", {"source": source, "prediction": {"class": "cnv"},
+                                              "target": {"class": target}, "flip_step": flip})
+    _png(folder / "x_saliency.png")  # no summary: captioned by its stem
+    text = build_report(run, explain=folder).read_text(encoding="utf-8")
+    section = text.split('<section id="explanations"')[1].split("</section>")[0]
+    assert re.findall(r"<figcaption>([^<]*)</figcaption>", section) == [  # by file name: "001-2" sorts first
+        "b/001.png: cnv -&gt; normal (never flips)", "a/001.png: cnv -&gt; dme, flips at step 3",
+        "b/my_scan_01.png: cnv -&gt; dme, flips at step 0", "x"]

@@ -682,7 +682,9 @@ def test_a_run_folder_in_use_by_another_training_is_refused_and_freed_when_it_en
     with pytest.raises(TrainingError, match=rf"^{re.escape(str(notes))}: exists and is not a folder$"):
         train_cae(data, config, train_config, notes)  # the lock leaves it alone; the run's own check names it
     assert notes.read_text() == "a file"
-    with pytest.raises(DataError):  # a run refused before any work leaves no folder behind, nor parents it made
+    # a run refused before any work leaves no folder behind, nor parents it made
+    with pytest.raises(DataError, match=r"^training images are \(1, 16, 16\), the CAE config expects \(1, 32, 32\) "
+                                        r"\(load the data with --size 32 --channels 1\)$"):
         train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=3), train_config,
                   tmp_path / "missing" / "deeper" / "run")
     assert not (tmp_path / "missing").exists()
@@ -1104,11 +1106,11 @@ def test_sample_grids_show_every_class_up_to_sixteen(tmp_path, monkeypatch) -> N
     import caex.training.trainer as trainer
 
     shown = []
-    monkeypatch.setattr(trainer, "_save_samples", lambda cae, exemplars, path: shown.append(len(exemplars)))
+    monkeypatch.setattr(trainer, "_save_samples", lambda cae, exemplars, classes, path: shown.append(classes))
     for classes, expected in ((10, 10), (20, trainer.SAMPLE_CLASSES)):
         config, train_config = _configs(classes=classes, iters=1, sample_every=1)
         train_cae(_data(n=2 * classes, classes=classes), config, train_config, tmp_path / str(classes))
-        assert shown.pop() == expected
+        assert shown.pop() == [str(k) for k in range(expected)]  # each swap row named by its exemplar's class
 
 
 def test_a_classifier_given_to_train_cae_is_the_class_critic_unless_told_otherwise(tmp_path) -> None:

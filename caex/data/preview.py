@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from caex.data.types import DataBundle
-from caex.utils.plotting import MASK_COLOUR, literal_text, save_figure
+from caex.utils.plotting import literal_text, outline_mask, save_figure, text_inches, wrap_label
 from caex.utils.seed import torch_generator
 
 
@@ -22,14 +22,19 @@ def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, 
 @literal_text
 def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int = 8, seed: int = 0) -> Path:
     """Write a PNG grid of training images: one row per class (named), masks outlined in green; no wider than
-    the largest class (a column nobody fills would only cost drawing time)."""
+    the largest class (a column nobody fills would only cost drawing time), but wide enough for the longest
+    class name (wrapped) and the title."""
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state is touched
 
     images, labels, masks = bundle.train.images, bundle.train.labels, bundle.train.masks
     per_class = max(1, min(per_class, max(bundle.train.class_counts(bundle.num_classes), default=1)))
     rows = sample_grid_indices(labels, bundle.num_classes, per_class, seed)
     tile = 1.3 if bundle.image_size <= 96 else 2.0
-    figure = Figure(figsize=(tile * per_class + 1.2, tile * bundle.num_classes))
+    names = [wrap_label(name) for name in bundle.class_names]
+    legend = "; green: lesion mask" if masks is not None and bool(masks.any()) else ""
+    title = f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s){legend})"
+    width = max(tile * per_class + text_inches(names, 10), text_inches([title], 9)) + 0.4
+    figure = Figure(figsize=(width, tile * bundle.num_classes + 0.3))
     axes = figure.subplots(bundle.num_classes, per_class, squeeze=False)
     for class_index, (indices, axes_row) in enumerate(zip(rows, axes)):
         for column, axis in enumerate(axes_row):
@@ -46,9 +51,8 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
             else:
                 axis.imshow(picture, interpolation="nearest")
             if masks is not None and masks[index].any():
-                axis.contour(masks[index].numpy().astype(float), levels=[0.5], colors=MASK_COLOUR, linewidths=0.8)
-        axes_row[0].set_ylabel(bundle.class_names[class_index], rotation=0, ha="right", va="center", fontsize=10)
-    legend = "; green: lesion mask" if masks is not None and bool(masks.any()) else ""
-    figure.suptitle(f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s){legend})", fontsize=9)
+                outline_mask(axis, masks[index].numpy())
+        axes_row[0].set_ylabel(names[class_index], rotation=0, ha="right", va="center", fontsize=10)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return save_figure(path, figure, dpi=100)

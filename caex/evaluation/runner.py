@@ -14,6 +14,7 @@ import io
 import math
 import os
 import shutil
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
                                       accepted_options, constructor_options, make_attributor)
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
-from caex.utils.plotting import MASK_COLOUR, figure_png, literal_text
+from caex.utils.plotting import figure_png, literal_text, outline_mask, saliency_blend, text_inches, wrap_label
 from caex.utils.overrides import CONVERTERS, typed_value
 from caex.utils.progress import progress
 from caex.utils.provenance import models_record, run_record
@@ -95,7 +96,7 @@ class EvaluationResults:
         lines = [header, "|---|---:|---:|---:|---:|---:|---:|"]
         for result in self.methods:
             if result.status != "ok":
-                lines.append(f"| {result.method} | {result.reason} | | | | | |")
+                lines.append(f"| {result.method} | {markdown_cell(result.reason)} | | | | | |")
                 continue
             values = (result.peak_degradation, result.pointing, result.mass_in_mask, result.iou)
             aopc = _format(result.aopc) + ("" if _is_nan(result.aopc_se) else f" ± {result.aopc_se:.3f}")
@@ -115,14 +116,17 @@ class EvaluationResults:
         for name, description in s.get("cae", {}).items():
             by_description.setdefault(description, []).append(name)
         lines += [f"CAE maps ({', '.join(names)}): {description}." for description, names in by_description.items()]
-        lines += _per_class_table(self.methods, s.get("images_per_class", {}))
+        table = _per_class_table(self.methods, s.get("images_per_class", {}))
+        notes = []
         if s.get("interrupted"):
-            lines.append("Interrupted: only the methods in the table ran.")
+            notes.append("Interrupted: only the methods in the table ran.")
         if not s["has_masks"]:
-            lines.append("Localisation: the data has no ground-truth masks (—).")
+            notes.append("Localisation: the data has no ground-truth masks (—).")
         elif "n_with_mask" in s:
-            lines.append(f"Localisation: averaged over the {s['n_with_mask']} of the {s['n_images']} images whose "
+            notes.append(f"Localisation: averaged over the {s['n_with_mask']} of the {s['n_images']} images whose "
                          "mask marks a lesion (the others have none to find).")
+        # a line right after a table is read as one more of its rows
+        lines += table + [""] * bool(table and notes) + notes
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -415,6 +419,30 @@ def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch
     return out
 
 
+#: Each shipped method's line in ``curves.png``: colour, marker and dash, so a method looks the same in every run
+#: whatever its place in ``--methods``, and CAE's nearly equal path variants stay apart.
+METHOD_STYLES = {
+    "cae": ("#1f77b4", "o", "-"), "cae-centroid": ("#17becf", "s", "--"), "cae-nearest": ("#9467bd", "^", ":"),
+    "gradcam": ("#d62728", "v", "-"), "fullgrad": ("#ff7f0e", "D", "--"), "lime": ("#2ca02c", "P", "-."),
+    "occlusion": ("#8c564b", "X", "-"), "integrated_gradients": ("#e377c2", "*", "--"),
+    "random": ("#7f7f7f", "x", ":"),
+}
+#: What a registered method's line is drawn from, picked by a stable hash of its name.
+OTHER_STYLES = (("#bcbd22", "#393b79", "#843c39", "#637939", "#7b4173", "#3182bd"), ("h", "p", "d", "<", ">", "8"),
+                ("-", "--", "-.", ":"))
+
+
+def method_style(method: str) -> dict[str, str]:
+    """``method``'s colour, marker and line style in the curves: a shipped method's from :data:`METHOD_STYLES`, a
+    registered one's from :data:`OTHER_STYLES` by a hash of its name that is the same in every process."""
+    if method in METHOD_STYLES:
+        colour, marker, dash = METHOD_STYLES[method]
+    else:
+        key = zlib.crc32(method.encode())
+        colour, marker, dash = (options[key % len(options)] for options in OTHER_STYLES)
+    return {"color": colour, "marker": marker, "linestyle": dash}
+
+
 def _curves_figure(results: EvaluationResults):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -424,7 +452,7 @@ def _curves_figure(results: EvaluationResults):
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     for result in results.methods:
         if result.status == "ok":
-            axes.plot(range(1, len(result.curve) + 1), result.curve, marker="o", markersize=3,
+            axes.plot(range(1, len(result.curve) + 1), result.curve, markersize=4, **method_style(result.method),
                       label=f"{method_name(result.method)} (AOPC {result.aopc:.3f})")
     s = results.settings
     axes.set_xlabel(f"patches covered p ({s['patch']}x{s['patch']} px each)")
@@ -438,31 +466,30 @@ def _curves_figure(results: EvaluationResults):
 
 def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
                     row_labels: Sequence[str] = ()):
-    """Rows = images (labelled by ``row_labels``, their classes), columns = input then one saliency map per
-    method; mask outlines in green."""
+    """Rows = images (labelled by ``row_labels``, their classes, written across and wrapped, the figure widened
+    to hold them), columns = input then one saliency map per method; mask outlines in green."""
     from matplotlib.figure import Figure
 
     methods = list(results.maps)
     fewest, most = GALLERY_ROWS
     rows = min(len(images), max(fewest, min(len(set(row_labels)), most)))
     columns = 1 + len(methods)
-    figure = Figure(figsize=(1.6 * columns, 1.6 * rows + 0.3), layout="constrained")
+    labels = [wrap_label(label) for label in row_labels[:rows]]
+    figure = Figure(figsize=(1.6 * columns + text_inches(labels, 8), 1.6 * rows + 0.3), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
     for row in range(rows):
-        picture = images[row].permute(1, 2, 0).squeeze(-1).cpu().numpy()
+        picture = images[row][:3].expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).cpu().numpy()
         for column, axes in enumerate(grid[row]):
-            axes.imshow(picture, cmap="gray", vmin=0, vmax=1)
-            if column:
-                axes.imshow(results.maps[methods[column - 1]][row].cpu().numpy(), cmap="jet", alpha=0.5,
-                            vmin=0, vmax=1)
+            axes.imshow(picture if column == 0 else
+                        saliency_blend(picture, results.maps[methods[column - 1]][row].cpu().numpy()))
             if masks is not None and masks[row].any():
-                axes.contour(masks[row].cpu().numpy().astype(float), levels=[0.5], colors=MASK_COLOUR, linewidths=0.8)
+                outline_mask(axes, masks[row].cpu().numpy())
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:
                 axes.set_title("input" if column == 0 else method_name(methods[column - 1]), fontsize=8)
-        if row_labels:
-            grid[row][0].set_ylabel(row_labels[row], fontsize=8)
+        if labels:
+            grid[row][0].set_ylabel(labels[row], fontsize=8, rotation=0, ha="right", va="center")
     return figure
 
 
@@ -483,7 +510,7 @@ def _per_class_table(methods: Sequence[MethodResult], counts: dict[str, int]) ->
         return []
     names = list(ran[0].aopc_per_class)
     lines = ["", "AOPC per class of the evaluated images:", "",
-             "| method | " + " | ".join(with_count(name, counts) for name in names) + " |",
+             "| method | " + " | ".join(markdown_cell(with_count(name, counts)) for name in names) + " |",
              "|---|" + "---:|" * len(names)]
     lines += [f"| {result.method} | " + " | ".join(_format(result.aopc_per_class.get(name, math.nan))
                                                    for name in names) + " |" for result in ran]
@@ -493,6 +520,12 @@ def _per_class_table(methods: Sequence[MethodResult], counts: dict[str, int]) ->
 def with_count(name: str, counts: dict[str, int]) -> str:
     """A class's column header with its number of images, where known ("cnv (n=5)"): a mean over few is loose."""
     return f"{name} (n={counts[name]})" if name in counts else name
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell: a ``|`` in a class name split its header into two columns, and
+    HTML in it was rendered."""
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _is_nan(value: Any) -> bool:

@@ -17,18 +17,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib import colormaps, get_data_path
+from matplotlib import get_data_path
 from PIL import Image, ImageDraw, ImageFont
 
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.data.types import is_line_breaking
 from caex.explain.explainer import Explanation
 from caex.utils.io import atomic_write_bytes, write_json
+from caex.utils.plotting import SALIENCY_ALPHA, SALIENCY_COLORMAP, saliency_blend
 
 #: Frame-caption colours: the flip frame stands out, the rest stay neutral.
 FLIP_COLOUR = (220, 30, 30)
 TEXT_COLOUR = (20, 20, 20)
 BACKGROUND = (255, 255, 255)
+#: The flip frame's border: red outside (it stands out on the white page) and dark inside, since a red border
+#: alone vanished into red (fundus) images.
+FLIP_BORDER, FLIP_INNER_BORDER = 4, 2
 
 
 def to_pil(image: torch.Tensor, min_size: int = 0) -> Image.Image:
@@ -45,24 +49,69 @@ def caption_font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(Path(get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
 
 
-def saliency_overlay(image: torch.Tensor, saliency: torch.Tensor, *, alpha: float = 0.5,
-                     colormap: str = "jet", min_size: int = 192) -> Image.Image:
+def saliency_overlay(image: torch.Tensor, saliency: torch.Tensor, *, caption: str = "",
+                     alpha: float = SALIENCY_ALPHA, colormap: str = SALIENCY_COLORMAP,
+                     min_size: int = 192) -> Image.Image:
     """The image (in colour where it has colour, as the evaluation's gallery shows it) with the ``[H, W]``
-    saliency map blended on top in ``colormap``."""
+    saliency map blended on top (see :func:`~caex.utils.plotting.saliency_blend`), under a ``caption`` band
+    (wrapped to the picture's width) unless it is empty."""
     base = image.detach().float().clamp(0, 1)[:3].expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
-    heat = colormaps[colormap](saliency.detach().float().clamp(0, 1).cpu().numpy())[..., :3]
-    blended = (1 - alpha) * base + alpha * heat
-    return _enlarge(Image.fromarray((blended * 255).round().astype(np.uint8), "RGB"), min_size)
+    blended = saliency_blend(base, saliency.detach().float().cpu().numpy(), alpha=alpha, colormap=colormap)
+    picture = _enlarge(Image.fromarray((blended * 255).round().astype(np.uint8), "RGB"), min_size)
+    return _titled([picture], caption, _title_font(min_size), wrap=True)
+
+
+def _title_font(min_size: int) -> ImageFont.FreeTypeFont:
+    """The font of a single picture's title band (the overlay's, each GIF frame's): smaller than the frame
+    captions, so a title of a few words fits on one or two lines."""
+    return caption_font(max(10, min_size // 12))
+
+
+def _titled(pictures: list[Image.Image], title: str, font: ImageFont.FreeTypeFont, *,
+            wrap: bool = False) -> Image.Image:
+    """Equally sized ``pictures`` side by side under a header band holding ``title`` (none when it is empty).
+
+    The canvas widens to the title's longest line, so a short strip does not crop the title, which names the
+    classes; with ``wrap`` the title breaks into lines as wide as the pictures instead (a single GIF frame).
+    """
+    width, height = pictures[0].size
+    title = one_line(title)
+    lines = [line for line in (_wrap_to(title, font, width * len(pictures) - 8) if wrap else [title]) if line]
+    line_height = font.size + 4
+    header = line_height * len(lines) + 4 if lines else 0
+    canvas = Image.new("RGB", (max(width * len(pictures), 8 + math.ceil(max(map(font.getlength, lines), default=0))),
+                               height + header), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for number, line in enumerate(lines):
+        draw.text((4, 4 + number * line_height), line, fill=TEXT_COLOUR, font=font)
+    for index, picture in enumerate(pictures):
+        canvas.paste(picture, (index * width, header))
+    return canvas
+
+
+def _wrap_to(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """``text`` broken between words into lines at most ``width`` pixels long (a longer word keeps a line)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def _captioned(frame: Image.Image, caption: str, font: ImageFont.ImageFont, flip: bool) -> Image.Image:
-    """A frame with a caption band underneath (and a red border when it is the flip frame)."""
+    """A frame with a caption band underneath (and a two-tone border when it is the flip frame)."""
     band = font.size + 6 if hasattr(font, "size") else 16
-    border = 3
+    border = FLIP_BORDER
     canvas = Image.new("RGB", (frame.width + 2 * border, frame.height + 2 * border + band),
                        FLIP_COLOUR if flip else BACKGROUND)
-    canvas.paste(frame, (border, border))
     draw = ImageDraw.Draw(canvas)
+    if flip:
+        inset = border - FLIP_INNER_BORDER
+        draw.rectangle((inset, inset, canvas.width - 1 - inset, frame.height + 2 * border - 1 - inset),
+                       fill=TEXT_COLOUR)
+    canvas.paste(frame, (border, border))
     draw.rectangle((0, frame.height + 2 * border, canvas.width, canvas.height), fill=BACKGROUND)
     draw.text((canvas.width // 2, frame.height + 2 * border + band // 2), caption,
               fill=FLIP_COLOUR if flip else TEXT_COLOUR, font=font, anchor="mm")
@@ -89,25 +138,17 @@ def _path_frames(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: in
 def counterfactual_strip(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *,
                          title: str = "", min_size: int = 96) -> Image.Image:
     """Frames ``[T, C, H, W]`` side by side, each captioned with its target probability."""
-    pictures = _path_frames(frames, target_probs, flip_step, min_size)
-    font = caption_font(max(10, min_size // 7))
-    title = one_line(title)
-    header = (font.size + 8) if title else 0
-    width, height = pictures[0].size
-    # a short path (two steps, an early flip) must not crop the title, which names the classes
-    strip = Image.new("RGB", (max(width * len(pictures), 8 + math.ceil(font.getlength(title))), height + header),
-                      BACKGROUND)
-    if title:
-        ImageDraw.Draw(strip).text((4, 4), title, fill=TEXT_COLOUR, font=font)
-    for index, picture in enumerate(pictures):
-        strip.paste(picture, (index * width, header))
-    return strip
+    return _titled(_path_frames(frames, target_probs, flip_step, min_size), title,
+                   caption_font(max(10, min_size // 7)))
 
 
-def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *,
+def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *, title: str = "",
                    duration_ms: int = 150, min_size: int = 160) -> bytes:
-    """An endlessly looping GIF of the path (the flip frame held three times as long)."""
-    pictures = _path_frames(frames, target_probs, flip_step, min_size)
+    """An endlessly looping GIF of the path (the flip frame held three times as long), every frame under the
+    strip's ``title`` (wrapped to the frame), which names the classes: a frame alone says only ``x14 p=0.63``."""
+    font = _title_font(min_size)
+    pictures = [_titled([picture], title, font, wrap=True)
+                for picture in _path_frames(frames, target_probs, flip_step, min_size)]
     durations = [duration_ms * (3 if step == flip_step else 1) for step in range(len(pictures))]
     durations[-1] = max(durations[-1], duration_ms * 4)  # pause before looping
     buffer = io.BytesIO()
@@ -126,8 +167,18 @@ def strip_title(source: str, prediction: str, target: str, flipped: bool = True)
     """The strip's title: which move it shows, whether it failed to reach the target, and that frame x0 is the
     reconstruction, not the input (the JSON's ``input_probability`` is the input's, so the two first
     probabilities may differ)."""
-    move = f"{prediction} -> {target}" + ("" if flipped else " (never flips)")
-    return one_line(f"{Path(source).name}: {move}, p({target}) per frame; x0 = reconstruction")
+    return one_line(f"{Path(source).name}: {_move(prediction, target, flipped)}, p({target}) per frame; "
+                    "x0 = reconstruction")
+
+
+def overlay_caption(prediction: str, target: str, flip_step: int, flipped: bool = True) -> str:
+    """The overlay's caption: the move its map explains, as the strip's title names it, and where it flips
+    (``cnv -> dme, flips at step 14``)."""
+    return one_line(_move(prediction, target, flipped) + (f", flips at step {flip_step}" if flip_step >= 0 else ""))
+
+
+def _move(prediction: str, target: str, flipped: bool) -> str:
+    return f"{prediction} -> {target}" + ("" if flipped else " (never flips)")
 
 
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
@@ -152,16 +203,17 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     files = {kind: f"{stem}{suffix}" for kind, suffix in EXPLAIN_OUTPUTS.items()}
     if gif:
         files["animation"] = f"{stem}_path.gif"
-    save_png(saliency_overlay(image, explanation.saliency[index]),
-             out_dir / files["overlay"])
-    save_npy(explanation.saliency[index], out_dir / files["saliency"])
     # NaN outputs have no class (their argmax, 0, is none): the record and the title say so
     predicted = bool(explanation.predicted[index])
     prediction_name = names[prediction] if predicted else "no class (outputs not finite)"
-    title = title or strip_title(source, prediction_name, names[target], flipped=not explanation.unflipped[index])
+    flipped = not explanation.unflipped[index]
+    caption = overlay_caption(prediction_name, names[target], flip, flipped)
+    save_png(saliency_overlay(image, explanation.saliency[index], caption=caption), out_dir / files["overlay"])
+    save_npy(explanation.saliency[index], out_dir / files["saliency"])
+    title = title or strip_title(source, prediction_name, names[target], flipped=flipped)
     save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
     if gif:
-        atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip))
+        atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip, title=title))
     summary = {
         "source": source,
         "prediction": {"class": names[prediction] if predicted else None, "index": prediction if predicted else None,

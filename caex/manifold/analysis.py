@@ -19,7 +19,8 @@ from caex.classifier import check_compatible as check_classifier_compatible
 from caex.data.types import DataBundle, warn_other_class_names
 from caex.errors import CaexError, DataError, ModelError
 from caex.manifold.codes import CodesTable, encode_bundle, write_codes_csv
-from caex.manifold.maps import plot_map, project_2d, subsample_rows, umap_available, write_maps_html
+from caex.manifold.maps import (PROJECTION_NAMES, plot_map, project_2d, subsample_rows, umap_available,
+                               write_maps_html)
 from caex.manifold.separability import Separability, pixel_pca, random_forest_accuracy
 from caex.manifold.smoothness import (monotone_paths, plot_paths, sample_path_pairs, smote_smoothness,
                                       straight_path_probabilities)
@@ -112,7 +113,7 @@ def write_maps(table: CodesTable, rows: np.ndarray, out: Path, *, tsne: bool, se
     for method in methods:
         projections[method] = project_2d(codes, method, seed=seed)
         files[f"map_{method}"] = plot_map(out / f"map_{method}.png", projections[method], labels, splits,
-                                          table.class_names, f"class codes, {method.upper()}",
+                                          table.class_names, f"class codes, {PROJECTION_NAMES[method]}",
                                           totals={split: table.splits.count(split) for split in set(splits)}).name
     files["maps"] = write_maps_html(out / "maps.html", projections, labels, table.predictions.numpy()[rows],
                                     splits, [table.sources[i] for i in rows], table.class_names).name

@@ -18,6 +18,8 @@ from caex.utils import atomic_write_text
 from caex.utils.plotting import literal_text, save_figure
 
 SPLITS = ("train", "test")
+#: How each projection is named in titles.
+PROJECTION_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 EXACT_TSNE_MAX_POINTS = 1000
 
 
@@ -78,8 +80,9 @@ def panel_title(split: str, shown: int, total: int | None) -> str:
 @literal_text
 def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, splits: list[str],
              class_names: list[str], title: str, totals: dict[str, int] | None = None) -> Path:
-    """Train and test panels side by side on the same axes, coloured by class, centroids as crosses; ``totals``
-    (images per split) says how many a subsampled panel shows of how many."""
+    """Train and test panels side by side on the same axes, coloured by class, each class's mean position on the
+    map as a cross (a mean of t-SNE or UMAP coordinates, not the map of the codes' centroid); ``totals`` (images
+    per split) says how many a subsampled panel shows of how many."""
     colours = class_colours(len(class_names))
     split_array = np.asarray(splits)
     figure = Figure(figsize=(11, 5.2), layout="constrained")
@@ -99,7 +102,7 @@ def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, sp
     handles = [Line2D([], [], marker="o", linestyle="", color=colour, label=name)
                for colour, name in zip(colours, class_names)]
     handles.append(Line2D([], [], marker="X", linestyle="", markersize=10, color="white",
-                          markeredgecolor="black", label="centroid"))
+                          markeredgecolor="black", label="class mean (map coordinates)"))
     figure.legend(handles=handles, loc="outside right center", frameon=False, title="class")
     figure.suptitle(title)
     return save_figure(path, figure)

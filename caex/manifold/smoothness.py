@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from caex.explain.paths import knn_indices, straight_paths
 from caex.manifold.codes import decode_codes, individual_codes
 from caex.utils import progress
-from caex.utils.plotting import literal_text, save_figure
+from caex.utils.plotting import literal_text, save_figure, text_inches, wrap_label
 
 if TYPE_CHECKING:
     from caex.classifier import Classifier
@@ -143,9 +143,11 @@ def monotone_paths(probabilities: torch.Tensor, *, tolerance: float = 0.05) -> t
 @literal_text
 def plot_paths(path: str | os.PathLike, frames: torch.Tensor, probabilities: torch.Tensor,
                row_titles: list[str]) -> Path:
-    """Fig. 11-style grid: one row per path, one column per step, each frame titled with p(target)."""
+    """Fig. 11-style grid: one row per path, one column per step, each frame titled with p(target); the row
+    titles ("A → B") are written across and wrapped, the figure widened to hold them."""
     rows, steps = frames.shape[:2]
-    figure = Figure(figsize=(1.3 * steps, 1.45 * rows + 0.3), layout="constrained")
+    row_titles = [wrap_label(title) for title in row_titles]
+    figure = Figure(figsize=(1.3 * steps + text_inches(row_titles, 7), 1.45 * rows + 0.3), layout="constrained")
     axes = figure.subplots(rows, steps, squeeze=False)
     grayscale = frames.shape[2] == 1
     for r in range(rows):
@@ -157,6 +159,6 @@ def plot_paths(path: str | os.PathLike, frames: torch.Tensor, probabilities: tor
             axis.set_title(f"{float(probabilities[r, t]):.2f}", fontsize=8)
             axis.set_xticks([])
             axis.set_yticks([])
-        axes[r, 0].set_ylabel(row_titles[r], fontsize=7)
+        axes[r, 0].set_ylabel(row_titles[r], fontsize=7, rotation=0, ha="right", va="center")
     figure.suptitle("straight class-code paths (numbers: classifier probability of the target class)", fontsize=9)
     return save_figure(path, figure)

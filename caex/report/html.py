@@ -29,6 +29,7 @@ from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, with_count
+from caex.explain.render import overlay_caption
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -263,8 +264,10 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @literal_text
 def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
-    """One small panel per loss term against the iteration, raw values faint and a moving average bold."""
+    """One small panel per loss term against the iteration (whole numbers), raw values faint and a moving average
+    bold, or the raw values bold where there are too few for an average."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     step_key = next((key for key in ("iteration", "step", "iter") if records and key in records[0]), None)
     terms = sorted({key for record in records for key in record} - LOG_BOOKKEEPING)
@@ -278,11 +281,14 @@ def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
         points = [(record.get(step_key, index), record[term]) for index, record in enumerate(records)
                   if term in record]
         steps, values = zip(*points)
-        axis.plot(steps, values, color="#9fb3c8", linewidth=0.8)
         window = len(values) // 20
-        if window > 1:
+        averaged = window > 1
+        axis.plot(steps, values, color="#9fb3c8" if averaged else "#2f6f9f", linewidth=0.8)
+        if averaged:
             axis.plot(steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid"),
                       color="#2f6f9f", linewidth=1.6)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("iteration" if step_key else "record", fontsize=8)
         axis.set_title(term, fontsize=9)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
@@ -516,6 +522,25 @@ def _is_square(matrix: list[list[Any]], size: int) -> bool:
 MAX_EXAMPLES = 24
 
 
+SUMMARY_SCHEMA = {"source": str, "prediction": {"class": str}, "target": {"class": str}, "flip_step": int}
+
+
+def _summary_titles(folder: Path, stems: list[str]) -> dict[str, str]:
+    """Captions of ``caex explain`` outputs from their ``<stem>.json``: the image by its path below the inputs'
+    common folder (the stems ``001``, ``001-2`` did not say which ``001.png`` was which), then the overlay's own
+    caption."""
+    summaries = {stem: _read_json(folder / f"{stem}.json", SUMMARY_SCHEMA) or {} for stem in stems}
+    complete = {stem: summary for stem, summary in summaries.items() if len(summary) == len(SUMMARY_SCHEMA)}
+    try:
+        root = os.path.commonpath([os.path.dirname(summary["source"]) for summary in complete.values()])
+    except ValueError:  # none, or relative beside absolute paths (hand-made files)
+        root = ""
+    return {stem: f"{os.path.relpath(summary['source'], root or None)}: "
+                  + overlay_caption(summary["prediction"]["class"], summary["target"]["class"], summary["flip_step"],
+                                    flipped=summary["flip_step"] >= 0)
+            for stem, summary in complete.items()}
+
+
 def explain_section(sources: ReportSources) -> Section:
     """Saliency overlay and counterfactual strip per example, from the demo or ``caex explain`` outputs."""
     section = Section("explanations", "Local explanations",
@@ -533,9 +558,10 @@ def explain_section(sources: ReportSources) -> Section:
     index = _read_json(folder / "explanations.json", EXPLANATIONS_SCHEMA) or {}
     examples = index.get("examples", [])
     titles = {example["stem"]: example.get("title", "") for example in examples if "stem" in example}
-    for overlay in overlays[:MAX_EXAMPLES]:
-        stem = overlay.name.removesuffix(overlay_suffix)
-        title = titles.get(stem) or stem.replace("_", " ")
+    stems = [overlay.name.removesuffix(overlay_suffix) for overlay in overlays[:MAX_EXAMPLES]]
+    titles = {**_summary_titles(folder, stems), **titles}
+    for overlay, stem in zip(overlays, stems):
+        title = titles.get(stem) or stem
         pictures = [(overlay, "map", "saliency map")]
         strip = folder / f"{stem}{strip_suffix}"
         pictures += [(strip, "strip", "counterfactual path")] if strip.is_file() else []

@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from caex.utils.io import atomic_write_bytes, atomic_write_text
@@ -18,6 +20,11 @@ from caex.utils.io import atomic_write_bytes, atomic_write_text
 LOG_JSONL = "log.jsonl"
 LOG_CSV = "log.csv"
 TENSORBOARD_FOLDER = "tensorboard"
+#: The smallest side of an image in the sample grids, reached by whole-pixel (nearest-neighbour) enlargement:
+#: 32 px images made a 70 x 138 px grid.
+GRID_TILE = 96
+#: Pixels between the images of a sample grid.
+GRID_PADDING = 2
 
 
 class RunLogger:
@@ -86,13 +93,34 @@ def _summary_writer(folder: Path, resume_from: int | None):
     return SummaryWriter(str(folder), purge_step=resume_from)
 
 
-def save_image_grid(path: Path, rows: list[torch.Tensor]) -> Path:
-    """Stack equally long rows of data-range images [n, C, H, W] into one PNG, atomically."""
+def save_image_grid(path: Path, rows: list[torch.Tensor], row_labels: Sequence[str] = ()) -> Path:
+    """Stack equally long rows of data-range images [n, C, H, W] into one PNG, atomically: each image enlarged to
+    at least :data:`GRID_TILE` px, each row named by its entry of ``row_labels`` (if given) in a band on the left."""
     images = torch.cat(rows).detach().float().clamp(0, 1).cpu()
-    grid = make_grid(images, nrow=len(rows[0]), padding=2, pad_value=1.0)
+    factor = -(-GRID_TILE // min(images.shape[-2:]))  # ceiling division; 1 for large images
+    images = images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    grid = make_grid(images, nrow=len(rows[0]), padding=GRID_PADDING, pad_value=1.0)
     array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     if array.shape[2] == 1:
         array = array[:, :, 0]
+    picture = Image.fromarray(array)
+    if row_labels:
+        picture = _label_rows(picture, row_labels, images.shape[-2] + GRID_PADDING)
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    picture.save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _label_rows(grid: Image.Image, labels: Sequence[str], pitch: int) -> Image.Image:
+    """``grid`` with a band on its left naming each row (``pitch`` px apart), right-aligned next to it."""
+    from caex.explain.render import BACKGROUND, TEXT_COLOUR, caption_font, one_line  # lazily: a heavy import
+
+    font = caption_font(max(10, pitch // 8))
+    labels = [one_line(label) for label in labels]
+    band = 8 + math.ceil(max(map(font.getlength, labels)))
+    canvas = Image.new("RGB", (grid.width + band, grid.height), BACKGROUND)
+    canvas.paste(grid.convert("RGB"), (band, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, label in enumerate(labels):
+        draw.text((band - 4, GRID_PADDING + row * pitch + pitch // 2), label, fill=TEXT_COLOUR, font=font, anchor="rm")
+    return canvas

@@ -11,7 +11,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -612,7 +612,8 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     warned_length = train_config.time_limit is not None  # a time limit says how long already
 
     def save_samples() -> None:
-        _save_samples(trainer.result, train_set.images[exemplars], run_dir / SAMPLES_FOLDER / f"iter_{done:07d}.png")
+        _save_samples(trainer.result, train_set.images[exemplars], [names[int(labels[i])] for i in exemplars],
+                      run_dir / SAMPLES_FOLDER / f"iter_{done:07d}.png")
 
     def save_last_samples() -> None:
         """The grid of a run that ends between sample grids (a time limit, a stop signal): its last model's too."""
@@ -990,11 +991,12 @@ SAMPLE_CLASSES = 16
 
 
 @torch.no_grad()
-def _save_samples(cae: CAE, exemplars: torch.Tensor, path: Path) -> None:
-    """Rows: originals, reconstructions, then each original with exemplar k's class code (k = row - 2)."""
+def _save_samples(cae: CAE, exemplars: torch.Tensor, classes: Sequence[str], path: Path) -> None:
+    """Rows: originals, reconstructions, then each original with exemplar k's class code (k = row - 2), named
+    by ``classes``, the exemplars' class names."""
     cae.eval()
     x = exemplars.to(cae.device)
     class_code, individual_code = cae.encode(x)
     rows = [x, cae.decode(class_code, individual_code)]
     rows += [cae.decode(code.expand_as(class_code), individual_code) for code in class_code.split(1)]
-    save_image_grid(path, rows)
+    save_image_grid(path, rows, ["input", "reconstruction", *(f"→ {name}" for name in classes)])
