@@ -6,6 +6,8 @@
 * ``single_thread`` (autouse) — one intra-op torch thread for every test: the
   suite's tensors are tiny, and on a 2-core machine a second thread only adds
   synchronisation (and spins badly when the machine is shared).
+* ``bars_not_silenced`` (autouse) — clears ``TQDM_DISABLE`` and ``TQDM_MININTERVAL``: a shell that sets them
+  (as a CI log might) would silence or thin the progress bars the tests read.
 * ``make_image_folder`` — writes ``root/<class>/*.png`` (optionally under
   ``train/`` and ``test/``) in ``tmp_path`` and returns the root.
 """
@@ -29,6 +31,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def bars_not_silenced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ def test_every_cited_figures_file_exists(document: Path) -> None:
     assert not missing, f"{document.name} cites figures files that benchmarks/ lacks: {missing}"
 
 
+@pytest.mark.slow
 def test_a_benchmark_refuses_to_overwrite_a_record_before_working(tmp_path: Path) -> None:
     record = tmp_path / "bench_manifold_old.json"
     record.write_text("{}")

@@ -192,6 +192,7 @@ def test_preview_leaves_the_matplotlib_backend_alone(tiny_synthetic, tmp_path):
         assert image.format == "PNG"
 
 
+@pytest.mark.slow
 def test_warnings_print_as_one_line_naming_the_command(tmp_path):
     """Run as users run it (pytest records warnings itself, so only a real process shows the format). The command is
     named as its usage errors name it, "caex data show" (its warnings and errors said "caex data")."""
@@ -258,6 +259,7 @@ def test_an_output_inside_the_data_folder_is_refused_before_any_work(argv, make_
     assert sorted(path.name for path in (root / "a").iterdir()) == [f"{i}.png" for i in range(4)]
 
 
+@pytest.mark.slow
 def test_a_reader_that_leaves_early_ends_quietly_with_the_grid_written(tmp_path):
     """`caex data show DATA --out g.png | head -1` ended in 'unexpected error: BrokenPipeError', at times with no
     PNG written."""

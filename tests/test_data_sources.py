@@ -83,7 +83,9 @@ def test_folder_with_train_and_test_levels_uses_them(make_image_folder):
     assert bundle.train.class_counts(2) == [3, 3] and bundle.test.class_counts(2) == [2, 2]
     assert (bundle.image_size, bundle.channels) == (24, 3)
     assert all("/test/" in source for source in bundle.test.sources)
-    assert load_dataset(str(root), channels=1).channels == 1
+    with pytest.warns(UserWarning, match=rf"^{re.escape(str(root))}: the images are in colour; channels=1 "
+                                         r"\(--channels 1\) converts them to grey$"):
+        assert load_dataset(str(root), channels=1).channels == 1
 
 
 def test_grayscale_saved_as_rgb_counts_as_grayscale(tmp_path):
@@ -554,9 +556,11 @@ def test_mask_sub_folders_of_a_class_are_not_read_as_its_images(make_image_folde
     root = make_image_folder({"a": 0, "b": 0}, size=(12, 12))
     for name in ("a", "b"):
         make_image_folder({"images": 3, "Masks": 3}, size=(12, 12), root=root / name)
-    with pytest.warns(UserWarning, match=r"a: 3 file\(s\) in sub-folders named like masks or labels are not read "
-                                         r"as images \(first: .*a/Masks/0\.png\)"):
+    with pytest.warns(UserWarning) as caught:
         bundle = load_dataset(str(root))
+    assert [str(warning.message) for warning in caught] == [
+        f"{root / name}: 3 file(s) in sub-folders named like masks or labels are not read as images (first: "
+        f"{root / name / 'Masks' / '0.png'}); caex reads lesion masks from a .npz (*_masks)" for name in ("a", "b")]
     sources = bundle.train.sources + bundle.test.sources
     assert len(sources) == 6 and all("/images/" in source for source in sources)
 
@@ -653,7 +657,10 @@ def test_one_saliency_file_beside_a_sidecar_json_is_no_explain_output(make_image
     first = sorted((root / "b").iterdir())[0]
     first.with_suffix(".json").write_text("{}")
     np.save(first.with_name(f"{first.stem}_saliency.npy"), np.zeros((2, 2)))
-    assert load_dataset(str(root)).class_names == ["a", "b"]
+    with pytest.warns(UserWarning, match=rf"^{re.escape(str(root))}: 2 file\(s\) in the class folders are not read "
+                                         r"\(\.json, \.npy; caex reads \.bmp, \.jpeg, \.jpg, \.png, \.tif, \.tiff\); "
+                                         rf"first: {re.escape(str(first.with_suffix('.json')))}$"):
+        assert load_dataset(str(root)).class_names == ["a", "b"]
     _explain_outputs(root / "explained")  # a real explain output beside one class: named in the refusal
     shutil.rmtree(root / "b")
     with pytest.raises(DataError, match=r"need at least two class folders, found a \(left out as caex explain "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import warnings
 from types import SimpleNamespace
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from caex.classifier import Classifier, TorchClassifier, build_classifier_network
@@ -472,6 +474,23 @@ def test_explanation_repr_is_one_line_and_save_writes_what_the_cli_writes(tiny: 
     assert (tmp_path / "array" / "image1.json").is_file()
     list_of_two = explainer.explain([images[0], images[1]], path="centroid", steps=3)  # was a ValueError
     torch.testing.assert_close(list_of_two.saliency, explanation.saliency)
+
+
+def test_a_path_that_flips_is_saved_with_its_flip_step_and_its_pictures_end_there(painted: Explainer,
+                                                                                   tmp_path) -> None:
+    """The saved flip step was checked only on paths that never flip. The lesion code passes 0.5, and the
+    classifier flips, at step 10 of 16 on the straight path to the lesion centroid (0.7625 * 10 / 15 = 0.508)."""
+    images = healthy_images(1)
+    summary, = painted.explain(images, path="centroid", steps=16).save(images, tmp_path / "stop")
+    assert (summary["flip_step"], summary["flipped"], summary["end_step"]) == (10, True, 10)
+    assert json.loads((tmp_path / "stop" / "image0.json").read_text()) == summary
+    with Image.open(tmp_path / "stop" / "image0_path.gif") as gif:
+        assert gif.n_frames == 11  # x0 to x10, the flip
+    whole, = painted.explain(images, path="centroid", steps=16, stop_at_flip=False).save(images, tmp_path / "whole")
+    assert (whole["flip_step"], whole["flipped"], whole["end_step"]) == (10, True, 15)
+    with Image.open(tmp_path / "stop" / "image0_path.png") as stop, \
+            Image.open(tmp_path / "whole" / "image0_path.png") as full:
+        assert stop.width * 16 == full.width * 11  # the strip too: 11 of the 16 frames
 
 
 def test_dir_of_caex_lists_its_lazy_exports() -> None:

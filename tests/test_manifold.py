@@ -391,6 +391,29 @@ def test_analyse_manifold_is_deterministic_and_notes_black_boxes(bundle: DataBun
     assert not (tmp_path / "a" / "map_tsne.png").exists()
 
 
+def test_every_draw_of_the_analysis_takes_its_seed(bundle: DataBundle, tmp_path, monkeypatch) -> None:
+    """Any of them could draw from seed 0 whatever the analysis was given, and every test still passed."""
+    import caex.manifold.analysis as analysis
+
+    draws = ("subsample_rows", "project_2d", "random_forest_accuracy", "pixel_pca", "sample_swap_pairs",
+             "smote_smoothness", "sample_path_pairs")
+    seeds: dict[str, set[int]] = {}
+
+    def recording(name: str):
+        draw = getattr(analysis, name)
+
+        def record(*args, seed: int, **kwargs):
+            seeds.setdefault(name, set()).add(seed)
+            return draw(*args, seed=seed, **kwargs)
+
+        return record
+
+    for name in draws:
+        monkeypatch.setattr(analysis, name, recording(name))
+    run_analysis(bundle, tmp_path, seed=3, tsne=False)
+    assert seeds == {name: {3} for name in draws}
+
+
 def test_analyse_manifold_rejects_mismatched_inputs(bundle: DataBundle, tmp_path) -> None:
     two_classes = DataBundle(bundle.train, bundle.test, ["a", "b"], spec="two")
     with pytest.raises(CaexError, match="3 classes but data 'two' has 2"):
