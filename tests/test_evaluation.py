@@ -36,7 +36,7 @@ from caex.evaluation import (
     timed_saliency,
     topk_iou,
 )
-from caex.evaluation.perturbation import pixel_rank
+from caex.evaluation.ranking import pixel_rank
 from caex.evaluation.runner import MethodResult, _per_class_table
 from caex.utils.provenance import classifier_digest
 
@@ -1064,3 +1064,43 @@ def test_a_class_name_with_a_pipe_stays_in_its_markdown_column():
     assert lines[3] == r"| method | benign\|atypical (n=3) | &lt;b&gt;bad&lt;/b&gt; (n=2) |"
     assert lines[3].replace(r"\|", "").count("|") == lines[4].count("|") == 4
     assert lines[5] == "| random | 0.250 | 0.500 |"
+
+
+def test_the_localisation_ranks_ties_with_the_deletion_patchs_square():
+    """Pointing and top-k ranked equal pixels by 7x7 squares whatever --patch the deletion used: on a flat 7x7
+    block, patch 3 entered it at (3, 3) while the pointing game chose (5, 5)."""
+    saliency = torch.zeros(1, 11, 11)
+    saliency[0, 2:9, 2:9] = 1.0
+    corner = torch.zeros(1, 11, 11, dtype=torch.bool)
+    corner[0, 3, 3] = True
+    assert greedy_patches(saliency, 1, patch=3)[0].tolist() == [[3 * 11 + 3]]
+    assert pointing_game(saliency, corner, patch=3).tolist() == [1.0]
+    assert pointing_game(saliency, corner).tolist() == [0.0]
+    assert LocalisationMetric(patch=3)(saliency, corner) == {"pointing": 1.0, "mass_in_mask": pytest.approx(1 / 49),
+                                                             "iou": 1.0, "n_with_mask": 1}
+    assert LocalisationMetric()(saliency, corner)["iou"] == 0.0
+    with pytest.raises(EvaluationError, match=r"^LocalisationMetric\.patch=0: must be a whole number, at least 1$"):
+        LocalisationMetric(patch=0)
+
+
+def test_evaluate_ranks_localisation_ties_with_its_metrics_patch(monkeypatch):
+    import caex.evaluation.runner as runner
+
+    made = []
+    monkeypatch.setattr(runner, "LocalisationMetric",
+                        lambda **kwargs: made.append(kwargs) or LocalisationMetric(**kwargs))
+    evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, batch_size=4,
+             metric=PerturbationMetric(patch=3))
+    assert made == [{"patch": 3}]
+
+
+def test_results_md_prints_no_negative_zero_and_escapes_the_cae_description():
+    """A per-class AOPC of -0.0001 read "-0.000"; a target class named "<b>x" turned the rest of the note bold."""
+    from caex.evaluation.runner import EvaluationResults, _format
+
+    assert [_format(value) for value in (-0.0001, -0.0006, 0.0, math.nan)] == ["0.000", "-0.001", "0.000", "—"]
+    settings = {"n_images": 2, "data": "d", "seed": 0, "classifier": "c", "n_patches": 1, "patch": 7,
+                "covered_share_max": 0.1, "image_size": 16, "fill": "f", "batch_size": 2, "device": "cpu",
+                "has_masks": False, "cae": {"cae": "2-step guided paths toward class <b>x"}}
+    text = EvaluationResults([MethodResult("cae", aopc=0.1)], settings, [0, 1], {}).to_markdown()
+    assert "CAE maps (cae): 2-step guided paths toward class &lt;b&gt;x." in text

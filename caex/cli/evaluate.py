@@ -31,7 +31,8 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from caex.evaluation.perturbation import DEFAULT_PATCH, DEFAULT_SHARE
+    from caex.evaluation.perturbation import DEFAULT_SHARE
+    from caex.evaluation.ranking import DEFAULT_PATCH
     from caex.evaluation.runner import DEFAULT_METHODS, known_methods
     from caex.explain.attribution import ExplainerAttributor
     from caex.explain.paths import DEFAULT_STEPS
@@ -89,14 +90,14 @@ def run(args: argparse.Namespace) -> int:
     from caex.evaluation.perturbation import PerturbationMetric
     from caex.evaluation.runner import canonical_method, evaluate, is_cae_method, parse_method_options
     from caex.explain.explainer import check_steps
+    from caex.utils.checks import check_share
     from caex.model import CAE
 
     methods = [canonical_method(name) for name in args.methods.split(",") if name.strip()]
     if not methods:
         raise CaexError("--methods: name at least one method")
     check_steps(args.cae_steps, "--cae-steps ")
-    if not 0 < args.share <= 1:
-        raise CaexError(f"--share {args.share}: must be in (0, 1]")
+    check_share("--share", args.share)
     given = parse_method_options(args.method_option)  # refused before any work
     unused = sorted(set(given) - set(methods))
     if unused:  # a typo in --methods, or an option that would change nothing

@@ -8,13 +8,13 @@ score NaN; :class:`LocalisationMetric` averages over the others.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 
 from caex.errors import EvaluationError
-from caex.evaluation.perturbation import check_finite_maps, pixel_rank
+from caex.evaluation.ranking import DEFAULT_PATCH, check_finite_maps, pixel_order, pixel_rank
+from caex.utils.checks import check_counts, check_share
 from caex.utils.rows import constant_rows
 
 
@@ -22,11 +22,11 @@ def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks.flatten(1).any(dim=1), scores, torch.nan)
 
 
-def pointing_game(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """1 where the most salient pixel (ties ranked as in :func:`~caex.evaluation.perturbation.pixel_rank`: the
-    core of a flat block) lies inside the mask, else 0; a constant map points nowhere (0)."""
+def pointing_game(saliency: torch.Tensor, masks: torch.Tensor, patch: int = DEFAULT_PATCH) -> torch.Tensor:
+    """1 where the most salient pixel (ties ranked by :func:`~caex.evaluation.ranking.pixel_order` with squares
+    of side ``patch``: the core of a flat block) lies inside the mask, else 0; a constant map points nowhere (0)."""
     masks = masks.to(torch.bool)
-    hits = masks.flatten(1).gather(1, pixel_rank(saliency).argmin(dim=1, keepdim=True)).squeeze(1).float()
+    hits = masks.flatten(1).gather(1, pixel_order(saliency, patch)[:, :1]).squeeze(1).float()
     return _nan_where_empty(torch.where(constant_rows(saliency), 0.0, hits), masks)
 
 
@@ -41,27 +41,21 @@ def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return _nan_where_empty(torch.where(total > 0, inside / total.clamp_min(1e-12), 0.0), masks)
 
 
-def topk_iou(saliency: torch.Tensor, masks: torch.Tensor, k: float | None = None) -> torch.Tensor:
-    """IoU of the top-``k`` share of pixels (ranked as in :func:`~caex.evaluation.perturbation.pixel_rank`) with
-    the mask; ``k=None`` uses each mask's own area share. A constant map selects nothing (0), as it points nowhere
-    in :func:`pointing_game`."""
-    check_share(k, "topk_iou: k")
+def topk_iou(saliency: torch.Tensor, masks: torch.Tensor, k: float | None = None,
+             patch: int = DEFAULT_PATCH) -> torch.Tensor:
+    """IoU of the top-``k`` share of pixels (ranked as in :func:`pointing_game`) with the mask; ``k=None`` uses
+    each mask's own area share. A constant map selects nothing (0), as it points nowhere in :func:`pointing_game`."""
+    check_share("topk_iou: k", k, EvaluationError, none_allowed=True)
     flat_mask = masks.to(torch.bool).flatten(1)
     pixels = flat_mask.shape[1]
     if k is None:
         n_top = flat_mask.sum(dim=1)
     else:
         n_top = torch.full((len(flat_mask),), max(1, round(k * pixels)), device=flat_mask.device)
-    top = (pixel_rank(saliency) < n_top[:, None]) & ~constant_rows(saliency)[:, None]
+    top = (pixel_rank(saliency, patch) < n_top[:, None]) & ~constant_rows(saliency)[:, None]
     union = (top | flat_mask).sum(dim=1)
     iou = (top & flat_mask).sum(dim=1) / union.clamp_min(1)
     return _nan_where_empty(iou.float(), masks)
-
-
-def check_share(k: float | None, name: str) -> None:
-    """Refuse a top-k share outside (0, 1]: 0 scored every map 0, and 5 (read as percent) the whole image."""
-    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k <= 1):
-        raise EvaluationError(f"{name}={k!r}: must be in (0, 1] or None")
 
 
 def _nanmean(values: torch.Tensor) -> float:
@@ -74,9 +68,11 @@ class LocalisationMetric:
     """Pointing game, mass in mask and top-k IoU, averaged over images that have a lesion."""
 
     k: float | None = None  # top-k IoU's share of the pixels; None: each mask's own area share
+    patch: int = DEFAULT_PATCH  # side of the squares that rank equal pixels (evaluate gives its deletion patch's)
 
     def __post_init__(self) -> None:
-        check_share(self.k, "LocalisationMetric.k")
+        check_share("LocalisationMetric.k", self.k, EvaluationError, none_allowed=True)
+        check_counts({"patch": self.patch}, 1, EvaluationError, "LocalisationMetric.")
 
     def __call__(self, saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         if saliency.ndim != 3 or masks.shape != saliency.shape:  # else a RuntimeError from deep in the scores
@@ -85,8 +81,8 @@ class LocalisationMetric:
         check_finite_maps(saliency)
         masks = masks.to(saliency.device, torch.bool)
         return {
-            "pointing": _nanmean(pointing_game(saliency, masks)),
+            "pointing": _nanmean(pointing_game(saliency, masks, self.patch)),
             "mass_in_mask": _nanmean(mass_in_mask(saliency, masks)),
-            "iou": _nanmean(topk_iou(saliency, masks, self.k)),
+            "iou": _nanmean(topk_iou(saliency, masks, self.k, self.patch)),
             "n_with_mask": int(masks.flatten(1).any(dim=1).sum()),
         }

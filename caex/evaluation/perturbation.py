@@ -3,10 +3,10 @@
 Pixels are ranked by saliency; walking the ranking, every pixel not yet
 covered becomes the centre of a ``patch x patch`` square (clipped at the
 borders; an even side reaches one pixel further before its centre than after)
-that is replaced by a per-image uniform random fill. Equal saliency is ranked
-by the saliency of the square around each pixel, then in raster order: a flat
-block (a LIME superpixel, an occlusion window) is entered at its core, where
-raster order covered its corner first and scored such methods low. ``X_{i,p}`` is
+that is replaced by a per-image uniform random fill. Pixels rank as in
+:mod:`caex.evaluation.ranking`: a flat block (a LIME superpixel, an occlusion
+window) is entered at its core, where raster order covered its corner first
+and scored such methods low. ``X_{i,p}`` is
 image ``i`` with its first ``p`` squares covered and ``F`` the classifier's
 probability of the ground-truth class:
 
@@ -26,15 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from caex.errors import EvaluationError
-from caex.utils.checks import check_counts, check_number_fields
+from caex.evaluation.ranking import DEFAULT_PATCH, check_finite_maps, patch_extent, pixel_rank
+from caex.utils.checks import check_counts, check_number_fields, check_share
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import torch_generator
 
-#: The paper's patch side.
-DEFAULT_PATCH = 7
 #: Share of the image area that ``N`` patches would cover if none overlapped; the same share makes
 #: 28x28 and 256x256 comparable. Measured on the 64 px synthetic benchmark: at 25% the noise
 #: patches alone drive every method to the same peak degradation (PD 0.737 for all, random map
@@ -59,24 +57,6 @@ def make_fill(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.rand(images.shape, generator=generator, dtype=torch.float32).to(images.device)
 
 
-def patch_saliency(saliency: torch.Tensor, patch: int = DEFAULT_PATCH) -> torch.Tensor:
-    """``[B, H, W]``: the mean saliency of the ``patch x patch`` square centred on each pixel (zeros outside)."""
-    before, after = patch // 2, (patch - 1) // 2
-    padded = F.pad(saliency[:, None].float(), (before, after, before, after))
-    return F.avg_pool2d(padded, patch, stride=1).squeeze(1)
-
-
-def pixel_rank(saliency: torch.Tensor, patch: int = DEFAULT_PATCH) -> torch.Tensor:
-    """Rank ``[B, H*W]`` of every pixel of ``saliency [B, H, W]``: 0 = most salient; equal pixels rank by
-    :func:`patch_saliency`, then in raster order."""
-    check_finite_maps(saliency)
-    flat = saliency.flatten(1)
-    by_square = torch.argsort(patch_saliency(saliency, patch).flatten(1), dim=1, descending=True, stable=True)
-    order = by_square.gather(1, torch.argsort(flat.gather(1, by_square), dim=1, descending=True, stable=True))
-    positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
-    return torch.empty_like(order).scatter_(1, order, positions)
-
-
 def greedy_patches(saliency: torch.Tensor, n_patches: int,
                    patch: int = DEFAULT_PATCH) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy patch centres for saliency maps ``[B, H, W]``.
@@ -92,7 +72,7 @@ def greedy_patches(saliency: torch.Tensor, n_patches: int,
     rank = pixel_rank(saliency, patch)
     rows = torch.arange(pixels, device=device) // width
     cols = torch.arange(pixels, device=device) % width
-    before, after = patch // 2, (patch - 1) // 2  # offsets of the square around its centre
+    before, after = patch_extent(patch)
     never = n_patches + 1
     cover_step = torch.full((batch, pixels), never, dtype=torch.long, device=device)
     centres = torch.full((batch, n_patches), -1, dtype=torch.long, device=device)
@@ -148,14 +128,6 @@ def _checked_probabilities(probs: torch.Tensor, what: str) -> torch.Tensor:
                               f"{float(sums.max()):.3g}); pass a caex Classifier, or wrap a torch module that "
                               "returns logits as caex.classifier.TorchClassifier")
     return probs
-
-
-def check_finite_maps(saliency: torch.Tensor) -> None:
-    """Refuse maps holding NaN or inf: sorting ranks NaN above every pixel, and a mean over them is NaN."""
-    bad = nonfinite_rows(saliency)
-    if bad.any():
-        raise EvaluationError(f"{int(bad.sum())} of {len(saliency)} saliency maps hold NaN or inf values (the "
-                              f"first: map {int(bad.nonzero()[0])}); they rank no pixels")
 
 
 def degradation_curve(probs: torch.Tensor) -> torch.Tensor:
@@ -219,8 +191,7 @@ class PerturbationMetric:
         counts = {"patch": self.patch, "batch_size": self.batch_size}
         check_counts(counts if self.n_patches is None else {**counts, "n_patches": self.n_patches}, 1,
                      EvaluationError, "PerturbationMetric.")
-        if not 0 < self.share <= 1:
-            raise EvaluationError(f"PerturbationMetric.share={self.share}: must be in (0, 1]")
+        check_share("PerturbationMetric.share", self.share, EvaluationError)
 
     def n_patches_for(self, height: int, width: int) -> int:
         """``N`` for images of this size; one-line errors for a patch or a count the images cannot hold."""

@@ -10,6 +10,7 @@ gallery in the layout of its Fig. 6.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import math
 import os
@@ -18,7 +19,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -33,7 +34,9 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
                                       accepted_options, constructor_options, make_attributor)
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
-from caex.utils.plotting import figure_png, literal_text, outline_mask, saliency_blend, text_inches, wrap_label
+from caex.utils.drawing import one_line
+from caex.utils.plotting import (figure_png, literal_text, outline_mask, rgb_array, saliency_blend, text_inches,
+                                 wrap_label)
 from caex.utils.overrides import CONVERTERS, typed_value
 from caex.utils.progress import progress
 from caex.utils.provenance import models_record, run_record
@@ -115,7 +118,8 @@ class EvaluationResults:
         by_description: dict[str, list[str]] = {}
         for name, description in s.get("cae", {}).items():
             by_description.setdefault(description, []).append(name)
-        lines += [f"CAE maps ({', '.join(names)}): {description}." for description, names in by_description.items()]
+        lines += [f"CAE maps ({', '.join(names)}): {markdown_cell(description)}."  # class names are the user's
+                  for description, names in by_description.items()]
         table = _per_class_table(self.methods, s.get("images_per_class", {}))
         notes = []
         if s.get("interrupted"):
@@ -170,7 +174,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         check_compatible(classifier, data)  # shapes and classes; warns when it was trained on another split of data
         method_options = _checked_options(method_options or {})
         metric = metric or PerturbationMetric()
-        localisation = localisation or LocalisationMetric()
+        localisation = localisation or LocalisationMetric(patch=metric.patch)
         # The CAE against the classifier and the data before the test images are classified (seconds to minutes)
         cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
         if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
@@ -298,12 +302,13 @@ def select_images(classifier: Classifier, data: DataBundle, n_images: int, seed:
 
 def _warn_constant_maps(method: str, maps: torch.Tensor) -> None:
     """Say when maps rank no pixel above another: their AOPC then scores the order in which ties are deleted
-    (raster order), and their pointing game misses, whatever the method would have shown."""
+    (:mod:`caex.evaluation.ranking`'s), and their pointing game misses, whatever the method would have shown."""
     constant = int(constant_rows(maps).sum())
     if constant:
         warn(f"{constant} of {len(maps)} {method} maps are constant (e.g. a classifier that ignores those images, "
-             "or a path that never moves): they rank no pixel, so their AOPC measures the order in which tied "
-             "pixels are deleted, not the method")
+             "a path that never moves, or a signed method that found no evidence for the class, as its map is its "
+             "positive part): they rank no pixel, so their AOPC measures the order in which tied pixels are deleted, "
+             "not the method")
 
 
 def _predictions(classifier: Classifier, images: torch.Tensor, verbose: bool) -> torch.Tensor:
@@ -419,28 +424,36 @@ def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch
     return out
 
 
-#: Each shipped method's line in ``curves.png``: colour, marker and dash, so a method looks the same in every run
-#: whatever its place in ``--methods``, and CAE's nearly equal path variants stay apart.
+class LineStyle(NamedTuple):
+    """How a method's curve is drawn: matplotlib's ``color``, ``marker`` and ``linestyle``."""
+
+    color: str
+    marker: str
+    linestyle: str
+
+
+#: Each shipped method's line in ``curves.png``, by its canonical name (:func:`known_methods`): colour, marker and
+#: dash, so a method looks the same in every run whatever its place in ``--methods``, and CAE's nearly equal path
+#: variants stay apart (``cae-guided``, ``cae``'s own path, in ``cae``'s colour).
 METHOD_STYLES = {
-    "cae": ("#1f77b4", "o", "-"), "cae-centroid": ("#17becf", "s", "--"), "cae-nearest": ("#9467bd", "^", ":"),
-    "gradcam": ("#d62728", "v", "-"), "fullgrad": ("#ff7f0e", "D", "--"), "lime": ("#2ca02c", "P", "-."),
-    "occlusion": ("#8c564b", "X", "-"), "integrated_gradients": ("#e377c2", "*", "--"),
-    "random": ("#7f7f7f", "x", ":"),
+    "cae": LineStyle("#1f77b4", "o", "-"), "cae-guided": LineStyle("#1f77b4", "d", "-."),
+    "cae-centroid": LineStyle("#17becf", "s", "--"), "cae-nearest": LineStyle("#9467bd", "^", ":"),
+    "gradcam": LineStyle("#d62728", "v", "-"), "fullgrad": LineStyle("#ff7f0e", "D", "--"),
+    "lime": LineStyle("#2ca02c", "P", "-."), "occlusion": LineStyle("#8c564b", "X", "-"),
+    "integrated_gradients": LineStyle("#e377c2", "*", "--"), "random": LineStyle("#7f7f7f", "x", ":"),
 }
 #: What a registered method's line is drawn from, picked by a stable hash of its name.
 OTHER_STYLES = (("#bcbd22", "#393b79", "#843c39", "#637939", "#7b4173", "#3182bd"), ("h", "p", "d", "<", ">", "8"),
                 ("-", "--", "-.", ":"))
 
 
-def method_style(method: str) -> dict[str, str]:
+def method_style(method: str) -> LineStyle:
     """``method``'s colour, marker and line style in the curves: a shipped method's from :data:`METHOD_STYLES`, a
     registered one's from :data:`OTHER_STYLES` by a hash of its name that is the same in every process."""
     if method in METHOD_STYLES:
-        colour, marker, dash = METHOD_STYLES[method]
-    else:
-        key = zlib.crc32(method.encode())
-        colour, marker, dash = (options[key % len(options)] for options in OTHER_STYLES)
-    return {"color": colour, "marker": marker, "linestyle": dash}
+        return METHOD_STYLES[method]
+    key = zlib.crc32(method.encode())
+    return LineStyle(*(options[key % len(options)] for options in OTHER_STYLES))
 
 
 def _curves_figure(results: EvaluationResults):
@@ -452,7 +465,8 @@ def _curves_figure(results: EvaluationResults):
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     for result in results.methods:
         if result.status == "ok":
-            axes.plot(range(1, len(result.curve) + 1), result.curve, markersize=4, **method_style(result.method),
+            axes.plot(range(1, len(result.curve) + 1), result.curve, markersize=4,
+                      **method_style(result.method)._asdict(),
                       label=f"{method_name(result.method)} (AOPC {result.aopc:.3f})")
     s = results.settings
     axes.set_xlabel(f"patches covered p ({s['patch']}x{s['patch']} px each)")
@@ -477,11 +491,11 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
     labels = [wrap_label(label) for label in row_labels[:rows]]
     figure = Figure(figsize=(1.6 * columns + text_inches(labels, 8), 1.6 * rows + 0.3), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
+    pictures = rgb_array(images[:rows])
+    shown = [pictures, *(saliency_blend(pictures, results.maps[method][:rows].cpu().numpy()) for method in methods)]
     for row in range(rows):
-        picture = images[row][:3].expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).cpu().numpy()
         for column, axes in enumerate(grid[row]):
-            axes.imshow(picture if column == 0 else
-                        saliency_blend(picture, results.maps[methods[column - 1]][row].cpu().numpy()))
+            axes.imshow(shown[column][row])
             if masks is not None and masks[row].any():
                 outline_mask(axes, masks[row].cpu().numpy())
             axes.set_xticks([])
@@ -524,8 +538,8 @@ def with_count(name: str, counts: dict[str, int]) -> str:
 
 def markdown_cell(text: str) -> str:
     """``text`` safe in a Markdown table cell: a ``|`` in a class name split its header into two columns, and
-    HTML in it was rendered."""
-    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    HTML in it, or an entity (``&lt;``), was rendered."""
+    return html.escape(one_line(text), quote=False).replace("|", r"\|")
 
 
 def _is_nan(value: Any) -> bool:
@@ -533,4 +547,7 @@ def _is_nan(value: Any) -> bool:
 
 
 def _format(value: float, spec: str = ".3f") -> str:
-    return "—" if _is_nan(value) else format(value, spec)
+    if _is_nan(value):
+        return "—"
+    text = format(value, spec)
+    return format(0.0, spec) if float(text) == 0 else text  # -0.0001 read "-0.000"

@@ -30,6 +30,15 @@ def check_positive_finite(name: str, value: object, error: type[CaexError] = Cae
         raise error(f"{name}={value!r}: must be a positive finite number")
 
 
+def check_share(name: str, value: object, error: type[CaexError] = CaexError, *, none_allowed: bool = False) -> None:
+    """Raise ``error`` unless ``value`` is a share of a whole in (0, 1] (or ``None`` where that is allowed): 0
+    selected nothing, and 5 or 10, read as a percentage, the whole image."""
+    if none_allowed and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise error(f"{name}={value!r}: must be in (0, 1]" + (" or None" if none_allowed else ""))
+
+
 def is_whole_number(value: object) -> bool:
     """An integer (a NumPy one too, as a sweep over ``np.arange`` gives) that is no ``bool``: ``10.0``, ``"10"``
     and ``True`` pass ``int()`` and then fail deep inside torch, a loop or numpy, after work has begun."""
