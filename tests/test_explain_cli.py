@@ -22,10 +22,11 @@ from caex.cli.main import main
 from caex.data.sources import load_image
 from caex.errors import CaexError
 from caex.explain import Explainer, Explanation
-from caex.explain.render import caption_font, counterfactual_strip, path_animation, strip_title
+from caex.explain.render import STRIP_TITLE_SCALE, counterfactual_strip, path_animation, strip_title
 from caex.model import CAE, CAEConfig
 from caex.utils.provenance import cae_digest, classifier_digest
 from caex.utils.io import LOCK_FILE, folder_lock
+from caex.utils.drawing import scaled_font
 
 SIZE = 16
 NAMES = ["normal", "lesion", "other"]
@@ -345,7 +346,7 @@ def test_a_two_frame_strip_keeps_its_whole_title() -> None:
     title = strip_title("scans/patient_0042_OD_scan.png", "normal", "lesion")
     assert title == "patient_0042_OD_scan.png: normal -> lesion, p(lesion) per frame; x0 = reconstruction"
     strip = counterfactual_strip(torch.rand(2, 1, SIZE, SIZE), torch.tensor([0.2, 0.6]), 1, title=title)
-    assert strip.width >= caption_font(max(10, 96 // 7)).getlength(title)
+    assert strip.width >= scaled_font(96, STRIP_TITLE_SCALE).getlength(title)
 
 
 def test_non_ascii_class_names_are_drawn_not_boxed() -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,9 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from caex.explain.render import (FLIP_COLOUR, _path_frames, counterfactual_strip, overlay_caption, path_animation,
-                                 saliency_overlay, save_explanation, strip_title)
-from caex.utils.plotting import SALIENCY_ALPHA, figure_png, outline_mask, saliency_blend
+from caex.explain.render import (FLIP_BORDER, FLIP_COLOUR, FLIP_INNER_BORDER, FRAME_CAPTION_SCALE, _path_frames,
+                                 counterfactual_strip, overlay_caption, path_animation, saliency_overlay,
+                                 save_explanation, strip_title)
+from caex.training.logging import GRID_PADDING, GRID_TILE, save_image_grid
+from caex.utils.drawing import scaled_font
+from caex.utils.plotting import SALIENCY_ALPHA, figure_png, outline_mask, rgb_array, saliency_blend
 
 LONG = ["no diabetic retinopathy", "mild non-proliferative diabetic retinopathy", "proliferative diabetic retinopathy"]
 
@@ -38,7 +43,16 @@ def row_labels(figure: Figure) -> list[Text]:
     return [axes.yaxis.label for axes in figure.axes if axes.get_ylabel()]
 
 
-# ----------------------------------------------------------------- 1. saliency colours
+@pytest.fixture
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """The matplotlib figures a test renders, in order, kept instead of drawn (each PNG comes out empty): through
+    ``save_figure`` or ``figure_png``, from any module."""
+    figures: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: figures.append(figure))
+    return figures
+
+
+# ----------------------------------------------------------------- saliency colours
 
 
 def test_a_zero_saliency_map_leaves_the_image_as_it_is_and_full_saliency_is_alpha_inferno() -> None:
@@ -90,7 +104,22 @@ def test_the_mask_outline_has_a_dark_halo_on_a_bright_map() -> None:
     assert (pixels.sum(axis=1) < 120).any()  # the halo
 
 
-# ----------------------------------------------------------------- 2, 3. long labels fit
+def test_rgb_array_gives_any_batch_of_images_in_three_channels_in_the_data_range() -> None:
+    grey = torch.linspace(-0.5, 1.5, 2 * 4 * 5).reshape(2, 1, 4, 5)
+    array = rgb_array(grey)
+    assert array.shape == (2, 4, 5, 3) and array.dtype == np.float32
+    assert (array == np.clip(grey.numpy(), 0, 1)[:, 0, :, :, None]).all()
+    colour = torch.rand(3, 4, 5)
+    assert (rgb_array(colour) == colour.permute(1, 2, 0).numpy()).all()
+
+
+def test_a_batch_of_maps_blends_as_each_of_them_does() -> None:
+    images, maps = np.random.default_rng(0).random((2, 3, 4, 5, 3)), np.random.default_rng(1).random((3, 4, 5))
+    assert np.array_equal(saliency_blend(images, maps), np.stack([
+        np.stack([saliency_blend(images[i, j], maps[j]) for j in range(3)]) for i in range(2)]))
+
+
+# ----------------------------------------------------------------- long labels fit
 
 
 def test_long_gallery_row_labels_are_horizontal_and_inside_the_canvas() -> None:
@@ -107,32 +136,28 @@ def test_long_gallery_row_labels_are_horizontal_and_inside_the_canvas() -> None:
     assert not any(a.overlaps(b) for index, a in enumerate(boxes) for b in boxes[index + 1:])
 
 
-def test_long_path_row_titles_are_inside_the_canvas(tmp_path, monkeypatch) -> None:
+def test_long_path_row_titles_are_inside_the_canvas(tmp_path, saved_figures) -> None:
     from caex.manifold import smoothness
 
-    figures = []
-    monkeypatch.setattr(smoothness, "save_figure", lambda path, figure: figures.append(figure) or Path(path))
     titles = [f"{LONG[1]} → {LONG[2]}", f"{LONG[0]} → {LONG[1]}"]
     smoothness.plot_paths(tmp_path / "paths.png", torch.rand(2, 4, 3, 8, 8), torch.rand(2, 4), titles)
-    assert texts_outside_canvas(figures[0]) == []
-    assert [label.get_text().replace("\n", " ") for label in row_labels(figures[0])] == titles
+    assert texts_outside_canvas(saved_figures[0]) == []
+    assert [label.get_text().replace("\n", " ") for label in row_labels(saved_figures[0])] == titles
 
 
-def test_the_data_preview_holds_long_class_names_and_its_title(tiny_synthetic, tmp_path, monkeypatch) -> None:
+def test_the_data_preview_holds_long_class_names_and_its_title(tiny_synthetic, tmp_path, saved_figures) -> None:
     """``caex data show longnames.npz --per-class 1`` cut the names to "retinopathy" and cut the title."""
     import dataclasses
 
     from caex.data import preview
 
-    figures = []
-    monkeypatch.setattr(preview, "save_figure", lambda path, figure, dpi: figures.append(figure) or Path(path))
     bundle = dataclasses.replace(tiny_synthetic, class_names=[*LONG, "d"], spec="/tmp/some/folder/longnames.npz")
     preview.save_preview(bundle, tmp_path / "grid.png", per_class=1)
-    assert texts_outside_canvas(figures[0]) == []
-    assert [label.get_text().replace("\n", " ") for label in row_labels(figures[0])] == [*LONG, "d"]
+    assert texts_outside_canvas(saved_figures[0]) == []
+    assert [label.get_text().replace("\n", " ") for label in row_labels(saved_figures[0])] == [*LONG, "d"]
 
 
-# ------------------------------------------------------- 4, 7. the animation and the overlay say what they show
+# ----------------------------------------------------------------- the animation and the overlay say what they show
 
 
 def test_every_gif_frame_carries_the_strips_title() -> None:
@@ -184,11 +209,26 @@ def test_the_flip_frame_border_shows_on_a_red_image() -> None:
     cell = flip.shape[1] // 2
     right = flip[:, cell:]
     assert (right[0, 0] == FLIP_COLOUR).all()  # red outside, against the white page
-    inner = right[3, 3:cell - 3]  # the ring just outside the image
-    assert (np.abs(inner - [220, 30, 30]).sum(axis=1) > 200).all()
+    for ring in range(FLIP_BORDER - FLIP_INNER_BORDER, FLIP_BORDER):  # the dark inner border, around the image
+        inner = right[ring, ring:cell - ring]
+        assert (np.abs(inner - [220, 30, 30]).sum(axis=1) > 200).all()
 
 
-# ----------------------------------------------------------------- 5. method styles
+def test_the_longest_frame_caption_fits_its_frame() -> None:
+    for side in (96, 160, 192):  # the strip's, the GIF's and the overlay's smallest sizes
+        assert scaled_font(side, FRAME_CAPTION_SCALE).getlength("x14 p=0.63 flip") <= side
+
+
+def test_drawing_loads_neither_matplotlib_nor_the_explain_package() -> None:
+    """The sample grids borrowed the explanation pictures' fonts by importing caex.explain.render lazily."""
+    code = ("import sys, caex.utils.drawing, caex.training.logging\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] == 'matplotlib' "
+            "or name.startswith('caex.explain')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout == "[]\n"
+
+
+# ----------------------------------------------------------------- method styles
 
 
 def test_a_methods_curve_style_is_the_same_in_any_order_and_differs_between_methods() -> None:
@@ -209,53 +249,61 @@ def test_a_methods_curve_style_is_the_same_in_any_order_and_differs_between_meth
     assert len({style[0] for style in styles(names).values()}) == len(names)
 
 
-# ----------------------------------------------------------------- 6. sample grids
+def test_every_known_method_has_a_fixed_style_of_its_own() -> None:
+    """cae-guided, which --methods takes, was drawn in a style hashed from its name, as a registered method's."""
+    from caex.evaluation.runner import METHOD_STYLES, canonical_method, known_methods, method_style
+
+    shipped = ["cae", "cae-guided", "cae-centroid", "cae-nearest", "gradcam", "fullgrad", "lime", "occlusion",
+               "integrated_gradients", "random"]
+    assert set(shipped) <= set(known_methods()) and [canonical_method(name) for name in shipped] == shipped
+    assert {name: method_style(name) for name in shipped} == {name: METHOD_STYLES[name] for name in shipped}
+    assert len({method_style(name) for name in shipped}) == len(shipped)
+    assert method_style("cae-guided").color == method_style("cae").color  # cae's own path
+
+
+# ----------------------------------------------------------------- sample grids
 
 
 def test_sample_grids_are_enlarged_and_their_rows_named(tmp_path) -> None:
-    from caex.training.logging import save_image_grid
-
     rows = [torch.rand(3, 1, 32, 32) for _ in range(3)]
+    pitch = GRID_TILE + GRID_PADDING  # 32 px images shown at 96 px, 2 px apart
     with Image.open(save_image_grid(tmp_path / "plain.png", rows)) as plain:
-        assert plain.size == (3 * 98 + 2, 3 * 98 + 2)  # 32 px tiles shown at 96 px, 2 px apart
+        assert plain.size == (3 * pitch + GRID_PADDING, 3 * pitch + GRID_PADDING)
     with Image.open(save_image_grid(tmp_path / "named.png", rows, ["input", "reconstruction", "→ drüsen"])) as named:
         assert named.height == plain.height and named.width > plain.width
         band = np.asarray(named.convert("L"))[:, :named.width - plain.width]
-        assert all((band[2 + row * 98:(row + 1) * 98] < 100).any() for row in range(3))
+        assert all((band[GRID_PADDING + row * pitch:(row + 1) * pitch] < 100).any() for row in range(3))
 
 
-# ----------------------------------------------------------------- 8. the report's loss curves
+# ----------------------------------------------------------------- the report's loss curves
 
 
-def test_training_curves_count_whole_iterations_with_a_dark_line_when_short(monkeypatch) -> None:
+def test_training_curves_count_whole_iterations_with_a_dark_line_when_short(saved_figures) -> None:
     from caex.report import html
 
-    figures = []
-    monkeypatch.setattr(html, "figure_png", lambda figure, **kwargs: figures.append(figure) or b"")
     html.training_curves_png([{"iter": step, "loss": 1.0 / (step + 1)} for step in range(10)])
-    axes = figures[0].axes[0]
-    figures[0].canvas.draw()
+    axes = saved_figures[0].axes[0]
+    saved_figures[0].canvas.draw()
     assert axes.get_xlabel() == "iteration"
     assert all(tick == int(tick) for tick in axes.get_xticks())
     assert [line.get_color() for line in axes.get_lines()] == ["#2f6f9f"]
 
 
-# ----------------------------------------------------------------- 9. map titles and legends
+# ----------------------------------------------------------------- map titles and legends
 
 
-def test_maps_are_titled_by_projection_names_and_crosses_are_called_class_means(tmp_path, monkeypatch) -> None:
-    from caex.manifold import analysis, maps
+def test_maps_are_titled_by_projection_names_and_crosses_are_called_class_means(tmp_path, monkeypatch,
+                                                                                 saved_figures) -> None:
+    from caex.manifold import analysis
     from caex.manifold.codes import CodesTable
 
-    figures = []
-    monkeypatch.setattr(maps, "save_figure", lambda path, figure: figures.append(figure) or Path(path))
-    monkeypatch.setattr(analysis, "write_maps_html", lambda path, *args: Path(path))
+    monkeypatch.setattr(analysis, "write_maps_html", lambda path, *args: path)
     labels = torch.arange(12) % 2
     table = CodesTable(torch.randn(12, 4), labels, labels, ["train", "test"] * 6, [f"{i}.png" for i in range(12)],
                        ["a", "b"])
     analysis.write_maps(table, np.arange(12), tmp_path, tsne=True, seed=0)
-    titles = [figure._suptitle.get_text() for figure in figures]
+    titles = [figure._suptitle.get_text() for figure in saved_figures]
     assert titles[:2] == ["class codes, PCA", "class codes, t-SNE"]
-    legend = [text.get_text() for text in figures[1].legends[0].get_texts()]
+    legend = [text.get_text() for text in saved_figures[1].legends[0].get_texts()]
     assert legend == ["a", "b", "class mean (map coordinates)"]
 

@@ -10,13 +10,18 @@ import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+import numpy as np
 from PIL import Image
 
 from caex.cli.main import main
 from caex.classifier import build_classifier_network, load_classifier, save_bundle
 from caex.errors import CaexError
+from caex.evaluation.runner import markdown_cell
+from caex.explain.render import FLIP_COLOUR, save_explanation
 from caex.model import CAE, CAEConfig
 from caex.report import build_report, readings
 from caex.report import html as report_html
@@ -635,16 +640,48 @@ def test_explain_outputs_are_captioned_by_their_source_files(tmp_path):
     and "my_scan_01" read "my scan 01"."""
     run = make_run(tmp_path / "run")
     folder = tmp_path / "explained"
-    for stem, source, target, flip in (("001", "/scans/a/001.png", "dme", 3),
-                                       ("001-2", "/scans/b/001.png", "normal", -1),
-                                       ("my_scan_01", "/scans/b/my_scan_01.png", "dme", 0)):
+    for stem, source, caption in (("001", "/scans/a/001.png", "cnv -> dme, flips at step 3"),
+                                  ("001-2", "/scans/b/001.png", "cnv -> normal (never flips)"),
+                                  ("my_scan_01", "/scans/b/my_scan_01.png", "cnv -> dme, flips at step 0"),
+                                  ("older", "/scans/b/older.png", None)):
         _png(folder / f"{stem}_saliency.png")
         _png(folder / f"{stem}_path.png")
-        _write_json(folder / f"{stem}.json", {"source": source, "prediction": {"class": "cnv"},
-                                              "target": {"class": target}, "flip_step": flip})
+        summary = {"source": source, "prediction": {"class": "cnv"}, "target": {"class": "dme"}, "flip_step": 3}
+        _write_json(folder / f"{stem}.json", summary if caption is None else {**summary, "caption": caption})
     _png(folder / "x_saliency.png")  # no summary: captioned by its stem
-    text = build_report(run, explain=folder).read_text(encoding="utf-8")
-    section = text.split('<section id="explanations"')[1].split("</section>")[0]
-    assert re.findall(r"<figcaption>([^<]*)</figcaption>", section) == [  # by file name: "001-2" sorts first
+    assert _figcaptions(build_report(run, explain=folder)) == [  # by file name: "001-2" sorts first
         "b/001.png: cnv -&gt; normal (never flips)", "a/001.png: cnv -&gt; dme, flips at step 3",
-        "b/my_scan_01.png: cnv -&gt; dme, flips at step 0", "x"]
+        "b/my_scan_01.png: cnv -&gt; dme, flips at step 0", "older", "x"]  # an older summary has no caption
+
+
+def _figcaptions(report: Path) -> list[str]:
+    section = report.read_text(encoding="utf-8").split('<section id="explanations"')[1].split("</section>")[0]
+    return re.findall(r"<figcaption>([^<]*)</figcaption>", section)
+
+
+def test_the_report_captions_an_explanation_as_its_overlay_does(tmp_path):
+    """A path to the input's own class that never reached it was "cnv -> cnv" on the overlay but "cnv -> cnv
+    (never flips)" in the report, which judged by the flip step alone; one that stayed there "flips at step 0"."""
+    steps = 4
+    explanation = SimpleNamespace(
+        class_names=["cnv", "dme"], prediction=torch.tensor([0]), target=torch.tensor([0]),
+        flip_step=torch.tensor([-1]), end_step=torch.tensor([steps - 1]), frames=torch.rand(1, steps, 1, 16, 16),
+        target_probs=torch.full((1, steps), 0.4), saliency=torch.rand(1, 16, 16), predicted=torch.tensor([True]),
+        unflipped=torch.tensor([False]), input_probs=torch.tensor([[0.9, 0.1]]), path="guided", path_nodes=None,
+        saliency_method="weighted")
+    folder = tmp_path / "explained"
+    summary = save_explanation(explanation, 0, torch.rand(1, 16, 16), folder, "x", "/data/scan.png", gif=False)
+    caption = "cnv, already the target: no flip"
+    assert (summary["caption"], summary["flipped"]) == (caption, False)  # "flipped" stays flip_step >= 0
+    assert json.loads((folder / "x.json").read_text(encoding="utf-8"))["caption"] == caption
+    assert _figcaptions(build_report(make_run(tmp_path / "run"), explain=folder)) == [f"scan.png: {caption}"]
+    explanation.flip_step = torch.tensor([0])  # the reconstruction is its own class: "flips at step 0" read as a result
+    assert save_explanation(explanation, 0, torch.rand(1, 16, 16), folder, "y", "/data/scan.png", gif=False)[
+        "caption"] == caption
+    strip = np.asarray(Image.open(folder / "y_path.png").convert("RGB"))
+    assert not (strip == FLIP_COLOUR).all(axis=-1).any()  # no frame marked as the flip
+
+
+def test_a_markdown_cell_is_one_line_with_html_and_pipes_escaped():
+    """An & was left as it was, so a class named "&lt;b&gt;" showed as "<b>"; a control character was kept."""
+    assert markdown_cell("a|b\n <i>\x00&lt;b&gt; & c ") == r"a\|b &lt;i&gt; &amp;lt;b&amp;gt; &amp; c"

@@ -8,31 +8,31 @@ so a 28 px digit is still readable.
 
 from __future__ import annotations
 
-import functools
 import io
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from matplotlib import get_data_path
 from PIL import Image, ImageDraw, ImageFont
 
 from caex.data.sources import EXPLAIN_OUTPUTS
-from caex.data.types import is_line_breaking
 from caex.explain.explainer import Explanation
+from caex.utils.drawing import BACKGROUND, MARGIN, TEXT_COLOUR, banded, one_line, scaled_font, wrap_to
 from caex.utils.io import atomic_write_bytes, write_json
-from caex.utils.plotting import SALIENCY_ALPHA, SALIENCY_COLORMAP, saliency_blend
+from caex.utils.plotting import SALIENCY_ALPHA, SALIENCY_COLORMAP, rgb_array, saliency_blend
 
-#: Frame-caption colours: the flip frame stands out, the rest stay neutral.
+#: Frame-caption colours: the flip frame stands out, the rest stay neutral (:data:`TEXT_COLOUR`).
 FLIP_COLOUR = (220, 30, 30)
-TEXT_COLOUR = (20, 20, 20)
-BACKGROUND = (255, 255, 255)
 #: The flip frame's border: red outside (it stands out on the white page) and dark inside, since a red border
 #: alone vanished into red (fundus) images.
 FLIP_BORDER, FLIP_INNER_BORDER = 4, 2
+#: Font sizes as fractions (1 / n) of a frame's side. At 1/8 the longest frame caption, ``x14 p=0.63 flip``,
+#: spans the frame (93 px on a 96 px frame); the strip's title, one line above all the frames, is a size larger
+#: at 1/7; a single frame's title (the overlay's, each GIF frame's) wraps to the frame's width, and at 1/12 a few
+#: words fit a line.
+FRAME_CAPTION_SCALE, STRIP_TITLE_SCALE, FRAME_TITLE_SCALE = 8, 7, 12
 
 
 def to_pil(image: torch.Tensor, min_size: int = 0) -> Image.Image:
@@ -42,21 +42,13 @@ def to_pil(image: torch.Tensor, min_size: int = 0) -> Image.Image:
     return _enlarge(Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), "RGB"), min_size)
 
 
-@functools.lru_cache(maxsize=8)
-def caption_font(size: int) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans, shipped with matplotlib: Pillow's built-in font has ASCII only, so a class named
-    ``drüsen`` or a file named ``Ödem.png`` would be captioned with boxes. Read once per size, not per picture."""
-    return ImageFont.truetype(str(Path(get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
-
-
 def saliency_overlay(image: torch.Tensor, saliency: torch.Tensor, *, caption: str = "",
                      alpha: float = SALIENCY_ALPHA, colormap: str = SALIENCY_COLORMAP,
                      min_size: int = 192) -> Image.Image:
     """The image (in colour where it has colour, as the evaluation's gallery shows it) with the ``[H, W]``
     saliency map blended on top (see :func:`~caex.utils.plotting.saliency_blend`), under a ``caption`` band
     (wrapped to the picture's width) unless it is empty."""
-    base = image.detach().float().clamp(0, 1)[:3].expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
-    blended = saliency_blend(base, saliency.detach().float().cpu().numpy(), alpha=alpha, colormap=colormap)
+    blended = saliency_blend(rgb_array(image), saliency.detach().float().cpu().numpy(), alpha=alpha, colormap=colormap)
     picture = _enlarge(Image.fromarray((blended * 255).round().astype(np.uint8), "RGB"), min_size)
     return _titled([picture], caption, _title_font(min_size), wrap=True)
 
@@ -64,40 +56,23 @@ def saliency_overlay(image: torch.Tensor, saliency: torch.Tensor, *, caption: st
 def _title_font(min_size: int) -> ImageFont.FreeTypeFont:
     """The font of a single picture's title band (the overlay's, each GIF frame's): smaller than the frame
     captions, so a title of a few words fits on one or two lines."""
-    return caption_font(max(10, min_size // 12))
+    return scaled_font(min_size, FRAME_TITLE_SCALE)
 
 
 def _titled(pictures: list[Image.Image], title: str, font: ImageFont.FreeTypeFont, *,
             wrap: bool = False) -> Image.Image:
-    """Equally sized ``pictures`` side by side under a header band holding ``title`` (none when it is empty).
+    """Equally sized ``pictures`` side by side under a band holding ``title`` (none when it is empty).
 
     The canvas widens to the title's longest line, so a short strip does not crop the title, which names the
     classes; with ``wrap`` the title breaks into lines as wide as the pictures instead (a single GIF frame).
     """
     width, height = pictures[0].size
-    title = one_line(title)
-    lines = [line for line in (_wrap_to(title, font, width * len(pictures) - 8) if wrap else [title]) if line]
-    line_height = font.size + 4
-    header = line_height * len(lines) + 4 if lines else 0
-    canvas = Image.new("RGB", (max(width * len(pictures), 8 + math.ceil(max(map(font.getlength, lines), default=0))),
-                               height + header), BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    for number, line in enumerate(lines):
-        draw.text((4, 4 + number * line_height), line, fill=TEXT_COLOUR, font=font)
+    strip = Image.new("RGB", (width * len(pictures), height), BACKGROUND)
     for index, picture in enumerate(pictures):
-        canvas.paste(picture, (index * width, header))
-    return canvas
-
-
-def _wrap_to(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
-    """``text`` broken between words into lines at most ``width`` pixels long (a longer word keeps a line)."""
-    lines: list[str] = []
-    for word in text.split(" "):
-        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
-            lines[-1] += f" {word}"
-        else:
-            lines.append(word)
-    return lines
+        strip.paste(picture, (index * width, 0))
+    title = one_line(title)
+    lines = wrap_to(title, font, strip.width - 2 * MARGIN) if wrap else [title]
+    return banded(strip, [line for line in lines if line], font)
 
 
 def _captioned(frame: Image.Image, caption: str, font: ImageFont.ImageFont, flip: bool) -> Image.Image:
@@ -127,7 +102,7 @@ def _path_frames(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: in
     otherwise collapse to two frames.
     """
     size = max(min_size, frames.shape[-1])
-    font = caption_font(max(10, size // 8))
+    font = scaled_font(size, FRAME_CAPTION_SCALE)
     pictures = []
     for step, (frame, prob) in enumerate(zip(frames, target_probs.tolist())):
         caption = f"x{step} p={prob:.2f}{' flip' if step == flip_step else ''}"
@@ -139,7 +114,7 @@ def counterfactual_strip(frames: torch.Tensor, target_probs: torch.Tensor, flip_
                          title: str = "", min_size: int = 96) -> Image.Image:
     """Frames ``[T, C, H, W]`` side by side, each captioned with its target probability."""
     return _titled(_path_frames(frames, target_probs, flip_step, min_size), title,
-                   caption_font(max(10, min_size // 7)))
+                   scaled_font(min_size, STRIP_TITLE_SCALE))
 
 
 def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *, title: str = "",
@@ -157,12 +132,6 @@ def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: 
     return buffer.getvalue()
 
 
-def one_line(text: str) -> str:
-    """``text`` as a single line: runs of whitespace and control characters (a newline in a class or file name)
-    become one space, since Pillow's text layout fails on them (``raqm_layout() failed``)."""
-    return " ".join("".join(" " if is_line_breaking(char) else char for char in text).split())
-
-
 def strip_title(source: str, prediction: str, target: str, flipped: bool = True) -> str:
     """The strip's title: which move it shows, whether it failed to reach the target, and that frame x0 is the
     reconstruction, not the input (the JSON's ``input_probability`` is the input's, so the two first
@@ -178,6 +147,8 @@ def overlay_caption(prediction: str, target: str, flip_step: int, flipped: bool 
 
 
 def _move(prediction: str, target: str, flipped: bool) -> str:
+    if prediction == target:  # a path toward the input's own class: its "flip" at step 0 would read like a result
+        return f"{prediction}, already the target: no flip"
     return f"{prediction} -> {target}" + ("" if flipped else " (never flips)")
 
 
@@ -207,13 +178,14 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     predicted = bool(explanation.predicted[index])
     prediction_name = names[prediction] if predicted else "no class (outputs not finite)"
     flipped = not explanation.unflipped[index]
-    caption = overlay_caption(prediction_name, names[target], flip, flipped)
+    shown_flip = -1 if predicted and prediction == target else flip  # no flip is marked where none was needed
+    caption = overlay_caption(prediction_name, names[target], shown_flip, flipped)
     save_png(saliency_overlay(image, explanation.saliency[index], caption=caption), out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
     title = title or strip_title(source, prediction_name, names[target], flipped=flipped)
-    save_png(counterfactual_strip(frames, target_probs, flip, title=title), out_dir / files["strip"])
+    save_png(counterfactual_strip(frames, target_probs, shown_flip, title=title), out_dir / files["strip"])
     if gif:
-        atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, flip, title=title))
+        atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, shown_flip, title=title))
     summary = {
         "source": source,
         "prediction": {"class": names[prediction] if predicted else None, "index": prediction if predicted else None,
@@ -222,6 +194,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
                    "input_probability": float(explanation.input_probs[index, target])},
         "flip_step": flip,
         "flipped": flip >= 0,
+        "caption": caption,  # the overlay's, which the report shows beside it
         "end_step": end,
         "path": explanation.path,
         "path_nodes": None if explanation.path_nodes is None else explanation.path_nodes[index],

@@ -29,7 +29,6 @@ from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, with_count
-from caex.explain.render import overlay_caption
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -412,9 +411,9 @@ def training_section(sources: ReportSources) -> Section:
     if curves is None:
         section.missing.append(f"training curves ({_where(sources.cae, 'log.jsonl')} not found or empty)")
     else:
-        section.parts.append(figure_html(curves, "loss terms against iteration (bold: moving average), and the "
-                                                 "class codes' separation where it was measured (code_accuracy, "
-                                                 "code_gap)"))
+        section.parts.append(figure_html(curves, "loss terms against iteration (bold: a moving average, or the raw "
+                                                 "values of a short run), and the class codes' separation where it "
+                                                 "was measured (code_accuracy, code_gap)"))
     run = None if sources.cae is None else _read_json(sources.cae / "summary.json", TRAINING_SCHEMA)
     if run:
         speed = run.get("images_per_second")
@@ -522,22 +521,20 @@ def _is_square(matrix: list[list[Any]], size: int) -> bool:
 MAX_EXAMPLES = 24
 
 
-SUMMARY_SCHEMA = {"source": str, "prediction": {"class": str}, "target": {"class": str}, "flip_step": int}
+SUMMARY_SCHEMA = {"source": str, "caption": str}
 
 
 def _summary_titles(folder: Path, stems: list[str]) -> dict[str, str]:
     """Captions of ``caex explain`` outputs from their ``<stem>.json``: the image by its path below the inputs'
     common folder (the stems ``001``, ``001-2`` did not say which ``001.png`` was which), then the overlay's own
-    caption."""
+    caption, as the summary records it (a summary without one, an older run's, leaves the stem)."""
     summaries = {stem: _read_json(folder / f"{stem}.json", SUMMARY_SCHEMA) or {} for stem in stems}
     complete = {stem: summary for stem, summary in summaries.items() if len(summary) == len(SUMMARY_SCHEMA)}
     try:
         root = os.path.commonpath([os.path.dirname(summary["source"]) for summary in complete.values()])
     except ValueError:  # none, or relative beside absolute paths (hand-made files)
         root = ""
-    return {stem: f"{os.path.relpath(summary['source'], root or None)}: "
-                  + overlay_caption(summary["prediction"]["class"], summary["target"]["class"], summary["flip_step"],
-                                    flipped=summary["flip_step"] >= 0)
+    return {stem: f"{os.path.relpath(summary['source'], root or None)}: {summary['caption']}"
             for stem, summary in complete.items()}
 
 

@@ -596,6 +596,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     if writes:
         write_json(run_dir / TRAIN_CONFIG_FILE, train_config.to_dict())
     exemplars = _first_of_each_class(labels, len(names))[:SAMPLE_CLASSES]
+    exemplar_classes = [names[int(labels[i])] for i in exemplars]
     monitored = _first_of_each_class(labels, len(names), per_class=64)  # code_separation's images
     separation: dict[str, float] = {}
     bar = progress(total=train_config.iters, initial=start, desc="train CAE", unit="it",
@@ -612,7 +613,7 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
     warned_length = train_config.time_limit is not None  # a time limit says how long already
 
     def save_samples() -> None:
-        _save_samples(trainer.result, train_set.images[exemplars], [names[int(labels[i])] for i in exemplars],
+        _save_samples(trainer.result, train_set.images[exemplars], exemplar_classes,
                       run_dir / SAMPLES_FOLDER / f"iter_{done:07d}.png")
 
     def save_last_samples() -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from caex.utils.io import atomic_write_bytes
 
 if TYPE_CHECKING:
+    import torch
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -52,10 +53,18 @@ def literal_text(function: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def rgb_array(images: torch.Tensor) -> np.ndarray:
+    """Data-range images ``[..., C, H, W]`` (C = 1 or 3) as float32 RGB ``[..., H, W, 3]`` in [0, 1], as
+    :func:`saliency_blend` and matplotlib take them: a grey image in three equal channels."""
+    images = images.detach().float().clamp(0, 1)[..., :3, :, :]
+    return images.expand(*images.shape[:-3], 3, *images.shape[-2:]).movedim(-3, -1).cpu().numpy()
+
+
 def saliency_blend(image: np.ndarray, saliency: np.ndarray, *, alpha: float = SALIENCY_ALPHA,
                    colormap: str = SALIENCY_COLORMAP) -> np.ndarray:
-    """``image`` ``[H, W, 3]`` in [0, 1] with the ``[H, W]`` saliency map laid over it in ``colormap``, each pixel
-    ``alpha`` times its saliency opaque: the one overlay of ``caex explain`` and the evaluation's gallery."""
+    """``image`` ``[..., H, W, 3]`` in [0, 1] with the ``[..., H, W]`` saliency map laid over it in ``colormap``,
+    each pixel ``alpha`` times its saliency opaque: the one overlay of ``caex explain`` and the evaluation's gallery
+    (a batch of images and their maps at once)."""
     from matplotlib import colormaps
 
     weight = np.nan_to_num(np.clip(saliency, 0, 1), nan=0.0)  # a NaN map shows the image, not a black hole
