@@ -684,3 +684,32 @@ def test_an_npz_read_at_a_size_is_converted_a_chunk_at_a_time_to_the_same_pixels
     assert chunked.shape == (7, 1 if len(shape) == 3 else 3, 16, 16)
     assert torch.equal(chunked, resize_and_crop(whole, 16))
     assert torch.equal(sources.read_npz(path).train.images, whole)  # as stored, in chunks too
+
+
+def test_class_names_in_either_unicode_form_are_the_same_names():
+    """A classifier's "é" and a Mac folder's e + combining accent were told apart: "names its classes normal, é but
+    data names them normal, é"."""
+    import unicodedata
+
+    from caex.data.types import warn_other_class_names
+
+    composed = ["normal", "é"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_other_class_names("the classifier", composed, "data 'scans'",
+                               [unicodedata.normalize("NFD", name) for name in composed])
+    with pytest.warns(UserWarning, match=r"^the classifier names its classes normal, é but data 'scans' names them "
+                                         r"normal, e: "):
+        warn_other_class_names("the classifier", composed, "data 'scans'", ["normal", "e"])
+
+
+def test_two_class_folders_named_alike_in_two_unicode_forms_are_refused(make_image_folder):
+    """Merged Mac and Linux copies held café twice: one folder's images were read under both labels, the
+    other's never."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "café")
+    root = make_image_folder({"café": 3, decomposed: 3, "tea": 3})
+    with pytest.raises(DataError, match=re.escape(f"{root}: class name 'café' is given twice in class_names (as "
+                                                  r"'cafe\u0301' and 'caf\xe9', two Unicode forms of one name)")):
+        load_dataset(str(root), size=16)

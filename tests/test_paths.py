@@ -83,6 +83,55 @@ def test_symlinked_sub_folders_are_walked_once_and_a_loop_ends(tmp_path: Path) -
     assert image_tree(tmp_path / "cls") == [tmp_path / "cls" / "a.png", tmp_path / "cls" / "linked" / "b.png"]
 
 
+def test_a_hidden_name_of_a_folder_does_not_hide_it(tmp_path: Path) -> None:
+    """A link .cache -> p1 sorted first, claimed the folder, and was then left out as hidden: the class lost p1."""
+    save_image(tmp_path / "cls" / "p1" / "a.png")
+    (tmp_path / "cls" / ".cache").symlink_to(tmp_path / "cls" / "p1", target_is_directory=True)
+    assert image_tree(tmp_path / "cls") == [tmp_path / "cls" / "p1" / "a.png"]
+
+
+def test_a_link_into_another_class_or_split_is_not_followed(tmp_path: Path) -> None:
+    """B/linkA -> A read A's images as B's too, and a test class linking into train leaked training images."""
+    for split in ("train", "test"):
+        for name in ("A", "B"):
+            for index in range(2):
+                save_image(tmp_path / split / name / f"{index}.png")
+    (tmp_path / "train" / "B" / "linkA").symlink_to(tmp_path / "train" / "A", target_is_directory=True)
+    (tmp_path / "test" / "A" / "train_copy").symlink_to(tmp_path / "train" / "A", target_is_directory=True)
+    with pytest.warns(UserWarning) as caught:
+        data = load_dataset(str(tmp_path), size=8)
+    assert data.train.labels.tolist() == [0, 0, 1, 1] and data.test.labels.tolist() == [0, 0, 1, 1]
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path / 'train' / 'B'}: 1 linked sub-folder(s) lead back above it or to another class or split of the "
+        f"data and are not read (first: {tmp_path / 'train' / 'B' / 'linkA'}); their images would be read twice or "
+        "under two labels",
+        f"{tmp_path / 'test' / 'A'}: 1 linked sub-folder(s) lead back above it or to another class or split of the "
+        f"data and are not read (first: {tmp_path / 'test' / 'A' / 'train_copy'}); their images would be read twice "
+        "or under two labels"]
+
+
+def test_a_link_to_a_folder_above_is_not_followed(tmp_path: Path) -> None:
+    """cnv/parent -> .. read every class's images as cnv's too, in train and test, without a word."""
+    save_image(tmp_path / "data" / "normal" / "a.png")
+    save_image(tmp_path / "data" / "cnv" / "b.png")
+    (tmp_path / "data" / "cnv" / "parent").symlink_to(tmp_path / "data", target_is_directory=True)
+    with pytest.warns(UserWarning, match=r"1 linked sub-folder\(s\) lead back above it .* \(first: .*/cnv/parent\)"):
+        assert image_tree(tmp_path / "data" / "cnv") == [tmp_path / "data" / "cnv" / "b.png"]
+
+
+def test_an_output_folder_holding_input_images_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out A beside '*/img0.png' skipped A/img0.png as an output and wrote B/img0.png's explanation beside it."""
+    monkeypatch.chdir(tmp_path)
+    held = save_image(tmp_path / "A" / "img0.png")
+    save_image(tmp_path / "B" / "img0.png")
+    save_image(tmp_path / "A" / "x_saliency.png")  # a figure of an earlier run: no input
+    for pattern in ("*/img0.png", "."):
+        with pytest.raises(CaexError, match=r"^output folder A: holds the input file (/.*/)?A/img0\.png; "):
+            collect_images([pattern], out="A")
+    held.unlink()
+    assert collect_images(["*/img0.png"], out="A") == [Path("B/img0.png")]
+
+
 def test_a_folder_named_like_a_built_in_data_set_is_named_in_a_warning(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -114,6 +163,16 @@ def test_a_folder_walk_names_the_files_of_formats_it_does_not_read(tmp_path: Pat
                                          r"caex reads \.bmp, \.jpeg, \.jpg, \.png, \.tif, \.tiff\); name other image "
                                          rf"files, or a glob of them, to explain them; first: {tmp_path}/a\.webp$"):
         assert collect_images([str(tmp_path)]) == [tmp_path / "c.png"]
+
+
+def test_a_data_folder_walk_names_unread_files_without_explains_advice(tmp_path: Path) -> None:
+    """image_tree, in the data layer, told every caller to "name other image files ... to explain them"."""
+    Image.new("L", (SIZE, SIZE)).save(tmp_path / "a.webp", format="WEBP")
+    save_image(tmp_path / "b.png")
+    with pytest.warns(UserWarning, match=rf"^{tmp_path}: 1 file\(s\) under it are not read \(\.webp; caex reads "
+                                         r"\.bmp, \.jpeg, \.jpg, \.png, \.tif, \.tiff\); first: "
+                                         rf"{tmp_path}/a\.webp$"):
+        assert image_tree(tmp_path) == [tmp_path / "b.png"]
 
 
 def test_one_file_spelled_three_ways_is_explained_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -248,19 +248,40 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _walk(folder: Path, within: Path | None = None, elsewhere: list[Path] | None = None) -> Iterator[Path]:
     """Every entry but folders anywhere under ``folder``, following symlinked sub-folders (a class folder that links
     to scans stored elsewhere), each real folder once: a link back to a folder above cannot loop, and a folder
-    reached by two names is read by the first in sorted order."""
+    reached by two names is read by the first in sorted order. Hidden folders are not entered (a hidden name of a
+    folder would claim it, and be left out). A link to ``folder`` or above it, or to another part of the data set
+    ``within`` (another class, the other split), is not followed but added to ``elsewhere``: its images would be
+    read twice or under two labels."""
     seen: set[tuple[int, int]] = set()
+    home = folder.resolve()
     for top, folders, files in os.walk(folder, followlinks=True):
         info = os.stat(top)
-        folders.sort()  # the first name of a folder reached twice is the one the sorted listing shows
         if (info.st_dev, info.st_ino) in seen:
             folders.clear()
             continue
         seen.add((info.st_dev, info.st_ino))
+        entered = []
+        for name in sorted(folders):  # the first name of a folder reached twice is the one the sorted listing shows
+            link = Path(top, name)
+            if name.startswith("."):
+                continue
+            if link.is_symlink() and _leads_elsewhere(link.resolve(), home, within):
+                if elsewhere is not None:
+                    elsewhere.append(link)
+                continue
+            entered.append(name)
+        folders[:] = entered
         yield from (Path(top, name) for name in files)
+
+
+def _leads_elsewhere(target: Path, home: Path, within: Path | None) -> bool:
+    """Whether a link's ``target`` is the walked folder ``home`` or a folder above it (whose other folders a walk
+    would enter), or lies in the data set ``within`` but outside ``home``."""
+    return home.is_relative_to(target) or (within is not None and target.is_relative_to(within.resolve())
+                                           and not target.is_relative_to(home))
 
 
 @dataclass
@@ -274,12 +295,14 @@ class _FolderTree:
     masks: list[Path] = field(default_factory=list)
     explained: list[Path] = field(default_factory=list)
     unread: list[Path] = field(default_factory=list)
+    linked: list[Path] = field(default_factory=list)  # links back above, or to another class or split
 
     @classmethod
-    def search(cls, folder: Path) -> _FolderTree:
-        """Every file anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient."""
+    def search(cls, folder: Path, within: Path | None = None) -> _FolderTree:
+        """Every file anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient.
+        ``within``: the data set ``folder`` is a class of, whose other folders its links may not lead into."""
         tree, explained = cls(), _ExplainedFolders()
-        for path in sorted(_walk(folder)):
+        for path in sorted(_walk(folder, within, tree.linked)):
             parts = path.relative_to(folder).parts
             if any(part.startswith(".") for part in parts) or not path.is_file():
                 continue
@@ -303,6 +326,10 @@ class _FolderTree:
             count, first = sum(len(files) for files, _, _ in kinds), kinds[0][0][0]
             warn(f"{folder}: {count} file(s) in sub-folders {' or '.join(what for _, what, _ in kinds)} are not "
                  f"read as images (first: {first}); {'; '.join(hint for _, _, hint in kinds)}")
+        if self.linked:
+            warn(f"{folder}: {len(self.linked)} linked sub-folder(s) lead back above it or to another class or split "
+                 f"of the data and are not read (first: {self.linked[0]}); their images would be read twice or under "
+                 "two labels")
 
 
 #: The files caex explain writes per image beside ``<stem>.json`` (``caex.explain.render`` names them from here):
@@ -343,13 +370,13 @@ def without_explanations(files: list[Path], where: str | Path) -> list[Path]:
     return tree.images
 
 
-def image_tree(folder: Path) -> list[Path]:
+def image_tree(folder: Path, advice: str = "") -> list[Path]:
     """The image files anywhere under ``folder``, sorted, leaving out hidden files, mask or label sub-folders and
     folders of caex explain outputs, and files of other formats, as a data folder's class folders are read (named
-    in warnings)."""
+    in warnings; the caller's ``advice`` says how its user has those read)."""
     tree = _FolderTree.search(folder)
     tree.warn_left_out(folder)
-    _warn_unread_files(folder, tree.unread, "under it", "; name other image files, or a glob of them, to explain them")
+    _warn_unread_files(folder, tree.unread, "under it", f"; {advice}" if advice else "")
     return tree.images
 
 
@@ -383,7 +410,7 @@ def _class_folders(root: Path) -> dict[str, Path]:
 
 
 def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool,
-                     size: int | None, *, test: bool = False) -> RawImages:
+                     size: int | None, *, within: Path, test: bool = False) -> RawImages:
     """Every image under ``root/<class>/``, each resized to ``size`` as it is read, so a folder of large scans
     never sits in memory at full resolution. A ``test`` split may lack a class, its folder missing or empty
     alike (the split's loader warns); a training class folder without images is an error."""
@@ -395,7 +422,7 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         folder = folders.get(nfc(name))
         if folder is None:
             continue
-        tree = _FolderTree.search(folder)
+        tree = _FolderTree.search(folder, within)
         tree.warn_left_out(folder)
         unread.extend(tree.unread)
         if not tree.images and test:
@@ -447,10 +474,11 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
         if unknown:
             raise DataError(f"{lowered[split] / unknown[0]}: {split} class not among the train classes")
     skipped: list[Path] = []
-    train = _read_class_tree(train_root, class_names, skipped, skip_bad, size)
+    train = _read_class_tree(train_root, class_names, skipped, skip_bad, size, within=root)
     if "val" in given:  # as in a .npz: no model selection here, so the validation images train too
-        train = train.joined(_read_class_tree(lowered["val"], class_names, skipped, skip_bad, size))
-    test = _read_class_tree(lowered["test"], class_names, skipped, skip_bad, size, test=True) if split_layout else None
+        train = train.joined(_read_class_tree(lowered["val"], class_names, skipped, skip_bad, size, within=root))
+    test = (_read_class_tree(lowered["test"], class_names, skipped, skip_bad, size, within=root, test=True)
+            if split_layout else None)
     _warn_skipped(skipped)
     return RawData(train, test, class_names)
 

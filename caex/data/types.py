@@ -76,11 +76,13 @@ def check_class_names(names: object, where: str, error: type[CaexError] = DataEr
         if bad is not None:
             raise error(f"{where}: class name {_shown(name)} in class_names contains {bad!r}; class names become "
                         "file names and captions, so they may not hold slashes or control characters")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # by composed form: two spellings of one name (a Mac's and Linux's) are one class
     for name in names:
-        if name in seen:
-            raise error(f"{where}: class name {_shown(name)} is given twice in class_names")
-        seen.add(name)
+        if nfc(name) in seen:
+            first = seen[nfc(name)]
+            twice = "" if first == name else f" (as {ascii(first)} and {ascii(name)}, two Unicode forms of one name)"
+            raise error(f"{where}: class name {_shown(name)} is given twice in class_names{twice}")
+        seen[nfc(name)] = name
     return list(names)
 
 
@@ -105,7 +107,7 @@ def warn_other_class_names(first: str, first_names: Sequence[str], second: str, 
     """Warn when two parts of a pipeline name the same number of classes differently (a classifier of digits
     beside a CAE of scans would label every result wrongly); names that are just indices say nothing."""
     defaults = [str(k) for k in range(len(first_names))]
-    if list(first_names) == defaults or list(second_names) == defaults or list(first_names) == list(second_names):
+    if list(first_names) == defaults or list(second_names) == defaults or same_names(first_names, second_names):
         return
     warn(f"{first} names its classes {', '.join(first_names)} but {second} names them "
          f"{', '.join(second_names)}: results are labelled by position; check that they are the same "
@@ -205,6 +207,11 @@ def nfc(name: str) -> str:
     """``name`` in Unicode's composed form (NFC): a name typed as é and a macOS folder name's e + combining accent
     (NFD) look the same and must name the same class."""
     return unicodedata.normalize("NFC", name)
+
+
+def same_names(first: Sequence[str], second: Sequence[str]) -> bool:
+    """Whether two lists name the same classes in the same order, in either Unicode form (:func:`nfc`)."""
+    return [nfc(name) for name in first] == [nfc(name) for name in second]
 
 
 def class_index(value: str | int, class_names: Sequence[str]) -> int | None:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from caex.data.sources import IMAGE_SUFFIXES, ReadNotes, image_tree, load_image, without_explanations
+from caex.data.sources import EXPLAIN_OUTPUTS, IMAGE_SUFFIXES, ReadNotes, image_tree, load_image, without_explanations
 from caex.data.types import is_line_breaking
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError, Explanation
 from caex.explain.render import save_explanation
@@ -209,7 +209,9 @@ class EarlierOutputs:
         self.out = out
         self.sources: dict[str, str | None] = {}  # by summary file, once read
         self.names: dict[str, list[str]] = {}  # by stem, casefolded: what a case-insensitive disk would overwrite
-        for path in out.glob("*.json") if out.is_dir() else ():
+        if not out.is_dir():  # a new output folder: nothing to keep
+            return
+        for path in out.glob("*.json"):
             name = path.name.removesuffix(".json")
             for stem in {name, *(name[:match.start()] for match in re.finditer("_to-", name))}:
                 self.names.setdefault(stem.casefold(), []).append(path.name)
@@ -266,13 +268,23 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
         raise ExplainError(f"output folder {out}: holds the input {kind} {name}; its results would be mixed with the "
                            "images (and explained by a rerun); choose another")
 
+    def refuse_inputs_held(files: list[Path]) -> None:
+        """Refuse an ``out`` holding images that are no caex figures: they were skipped as outputs (unexplained),
+        and an explanation of another file of their name was written beside them."""
+        inputs = [file for file in files if inside(file) and not file.name.endswith(EXPLAIN_FIGURES)]
+        if inputs:
+            refuse("file", inputs[0])
+
     found: dict[Path, Path] = {}  # by absolute path, as explain_files records each source
     for pattern in map(str, patterns):
         path = Path(pattern)
         if path.is_dir():
             if inside(path):
                 refuse("folder", pattern)
-            matches = [p for p in image_tree(path) if not inside(p)]
+            if output is not None and output.is_relative_to(path.resolve()) and output.is_dir():
+                refuse_inputs_held(sorted(p for p in output.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            matches = [p for p in image_tree(path, "name other image files, or a glob of them, to explain them")
+                       if not inside(p)]
             if not matches:
                 raise ExplainError(f"{pattern}: folder contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         elif path.is_file():
@@ -288,6 +300,7 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
             # named there (or nowhere else), not met in a search of a folder that holds --out
             if held and (inside(_glob_folder(pattern)) or len(held) == len(files)):
                 refuse("file", held[0])
+            refuse_inputs_held(held)
             matches = without_explanations([file for file in files if file not in held], pattern)
             if not matches:
                 raise ExplainError(f"{pattern}: no files match this pattern{_bracket_hint(pattern)}")
@@ -296,6 +309,10 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
         for match in matches:
             found.setdefault(Path(os.path.abspath(match)), match)
     return list(found.values())
+
+
+#: The images among caex explain's outputs (the overlay and the strip), which a search of its folder skips.
+EXPLAIN_FIGURES = (EXPLAIN_OUTPUTS["overlay"], EXPLAIN_OUTPUTS["strip"])
 
 
 def _glob_folder(pattern: str) -> Path:
