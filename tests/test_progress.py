@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import errno
 import io
+import re
 import sys
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
+from tqdm import std as tqdm_std
+from tqdm.auto import tqdm
+from tqdm.std import TMonitor
 
-from caex.utils.progress import progress
+from caex.utils.progress import _Lines, progress
 
 
 def _run_bar(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
@@ -37,28 +44,100 @@ def test_tqdm_disable_silences_every_bar(monkeypatch) -> None:
     assert _run_bar(monkeypatch, TQDM_DISABLE="1") == ""
 
 
-@pytest.mark.parametrize("error", [BrokenPipeError(errno.EPIPE, "Broken pipe"), OSError(errno.EIO, "I/O error")])
+class _Unwritable(io.StringIO):
+    """A stderr whose every write fails with ``error``; it counts the attempts."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+        self.attempts = 0
+
+    def write(self, text: str) -> int:
+        self.attempts += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [BrokenPipeError(errno.EPIPE, "Broken pipe"), OSError(errno.EIO, "I/O error"),
+                                   OSError(errno.ENOSPC, "No space left on device")])
 def test_a_log_that_cannot_be_written_ends_the_bar_not_the_loop(monkeypatch, error: OSError) -> None:
     """`2>&1 | head -1`: the reader's leaving (EPIPE) stopped any long command at its next progress line."""
-    attempts = []
-
-    class Gone(io.StringIO):
-        def write(self, text: str) -> int:
-            attempts.append(text)
-            raise error
-
-    monkeypatch.setattr(sys, "stderr", Gone())
+    stderr = _Unwritable(error)
+    monkeypatch.setattr(sys, "stderr", stderr)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")
     assert list(progress(range(5), desc="explain")) == [0, 1, 2, 3, 4]
-    assert len(attempts) == 1  # the bar's first line; then none
+    assert stderr.attempts == 1  # the bar's first line; then none
 
 
-@pytest.mark.parametrize(("env", "interval"), [({}, 30.0), ({"TQDM_MININTERVAL": "45"}, 45.0)])
-def test_a_log_gets_no_line_between_two_intervals(monkeypatch, env: dict[str, str], interval: float) -> None:
+def test_a_log_error_of_another_kind_is_raised_not_hidden() -> None:
+    """The bar ended quietly on any OSError, a bug (a closed descriptor) as much as a reader that left. (Written to
+    directly: raised inside tqdm, the error would leave tqdm's lock held, and the next test's bars waiting on it.)"""
+    lines = _Lines(_Unwritable(OSError(errno.EBADF, "Bad file descriptor")))
+    with pytest.raises(OSError, match=r"^\[Errno 9\] Bad file descriptor$"):
+        lines.write("\rexplain:  40%")
+
+
+class _Clock:
+    """tqdm's clock, and the event its monitor thread sleeps on for 10 s between two checks of the bars: both moved
+    on by the test, so that a minute of a bar's life takes no time."""
+
+    def __init__(self) -> None:
+        self.now = time.time()  # never behind: a monitor of another test's bars must find this bar drawn just now
+        self._stopped = False
+        self._first_sleep = True
+        self._woken = threading.Semaphore(0)
+        self._asleep = threading.Semaphore(0)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def check_bars(self) -> None:
+        """Let the monitor check the bars, as it does every 10 s, and wait until it has."""
+        self._woken.release()
+        assert self._asleep.acquire(timeout=60), "tqdm's monitor thread did not check the bars"
+
+    # the monitor's side: its threading.Event
+    def wait(self, timeout: float) -> None:
+        if not self._first_sleep:
+            self._asleep.release()
+        self._first_sleep = False
+        self._woken.acquire()
+
+    def is_set(self) -> bool:
+        return self._stopped
+
+    def set(self) -> None:
+        self._stopped = True
+        self._woken.release()
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Iterator[_Clock]:
+    """The clock of every bar and of a monitor thread started for the test's first bar."""
+    clock = _Clock()
+    monkeypatch.setattr(tqdm_std, "time", clock)
+    monkeypatch.setitem(TMonitor._test, "time", clock)
+    monkeypatch.setitem(TMonitor._test, "Event", lambda: clock)
+    monkeypatch.setattr(tqdm, "monitor_interval", 10)  # tqdm's default, whatever earlier tests did to it
+    monkeypatch.setattr(tqdm, "monitor", None)
+    yield clock
+    if tqdm.monitor is not None:
+        tqdm.monitor.exit()
+
+
+@pytest.mark.parametrize(("env", "printed"), [({}, [0, 30, 60, 90, 100]),
+                                              ({"TQDM_MININTERVAL": "45"}, [0, 45, 90, 100])])
+def test_a_log_gets_no_line_between_two_intervals(monkeypatch, clock: _Clock, env: dict[str, str],
+                                                  printed: list[int]) -> None:
     """tqdm's monitor thread redrew a bar not drawn for maxinterval (10 s), so a log had lines every 10 s, half of
     them stale, where one every 30 s was asked for."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(sys, "stderr", io.StringIO())
-    with progress(total=3, desc="train CAE") as bar:
-        assert (bar.mininterval, bar.maxinterval) == (interval, interval)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    with progress(total=100, desc="train CAE") as bar:  # one step a second
+        for second in range(1, 101):
+            clock.now += 1
+            bar.update(1)
+            if second % 10 == 0:
+                clock.check_bars()
+    assert [int(re.search(r" (\d+)/100 ", line)[1]) for line in log.getvalue().splitlines()] == printed

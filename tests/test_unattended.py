@@ -1,5 +1,5 @@
-"""The CLI run unattended: stderr piped into a reader that leaves, SIGTERM at any moment, logs read later and
-ASCII-only streams."""
+"""The CLI run unattended: stderr piped into a reader that leaves or written to a full disk, SIGTERM at any moment,
+logs read later and ASCII-only streams."""
 
 from __future__ import annotations
 
@@ -15,16 +15,23 @@ import pytest
 from caex.cli.main import main
 
 
-def _pipe_without_reader() -> int:
-    """The write end of a pipe whose reader left, as ``| head -1`` leaves it."""
-    read, write = os.pipe()
-    os.close(read)
-    return write
+def _unwritable(where: str) -> int:
+    """A file descriptor that takes no more writes: the write end of a pipe whose reader left, as ``| head -1`` leaves
+    it, or /dev/full, a full disk (the test is skipped without one)."""
+    if where == "closed pipe":
+        read, write = os.pipe()
+        os.close(read)
+        return write
+    if not Path(where).exists():
+        pytest.skip(f"no {where} here")
+    return os.open(where, os.O_WRONLY)
 
 
-def test_a_reader_of_stderr_that_left_loses_the_messages_not_the_work(monkeypatch) -> None:
+@pytest.mark.parametrize("stderr", ["closed pipe", "/dev/full"])
+def test_a_stderr_that_is_gone_loses_the_messages_not_the_work(monkeypatch, stderr: str) -> None:
     """`caex train ... 2>&1 >out | head -1` stopped training at its second progress line, exit 1 and no word:
-    the progress bar let EPIPE through, and the CLI took it for stdout's reader leaving."""
+    the progress bar let EPIPE through, and the CLI took it for stdout's reader leaving. A log on a full disk
+    stopped the command at its next message."""
     import caex.cli.data
     from caex.utils.progress import progress
 
@@ -39,8 +46,8 @@ def test_a_reader_of_stderr_that_left_loses_the_messages_not_the_work(monkeypatc
         return 0
 
     monkeypatch.setattr(caex.cli.data, "run_show", work)
-    with open(_pipe_without_reader(), "w", buffering=1) as stderr:  # line-buffered, as sys.stderr
-        monkeypatch.setattr(sys, "stderr", stderr)
+    with open(_unwritable(stderr), "w", buffering=1) as stream:  # line-buffered, as sys.stderr
+        monkeypatch.setattr(sys, "stderr", stream)
         assert main(["data", "show", "synthetic", "--out", "unused.png"]) == 0
     assert done == [0, 1, 2, 3, 4]
 
@@ -71,15 +78,27 @@ def test_a_sigterm_that_python_ignored_in_a_destructor_still_stops_the_command(m
 ])
 def test_version_to_a_stdout_that_cannot_take_it_is_no_traceback(stdout: str, status: int, message: str) -> None:
     """The fast --version path ran before the CLI handles output errors: both printed a traceback."""
-    if stdout == "/dev/full" and not Path(stdout).exists():
-        pytest.skip("no /dev/full here")
-    fd = _pipe_without_reader() if stdout == "closed pipe" else os.open(stdout, os.O_WRONLY)
+    fd = _unwritable(stdout)
     try:
         done = subprocess.run([sys.executable, "-m", "caex", "--version"], stdout=fd, stderr=subprocess.PIPE,
                               text=True, timeout=120)
     finally:
         os.close(fd)
     assert (done.returncode, done.stderr) == (status, message)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stderr", ["closed pipe", "/dev/full"])
+def test_an_error_line_that_stderr_cannot_take_leaves_the_commands_exit_status(stderr: str, tmp_path: Path) -> None:
+    """A full disk failed the closing error line too, for a traceback that went nowhere and status 1: lost there as
+    to a reader that left, the line leaves the error's status, 2."""
+    fd = _unwritable(stderr)
+    try:
+        done = subprocess.run([sys.executable, "-m", "caex", "data", "show", "no/such/folder", "--out", "g.png"],
+                              stdout=subprocess.PIPE, stderr=fd, text=True, timeout=120, cwd=tmp_path)
+    finally:
+        os.close(fd)
+    assert (done.returncode, done.stdout) == (2, "")
 
 
 class _Terminal(io.StringIO):
@@ -98,31 +117,6 @@ def test_the_training_stop_notice_ends_a_terminals_bar_but_leaves_no_blank_line_
     assert sys.stderr.getvalue() == before + "SIGTERM: stopping within a few iterations, checkpoint first\n"
 
 
-def _results(interrupted: bool, has_masks: bool):
-    from caex.evaluation.runner import EvaluationResults, MethodResult
-
-    per_class = {"a": 0.1, "b": 0.2}
-    return EvaluationResults(
-        methods=[MethodResult(name, aopc=0.1, curve=[0.1], aopc_per_class=per_class) for name in ("cae", "random")],
-        settings={"patch": 7, "n_images": 4, "data": "synthetic", "seed": 0, "classifier": "c", "n_patches": 2,
-                  "covered_share_max": 0.5, "image_size": 8, "fill": "uniform", "batch_size": 2, "device": "cpu",
-                  "has_masks": has_masks, "interrupted": interrupted, "images_per_class": {"a": 2, "b": 2}},
-        image_indices=[0, 1, 2, 3], maps={})
-
-
-@pytest.mark.parametrize(("interrupted", "has_masks", "after_table"), [
-    (True, False, ["", "Interrupted: only the methods in the table ran.",
-                   "Localisation: the data has no ground-truth masks (—)."]),
-    (False, True, []),  # nothing follows: no blank line either
-])
-def test_the_notes_after_the_per_class_table_are_no_rows_of_it(interrupted: bool, has_masks: bool,
-                                                               after_table: list[str]) -> None:
-    """They followed the table's last row directly, so Markdown rendered them as more rows."""
-    lines = _results(interrupted, has_masks).to_markdown().splitlines()
-    assert lines[-len(after_table) - 1] == "| random | 0.100 | 0.200 |"
-    assert lines[len(lines) - len(after_table):] == after_table
-
-
 def test_ascii_only_stdout_and_stderr_replace_the_same_characters_alike(monkeypatch) -> None:
     """Under PYTHONIOENCODING=ascii stdout showed '?' but stderr (backslashreplace, its default) '\\u2026'."""
     from caex.cli.main import _replace_unencodable
@@ -136,3 +130,14 @@ def test_ascii_only_stdout_and_stderr_replace_the_same_characters_alike(monkeypa
         stream.write("50 \u2026 \u2191\n")
         stream.flush()
     assert [stream.buffer.getvalue() for stream in streams.values()] == [b"50 ? ?\n", b"50 ? ?\n"]
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_command_started_without_stdout_or_stderr_does_its_work(tmp_path, monkeypatch, stream: str) -> None:
+    """`caex explain ... >&-` wrote its files, then ended in "unexpected error: AttributeError: 'NoneType' object
+    has no attribute 'flush'" with exit 1."""
+    monkeypatch.setattr(sys, stream, None)  # what Python gives a process started with that stream closed
+    out = tmp_path / "grid.png"
+    assert main(["data", "show", "synthetic:classes=2,per_class=4", "--size", "32", "--out", str(out)]) == 0
+    assert out.is_file()
+    getattr(sys, stream).close()  # the devnull file caex opened in its place

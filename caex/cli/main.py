@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
-import errno
 import importlib
 import os
 import select
@@ -24,10 +23,11 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 from caex import __version__
 from caex.errors import CaexError, Interrupted, OtherRankFailed, Terminated
+from caex.streams import BestEffortStream
 
 VERSION = f"caex {__version__}"
 
@@ -117,10 +117,20 @@ def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _open_closed_streams()
     _replace_unencodable()
     # from the first moment: SIGTERM while torch imported ended it without a word
-    with _sigterm_as_interrupt() as terminated, _stderr_best_effort():
-        return _run(argv, terminated)
+    with _sigterm_as_interrupt() as sigterm_received, _stderr_best_effort():
+        return _run(argv, sigterm_received)
+
+
+def _open_closed_streams() -> None:
+    """A command started with ``>&-`` or ``2>&-`` has no stdout or stderr (Python sets them to None): what it would
+    write there is lost, as to a reader that left, where it ended in "unexpected error: AttributeError" after the
+    work was done."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - lives as long as the process
 
 
 def _replace_unencodable() -> None:
@@ -178,46 +188,20 @@ def _to_devnull(stream: TextIO) -> None:
             os.close(devnull)
 
 
-class _BestEffort:
-    """stderr, whose reader may leave (``2>&1 | head -1``) or hang up while the command works: its progress and
-    messages are then lost, but the work goes on (the first lost write stopped training or explaining without a
-    word) and the command ends with its own exit status."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        with self._reader_gone():
-            return self.stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        with self._reader_gone():
-            self.stream.flush()
-
-    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
-        return getattr(self.stream, name)
-
-    @contextlib.contextmanager
-    def _reader_gone(self) -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:
-            if exc.errno not in (errno.EPIPE, errno.EIO):
-                raise
-            _to_devnull(self.stream)
-
-
 @contextlib.contextmanager
 def _stderr_best_effort() -> Iterator[None]:
-    """While a command runs, stderr is a :class:`_BestEffort`: its ``print(..., file=sys.stderr)`` lines,
-    warnings and progress bars alike."""
+    """While a command runs, stderr is a :class:`BestEffortStream`: its ``print(..., file=sys.stderr)`` lines,
+    warnings and progress bars alike. Once gone, it is pointed at devnull as the command ends, so that what a failed
+    write left in its buffer (a line without its end) is dropped, not flushed at exit into another error that turns
+    the exit status into 1."""
     stderr = sys.stderr
-    sys.stderr = _BestEffort(stderr)
+    sys.stderr = best_effort = BestEffortStream(stderr)
     try:
         yield
     finally:
         sys.stderr = stderr
+        if best_effort.gone:
+            _to_devnull(stderr)
 
 
 def _asks_for_version(argv: Sequence[str]) -> bool:
@@ -227,7 +211,7 @@ def _asks_for_version(argv: Sequence[str]) -> bool:
     return first == "--version"
 
 
-def _run(argv: Sequence[str] | None, terminated: Callable[[], bool]) -> int:
+def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> int:
     if _asks_for_version(sys.argv[1:] if argv is None else argv):
         try:
             print(VERSION, flush=True)
@@ -302,7 +286,7 @@ def _run(argv: Sequence[str] | None, terminated: Callable[[], bool]) -> int:
         return 1
     finally:
         warnings.formatwarning = default_format  # one-line warnings for the command only, not its callers
-    if terminated():  # its Terminated was raised where Python ignores exceptions, and the command went on
+    if sigterm_received():  # its Terminated was raised where Python ignores exceptions, and the command went on
         return _stopped(args, terminated=True)
     return int(result or 0)
 
@@ -315,11 +299,11 @@ def _stopped(args: argparse.Namespace, terminated: bool) -> int:
     return 143 if terminated else 130
 
 
-def _output_failed(prog: str, exc: OSError, stream: str = "a pipe") -> int:
-    """A write to ``stream`` failed: quietly where stdout's reader left (``| head``), else one line."""
+def _output_failed(prog: str, exc: OSError, where: str = "a pipe") -> int:
+    """A write to ``where`` failed: quietly where stdout's reader left (``| head``), else one line."""
     if isinstance(exc, BrokenPipeError) and _stdout_closed():
         return _quiet_broken_pipe()
-    _last_line(f"{prog}: error: {exc.filename or stream}: {exc.strerror or exc}")
+    _last_line(f"{prog}: error: {exc.filename or where}: {exc.strerror or exc}")
     return 2
 
 

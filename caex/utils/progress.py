@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 from tqdm.auto import tqdm
+
+from caex.streams import BestEffortStream
 
 #: Seconds between two progress lines when stderr is a file or a pipe (a batch job's log), unless
 #: ``TQDM_MININTERVAL`` says otherwise: a bar redrawn ten times a second grew such a log by megabytes an hour.
@@ -40,28 +42,21 @@ def _in_notebook() -> bool:
 
 
 class _Lines:
-    """A stream that receives tqdm's redraws (``\\r`` + the bar) and writes each as a line of its own, as long as
-    it can: a log's reader that left (``2>&1 | head``, EPIPE) or a terminal that hung up (EIO) ends the bar, not
-    the work (tqdm lets every error but EIO through)."""
+    """A stream that receives tqdm's redraws (``\\r`` + the bar) and writes each as a line of its own while the
+    stream takes them: one that is gone (:class:`~caex.streams.BestEffortStream`) ends the bar, not the work (tqdm
+    lets every error but EIO through)."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream: TextIO | None = stream
+        # the CLI's stderr is one already: a second would never see an error
+        self.stream = stream if isinstance(stream, BestEffortStream) else BestEffortStream(stream)
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
         if line:
-            self._attempt(lambda stream: stream.write(line + "\n"))
+            self.stream.write(line + "\n")
 
     def flush(self) -> None:
-        self._attempt(lambda stream: stream.flush())
-
-    def _attempt(self, action: Callable[[TextIO], object]) -> None:
-        if self.stream is None:
-            return
-        try:
-            action(self.stream)
-        except OSError:
-            self.stream = None  # no more lines from this bar
+        self.stream.flush()
 
 
 def close_bars() -> None:
