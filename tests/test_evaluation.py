@@ -1092,6 +1092,10 @@ def test_evaluate_ranks_localisation_ties_with_its_metrics_patch(monkeypatch):
     evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, batch_size=4,
              metric=PerturbationMetric(patch=3))
     assert made == [{"patch": 3}]
+    with pytest.raises(EvaluationError, match=r"^localisation\.patch=7 differs from metric\.patch=3; give "
+                                              r"LocalisationMetric\(patch=3, \.\.\.\)$"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4,
+                 metric=PerturbationMetric(patch=3), localisation=LocalisationMetric(k=0.1))
 
 
 def test_results_md_prints_no_negative_zero_and_escapes_the_cae_description():
@@ -1104,3 +1108,28 @@ def test_results_md_prints_no_negative_zero_and_escapes_the_cae_description():
                 "has_masks": False, "cae": {"cae": "2-step guided paths toward class <b>x"}}
     text = EvaluationResults([MethodResult("cae", aopc=0.1)], settings, [0, 1], {}).to_markdown()
     assert "CAE maps (cae): 2-step guided paths toward class &lt;b&gt;x." in text
+
+
+def _results_with_notes(interrupted: bool, has_masks: bool):
+    from caex.evaluation.runner import EvaluationResults
+
+    per_class = {"a": 0.1, "b": 0.2}
+    return EvaluationResults(
+        methods=[MethodResult(name, aopc=0.1, curve=[0.1], aopc_per_class=per_class) for name in ("cae", "random")],
+        settings={"patch": 7, "n_images": 4, "data": "synthetic", "seed": 0, "classifier": "c", "n_patches": 2,
+                  "covered_share_max": 0.5, "image_size": 8, "fill": "uniform", "batch_size": 2, "device": "cpu",
+                  "has_masks": has_masks, "interrupted": interrupted, "images_per_class": {"a": 2, "b": 2}},
+        image_indices=[0, 1, 2, 3], maps={})
+
+
+@pytest.mark.parametrize(("interrupted", "has_masks", "after_table"), [
+    (True, False, ["", "Interrupted: only the methods in the table ran.",
+                   "Localisation: the data has no ground-truth masks (—)."]),
+    (False, True, []),  # nothing follows: no blank line either
+])
+def test_the_notes_after_the_per_class_table_are_no_rows_of_it(interrupted: bool, has_masks: bool,
+                                                               after_table: list[str]) -> None:
+    """They followed the table's last row directly, so Markdown rendered them as more rows."""
+    lines = _results_with_notes(interrupted, has_masks).to_markdown().splitlines()
+    assert lines[-len(after_table) - 1] == "| random | 0.100 | 0.200 |"
+    assert lines[len(lines) - len(after_table):] == after_table

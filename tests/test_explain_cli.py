@@ -22,7 +22,8 @@ from caex.cli.main import main
 from caex.data.sources import load_image
 from caex.errors import CaexError
 from caex.explain import Explainer, Explanation
-from caex.explain.render import STRIP_TITLE_SCALE, counterfactual_strip, path_animation, strip_title
+from caex.explain.captions import strip_title
+from caex.explain.render import STRIP_TITLE_SCALE, counterfactual_strip, path_animation
 from caex.model import CAE, CAEConfig
 from caex.utils.provenance import cae_digest, classifier_digest
 from caex.utils.io import LOCK_FILE, folder_lock

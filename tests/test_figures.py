@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
+from caex.explain.captions import overlay_caption, strip_title
 from caex.explain.render import (FLIP_BORDER, FLIP_COLOUR, FLIP_INNER_BORDER, FRAME_CAPTION_SCALE, _path_frames,
-                                 counterfactual_strip, overlay_caption, path_animation, saliency_overlay,
-                                 save_explanation, strip_title)
+                                 counterfactual_strip, path_animation, saliency_overlay, save_explanation)
 from caex.training.logging import GRID_PADDING, GRID_TILE, save_image_grid
 from caex.utils.drawing import scaled_font
 from caex.utils.plotting import SALIENCY_ALPHA, figure_png, outline_mask, rgb_array, saliency_blend

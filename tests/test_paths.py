@@ -17,7 +17,7 @@ from caex.classifier import build_classifier_network, load_classifier, save_bund
 from caex.cli.common import user_path
 from caex.cli.main import build_parser
 from caex.data import load_dataset
-from caex.data.sources import image_tree
+from caex.data.sources import image_tree, read_folder
 from caex.data.types import class_index
 from caex.errors import CaexError
 from caex.explain import Explainer, explain_files
@@ -102,10 +102,10 @@ def test_a_link_into_another_class_or_split_is_not_followed(tmp_path: Path) -> N
         data = load_dataset(str(tmp_path), size=8)
     assert data.train.labels.tolist() == [0, 0, 1, 1] and data.test.labels.tolist() == [0, 0, 1, 1]
     assert [str(w.message) for w in caught] == [
-        f"{tmp_path / 'train' / 'B'}: 1 linked sub-folder(s) lead back above it or to another class or split of the "
+        f"{tmp_path / 'train' / 'B'}: 1 linked sub-folder(s) lead back above it or into another class or split of the "
         f"data and are not read (first: {tmp_path / 'train' / 'B' / 'linkA'}); their images would be read twice or "
         "under two labels",
-        f"{tmp_path / 'test' / 'A'}: 1 linked sub-folder(s) lead back above it or to another class or split of the "
+        f"{tmp_path / 'test' / 'A'}: 1 linked sub-folder(s) lead back above it or into another class or split of the "
         f"data and are not read (first: {tmp_path / 'test' / 'A' / 'train_copy'}); their images would be read twice "
         "or under two labels"]
 
@@ -115,7 +115,8 @@ def test_a_link_to_a_folder_above_is_not_followed(tmp_path: Path) -> None:
     save_image(tmp_path / "data" / "normal" / "a.png")
     save_image(tmp_path / "data" / "cnv" / "b.png")
     (tmp_path / "data" / "cnv" / "parent").symlink_to(tmp_path / "data", target_is_directory=True)
-    with pytest.warns(UserWarning, match=r"1 linked sub-folder\(s\) lead back above it .* \(first: .*/cnv/parent\)"):
+    with pytest.warns(UserWarning, match=r"^.*/cnv: 1 linked sub-folder\(s\) lead back to it or above it and are not "
+                                         r"read \(first: .*/cnv/parent\); their images would be read twice$"):
         assert image_tree(tmp_path / "data" / "cnv") == [tmp_path / "data" / "cnv" / "b.png"]
 
 
@@ -130,6 +131,36 @@ def test_an_output_folder_holding_input_images_is_refused(tmp_path: Path, monkey
             collect_images([pattern], out="A")
     held.unlink()
     assert collect_images(["*/img0.png"], out="A") == [Path("B/img0.png")]
+    for name in ("x.json", "x_saliency.npy", "x_path.gif"):  # the rest of an earlier run's outputs: no inputs
+        (tmp_path / "A" / name).write_bytes(b"")
+    assert collect_images(["**/*"], out="A") == [Path("B/img0.png")]
+
+
+def test_links_are_judged_by_the_class_folders_they_lead_into(tmp_path: Path) -> None:
+    """Linked class folders (a -> store/a) whose sub-folder linked to another (store/a/dup -> store/b) read b's
+    images as a's too; a link to a store inside the data root that is no class (.pool) was refused."""
+    for name, count in (("a", 2), ("b", 3), (".pool/extra", 1)):
+        for index in range(count):
+            save_image(tmp_path / "store" / name / f"{index}.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b"):
+        (data / name).symlink_to(tmp_path / "store" / name, target_is_directory=True)
+    (tmp_path / "store" / "a" / "dup").symlink_to(tmp_path / "store" / "b", target_is_directory=True)
+    (tmp_path / "store" / "b" / "extra").symlink_to(tmp_path / "store" / ".pool" / "extra", target_is_directory=True)
+    with pytest.warns(UserWarning, match=r"^.*/data/a: 1 linked sub-folder\(s\) lead back above it or into another "
+                                         r"class or split of the data and are not read"):
+        raw = read_folder(data, size=8)
+    assert raw.train.labels.tolist() == [0, 0, 1, 1, 1, 1]  # b's own 3 and its linked extra; a's 2, not b's
+
+
+def test_a_test_class_folder_named_twice_in_two_unicode_forms_is_refused(tmp_path: Path) -> None:
+    """test/ held é in NFC and in NFD: one of the two folders was silently left out."""
+    for split, names in (("train", ["é", "x"]), ("test", ["é", unicodedata.normalize("NFD", "é"), "x"])):
+        for name in names:
+            save_image(tmp_path / split / name / "0.png")
+    with pytest.raises(CaexError, match=r"/test: class name 'é' is given twice in class_names \(as "):
+        read_folder(tmp_path, size=8)
 
 
 def test_a_folder_named_like_a_built_in_data_set_is_named_in_a_warning(tmp_path: Path,

@@ -651,7 +651,9 @@ def test_explain_outputs_are_captioned_by_their_source_files(tmp_path):
     _png(folder / "x_saliency.png")  # no summary: captioned by its stem
     assert _figcaptions(build_report(run, explain=folder)) == [  # by file name: "001-2" sorts first
         "b/001.png: cnv -&gt; normal (never flips)", "a/001.png: cnv -&gt; dme, flips at step 3",
-        "b/my_scan_01.png: cnv -&gt; dme, flips at step 0", "older", "x"]  # an older summary has no caption
+        "b/my_scan_01.png: cnv -&gt; dme, flips at step 0",
+        "b/older.png: cnv -&gt; dme, flips at step 3",  # a summary saved before they held captions: rebuilt
+        "x"]
 
 
 def _figcaptions(report: Path) -> list[str]:
@@ -676,8 +678,8 @@ def test_the_report_captions_an_explanation_as_its_overlay_does(tmp_path):
     assert json.loads((folder / "x.json").read_text(encoding="utf-8"))["caption"] == caption
     assert _figcaptions(build_report(make_run(tmp_path / "run"), explain=folder)) == [f"scan.png: {caption}"]
     explanation.flip_step = torch.tensor([0])  # the reconstruction is its own class: "flips at step 0" read as a result
-    assert save_explanation(explanation, 0, torch.rand(1, 16, 16), folder, "y", "/data/scan.png", gif=False)[
-        "caption"] == caption
+    summary = save_explanation(explanation, 0, torch.rand(1, 16, 16), folder, "y", "/data/scan.png", gif=False)
+    assert (summary["caption"], summary["flip_step"], summary["flipped"]) == (caption, 0, False)
     strip = np.asarray(Image.open(folder / "y_path.png").convert("RGB"))
     assert not (strip == FLIP_COLOUR).all(axis=-1).any()  # no frame marked as the flip
 

@@ -13,7 +13,7 @@ import functools
 import math
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,15 +248,15 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _walk(folder: Path, within: Path | None = None, elsewhere: list[Path] | None = None) -> Iterator[Path]:
+def _walk(folder: Path, classes: Sequence[Path] = (), elsewhere: list[Path] | None = None) -> Iterator[Path]:
     """Every entry but folders anywhere under ``folder``, following symlinked sub-folders (a class folder that links
-    to scans stored elsewhere), each real folder once: a link back to a folder above cannot loop, and a folder
-    reached by two names is read by the first in sorted order. Hidden folders are not entered (a hidden name of a
-    folder would claim it, and be left out). A link to ``folder`` or above it, or to another part of the data set
-    ``within`` (another class, the other split), is not followed but added to ``elsewhere``: its images would be
-    read twice or under two labels."""
+    to scans stored elsewhere), each real folder once: a folder reached by two names is read by the first in sorted
+    order. Hidden folders are not entered (a hidden name of a folder would claim it, and be left out). A link back to
+    ``folder`` or above it, or into (or around) another of the data set's ``classes`` (resolved class folders of
+    every split), is not followed but added to ``elsewhere``: its images would be read twice or under two labels."""
     seen: set[tuple[int, int]] = set()
     home = folder.resolve()
+    others = [other for other in classes if other != home]
     for top, folders, files in os.walk(folder, followlinks=True):
         info = os.stat(top)
         if (info.st_dev, info.st_ino) in seen:
@@ -268,7 +268,7 @@ def _walk(folder: Path, within: Path | None = None, elsewhere: list[Path] | None
             link = Path(top, name)
             if name.startswith("."):
                 continue
-            if link.is_symlink() and _leads_elsewhere(link.resolve(), home, within):
+            if link.is_symlink() and _leads_elsewhere(link.resolve(), home, others):
                 if elsewhere is not None:
                     elsewhere.append(link)
                 continue
@@ -277,11 +277,11 @@ def _walk(folder: Path, within: Path | None = None, elsewhere: list[Path] | None
         yield from (Path(top, name) for name in files)
 
 
-def _leads_elsewhere(target: Path, home: Path, within: Path | None) -> bool:
-    """Whether a link's ``target`` is the walked folder ``home`` or a folder above it (whose other folders a walk
-    would enter), or lies in the data set ``within`` but outside ``home``."""
-    return home.is_relative_to(target) or (within is not None and target.is_relative_to(within.resolve())
-                                           and not target.is_relative_to(home))
+def _leads_elsewhere(target: Path, home: Path, others: Sequence[Path]) -> bool:
+    """Whether a link's ``target`` is the walked folder ``home`` or above it (whose other folders a walk would
+    enter), or lies in or around one of the ``others``, the data set's other class folders."""
+    return home.is_relative_to(target) or any(target.is_relative_to(other) or other.is_relative_to(target)
+                                              for other in others)
 
 
 @dataclass
@@ -296,13 +296,16 @@ class _FolderTree:
     explained: list[Path] = field(default_factory=list)
     unread: list[Path] = field(default_factory=list)
     linked: list[Path] = field(default_factory=list)  # links back above, or to another class or split
+    in_data_set: bool = False  # a class folder (not a folder given to caex explain): the words of its warnings
 
     @classmethod
-    def search(cls, folder: Path, within: Path | None = None) -> _FolderTree:
+    def search(cls, folder: Path, classes: Sequence[Path] = ()) -> _FolderTree:
         """Every file anywhere under ``folder``, sorted: a class folder often holds one sub-folder per patient.
-        ``within``: the data set ``folder`` is a class of, whose other folders its links may not lead into."""
+        ``classes``: the resolved class folders of the data set ``folder`` is one of, which its links may not lead
+        into."""
         tree, explained = cls(), _ExplainedFolders()
-        for path in sorted(_walk(folder, within, tree.linked)):
+        tree.in_data_set = bool(classes)
+        for path in sorted(_walk(folder, classes, tree.linked)):
             parts = path.relative_to(folder).parts
             if any(part.startswith(".") for part in parts) or not path.is_file():
                 continue
@@ -327,9 +330,10 @@ class _FolderTree:
             warn(f"{folder}: {count} file(s) in sub-folders {' or '.join(what for _, what, _ in kinds)} are not "
                  f"read as images (first: {first}); {'; '.join(hint for _, _, hint in kinds)}")
         if self.linked:
-            warn(f"{folder}: {len(self.linked)} linked sub-folder(s) lead back above it or to another class or split "
-                 f"of the data and are not read (first: {self.linked[0]}); their images would be read twice or under "
-                 "two labels")
+            where, harm = (("back above it or into another class or split of the data", "twice or under two labels")
+                           if self.in_data_set else ("back to it or above it", "twice"))
+            warn(f"{folder}: {len(self.linked)} linked sub-folder(s) lead {where} and are not read (first: "
+                 f"{self.linked[0]}); their images would be read {harm}")
 
 
 #: The files caex explain writes per image beside ``<stem>.json`` (``caex.explain.render`` names them from here):
@@ -410,7 +414,7 @@ def _class_folders(root: Path) -> dict[str, Path]:
 
 
 def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool,
-                     size: int | None, *, within: Path, test: bool = False) -> RawImages:
+                     size: int | None, *, classes: Sequence[Path], test: bool = False) -> RawImages:
     """Every image under ``root/<class>/``, each resized to ``size`` as it is read, so a folder of large scans
     never sits in memory at full resolution. A ``test`` split may lack a class, its folder missing or empty
     alike (the split's loader warns); a training class folder without images is an error."""
@@ -422,7 +426,7 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
         folder = folders.get(nfc(name))
         if folder is None:
             continue
-        tree = _FolderTree.search(folder, within)
+        tree = _FolderTree.search(folder, classes)
         tree.warn_left_out(folder)
         unread.extend(tree.unread)
         if not tree.images and test:
@@ -470,14 +474,17 @@ def read_folder(root: Path, *, size: int | None = None, skip_bad: bool = False) 
     given = [split for split in ("val", "test") if split_layout and split in lowered]
     known = {nfc(name) for name in class_names}
     for split in given:
+        check_class_names(list(_class_folders(lowered[split])), str(lowered[split]))  # é twice: one would be lost
         unknown = sorted(name for name in _class_folders(lowered[split]) if nfc(name) not in known)
         if unknown:
             raise DataError(f"{lowered[split] / unknown[0]}: {split} class not among the train classes")
+    classes = [folder.resolve() for split_root in (train_root, *(lowered[split] for split in given))
+               for folder in _class_folders(split_root).values()]
     skipped: list[Path] = []
-    train = _read_class_tree(train_root, class_names, skipped, skip_bad, size, within=root)
+    train = _read_class_tree(train_root, class_names, skipped, skip_bad, size, classes=classes)
     if "val" in given:  # as in a .npz: no model selection here, so the validation images train too
-        train = train.joined(_read_class_tree(lowered["val"], class_names, skipped, skip_bad, size, within=root))
-    test = (_read_class_tree(lowered["test"], class_names, skipped, skip_bad, size, within=root, test=True)
+        train = train.joined(_read_class_tree(lowered["val"], class_names, skipped, skip_bad, size, classes=classes))
+    test = (_read_class_tree(lowered["test"], class_names, skipped, skip_bad, size, classes=classes, test=True)
             if split_layout else None)
     _warn_skipped(skipped)
     return RawData(train, test, class_names)

@@ -80,7 +80,7 @@ def check_class_names(names: object, where: str, error: type[CaexError] = DataEr
     for name in names:
         if nfc(name) in seen:
             first = seen[nfc(name)]
-            twice = "" if first == name else f" (as {ascii(first)} and {ascii(name)}, two Unicode forms of one name)"
+            twice = "" if first == name else f" (as {first!a} and {name!a}, two Unicode forms of one name)"
             raise error(f"{where}: class name {_shown(name)} is given twice in class_names{twice}")
         seen[nfc(name)] = name
     return list(names)

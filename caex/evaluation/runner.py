@@ -175,6 +175,9 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         method_options = _checked_options(method_options or {})
         metric = metric or PerturbationMetric()
         localisation = localisation or LocalisationMetric(patch=metric.patch)
+        if localisation.patch != metric.patch:  # ties would rank by other squares than the deletion's patches
+            raise EvaluationError(f"localisation.patch={localisation.patch} differs from metric.patch={metric.patch}; "
+                                  f"give LocalisationMetric(patch={metric.patch}, ...)")
         # The CAE against the classifier and the data before the test images are classified (seconds to minutes)
         cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
         if hasattr(getattr(cae_explainer, "cae", None), "check_split"):

@@ -105,7 +105,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                 bar.update(len(batch))
     notes.warn()
     outcomes.warn()
-    if at_target:  # their json says "flipped" at step 0, which reads like a result
+    if at_target:  # their flip_step 0 would read like a result (their json says "flipped": false)
         warn(f"{at_target} image(s) are already classified as their target class: their paths lead further into "
              "it, so nothing flips and their maps show what makes them more so")
     return result
@@ -300,7 +300,7 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
             # named there (or nowhere else), not met in a search of a folder that holds --out
             if held and (inside(_glob_folder(pattern)) or len(held) == len(files)):
                 refuse("file", held[0])
-            refuse_inputs_held(held)
+            refuse_inputs_held([file for file in held if file.suffix.lower() in IMAGE_SUFFIXES])
             matches = without_explanations([file for file in files if file not in held], pattern)
             if not matches:
                 raise ExplainError(f"{pattern}: no files match this pattern{_bracket_hint(pattern)}")

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from caex.data.sources import EXPLAIN_OUTPUTS
+from caex.explain.captions import overlay_caption, strip_title
 from caex.explain.explainer import Explanation
 from caex.utils.drawing import BACKGROUND, MARGIN, TEXT_COLOUR, banded, one_line, scaled_font, wrap_to
 from caex.utils.io import atomic_write_bytes, write_json
@@ -132,26 +133,6 @@ def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: 
     return buffer.getvalue()
 
 
-def strip_title(source: str, prediction: str, target: str, flipped: bool = True) -> str:
-    """The strip's title: which move it shows, whether it failed to reach the target, and that frame x0 is the
-    reconstruction, not the input (the JSON's ``input_probability`` is the input's, so the two first
-    probabilities may differ)."""
-    return one_line(f"{Path(source).name}: {_move(prediction, target, flipped)}, p({target}) per frame; "
-                    "x0 = reconstruction")
-
-
-def overlay_caption(prediction: str, target: str, flip_step: int, flipped: bool = True) -> str:
-    """The overlay's caption: the move its map explains, as the strip's title names it, and where it flips
-    (``cnv -> dme, flips at step 14``)."""
-    return one_line(_move(prediction, target, flipped) + (f", flips at step {flip_step}" if flip_step >= 0 else ""))
-
-
-def _move(prediction: str, target: str, flipped: bool) -> str:
-    if prediction == target:  # a path toward the input's own class: its "flip" at step 0 would read like a result
-        return f"{prediction}, already the target: no flip"
-    return f"{prediction} -> {target}" + ("" if flipped else " (never flips)")
-
-
 def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, out_dir: str | os.PathLike,
                      stem: str, source: str, settings: dict[str, Any] | None = None,
                      title: str | None = None, gif: bool = True,
@@ -193,7 +174,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
         "target": {"class": names[target], "index": target,
                    "input_probability": float(explanation.input_probs[index, target])},
         "flip_step": flip,
-        "flipped": flip >= 0,
+        "flipped": shown_flip >= 0,  # false for a path that starts at its target: nothing flipped
         "caption": caption,  # the overlay's, which the report shows beside it
         "end_step": end,
         "path": explanation.path,

@@ -29,6 +29,7 @@ from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, with_count
+from caex.explain.captions import overlay_caption
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -521,21 +522,33 @@ def _is_square(matrix: list[list[Any]], size: int) -> bool:
 MAX_EXAMPLES = 24
 
 
-SUMMARY_SCHEMA = {"source": str, "caption": str}
+SUMMARY_SCHEMA = {"source": str, "caption": str, "prediction": {"class": str}, "target": {"class": str},
+                  "flip_step": int}
 
 
 def _summary_titles(folder: Path, stems: list[str]) -> dict[str, str]:
     """Captions of ``caex explain`` outputs from their ``<stem>.json``: the image by its path below the inputs'
     common folder (the stems ``001``, ``001-2`` did not say which ``001.png`` was which), then the overlay's own
-    caption, as the summary records it (a summary without one, an older run's, leaves the stem)."""
-    summaries = {stem: _read_json(folder / f"{stem}.json", SUMMARY_SCHEMA) or {} for stem in stems}
-    complete = {stem: summary for stem, summary in summaries.items() if len(summary) == len(SUMMARY_SCHEMA)}
+    caption as the summary records it, or as it reads for a summary saved before summaries held it."""
+    captions = {}
+    for stem in stems:
+        summary = _read_json(folder / f"{stem}.json", SUMMARY_SCHEMA) or {}
+        caption = summary.get("caption") or _caption_of_an_older_summary(summary)
+        if "source" in summary and caption:
+            captions[stem] = (summary["source"], caption)
     try:
-        root = os.path.commonpath([os.path.dirname(summary["source"]) for summary in complete.values()])
+        root = os.path.commonpath([os.path.dirname(source) for source, _ in captions.values()])
     except ValueError:  # none, or relative beside absolute paths (hand-made files)
         root = ""
-    return {stem: f"{os.path.relpath(summary['source'], root or None)}: {summary['caption']}"
-            for stem, summary in complete.items()}
+    return {stem: f"{os.path.relpath(source, root or None)}: {caption}" for stem, (source, caption) in captions.items()}
+
+
+def _caption_of_an_older_summary(summary: dict[str, Any]) -> str | None:
+    prediction, target = summary.get("prediction", {}).get("class"), summary.get("target", {}).get("class")
+    flip = summary.get("flip_step")
+    if prediction is None or target is None or flip is None:
+        return None
+    return overlay_caption(prediction, target, flip, flipped=flip >= 0)
 
 
 def explain_section(sources: ReportSources) -> Section:

@@ -1,0 +1,28 @@
+"""The words that name an explanation: the strip's title and the overlay's caption (text only, which the report
+also uses for explanations saved before their summaries held their caption)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from caex.utils.drawing import one_line
+
+
+def strip_title(source: str, prediction: str, target: str, flipped: bool = True) -> str:
+    """The strip's title: which move it shows, whether it failed to reach the target, and that frame x0 is the
+    reconstruction, not the input (the JSON's ``input_probability`` is the input's, so the two first
+    probabilities may differ)."""
+    return one_line(f"{Path(source).name}: {_move(prediction, target, flipped)}, p({target}) per frame; "
+                    "x0 = reconstruction")
+
+
+def overlay_caption(prediction: str, target: str, flip_step: int, flipped: bool = True) -> str:
+    """The overlay's caption: the move its map explains, as the strip's title names it, and where it flips
+    (``cnv -> dme, flips at step 14``)."""
+    return one_line(_move(prediction, target, flipped) + (f", flips at step {flip_step}" if flip_step >= 0 else ""))
+
+
+def _move(prediction: str, target: str, flipped: bool) -> str:
+    if prediction == target:  # a path toward the input's own class: its "flip" at step 0 would read like a result
+        return f"{prediction}, already the target: no flip"
+    return f"{prediction} -> {target}" + ("" if flipped else " (never flips)")
