@@ -8,6 +8,8 @@
   synchronisation (and spins badly when the machine is shared).
 * ``bars_not_silenced`` (autouse) — clears ``TQDM_DISABLE`` and ``TQDM_MININTERVAL``: a shell that sets them
   (as a CI log might) would silence or thin the progress bars the tests read.
+* ``one_path_explanation`` — a hand-made :class:`~caex.explain.Explanation` of one 16 px image (a path of 4
+  steps from class ``cnv``), for the rendering and report tests that need no model.
 * ``make_image_folder`` — writes ``root/<class>/*.png`` (optionally under
   ``train/`` and ``test/``) in ``tmp_path`` and returns the root.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -68,5 +71,23 @@ def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
                     pixels = rng.integers(0, 60, shape) + 120 * label
                     Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
         return root
+
+    return make
+
+
+@pytest.fixture
+def one_path_explanation() -> Callable[..., SimpleNamespace]:
+    """``make(target=, flip_step=, unflipped=, probability=)``: what
+    :func:`caex.explain.render.save_explanation` reads of an Explanation, for one image predicted ``cnv`` whose
+    4-step path heads for class ``target`` (0: ``cnv`` itself, 1: ``dme``)."""
+
+    def make(*, target: int, flip_step: int, unflipped: bool, probability: float) -> SimpleNamespace:
+        steps = 4
+        return SimpleNamespace(
+            class_names=["cnv", "dme"], prediction=torch.tensor([0]), target=torch.tensor([target]),
+            flip_step=torch.tensor([flip_step]), end_step=torch.tensor([steps - 1]),
+            frames=torch.rand(1, steps, 1, 16, 16), target_probs=torch.full((1, steps), probability),
+            saliency=torch.rand(1, 16, 16), predicted=torch.tensor([True]), unflipped=torch.tensor([unflipped]),
+            input_probs=torch.tensor([[0.9, 0.1]]), path="guided", path_nodes=None, saliency_method="weighted")
 
     return make

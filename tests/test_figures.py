@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -183,14 +182,8 @@ def test_the_overlay_caption_names_the_move_and_its_flip() -> None:
     assert captioned.width == plain.width and captioned.height > plain.height
 
 
-def test_save_explanation_captions_the_overlay_and_titles_the_gif(tmp_path) -> None:
-    steps = 4
-    explanation = SimpleNamespace(
-        class_names=["cnv", "dme"], prediction=torch.tensor([0]), target=torch.tensor([1]),
-        flip_step=torch.tensor([-1]), end_step=torch.tensor([steps - 1]), frames=torch.rand(1, steps, 1, 16, 16),
-        target_probs=torch.full((1, steps), 0.1), saliency=torch.rand(1, 16, 16), predicted=torch.tensor([True]),
-        unflipped=torch.tensor([True]), input_probs=torch.tensor([[0.9, 0.1]]), path="guided", path_nodes=None,
-        saliency_method="weighted")
+def test_save_explanation_captions_the_overlay_and_titles_the_gif(tmp_path, one_path_explanation) -> None:
+    explanation = one_path_explanation(target=1, flip_step=-1, unflipped=True, probability=0.1)
     summary = save_explanation(explanation, 0, torch.rand(1, 16, 16), tmp_path, "x", "scan.png")
     assert json.loads((tmp_path / "x.json").read_text())["flipped"] is False and summary["flip_step"] == -1
     cell = _path_frames(explanation.frames[0], explanation.target_probs[0], -1, 160)[0]

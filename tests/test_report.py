@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -661,16 +660,10 @@ def _figcaptions(report: Path) -> list[str]:
     return re.findall(r"<figcaption>([^<]*)</figcaption>", section)
 
 
-def test_the_report_captions_an_explanation_as_its_overlay_does(tmp_path):
+def test_the_report_captions_an_explanation_as_its_overlay_does(tmp_path, one_path_explanation):
     """A path to the input's own class that never reached it was "cnv -> cnv" on the overlay but "cnv -> cnv
     (never flips)" in the report, which judged by the flip step alone; one that stayed there "flips at step 0"."""
-    steps = 4
-    explanation = SimpleNamespace(
-        class_names=["cnv", "dme"], prediction=torch.tensor([0]), target=torch.tensor([0]),
-        flip_step=torch.tensor([-1]), end_step=torch.tensor([steps - 1]), frames=torch.rand(1, steps, 1, 16, 16),
-        target_probs=torch.full((1, steps), 0.4), saliency=torch.rand(1, 16, 16), predicted=torch.tensor([True]),
-        unflipped=torch.tensor([False]), input_probs=torch.tensor([[0.9, 0.1]]), path="guided", path_nodes=None,
-        saliency_method="weighted")
+    explanation = one_path_explanation(target=0, flip_step=-1, unflipped=False, probability=0.4)
     folder = tmp_path / "explained"
     summary = save_explanation(explanation, 0, torch.rand(1, 16, 16), folder, "x", "/data/scan.png", gif=False)
     caption = "cnv, already the target: no flip"
