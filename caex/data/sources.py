@@ -13,8 +13,8 @@ import functools
 import math
 import os
 import zipfile
-from collections.abc import Iterator, Sequence
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,7 +307,7 @@ class _FolderTree:
         tree.in_data_set = bool(classes)
         for path in sorted(_walk(folder, classes, tree.linked)):
             parts = path.relative_to(folder).parts
-            if any(part.startswith(".") for part in parts) or not path.is_file():
+            if path.name.startswith(".") or not path.is_file():  # hidden folders were not entered
                 continue
             if any(part.lower() in MASK_FOLDERS for part in parts[:-1]):
                 tree.masks.append(path)

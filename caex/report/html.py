@@ -568,9 +568,10 @@ def explain_section(sources: ReportSources) -> Section:
     index = _read_json(folder / "explanations.json", EXPLANATIONS_SCHEMA) or {}
     examples = index.get("examples", [])
     titles = {example["stem"]: example.get("title", "") for example in examples if "stem" in example}
-    stems = [overlay.name.removesuffix(overlay_suffix) for overlay in overlays[:MAX_EXAMPLES]]
-    titles = {**_summary_titles(folder, stems), **titles}
-    for overlay, stem in zip(overlays, stems):
+    shown = overlays[:MAX_EXAMPLES]
+    stems = [overlay.name.removesuffix(overlay_suffix) for overlay in shown]
+    titles = _summary_titles(folder, [stem for stem in stems if stem not in titles]) | titles  # the demo's own
+    for overlay, stem in zip(shown, stems, strict=True):
         title = titles.get(stem) or stem
         pictures = [(overlay, "map", "saliency map")]
         strip = folder / f"{stem}{strip_suffix}"
