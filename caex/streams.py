@@ -12,8 +12,9 @@ from typing import Any, TextIO
 
 
 #: A stream's write fails with one of these once nothing more reaches its reader: the reader left (``2>&1 | head
-#: -1``, EPIPE), the terminal hung up (EIO) or the disk under the log is full (ENOSPC).
-GONE = frozenset({errno.EPIPE, errno.EIO, errno.ENOSPC})
+#: -1``, EPIPE), the terminal hung up (EIO) or the disk under the log is full (ENOSPC), or the user's disk quota
+#: is (EDQUOT, where the platform has it, on shared clusters' home folders above all).
+GONE = frozenset({errno.EPIPE, errno.EIO, errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set()))
 
 
 class BestEffortStream:

@@ -19,7 +19,7 @@ from PIL import Image
 from caex.explain.captions import overlay_caption, strip_title
 from caex.explain.render import (FLIP_BORDER, FLIP_COLOUR, FLIP_INNER_BORDER, FRAME_CAPTION_SCALE, _path_frames,
                                  counterfactual_strip, path_animation, saliency_overlay, save_explanation)
-from caex.training.logging import GRID_PADDING, GRID_TILE, save_image_grid
+from caex.training.logging import GRID_PADDING, GRID_TILE, ROW_LABEL_TILES, save_image_grid
 from caex.utils.drawing import scaled_font
 from caex.utils.plotting import SALIENCY_ALPHA, figure_png, outline_mask, rgb_array, saliency_blend
 
@@ -266,6 +266,21 @@ def test_sample_grids_are_enlarged_and_their_rows_named(tmp_path) -> None:
         assert named.height == plain.height and named.width > plain.width
         band = np.asarray(named.convert("L"))[:, :named.width - plain.width]
         assert all((band[GRID_PADDING + row * pitch:(row + 1) * pitch] < 100).any() for row in range(3))
+
+
+def test_a_long_row_name_is_wrapped_not_widening_the_band(tmp_path) -> None:
+    """A class named in a sentence made the band as wide as the sentence on one line, several times the grid."""
+    rows = [torch.rand(3, 1, 32, 32) for _ in range(2)]
+    long_name = "→ age-related macular degeneration with geographic atrophy"
+    with Image.open(save_image_grid(tmp_path / "plain.png", rows)) as plain:
+        pass
+    with Image.open(save_image_grid(tmp_path / "long.png", rows, ["input", long_name])) as named:
+        band = np.asarray(named.convert("L"))[:, :named.width - plain.width]
+    assert band.shape[1] <= ROW_LABEL_TILES * GRID_TILE
+    second_row = band[GRID_PADDING + GRID_TILE + GRID_PADDING:]
+    inked_lines = np.flatnonzero((second_row < 100).any(axis=1))
+    assert inked_lines.size and np.diff(inked_lines).max() > 1  # the name's lines, with space between them
+    assert (band[:GRID_PADDING + GRID_TILE] < 100).any()  # and the first row's name is still drawn
 
 
 # ----------------------------------------------------------------- the report's loss curves

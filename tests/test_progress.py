@@ -58,7 +58,8 @@ class _Unwritable(io.StringIO):
 
 
 @pytest.mark.parametrize("error", [BrokenPipeError(errno.EPIPE, "Broken pipe"), OSError(errno.EIO, "I/O error"),
-                                   OSError(errno.ENOSPC, "No space left on device")])
+                                   OSError(errno.ENOSPC, "No space left on device"),
+                                   OSError(errno.EDQUOT, "Disk quota exceeded")])
 def test_a_log_that_cannot_be_written_ends_the_bar_not_the_loop(monkeypatch, error: OSError) -> None:
     """`2>&1 | head -1`: the reader's leaving (EPIPE) stopped any long command at its next progress line."""
     stderr = _Unwritable(error)

@@ -38,6 +38,19 @@ def test_faithfulness_reading_compares_with_best_baseline_and_random():
     assert "Grad-CAM does not beat the random map (0.250)" in text
 
 
+def test_no_figure_reads_minus_zero():
+    """An AOPC of -0.0001 read "-0.000" in the report's sentences, tables and headline figures (results.md
+    already printed "0.000"); a value that rounds away from zero keeps its sign."""
+    text = readings.read_faithfulness({"CAE": -0.0004, "Grad-CAM": 0.2, "Random": -0.0001})
+    assert "-0.000" not in text and "CAE's AOPC is 0.000" in text and "random map (0.000)" in text
+    assert [report_html.format_cell(value) for value in (-0.0004, -0.0006, -100.04, -0.04 - 100)] == [
+        "0.000", "-0.001", "-100.0", "-100.0"]
+    assert report_html.format_cell(-99.99996) == "-100.000"
+    from caex.utils.numbers import fixed
+    assert [fixed(value) for value in (-0.0, math.nan, -math.inf, -1e-9)] == ["0.000", "nan", "-inf", "0.000"]
+    assert fixed(-0.04, ",.1f") == "0.0" and fixed(-1234.56, ",.1f") == "-1,234.6"
+
+
 def test_faithfulness_reading_close_call_is_level():
     assert "0.740, level with the best baseline (Grad-CAM, 0.739)" in readings.read_faithfulness(
         {"CAE": 0.740, "Grad-CAM": 0.739}, metric="PD")

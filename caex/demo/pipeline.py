@@ -39,6 +39,7 @@ from caex.errors import DataError
 from caex.evaluation.runner import method_name
 from caex.utils import atomic_write_bytes, progress, read_json, resolve_device, write_json
 from caex.utils.io import folder_lock
+from caex.utils.numbers import fixed
 
 DATASET_FILE = "dataset.safetensors"
 
@@ -71,7 +72,7 @@ class DemoResult:
         ranking = self.summary("evaluate").get("aopc_ranking", [])
         if ranking:
             lines.append("  AOPC (higher = more faithful):")
-            lines += [f"    {rank}. {method_name(method):<22} {value:.3f}"  # every method: where CAE stands
+            lines += [f"    {rank}. {method_name(method):<22} {fixed(value)}"  # every method: where CAE stands
                       for rank, (method, value) in enumerate(ranking, start=1)]
         lines.append(f"  report: {self.report}")
         return lines

@@ -35,6 +35,7 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
 from caex.utils.drawing import one_line
+from caex.utils.numbers import fixed
 from caex.utils.plotting import (figure_png, literal_text, outline_mask, rgb_array, saliency_blend, text_inches,
                                  wrap_label)
 from caex.utils.overrides import CONVERTERS, typed_value
@@ -85,8 +86,8 @@ class EvaluationResults:
         return next(result for result in self.methods if result.method == method)
 
     def __repr__(self) -> str:  # the dataclass's would print every map
-        rows = ", ".join(f"{result.method} {result.aopc:.3f}" if result.status == "ok" else f"{result.method} skipped"
-                         for result in self.methods)
+        rows = ", ".join(f"{result.method} {fixed(result.aopc)}" if result.status == "ok"
+                         else f"{result.method} skipped" for result in self.methods)
         return f"EvaluationResults({len(self.image_indices)} images; AOPC: {rows})"
 
     def to_json(self) -> dict[str, Any]:
@@ -470,7 +471,7 @@ def _curves_figure(results: EvaluationResults):
         if result.status == "ok":
             axes.plot(range(1, len(result.curve) + 1), result.curve, markersize=4,
                       **method_style(result.method)._asdict(),
-                      label=f"{method_name(result.method)} (AOPC {result.aopc:.3f})")
+                      label=f"{method_name(result.method)} (AOPC {fixed(result.aopc)})")
     s = results.settings
     axes.set_xlabel(f"patches covered p ({s['patch']}x{s['patch']} px each)")
     axes.set_ylabel("mean drop of p(ground-truth class)")
@@ -552,5 +553,4 @@ def _is_nan(value: Any) -> bool:
 def _format(value: float, spec: str = ".3f") -> str:
     if _is_nan(value):
         return "—"
-    text = format(value, spec)
-    return format(0.0, spec) if float(text) == 0 else text  # -0.0001 read "-0.000"
+    return fixed(value, spec)

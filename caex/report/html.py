@@ -35,6 +35,7 @@ from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
 from caex.training.trainer import SAMPLE_CLASSES
 from caex.utils import atomic_write_text
+from caex.utils.numbers import fixed
 from caex.utils.plotting import figure_png, literal_text
 
 #: Sub-folders of a demo run, in pipeline order (``caex demo`` writes exactly these).
@@ -186,7 +187,7 @@ def format_cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3f}"
+        return fixed(value, ",.1f" if abs(value) >= 100 else ".3f")
     return str(value)
 
 
@@ -335,7 +336,7 @@ def overview_section(sources: ReportSources) -> Section:
     rows = _result_rows(_results(sources.evaluate))
     aopc, subject = _column(rows, "aopc"), cae_subject(rows)
     if subject is not None and readings.finite(aopc.get(subject)):
-        figures.append((f"{aopc[subject]:.3f}", f"{subject} AOPC"))
+        figures.append((fixed(aopc[subject]), f"{subject} AOPC"))
     if figures:
         section.parts.append(kpis_html(figures))
     stages = [(name, _read_json(sources.root / name / "stage.json", STAGE_SCHEMA)) for name in STAGE_FOLDERS]
@@ -598,7 +599,7 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
     if key == "ms_per_image" and readings.finite(value):
         return f"{value:,.1f}" if value >= 0.1 else f"{value:.2g}"
     if key == "aopc" and readings.finite(value) and readings.finite(row.get("aopc_se")):
-        return f"{value:.3f} ± {row['aopc_se']:.3f}"
+        return f"{fixed(value)} ± {row['aopc_se']:.3f}"
     return value
 
 

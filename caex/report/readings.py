@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from caex.evaluation.perturbation import standard_error
+from caex.utils.numbers import fixed
 
 SUBJECT = "CAE"
 RANDOM = "random"
@@ -89,19 +90,19 @@ def read_faithfulness(values: Mapping[str, float], *, metric: str = "AOPC", subj
     baselines = [name for name in scores if not is_variant_of(name, SUBJECT) and name != random]
     if subject is None:
         best = next(iter(scores))
-        sentence = f"{best} has the highest {metric} ({scores[best]:.3f}): covering the pixels it marks {effect}."
+        sentence = f"{best} has the highest {metric} ({fixed(scores[best])}): covering the pixels it marks {effect}."
     elif not baselines:
-        sentence = f"{subject}'s {metric} is {scores[subject]:.3f}."
+        sentence = f"{subject}'s {metric} is {fixed(scores[subject])}."
     else:
         best = baselines[0]
         if scores[subject] >= scores[best]:
             ratio = scores[subject] / scores[best] if scores[best] > 0 else math.inf
             standing = ("level with" if ratio < 1.05 else f"{ratio:.1f}x" if math.isfinite(ratio) else "ahead of")
-            sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, {standing} the best baseline ({best}, "
-                        f"{scores[best]:.3f}): covering the pixels {subject} marks {effect}.")
+            sentence = (f"{subject}'s {metric} is {fixed(scores[subject])}, {standing} the best baseline ({best}, "
+                        f"{fixed(scores[best])}): covering the pixels {subject} marks {effect}.")
         else:
-            sentence = (f"{subject}'s {metric} is {scores[subject]:.3f}, below the best baseline ({best}, "
-                        f"{scores[best]:.3f}): covering the pixels {best} marks {effect}.")
+            sentence = (f"{subject}'s {metric} is {fixed(scores[subject])}, below the best baseline ({best}, "
+                        f"{fixed(scores[best])}): covering the pixels {best} marks {effect}.")
     if random is not None:
         sentence += _against_random(scores, random, per_image or {})
     return sentence
@@ -127,7 +128,7 @@ def _against_random(scores: Mapping[str, float], random: str, per_image: Mapping
     if below:
         one = len(below) == 1
         sentence += (f" {', '.join(below)} {'does' if one else 'do'} not beat the random map "
-                     f"({scores[random]:.3f}), so {'it is' if one else 'they are'} not explaining this classifier.")
+                     f"({fixed(scores[random])}), so {'it is' if one else 'they are'} not explaining this classifier.")
     if close:
         one = len(close) == 1
         sentence += (f" {', '.join(close)} {'is' if one else 'are'} above the random map by less than two standard "

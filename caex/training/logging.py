@@ -28,6 +28,8 @@ GRID_PADDING = 2
 #: A grid's row names at 1/8 of a row's height (12 px beside 96 px images): the size of ``caex explain``'s frame
 #: captions, so the band stays narrow beside the grid ("reconstruction" is 87 px wide).
 ROW_LABEL_SCALE = 8
+#: A row name longer than this many images is wrapped between words.
+ROW_LABEL_TILES = 2
 
 
 class RunLogger:
@@ -98,7 +100,8 @@ def _summary_writer(folder: Path, resume_from: int | None):
 
 def save_image_grid(path: Path, rows: list[torch.Tensor], row_labels: Sequence[str] = ()) -> Path:
     """Stack equally long rows of data-range images [n, C, H, W] into one PNG, atomically: each image enlarged to
-    at least :data:`GRID_TILE` px, each row named by its entry of ``row_labels`` (if given) in a band on the left."""
+    at least :data:`GRID_TILE` px, each row named by its entry of ``row_labels`` (if given) in a band on the left,
+    wrapped at :data:`ROW_LABEL_TILES` images' width."""
     images = torch.cat(rows).detach().float().clamp(0, 1).cpu()
     factor = -(-GRID_TILE // min(images.shape[-2:]))  # ceiling division; 1 for large images
     images = images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
@@ -110,7 +113,8 @@ def save_image_grid(path: Path, rows: list[torch.Tensor], row_labels: Sequence[s
     if row_labels:
         pitch = images.shape[-2] + GRID_PADDING
         picture = banded(picture, row_labels, scaled_font(pitch, ROW_LABEL_SCALE),
-                         row_centres=[GRID_PADDING + row * pitch + pitch // 2 for row in range(len(row_labels))])
+                         row_centres=[GRID_PADDING + row * pitch + pitch // 2 for row in range(len(row_labels))],
+                         wrap_width=ROW_LABEL_TILES * images.shape[-1])
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return atomic_write_bytes(path, buffer.getvalue())

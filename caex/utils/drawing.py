@@ -56,15 +56,18 @@ def wrap_to(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
 
 
 def banded(picture: Image.Image, texts: Sequence[str], font: ImageFont.FreeTypeFont, *,
-           row_centres: Sequence[int] | None = None) -> Image.Image:
+           row_centres: Sequence[int] | None = None, wrap_width: float | None = None) -> Image.Image:
     """``picture`` with ``texts`` (each made :func:`one_line`) in a band as wide or tall as their longest: on top,
     one line under another (a title; the canvas widens to the longest line, so a narrow picture does not crop it),
-    or with ``row_centres`` on the left, each right-aligned at the height of its row (a grid's row names).
-    Without texts, ``picture`` as it is."""
+    or with ``row_centres`` on the left, each right-aligned at the height of its row (a grid's row names; with
+    ``wrap_width``, a name longer than that is wrapped between words, so a long class name does not make the band
+    wider than the grid). Without texts, ``picture`` as it is."""
     texts = [one_line(text) for text in texts]
     if not texts:
         return picture
-    widest = 2 * MARGIN + math.ceil(max(map(font.getlength, texts)))
+    if row_centres is not None and wrap_width is not None:
+        texts = ["\n".join(wrap_to(text, font, wrap_width - 2 * MARGIN)) for text in texts]
+    widest = 2 * MARGIN + math.ceil(max(font.getlength(line) for text in texts for line in text.split("\n")))
     if row_centres is None:
         line_height = font.size + MARGIN
         offset = (0, line_height * len(texts) + MARGIN)
@@ -78,5 +81,5 @@ def banded(picture: Image.Image, texts: Sequence[str], font: ImageFont.FreeTypeF
     canvas.paste(picture.convert("RGB"), offset)
     draw = ImageDraw.Draw(canvas)
     for text, (position, anchor) in zip(texts, places, strict=True):
-        draw.text(position, text, fill=TEXT_COLOUR, font=font, anchor=anchor)
+        draw.multiline_text(position, text, fill=TEXT_COLOUR, font=font, anchor=anchor, align="right", spacing=MARGIN)
     return canvas

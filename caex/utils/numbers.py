@@ -1,0 +1,11 @@
+"""Numbers as people read them in tables and sentences."""
+
+from __future__ import annotations
+
+
+def fixed(value: float, spec: str = ".3f") -> str:
+    """``value`` formatted by ``spec`` (a fixed-point spec such as ``".3f"`` or ``",.1f"``), a negative value
+    that rounds to zero printed as zero: an AOPC of -0.0001 read "-0.000", a sign that says nothing."""
+    text = format(value, spec)
+    rounds_to_zero = text.startswith("-") and "0" in text and not any(digit in text for digit in "123456789")
+    return text[1:] if rounds_to_zero else text
