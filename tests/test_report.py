@@ -83,8 +83,8 @@ def test_faithfulness_reading_never_calls_a_cae_variant_a_baseline():
         "CAE-nearest takes 5.0 ms per saliency map, 100x faster than the slowest (LIME, 500 ms).")
     # The random map explains nothing: the quickest method named is the quickest explainer
     assert readings.read_time({"CAE": 57.1, "Grad-CAM": 1.2, "LIME": 542.0, "Random": 0.03}, subject="CAE") == (
-        "CAE takes 57 ms per saliency map, 48x the quickest method (Grad-CAM, 1.2 ms) and 9.5x faster than the "
-        "slowest (LIME, 542 ms).")
+        "CAE takes 57 ms per saliency map, 48x as slow as the quickest method (Grad-CAM, 1.2 ms) and 9.5x faster than "
+        "the slowest (LIME, 542 ms).")
 
 
 def test_faithfulness_reading_weighs_paired_differences_against_random():
@@ -632,10 +632,11 @@ def test_the_page_reads_on_a_phone_and_in_print_and_points_to_the_interactive_ma
     (run / "manifold/maps.html").write_text("<html></html>")
     text = build_report(run).read_text(encoding="utf-8")
     assert "header h1, header p, p.reading" in text and "overflow-wrap: anywhere" in text and "@media print" in text
-    assert '<div class="strip-scroll"><img class="strip"' in text
+    assert '<div class="strip-scroll" tabindex="0" role="region" aria-label="counterfactual path of 00_normal, ' \
+           'scrolls sideways"><img class="strip"' in text
     manifold = text.split('<section id="manifold"')[1].split("</section>")[0]
     assert "Every image&#x27;s 16-number class code" in manifold and "class codes, UMAP" in manifold
-    assert f"{run / 'manifold' / 'maps.html'} (opens offline)" in manifold
+    assert f"<a href=\"manifold/maps.html\">{run / 'manifold' / 'maps.html'}</a> (opens offline)" in manifold
 
 
 def test_integers_too_large_for_a_float_are_read_as_missing() -> None:

@@ -16,6 +16,7 @@ import html
 import json
 import math
 import os
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,6 +60,8 @@ class ReportSources:
     manifold: Path | None = None
     explain: Path | None = None
     evaluate: Path | None = None
+    #: Where the report is written, for links to the files beside it (``None``: not known, no links).
+    report_file: Path | None = None
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, *, manifold: str | os.PathLike | None = None,
@@ -141,13 +144,13 @@ class Section:
         return (f'<section id="{self.anchor}"><h2>{html.escape(self.title)}</h2>'
                 f'<p class="lead">{html.escape(self.lead)}</p>\n{body}</section>')
 
-    def figure(self, folder: Path | None, name: str, caption: str) -> None:
+    def figure(self, folder: Path | None, name: str, caption: str, *, alt: str | None = None) -> None:
         """Embed ``folder/name`` if it exists, otherwise note it as missing."""
         path = None if folder is None else folder / name
         if path is None or not path.is_file():
             self.missing.append(f"{caption} ({_where(folder, name)} not found)")
             return
-        self.parts.append(figure_html(path.read_bytes(), caption))
+        self.parts.append(figure_html(path.read_bytes(), caption, alt=alt))
 
     def reading(self, text: str) -> None:
         self.parts.append(f'<p class="reading">{html.escape(text)}</p>')
@@ -164,18 +167,32 @@ def _where(folder: Path | None, name: str) -> str:
     return name if folder is None else str(folder / name)
 
 
+def _link(path: Path, report_file: Path | None) -> str:
+    """``path`` as a link relative to the report's folder, which keeps working where the two move together; plain
+    text where the report's place is not known or no relative path leads there (another drive)."""
+    text = html.escape(str(path))
+    if report_file is None:
+        return text
+    try:
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(report_file.parent))
+    except ValueError:
+        return text
+    return f'<a href="{urllib.parse.quote(Path(relative).as_posix())}">{text}</a>'  # quoted: safe in the attribute
+
+
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure_html(png: bytes, caption: str, *, enlarge: bool = False) -> str:
-    """An embedded PNG with its caption (the caption doubles as the alt text).
+def figure_html(png: bytes, caption: str, *, enlarge: bool = False, alt: str | None = None) -> str:
+    """An embedded PNG with its caption; ``alt`` says in a few words what the image is (the caption, where not
+    given), as a screen reader read a long caption twice, once as the image and once below it.
 
     ``enlarge`` shows a small pixel grid (the trainer's samples) at a readable size, pixels kept sharp.
     """
-    text = html.escape(caption)
     css = ' class="enlarge"' if enlarge else ""
-    return f'<figure><img{css} src="{png_data_uri(png)}" alt="{text}"><figcaption>{text}</figcaption></figure>'
+    return (f'<figure><img{css} src="{png_data_uri(png)}" alt="{html.escape(alt or caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def format_cell(value: Any) -> str:
@@ -197,17 +214,38 @@ def percent(value: Any) -> str:
     return f"{readings.percent(value):.1f}%" if readings.finite(value) else "–"
 
 
-def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None) -> str:
+def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None,
+               caption: str | None = None, row_headers: bool = False) -> str:
     """A plain HTML table (scrolling sideways on a narrow screen); rows whose first cell is ``highlight`` or one
-    of its variants (``CAE-nearest`` for ``CAE``, ignoring case) are bold."""
-    head = "".join(f'<th scope="col">{html.escape(str(name))}</th>' for name in header)
+    of its variants (``CAE-nearest`` for ``CAE``, ignoring case) are bold.
+
+    ``caption`` names the table to a screen reader's table list; ``row_headers`` makes each row's first cell its
+    header, so that a cell of a matrix is read out with both the row and the column it sits in.
+    """
+    head = "".join(f'<th scope="col">{column_heading(str(name))}</th>' for name in header)
     lines = []
     for row in rows:
         marked = highlight is not None and readings.is_variant_of(str(row[0]), highlight)
-        cells = "".join(f"<td>{html.escape(format_cell(value))}</td>" for value in row)
+        first, *rest = (html.escape(format_cell(value)) for value in row)
+        cells = (f'<th scope="row">{first}</th>' if row_headers else f"<td>{first}</td>") + "".join(
+            f"<td>{cell}</td>" for cell in rest)
         lines.append(f'<tr class="highlight">{cells}</tr>' if marked else f"<tr>{cells}</tr>")
-    return (f'<div class="table-scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody>'
-            "</table></div>")
+    title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return (f'<div class="table-scroll"><table>{title}<thead><tr>{head}</tr></thead><tbody>{"".join(lines)}'
+            "</tbody></table></div>")
+
+
+#: What a column heading's closing arrow means: shown as the arrow, said in words (a screen reader said "up arrow").
+ARROW_MEANINGS = {"↑": "higher is better", "↓": "lower is better"}
+
+
+def column_heading(name: str) -> str:
+    """``name`` escaped; a closing arrow (``AOPC ↑``) stays visible and is read out as what it means."""
+    label, _, arrow = name.rpartition(" ")
+    if arrow not in ARROW_MEANINGS:
+        return html.escape(name)
+    meaning = ARROW_MEANINGS[arrow]
+    return f'{html.escape(label)} <span role="img" aria-label="{meaning}" title="{meaning}">{arrow}</span>'
 
 
 def kpis_html(figures: Sequence[tuple[str, str]]) -> str:
@@ -318,7 +356,7 @@ MANIFOLD_SCHEMA = {
     "swap": {"matrix": [[(float, None)]], "mean": float},  # null: the diagonal and unmeasured pairs
     "smoothness": {"per_class": {str: (float, None)}},  # null: a class that could not be measured
     "paths": {"monotone_share": float}}
-EXPLANATIONS_SCHEMA = {"steps": int, "examples": [{"stem": str, "title": str, "flip_step": int}]}
+EXPLANATIONS_SCHEMA = {"steps": int, "examples": [{"stem": str, "title": str, "source": str, "flip_step": int}]}
 
 
 def overview_section(sources: ReportSources) -> Section:
@@ -344,7 +382,7 @@ def overview_section(sources: ReportSources) -> Section:
              else "–"]
             for name, marker in stages if marker]
     if rows:
-        section.parts.append(table_html(["stage", "status", "seconds"], rows))
+        section.parts.append(table_html(["stage", "status", "seconds"], rows, caption="stages of the run"))
     if not section.parts:  # a CAE run folder alone: say what brings the headline figures
         section.missing.append("no headline figures found: they come from --classifier CLF, --manifold DIR and "
                                "--evaluate DIR")
@@ -365,12 +403,13 @@ def _data_from_manifold(sources: ReportSources) -> dict[str, Any] | None:
 
 def data_section(sources: ReportSources) -> Section:
     section = Section("data", "Data", "Training samples per class (ground-truth lesion masks, where the data has "
-                                      "them, outlined in green).")
+                                      "them, drawn as a light outline with a dark edge).")
     if sources.data is None:  # a CAE run folder: `caex train` keeps no picture of the data set
         section.missing.append("samples per class (only a `caex demo` folder holds data/samples.png; "
                                "`caex data show DATA --out samples.png` draws them)")
     else:
-        section.figure(sources.data, "samples.png", "samples per class (masks outlined)")
+        section.figure(sources.data, "samples.png", "samples per class (masks outlined)",
+                       alt="grid of training images, one row per class")
     info = None if sources.data is None else _read_json(sources.data / "dataset.json", DATASET_SCHEMA)
     info = info or _data_from_manifold(sources)
     if info is None:
@@ -379,7 +418,8 @@ def data_section(sources: ReportSources) -> Section:
     else:
         names = info.get("class_names", [])
         train, test = (info.get("class_counts", {}).get(split, [0] * len(names)) for split in ("train", "test"))
-        section.parts.append(table_html(["class", "train images", "test images"], list(zip(names, train, test))))
+        section.parts.append(table_html(["class", "train images", "test images"], list(zip(names, train, test)),
+                                        caption="images per class"))
         section.reading(f"{info.get('spec', 'The data')}: {sum(train)} training and {sum(test)} test images of "
                         f"{info.get('image_size', '?')} px.")
     return section
@@ -395,7 +435,7 @@ def classifier_section(sources: ReportSources) -> Section:
         rows = [["architecture", info.get("arch")], ["image size", info.get("image_size")],
                 ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
                 ["test accuracy", percent(info.get("test_accuracy"))]]
-        section.parts.append(table_html(["property", "value"], rows))
+        section.parts.append(table_html(["property", "value"], rows, caption="the classifier"))
         data = _data_from_manifold(sources) or {}  # the split it was tested on: its own record, or a summary's
         test_counts = info.get("test_class_counts") or (
             data.get("class_counts", {}).get("test") if data.get("spec") == info.get("data_spec") else None)
@@ -415,13 +455,15 @@ def training_section(sources: ReportSources) -> Section:
     else:
         section.parts.append(figure_html(curves, "loss terms against iteration (bold: a moving average, or the raw "
                                                  "values of a short run), and the class codes' separation where it "
-                                                 "was measured (code_accuracy, code_gap)"))
+                                                 "was measured (code_accuracy, code_gap)",
+                                         alt="training curves, one panel per loss term"))
     run = None if sources.cae is None else _read_json(sources.cae / "summary.json", TRAINING_SCHEMA)
     if run:
         speed = run.get("images_per_second")
         section.parts.append(table_html(["iterations", "training seconds", "images / s", "reconstruction L1 (test)"],
                                         [[run.get("iters"), run.get("seconds"),
-                                          f"{speed:,.1f}" if readings.finite(speed) else speed, run.get("recon_l1")]]))
+                                          f"{speed:,.1f}" if readings.finite(speed) else speed, run.get("recon_l1")]],
+                                        caption="the training run"))
         seconds, recon = run.get("seconds"), run.get("recon_l1")
         reading = f"{run.get('iters', '?')} iterations" + (
             f" in {seconds:.0f} s of training (its own clock: setup, sample grids and saving not counted)"
@@ -439,7 +481,7 @@ def training_section(sources: ReportSources) -> Section:
                                          f"{SAMPLE_CLASSES} classes at most): originals (row 1), reconstructions "
                                          "(row 2), then every original decoded with column k's class code "
                                          "(row k + 2)",
-                                         enlarge=True))
+                                         enlarge=True, alt="grid of reconstructions and class swaps"))
     else:
         section.missing.append(f"reconstruction/swap grid ({_where(sources.cae, 'samples/*.png')} not found)")
     return section
@@ -459,16 +501,16 @@ def manifold_section(sources: ReportSources) -> Section:
                       "moving smoothly between them.")
     if section.not_given(sources.manifold, "--manifold DIR", "caex manifold"):
         return section
-    section.figure(sources.manifold, "map_pca.png", "class codes, PCA")
-    section.figure(sources.manifold, "map_tsne.png", "class codes, t-SNE")
+    section.figure(sources.manifold, "map_pca.png", "class codes, PCA", alt="class-code map, PCA")
+    section.figure(sources.manifold, "map_tsne.png", "class codes, t-SNE", alt="class-code map, t-SNE")
     if (sources.manifold / "map_umap.png").is_file():  # only where umap is installed
-        section.figure(sources.manifold, "map_umap.png", "class codes, UMAP")
+        section.figure(sources.manifold, "map_umap.png", "class codes, UMAP", alt="class-code map, UMAP")
     if (sources.manifold / "maps.html").is_file():  # its own page: the report stays one self-contained file
         section.parts.append(f"<p>The same maps to explore, each point named on hover: "
-                             f"{html.escape(str(sources.manifold / 'maps.html'))} (opens offline).</p>")
+                             f"{_link(sources.manifold / 'maps.html', sources.report_file)} (opens offline).</p>")
     section.figure(sources.manifold, "paths.png",
                    "straight paths between classes (as in the paper's Fig. 11): numbers are the classifier's "
-                   "probability of the target class")
+                   "probability of the target class", alt="decoded images along straight paths between classes")
     if summary:
         _manifold_tables(section, summary)
     else:
@@ -491,7 +533,8 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
             if (entry := separability.get(key)) is not None and not entry.get("skipped")]
     if rows:  # balanced accuracy: 1/K for a forest that names the commonest class, which accuracy hides
         section.parts.append("<h3>Separability (random forest on the test set)</h3>"
-                             + table_html(["features", "accuracy", "std", "balanced accuracy", "dims", "folds"], rows))
+                             + table_html(["features", "accuracy", "std", "balanced accuracy", "dims", "folds"], rows,
+                                          caption="the class recovered from each kind of features"))
         codes, pixels = separability.get("class_codes", {}), separability.get("pixel_pca", {})
         section.reading(readings.read_separability(
             codes.get("mean"), dims=codes.get("dims"), folds=codes.get("folds"),
@@ -502,14 +545,17 @@ def _manifold_tables(section: Section, summary: dict[str, Any]) -> None:
     if matrix and class_names and _is_square(matrix, len(class_names)):
         rows = [[f"from {name}", *map(percent, row)] for name, row in zip(class_names, matrix)]
         section.parts.append("<h3>Class-swap success</h3>"
-                             + table_html(["", *[f"to {name}" for name in class_names]], rows))
+                             + table_html(["from \\ to", *[f"to {name}" for name in class_names]], rows,
+                                          caption="swaps the classifier reads as the new class, by direction",
+                                          row_headers=True))
         section.reading(readings.read_swap(matrix, class_names, _swap_overall(summary)))
     per_class = summary.get("smoothness", {}).get("per_class", {})
     monotone = summary.get("paths", {}).get("monotone_share")
     if per_class or monotone is not None:
         rows = [[name, percent(value)] for name, value in per_class.items()]
         section.parts.append("<h3>Smoothness</h3>"
-                             + table_html(["class", "decoded SMOTE codes kept in class"], rows))
+                             + table_html(["class", "decoded SMOTE codes kept in class"], rows,
+                                          caption="mixtures of same-class codes that keep their class"))
         section.reading(readings.read_smoothness(per_class, monotone))
 
 
@@ -527,13 +573,12 @@ SUMMARY_SCHEMA = {"source": str, "caption": str, "prediction": {"class": str}, "
                   "flip_step": int}
 
 
-def _summary_titles(folder: Path, stems: list[str]) -> dict[str, str]:
-    """Captions of ``caex explain`` outputs from their ``<stem>.json``: the image by its path below the inputs'
-    common folder (the stems ``001``, ``001-2`` did not say which ``001.png`` was which), then the overlay's own
-    caption as the summary records it, or as it reads for a summary saved before summaries held it."""
+def _summary_titles(summaries: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Captions of ``caex explain`` outputs from their ``<stem>.json`` summaries: the image by its path below the
+    inputs' common folder (the stems ``001``, ``001-2`` did not say which ``001.png`` was which), then the overlay's
+    own caption as the summary records it, or as it reads for a summary saved before summaries held it."""
     captions = {}
-    for stem in stems:
-        summary = _read_json(folder / f"{stem}.json", SUMMARY_SCHEMA) or {}
+    for stem, summary in summaries.items():
         caption = summary.get("caption") or _caption_of_an_older_summary(summary)
         if "source" in summary and caption:
             captions[stem] = (summary["source"], caption)
@@ -552,12 +597,30 @@ def _caption_of_an_older_summary(summary: dict[str, Any]) -> str | None:
     return overlay_caption(prediction, target, flip, flipped=flip >= 0)
 
 
+def _example_html(title: str, overlay: Path, strip: Path | None, image_name: str, flip_step: int) -> str:
+    """One explanation in its own box, the caption first (it read as the caption of the next example's map): the
+    saliency map, then the counterfactual strip at its own size in a box that scrolls sideways, focusable so that a
+    keyboard scrolls it too. The alt texts say in a few words what each picture is; the caption says the rest."""
+    flips = f", flips at step {flip_step}" if flip_step > 0 else ""
+    pictures = _img_html(overlay, "map", f"saliency map of {image_name}")
+    if strip is not None:
+        pictures += (f'<div class="strip-scroll" tabindex="0" role="region" '
+                     f'aria-label="{html.escape(f"counterfactual path of {image_name}, scrolls sideways")}">'
+                     f'{_img_html(strip, "strip", f"counterfactual path of {image_name}{flips}")}</div>')
+    return f'<figure class="example"><figcaption>{html.escape(title)}</figcaption>{pictures}</figure>'
+
+
+def _img_html(path: Path, css_class: str, alt: str) -> str:
+    return f'<img class="{css_class}" src="{png_data_uri(path.read_bytes())}" alt="{html.escape(alt)}">'
+
+
 def explain_section(sources: ReportSources) -> Section:
     """Saliency overlay and counterfactual strip per example, from the demo or ``caex explain`` outputs."""
     section = Section("explanations", "Local explanations",
                       "For a few test images: the saliency map and, below it, the counterfactual path toward "
                       "another class that it is built from, each frame captioned with the classifier's "
-                      "probability of that class (red: where the decision flips).")
+                      "probability of that class (where the decision flips, the frame is bordered in red and "
+                      "its caption ends in \"flip\").")
     folder = sources.explain
     if section.not_given(folder, "--explain DIR", "caex explain"):
         return section
@@ -568,20 +631,19 @@ def explain_section(sources: ReportSources) -> Section:
         return section
     index = _read_json(folder / "explanations.json", EXPLANATIONS_SCHEMA) or {}
     examples = index.get("examples", [])
-    titles = {example["stem"]: example.get("title", "") for example in examples if "stem" in example}
+    indexed = {example["stem"]: example for example in examples if "stem" in example}
     shown = overlays[:MAX_EXAMPLES]
     stems = [overlay.name.removesuffix(overlay_suffix) for overlay in shown]
-    titles = _summary_titles(folder, [stem for stem in stems if stem not in titles]) | titles  # the demo's own
+    summaries = {stem: _read_json(folder / f"{stem}.json", SUMMARY_SCHEMA) or {} for stem in stems
+                 if stem not in indexed}  # read only where the demo's index does not describe the example
+    titles = _summary_titles(summaries) | {stem: example.get("title", "") for stem, example in indexed.items()}
+    facts = summaries | indexed  # either names the source image and the flip step
     for overlay, stem in zip(shown, stems, strict=True):
-        title = titles.get(stem) or stem
-        pictures = [(overlay, "map", "saliency map")]
         strip = folder / f"{stem}{strip_suffix}"
-        pictures += [(strip, "strip", "counterfactual path")] if strip.is_file() else []
-        images = "".join(('<div class="strip-scroll">{}</div>' if kind == "strip" else "{}").format(
-                             f'<img class="{kind}" src="{png_data_uri(path.read_bytes())}" '
-                             f'alt="{html.escape(f"{what}: {title}")}">') for path, kind, what in pictures)
-        # the caption first, in the example's own box: it read as the caption of the next example's map
-        section.parts.append(f'<figure class="example"><figcaption>{html.escape(title)}</figcaption>{images}</figure>')
+        fact = facts.get(stem, {})
+        section.parts.append(_example_html(titles.get(stem) or stem, overlay, strip if strip.is_file() else None,
+                                           Path(fact["source"]).name if "source" in fact else stem,
+                                           fact.get("flip_step", -1)))
     if len(overlays) > MAX_EXAMPLES:
         section.parts.append(f"<p>The first {MAX_EXAMPLES} of {len(overlays)} explanations (by file name); all of "
                              f"them are in {html.escape(str(folder))}.</p>")
@@ -643,15 +705,19 @@ def evaluation_section(sources: ReportSources) -> Section:
     section = Section("evaluation", "Faithfulness and localisation against the baselines",
                       "Every method explains the same test images of the same classifier. AOPC and PD: how fast "
                       "the classifier's confidence drops as the most salient patches are covered with noise "
-                      "(higher is better); localisation: how much saliency falls inside the true lesion.")
+                      "(higher is better); localisation: how much saliency falls inside the true lesion. In the "
+                      "results table, ↑ marks a column where higher is better, ↓ one where lower is better.")
     if section.not_given(sources.evaluate, "--evaluate DIR", "caex evaluate"):
         return section
     results = _results(sources.evaluate)
     settings = results.get("settings", {})
     masks = settings.get("has_masks", True)
     section.figure(sources.evaluate, "gallery.png",
-                   "saliency maps of every method" + ("; green: ground-truth lesion" if masks else ""))
-    section.figure(sources.evaluate, "curves.png", "mean drop of the true class's probability as patches are covered")
+                   "saliency maps of every method"
+                   + ("; ground-truth lesion outlined (light line, dark edge)" if masks else ""),
+                   alt="grid of saliency maps, one column per method")
+    section.figure(sources.evaluate, "curves.png", "mean drop of the true class's probability as patches are covered",
+                   alt="deletion curves, one line per method")
     rows = _result_rows(results)
     if not rows:
         section.missing.append(f"results table ({_where(sources.evaluate, 'results.json')} not found or empty)")
@@ -661,7 +727,7 @@ def evaluation_section(sources: ReportSources) -> Section:
     section.parts.append("<h3>Results</h3>" + table_html(
         ["method", *(RESULT_COLUMNS[key] for key in columns)],
         [[method_name(row["method"]), *(_cell(key, row.get(key), row) for key in columns)] for row in ran],
-        highlight="CAE"))
+        highlight="CAE", caption="each method's scores on the same images"))
     if settings:
         with_errors = any(readings.finite(row.get("aopc_se")) for row in ran)
         section.parts.append(f'<p class="lead">{html.escape(_evaluation_setup(settings, with_errors))}</p>')
@@ -679,7 +745,7 @@ def evaluation_section(sources: ReportSources) -> Section:
             ["method", *(with_count(name, settings.get("images_per_class", {})) for name in classes)],
             [[method_name(row["method"]), *(row["aopc_per_class"].get(name, "–") for name in classes)]
              for row in by_class],
-            highlight="CAE"))
+            highlight="CAE", caption="each method's AOPC on the images of each class"))
     subject = cae_subject(ran)
     if "aopc" in columns:
         per_image = {method_name(str(row["method"])): row["aopc_per_image"] for row in ran if "aopc_per_image" in row}
@@ -756,7 +822,7 @@ def settings_section(sources: ReportSources) -> Section:
     recorded = _recorded_models(sources)
     rows += [[stage, f"{model} weights (digest)", digest] for stage, model, digest in recorded]
     if rows:
-        section.parts.append(table_html(["stage", "setting", "value"], rows))
+        section.parts.append(table_html(["stage", "setting", "value"], rows, caption="settings of each stage"))
     else:
         section.missing.append("no stage recorded its settings")
     digests: dict[str, set[str]] = {"CAE": set(), "classifier": set()}
@@ -868,6 +934,7 @@ def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     sources = ReportSources.from_run(run, manifold=manifold, explain=explain, evaluate=evaluate,
                                      classifier=classifier)
     target = Path(out) if out is not None else sources.root / REPORT_FILE
+    sources.report_file = target
     if target.is_dir():
         raise CaexError(f"cannot write {target}: it is a folder (give the HTML file to write)")
     if target.suffix.lower() not in (".html", ".htm"):  # a scan named as the output would be overwritten

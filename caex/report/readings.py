@@ -182,12 +182,19 @@ def read_time(milliseconds: Mapping[str, float], *, subject: str | None = None) 
     explainers = [(name, ms) for name, ms in ranked if not is_variant_of(name, RANDOM)]  # random explains nothing
     quickest, quickest_ms = explainers[0] if explainers else ranked[0]
     if quickest != subject:
-        sentence += f", {_times(times[subject] / max(quickest_ms, 1e-9))} the quickest method ({quickest}, " \
-                    f"{_milliseconds(quickest_ms)})"
+        sentence += f", {_relative(times[subject] / max(quickest_ms, 1e-9), 'as slow as')} the quickest method " \
+                    f"({quickest}, {_milliseconds(quickest_ms)})"
     if slowest != subject:
-        sentence += f"{' and' if quickest != subject else ','} {_times(slowest_ms / max(times[subject], 1e-9))} " \
-                    f"faster than the slowest ({slowest}, {_milliseconds(slowest_ms)})"
+        sentence += f"{' and' if quickest != subject else ','} " \
+                    f"{_relative(slowest_ms / max(times[subject], 1e-9), 'faster than')} the slowest ({slowest}, " \
+                    f"{_milliseconds(slowest_ms)})"
     return sentence + "."
+
+
+def _relative(factor: float, direction: str) -> str:
+    """A ratio of two times (at least 1) with the way it points ("1.1x as slow as"), or "level with" under 5%,
+    as the faithfulness sentence has it: two equal times read "1.0x faster than"."""
+    return "level with" if factor < 1.05 else f"{_times(factor)} {direction}"
 
 
 def _listed(items: Sequence[str]) -> str:

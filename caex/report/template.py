@@ -37,6 +37,7 @@ figure.example img.map { width: min(100%, 220px); image-rendering: pixelated; }
 figure.example figcaption { color: var(--ink); font-weight: 600; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
 table { border-collapse: collapse; margin: 10px 0 4px; font-size: 14px; font-variant-numeric: tabular-nums; }
+caption { caption-side: top; text-align: left; color: var(--muted); font-size: 13px; padding: 0 0 4px; }
 th, td { padding: 5px 12px; border-bottom: 1px solid var(--rule); text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { background: var(--band); border-bottom: 2px solid var(--rule); font-weight: 600; }
