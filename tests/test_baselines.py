@@ -564,3 +564,23 @@ def test_a_signed_methods_map_is_its_positive_part(absolute, expected):
     classifier = TorchClassifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), ["a", "b"], 2, 1)
     maps = Fixed(classifier).saliency(torch.rand(3, 1, 2, 2), target=0)
     torch.testing.assert_close(maps, torch.tensor(expected).view(1, 2, 2).expand(3, 2, 2))
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("lime", {"n_samples": 0}, r"^lime: n_samples=0: must be a whole number, at least 1$"),
+    ("lime", {"n_segments": 0}, r"^lime: n_segments=0: must be a whole number, at least 1$"),
+    ("lime", {"compactness": float("nan")}, r"^lime: compactness=nan: must be a positive finite number$"),
+    ("integrated_gradients", {"n_steps": 0}, r"^integrated_gradients: n_steps=0: must be a whole number, at least 1$"),
+    ("occlusion", {"window_fraction": 5.0}, r"^occlusion: window_fraction=5.0: must be in \(0, 1\]$"),
+    ("occlusion", {"window_fraction": float("nan")}, r"^occlusion: window_fraction=nan: must be in \(0, 1\]$"),
+    ("occlusion", {"perturbations_per_eval": 0}, r"^occlusion: perturbations_per_eval=0: must be a whole number"),
+    ("gradcam", {"batch_size": 0}, r"^gradcam: batch_size=0: must be a whole number, at least 1$"),
+    ("random", {"seed": -1}, r"^seed=-1: must be a whole number from 0 to "),
+])
+def test_an_option_a_method_cannot_run_with_is_refused_when_it_is_made(name, options, message):
+    """LIME's n_samples=0 was taken, and failed deep in Captum (torch.cat of nothing), IG's n_steps=0 in an assert
+    that `python -O` strips, occlusion's NaN window in int(): each after the evaluation's earlier methods had run."""
+    from caex.explain import OptionValueError
+
+    with pytest.raises(OptionValueError, match=message):
+        make_attributor(name, tiny_classifier(1), **options)

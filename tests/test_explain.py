@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from caex.classifier import Classifier, TorchClassifier, build_classifier_network
-from caex.errors import CaexError
+from caex.errors import CaexError, ModelError
 from caex.explain import Explainer, ExplainerAttributor, ExplainError, Explanation
 from caex.explain.attribution import normalise_maps
 from caex.explain.paths import CodeGraph, guided_paths, resample_polylines, straight_paths
@@ -923,3 +923,20 @@ def test_the_code_graph_follows_codes_stored_after_the_explainer_was_made() -> N
     assert explainer._graph.size == 10 and max(max(route) for route in explanation.path_nodes) < 10
     fresh = Explainer(cae, LesionBlackBox(), knn=3, smoothing=0.0).explain(healthy_images(2), path="guided", steps=4)
     assert explanation.path_nodes == fresh.path_nodes
+
+
+@pytest.mark.parametrize(("network", "part", "what"), [("class_encoder", "encoder", "class codes"),
+                                                       ("individual_encoder", "encoder", "individual codes"),
+                                                       ("decoder", "decoder", "images")])
+def test_a_cae_with_nan_weights_is_named_not_the_classifier(tiny: tuple[Explainer, torch.Tensor], network, part,
+                                                            what) -> None:
+    """A CAE whose weights had turned NaN was reported as "classifier input: holds NaN or infinite pixels"."""
+    import copy
+
+    explainer, images = tiny
+    broken = copy.deepcopy(explainer.cae)
+    with torch.no_grad():
+        next(getattr(broken, network).parameters()).fill_(math.nan)
+    with pytest.raises(ModelError, match=rf"^the CAE: its {part} gives NaN or infinite {what} for \d+ of \d+ rows "
+                                         r"\(are its weights finite\?"):
+        Explainer(broken, explainer.classifier, batch_size=16, knn=4).saliency(images[:2], path="centroid", steps=2)

@@ -1,9 +1,10 @@
 """Local explanations: counterfactual paths on the class-code manifold and their saliency maps."""
 
 from caex.explain.attribution import (BASELINES, Attributor, ExplainerAttributor, GradientsUnavailableError,
-                                      make_attributor)
+                                      OptionValueError, make_attributor)
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError, Explanation
 from caex.explain.files import FilesResult, explain_files
 
 __all__ = ["BASELINES", "AlreadyAtTargetWarning", "Attributor", "ExplainError", "Explainer", "ExplainerAttributor",
-           "Explanation", "FilesResult", "GradientsUnavailableError", "explain_files", "make_attributor"]
+           "Explanation", "FilesResult", "GradientsUnavailableError", "OptionValueError", "explain_files",
+           "make_attributor"]

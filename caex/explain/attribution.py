@@ -31,7 +31,7 @@ from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS
 from caex.explain.targets import RANK_BY
-from caex.utils.checks import check_registry_name
+from caex.utils.checks import check_counts, check_positive_finite, check_registry_name, check_seed, check_share
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import keyed_generator, torch_generator
 
@@ -48,6 +48,12 @@ class AttributionError(CaexError):
 
 class GradientsUnavailableError(AttributionError):
     """A gradient method was asked to explain a classifier that exposes no gradients."""
+
+
+class OptionValueError(AttributionError):
+    """A method's option holds a value it cannot run with (``n_samples=0``): a mistake to fix before any work, where
+    other attribution errors skip the method in a comparison. Raised by the constructor, so an evaluation that
+    builds its methods first stops before it has computed a map, not after the methods before this one."""
 
 
 def captum_attr() -> ModuleType:
@@ -94,6 +100,8 @@ class Attributor:
 
     def __init__(self, classifier: Classifier, *, batch_size: int = 32, seed: int = 0) -> None:
         classifier = require_classifier(classifier)
+        check_counts({"batch_size": batch_size}, 1, OptionValueError, prefix=f"{self.name}: ")
+        check_seed(seed, OptionValueError)
         if self.needs_gradients and (not classifier.has_gradients or classifier.module is None):
             raise GradientsUnavailableError(
                 f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
@@ -323,7 +331,7 @@ class IntegratedGradientsAttributor(Attributor):
 
     def __init__(self, classifier: Classifier, *, n_steps: int = 50, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-
+        check_counts({"n_steps": n_steps}, 1, OptionValueError, prefix=f"{self.name}: ")
         self._method = captum_attr().IntegratedGradients(self.module)
         self.n_steps = n_steps
 
@@ -341,7 +349,8 @@ class OcclusionAttributor(Attributor):
     def __init__(self, classifier: Classifier, *, window_fraction: float = 1 / 8,
                  perturbations_per_eval: int = 64, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
-
+        check_share(f"{self.name}: window_fraction", window_fraction, OptionValueError)
+        check_counts({"perturbations_per_eval": perturbations_per_eval}, 1, OptionValueError, prefix=f"{self.name}: ")
         self._method = captum_attr().Occlusion(classifier.predict_proba)  # scores p_target, as the metrics do
         self.window_fraction = window_fraction
         self.perturbations_per_eval = perturbations_per_eval
@@ -385,6 +394,9 @@ class LimeAttributor(Attributor):
     def __init__(self, classifier: Classifier, *, n_samples: int = 1000, n_segments: int = 50,
                  compactness: float = 1.0, perturbations_per_eval: int = 250, **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
+        counts = {"n_samples": n_samples, "n_segments": n_segments, "perturbations_per_eval": perturbations_per_eval}
+        check_counts(counts, 1, OptionValueError, prefix=f"{self.name}: ")
+        check_positive_finite(f"{self.name}: compactness", compactness, OptionValueError)
         self.n_samples = n_samples
         self.n_segments = n_segments
         self.compactness = compactness
@@ -467,6 +479,7 @@ class ExplainerAttributor(Attributor):
                  counter_class: int | None = None, counter_by: str = "code", name: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(classifier, **kwargs)
+        check_counts({"steps": steps}, 2, OptionValueError, prefix=f"{name or f'cae-{path}'}: ")
         if counter_class is not None and not 0 <= counter_class < classifier.num_classes:
             raise AttributionError(f"counter_class={counter_class}: not a class index of this classifier "
                                    f"(0..{classifier.num_classes - 1})")

@@ -495,6 +495,7 @@ class Explainer:
             chunk = slice(begin, begin + self.batch_size)
             decoded = self.cae.decode(codes[chunk].to(self.device),
                                       individual[owner[chunk].to(individual.device)]).float().clamp(0.0, 1.0)
+            self._check_finite(decoded, "decoder", "images")
             if classify:
                 probs.append(self.classifier.predict_proba(decoded).cpu())
             frames.append(decoded.cpu())
@@ -504,7 +505,20 @@ class Explainer:
         """Class and individual codes, ``batch_size`` images at a time, kept on :attr:`device`."""
         pairs = [self.cae.encode(images[begin:begin + self.batch_size].to(self.device))
                  for begin in range(0, len(images), self.batch_size)]
-        return torch.cat([c.float() for c, _ in pairs]), torch.cat([s for _, s in pairs])
+        codes, individual = torch.cat([c.float() for c, _ in pairs]), torch.cat([s for _, s in pairs])
+        self._check_finite(codes, "encoder", "class codes")
+        self._check_finite(individual, "encoder", "individual codes")
+        return codes, individual
+
+    def _check_finite(self, batch: torch.Tensor, part: str, what: str) -> None:
+        """Refuse NaN or inf out of the CAE itself (its inputs are checked finite): a CAE with NaN weights was
+        reported as the classifier's fault ("classifier input: holds NaN or infinite pixels")."""
+        bad = nonfinite_rows(batch)
+        if bad.any():
+            source = getattr(self.cae, "source", None)
+            raise ModelError(f"{'the CAE' if source is None else f'the CAE in {source}'}: its {part} gives NaN or "
+                             f"infinite {what} for {int(bad.sum())} of {len(batch)} rows (are its weights finite? "
+                             "retrain it, or resume from an earlier checkpoint)")
 
     def _code_graph(self) -> CodeGraph:
         """The kNN graph over the stored codes, built on first use (a seeded subset above the cap), and again
