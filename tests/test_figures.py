@@ -313,5 +313,5 @@ def test_maps_are_titled_by_projection_names_and_crosses_are_called_class_means(
     titles = [figure._suptitle.get_text() for figure in saved_figures]
     assert titles[:2] == ["class codes, PCA", "class codes, t-SNE"]
     legend = [text.get_text() for text in saved_figures[1].legends[0].get_texts()]
-    assert legend == ["a", "b", "class mean (map coordinates)"]
+    assert legend == ["a", "b", "class mean (map coordinates):\nlarge, dark edge"]
 

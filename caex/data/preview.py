@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from caex.data.types import DataBundle
-from caex.utils.plotting import literal_text, outline_mask, save_figure, text_inches, wrap_label
+from caex.utils.plotting import MASK_LEGEND, literal_text, outline_mask, save_figure, text_inches, wrap_label
 from caex.utils.seed import torch_generator
 
 
@@ -21,7 +21,7 @@ def sample_grid_indices(labels: torch.Tensor, num_classes: int, per_class: int, 
 
 @literal_text
 def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int = 8, seed: int = 0) -> Path:
-    """Write a PNG grid of training images: one row per class (named), masks outlined in green; no wider than
+    """Write a PNG grid of training images: one row per class (named), masks outlined; no wider than
     the largest class (a column nobody fills would only cost drawing time), but wide enough for the longest
     class name (wrapped) and the title."""
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state is touched
@@ -31,7 +31,7 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
     rows = sample_grid_indices(labels, bundle.num_classes, per_class, seed)
     tile = 1.3 if bundle.image_size <= 96 else 2.0
     names = [wrap_label(name) for name in bundle.class_names]
-    legend = "; green: lesion mask" if masks is not None and bool(masks.any()) else ""
+    legend = f"; {MASK_LEGEND}" if masks is not None and bool(masks.any()) else ""
     title = f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s){legend})"
     width = max(tile * per_class + text_inches(names, 10), text_inches([title], 9)) + 0.4
     figure = Figure(figsize=(width, tile * bundle.num_classes + 0.3))

@@ -36,8 +36,8 @@ from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, j
                            replaced_together, write_json)
 from caex.utils.drawing import one_line
 from caex.utils.numbers import fixed
-from caex.utils.plotting import (figure_png, literal_text, outline_mask, rgb_array, saliency_blend, text_inches,
-                                 wrap_label)
+from caex.utils.plotting import (SALIENCY_COLORMAP, figure_png, literal_text, outline_mask, rgb_array, saliency_blend,
+                                 text_inches, wrap_label)
 from caex.utils.overrides import CONVERTERS, typed_value
 from caex.utils.progress import progress
 from caex.utils.provenance import models_record, run_record
@@ -54,6 +54,8 @@ _SET_BY_EVALUATE = {"self", "classifier", "explainer", "kwargs", "batch_size", "
 #: Images in the gallery: one per class (the selection takes the classes in turn) for up to 10 classes, and 6
 #: at least.
 GALLERY_ROWS = (6, 10)
+#: The height added under the gallery for its saliency colour key, and the key's greatest length (inches).
+GALLERY_KEY_INCHES, GALLERY_KEY_LENGTH = 0.4, 2.4
 
 
 @dataclass
@@ -429,21 +431,24 @@ def write_results(results: EvaluationResults, images: torch.Tensor, masks: torch
 
 
 class LineStyle(NamedTuple):
-    """How a method's curve is drawn: matplotlib's ``color``, ``marker`` and ``linestyle``."""
+    """How a method's curve is drawn: matplotlib's ``color``, ``marker`` and ``linestyle`` (a name or an
+    ``(offset, (on, off, ...))`` dash pattern)."""
 
     color: str
     marker: str
-    linestyle: str
+    linestyle: str | tuple[float, tuple[float, ...]]
 
 
 #: Each shipped method's line in ``curves.png``, by its canonical name (:func:`known_methods`): colour, marker and
 #: dash, so a method looks the same in every run whatever its place in ``--methods``, and CAE's nearly equal path
-#: variants stay apart (``cae-guided``, ``cae``'s own path, in ``cae``'s colour).
+#: variants stay apart (``cae-guided``, ``cae``'s own path, in ``cae``'s colour). CAE, Grad-CAM and occlusion, the
+#: usual comparison, print as nearly the same grey: the latter two have dash patterns (dash-dot-dot, long dashes)
+#: no other method uses.
 METHOD_STYLES = {
     "cae": LineStyle("#1f77b4", "o", "-"), "cae-guided": LineStyle("#1f77b4", "d", "-."),
     "cae-centroid": LineStyle("#17becf", "s", "--"), "cae-nearest": LineStyle("#9467bd", "^", ":"),
-    "gradcam": LineStyle("#d62728", "v", "-"), "fullgrad": LineStyle("#ff7f0e", "D", "--"),
-    "lime": LineStyle("#2ca02c", "P", "-."), "occlusion": LineStyle("#8c564b", "X", "-"),
+    "gradcam": LineStyle("#d62728", "v", (0, (5, 1.5, 1, 1.5, 1, 1.5))), "fullgrad": LineStyle("#ff7f0e", "D", "--"),
+    "lime": LineStyle("#2ca02c", "P", "-."), "occlusion": LineStyle("#8c564b", "X", (0, (8, 3))),
     "integrated_gradients": LineStyle("#e377c2", "*", "--"), "random": LineStyle("#7f7f7f", "x", ":"),
 }
 #: What a registered method's line is drawn from, picked by a stable hash of its name.
@@ -485,7 +490,9 @@ def _curves_figure(results: EvaluationResults):
 def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: torch.Tensor | None,
                     row_labels: Sequence[str] = ()):
     """Rows = images (labelled by ``row_labels``, their classes, written across and wrapped, the figure widened
-    to hold them), columns = input then one saliency map per method; mask outlines in green."""
+    to hold them), columns = input then one saliency map per method, with a colour key under the maps; lesion
+    masks outlined."""
+    from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
 
     methods = list(results.maps)
@@ -493,7 +500,9 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
     rows = min(len(images), max(fewest, min(len(set(row_labels)), most)))
     columns = 1 + len(methods)
     labels = [wrap_label(label) for label in row_labels[:rows]]
-    figure = Figure(figsize=(1.6 * columns + text_inches(labels, 8), 1.6 * rows + 0.3), layout="constrained")
+    key_inches = GALLERY_KEY_INCHES if methods else 0.0
+    figure = Figure(figsize=(1.6 * columns + text_inches(labels, 8), 1.6 * rows + 0.3 + key_inches),
+                    layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
     pictures = rgb_array(images[:rows])
     shown = [pictures, *(saliency_blend(pictures, results.maps[method][:rows].cpu().numpy()) for method in methods)]
@@ -508,6 +517,14 @@ def _gallery_figure(results: EvaluationResults, images: torch.Tensor, masks: tor
                 axes.set_title("input" if column == 0 else method_name(methods[column - 1]), fontsize=8)
         if labels:
             grid[row][0].set_ylabel(labels[row], fontsize=8, rotation=0, ha="right", va="center")
+    if methods:  # what the colours mean: in grey the blend's brightness follows the image as much as the saliency
+        maps_width = 1.6 * len(methods)
+        length, thickness, maps_height = min(maps_width, GALLERY_KEY_LENGTH), 0.12, 1.6 * rows  # inches
+        key = figure.colorbar(ScalarMappable(cmap=SALIENCY_COLORMAP), ax=grid[:, 1:], location="bottom",
+                              fraction=thickness / maps_height, pad=0.08 / maps_height, shrink=length / maps_width,
+                              aspect=length / thickness)
+        key.set_ticks([])
+        key.set_label("low → high saliency", fontsize=8)
     return figure
 
 

@@ -11,6 +11,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.markers import MarkerStyle
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
@@ -21,6 +22,13 @@ SPLITS = ("train", "test")
 #: How each projection is named in titles.
 PROJECTION_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 EXACT_TSNE_MAX_POINTS = 1000
+#: Each class's marker shape, cycled: colour alone does not tell classes apart in greyscale (tab10's blue and red
+#: print as nearly the same grey) or to colour-blind readers (its orange, green and red). maps.html draws the same.
+CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+#: How opaque a map's points are: 0.6 left light classes at 1.5-2.8:1 contrast on white.
+POINT_ALPHA = 0.8
+#: The class means' legend entry: they are drawn in their class's shape, so no one marker stands for them all.
+MEAN_LEGEND = "class mean (map coordinates):\nlarge, dark edge"
 
 
 def umap_available() -> bool:
@@ -70,6 +78,19 @@ def class_colours(num_classes: int) -> list[str]:
     return [to_hex(palette(k / num_classes)) for k in range(num_classes)]
 
 
+def class_markers(num_classes: int) -> list[str]:
+    """Each class's matplotlib marker, from :data:`CLASS_MARKERS` in turn."""
+    return [CLASS_MARKERS[k % len(CLASS_MARKERS)] for k in range(num_classes)]
+
+
+def marker_outline(marker: str) -> list[list[float]]:
+    """``marker``'s shape as matplotlib draws it, as the vertices of a polygon about one unit across with y
+    pointing down: the canvas of maps.html draws the PNGs' shapes from these."""
+    style = MarkerStyle(marker)
+    polygon = style.get_path().transformed(style.get_transform()).to_polygons(closed_only=True)[0][:-1]
+    return np.round(polygon * [1, -1], 3).tolist()
+
+
 def panel_title(split: str, shown: int, total: int | None) -> str:
     """A map panel's title: its images, and of how many where the map shows a sample (``maps_per_split``)."""
     if total in (None, shown):
@@ -80,10 +101,11 @@ def panel_title(split: str, shown: int, total: int | None) -> str:
 @literal_text
 def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, splits: list[str],
              class_names: list[str], title: str, totals: dict[str, int] | None = None) -> Path:
-    """Train and test panels side by side on the same axes, coloured by class, each class's mean position on the
-    map as a cross (a mean of t-SNE or UMAP coordinates, not the map of the codes' centroid); ``totals`` (images
-    per split) says how many a subsampled panel shows of how many."""
-    colours = class_colours(len(class_names))
+    """Train and test panels side by side on the same axes, each class in its own colour and marker shape, its
+    mean position on the map in that shape drawn large with a dark edge (a mean of t-SNE or UMAP coordinates, not
+    the map of the codes' centroid); ``totals`` (images per split) says how many a subsampled panel shows of how
+    many."""
+    colours, markers = class_colours(len(class_names)), class_markers(len(class_names))
     split_array = np.asarray(splits)
     figure = Figure(figsize=(11, 5.2), layout="constrained")
     axes = figure.subplots(1, 2, sharex=True, sharey=True)
@@ -93,16 +115,16 @@ def plot_map(path: str | os.PathLike, coords: np.ndarray, labels: np.ndarray, sp
             points = coords[in_split & (labels == k)]
             if not len(points):
                 continue
-            axis.scatter(points[:, 0], points[:, 1], s=7, alpha=0.6, color=colours[k], linewidths=0)
+            axis.scatter(points[:, 0], points[:, 1], s=12, alpha=POINT_ALPHA, color=colours[k], marker=markers[k],
+                         linewidths=0)
             centre = points.mean(axis=0)
-            axis.scatter(*centre, marker="X", s=160, color=colours[k], edgecolors="black", linewidths=1.2)
+            axis.scatter(*centre, marker=markers[k], s=160, color=colours[k], edgecolors="black", linewidths=1.2)
         axis.set_title(panel_title(split, int(in_split.sum()), (totals or {}).get(split)))
         axis.set_xticks([])
         axis.set_yticks([])
-    handles = [Line2D([], [], marker="o", linestyle="", color=colour, label=name)
-               for colour, name in zip(colours, class_names)]
-    handles.append(Line2D([], [], marker="X", linestyle="", markersize=10, color="white",
-                          markeredgecolor="black", label="class mean (map coordinates)"))
+    handles = [Line2D([], [], marker=marker, linestyle="", color=colour, label=name)
+               for colour, marker, name in zip(colours, markers, class_names)]
+    handles.append(Line2D([], [], linestyle="", label=MEAN_LEGEND))
     figure.legend(handles=handles, loc="outside right center", frameon=False, title="class")
     figure.suptitle(title)
     return save_figure(path, figure)
@@ -114,6 +136,7 @@ def maps_html(projections: dict[str, np.ndarray], labels: np.ndarray, prediction
     data = {
         "classes": list(class_names),
         "colours": class_colours(len(class_names)),
+        "shapes": [marker_outline(marker) for marker in class_markers(len(class_names))],
         "labels": [int(v) for v in labels],
         "predictions": [int(v) for v in predictions],
         "test": [int(split == "test") for split in splits],
@@ -138,25 +161,33 @@ _PAGE = """<!doctype html>
 body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
 #controls{margin:.5em 0}#controls>*{margin-right:1.2em}
 #legend label{display:inline-block;margin-right:1em;cursor:pointer}
-#legend i{display:inline-block;width:.8em;height:.8em;border-radius:50%;margin-right:.3em;vertical-align:middle}
-canvas{border:1px solid #ccc;cursor:crosshair;max-width:100%;height:auto}
+#map{border:1px solid #ccc;cursor:crosshair;max-width:100%;height:auto}
+#legend canvas{margin-right:.3em;vertical-align:middle}
+#points>div{max-width:100%;overflow-x:auto}
+#points table{border-collapse:collapse;font-size:.85em;margin-top:.5em}
+#points th,#points td{border:1px solid #ccc;padding:.15em .5em;text-align:left;overflow-wrap:anywhere}
 #tip{position:absolute;display:none;background:#fff;border:1px solid #888;padding:.3em .5em;
 font-size:.85em;pointer-events:none;width:max-content;max-width:calc(100vw - 16px);overflow-wrap:anywhere;
 box-shadow:1px 1px 4px #aaa}
 </style></head><body>
 <h1>Class-code manifold</h1>
-<p>Each point is one image's class code projected to 2-D; filled dots are training images, rings test images,
-crosses the class centroids. Hover a point for its file, label and the classifier's prediction; tick classes
-in the legend to show or hide them.</p>
+<p>Each point is one image's class code projected to 2-D, in its class's colour and shape; filled shapes are
+training images, outlined ones test images, large dark-edged ones the class centroids. Hover a point for its file,
+label and the classifier's prediction, or open the table below the map; tick classes in the legend to show or hide
+them.</p>
 <div id="controls">
 <label>projection <select id="projection"></select></label>
 <label><input type="checkbox" id="show-train" checked> train</label>
 <label><input type="checkbox" id="show-test" checked> test</label>
 </div>
 <div id="legend" role="group" aria-label="classes shown"></div>
-<p id="markers">● training image &nbsp; ○ test image &nbsp; ✕ class centroid</p>
+<p id="markers">filled: training image &nbsp; outlined: test image &nbsp; large, dark edge: class centroid</p>
 <canvas id="map" width="760" height="760" role="img"
- aria-label="2-D map of the class codes, one point per image, coloured by class"></canvas>
+ aria-label="2-D map of the class codes, one point per image, coloured and shaped by class; the table below lists them">
+</canvas>
+<details id="points"><summary>The points as a table</summary><div><table>
+<thead><tr><th scope="col">file</th><th scope="col">split</th><th scope="col">label</th><th scope="col">prediction</th>
+<th scope="col">wrong?</th></tr></thead><tbody id="points-body"></tbody></table></div></details>
 <div id="tip"></div>
 <script>
 const DATA = __DATA__;
@@ -166,12 +197,21 @@ const showTrain = document.getElementById("show-train"), showTest = document.get
 const PAD = 24, MIN_HEIGHT = 160;
 let positions = [];
 for (const name of Object.keys(DATA.projections)) select.add(new Option(name.toUpperCase(), name));
-// One checkbox per class in the legend: a class hidden there is neither drawn nor hovered.
+// Class k's marker shape (the PNG maps' matplotlib marker, a polygon one unit across) as the path of `pen`, centred
+// on (x, y) and `size` px across: classes differ in shape, not in colour alone.
+function shape(pen, k, x, y, size) {
+  pen.beginPath();
+  for (const [u, v] of DATA.shapes[k]) pen.lineTo(x + u * size, y + v * size);  // a first lineTo starts the path
+  pen.closePath();
+}
+// One checkbox per class in the legend, with its colour and shape: a class hidden there is neither drawn nor hovered.
 const classBoxes = DATA.classes.map((name, k) => {
   const item = document.createElement("label"), box = document.createElement("input");
-  const swatch = document.createElement("i");
+  const swatch = document.createElement("canvas");
   box.type = "checkbox"; box.checked = true; box.addEventListener("change", draw);
-  swatch.style.background = DATA.colours[k];
+  swatch.width = swatch.height = 14;
+  const pen = swatch.getContext("2d");
+  shape(pen, k, 7, 7, 11); pen.fillStyle = DATA.colours[k]; pen.fill();
   item.append(box, swatch, name);
   document.getElementById("legend").append(item);
   return box;
@@ -207,19 +247,15 @@ function draw() {
   positions.forEach((p, i) => {
     if (!visible(i)) return;
     const colour = DATA.colours[DATA.labels[i]];
-    ctx.beginPath(); ctx.arc(p[0], p[1], 3, 0, 2 * Math.PI);
+    shape(ctx, DATA.labels[i], p[0], p[1], 7);
     if (DATA.test[i]) { ctx.strokeStyle = colour; ctx.lineWidth = 1.3; ctx.stroke(); }
-    else { ctx.fillStyle = colour; ctx.globalAlpha = 0.7; ctx.fill(); ctx.globalAlpha = 1; }
+    else { ctx.fillStyle = colour; ctx.globalAlpha = 0.85; ctx.fill(); ctx.globalAlpha = 1; }
     const s = sums[DATA.labels[i]]; s[0] += p[0]; s[1] += p[1]; s[2] += 1;
   });
   sums.forEach((s, k) => {
     if (!s[2]) return;
-    const cx = s[0] / s[2], cy = s[1] / s[2];
-    for (const [width, colour] of [[6, "#000"], [3, DATA.colours[k]]]) {
-      ctx.lineWidth = width; ctx.strokeStyle = colour; ctx.beginPath();
-      ctx.moveTo(cx - 8, cy - 8); ctx.lineTo(cx + 8, cy + 8); ctx.moveTo(cx + 8, cy - 8); ctx.lineTo(cx - 8, cy + 8);
-      ctx.stroke();
-    }
+    shape(ctx, k, s[0] / s[2], s[1] / s[2], 18);
+    ctx.fillStyle = DATA.colours[k]; ctx.fill(); ctx.lineWidth = 2; ctx.strokeStyle = "#000"; ctx.stroke();
   });
 }
 canvas.addEventListener("mousemove", event => {
@@ -234,7 +270,7 @@ canvas.addEventListener("mousemove", event => {
   });
   if (best < 0) { tip.style.display = "none"; return; }
   const [bx, by] = positions[best];
-  let under = 0;  // other shown points the top one covers (a dot's radius is 3 px)
+  let under = 0;  // other shown points the top one covers (a point is 7 px across)
   positions.forEach((p, i) => { if (i !== best && visible(i) && (p[0] - bx) ** 2 + (p[1] - by) ** 2 < 9) under++; });
   const label = DATA.classes[DATA.labels[best]], prediction = DATA.classes[DATA.predictions[best]];
   tip.textContent = "";
@@ -249,6 +285,17 @@ canvas.addEventListener("mousemove", event => {
 });
 canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
 for (const control of [select, showTrain, showTest]) control.addEventListener("change", draw);
+// The points as a table, for keyboard and screen-reader users (the tooltip needs a mouse), escaped as text; filled
+// when first opened, as a map's thousands of rows would slow every page's loading.
+const pointsTable = document.getElementById("points"), pointsBody = document.getElementById("points-body");
+pointsTable.addEventListener("toggle", () => {
+  if (!pointsTable.open || pointsBody.rows.length) return;
+  DATA.labels.forEach((label, i) => {
+    const row = pointsBody.insertRow(), prediction = DATA.predictions[i];
+    for (const text of [DATA.sources[i], DATA.test[i] ? "test" : "train", DATA.classes[label], DATA.classes[prediction],
+                        label === prediction ? "no" : "yes"]) row.insertCell().textContent = text;
+  });
+});
 draw();
 </script></body></html>
 """

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 #: red lesions of fundus and skin photographs alike (red outlines vanished on those), and on the saliency maps
 #: (inferno has no green); a dark halo keeps it apart from inferno's pale yellow peaks (see :func:`outline_mask`).
 MASK_COLOUR = "lime"
+#: How figures name the outline: by its look, not its colour, as to deuteranopes lime looks like inferno's yellow.
+MASK_LEGEND = "lesion outlined (light line, dark edge)"
 #: Saliency maps are drawn in a perceptually uniform map whose brightness rises with saliency: jet's darkest
 #: blue and red look alike in grey and to colour-blind readers.
 SALIENCY_COLORMAP = "inferno"
