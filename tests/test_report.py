@@ -661,11 +661,19 @@ def test_explain_outputs_are_captioned_by_their_source_files(tmp_path):
         _png(folder / f"{stem}_path.png")
         summary = {"source": source, "prediction": {"class": "cnv"}, "target": {"class": "dme"}, "flip_step": 3}
         _write_json(folder / f"{stem}.json", summary if caption is None else {**summary, "caption": caption})
+    # Summaries saved before they held captions, of a path to the input's own class (flip step 0, as they
+    # recorded it) and of an input the classifier gave no finite outputs for ("class": null)
+    for stem, prediction, flip in (("own", "dme", 0), ("unread", None, 2)):
+        _png(folder / f"{stem}_saliency.png")
+        _write_json(folder / f"{stem}.json", {"source": f"/scans/b/{stem}.png", "prediction": {"class": prediction},
+                                              "target": {"class": "dme"}, "flip_step": flip})
     _png(folder / "x_saliency.png")  # no summary: captioned by its stem
     assert _figcaptions(build_report(run, explain=folder)) == [  # by file name: "001-2" sorts first
         "b/001.png: cnv -&gt; normal (never flips)", "a/001.png: cnv -&gt; dme, flips at step 3",
         "b/my_scan_01.png: cnv -&gt; dme, flips at step 0",
         "b/older.png: cnv -&gt; dme, flips at step 3",  # a summary saved before they held captions: rebuilt
+        "b/own.png: dme, already the target: no flip",  # not "..., flips at step 0"
+        "b/unread.png: no class (outputs not finite) -&gt; dme, flips at step 2",  # not its bare stem
         "x"]
 
 

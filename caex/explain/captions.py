@@ -16,10 +16,16 @@ def strip_title(source: str, prediction: str, target: str, flipped: bool = True)
                     "x0 = reconstruction")
 
 
+#: The prediction named where the classifier's outputs for the input are NaN or infinite.
+NO_CLASS = "no class (outputs not finite)"
+
+
 def overlay_caption(prediction: str, target: str, flip_step: int, flipped: bool = True) -> str:
     """The overlay's caption: the move its map explains, as the strip's title names it, and where it flips
-    (``cnv -> dme, flips at step 14``)."""
-    return one_line(_move(prediction, target, flipped) + (f", flips at step {flip_step}" if flip_step >= 0 else ""))
+    (``cnv -> dme, flips at step 14``; a path that starts at its target names no step, as summaries written
+    before they recorded their caption have a flip at step 0 there)."""
+    flips = flip_step >= 0 and prediction != target
+    return one_line(_move(prediction, target, flipped) + (f", flips at step {flip_step}" if flips else ""))
 
 
 def _move(prediction: str, target: str, flipped: bool) -> str:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from caex.data.sources import EXPLAIN_OUTPUTS
-from caex.explain.captions import overlay_caption, strip_title
+from caex.explain.captions import NO_CLASS, overlay_caption, strip_title
 from caex.explain.explainer import Explanation
 from caex.utils.drawing import BACKGROUND, MARGIN, TEXT_COLOUR, banded, one_line, scaled_font, wrap_to
 from caex.utils.io import atomic_write_bytes, write_json
@@ -157,7 +157,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
         files["animation"] = f"{stem}_path.gif"
     # NaN outputs have no class (their argmax, 0, is none): the record and the title say so
     predicted = bool(explanation.predicted[index])
-    prediction_name = names[prediction] if predicted else "no class (outputs not finite)"
+    prediction_name = names[prediction] if predicted else NO_CLASS
     flipped = not explanation.unflipped[index]
     shown_flip = -1 if predicted and prediction == target else flip  # no flip is marked where none was needed
     caption = overlay_caption(prediction_name, names[target], shown_flip, flipped)

@@ -30,7 +30,7 @@ from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, with_count
-from caex.explain.captions import overlay_caption
+from caex.explain.captions import NO_CLASS, overlay_caption
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -592,9 +592,9 @@ def _summary_titles(summaries: dict[str, dict[str, Any]]) -> dict[str, str]:
 def _caption_of_an_older_summary(summary: dict[str, Any]) -> str | None:
     prediction, target = summary.get("prediction", {}).get("class"), summary.get("target", {}).get("class")
     flip = summary.get("flip_step")
-    if prediction is None or target is None or flip is None:
+    if target is None or flip is None:
         return None
-    return overlay_caption(prediction, target, flip, flipped=flip >= 0)
+    return overlay_caption(prediction or NO_CLASS, target, flip, flipped=flip >= 0)
 
 
 def _example_html(title: str, overlay: Path, strip: Path | None, image_name: str, flip_step: int) -> str:
