@@ -36,7 +36,7 @@ from caex.evaluation import (
     timed_saliency,
     topk_iou,
 )
-from caex.evaluation.ranking import pixel_rank
+from caex.evaluation.ranking import RANKING, pixel_rank
 from caex.evaluation.runner import MethodResult, _per_class_table
 from caex.utils.provenance import classifier_digest
 
@@ -433,6 +433,7 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     assert cae.aopc > results.row("random").aopc
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["settings"]["n_patches"] == 3 and saved["settings"]["patch"] == 3
+    assert saved["settings"]["ranking"] == RANKING  # results without it were ranked the older way
     assert [row["method"] for row in saved["methods"]] == ["cae-centroid", "occlusion", "random"]
     # what made them: the models by content (the mask explainer holds no CAE), software, time
     record = saved["settings"]["provenance"]
@@ -1087,18 +1088,20 @@ def test_the_localisation_ranks_ties_with_the_deletion_patchs_square():
 
 
 def test_evaluate_ranks_localisation_ties_with_its_metrics_patch(monkeypatch):
-    import caex.evaluation.runner as runner
-
-    made = []
-    monkeypatch.setattr(runner, "LocalisationMetric",
-                        lambda **kwargs: made.append(kwargs) or LocalisationMetric(**kwargs))
-    evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, batch_size=4,
-             metric=PerturbationMetric(patch=3))
-    assert made == [{"patch": 3}]
+    """A localisation metric with no patch of its own takes the deletion's (a script that set only ``k`` stopped
+    at a patch mismatch after the upgrade); one given another patch is refused."""
+    used = []
+    score = LocalisationMetric.__call__
+    monkeypatch.setattr(LocalisationMetric, "__call__",
+                        lambda self, saliency, masks: used.append((self.patch, self.k)) or score(self, saliency, masks))
+    for localisation in (None, LocalisationMetric(k=0.1)):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, batch_size=4,
+                 metric=PerturbationMetric(patch=3), localisation=localisation)
+    assert used == [(3, None), (3, 0.1)]
     with pytest.raises(EvaluationError, match=r"^localisation\.patch=7 differs from metric\.patch=3; give "
                                               r"LocalisationMetric\(patch=3, \.\.\.\)$"):
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4,
-                 metric=PerturbationMetric(patch=3), localisation=LocalisationMetric(k=0.1))
+                 metric=PerturbationMetric(patch=3), localisation=LocalisationMetric(k=0.1, patch=7))
 
 
 def test_results_md_prints_no_negative_zero_and_escapes_the_cae_description():
@@ -1136,3 +1139,16 @@ def test_the_notes_after_the_per_class_table_are_no_rows_of_it(interrupted: bool
     lines = _results_with_notes(interrupted, has_masks).to_markdown().splitlines()
     assert lines[-len(after_table) - 1] == "| random | 0.100 | 0.200 |"
     assert lines[len(lines) - len(after_table):] == after_table
+
+
+def test_an_option_a_method_cannot_run_with_stops_the_evaluation_before_any_map(monkeypatch):
+    """LIME's n_samples=0 failed in Captum after the methods before it had run, and nothing was written."""
+    import caex.evaluation.runner as runner
+    from caex.explain import OptionValueError
+
+    timed = []
+    monkeypatch.setattr(runner, "timed_saliency", lambda *args, **kwargs: timed.append(args) or None)
+    with pytest.raises(OptionValueError, match=r"^lime: n_samples=0: must be a whole number, at least 1$"):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "occlusion", "lime"], n_images=4,
+                 method_options={"lime": {"n_samples": 0}})
+    assert timed == []

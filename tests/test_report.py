@@ -19,6 +19,7 @@ from PIL import Image
 from caex.cli.main import main
 from caex.classifier import build_classifier_network, load_classifier, save_bundle
 from caex.errors import CaexError
+from caex.evaluation.ranking import RANKING
 from caex.evaluation.runner import markdown_cell
 from caex.explain.render import FLIP_COLOUR, save_explanation
 from caex.model import CAE, CAEConfig
@@ -183,7 +184,8 @@ def make_run(root: Path) -> Path:
     for name in ("gallery.png", "curves.png"):
         _png(root / "evaluate" / name)
     _write_json(root / "evaluate/results.json", {
-        "settings": {"n_images": 4, "patch": 7, "n_patches": 5, "fill": "uniform", "device": "cpu"},
+        "settings": {"n_images": 4, "patch": 7, "n_patches": 5, "fill": "uniform", "device": "cpu",
+                     "ranking": RANKING},
         "methods": [
             {"method": "cae", "status": "ok", "aopc": 0.41, "peak_degradation": 0.5, "pointing": 0.9,
              "mass_in_mask": 0.62, "iou": 0.3, "ms_per_image": 25.0, "curve": [0.1, 0.2]},
@@ -646,6 +648,15 @@ def test_integers_too_large_for_a_float_are_read_as_missing() -> None:
     assert readings.read_accuracy(huge, 2) == "The classifier's test accuracy was not recorded."
     assert readings.read_time({"CAE": huge, "random": 2.0}) == "random is quickest (2.0 ms per map), random slowest " \
                                                                "(2.0 ms)."
+
+
+def test_results_of_an_earlier_ranking_say_so():
+    """Results from before ties ranked by square and signed maps by their positive part read as comparable."""
+    settings = {"n_images": 4, "n_patches": 5, "patch": 7}
+    older = report_html._evaluation_setup(settings, with_errors=False)
+    assert older.endswith("Measured by an earlier caex, which ranked tied pixels and signed maps (LIME, occlusion) "
+                          "differently: rerun caex evaluate before comparing these with newer results.")
+    assert "earlier caex" not in report_html._evaluation_setup({**settings, "ranking": "..."}, with_errors=False)
 
 
 def test_explain_outputs_are_captioned_by_their_source_files(tmp_path):

@@ -68,11 +68,19 @@ class LocalisationMetric:
     """Pointing game, mass in mask and top-k IoU, averaged over images that have a lesion."""
 
     k: float | None = None  # top-k IoU's share of the pixels; None: each mask's own area share
-    patch: int = DEFAULT_PATCH  # side of the squares that rank equal pixels (evaluate gives its deletion patch's)
+    #: Side of the squares that rank equal pixels; None: evaluate's deletion patch there (a script that set only
+    #: ``k`` stopped at a patch mismatch), :data:`DEFAULT_PATCH` when called on its own.
+    patch: int | None = None
 
     def __post_init__(self) -> None:
         check_share("LocalisationMetric.k", self.k, EvaluationError, none_allowed=True)
-        check_counts({"patch": self.patch}, 1, EvaluationError, "LocalisationMetric.")
+        if self.patch is not None:
+            check_counts({"patch": self.patch}, 1, EvaluationError, "LocalisationMetric.")
+
+    @property
+    def tie_patch(self) -> int:
+        """The side of the squares that rank equal pixels: :attr:`patch`, or :data:`DEFAULT_PATCH` if unset."""
+        return DEFAULT_PATCH if self.patch is None else self.patch
 
     def __call__(self, saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
         if saliency.ndim != 3 or masks.shape != saliency.shape:  # else a RuntimeError from deep in the scores
@@ -80,8 +88,8 @@ class LocalisationMetric:
                                   f"{tuple(saliency.shape)} and {tuple(masks.shape)}")
         masks = masks.to(saliency.device, torch.bool)  # each score checks the maps are finite
         return {
-            "pointing": _nanmean(pointing_game(saliency, masks, self.patch)),
+            "pointing": _nanmean(pointing_game(saliency, masks, self.tie_patch)),
             "mass_in_mask": _nanmean(mass_in_mask(saliency, masks)),
-            "iou": _nanmean(topk_iou(saliency, masks, self.k, self.patch)),
+            "iou": _nanmean(topk_iou(saliency, masks, self.k, self.tie_patch)),
             "n_with_mask": int(masks.flatten(1).any(dim=1).sum()),
         }

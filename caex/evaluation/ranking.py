@@ -14,6 +14,9 @@ from caex.utils.rows import nonfinite_rows
 
 #: The paper's patch side.
 DEFAULT_PATCH = 7
+#: How the pixels were ranked, as results record it: results without it were made before ties ranked by square
+#: and signed maps by their positive part, and move a little for methods with flat or signed maps (LIME, occlusion).
+RANKING = "ties by patch-square saliency, then raster order; signed maps by their positive part"
 
 
 def patch_extent(patch: int) -> tuple[int, int]:

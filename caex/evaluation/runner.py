@@ -17,7 +17,7 @@ import os
 import shutil
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,9 +29,10 @@ from caex.data.types import DataBundle, rank_within_class
 from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, make_fill
+from caex.evaluation.ranking import RANKING
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import (ALIASES, BASELINES, Attributor, AttributionError, ExplainerAttributor,
-                                      accepted_options, constructor_options, make_attributor)
+                                      OptionValueError, accepted_options, constructor_options, make_attributor)
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
 from caex.utils.drawing import one_line
@@ -177,7 +178,9 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         check_compatible(classifier, data)  # shapes and classes; warns when it was trained on another split of data
         method_options = _checked_options(method_options or {})
         metric = metric or PerturbationMetric()
-        localisation = localisation or LocalisationMetric(patch=metric.patch)
+        localisation = localisation or LocalisationMetric()
+        if localisation.patch is None:
+            localisation = replace(localisation, patch=metric.patch)
         if localisation.patch != metric.patch:  # ties would rank by other squares than the deletion's patches
             raise EvaluationError(f"localisation.patch={localisation.patch} differs from metric.patch={metric.patch}; "
                                   f"give LocalisationMetric(patch={metric.patch}, ...)")
@@ -196,16 +199,18 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                     "classifier": classifier_name or getattr(classifier, "source", None) or type(classifier).__name__,
                     "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),
                     "image_size": int(height), "has_masks": test.masks is not None, "share": metric.share,
+                    "ranking": RANKING,
                     **metric.describe(height, width), "cae": {},
                     "images_per_class": {name: row_labels.count(name) for name in data.class_names
                                          if name in row_labels},
                     "provenance": run_record(classifier.device, **models)}
+        methods_made = _make_methods(names, classifier, cae_explainer, batch_size, seed, method_options)
         results, maps = [], {}
         try:
-            for name in names:
+            for name, attributor in methods_made.items():
                 try:
-                    attributor = _make_method(name, classifier, cae_explainer, batch_size, seed,
-                                              method_options.get(name, {}))
+                    if isinstance(attributor, AttributionError):  # a method this classifier cannot run
+                        raise attributor
                     if isinstance(attributor, ExplainerAttributor):
                         settings["cae"][name] = attributor.describe()
                     with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
@@ -374,6 +379,22 @@ def _settable_options(name: str) -> dict[str, str]:
     method = ExplainerAttributor if is_cae_method(name) else BASELINES[name]
     return {key: kind for key, kind in constructor_options(method).items()
             if key not in _SET_BY_EVALUATE and kind in CONVERTERS}
+
+
+def _make_methods(names: Sequence[str], classifier: Classifier, cae_explainer: Any, batch_size: int, seed: int,
+                  method_options: dict[str, dict[str, Any]]) -> dict[str, Attributor | AttributionError]:
+    """Every method made before any of them runs, or the reason it cannot run on this classifier (a black box
+    gives no gradients: the method is skipped). An option it cannot run with stops the evaluation here, before
+    any work, rather than after the methods before it had run."""
+    made: dict[str, Attributor | AttributionError] = {}
+    for name in names:
+        try:
+            made[name] = _make_method(name, classifier, cae_explainer, batch_size, seed, method_options.get(name, {}))
+        except OptionValueError:
+            raise
+        except AttributionError as exc:
+            made[name] = exc
+    return made
 
 
 def _make_method(name: str, classifier: Classifier, cae_explainer: Any, batch_size: int, seed: int,

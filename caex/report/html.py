@@ -668,7 +668,7 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
 #: What the report reads of ``results.json`` (the other files' schemas are above the sections).
 RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
                                "has_masks": bool, "n_with_mask": int, "cae": {str: str}, "interrupted": bool,
-                               "class_names": [str], "images_per_class": {str: int}},
+                               "class_names": [str], "images_per_class": {str: int}, "ranking": str},
                   "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
                                "aopc_per_image": [float], "aopc_per_class": {str: float},
                                **dict.fromkeys(RESULT_COLUMNS, float)}]}
@@ -775,7 +775,9 @@ def _evaluation_setup(settings: dict[str, Any], with_errors: bool) -> str:
     paths = sorted({f"{method_name(name)}: {description}" for name, description in settings.get("cae", {}).items()})
     cae = f" CAE maps ({'; '.join(paths)})." if paths else ""
     errors = "; AOPC ± its standard error over the images" if with_errors else ""
-    return "Measured on " + "; ".join(parts) + errors + "." + cae
+    older = ("" if "ranking" in settings else " Measured by an earlier caex, which ranked tied pixels and signed maps "
+             "(LIME, occlusion) differently: rerun caex evaluate before comparing these with newer results.")
+    return "Measured on " + "; ".join(parts) + errors + "." + cae + older
 
 
 #: What the settings section reads of each stage's files (the figures' own schemas read them for the rest).
