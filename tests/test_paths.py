@@ -65,6 +65,22 @@ def test_an_earlier_runs_explanation_of_another_file_is_kept_and_found_again(exp
 
 
 @UNFLIPPED
+def test_a_folder_whose_summaries_name_their_images_as_typed_is_rerun_in_place(
+        explainer: Explainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """caex before 882a651 recorded "in/001.png" as typed: a rerun after the upgrade took it for another file's
+    explanation and wrote every image again as "001-2", even with --skip-done."""
+    monkeypatch.chdir(tmp_path)
+    image, out, settings = save_image(tmp_path / "in" / "001.png"), tmp_path / "out", {"steps": 2}
+    explain_files(explainer, image, out, settings=settings, steps=2, gif=False)
+    summary = json.loads((out / "001.json").read_text())
+    (out / "001.json").write_text(json.dumps({**summary, "source": "in/001.png"}))  # as the older caex wrote it
+    again = explain_files(explainer, image, out, settings=settings, steps=2, gif=False, skip_done=True)
+    assert (again.written, again.done_already) == ([], 1)
+    assert explain_files(explainer, image, out, settings=settings, steps=2, gif=False).written == ["001"]
+    assert sorted(path.name for path in out.glob("*.json")) == ["001.json"]
+
+
+@UNFLIPPED
 def test_a_summary_of_another_tool_is_not_written_over(explainer: Explainer, tmp_path: Path) -> None:
     image = save_image(tmp_path / "x.png")
     (tmp_path / "out").mkdir()

@@ -226,8 +226,16 @@ class EarlierOutputs:
                 summary = read_json(self.out / name)
             except (OSError, ValueError):
                 summary = None
-            self.sources[name] = summary.get("source") if isinstance(summary, dict) else None
+            self.sources[name] = recorded_source(summary)
         return self.sources[name]
+
+
+def recorded_source(summary: object) -> str | None:
+    """The image a summary explains, as an absolute path: caex before 882a651 recorded it as typed
+    (``imgs/00.png``), which never matched the absolute path of the same file, so rerunning into such a folder wrote
+    every explanation again under ``<stem>-2`` (read against the working folder, where reruns are made)."""
+    source = summary.get("source") if isinstance(summary, dict) else None
+    return os.path.abspath(source) if isinstance(source, str) else None
 
 
 def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] | None,
@@ -244,7 +252,7 @@ def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] |
         except (OSError, ValueError):
             return set()
         listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
-        if (not isinstance(summary, dict) or summary.get("settings") != settings or summary.get("source") != source
+        if (not isinstance(summary, dict) or summary.get("settings") != settings or recorded_source(summary) != source
                 or not listed or not all((out / str(file)).is_file() for file in listed)):
             return set()
         files.update(str(file) for file in listed)
