@@ -77,11 +77,12 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     slugs = class_slugs(explainer.class_names)
     at_target, notes, outcomes = 0, ReadNotes(), PathOutcomes()
     with folder_lock(out, "caex explain"):
-        stems = unique_stems(sources, EarlierOutputs(out))
+        earlier = EarlierOutputs(out)
+        stems = unique_stems(sources, earlier)
         if skip_done:
             others = len(explainer.class_names) - 1 if all_targets else None
             finished = {index: files for index, path in enumerate(sources)
-                        if (files := finished_files(out, stems[index], str(path), json_safe(settings), others))}
+                        if (files := earlier.finished_files(stems[index], str(path), json_safe(settings), others))}
             result.kept, result.done_already = set().union(*finished.values()), len(finished)
             sources, stems = ([items[i] for i in range(len(items)) if i not in finished] for items in (sources, stems))
         with progress(total=len(sources), desc="explain", unit="img", enabled=verbose) as bar, \
@@ -229,6 +230,28 @@ class EarlierOutputs:
             self.sources[name] = recorded_source(summary)
         return self.sources[name]
 
+    def finished_files(self, stem: str, source: str, settings: dict[str, Any] | None, others: int | None) -> set[str]:
+        """The files of ``source``'s finished explanation(s) made with ``settings`` (its summary JSON, written
+        last, names them), or an empty set: one explanation, or ``others`` of them with ``all_targets``, found in
+        the folder's listing (a listing per image made resuming a large run quadratic in its images)."""
+        names = ([f"{stem}.json"] if others is None else
+                 [name for name in self.names.get(stem.casefold(), ()) if name.startswith(f"{stem}_to-")])
+        if others is not None and len(names) != others:
+            return set()
+        files = set(names)
+        for name in names:
+            try:
+                summary = read_json(self.out / name)
+            except (OSError, ValueError):
+                return set()
+            listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
+            if (not isinstance(summary, dict) or summary.get("settings") != settings
+                    or recorded_source(summary) != source
+                    or not listed or not all((self.out / str(file)).is_file() for file in listed)):
+                return set()
+            files.update(str(file) for file in listed)
+        return files
+
 
 def recorded_source(summary: object) -> str | None:
     """The image a summary explains, as an absolute path: caex before 882a651 recorded it as typed
@@ -236,27 +259,6 @@ def recorded_source(summary: object) -> str | None:
     every explanation again under ``<stem>-2`` (read against the working folder, where reruns are made)."""
     source = summary.get("source") if isinstance(summary, dict) else None
     return os.path.abspath(source) if isinstance(source, str) else None
-
-
-def finished_files(out: Path, stem: str, source: str, settings: dict[str, Any] | None,
-                   others: int | None) -> set[str]:
-    """The files of ``source``'s finished explanation(s) in ``out`` made with ``settings`` (its summary JSON,
-    written last, names them), or an empty set: one explanation, or ``others`` of them with ``all_targets``."""
-    names = [f"{stem}.json"] if others is None else [path.name for path in out.glob(f"{glob.escape(stem)}_to-*.json")]
-    if others is not None and len(names) != others:
-        return set()
-    files = set(names)
-    for name in names:
-        try:
-            summary = read_json(out / name)
-        except (OSError, ValueError):
-            return set()
-        listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
-        if (not isinstance(summary, dict) or summary.get("settings") != settings or recorded_source(summary) != source
-                or not listed or not all((out / str(file)).is_file() for file in listed)):
-            return set()
-        files.update(str(file) for file in listed)
-    return files
 
 
 def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> list[Path]:
