@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,11 @@ class Classifier(abc.ABC):
                 f"images {shape}, {self.device}{source})")
 
     @property
+    def _described(self) -> str:
+        """How errors name the model: the file it came from where known, else its kind."""
+        return self.source or type(self).__name__
+
+    @property
     def module(self) -> nn.Module | None:
         """An ``nn.Module`` mapping data-range images to logits, or ``None`` for black boxes."""
         return None
@@ -83,8 +88,14 @@ class Classifier(abc.ABC):
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities ``[B, K]`` (float32, on the input's device), batched internally."""
-        probs = self._batched(images, lambda batch: torch.softmax(self._logits_batch(batch).float(), dim=1))
+        probs = self._batched(images, lambda batch: torch.softmax(self._checked_logits(batch).float(), dim=1))
         return images.new_zeros((0, self.num_classes)) if probs is None else probs
+
+    def _checked_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`_logits_batch`, refused unless it gives one logit per class name for each image: a model with
+        more outputs than names predicted classes that have no name, and one with fewer failed deep in a
+        figure or an explainer."""
+        return check_logits(self._logits_batch(images), len(images), self.class_names, self._described)
 
     def _batched(self, images: torch.Tensor,
                  fn: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.Tensor | None:
@@ -109,6 +120,22 @@ class Classifier(abc.ABC):
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.predict_proba(images)
+
+
+def check_output_count(found: int, class_names: Sequence[str], described: str) -> None:
+    """A one-line error naming ``described`` (the model) unless it gives one output per class name."""
+    if found != len(class_names):
+        raise ClassifierError(f"{described}: the model gives {found} outputs per image but {len(class_names)} class "
+                              f"names were given ({names_preview(class_names)})")
+
+
+def check_logits(logits: torch.Tensor, count: int, class_names: Sequence[str], described: str) -> torch.Tensor:
+    """``logits`` if they are ``[count, len(class_names)]``, else a one-line error naming ``described``."""
+    if logits.ndim != 2 or len(logits) != count:
+        raise ClassifierError(f"{described}: the model gives outputs of shape {tuple(logits.shape)} for {count} "
+                              f"images; caex needs logits [images, classes], here [{count}, {len(class_names)}]")
+    check_output_count(logits.shape[1], class_names, described)
+    return logits
 
 
 def require_classifier(classifier: object) -> Classifier:

@@ -21,8 +21,10 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from caex.classifier.arch import ClassifierNet
+from caex.classifier.base import check_output_count
 from caex.data.types import check_class_names
 from caex.errors import ClassifierError
+from caex.utils.checks import check_counts
 from caex.utils.io import atomic_write_bytes, newer_format, replaced_together, write_json
 
 if TYPE_CHECKING:
@@ -107,6 +109,8 @@ class ClassifierInfo:
                   and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)]
         if wrong:
             raise ClassifierError(f"{path}: classifier.json has a wrong kind of value for {', '.join(wrong)}")
+        check_counts({"image_size": self.image_size, "channels": self.channels}, 1, ClassifierError,
+                     prefix=f"{path}: ")
         check_class_names(self.class_names, str(path), ClassifierError)  # they name output files and captions
 
 
@@ -123,6 +127,7 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
     """
     from caex import __version__
 
+    _check_bundle_arguments(net, class_names, image_size)
     if metrics is not None:
         test_accuracy = metrics.test_accuracy if test_accuracy is None else test_accuracy
         test_class_counts = metrics.test_class_counts if test_class_counts is None else test_class_counts
@@ -149,6 +154,18 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
         if not onnx:  # written: an earlier bundle's export must not pass for one of these weights beside the json
             (out_dir / ONNX_FILE).unlink(missing_ok=True)
     return info
+
+
+def _check_bundle_arguments(net: object, class_names: object, image_size: object) -> None:
+    """One-line errors before anything is written: a bundle that only :func:`load_classifier` refuses (or, with a
+    negative image size, loads and takes no image) is found out after the training, by whoever opens it."""
+    if not isinstance(net, ClassifierNet):
+        raise ClassifierError("save_bundle: expected a caex ClassifierNet (from build_classifier_network or "
+                              f"train_classifier), got {type(net).__name__}; save another model as a TorchScript "
+                              f"or ONNX file with a {INFO_FILE} beside it")
+    names = check_class_names(class_names, "save_bundle", ClassifierError)
+    check_output_count(net.head.out_features, names, "save_bundle")
+    check_counts({"image_size": image_size}, 1, ClassifierError, prefix="save_bundle: ")
 
 
 def torchscript_bytes(net: ClassifierNet) -> bytes:

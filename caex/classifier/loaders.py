@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ from torch import nn
 
 from caex.classifier.arch import (ARCHITECTURES, ClassifierNet, build_classifier_network, infer_network_shape,
                                   to_wrapper_state_dict)
-from caex.classifier.base import Classifier, module_state_kept, require_classifier
+from caex.classifier.base import Classifier, check_logits, check_output_count, module_state_kept, require_classifier
 from caex.classifier.bundle import (
     INFO_FILE,
     ONNX_FILE,
@@ -35,6 +36,9 @@ from caex.errors import ClassifierError
 from caex.utils.device import module_device, resolve_device
 from caex.utils.provenance import file_digest
 from caex.utils.warn import warn
+
+#: The model files caex reads, by name (a PyTorch zip archive is read whatever its name).
+MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".onnx")
 
 #: Keys under which training scripts commonly nest a state dict inside a checkpoint.
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -90,11 +94,12 @@ class OutputReader:
 class LogitsOf(nn.Module):
     """A user's module as caex reads it, for every use alike (predictions, gradient methods, the CAE's class
     critic): data-range images to logits, whatever the module returns (a Hugging Face-style output's
-    ``"logits"``; probabilities or sigmoid scores through :class:`OutputReader`)."""
+    ``"logits"``; probabilities or sigmoid scores through :class:`OutputReader`), one per class name: the
+    gradient methods index them by class without a prediction first."""
 
-    def __init__(self, module: nn.Module, reader: OutputReader) -> None:
+    def __init__(self, module: nn.Module, reader: OutputReader, class_names: Sequence[str]) -> None:
         super().__init__()
-        self.inner, self.reader = module, reader
+        self.inner, self.reader, self.class_names = module, reader, class_names
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         output = self.inner(images)
@@ -103,7 +108,7 @@ class LogitsOf(nn.Module):
         if not isinstance(output, torch.Tensor):
             raise ClassifierError(f"{self.reader.source}: the model returned a {type(output).__name__}; caex needs "
                                   "a tensor of logits [B, K] (wrap it in a module that returns those)")
-        return self.reader(output)
+        return self.reader(check_logits(output, len(images), self.class_names, self.reader.source))
 
 
 class TorchClassifier(Classifier):
@@ -120,11 +125,18 @@ class TorchClassifier(Classifier):
         # None: where the module is, so wrapping a model never moves it (it is the caller's, used in place)
         device = module_device(module) if device is None else resolve_device(device)
         super().__init__(class_names, image_size, channels, device=device, batch_size=batch_size)
+        self._name = str(source) or type(module).__name__
+        if isinstance(module, ClassifierNet):  # its head says how many outputs it gives, without running it
+            check_output_count(module.head.out_features, self.class_names, self._name)
         self._module = module.to(self.device)
         if outputs is None and isinstance(module, ClassifierNet):
             outputs = "logits"
-        reader = OutputReader(outputs, str(source) or type(module).__name__)
-        self._logits_module = module if outputs == "logits" else LogitsOf(module, reader)
+        reader = OutputReader(outputs, self._name)
+        self._logits_module = module if outputs == "logits" else LogitsOf(module, reader, self.class_names)
+
+    @property
+    def _described(self) -> str:
+        return self.source or self._name
 
     @property
     def module(self) -> nn.Module:
@@ -222,6 +234,9 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     path = given = Path(path)
     if not path.exists():
         raise ClassifierError(f"{path}: no such file or folder")
+    if not (path.is_dir() or _is_model_file(path)):  # an image or a json, say: torch's zip-reader errors said little
+        raise ClassifierError(f"{path}: not a classifier file (expected a bundle folder, "
+                              f"{', '.join(MODEL_SUFFIXES[:-1])} or {MODEL_SUFFIXES[-1]})")
     described = bundle_folder(path) / INFO_FILE
     info = ClassifierInfo.read(described) if described.is_file() else None
     if path.is_dir():
@@ -238,7 +253,7 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
 
     if outputs is None and info is not None:  # a model file's; see OutputReader. caex's architectures give logits
         outputs = info.outputs if info.outputs is not None else ("logits" if info.arch is not None else None)
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
             raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")
         _refuse_normalisation_outside(path, mean, std, info, described, lambda: _onnx_constants(path))
@@ -246,7 +261,7 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
                                 outputs)
         return _with_provenance(classifier, given, info)
     device = resolve_device(device)
-    if arch is None and (path.suffix == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
+    if arch is None and (path.suffix.lower() == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
         if info is None or info.arch is None:
             where = "" if info is None else f" (none in {described})"
             raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch){where}")
@@ -360,14 +375,19 @@ def _probe_num_classes(path: Path, forward, image_size: int | None, channels: in
     return int(torch.as_tensor(logits).shape[-1])
 
 
+def _is_model_file(path: Path) -> bool:
+    """Whether ``path`` may be a model caex reads: named as one (:data:`MODEL_SUFFIXES`) or a PyTorch archive."""
+    return path.suffix.lower() in MODEL_SUFFIXES or (path.is_file() and _torch_archive_kind(path) is not None)
+
+
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still what users have
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zipfile errors alike
-        raise ClassifierError(f"{path}: not a readable TorchScript file ({_one_line(exc)}); for a state dict "
-                              "pass arch= (--arch)") from None
+        raise ClassifierError(f"{path}: not a readable TorchScript file ({_first_sentence(_one_line(exc))}); for "
+                              "a state dict pass arch= (--arch)") from None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -376,7 +396,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if kind == "torchscript":
         raise ClassifierError(f"{path}: a TorchScript file, not a state dict; leave out arch= (--arch)")
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
@@ -525,6 +545,12 @@ def _import_onnx_module(path: Path, name: str):
     except ModuleNotFoundError:
         raise ClassifierError(f"{path}: reading ONNX models needs {name}; install the extra: "
                               "pip install 'caex[onnx]'") from None
+
+
+def _first_sentence(text: str) -> str:
+    """``text`` up to its first full stop: torch's zip reader follows its reason with four sentences of
+    speculation about corrupted checkpoints."""
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")
 
 
 def _one_line(exc: BaseException) -> str:
