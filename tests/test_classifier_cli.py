@@ -143,8 +143,8 @@ def test_a_cae_run_folder_as_out_is_refused_even_with_force(tmp_path, capsys, mo
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--lr", "nan", "lr=nan: must be a positive finite number"),
-    ("--lr", "inf", "lr=inf: must be a positive finite number"),
+    ("--lr", "nan", "argument --lr: must be a positive finite number, got nan"),
+    ("--lr", "inf", "argument --lr: must be a positive finite number, got inf"),
     ("--threads", "0", "argument --threads: must be at least 1, got 0"),
 ])
 def test_unusable_lr_or_threads_is_one_line(tmp_path, capsys, option, value, expected):

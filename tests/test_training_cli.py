@@ -60,10 +60,10 @@ def test_a_time_limit_stop_says_so_and_how_to_continue(tmp_path, npz_data, capsy
     (["--iters", "0"], "argument --iters: must be at least 1, got 0"),
     (["--dc", "classifier"], "dc='classifier' (--dc classifier) needs the target classifier"),
     (["--labels", "predicted"], "labels='predicted' (--labels predicted) needs the target classifier"),
-    (["--critic-noise", "1.5"], "critic_noise=1.5: must be in [0, 1)"),
+    (["--critic-noise", "1.5"], "argument --critic-noise: must be in [0, 1), got 1.5"),
     (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
-    (["--max-shift", "-1"], "max_shift=-1: must be a whole number, at least 0"),
-    (["--lr", "inf"], "lr=inf: must be a positive finite number"),
+    (["--max-shift", "-1"], "argument --max-shift: must be at least 0, got -1"),
+    (["--lr", "inf"], "argument --lr: must be a positive finite number, got inf"),
     (["--arch", "resnet18"], "--arch resnet18 describes the weights file given as --classifier, and none is given"),
     (["--model", "pad_type=foo"], "pad_type='foo': must be one of reflect, zeros, replicate"),
     (["--model", "colour=red"], "--model 'colour=red': expected KEY=VALUE with KEY one of code_dim, width"),
@@ -73,8 +73,8 @@ def test_a_time_limit_stop_says_so_and_how_to_continue(tmp_path, npz_data, capsy
     (["--model", "class_pool=median"], "class_pool='median': must be 'avg' or 'max'"),
     (["--loss", "gan=1"], "--loss 'gan=1': expected KEY=VALUE with KEY one of recon_image, recon_class"),
     (["--loss", "adversarial=strong"], "--loss 'adversarial=strong': adversarial must be a number"),
-    (["--loss", "cycle=-1"], "loss weight cycle=-1.0: must be a finite number >= 0"),
-    (["--ema", "1"], "ema=1.0: must be in [0, 1) (0 keeps no average)"),
+    (["--loss", "cycle=-1"], "--loss cycle=-1: must be a finite number >= 0"),
+    (["--ema", "1"], "argument --ema: must be in [0, 1) (0 keeps no average), got 1"),
 ])
 def test_cli_errors_are_one_line(tmp_path, npz_data, capsys, extra, message) -> None:
     code = main(["train", str(npz_data), "--out", str(tmp_path / "run"), "--preset", "tiny", *extra])

@@ -50,7 +50,7 @@ class Classifier(abc.ABC):
     @property
     def _described(self) -> str:
         """How errors name the model: the file it came from where known, else its kind."""
-        return self.source or type(self).__name__
+        return getattr(self, "source", None) or type(self).__name__  # a user's subclass may not set source
 
     @property
     def module(self) -> nn.Module | None:

@@ -136,7 +136,7 @@ class TorchClassifier(Classifier):
 
     @property
     def _described(self) -> str:
-        return self.source or self._name
+        return getattr(self, "source", None) or self._name
 
     @property
     def module(self) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -20,11 +21,11 @@ if TYPE_CHECKING:
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
     """DATA spec plus the options that shape how it is loaded."""
-    from caex.data.spec import SPEC_FORMS
+    from caex.data.spec import SIZE_RANGE, SPEC_FORMS
 
     if positional:
         parser.add_argument("data", metavar="DATA", type=user_path, help=f"data spec: {SPEC_FORMS}")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--size", type=at_least(SIZE_RANGE[0], at_most=SIZE_RANGE[1]), default=None,
                         help="side of the square images in pixels; others are resized and centre-cropped (default: "
                              "64 for synthetic and folders, 28 for mnist, 32 for digits, a .npz file's own)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
@@ -66,19 +67,41 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)")
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type``: a whole number no smaller than ``minimum``, refused while parsing, before any work,
-    with one message format for every count option."""
+def at_least(minimum: int, *, at_most: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number no smaller than ``minimum`` (nor larger than ``at_most``), refused
+    while parsing, before any work, with one message format for every count option."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if at_most is not None and not minimum <= value <= at_most:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {at_most}, got {value}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
     return parse
+
+
+def number(requirement: str, accepts: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse ``type``: a number that ``accepts`` takes (NaN passes no comparison), else "must be
+    ``requirement``", refused while parsing and named by its flag, where the library's check of the setting named
+    its field (``lr=nan``), some only after the data had loaded."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    return parse
+
+
+#: A learning rate: NaN or inf trained to NaN weights (``--lr``).
+positive_finite = number("a positive finite number", lambda value: 0 < value < math.inf)
 
 
 def seed_number(text: str) -> int:

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "show",
         help="print classes and counts; write a PNG grid of samples with lesion masks outlined",
         description="Print class names with train/test counts, image size and channels, and write a "
-                    "PNG grid (one row per class) with ground-truth lesion masks outlined in green.",
+                    "PNG grid (one row per class) with ground-truth lesion masks outlined (light line, dark edge).",
         **with_examples("caex data show synthetic --out synthetic.png",
                         "caex data show oct/ --size 128 --per-class 4 --out oct.png"),
     )

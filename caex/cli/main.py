@@ -5,7 +5,9 @@ Each sub-command lives in its own module under ``caex.cli`` and exposes
 taking the parsed arguments. This module owns only the error policy: user
 errors (:class:`caex.errors.CaexError`, and file-system errors that name a
 path, such as an output folder under a file or a full disk) become one line
-and exit 2; unexpected errors become one line too, with ``--debug`` for the
+and exit 2; a dependency that does not import (even for ``--help``, as the
+commands' parsers import torch) becomes one line naming it, and exit 1;
+unexpected errors become one line too, and exit 1, with ``--debug`` for the
 traceback.
 """
 
@@ -73,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _finish_commands(subparsers: argparse._SubParsersAction) -> None:
     """Every command and sub-command accepts ``--debug`` after it too (``caex data show ... --debug``), as its error
     message suggests, and records its ``prog`` ("caex data show"), which the command's errors and warnings name as
-    its usage errors do."""
+    its usage errors do, and its parser, which refuses the arguments no parser knew."""
     for command in subparsers.choices.values():
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show full tracebacks on errors")
-        command.set_defaults(prog=command.prog)  # the innermost sub-command's wins
+        command.set_defaults(prog=command.prog, command_parser=command)  # the innermost sub-command's win
         for action in command._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _finish_commands(action)
@@ -212,7 +214,8 @@ def _asks_for_version(argv: Sequence[str]) -> bool:
 
 
 def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> int:
-    if _asks_for_version(sys.argv[1:] if argv is None else argv):
+    argv = sys.argv[1:] if argv is None else argv
+    if _asks_for_version(argv):
         try:
             print(VERSION, flush=True)
         except OSError as exc:  # `caex --version | true`, `> /dev/full`: as for every command
@@ -220,7 +223,7 @@ def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> in
         sys.exit(0)  # as argparse's --version ends the program
     try:
         parser = build_parser()  # imports torch: seconds in which Ctrl-C must not show a traceback either
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exc:  # a usage error, already printed as one line: its status, as for every error
         if not exc.code:
             raise  # --help and --version end the program as argparse means them to
@@ -229,6 +232,10 @@ def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> in
         terminated = isinstance(exc, Terminated)
         print(f"caex: {'stopped by SIGTERM' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
+    except ImportError as exc:
+        if "--debug" in argv:
+            raise
+        return _missing_dependency("caex", exc)
     if args.command is None:  # a usage error: its help goes where errors go, and stdout stays for results
         parser.print_help(sys.stderr)
         return 2
@@ -270,6 +277,10 @@ def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> in
             raise
         _last_line(f"{args.prog}: error: {exc}")
         return 2
+    except ImportError as exc:  # captum, say, imported on first use
+        if args.debug:
+            raise
+        return _missing_dependency(args.prog, exc)
     except Exception as exc:  # the CLI never shows a raw traceback
         if args.debug:
             raise
@@ -289,6 +300,23 @@ def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> in
     if sigterm_received():  # its Terminated was raised where Python ignores exceptions, and the command went on
         return _stopped(args, terminated=True)
     return int(result or 0)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args``, but with arguments no parser knew refused by the (sub-)command they were given to:
+    argparse's own refusal named ``caex`` and its help, where ``caex explain --help`` lists the options."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _missing_dependency(prog: str, exc: ImportError) -> int:
+    """One line for a dependency that does not import (uninstalled since, a broken environment): it is the user's
+    to fix by reinstalling, where a traceback came, even for ``caex --help``, or an "unexpected error"."""
+    _last_line(f"{prog}: error: cannot import {exc.name or 'a dependency'} ({exc}); reinstall caex with its "
+               "dependencies: pip install -e . (in caex's source folder)")
+    return 1
 
 
 def _stopped(args: argparse.Namespace, terminated: bool) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
-                             add_threads_argument, at_least, seed_number, user_path, with_examples)
-from caex.errors import CaexError
+                             add_threads_argument, at_least, number, positive_finite, seed_number, user_path,
+                             with_examples)
+from caex.errors import CaexError, ModelError
 
 if TYPE_CHECKING:
     from caex.data import DataBundle
@@ -50,9 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iters", type=at_least(1), default=None, help="training iterations (default: the preset's)")
     parser.add_argument("--batch-size", type=at_least(1), default=None,
                         help="image pairs per iteration, per process under torchrun (default: the preset's)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=positive_finite, default=None,
                         help="Adam learning rate, halved over the run (default: the preset's)")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--time-limit", type=number("a positive number of seconds", lambda seconds: seconds > 0),
+                        default=None, metavar="SECONDS",
                         help="stop after this much training time, still saving the model (default: none, train "
                              "all --iters)")
     add_classifier_arguments(parser, required=False,
@@ -65,17 +68,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--labels", choices=("dataset", "predicted"), default=None,
                         help="train on the data set's labels (default) or on the classifier's predictions "
                              "(explain the model rather than the data)")
-    parser.add_argument("--critic-noise", type=float, default=None, metavar="STD",
+    parser.add_argument("--critic-noise", type=number("in [0, 1)", lambda std: 0 <= std < 1), default=None,
+                        metavar="STD",
                         help="experimental: Gaussian noise (std, on [0, 1] images) added to the swaps the "
                              "classifier critic sees, so faint texture cannot stand in for a lesion (default: 0)")
     parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                         help="mirror training images left-right at random, only where a mirror image keeps "
                              "its class (default: where the data declares it, i.e. the synthetic set; never "
                              "for digits or anatomy with laterality)")
-    parser.add_argument("--max-shift", type=int, default=None, metavar="PIXELS",
+    parser.add_argument("--max-shift", type=at_least(0), default=None, metavar="PIXELS",
                         help="shift training images by up to PIXELS along each axis (default: 4 for the small "
                              "preset, 0 for tiny and paper)")
-    parser.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    parser.add_argument("--ema", type=number("in [0, 1) (0 keeps no average)", lambda decay: 0 <= decay < 1),
+                        default=None, metavar="DECAY",
                         help="keep an exponential moving average of the encoders' and decoder's weights with this "
                              "decay (e.g. 0.999) and save it as the CAE; samples show it too (default: none)")
     parser.add_argument("--cpu-bf16", action="store_const", const=True, default=None,
@@ -117,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError(f"--arch {args.arch} describes the weights file given as --classifier, and none is given")
     model_overrides = CAEConfig.parse_overrides(args.model, option="--model")
     loss_overrides = LossWeights.parse_overrides(args.loss, option="--loss")
+    for term, weight in loss_overrides.items():  # LossWeights refuses it too, naming its field, not the flag
+        if not 0 <= weight < math.inf:
+            raise CaexError(f"--loss {term}={weight:g}: must be a finite number >= 0")
     check_output_folder(args.out, data=args.data)
     saved = _saved_train_config(args)
     if args.seed is None:  # a resumed run keeps its own
@@ -134,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         # this data has been tested on images the CAE would learn from (a warning).
         check_compatible(classifier, bundle)
     train_config = _train_config(args, saved, loss_overrides)
-    config = _networks(args, bundle, model_overrides)
+    try:
+        config = _networks(args, bundle, model_overrides)
+    except ModelError as exc:
+        raise _named_by_flag(exc, model_overrides) from exc
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
               verbose=True, force=args.force)
     if torchrun_rank():  # under torchrun only rank 0 reports
@@ -170,6 +181,15 @@ def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str,
             return saved
     return CAEConfig.preset(args.preset or DEFAULT_PRESET, image_size=bundle.image_size, channels=bundle.channels,
                             num_classes=bundle.num_classes, **overrides)
+
+
+def _named_by_flag(error: ModelError, overrides: dict[str, object]) -> ModelError:
+    """``CAEConfig.n_res=0: ...`` as ``--model n_res=0: ...`` where ``--model`` set that field: the user typed the
+    flag, and knows no class of that name."""
+    message = str(error)
+    if any(message.startswith(f"CAEConfig.{name}=") for name in overrides):
+        return ModelError("--model " + message.removeprefix("CAEConfig."))
+    return error
 
 
 def _checkpoint_networks(out: str, overrides: dict[str, object]) -> CAEConfig | None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from caex.cli.common import (add_data_arguments, add_device_argument, add_seed_argument, add_threads_argument,
-                             at_least, user_path, with_examples)
+                             at_least, positive_finite, user_path, with_examples)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=at_least(1), default=None,
                         help="training epochs (default: per architecture)")
     parser.add_argument("--batch-size", type=at_least(1), default=None, help="training batch size (default: 32)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per architecture)")
+    parser.add_argument("--lr", type=positive_finite, default=None,
+                        help="peak learning rate (default: per architecture)")
     parser.add_argument("--no-augment", dest="augment", action="store_false",
                         help="train without random shifts")
     parser.add_argument("--onnx", action="store_true", help="also export classifier.onnx")
