@@ -168,6 +168,7 @@ def make_run(root: Path) -> Path:
     _png(root / "cae/samples/iter_0000020.png", (200, 30, 30))
     for name in ("map_pca.png", "map_tsne.png", "paths.png"):
         _png(root / "manifold" / name)
+    (root / "manifold" / "codes.csv").write_text("split,file,label\n", encoding="utf-8")
     _write_json(root / "manifold/summary.json", {
         "class_names": ["normal", "cnv"], "data": "synthetic:classes=2",
         "counts": {"train_per_class": [30, 31], "test_per_class": [7, 8]},
@@ -425,7 +426,9 @@ def test_a_given_folder_of_the_wrong_kind_is_an_error_not_a_missing_section(tmp_
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad_clf").mkdir()
     (tmp_path / "bad_clf" / "classifier.json").write_text("{torn")
-    for option, folder, message in (("--manifold", tmp_path / "empty", "holds no summary.json"),
+    for option, folder, message in (("--manifold", tmp_path / "empty", "holds no codes.csv"),
+                                    ("--manifold", demo / "cae", "holds no codes.csv"),  # its summary.json passed
+                                    ("--explain", demo / "classifier", "holds no *_saliency.png"),  # its *.json did
                                     ("--evaluate", demo / "manifold", "holds no results.json"),
                                     ("--classifier", tmp_path / "bad_clf", "is missing or not a readable JSON object")):
         assert main(["report", str(demo / "cae"), option, str(folder), "--out", str(tmp_path / "r.html")]) == 2
@@ -657,6 +660,23 @@ def test_results_of_an_earlier_ranking_say_so():
     assert older.endswith("Measured by an earlier caex, which ranked tied pixels and signed maps (LIME, occlusion) "
                           "differently: rerun caex evaluate before comparing these with newer results.")
     assert "earlier caex" not in report_html._evaluation_setup({**settings, "ranking": "..."}, with_errors=False)
+
+
+def test_the_manifold_section_shows_only_the_maps_its_analysis_wrote(tmp_path):
+    """A rerun with --no-tsne into the same folder left the earlier t-SNE map there, shown beside the new numbers;
+    a summary that lists no files (an older one) still shows whatever is there."""
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "manifold/summary.json").read_text(encoding="utf-8"))
+
+    def manifold_captions() -> list[str]:
+        page = build_report(run).read_text(encoding="utf-8")
+        return re.findall(r"<figcaption>([^<]*)</figcaption>", page.split('<section id="manifold"')[1].split(
+            "</section>")[0])
+
+    assert [caption[:17] for caption in manifold_captions()] == ["class codes, PCA", "class codes, t-SN",
+                                                                  "straight paths be"]
+    _write_json(run / "manifold/summary.json", {**summary, "files": {"map_pca": "map_pca.png", "paths": "paths.png"}})
+    assert [caption[:17] for caption in manifold_captions()] == ["class codes, PCA", "straight paths be"]
 
 
 def test_explain_outputs_are_captioned_by_their_source_files(tmp_path):

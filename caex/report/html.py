@@ -88,8 +88,9 @@ class ReportSources:
 
 
 #: What marks each stage's output folder, for folders given explicitly (a swapped or empty one is an error,
-#: where a demo run's missing stage is only shown as missing).
-_STAGE_MARKERS = {"manifold": "summary.json", "evaluate": "results.json", "explain": "*.json"}
+#: where a demo run's missing stage is only shown as missing): files only that stage writes, as a CAE run folder
+#: holds a summary.json too and a classifier bundle a *.json, which passed for a manifold and an explain folder.
+_STAGE_MARKERS = {"manifold": "codes.csv", "evaluate": "results.json", "explain": f"*{EXPLAIN_OUTPUTS['overlay']}"}
 
 
 def _given_folder(path: str | os.PathLike, stage: str) -> Path:
@@ -355,7 +356,8 @@ MANIFOLD_SCHEMA = {
                            "skipped": bool}},
     "swap": {"matrix": [[(float, None)]], "mean": float},  # null: the diagonal and unmeasured pairs
     "smoothness": {"per_class": {str: (float, None)}},  # null: a class that could not be measured
-    "paths": {"monotone_share": float}}
+    "paths": {"monotone_share": float},
+    "files": {str: str}}  # what the analysis wrote
 EXPLANATIONS_SCHEMA = {"steps": int, "examples": [{"stem": str, "title": str, "source": str, "flip_step": int}]}
 
 
@@ -501,16 +503,25 @@ def manifold_section(sources: ReportSources) -> Section:
                       "moving smoothly between them.")
     if section.not_given(sources.manifold, "--manifold DIR", "caex manifold"):
         return section
+    # Only what this analysis wrote, where its summary lists it: a rerun with --no-tsne left the earlier run's
+    # t-SNE map in the folder, and the report showed it beside this run's numbers
+    listed = set((summary or {}).get("files", {}).values())
+
+    def drawn(name: str) -> bool:
+        return not listed or name in listed
+
     section.figure(sources.manifold, "map_pca.png", "class codes, PCA", alt="class-code map, PCA")
-    section.figure(sources.manifold, "map_tsne.png", "class codes, t-SNE", alt="class-code map, t-SNE")
-    if (sources.manifold / "map_umap.png").is_file():  # only where umap is installed
+    if drawn("map_tsne.png"):
+        section.figure(sources.manifold, "map_tsne.png", "class codes, t-SNE", alt="class-code map, t-SNE")
+    if (sources.manifold / "map_umap.png").is_file() and drawn("map_umap.png"):  # only where umap is installed
         section.figure(sources.manifold, "map_umap.png", "class codes, UMAP", alt="class-code map, UMAP")
-    if (sources.manifold / "maps.html").is_file():  # its own page: the report stays one self-contained file
+    if (sources.manifold / "maps.html").is_file() and drawn("maps.html"):  # its own page: the report stays one file
         section.parts.append(f"<p>The same maps to explore, each point named on hover: "
                              f"{_link(sources.manifold / 'maps.html', sources.report_file)} (opens offline).</p>")
-    section.figure(sources.manifold, "paths.png",
-                   "straight paths between classes (as in the paper's Fig. 11): numbers are the classifier's "
-                   "probability of the target class", alt="decoded images along straight paths between classes")
+    if drawn("paths.png"):
+        section.figure(sources.manifold, "paths.png",
+                       "straight paths between classes (as in the paper's Fig. 11): numbers are the classifier's "
+                       "probability of the target class", alt="decoded images along straight paths between classes")
     if summary:
         _manifold_tables(section, summary)
     else:
