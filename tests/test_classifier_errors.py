@@ -212,3 +212,19 @@ def test_an_onnx_model_with_an_upper_case_suffix_is_read_as_one(tmp_path):
     with torch.no_grad():
         expected = torch.softmax(net(_images()), dim=1)
     torch.testing.assert_close(classifier.predict_proba(_images()), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_an_onnx_export_without_the_onnx_package_is_refused_before_training(tmp_path, monkeypatch, capsys) -> None:
+    """torch's exporter failed for want of onnx only after the whole training, as an unexpected error."""
+    import importlib.util
+
+    from caex.cli.main import main
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "onnx" else
+                        find_spec(name, *args))
+    assert main(["train-classifier", "synthetic:classes=2,per_class=4", "--size", "32", "--epochs", "1", "--onnx",
+                 "--out", str(tmp_path / "clf")]) == 2
+    assert capsys.readouterr().err == ("caex train-classifier: error: an ONNX export (--onnx, onnx=True) needs the "
+                                       "onnx package; install the extra: pip install 'caex[onnx]'\n")
+    assert not (tmp_path / "clf").exists()

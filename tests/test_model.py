@@ -98,6 +98,9 @@ def test_presets_and_json_round_trip() -> None:
                                                             "2**n_down_individual=4 so the decoder restores the "
                                                             "size (--size 28 or 32)"),
     (dict(name="paper", image_size=28), "too many down-samplings for image_size=28 (--size 32 at least)"),
+    # a 1x1 individual code passed, and training failed in its instance norm ("more than 1 spatial element")
+    (dict(name="tiny", n_down_individual=5), "n_down_individual=5: too many down-samplings for image_size=32 "
+                                             "(--size 64 at least)"),
     (dict(name="tiny", class_pool="median"), "class_pool='median': must be 'avg' or 'max'"),
     (dict(name="tiny", n_res=0), "n_res=0: must be >= 1 (the class code reaches the decoder only through"),
     (dict(name="tiny", pad_type="foo"), "pad_type='foo': must be one of reflect, zeros, replicate"),

@@ -9,6 +9,7 @@ optionally, ``classifier.onnx``. Every file is written atomically.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import os
@@ -114,6 +115,14 @@ class ClassifierInfo:
         check_class_names(self.class_names, str(path), ClassifierError)  # they name output files and captions
 
 
+def check_onnx_export() -> None:
+    """A one-line error where an ONNX export cannot run: it needs the onnx package (the ``onnx`` extra), and
+    without it failed only after the training, as an unexpected error."""
+    if importlib.util.find_spec("onnx") is None:
+        raise ClassifierError("an ONNX export (--onnx, onnx=True) needs the onnx package; install the extra: "
+                              "pip install 'caex[onnx]'")
+
+
 def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: list[str], image_size: int,
                 test_accuracy: float | None = None, data_spec: str | None = None,
                 data_seed: int | None = None, training: dict[str, Any] | None = None,
@@ -128,6 +137,8 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
     from caex import __version__
 
     _check_bundle_arguments(net, class_names, image_size)
+    if onnx:
+        check_onnx_export()
     if metrics is not None:
         test_accuracy = metrics.test_accuracy if test_accuracy is None else test_accuracy
         test_class_counts = metrics.test_class_counts if test_class_counts is None else test_class_counts

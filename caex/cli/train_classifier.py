@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
+    from caex.classifier.bundle import check_onnx_export
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
     from caex.cli.common import check_output_folder, load_data_from_args, model_folder_kind
     from caex.errors import CaexError
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
+    if args.onnx:
+        check_onnx_export()
     check_output_folder(args.out, data=args.data)
     device = resolve_device(args.device)
     model = model_folder_kind(Path(args.out))  # before the lock, which would leave its file in a CAE run's folder

@@ -91,8 +91,8 @@ class CAEConfig:
             raise ModelError(f"CAEConfig.image_size={self.image_size}: must be divisible by "
                              f"2**n_down_individual={factor} so the decoder restores the size (--size {below} or "
                              f"{above})")
-        for name in ("n_down_class", "disc_n_down"):
-            if self.image_size // 2 ** getattr(self, name) < 2:  # padded 3x3/4x4 convs need >= 2 pixels
+        for name in ("n_down_class", "n_down_individual", "disc_n_down"):
+            if self.image_size // 2 ** getattr(self, name) < 2:  # padded convs and instance norms need >= 2 pixels
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)}: too many down-samplings "
                                  f"for image_size={self.image_size} (--size {2 * 2 ** getattr(self, name)} at least)")
         if self.pad_type not in PADDINGS:
