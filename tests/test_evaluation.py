@@ -414,9 +414,9 @@ def test_runner_writes_every_output_and_uses_one_fill(tmp_path, monkeypatch):
     fills = []
     original_call = PerturbationMetric.__call__
 
-    def recording_call(self, model, images, labels, saliency, fill):
+    def recording_call(self, model, images, labels, saliency, fill, **options):
         fills.append(fill.clone())
-        return original_call(self, model, images, labels, saliency, fill)
+        return original_call(self, model, images, labels, saliency, fill, **options)
 
     monkeypatch.setattr(PerturbationMetric, "__call__", recording_call)
     explainer = MaskExplainer()

@@ -28,7 +28,7 @@ from caex.classifier.loaders import check_compatible
 from caex.data.types import DataBundle, rank_within_class
 from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
-from caex.evaluation.perturbation import PerturbationMetric, make_fill
+from caex.evaluation.perturbation import PerturbationMetric, clean_probabilities, make_fill
 from caex.evaluation.ranking import RANKING
 from caex.evaluation.timing import timed_saliency
 from caex.explain.attribution import (ALIASES, BASELINES, Attributor, AttributionError, ExplainerAttributor,
@@ -193,6 +193,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         images, labels = test.images, test.labels
         row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
         fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
+        clean = clean_probabilities(classifier, images, labels)  # every curve's p = 0, classified once
         height, width = images.shape[-2:]
         models = models_record(getattr(cae_explainer, "cae", None), classifier)  # a user's explainer may hold no CAE
         settings = {"data": data.spec, "split_seed": data.seed, "class_names": list(data.class_names),
@@ -221,7 +222,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                     continue
                 maps[name] = timed.maps
                 _warn_constant_maps(name, timed.maps)
-                scores = metric(classifier, images, labels, timed.maps, fill)
+                scores = metric(classifier, images, labels, timed.maps, fill, clean=clean)
                 located = localisation(timed.maps, test.masks) if test.masks is not None else {}
                 if located:
                     settings["n_with_mask"] = located["n_with_mask"]  # the images localisation is averaged over
