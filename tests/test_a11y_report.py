@@ -130,6 +130,22 @@ def test_images_have_short_alt_texts_of_their_own(tmp_path):
     assert _section(text, "explanations").count("towards cnv") == 1
 
 
+def test_the_alt_texts_of_one_images_paths_name_their_targets_and_agree_with_their_captions(tmp_path):
+    """--all-targets gave every path of one image the same alt text, and a path that starts at its target read
+    "flips at step 0" in its older summary's alt text while its caption said "no flip"."""
+    folder = tmp_path / "explained"
+    for stem, target, flip in (("00_to-cnv", "cnv", 0), ("00_to-normal", "normal", 0), ("00_to-dme", "dme", 2)):
+        _png(folder / f"{stem}_saliency.png")
+        _png(folder / f"{stem}_path.png")
+        _json(folder / f"{stem}.json", {"source": "/data/00.png", "prediction": {"class": "normal"},
+                                        "target": {"class": target}, "flip_step": flip})
+    text = build_report(make_run(tmp_path / "run"), explain=folder).read_text(encoding="utf-8")
+    strips = [attributes["alt"] for attributes in _Elements(_section(text, "explanations")).attributes("img")][1::2]
+    assert strips == ["counterfactual path of 00.png toward cnv, flips at step 0",
+                      "counterfactual path of 00.png toward dme, flips at step 2",
+                      "counterfactual path of 00.png toward normal"]  # already the target: no flip, as captioned
+
+
 def test_timing_sentence_says_level_with_and_which_way():
     """Equal times read "1.0x faster than the slowest", and "1.1x the quickest method" did not say slower."""
     assert readings.read_time({"CAE": 12.0, "Grad-CAM": 12.0}, subject="CAE") == (

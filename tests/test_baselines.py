@@ -575,7 +575,7 @@ def test_a_signed_methods_map_is_its_positive_part(absolute, expected):
     ("occlusion", {"window_fraction": float("nan")}, r"^occlusion: window_fraction=nan: must be in \(0, 1\]$"),
     ("occlusion", {"perturbations_per_eval": 0}, r"^occlusion: perturbations_per_eval=0: must be a whole number"),
     ("gradcam", {"batch_size": 0}, r"^gradcam: batch_size=0: must be a whole number, at least 1$"),
-    ("random", {"seed": -1}, r"^seed=-1: must be a whole number from 0 to "),
+    ("random", {"seed": -1}, r"^random: seed=-1: must be a whole number from 0 to "),
 ])
 def test_an_option_a_method_cannot_run_with_is_refused_when_it_is_made(name, options, message):
     """LIME's n_samples=0 was taken, and failed deep in Captum (torch.cat of nothing), IG's n_steps=0 in an assert
@@ -584,3 +584,11 @@ def test_an_option_a_method_cannot_run_with_is_refused_when_it_is_made(name, opt
 
     with pytest.raises(OptionValueError, match=message):
         make_attributor(name, tiny_classifier(1), **options)
+
+
+def test_a_cae_methods_option_errors_name_the_method() -> None:
+    """batch_size=0 read "attributor: batch_size=0", the base's name, as the CAE method named itself later."""
+    from caex.explain import ExplainerAttributor, OptionValueError
+
+    with pytest.raises(OptionValueError, match=r"^cae-centroid: batch_size=0: must be a whole number, at least 1$"):
+        ExplainerAttributor(tiny_classifier(1), object(), path="centroid", batch_size=0)

@@ -228,3 +228,32 @@ def test_an_onnx_export_without_the_onnx_package_is_refused_before_training(tmp_
     assert capsys.readouterr().err == ("caex train-classifier: error: an ONNX export (--onnx, onnx=True) needs the "
                                        "onnx package; install the extra: pip install 'caex[onnx]'\n")
     assert not (tmp_path / "clf").exists()
+
+
+@pytest.mark.parametrize("name", ["model_best.pth.tar", "weights.ckpt"])
+def test_weights_in_torchs_older_pickle_format_still_load_with_an_architecture(tmp_path, name):
+    """The not-a-model check refused a pre-zip torch.save file under a name other than .pt/.pth."""
+    path = tmp_path / name
+    torch.save(_network(2).state_dict(), path, _use_new_zipfile_serialization=False)
+    classifier = load_classifier(path, arch="smallcnn", class_names=["a", "b"], image_size=SIZE, channels=1)
+    assert torch.allclose(classifier.predict_proba(_images()), TorchClassifier(_network(2), ["a", "b"], SIZE, 1)
+                          .predict_proba(_images()))
+
+
+def test_a_wrong_output_count_is_named_as_the_models_fault_when_checked_against_data():
+    """check_compatible wrapped it as "the classifier cannot take data ...'s images", pointing at the data."""
+    from caex.classifier import check_compatible
+    from caex.data import load_dataset
+
+    data = load_dataset(f"synthetic:classes=2,per_class=4,size={SIZE}")
+    classifier = TorchClassifier(FlatLinear(3), data.class_names, SIZE, 1)
+    with pytest.raises(ClassifierError, match=r"^FlatLinear: the model gives 3 outputs per image but 2 class names"):
+        check_compatible(classifier, data)
+
+
+def test_save_bundle_stores_a_numpy_image_size_as_a_number(tmp_path):
+    """np.int64(32) passed the check and failed in json ("not JSON serializable"), leaving an empty folder."""
+    import numpy as np
+
+    save_bundle(_network(2), tmp_path / "clf", class_names=["a", "b"], image_size=np.int64(SIZE))
+    assert json.loads((tmp_path / "clf" / "classifier.json").read_text())["image_size"] == SIZE

@@ -47,6 +47,8 @@ def test_a_dependency_missing_inside_a_command_is_one_line(monkeypatch, capsys, 
      "caex data show: error: unrecognized arguments: --bogus 3 (see caex data show --help)"),
     (["demo", "--preset", "bogus"], "caex demo: error: unrecognized arguments: --preset bogus (see caex demo --help)"),
     (["--bogus"], "caex: error: unrecognized arguments: --bogus (see caex --help)"),  # no command: caex's own
+    (["--bogus", "data", "show", "synthetic", "--out", "g.png"],  # before the command: caex's, not data show's
+     "caex: error: unrecognized arguments: --bogus (see caex --help)"),
 ])
 def test_an_unknown_option_is_refused_by_its_command(capsys, argv: list[str], expected: str) -> None:
     """argparse refused them as `caex`'s, pointing at `caex --help`, which does not list the command's options."""

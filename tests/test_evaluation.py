@@ -1152,3 +1152,29 @@ def test_an_option_a_method_cannot_run_with_stops_the_evaluation_before_any_map(
         evaluate(None, square_classifier(), tiny_bundle(), methods=["random", "occlusion", "lime"], n_images=4,
                  method_options={"lime": {"n_samples": 0}})
     assert timed == []
+
+
+def test_a_cae_methods_path_is_its_name_not_an_option():
+    """--method-option cae-guided.path=centroid ended in "TypeError: got multiple values for keyword argument"."""
+    from caex.evaluation.runner import parse_method_options
+
+    with pytest.raises(EvaluationError, match=r"^--method-option 'cae-guided\.path=centroid': cae-guided takes no "
+                                              r"option 'path' here \(it takes steps, counter_by\)$"):
+        parse_method_options(["cae-guided.path=centroid"])
+    with pytest.raises(EvaluationError, match=r"takes no option 'path' \(the method's name sets it: cae-guided, "
+                                              r"cae-centroid, cae-nearest; it takes"):
+        evaluate(MaskExplainer(), square_classifier(), tiny_bundle(), methods=["cae-guided"], n_images=4,
+                 method_options={"cae-guided": {"path": "centroid"}})
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"counter_by": "bogus"}, r"^cae-guided: counter_by='bogus': choose from code, probability"),
+    ({"counter_class": 7}, r"^cae-guided: counter_class=7: not a class index of this classifier \(0\.\.1\)$"),
+])
+def test_a_cae_option_it_cannot_run_with_stops_the_evaluation(options, message):
+    """A bad counter_by skipped CAE after the whole evaluation had run ("skipped: counter_by='bogus' ...")."""
+    from caex.explain import OptionValueError
+
+    with pytest.raises(OptionValueError, match=message):
+        evaluate(MaskExplainer(), square_classifier(), tiny_bundle(), methods=["cae-guided", "random"], n_images=4,
+                 method_options={"cae-guided": options})

@@ -268,10 +268,12 @@ def test_sample_grids_are_enlarged_and_their_rows_named(tmp_path) -> None:
         assert all((band[GRID_PADDING + row * pitch:(row + 1) * pitch] < 100).any() for row in range(3))
 
 
-def test_a_long_row_name_is_wrapped_not_widening_the_band(tmp_path) -> None:
-    """A class named in a sentence made the band as wide as the sentence on one line, several times the grid."""
+@pytest.mark.parametrize("long_name", ["→ age-related macular degeneration with geographic atrophy",
+                                       "→ age_related_macular_degeneration_with_geographic_atrophy"])  # one word
+def test_a_long_row_name_is_wrapped_not_widening_the_band(tmp_path, long_name: str) -> None:
+    """A class named in a sentence made the band as wide as the sentence on one line, several times the grid; a
+    folder-derived name of one word still did, as only spaces broke lines."""
     rows = [torch.rand(3, 1, 32, 32) for _ in range(2)]
-    long_name = "→ age-related macular degeneration with geographic atrophy"
     with Image.open(save_image_grid(tmp_path / "plain.png", rows)) as plain:
         pass
     with Image.open(save_image_grid(tmp_path / "long.png", rows, ["input", long_name])) as named:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import operator
 import io
 import json
 import os
@@ -146,7 +147,7 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
 
     out_dir = Path(out_dir)
     net = copy.deepcopy(net).to(device="cpu", memory_format=torch.contiguous_format).eval()
-    info = ClassifierInfo(arch=net.arch, class_names=list(class_names), image_size=image_size,
+    info = ClassifierInfo(arch=net.arch, class_names=list(class_names), image_size=operator.index(image_size),
                           channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
                           std=net.std.flatten().tolist(), small_stem=net.small_stem,
                           test_accuracy=test_accuracy, test_class_counts=test_class_counts, data_spec=data_spec,

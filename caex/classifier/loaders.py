@@ -37,8 +37,11 @@ from caex.utils.device import module_device, resolve_device
 from caex.utils.provenance import file_digest
 from caex.utils.warn import warn
 
-#: The model files caex reads, by name (a PyTorch zip archive is read whatever its name).
+#: The model files caex reads, by name (a PyTorch zip archive, or a pickle of torch's older format, is read
+#: whatever its name).
 MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".onnx")
+#: The first byte of a pickle of protocol 2 or later, which torch.save wrote before its zip format.
+PICKLE_PROTOCOL_OPCODE = b"\x80"
 
 #: Keys under which training scripts commonly nest a state dict inside a checkpoint.
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -345,6 +348,8 @@ def check_compatible(classifier: Classifier, data: DataBundle) -> None:
     data.check_split(who, getattr(classifier, "data_spec", None), getattr(classifier, "data_seed", None))
     try:
         classifier.predict_proba(data.test.images[:1])
+    except ClassifierError:  # the model's own fault (outputs that are not one per class name), said as it is
+        raise
     except Exception as exc:  # noqa: BLE001 - an unrecorded size or channel count; onnxruntime's errors are no RuntimeError
         raise ClassifierError(f"the classifier cannot take data {data.spec!r}'s "
                               f"{tuple(data.test.images.shape[1:])} images ({_one_line(exc)})") from None
@@ -376,8 +381,16 @@ def _probe_num_classes(path: Path, forward, image_size: int | None, channels: in
 
 
 def _is_model_file(path: Path) -> bool:
-    """Whether ``path`` may be a model caex reads: named as one (:data:`MODEL_SUFFIXES`) or a PyTorch archive."""
-    return path.suffix.lower() in MODEL_SUFFIXES or (path.is_file() and _torch_archive_kind(path) is not None)
+    """Whether ``path`` may be a model caex reads: named as one (:data:`MODEL_SUFFIXES`), a PyTorch archive, or a
+    pickle as ``torch.save`` wrote before its zip format (``model_best.pth.tar``; read only with ``arch=``, as
+    weights, never unpickled as objects)."""
+    if path.suffix.lower() in MODEL_SUFFIXES:
+        return True
+    if not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        legacy_pickle = handle.read(1) == PICKLE_PROTOCOL_OPCODE
+    return legacy_pickle or _torch_archive_kind(path) is not None
 
 
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:

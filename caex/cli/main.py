@@ -307,7 +307,11 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
     argparse's own refusal named ``caex`` and its help, where ``caex explain --help`` lists the options."""
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        argv = list(argv)
+        command_at = argv.index(args.command) if args.command in argv else len(argv)
+        given_to_caex = any(token in argv[:command_at] for token in unknown)  # `caex --bogus data show ...`
+        owner = parser if given_to_caex else getattr(args, "command_parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 

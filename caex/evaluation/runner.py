@@ -50,8 +50,9 @@ from caex.utils.warn import warn
 CAE_PATHS = ("guided", "centroid", "nearest")
 DEFAULT_CAE_PATH = "guided"
 DEFAULT_METHODS = ("cae", "gradcam", "fullgrad", "lime", "occlusion", "integrated_gradients", "random")
-#: Constructor arguments :func:`evaluate` sets itself, the same for every method.
-_SET_BY_EVALUATE = {"self", "classifier", "explainer", "kwargs", "batch_size", "seed", "name"}
+#: Constructor arguments :func:`evaluate` sets itself: the same for every method, and a CAE method's path, which
+#: its name gives (``cae-centroid``; an option ``path`` was a TypeError, "got multiple values").
+_SET_BY_EVALUATE = {"self", "classifier", "explainer", "kwargs", "batch_size", "seed", "name", "path"}
 #: Images in the gallery: one per class (the selection takes the classes in turn) for up to 10 classes, and 6
 #: at least.
 GALLERY_ROWS = (6, 10)
@@ -346,8 +347,10 @@ def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dic
         accepted = accepted_options(method) - _SET_BY_EVALUATE
         unknown = sorted(set(options) - accepted)
         if unknown:
-            given = "evaluate sets it for every method: pass it to evaluate itself; " \
-                if unknown[0] in ("batch_size", "seed") else ""
+            given = {"batch_size": "evaluate sets it for every method: pass it to evaluate itself; ",
+                     "seed": "evaluate sets it for every method: pass it to evaluate itself; ",
+                     "path": f"the method's name sets it: {', '.join(f'cae-{path}' for path in CAE_PATHS)}; "
+                     }.get(unknown[0], "")
             raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r} ({given}it "
                                   f"takes {', '.join(sorted(accepted)) or 'none'})")
         checked[key] = dict(options)

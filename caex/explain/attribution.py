@@ -101,7 +101,7 @@ class Attributor:
     def __init__(self, classifier: Classifier, *, batch_size: int = 32, seed: int = 0) -> None:
         classifier = require_classifier(classifier)
         check_counts({"batch_size": batch_size}, 1, OptionValueError, prefix=f"{self.name}: ")
-        check_seed(seed, OptionValueError)
+        check_seed(seed, OptionValueError, prefix=f"{self.name}: ")
         if self.needs_gradients and (not classifier.has_gradients or classifier.module is None):
             raise GradientsUnavailableError(
                 f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
@@ -478,19 +478,19 @@ class ExplainerAttributor(Attributor):
     def __init__(self, classifier: Classifier, explainer: Any, *, path: str = "guided", steps: int = DEFAULT_STEPS,
                  counter_class: int | None = None, counter_by: str = "code", name: str | None = None,
                  **kwargs: Any) -> None:
+        self.name = name or f"cae-{path}"  # first: the base's checks name the method
         super().__init__(classifier, **kwargs)
-        check_counts({"steps": steps}, 2, OptionValueError, prefix=f"{name or f'cae-{path}'}: ")
+        check_counts({"steps": steps}, 2, OptionValueError, prefix=f"{self.name}: ")
         if counter_class is not None and not 0 <= counter_class < classifier.num_classes:
-            raise AttributionError(f"counter_class={counter_class}: not a class index of this classifier "
-                                   f"(0..{classifier.num_classes - 1})")
+            raise OptionValueError(f"{self.name}: counter_class={counter_class}: not a class index of this "
+                                   f"classifier (0..{classifier.num_classes - 1})")
         if counter_by not in self.COUNTER_BY:
-            raise AttributionError(f"counter_by={counter_by!r}: choose from {', '.join(self.COUNTER_BY)}")
+            raise OptionValueError(f"{self.name}: counter_by={counter_by!r}: choose from {', '.join(self.COUNTER_BY)}")
         self.explainer = explainer
         if counter_by == "code" and classifier.num_classes > 2 and not self._has_centroids:
             raise AttributionError("counter_by='code' needs an Explainer whose CAE has stored class centroids "
                                    "(a run folder from `caex train` has them); or pass counter_by='probability'")
         self.path, self.steps, self.counter_class, self.counter_by = path, steps, counter_class, counter_by
-        self.name = name or f"cae-{path}"
 
     @property
     def _has_centroids(self) -> bool:

@@ -270,7 +270,7 @@ canvas.addEventListener("mousemove", event => {
   });
   if (best < 0) { tip.style.display = "none"; return; }
   const [bx, by] = positions[best];
-  let under = 0;  // other shown points the top one covers (a point is 7 px across)
+  let under = 0;  // other shown points within 3 px of the top one's centre, under it
   positions.forEach((p, i) => { if (i !== best && visible(i) && (p[0] - bx) ** 2 + (p[1] - by) ** 2 < 9) under++; });
   const label = DATA.classes[DATA.labels[best]], prediction = DATA.classes[DATA.predictions[best]];
   tip.textContent = "";

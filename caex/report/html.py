@@ -37,7 +37,7 @@ from caex.report.template import PAGE, STYLE
 from caex.training.trainer import SAMPLE_CLASSES
 from caex.utils import atomic_write_text
 from caex.utils.numbers import fixed
-from caex.utils.plotting import figure_png, literal_text
+from caex.utils.plotting import MASK_LEGEND, figure_png, literal_text
 
 #: Sub-folders of a demo run, in pipeline order (``caex demo`` writes exactly these).
 STAGE_FOLDERS = ("data", "classifier", "cae", "manifold", "explain", "evaluate")
@@ -608,16 +608,17 @@ def _caption_of_an_older_summary(summary: dict[str, Any]) -> str | None:
     return overlay_caption(prediction or NO_CLASS, target, flip, flipped=flip >= 0)
 
 
-def _example_html(title: str, overlay: Path, strip: Path | None, image_name: str, flip_step: int) -> str:
+def _example_html(title: str, overlay: Path, strip: Path | None, subject: str, flip_step: int) -> str:
     """One explanation in its own box, the caption first (it read as the caption of the next example's map): the
     saliency map, then the counterfactual strip at its own size in a box that scrolls sideways, focusable so that a
-    keyboard scrolls it too. The alt texts say in a few words what each picture is; the caption says the rest."""
-    flips = f", flips at step {flip_step}" if flip_step > 0 else ""
-    pictures = _img_html(overlay, "map", f"saliency map of {image_name}")
+    keyboard scrolls it too. The alt texts say in a few words what each picture is (of ``subject``: the image and,
+    where known, the class its path heads for); the caption says the rest."""
+    flips = f", flips at step {flip_step}" if flip_step >= 0 else ""
+    pictures = _img_html(overlay, "map", f"saliency map of {subject}")
     if strip is not None:
         pictures += (f'<div class="strip-scroll" tabindex="0" role="region" '
-                     f'aria-label="{html.escape(f"counterfactual path of {image_name}, scrolls sideways")}">'
-                     f'{_img_html(strip, "strip", f"counterfactual path of {image_name}{flips}")}</div>')
+                     f'aria-label="{html.escape(f"counterfactual path of {subject}, scrolls sideways")}">'
+                     f'{_img_html(strip, "strip", f"counterfactual path of {subject}{flips}")}</div>')
     return f'<figure class="example"><figcaption>{html.escape(title)}</figcaption>{pictures}</figure>'
 
 
@@ -652,9 +653,11 @@ def explain_section(sources: ReportSources) -> Section:
     for overlay, stem in zip(shown, stems, strict=True):
         strip = folder / f"{stem}{strip_suffix}"
         fact = facts.get(stem, {})
+        prediction, target = ((fact.get(key) or {}).get("class") for key in ("prediction", "target"))
+        subject = (Path(fact["source"]).name if "source" in fact else stem) + (f" toward {target}" if target else "")
+        flip = -1 if prediction is not None and prediction == target else fact.get("flip_step", -1)  # as captioned
         section.parts.append(_example_html(titles.get(stem) or stem, overlay, strip if strip.is_file() else None,
-                                           Path(fact["source"]).name if "source" in fact else stem,
-                                           fact.get("flip_step", -1)))
+                                           subject, flip))
     if len(overlays) > MAX_EXAMPLES:
         section.parts.append(f"<p>The first {MAX_EXAMPLES} of {len(overlays)} explanations (by file name); all of "
                              f"them are in {html.escape(str(folder))}.</p>")
@@ -725,7 +728,7 @@ def evaluation_section(sources: ReportSources) -> Section:
     masks = settings.get("has_masks", True)
     section.figure(sources.evaluate, "gallery.png",
                    "saliency maps of every method"
-                   + ("; ground-truth lesion outlined (light line, dark edge)" if masks else ""),
+                   + (f"; ground-truth {MASK_LEGEND}" if masks else ""),
                    alt="grid of saliency maps, one column per method")
     section.figure(sources.evaluate, "curves.png", "mean drop of the true class's probability as patches are covered",
                    alt="deletion curves, one line per method")

@@ -16,11 +16,11 @@ from caex.errors import CaexError
 MAX_SEED = 2**32 - 1
 
 
-def check_seed(seed: object, error: type[CaexError] = CaexError) -> None:
+def check_seed(seed: object, error: type[CaexError] = CaexError, prefix: str = "") -> None:
     """Raise ``error`` for a seed a generator would refuse: numpy a negative one, torch one past 64 bits, each
-    after work had begun."""
+    after work had begun; ``prefix`` goes before its name (``"lime: "``)."""
     if not is_whole_number(seed) or not 0 <= seed <= MAX_SEED:  # type: ignore[operator]
-        raise error(f"seed={seed!r}: must be a whole number from 0 to {MAX_SEED}")
+        raise error(f"{prefix}seed={seed!r}: must be a whole number from 0 to {MAX_SEED}")
 
 
 def check_positive_finite(name: str, value: object, error: type[CaexError] = CaexError) -> None:

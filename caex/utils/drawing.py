@@ -45,14 +45,26 @@ def one_line(text: str) -> str:
 
 
 def wrap_to(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
-    """``text`` broken between words into lines at most ``width`` pixels long (a longer word keeps a line)."""
+    """``text`` broken between words into lines at most ``width`` pixels long; a longer word is cut where it
+    reaches the width (folder-derived class names are often one word, ``diabetic_retinopathy_grade_4``)."""
     lines: list[str] = []
     for word in text.split(" "):
         if lines and font.getlength(f"{lines[-1]} {word}") <= width:
             lines[-1] += f" {word}"
         else:
-            lines.append(word)
+            lines += _cut(word, font, width)
     return lines
+
+
+def _cut(word: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """``word`` in pieces at most ``width`` pixels long, one character at least each."""
+    pieces = [""]
+    for char in word:
+        if pieces[-1] and font.getlength(pieces[-1] + char) > width:
+            pieces.append(char)
+        else:
+            pieces[-1] += char
+    return pieces
 
 
 def banded(picture: Image.Image, texts: Sequence[str], font: ImageFont.FreeTypeFont, *,
