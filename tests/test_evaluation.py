@@ -1178,3 +1178,27 @@ def test_a_cae_option_it_cannot_run_with_stops_the_evaluation(options, message):
     with pytest.raises(OptionValueError, match=message):
         evaluate(MaskExplainer(), square_classifier(), tiny_bundle(), methods=["cae-guided", "random"], n_images=4,
                  method_options={"cae-guided": options})
+
+
+@pytest.mark.parametrize("steps", [1, 5000])
+def test_a_cae_path_length_out_of_range_stops_the_evaluation_before_any_map(steps):
+    """steps=5000 passed the constructor and was refused by the Explainer after the other methods had run."""
+    from caex.explain import OptionValueError
+
+    with pytest.raises(OptionValueError, match=rf"^cae-guided: steps={steps}: a path needs 2 to 1000 steps"):
+        evaluate(MaskExplainer(), square_classifier(), tiny_bundle(), methods=["random", "cae-guided"], n_images=4,
+                 method_options={"cae-guided": {"steps": steps}})
+
+
+def test_the_options_each_method_was_made_with_are_recorded(tmp_path):
+    """LIME with 50 samples was compared, and reported, as if it had its default 1,000."""
+    from caex.report.html import _evaluation_setup
+
+    evaluate(None, square_classifier(), tiny_bundle(), methods=["occlusion", "random"], n_images=4, out_dir=tmp_path,
+             method_options={"occlusion": {"window_fraction": 0.25, "perturbations_per_eval": 8}})
+    settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+    assert settings["method_options"] == {"occlusion": {"window_fraction": 0.25, "perturbations_per_eval": 8}}
+    assert "Method options: occlusion window_fraction=0.25, perturbations_per_eval=8." in (
+        tmp_path / "results.md").read_text()
+    assert "method options: occlusion window_fraction=0.25, perturbations_per_eval=8" in _evaluation_setup(
+        settings, with_errors=False)

@@ -317,3 +317,16 @@ def test_maps_are_titled_by_projection_names_and_crosses_are_called_class_means(
     legend = [text.get_text() for text in saved_figures[1].legends[0].get_texts()]
     assert legend == ["a", "b", "class mean (map coordinates):\nlarge, dark edge"]
 
+
+
+def test_a_grey_paths_gif_keeps_its_grey_levels() -> None:
+    """Fast-octree quantising cut a grey frame's 157 levels to 16: the small changes between steps banded away."""
+    import io
+
+    from caex.explain.render import path_animation
+
+    ramp = torch.linspace(0, 1, 32 * 32).view(1, 1, 32, 32)
+    frames = (ramp + 0.01 * torch.arange(4).view(4, 1, 1, 1)).clamp(0, 1).repeat(1, 3, 1, 1)
+    with Image.open(io.BytesIO(path_animation(frames, torch.linspace(0.1, 0.9, 4), 2))) as gif:
+        greys = {r for r, g, b in np.asarray(gif.convert("RGB")).reshape(-1, 3).tolist() if r == g == b}
+    assert len(greys) >= 150

@@ -43,7 +43,7 @@ class Classifier(abc.ABC):
 
     def __repr__(self) -> str:
         shape = f"[{self.channels or '?'}, {self.image_size or '?'}, {self.image_size or '?'}]"
-        source = f", from {self.source}" if self.source else ""
+        source = f", from {self.source}" if getattr(self, "source", None) else ""  # a user's subclass may not set it
         return (f"{type(self).__name__}({self.num_classes} classes ({names_preview(self.class_names)}), "
                 f"images {shape}, {self.device}{source})")
 

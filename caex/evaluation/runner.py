@@ -125,6 +125,8 @@ class EvaluationResults:
             by_description.setdefault(description, []).append(name)
         lines += [f"CAE maps ({', '.join(names)}): {markdown_cell(description)}."  # class names are the user's
                   for description, names in by_description.items()]
+        if s.get("method_options"):
+            lines.append(f"Method options: {markdown_cell(options_text(s['method_options']))}.")
         table = _per_class_table(self.methods, s.get("images_per_class", {}))
         notes = []
         if s.get("interrupted"):
@@ -205,7 +207,8 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                     **metric.describe(height, width), "cae": {},
                     "images_per_class": {name: row_labels.count(name) for name in data.class_names
                                          if name in row_labels},
-                    "provenance": run_record(classifier.device, **models)}
+                    "provenance": run_record(classifier.device, **models),
+                    "method_options": options_record(method_options)}
         methods_made = _make_methods(names, classifier, cae_explainer, batch_size, seed, method_options)
         results, maps = [], {}
         try:
@@ -250,6 +253,20 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         if out_dir is not None:
             write_results(evaluation, test.images, test.masks, out_dir, row_labels)
         return evaluation
+
+
+def options_record(method_options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The options each method was made with, as results record them (a layer or a module by its type's name): a
+    LIME of 50 samples was compared, and reported, as if it had the default 1,000."""
+    plain = (bool, int, float, str, type(None))
+    return {name: {key: value if isinstance(value, plain) else type(value).__name__ for key, value in options.items()}
+            for name, options in method_options.items() if options}
+
+
+def options_text(record: dict[str, dict[str, Any]]) -> str:
+    """``{"lime": {"n_samples": 50}}`` as ``lime n_samples=50``, methods apart by ``; ``."""
+    return "; ".join(f"{name} " + ", ".join(f"{key}={value}" for key, value in options.items())
+                     for name, options in record.items())
 
 
 def method_name(method: str) -> str:

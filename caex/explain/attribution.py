@@ -29,7 +29,7 @@ from torch import nn
 from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
-from caex.explain.paths import DEFAULT_STEPS
+from caex.explain.paths import DEFAULT_STEPS, check_path_length
 from caex.explain.targets import RANK_BY
 from caex.utils.checks import check_counts, check_positive_finite, check_registry_name, check_seed, check_share
 from caex.utils.rows import nonfinite_rows
@@ -480,7 +480,7 @@ class ExplainerAttributor(Attributor):
                  **kwargs: Any) -> None:
         self.name = name or f"cae-{path}"  # first: the base's checks name the method
         super().__init__(classifier, **kwargs)
-        check_counts({"steps": steps}, 2, OptionValueError, prefix=f"{self.name}: ")
+        check_path_length(steps, f"{self.name}: steps=", OptionValueError)  # before any work, as every option
         if counter_class is not None and not 0 <= counter_class < classifier.num_classes:
             raise OptionValueError(f"{self.name}: counter_class={counter_class}: not a class index of this "
                                    f"classifier (0..{classifier.num_classes - 1})")

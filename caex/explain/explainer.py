@@ -34,7 +34,8 @@ from caex.classifier.base import Classifier, require_classifier
 from caex.data.types import (check_image_batch, class_index, classes_text, rank_within_class,
                               warn_other_class_names)
 from caex.errors import CaexError, ModelError
-from caex.explain.paths import DEFAULT_STEPS, CodeGraph, guided_paths, nearest_in_class, straight_paths
+from caex.explain.paths import (DEFAULT_STEPS, CodeGraph, check_path_length, guided_paths, nearest_in_class,
+                               straight_paths)
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
 from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
 from caex.model.cae import as_cae
@@ -57,15 +58,9 @@ class AlreadyAtTargetWarning(UserWarning):
     makes them more so rather than what would change the decision."""
 
 
-#: Longest path asked for: every frame of every path is decoded and kept (1,000 frames of one 64 px image are
-#: 16 MB; 100,000 of them were an out-of-memory kill), and beyond a few dozen steps frames barely differ.
-MAX_STEPS = 1000
-
-
 def check_steps(steps: int, label: str = "steps=") -> None:
     """A one-line error for a path length out of range; ``label`` names the value (``"--steps "`` in the CLI)."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STEPS:
-        raise ExplainError(f"{label}{steps!r}: a path needs 2 to {MAX_STEPS} steps (a whole number)")
+    check_path_length(steps, label, ExplainError)
 
 
 def check_smoothing(sigma: float, label: str = "smoothing=") -> None:

@@ -27,8 +27,20 @@ import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 
+from caex.errors import CaexError
+
 #: Codes sampled along a path, both ends included: the default of every explain and evaluate entry point.
 DEFAULT_STEPS = 16
+#: Longest path asked for: every frame of every path is decoded and kept (1,000 frames of one 64 px image are
+#: 16 MB; 100,000 of them were an out-of-memory kill), and beyond a few dozen steps frames barely differ.
+MAX_STEPS = 1000
+
+
+def check_path_length(steps: object, label: str, error: type[CaexError]) -> None:
+    """Raise ``error`` unless ``steps`` is a whole number from 2 to :data:`MAX_STEPS`; ``label`` names the value
+    (``"steps="``, ``"--steps "``, ``"cae: steps="``). 2.5 and "4" were raw TypeErrors from linspace."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STEPS:
+        raise error(f"{label}{steps!r}: a path needs 2 to {MAX_STEPS} steps (a whole number)")
 #: Distances below this are stored as this, because sparse graphs read an explicit 0 as "no edge".
 _MIN_EDGE = 1e-12
 

@@ -118,15 +118,22 @@ def counterfactual_strip(frames: torch.Tensor, target_probs: torch.Tensor, flip_
                    scaled_font(min_size, STRIP_TITLE_SCALE))
 
 
+def _gif_frame(picture: Image.Image) -> Image.Image:
+    """``picture`` as a GIF takes it: one of more than 256 colours reduced by fast octree, as Pillow's default
+    quantiser was most of `caex explain`'s time (4.6 of 7.8 s writing eight 64 px explanations; 8 s a frame set at
+    224 px) for a mean error of 5.4/255 against 7.2; one of fewer as it is, which Pillow keeps exactly (octree
+    cut a grey frame's 157 levels to 16)."""
+    if picture.getcolors(256) is None:
+        return picture.quantize(256, method=Image.Quantize.FASTOCTREE)
+    return picture
+
+
 def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *, title: str = "",
                    duration_ms: int = 150, min_size: int = 160) -> bytes:
     """An endlessly looping GIF of the path (the flip frame held three times as long), every frame under the
     strip's ``title`` (wrapped to the frame), which names the classes: a frame alone says only ``x14 p=0.63``."""
     font = _title_font(min_size)
-    # Each frame to its 256 colours by fast octree: Pillow's default quantiser was most of `caex explain`'s time
-    # (4.6 of 7.8 s writing eight 64 px explanations; 8 s a frame set at 224 px), for a mean error of 5.4/255
-    # against 7.2 here.
-    pictures = [_titled([picture], title, font, wrap=True).quantize(256, method=Image.Quantize.FASTOCTREE)
+    pictures = [_gif_frame(_titled([picture], title, font, wrap=True))
                 for picture in _path_frames(frames, target_probs, flip_step, min_size)]
     durations = [duration_ms * (3 if step == flip_step else 1) for step in range(len(pictures))]
     durations[-1] = max(durations[-1], duration_ms * 4)  # pause before looping

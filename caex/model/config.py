@@ -88,9 +88,9 @@ class CAEConfig:
         factor = 2 ** self.n_down_individual
         if self.image_size % factor:
             below, above = self.image_size // factor * factor, (self.image_size // factor + 1) * factor
+            sizes = f"{below} or {above}" if below else f"{above}"  # never --size 0
             raise ModelError(f"CAEConfig.image_size={self.image_size}: must be divisible by "
-                             f"2**n_down_individual={factor} so the decoder restores the size (--size {below} or "
-                             f"{above})")
+                             f"2**n_down_individual={factor} so the decoder restores the size (--size {sizes})")
         for name in ("n_down_class", "n_down_individual", "disc_n_down"):
             if self.image_size // 2 ** getattr(self, name) < 2:  # padded convs and instance norms need >= 2 pixels
                 raise ModelError(f"CAEConfig.{name}={getattr(self, name)}: too many down-samplings "

@@ -29,7 +29,7 @@ from caex import __version__
 from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
-from caex.evaluation.runner import method_name, with_count
+from caex.evaluation.runner import method_name, options_text, with_count
 from caex.explain.captions import NO_CLASS, overlay_caption
 from caex.report import readings
 from caex.report.schema import Schema, conform
@@ -682,7 +682,8 @@ def _cell(key: str, value: Any, row: dict[str, Any]) -> Any:
 #: What the report reads of ``results.json`` (the other files' schemas are above the sections).
 RESULTS_SCHEMA = {"settings": {"n_images": int, "n_patches": int, "patch": int, "fill": str, "device": str,
                                "has_masks": bool, "n_with_mask": int, "cae": {str: str}, "interrupted": bool,
-                               "class_names": [str], "images_per_class": {str: int}, "ranking": str},
+                               "class_names": [str], "images_per_class": {str: int}, "ranking": str,
+                               "method_options": {str: {str: (bool, int, float, str, None)}}},
                   "methods": [{"method": str, "status": str, "reason": str, "aopc_se": float,
                                "aopc_per_image": [float], "aopc_per_class": {str: float},
                                **dict.fromkeys(RESULT_COLUMNS, float)}]}
@@ -789,6 +790,8 @@ def _evaluation_setup(settings: dict[str, Any], with_errors: bool) -> str:
     paths = sorted({f"{method_name(name)}: {description}" for name, description in settings.get("cae", {}).items()})
     cae = f" CAE maps ({'; '.join(paths)})." if paths else ""
     errors = "; AOPC ± its standard error over the images" if with_errors else ""
+    if settings.get("method_options"):
+        parts.append(f"method options: {options_text(settings['method_options'])}")
     older = ("" if "ranking" in settings else " Measured by an earlier caex, which ranked tied pixels and signed maps "
              "(LIME, occlusion) differently: rerun caex evaluate before comparing these with newer results.")
     return "Measured on " + "; ".join(parts) + errors + "." + cae + older
