@@ -183,6 +183,26 @@ def test_maps_legend_hides_classes_hover_takes_the_top_point_and_a_flat_map_fill
     view.assert_clean()
 
 
+def test_maps_points_table_opens_from_the_keyboard_and_lists_every_point_as_text(tmp_path: Path,
+                                                                                 browser: Any) -> None:
+    """Point details were on mouse hover only: keyboard and screen-reader users reached none of them."""
+    points = np.array([[0, 0], [1, 1], [2, 0.5]])
+    path = tmp_path / "maps.html"
+    path.write_text(maps_html({"pca": points}, np.array([0, 1, 0]), np.array([0, 0, 0]), ["train", "test", "test"],
+                              ["a.png", "<b>x</b>.png", "c.png"], NASTY_CLASSES[:2]), encoding="utf-8")
+    view = OfflinePage(browser, path)
+    page = view.page
+    page.locator("#points summary").focus()
+    page.keyboard.press("Enter")  # a <details> opens from the keyboard
+    rows = page.evaluate("Array.from(document.querySelectorAll('#points tbody tr'), "
+                         "row => Array.from(row.cells, cell => cell.textContent))")
+    assert len(rows) == 3 and rows[1][:2] == ["<b>x</b>.png", "test"]  # a name shown as text, not markup
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")  # closed and opened again: the rows are not added twice
+    assert page.locator("#points tbody tr").count() == 3
+    view.assert_clean()
+
+
 # --------------------------------------------------------------------------- report.html
 
 
