@@ -203,7 +203,7 @@ def test_training_metrics_a_non_finite_loss_a_callers_no_grad_and_random_stream(
 
     def recorded(logits, labels):
         loss = cross_entropy(logits, labels)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         batches.append(len(labels))
         return loss
 

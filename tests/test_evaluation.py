@@ -1190,6 +1190,7 @@ def test_a_cae_path_length_out_of_range_stops_the_evaluation_before_any_map(step
                  method_options={"cae-guided": {"steps": steps}})
 
 
+@pytest.mark.filterwarnings("ignore:2 of 4 occlusion maps are constant")
 def test_the_options_each_method_was_made_with_are_recorded(tmp_path):
     """LIME with 50 samples was compared, and reported, as if it had its default 1,000."""
     from caex.report.html import _evaluation_setup
