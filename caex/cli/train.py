@@ -145,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = _networks(args, bundle, model_overrides)
     except ModelError as exc:
-        raise _named_by_flag(exc, model_overrides) from exc
+        renamed = _named_by_flag(exc, model_overrides)
+        if renamed is exc:
+            raise
+        raise renamed from exc
     train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
               verbose=True, force=args.force)
     if torchrun_rank():  # under torchrun only rank 0 reports

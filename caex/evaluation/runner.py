@@ -213,16 +213,17 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         results, maps = [], {}
         try:
             for name, attributor in methods_made.items():
+                if isinstance(attributor, AttributionError):  # a method this classifier cannot run
+                    results.append(_skipped(name, attributor))
+                    continue
+                if isinstance(attributor, ExplainerAttributor):
+                    settings["cae"][name] = attributor.describe()
                 try:
-                    if isinstance(attributor, AttributionError):  # a method this classifier cannot run
-                        raise attributor
-                    if isinstance(attributor, ExplainerAttributor):
-                        settings["cae"][name] = attributor.describe()
                     with progress(desc=name, total=len(images), unit="img", enabled=verbose) as bar:
                         timed = timed_saliency(attributor.saliency, images, labels, batch_size=batch_size,
                                                device=classifier.device, on_batch=bar.update)
-                except AttributionError as exc:
-                    results.append(MethodResult(name, status="skipped", reason=f"skipped: {exc}"))
+                except AttributionError as exc:  # found only while it ran (attributions that are not finite)
+                    results.append(_skipped(name, exc))
                     continue
                 maps[name] = timed.maps
                 _warn_constant_maps(name, timed.maps)
@@ -253,6 +254,10 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         if out_dir is not None:
             write_results(evaluation, test.images, test.masks, out_dir, row_labels)
         return evaluation
+
+
+def _skipped(name: str, reason: AttributionError) -> MethodResult:
+    return MethodResult(name, status="skipped", reason=f"skipped: {reason}")
 
 
 def options_record(method_options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -364,8 +369,8 @@ def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dic
         accepted = accepted_options(method) - _SET_BY_EVALUATE
         unknown = sorted(set(options) - accepted)
         if unknown:
-            given = {"batch_size": "evaluate sets it for every method: pass it to evaluate itself; ",
-                     "seed": "evaluate sets it for every method: pass it to evaluate itself; ",
+            every = "evaluate sets it for every method: pass it to evaluate itself; "
+            given = {"batch_size": every, "seed": every,
                      "path": f"the method's name sets it: {', '.join(f'cae-{path}' for path in CAE_PATHS)}; "
                      }.get(unknown[0], "")
             raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r} ({given}it "
