@@ -257,3 +257,31 @@ def test_save_bundle_stores_a_numpy_image_size_as_a_number(tmp_path):
 
     save_bundle(_network(2), tmp_path / "clf", class_names=["a", "b"], image_size=np.int64(SIZE))
     assert json.loads((tmp_path / "clf" / "classifier.json").read_text())["image_size"] == SIZE
+
+
+def test_a_pickle_that_is_no_torch_file_is_no_classifier_and_a_legacy_one_reads_its_json(bundle, tmp_path):
+    """Any file starting with a pickle's first byte passed for an old torch.save file, told to add --arch; a real
+    one beside a classifier.json naming its architecture was read as TorchScript."""
+    import pickle
+
+    (tmp_path / "features.pkl").write_bytes(pickle.dumps({"x": [1, 2]}, protocol=4))
+    with pytest.raises(ClassifierError, match=r"features\.pkl: not a classifier file \(expected a bundle folder"):
+        load_classifier(tmp_path / "features.pkl")
+    folder = tmp_path / "legacy"
+    shutil.copytree(bundle, folder)
+    state = load_classifier(bundle).module.state_dict()
+    torch.save(state, folder / "weights.pth.tar", _use_new_zipfile_serialization=False)
+    assert isinstance(load_classifier(folder / "weights.pth.tar"), TorchClassifier)  # its arch from the json
+
+
+def test_a_classifier_subclass_that_sets_no_source_prints():
+    from caex.classifier import Classifier
+
+    class Mine(Classifier):
+        def __init__(self) -> None:  # a user's subclass that skips Classifier.__init__
+            self.class_names, self.image_size, self.channels, self.device = ["a", "b"], SIZE, 1, torch.device("cpu")
+
+        def _logits_batch(self, images):
+            return images.flatten(1)[:, :2]
+
+    assert repr(Mine()).startswith("Mine(2 classes (a, b), images [1, 32, 32], cpu")

@@ -49,6 +49,8 @@ def test_a_dependency_missing_inside_a_command_is_one_line(monkeypatch, capsys, 
     (["--bogus"], "caex: error: unrecognized arguments: --bogus (see caex --help)"),  # no command: caex's own
     (["--bogus", "data", "show", "synthetic", "--out", "g.png"],  # before the command: caex's, not data show's
      "caex: error: unrecognized arguments: --bogus (see caex --help)"),
+    (["--bogus", "data", "show", "synthetic", "--out", "g.png", "--fast"],  # each refused where it was given
+     "caex: error: unrecognized arguments: --bogus (see caex --help)"),
 ])
 def test_an_unknown_option_is_refused_by_its_command(capsys, argv: list[str], expected: str) -> None:
     """argparse refused them as `caex`'s, pointing at `caex --help`, which does not list the command's options."""

@@ -1203,3 +1203,31 @@ def test_the_options_each_method_was_made_with_are_recorded(tmp_path):
         tmp_path / "results.md").read_text()
     assert "method options: occlusion window_fraction=0.25, perturbations_per_eval=8" in _evaluation_setup(
         settings, with_errors=False)
+
+
+def test_recorded_options_are_numbers_and_only_those_of_methods_that_ran():
+    """np.int64(50) from a sweep was recorded as "int64", and options of a method not asked for were reported."""
+    import numpy as np
+
+    from caex.evaluation.runner import options_record
+
+    assert options_record({"lime": {"n_samples": np.int64(50), "compactness": np.float32(0.5)},
+                           "occlusion": {"window_fraction": 0.25}, "gradcam": {"layer": torch.nn.Conv2d(1, 1, 1)}},
+                          ["lime", "gradcam"]) == {"lime": {"n_samples": 50, "compactness": 0.5},
+                                                   "gradcam": {"layer": "Conv2d"}}
+
+
+def test_a_path_option_for_a_method_that_has_none_gets_no_cae_hint():
+    with pytest.raises(EvaluationError, match=r"^method_options\['lime'\]: lime takes no option 'path' \(it takes "):
+        evaluate(None, square_classifier(), tiny_bundle(), methods=["lime"], n_images=4,
+                 method_options={"lime": {"path": "x"}})
+
+
+@pytest.mark.parametrize("counter_class", [1.5, True, "1"])
+def test_a_counter_class_that_is_no_class_index_is_refused_before_any_map(counter_class):
+    """1.5 and True were taken and "1" was a TypeError, each after the methods before it had run."""
+    from caex.explain import OptionValueError
+
+    with pytest.raises(OptionValueError, match=rf"^cae-guided: counter_class={counter_class!r}: not a class index"):
+        evaluate(MaskExplainer(), square_classifier(), tiny_bundle(), methods=["random", "cae-guided"], n_images=4,
+                 method_options={"cae-guided": {"counter_class": counter_class}})

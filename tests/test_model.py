@@ -99,7 +99,10 @@ def test_presets_and_json_round_trip() -> None:
                                                             "size (--size 28 or 32)"),
     (dict(name="paper", image_size=28), "too many down-samplings for image_size=28 (--size 32 at least)"),
     (dict(name="tiny", n_down_individual=6), "image_size=32: must be divisible by 2**n_down_individual=64 so the "
-                                             "decoder restores the size (--size 64)"),  # not "--size 0 or 64"
+                                             "decoder restores the size (--size 128)"),  # not 0 or 64: too small
+    (dict(name="tiny", image_size=48, n_down_individual=5), "image_size=48: must be divisible by "
+                                                            "2**n_down_individual=32 so the decoder restores the size "
+                                                            "(--size 64)"),  # not 32, which leaves 1 pixel
     # a 1x1 individual code passed, and training failed in its instance norm ("more than 1 spatial element")
     (dict(name="tiny", n_down_individual=5), "n_down_individual=5: too many down-samplings for image_size=32 "
                                              "(--size 64 at least)"),

@@ -40,8 +40,8 @@ from caex.utils.warn import warn
 #: The model files caex reads, by name (a PyTorch zip archive, or a pickle of torch's older format, is read
 #: whatever its name).
 MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".onnx")
-#: The first byte of a pickle of protocol 2 or later, which torch.save wrote before its zip format.
-PICKLE_PROTOCOL_OPCODE = b"\x80"
+#: How a file of torch.save's format before its zip archives begins: pickle protocol 2, then torch's magic number.
+LEGACY_TORCH_SAVE_HEADER = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 #: Keys under which training scripts commonly nest a state dict inside a checkpoint.
 NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -264,7 +264,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
                                 outputs)
         return _with_provenance(classifier, given, info)
     device = resolve_device(device)
-    if arch is None and (path.suffix.lower() == ".safetensors" or _torch_archive_kind(path) == "torch.save"):
+    if arch is None and (path.suffix.lower() == ".safetensors" or _torch_archive_kind(path) == "torch.save"
+                         or _is_legacy_torch_save(path)):
         if info is None or info.arch is None:
             where = "" if info is None else f" (none in {described})"
             raise ClassifierError(f"{path}: a bare weights file needs an architecture (arch=, --arch){where}")
@@ -386,11 +387,17 @@ def _is_model_file(path: Path) -> bool:
     weights, never unpickled as objects)."""
     if path.suffix.lower() in MODEL_SUFFIXES:
         return True
-    if not path.is_file():
+    return path.is_file() and (_is_legacy_torch_save(path) or _torch_archive_kind(path) is not None)
+
+
+def _is_legacy_torch_save(path: Path) -> bool:
+    """Whether ``path`` was written by torch.save before its zip format (``model_best.pth.tar``): read as weights
+    like a zip one, never as TorchScript."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(LEGACY_TORCH_SAVE_HEADER)) == LEGACY_TORCH_SAVE_HEADER
+    except OSError:
         return False
-    with path.open("rb") as handle:
-        legacy_pickle = handle.read(1) == PICKLE_PROTOCOL_OPCODE
-    return legacy_pickle or _torch_archive_kind(path) is not None
 
 
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:

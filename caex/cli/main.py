@@ -309,9 +309,10 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
     if unknown:
         argv = list(argv)
         command_at = argv.index(args.command) if args.command in argv else len(argv)
-        given_to_caex = any(token in argv[:command_at] for token in unknown)  # `caex --bogus data show ...`
-        owner = parser if given_to_caex else getattr(args, "command_parser", parser)
-        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
+        before = [token for token in unknown if token in argv[:command_at]]  # `caex --bogus data show ...`
+        if before:
+            parser.error(f"unrecognized arguments: {' '.join(before)}")
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 

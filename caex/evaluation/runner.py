@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from caex.classifier.base import Classifier
@@ -208,7 +209,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                     "images_per_class": {name: row_labels.count(name) for name in data.class_names
                                          if name in row_labels},
                     "provenance": run_record(classifier.device, **models),
-                    "method_options": options_record(method_options)}
+                    "method_options": options_record(method_options, names)}
         methods_made = _make_methods(names, classifier, cae_explainer, batch_size, seed, method_options)
         results, maps = [], {}
         try:
@@ -260,12 +261,18 @@ def _skipped(name: str, reason: AttributionError) -> MethodResult:
     return MethodResult(name, status="skipped", reason=f"skipped: {reason}")
 
 
-def options_record(method_options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The options each method was made with, as results record them (a layer or a module by its type's name): a
-    LIME of 50 samples was compared, and reported, as if it had the default 1,000."""
+def options_record(method_options: dict[str, dict[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The options the methods ``names`` were made with, as results record them (NumPy numbers as numbers, a layer
+    or a module by its type's name): a LIME of 50 samples was compared, and reported, as if it had the default
+    1,000."""
     plain = (bool, int, float, str, type(None))
-    return {name: {key: value if isinstance(value, plain) else type(value).__name__ for key, value in options.items()}
-            for name, options in method_options.items() if options}
+
+    def recorded(value: Any) -> Any:
+        value = value.item() if isinstance(value, np.generic) else value
+        return value if isinstance(value, plain) else type(value).__name__
+
+    return {name: {key: recorded(value) for key, value in options.items()}
+            for name, options in method_options.items() if options and name in names}
 
 
 def options_text(record: dict[str, dict[str, Any]]) -> str:
@@ -370,9 +377,9 @@ def _checked_options(method_options: dict[str, dict[str, Any]]) -> dict[str, dic
         unknown = sorted(set(options) - accepted)
         if unknown:
             every = "evaluate sets it for every method: pass it to evaluate itself; "
-            given = {"batch_size": every, "seed": every,
-                     "path": f"the method's name sets it: {', '.join(f'cae-{path}' for path in CAE_PATHS)}; "
-                     }.get(unknown[0], "")
+            given = {"batch_size": every, "seed": every}.get(unknown[0], "")
+            if unknown[0] == "path" and is_cae_method(key):
+                given = f"the method's name sets it: {', '.join(f'cae-{path}' for path in CAE_PATHS)}; "
             raise EvaluationError(f"method_options[{name!r}]: {key} takes no option {unknown[0]!r} ({given}it "
                                   f"takes {', '.join(sorted(accepted)) or 'none'})")
         checked[key] = dict(options)

@@ -31,7 +31,8 @@ from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS, check_path_length
 from caex.explain.targets import RANK_BY
-from caex.utils.checks import check_counts, check_positive_finite, check_registry_name, check_seed, check_share
+from caex.utils.checks import (check_counts, check_positive_finite, check_registry_name, check_seed, check_share,
+                               is_whole_number)
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import keyed_generator, torch_generator
 
@@ -481,8 +482,9 @@ class ExplainerAttributor(Attributor):
         self.name = name or f"cae-{path}"  # first: the base's checks name the method
         super().__init__(classifier, **kwargs)
         check_path_length(steps, f"{self.name}: steps=", OptionValueError)  # before any work, as every option
-        if counter_class is not None and not 0 <= counter_class < classifier.num_classes:
-            raise OptionValueError(f"{self.name}: counter_class={counter_class}: not a class index of this "
+        if counter_class is not None and not (is_whole_number(counter_class)
+                                              and 0 <= counter_class < classifier.num_classes):
+            raise OptionValueError(f"{self.name}: counter_class={counter_class!r}: not a class index of this "
                                    f"classifier (0..{classifier.num_classes - 1})")
         if counter_by not in self.COUNTER_BY:
             raise OptionValueError(f"{self.name}: counter_by={counter_by!r}: choose from {', '.join(self.COUNTER_BY)}")

@@ -41,6 +41,8 @@ def check_path_length(steps: object, label: str, error: type[CaexError]) -> None
     (``"steps="``, ``"--steps "``, ``"cae: steps="``). 2.5 and "4" were raw TypeErrors from linspace."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STEPS:
         raise error(f"{label}{steps!r}: a path needs 2 to {MAX_STEPS} steps (a whole number)")
+
+
 #: Distances below this are stored as this, because sparse graphs read an explicit 0 as "no edge".
 _MIN_EDGE = 1e-12
 

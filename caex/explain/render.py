@@ -118,14 +118,21 @@ def counterfactual_strip(frames: torch.Tensor, target_probs: torch.Tensor, flip_
                    scaled_font(min_size, STRIP_TITLE_SCALE))
 
 
+#: Colours above which a GIF frame is reduced by fast octree rather than median cut.
+MEDIAN_CUT_COLOURS = 4096
+
+
 def _gif_frame(picture: Image.Image) -> Image.Image:
-    """``picture`` as a GIF takes it: one of more than 256 colours reduced by fast octree, as Pillow's default
-    quantiser was most of `caex explain`'s time (4.6 of 7.8 s writing eight 64 px explanations; 8 s a frame set at
-    224 px) for a mean error of 5.4/255 against 7.2; one of fewer as it is, which Pillow keeps exactly (octree
-    cut a grey frame's 157 levels to 16)."""
-    if picture.getcolors(256) is None:
-        return picture.quantize(256, method=Image.Quantize.FASTOCTREE)
-    return picture
+    """``picture`` as a GIF takes it. One of 256 colours or fewer as it is, which Pillow keeps exactly; one of a
+    few more (a grey frame and its red flip border) by median cut, which keeps its levels (octree cut them to 16);
+    one of many by fast octree, as Pillow's median cut of thousands of colours was most of `caex explain`'s time
+    (4.6 of 7.8 s writing eight 64 px explanations; 8 s a frame set at 224 px) for a mean error of 5.4/255 against
+    7.2."""
+    if picture.getcolors(256) is not None:
+        return picture
+    if picture.getcolors(MEDIAN_CUT_COLOURS) is not None:
+        return picture.quantize(256)
+    return picture.quantize(256, method=Image.Quantize.FASTOCTREE)
 
 
 def path_animation(frames: torch.Tensor, target_probs: torch.Tensor, flip_step: int, *, title: str = "",

@@ -87,8 +87,10 @@ class CAEConfig:
             raise ModelError(f"CAEConfig.num_classes={self.num_classes}: CAE needs at least 2 classes")
         factor = 2 ** self.n_down_individual
         if self.image_size % factor:
-            below, above = self.image_size // factor * factor, (self.image_size // factor + 1) * factor
-            sizes = f"{below} or {above}" if below else f"{above}"  # never --size 0
+            # the multiples of the factor on either side that also leave the code 2 pixels at least
+            below = self.image_size // factor * factor
+            above = max(below + factor, 2 * factor)
+            sizes = f"{below} or {above}" if below >= 2 * factor else f"{above}"
             raise ModelError(f"CAEConfig.image_size={self.image_size}: must be divisible by "
                              f"2**n_down_individual={factor} so the decoder restores the size (--size {sizes})")
         for name in ("n_down_class", "n_down_individual", "disc_n_down"):
