@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from caex.errors import EvaluationError
-from caex.evaluation.ranking import DEFAULT_PATCH, check_finite_maps, patch_extent, pixel_order
+from caex.evaluation.ranking import DEFAULT_PATCH, patch_extent, pixel_order
 from caex.utils.checks import check_counts, check_number_fields, check_share
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import torch_generator
@@ -232,7 +232,6 @@ class PerturbationMetric:
         if clean is not None and tuple(clean.shape) != (count,):
             raise EvaluationError(f"expected clean [K], a probability per image; got {tuple(clean.shape)} for "
                                   f"{count} images")
-        check_finite_maps(saliency)
         n_patches = self.n_patches_for(*size)
         probs = perturbation_curve(model, images, labels, saliency, fill, n_patches, self.patch, self.batch_size,
                                    clean)
