@@ -208,7 +208,7 @@ class EarlierOutputs:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.sources: dict[str, str | None] = {}  # by summary file, once read
+        self.summaries: dict[str, Any] = {}  # by file name, each read once (None: unreadable)
         self.names: dict[str, list[str]] = {}  # by stem, casefolded: what a case-insensitive disk would overwrite
         if not out.is_dir():  # a new output folder: nothing to keep
             return
@@ -219,16 +219,16 @@ class EarlierOutputs:
 
     def explain_another(self, stem: str, source: str) -> bool:
         """Whether a summary under ``stem`` is not ``source``'s: another file's, or no caex summary (a user's)."""
-        return any(self._source(name) != source for name in self.names.get(stem.casefold(), ()))
+        return any(recorded_source(self._summary(name)) != source for name in self.names.get(stem.casefold(), ()))
 
-    def _source(self, name: str) -> str | None:
-        if name not in self.sources:
+    def _summary(self, name: str) -> Any:
+        """The JSON in ``name``, read once whether asked whose explanation it is or whether it is finished."""
+        if name not in self.summaries:
             try:
-                summary = read_json(self.out / name)
+                self.summaries[name] = read_json(self.out / name)
             except (OSError, ValueError):
-                summary = None
-            self.sources[name] = recorded_source(summary)
-        return self.sources[name]
+                self.summaries[name] = None
+        return self.summaries[name]
 
     def finished_files(self, stem: str, source: str, settings: dict[str, Any] | None, others: int | None) -> set[str]:
         """The files of ``source``'s finished explanation(s) made with ``settings`` (its summary JSON, written
@@ -240,10 +240,7 @@ class EarlierOutputs:
             return set()
         files = set(names)
         for name in names:
-            try:
-                summary = read_json(self.out / name)
-            except (OSError, ValueError):
-                return set()
+            summary = self._summary(name)
             listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
             if (not isinstance(summary, dict) or summary.get("settings") != settings
                     or recorded_source(summary) != source
