@@ -20,12 +20,18 @@ def strip_title(source: str, prediction: str, target: str, flipped: bool = True)
 NO_CLASS = "no class (outputs not finite)"
 
 
+def shown_flip(prediction: str, target: str | None, flip_step: int) -> int:
+    """The flip step that captions, alt texts and figures mark: none (-1) for a path that starts at its target,
+    whose "flip" at step 0 would read like a result (summaries written before they recorded their caption hold
+    one there)."""
+    return -1 if prediction == target else flip_step
+
+
 def overlay_caption(prediction: str, target: str, flip_step: int, flipped: bool = True) -> str:
     """The overlay's caption: the move its map explains, as the strip's title names it, and where it flips
-    (``cnv -> dme, flips at step 14``; a path that starts at its target names no step, as summaries written
-    before they recorded their caption have a flip at step 0 there)."""
-    flips = flip_step >= 0 and prediction != target
-    return one_line(_move(prediction, target, flipped) + (f", flips at step {flip_step}" if flips else ""))
+    (``cnv -> dme, flips at step 14``)."""
+    step = shown_flip(prediction, target, flip_step)
+    return one_line(_move(prediction, target, flipped) + (f", flips at step {step}" if step >= 0 else ""))
 
 
 def _move(prediction: str, target: str, flipped: bool) -> str:

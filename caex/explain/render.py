@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from caex.data.sources import EXPLAIN_OUTPUTS
-from caex.explain.captions import NO_CLASS, overlay_caption, strip_title
+from caex.explain.captions import NO_CLASS, overlay_caption, shown_flip, strip_title
 from caex.explain.explainer import Explanation
 from caex.utils.drawing import BACKGROUND, MARGIN, TEXT_COLOUR, banded, one_line, scaled_font, wrap_to
 from caex.utils.io import atomic_write_bytes, write_json
@@ -176,14 +176,14 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     predicted = bool(explanation.predicted[index])
     prediction_name = names[prediction] if predicted else NO_CLASS
     flipped = not explanation.unflipped[index]
-    shown_flip = -1 if predicted and prediction == target else flip  # no flip is marked where none was needed
-    caption = overlay_caption(prediction_name, names[target], shown_flip, flipped)
+    marked_flip = shown_flip(prediction_name, names[target], flip)  # no flip is marked where none was needed
+    caption = overlay_caption(prediction_name, names[target], flip, flipped)
     save_png(saliency_overlay(image, explanation.saliency[index], caption=caption), out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
     title = title or strip_title(source, prediction_name, names[target], flipped=flipped)
-    save_png(counterfactual_strip(frames, target_probs, shown_flip, title=title), out_dir / files["strip"])
+    save_png(counterfactual_strip(frames, target_probs, marked_flip, title=title), out_dir / files["strip"])
     if gif:
-        atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, shown_flip, title=title))
+        atomic_write_bytes(out_dir / files["animation"], path_animation(frames, target_probs, marked_flip, title=title))
     summary = {
         "source": source,
         "prediction": {"class": names[prediction] if predicted else None, "index": prediction if predicted else None,
@@ -191,7 +191,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
         "target": {"class": names[target], "index": target,
                    "input_probability": float(explanation.input_probs[index, target])},
         "flip_step": flip,
-        "flipped": shown_flip >= 0,  # false for a path that starts at its target: nothing flipped
+        "flipped": marked_flip >= 0,  # false for a path that starts at its target: nothing flipped
         "caption": caption,  # the overlay's, which the report shows beside it
         "end_step": end,
         "path": explanation.path,

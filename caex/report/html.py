@@ -30,7 +30,7 @@ from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, options_text, with_count
-from caex.explain.captions import NO_CLASS, overlay_caption
+from caex.explain.captions import NO_CLASS, overlay_caption, shown_flip
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -655,7 +655,7 @@ def explain_section(sources: ReportSources) -> Section:
         fact = facts.get(stem, {})
         prediction, target = ((fact.get(key) or {}).get("class") for key in ("prediction", "target"))
         subject = (Path(fact["source"]).name if "source" in fact else stem) + (f" toward {target}" if target else "")
-        flip = -1 if prediction is not None and prediction == target else fact.get("flip_step", -1)  # as captioned
+        flip = shown_flip(prediction or NO_CLASS, target, fact.get("flip_step", -1))  # as captioned
         section.parts.append(_example_html(titles.get(stem) or stem, overlay, strip if strip.is_file() else None,
                                            subject, flip))
     if len(overlays) > MAX_EXAMPLES:
