@@ -194,11 +194,14 @@ def test_maps_points_table_opens_from_the_keyboard_and_lists_every_point_as_text
     page = view.page
     page.locator("#points summary").focus()
     page.keyboard.press("Enter")  # a <details> opens from the keyboard
+    page.wait_for_function("document.querySelectorAll('#points tbody tr').length > 0")  # filled on its toggle event
     rows = page.evaluate("Array.from(document.querySelectorAll('#points tbody tr'), "
                          "row => Array.from(row.cells, cell => cell.textContent))")
     assert len(rows) == 3 and rows[1][:2] == ["<b>x</b>.png", "test"]  # a name shown as text, not markup
     page.keyboard.press("Enter")
     page.keyboard.press("Enter")  # closed and opened again: the rows are not added twice
+    page.wait_for_function("document.getElementById('points').open")
+    page.evaluate("new Promise(resolve => setTimeout(resolve, 100))")  # after the queued toggle events
     assert page.locator("#points tbody tr").count() == 3
     view.assert_clean()
 
