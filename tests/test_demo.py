@@ -184,7 +184,7 @@ def test_profile_replace_and_errors():
     (dict(manifold={"folds": 1}), "manifold settings: folds=1: must be a whole number, at least 2"),
     (dict(explain={"steps": 1}), "explain settings: steps=1: a path needs 2 to 1000 steps (a whole number)"),
     (dict(data={"per_class": 1}), "data settings: per_class=1: must be a whole number, at least 2"),
-    (dict(data={"size": 16}), "data settings: synthetic: size=16 is out of range (32..256)"),
+    (dict(data={"size": 16}), "data settings: synthetic: images of 16 px are out of range (32..256)"),
     (dict(classifier={"arch": "resnet"}), "classifier settings: unknown architecture 'resnet'; choose one of "),
     (dict(classifier={"epochs": 2.5}), "classifier settings: epochs=2.5: must be a whole number, at least 1"),
 ])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
                              add_threads_argument, at_least, number, positive_finite, seed_number, user_path,
                              with_examples)
-from caex.errors import CaexError, ModelError
+from caex.errors import CaexError, ModelError, TrainingError
 
 if TYPE_CHECKING:
     from caex.data import DataBundle
@@ -141,16 +143,14 @@ def run(args: argparse.Namespace) -> int:
         # A critic of another size or channel count fails late or silently, and one trained on another split of
         # this data has been tested on images the CAE would learn from (a warning).
         check_compatible(classifier, bundle)
-    train_config = _train_config(args, saved, loss_overrides)
-    try:
+    given = _given_settings(args)
+    flags = ({f"CAEConfig.{name}=": f"--model {name}=" for name in model_overrides}
+             | {f"{name}=": f"--{name.replace('_', '-')} " for name in given})
+    with _named_by_flags(flags):
+        train_config = _train_config(args, saved, loss_overrides, given)
         config = _networks(args, bundle, model_overrides)
-    except ModelError as exc:
-        renamed = _named_by_flag(exc, model_overrides)
-        if renamed is exc:
-            raise
-        raise renamed from exc
-    train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
-              verbose=True, force=args.force)
+        train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
+                  verbose=True, force=args.force)
     if torchrun_rank():  # under torchrun only rank 0 reports
         return 0
     summary = read_json(f"{args.out}/summary.json")
@@ -186,13 +186,19 @@ def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str,
                             num_classes=bundle.num_classes, **overrides)
 
 
-def _named_by_flag(error: ModelError, overrides: dict[str, object]) -> ModelError:
-    """``CAEConfig.n_res=0: ...`` as ``--model n_res=0: ...`` where ``--model`` set that field: the user typed the
-    flag, and knows no class of that name."""
-    message = str(error)
-    if any(message.startswith(f"CAEConfig.{name}=") for name in overrides):
-        return ModelError("--model " + message.removeprefix("CAEConfig."))
-    return error
+@contextlib.contextmanager
+def _named_by_flags(flags: dict[str, str]) -> Iterator[None]:
+    """A setting refused in the library's words (``CAEConfig.n_res=0: ...``, ``max_shift=32: ...``) in the words the
+    user typed (``--model n_res=0: ...``, ``--max-shift 32: ...``); ``flags`` maps each field prefix of a setting
+    the user gave to its flag, so a setting that came from the preset or the data keeps its own name."""
+    try:
+        yield
+    except (ModelError, TrainingError) as exc:
+        message = str(exc)
+        prefix = next((prefix for prefix in flags if message.startswith(prefix)), None)
+        if prefix is None:
+            raise
+        raise type(exc)(flags[prefix] + message.removeprefix(prefix)) from exc
 
 
 def _checkpoint_networks(out: str, overrides: dict[str, object]) -> CAEConfig | None:
@@ -234,9 +240,19 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
         raise CaexError(f"{source}: unreadable training settings ({exc})") from None
 
 
-def _train_config(args: argparse.Namespace, saved: TrainConfig | None,
-                  loss_overrides: dict[str, float]) -> TrainConfig:
-    """The preset's training settings with the flags given; when resuming, the run's own (``saved``).
+def _given_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The :class:`TrainConfig` fields the user set by flag (the preset, or a resumed run, has the others)."""
+    return {key: value for key, value in dict(
+        iters=args.iters, batch_size=args.batch_size, lr=args.lr, sample_every=args.sample_every,
+        ckpt_every=args.ckpt_every, critic_noise=args.critic_noise, hflip=args.hflip, max_shift=args.max_shift,
+        ema=args.ema, amp=args.amp, cpu_bf16=args.cpu_bf16, layout=args.layout, dc=args.dc, labels=args.labels,
+        seed=args.seed).items()
+        if value is not None}
+
+
+def _train_config(args: argparse.Namespace, saved: TrainConfig | None, loss_overrides: dict[str, float],
+                  given: dict[str, object]) -> TrainConfig:
+    """The preset's training settings with the flags ``given``; when resuming, the run's own (``saved``).
 
     A resumed run must train as it began (the trainer refuses anything else), so it starts from the
     run's ``train_config.json`` rather than the preset, and flags given again must agree with it.
@@ -245,12 +261,6 @@ def _train_config(args: argparse.Namespace, saved: TrainConfig | None,
 
     from caex.training import TrainConfig
 
-    given = {key: value for key, value in dict(
-        iters=args.iters, batch_size=args.batch_size, lr=args.lr, sample_every=args.sample_every,
-        ckpt_every=args.ckpt_every, critic_noise=args.critic_noise, hflip=args.hflip, max_shift=args.max_shift,
-        ema=args.ema, amp=args.amp, cpu_bf16=args.cpu_bf16, layout=args.layout, dc=args.dc, labels=args.labels,
-        seed=args.seed).items()
-        if value is not None}
     if saved is not None:
         weights = dataclasses.replace(saved.weights, **loss_overrides)
         return dataclasses.replace(saved, weights=weights, device=args.device, time_limit=args.time_limit, **given)

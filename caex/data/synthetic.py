@@ -97,7 +97,7 @@ class SyntheticConfig:
         if self.per_class < 1:
             raise DataError(f"synthetic: per_class={self.per_class} must be at least 1")
         if not 32 <= self.size <= 256:
-            raise DataError(f"synthetic: size={self.size} is out of range (32..256)")
+            raise DataError(f"synthetic: images of {self.size} px are out of range (32..256)")
         if self.channels not in (1, 3):
             raise DataError(f"synthetic: channels={self.channels} must be 1 or 3")
         if self.pixel_noise not in (0, 1):
