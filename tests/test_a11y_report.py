@@ -141,7 +141,7 @@ def test_the_alt_texts_of_one_images_paths_name_their_targets_and_agree_with_the
                                         "target": {"class": target}, "flip_step": flip})
     text = build_report(make_run(tmp_path / "run"), explain=folder).read_text(encoding="utf-8")
     strips = [attributes["alt"] for attributes in _Elements(_section(text, "explanations")).attributes("img")][1::2]
-    assert strips == ["counterfactual path of 00.png toward cnv, flips at step 0",
+    assert strips == ["counterfactual path of 00.png toward cnv, flips at step 0 (the reconstruction)",
                       "counterfactual path of 00.png toward dme, flips at step 2",
                       "counterfactual path of 00.png toward normal"]  # already the target: no flip, as captioned
 

@@ -177,6 +177,8 @@ def test_every_gif_frame_carries_the_strips_title() -> None:
 def test_the_overlay_caption_names_the_move_and_its_flip() -> None:
     assert overlay_caption("cnv", "dme", 14) == "cnv -> dme, flips at step 14"
     assert overlay_caption("cnv", "dme", -1, flipped=False) == "cnv -> dme (never flips)"
+    # the input is cnv, its reconstruction already dme: a bare "step 0" hid that frame x0 is the one that flips
+    assert overlay_caption("cnv", "dme", 0) == "cnv -> dme, flips at step 0 (the reconstruction)"
     plain = saliency_overlay(torch.rand(1, 8, 8), torch.rand(8, 8))
     captioned = saliency_overlay(torch.rand(1, 8, 8), torch.rand(8, 8), caption=overlay_caption("cnv", "dme", 14))
     assert captioned.width == plain.width and captioned.height > plain.height

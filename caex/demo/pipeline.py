@@ -282,6 +282,7 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
     """
     from caex.data.preview import sample_grid_indices
     from caex.explain import Explainer
+    from caex.explain.captions import flip_words
     from caex.explain.render import save_explanation
     from caex.utils.provenance import models_record, run_record
 
@@ -300,7 +301,7 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
         flip = int(explanation.flip_step[i])
         stem = f"{i:02d}_{names[label]}"
         title = (f"{names[label]} (classified {names[prediction]}) towards {names[target]}: "
-                 + (f"flips at step {flip}" if flip >= 0 else "never flips"))
+                 + (flip_words(flip) if flip >= 0 else "never flips"))
         save_explanation(explanation, i, images[i], folder, stem, bundle.test.sources[rows[i]], title=title,
                          provenance=provenance)
         examples.append({"test_index": rows[i], "source": bundle.test.sources[rows[i]], "label": names[label],

@@ -27,11 +27,17 @@ def shown_flip(prediction: str, target: str | None, flip_step: int) -> int:
     return -1 if prediction == target else flip_step
 
 
+def flip_words(flip_step: int) -> str:
+    """Where a path flips (``flips at step 14``); at step 0 that it is the reconstruction, frame x0, that the
+    classifier already puts in the target class, which a bare "step 0" leaves the reader to guess."""
+    return "flips at step 0 (the reconstruction)" if flip_step == 0 else f"flips at step {flip_step}"
+
+
 def overlay_caption(prediction: str, target: str, flip_step: int, flipped: bool = True) -> str:
     """The overlay's caption: the move its map explains, as the strip's title names it, and where it flips
     (``cnv -> dme, flips at step 14``)."""
     step = shown_flip(prediction, target, flip_step)
-    return one_line(_move(prediction, target, flipped) + (f", flips at step {step}" if step >= 0 else ""))
+    return one_line(_move(prediction, target, flipped) + (f", {flip_words(step)}" if step >= 0 else ""))
 
 
 def _move(prediction: str, target: str, flipped: bool) -> str:

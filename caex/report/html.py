@@ -30,7 +30,7 @@ from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, options_text, with_count
-from caex.explain.captions import NO_CLASS, overlay_caption, shown_flip
+from caex.explain.captions import NO_CLASS, flip_words, overlay_caption, shown_flip
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
@@ -613,7 +613,7 @@ def _example_html(title: str, overlay: Path, strip: Path | None, subject: str, f
     saliency map, then the counterfactual strip at its own size in a box that scrolls sideways, focusable so that a
     keyboard scrolls it too. The alt texts say in a few words what each picture is (of ``subject``: the image and,
     where known, the class its path heads for); the caption says the rest."""
-    flips = f", flips at step {flip_step}" if flip_step >= 0 else ""
+    flips = f", {flip_words(flip_step)}" if flip_step >= 0 else ""
     pictures = _img_html(overlay, "map", f"saliency map of {subject}")
     if strip is not None:
         pictures += (f'<div class="strip-scroll" tabindex="0" role="region" '
