@@ -108,8 +108,8 @@ def test_every_table_has_a_caption_and_the_swap_matrix_row_headers(tmp_path):
     assert all(caption.strip() for caption in page.texts["caption"])
     matrix = _section(text, "manifold").split("<h3>Class-swap success</h3>")[1].split("</table>")[0]
     assert '<th scope="col">from \\ to</th><th scope="col">to normal</th><th scope="col">to cnv</th>' in matrix
-    assert '<tr><th scope="row">from normal</th><td>–</td><td>90.0%</td></tr>' in matrix
-    assert '<tr><th scope="row">from cnv</th><td>70.0%</td><td>–</td></tr>' in matrix
+    assert '<tr><th scope="row">from normal</th><td>—</td><td>90.0%</td></tr>' in matrix
+    assert '<tr><th scope="row">from cnv</th><td>70.0%</td><td>—</td></tr>' in matrix
 
 
 def test_images_have_short_alt_texts_of_their_own(tmp_path):

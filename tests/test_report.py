@@ -613,8 +613,8 @@ def test_aopc_per_class_is_tabled_where_the_images_span_several_classes(tmp_path
     evaluation = build_report(run).read_text(encoding="utf-8").split('<section id="evaluation"')[1]
     table = evaluation.split("<h3>AOPC per class</h3>")[1].split("</table>")[0]
     assert '<th scope="col">normal</th><th scope="col">cnv</th>' in table
-    assert "<td>Random</td><td>0.050</td><td>–</td>" in table
-    assert "<td>0.520</td><td>0.300</td>" in table and "<td>0.330</td><td>–</td>" in table
+    assert "<td>Random</td><td>0.050</td><td>—</td>" in table
+    assert "<td>0.520</td><td>0.300</td>" in table and "<td>0.330</td><td>—</td>" in table
     results["settings"]["class_names"] = ["normal", "cnv"]
     results["settings"]["images_per_class"] = {"normal": 3, "cnv": 2}  # the headers give each class's images
     results["methods"][0]["aopc_per_class"] = {"cnv": 0.30}  # a null dropped: the columns keep the class order

@@ -37,7 +37,7 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
 from caex.utils.drawing import one_line
-from caex.utils.numbers import fixed
+from caex.utils.numbers import MISSING, fixed
 from caex.utils.plotting import (SALIENCY_COLORMAP, figure_png, literal_text, outline_mask, rgb_array, saliency_blend,
                                  text_inches, wrap_label)
 from caex.utils.overrides import CONVERTERS, typed_value
@@ -623,5 +623,5 @@ def _is_nan(value: Any) -> bool:
 
 def _format(value: float, spec: str = ".3f") -> str:
     if _is_nan(value):
-        return "—"
+        return MISSING
     return fixed(value, spec)

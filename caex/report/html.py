@@ -36,7 +36,7 @@ from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
 from caex.training.trainer import SAMPLE_CLASSES
 from caex.utils import atomic_write_text
-from caex.utils.numbers import fixed
+from caex.utils.numbers import MISSING, fixed
 from caex.utils.plotting import MASK_LEGEND, figure_png, literal_text
 
 #: Sub-folders of a demo run, in pipeline order (``caex demo`` writes exactly these).
@@ -197,9 +197,9 @@ def figure_html(png: bytes, caption: str, *, enlarge: bool = False, alt: str | N
 
 
 def format_cell(value: Any) -> str:
-    """Numbers to 3 significant decimals, NaN/None as an en dash, everything else as text."""
+    """Numbers to 3 significant decimals, NaN/None as :data:`MISSING`, everything else as text."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return MISSING
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -210,9 +210,9 @@ def format_cell(value: Any) -> str:
 
 
 def percent(value: Any) -> str:
-    """A share as a percentage cell ("91.2%"), missing values as an en dash; above 99% it is floored like the
+    """A share as a percentage cell ("91.2%"), missing values as :data:`MISSING`; above 99% it is floored like the
     readings' shares, so a table never shows 99.1% where its sentence says 99.0%."""
-    return f"{readings.percent(value):.1f}%" if readings.finite(value) else "–"
+    return f"{readings.percent(value):.1f}%" if readings.finite(value) else MISSING
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], *, highlight: str | None = None,
@@ -381,7 +381,7 @@ def overview_section(sources: ReportSources) -> Section:
         section.parts.append(kpis_html(figures))
     stages = [(name, _read_json(sources.root / name / "stage.json", STAGE_SCHEMA)) for name in STAGE_FOLDERS]
     rows = [[name, marker.get("status", "?"), f"{marker['seconds']:.1f}" if readings.finite(marker.get("seconds"))
-             else "–"]
+             else MISSING]
             for name, marker in stages if marker]
     if rows:
         section.parts.append(table_html(["stage", "status", "seconds"], rows, caption="stages of the run"))
@@ -758,7 +758,7 @@ def evaluation_section(sources: ReportSources) -> Section:
     if len(classes) > 1:  # where a method fails on one class, which the mean over the classes hides
         section.parts.append("<h3>AOPC per class</h3>" + table_html(
             ["method", *(with_count(name, settings.get("images_per_class", {})) for name in classes)],
-            [[method_name(row["method"]), *(row["aopc_per_class"].get(name, "–") for name in classes)]
+            [[method_name(row["method"]), *(row["aopc_per_class"].get(name, MISSING) for name in classes)]
              for row in by_class],
             highlight="CAE", caption="each method's AOPC on the images of each class"))
     subject = cae_subject(ran)

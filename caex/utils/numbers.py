@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: A value that is missing or not a number, in every table caex writes (results.md and the report alike).
+MISSING = "—"
+
 
 def fixed(value: float, spec: str = ".3f") -> str:
     """``value`` formatted by ``spec`` (a fixed-point spec such as ``".3f"`` or ``",.1f"``), a negative value
