@@ -51,7 +51,7 @@ def test_help_says_the_cae_maps_take_explains_defaults_and_fits_the_terminal(cap
     (["none", "synthetic", "--methods", "cae,gradcam"], "RUN is 'none' but --methods asks for cae"),
     (["no/such/run", "synthetic"], "RUN no/such/run: no such CAE run folder"),
     (["none", "synthetic", "--methods", "gradcam,smoothgrad"], "unknown method 'smoothgrad'"),
-    (["none", "synthetic", "--methods", "random", "--share", "2"], "--share=2.0: must be in (0, 1]"),
+    (["none", "synthetic", "--methods", "random", "--share", "2"], "argument --share: must be in (0, 1], got 2"),
     (["none", "synthetic", "--methods", "random", "--n-patches", "0"],
      "argument --n-patches: must be at least 1, got 0"),
     (["none", "synthetic", "--methods", "random", "--n-images", "0"], "argument --n-images: must be at least 1, got 0"),

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument, add_seed_argument,
-                             add_threads_argument, at_least, user_path)
+                             add_threads_argument, at_least, image_share, user_path)
 from caex.errors import CaexError
 
 DESCRIPTION = """\
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="images per saliency batch, the same for every method (default: 16)")
     parser.add_argument("--patch", type=at_least(1), default=DEFAULT_PATCH,
                         help=f"side of each perturbation patch in pixels (default: {DEFAULT_PATCH}, as in the paper)")
-    parser.add_argument("--share", type=float, default=DEFAULT_SHARE,
+    parser.add_argument("--share", type=image_share, default=DEFAULT_SHARE,
                         help="image share that N patches cover, which sets N "
                              f"(default: {DEFAULT_SHARE}); ignored with --n-patches")
     parser.add_argument("--n-patches", type=at_least(1), default=None,
@@ -90,14 +90,12 @@ def run(args: argparse.Namespace) -> int:
     from caex.evaluation.perturbation import PerturbationMetric
     from caex.evaluation.runner import canonical_method, evaluate, is_cae_method, parse_method_options
     from caex.explain.explainer import check_steps
-    from caex.utils.checks import check_share
     from caex.model import CAE
 
     methods = [canonical_method(name) for name in args.methods.split(",") if name.strip()]
     if not methods:
         raise CaexError("--methods: name at least one method")
     check_steps(args.cae_steps, "--cae-steps ")
-    check_share("--share", args.share)
     given = parse_method_options(args.method_option)  # refused before any work
     unused = sorted(set(given) - set(methods))
     if unused:  # a typo in --methods, or an option that would change nothing

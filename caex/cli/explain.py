@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from caex.cli.common import (add_classifier_arguments, add_device_argument, add_seed_argument, add_threads_argument,
-                             at_least, user_path, with_examples)
+                             at_least, blur_sigma, user_path, with_examples)
 from caex.errors import CaexError
 
 
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--saliency", choices=("weighted", "contrast"), default="weighted",
                         help="weighted: frame changes weighted by the change in target probability "
                              "(default); contrast: |flip frame - reconstruction|")
-    parser.add_argument("--smoothing", type=float, default=1.0, metavar="SIGMA",
+    parser.add_argument("--smoothing", type=blur_sigma, default=1.0, metavar="SIGMA",
                         help="Gaussian blur of the maps in pixels, 0 = off (default: 1)")
     parser.add_argument("--batch-size", type=at_least(1), default=16,
                         help="images explained together; each brings STEPS decoded frames (default: 16)")
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.cli.common import check_output_folder, load_classifier_from_args, warn_stale_files
     from caex.data.sources import check_image, load_image, readable_images
     from caex.explain import Explainer, ExplainError
-    from caex.explain.explainer import check_smoothing, check_steps
+    from caex.explain.explainer import check_steps
     from caex.explain.files import collect_images, explain_files
     from caex.model import CAE
     from caex.utils.device import resolve_device
@@ -95,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None and (args.all_targets or args.target_by is not None):
         raise CaexError(f"give either --target or {'--all-targets' if args.all_targets else '--target-by'}, not both")
     target_by = args.target_by or "probability"
-    check_smoothing(args.smoothing, "--smoothing ")
     check_output_folder(args.out, results=True)
     sources = readable_images(collect_images(args.images, out=args.out), skip_bad=args.skip_bad)
     if args.reference is not None:

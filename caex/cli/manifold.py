@@ -14,6 +14,7 @@ from caex.cli.common import (
     check_output_folder,
     load_classifier_from_args,
     load_data_from_args,
+    number,
     user_path,
     warn_stale_files,
     with_examples,
@@ -46,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="test pairs per ordered class pair in the swap matrix (default: 100)")
     parser.add_argument("--paths", type=at_least(1), default=50, help="random straight inter-class paths (default: 50)")
     parser.add_argument("--path-steps", type=at_least(2), default=10, help="codes along each path (default: 10)")
-    parser.add_argument("--tolerance", type=float, default=0.05,
+    parser.add_argument("--tolerance", type=number("at least 0 and below 1", lambda value: 0 <= value < 1),
+                        default=0.05,
                         help="a path counts as monotone when the target probability never drops by more "
                              "than this per step and rises by at least this overall (default: 0.05)")
     parser.add_argument("--folds", type=at_least(2), default=10, help="cross-validation folds (default: 10)")
@@ -57,13 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caex.errors import CaexError
     from caex.manifold import analyse_manifold
     from caex.model import CAE
     from caex.utils import resolve_device
 
-    if not 0 <= args.tolerance < 1:  # also refuses NaN (the counts are refused while parsing: at_least)
-        raise CaexError(f"--tolerance {args.tolerance}: must be at least 0 and below 1")
     check_output_folder(args.out, data=args.data, results=True)
     device = resolve_device(args.device)
     cae = CAE.load(args.run, device=device)
