@@ -34,10 +34,11 @@ from caex.explain.targets import RANK_BY
 from caex.utils.checks import (check_counts, check_positive_finite, check_registry_name, check_seed, check_share,
                                is_whole_number)
 from caex.utils.rows import nonfinite_rows
-from caex.utils.seed import keyed_generator, torch_generator
+from caex.utils.seed import keyed_generator, tensor_digest
 
-#: The random map's key beside its seed (see :class:`RandomAttributor`).
+#: The keys beside the seed and the image of the random map's and LIME's draws (see :meth:`Attributor.generator_for`).
 RANDOM_MAP_STREAM = 1
+LIME_SAMPLES_STREAM = 2
 
 #: A class index or name per image (``[B]`` tensor, list or array) or one for every image.
 TargetLike = torch.Tensor | np.ndarray | Sequence[int] | Sequence[str] | int | str
@@ -110,9 +111,12 @@ class Attributor:
         self.device = classifier.device
         self.batch_size = batch_size
         self.seed = seed
-        # One stream per attributor, advanced across calls: batches get fresh draws, and a new
-        # attributor with the same seed replays the same maps for the same calls.
-        self.generator = torch_generator(seed)
+
+    def generator_for(self, image: torch.Tensor, stream: int) -> torch.Generator:
+        """A private generator for the draws of one ``image``, keyed on the seed, the method's ``stream`` and the
+        image's values: one stream per attributor, advanced across calls, gave an image another map beside other
+        images, in another order or in a later call."""
+        return keyed_generator(self.seed, stream, tensor_digest(image))
 
     def _example(self) -> torch.Tensor | None:
         """A blank batch of one image of the classifier's shape, where known (to trace which layers run)."""
@@ -199,16 +203,13 @@ class RandomAttributor(Attributor):
     name = "random"
     title = "Random"
 
-    def __init__(self, classifier: Classifier, *, batch_size: int = 32, seed: int = 0) -> None:
-        super().__init__(classifier, batch_size=batch_size, seed=seed)
-        # Not the seed's plain stream, which draws the evaluation's perturbation fill: with one seed the map was
-        # the fill itself, so its patches covered the brightest fill values first and the floor read low.
-        self.generator = keyed_generator(seed, RANDOM_MAP_STREAM)
-
     def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         self._targets(inputs, target)  # the same input and target checks as every other method
-        noise = torch.rand((len(inputs), 1, *inputs.shape[-2:]), generator=self.generator)
-        return noise.to(inputs.device)
+        # Not the seed's plain stream, which draws the evaluation's perturbation fill: with one seed the map was
+        # the fill itself, so its patches covered the brightest fill values first and the floor read low.
+        noise = [torch.rand((1, *inputs.shape[-2:]), generator=self.generator_for(image, RANDOM_MAP_STREAM))
+                 for image in inputs]
+        return torch.stack(noise).to(inputs.device)
 
 
 def _no_layers_why(module: nn.Module) -> str:
@@ -408,12 +409,13 @@ class LimeAttributor(Attributor):
         from captum._utils.models.linear_model import SkLearnRidge
         from captum.attr._core.lime import get_exp_kernel_similarity_function
 
-        method = lime(self.classifier.predict_proba, interpretable_model=SkLearnRidge(alpha=1.0),
-                      similarity_func=get_exp_kernel_similarity_function("cosine", kernel_width=0.25),
-                      perturb_func=self._sampler(self.generator))
+        similarity = get_exp_kernel_similarity_function("cosine", kernel_width=0.25)
         maps = []
         with torch.random.fork_rng(devices=[]):  # Captum's surrogate fit draws a DataLoader seed from the global RNG
             for image, label in zip(inputs, target.tolist()):  # LIME fits one surrogate model per image
+                method = lime(self.classifier.predict_proba, interpretable_model=SkLearnRidge(alpha=1.0),
+                              similarity_func=similarity,
+                              perturb_func=self._sampler(self.generator_for(image, LIME_SAMPLES_STREAM)))
                 segments = superpixels(image, self.n_segments, self.compactness).to(image.device)
                 maps.append(method.attribute(
                     image[None], target=label, n_samples=self.n_samples, feature_mask=segments[None, None],

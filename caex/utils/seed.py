@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,3 +56,9 @@ def keyed_generator(*key: int) -> torch.Generator:
     draws that are a pure function of e.g. ``(seed, rank, iteration)`` need no state to checkpoint."""
     seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1, dtype=np.uint64)[0])
     return torch_generator(seed & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def tensor_digest(values: torch.Tensor) -> int:
+    """A 32-bit digest (CRC-32) of a tensor's values as float32, to key draws on the data they are made for: the
+    same image then gets the same draws alone, beside others, in any order and in any later call."""
+    return zlib.crc32(values.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
