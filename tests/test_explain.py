@@ -370,7 +370,15 @@ def test_a_class_without_stored_codes_is_left_out_of_default_targets_not_the_who
             together = attributor.saliency(images[:4], explained)
             alone = torch.cat([attributor.saliency(images[i:i + 1], explained[i:i + 1]) for i in range(4)])
         torch.testing.assert_close(together, alone)
-        assert gapped.reachable_classes().tolist() == [True, True, False]
+        assert gapped.reachable_classes().tolist() == [True, True, False] and gapped.target_count() == 1
+        # an image leaving c can head for a and b: alone it got both, beside an image of a or b only one, so its
+        # explanations (and the files caex explain --all-targets wrote of it) depended on its batch-mates
+        leaving = torch.tensor([2, 0, 1])
+        with pytest.warns(UserWarning, match="no default path heads there"):
+            alone = gapped.saliency(images[:1], path="centroid", steps=2, leaving=leaving[:1], all_targets=True)
+            together = gapped.saliency(images[:3], path="centroid", steps=2, leaving=leaving, all_targets=True)
+        assert alone.shape == (1, 1, SIZE, SIZE) and together.shape == (3, 1, SIZE, SIZE)
+        torch.testing.assert_close(alone[0], together[0])
         cae.set_train_codes(codes[labels == 0], labels[labels == 0])  # leaving a, nothing else is reachable
         with pytest.raises(ExplainError, match=r"^path 'centroid': no stored training codes of class\(es\) [bc]$"):
             Explainer(cae, explainer.classifier, batch_size=16, knn=4).saliency(

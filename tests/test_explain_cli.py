@@ -397,6 +397,26 @@ def test_skip_done_finishes_an_interrupted_run_without_redoing_its_images(worksp
     assert all(path.stat().st_mtime_ns != done[path.name] for path in out.iterdir() if path.name in done)
 
 
+def test_skip_done_knows_an_all_targets_run_of_a_cae_without_codes_of_a_class(workspace: Path, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """With no stored codes of a class, --all-targets explains each image toward one class fewer than the others
+    count; --skip-done expected one file per other class, so it never found those images done and redid them."""
+    cae = CAE.load(workspace / "run")
+    cae.set_train_codes(cae.train_codes[cae.train_labels < 2], cae.train_labels[cae.train_labels < 2])
+    cae.save(tmp_path / "gapped")
+    out = tmp_path / "out"
+    argv = ["explain", str(tmp_path / "gapped"), str(workspace / "imgs" / "sub"), "--classifier",
+            str(workspace / "clf"), "--device", "cpu", "--all-targets", "--path", "centroid", "--steps", "3",
+            "--no-gif", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # no codes of "other"; the untrained CAE's paths never flip
+        assert main(argv) == 0
+        written = sorted(path.name for path in out.glob("*.json"))
+        assert main([*argv, "--skip-done"]) == 0
+    assert len(written) == 2 and capsys.readouterr().out.rstrip().endswith("2 image(s) were done already")
+    assert sorted(path.name for path in out.glob("*.json")) == written
+
+
 def test_skip_done_compares_the_target_and_the_models_not_how_their_paths_are_typed(
         workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """Explanations toward another --target, or by a classifier retrained into the same folder, counted as done;

@@ -527,19 +527,10 @@ class ExplainerAttributor(Attributor):
 
     def _mean_over_other_classes(self, inputs: torch.Tensor, leaving: torch.Tensor) -> torch.Tensor:
         """The normalised mean of each image's maps toward every class but ``leaving`` that a path can reach (one
-        encoding each). The ranking only orders them, so by code where the CAE has centroids (no classifier pass).
-        Images leaving a class no path reaches have one more class to head for, so they go apart: in one call the
-        rows are cut alike, and a map would depend on the batch it came in."""
+        encoding each; see :meth:`Explainer.target_count`). The ranking only orders them, so by code where the CAE
+        has centroids (no classifier pass)."""
         by = "code" if self._has_centroids else "probability"
-        reachable = getattr(self.explainer, "reachable_classes", None)  # a user's explainer may not say
-        unreached = torch.zeros_like(leaving, dtype=torch.bool) if reachable is None else \
-            ~reachable()[leaving.cpu()].to(leaving.device)
-        maps = torch.empty(len(inputs), *inputs.shape[-2:], device=inputs.device)
-        for rows in (unreached, ~unreached):
-            if rows.any():
-                maps[rows] = normalise_maps(self._maps(inputs[rows], leaving=leaving[rows], all_targets=True,
-                                                       target_by=by).sum(dim=1))
-        return maps
+        return normalise_maps(self._maps(inputs, leaving=leaving, all_targets=True, target_by=by).sum(dim=1))
 
     def describe(self) -> str:
         """Where its counterfactuals head, in words, for the evaluation's tables."""

@@ -375,18 +375,23 @@ class Explainer:
     def _reachable(self, ranked: torch.Tensor) -> torch.Tensor:
         """``ranked`` ``[B, K-1]`` without the classes the CAE stored no training code of (its data had no image
         of them), which no path can head for: as a default target they refused the whole batch. Every row keeps
-        as many classes, the fewest any row has left (an image leaving such a class has one more, its last one
-        cut where other images share its batch)."""
+        :meth:`target_count` classes, the best first: an image leaving such a class has one more, its last one
+        cut, so that an image's targets are the same alone as in any batch (the fewest any row of the batch had
+        left made them depend on its batch-mates)."""
         present = self.reachable_classes()
-        keep = present[ranked]
-        width = int(keep.sum(dim=1).min())
-        if keep.all() or width == 0:  # width 0: nothing to head for, which _require_codes names
+        width = self.target_count()
+        if present.all() or width == 0:  # width 0: nothing to head for, which _require_codes names
             return ranked
         absent = [name for name, seen in zip(self.class_names, present.tolist(), strict=True) if not seen]
         warn(f"the CAE stored no training codes of class(es) {', '.join(absent)} (its training data had no "
              "images of them): no default path heads there")
-        reachable_first = (~keep).to(torch.uint8).argsort(dim=1, stable=True)  # each row's order kept among them
+        reachable_first = (~present[ranked]).to(torch.uint8).argsort(dim=1, stable=True)  # each row's order kept
         return ranked.gather(1, reachable_first)[:, :width]
+
+    def target_count(self) -> int:
+        """How many classes ``all_targets=True`` explains each image toward: every class a path can reach (see
+        :meth:`reachable_classes`) but one, the image's own where the CAE has codes of it."""
+        return int(self.reachable_classes().sum()) - 1
 
     # -- core ----------------------------------------------------------------------------
     def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,

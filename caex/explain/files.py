@@ -80,7 +80,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
         earlier = EarlierOutputs(out)
         stems = unique_stems(sources, earlier)
         if skip_done:
-            others = len(explainer.class_names) - 1 if all_targets else None
+            others = explainer.target_count() if all_targets else None
             finished = {index: files for index, path in enumerate(sources)
                         if (files := earlier.finished_files(stems[index], str(path), json_safe(settings), others))}
             result.kept, result.done_already = set().union(*finished.values()), len(finished)
