@@ -196,6 +196,11 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
         assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--target", "other", *other,
                        "--out", str(workspace / "never")) == 2
         assert f"give either --target or {other[0]}, not both" in capsys.readouterr().err
+        # the reference path heads for the reference's class: --target-by was ignored but recorded in every summary
+        assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--path", "reference", "--reference",
+                       str(workspace / "imgs" / "rgb.png"), *other, "--out", str(workspace / "never")) == 2
+        assert capsys.readouterr().err.endswith("--path reference heads for the reference image's class (or "
+                                                f"--target's), so it takes no {other[0]}\n")
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [

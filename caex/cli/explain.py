@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         raise CaexError("--reference IMG goes with --path reference (and that path needs one)")
     if args.target is not None and (args.all_targets or args.target_by is not None):
         raise CaexError(f"give either --target or {'--all-targets' if args.all_targets else '--target-by'}, not both")
+    if args.reference is not None and (args.all_targets or args.target_by is not None):
+        raise CaexError(f"--path reference heads for the reference image's class (or --target's), so it takes no "
+                        f"{'--all-targets' if args.all_targets else '--target-by'}")
     target_by = args.target_by or "probability"
     check_output_folder(args.out, results=True)
     sources = readable_images(collect_images(args.images, out=args.out), skip_bad=args.skip_bad)
