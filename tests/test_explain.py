@@ -757,7 +757,7 @@ def test_a_capped_code_graph_keeps_a_rare_target_class(seed: int) -> None:
     cae.train_labels = (cae.train_codes[:, 0] > 0.95).long()
     explainer = Explainer(cae, LesionBlackBox(), knn=3, max_graph_nodes=10, seed=seed, smoothing=0.0)
     with pytest.warns(UserWarning, match=rf"^guided paths run through 10 of the 41 stored training codes \(a seeded "
-                                         rf"subset, seed {seed}; Explainer\(max_graph_nodes=\) raises it"):
+                                         rf"subset, seed {seed}; in Python Explainer\(max_graph_nodes=\) raises it"):
         explanation = explainer.explain(healthy_images(2), path="guided", steps=4)
     assert explainer._graph.size == 10 and int(explainer._graph.labels.sum()) == 2
     assert all(cae.train_labels[route[-1]] == 1 for route in explanation.path_nodes)

@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"side of each perturbation patch in pixels (default: {DEFAULT_PATCH}, as in the paper)")
     parser.add_argument("--share", type=image_share, default=DEFAULT_SHARE,
                         help="image share that N patches cover, which sets N "
-                             f"(default: {DEFAULT_SHARE}); ignored with --n-patches")
+                             f"(default: {DEFAULT_SHARE}); not used with --n-patches")
     parser.add_argument("--n-patches", type=at_least(1), default=None,
                         help="number N of patches covered (default: from --share)")
     add_seed_argument(parser)

@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=at_least(1), default=None,
                         help="image pairs per iteration, per process under torchrun (default: the preset's)")
     parser.add_argument("--lr", type=positive_finite, default=None,
-                        help="Adam learning rate, halved over the run (default: the preset's)")
+                        help="Adam learning rate, halved evenly over the run as many times as the preset says "
+                             "(lr_halvings in train_config.json; default: the preset's rate)")
     parser.add_argument("--time-limit", type=number("a positive number of seconds", lambda seconds: seconds > 0),
                         default=None, metavar="SECONDS",
                         help="stop after this much training time, still saving the model (default: none, train "
@@ -64,9 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              help="target classifier (bundle folder, TorchScript, ONNX or weights with --arch), "
                                   "needed for --dc classifier and --labels predicted")
     parser.add_argument("--dc", choices=("discriminator", "classifier"), default=None,
-                        help="class critic for swapped images: the frozen target classifier (default when "
-                             "--classifier is given; converges far faster) or the discriminator's class head "
-                             "(default without --classifier)")
+                        help="class critic for swapped images: the frozen target classifier (default when a "
+                             "differentiable --classifier is given; converges far faster) or the discriminator's "
+                             "class head (default without --classifier, or with a black-box ONNX one)")
     parser.add_argument("--labels", choices=("dataset", "predicted"), default=None,
                         help="train on the data set's labels (default) or on the classifier's predictions "
                              "(explain the model rather than the data)")

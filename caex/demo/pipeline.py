@@ -1,6 +1,6 @@
 """``run_demo``: the whole caex pipeline on the embedded synthetic data, staged and resumable.
 
-Seven stages, each in its own sub-folder of the output folder::
+Six stages, each in its own sub-folder of the output folder, then the report (seven steps in its progress)::
 
     data/        dataset.safetensors (the generated images, labels, masks), dataset.json, samples.png
     classifier/  the target classifier bundle (classifier.json records its test accuracy)
@@ -177,7 +177,7 @@ def _classifier_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts,
                     metrics=metrics, data_spec=bundle.spec, data_seed=bundle.seed)
         return {"test_accuracy": metrics.test_accuracy}
 
-    epochs = "default epochs" if settings.epochs is None else f"{settings.epochs} epochs"
+    epochs = "default epochs" if settings.epochs is None else f"{settings.epochs} epoch{'s' * (settings.epochs != 1)}"
     return Stage("classifier", f"Training the target classifier ({settings.arch}, {epochs})",
                  {**asdict(settings), "seed": seed}, run, outputs=("classifier.json", "classifier.safetensors"),
                  depends=("data",))

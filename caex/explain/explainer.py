@@ -538,8 +538,8 @@ class Explainer:
                 priority = (turn >= max(1, self.knn)).long() * count + torch.arange(count)
                 rows = shuffled[priority.argsort()[:self.max_graph_nodes]].sort().values
                 warn(f"guided paths run through {self.max_graph_nodes:,} of the {count:,} stored training codes (a "
-                     f"seeded subset, seed {self.seed}; Explainer(max_graph_nodes=) raises it, at a cost that grows "
-                     "with its square)")
+                     f"seeded subset, seed {self.seed}; in Python Explainer(max_graph_nodes=) raises it, at a cost "
+                     "that grows with its square; the CLI has no flag for it)")
             self._graph_rows = rows
             self._graph = CodeGraph(self.cae.train_codes.float().cpu()[rows],
                                     self.cae.train_labels.cpu()[rows], k=self.knn)
