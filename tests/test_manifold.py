@@ -458,6 +458,17 @@ def test_a_single_code_class_reads_n_a_in_the_summary_and_the_cli(bundle: DataBu
     assert summary["smoothness"]["per_class"] == {"class0": 1.0, "class1": 1.0, "class2": None}
     assert summary["smoothness"]["min"] == 1.0
     assert [_percent(share) for share in summary["smoothness"]["per_class"].values()] == ["100.0%", "100.0%", "n/a"]
+    assert summary["smoothness"]["fewer_in_small_classes"] == {}  # 5 neighbours and 8 codes: both classes have them
+
+
+def test_the_manifold_summary_records_the_smote_sample_a_small_class_could_give(bundle: DataBundle, tmp_path) -> None:
+    """It recorded the neighbours and individual codes asked for, though a class of n test images gives at most
+    n - 1 and n: a reader was told of a sample that was never drawn."""
+    (count,) = set(bundle.test.class_counts(K))  # every class alike
+    summary = run_analysis(bundle, tmp_path, tsne=False, smote_neighbours=count, smote_individuals=count + 3)
+    assert summary["smoothness"]["neighbours"] == count  # the settings, as asked
+    assert summary["smoothness"]["fewer_in_small_classes"] == {
+        name: {"neighbours": count - 1, "individual_codes": count} for name in bundle.class_names}
 
 
 def test_straight_paths_move_the_class_code_and_keep_the_individual(bundle: DataBundle) -> None:

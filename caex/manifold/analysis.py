@@ -69,6 +69,16 @@ def check_inputs(cae: CAE, classifier: Classifier, data: DataBundle) -> None:
         raise DataError(f"data {data.spec!r}: the test split has {len(data.test)} images; at least 2 are needed")
 
 
+def _smote_caps(counts: list[int], class_names: list[str], neighbours: int, individuals: int
+                ) -> dict[str, dict[str, int]]:
+    """The neighbours and individual codes a class of few test images could give (:func:`smote_smoothness` takes
+    what there is), where fewer than asked: the summary's settings alone told of a sample that was never drawn.
+    A class of fewer than 2 images has no share (null) and is left out."""
+    return {name: {"neighbours": min(neighbours, count - 1), "individual_codes": min(individuals, count)}
+            for name, count in zip(class_names, counts, strict=True)
+            if count >= 2 and (count - 1 < neighbours or count < individuals)}
+
+
 def _reduce(values: np.ndarray, reduce) -> float | None:
     """``reduce`` over the finite entries (None when there are none)."""
     finite = values[np.isfinite(values)]
@@ -204,7 +214,9 @@ def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data:
                      "min": _reduce(success, np.min), "pairs_per_class_pair": swap_pairs},
             "smoothness": {"per_class": dict(zip(class_names, smote.tolist())),
                            "min": _reduce(smote, np.min), "samples_per_class": smote_per_class,
-                           "neighbours": smote_neighbours, "individual_codes_per_class": smote_individuals},
+                           "neighbours": smote_neighbours, "individual_codes_per_class": smote_individuals,
+                           "fewer_in_small_classes": _smote_caps(data.test.class_counts(num_classes), class_names,
+                                                                 smote_neighbours, smote_individuals)},
             "paths": {"count": len(probabilities), "steps": path_steps, "tolerance": monotone_tolerance,
                       "monotone_share": _reduce(monotone.float().numpy(), np.mean),
                       "target_probabilities": [[round(float(p), 4) for p in row] for row in probabilities]},
