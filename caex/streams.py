@@ -13,8 +13,11 @@ from typing import Any, TextIO
 
 #: A stream's write fails with one of these once nothing more reaches its reader: the reader left (``2>&1 | head
 #: -1``, EPIPE), the terminal hung up (EIO) or the disk under the log is full (ENOSPC), or the user's disk quota
-#: is (EDQUOT, where the platform has it, on shared clusters' home folders above all).
-GONE = frozenset({errno.EPIPE, errno.EIO, errno.ENOSPC} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set()))
+#: is (EDQUOT, where the platform has it, on shared clusters' home folders above all); or the descriptor is not
+#: open for writing (EBADF: ``caex ... 2>&-`` started through a wrapper script, a pyenv shim or a cluster's module
+#: wrapper, left the script itself read-only on descriptor 2).
+GONE = frozenset({errno.EPIPE, errno.EIO, errno.ENOSPC, errno.EBADF}
+                 | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set()))
 
 
 class BestEffortStream:

@@ -15,9 +15,14 @@ from caex.utils.device import autocast_context, resolve_device
 def test_a_torch_device_object_is_validated_like_a_name(monkeypatch) -> None:
     """torch.device("cuda") skipped every check and failed later in torch's 'Found no NVIDIA driver'."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for device in ("cuda", torch.device("cuda")):
         with pytest.raises(CaexError, match=r"^device 'cuda': CUDA is not available on this machine$"):
             resolve_device(device)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a GPU node's job may hide them: the message says so
+    with pytest.raises(CaexError, match=r"^device 'cuda': CUDA is not available on this machine "
+                                        r"\(CUDA_VISIBLE_DEVICES='' is set, which can hide its GPUs\)$"):
+        resolve_device("cuda")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(CaexError, match=r"^device 'warp': not a device name"):
         resolve_device("warp")

@@ -36,7 +36,9 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     name = str(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CaexError(f"device {name!r}: CUDA is not available on this machine")
+            hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise CaexError(f"device {name!r}: CUDA is not available on this machine" + (
+                "" if hidden is None else f" (CUDA_VISIBLE_DEVICES={hidden!r} is set, which can hide its GPUs)"))
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise CaexError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps":
