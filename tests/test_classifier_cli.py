@@ -186,3 +186,21 @@ def torch_bytes(bundle) -> bytes:
     buffer = io.BytesIO()
     torch.save(load_file(bundle / "classifier.safetensors"), buffer)
     return buffer.getvalue()
+
+
+def test_a_warning_turned_error_stops_train_classifier_after_the_bundle_is_saved(tmp_path, capsys, monkeypatch):
+    """Under PYTHONWARNINGS=error the "near chance" warning, given inside the training, stopped the command before
+    save_bundle: the trained network was lost. It is now given after the save, and still ends the command."""
+    import warnings
+
+    import caex.classifier.train as training
+    from caex.utils.warn import warn
+
+    monkeypatch.setattr(training, "_warn_if_near_chance", lambda arch, *_: warn(f"{arch}: near chance"))
+    out = tmp_path / "clf"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = main(["train-classifier", TINY, *SIZE, "--arch", "smallcnn", "--epochs", "1", "--out", str(out),
+                     "--device", "cpu"])
+    assert code == 2 and capsys.readouterr().err.endswith("caex train-classifier: error: smallcnn: near chance\n")
+    assert load_classifier(out).class_names == ["normal", "cnv"]  # the bundle is there, whole

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.errors import CaexError
     from caex.utils.device import resolve_device
     from caex.utils.io import folder_lock
+    from caex.utils.warn import warnings_deferred
 
     batch_size = DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size
     resolve_settings(args.arch, args.epochs, batch_size, args.lr)  # refuse bad values before loading data
@@ -68,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
         data = load_data_from_args(args)
         print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
               f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
-        net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
-                                        batch_size=batch_size, lr=args.lr, seed=args.seed,
-                                        device=device, verbose=True, augment=args.augment)
-        save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
-                    metrics=metrics, data_spec=data.spec, data_seed=data.seed, onnx=args.onnx)
+        with warnings_deferred():  # "near chance" turned into an error must not lose the trained network
+            net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
+                                            batch_size=batch_size, lr=args.lr, seed=args.seed,
+                                            device=device, verbose=True, augment=args.augment)
+            save_bundle(net, args.out, class_names=data.class_names, image_size=data.image_size,
+                        metrics=metrics, data_spec=data.spec, data_seed=data.seed, onnx=args.onnx)
     epochs = f"{metrics.epochs} epoch{'s' if metrics.epochs != 1 else ''}"
     print(f"{args.arch}: test accuracy {metrics.test_accuracy:.4f} ({epochs}, {metrics.seconds:.1f} s); "
           f"bundle written to {args.out}")

@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch.utils._contextlib
@@ -29,3 +30,16 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
                                  or frame.f_code.co_filename in _WRAPPERS):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+@contextlib.contextmanager
+def warnings_deferred() -> Iterator[None]:
+    """Hold back the warnings of the block and give them after it, under the caller's filters: a warning turned
+    into an error (``PYTHONWARNINGS=error``, pytest's ``filterwarnings = error``) stopped a training run before its
+    network was saved, where the block ends with saving it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every one is kept; the caller's filters judge them after the block
+        yield
+    for caught_warning in caught:
+        warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
+                               caught_warning.lineno, source=caught_warning.source)
