@@ -95,6 +95,34 @@ def test_a_path_typed_another_way_is_the_same_data_for_the_split_check(tmp_path:
     assert not same_data_spec(None, "fold") and same_data_spec("synthetic", "synthetic")
 
 
+def test_a_relative_data_path_is_recorded_absolute_so_the_split_check_works_from_another_folder(
+        tmp_path: Path, monkeypatch) -> None:
+    """A bundle recorded DATA as typed ("fold"); a later command run from another folder resolved it there, found
+    other data, and the split-seed warning went silent (and a run from inside the data folder was titled ".")."""
+    from PIL import Image
+
+    from caex.classifier import ClassifierInfo, check_compatible, load_classifier
+    from caex.data.spec import recorded_spec
+    from caex.training.trainer import _data_record
+
+    fold = tmp_path / "fold"
+    for name in ("a", "b"):
+        (fold / name).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(np.full((8, 8), 40 * index, dtype=np.uint8)).save(fold / name / f"{index}.png")
+    monkeypatch.chdir(tmp_path)
+    net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=32)
+    save_bundle(net, "clf", class_names=["a", "b"], image_size=32, data_spec="fold/", data_seed=0)
+    assert ClassifierInfo.read(tmp_path / "clf" / "classifier.json").data_spec == str(fold)
+    assert recorded_spec("synthetic:size=32") == "synthetic:size=32" and recorded_spec("no-such") == "no-such"
+    typed = load_dataset("./fold", size=32)
+    assert _data_record(typed, typed.train)["spec"] == str(fold)  # what a CAE trained on it records
+    monkeypatch.chdir(tmp_path.parent)  # another folder: "fold" would name nothing here
+    classifier, data = load_classifier(tmp_path / "clf", device="cpu"), load_dataset(str(fold), size=32, seed=1)
+    with pytest.warns(UserWarning, match=f"^the classifier {tmp_path / 'clf'} was trained on {fold} split with seed 0"):
+        check_compatible(classifier, data)
+
+
 def test_a_source_with_its_own_test_split_records_no_split_seed(tmp_path: Path) -> None:
     """A folder's train/ and test/ or an npz's test_* arrays fix the split, so no seed can move it."""
     images, labels = np.zeros((4, 8, 8), dtype=np.uint8), np.array([0, 1, 0, 1])

@@ -10,7 +10,7 @@ import torch
 from caex.data.sources import RawData, RawImages, read_digits, read_folder, read_mnist, read_npz
 from caex.data.synthetic import SyntheticConfig, generate_synthetic
 from caex.data.transforms import is_grey, resize_and_crop, to_channels
-from caex.data.types import DataBundle, ImageSet
+from caex.data.types import DataBundle, ImageSet, absolute_path
 from caex.errors import DataError
 from caex.utils.warn import warn
 
@@ -64,6 +64,16 @@ def load_dataset(spec: str | os.PathLike, *, size: int | None = None, channels: 
             raise DataError(f"{spec}: not a folder or a .npz file (valid specs: {SPEC_FORMS})")
         return _assemble(read_npz(path, size=size), spec, size, channels, seed, test_fraction)
     raise DataError(f"unknown data spec {spec!r}: not a built-in source and no such folder (valid: {SPEC_FORMS})")
+
+
+def recorded_spec(spec: str | None) -> str | None:
+    """``spec`` as a model file records it: a folder or ``.npz`` file by its absolute path, built-in data as typed.
+    A relative path was resolved against the folder of the command that read the record, so the check that a model
+    is used with the split it was trained on passed in silence when that command ran from another folder (and
+    ``.`` became a report's title)."""
+    if spec is None or spec.partition(":")[0] in BUILT_IN or not os.path.exists(os.path.expanduser(spec)):
+        return spec
+    return absolute_path(spec)
 
 
 def parse_options(spec: str, text: str) -> dict[str, str]:

@@ -184,10 +184,11 @@ def same_data_spec(first: str | None, second: str | None) -> bool:
     (``fold``, ``fold/``, ``./fold``, its absolute path; relative ones taken from the current folder)."""
     if first is None or second is None:
         return False
-    return first == second or _absolute(first) == _absolute(second)
+    return first == second or absolute_path(first) == absolute_path(second)
 
 
-def _absolute(spec: str) -> str:
+def absolute_path(spec: str) -> str:
+    """A path spec made absolute and normal (``~``, ``./``, a trailing ``/``): one spelling however typed."""
     return os.path.normpath(os.path.abspath(os.path.expanduser(spec)))
 
 
