@@ -191,13 +191,14 @@ def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str,
 def _named_by_flags(flags: dict[str, str]) -> Iterator[None]:
     """A setting refused in the library's words (``CAEConfig.n_res=0: ...``, ``max_shift=32: ...``) in the words the
     user typed (``--model n_res=0: ...``, ``--max-shift 32: ...``); ``flags`` maps each field prefix of a setting
-    the user gave to its flag, so a setting that came from the preset or the data keeps its own name."""
+    the user gave to its flag, so a setting that came from the preset or the data keeps its own name; a message
+    that names the flag already (``dc='classifier' (--dc classifier) needs ...``) is left as it is."""
     try:
         yield
     except (ModelError, TrainingError) as exc:
         message = str(exc)
         prefix = next((prefix for prefix in flags if message.startswith(prefix)), None)
-        if prefix is None:
+        if prefix is None or f"{flags[prefix].split()[0]} " in message:
             raise
         raise type(exc)(flags[prefix] + message.removeprefix(prefix)) from exc
 
