@@ -590,6 +590,8 @@ def test_class_names_become_safe_distinct_file_names() -> None:
     assert slugs[0] == "_._.._esc" and slugs[4] == "_hidden" and len(slugs[6].encode()) <= 64
     # names Windows refuses (a model trained on Linux, explained on Windows)
     assert class_slugs(["age>60", "T1:w", "dog?", 'a"b|c*']) == ["age_60", "T1_w", "dog_", "a_b_c_"]
+    # a class name read under an ASCII locale ("naïve" as surrogates) raised UnicodeEncodeError, explaining nothing
+    assert class_slugs(["na\udcc3\udcafve"]) == ["na\udcc3\udcafve"]
 
 
 def test_stems_that_differ_only_in_case_get_files_of_their_own() -> None:

@@ -154,11 +154,13 @@ MAX_SLUG_BYTES = 64
 
 def shortened(name: str, limit: int) -> str:
     """``name`` if it fits ``limit`` UTF-8 bytes, else its start and a hash of the whole (``start~1a2b3c4d``), so
-    that long names stay distinct once cut and an output name never exceeds the file system's limit."""
-    if len(name.encode()) <= limit:
+    that long names stay distinct once cut and an output name never exceeds the file system's limit. A name read
+    under an ASCII locale holds surrogates for its other bytes (a model trained there records class names so)."""
+    encoded = name.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
         return name
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    start = name.encode("utf-8", "surrogatepass")[:limit - len(digest) - 1].decode("utf-8", "ignore")
+    digest = hashlib.sha256(encoded).hexdigest()[:8]
+    start = encoded[:limit - len(digest) - 1].decode("utf-8", "ignore")
     return f"{start}~{digest}"
 
 
