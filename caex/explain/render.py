@@ -178,6 +178,9 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
     flipped = not explanation.unflipped[index]
     marked_flip = shown_flip(prediction_name, names[target], flip)  # no flip is marked where none was needed
     caption = overlay_caption(prediction_name, names[target], flip, flipped)
+    # An earlier explanation's JSON would vouch for a save cut short here (new maps, the old settings), and
+    # --skip-done would keep the mix: it goes first and comes back last, as CAE.save does with config.json.
+    (out_dir / f"{stem}.json").unlink(missing_ok=True)
     save_png(saliency_overlay(image, explanation.saliency[index], caption=caption), out_dir / files["overlay"])
     save_npy(explanation.saliency[index], out_dir / files["saliency"])
     title = title or strip_title(source, prediction_name, names[target], flipped=flipped)

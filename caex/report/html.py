@@ -31,10 +31,11 @@ from caex.data.sources import EXPLAIN_OUTPUTS
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, options_text, with_count
 from caex.explain.captions import NO_CLASS, flip_words, overlay_caption, shown_flip
+from caex.model.cae import CONFIG_FILE as CAE_CONFIG_FILE
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
-from caex.training.trainer import SAMPLE_CLASSES
+from caex.training.trainer import SAMPLE_CLASSES, SUMMARY_FILE
 from caex.utils import atomic_write_text
 from caex.utils.numbers import MISSING, fixed
 from caex.utils.plotting import MASK_LEGEND, figure_png, literal_text
@@ -476,6 +477,9 @@ def training_section(sources: ReportSources) -> Section:
             reading += (f"; reconstructions of held-out images differ from the originals by {recon:.3f} on average "
                         "(L1 on the [-1, 1] scale; 0 is perfect)")
         section.reading(reading + ".")
+    unfinished = _unfinished_model(sources)
+    if unfinished:
+        section.missing.append(unfinished)
     grids = sorted((sources.cae / "samples").glob("*.png")) if sources.cae is not None else []
     if grids:
         section.parts.append(figure_html(grids[-1].read_bytes(),
@@ -487,6 +491,23 @@ def training_section(sources: ReportSources) -> Section:
     else:
         section.missing.append(f"reconstruction/swap grid ({_where(sources.cae, 'samples/*.png')} not found)")
     return section
+
+
+#: The files of a finished CAE run: the bundle's config.json (written last by the model's save) and summary.json.
+FINISHED_RUN_FILES = (CAE_CONFIG_FILE, SUMMARY_FILE)
+
+
+def _unfinished_model(sources: ReportSources) -> str | None:
+    """What says that a CAE run folder holds no finished model yet (a run still training, or stopped: its log and
+    grids alone read like a finished run's), with how to continue it; ``None`` where it does. A demo's stages say
+    so in the overview (``stage.json``)."""
+    if sources.cae is None or sources.cae != sources.root:
+        return None
+    absent = [_where(sources.cae, name) for name in FINISHED_RUN_FILES if not (sources.cae / name).is_file()]
+    if not absent:
+        return None
+    return (f"no finished model yet ({', '.join(absent)} not found): the run is still training or was stopped "
+            "(`caex train --resume` continues it)")
 
 
 def _swap_overall(summary: dict[str, Any]) -> float | None:

@@ -686,12 +686,17 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         cae = trainer.result.eval().to(memory_format=torch.contiguous_format)
         cae.set_train_codes(cae.class_codes(train_set.images, verbose=verbose and context.is_main), labels)
         if writes:
+            summary_path = run_dir / SUMMARY_FILE
+            previous = _previous_summary(summary_path) if done == start else {}
+            # The earlier call's summary would describe this model if the save were cut short (its iterations,
+            # its reconstruction error): it goes before the model files and comes back after them.
+            summary_path.unlink(missing_ok=True)
             cae.save(run_dir)
             evaluation = test_set if test_set is not None and len(test_set) else train_set
             images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
-            _write_summary(run_dir / SUMMARY_FILE, cae, evaluation, done=done, start=start, seconds=seconds,
+            _write_summary(summary_path, cae, evaluation, done=done, start=start, seconds=seconds,
                            images_per_second=images_per_second, terms=terms, asked=train_config.iters,
-                           processes=context.world_size, history=calls,
+                           processes=context.world_size, history=calls, previous=previous,
                            provenance={"device": str(context.device),
                                        **{key: meta[key] for key in ("arithmetic", "data", "classifier_digest")}})
     barrier(context)
@@ -728,11 +733,13 @@ def _duration(seconds: float) -> str:
 
 def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, start: int, seconds: float,
                    images_per_second: float, terms: dict[str, float], asked: int, processes: int,
-                   history: list[dict[str, Any]], provenance: dict[str, Any]) -> None:
+                   history: list[dict[str, Any]], provenance: dict[str, Any],
+                   previous: dict[str, Any]) -> None:
     """``summary.json``: how far (of the ``asked`` iterations: fewer where the time limit stopped it) and fast
     the run trained, on how many processes (each drew its own batch), and the finished CAE's reconstruction and
     code separation on (up to 512 of) the test images; ``provenance`` (device, arithmetic, the data and critic
-    digests) and the ``history`` of every call that trained it (a resumed run's summary describes the last)."""
+    digests) and the ``history`` of every call that trained it (a resumed run's summary describes the last).
+    ``previous`` is the summary a call that trained nothing found (else empty), read before the save removed it."""
     summary = {"iters": done, "iters_asked": asked, "trained_iters": done - start, "processes": processes,
                "seconds": round(seconds, 2),
                "images_per_second": round(images_per_second, 2),
@@ -741,7 +748,6 @@ def _write_summary(path: Path, cae: CAE, evaluation: ImageSet, *, done: int, sta
                    cae.class_codes(evaluation.images[:512]), evaluation.labels[:512]).items()},
                "final_terms": terms, "versions": software_versions(), "cae_digest": cae_digest(cae), **provenance,
                "history": history}
-    previous = _previous_summary(path) if done == start else {}
     if previous.get("iters") == done:  # a resume that only finishes an interrupted save: keep what training measured
         keys = ("seconds", "images_per_second", "final_terms")  # not trained_iters (it trained none), nor the
         summary.update({key: previous[key] for key in keys if key in previous})  # history: the checkpoint's is whole
@@ -909,8 +915,12 @@ START_FILES = frozenset({TRAIN_CONFIG_FILE, LOG_JSONL, LOG_CSV, SAMPLES_FOLDER, 
 
 def _only_start_files(run_dir: Path) -> bool:
     """Nothing but what a run writes before its first checkpoint (hidden files aside: a temporary file of a save
-    that was killed, a .DS_Store)."""
-    return all(path.name in START_FILES or path.name.startswith(".") for path in run_dir.iterdir())
+    that was killed, a .DS_Store) and the report ``caex report`` writes into it by default, which made a run
+    killed early refuse to resume once looked at."""
+    from caex.report.html import REPORT_FILE  # here: the report module imports this one
+
+    allowed = START_FILES | {REPORT_FILE}
+    return all(path.name in allowed or path.name.startswith(".") for path in run_dir.iterdir())
 
 
 def _has_files(run_dir: Path) -> bool:

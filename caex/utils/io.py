@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -12,9 +13,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from caex.errors import CaexError
+from caex.utils.warn import warn
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -89,6 +91,9 @@ def read_json(path: str | os.PathLike) -> Any:
 
 #: The advisory lock file a long job holds in its output folder while it runs (see :func:`folder_lock`).
 LOCK_FILE = ".caex.lock"
+#: What ``flock`` raises on a file system without it (Lustre mounted noflock, some NFS): every writing command
+#: failed there, so such a folder goes unguarded, as on a platform without ``flock``.
+FLOCK_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK, errno.EINVAL})
 
 
 @contextmanager
@@ -163,7 +168,7 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
     when the block ends, and so is the folder the lock created (not its parents)
     if nothing was written into it. Once locked, the temporary files a killed job left in
     the folder are removed (:func:`remove_leftovers`). Where ``flock`` does not exist (Windows)
-    the folder is not guarded.
+    the folder is not guarded, nor on a file system without it (:data:`FLOCK_UNSUPPORTED`), which is warned about.
     """
     try:
         import fcntl
@@ -178,6 +183,7 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
         yield
         return
     path = folder / LOCK_FILE
+    unsupported: OSError | None = None  # flock's error on a file system without it: the folder goes unguarded
     while True:
         # this folder and its missing parents, deepest first: a job that writes nothing removes what it made
         created = [missing for missing in (folder, *folder.parents) if not missing.exists()]
@@ -193,22 +199,46 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
             holder = handle.read().strip() or "another process"
             handle.close()
             raise CaexError(f"{folder}: in use by {holder}; wait for it to finish or choose another folder") from None
+        except OSError as exc:  # no lock taken (a file system without flock): no lock file left either
+            _unlock(handle, path)
+            if exc.errno not in FLOCK_UNSUPPORTED:
+                _remove_empty(created)
+                raise
+            unsupported = exc
+            break
         if path.exists() and os.path.samestat(os.fstat(handle.fileno()), path.stat()):
             break
         handle.close()  # its holder removed it between our open and flock: lock the file there now
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{owner} (pid {os.getpid()})")
-        handle.flush()
-        remove_leftovers(folder)
+        if unsupported is not None:  # warned here: a warning turned error still removes the folders made
+            warn(f"{folder}: not guarded against a second caex job writing into it at the same time (its file "
+                 f"system cannot lock files: {unsupported.strerror or unsupported})")
+        else:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{owner} (pid {os.getpid()})")
+            handle.flush()
+            remove_leftovers(folder)
         yield
     finally:
-        with suppress(OSError):  # a read-only or vanished folder must not hide the block's own error
-            path.unlink()  # still locked: no one else holds this file, and none is left behind
-        handle.close()
-        for made in created:  # a job that failed before writing anything leaves no empty folder either
-            try:
-                made.rmdir()
-            except OSError:  # not empty (or gone): it, and the parents above it, stay
-                break
+        if unsupported is None:
+            _unlock(handle, path)
+        _remove_empty(created)
+
+
+def _unlock(handle: IO[str], path: Path) -> None:
+    """Remove the lock file ``path`` and close its ``handle``, which releases a lock held on it. Removed before:
+    while it is locked no one else holds this file, and none is left behind."""
+    with suppress(OSError):  # a read-only or vanished folder must not hide the block's own error
+        path.unlink()
+    handle.close()
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """The folders the lock made (deepest first) that stayed empty: a job that failed before writing anything
+    leaves no empty folder either."""
+    for made in created:
+        try:
+            made.rmdir()
+        except OSError:  # not empty (or gone): it, and the parents above it, stay
+            break
