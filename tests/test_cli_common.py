@@ -487,3 +487,24 @@ def test_version_is_answered_early_only_where_argparse_would_answer_it(capsys) -
     output = capsys.readouterr()
     assert output.out == "" and output.err.startswith("caex data show: error: ")
 
+
+
+def test_a_busy_output_folder_is_refused_before_the_data_is_loaded(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The lock refused a second command only once it had loaded its data, minutes on a large folder."""
+    import caex.cli.common as common
+    from caex.cli.main import main
+    from caex.utils.io import LOCK_FILE, check_not_in_use, folder_lock
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(common, "load_data_from_args", never)
+    check_not_in_use(tmp_path / "missing")  # no folder, no lock file: nothing to refuse, nothing made
+    assert not (tmp_path / "missing").exists()
+    with folder_lock(tmp_path / "run", "caex train"):
+        assert main(["train", "synthetic:classes=2,per_class=4,size=32", "--out", str(tmp_path / "run"),
+                     "--preset", "tiny"]) == 2
+    assert f"{tmp_path / 'run'}: in use by caex train (pid {os.getpid()}); wait" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_FILE).write_text("caex train (pid 1)")  # a killed job's file, no lock held
+    check_not_in_use(tmp_path / "run")

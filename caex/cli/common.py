@@ -166,12 +166,15 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
     share, so a CAE run folder or a classifier bundle folder as ``--out`` is refused too (the model would be
     overwritten and stop loading, or a run's summary replaced by the results')."""
     from caex.errors import CaexError
+    from caex.utils.io import check_not_in_use
 
     data_root = None if data is None else Path(data)
     if data_root is not None and data_root.is_dir() and Path(out).resolve().is_relative_to(data_root.resolve()):
         # its figures would be read as images of a class (or a new class) by every later command
         raise CaexError(f"--out {out}: inside the data folder {data}, whose images would then include this "
                         "command's outputs; choose an --out outside it")
+    if not is_file:
+        check_not_in_use(out)  # now, not minutes later when the command, its data loaded, takes the lock
     model = model_folder_kind(Path(out)) if results else None
     if model is not None:
         raise CaexError(f"--out {out}: is a {model} folder, whose files this command's results could overwrite; "

@@ -198,7 +198,7 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise CaexError(f"{folder}: in use by {holder}; wait for it to finish or choose another folder") from None
+            raise _in_use(folder, holder) from None
         except OSError as exc:  # no lock taken (a file system without flock): no lock file left either
             _unlock(handle, path)
             if exc.errno not in FLOCK_UNSUPPORTED:
@@ -224,6 +224,29 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
         if unsupported is None:
             _unlock(handle, path)
         _remove_empty(created)
+
+
+def _in_use(folder: Path, holder: str) -> CaexError:
+    return CaexError(f"{folder}: in use by {holder}; wait for it to finish or choose another folder")
+
+
+def check_not_in_use(folder: str | os.PathLike) -> None:
+    """Raise what :func:`folder_lock` would if another job holds ``folder``, without taking the lock or creating
+    anything: a command checks this before loading its data, which took minutes before the lock refused it."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        import fcntl
+
+        handle = path.open("r", encoding="utf-8")
+    except (ImportError, OSError):  # no flock, or no lock file (or none readable): the lock itself decides
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the handle closes
+        except BlockingIOError:
+            raise _in_use(Path(folder), handle.read().strip() or "another process") from None
+        except OSError:  # a file system without flock: nothing to probe
+            return
 
 
 def _unlock(handle: IO[str], path: Path) -> None:
