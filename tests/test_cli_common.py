@@ -508,3 +508,10 @@ def test_a_busy_output_folder_is_refused_before_the_data_is_loaded(tmp_path: Pat
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / LOCK_FILE).write_text("caex train (pid 1)")  # a killed job's file, no lock held
     check_not_in_use(tmp_path / "run")
+
+
+def test_a_name_read_under_an_ascii_locale_is_written_back_as_its_own_bytes(tmp_path: Path) -> None:
+    """Under LC_ALL=C with PYTHONUTF8=0, "dätä" reaches caex as "d\\udcc3\\udca4t\\udcc3\\udca4": writing results.md
+    raised UnicodeEncodeError after every method had run."""
+    atomic_write_text(tmp_path / "results.md", "data `d\udcc3\udca4t\udcc3\udca4`\n")
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == "data `dätä`\n"

@@ -54,8 +54,10 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """``text`` as UTF-8 through :func:`atomic_write_bytes`, so an interrupted write leaves the old file whole."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """``text`` as UTF-8 through :func:`atomic_write_bytes`, so an interrupted write leaves the old file whole. A
+    path or class name read under an ASCII locale holds its other bytes as surrogates: they are written back as
+    those bytes (the name's own UTF-8), where a finished evaluation was lost to UnicodeEncodeError."""
+    return atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
