@@ -102,7 +102,7 @@ def test_a_relative_data_path_is_recorded_absolute_so_the_split_check_works_from
     from PIL import Image
 
     from caex.classifier import ClassifierInfo, check_compatible, load_classifier
-    from caex.data.spec import recorded_spec
+    from caex.data.spec import as_recorded
     from caex.training.trainer import _data_record
 
     fold = tmp_path / "fold"
@@ -114,7 +114,7 @@ def test_a_relative_data_path_is_recorded_absolute_so_the_split_check_works_from
     net = build_classifier_network("smallcnn", channels=1, num_classes=2, image_size=32)
     save_bundle(net, "clf", class_names=["a", "b"], image_size=32, data_spec="fold/", data_seed=0)
     assert ClassifierInfo.read(tmp_path / "clf" / "classifier.json").data_spec == str(fold)
-    assert recorded_spec("synthetic:size=32") == "synthetic:size=32" and recorded_spec("no-such") == "no-such"
+    assert as_recorded("synthetic:size=32") == "synthetic:size=32" and as_recorded("no-such") == "no-such"
     typed = load_dataset("./fold", size=32)
     assert _data_record(typed, typed.train)["spec"] == str(fold)  # what a CAE trained on it records
     monkeypatch.chdir(tmp_path.parent)  # another folder: "fold" would name nothing here

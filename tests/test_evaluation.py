@@ -508,6 +508,21 @@ def test_the_seed_reaches_the_selection_the_fill_and_every_method(monkeypatch):
     assert not torch.equal(first.maps["random"], second.maps["random"])
 
 
+def test_results_json_names_each_evaluated_image_by_its_file_and_class(tmp_path, monkeypatch):
+    """Only row numbers of the test split tied the per-image AOPCs to images: a script outside Python had to reload
+    the data with the same split. A file is named by its absolute path, as explanations name theirs."""
+    data = tiny_bundle()
+    monkeypatch.chdir(tmp_path)
+    for index in range(len(data.test)):
+        (tmp_path / f"{index}.png").touch()
+    test = ImageSet(data.test.images, data.test.labels, data.test.masks, sources=[f"{i}.png" for i in range(8)])
+    results = evaluate(None, square_classifier(), DataBundle(test, test, data.class_names, spec="tiny-square"),
+                       methods=["random"], n_images=4, batch_size=4, out_dir=tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert saved["image_sources"] == [str(tmp_path / f"{i}.png") for i in results.image_indices]
+    assert saved["image_labels"] == [data.class_names[int(data.test.labels[i])] for i in results.image_indices]
+
+
 def test_runner_rows_carry_each_localisation_score_under_its_own_name():
     results = evaluate(None, square_classifier(), tiny_bundle(), methods=["random"], n_images=4, batch_size=4)
     located = LocalisationMetric()(results.maps["random"], tiny_bundle().test.masks[results.image_indices])

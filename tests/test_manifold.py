@@ -333,6 +333,20 @@ def test_codes_csv_row_known_answer() -> None:
                                      "scans/a.png,test,0,normal,1,lesion,0.123457,-2\n")
 
 
+def test_codes_csv_names_a_file_by_its_absolute_path(tmp_path, monkeypatch) -> None:
+    """As typed ("scans/a.png"), its rows did not join with the explanations of the same image, which record the
+    absolute path; built-in images keep their names."""
+    from caex.manifold.codes import codes_csv_text
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.png").touch()
+    table = CodesTable(codes=torch.zeros(2, 1), labels=torch.tensor([0, 1]), predictions=torch.tensor([0, 1]),
+                       splits=["test", "test"], sources=["scans/a.png", "synthetic:4"], class_names=["n", "l"])
+    rows = codes_csv_text(table).splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == [str(tmp_path / "scans" / "a.png"), "synthetic:4"]
+
+
 class NeverLastClassReader(CodeReader):
     """Reads the class from the first row, but never assigns the last class."""
 

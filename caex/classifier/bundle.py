@@ -24,7 +24,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from caex.classifier.arch import ClassifierNet
 from caex.classifier.base import check_output_count
-from caex.data.spec import recorded_spec
+from caex.data.spec import as_recorded
 from caex.data.types import check_class_names
 from caex.errors import ClassifierError
 from caex.utils.checks import check_counts
@@ -152,7 +152,7 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
                           channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
                           std=net.std.flatten().tolist(), small_stem=net.small_stem,
                           test_accuracy=test_accuracy, test_class_counts=test_class_counts,
-                          data_spec=recorded_spec(data_spec),
+                          data_spec=as_recorded(data_spec),
                           data_seed=data_seed,
                           caex_version=__version__, training=training, outputs="logits")
     state = {key: value.contiguous() for key, value in net.state_dict().items()}

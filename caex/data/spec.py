@@ -66,11 +66,12 @@ def load_dataset(spec: str | os.PathLike, *, size: int | None = None, channels: 
     raise DataError(f"unknown data spec {spec!r}: not a built-in source and no such folder (valid: {SPEC_FORMS})")
 
 
-def recorded_spec(spec: str | None) -> str | None:
-    """``spec`` as a model file records it: a folder or ``.npz`` file by its absolute path, built-in data as typed.
-    A relative path was resolved against the folder of the command that read the record, so the check that a model
-    is used with the split it was trained on passed in silence when that command ran from another folder (and
-    ``.`` became a report's title)."""
+def as_recorded(spec: str | None) -> str | None:
+    """A DATA ``spec``, or an image's source, as caex's files record it: a folder, ``.npz`` or image file by its
+    absolute path, built-in data (``synthetic``, ``digits:745``) as it is. A relative path was resolved against the
+    folder of the command that read the record: the check that a model is used with the split it was trained on
+    passed in silence when that command ran from elsewhere, files of two runs named one image two ways, and
+    ``.`` became a report's title."""
     if spec is None or spec.partition(":")[0] in BUILT_IN or not os.path.exists(os.path.expanduser(spec)):
         return spec
     return absolute_path(spec)

@@ -26,6 +26,7 @@ import torch
 
 from caex.classifier.base import Classifier
 from caex.classifier.loaders import check_compatible
+from caex.data.spec import as_recorded
 from caex.data.types import DataBundle, rank_within_class
 from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
@@ -86,6 +87,10 @@ class EvaluationResults:
     settings: dict[str, Any]
     image_indices: list[int]  # rows of the test split that were evaluated
     maps: dict[str, torch.Tensor]  # method -> saliency [n, H, W] of the evaluated images
+    # the same images by source (a file by its absolute path) and class name: a script outside Python could tie
+    # the per-image figures to an image only by reloading the data with the same split
+    image_sources: list[str] = field(default_factory=list)
+    image_labels: list[str] = field(default_factory=list)
 
     def row(self, method: str) -> MethodResult:
         return next(result for result in self.methods if result.method == method)
@@ -96,8 +101,8 @@ class EvaluationResults:
         return f"EvaluationResults({len(self.image_indices)} images; AOPC: {rows})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"settings": self.settings, "image_indices": self.image_indices,
-                "methods": [json_safe(asdict(result)) for result in self.methods]}
+        return {"settings": self.settings, "image_indices": self.image_indices, "image_sources": self.image_sources,
+                "image_labels": self.image_labels, "methods": [json_safe(asdict(result)) for result in self.methods]}
 
     def to_markdown(self) -> str:
         """Rows = methods, columns = the paper's AOPC and PD, localisation, then Table V's time."""
@@ -196,6 +201,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         test = data.test.subset(indices)
         images, labels = test.images, test.labels
         row_labels = [data.class_names[k] for k in labels.tolist()]  # the gallery's
+        described = ([as_recorded(source) for source in test.sources], row_labels)  # each evaluated image
         fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
         clean = clean_probabilities(classifier, images, labels)  # every curve's p = 0, classified once
         height, width = images.shape[-2:]
@@ -243,7 +249,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
             if out_dir is None or not done:
                 raise
             settings["interrupted"] = True
-            partial = EvaluationResults(results, settings, indices.tolist(), maps)
+            partial = EvaluationResults(results, settings, indices.tolist(), maps, *described)
             where = _partial_results_folder(Path(out_dir))
             write_results(partial, test.images, test.masks, where, row_labels)
             terminated = isinstance(stop, Terminated)
@@ -251,7 +257,7 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
             raise Interrupted(f"stopped by {'SIGTERM' if terminated else 'an interrupt'} after {len(done)} of "
                               f"{len(names)} methods; their results are written to {where}{kept}",
                               exit_code=143 if terminated else 130) from None
-        evaluation = EvaluationResults(results, settings, indices.tolist(), maps)
+        evaluation = EvaluationResults(results, settings, indices.tolist(), maps, *described)
         if out_dir is not None:
             write_results(evaluation, test.images, test.masks, out_dir, row_labels)
         return evaluation

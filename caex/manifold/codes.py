@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from caex.data.spec import as_recorded
 from caex.data.types import DataBundle, ImageSet
 from caex.utils import atomic_write_text, module_device, progress
 
@@ -96,7 +97,8 @@ def encode_bundle(cae: CAE, classifier: Classifier, data: DataBundle, *, batch_s
 
 
 def codes_csv_text(table: CodesTable) -> str:
-    """CSV text with columns source, split, label, label_name, prediction, prediction_name, c0..c{D-1}."""
+    """CSV text with columns source, split, label, label_name, prediction, prediction_name, c0..c{D-1}; a source
+    file by its absolute path (:func:`~caex.data.spec.as_recorded`), as explanations record theirs, so rows join."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     code_columns = [f"c{i}" for i in range(table.code_dim)]
@@ -104,8 +106,8 @@ def codes_csv_text(table: CodesTable) -> str:
     codes = table.codes.double().tolist()  # Python values once, not a tensor index per cell
     for source, split, label, prediction, code in zip(table.sources, table.splits, table.labels.tolist(),
                                                       table.predictions.tolist(), codes, strict=True):
-        writer.writerow([source, split, label, table.class_names[label], prediction, table.class_names[prediction],
-                         *(f"{value:.6g}" for value in code)])
+        writer.writerow([as_recorded(source), split, label, table.class_names[label], prediction,
+                         table.class_names[prediction], *(f"{value:.6g}" for value in code)])
     return buffer.getvalue()
 
 

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from caex.classifier.base import Classifier, module_state_kept, require_classifier
-from caex.data.spec import recorded_spec
+from caex.data.spec import as_recorded
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError, ModelError, TrainingError
 from caex.model import CAE, CAEConfig, Discriminator, to_data_range, to_model_range
@@ -800,7 +800,7 @@ def _data_record(data: DataBundle | ImageSet, train_set: ImageSet) -> dict[str, 
     """Where the training images came from (spec and split seed, when known) and a digest of them and their
     labels: the CAE keeps the first two as provenance, the checkpoint all three for an exact resume."""
     known = isinstance(data, DataBundle)
-    return {"spec": recorded_spec(data.spec) if known else None, "seed": data.seed if known else None,
+    return {"spec": as_recorded(data.spec) if known else None, "seed": data.seed if known else None,
             "digest": tensor_digest(train_set.images, train_set.labels)}
 
 
