@@ -1159,3 +1159,15 @@ def test_a_signal_the_process_ignores_stays_ignored_during_training() -> None:
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_the_training_log_keeps_small_values(tmp_path) -> None:
+    """Six decimals logged the paper preset's late learning rates (and any value below 5e-7) as 0.0."""
+    from caex.training.logging import LOG_JSONL, RunLogger
+    from caex.utils.numbers import significant
+
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.log(1, {"lr": 3e-7, "recon": torch.tensor(0.1234567891).item()})
+    logger.close()
+    assert json.loads((tmp_path / LOG_JSONL).read_text(encoding="utf-8")) == {"iter": 1, "lr": 3e-7, "recon": 0.1234568}
+    assert [significant(value) for value in (1 / 3, 123456789.0, 0.30000001192092896)] == [0.3333333, 123456800.0, 0.3]

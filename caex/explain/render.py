@@ -22,6 +22,7 @@ from caex.explain.captions import NO_CLASS, overlay_caption, shown_flip, strip_t
 from caex.explain.explainer import Explanation
 from caex.utils.drawing import BACKGROUND, MARGIN, TEXT_COLOUR, banded, one_line, scaled_font, wrap_to
 from caex.utils.io import atomic_write_bytes, write_json
+from caex.utils.numbers import significant
 from caex.utils.plotting import SALIENCY_ALPHA, SALIENCY_COLORMAP, rgb_array, saliency_blend
 
 #: Frame-caption colours: the flip frame stands out, the rest stay neutral (:data:`TEXT_COLOUR`).
@@ -201,7 +202,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
         "path_nodes": None if explanation.path_nodes is None else explanation.path_nodes[index],
         "steps": int(explanation.frames.shape[1]),
         "saliency_method": explanation.saliency_method,
-        "target_probs": [round(float(p), 6) for p in explanation.target_probs[index]],
+        "target_probs": [significant(float(p)) for p in explanation.target_probs[index]],
         "files": files,
     }
     if settings is not None:

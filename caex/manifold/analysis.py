@@ -30,6 +30,7 @@ from caex.utils import write_json
 from caex.utils.checks import check_counts, check_seed
 from caex.utils.io import folder_lock, json_safe, replaced_together
 from caex.utils.device import module_device
+from caex.utils.numbers import significant
 from caex.utils.provenance import models_record, run_record
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data:
                                                                  smote_neighbours, smote_individuals)},
             "paths": {"count": len(probabilities), "steps": path_steps, "tolerance": monotone_tolerance,
                       "monotone_share": _reduce(monotone.float().numpy(), np.mean),
-                      "target_probabilities": [[round(float(p), 4) for p in row] for row in probabilities]},
+                      "target_probabilities": [[significant(float(p)) for p in row] for row in probabilities]},
             "files": files,
         }
         summary = json_safe(summary)  # undefined figures (empty class pairs, the swap diagonal) are null

@@ -16,6 +16,7 @@ from torchvision.utils import make_grid
 
 from caex.utils.drawing import banded, scaled_font
 from caex.utils.io import atomic_write_bytes, atomic_write_text
+from caex.utils.numbers import significant
 
 LOG_JSONL = "log.jsonl"
 LOG_CSV = "log.csv"
@@ -52,7 +53,7 @@ class RunLogger:
         self._tensorboard = _summary_writer(run_dir / TENSORBOARD_FOLDER, resume_from) if tensorboard else None
 
     def log(self, iteration: int, values: dict[str, float]) -> None:
-        record = {"iter": iteration, **{k: round(float(v), 6) for k, v in values.items()}}
+        record = {"iter": iteration, **{k: significant(float(v)) for k, v in values.items()}}
         self.records.append(record)
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()

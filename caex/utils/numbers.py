@@ -12,3 +12,10 @@ def fixed(value: float, spec: str = ".3f") -> str:
     text = format(value, spec)
     rounds_to_zero = text.startswith("-") and "0" in text and not any(digit in text for digit in "123456789")
     return text[1:] if rounds_to_zero else text
+
+
+def significant(value: float, digits: int = 7) -> float:
+    """``value`` rounded to ``digits`` significant digits, for files scripts compute on: six decimals logged a
+    learning rate of 3e-7 as 0.0 and small probabilities as 0 (whose log-odds are -inf); seven digits keep a float32
+    value whole without its float64 noise (0.30000001192092896)."""
+    return float(f"{value:.{digits}g}")
