@@ -589,6 +589,9 @@ def test_conform_keeps_what_matches_the_schema():
     assert conform(content, schema) == {"x": 3, "cells": [None, 0.5], "rows": [{"name": "a"}, {}],
                                         "shares": {"a": 0.5}}
     assert conform([content], schema) is None and conform(None, [int]) is None
+    # a float re-saved by jq or JavaScript as a whole number (0.0 -> 0) is a float again: the report printed "0"
+    resaved = conform({"x": 0}, schema)["x"]
+    assert type(conform(content, schema)["x"]) is float and report_html.format_cell(resaved) == "0.000"
 
 
 def test_training_table_rounds_the_speed_and_says_what_its_seconds_count(tmp_path):

@@ -41,7 +41,10 @@ def _conform(value: Any, schema: Schema) -> Any:
         return _conform_list(value, schema[0])
     if isinstance(schema, dict):
         return _conform_object(value, schema)
-    return value if _is_instance(value, schema) else _MISSING
+    if not _is_instance(value, schema):
+        return _MISSING
+    # a float the file wrote as 0 (jq, JavaScript and spreadsheets re-save 0.0 so) printed "0" beside "0.000"
+    return float(value) if schema is float else value
 
 
 def _is_instance(value: Any, kind: type | None) -> bool:
