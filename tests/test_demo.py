@@ -291,6 +291,11 @@ def test_demo_end_to_end_resumes_after_interruption(tmp_path, monkeypatch):
         written = json.loads((out / "explain" / f"{example['stem']}.json").read_text())
         assert written["flip_step"] == example["flip_step"] and written["target"]["class"] == example["target"]
         assert (out / "explain" / written["files"]["saliency"]).is_file()
+        # how its maps were made, as caex explain records its own (a script reading those hit a KeyError here)
+        assert set(written["settings"]) == {"cae", "classifier", "arch", "path", "reference", "steps", "target",
+                                            "all_targets", "target_by", "saliency", "smoothing", "stop_at_flip",
+                                            "seed"}
+        assert (written["settings"]["path"], written["settings"]["steps"]) == ("guided", written["steps"])
 
     text = result.report.read_text(encoding="utf-8")
     HTMLParser().feed(text)

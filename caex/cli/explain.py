@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from caex.data.sources import check_image, load_image, readable_images
     from caex.explain import Explainer, ExplainError
     from caex.explain.explainer import check_steps
-    from caex.explain.files import collect_images, explain_files
+    from caex.explain.files import collect_images, explain_files, map_settings
     from caex.model import CAE
     from caex.utils.device import resolve_device
     from caex.utils.provenance import tensor_digest
@@ -114,12 +114,11 @@ def run(args: argparse.Namespace) -> int:
     reference = None if args.reference is None else load_image(Path(args.reference), size, channels)
     # What the maps depend on, compared by --skip-done (explain_files adds the models' digests): the reference
     # image by its pixels, the target actually asked for.
-    settings = {"arch": args.arch, "path": args.path,
-                "reference": None if reference is None else tensor_digest(reference), "steps": args.steps,
-                "target": None if target is None else explainer.class_names[target], "all_targets": args.all_targets,
-                "target_by": None if target is not None or args.all_targets else target_by,
-                "saliency": args.saliency, "smoothing": args.smoothing, "stop_at_flip": args.stop_at_flip,
-                "seed": args.seed}
+    settings = map_settings(arch=args.arch, path=args.path,
+                            reference=None if reference is None else tensor_digest(reference), steps=args.steps,
+                            target=None if target is None else explainer.class_names[target],
+                            all_targets=args.all_targets, target_by=target_by, saliency=args.saliency,
+                            smoothing=args.smoothing, stop_at_flip=args.stop_at_flip, seed=args.seed)
     inputs = {"reference": None if args.reference is None else os.path.abspath(args.reference)}
     with warn_stale_files(args.out, kept := set()):
         result = explain_files(explainer, sources, args.out, settings=settings, inputs=inputs,

@@ -285,6 +285,7 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
     from caex.data.preview import sample_grid_indices
     from caex.explain import Explainer
     from caex.explain.captions import flip_words
+    from caex.explain.files import map_settings, with_models
     from caex.explain.render import save_explanation
     from caex.utils.provenance import models_record, run_record
 
@@ -295,7 +296,11 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
     images = bundle.test.images[rows]
     explainer = Explainer(artefacts.cae, artefacts.classifier, seed=seed)
     explanation = explainer.explain(images, steps=steps)
-    provenance = run_record(explainer.device, **models_record(artefacts.cae, artefacts.classifier))
+    models = models_record(artefacts.cae, artefacts.classifier)
+    provenance = run_record(explainer.device, **models)
+    # recorded as caex explain records its own, so a script reads either
+    settings = with_models(map_settings(path=explanation.path, steps=steps, seed=seed, smoothing=explainer.smoothing),
+                           models)
     examples = []
     for i in progress(range(len(rows)), desc="rendering explanations", unit="img", enabled=verbose):
         label, prediction, target = (int(bundle.test.labels[rows[i]]), int(explanation.prediction[i]),
@@ -304,8 +309,8 @@ def explain_examples(artefacts: DemoArtefacts, folder: Path, *, per_class: int, 
         stem = f"{i:02d}_{names[label]}"
         title = (f"{names[label]} (classified {names[prediction]}) towards {names[target]}: "
                  + (flip_words(flip) if flip >= 0 else "never flips"))
-        save_explanation(explanation, i, images[i], folder, stem, bundle.test.sources[rows[i]], title=title,
-                         provenance=provenance)
+        save_explanation(explanation, i, images[i], folder, stem, bundle.test.sources[rows[i]], settings,
+                         title=title, provenance=provenance)
         examples.append({"test_index": rows[i], "source": bundle.test.sources[rows[i]], "label": names[label],
                          "prediction": names[prediction], "target": names[target], "flip_step": flip,
                          "title": title, "stem": stem})

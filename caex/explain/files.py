@@ -36,6 +36,25 @@ class FilesResult:
     kept: set[str] = field(default_factory=set)        # the files of those earlier explanations
 
 
+def map_settings(*, path: str, steps: int, seed: int, smoothing: float, saliency: str = "weighted",
+                 stop_at_flip: bool = True, target: str | None = None, all_targets: bool = False,
+                 target_by: str = "probability", reference: str | None = None, arch: str | None = None
+                 ) -> dict[str, Any]:
+    """How an explanation's maps are made, as its summary records them (``settings``) and ``--skip-done`` compares
+    them: ``caex explain``'s options by name (``reference``: the reference image's digest; ``target``: the class
+    asked for by name; ``arch``: the classifier architecture given with its weights), the demo's alike."""
+    return {"arch": arch, "path": path, "reference": reference, "steps": steps, "target": target,
+            "all_targets": all_targets, "target_by": None if target is not None or all_targets else target_by,
+            "saliency": saliency, "smoothing": smoothing, "stop_at_flip": stop_at_flip, "seed": seed}
+
+
+def with_models(settings: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the models that made the maps by content (:func:`caex.utils.provenance.models_record`):
+    a path says nothing of a model retrained in place."""
+    return {"cae": models["cae"]["digest"],
+            "classifier": models["classifier"]["digest"] or models["classifier"]["source"], **settings}
+
+
 def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, *,
                   settings: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
@@ -64,9 +83,8 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
                            "from an earlier run's")
     out = Path(out_dir)
     models = models_record(explainer.cae, explainer.classifier)
-    if settings is not None:  # the models by content: a path says nothing of a model retrained in place
-        settings = {"cae": models["cae"]["digest"],
-                    "classifier": models["classifier"]["digest"] or models["classifier"]["source"], **settings}
+    if settings is not None:
+        settings = with_models(settings, models)
     provenance = json_safe(run_record(explainer.device, **models, **(inputs or {})))
     # absolute, so that a rerun from another folder, or with the inputs typed otherwise, finds its finished files
     sources = [Path(os.path.abspath(path)) for path in

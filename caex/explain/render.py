@@ -155,7 +155,7 @@ def save_explanation(explanation: Explanation, index: int, image: torch.Tensor, 
                      stem: str, source: str, settings: dict[str, Any] | None = None,
                      title: str | None = None, gif: bool = True,
                      provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write exemplar ``index``'s overlay PNG (on its input ``image``), raw map ``.npy``, strip, GIF (unless not
+    """Write exemplar ``index``'s overlay PNG (on its input ``image``), map ``.npy`` (in [0, 1]), strip, GIF (unless not
     ``gif``: it is most of the bytes, 140 of 163 KB at 28 px) and JSON.
 
     Files are named ``<stem>_saliency.png``, ``<stem>_saliency.npy``,
