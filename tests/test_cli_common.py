@@ -4,6 +4,7 @@ trained on another split of the data."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shlex
@@ -515,3 +516,12 @@ def test_a_name_read_under_an_ascii_locale_is_written_back_as_its_own_bytes(tmp_
     raised UnicodeEncodeError after every method had run."""
     atomic_write_text(tmp_path / "results.md", "data `d\udcc3\udca4t\udcc3\udca4`\n")
     assert (tmp_path / "results.md").read_text(encoding="utf-8") == "data `dätä`\n"
+
+
+def test_json_files_hold_other_alphabets_as_themselves(tmp_path: Path) -> None:
+    """A class named "über" was written "\\u00fcber", which grep über did not find; NaN is still null."""
+    from caex.utils.io import read_json, write_json
+
+    write_json(tmp_path / "summary.json", {"class_names": ["über", "İstanbul"], "share": math.nan})
+    assert '"über"' in (tmp_path / "summary.json").read_text(encoding="utf-8")
+    assert read_json(tmp_path / "summary.json") == {"class_names": ["über", "İstanbul"], "share": None}

@@ -61,8 +61,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """``obj`` as JSON, non-finite floats as ``null`` (see :func:`json_safe`)."""
-    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    """``obj`` as JSON, non-finite floats as ``null`` (see :func:`json_safe`), other alphabets as themselves: a
+    class named "über" was written ``"\u00fcber"``, which ``grep über`` did not find."""
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False,
+                                              ensure_ascii=False) + "\n")
 
 
 def json_safe(obj: Any) -> Any:
