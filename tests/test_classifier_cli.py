@@ -196,7 +196,8 @@ def test_a_warning_turned_error_stops_train_classifier_after_the_bundle_is_saved
     import caex.classifier.train as training
     from caex.utils.warn import warn
 
-    monkeypatch.setattr(training, "_warn_if_near_chance", lambda arch, *_: warn(f"{arch}: near chance"))
+    monkeypatch.setattr(training, "_warn_if_near_chance",
+                        lambda arch, *_: warn(f"{arch}: near chance", training.NearChanceWarning))
     out = tmp_path / "clf"
     with warnings.catch_warnings():
         warnings.simplefilter("error")

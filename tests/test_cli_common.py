@@ -525,3 +525,36 @@ def test_json_files_hold_other_alphabets_as_themselves(tmp_path: Path) -> None:
     write_json(tmp_path / "summary.json", {"class_names": ["über", "İstanbul"], "share": math.nan})
     assert '"über"' in (tmp_path / "summary.json").read_text(encoding="utf-8")
     assert read_json(tmp_path / "summary.json") == {"class_names": ["über", "İstanbul"], "share": None}
+
+
+def test_deferred_warnings_come_once_after_the_block_and_are_not_lost_when_it_fails() -> None:
+    """The first version held every warning: one from a loop came once per pass, module filters stopped matching
+    (and an explicit module=None made the re-emitted warning ignore an "error" filter), and a block that failed
+    lost what it had warned."""
+    import caex
+    from caex.utils.warn import _module_name, warn, warnings_deferred
+
+    class Held(UserWarning):
+        pass
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        with warnings_deferred(Held):
+            for _ in range(3):
+                warn("near chance", Held)
+            warn("other", UserWarning)  # not held: shown as it comes, before the held one
+            assert [str(w.message) for w in caught] == ["other"]
+    assert [str(w.message) for w in caught] == ["other", "near chance"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(Held, match="near chance"), warnings_deferred(Held):
+            warn("near chance", Held)  # an error after the block, as the caller's filter says
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(KeyError):
+        warnings.simplefilter("error")
+        with warnings_deferred(Held):
+            warn("said before the failure", Held)
+            raise KeyError("boom")
+    assert [str(w.message) for w in caught] == ["said before the failure"]  # shown, not lost
+    package = Path(caex.__file__).parent
+    assert _module_name(str(package / "classifier" / "train.py")) == "caex.classifier.train"
+    assert _module_name(str(package / "__init__.py")) == "caex" and _module_name("<stdin>") is None

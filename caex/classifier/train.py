@@ -109,6 +109,10 @@ def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) ->
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.25)
 
 
+class NearChanceWarning(UserWarning):
+    """A trained classifier does little better than chance, or never recognises a class its test split holds."""
+
+
 def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Tensor, class_names: list[str],
                          epochs: int) -> None:
     """Warn when the network does little better than chance on the classes the test split holds, or never
@@ -130,10 +134,10 @@ def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Ten
         also = f"; it {blind}" if never else ""
         warn(f"{arch}: balanced test accuracy {balanced:.3f} (the mean of the per-class recalls) is near chance "
              f"({chance:.3f} for {classes} classes){also}; it learned little in {epochs} epoch(s): train longer "
-             "(epochs=, --epochs) or on more images before explaining it")
+             "(epochs=, --epochs) or on more images before explaining it", NearChanceWarning)
     elif never:
         warn(f"{arch}: {blind} (recall 0, which the overall accuracy hides); explanations of that class explain a "
-             "model that never names it")
+             "model that never names it", NearChanceWarning)
 
 
 #: Steps between reads of the running loss (the finite check and the progress bar): each read waits for the GPU.

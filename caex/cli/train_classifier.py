@@ -46,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from caex.classifier import save_bundle, train_classifier
     from caex.classifier.bundle import check_onnx_export
+    from caex.classifier.train import NearChanceWarning
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
     from caex.cli.common import check_output_folder, load_data_from_args, model_folder_kind
     from caex.errors import CaexError
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         data = load_data_from_args(args)
         print(f"data {data.spec!r}: {len(data.train)} train / {len(data.test)} test images, "
               f"{data.num_classes} classes, {data.channels}x{data.image_size}x{data.image_size}", file=sys.stderr)
-        with warnings_deferred():  # "near chance" turned into an error must not lose the trained network
+        with warnings_deferred(NearChanceWarning):  # turned into an error, it must not lose the network
             net, metrics = train_classifier(data, arch=args.arch, epochs=args.epochs,
                                             batch_size=batch_size, lr=args.lr, seed=args.seed,
                                             device=device, verbose=True, augment=args.augment)

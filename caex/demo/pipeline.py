@@ -40,7 +40,6 @@ from caex.evaluation.runner import method_name
 from caex.utils import atomic_write_bytes, progress, read_json, resolve_device, write_json
 from caex.utils.io import folder_lock
 from caex.utils.numbers import fixed
-from caex.utils.warn import warnings_deferred
 
 DATASET_FILE = "dataset.safetensors"
 
@@ -172,11 +171,10 @@ def _classifier_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts,
         from caex.classifier import save_bundle, train_classifier
 
         bundle = artefacts.bundle
-        with warnings_deferred():  # "near chance" turned into an error must not lose the trained network
-            net, metrics = train_classifier(bundle, arch=settings.arch, epochs=settings.epochs, seed=seed,
-                                            device=artefacts.device, verbose=verbose)
-            save_bundle(net, folder, class_names=bundle.class_names, image_size=bundle.image_size,
-                        metrics=metrics, data_spec=bundle.spec, data_seed=bundle.seed)
+        net, metrics = train_classifier(bundle, arch=settings.arch, epochs=settings.epochs, seed=seed,
+                                        device=artefacts.device, verbose=verbose)
+        save_bundle(net, folder, class_names=bundle.class_names, image_size=bundle.image_size,
+                    metrics=metrics, data_spec=bundle.spec, data_seed=bundle.seed)
         return {"test_accuracy": metrics.test_accuracy}
 
     epochs = "default epochs" if settings.epochs is None else f"{settings.epochs} epoch{'s' * (settings.epochs != 1)}"

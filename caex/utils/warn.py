@@ -33,13 +33,38 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
 
 
 @contextlib.contextmanager
-def warnings_deferred() -> Iterator[None]:
-    """Hold back the warnings of the block and give them after it, under the caller's filters: a warning turned
-    into an error (``PYTHONWARNINGS=error``, pytest's ``filterwarnings = error``) stopped a training run before its
-    network was saved, where the block ends with saving it."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # every one is kept; the caller's filters judge them after the block
-        yield
-    for caught_warning in caught:
-        warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
-                               caught_warning.lineno, source=caught_warning.source)
+def warnings_deferred(category: type[Warning]) -> Iterator[None]:
+    """Hold back the block's warnings of ``category`` and give them after it, under the caller's filters: one
+    turned into an error (``PYTHONWARNINGS=error``, pytest's ``filterwarnings = error``) stopped a training run
+    before its network was saved, where the block ends by saving it. Should the block fail, they are shown as
+    they are, not lost; warnings of other categories pass as usual."""
+    held: dict[tuple[str, type[Warning], str, int], Warning | str] = {}  # once each, as a "default" filter would
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def hold(message, kind, filename, lineno, file=None, line=None):  # warnings.showwarning's signature
+            if issubclass(kind, category):
+                held.setdefault((str(message), kind, filename, lineno), message)
+            else:
+                shown(message, kind, filename, lineno, file, line)
+
+        warnings.filterwarnings("always", category=category)  # every one reaches hold(); filters judge them after
+        warnings.showwarning = hold
+        try:
+            yield
+        except BaseException:
+            for (_, kind, filename, lineno), message in held.items():
+                shown(message, kind, filename, lineno)
+            raise
+    for (_, kind, filename, lineno), message in held.items():
+        module = _module_name(filename)  # an explicit None, unlike none given, made the C version ignore filters
+        warnings.warn_explicit(message, kind, filename, lineno, **({} if module is None else {"module": module}))
+
+
+def _module_name(filename: str) -> str | None:
+    """``caex.classifier.train`` for that file: a filter by module (``-W ignore:::caex.classifier.train``) that
+    matched the warning as given matches it re-emitted."""
+    if not filename.startswith(_PACKAGE) or not filename.endswith(".py"):
+        return None
+    parts = ["caex", *Path(filename[len(_PACKAGE):-3]).parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
