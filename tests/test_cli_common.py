@@ -93,6 +93,8 @@ def test_a_path_typed_another_way_is_the_same_data_for_the_split_check(tmp_path:
     for typed in ("fold/", "./fold", str(tmp_path / "fold"), "sub/../fold"):
         assert same_data_spec("fold", typed), typed
     assert not same_data_spec("fold", "other") and not same_data_spec("synthetic", "synthetic:classes=2")
+    # a project copied elsewhere: the model's absolute record names the folder it was trained on there
+    assert same_data_spec("/old/machine/projects/fold", "fold") and not same_data_spec("/old/fold", "mnist:4,9")
     assert not same_data_spec(None, "fold") and same_data_spec("synthetic", "synthetic")
 
 

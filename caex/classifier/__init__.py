@@ -5,7 +5,7 @@ from caex.classifier.arch import (ARCHITECTURES, Architecture, ClassifierNet, Sm
 from caex.classifier.base import Classifier, require_classifier
 from caex.classifier.bundle import ClassifierInfo, save_bundle
 from caex.classifier.loaders import OnnxClassifier, TorchClassifier, check_compatible, load_classifier
-from caex.classifier.train import TrainMetrics, train_classifier
+from caex.classifier.train import NearChanceWarning, TrainMetrics, train_classifier
 
 __all__ = [
     "ARCHITECTURES",
@@ -13,6 +13,7 @@ __all__ = [
     "Classifier",
     "ClassifierInfo",
     "ClassifierNet",
+    "NearChanceWarning",
     "OnnxClassifier",
     "SmallCNN",
     "TorchClassifier",

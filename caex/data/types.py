@@ -180,11 +180,15 @@ class ImageSet(Dataset):
 
 
 def same_data_spec(first: str | None, second: str | None) -> bool:
-    """Whether two DATA specs name the same data: equal, or paths to the same file or folder however typed
-    (``fold``, ``fold/``, ``./fold``, its absolute path; relative ones taken from the current folder)."""
+    """Whether two DATA specs may name the same data: equal, paths to the same file or folder however typed
+    (``fold``, ``fold/``, ``./fold``, its absolute path; relative ones taken from the current folder), or paths
+    whose last part is the same: models record a folder by its absolute path, which a project copied to another
+    machine no longer matches, and the split-seed warning this serves went silent there. A warning shows both."""
     if first is None or second is None:
         return False
-    return first == second or absolute_path(first) == absolute_path(second)
+    first_path, second_path = absolute_path(first), absolute_path(second)
+    return first == second or first_path == second_path or (
+        ":" not in first + second and os.path.basename(first_path) == os.path.basename(second_path))
 
 
 def absolute_path(spec: str) -> str:
