@@ -713,3 +713,21 @@ def test_two_class_folders_named_alike_in_two_unicode_forms_are_refused(make_ima
     with pytest.raises(DataError, match=re.escape(f"{root}: class name 'café' is given twice in class_names (as "
                                                   r"'cafe\u0301' and 'caf\xe9', two Unicode forms of one name)")):
         load_dataset(str(root), size=16)
+
+
+def test_class_folders_named_in_utf8_read_the_same_under_an_ascii_locale(tmp_path: Path) -> None:
+    """Under LC_ALL=C with UTF-8 mode off, "naïve" reached caex as "na\\udcc3\\udcafve": `caex data show` died
+    drawing it, and a classifier trained in a UTF-8 shell named its classes otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    for name in ("naïve", "b"):
+        (tmp_path / name).mkdir()
+        for index in range(2):
+            Image.fromarray(np.full((8, 8), 60 * index, dtype=np.uint8)).save(tmp_path / name / f"{index}.png")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    script = (f"import sys; from caex.data import load_dataset; assert sys.getfilesystemencoding() == 'ascii'; "
+              f"print(ascii(load_dataset({str(tmp_path)!r}, size=8).class_names))")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ascii(["b", "naïve"])

@@ -409,8 +409,16 @@ def _explained_sub_folders(root: Path) -> list[Path]:
 
 
 def _class_folders(root: Path) -> dict[str, Path]:
-    """The class folders of ``root``: a folder of caex explain outputs would be a class of saliency overlays."""
-    return {p.name: p for p in _sub_folders(root) if not holds_explanations(p)}
+    """The class folders of ``root`` by class name: a folder of caex explain outputs would be a class of saliency
+    overlays."""
+    return {_class_name(p): p for p in _sub_folders(root) if not holds_explanations(p)}
+
+
+def _class_name(folder: Path) -> str:
+    """A class folder's name as text: under an ASCII locale Python hands its other bytes over as surrogates
+    (``na\\udcc3\\udcafve``), which no figure could draw and which named the classes otherwise than a model trained
+    elsewhere; they are read as the UTF-8 they almost always are."""
+    return os.fsencode(folder.name).decode("utf-8", "replace")
 
 
 def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool,
