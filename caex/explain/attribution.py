@@ -526,9 +526,10 @@ class ExplainerAttributor(Attributor):
         return self.explainer.saliency(inputs, path=self.path, steps=self.steps, **request).to(inputs.device)
 
     def _mean_over_other_classes(self, inputs: torch.Tensor, leaving: torch.Tensor) -> torch.Tensor:
-        """The normalised mean of each image's maps toward every class but ``leaving`` that a path can reach (one
-        encoding each; see :meth:`Explainer.target_count`). The ranking only orders them, so by code where the CAE
-        has centroids (no classifier pass)."""
+        """The normalised mean of each image's maps toward the classes other than ``leaving`` that a path can reach
+        (one encoding each): :meth:`Explainer.target_count` of them, all of them but for an image leaving a class
+        the CAE has no codes of, which drops its last. The ranking only orders them, so by code where the CAE has
+        centroids (no classifier pass)."""
         by = "code" if self._has_centroids else "probability"
         return normalise_maps(self._maps(inputs, leaving=leaving, all_targets=True, target_by=by).sum(dim=1))
 

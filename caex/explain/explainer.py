@@ -383,8 +383,11 @@ class Explainer:
         if present.all() or width == 0:  # width 0: nothing to head for, which _require_codes names
             return ranked
         absent = [name for name, seen in zip(self.class_names, present.tolist(), strict=True) if not seen]
+        cut = bool(present[ranked].all(dim=1).any())  # an image leaving such a class could head for one more
         warn(f"the CAE stored no training codes of class(es) {', '.join(absent)} (its training data had no "
-             "images of them): no default path heads there")
+             "images of them): no default path heads there" + (
+                 f"; an image of {'them' if len(absent) > 1 else 'it'} is explained toward its best {width} "
+                 "other class(es), as many as every other image, not all it could reach" if cut else ""))
         reachable_first = (~present[ranked]).to(torch.uint8).argsort(dim=1, stable=True)  # each row's order kept
         return ranked.gather(1, reachable_first)[:, :width]
 
