@@ -73,7 +73,8 @@ def test_a_resume_killed_in_its_final_save_leaves_no_summary_of_the_earlier_mode
             train_cae(data, config, longer, run, resume=True)
     assert (run / "config.json").is_file() and load_checkpoint(run / CHECKPOINT_FILE).iteration == 4
     assert not (run / "summary.json").exists()
-    assert UNFINISHED in training_section(ReportSources.from_run(run)).render()
+    assert (f"the training summary ({run / 'summary.json'} not found): the final save of the run was cut short "
+            "(`caex train --resume` finishes it)") in training_section(ReportSources.from_run(run)).render()
     train_cae(data, config, longer, run, resume=True)  # finishes the save
     summary = json.loads((run / "summary.json").read_text())
     assert summary["iters"] == 4 and summary["trained_iters"] == 0
@@ -99,7 +100,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_though_reported(tmp_p
                                          r"again"):
         train_cae(_data(), config, train_config, run, resume=True)
     assert json.loads((run / "summary.json").read_text())["iters"] == 2
-    assert (run / REPORT_FILE).is_file() == reported
+    assert not (run / REPORT_FILE).exists()  # it described the killed run: gone with its logs and grids
     (tmp_path / "other").mkdir()  # any other file still makes the folder no run's
     (tmp_path / "other" / "log.jsonl").write_text("{}")
     (tmp_path / "other" / "notes.html").write_text("<p>mine</p>")
@@ -122,11 +123,12 @@ def test_the_report_of_a_run_without_a_finished_model_says_so(tmp_path) -> None:
     """A run still training or killed got a training section with curves and a grid and simply no table."""
     run = _started_run(tmp_path / "run")
     text = build_report(run).read_text(encoding="utf-8")
-    assert (f"{UNFINISHED} ({run / 'config.json'}, {run / 'summary.json'} not found): the run is still training or "
+    assert (f"{UNFINISHED} ({run / 'config.json'} not found): the run is still training or "
             "was stopped (`caex train --resume` continues it)") in text
-    (run / "config.json").write_text("{}")  # the model saved, its summary not yet
+    (run / "config.json").write_text("{}")  # a model saved by CAE.save, which writes no summary: no resume advice
     section = training_section(ReportSources.from_run(run)).render()
-    assert f"{UNFINISHED} ({run / 'summary.json'} not found)" in section
+    assert f"the training summary ({run / 'summary.json'} not found; CAE.save writes none)" in section
+    assert UNFINISHED not in section and "--resume" not in section
     (run / "summary.json").write_text(json.dumps({"iters": 5, "seconds": 2.0, "recon_l1": 0.1}))
     section = training_section(ReportSources.from_run(run)).render()
     assert UNFINISHED not in section and "5 iterations in 2 s" in section

@@ -35,6 +35,7 @@ from caex.model.cae import CONFIG_FILE as CAE_CONFIG_FILE
 from caex.report import readings
 from caex.report.schema import Schema, conform
 from caex.report.template import PAGE, STYLE
+from caex.training.checkpoint import CHECKPOINT_FILE
 from caex.training.trainer import SAMPLE_CLASSES, SUMMARY_FILE
 from caex.utils import atomic_write_text
 from caex.utils.numbers import MISSING, fixed
@@ -493,21 +494,22 @@ def training_section(sources: ReportSources) -> Section:
     return section
 
 
-#: The files of a finished CAE run: the bundle's config.json (written last by the model's save) and summary.json.
-FINISHED_RUN_FILES = (CAE_CONFIG_FILE, SUMMARY_FILE)
-
-
 def _unfinished_model(sources: ReportSources) -> str | None:
-    """What says that a CAE run folder holds no finished model yet (a run still training, or stopped: its log and
-    grids alone read like a finished run's), with how to continue it; ``None`` where it does. A demo's stages say
-    so in the overview (``stage.json``)."""
+    """What says that a CAE run folder holds no finished model (a run still training, or stopped: its log and grids
+    alone read like a finished run's), with how to continue it, or that a finished one has no training summary (a
+    CAE saved with ``CAE.save``, which writes none); ``None`` where both are there. A demo's stages say so in the
+    overview (``stage.json``)."""
     if sources.cae is None or sources.cae != sources.root:
         return None
-    absent = [_where(sources.cae, name) for name in FINISHED_RUN_FILES if not (sources.cae / name).is_file()]
-    if not absent:
+    if not (sources.cae / CAE_CONFIG_FILE).is_file():  # written last by the model's save
+        return (f"no finished model yet ({_where(sources.cae, CAE_CONFIG_FILE)} not found): the run is still "
+                "training or was stopped (`caex train --resume` continues it)")
+    if (sources.cae / SUMMARY_FILE).is_file():
         return None
-    return (f"no finished model yet ({', '.join(absent)} not found): the run is still training or was stopped "
-            "(`caex train --resume` continues it)")
+    if (sources.cae / CHECKPOINT_FILE).is_file():  # a training run whose final save was cut short
+        return (f"the training summary ({_where(sources.cae, SUMMARY_FILE)} not found): the final save of the run was "
+                "cut short (`caex train --resume` finishes it)")
+    return f"the training summary ({_where(sources.cae, SUMMARY_FILE)} not found; CAE.save writes none)"
 
 
 def _swap_overall(summary: dict[str, Any]) -> float | None:

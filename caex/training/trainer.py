@@ -929,8 +929,12 @@ def _has_files(run_dir: Path) -> bool:
 
 def _clear_previous_run(run_dir: Path) -> None:
     """Delete a previous run's results, config.json first: without it the folder no longer reads as a finished
-    CAE run, so a forced run that dies early cannot leave the old model looking like its result."""
-    for name in (CAE_CONFIG_FILE, CAE_WEIGHTS_FILE, CAE_CODES_FILE, CHECKPOINT_FILE, LOG_JSONL, LOG_CSV, SUMMARY_FILE):
+    CAE run, so a forced run that dies early cannot leave the old model looking like its result. Its report goes
+    too, which would describe the run this one replaces."""
+    from caex.report.html import REPORT_FILE  # here: the report module imports this one
+
+    for name in (CAE_CONFIG_FILE, CAE_WEIGHTS_FILE, CAE_CODES_FILE, CHECKPOINT_FILE, LOG_JSONL, LOG_CSV, SUMMARY_FILE,
+                 REPORT_FILE):
         (run_dir / name).unlink(missing_ok=True)
     for folder in (SAMPLES_FOLDER, TENSORBOARD_FOLDER):
         shutil.rmtree(run_dir / folder, ignore_errors=True)
