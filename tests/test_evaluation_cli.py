@@ -128,6 +128,12 @@ def test_baselines_only_run_writes_every_output(tmp_path, capsys):
     assert code == 2 and "| gradcam | skipped" in printed.out and "| random | " in printed.out  # always added
     assert printed.err.strip().endswith("caex evaluate: error: every method was skipped (see the table's reasons); "
                                         "nothing was evaluated")
+    # sizes checked against the loaded images are named by their flags, not the metric's fields (patch=64: ...)
+    for extra, message in ((["--patch", "64"], "--patch 64: larger than the 16x16 images"),
+                           (["--n-patches", "5000"], "--n-patches 5000: more than the 256 pixels")):
+        code = main(["evaluate", "none", str(tmp_path / "tiny.npz"), "--classifier", str(tmp_path / "clf"),
+                     "--methods", "random", "--device", "cpu", "--out", str(tmp_path / "sized"), *extra])
+        assert code == 2 and capsys.readouterr().err.splitlines()[-1].startswith(f"caex evaluate: error: {message}")
 
 
 def test_files_an_evaluation_did_not_write_are_warned_about_once(tmp_path):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from caex.classifier import Classifier
     from caex.data import DataBundle
+    from caex.errors import CaexError
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -155,6 +156,23 @@ def load_classifier_from_args(args: argparse.Namespace, *, image_size: int, chan
     from caex.classifier import load_classifier
 
     return load_classifier(args.classifier, arch=args.arch, device=device, probe_shape=(image_size, channels))
+
+
+@contextmanager
+def named_by_flags(flags: dict[str, str], *errors: type[CaexError]) -> Iterator[None]:
+    """``errors`` raised in the library's words (``CAEConfig.n_res=0: ...``, ``max_shift=32: ...``,
+    ``patch=64: ...``) in the words the user typed (``--model n_res=0: ...``, ``--max-shift 32: ...``); ``flags``
+    maps each field prefix of a setting the user gave to its flag, so a setting that came from the preset or the
+    data keeps its own name; a message that names the flag already (``dc='classifier' (--dc classifier) needs
+    ...``) is left as it is."""
+    try:
+        yield
+    except errors as exc:
+        message = str(exc)
+        prefix = next((prefix for prefix in flags if message.startswith(prefix)), None)
+        if prefix is None or f"{flags[prefix].split()[0]} " in message:
+            raise
+        raise type(exc)(flags[prefix] + message.removeprefix(prefix)) from exc
 
 
 def check_output_folder(out: str, data: str | None = None, *, is_file: bool = False,

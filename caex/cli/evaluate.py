@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument, add_seed_argument,
-                             add_threads_argument, at_least, image_share, user_path)
-from caex.errors import CaexError
+                             add_threads_argument, at_least, image_share, named_by_flags, user_path)
+from caex.errors import CaexError, EvaluationError
 
 DESCRIPTION = """\
 Measure how faithful each saliency method is to the classifier (the paper's
@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     method_options = {name: dict(cae_options) for name in methods if is_cae_method(name)}
     for name, options in given.items():  # a cae method's --method-option overrides its --cae-* settings
         method_options.setdefault(name, {}).update(options)
-    with warn_stale_files(args.out):
+    # the metric's sizes are checked against the images once they are loaded, in its fields' names
+    sizes = {"patch=": "--patch ", **({"n_patches=": "--n-patches "} if args.n_patches is not None else {})}
+    with warn_stale_files(args.out), named_by_flags(sizes, EvaluationError):
         results = evaluate(cae, classifier, data, methods=methods, n_images=args.n_images, seed=args.seed,
                            out_dir=args.out, batch_size=args.batch_size, metric=metric,
                            method_options=method_options,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
-                             add_threads_argument, at_least, number, positive_finite, seed_number, user_path,
-                             with_examples)
+                             add_threads_argument, at_least, named_by_flags, number, positive_finite, seed_number,
+                             user_path, with_examples)
 from caex.errors import CaexError, ModelError, TrainingError
 
 if TYPE_CHECKING:
@@ -147,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     given = _given_settings(args)
     flags = ({f"CAEConfig.{name}=": f"--model {name}=" for name in model_overrides}
              | {f"{name}=": f"--{name.replace('_', '-')} " for name in given})
-    with _named_by_flags(flags):
+    with named_by_flags(flags, ModelError, TrainingError):
         train_config = _train_config(args, saved, loss_overrides, given)
         config = _networks(args, bundle, model_overrides)
         train_cae(bundle, config, train_config, args.out, classifier=classifier, resume=args.resume,
@@ -185,22 +183,6 @@ def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str,
             return saved
     return CAEConfig.preset(args.preset or DEFAULT_PRESET, image_size=bundle.image_size, channels=bundle.channels,
                             num_classes=bundle.num_classes, **overrides)
-
-
-@contextlib.contextmanager
-def _named_by_flags(flags: dict[str, str]) -> Iterator[None]:
-    """A setting refused in the library's words (``CAEConfig.n_res=0: ...``, ``max_shift=32: ...``) in the words the
-    user typed (``--model n_res=0: ...``, ``--max-shift 32: ...``); ``flags`` maps each field prefix of a setting
-    the user gave to its flag, so a setting that came from the preset or the data keeps its own name; a message
-    that names the flag already (``dc='classifier' (--dc classifier) needs ...``) is left as it is."""
-    try:
-        yield
-    except (ModelError, TrainingError) as exc:
-        message = str(exc)
-        prefix = next((prefix for prefix in flags if message.startswith(prefix)), None)
-        if prefix is None or f"{flags[prefix].split()[0]} " in message:
-            raise
-        raise type(exc)(flags[prefix] + message.removeprefix(prefix)) from exc
 
 
 def _checkpoint_networks(out: str, overrides: dict[str, object]) -> CAEConfig | None:
