@@ -79,7 +79,8 @@ TINY_DATA = "synthetic:classes=2,per_class=4,size=32"
     ("train", ["--model", "width=0"], "--model width=0: must be a whole number, at least 1"),
     ("train", ["--max-shift", "32"], "--max-shift 32: must be smaller than the 32px images"),
     ("train", ["--critic-noise", "0.1", "--dc", "discriminator"],
-     "--critic-noise 0.1 noises what the classifier critic sees; it needs dc='classifier' (got 'discriminator')"),
+     "--critic-noise 0.1 noises what the classifier critic sees; it needs dc='classifier' (--dc classifier, with "
+     "--classifier CLF; got 'discriminator')"),
 ])
 def test_a_value_out_of_range_is_named_by_its_flag(capsys, tmp_path: Path, command: str, extra: list[str],
                                                    expected: str) -> None:

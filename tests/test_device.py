@@ -23,6 +23,12 @@ def test_a_torch_device_object_is_validated_like_a_name(monkeypatch) -> None:
     with pytest.raises(CaexError, match=r"^device 'cuda': CUDA is not available on this machine "
                                         r"\(CUDA_VISIBLE_DEVICES='' is set, which can hide its GPUs\)$"):
         resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # GPU 1 of the node is cuda:0 in the job
+    with pytest.raises(CaexError, match=r"^device 'cuda:1': this machine has 1 CUDA device\(s\) "
+                                        r"\(CUDA_VISIBLE_DEVICES='1' is set, which can hide its GPUs\)$"):
+        resolve_device("cuda:1")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(CaexError, match=r"^device 'warp': not a device name"):
         resolve_device("warp")

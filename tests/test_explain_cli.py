@@ -188,10 +188,12 @@ def test_bad_target_names_the_value(workspace: Path, capsys: pytest.CaptureFixtu
     assert "target 'zebra': not a class" in capsys.readouterr().err
     assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--smoothing", "-1",
                    "--out", str(workspace / "never")) == 2
-    assert "argument --smoothing: must be 0 (off) or a positive sigma in pixels, got -1" in capsys.readouterr().err
+    assert ("argument --smoothing: must be 0 (off) or a positive finite sigma in pixels, got -1"
+            in capsys.readouterr().err)
     assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--smoothing", "nan",
                    "--out", str(workspace / "never")) == 2
-    assert "argument --smoothing: must be 0 (off) or a positive sigma in pixels, got nan" in capsys.readouterr().err
+    assert ("argument --smoothing: must be 0 (off) or a positive finite sigma in pixels, got nan"
+            in capsys.readouterr().err)
     for other in (["--all-targets"], ["--target-by", "code"]):
         assert run_cli(workspace, str(workspace / "imgs" / "rgb.png"), "--target", "other", *other,
                        "--out", str(workspace / "never")) == 2

@@ -4,6 +4,7 @@ result of other settings or another model; a file system without ``flock`` still
 from __future__ import annotations
 
 import errno
+import os
 import fcntl
 import json
 import re
@@ -159,6 +160,11 @@ def test_a_file_system_without_flock_runs_the_job_unguarded_with_a_warning(tmp_p
         with folder_lock(tmp_path / "strict" / "out", "caex explain"):
             pytest.fail("ran though its warning is an error")
     assert not (tmp_path / "strict").exists()
+    stale = folder / ".codes.csv.abcd1234.tmp"  # a killed job's temporary file: removed unguarded too
+    stale.write_text("half")
+    os.utime(stale, (0, 0))
+    with pytest.warns(UserWarning, match="not guarded"), folder_lock(folder, "caex explain"):
+        assert not stale.exists()
 
 
 def test_another_flock_error_still_fails_and_leaves_nothing_behind(tmp_path, monkeypatch) -> None:

@@ -106,7 +106,7 @@ positive_finite = number("a positive finite number", lambda value: 0 < value < m
 #: A share of the image (``--share``): 0 selects nothing, and 5 or 10, read as a percentage, the whole image.
 image_share = number("in (0, 1]", lambda value: 0 < value <= 1)
 #: A Gaussian blur's sigma in pixels (``--smoothing``).
-blur_sigma = number("0 (off) or a positive sigma in pixels", lambda value: 0 <= value < math.inf)
+blur_sigma = number("0 (off) or a positive finite sigma in pixels", lambda value: 0 <= value < math.inf)
 
 
 def seed_number(text: str) -> int:

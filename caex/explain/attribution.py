@@ -34,7 +34,7 @@ from caex.explain.targets import RANK_BY
 from caex.utils.checks import (check_counts, check_positive_finite, check_registry_name, check_seed, check_share,
                                is_whole_number)
 from caex.utils.rows import nonfinite_rows
-from caex.utils.seed import keyed_generator, tensor_digest
+from caex.utils.seed import keyed_generator, values_crc32
 
 #: The keys beside the seed and the image of the random map's and LIME's draws (see :meth:`Attributor.generator_for`).
 RANDOM_MAP_STREAM = 1
@@ -116,7 +116,7 @@ class Attributor:
         """A private generator for the draws of one ``image``, keyed on the seed, the method's ``stream`` and the
         image's values: one stream per attributor, advanced across calls, gave an image another map beside other
         images, in another order or in a later call."""
-        return keyed_generator(self.seed, stream, tensor_digest(image))
+        return keyed_generator(self.seed, stream, values_crc32(image))
 
     def _example(self) -> torch.Tensor | None:
         """A blank batch of one image of the classifier's shape, where known (to trace which layers run)."""

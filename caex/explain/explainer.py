@@ -63,10 +63,10 @@ def check_steps(steps: int, label: str = "steps=") -> None:
     check_path_length(steps, label, ExplainError)
 
 
-def check_smoothing(sigma: float, label: str = "smoothing=") -> None:
-    """A one-line error for a blur that is negative or not finite; ``label`` as in :func:`check_steps`."""
+def check_smoothing(sigma: float) -> None:
+    """A one-line error for a blur that is negative or not finite."""
     if not 0 <= sigma < math.inf:
-        raise ExplainError(f"{label}{sigma}: must be 0 (off) or a positive sigma in pixels")
+        raise ExplainError(f"smoothing={sigma}: must be 0 (off) or a positive finite sigma in pixels")
 
 
 @dataclass

@@ -28,6 +28,7 @@ import numpy as np
 from caex import __version__
 from caex.classifier.bundle import INFO_FILE, ONNX_FILE, bundle_folder
 from caex.data.sources import EXPLAIN_OUTPUTS
+from caex.data.types import same_data_spec
 from caex.errors import CaexError
 from caex.evaluation.runner import method_name, options_text, with_count
 from caex.explain.captions import NO_CLASS, flip_words, overlay_caption, shown_flip
@@ -442,7 +443,8 @@ def classifier_section(sources: ReportSources) -> Section:
         section.parts.append(table_html(["property", "value"], rows, caption="the classifier"))
         data = _data_from_manifold(sources) or {}  # the split it was tested on: its own record, or a summary's
         test_counts = info.get("test_class_counts") or (
-            data.get("class_counts", {}).get("test") if data.get("spec") == info.get("data_spec") else None)
+            data.get("class_counts", {}).get("test") if same_data_spec(data.get("spec"), info.get("data_spec"))
+            else None)
         section.reading(readings.read_accuracy(info.get("test_accuracy", float("nan")),
                                                len(info.get("class_names", [])) or 2, test_counts))
     return section

@@ -191,7 +191,7 @@ class TrainConfig:
             raise TrainingError(f"layout={self.layout!r}: choose one of {', '.join(LAYOUTS)}")
         if self.critic_noise and self.dc == "discriminator":
             raise TrainingError(f"critic_noise={self.critic_noise!r} noises what the classifier critic sees; "
-                                f"it needs dc='classifier' (got {self.dc!r})")
+                                f"it needs dc='classifier' (--dc classifier, with --classifier CLF; got {self.dc!r})")
 
     @classmethod
     def preset(cls, name: str, *, loss: dict[str, float] | None = None, **overrides: Any) -> TrainConfig:

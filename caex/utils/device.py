@@ -35,12 +35,12 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
         raise CaexError(f"device {name!r}: not a device name ({exc})") from None
     name = str(device)
     if device.type == "cuda":
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")  # a job's GPUs, numbered from 0 whatever their index
+        hint = "" if hidden is None else f" (CUDA_VISIBLE_DEVICES={hidden!r} is set, which can hide its GPUs)"
         if not torch.cuda.is_available():
-            hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
-            raise CaexError(f"device {name!r}: CUDA is not available on this machine" + (
-                "" if hidden is None else f" (CUDA_VISIBLE_DEVICES={hidden!r} is set, which can hide its GPUs)"))
+            raise CaexError(f"device {name!r}: CUDA is not available on this machine{hint}")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CaexError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise CaexError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s){hint}")
     elif device.type == "mps":
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
             raise CaexError(f"device {name!r}: MPS is not available on this machine")

@@ -222,7 +222,7 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
             handle.truncate()
             handle.write(f"{owner} (pid {os.getpid()})")
             handle.flush()
-            remove_leftovers(folder)
+        remove_leftovers(folder)  # unguarded too: only files older than a live job's are a killed job's
         yield
     finally:
         if unsupported is None:

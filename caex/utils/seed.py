@@ -58,7 +58,7 @@ def keyed_generator(*key: int) -> torch.Generator:
     return torch_generator(seed & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def tensor_digest(values: torch.Tensor) -> int:
+def values_crc32(values: torch.Tensor) -> int:
     """A 32-bit digest (CRC-32) of a tensor's values as float32, to key draws on the data they are made for: the
     same image then gets the same draws alone, beside others, in any order and in any later call."""
     return zlib.crc32(values.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
