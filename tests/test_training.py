@@ -1170,4 +1170,5 @@ def test_the_training_log_keeps_small_values(tmp_path) -> None:
     logger.log(1, {"lr": 3e-7, "recon": torch.tensor(0.1234567891).item()})
     logger.close()
     assert json.loads((tmp_path / LOG_JSONL).read_text(encoding="utf-8")) == {"iter": 1, "lr": 3e-7, "recon": 0.1234568}
+    assert (tmp_path / "log.csv").read_bytes() == b"iter,lr,recon\n1,3e-07,0.1234568\n"  # LF, as every CSV caex writes
     assert [significant(value) for value in (1 / 3, 123456789.0, 0.30000001192092896)] == [0.3333333, 123456800.0, 0.3]

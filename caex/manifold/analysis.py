@@ -209,7 +209,7 @@ def analyse_manifold(cae: CAE | str | os.PathLike, classifier: Classifier, data:
                        "train_per_class": data.train.class_counts(num_classes),
                        "test_per_class": data.test.class_counts(num_classes),
                        "map_points": len(rows)},
-            "classifier_test_accuracy": float((test.predictions == test.labels).float().mean()),
+            "classifier_test_accuracy": int((test.predictions == test.labels).sum()) / len(test.labels),  # exact
             "separability": separability,
             "swap": {"matrix": success.tolist(), "pairs": counts.tolist(), "mean": _reduce(success, np.mean),
                      "min": _reduce(success, np.min), "pairs_per_class_pair": swap_pairs},

@@ -67,7 +67,7 @@ class RunLogger:
             return
         columns = list(dict.fromkeys(key for record in self.records for key in record))
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")  # as every other CSV caex writes
         writer.writeheader()
         writer.writerows(self.records)
         atomic_write_text(self.run_dir / LOG_CSV, buffer.getvalue())
