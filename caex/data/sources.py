@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from caex.data.transforms import is_grey, resize_and_crop, to_channels
 from caex.data.types import RANGE_TOLERANCE, check_class_names, nfc
 from caex.errors import DataError
 from caex.utils.warn import warn
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
@@ -129,17 +133,34 @@ def _pillow_image(path: Path):
         with Image.open(path) as image:
             yield image
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        advice = _UNDECODABLE_TIFF if isinstance(exc, UnidentifiedImageError) and _is_tiff(path) else ""
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc}){advice}") from None
+
+
+_UNDECODABLE_TIFF = ("; Pillow cannot decode this TIFF's sample format (float16, float64, float with several "
+                     "channels, 16-bit grey with alpha): save it as 8- or 16-bit integers, or as single-channel "
+                     "32-bit float in [0, 1]")
+
+
+def _is_tiff(path: Path) -> bool:
+    """A ``.tif``/``.tiff`` that starts as a TIFF does: Pillow, failing on its sample format, calls it no image."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return False
+    try:
+        with path.open("rb") as file:
+            return file.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
+    except OSError:
+        return False
 
 
 def check_image(path: Path) -> None:
-    """Raise the same one-line DataError as :func:`read_image` for a file that is no readable image.
+    """Raise the same one-line DataError as :func:`read_image` for a file it would refuse.
 
-    Decodes the whole file, so a long job refuses a bad one before it writes
-    anything: Pillow's ``verify()`` alone passes a truncated JPEG.
+    Decodes the whole file and runs the reader's checks on its pixels, so a long job refuses a bad one before
+    it writes anything: Pillow's ``verify()`` alone passes a truncated JPEG, and ``load()`` alone a float TIFF
+    of 0..1000 or a CT slice of negative values.
     """
-    with _pillow_image(path) as image:
-        image.load()
+    _read_pixels(path)
 
 
 @dataclass
@@ -147,10 +168,34 @@ class ReadNotes:
     """What reading many image files found that deserves one warning in all, not one per file."""
 
     narrow: list[str] = field(default_factory=list)  # 16-bit files holding 8-bit values: nearly black once read
+    twelve_bit: list[str] = field(default_factory=list)  # 16-bit files holding 12-bit values: at most 6% bright
+    frames: list[str] = field(default_factory=list)  # stacks and animations, of which the first frame is read
+    wide_colour: list[str] = field(default_factory=list)  # 16-bit colour (or grey with alpha), read at 8 bits
     greyed: list[str] = field(default_factory=list)  # colour files read for a 1-channel model
+
+    def note(self, path: Path, pixels: np.ndarray, stored: _StoredLayout) -> None:
+        """Note what :func:`_read_pixels` read of ``path`` (``pixels``, as returned) but not in full."""
+        if stored.frames > 1:
+            self.frames.append(str(path))
+        if stored.wide_colour:
+            self.wide_colour.append(str(path))
+        bits = _bits_in_16bit(pixels)
+        if bits == 8:
+            self.narrow.append(str(path))
+        elif bits == 12:
+            self.twelve_bit.append(str(path))
 
     def warn(self) -> None:
         warn_narrow_images(self.narrow)
+        if self.twelve_bit:
+            warn(f"{len(self.twelve_bit)} 16-bit file(s) hold values up to 4095 at most (first: {self.twelve_bit[0]}): "
+                 "12-bit data reads at most 6% bright; stretch it to 16 bits")
+        if self.frames:
+            warn(f"{len(self.frames)} file(s) hold several frames (first: {self.frames[0]}); only the first is read")
+        if self.wide_colour:
+            warn(f"{len(self.wide_colour)} file(s) hold 16-bit colour or 16-bit grey with alpha, which Pillow reads "
+                 f"at 8 bits, the high byte of each value (first: {self.wide_colour[0]}); 16 bits are read only "
+                 "from grey without alpha")
         if self.greyed:
             warn(f"{len(self.greyed)} colour image(s) are converted to grey for a 1-channel model, which sees no "
                  f"colour (first: {self.greyed[0]})")
@@ -159,16 +204,15 @@ class ReadNotes:
 def read_image(path: Path, *, notes: ReadNotes | None = None) -> torch.Tensor:
     """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images.
 
-    A 16-bit file holding only 8-bit values (nearly black once read) is warned about, or, given ``notes``,
-    noted there, so that a caller reading many files warns once (:meth:`ReadNotes.warn`).
+    What is read but not in full (see :class:`ReadNotes`: 8- or 12-bit values in a 16-bit file, frames past the
+    first, 16-bit colour) is warned about, or, given ``notes``, noted there, so that a caller reading many files
+    warns once (:meth:`ReadNotes.warn`).
     """
-    pixels = _read_pixels(path)
-    if _is_8bit_in_16bit(pixels):
-        if notes is None:
-            warn_narrow_images([str(path)])
-        else:
-            notes.narrow.append(str(path))
-    return _pixels_to_tensor(pixels, path)
+    own = ReadNotes() if notes is None else notes
+    tensor = _pixels_to_tensor(_read_pixels(path, own), path)
+    if notes is None:
+        own.warn()
+    return tensor
 
 
 def load_image(path: str | os.PathLike, size: int, channels: int, *, notes: ReadNotes | None = None) -> torch.Tensor:
@@ -185,17 +229,57 @@ def load_image(path: str | os.PathLike, size: int, channels: int, *, notes: Read
     return to_channels(resize_and_crop(image, size), channels)[0]
 
 
-def _read_pixels(path: Path) -> np.ndarray:
-    """One file's pixels as stored, ``[H, W]`` or ``[H, W, C]``.
+@dataclass(frozen=True)
+class _StoredLayout:
+    """What a file says of its pixels that Pillow's decoded image no longer tells (read before ``load()``, which
+    drops a TIFF's orientation tag)."""
 
-    An EXIF orientation tag (photos, some scanners) is applied, so the pixels
-    come out upright as every image viewer shows them.
+    frames: int = 1
+    wide_colour: bool = False  # 16 bits a sample in several bands, which Pillow decodes to 8 (the high byte)
+    min_is_white: bool = False  # a TIFF's PhotometricInterpretation 0 (DICOM's MONOCHROME1)
+    sideways: tuple[int, int] | None = None  # a TIFF's stored (width, height) where its orientation (5-8) swaps them
+
+    @classmethod
+    def of(cls, image: Image.Image) -> _StoredLayout:
+        """The layout of an opened, not yet loaded Pillow ``image``. Every Pillow mode of several bands holds 8
+        bits a band, so 16-bit samples in one are read at 8 bits: a PNG says so in its raw mode (``RGB;16B``), a
+        TIFF in its BitsPerSample tag (planar files' raw modes do not)."""
+        frames = 1 if image.format == "MPO" else getattr(image, "n_frames", 1)  # MPO: a photo's previews, no frames
+        several_bands = len(image.getbands()) > 1
+        if image.format == "PNG":
+            return cls(frames, wide_colour=several_bands and any(";16" in str(tile.args) for tile in image.tile))
+        if image.format != "TIFF":
+            return cls(frames)
+        tags = image.tag_v2
+        return cls(frames, wide_colour=several_bands and 16 in tags.get(258, ()),  # BitsPerSample
+                   min_is_white=tags.get(262) == 0,  # PhotometricInterpretation
+                   sideways=(tags[256], tags[257]) if tags.get(274) in (5, 6, 7, 8) else None)
+
+    def check_upright(self, size: tuple[int, int], path: Path) -> None:
+        """Refuse a sideways TIFF that Pillow decoded at its upright size but transposed back to the stored one:
+        rows of the wrong length, sheared noise (uncompressed TIFFs, python-pillow/Pillow#7381)."""
+        if self.sideways is not None and self.sideways[0] != self.sideways[1] and size == self.sideways:
+            raise DataError(f"{path}: Pillow reads this uncompressed TIFF with a sideways orientation tag (5-8) "
+                            "scrambled; save it compressed (e.g. LZW) or without the orientation tag")
+
+
+def _read_pixels(path: Path, notes: ReadNotes | None = None) -> np.ndarray:
+    """One file's pixels as stored, ``[H, W]`` or ``[H, W, C]``: bool, uint8, uint16 or float32 in [0, 1].
+
+    An EXIF orientation tag (photos, some scanners) is applied, so the pixels come out upright as every image
+    viewer shows them, and a 16-bit MinIsWhite TIFF is inverted as Pillow inverts an 8-bit one. Pixels that would
+    not read as intended are refused (:func:`check_image` runs the same checks); what is read but not in full is
+    noted in ``notes`` (:meth:`ReadNotes.note`).
     """
     from PIL import ImageOps
 
     with _pillow_image(path) as image:
+        stored = _StoredLayout.of(image)
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # a copy of every image otherwise
+        stored.check_upright(image.size, path)
+        if stored.wide_colour:
+            _check_wide_colour(np.asarray(image), image.getbands(), path)
         if image.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
             image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
         elif image.mode == "LA":
@@ -203,7 +287,24 @@ def _read_pixels(path: Path) -> np.ndarray:
         array = np.asarray(image)
     if np.issubdtype(array.dtype, np.floating):  # 32-bit float TIFFs
         _check_unit_floats(array, str(path), "save it scaled to [0, 1], or as an 8- or 16-bit image")
+    elif array.dtype.kind == "i":  # Pillow's mode I: signed 16-bit (CT in Hounsfield units) and 32-bit files
+        _check_16bit_range(array, str(path), "; window or shift the values (CT in Hounsfield units from -1024) "
+                           "into 0..65535 and save them as unsigned 16-bit")
+        array = array.astype(np.uint16)
+    if stored.min_is_white and array.dtype.itemsize == 2:  # Pillow inverts MinIsWhite only up to 8 bits
+        array = np.iinfo(array.dtype).max - array
+    if notes is not None:
+        notes.note(path, array, stored)
     return array
+
+
+def _check_wide_colour(pixels: np.ndarray, bands: tuple[str, ...], path: Path) -> None:
+    """Refuse 16-bit colour that Pillow's 8 bits (the high byte) turn all black: every value below 256, 8-bit
+    data saved as 16-bit, as a grey file of it is warned about (:func:`_bits_in_16bit`); alpha aside."""
+    colour = [index for index, band in enumerate(bands) if band != "A"]
+    if not pixels[..., colour].any():
+        raise DataError(f"{path}: 16-bit colour whose values are all below 256, which Pillow reads at 8 bits (the "
+                        "high byte) as all 0; if this is 8-bit data, save it as 8-bit")
 
 
 def _pixels_to_tensor(pixels: np.ndarray, path: Path) -> torch.Tensor:
@@ -227,15 +328,18 @@ def _unit_range(array: np.ndarray, path: Path | str) -> torch.Tensor:
     return torch.from_numpy(scaled).clamp_(0, 1)
 
 
-def _is_8bit_in_16bit(pixels: np.ndarray) -> bool:
-    """16-bit integers (which :func:`_unit_range` divides by 65535) that never exceed 255: 8-bit data saved in
-    a 16-bit PNG or uint16 array, which would train and explain as images at most 0.4% bright."""
-    return (np.issubdtype(pixels.dtype, np.integer) and pixels.dtype.itemsize > 1 and pixels.size > 0
-            and 0 < int(pixels.max()) <= 255)
+def _bits_in_16bit(pixels: np.ndarray) -> int | None:
+    """8 or 12 for 16-bit integers (which :func:`_unit_range` divides by 65535) that never exceed 255 or 4095:
+    8-bit data saved in a 16-bit PNG or uint16 array, which would train and explain as images at most 0.4% bright,
+    or a scanner's 12-bit data, at most 6%; ``None`` for any other array (all 0, wider values, not 16-bit)."""
+    if not (np.issubdtype(pixels.dtype, np.integer) and pixels.dtype.itemsize > 1 and pixels.size > 0):
+        return None
+    high = int(pixels.max())
+    return 8 if 0 < high <= 255 else 12 if 255 < high <= 4095 else None
 
 
 def warn_narrow_images(where: list[str], what: str = "image") -> None:
-    """One warning for every image (or array) :func:`_is_8bit_in_16bit` flagged, naming the first."""
+    """One warning for every image (or array) :func:`_bits_in_16bit` found 8-bit, naming the first."""
     if where:
         warn(f"{len(where)} {what}(s) hold 16-bit pixels no larger than 255, so they read as nearly "
              "black (16-bit values are divided by 65535); if this is 8-bit data, save it as 8-bit "
@@ -696,6 +800,19 @@ def _check_unit_floats(pixels: np.ndarray, where: str, advice: str) -> None:
         raise DataError(f"{where} holds floats in [{low:g}, {high:g}]; float pixels must be in [0, 1] ({advice})")
 
 
+def _check_16bit_range(pixels: np.ndarray, where: str, advice: str = "") -> int:
+    """The largest of integer pixels, refused if any is negative or above 65535, which :func:`_unit_range` would
+    clamp (a CT slice in Hounsfield units would lose everything below water); ``advice`` ends the message."""
+    low, high = int(pixels.min()), int(pixels.max())
+    if low < 0:
+        raise DataError(f"{where} has negative pixel values (minimum {low}, maximum {high}); expected 8-bit "
+                        f"(0..255) or 16-bit (0..65535) images{advice}")
+    if high > 65535:
+        raise DataError(f"{where} has pixel values up to {high}; expected 8-bit (0..255) or 16-bit (0..65535) "
+                        f"images{advice}")
+    return high
+
+
 def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
     """Check that an array's values read as intended by :func:`_unit_range`; narrow 8-bit integers.
 
@@ -707,16 +824,8 @@ def _npz_pixels(path: Path, key: str, images: np.ndarray) -> np.ndarray:
     if np.issubdtype(images.dtype, np.floating):
         _check_unit_floats(images, f"{path}: {key}", "divide by 255, or store 8-bit images as uint8")
     elif np.issubdtype(images.dtype, np.integer) and images.dtype not in (np.uint8, np.uint16):
-        low, high = int(images.min()), int(images.max())
-        if low < 0:
-            raise DataError(f"{path}: {key} has negative pixel values (minimum {low}); "
-                            "expected 8-bit (0..255) or 16-bit (0..65535) images")
-        if high <= 255:
-            return images.astype(np.uint8)
-        if high <= 65535:
-            return images.astype(np.uint16)
-        raise DataError(f"{path}: {key} has pixel values up to {high}; expected 8-bit (0..255) or 16-bit "
-                        "(0..65535) images")
-    elif _is_8bit_in_16bit(images):
+        high = _check_16bit_range(images, f"{path}: {key}")
+        return images.astype(np.uint8 if high <= 255 else np.uint16)
+    elif _bits_in_16bit(images) == 8:
         warn_narrow_images([f"{path}: {key}"], "array")
     return images
