@@ -81,7 +81,7 @@ BAD_INPUTS = {
     "one mnist digit": (lambda tmp: ["mnist:4"], "needs at least two classes with images, found only 1: 4"),
     "text named .npz": (lambda tmp: [str(_text(tmp / "notes.npz"))], "notes.npz: not a .npz file (a .npz is a zip"),
     "size out of range": (lambda tmp: ["digits", "--size", "4"], "argument --size: must be from 8 to 1024, got 4"),
-    "synthetic size out of range": (lambda tmp: ["synthetic", "--size", "512"], "images of 512 px are out of range (32..256)"),
+    "synthetic size out of range": (lambda tmp: ["synthetic", "--size", "512"], "images of 512 px are out of range"),
     "unknown mnist digit": (lambda tmp: ["mnist:4,11"], "unknown digit 11"),
     "bad mnist selection": (lambda tmp: ["mnist:four"], "classes must be digits 0-9"),
     "unknown synthetic option": (lambda tmp: ["synthetic:clases=3"], "unknown option 'clases'"),

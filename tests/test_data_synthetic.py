@@ -118,7 +118,7 @@ def test_keyword_size_and_channels_apply_and_conflicts_are_reported():
     ("synthetic:classes=9", "classes=9 is out of range"),
     ("synthetic:classes=1", "classes=1 is out of range"),
     ("synthetic:per_class=1", "per_class=1"),
-    ("synthetic:size=16", "size=16 is out of range"),
+    ("synthetic:size=16", "images of 16 px are out of range"),
     ("synthetic:channels=2", "channels=2"),
     ("synthetic:colour=1", "unknown option 'colour'"),
     ("synthetic:pixel_noise=2", "pixel_noise=2 must be 0 or 1"),

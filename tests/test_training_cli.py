@@ -61,7 +61,7 @@ def test_a_time_limit_stop_says_so_and_how_to_continue(tmp_path, npz_data, capsy
     (["--dc", "classifier"], "dc='classifier' (--dc classifier) needs the target classifier"),
     (["--labels", "predicted"], "labels='predicted' (--labels predicted) needs the target classifier"),
     (["--critic-noise", "1.5"], "argument --critic-noise: must be in [0, 1), got 1.5"),
-    (["--critic-noise", "0.1"], "it needs dc='classifier' (got 'discriminator')"),
+    (["--critic-noise", "0.1"], "it needs dc='classifier' (--dc classifier, with --classifier CLF"),
     (["--max-shift", "-1"], "argument --max-shift: must be at least 0, got -1"),
     (["--lr", "inf"], "argument --lr: must be a positive finite number, got inf"),
     (["--arch", "resnet18"], "--arch resnet18 describes the weights file given as --classifier, and none is given"),
