@@ -527,6 +527,11 @@ def test_json_files_hold_other_alphabets_as_themselves(tmp_path: Path) -> None:
     write_json(tmp_path / "summary.json", {"class_names": ["über", "İstanbul"], "share": math.nan})
     assert '"über"' in (tmp_path / "summary.json").read_text(encoding="utf-8")
     assert read_json(tmp_path / "summary.json") == {"class_names": ["über", "İstanbul"], "share": None}
+    # a path that is no UTF-8 holds surrogates: written as their bytes, no JSON reader could read the file
+    names = {"latin1": "/data/d\udce4t", "ascii_locale": "/data/d\udcc3\udca4t"}
+    write_json(tmp_path / "paths.json", names)
+    assert read_json(tmp_path / "paths.json") == names
+    assert '"/data/d\\udce4t"' in (tmp_path / "paths.json").read_text(encoding="utf-8")
 
 
 def test_deferred_warnings_come_once_after_the_block_and_are_not_lost_when_it_fails() -> None:

@@ -43,8 +43,12 @@ def _conform(value: Any, schema: Schema) -> Any:
         return _conform_object(value, schema)
     if not _is_instance(value, schema):
         return _MISSING
-    # a float the file wrote as 0 (jq, JavaScript and spreadsheets re-save 0.0 so) printed "0" beside "0.000"
-    return float(value) if schema is float else value
+    if schema is not float:
+        return value
+    try:  # a float the file wrote as 0 (jq, JavaScript and spreadsheets re-save 0.0 so) printed "0" beside "0.000"
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits: a damaged file's, read as missing
+        return _MISSING
 
 
 def _is_instance(value: Any, kind: type | None) -> bool:

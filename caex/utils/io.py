@@ -62,9 +62,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """``obj`` as JSON, non-finite floats as ``null`` (see :func:`json_safe`), other alphabets as themselves: a
-    class named "über" was written ``"\u00fcber"``, which ``grep über`` did not find."""
-    return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False,
-                                              ensure_ascii=False) + "\n")
+    class named "über" was written ``"\\u00fcber"``, which ``grep über`` did not find. A path that is no UTF-8 (a
+    Latin-1 folder name, or any name under an ASCII locale) holds surrogates, kept as ``\\udce4`` escapes: written
+    as their bytes, they made a file no JSON reader, caex included, could read."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False, ensure_ascii=False)
+    return atomic_write_text(path, _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n")
+
+
+#: A lone surrogate, which only a string of a file name that is no UTF-8 holds (see :func:`write_json`).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def json_safe(obj: Any) -> Any:
@@ -197,7 +203,7 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
         except FileNotFoundError:  # another job's lock just removed the folder it had made for nothing
             continue
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_soon(handle, fcntl)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -222,12 +228,24 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
             handle.truncate()
             handle.write(f"{owner} (pid {os.getpid()})")
             handle.flush()
-        remove_leftovers(folder)  # unguarded too: only files older than a live job's are a killed job's
+            remove_leftovers(folder)  # locked: no live job writes here (unguarded, a slow one's staging could look old)
         yield
     finally:
         if unsupported is None:
             _unlock(handle, path)
         _remove_empty(created)
+
+
+def _lock_soon(handle: IO[str], fcntl: Any) -> None:
+    """An exclusive ``flock`` on ``handle``, tried again for a moment: :func:`check_not_in_use` of a command started
+    at the same time holds a shared lock on the file for microseconds, which is no job to refuse for."""
+    for _ in range(9):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _in_use(folder: Path, holder: str) -> CaexError:
