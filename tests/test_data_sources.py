@@ -731,3 +731,33 @@ def test_class_folders_named_in_utf8_read_the_same_under_an_ascii_locale(tmp_pat
               f"print(ascii(load_dataset({str(tmp_path)!r}, size=8).class_names))")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ascii(["b", "naïve"])
+
+
+def test_class_folders_whose_names_read_as_one_are_refused(tmp_path: Path) -> None:
+    """Latin-1 names on a UTF-8 system ("café", "cafè") both read "caf\\ufffd": one class was merged into the other."""
+    import os
+
+    for raw in (b"caf\xe9", b"caf\xe8", b"plain"):
+        folder = Path(os.fsdecode(bytes(tmp_path) + b"/" + raw))
+        folder.mkdir()
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(folder / "0.png")
+    with pytest.raises(DataError, match=r"class folders b'caf\\xe[89]' and b'caf\\xe[89]' read as one class name, "
+                                        r"'caf\ufffd'; rename one in UTF-8$"):
+        load_dataset(str(tmp_path), size=8)
+
+
+def test_a_data_path_that_is_no_utf8_still_draws_its_sample_grid(tmp_path: Path) -> None:
+    """Its title held surrogates ("d\\udce4t"), on which matplotlib's text layout failed: "unexpected error"."""
+    import os
+
+    from caex.data.preview import save_preview
+    from caex.utils.drawing import readable
+
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/d\xe4t"))
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for index in range(2):
+            Image.fromarray(np.full((8, 8), 90 * index, dtype=np.uint8)).save(root / name / f"{index}.png")
+    save_preview(load_dataset(str(root), size=8), tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert readable("d\udcc3\udca4t") == "dät" and readable("d\udce4t") == "d\ufffdt"

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from caex.data.types import DataBundle
+from caex.utils.drawing import readable
 from caex.utils.plotting import MASK_LEGEND, literal_text, outline_mask, save_figure, text_inches, wrap_label
 from caex.utils.seed import torch_generator
 
@@ -32,7 +33,7 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
     tile = 1.3 if bundle.image_size <= 96 else 2.0
     names = [wrap_label(name) for name in bundle.class_names]
     legend = f"; {MASK_LEGEND}" if masks is not None and bool(masks.any()) else ""
-    title = f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s){legend})"
+    title = readable(f"{bundle.spec}  ({bundle.image_size}px, {bundle.channels} channel(s){legend})")
     width = max(tile * per_class + text_inches(names, 10), text_inches([title], 9)) + 0.4
     figure = Figure(figsize=(width, tile * bundle.num_classes + 0.3))
     axes = figure.subplots(bundle.num_classes, per_class, squeeze=False)

@@ -514,8 +514,18 @@ def _explained_sub_folders(root: Path) -> list[Path]:
 
 def _class_folders(root: Path) -> dict[str, Path]:
     """The class folders of ``root`` by class name: a folder of caex explain outputs would be a class of saliency
-    overlays."""
-    return {_class_name(p): p for p in _sub_folders(root) if not holds_explanations(p)}
+    overlays. Two folders whose names read as one (``caf\\xe9`` and ``caf\\xe8`` in Latin-1, each ``caf\ufffd``)
+    are refused: one class was lost without a word."""
+    folders: dict[str, Path] = {}
+    for folder in _sub_folders(root):
+        if holds_explanations(folder):
+            continue
+        name = _class_name(folder)
+        if name in folders:
+            raise DataError(f"{root}: class folders {os.fsencode(folders[name].name)!r} and "
+                            f"{os.fsencode(folder.name)!r} read as one class name, {name!r}; rename one in UTF-8")
+        folders[name] = folder
+    return folders
 
 
 def _class_name(folder: Path) -> str:

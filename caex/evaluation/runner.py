@@ -37,7 +37,7 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
                                       OptionValueError, accepted_options, constructor_options, make_attributor)
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
-from caex.utils.drawing import one_line
+from caex.utils.drawing import one_line, readable
 from caex.utils.numbers import MISSING, fixed
 from caex.utils.plotting import (SALIENCY_COLORMAP, figure_png, literal_text, outline_mask, rgb_array, saliency_blend,
                                  text_inches, wrap_label)
@@ -540,7 +540,7 @@ def _curves_figure(results: EvaluationResults):
     s = results.settings
     axes.set_xlabel(f"patches covered p ({s['patch']}x{s['patch']} px each)")
     axes.set_ylabel("mean drop of p(ground-truth class)")
-    axes.set_title(f"Degradation curves\n{s['n_images']} images of {s['data']}", fontsize=10)
+    axes.set_title(readable(f"Degradation curves\n{s['n_images']} images of {s['data']}"), fontsize=10)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # every method skipped: no curve to name
         axes.legend(fontsize=8)
