@@ -95,6 +95,9 @@ def test_a_path_typed_another_way_is_the_same_data_for_the_split_check(tmp_path:
     assert not same_data_spec("fold", "other") and not same_data_spec("synthetic", "synthetic:classes=2")
     # a project copied elsewhere: the model's absolute record names the folder it was trained on there
     assert same_data_spec("/old/machine/projects/fold", "fold") and not same_data_spec("/old/fold", "mnist:4,9")
+    assert not same_data_spec("/old/machine/projects/fold", "fold", by_name=False)
+    for built_in, folder in (("synthetic", "/x/synthetic"), ("mnist", "./mnist")):  # built-in data is no folder
+        assert not same_data_spec(built_in, folder) and not same_data_spec(folder, built_in)
     assert not same_data_spec(None, "fold") and same_data_spec("synthetic", "synthetic")
 
 

@@ -10,14 +10,12 @@ import torch
 from caex.data.sources import RawData, RawImages, read_digits, read_folder, read_mnist, read_npz
 from caex.data.synthetic import SyntheticConfig, generate_synthetic
 from caex.data.transforms import is_grey, resize_and_crop, to_channels
-from caex.data.types import DataBundle, ImageSet, absolute_path
+from caex.data.types import BUILT_IN, DataBundle, ImageSet, absolute_path
 from caex.errors import DataError
 from caex.utils.warn import warn
 
 SPEC_FORMS = ("synthetic[:classes=4,per_class=400,size=64,channels=1], mnist[:4,9], digits[:0,1], "
               "an image folder (root/<class>/*.png, optional train/ test/), or a .npz file")
-#: The names of the data sets caex makes or ships, which a folder of the same name does not replace.
-BUILT_IN = ("synthetic", "mnist", "digits")
 #: Image size each source gets when none is asked for (``None``: the file's own).
 DEFAULT_SIZES = {"mnist": 28, "digits": 32, "folder": 64, "npz": None}
 SIZE_RANGE = (8, 1024)

@@ -179,16 +179,24 @@ class ImageSet(Dataset):
                 self.subset(test[torch.randperm(len(test), generator=generator)]))
 
 
-def same_data_spec(first: str | None, second: str | None) -> bool:
+#: The names of the data sets caex makes or ships, which a folder of the same name does not replace.
+BUILT_IN = ("synthetic", "mnist", "digits")
+
+
+def same_data_spec(first: str | None, second: str | None, *, by_name: bool = True) -> bool:
     """Whether two DATA specs may name the same data: equal, paths to the same file or folder however typed
-    (``fold``, ``fold/``, ``./fold``, its absolute path; relative ones taken from the current folder), or paths
-    whose last part is the same: models record a folder by its absolute path, which a project copied to another
-    machine no longer matches, and the split-seed warning this serves went silent there. A warning shows both."""
+    (``fold``, ``fold/``, ``./fold``, its absolute path; relative ones taken from the current folder), or, with
+    ``by_name``, paths whose last part is the same: models record a folder by its absolute path, which a project
+    copied to another machine no longer matches, and the split-seed warning this serves went silent there (the
+    warning shows both). Built-in data is never a path: ``synthetic`` is not a folder ``/x/synthetic``."""
     if first is None or second is None:
         return False
+    if first == second:
+        return True
+    if any(spec.partition(":")[0] in BUILT_IN for spec in (first, second)):
+        return False
     first_path, second_path = absolute_path(first), absolute_path(second)
-    return first == second or first_path == second_path or (
-        ":" not in first + second and os.path.basename(first_path) == os.path.basename(second_path))
+    return first_path == second_path or (by_name and os.path.basename(first_path) == os.path.basename(second_path))
 
 
 def absolute_path(spec: str) -> str:

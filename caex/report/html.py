@@ -442,9 +442,8 @@ def classifier_section(sources: ReportSources) -> Section:
                 ["test accuracy", percent(info.get("test_accuracy"))]]
         section.parts.append(table_html(["property", "value"], rows, caption="the classifier"))
         data = _data_from_manifold(sources) or {}  # the split it was tested on: its own record, or a summary's
-        test_counts = info.get("test_class_counts") or (
-            data.get("class_counts", {}).get("test") if same_data_spec(data.get("spec"), info.get("data_spec"))
-            else None)
+        same_data = same_data_spec(data.get("spec"), info.get("data_spec"), by_name=False)  # no warning shows both
+        test_counts = info.get("test_class_counts") or (data.get("class_counts", {}).get("test") if same_data else None)
         section.reading(readings.read_accuracy(info.get("test_accuracy", float("nan")),
                                                len(info.get("class_names", [])) or 2, test_counts))
     return section
