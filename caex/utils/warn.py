@@ -34,37 +34,45 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
 
 @contextlib.contextmanager
 def warnings_deferred(category: type[Warning]) -> Iterator[None]:
-    """Hold back the block's warnings of ``category`` and give them after it, under the caller's filters: one
-    turned into an error (``PYTHONWARNINGS=error``, pytest's ``filterwarnings = error``) stopped a training run
-    before its network was saved, where the block ends by saving it. Should the block fail, they are shown as
-    they are, not lost; warnings of other categories pass as usual."""
-    held: dict[tuple[str, type[Warning], str, int], Warning | str] = {}  # once each, as a "default" filter would
-    with warnings.catch_warnings():
-        shown = warnings.showwarning
+    """Hold back the block's warnings of ``category`` and give them after it, once each, under the caller's
+    filters: one turned into an error (``PYTHONWARNINGS=error``, pytest's ``filterwarnings = error``) stopped a
+    training run before its network was saved, where the block ends by saving it. Should the block fail, they
+    are given all the same, an error filter's shown rather than raised (the block's own error is the one to
+    raise). Warnings of other categories pass as usual."""
+    held: dict[tuple[str, type[Warning], str, int], tuple[Warning | str, str | None]] = {}
+    shown = warnings.showwarning
 
-        def hold(message, kind, filename, lineno, file=None, line=None):  # warnings.showwarning's signature
-            if issubclass(kind, category):
-                held.setdefault((str(message), kind, filename, lineno), message)
-            else:
-                shown(message, kind, filename, lineno, file, line)
+    def hold(message, kind, filename, lineno, file=None, line=None):  # warnings.showwarning's signature
+        if issubclass(kind, category):
+            held.setdefault((str(message), kind, filename, lineno), (message, _module_of(filename, lineno)))
+        else:
+            shown(message, kind, filename, lineno, file, line)
 
-        warnings.filterwarnings("always", category=category)  # every one reaches hold(); filters judge them after
-        warnings.showwarning = hold
-        try:
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("always", category=category)  # every one reaches hold(); filters judge after
+            warnings.showwarning = hold
             yield
-        except BaseException:
-            for (_, kind, filename, lineno), message in held.items():
+    except BaseException:
+        for (_, kind, filename, lineno), (message, module) in held.items():
+            try:
+                _give(message, kind, filename, lineno, module)
+            except Warning:
                 shown(message, kind, filename, lineno)
-            raise
-    for (_, kind, filename, lineno), message in held.items():
-        module = _module_name(filename)  # an explicit None, unlike none given, made the C version ignore filters
-        warnings.warn_explicit(message, kind, filename, lineno, **({} if module is None else {"module": module}))
+        raise
+    for (_, kind, filename, lineno), (message, module) in held.items():
+        _give(message, kind, filename, lineno, module)
 
 
-def _module_name(filename: str) -> str | None:
-    """``caex.classifier.train`` for that file: a filter by module (``-W ignore:::caex.classifier.train``) that
-    matched the warning as given matches it re-emitted."""
-    if not filename.startswith(_PACKAGE) or not filename.endswith(".py"):
-        return None
-    parts = ["caex", *Path(filename[len(_PACKAGE):-3]).parts]
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def _module_of(filename: str, lineno: int) -> str | None:
+    """The module name of the frame a held warning is blamed on, for filters by module (``-W ignore:::mine``)."""
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename, frame.f_lineno) != (filename, lineno):
+        frame = frame.f_back
+    return None if frame is None else frame.f_globals.get("__name__")
+
+
+def _give(message: Warning | str, kind: type[Warning], filename: str, lineno: int, module: str | None) -> None:
+    """``warnings.warn_explicit``, naming ``module`` where known: an explicit ``module=None``, unlike none given,
+    made the C version ignore an error filter."""
+    warnings.warn_explicit(message, kind, filename, lineno, **({} if module is None else {"module": module}))
