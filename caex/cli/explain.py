@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "CAE's class-code manifold, decode every step with the image's own individual "
                     "code, classify each frame, and build a saliency map from the changes that moved "
                     "the classifier. Writes per image: <stem>_saliency.png (overlay), "
-                    "<stem>_saliency.npy (raw map), <stem>_path.png (strip with the target "
+                    "<stem>_saliency.npy (the map, scaled to [0, 1]), <stem>_path.png (strip with the target "
                     "probability per frame), <stem>_path.gif and <stem>.json (summary).",
         **with_examples("caex explain runs/cae scans/ --classifier runs/clf --out explained/",
                         "caex explain runs/cae 'scans/*.png' --classifier runs/clf --target normal --path centroid "

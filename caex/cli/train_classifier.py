@@ -44,9 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from caex.classifier import save_bundle, train_classifier
+    from caex.classifier import NearChanceWarning, save_bundle, train_classifier
     from caex.classifier.bundle import check_onnx_export
-    from caex.classifier.train import NearChanceWarning
     from caex.classifier.train import DEFAULT_BATCH_SIZE, resolve_settings
     from caex.cli.common import check_output_folder, load_data_from_args, model_folder_kind
     from caex.errors import CaexError

@@ -122,8 +122,8 @@ class Explanation:
 
     def save(self, images: torch.Tensor, out_dir: str | os.PathLike, stems: Sequence[str] | None = None,
              settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Write what ``caex explain`` writes for each exemplar: overlay PNG on its input in ``images``, raw map
-        ``.npy``, counterfactual strip PNG, GIF and JSON summary, named ``<stem>_…`` (default ``image<i>``)
+        """Write what ``caex explain`` writes for each exemplar: overlay PNG on its input in ``images``, the map
+        ``.npy`` (in [0, 1]), counterfactual strip PNG, GIF and JSON summary, named ``<stem>_…`` (default ``image<i>``)
         in ``out_dir``; returns the summaries."""
         from caex.explain.render import save_explanation
 
