@@ -67,9 +67,6 @@ REFUSED: dict[str, tuple[Callable[[Path], Path], str]] = {
     "32-bit integers above 65535": (
         lambda tmp: Image.fromarray((RAMP * 200000).astype(np.int32)).save(tmp / "w.tif") or tmp / "w.tif",
         "has pixel values up to 200000; expected 8-bit"),
-    "16-bit colour of 8-bit values": (
-        lambda tmp: _png16(tmp / "c.png", (np.dstack([RAMP] * 3) * 255).astype(np.uint16)),
-        "16-bit colour whose values are all below 256"),
     "sideways uncompressed TIFF": (lambda tmp: _sideways_tiff(tmp / "s.tif", 6), "sideways orientation tag"),
 }
 
@@ -184,19 +181,42 @@ def test_16_bit_colour_png_read_at_8_bits_is_warned_about(tmp_path, channels):
         read_image(grey)  # 16-bit grey is read in full
 
 
-def test_16_bit_colour_tiff_is_warned_about_or_refused_when_all_below_256(tmp_path):
+def test_16_bit_colour_tiff_is_warned_about_not_refused(tmp_path):
+    """Pillow reads it at 8 bits: 8-bit values saved so read all black, which the warning says. It refused them at
+    first, and with them a blank 16-bit colour frame, all 0, which reads as it is."""
     tifffile = pytest.importorskip("tifffile")
     colour = np.dstack([RAMP, 1 - RAMP, np.full_like(RAMP, 0.5)])
     tifffile.imwrite(tmp_path / "wide.tif", (colour * 65535).round().astype(np.uint16), photometric="rgb")
     tifffile.imwrite(tmp_path / "planar.tif", (colour * 65535).round().astype(np.uint16).transpose(2, 0, 1),
                      photometric="rgb", planarconfig="separate")
     tifffile.imwrite(tmp_path / "narrow.tif", (colour * 255).round().astype(np.uint16), photometric="rgb")
-    for name in ("wide.tif", "planar.tif"):
-        with pytest.warns(UserWarning, match=r"^1 file\(s\) hold 16-bit colour"):
+    tifffile.imwrite(tmp_path / "blank.tif", np.zeros((16, 24, 3), np.uint16), photometric="rgb")
+    for name in ("wide.tif", "planar.tif", "narrow.tif", "blank.tif"):
+        check_image(tmp_path / name)
+        with pytest.warns(UserWarning, match=r"^1 file\(s\) hold 16-bit colour .*: 8-bit data saved so reads all "
+                                             "black; save it as 8-bit"):
             read_image(tmp_path / name)
-    with pytest.raises(DataError, match=r"narrow\.tif: 16-bit colour whose values are all below 256, which Pillow "
-                                        r"reads at 8 bits \(the high byte\) as all 0; if this is 8-bit data, save"):
-        check_image(tmp_path / "narrow.tif")
+
+
+def test_a_stack_with_a_damaged_or_undecodable_later_page_reads_its_first(tmp_path):
+    """Counting the pages read every one of them: a later page Pillow cannot decode (float64) refused a file
+    whose first page reads, and a damaged page table raised TypeError ("unexpected error")."""
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write((RAMP * 255).round().astype(np.uint8))
+        tif.write(RAMP.astype(np.float64))
+    with pytest.warns(UserWarning, match="hold several frames"):
+        image = read_image(path)
+    torch.testing.assert_close(image[0], torch.from_numpy(RAMP).float(), rtol=0, atol=1 / 255)
+
+
+def test_12_bit_min_is_white_data_is_warned_about_as_the_min_is_black(tmp_path):
+    """Inverted first, 12-bit data filled the top of the 16-bit range, read nearly white, and was not warned about."""
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "m1.tif", (RAMP * 4095).round().astype(np.uint16), photometric="miniswhite")
+    with pytest.warns(UserWarning, match="hold values up to 4095 at most"):
+        read_image(tmp_path / "m1.tif")
 
 
 # --------------------------------------------------------------------------- polarity, orientation, formats

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+#: Pillow's modes of at most 8 bits a band, whose values every check passes (floats and 16- or 32-bit integers are
+#: checked, and 16-bit colour, which Pillow decodes to one of these, is noted from the file's own layout).
+EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
 
 
 @dataclass
@@ -160,7 +163,7 @@ def check_image(path: Path) -> None:
     it writes anything: Pillow's ``verify()`` alone passes a truncated JPEG, and ``load()`` alone a float TIFF
     of 0..1000 or a CT slice of negative values.
     """
-    _read_pixels(path)
+    _read_pixels(path, values=False)
 
 
 @dataclass
@@ -175,7 +178,7 @@ class ReadNotes:
 
     def note(self, path: Path, pixels: np.ndarray, stored: _StoredLayout) -> None:
         """Note what :func:`_read_pixels` read of ``path`` (``pixels``, as returned) but not in full."""
-        if stored.frames > 1:
+        if stored.several_frames:
             self.frames.append(str(path))
         if stored.wide_colour:
             self.wide_colour.append(str(path))
@@ -194,8 +197,8 @@ class ReadNotes:
             warn(f"{len(self.frames)} file(s) hold several frames (first: {self.frames[0]}); only the first is read")
         if self.wide_colour:
             warn(f"{len(self.wide_colour)} file(s) hold 16-bit colour or 16-bit grey with alpha, which Pillow reads "
-                 f"at 8 bits, the high byte of each value (first: {self.wide_colour[0]}); 16 bits are read only "
-                 "from grey without alpha")
+                 f"at 8 bits, the high byte of each value (first: {self.wide_colour[0]}): 8-bit data saved so reads "
+                 "all black; save it as 8-bit, or as 16-bit grey without alpha, the only 16 bits read in full")
         if self.greyed:
             warn(f"{len(self.greyed)} colour image(s) are converted to grey for a 1-channel model, which sees no "
                  f"colour (first: {self.greyed[0]})")
@@ -234,7 +237,7 @@ class _StoredLayout:
     """What a file says of its pixels that Pillow's decoded image no longer tells (read before ``load()``, which
     drops a TIFF's orientation tag)."""
 
-    frames: int = 1
+    several_frames: bool = False
     wide_colour: bool = False  # 16 bits a sample in several bands, which Pillow decodes to 8 (the high byte)
     min_is_white: bool = False  # a TIFF's PhotometricInterpretation 0 (DICOM's MONOCHROME1)
     sideways: tuple[int, int] | None = None  # a TIFF's stored (width, height) where its orientation (5-8) swaps them
@@ -244,7 +247,9 @@ class _StoredLayout:
         """The layout of an opened, not yet loaded Pillow ``image``. Every Pillow mode of several bands holds 8
         bits a band, so 16-bit samples in one are read at 8 bits: a PNG says so in its raw mode (``RGB;16B``), a
         TIFF in its BitsPerSample tag (planar files' raw modes do not)."""
-        frames = 1 if image.format == "MPO" else getattr(image, "n_frames", 1)  # MPO: a photo's previews, no frames
+        # is_animated, not n_frames, which reads every page: a damaged or undecodable later page of a TIFF stack
+        # failed a file whose first page reads; MPO: a photo's previews, no frames
+        frames = image.format != "MPO" and bool(getattr(image, "is_animated", False))
         several_bands = len(image.getbands()) > 1
         if image.format == "PNG":
             return cls(frames, wide_colour=several_bands and any(";16" in str(tile.args) for tile in image.tile))
@@ -263,8 +268,10 @@ class _StoredLayout:
                             "scrambled; save it compressed (e.g. LZW) or without the orientation tag")
 
 
-def _read_pixels(path: Path, notes: ReadNotes | None = None) -> np.ndarray:
-    """One file's pixels as stored, ``[H, W]`` or ``[H, W, C]``: bool, uint8, uint16 or float32 in [0, 1].
+def _read_pixels(path: Path, notes: ReadNotes | None = None, *, values: bool = True) -> np.ndarray | None:
+    """One file's pixels as stored, ``[H, W]`` or ``[H, W, C]``: bool, uint8, uint16 or float32 in [0, 1]; without
+    ``values``, ``None`` once an 8-bit file is known to read (no check looks at its values: copying them out of
+    Pillow doubled :func:`check_image`'s time on a folder of photos).
 
     An EXIF orientation tag (photos, some scanners) is applied, so the pixels come out upright as every image
     viewer shows them, and a 16-bit MinIsWhite TIFF is inverted as Pillow inverts an 8-bit one. Pixels that would
@@ -278,8 +285,8 @@ def _read_pixels(path: Path, notes: ReadNotes | None = None) -> np.ndarray:
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # a copy of every image otherwise
         stored.check_upright(image.size, path)
-        if stored.wide_colour:
-            _check_wide_colour(np.asarray(image), image.getbands(), path)
+        if not values and image.mode in EIGHT_BIT_MODES:
+            return None
         if image.mode in ("P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"):
             image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
         elif image.mode == "LA":
@@ -291,20 +298,11 @@ def _read_pixels(path: Path, notes: ReadNotes | None = None) -> np.ndarray:
         _check_16bit_range(array, str(path), "; window or shift the values (CT in Hounsfield units from -1024) "
                            "into 0..65535 and save them as unsigned 16-bit")
         array = array.astype(np.uint16)
+    if notes is not None:  # the stored values: inverted, 12-bit data would fill the 16-bit range's top
+        notes.note(path, array, stored)
     if stored.min_is_white and array.dtype.itemsize == 2:  # Pillow inverts MinIsWhite only up to 8 bits
         array = np.iinfo(array.dtype).max - array
-    if notes is not None:
-        notes.note(path, array, stored)
     return array
-
-
-def _check_wide_colour(pixels: np.ndarray, bands: tuple[str, ...], path: Path) -> None:
-    """Refuse 16-bit colour that Pillow's 8 bits (the high byte) turn all black: every value below 256, 8-bit
-    data saved as 16-bit, as a grey file of it is warned about (:func:`_bits_in_16bit`); alpha aside."""
-    colour = [index for index, band in enumerate(bands) if band != "A"]
-    if not pixels[..., colour].any():
-        raise DataError(f"{path}: 16-bit colour whose values are all below 256, which Pillow reads at 8 bits (the "
-                        "high byte) as all 0; if this is 8-bit data, save it as 8-bit")
 
 
 def _pixels_to_tensor(pixels: np.ndarray, path: Path) -> torch.Tensor:
