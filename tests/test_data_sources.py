@@ -751,7 +751,7 @@ def test_a_data_path_that_is_no_utf8_still_draws_its_sample_grid(tmp_path: Path)
     import os
 
     from caex.data.preview import save_preview
-    from caex.utils.drawing import readable
+    from caex.data.types import readable
 
     root = Path(os.fsdecode(bytes(tmp_path) + b"/d\xe4t"))
     for name in ("a", "b"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from caex.data.types import DataBundle
+from caex.data.types import DataBundle, readable
 from caex.utils.plotting import MASK_LEGEND, literal_text, outline_mask, save_figure, text_inches, wrap_label
 from caex.utils.seed import torch_generator
 
@@ -25,8 +25,6 @@ def save_preview(bundle: DataBundle, path: str | os.PathLike, *, per_class: int 
     the largest class (a column nobody fills would only cost drawing time), but wide enough for the longest
     class name (wrapped) and the title."""
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state is touched
-
-    from caex.utils.drawing import readable  # here: caex.utils.drawing's imports reach caex.data
 
     images, labels, masks = bundle.train.images, bundle.train.labels, bundle.train.masks
     per_class = max(1, min(per_class, max(bundle.train.class_counts(bundle.num_classes), default=1)))

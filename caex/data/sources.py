@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from caex.data.transforms import is_grey, resize_and_crop, to_channels
-from caex.data.types import RANGE_TOLERANCE, check_class_names, nfc
+from caex.data.types import RANGE_TOLERANCE, check_class_names, nfc, readable
 from caex.errors import DataError
 from caex.utils.warn import warn
 
@@ -529,8 +529,8 @@ def _class_folders(root: Path) -> dict[str, Path]:
 def _class_name(folder: Path) -> str:
     """A class folder's name as text: under an ASCII locale Python hands its other bytes over as surrogates
     (``na\\udcc3\\udcafve``), which no figure could draw and which named the classes otherwise than a model trained
-    elsewhere; they are read as the UTF-8 they almost always are."""
-    return os.fsencode(folder.name).decode("utf-8", "replace")
+    elsewhere; they are read as the UTF-8 they almost always are (:func:`~caex.data.types.readable`)."""
+    return readable(folder.name)
 
 
 def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], skip_bad: bool,

@@ -58,6 +58,13 @@ def is_line_breaking(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Zl", "Zp")
 
 
+def readable(text: str) -> str:
+    """``text`` fit to show: a name that is no UTF-8 (a Latin-1 folder, any name under an ASCII locale) holds
+    surrogates, on which matplotlib's and Pillow's text layout fail; they are read as UTF-8 bytes, the rest shown
+    as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def check_class_names(names: object, where: str, error: type[CaexError] = DataError) -> list[str]:
     """``names`` as a list if it is a list of distinct, non-empty strings free of ``/``, ``\\`` and control
     characters; else ``error`` naming ``where`` (the file) and the name.

@@ -27,7 +27,7 @@ import torch
 from caex.classifier.base import Classifier
 from caex.classifier.loaders import check_compatible
 from caex.data.spec import as_recorded
-from caex.data.types import DataBundle, rank_within_class
+from caex.data.types import DataBundle, rank_within_class, readable
 from caex.errors import EvaluationError, Interrupted, Terminated
 from caex.evaluation.localisation import LocalisationMetric
 from caex.evaluation.perturbation import PerturbationMetric, clean_probabilities, make_fill
@@ -37,7 +37,7 @@ from caex.explain.attribution import (ALIASES, BASELINES, Attributor, Attributio
                                       OptionValueError, accepted_options, constructor_options, make_attributor)
 from caex.utils.io import (atomic_write_bytes, atomic_write_text, folder_lock, json_safe, read_json,
                            replaced_together, write_json)
-from caex.utils.drawing import one_line, readable
+from caex.utils.drawing import one_line
 from caex.utils.numbers import MISSING, fixed
 from caex.utils.plotting import (SALIENCY_COLORMAP, figure_png, literal_text, outline_mask, rgb_array, saliency_blend,
                                  text_inches, wrap_label)

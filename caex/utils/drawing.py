@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from caex.data.types import is_line_breaking
+from caex.data.types import is_line_breaking, readable
 
 TEXT_COLOUR = (20, 20, 20)
 BACKGROUND = (255, 255, 255)
@@ -42,13 +42,6 @@ def one_line(text: str) -> str:
     """``text`` as a single line: runs of whitespace and control characters (a newline in a class or file name)
     become one space, since Pillow's text layout fails on them (``raqm_layout() failed``); see :func:`readable`."""
     return " ".join("".join(" " if is_line_breaking(char) else char for char in readable(text)).split())
-
-
-def readable(text: str) -> str:
-    """``text`` fit to draw: a path that is no UTF-8 (a Latin-1 folder, any name under an ASCII locale) holds
-    surrogates, on which matplotlib's and Pillow's text layout fail; they are read as UTF-8 bytes, the rest shown
-    as U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def wrap_to(text: str, font: ImageFont.FreeTypeFont, width: float) -> list[str]:
