@@ -10,7 +10,7 @@ import torch
 from caex.data.sources import RawData, RawImages, read_digits, read_folder, read_mnist, read_npz
 from caex.data.synthetic import SyntheticConfig, generate_synthetic
 from caex.data.transforms import is_grey, resize_and_crop, to_channels
-from caex.data.types import BUILT_IN, DataBundle, ImageSet, absolute_path
+from caex.data.types import DataBundle, ImageSet, absolute_path, is_built_in
 from caex.errors import DataError
 from caex.utils.warn import warn
 
@@ -43,7 +43,7 @@ def load_dataset(spec: str | os.PathLike, *, size: int | None = None, channels: 
     if not spec.strip():
         raise DataError(f"empty data spec (valid: {SPEC_FORMS})")
     name, has_options, options = spec.partition(":")
-    if name in BUILT_IN and Path(spec).is_dir():  # the folder is never read, and nothing else would say so
+    if is_built_in(spec) and Path(spec).is_dir():  # the folder is never read, and nothing else would say so
         warn(f"{spec} is the built-in data set; to load the folder ./{spec} write ./{spec}")
     if name == "synthetic":
         return _load_synthetic(spec, options, size, channels, seed, test_fraction)
@@ -70,7 +70,7 @@ def as_recorded(spec: str | None) -> str | None:
     folder of the command that read the record: the check that a model is used with the split it was trained on
     passed in silence when that command ran from elsewhere, files of two runs named one image two ways, and
     ``.`` became a report's title."""
-    if spec is None or spec.partition(":")[0] in BUILT_IN or not os.path.exists(os.path.expanduser(spec)):
+    if spec is None or is_built_in(spec) or not os.path.exists(os.path.expanduser(spec)):
         return spec
     return absolute_path(spec)
 

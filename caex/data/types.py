@@ -190,6 +190,11 @@ class ImageSet(Dataset):
 BUILT_IN = ("synthetic", "mnist", "digits")
 
 
+def is_built_in(spec: str) -> bool:
+    """Whether a DATA spec names data caex makes or ships (``synthetic``, ``mnist:4,9``), never a path."""
+    return spec.partition(":")[0] in BUILT_IN
+
+
 def same_data_spec(first: str | None, second: str | None, *, by_name: bool = True) -> bool:
     """Whether two DATA specs may name the same data: equal, paths to the same file or folder however typed
     (``fold``, ``fold/``, ``./fold``, its absolute path; relative ones taken from the current folder), or, with
@@ -200,7 +205,7 @@ def same_data_spec(first: str | None, second: str | None, *, by_name: bool = Tru
         return False
     if first == second:
         return True
-    if any(spec.partition(":")[0] in BUILT_IN for spec in (first, second)):
+    if is_built_in(first) or is_built_in(second):
         return False
     first_path, second_path = absolute_path(first), absolute_path(second)
     return first_path == second_path or (by_name and os.path.basename(first_path) == os.path.basename(second_path))
