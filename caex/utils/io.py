@@ -205,10 +205,9 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
         try:
             _lock_soon(handle, fcntl)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            in_use = _in_use(folder, handle)
             handle.close()
-            raise _in_use(folder, holder) from None
+            raise in_use from None
         except OSError as exc:  # no lock taken (a file system without flock): no lock file left either
             _unlock(handle, path)
             if exc.errno not in FLOCK_UNSUPPORTED:
@@ -248,7 +247,10 @@ def _lock_soon(handle: IO[str], fcntl: Any) -> None:
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _in_use(folder: Path, holder: str) -> CaexError:
+def _in_use(folder: Path, lock: IO[str]) -> CaexError:
+    """The refusal of ``folder``, naming the job its open ``lock`` file says holds it."""
+    lock.seek(0)
+    holder = lock.read().strip() or "another process"
     return CaexError(f"{folder}: in use by {holder}; wait for it to finish or choose another folder")
 
 
@@ -266,7 +268,7 @@ def check_not_in_use(folder: str | os.PathLike) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the handle closes
         except BlockingIOError:
-            raise _in_use(Path(folder), handle.read().strip() or "another process") from None
+            raise _in_use(Path(folder), handle) from None
         except OSError:  # a file system without flock: nothing to probe
             return
 
