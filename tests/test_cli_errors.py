@@ -59,6 +59,20 @@ def test_an_unknown_option_is_refused_by_its_command(capsys, argv: list[str], ex
     assert (captured.out, captured.err) == ("", expected + "\n")
 
 
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["train", "DATA", "--out", "o", "--lr", "-1e-3"],
+     "caex train: error: argument --lr: expected one argument; a value that starts with '-' is given as "
+     "--lr=VALUE (see caex train --help)"),
+    (["data", "show", "synthetic", "--out"],
+     "caex data show: error: argument --out: expected one argument; a value that starts with '-' is given as "
+     "--out=VALUE (see caex data show --help)"),
+])
+def test_a_value_read_as_a_flag_says_how_to_give_it(capsys, argv: list[str], expected: str) -> None:
+    """argparse takes -1e-3 for a flag, and its own message sent users looking for the value they had typed."""
+    assert main(argv) == 2
+    assert capsys.readouterr().err == expected + "\n"
+
+
 TINY_DATA = "synthetic:classes=2,per_class=4,size=32"
 
 

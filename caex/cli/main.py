@@ -18,6 +18,7 @@ import codecs
 import contextlib
 import importlib
 import os
+import re
 import select
 import signal
 import sys
@@ -55,6 +56,9 @@ class _OneLineErrors(argparse.ArgumentParser):
     """argparse's errors as one line naming the command (its default prints the whole usage block first)."""
 
     def error(self, message: str) -> NoReturn:
+        needs_value = re.fullmatch(r"argument (?:\S+/)?(\S+): expected one argument", message)
+        if needs_value:  # argparse reads a value such as -1e-3 as another flag
+            message += f"; a value that starts with '-' is given as {needs_value[1]}=VALUE"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
