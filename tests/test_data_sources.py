@@ -538,6 +538,17 @@ def test_a_number_names_a_numbered_class_and_is_no_index_then():
         bundle.class_index("2")
 
 
+def test_a_digit_that_is_no_ascii_numeral_names_no_class():
+    """``--target ²`` passed str.isdigit and then crashed in int() as an unexpected error."""
+    from caex.data.types import class_index, classes_text
+
+    lesions = ["normal", "cnv", "dme"]
+    assert [class_index(value, lesions) for value in ("²", "①", "٣", True, False)] == [None] * 5
+    assert classes_text(["²", "b"]) == "², b or 0..1"  # a superscript is a name, not a number
+    with pytest.raises(DataError, match=r"^'²': not a class of .*\(normal, cnv, dme or 0\.\.2\)$"):
+        load_dataset("synthetic:classes=3,per_class=4,size=32").class_index("²")
+
+
 def test_files_in_class_folders_that_are_not_read_are_named(make_image_folder):
     """DICOM files in a class folder were skipped without a word, so the set read looked like the whole set."""
     root = make_image_folder({"a": 3, "b": 3}, size=(12, 12))

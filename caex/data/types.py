@@ -219,7 +219,7 @@ def absolute_path(spec: str) -> str:
 def classes_text(class_names: Sequence[str]) -> str:
     """How a class may be named, for error messages: ``"normal, cnv or 0..1"``; numbered classes by name only."""
     names = ", ".join(class_names)
-    return names if any(name.isdigit() for name in class_names) else f"{names} or 0..{len(class_names) - 1}"
+    return names if any(_is_numeral(name) for name in class_names) else f"{names} or 0..{len(class_names) - 1}"
 
 
 def names_preview(class_names: Sequence[str], shown: int = 8) -> str:
@@ -249,10 +249,16 @@ def class_index(value: str | int, class_names: Sequence[str]) -> int | None:
         names = [nfc(name) for name in class_names]
         if nfc(value) in names:
             return names.index(nfc(value))
-        if not value.isdigit() or any(name.isdigit() for name in class_names):
+        if not _is_numeral(value) or any(_is_numeral(name) for name in class_names):
             return None
         value = int(value)
-    return value if isinstance(value, int) and 0 <= value < len(class_names) else None
+    is_index = isinstance(value, int) and not isinstance(value, bool)
+    return value if is_index and 0 <= value < len(class_names) else None
+
+
+def _is_numeral(text: str) -> bool:
+    """Digits 0-9 only: ``str.isdigit`` also holds for ``²`` and ``①``, which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclass
