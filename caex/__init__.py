@@ -18,7 +18,18 @@ The names are imported lazily, so ``import caex`` stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers see the lazy names' real types; at run time __getattr__ imports them on use
+    from caex.classifier import load_classifier, train_classifier
+    from caex.data import load_dataset
+    from caex.demo import run_demo
+    from caex.evaluation import evaluate
+    from caex.explain import Explainer, explain_files
+    from caex.manifold import analyse_manifold
+    from caex.model import CAE, CAEConfig
+    from caex.report import build_report
+    from caex.training import TrainConfig, train_cae
 
 __version__ = "0.1.0"
 
@@ -38,7 +49,22 @@ _EXPORTS = {
     "build_report": "caex.report",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "CAE",
+    "CAEConfig",
+    "Explainer",
+    "TrainConfig",
+    "__version__",
+    "analyse_manifold",
+    "build_report",
+    "evaluate",
+    "explain_files",
+    "load_classifier",
+    "load_dataset",
+    "run_demo",
+    "train_cae",
+    "train_classifier",
+]
 
 
 def __dir__() -> list[str]:  # tab completion and help() see the lazy names too
