@@ -116,3 +116,25 @@ def test_a_model_error_of_a_field_not_given_keeps_its_own_words(capsys, tmp_path
     assert capsys.readouterr().err.startswith("caex train: error: CAEConfig.image_size=48: must be divisible by "
                                               "2**n_down_individual=32")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_command_run_in_process_gives_back_what_it_set(monkeypatch, tmp_path: Path) -> None:
+    """main() called from a notebook or a test left torch on --threads' count and the streams on caex's error
+    handler."""
+    import io
+
+    import torch
+
+    streams = {name: io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors=errors)
+               for name, errors in (("stdout", "strict"), ("stderr", "backslashreplace"))}
+    for name, stream in streams.items():
+        monkeypatch.setattr(sys, name, stream)
+    before = torch.get_num_threads()
+    threads = 1 if before > 1 else 2
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main(["demo", "--out", str(a_file), "--threads", str(threads)]) == 2
+    assert torch.get_num_threads() == before
+    assert (streams["stdout"].errors, streams["stderr"].errors) == ("strict", "backslashreplace")
+    streams["stderr"].seek(0)
+    assert "a_file" in streams["stderr"].read()

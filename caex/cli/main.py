@@ -124,10 +124,29 @@ def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _open_closed_streams()
-    _replace_unencodable()
-    # from the first moment: SIGTERM while torch imported ended it without a word
-    with _sigterm_as_interrupt() as sigterm_received, _stderr_best_effort():
-        return _run(argv, sigterm_received)
+    with _caller_state_kept():
+        _replace_unencodable()
+        # from the first moment: SIGTERM while torch imported ended it without a word
+        with _sigterm_as_interrupt() as sigterm_received, _stderr_best_effort():
+            return _run(argv, sigterm_received)
+
+
+@contextlib.contextmanager
+def _caller_state_kept() -> Iterator[None]:
+    """What a command sets for itself (``--threads``, the streams' error handlers) is put back when it ends, for a
+    notebook or a test that calls :func:`main` in its own process; the ``caex`` command's process ends anyway."""
+    streams = [(stream, stream.errors) for stream in (sys.stdout, sys.stderr)
+               if isinstance(getattr(stream, "errors", None), str) and hasattr(stream, "reconfigure")]
+    torch = sys.modules.get("torch")  # not imported here: `caex --version` stays quick
+    threads = torch.get_num_threads() if torch is not None else 0
+    try:
+        yield
+    finally:
+        for stream, errors in streams:
+            with contextlib.suppress(OSError, ValueError):  # a stream the command found gone or closed
+                stream.reconfigure(errors=errors)
+        if torch is not None:
+            torch.set_num_threads(threads)
 
 
 def _open_closed_streams() -> None:
