@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -143,3 +144,16 @@ def test_a_log_gets_no_line_between_two_intervals(monkeypatch, clock: _Clock, en
             if second % 10 == 0:
                 clock.check_bars()
     assert [int(re.search(r" (\d+)/100 ", line)[1]) for line in log.getvalue().splitlines()] == printed
+
+
+@pytest.mark.slow
+def test_a_bar_leaves_the_start_method_to_the_caller() -> None:
+    """tqdm's lock fixed multiprocessing's start method, even for a silent bar inside train_classifier, so a
+    caller's later ``set_start_method("spawn")`` raised "context has already been set"."""
+    code = ("import multiprocessing as mp\n"
+            "from caex.utils.progress import progress\n"
+            "for _ in progress(range(3), desc='x', enabled=False): pass\n"
+            "print(mp.get_start_method(allow_none=True))\n"
+            "mp.set_start_method('spawn'); print(mp.get_start_method())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "None\nspawn\n"), done.stderr
