@@ -357,7 +357,7 @@ def test_bundle_writes_all_files_and_metadata(saved):
 
 
 def test_bundle_files_follow_the_umask_like_any_other_file(tmp_path):
-    """Atomic writes go through mkstemp, which makes files private (0600): colleagues could not open a bundle."""
+    """Atomic writes went through mkstemp, which makes files private (0600): colleagues could not open a bundle."""
     import os
 
     previous = os.umask(0o022)
@@ -366,6 +366,24 @@ def test_bundle_files_follow_the_umask_like_any_other_file(tmp_path):
     finally:
         os.umask(previous)
     assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "clf").iterdir()} == {oct(0o644)}
+
+
+def test_a_write_leaves_the_umask_alone_while_it_runs(tmp_path, monkeypatch):
+    """Reading the umask to widen mkstemp's 0600 meant setting it, so another thread's file made in that moment got
+    0o022 instead of the caller's mask; the kernel applies it now, and no thread sees it change."""
+    import os
+
+    from caex.utils.io import atomic_write_bytes
+
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail(f"umask set to {mask:o} during a write"))
+        atomic_write_bytes(tmp_path / "results.json", b"{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert oct((tmp_path / "results.json").stat().st_mode & 0o777) == oct(0o640)
+    assert [path.name for path in tmp_path.iterdir()] == ["results.json"]
 
 
 def test_every_backend_gives_the_same_probabilities(saved, tmp_path):

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -24,13 +25,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _new_temporary_file(path)
     except OSError as exc:  # a read-only folder: name the file asked for, not the temporary one
         exc.filename = str(path)
         raise
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); results are shared like any other file
-            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -46,11 +45,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def _umask() -> int:
-    """The process's file-creation mask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_temporary_file(path: Path) -> tuple[int, str]:
+    """A new hidden file beside ``path``, opened for writing, with the permissions the umask gives any other file
+    (``tempfile.mkstemp`` makes it private, and reading the umask to widen it means setting it, for every thread)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -142,7 +147,7 @@ def replaced_together(folder: str | os.PathLike, *, marker: str | None = None) -
 
 
 #: The names :func:`atomic_write_bytes` and :func:`replaced_together` give their temporary files and folders
-#: (``tempfile``'s random part is 8 of ``[a-z0-9_]``).
+#: (8 random characters: hex in a file's, ``tempfile``'s ``[a-z0-9_]`` in a folder's and in older versions' files).
 LEFTOVER_NAME_PATTERN = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.caex-partial-[a-z0-9_]{8}")
 #: A temporary file younger than this may still be written by a job that takes no lock (``caex report`` into a
 #: run folder, a ``CAE.save`` from the Python API): only older ones are a killed job's leftovers.
