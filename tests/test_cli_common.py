@@ -48,6 +48,16 @@ def test_a_rewrite_within_the_mtime_granularity_counts_as_rewritten(tmp_path: Pa
             os.utime(path, ns=(old, old))
 
 
+def test_system_metadata_in_an_out_folder_is_no_stale_result(tmp_path: Path) -> None:
+    """Windows' Thumbs.db and desktop.ini, like a Mac's hidden .DS_Store, were named as an earlier run's files."""
+    for name in ("Thumbs.db", "desktop.ini", ".DS_Store"):
+        (tmp_path / name).write_text("")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with warn_stale_files(tmp_path):
+            atomic_write_text(tmp_path / "results.csv", "new")
+
+
 def test_an_out_that_does_not_exist_yet_or_an_error_warns_of_nothing(tmp_path: Path) -> None:
     atomic_write_text(tmp_path / "old.png", "old")
     with warnings.catch_warnings():
@@ -344,7 +354,8 @@ def test_every_command_that_computes_takes_threads_and_sets_them_before_any_work
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     assert main([*argv, "--threads", "1", "--out", str(tmp_path / "file" / "out")]) == 2  # refused: under a file
-    assert calls == [1] and "is a file, not a folder" in capsys.readouterr().err
+    # the command's count first, then the caller's given back (main() may run in a notebook's process)
+    assert calls == [1, torch.get_num_threads()] and "is a file, not a folder" in capsys.readouterr().err
     assert main([*argv, "--threads", "0", "--out", str(tmp_path / "out")]) == 2
     assert "--threads: must be at least 1, got 0" in capsys.readouterr().err
 

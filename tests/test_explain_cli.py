@@ -628,7 +628,7 @@ def test_a_newline_in_an_image_name_gives_a_one_line_title(workspace: Path, tmp_
     image = tmp_path / "new\nline.png"
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
     assert run_cli(workspace, str(image), "--steps", "3", "--out", str(tmp_path / "out")) == 0
-    assert (tmp_path / "out" / "new\nline_path.png").is_file()
+    assert (tmp_path / "out" / "new_line_path.png").is_file()
 
 
 def test_very_long_image_names_are_cut_to_distinct_stems_that_fit(workspace: Path, tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
     from caex.utils.io import check_not_in_use
 
     data_root = None if data is None else Path(data)
-    if data_root is not None and data_root.is_dir() and Path(out).resolve().is_relative_to(data_root.resolve()):
+    if data_root is not None and data_root.is_dir() and _lies_in(Path(out), data_root):
         # its figures would be read as images of a class (or a new class) by every later command
         raise CaexError(f"--out {out}: inside the data folder {data}, whose images would then include this "
                         "command's outputs; choose an --out outside it")
@@ -204,6 +204,14 @@ def check_output_folder(out: str, data: str | None = None, *, is_file: bool = Fa
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise CaexError(f"--out {out}: {folder} is not writable")
             return
+
+
+def _lies_in(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is the existing ``folder`` or lies inside it, told by the file system, not by comparing
+    names: ``resolve()`` keeps the case typed, so ``--out Data/x`` for the folder ``data`` on a Mac's or Windows'
+    disk was not inside it."""
+    resolved = path.resolve()  # ``data/../x`` is beside data, not in it
+    return any(os.path.samefile(parent, folder) for parent in (resolved, *resolved.parents) if parent.exists())
 
 
 def model_folder_kind(folder: Path) -> str | None:
@@ -242,12 +250,15 @@ def warn_stale_files(out: str | os.PathLike, kept: Collection[str] = ()) -> Iter
 
 
 def _file_stamps(folder: Path) -> dict[str, tuple[int, int]]:
-    """Inode and mtime of each file directly in ``folder``; hidden ones (.DS_Store, editors') are no results."""
+    """Inode and mtime of each file directly in ``folder``; hidden ones (.DS_Store, editors') and system metadata
+    (Thumbs.db) are no results."""
+    from caex.data.sources import is_hidden
+
     if not folder.is_dir():
         return {}
     stamps = {}
     for path in folder.iterdir():
-        if not path.name.startswith(".") and path.is_file():
+        if not is_hidden(path.name) and path.is_file():
             info = path.stat()
             stamps[path.name] = (info.st_ino, info.st_mtime_ns)
     return stamps

@@ -344,18 +344,33 @@ def warn_narrow_images(where: list[str], what: str = "image") -> None:
              f"(first: {where[0]})")
 
 
+#: Files and folders that operating systems, NAS boxes and archivers put among the user's own (case aside): thumbnails
+#: (Synology's ``@eaDir/<image>/SYNOFILE_THUMB_M.jpg``, Windows' ``Thumbs.db``), a macOS zip's ``__MACOSX/``, trash and
+#: snapshot folders, Explorer's ``desktop.ini``. Like hidden (dot) names they are no data: a thumbnail read as an image
+#: of its class is a near-duplicate across the train/test split, and ``__MACOSX/`` became a class of no images.
+METADATA_NAMES = frozenset({"@eadir", "__macosx", "#recycle", "$recycle.bin", "system volume information", "thumbs.db",
+                            "desktop.ini", "#snapshot"})
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder named ``name`` is no data: hidden (``.DS_Store``, macOS ``._x.png``,
+    ``.ipynb_checkpoints/``) or a system's or NAS's metadata (:data:`METADATA_NAMES`)."""
+    return name.startswith(".") or name.casefold() in METADATA_NAMES
+
+
 def _image_files(folder: Path) -> list[Path]:
     """The image files directly in ``folder``."""
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+                  if p.is_file() and not is_hidden(p.name) and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _walk(folder: Path, classes: Sequence[Path] = (), elsewhere: list[Path] | None = None) -> Iterator[Path]:
     """Every entry but folders anywhere under ``folder``, following symlinked sub-folders (a class folder that links
     to scans stored elsewhere), each real folder once: a folder reached by two names is read by the first in sorted
-    order. Hidden folders are not entered (a hidden name of a folder would claim it, and be left out). A link back to
-    ``folder`` or above it, or into (or around) another of the data set's ``classes`` (resolved class folders of
-    every split), is not followed but added to ``elsewhere``: its images would be read twice or under two labels."""
+    order. Hidden and metadata folders (:func:`is_hidden`) are not entered (a hidden name of a folder would claim it,
+    and be left out). A link back to ``folder`` or above it, or into (or around) another of the data set's
+    ``classes`` (resolved class folders of every split), is not followed but added to ``elsewhere``: its images
+    would be read twice or under two labels."""
     seen: set[tuple[int, int]] = set()
     home = folder.resolve()
     others = [other for other in classes if other != home]
@@ -368,7 +383,7 @@ def _walk(folder: Path, classes: Sequence[Path] = (), elsewhere: list[Path] | No
         entered = []
         for name in sorted(folders):  # the first name of a folder reached twice is the one the sorted listing shows
             link = Path(top, name)
-            if name.startswith("."):
+            if is_hidden(name):
                 continue
             if link.is_symlink() and _leads_elsewhere(link.resolve(), home, others):
                 if elsewhere is not None:
@@ -390,8 +405,9 @@ def _leads_elsewhere(target: Path, home: Path, others: Sequence[Path]) -> bool:
 class _FolderTree:
     """The files under a folder, sorted into what caex reads: images, files in mask or label sub-folders
     (``COVID/masks``: no images of the class), files in folders of caex explain outputs (an ``--out`` inside the
-    data: its overlays are neither a class nor anything to explain again), and files of other formats. Hidden
-    files and folders (``.DS_Store``, macOS ``._x.png``, ``.ipynb_checkpoints/``) are no data and not listed."""
+    data: its overlays are neither a class nor anything to explain again), and files of other formats. Hidden and
+    metadata files and folders (:func:`is_hidden`: ``.DS_Store``, ``Thumbs.db``, ``@eaDir/``) are no data and not
+    listed."""
 
     images: list[Path] = field(default_factory=list)
     masks: list[Path] = field(default_factory=list)
@@ -409,7 +425,7 @@ class _FolderTree:
         tree.in_data_set = bool(classes)
         for path in sorted(_walk(folder, classes, tree.linked)):
             parts = path.relative_to(folder).parts
-            if path.name.startswith(".") or not path.is_file():  # hidden folders were not entered
+            if is_hidden(path.name) or not path.is_file():  # hidden folders were not entered
                 continue
             if any(part.lower() in MASK_FOLDERS for part in parts[:-1]):
                 tree.masks.append(path)
@@ -502,7 +518,7 @@ def _warn_unread_files(root: Path, unread: list[Path], where: str = "in the clas
 
 
 def _sub_folders(root: Path) -> list[Path]:
-    return [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and not is_hidden(p.name)]
 
 
 def _explained_sub_folders(root: Path) -> list[Path]:

@@ -124,7 +124,10 @@ class Explanation:
              settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Write what ``caex explain`` writes for each exemplar: overlay PNG on its input in ``images``, the map
         ``.npy`` (in [0, 1]), counterfactual strip PNG, GIF and JSON summary, named ``<stem>_…`` (default ``image<i>``)
-        in ``out_dir``; returns the summaries."""
+        in ``out_dir``; returns the summaries. Stems that are no file name of their own (a path, two that a Mac's
+        disk takes for one, too long) are refused before anything is written
+        (:func:`caex.explain.files.check_stems`)."""
+        from caex.explain.files import check_stems
         from caex.explain.render import save_explanation
 
         channels, size = self.frames.shape[2], self.frames.shape[-1]
@@ -132,9 +135,7 @@ class Explanation:
         stems = [f"image{index}" for index in range(len(self))] if stems is None else list(stems)
         if len(images) != len(self) or len(stems) != len(self):
             raise ExplainError(f"save: {len(images)} images and {len(stems)} stems for {len(self)} explanations")
-        repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
-        if repeated:  # the second image's files would replace the first's
-            raise ExplainError(f"save: stems {', '.join(map(repr, repeated))} are given more than once")
+        check_stems(stems)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         return [save_explanation(self, index, images[index].cpu(), out_dir, stem, stem, settings)
                 for index, stem in enumerate(stems)]

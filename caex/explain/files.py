@@ -6,7 +6,6 @@ import glob
 import hashlib
 import itertools
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -16,8 +15,9 @@ from typing import Any, NoReturn
 
 import torch
 
-from caex.data.sources import EXPLAIN_OUTPUTS, IMAGE_SUFFIXES, ReadNotes, image_tree, load_image, without_explanations
-from caex.data.types import is_line_breaking
+from caex.data.sources import (EXPLAIN_OUTPUTS, IMAGE_SUFFIXES, METADATA_NAMES, ReadNotes, image_tree, is_hidden,
+                               load_image, without_explanations)
+from caex.data.types import is_line_breaking, nfc
 from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError, Explanation
 from caex.explain.render import save_explanation
 from caex.utils.io import folder_lock, json_safe, read_json
@@ -67,9 +67,9 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
 
     Each file is read as the CAE's training images were (:func:`caex.data.load_image`) and explained in
     batches of ``batch_size`` by ``explainer.explain(**explain_options)`` (``target``, ``path``, ``steps``,
-    ``all_targets``, ...). Output stems are the file names, ``-2``, ``-3``, ... where two folders hold the same
-    name or ``out_dir`` holds another file's explanation under it (an earlier run's, kept), and ``_to-<class>`` per
-    target with ``all_targets``. ``settings`` (how the maps are made), with the
+    ``all_targets``, ...). Output stems are the file names made safe (:func:`safe_name`), ``-2``, ``-3``, ... where
+    two folders hold the same name or ``out_dir`` holds another file's explanation under it (an earlier run's,
+    kept), and ``_to-<class>`` per target with ``all_targets``. ``settings`` (how the maps are made), with the
     digests of the explainer's CAE and classifier added, is stored in every summary; with ``skip_done``, a file
     whose finished explanations from the same settings and models are in ``out_dir`` already is left alone (an
     interrupted run is finished, not redone; a classifier retrained into the same folder is another model).
@@ -95,7 +95,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
     slugs = class_slugs(explainer.class_names)
     at_target, notes, outcomes = 0, ReadNotes(), PathOutcomes()
     with folder_lock(out, "caex explain"):
-        earlier = EarlierOutputs(out)
+        earlier = EarlierOutputs(out, slugs if all_targets else None)
         stems = unique_stems(sources, earlier)
         if skip_done:
             others = explainer.target_count() if all_targets else None
@@ -164,10 +164,15 @@ class PathOutcomes:
                  "their maps show no change that flips it (train the CAE longer, or on more images of that class)")
 
 
-#: Longest output stem and class part of an output name, in UTF-8 bytes: ``<stem>-<n>_to-<class>_saliency.png``
-#: and its temporary twin ``.<name>.<random>.tmp`` stay well below the usual 255-byte file-name limit.
-MAX_STEM_BYTES = 120
-MAX_SLUG_BYTES = 64
+#: Longest output file name in UTF-8 bytes, its temporary twin (``.<name>.<random>.tmp``) included: eCryptfs (an
+#: encrypted home folder) allows 143 bytes a name, most other file systems 255.
+MAX_NAME_BYTES = 143
+#: What the longest file name of an output adds to its stem in its temporary form (``.<stem>_saliency.png.<8>.tmp``).
+NAME_OVERHEAD = len("._saliency.png.12345678.tmp")
+#: Longest output stem and class part of an output name, in UTF-8 bytes: ``<stem>-<n>_to-<class>`` (to ``-999``)
+#: with :data:`NAME_OVERHEAD` fits :data:`MAX_NAME_BYTES`.
+MAX_STEM_BYTES = 72
+MAX_SLUG_BYTES = 36
 
 
 def shortened(name: str, limit: int) -> str:
@@ -184,62 +189,106 @@ def shortened(name: str, limit: int) -> str:
 
 #: Characters a file name may not hold on some file system (Windows forbids all of these, POSIX the slash).
 UNSAFE_IN_FILE_NAMES = frozenset('/\\<>:"|?*')
+#: Device names Windows reserves in every folder, in any case and with any extension (``CON.json`` is the console).
+RESERVED_ON_WINDOWS = frozenset({"con", "prn", "aux", "nul", *(f"{port}{digit}" for port in ("com", "lpt")
+                                                                 for digit in range(1, 10))})
+
+
+def safe_name(name: str, limit: int) -> str:
+    """``name`` as a readable part of a file name on any system: path separators, characters Windows forbids
+    (:data:`UNSAFE_IN_FILE_NAMES`), control characters and a leading dot replaced by ``_`` (``../x`` must not
+    write outside the output folder, ``.x`` would be hidden), a name Windows reserves (``CON``, ``com1.x``) given
+    a leading ``_``, and a long one cut to ``limit`` bytes (:func:`shortened`). Names that coincide once made safe
+    are told apart by the caller."""
+    safe = "".join("_" if char in UNSAFE_IN_FILE_NAMES or is_line_breaking(char) else char for char in name)
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    if safe.split(".")[0].rstrip(" ").casefold() in RESERVED_ON_WINDOWS:
+        safe = "_" + safe
+    return shortened(safe, limit)
+
+
+def name_key(name: str) -> str:
+    """What a disk that ignores case and Unicode form (macOS, Windows) tells two file names apart by: ``A`` and
+    ``a``, or ``é`` composed and decomposed (NFC, NFD), are one file there."""
+    return nfc(name).casefold()
 
 
 def class_slugs(class_names: Sequence[str]) -> list[str]:
-    """One file-name part per class for ``_to-<class>``: readable, with path separators, characters Windows
-    forbids (:data:`UNSAFE_IN_FILE_NAMES`), control characters and a leading dot replaced by ``_`` (a class
-    named ``../x`` must not write outside the output folder) and long names cut; classes whose parts would
+    """One file-name part per class for ``_to-<class>``, made safe (:func:`safe_name`); classes whose parts would
     coincide (``a/b`` and ``a_b``, or ``A`` and ``a`` on a case-insensitive disk) get their index added, so one
     class's files never overwrite another's."""
-    slugs = []
-    for index, name in enumerate(map(str, class_names)):
-        slug = "".join("_" if char in UNSAFE_IN_FILE_NAMES or is_line_breaking(char) else char for char in name)
-        slug = shortened("_" + slug[1:] if slug.startswith(".") else slug, MAX_SLUG_BYTES) or f"class{index}"
-        slugs.append(slug)
-    while len({slug.casefold() for slug in slugs}) < len(slugs):
-        counts = Counter(slug.casefold() for slug in slugs)
-        slugs = [f"{slug}-{index}" if counts[slug.casefold()] > 1 else slug for index, slug in enumerate(slugs)]
+    slugs = [safe_name(name, MAX_SLUG_BYTES) or f"class{index}" for index, name in enumerate(map(str, class_names))]
+    while len(set(map(name_key, slugs))) < len(slugs):
+        counts = Counter(map(name_key, slugs))
+        slugs = [f"{slug}-{index}" if counts[name_key(slug)] > 1 else slug for index, slug in enumerate(slugs)]
     return slugs
 
 
 def unique_stems(paths: Sequence[Path], earlier: EarlierOutputs | None = None) -> list[str]:
-    """File stems for output names; a repeated stem (same name in two folders, or differing only in case) gets
-    -2, -3, ..., as does one under which ``earlier`` outputs explain another file (an earlier run into the same
-    folder, whose results would be overwritten), and a long one is cut (:func:`shortened`) so that every output
-    name fits the file system."""
+    """File stems for output names, made safe (:func:`safe_name`) so that every output name fits any file system;
+    a repeated stem (same name in two folders, differing only in case or Unicode form, or alike once made safe)
+    gets -2, -3, ..., as does one under which ``earlier`` outputs explain another file (an earlier run into the
+    same folder, whose results would be overwritten)."""
     used: set[str] = set()
     stems = []
     for path in paths:
-        base = shortened(path.stem, MAX_STEM_BYTES)
+        base = safe_name(path.stem, MAX_STEM_BYTES)
         stem, count = base, 1
-        # Case1 and case1 are one file on a Mac's or Windows' disk
-        while stem.casefold() in used or (earlier is not None and earlier.explain_another(stem, str(path))):
+        while name_key(stem) in used or (earlier is not None and earlier.explain_another(stem, str(path))):
             count += 1
             stem = f"{base}-{count}"
-        used.add(stem.casefold())
+        used.add(name_key(stem))
         stems.append(stem)
     return stems
 
 
-class EarlierOutputs:
-    """The summaries (``<stem>.json``, ``<stem>_to-<class>.json``) an output folder already holds, listed once and
-    read when asked about, so that a run never writes over an earlier run's explanation of another file."""
+def check_stems(stems: Sequence[str]) -> None:
+    """Refuse, before anything is written, output stems given by hand (:meth:`Explanation.save`) that are no file
+    name of their own: a path (``../x`` wrote outside the folder, ``a/b`` made a folder), two stems that a Mac's
+    or Windows' disk takes for one (``A`` and ``a``), or a stem whose longest file name does not fit
+    :data:`MAX_NAME_BYTES` (an OSError once earlier images' files were written)."""
+    seen: dict[str, str] = {}  # by name_key
+    for stem in stems:
+        if stem in ("", ".", "..") or any(char in stem for char in "/\\\0"):
+            raise ExplainError(f"save: stem {stem!r} is no file name (it holds a path separator or NUL, or is "
+                               "empty, '.' or '..')")
+        if len(stem.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES - NAME_OVERHEAD:
+            raise ExplainError(f"save: stem {stem[:40]!r}... is too long for a file name (at most "
+                               f"{MAX_NAME_BYTES - NAME_OVERHEAD} UTF-8 bytes)")
+        first = seen.get(name_key(stem))
+        if first is not None:  # the second image's files would replace the first's
+            raise ExplainError(f"save: stems {first!r} " + ("are given more than once" if first == stem else
+                               f"and {stem!r} name one file on a Mac's or Windows' disk (which ignore case and "
+                               "Unicode form)"))
+        seen[name_key(stem)] = stem
 
-    def __init__(self, out: Path) -> None:
+
+class EarlierOutputs:
+    """The summaries an output folder already holds, listed once and read when asked about, so that a run never
+    writes over an earlier run's explanation of another file. The run writes ``<stem>.json``, or with
+    ``all_targets`` ``<stem>_to-<slug>.json`` for the ``targets`` (:func:`class_slugs`): only those names are
+    its stem's (``scan_to-review.json`` is scan_to-review.png's where no class is named review)."""
+
+    def __init__(self, out: Path, targets: Sequence[str] | None = None) -> None:
         self.out = out
+        self.targets = targets
         self.summaries: dict[str, Any] = {}  # by file name, each read once (None: unreadable)
-        self.names: dict[str, list[str]] = {}  # by stem, casefolded: what a case-insensitive disk would overwrite
+        self.names: dict[str, list[str]] = {}  # by name_key, without .json: what a Mac's or Windows' disk overwrites
         if not out.is_dir():  # a new output folder: nothing to keep
             return
         for path in out.glob("*.json"):
-            name = path.name.removesuffix(".json")
-            for stem in {name, *(name[:match.start()] for match in re.finditer("_to-", name))}:
-                self.names.setdefault(stem.casefold(), []).append(path.name)
+            self.names.setdefault(name_key(path.name.removesuffix(".json")), []).append(path.name)
+
+    def _outputs(self, stem: str) -> list[str]:
+        """The summaries' names, without ``.json``, that this run writes under ``stem``."""
+        return [stem] if self.targets is None else [f"{stem}_to-{slug}" for slug in self.targets]
 
     def explain_another(self, stem: str, source: str) -> bool:
-        """Whether a summary under ``stem`` is not ``source``'s: another file's, or no caex summary (a user's)."""
-        return any(recorded_source(self._summary(name)) != source for name in self.names.get(stem.casefold(), ()))
+        """Whether a summary this run would write under ``stem`` is there and not ``source``'s: another file's,
+        or no caex summary (a user's)."""
+        return any(not same_file(recorded_source(self._summary(file)), source)
+                   for name in self._outputs(stem) for file in self.names.get(name_key(name), ()))
 
     def _summary(self, name: str) -> Any:
         """The JSON in ``name``, read once whether asked whose explanation it is or whether it is finished."""
@@ -254,16 +303,15 @@ class EarlierOutputs:
         """The files of ``source``'s finished explanation(s) made with ``settings`` (its summary JSON, written
         last, names them), or an empty set: one explanation, or ``others`` of them with ``all_targets``, found in
         the folder's listing (a listing per image made resuming a large run quadratic in its images)."""
-        names = ([f"{stem}.json"] if others is None else
-                 [name for name in self.names.get(stem.casefold(), ()) if name.startswith(f"{stem}_to-")])
-        if others is not None and len(names) != others:
+        names = [f"{name}.json" for name in self._outputs(stem) if f"{name}.json" in self.names.get(name_key(name), ())]
+        if len(names) != (1 if others is None else others):
             return set()
         files = set(names)
         for name in names:
             summary = self._summary(name)
             listed = summary.get("files", {}).values() if isinstance(summary, dict) else ()
             if (not isinstance(summary, dict) or summary.get("settings") != settings
-                    or recorded_source(summary) != source
+                    or not same_file(recorded_source(summary), source)
                     or not listed or not all((self.out / str(file)).is_file() for file in listed)):
                 return set()
             files.update(str(file) for file in listed)
@@ -276,6 +324,18 @@ def recorded_source(summary: object) -> str | None:
     every explanation again under ``<stem>-2`` (read against the working folder, where reruns are made)."""
     source = summary.get("source") if isinstance(summary, dict) else None
     return os.path.abspath(source) if isinstance(source, str) else None
+
+
+def same_file(recorded: str | None, source: str) -> bool:
+    """Whether a summary's ``recorded`` source is ``source``: one file however written (another case of its name
+    on a Mac or Windows, a symlinked folder: ``--skip-done`` redid everything under ``-2``) where both exist,
+    else the same path."""
+    if recorded is None or recorded == source:
+        return recorded is not None
+    try:
+        return os.path.samefile(recorded, source)
+    except (OSError, ValueError):  # either is gone (or no path: a NUL in a hand-made summary)
+        return os.path.normcase(recorded) == os.path.normcase(source)
 
 
 def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> list[Path]:
@@ -309,7 +369,8 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
             if inside(path):
                 refuse("folder", pattern)
             if output is not None and output.is_relative_to(path.resolve()) and output.is_dir():
-                refuse_inputs_held(sorted(p for p in output.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+                refuse_inputs_held(sorted(p for p in output.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                                          and not any(map(is_hidden, p.relative_to(output).parts))))
             matches = [p for p in image_tree(path, "name other image files, or a glob of them, to explain them")
                        if not inside(p)]
             if not matches:
@@ -322,7 +383,9 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
                 refuse("file", pattern)
             matches = [path]
         elif glob.has_magic(pattern):
-            files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            below = len(_glob_folder(pattern).parts)  # glob leaves out hidden names itself, metadata not
+            files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()
+                           and not any(part.casefold() in METADATA_NAMES for part in Path(p).parts[below:]))
             held = [file for file in files if inside(file)]
             # named there (or nowhere else), not met in a search of a folder that holds --out
             if held and (inside(_glob_folder(pattern)) or len(held) == len(files)):

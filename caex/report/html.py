@@ -619,9 +619,18 @@ def _summary_titles(summaries: dict[str, dict[str, Any]]) -> dict[str, str]:
             captions[stem] = (summary["source"], caption)
     try:
         root = os.path.commonpath([os.path.dirname(source) for source, _ in captions.values()])
-    except ValueError:  # none, or relative beside absolute paths (hand-made files)
+    except ValueError:  # none, relative beside absolute paths (hand-made files), or on two drives (Windows)
         root = ""
-    return {stem: f"{os.path.relpath(source, root or None)}: {caption}" for stem, (source, caption) in captions.items()}
+    return {stem: f"{_below(source, root)}: {caption}" for stem, (source, caption) in captions.items()}
+
+
+def _below(source: str, root: str) -> str:
+    """``source`` relative to ``root`` (where empty, the working folder), or in full where no relative path leads
+    there: on Windows, a source on another drive than the working folder."""
+    try:
+        return os.path.relpath(source, root or None)
+    except ValueError:
+        return source
 
 
 def _caption_of_an_older_summary(summary: dict[str, Any]) -> str | None:

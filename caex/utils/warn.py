@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import warnings
@@ -13,7 +14,7 @@ import torch.utils._contextlib
 
 from caex.utils.device import torchrun_rank
 
-_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep  # the caex folder ("caex_scripts/" is not it)
+_PACKAGE = os.path.normcase(os.path.realpath(Path(__file__).parents[1])) + os.sep  # caex ("caex_scripts/" is not)
 #: Frames between caex and its caller that are no caller's: a caex ``with`` block's exit, and the wrapper of
 #: a ``@torch.no_grad()`` method.
 _WRAPPERS = frozenset({contextlib.__file__, torch.utils._contextlib.__file__})
@@ -26,10 +27,17 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     if torchrun_rank():
         return
     frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
-    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
-                                 or frame.f_code.co_filename in _WRAPPERS):
+    while frame is not None and (_in_caex(frame.f_code.co_filename) or frame.f_code.co_filename in _WRAPPERS):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+@functools.cache
+def _in_caex(filename: str) -> bool:
+    """Whether code from ``filename`` is caex's own: a code object's file is the path as imported, so caex imported
+    through a symlinked folder (``PYTHONPATH=~/link``) is compared by its real path, as ``_PACKAGE`` is (once per
+    file)."""
+    return not filename.startswith("<") and os.path.normcase(os.path.realpath(filename)).startswith(_PACKAGE)
 
 
 @contextlib.contextmanager
