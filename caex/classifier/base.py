@@ -57,6 +57,14 @@ class Classifier(abc.ABC):
         """An ``nn.Module`` mapping data-range images to logits, or ``None`` for black boxes."""
         return None
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype :attr:`module` computes in, its first floating parameter's (float32 for a black box or a module
+        without parameters): images go in cast to it, as a float16 or bfloat16 module refuses float32 inputs."""
+        module = self.module
+        parameters = () if module is None else module.parameters()
+        return next((parameter.dtype for parameter in parameters if parameter.is_floating_point()), torch.float32)
+
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
         """:attr:`module` in eval mode for the block and as the caller left it afterwards (nothing to do for a
@@ -99,16 +107,16 @@ class Classifier(abc.ABC):
 
     def _batched(self, images: torch.Tensor,
                  fn: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.Tensor | None:
-        """Run ``fn`` over ``batch_size`` chunks on :attr:`device` under ``no_grad``.
+        """Run ``fn`` over ``batch_size`` chunks on :attr:`device` (in :attr:`input_dtype`) under ``no_grad``.
 
         ``None`` when ``fn`` gives none (an unreachable output) or ``images`` is empty.
         """
         check_image_batch(images, channels=self.channels, size=self.image_size, what="classifier input",
                           error=ClassifierError)
-        outputs = []
+        outputs, dtype = [], self.input_dtype
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
-                output = fn(images[start:start + self.batch_size].to(self.device, torch.float32))
+                output = fn(images[start:start + self.batch_size].to(self.device, dtype))
                 if output is None:
                     return None
                 outputs.append(output.float().to(images.device))
@@ -162,4 +170,5 @@ def module_state_kept(module: nn.Module) -> Iterator[None]:
         for child, training in modes:  # each as it was (a child in eval under a training parent stays so)
             child.train(training)
         for parameter, flag in flags:
-            parameter.requires_grad_(flag)
+            if parameter.requires_grad != flag:  # weights made in inference mode refuse even an unchanged flag
+                parameter.requires_grad_(flag)

@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -41,7 +42,7 @@ def check_image_batch(images: object, *, channels: int | None = None, size: int 
     if (channels is not None and shape[1] != channels) or (size is not None and shape[2:] != (size, size)):
         raise error(f"{what}: expected {wanted} images, got shape {shape}")
     if not images.is_floating_point():
-        raise error(f"{what}: expected float pixels in [0, 1], got {images.dtype} (divide 8-bit images by 255)")
+        raise error(f"{what}: expected float pixels in [0, 1], got {images.dtype} ({_scaling_hint(images.dtype)})")
     if images.numel() and images.device.type != "meta":
         low, high = (float(value) for value in torch.aminmax(images.detach()))
         if not (math.isfinite(low) and math.isfinite(high)):
@@ -50,6 +51,43 @@ def check_image_batch(images: object, *, channels: int | None = None, size: int 
             raise error(f"{what}: values span [{low:g}, {high:g}]; expected the data range [0, 1] "
                         "(divide 8-bit images by 255)")
     return images
+
+
+def _scaling_hint(dtype: torch.dtype) -> str:
+    """How to bring pixels of an integer or bool ``dtype`` into [0, 1]: one hint for all, "divide 8-bit images by
+    255", would take a 16-bit scan to [0, 257] and leave a bool batch as it was."""
+    if dtype == torch.bool:
+        return "images.float() makes a bool batch 0 and 1 pixels"
+    if dtype == torch.uint8:
+        return "divide 8-bit images by 255"
+    if dtype in (torch.int16, torch.uint16):
+        return "divide 16-bit images by 65535"
+    return "divide integer pixels by their format's maximum: 255 for 8-bit, 65535 for 16-bit images"
+
+
+def as_tensor_argument(value: object, what: str, error: type[CaexError] = DataError) -> torch.Tensor:
+    """``value`` if it is a tensor, as one if it is a NumPy array of numbers or bools (the Explainer takes arrays
+    too); else ``error`` naming ``what``: an array failed deep in torch code ("order must be str, not int")."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return torch.as_tensor(value)
+    if not isinstance(value, torch.Tensor):
+        raise error(f"{what}: expected a tensor or NumPy array, got {type(value).__name__}"
+                    + (f" of {value.dtype}" if isinstance(value, np.ndarray) else ""))
+    return value
+
+
+def check_masks(masks: object, what: str = "masks", error: type[CaexError] = DataError) -> torch.Tensor:
+    """``masks`` (a tensor or array) as a bool tensor if it is bool or holds only 0 and 1; else ``error`` naming
+    ``what``. Read as "non-zero is lesion", a float mask with a little noise (JPEG, resampling) was lesion
+    everywhere, and every method, random included, scored near 1 on localisation."""
+    values = as_tensor_argument(masks, what, error)
+    if values.dtype == torch.bool:
+        return values
+    stray = values[(values != 0) & (values != 1)]
+    if len(stray):
+        raise error(f"{what} must be bool or hold only 0 and 1 (got {masks.dtype}); it holds "
+                    f"{stray[0].item():g}: threshold soft or resampled masks (masks > 0.5)")
+    return values.to(torch.bool)
 
 
 def is_line_breaking(char: str) -> bool:
@@ -140,9 +178,11 @@ class ImageSet(Dataset):
         if self.labels.ndim != 1 or self.labels.dtype != torch.long:
             raise DataError(f"ImageSet: labels must be int64 class indices [N], got {self.labels.dtype} "
                             f"{tuple(self.labels.shape)}")
-        if self.masks is not None and self.masks.shape != (len(self.images), *self.images.shape[2:]):
-            raise DataError(f"ImageSet: masks {tuple(self.masks.shape)} do not match images "
-                            f"{tuple(self.images.shape)} (expected [N, H, W])")
+        if self.masks is not None:
+            self.masks = check_masks(self.masks, "ImageSet: masks")
+            if self.masks.shape != (len(self.images), *self.images.shape[2:]):
+                raise DataError(f"ImageSet: masks {tuple(self.masks.shape)} do not match images "
+                                f"{tuple(self.images.shape)} (expected [N, H, W])")
 
     def __len__(self) -> int:
         return len(self.labels)

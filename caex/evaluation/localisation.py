@@ -1,6 +1,6 @@
 """Localisation against ground-truth masks: does the saliency point at the lesion?
 
-Per-image scores on ``saliency [B, H, W]`` and ``masks [B, H, W]`` (bool).
+Per-image scores on ``saliency [B, H, W]`` and ``masks [B, H, W]`` (bool, or numbers that are all 0 or 1).
 Images whose mask is empty (e.g. a healthy class) have no lesion to find and
 score NaN; :class:`LocalisationMetric` averages over the others.
 """
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from caex.data.types import as_tensor_argument, check_masks
 from caex.errors import EvaluationError
 from caex.evaluation.ranking import DEFAULT_PATCH, check_finite_maps, pixel_order, pixel_rank
 from caex.utils.checks import check_counts, check_share
@@ -22,20 +23,33 @@ def _nan_where_empty(scores: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where(masks.flatten(1).any(dim=1), scores, torch.nan)
 
 
+def _checked_maps_and_masks(saliency: object, masks: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """``saliency [K, H, W]`` and ``masks`` of its shape as bool on its device (tensors, or arrays converted), else
+    a one-line error: masks of another size failed as an index out of bounds, and a mask with any value but 0 and 1
+    (:func:`~caex.data.types.check_masks`) was lesion wherever it was not exactly 0."""
+    saliency = as_tensor_argument(saliency, "saliency", EvaluationError)
+    masks = check_masks(masks, "masks", EvaluationError)
+    if saliency.ndim != 3 or masks.shape != saliency.shape:  # else a RuntimeError from deep in the scores
+        raise EvaluationError(f"expected saliency [K, H, W] and masks of the same shape; got "
+                              f"{tuple(saliency.shape)} and {tuple(masks.shape)}")
+    return saliency, masks.to(saliency.device)
+
+
 def pointing_game(saliency: torch.Tensor, masks: torch.Tensor, patch: int = DEFAULT_PATCH) -> torch.Tensor:
     """1 where the most salient pixel (ties ranked by :func:`~caex.evaluation.ranking.pixel_order` with squares
     of side ``patch``: the core of a flat block) lies inside the mask, else 0; a constant map points nowhere (0)."""
-    masks = masks.to(torch.bool)
+    saliency, masks = _checked_maps_and_masks(saliency, masks)
     hits = masks.flatten(1).gather(1, pixel_order(saliency, patch)[:, :1]).squeeze(1).float()
     return _nan_where_empty(torch.where(constant_rows(saliency), 0.0, hits), masks)
 
 
 def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Share of the total saliency that falls inside the mask (0 for an all-zero map; negative values count as
-    0, as a map's mass is its positive part)."""
+    0, as a map's mass is its positive part). Summed in float32: a float16 map's sum overflowed to inf on large
+    images."""
+    saliency, masks = _checked_maps_and_masks(saliency, masks)
     check_finite_maps(saliency)
-    masks = masks.to(torch.bool)
-    flat = saliency.flatten(1).clamp_min(0)
+    flat = saliency.flatten(1).float().clamp_min(0)
     total = flat.sum(dim=1)
     inside = (flat * masks.flatten(1)).sum(dim=1)
     return _nan_where_empty(torch.where(total > 0, inside / total.clamp_min(1e-12), 0.0), masks)
@@ -46,7 +60,8 @@ def topk_iou(saliency: torch.Tensor, masks: torch.Tensor, k: float | None = None
     """IoU of the top-``k`` share of pixels (ranked as in :func:`pointing_game`) with the mask; ``k=None`` uses
     each mask's own area share. A constant map selects nothing (0), as it points nowhere in :func:`pointing_game`."""
     check_share("topk_iou: k", k, EvaluationError, none_allowed=True)
-    flat_mask = masks.to(torch.bool).flatten(1)
+    saliency, masks = _checked_maps_and_masks(saliency, masks)
+    flat_mask = masks.flatten(1)
     pixels = flat_mask.shape[1]
     if k is None:
         n_top = flat_mask.sum(dim=1)
@@ -83,10 +98,7 @@ class LocalisationMetric:
         return DEFAULT_PATCH if self.patch is None else self.patch
 
     def __call__(self, saliency: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
-        if saliency.ndim != 3 or masks.shape != saliency.shape:  # else a RuntimeError from deep in the scores
-            raise EvaluationError(f"expected saliency [K, H, W] and masks of the same shape; got "
-                                  f"{tuple(saliency.shape)} and {tuple(masks.shape)}")
-        masks = masks.to(saliency.device, torch.bool)  # each score checks the maps are finite
+        saliency, masks = _checked_maps_and_masks(saliency, masks)  # each score checks the maps are finite
         return {
             "pointing": _nanmean(pointing_game(saliency, masks, self.tie_patch)),
             "mass_in_mask": _nanmean(mass_in_mask(saliency, masks)),

@@ -25,8 +25,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from caex.data.types import as_tensor_argument, check_image_batch
 from caex.errors import EvaluationError
 from caex.evaluation.ranking import DEFAULT_PATCH, patch_extent, pixel_order
 from caex.utils.checks import check_counts, check_number_fields, check_share
@@ -95,15 +97,56 @@ def greedy_patches(saliency: torch.Tensor, n_patches: int,
     return centres, cover_step.view(batch, height, width)
 
 
-@torch.no_grad()
+def _checked_images(images: object, what: str = "images") -> torch.Tensor:
+    """``images`` if they are a non-empty data-range batch (:func:`~caex.data.types.check_image_batch`): a plain
+    callable took 0..255 images and a [0, 1] fill without a word, and scored a wrong AOPC that looked right."""
+    images = check_image_batch(images, what=what, error=EvaluationError)
+    if not len(images):  # else torch.cat of nothing
+        raise EvaluationError(f"{what}: no images to score (shape {tuple(images.shape)})")
+    return images
+
+
+def _checked_labels(labels: object, count: int) -> torch.Tensor:
+    """``labels`` as int64 ``[count]``: one class index per image, as a tensor, array or list of any integer type
+    (a float or bool tensor failed in ``gather``, an array as having no ``.to``)."""
+    values = labels if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    integral = (values.dtype.kind in "iu" if isinstance(values, np.ndarray)
+                else not (values.is_floating_point() or values.is_complex() or values.dtype == torch.bool))
+    if not integral or tuple(values.shape) != (count,):
+        raise EvaluationError(f"labels: expected one class index per image [{count}], got {values.dtype} of shape "
+                              f"{tuple(values.shape)}")
+    return as_tensor_argument(values, "labels", EvaluationError).long()
+
+
+def _checked_inputs(images: object, labels: object, saliency: object,
+                    fill: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The deletion metric's arguments checked, with the labels as int64 and arrays as tensors: images and fill in
+    the data range whatever the model (a :class:`~caex.classifier.Classifier` checks its inputs, a plain callable
+    does not), and shapes that fit together."""
+    images, fill = _checked_images(images), _checked_images(fill, "fill")
+    saliency = as_tensor_argument(saliency, "saliency", EvaluationError)
+    count, size = len(images), tuple(images.shape[-2:])
+    # else "too many values to unpack" for an attribute() output [K, 1, H, W]
+    if np.shape(labels) != (count,) or tuple(saliency.shape) != (count, *size) or fill.shape != images.shape:
+        raise EvaluationError(f"expected images [K, C, H, W], labels [K], saliency [K, H, W] and fill like the "
+                              f"images; got {tuple(images.shape)}, {tuple(np.shape(labels))}, "
+                              f"{tuple(saliency.shape)} and {tuple(fill.shape)}")
+    return images, _checked_labels(labels, count), saliency, fill
+
+
 def clean_probabilities(model: ProbabilityFn, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Ground-truth probabilities ``[K]`` of the uncovered images: the ``p = 0`` column of every method's curve on
     these images, which an evaluation of several methods computes once and passes to each."""
-    labels = labels.to(images.device)
-    return _checked_probabilities(model(images), "images").gather(1, labels[:, None]).squeeze(1)
+    images = _checked_images(images)
+    return _clean_probabilities(model, images, _checked_labels(labels, len(images)))
 
 
-@torch.no_grad()  # a plain callable would otherwise keep an autograd graph for all K x N covered images
+@torch.no_grad()
+def _clean_probabilities(model: ProbabilityFn, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`clean_probabilities` of checked arguments."""
+    return _label_probabilities(model(images), labels.to(images.device), "images")
+
+
 def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch.Tensor,
                        saliency: torch.Tensor, fill: torch.Tensor, n_patches: int,
                        patch: int = DEFAULT_PATCH, batch_size: int = 256,
@@ -114,12 +157,21 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
     :class:`caex.classifier.Classifier` is such a callable). ``clean``, the :func:`clean_probabilities` of
     ``model`` on these images, saves classifying them again.
     """
+    return _covered_probabilities(model, *_checked_inputs(images, labels, saliency, fill), n_patches, patch,
+                                  batch_size, clean)
+
+
+@torch.no_grad()  # a plain callable would otherwise keep an autograd graph for all K x N covered images
+def _covered_probabilities(model: ProbabilityFn, images: torch.Tensor, labels: torch.Tensor, saliency: torch.Tensor,
+                           fill: torch.Tensor, n_patches: int, patch: int, batch_size: int,
+                           clean: torch.Tensor | None) -> torch.Tensor:
+    """:func:`perturbation_curve` of checked arguments."""
     count = len(images)
     fill = fill.to(images.device)
     _, cover_step = greedy_patches(saliency.to(images.device), n_patches, patch)
     labels = labels.to(images.device)
     if clean is None:
-        clean = clean_probabilities(model, images, labels)
+        clean = _clean_probabilities(model, images, labels)
     rows = torch.arange(count * n_patches, device=images.device)
     image_index, step = rows // n_patches, rows % n_patches + 1
     covered_probs = []
@@ -127,8 +179,7 @@ def perturbation_curve(model: ProbabilityFn, images: torch.Tensor, labels: torch
         index, p = image_index[start:start + batch_size], step[start:start + batch_size]
         covered = (cover_step[index] <= p[:, None, None]).unsqueeze(1)
         perturbed = torch.where(covered, fill[index], images[index])
-        probs = _checked_probabilities(model(perturbed), "covered images")
-        covered_probs.append(probs.gather(1, labels[index, None]).squeeze(1))
+        covered_probs.append(_label_probabilities(model(perturbed), labels[index], "covered images"))
     return torch.cat([clean[:, None], torch.cat(covered_probs).view(count, n_patches)], dim=1)
 
 
@@ -145,6 +196,17 @@ def _checked_probabilities(probs: torch.Tensor, what: str) -> torch.Tensor:
                               f"{float(sums.max()):.3g}); pass a caex Classifier, or wrap a torch module that "
                               "returns logits as caex.classifier.TorchClassifier")
     return probs
+
+
+def _label_probabilities(probs: torch.Tensor, labels: torch.Tensor, what: str) -> torch.Tensor:
+    """``[b]``: the probability of each image's label in the model's outputs ``probs [b, classes]``, checked by
+    :func:`_checked_probabilities`; a label outside the classes is refused (it failed as an index out of bounds)."""
+    probs = _checked_probabilities(probs, what)
+    outside = labels[(labels < 0) | (labels >= probs.shape[1])]
+    if len(outside):
+        raise EvaluationError(f"labels: {int(outside[0])} is not a class index of the model's {probs.shape[1]} "
+                              f"outputs (0..{probs.shape[1] - 1})")
+    return probs.gather(1, labels[:, None]).squeeze(1)
 
 
 def degradation_curve(probs: torch.Tensor) -> torch.Tensor:
@@ -223,18 +285,13 @@ class PerturbationMetric:
     def __call__(self, model: ProbabilityFn, images: torch.Tensor, labels: torch.Tensor,
                  saliency: torch.Tensor, fill: torch.Tensor, clean: torch.Tensor | None = None) -> PerturbationResult:
         """The scores of one method's ``saliency``; ``clean`` as :func:`perturbation_curve` takes it."""
-        count, size = len(images), tuple(images.shape[-2:])
-        if (images.ndim != 4 or tuple(labels.shape) != (count,) or tuple(saliency.shape) != (count, *size)
-                or fill.shape != images.shape):  # else "too many values to unpack" for an attribute() output
-            raise EvaluationError(f"expected images [K, C, H, W], labels [K], saliency [K, H, W] and fill like the "
-                                  f"images; got {tuple(images.shape)}, {tuple(labels.shape)}, "
-                                  f"{tuple(saliency.shape)} and {tuple(fill.shape)}")
-        if clean is not None and tuple(clean.shape) != (count,):
+        images, labels, saliency, fill = _checked_inputs(images, labels, saliency, fill)
+        if clean is not None and tuple(clean.shape) != (len(images),):
             raise EvaluationError(f"expected clean [K], a probability per image; got {tuple(clean.shape)} for "
-                                  f"{count} images")
-        n_patches = self.n_patches_for(*size)
-        probs = perturbation_curve(model, images, labels, saliency, fill, n_patches, self.patch, self.batch_size,
-                                   clean)
+                                  f"{len(images)} images")
+        n_patches = self.n_patches_for(*images.shape[-2:])
+        probs = _covered_probabilities(model, images, labels, saliency, fill, n_patches, self.patch, self.batch_size,
+                                       clean)
         return PerturbationResult(aopc=aopc(probs), aopc_se=aopc_standard_error(probs),
                                   aopc_per_image=aopc_per_image(probs).tolist(),
                                   peak_degradation=peak_degradation(probs),

@@ -107,6 +107,10 @@ class Attributor:
         if self.needs_gradients and (not classifier.has_gradients or classifier.module is None):
             raise GradientsUnavailableError(
                 f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
+        if self.needs_gradients and any(tensor.is_inference() for tensor in classifier.module.state_dict().values()):
+            raise GradientsUnavailableError(  # else torch's "Inference tensors cannot be saved for backward"
+                f"{self.name} needs gradients, which weights made inside torch.inference_mode() cannot give: load "
+                "the classifier outside torch.inference_mode()")
         self.classifier = classifier
         self.device = classifier.device
         self.batch_size = batch_size
@@ -121,8 +125,8 @@ class Attributor:
     def _example(self) -> torch.Tensor | None:
         """A blank batch of one image of the classifier's shape, where known (to trace which layers run)."""
         size, channels = self.classifier.image_size, self.classifier.channels
-        return None if size is None or channels is None else torch.full((1, channels, size, size), 0.5,
-                                                                          device=self.device)
+        return None if size is None or channels is None else torch.full(
+            (1, channels, size, size), 0.5, device=self.device, dtype=self.classifier.input_dtype)
 
     @property
     def module(self) -> nn.Module:
@@ -142,7 +146,7 @@ class Attributor:
         with torch.inference_mode(False), self.classifier.evaluating():
             target = self._targets(inputs, target)
             for start in range(0, len(inputs), self.batch_size):
-                batch = inputs[start:start + self.batch_size].to(self.device, torch.float32)
+                batch = inputs[start:start + self.batch_size].to(self.device, self.classifier.input_dtype)
                 batch = batch.clone() if batch.is_inference() else batch  # inference tensors cannot enter autograd
                 labels = target[start:start + self.batch_size].to(self.device, torch.long)
                 attributions = self._attribute_batch(batch, labels).detach().float()

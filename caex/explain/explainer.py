@@ -156,7 +156,14 @@ class Explanation:
 
 def as_image_batch(images: torch.Tensor | np.ndarray, channels: int, size: int, what: str) -> torch.Tensor:
     """``[C,H,W]`` or ``[B,C,H,W]`` images (tensor or array, any float dtype, or a list of ``[C,H,W]`` ones) of
-    ``channels`` x ``size`` px, as a float32 batch in [0, 1]; an :class:`ExplainError` naming ``what`` otherwise."""
+    ``channels`` x ``size`` px, as a float32 batch in [0, 1]; an :class:`ExplainError` naming ``what`` otherwise.
+
+    A PIL image is refused with how to convert it, as 8-bit tensors are: its mode (8-bit, 16-bit, palette, alpha)
+    decides its range and channels, which caex does not guess (torch failed as "Could not infer dtype of Image")."""
+    if any(type(image).__module__.startswith("PIL.") for image in
+           (images if isinstance(images, (list, tuple)) else [images])):
+        raise ExplainError(f"{what}: a PIL image; give float tensors [C, H, W] in [0, 1]: "
+                           "torchvision.transforms.functional.to_tensor(image) converts an 8-bit one")
     if isinstance(images, (list, tuple)):
         shapes = {tuple(np.shape(image)) for image in images}
         if not images:
@@ -447,16 +454,20 @@ class Explainer:
         Without probabilities (only asked for where they cannot change the map,
         see :meth:`saliency`) every path ends at its last frame and the map is
         the contrast; with two frames the weighted map is that contrast too.
+
+        Computed with autocast off: inside a caller's ``torch.autocast`` the blur's convolution gave bfloat16 maps,
+        which a float32 batch of maps refused and ``Explanation.save`` could not write.
         """
         length = frames.shape[1]
-        if probs is None:
-            end_step = torch.full((len(frames),), length - 1)
-            return gaussian_smooth(contrast_saliency(frames, None, end_step), self.smoothing), None, None, end_step
-        target_probs = probs.gather(2, target.view(-1, 1, 1).expand(-1, length, 1)).squeeze(2)
-        flip_step = flip_steps(probs, target)
-        end_step = end_steps(flip_step, length, stop_at_flip)
-        maps = SALIENCY_METHODS[saliency](frames, target_probs, end_step)
-        return gaussian_smooth(maps, self.smoothing), target_probs, flip_step, end_step
+        with torch.autocast(frames.device.type, enabled=False):
+            if probs is None:
+                end_step = torch.full((len(frames),), length - 1)
+                return gaussian_smooth(contrast_saliency(frames, None, end_step), self.smoothing), None, None, end_step
+            target_probs = probs.gather(2, target.view(-1, 1, 1).expand(-1, length, 1)).squeeze(2)
+            flip_step = flip_steps(probs, target)
+            end_step = end_steps(flip_step, length, stop_at_flip)
+            maps = SALIENCY_METHODS[saliency](frames, target_probs, end_step)
+            return gaussian_smooth(maps, self.smoothing), target_probs, flip_step, end_step
 
     def _guided(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
                 target: torch.Tensor, steps: int) -> tuple[torch.Tensor, list[list[int]]]:
@@ -605,7 +616,10 @@ class Explainer:
     def _parse_target(self, target: TargetSpec, count: int, what: str = "target") -> torch.Tensor:
         """A class index, class name or one per image -> ``[B]`` int64 indices, validated (errors say ``what``)."""
         if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):  # Python numbers from here on
-            target = target.reshape(-1).tolist() if target.ndim else target.item()
+            if target.ndim > 1:  # flattened, a [2, 2] leaving passed for 4 images
+                raise ExplainError(f"{what} of shape {tuple(target.shape)} for {count} images: expected one class "
+                                   f"per image ([{count}])")
+            target = target.tolist() if target.ndim else target.item()
         if isinstance(target, (int, float, str)):
             target = [target] * count
         if len(target) != count:
