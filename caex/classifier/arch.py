@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
@@ -138,6 +139,11 @@ class ClassifierNet(nn.Module):
     """Data-range images in, logits out: ``head(backbone((x - mean) / std))``."""
 
     __jit_unused_properties__ = ["target_layer"]  # noqa: RUF012 - TorchScript reads this exact name; Grad-CAM handle
+    # The normalisation buffers [1, C, 1, 1], declared for type checkers alone: TorchScript reads class annotations
+    # and cannot resolve the strings `from __future__ import annotations` makes of them.
+    if TYPE_CHECKING:
+        mean: torch.Tensor
+        std: torch.Tensor
 
     def __init__(self, arch: str, backbone: nn.Module, head: nn.Linear, mean: Sequence[float],
                  std: Sequence[float], small_stem: bool, target_layer_name: str) -> None:
@@ -177,6 +183,9 @@ def build_classifier_network(arch: str, *, channels: int, num_classes: int, imag
         small_stem = image_size is None or image_size <= SMALL_STEM_MAX_SIZE
     net = spec.build(channels, num_classes, small_stem)
     head = net.fc
+    if not isinstance(head, nn.Linear):  # register_architecture checks it; an entry put in ARCHITECTURES is not
+        raise ClassifierError(f"architecture {arch!r}: its network's `fc` is a {type(head).__name__}, not the "
+                              "linear head caex needs")
     net.fc = nn.Identity()
     return ClassifierNet(arch, net, head, mean=[0.0] * channels if mean is None else mean,
                          std=[1.0] * channels if std is None else std, small_stem=small_stem,

@@ -147,7 +147,7 @@ def save_bundle(net: ClassifierNet, out_dir: str | os.PathLike, *, class_names: 
         training = metrics.recipe if training is None else training
 
     out_dir = Path(out_dir)
-    net = copy.deepcopy(net).to(device="cpu", memory_format=torch.contiguous_format).eval()
+    net = copy.deepcopy(net).to("cpu").to(memory_format=torch.contiguous_format).eval()
     info = ClassifierInfo(arch=net.arch, class_names=list(class_names), image_size=operator.index(image_size),
                           channels=int(net.mean.shape[1]), mean=net.mean.flatten().tolist(),
                           std=net.std.flatten().tolist(), small_stem=net.small_stem,
@@ -196,7 +196,8 @@ def onnx_bytes(net: ClassifierNet, example: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
+        # torch types f as a path alone; its TorchScript-based exporter (dynamo=False) writes to a file object too
+        torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,  # type: ignore[arg-type]
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
     return buffer.getvalue()

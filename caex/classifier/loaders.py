@@ -158,10 +158,11 @@ class TorchClassifier(Classifier):
             return self._logits_module(images)
 
     def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
-        if not hasattr(self._module, "features"):
+        features_of = getattr(self._module, "features", None)
+        if not callable(features_of):  # none, or a tensor a user's module keeps under that name
             return None
         with self.evaluating():
-            features = self._module.features(images)
+            features = features_of(images)
         # caex's networks (and their exports) give [b, F]; torchvision's VGG or DenseNet name their convolutional
         # trunk "features", whose maps are no feature vectors
         return features if isinstance(features, torch.Tensor) and features.ndim == 2 else None
@@ -260,8 +261,8 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
         if arch is not None:  # an ONNX graph carries its own architecture; arch would be silently unused
             raise ClassifierError(f"{path}: an ONNX model, not a state dict; leave out arch= (--arch)")
         _refuse_normalisation_outside(path, mean, std, info, described, lambda: _onnx_constants(path))
-        classifier = _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info, described,
-                                outputs)
+        classifier: Classifier = _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info,
+                                            described, outputs)
         return _with_provenance(classifier, given, info)
     device = resolve_device(device)
     if arch is None and (path.suffix.lower() == ".safetensors" or _torch_archive_kind(path) == "torch.save"
@@ -368,8 +369,10 @@ def _probe_num_classes(path: Path, forward, image_size: int | None, channels: in
                        names: list[str] | None, num_classes: int | None) -> int:
     """The model's class count: from the metadata when known, else one forward pass on a blank image."""
     if image_size is None or channels is None:
-        if names is not None or num_classes is not None:
-            return len(names) if names is not None else num_classes
+        if names is not None:
+            return len(names)
+        if num_classes is not None:
+            return num_classes
         raise ClassifierError(f"{path}: cannot tell the input shape; keep {INFO_FILE} next to it or pass "
                               "image_size= and channels=")
     try:
@@ -415,6 +418,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     kind = _torch_archive_kind(path)
     if kind == "torchscript":
         raise ClassifierError(f"{path}: a TorchScript file, not a state dict; leave out arch= (--arch)")
+    state: object  # what the file holds, checked below
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file

@@ -166,7 +166,7 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
         seed_weights(seed)  # weight initialisation
         net = build_classifier_network(arch, channels=bundle.channels, num_classes=bundle.num_classes,
                                        image_size=bundle.image_size, mean=mean, std=std)
-    net = net.to(device, memory_format=torch.channels_last)
+    net = net.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     images, labels = bundle.train.images.to(device), bundle.train.labels.to(device)
     steps_per_epoch = max(len(labels) // batch_size, 1)  # drop the ragged last batch: BatchNorm dislikes tiny ones

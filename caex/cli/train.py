@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from caex.cli.common import (add_classifier_arguments, add_data_arguments, add_device_argument,
                              add_threads_argument, at_least, named_by_flags, number, positive_finite, seed_number,
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str, object]) -> CAEConfig | None:
+def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str, Any]) -> CAEConfig | None:
     """The networks to train: the preset with ``--model`` for a new run; for a resumed one ``None`` (the
     checkpoint's), or, with ``--model`` alone, its own networks so changed, which the trainer then refuses naming
     only that change. ``--preset`` given again is that preset, which must agree with the checkpoint's."""
@@ -185,7 +185,7 @@ def _networks(args: argparse.Namespace, bundle: DataBundle, overrides: dict[str,
                             num_classes=bundle.num_classes, **overrides)
 
 
-def _checkpoint_networks(out: str, overrides: dict[str, object]) -> CAEConfig | None:
+def _checkpoint_networks(out: str, overrides: dict[str, Any]) -> CAEConfig | None:
     """The networks of the run in ``out`` with ``overrides`` applied (``None`` where it has no checkpoint yet), so
     that a resume given ``--model`` alone is refused naming only what ``--model`` changed."""
     import dataclasses
@@ -224,7 +224,7 @@ def _saved_train_config(args: argparse.Namespace) -> TrainConfig | None:
         raise CaexError(f"{source}: unreadable training settings ({exc})") from None
 
 
-def _given_settings(args: argparse.Namespace) -> dict[str, object]:
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`TrainConfig` fields the user set by flag (the preset, or a resumed run, has the others)."""
     return {key: value for key, value in dict(
         iters=args.iters, batch_size=args.batch_size, lr=args.lr, sample_every=args.sample_every,
@@ -235,7 +235,7 @@ def _given_settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _train_config(args: argparse.Namespace, saved: TrainConfig | None, loss_overrides: dict[str, float],
-                  given: dict[str, object]) -> TrainConfig:
+                  given: dict[str, Any]) -> TrainConfig:
     """The preset's training settings with the flags ``given``; when resuming, the run's own (``saved``).
 
     A resumed run must train as it began (the trainer refuses anything else), so it starts from the

@@ -194,7 +194,7 @@ def _cae_stage(profile: DemoProfile, seed: int, artefacts: DemoArtefacts, verbos
         bundle = artefacts.bundle
         config = CAEConfig.preset(settings.preset, image_size=bundle.image_size, channels=bundle.channels,
                                   num_classes=bundle.num_classes)
-        shift = {} if settings.max_shift is None else {"max_shift": settings.max_shift}
+        shift: dict[str, Any] = {} if settings.max_shift is None else {"max_shift": settings.max_shift}
         train_config = TrainConfig.preset(settings.preset, iters=settings.iterations,
                                           batch_size=settings.batch_size, sample_every=settings.sample_every,
                                           dc=settings.dc, seed=seed, device=str(artefacts.device),

@@ -178,7 +178,7 @@ class DemoProfile:
         changes: dict[str, Any] = {}
         for block, values in blocks.items():
             current = getattr(self, block, None)
-            if not dataclasses.is_dataclass(current):
+            if not dataclasses.is_dataclass(current) or isinstance(current, type):  # a block, not a class (__class__)
                 raise CaexError(f"demo profile: unknown settings block {block!r}")
             if not isinstance(values, Mapping):
                 raise CaexError(f"demo profile: {block} settings: expected a dict of settings, got {values!r}")

@@ -195,8 +195,10 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
                                   f"give LocalisationMetric(patch={metric.patch}, ...)")
         # The CAE against the classifier and the data before the test images are classified (seconds to minutes)
         cae_explainer = _resolve_explainer(explainer, classifier, seed) if any(map(is_cae_method, names)) else None
-        if hasattr(getattr(cae_explainer, "cae", None), "check_split"):
-            cae_explainer.cae.check_split(data)
+        explainer_cae = getattr(cae_explainer, "cae", None)  # a user's explainer may hold no CAE
+        check_split = getattr(explainer_cae, "check_split", None)
+        if check_split is not None:
+            check_split(data)
         indices = select_images(classifier, data, n_images, seed, verbose=verbose)
         test = data.test.subset(indices)
         images, labels = test.images, test.labels
@@ -205,7 +207,8 @@ def evaluate(explainer: Any, classifier: Classifier, data: DataBundle, *,
         fill = make_fill(images, seed)  # drawn once: every method covers the same pixels with the same values
         clean = clean_probabilities(classifier, images, labels)  # every curve's p = 0, classified once
         height, width = images.shape[-2:]
-        models = models_record(getattr(cae_explainer, "cae", None), classifier)  # a user's explainer may hold no CAE
+        models = models_record(explainer_cae, classifier)
+        settings: dict[str, Any]  # of mixed values; "cae" gets an entry per CAE method below
         settings = {"data": data.spec, "split_seed": data.seed, "class_names": list(data.class_names),
                     "classifier": classifier_name or getattr(classifier, "source", None) or type(classifier).__name__,
                     "n_images": len(indices), "seed": seed, "batch_size": batch_size, "device": str(classifier.device),

@@ -87,7 +87,7 @@ def marker_outline(marker: str) -> list[list[float]]:
     """``marker``'s shape as matplotlib draws it, as the vertices of a polygon about one unit across with y
     pointing down: the canvas of maps.html draws the PNGs' shapes from these."""
     style = MarkerStyle(marker)
-    polygon = style.get_path().transformed(style.get_transform()).to_polygons(closed_only=True)[0][:-1]
+    polygon = np.asarray(style.get_path().transformed(style.get_transform()).to_polygons(closed_only=True)[0])[:-1]
     return np.round(polygon * [1, -1], 3).tolist()
 
 

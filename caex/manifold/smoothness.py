@@ -110,7 +110,8 @@ def straight_path_probabilities(cae: CAE, classifier: Classifier, images: torch.
     """Target probabilities ``[P, steps]`` along ``c_A → c_B`` decoded with ``s_A``, and the frames
     ``[min(P, keep_frames), steps, C, H, W]`` of the first paths (for the figure)."""
     paths_per_batch = max(1, batch_size // steps)
-    probabilities, frames = [], []
+    probabilities: list[torch.Tensor] = []
+    frames: list[torch.Tensor] = []
     batches = range(0, len(index_a), paths_per_batch)
     for start in progress(batches, desc="straight paths", total=len(batches), unit="batch", enabled=verbose):
         a, b = index_a[start:start + paths_per_batch], index_b[start:start + paths_per_batch]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caex.model.config import PADDINGS
+from caex.model.config import PADDINGS, PadType
 
 NORMS = ("none", "in", "ln")
 ACTIVATIONS = ("none", "relu", "lrelu", "tanh")
@@ -85,6 +85,13 @@ def _activation(name: str) -> nn.Module:
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 
+def _padding_mode(pad_type: str) -> PadType:
+    """``pad_type`` once it is known to be one of :data:`PADDINGS` (the type ``nn.Conv2d`` takes)."""
+    if pad_type not in PADDINGS:
+        raise ValueError(f"pad_type must be one of {PADDINGS}, got {pad_type!r}")
+    return pad_type
+
+
 class Conv2dBlock(nn.Module):
     """Convolution + normalisation + activation, with explicit (default reflect) padding."""
 
@@ -92,11 +99,9 @@ class Conv2dBlock(nn.Module):
                  padding: int = 0, *, norm: str = "none", activation: str = "relu",
                  pad_type: str = "reflect") -> None:
         super().__init__()
-        if pad_type not in PADDINGS:
-            raise ValueError(f"pad_type must be one of {PADDINGS}, got {pad_type!r}")
         # A following normalisation removes any constant, so the bias would be dead weight.
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                              padding_mode=pad_type, bias=norm == "none")
+                              padding_mode=_padding_mode(pad_type), bias=norm == "none")
         self.norm = _norm(norm, out_channels)
         self.activation = _activation(activation)
 
@@ -137,8 +142,9 @@ class AdaINResBlock(nn.Module):
     def __init__(self, channels: int, *, pad_type: str = "reflect") -> None:
         super().__init__()
         self.channels = channels
-        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=pad_type, bias=False)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=pad_type, bias=False)
+        padding_mode = _padding_mode(pad_type)
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=padding_mode, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=padding_mode, bias=False)
 
     #: scale and shift for each of the two normalisations
     params_per_channel = 4

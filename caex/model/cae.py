@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -25,6 +26,9 @@ from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
 from caex.utils.device import resolve_device
 from caex.utils.io import atomic_write_bytes, newer_format, read_json, write_json
 from caex.utils.progress import progress
+
+if TYPE_CHECKING:
+    from caex.classifier.base import Classifier
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -187,7 +191,7 @@ class CAE(nn.Module):
         (run_dir / CONFIG_FILE).unlink(missing_ok=True)
         weights = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
         atomic_write_bytes(run_dir / WEIGHTS_FILE, save(weights))
-        if self.train_codes is not None:
+        if self.train_codes is not None and self.train_labels is not None and self.centroids is not None:
             codes = {"train_codes": self.train_codes, "train_labels": self.train_labels,
                      "centroids": self.centroids}
             atomic_write_bytes(run_dir / CODES_FILE, save({k: v.cpu().contiguous() for k, v in codes.items()}))
@@ -265,7 +269,7 @@ class CAE(nn.Module):
 
 
 def as_cae(cae: CAE | str | os.PathLike, device: str | torch.device | None = None, *,
-           classifier: object = None) -> CAE:
+           classifier: Classifier | None = None) -> CAE:
     """``cae`` itself, or the CAE of a run folder: every stage that takes a CAE takes its run folder too, as
     :func:`caex.evaluation.evaluate` always did. A run folder loads onto ``device``, else beside a
     differentiable ``classifier``, else onto ``"auto"`` (an ONNX classifier runs on the CPU, but the CAE need
@@ -273,7 +277,8 @@ def as_cae(cae: CAE | str | os.PathLike, device: str | torch.device | None = Non
     if not isinstance(cae, (str, os.PathLike)):
         return cae
     if device is None:
-        device = classifier.device if getattr(classifier, "module", None) is not None else "auto"
+        module = getattr(classifier, "module", None)  # None for a black box, and without a classifier
+        device = classifier.device if classifier is not None and module is not None else "auto"
     return CAE.load(cae, device=device)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from caex.errors import ModelError
 from caex.utils.checks import check_counts, check_number_fields
@@ -42,8 +42,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: CAEConfig fields the data decides (overrides cannot set them).
 DATA_FIELDS = ("image_size", "channels", "num_classes")
 
-#: Padding modes of the networks' convolutions.
-PADDINGS = ("reflect", "zeros", "replicate")
+#: Padding modes of the networks' convolutions (``PadType``: one of them, as ``nn.Conv2d`` is typed to take it).
+PadType = Literal["reflect", "zeros", "replicate"]
+PADDINGS: tuple[PadType, ...] = get_args(PadType)
 
 
 @dataclass

@@ -73,9 +73,9 @@ def init_distributed(device: str | torch.device | None = "auto") -> DistContext:
         raise TrainingError(f"WORLD_SIZE={world_size} but RANK is not set; start distributed runs with torchrun")
     rank = _env_number("RANK", "0", "a process number")
     resolved = local_device(device)
-    backend_module = getattr(torch, resolved.type, None)
-    if resolved.index is not None and hasattr(backend_module, "set_device"):
-        backend_module.set_device(resolved)
+    set_device = getattr(getattr(torch, resolved.type, None), "set_device", None)
+    if resolved.index is not None and set_device is not None:
+        set_device(resolved)
     owns = not dist.is_initialized()
     if owns:
         backend = backend_for(resolved)

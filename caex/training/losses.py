@@ -10,7 +10,9 @@ sums of :func:`weighted_sum` times two, a constant factor Adam does not see.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -76,8 +78,8 @@ def pyramid_l1(output: torch.Tensor, target: torch.Tensor, levels: int = 3) -> t
     factors = [2 ** level for level in range(1, levels + 1) if 2 ** level <= size]
     if not factors:
         return l1_distance(output, target)
-    return sum(l1_distance(F.avg_pool2d(output.float(), k), F.avg_pool2d(target.float(), k))
-               for k in factors) / len(factors)
+    return _total(l1_distance(F.avg_pool2d(output.float(), k), F.avg_pool2d(target.float(), k))
+                  for k in factors) / len(factors)
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -109,7 +111,12 @@ def adversarial_discriminator_loss(fake_real_logits: torch.Tensor, real_real_log
 def weighted_sum(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
     """Eq. 7 / eq. 10: the weighted sum of the named terms (names are :class:`LossWeights` fields)."""
     table = weights.as_dict()
-    return sum(table[name] * value for name, value in terms.items())
+    return _total(table[name] * value for name, value in terms.items())
+
+
+def _total(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of one or more tensors, as a tensor: ``sum()`` starts from the int 0 (its type says ``Tensor | int``)."""
+    return functools.reduce(operator.add, tensors)
 
 
 def first_non_finite(terms: dict[str, torch.Tensor],

@@ -43,9 +43,8 @@ class StopRequest:
                 print(f"{end_bar}{signal.Signals(signum).name}: stopping within a few iterations, checkpoint "
                       f"first{again}", file=sys.stderr, flush=True)
 
-    def error(self, iteration: int, signum: int | None = None) -> Interrupted:
-        """The run's end; ``signum`` is the signal that stopped it where another rank received it."""
-        signum = signum or self.signum
+    def error(self, iteration: int, signum: int) -> Interrupted:
+        """The run's end; ``signum`` is the signal that stopped it, received by this rank or another."""
         return Interrupted(f"stopped by {signal.Signals(signum).name} after iteration {iteration}, checkpoint saved",
                            exit_code=128 + signum)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -169,7 +170,7 @@ class TrainConfig:
         if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
                 and all(isinstance(beta, (int, float)) and 0 <= beta < 1 for beta in self.betas)):
             raise TrainingError(f"betas={self.betas!r}: must be two numbers in [0, 1)")
-        self.betas = tuple(self.betas)
+        self.betas = (self.betas[0], self.betas[1])  # a JSON file's list as the pair it is
         if self.dc not in (None, "discriminator", "classifier"):
             raise TrainingError(f"dc={self.dc!r}: choose 'discriminator' or 'classifier'")
         if self.labels not in ("dataset", "predicted"):
@@ -293,9 +294,9 @@ class BBCFETrainer:
             device_ids = [context.device.index] if context.device.type == "cuda" else None
             self.forward_pass = DistributedDataParallel(self.forward_pass, device_ids=device_ids)
             self.disc_step_module = DistributedDataParallel(discriminator, device_ids=device_ids)
-        adam = dict(lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-        self.gen_optimizer = torch.optim.Adam(self.forward_module.parameters(), **adam)  # the CAE's, then the probe's
-        self.disc_optimizer = torch.optim.Adam(discriminator.parameters(), **adam)
+        adam = functools.partial(torch.optim.Adam, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        self.gen_optimizer = adam(self.forward_module.parameters())  # the CAE's, then the probe's
+        self.disc_optimizer = adam(discriminator.parameters())
         step = max(1, math.ceil(config.iters / (config.lr_halvings + 1)))
         gamma = 0.5 if config.lr_halvings else 1.0
         self.gen_scheduler = torch.optim.lr_scheduler.StepLR(self.gen_optimizer, step, gamma=gamma)
@@ -308,7 +309,8 @@ class BBCFETrainer:
     @property
     def result(self) -> CAE:
         """The CAE to sample, evaluate and save: the moving average when ``ema`` is set, else the live one."""
-        return self.cae if self.average is None else self.average.module
+        # cast: AveragedModel holds a copy of the module it was given, the CAE, but types it as any nn.Module
+        return self.cae if self.average is None else cast(CAE, self.average.module)
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``[x_A; x_B]`` in [-1, 1] on the device and their labels."""
@@ -514,21 +516,20 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
             try:  # only rank 0 writes, so only it guards the folder (other ranks would see its fresh files)
                 held.enter_context(folder_lock(run_dir if context.is_main else None, "caex train",
                                                create=True))
-                checkpoint, train_config, config, names, clear = _prepare(run_dir, resume, force, context.is_main,
-                                                                          train_config, config, classifier,
-                                                                          train_set, names)
+                checkpoint, train_config, networks, names, to_clear = _prepare(
+                    run_dir, resume, force, context.is_main, train_config, config, classifier, train_set, names)
             except Exception as exc:  # noqa: BLE001 - whatever it is, every rank must learn of it, or they wait
                 error = exc
             raise_together(error, context)
             try:  # only now: a forced run refused on any rank leaves the previous model as it was
-                if clear:
-                    _clear_previous_run(run_dir)
+                if to_clear is not None:
+                    _clear_previous_run(to_clear)
             except OSError as exc:
                 error = exc
             raise_together(error, context)
             # _train seeds torch's global generator, and a caller's torch.no_grad() would leave nothing to train
             with _classifier_state_kept(classifier), global_rng_kept(context.device), torch.enable_grad():
-                return _train(train_set, test_set, names, config, train_config, run_dir, classifier, checkpoint,
+                return _train(train_set, test_set, names, networks, train_config, run_dir, classifier, checkpoint,
                               context, verbose, callback, _data_record(data, train_set))
     finally:
         shutdown(context)
@@ -536,10 +537,11 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
 
 def _prepare(run_dir: Path | None, resume: bool, force: bool, writer: bool, train_config: TrainConfig,
              config: CAEConfig | None, classifier: Classifier | None, train_set: ImageSet,
-             names: list[str]) -> tuple[Checkpoint | None, TrainConfig, CAEConfig, list[str], bool]:
-    """The run's checkpoint (when resuming), settings, network config and class names, checked, and whether a
-    forced run's previous results are to be cleared (by the ``writer`` alone, once every rank agreed)."""
-    checkpoint, clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer, networks_given=config is not None)
+             names: list[str]) -> tuple[Checkpoint | None, TrainConfig, CAEConfig, list[str], Path | None]:
+    """The run's checkpoint (when resuming), settings, network config and class names, checked, and the folder
+    whose previous results a forced run clears (by the ``writer`` alone, once every rank agreed), if any."""
+    checkpoint, to_clear = _prepare_run_dir(run_dir, resume, force, check_empty=writer,
+                                            networks_given=config is not None)
     if train_config.dc is None:  # a resumed run's own critic; else a given classifier where it can be one
         dc = checkpoint.meta["train_config"].get("dc") if checkpoint is not None else None
         train_config = dataclasses.replace(train_config, dc=dc or _default_critic(classifier))
@@ -553,7 +555,7 @@ def _prepare(run_dir: Path | None, resume: bool, force: bool, writer: bool, trai
     if train_config.max_shift >= config.image_size:
         raise TrainingError(f"max_shift={train_config.max_shift}: must be smaller than the "
                             f"{config.image_size}px images")
-    return checkpoint, train_config, config, names, clear
+    return checkpoint, train_config, config, names, to_clear
 
 
 @contextlib.contextmanager
@@ -572,14 +574,15 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
            train_config: TrainConfig, run_dir: Path | None, classifier: Classifier | None,
            checkpoint: Checkpoint | None, context: DistContext, verbose: bool,
            callback: Callable[[int, CAE], None] | None, data_record: dict[str, Any]) -> CAE:
-    device, writes = context.device, run_dir is not None and context.is_main
+    device = context.device
+    writes_to = run_dir if context.is_main else None  # where this process writes the run's files: rank 0 alone
     class_critic = _class_critic(classifier, train_config, len(names), device)
-    labels = _training_labels(train_set, classifier, train_config)
+    labels = _training_labels(train_set, classifier if train_config.labels == "predicted" else None)
     seed_weights(train_config.seed)  # weight init; DDP then broadcasts rank 0's weights anyway
     layout = memory_format(train_config, device)
-    cae = CAE(config, names, data_record["spec"], data_record["seed"]).to(device, memory_format=layout)
+    cae = CAE(config, names, data_record["spec"], data_record["seed"]).to(device).to(memory_format=layout)
     discriminator = Discriminator(config, individual_critic=train_config.weights.individual_adversarial > 0)
-    discriminator = discriminator.to(device, memory_format=layout)
+    discriminator = discriminator.to(device).to(memory_format=layout)
     trainer = BBCFETrainer(cae, discriminator, train_set.images, labels, train_config, context, class_critic)
     seed_weights(train_config.seed + context.rank, device)  # per-rank dropout streams
     start = 0
@@ -592,10 +595,10 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         start = checkpoint.iteration
     meta = {"cae_config": config.to_dict(), "train_config": train_config.to_dict(), "class_names": names,
             "data": data_record, "classifier_digest": critic_digest, "arithmetic": trainer.arithmetic()}
-    logger = RunLogger(run_dir, resume_from=start if checkpoint else None,
-                       tensorboard=train_config.tensorboard) if writes else None
-    if writes:
-        write_json(run_dir / TRAIN_CONFIG_FILE, train_config.to_dict())
+    logger = RunLogger(writes_to, resume_from=start if checkpoint else None,
+                       tensorboard=train_config.tensorboard) if writes_to is not None else None
+    if writes_to is not None:
+        write_json(writes_to / TRAIN_CONFIG_FILE, train_config.to_dict())
     exemplars = _first_of_each_class(labels, len(names))[:SAMPLE_CLASSES]
     exemplar_classes = [names[int(labels[i])] for i in exemplars]
     monitored = _first_of_each_class(labels, len(names), per_class=64)  # code_separation's images
@@ -613,14 +616,14 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                                  "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
     warned_length = train_config.time_limit is not None  # a time limit says how long already
 
-    def save_samples() -> None:
+    def save_samples(folder: Path) -> None:
         _save_samples(trainer.result, train_set.images[exemplars], exemplar_classes,
-                      run_dir / SAMPLES_FOLDER / f"iter_{done:07d}.png")
+                      folder / SAMPLES_FOLDER / f"iter_{done:07d}.png")
 
     def save_last_samples() -> None:
         """The grid of a run that ends between sample grids (a time limit, a stop signal): its last model's too."""
-        if writes and done > start and done % train_config.sample_every:
-            save_samples()
+        if writes_to is not None and done > start and done % train_config.sample_every:
+            save_samples(writes_to)
 
     cae.train()
     discriminator.train()
@@ -635,11 +638,11 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
                 at_sample = done % train_config.sample_every == 0 and context.is_main
                 if at_sample:
                     pause = time.perf_counter()
-                    if writes:
-                        save_samples()
+                    if writes_to is not None:
+                        save_samples(writes_to)
                     if callback is not None:
                         callback(done, trainer.result)
-                    if writes or verbose:
+                    if writes_to is not None or verbose:
                         separation = code_separation(trainer.result.eval().class_codes(train_set.images[monitored]),
                                                      labels[monitored])
                     cae.train()
@@ -685,13 +688,13 @@ def _train(train_set: ImageSet, test_set: ImageSet | None, names: list[str], con
         # The default layout again, so the returned CAE computes exactly what the saved one loads as.
         cae = trainer.result.eval().to(memory_format=torch.contiguous_format)
         cae.set_train_codes(cae.class_codes(train_set.images, verbose=verbose and context.is_main), labels)
-        if writes:
-            summary_path = run_dir / SUMMARY_FILE
+        if writes_to is not None:
+            summary_path = writes_to / SUMMARY_FILE
             previous = _previous_summary(summary_path) if done == start else {}
             # The earlier call's summary would describe this model if the save were cut short (its iterations,
             # its reconstruction error): it goes before the model files and comes back after them.
             summary_path.unlink(missing_ok=True)
-            cae.save(run_dir)
+            cae.save(writes_to)
             evaluation = test_set if test_set is not None and len(test_set) else train_set
             images_per_second = (done - start) * 2 * train_config.batch_size * context.world_size / max(seconds, 1e-9)
             _write_summary(summary_path, cae, evaluation, done=done, start=start, seconds=seconds,
@@ -799,8 +802,9 @@ def _split(data: DataBundle | ImageSet, class_names: list[str] | None) -> tuple[
 def _data_record(data: DataBundle | ImageSet, train_set: ImageSet) -> dict[str, Any]:
     """Where the training images came from (spec and split seed, when known) and a digest of them and their
     labels: the CAE keeps the first two as provenance, the checkpoint all three for an exact resume."""
-    known = isinstance(data, DataBundle)
-    return {"spec": as_recorded(data.spec) if known else None, "seed": data.seed if known else None,
+    bundle = data if isinstance(data, DataBundle) else None
+    return {"spec": as_recorded(bundle.spec) if bundle is not None else None,
+            "seed": bundle.seed if bundle is not None else None,
             "digest": tensor_digest(train_set.images, train_set.labels)}
 
 
@@ -869,19 +873,20 @@ def _changed_settings(saved: dict[str, Any], current: dict[str, Any], names: Ite
 
 
 def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empty: bool,
-                     networks_given: bool = True) -> tuple[Checkpoint | None, bool]:
-    """Refuse to clobber a run by accident; load the checkpoint when resuming. Also says whether a previous
-    run must be cleared (``force``), which the caller does once the new run's data and settings passed."""
+                     networks_given: bool = True) -> tuple[Checkpoint | None, Path | None]:
+    """Refuse to clobber a run by accident; load the checkpoint when resuming. Also returns the folder whose
+    previous run must be cleared (``force``; else ``None``), which the caller does once the new run's data and
+    settings passed."""
     if run_dir is None:
         if resume:
             raise TrainingError("resume needs the run folder (out_dir) of the run to continue")
-        return None, False
+        return None, None
     if resume:
         if not run_dir.exists() or (run_dir.is_dir() and not _has_files(run_dir)):
             if check_empty:  # the writer (rank 0) says it, once
                 warn(f"{run_dir}: holds no run yet, so resuming starts one (a requeued batch job can pass --resume "
                      "from its first launch)")
-            return None, False
+            return None, None
         if run_dir.is_dir() and not (run_dir / CHECKPOINT_FILE).exists() and _has_files(run_dir):
             if _only_start_files(run_dir):  # e.g. killed before ckpt_every iterations: nothing to keep
                 if not networks_given:  # only a checkpoint records them, and a default could differ
@@ -891,22 +896,22 @@ def _prepare_run_dir(run_dir: Path | None, resume: bool, force: bool, check_empt
                 if check_empty:
                     warn(f"{run_dir}: the run stopped before its first checkpoint, so resuming starts it again "
                          "(replacing its logs and sample grids)")
-                return None, check_empty
+                return None, run_dir if check_empty else None
             raise TrainingError(f"{run_dir}: no checkpoint to resume from, and files that are not a run's; "
                                 "start it again (--force, force=True) or choose another folder")
-        return load_checkpoint(run_dir / CHECKPOINT_FILE, required=RESUME_META), False
+        return load_checkpoint(run_dir / CHECKPOINT_FILE, required=RESUME_META), None
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"{run_dir}: exists and is not a folder")
     if check_empty and run_dir.is_dir() and _has_files(run_dir):
         if force:
-            return None, True
+            return None, run_dir
         if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / CAE_CONFIG_FILE).exists():
             raise TrainingError(f"{run_dir}: folder is not empty; continue it (--resume, resume=True) or "
                                 "overwrite it (--force, force=True)")
         raise TrainingError(f"{run_dir}: folder is not empty but holds no checkpoint to continue (a run that "
                             "stopped before its first, or other files); overwrite it (--force, force=True) or "
                             "choose another folder")
-    return None, False
+    return None, None
 
 
 #: What a run writes before its first checkpoint (its settings, logs, sample grids, TensorBoard events).
@@ -965,10 +970,10 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
         raise TrainingError(f"the classifier has {classifier.num_classes} classes, the data {num_classes}")
     if config.dc != "classifier":
         return None
-    if classifier.module is None:
+    module = classifier.logits_module  # logits, whatever the user's module returns; None for a black box
+    if module is None:
         raise TrainingError("dc='classifier' needs a differentiable classifier (PyTorch/TorchScript), "
                             "this one is a black box; use dc='discriminator' (--dc discriminator)")
-    module = classifier.logits_module  # logits, whatever the user's module returns
     if not _on_device(module, device):  # a copy: moving the user's module would break classifier.predict
         module = copy.deepcopy(module).to(device)
     module = module.eval()
@@ -983,12 +988,13 @@ def _on_device(module: nn.Module, device: torch.device) -> bool:
                for t in itertools.chain(module.parameters(), module.buffers()))
 
 
-def _training_labels(train_set: ImageSet, classifier: Classifier | None, config: TrainConfig) -> torch.Tensor:
-    if config.labels == "predicted":
-        predicted = classifier.predict(train_set.images).cpu().long()
+def _training_labels(train_set: ImageSet, labeller: Classifier | None) -> torch.Tensor:
+    """The classes BBCFE pairs images by: ``labeller``'s predictions (``labels="predicted"``), else the data's."""
+    if labeller is not None:
+        predicted = labeller.predict(train_set.images).cpu().long()
         if predicted.unique().numel() == 1:  # the usual cause is input the model was not trained on
             raise TrainingError(f"labels='predicted' (--labels predicted): the classifier predicts "
-                                f"{classifier.class_names[int(predicted[0])]!r} for all {len(predicted)} training "
+                                f"{labeller.class_names[int(predicted[0])]!r} for all {len(predicted)} training "
                                 "images, so no pair of classes is left to learn from; does it get its images as it "
                                 "was trained (size, channels, normalisation)?")
         return predicted

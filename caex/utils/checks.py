@@ -26,7 +26,8 @@ def check_seed(seed: object, error: type[CaexError] = CaexError, prefix: str = "
 def check_positive_finite(name: str, value: object, error: type[CaexError] = CaexError) -> None:
     """Raise ``error`` unless ``value`` is a number above 0 and below infinity (a learning rate, say): a string
     or a bool failed in a comparison, NaN and inf trained to NaN weights."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+    # The number on the left: type checkers know numbers.Real's comparisons, not int's with a Real. NaN fails too.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0 or not value < math.inf:
         raise error(f"{name}={value!r}: must be a positive finite number")
 
 
@@ -35,7 +36,8 @@ def check_share(name: str, value: object, error: type[CaexError] = CaexError, *,
     selected nothing, and 5 or 10, read as a percentage, the whole image."""
     if none_allowed and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+    # The number on the left, as in check_positive_finite; NaN fails too
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0 or not value <= 1:
         raise error(f"{name}={value!r}: must be in (0, 1]" + (" or None" if none_allowed else ""))
 
 

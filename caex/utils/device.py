@@ -26,9 +26,8 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` picks the machine's accelerator (CUDA, XPU, MPS, ... as torch names it), else the CPU;
     anything else (a ``torch.device`` too) is validated."""
     if name in (None, "auto"):
-        if torch.accelerator.is_available():
-            return torch.device(torch.accelerator.current_accelerator().type)
-        return torch.device("cpu")
+        accelerator = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+        return torch.device(accelerator.type if accelerator is not None else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
@@ -45,8 +44,8 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
             raise CaexError(f"device {name!r}: MPS is not available on this machine")
     elif device.type != "cpu":
-        backend = getattr(torch, device.type, None)
-        if not callable(getattr(backend, "is_available", None)) or not backend.is_available():
+        is_available = getattr(getattr(torch, device.type, None), "is_available", None)
+        if not callable(is_available) or not is_available():
             raise CaexError(f"device {name!r}: not available on this machine (use cpu, cuda or mps)")
     return device
 

@@ -81,7 +81,7 @@ def banded(picture: Image.Image, texts: Sequence[str], font: ImageFont.FreeTypeF
         texts = ["\n".join(wrap_to(text, font, wrap_width - 2 * MARGIN)) for text in texts]
     widest = 2 * MARGIN + math.ceil(max(font.getlength(line) for text in texts for line in text.split("\n")))
     if row_centres is None:
-        line_height = font.size + MARGIN
+        line_height = math.ceil(font.size) + MARGIN  # a font's size may be fractional; a canvas's may not
         offset = (0, line_height * len(texts) + MARGIN)
         size = (max(picture.width, widest), picture.height + offset[1])
         places = [((MARGIN, MARGIN + number * line_height), "la") for number in range(len(texts))]

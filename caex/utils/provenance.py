@@ -20,7 +20,7 @@ from caex.utils.versions import software_versions
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     """A tensor's memory as bytes for hashing, whatever its dtype (NumPy has no bfloat16), without a copy on CPU."""
-    return memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
