@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from caex.data.transforms import is_grey, resize_and_crop, to_channels
-from caex.data.types import RANGE_TOLERANCE, check_class_names, nfc, readable
+from caex.data.types import RANGE_TOLERANCE, check_class_names, check_masks, nfc, readable
 from caex.errors import DataError
 from caex.utils.warn import warn
 
@@ -809,10 +809,7 @@ def _npz_masks(path: Path, key: str, masks: np.ndarray, shape: tuple[int, ...]) 
     """Lesion masks ``[N, H, W]`` (bool, or 0/1 numbers) aligned with the split's images, as bool."""
     if masks.shape != shape:
         raise DataError(f"{path}: {key} has shape {masks.shape}; expected {shape}, one [H, W] mask per image")
-    numeric = np.issubdtype(masks.dtype, np.integer) or np.issubdtype(masks.dtype, np.floating)
-    if masks.dtype != np.bool_ and not (numeric and np.isin(masks, (0, 1)).all()):
-        raise DataError(f"{path}: {key} must be bool or hold only 0 and 1 (got {masks.dtype})")
-    return torch.from_numpy(masks.astype(bool))
+    return check_masks(masks, f"{path}: {key}")
 
 
 def _check_unit_floats(pixels: np.ndarray, where: str, advice: str) -> None:
