@@ -161,6 +161,15 @@ def test_pixel_pca_is_fitted_where_told_and_applied_to_the_scored_images():
         assert np.array_equal(pixel_pca(test, 2, fit_images=torch.zeros(3, 1, 2, 2)), np.zeros((4, 2)))
 
 
+def test_pixel_pca_and_the_forest_take_bfloat16_values():
+    """A bfloat16 data set was encoded in full and then failed in NumPy ("Got unsupported ScalarType BFloat16")."""
+    images = torch.rand(8, 1, 4, 4)
+    assert np.allclose(pixel_pca(images.bfloat16(), 2), pixel_pca(images.bfloat16().float(), 2))
+    codes, labels = torch.randn(12, 3), torch.arange(12) % 2
+    assert random_forest_accuracy(codes.bfloat16(), labels, folds=2) == random_forest_accuracy(
+        codes.bfloat16().float(), labels, folds=2)
+
+
 # -- class swaps --------------------------------------------------------------------------------
 
 

@@ -33,7 +33,11 @@ class Separability:
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    """A tensor's values as an array, bfloat16 ones (which NumPy has not) as float32."""
+    if not isinstance(values, torch.Tensor):
+        return np.asarray(values)
+    values = values.detach().cpu()
+    return (values.float() if values.dtype == torch.bfloat16 else values).numpy()
 
 
 def random_forest_accuracy(features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, *,
