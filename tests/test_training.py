@@ -728,6 +728,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_started_again_not_resu
                                             r"start it again \(--force, force=True\)"):
         train_cae(_data(), config, train_config, tmp_path / "other", resume=True)
     (tmp_path / "run" / ".checkpoint.safetensors.x1y2.tmp").write_text("a save cut short")  # hidden: no matter
+    (tmp_path / "run" / "Thumbs.db").write_bytes(b"Windows' Explorer looked")  # system metadata: no matter either
     with pytest.raises(TrainingError, match=r"run: the run stopped before its first checkpoint, which would have "
                                             r"recorded its networks; give the --preset"):
         train_cae(_data(), None, train_config, tmp_path / "run", resume=True)  # the default could differ
@@ -1172,3 +1173,19 @@ def test_the_training_log_keeps_small_values(tmp_path) -> None:
     assert json.loads((tmp_path / LOG_JSONL).read_text(encoding="utf-8")) == {"iter": 1, "lr": 3e-7, "recon": 0.1234568}
     assert (tmp_path / "log.csv").read_bytes() == b"iter,lr,recon\n1,3e-07,0.1234568\n"  # LF, as every CSV caex writes
     assert [significant(value) for value in (1 / 3, 123456789.0, 0.30000001192092896)] == [0.3333333, 123456800.0, 0.3]
+
+
+def test_training_inside_a_callers_inference_mode_trains(tmp_path) -> None:
+    """A notebook cell under torch.inference_mode(), which enable_grad does not lift, failed with autograd's
+    "element 0 of tensors does not require grad" after the run folder was begun, which then refused a retry."""
+    from caex.classifier import train_classifier
+    from caex.data import load_dataset
+
+    with torch.inference_mode():
+        data = load_dataset("synthetic:classes=2,per_class=6,size=32")  # inference tensors too
+        net, metrics = train_classifier(data, "smallcnn", epochs=1, batch_size=4, device="cpu")
+        cae = train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=2),
+                        TrainConfig.preset("tiny", iters=2, device="cpu", tensorboard=False), tmp_path / "run")
+    assert metrics.steps == len(data.train) // 4 and math.isfinite(metrics.train_loss)
+    assert not any(p.is_inference() for p in [*net.parameters(), *cae.parameters()])
+    assert CAE.load(tmp_path / "run").config == cae.config

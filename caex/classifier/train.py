@@ -144,7 +144,8 @@ def _warn_if_near_chance(arch: str, predictions: torch.Tensor, labels: torch.Ten
 READ_EVERY = 20
 
 
-@torch.enable_grad()  # also inside a caller's torch.no_grad(), which left nothing to train
+@torch.inference_mode(False)  # also inside a caller's torch.inference_mode() or torch.no_grad(), which left
+@torch.enable_grad()  # nothing to train (enable_grad alone does not lift inference mode)
 def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int | None = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, lr: float | None = None, seed: int = 0,
                      device: str | torch.device = "auto", verbose: bool = False,

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from caex.classifier.base import Classifier, module_state_kept, require_classifier
+from caex.data.sources import is_hidden
 from caex.data.spec import as_recorded
 from caex.data.types import DataBundle, ImageSet
 from caex.errors import DataError, ModelError, TrainingError
@@ -495,9 +496,10 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
     ``config`` is refused).
     ``callback(iteration, cae)`` runs on rank 0 at every sample step (benchmarks
     use it for periodic evaluation). Under ``torchrun`` every rank calls this.
-    With ``out_dir``, SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM stop the run
-    within ``log_every`` iterations, checkpoint saved, by raising :class:`caex.errors.Interrupted`;
-    ``out_dir`` is locked meanwhile, so a second training into it is refused.
+    With ``out_dir``, SIGINT (Ctrl-C, a notebook's interrupt), SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 (a batch
+    scheduler's warnings before its kill) stop the run within ``log_every`` iterations, checkpoint saved, by raising
+    :class:`caex.errors.Interrupted`; the caller's handlers of these signals are set back afterwards, and one the
+    process ignores stays ignored. ``out_dir`` is locked meanwhile, so a second training into it is refused.
     """
     if classifier is not None:
         require_classifier(classifier)  # a bare nn.Module: how to wrap it, not an AttributeError deep inside
@@ -527,8 +529,10 @@ def train_cae(data: DataBundle | ImageSet, config: CAEConfig | None = None, trai
             except OSError as exc:
                 error = exc
             raise_together(error, context)
-            # _train seeds torch's global generator, and a caller's torch.no_grad() would leave nothing to train
-            with _classifier_state_kept(classifier), global_rng_kept(context.device), torch.enable_grad():
+            # _train seeds torch's global generator, and a caller's torch.no_grad() or inference_mode() (which
+            # enable_grad does not lift) would leave nothing to train
+            with _classifier_state_kept(classifier), global_rng_kept(context.device), torch.inference_mode(False), \
+                    torch.enable_grad():
                 return _train(train_set, test_set, names, networks, train_config, run_dir, classifier, checkpoint,
                               context, verbose, callback, _data_record(data, train_set))
     finally:
@@ -919,13 +923,13 @@ START_FILES = frozenset({TRAIN_CONFIG_FILE, LOG_JSONL, LOG_CSV, SAMPLES_FOLDER, 
 
 
 def _only_start_files(run_dir: Path) -> bool:
-    """Nothing but what a run writes before its first checkpoint (hidden files aside: a temporary file of a save
-    that was killed, a .DS_Store) and the report ``caex report`` writes into it by default, which made a run
-    killed early refuse to resume once looked at."""
+    """Nothing but what a run writes before its first checkpoint (hidden files and system metadata aside: a
+    temporary file of a save that was killed, a .DS_Store, a Thumbs.db) and the report ``caex report`` writes into
+    it by default, which made a run killed early refuse to resume once looked at."""
     from caex.report.html import REPORT_FILE  # here: the report module imports this one
 
     allowed = START_FILES | {REPORT_FILE}
-    return all(path.name in allowed or path.name.startswith(".") for path in run_dir.iterdir())
+    return all(path.name in allowed or is_hidden(path.name) for path in run_dir.iterdir())
 
 
 def _has_files(run_dir: Path) -> bool:
