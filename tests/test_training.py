@@ -739,6 +739,17 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_started_again_not_resu
     train_cae(_data(), config, train_config, tmp_path / "run", force=True)
 
 
+def test_a_new_run_folder_holding_only_system_files_is_empty(tmp_path) -> None:
+    """A folder a Mac's Finder or Windows' Explorer had looked into (.DS_Store, Thumbs.db) was refused as "not
+    empty but holds no checkpoint", and --resume then warned of a run that had never started."""
+    config, train_config = _configs(iters=2)
+    (tmp_path / "run").mkdir()
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini"):
+        (tmp_path / "run" / name).write_bytes(b"")
+    train_cae(_data(), config, train_config, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).iteration == 2
+
+
 def test_resume_where_there_is_no_run_yet_starts_one(tmp_path) -> None:
     """A requeued batch job runs one command line, --resume included, from its first launch; it was refused with
     "no checkpoint to resume from" on the missing (or empty) folder."""
@@ -812,6 +823,23 @@ def test_a_torchscript_classifier_can_be_the_critic() -> None:
     config, train_config = _configs(classes=2, iters=1, dc="classifier")
     train_cae(ImageSet(images, torch.arange(8) % 2), config, train_config, classifier=classifier)
     assert all(p.requires_grad for p in scripted.parameters())  # frozen for training only
+
+
+@pytest.mark.parametrize("made", ["in inference mode", "in half precision"])
+def test_a_critic_that_autograd_cannot_train_through_is_copied(made: str) -> None:
+    """A classifier whose weights were made inside torch.inference_mode() ("Inference tensors cannot be saved for
+    backward") or in float16 (a dtype mismatch with the float32 images) crashed train_cae as its critic."""
+    from caex.classifier import TorchClassifier
+
+    with torch.inference_mode(made == "in inference mode"):
+        net = _MeanBrightness().module
+    net = net.half() if made == "in half precision" else net
+    before = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    classifier = TorchClassifier(net, ["dark", "bright"], image_size=16, channels=1)
+    config, train_config = _configs(classes=2, iters=2, dc="classifier")
+    cae = train_cae(_data(classes=2), config, train_config, classifier=classifier)
+    assert all(torch.isfinite(p).all() for p in cae.parameters())
+    assert all(torch.equal(net.state_dict()[name], tensor) for name, tensor in before.items())  # the user's, as it was
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -1181,11 +1209,18 @@ def test_training_inside_a_callers_inference_mode_trains(tmp_path) -> None:
     from caex.classifier import train_classifier
     from caex.data import load_dataset
 
+    from caex.classifier import load_classifier, save_bundle
+
     with torch.inference_mode():
         data = load_dataset("synthetic:classes=2,per_class=6,size=32")  # inference tensors too
         net, metrics = train_classifier(data, "smallcnn", epochs=1, batch_size=4, device="cpu")
+        save_bundle(net, tmp_path / "clf", class_names=data.class_names, image_size=32)
+        classifier = load_classifier(tmp_path / "clf", device="cpu")  # its weights autograd can go through
         cae = train_cae(data, CAEConfig.preset("tiny", image_size=32, channels=1, num_classes=2),
-                        TrainConfig.preset("tiny", iters=2, device="cpu", tensorboard=False), tmp_path / "run")
+                        TrainConfig.preset("tiny", iters=2, device="cpu", tensorboard=False, dc="classifier"),
+                        tmp_path / "run", classifier=classifier)
+        loaded = CAE.load(tmp_path / "run")
     assert metrics.steps == len(data.train) // 4 and math.isfinite(metrics.train_loss)
-    assert not any(p.is_inference() for p in [*net.parameters(), *cae.parameters()])
-    assert CAE.load(tmp_path / "run").config == cae.config
+    assert not any(p.is_inference() for p in [*net.parameters(), *cae.parameters(), *loaded.parameters()])
+    assert not any(tensor.is_inference() for tensor in classifier.module.state_dict().values())
+    assert loaded.config == cae.config

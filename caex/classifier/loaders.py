@@ -211,6 +211,7 @@ class OnnxClassifier(Classifier):
         return self._read(output[:count])
 
 
+@torch.inference_mode(False)  # weights loaded in a notebook's inference_mode() cell still give gradients
 def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
                     class_names: Sequence[str] | None = None, image_size: int | None = None,
                     channels: int | None = None, mean: Sequence[float] | None = None,

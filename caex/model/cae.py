@@ -204,6 +204,7 @@ class CAE(nn.Module):
         return run_dir
 
     @classmethod
+    @torch.inference_mode(False)  # weights loaded in a notebook's inference_mode() cell still give gradients
     def load(cls, run_dir: str | os.PathLike, device: str | torch.device = "auto") -> CAE:
         """Load a bundle written by :meth:`save` (or by training) onto ``device`` (``"auto"``: the accelerator if
         any, as :func:`caex.classifier.load_classifier`); errors name the file at fault."""

@@ -933,7 +933,8 @@ def _only_start_files(run_dir: Path) -> bool:
 
 
 def _has_files(run_dir: Path) -> bool:
-    return any(path.name != LOCK_FILE for path in run_dir.iterdir())
+    """Whether ``run_dir`` holds anything but its lock, hidden files and system metadata (a Thumbs.db)."""
+    return any(path.name != LOCK_FILE and not is_hidden(path.name) for path in run_dir.iterdir())
 
 
 def _clear_previous_run(run_dir: Path) -> None:
@@ -978,12 +979,20 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
     if module is None:
         raise TrainingError("dc='classifier' needs a differentiable classifier (PyTorch/TorchScript), "
                             "this one is a black box; use dc='discriminator' (--dc discriminator)")
-    if not _on_device(module, device):  # a copy: moving the user's module would break classifier.predict
-        module = copy.deepcopy(module).to(device)
+    if not _on_device(module, device) or not _trainable_through(module):
+        # a copy: moving or casting the user's module would change classifier.predict
+        module = copy.deepcopy(module).to(device, torch.float32)
     module = module.eval()
     for parameter in module.parameters():  # not module.requires_grad_: TorchScript modules do not support it
         parameter.requires_grad_(False)
     return module
+
+
+def _trainable_through(module: nn.Module) -> bool:
+    """Whether gradients can flow through ``module`` from the CAE's float32 images: not for weights in half
+    precision (a dtype mismatch) or made inside ``torch.inference_mode()`` (which autograd cannot save)."""
+    return not any((tensor.is_floating_point() and tensor.dtype != torch.float32) or tensor.is_inference()
+                   for tensor in itertools.chain(module.parameters(), module.buffers()))
 
 
 def _on_device(module: nn.Module, device: torch.device) -> bool:
