@@ -13,10 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 from tqdm import std as tqdm_std
-from tqdm.auto import tqdm
 from tqdm.std import TMonitor
 
-from caex.utils.progress import _Lines, progress
+from caex.utils.progress import _Bar, _Lines, progress
 
 
 def _run_bar(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
@@ -120,11 +119,11 @@ def clock(monkeypatch) -> Iterator[_Clock]:
     monkeypatch.setattr(tqdm_std, "time", clock)
     monkeypatch.setitem(TMonitor._test, "time", clock)
     monkeypatch.setitem(TMonitor._test, "Event", lambda: clock)
-    monkeypatch.setattr(tqdm, "monitor_interval", 10)  # tqdm's default, whatever earlier tests did to it
-    monkeypatch.setattr(tqdm, "monitor", None)
+    monkeypatch.setattr(_Bar, "monitor_interval", 10)  # tqdm's default, whatever earlier tests did to it
+    monkeypatch.setattr(_Bar, "monitor", None)
     yield clock
-    if tqdm.monitor is not None:
-        tqdm.monitor.exit()
+    if _Bar.monitor is not None:
+        _Bar.monitor.exit()
 
 
 @pytest.mark.parametrize(("env", "printed"), [({}, [0, 30, 60, 90, 100]),
@@ -149,11 +148,14 @@ def test_a_log_gets_no_line_between_two_intervals(monkeypatch, clock: _Clock, en
 @pytest.mark.slow
 def test_a_bar_leaves_the_start_method_to_the_caller() -> None:
     """tqdm's lock fixed multiprocessing's start method, even for a silent bar inside train_classifier, so a
-    caller's later ``set_start_method("spawn")`` raised "context has already been set"."""
+    caller's later ``set_start_method("spawn")`` raised "context has already been set"; and a lock caex gave tqdm
+    from the default (fork) context broke the caller's spawn process_map ("A SemLock created in a fork context")."""
     code = ("import multiprocessing as mp\n"
+            "from tqdm.contrib.concurrent import process_map\n"
             "from caex.utils.progress import progress\n"
             "for _ in progress(range(3), desc='x', enabled=False): pass\n"
             "print(mp.get_start_method(allow_none=True))\n"
-            "mp.set_start_method('spawn'); print(mp.get_start_method())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout) == (0, "None\nspawn\n"), done.stderr
+            "mp.set_start_method('spawn'); print(mp.get_start_method())\n"
+            "print(process_map(abs, [-1, -2], max_workers=1, disable=True))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "None\nspawn\n[1, 2]\n"), done.stderr

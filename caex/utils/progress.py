@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -26,7 +26,6 @@ def progress(iterable: Iterable | None = None, *, desc: str, total: int | None =
     line.
     """
     disabled = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
-    _give_tqdm_a_lock()
     if not sys.stderr.isatty() and not _in_notebook():
         interval = kwargs.pop("mininterval", float(os.environ.get("TQDM_MININTERVAL", LOG_INTERVAL)))
         # tqdm's monitor thread redraws a bar not drawn for maxinterval (10 s): between two lines, stale ones
@@ -34,15 +33,17 @@ def progress(iterable: Iterable | None = None, *, desc: str, total: int | None =
                   "leave": True}
     else:
         kwargs = {"file": sys.stderr, "dynamic_ncols": True, "leave": False, **kwargs}
-    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disabled, **kwargs)
+    return _Bar(iterable, desc=desc, total=total, unit=unit, disable=disabled, **kwargs)
 
 
-def _give_tqdm_a_lock() -> None:
-    """tqdm's first bar, even a disabled one, makes its lock with ``multiprocessing.RLock()``, which fixes the
-    process's start method, so a caller's later ``set_start_method("spawn")`` failed. A lock from the default
-    method's context, named rather than taken, leaves the choice to the caller."""
-    if not hasattr(tqdm, "_lock"):
-        tqdm.set_lock(multiprocessing.get_context(multiprocessing.get_all_start_methods()[0]).RLock())
+class _Bar(tqdm):
+    """``tqdm.auto``'s bar with a lock of its own. tqdm's first bar, even a disabled one, makes the class's lock with
+    ``multiprocessing.RLock()``, which fixes the process's start method (a caller's later
+    ``set_start_method("spawn")`` failed), and any process lock caex chose would be the one tqdm's ``process_map``
+    hands to the caller's workers. caex's bars are drawn by one process, so a thread lock serves them."""
+
+
+_Bar.set_lock(threading.RLock())
 
 
 def _in_notebook() -> bool:
