@@ -138,3 +138,18 @@ def test_a_command_run_in_process_gives_back_what_it_set(monkeypatch, tmp_path: 
     assert (streams["stdout"].errors, streams["stderr"].errors) == ("strict", "backslashreplace")
     streams["stderr"].seek(0)
     assert "a_file" in streams["stderr"].read()
+
+
+@pytest.mark.slow
+def test_threads_are_given_back_where_torch_came_in_with_the_command(tmp_path: Path) -> None:
+    """The count before a command was read only where torch was imported already: a notebook that had only done
+    `import caex` stayed on --threads' count after main() returned."""
+    code = ("import sys\n"
+            "from caex.cli.main import main\n"
+            "assert 'torch' not in sys.modules\n"
+            f"print(main(['demo', '--out', {str(tmp_path / 'a_file')!r}, '--threads', '7']))\n"
+            "import torch\n"
+            "print(torch.get_num_threads() != 7)\n")
+    (tmp_path / "a_file").write_text("")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout == "2\nTrue\n", done.stderr

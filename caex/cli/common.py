@@ -129,13 +129,22 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
                              "machines; a seed gives the same weights only with the same thread count)")
 
 
-def set_threads(threads: int | None) -> None:
-    """Apply ``--threads`` (parsed by :func:`at_least`: torch would take 0 or -1 without a word); the CLI does it
-    for every command that takes the option, before the command's work."""
+@contextmanager
+def threads_set(threads: int | None) -> Iterator[None]:
+    """Apply ``--threads`` (parsed by :func:`at_least`: torch would take 0 or -1 without a word) while a command
+    runs, and give the count before back after it (:func:`caex.cli.main.main` may run in a notebook's process); the
+    CLI does it for every command that takes the option, before the command's work."""
+    if threads is None:
+        yield
+        return
     import torch
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:

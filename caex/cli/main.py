@@ -124,7 +124,7 @@ def _resume_hint(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _open_closed_streams()
-    with _caller_state_kept():
+    with _stream_errors_kept():
         _replace_unencodable()
         # from the first moment: SIGTERM while torch imported ended it without a word
         with _sigterm_as_interrupt() as sigterm_received, _stderr_best_effort():
@@ -132,21 +132,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _caller_state_kept() -> Iterator[None]:
-    """What a command sets for itself (``--threads``, the streams' error handlers) is put back when it ends, for a
-    notebook or a test that calls :func:`main` in its own process; the ``caex`` command's process ends anyway."""
+def _stream_errors_kept() -> Iterator[None]:
+    """The streams' error handlers a command sets for itself are put back when it ends, for a notebook or a test
+    that calls :func:`main` in its own process (as ``--threads`` is, by the command); the ``caex`` command's
+    process ends anyway."""
     streams = [(stream, stream.errors) for stream in (sys.stdout, sys.stderr)
                if isinstance(getattr(stream, "errors", None), str) and hasattr(stream, "reconfigure")]
-    torch = sys.modules.get("torch")  # not imported here: `caex --version` stays quick
-    threads = torch.get_num_threads() if torch is not None else 0
     try:
         yield
     finally:
         for stream, errors in streams:
             with contextlib.suppress(OSError, ValueError):  # a stream the command found gone or closed
                 stream.reconfigure(errors=errors)
-        if torch is not None:
-            torch.set_num_threads(threads)
 
 
 def _open_closed_streams() -> None:
@@ -273,10 +270,10 @@ def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> in
     default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"{args.prog}: warning: {message}\n"
     try:
-        from caex.cli.common import set_threads
+        from caex.cli.common import threads_set
 
-        set_threads(getattr(args, "threads", None))  # before any work, in every command that takes it
-        result = args.func(args)
+        with threads_set(getattr(args, "threads", None)):  # before any work, in every command that takes it
+            result = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, where it is handled, not at the interpreter's exit
     except BrokenPipeError as exc:
         return _output_failed(args.prog, exc)
