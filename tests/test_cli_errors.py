@@ -63,9 +63,11 @@ def test_an_unknown_option_is_refused_by_its_command(capsys, argv: list[str], ex
     (["train", "DATA", "--out", "o", "--lr", "-1e-3"],
      "caex train: error: argument --lr: expected one argument; a value that starts with '-' is given as "
      "--lr=VALUE (see caex train --help)"),
-    (["data", "show", "synthetic", "--out"],
+    (["data", "show", "synthetic", "--out", "-g.png"],
      "caex data show: error: argument --out: expected one argument; a value that starts with '-' is given as "
      "--out=VALUE (see caex data show --help)"),
+    (["data", "show", "synthetic", "--out"],  # no value at all: argparse's words say it
+     "caex data show: error: argument --out: expected one argument (see caex data show --help)"),
 ])
 def test_a_value_read_as_a_flag_says_how_to_give_it(capsys, argv: list[str], expected: str) -> None:
     """argparse takes -1e-3 for a flag, and its own message sent users looking for the value they had typed."""

@@ -55,11 +55,18 @@ COMMAND_MODULES = [
 class _OneLineErrors(argparse.ArgumentParser):
     """argparse's errors as one line naming the command (its default prints the whole usage block first)."""
 
+    #: The command line being parsed (set by :func:`_parse`), for what argparse's messages leave out.
+    typed: tuple[str, ...] = ()
+
     def error(self, message: str) -> NoReturn:
         needs_value = re.fullmatch(r"argument (?:\S+/)?(\S+): expected one argument", message)
-        if needs_value:  # argparse reads a value such as -1e-3 as another flag
+        if needs_value and self._value_read_as_a_flag(needs_value[1]):  # -1e-3 is no number to argparse
             message += f"; a value that starts with '-' is given as {needs_value[1]}=VALUE"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _value_read_as_a_flag(self, flag: str) -> bool:
+        """Whether ``flag`` was followed by something that starts with '-' (not: the value was left out)."""
+        return any(token == flag and following.startswith("-") for token, following in zip(self.typed, self.typed[1:]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,6 +332,7 @@ def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> in
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     """``parser.parse_args``, but with arguments no parser knew refused by the (sub-)command they were given to:
     argparse's own refusal named ``caex`` and its help, where ``caex explain --help`` lists the options."""
+    _OneLineErrors.typed = tuple(argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         argv = list(argv)
