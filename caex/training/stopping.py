@@ -51,7 +51,7 @@ class StopRequest:
 
 @contextmanager
 def stop_requests(enabled: bool = True) -> Iterator[StopRequest]:
-    """Route SIGINT and SIGTERM to a :class:`StopRequest` while the block runs (main thread only: Python
+    """Route the stop signals (:data:`HANDLED`) to a :class:`StopRequest` while the block runs (main thread only: Python
     delivers signals there; elsewhere, or when not ``enabled``, the default handling stays)."""
     request = StopRequest()
     if not enabled or threading.current_thread() is not threading.main_thread():
