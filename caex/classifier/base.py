@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -87,8 +88,14 @@ class Classifier(abc.ABC):
         return None
 
     def features(self, images: torch.Tensor) -> torch.Tensor | None:
-        """Penultimate features ``[B, F]`` (float32, on the input's device), or ``None`` for black boxes."""
-        return self._batched(images, self._features_batch)
+        """Penultimate features ``[B, F]`` (float32, on the input's device), or ``None`` for black boxes. An empty
+        batch gives ``[0, F]``, one blank image telling ``F`` (it gave ``None``, as if the features were
+        unreachable)."""
+        features = self._batched(images, self._features_batch)
+        if features is not None or len(images):
+            return features
+        probe = self._batched(images.new_zeros((1, *images.shape[1:])), self._features_batch)
+        return None if probe is None else probe[:0]
 
     @abc.abstractmethod
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,14 +155,29 @@ def check_logits(logits: torch.Tensor, count: int, class_names: Sequence[str], d
 
 def require_classifier(classifier: object) -> Classifier:
     """``classifier`` unless it is a bare ``nn.Module`` (whose logits would be read as probabilities and whose
-    classes and input are unknown) or lacks the :class:`Classifier` interface; the error says how to wrap it."""
+    classes and input are unknown) or lacks the :class:`Classifier` interface; the error says how to wrap it.
+
+    An object that is no :class:`Classifier` subclass but has ``predict_proba``, ``class_names``, ``device`` and
+    ``batch_size`` passes as one (duck typing): the rest of the interface is taken on trust."""
     if isinstance(classifier, nn.Module):
         raise ClassifierError(f"expected a caex Classifier, got the torch module {type(classifier).__name__}; wrap "
                               "it as caex.classifier.TorchClassifier(module, class_names, image_size, channels)")
     if not all(hasattr(classifier, name) for name in ("predict_proba", "class_names", "device", "batch_size")):
         raise ClassifierError(f"expected a caex Classifier, got {type(classifier).__name__}; load one with "
                               "caex.load_classifier(path) or wrap a torch module as caex.classifier.TorchClassifier")
-    return classifier
+    return cast(Classifier, classifier)  # a duck-typed one too, which no type can say: see the docstring
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode for the block, and every submodule in its own mode again afterwards
+    (:func:`module_state_kept`): a model of the caller's that caex runs is the caller's still, in training or not."""
+    if not any(getattr(child, "training", False) for child in module.modules()):  # all in eval already
+        yield
+        return
+    with module_state_kept(module):
+        module.eval()
+        yield
 
 
 @contextlib.contextmanager

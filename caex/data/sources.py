@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from caex.errors import DataError
 from caex.utils.warn import warn
 
 if TYPE_CHECKING:
-    from PIL import Image
+    from PIL import ImageFile
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 #: Pillow's modes of at most 8 bits a band, whose values every check passes (floats and 16- or 32-bit integers are
@@ -48,8 +48,11 @@ class RawImages:
 
     def joined(self, other: RawImages) -> RawImages:
         """These images followed by ``other``'s (validation images joining train); masks only where both have them."""
-        images = (self.images + other.images if isinstance(self.images, list)
-                  else torch.cat([self.images, other.images]))
+        images: list[torch.Tensor] | torch.Tensor
+        if isinstance(self.images, torch.Tensor) and isinstance(other.images, torch.Tensor):
+            images = torch.cat([self.images, other.images])
+        else:  # a folder's [C, H, W] images (a batch iterates as its images)
+            images = [*self.images, *other.images]
         masks = None if self.masks is None or other.masks is None else torch.cat([self.masks, other.masks])
         return RawImages(images, torch.cat([self.labels, other.labels]), self.sources + other.sources, masks)
 
@@ -204,13 +207,14 @@ class ReadNotes:
                  f"colour (first: {self.greyed[0]})")
 
 
-def read_image(path: Path, *, notes: ReadNotes | None = None) -> torch.Tensor:
+def read_image(path: str | os.PathLike, *, notes: ReadNotes | None = None) -> torch.Tensor:
     """One file as ``[C, H, W]`` float32 in [0, 1]; 8- and 16-bit, gray, RGB(A) and palette images.
 
     What is read but not in full (see :class:`ReadNotes`: 8- or 12-bit values in a 16-bit file, frames past the
     first, 16-bit colour) is warned about, or, given ``notes``, noted there, so that a caller reading many files
     warns once (:meth:`ReadNotes.warn`).
     """
+    path = Path(path)
     own = ReadNotes() if notes is None else notes
     tensor = _pixels_to_tensor(_read_pixels(path, own), path)
     if notes is None:
@@ -243,17 +247,19 @@ class _StoredLayout:
     sideways: tuple[int, int] | None = None  # a TIFF's stored (width, height) where its orientation (5-8) swaps them
 
     @classmethod
-    def of(cls, image: Image.Image) -> _StoredLayout:
+    def of(cls, image: ImageFile.ImageFile) -> _StoredLayout:
         """The layout of an opened, not yet loaded Pillow ``image``. Every Pillow mode of several bands holds 8
         bits a band, so 16-bit samples in one are read at 8 bits: a PNG says so in its raw mode (``RGB;16B``), a
         TIFF in its BitsPerSample tag (planar files' raw modes do not)."""
+        from PIL import TiffImagePlugin
+
         # is_animated, not n_frames, which reads every page: a damaged or undecodable later page of a TIFF stack
         # failed a file whose first page reads; MPO: a photo's previews, no frames
         frames = image.format != "MPO" and bool(getattr(image, "is_animated", False))
         several_bands = len(image.getbands()) > 1
         if image.format == "PNG":
             return cls(frames, wide_colour=several_bands and any(";16" in str(tile.args) for tile in image.tile))
-        if image.format != "TIFF":
+        if image.format != "TIFF" or not isinstance(image, TiffImagePlugin.TiffImageFile):  # a TIFF is one: typing
             return cls(frames)
         tags = image.tag_v2
         return cls(frames, wide_colour=several_bands and 16 in tags.get(258, ()),  # BitsPerSample
@@ -266,6 +272,14 @@ class _StoredLayout:
         if self.sideways is not None and self.sideways[0] != self.sideways[1] and size == self.sideways:
             raise DataError(f"{path}: Pillow reads this uncompressed TIFF with a sideways orientation tag (5-8) "
                             "scrambled; save it compressed (e.g. LZW) or without the orientation tag")
+
+
+@overload
+def _read_pixels(path: Path, notes: ReadNotes | None = None, *, values: Literal[True] = True) -> np.ndarray: ...
+
+
+@overload
+def _read_pixels(path: Path, notes: ReadNotes | None = None, *, values: bool) -> np.ndarray | None: ...
 
 
 def _read_pixels(path: Path, notes: ReadNotes | None = None, *, values: bool = True) -> np.ndarray | None:
@@ -554,7 +568,8 @@ def _read_class_tree(root: Path, class_names: list[str], skipped: list[Path], sk
     """Every image under ``root/<class>/``, each resized to ``size`` as it is read, so a folder of large scans
     never sits in memory at full resolution. A ``test`` split may lack a class, its folder missing or empty
     alike (the split's loader warns); a training class folder without images is an error."""
-    images, labels, sources, unread, notes = [], [], [], [], ReadNotes()
+    images: list[torch.Tensor] = []
+    labels, sources, unread, notes = [], [], [], ReadNotes()
     _FolderTree(explained=[path for folder in _explained_sub_folders(root)
                            for path in _FolderTree.search(folder).explained]).warn_left_out(root)
     folders = {nfc(name): folder for name, folder in _class_folders(root).items()}  # a test/ copied from a Mac: NFD

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import overload
 
 import torch
 
@@ -62,6 +63,14 @@ def load_dataset(spec: str | os.PathLike, *, size: int | None = None, channels: 
             raise DataError(f"{spec}: not a folder or a .npz file (valid specs: {SPEC_FORMS})")
         return _assemble(read_npz(path, size=size), spec, size, channels, seed, test_fraction)
     raise DataError(f"unknown data spec {spec!r}: not a built-in source and no such folder (valid: {SPEC_FORMS})")
+
+
+@overload
+def as_recorded(spec: str) -> str: ...
+
+
+@overload
+def as_recorded(spec: None) -> None: ...
 
 
 def as_recorded(spec: str | None) -> str | None:

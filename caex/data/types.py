@@ -85,7 +85,8 @@ def check_masks(masks: object, what: str = "masks", error: type[CaexError] = Dat
         return values
     stray = values[(values != 0) & (values != 1)]
     if len(stray):
-        raise error(f"{what} must be bool or hold only 0 and 1 (got {masks.dtype}); it holds "
+        dtype = masks.dtype if isinstance(masks, np.ndarray) else values.dtype  # as given: int64, not torch.int64
+        raise error(f"{what} must be bool or hold only 0 and 1 (got {dtype}); it holds "
                     f"{stray[0].item():g}: threshold soft or resampled masks (masks > 0.5)")
     return values.to(torch.bool)
 

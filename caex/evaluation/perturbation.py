@@ -106,10 +106,22 @@ def _checked_images(images: object, what: str = "images") -> torch.Tensor:
     return images
 
 
+def _label_values(labels: object) -> torch.Tensor | np.ndarray:
+    """``labels`` as a tensor or array, whose shape and dtype the checks read; a ragged list is an
+    :class:`EvaluationError` (NumPy's "inhomogeneous shape" ValueError otherwise)."""
+    if isinstance(labels, torch.Tensor):
+        return labels
+    try:
+        return np.asarray(labels)
+    except ValueError:
+        raise EvaluationError(f"labels: expected one class index per image, got a ragged "
+                              f"{type(labels).__name__}") from None
+
+
 def _checked_labels(labels: object, count: int) -> torch.Tensor:
     """``labels`` as int64 ``[count]``: one class index per image, as a tensor, array or list of any integer type
     (a float or bool tensor failed in ``gather``, an array as having no ``.to``)."""
-    values = labels if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    values = _label_values(labels)
     integral = (values.dtype.kind in "iu" if isinstance(values, np.ndarray)
                 else not (values.is_floating_point() or values.is_complex() or values.dtype == torch.bool))
     if not integral or tuple(values.shape) != (count,):
@@ -125,11 +137,12 @@ def _checked_inputs(images: object, labels: object, saliency: object,
     does not), and shapes that fit together."""
     images, fill = _checked_images(images), _checked_images(fill, "fill")
     saliency = as_tensor_argument(saliency, "saliency", EvaluationError)
+    labels = _label_values(labels)
     count, size = len(images), tuple(images.shape[-2:])
     # else "too many values to unpack" for an attribute() output [K, 1, H, W]
-    if np.shape(labels) != (count,) or tuple(saliency.shape) != (count, *size) or fill.shape != images.shape:
+    if tuple(labels.shape) != (count,) or tuple(saliency.shape) != (count, *size) or fill.shape != images.shape:
         raise EvaluationError(f"expected images [K, C, H, W], labels [K], saliency [K, H, W] and fill like the "
-                              f"images; got {tuple(images.shape)}, {tuple(np.shape(labels))}, "
+                              f"images; got {tuple(images.shape)}, {tuple(labels.shape)}, "
                               f"{tuple(saliency.shape)} and {tuple(fill.shape)}")
     return images, _checked_labels(labels, count), saliency, fill
 

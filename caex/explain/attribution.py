@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
@@ -59,11 +60,16 @@ class OptionValueError(AttributionError):
 
 
 def captum_attr() -> ModuleType:
-    """``captum.attr``, imported on first use (seconds) with the interpreter's recursion limit kept: captum imports
-    jedi, which raised it to 3000 for the rest of the caller's session."""
+    """``captum.attr``, imported on first use (seconds) with the interpreter's recursion limit and warning filters
+    kept: captum imports IPython and jedi, which raised the limit to 3000 and added an "error" filter (for IPython's
+    ProvisionalCompleterWarning) for the rest of the caller's session."""
+    imported = sys.modules.get("captum.attr")
+    if imported is not None:  # catch_warnings' exit would reset the filters' "once" memory on every call
+        return imported
     limit = sys.getrecursionlimit()
     try:
-        import captum.attr
+        with warnings.catch_warnings():
+            import captum.attr
     finally:
         sys.setrecursionlimit(limit)
     return captum.attr
@@ -104,13 +110,14 @@ class Attributor:
         classifier = require_classifier(classifier)
         check_counts({"batch_size": batch_size}, 1, OptionValueError, prefix=f"{self.name}: ")
         check_seed(seed, OptionValueError, prefix=f"{self.name}: ")
-        if self.needs_gradients and (not classifier.has_gradients or classifier.module is None):
-            raise GradientsUnavailableError(
-                f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
-        if self.needs_gradients and any(tensor.is_inference() for tensor in classifier.module.state_dict().values()):
-            raise GradientsUnavailableError(  # else torch's "Inference tensors cannot be saved for backward"
-                f"{self.name} needs gradients, which weights made inside torch.inference_mode() cannot give: load "
-                "the classifier outside torch.inference_mode()")
+        if self.needs_gradients:
+            module = classifier.module if classifier.has_gradients else None
+            if module is None:
+                raise self._black_box(classifier)
+            if any(tensor.is_inference() for tensor in module.state_dict().values()):
+                raise GradientsUnavailableError(  # else torch's "Inference tensors cannot be saved for backward"
+                    f"{self.name} needs gradients, which weights made inside torch.inference_mode() cannot give: "
+                    "load the classifier outside torch.inference_mode()")
         self.classifier = classifier
         self.device = classifier.device
         self.batch_size = batch_size
@@ -128,11 +135,17 @@ class Attributor:
         return None if size is None or channels is None else torch.full(
             (1, channels, size, size), 0.5, device=self.device, dtype=self.classifier.input_dtype)
 
+    def _black_box(self, classifier: Classifier) -> GradientsUnavailableError:
+        return GradientsUnavailableError(f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
+
     @property
     def module(self) -> nn.Module:
         """The differentiable classifier (data-range images to logits, whatever the user's module returns);
-        gradient methods only."""
-        return self.classifier.logits_module
+        gradient methods only: a black box's is a :class:`GradientsUnavailableError`."""
+        module = self.classifier.logits_module
+        if module is None:
+            raise self._black_box(self.classifier)
+        return module
 
     def attribute(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Raw attributions ``[B, C', H, W]`` (``C'`` is C or 1), float32 whatever the inputs' dtype, on the inputs'
@@ -145,12 +158,13 @@ class Attributor:
         # gradient methods need autograd, which a caller's inference_mode bars; and the model's inference mode
         with torch.inference_mode(False), self.classifier.evaluating():
             target = self._targets(inputs, target)
+            height, width = inputs.shape[-2:]
             for start in range(0, len(inputs), self.batch_size):
                 batch = inputs[start:start + self.batch_size].to(self.device, self.classifier.input_dtype)
                 batch = batch.clone() if batch.is_inference() else batch  # inference tensors cannot enter autograd
                 labels = target[start:start + self.batch_size].to(self.device, torch.long)
                 attributions = self._attribute_batch(batch, labels).detach().float()
-                chunks.append(resize_maps(attributions, tuple(inputs.shape[-2:])).to(inputs.device))
+                chunks.append(resize_maps(attributions, (height, width)).to(inputs.device))
         return torch.cat(chunks)
 
     def saliency(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
@@ -275,7 +289,8 @@ def _bias_of(layer: nn.Module) -> torch.Tensor | None:
     """The additive bias a layer applies per channel at inference (folded for batch norm)."""
     if isinstance(layer, nn.Conv2d):
         return layer.bias
-    if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None:
+    if (isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None
+            and layer.running_var is not None):  # both, or neither (track_running_stats)
         scale = layer.weight if layer.weight is not None else torch.ones_like(layer.running_var)
         shift = layer.bias if layer.bias is not None else torch.zeros_like(layer.running_mean)
         return shift - layer.running_mean * scale / torch.sqrt(layer.running_var + layer.eps)
@@ -314,7 +329,8 @@ class FullGradAttributor(Attributor):
         finally:
             for hook in hooks:
                 hook.remove()
-        size = tuple(inputs.shape[-2:])
+        height, width = inputs.shape[-2:]
+        size = (height, width)
         total = self._term(grads[0] * inputs, size)
         for (bias, _), grad in zip(calls, grads[1:]):
             if grad is None:  # a layer whose output does not reach the logits

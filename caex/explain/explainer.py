@@ -24,13 +24,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
-from torch import nn
 
-from caex.classifier.base import Classifier, require_classifier
+from caex.classifier.base import Classifier, evaluating, require_classifier
 from caex.data.types import (check_image_batch, class_index, classes_text, rank_within_class,
                               warn_other_class_names)
 from caex.errors import CaexError, ModelError
@@ -38,7 +37,7 @@ from caex.explain.paths import (DEFAULT_STEPS, CodeGraph, check_path_length, gui
                                straight_paths)
 from caex.explain.saliency import SALIENCY_METHODS, contrast_saliency, end_steps, flip_steps, gaussian_smooth
 from caex.explain.targets import RANK_BY, other_classes_by_distance, other_classes_by_probability
-from caex.model.cae import as_cae
+from caex.model.cae import CAE, as_cae
 from caex.utils.checks import check_counts
 from caex.utils.device import module_device, resolve_device
 from caex.utils.rows import nonfinite_rows
@@ -46,7 +45,14 @@ from caex.utils.seed import torch_generator
 from caex.utils.warn import warn
 
 PATHS = ("guided", "centroid", "nearest", "reference")
-TargetSpec = int | str | torch.Tensor | Sequence[int | str] | None
+#: Images as the Explainer takes them: a tensor or array ``[B, C, H, W]`` or ``[C, H, W]``, or a list or tuple of
+#: ``[C, H, W]`` ones (see :func:`as_image_batch`).
+ImagesLike = torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]
+#: One class for every image (an index, a name, a NumPy integer), or one per image (a ``[B]`` tensor or array, a list).
+OneTarget = int | str | np.integer | Sequence[int | str | np.integer]
+#: A target as :meth:`Explainer.explain` takes it: one per image, ``M`` per image (a ``[B, M]`` tensor or array), or
+#: ``None`` for the default.
+TargetSpec = OneTarget | torch.Tensor | np.ndarray | None
 
 
 class ExplainError(CaexError):
@@ -120,7 +126,7 @@ class Explanation:
         return (f"Explanation({len(self)} image(s), path={self.path!r}, {self.frames.shape[1]} steps, "
                 f"saliency={self.saliency_method!r}, flipped: {flipped} of {len(self)})")
 
-    def save(self, images: torch.Tensor, out_dir: str | os.PathLike, stems: Sequence[str] | None = None,
+    def save(self, images: ImagesLike, out_dir: str | os.PathLike, stems: Sequence[str] | None = None,
              settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Write what ``caex explain`` writes for each exemplar: overlay PNG on its input in ``images``, the map
         ``.npy`` (in [0, 1]), counterfactual strip PNG, GIF and JSON summary, named ``<stem>_…`` (default ``image<i>``)
@@ -154,7 +160,7 @@ class Explanation:
         return Explanation(**fields)
 
 
-def as_image_batch(images: torch.Tensor | np.ndarray, channels: int, size: int, what: str) -> torch.Tensor:
+def as_image_batch(images: ImagesLike, channels: int, size: int, what: str) -> torch.Tensor:
     """``[C,H,W]`` or ``[B,C,H,W]`` images (tensor or array, any float dtype, or a list of ``[C,H,W]`` ones) of
     ``channels`` x ``size`` px, as a float32 batch in [0, 1]; an :class:`ExplainError` naming ``what`` otherwise.
 
@@ -188,11 +194,14 @@ class Explainer:
 
     Args:
         cae: a :class:`caex.model.CAE` (or any module with its interface) whose
-            ``train_codes``/``train_labels``/``centroids`` are set (loaded bundles have them).
+            ``train_codes``/``train_labels``/``centroids`` are set (loaded bundles have them), or its run folder.
+            The Explainer runs it in eval mode and gives it back in the modes it had after every call, so a CAE
+            still in training is left so.
         classifier: the black box; only ``predict_proba`` is used.
         batch_size: images per decoder/classifier call.
         device: where the CAE runs (default: where its parameters are; a run folder loads as
-            :func:`caex.model.cae.as_cae` says, beside a differentiable classifier).
+            :func:`caex.model.cae.as_cae` says, beside a differentiable classifier). A CAE given as a module is
+            moved there itself, in place (``nn.Module.to``), not copied.
         knn: neighbours per node of the guided path's code graph.
         seed: drives the subsample of stored codes when there are more than ``max_graph_nodes``.
         candidates: guided paths decode the ``candidates`` nearest-by-graph target-class codes
@@ -202,7 +211,7 @@ class Explainer:
         max_graph_nodes: cap on stored codes in the graph (a seeded random subset beyond it).
     """
 
-    def __init__(self, cae: nn.Module | str | os.PathLike, classifier: Classifier, *, batch_size: int = 256,
+    def __init__(self, cae: CAE | str | os.PathLike, classifier: Classifier, *, batch_size: int = 256,
                  device: str | torch.device | None = None, knn: int = 10, seed: int = 0,
                  candidates: int = 4, smoothing: float = 1.0, max_graph_nodes: int = 20_000) -> None:
         check_smoothing(smoothing)
@@ -220,7 +229,7 @@ class Explainer:
                 raise ExplainError(f"the classifier takes {theirs}{unit} images but the CAE makes {ours}{unit} ones")
         warn_other_class_names("the classifier", classifier.class_names, "the CAE", cae.class_names)
         self.device = resolve_device(device) if device is not None else module_device(cae)
-        self.cae = cae.to(self.device).eval()
+        self.cae = cae.to(self.device)
         self.classifier = classifier
         self.class_names = list(cae.class_names)
         self.batch_size = batch_size
@@ -234,9 +243,20 @@ class Explainer:
         self._graph_source: tuple[torch.Tensor, torch.Tensor] | None = None  # the stored codes and labels it has
 
     # -- public API ----------------------------------------------------------------------
+    @overload
+    def explain(self, images: ImagesLike, target: OneTarget | None = None, path: str = "guided",
+                steps: int = DEFAULT_STEPS, stop_at_flip: bool = True, reference: ImagesLike | None = None,
+                all_targets: Literal[False] = False, saliency: str = "weighted",
+                target_by: str = "probability") -> Explanation: ...
+
+    @overload
+    def explain(self, images: ImagesLike, target: TargetSpec = None, path: str = "guided", steps: int = DEFAULT_STEPS,
+                stop_at_flip: bool = True, reference: ImagesLike | None = None, all_targets: bool = False,
+                saliency: str = "weighted", target_by: str = "probability") -> Explanation | list[Explanation]: ...
+
     @torch.no_grad()
-    def explain(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided", steps: int = DEFAULT_STEPS,
-                stop_at_flip: bool = True, reference: torch.Tensor | None = None, all_targets: bool = False,
+    def explain(self, images: ImagesLike, target: TargetSpec = None, path: str = "guided", steps: int = DEFAULT_STEPS,
+                stop_at_flip: bool = True, reference: ImagesLike | None = None, all_targets: bool = False,
                 saliency: str = "weighted", target_by: str = "probability") -> Explanation | list[Explanation]:
         """Explain ``images`` ``[B, C, H, W]`` (or one ``[C, H, W]``) in the data range.
 
@@ -266,7 +286,7 @@ class Explainer:
         chosen = None if target is None else self._parse_targets(target, len(images))  # fails before encoding
         codes, individual = self._encode(images)
         if chosen is None:
-            ranked = self._other_classes(target_by, prediction, codes, input_probs)  # [B, K-1]
+            ranked = self._other_classes(target_by, prediction, codes, images, input_probs)  # [B, K-1]
             chosen = ranked if all_targets else ranked[:, 0]
         owner, targets, per_image = self._path_rows(chosen)
         path_codes, path_nodes, frames, probs = self._decode_paths(
@@ -288,8 +308,8 @@ class Explainer:
         return [explanation[rows] for rows in torch.arange(len(owner)).view(per_image, len(images))]
 
     @torch.no_grad()
-    def saliency(self, images: torch.Tensor, target: TargetSpec = None, path: str = "guided",
-                 steps: int = DEFAULT_STEPS, stop_at_flip: bool = True, reference: torch.Tensor | None = None,
+    def saliency(self, images: ImagesLike, target: TargetSpec = None, path: str = "guided",
+                 steps: int = DEFAULT_STEPS, stop_at_flip: bool = True, reference: ImagesLike | None = None,
                  saliency: str = "weighted", target_by: str = "probability", all_targets: bool = False,
                  leaving: TargetSpec = None) -> torch.Tensor:
         """Only the maps ``[B, H, W]`` of :meth:`explain` (same arguments), at the least classifier cost.
@@ -331,7 +351,7 @@ class Explainer:
             if leaving is None:
                 input_probs = self.classifier.predict_proba(images).cpu()
                 leaving = input_probs.argmax(dim=1)
-            ranked = self._other_classes(target_by, leaving, codes, input_probs, images)
+            ranked = self._other_classes(target_by, leaving, codes, images, input_probs)
             chosen = ranked if all_targets else ranked[:, 0]
         owner, targets, per_image = self._path_rows(chosen)
         classify = steps > 2 and (saliency == "weighted" or stop_at_flip)
@@ -356,18 +376,16 @@ class Explainer:
         count, per_image = targets.shape
         return torch.arange(count).repeat(per_image), targets.T.reshape(-1), per_image
 
-    def _other_classes(self, by: str, leaving: torch.Tensor, codes: torch.Tensor,
-                       probs: torch.Tensor | None = None, images: torch.Tensor | None = None) -> torch.Tensor:
+    def _other_classes(self, by: str, leaving: torch.Tensor, codes: torch.Tensor, images: torch.Tensor,
+                       probs: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, K-1]`` classes other than ``leaving``, best first by ``by`` (see :data:`RANK_BY`); the
         classifier runs on ``images`` only when ranking by probability among more than two classes without
         ``probs``."""
         if len(self.class_names) == 2:
             return (1 - leaving)[:, None]
         if by == "code":
-            if self.cae.centroids is None:
-                raise ModelError("target_by='code' needs the CAE's stored class centroids; this CAE has none "
-                                 "(load a finished run folder, or rank by 'probability')")
-            return self._reachable(other_classes_by_distance(codes, self.cae.centroids, leaving).cpu())
+            centroids = self._stored_centroids("target_by='code'", ", or rank by 'probability'")
+            return self._reachable(other_classes_by_distance(codes, centroids, leaving).cpu())
         if probs is None:
             probs = self.classifier.predict_proba(images).cpu()
         return self._reachable(other_classes_by_probability(probs, leaving))
@@ -405,6 +423,16 @@ class Explainer:
         return int(self.reachable_classes().sum()) - 1
 
     # -- core ----------------------------------------------------------------------------
+    @overload
+    def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,
+                      *, path: str, steps: int, end_codes: torch.Tensor | None, classify: Literal[True]
+                      ) -> tuple[torch.Tensor, list[list[int]] | None, torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,
+                      *, path: str, steps: int, end_codes: torch.Tensor | None, classify: bool
+                      ) -> tuple[torch.Tensor, list[list[int]] | None, torch.Tensor, torch.Tensor | None]: ...
+
     def _decode_paths(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor, target: torch.Tensor,
                       *, path: str, steps: int, end_codes: torch.Tensor | None, classify: bool
                       ) -> tuple[torch.Tensor, list[list[int]] | None, torch.Tensor, torch.Tensor | None]:
@@ -418,12 +446,14 @@ class Explainer:
         else:
             if path == "centroid":
                 self._require_codes("centroid", target)
-                end_codes = self.cae.centroids.to(start.device, start.dtype)[target.to(start.device)]
+                centroids = self._stored_centroids("path 'centroid'")
+                end_codes = centroids.to(start.device, start.dtype)[target.to(start.device)]
             elif path == "nearest":
-                self._require_codes("nearest", target)
-                bank = self.cae.train_codes.to(start.device, start.dtype)
-                labels = self.cae.train_labels.to(start.device)
-                end_codes = bank[nearest_in_class(start, bank, labels, target.to(start.device))]
+                bank, labels = self._require_codes("nearest", target)
+                bank = bank.to(start.device, start.dtype)
+                end_codes = bank[nearest_in_class(start, bank, labels.to(start.device), target.to(start.device))]
+            elif end_codes is None:  # the reference path ends at the reference's codes (_check_request asks for it)
+                raise ExplainError(f"path {path!r} needs a reference image")
             path_codes = straight_paths(start, end_codes.to(start.device, start.dtype), steps)
 
         frames, probs = self._decode_path_frames(path_codes, codes, individual, owner, classify)
@@ -444,8 +474,17 @@ class Explainer:
         if shared:
             first, first_probs = self._decode_and_classify(codes, individual, torch.arange(len(codes)), classify)
             frames = torch.cat([first[owner, None], frames], dim=1)
-            probs = None if probs is None else torch.cat([first_probs[owner, None], probs], dim=1)
+            if probs is not None and first_probs is not None:  # both or neither, as classify says
+                probs = torch.cat([first_probs[owner, None], probs], dim=1)
         return frames, probs
+
+    @overload
+    def _maps(self, frames: torch.Tensor, probs: torch.Tensor, target: torch.Tensor, stop_at_flip: bool,
+              saliency: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def _maps(self, frames: torch.Tensor, probs: torch.Tensor | None, target: torch.Tensor, stop_at_flip: bool,
+              saliency: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]: ...
 
     def _maps(self, frames: torch.Tensor, probs: torch.Tensor | None, target: torch.Tensor, stop_at_flip: bool,
               saliency: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
@@ -473,14 +512,14 @@ class Explainer:
                 target: torch.Tensor, steps: int) -> tuple[torch.Tensor, list[list[int]]]:
         """Graph paths whose end the classifier confirms: see :attr:`candidates` in the class docstring."""
         self._require_codes("guided", target)
-        graph = self._code_graph()
+        graph, graph_rows = self._code_graph()
         search = graph.search(codes).select(owner)
         candidates = search.candidates(graph.region(target), max(self.candidates, 1))      # [R, M]
         ends = candidates[:, 0]
         if self.candidates > 1:
             ends = self._confirmed_ends(candidates, graph.bank.to(self.device), individual, owner, target)
         guided = guided_paths(graph, codes[owner], target, steps, search=search, ends=ends)
-        nodes = [self._graph_rows[route].tolist() for route in guided.nodes]
+        nodes = [graph_rows[route].tolist() for route in guided.nodes]
         return guided.codes, nodes
 
     def _confirmed_ends(self, candidates: torch.Tensor, bank: torch.Tensor, individual: torch.Tensor,
@@ -498,28 +537,38 @@ class Explainer:
                                                  owner[rows])
             score[rows, column] = probs.gather(1, target[rows][:, None]).squeeze(1)
             confirmed[rows[probs.argmax(dim=1) == target[rows]]] = column
-        column = torch.where(confirmed >= 0, confirmed, score.argmax(dim=1))
-        return candidates.gather(1, column[:, None]).squeeze(1)
+        chosen = torch.where(confirmed >= 0, confirmed, score.argmax(dim=1))
+        return candidates.gather(1, chosen[:, None]).squeeze(1)
+
+    @overload
+    def _decode_and_classify(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
+                             classify: Literal[True] = True) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def _decode_and_classify(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
+                             classify: bool) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def _decode_and_classify(self, codes: torch.Tensor, individual: torch.Tensor, owner: torch.Tensor,
                              classify: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Decode ``G(codes[i], individual[owner[i]])`` and (if ``classify``) classify, ``batch_size`` rows at a
         time (CPU out; ``None`` for unasked probabilities)."""
         frames, probs = [], []
-        for begin in range(0, len(codes), self.batch_size):
-            chunk = slice(begin, begin + self.batch_size)
-            decoded = self.cae.decode(codes[chunk].to(self.device),
-                                      individual[owner[chunk].to(individual.device)]).float().clamp(0.0, 1.0)
-            self._check_finite(decoded, "decoder", "images")
-            if classify:
-                probs.append(self.classifier.predict_proba(decoded).cpu())
-            frames.append(decoded.cpu())
+        with evaluating(self.cae):
+            for begin in range(0, len(codes), self.batch_size):
+                chunk = slice(begin, begin + self.batch_size)
+                decoded = self.cae.decode(codes[chunk].to(self.device),
+                                          individual[owner[chunk].to(individual.device)]).float().clamp(0.0, 1.0)
+                self._check_finite(decoded, "decoder", "images")
+                if classify:
+                    probs.append(self.classifier.predict_proba(decoded).cpu())
+                frames.append(decoded.cpu())
         return torch.cat(frames), torch.cat(probs) if classify else None
 
     def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class and individual codes, ``batch_size`` images at a time, kept on :attr:`device`."""
-        pairs = [self.cae.encode(images[begin:begin + self.batch_size].to(self.device))
-                 for begin in range(0, len(images), self.batch_size)]
+        with evaluating(self.cae):
+            pairs = [self.cae.encode(images[begin:begin + self.batch_size].to(self.device))
+                     for begin in range(0, len(images), self.batch_size)]
         codes, individual = torch.cat([c.float() for c, _ in pairs]), torch.cat([s for _, s in pairs])
         self._check_finite(codes, "encoder", "class codes")
         self._check_finite(individual, "encoder", "individual codes")
@@ -535,34 +584,34 @@ class Explainer:
                              f"infinite {what} for {int(bad.sum())} of {len(batch)} rows (are its weights finite? "
                              "retrain it, or resume from an earlier checkpoint)")
 
-    def _code_graph(self) -> CodeGraph:
-        """The kNN graph over the stored codes, built on first use (a seeded subset above the cap), and again
-        after :meth:`CAE.set_train_codes` replaced them.
+    def _code_graph(self) -> tuple[CodeGraph, torch.Tensor]:
+        """The kNN graph over the stored codes and the stored-code index of each of its nodes, built on first use
+        (a seeded subset above the cap), and again after :meth:`CAE.set_train_codes` replaced them.
 
         The subset takes up to ``knn`` codes of every class first, so a rare class still has a
         region to end in (:meth:`_require_codes` only checked the full set of stored codes).
         """
-        source = (self.cae.train_codes, self.cae.train_labels)
-        if self._graph is None or any(old is not new for old, new in zip(self._graph_source, source)):
-            self._graph_source = source
-            count = len(self.cae.train_codes)
+        bank, labels = self._stored_codes("guided")
+        if (self._graph is None or self._graph_rows is None or self._graph_source is None
+                or self._graph_source[0] is not bank or self._graph_source[1] is not labels):
+            self._graph_source = (bank, labels)
+            count = len(bank)
             rows = torch.arange(count)
             if count > self.max_graph_nodes:
                 shuffled = torch.randperm(count, generator=torch_generator(self.seed))
-                turn = rank_within_class(self.cae.train_labels.cpu()[shuffled])
+                turn = rank_within_class(labels.cpu()[shuffled])
                 priority = (turn >= max(1, self.knn)).long() * count + torch.arange(count)
                 rows = shuffled[priority.argsort()[:self.max_graph_nodes]].sort().values
                 warn(f"guided paths run through {self.max_graph_nodes:,} of the {count:,} stored training codes (a "
                      f"seeded subset, seed {self.seed}; in Python Explainer(max_graph_nodes=) raises it, at a cost "
                      "that grows with its square; the CLI has no flag for it)")
             self._graph_rows = rows
-            self._graph = CodeGraph(self.cae.train_codes.float().cpu()[rows],
-                                    self.cae.train_labels.cpu()[rows], k=self.knn)
-        return self._graph
+            self._graph = CodeGraph(bank.float().cpu()[rows], labels.cpu()[rows], k=self.knn)
+        return self._graph, self._graph_rows
 
     # -- checks --------------------------------------------------------------------------
     @staticmethod
-    def _check_request(path: str, steps: int, saliency: str, reference: torch.Tensor | None, target: TargetSpec,
+    def _check_request(path: str, steps: int, saliency: str, reference: ImagesLike | None, target: TargetSpec,
                        all_targets: bool, target_by: str) -> None:
         """Reject option combinations :meth:`explain` and :meth:`saliency` cannot serve, before any work."""
         if target_by not in RANK_BY:
@@ -577,7 +626,7 @@ class Explainer:
         if all_targets and (target is not None or path == "reference"):
             raise ExplainError("all_targets=True picks the targets itself; it takes no target or reference")
 
-    def _reference_ends(self, reference: torch.Tensor | None, target: TargetSpec,
+    def _reference_ends(self, reference: ImagesLike | None, target: TargetSpec,
                         count: int) -> tuple[torch.Tensor | None, TargetSpec]:
         """For the reference path: the reference codes ``[B, D]`` and, by default, the reference's class."""
         if reference is None:
@@ -589,22 +638,36 @@ class Explainer:
             target = self.classifier.predict(reference).cpu().expand(count)
         return self._encode(reference)[0].expand(count, -1), target
 
-    def _require_codes(self, path: str, target: torch.Tensor) -> None:
-        """The stored training codes a path needs exist and cover every target class."""
-        if self.cae.train_codes is None or self.cae.train_labels is None:
+    def _stored_codes(self, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CAE's stored training codes and their labels, which ``path`` needs."""
+        codes, labels = self.cae.train_codes, self.cae.train_labels
+        if codes is None or labels is None:
             source = getattr(self.cae, "source", None)
             where = (f"its run folder {source} has no codes.safetensors" if source is not None
                      else "train it, or load a finished run folder")
             raise ModelError(f"path {path!r} needs the CAE's stored training codes; this CAE has none ({where})")
+        return codes, labels
+
+    def _require_codes(self, path: str, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored training codes and labels a path needs, once they are known to cover every target class."""
+        stored = self._stored_codes(path)
         present = self.reachable_classes()
         missing = sorted({self.class_names[t] for t in target.tolist() if not present[t]})
         if missing:
             raise ExplainError(f"path {path!r}: no stored training codes of class(es) {', '.join(missing)}")
+        return stored
 
-    def _as_batch(self, images: torch.Tensor, what: str) -> torch.Tensor:
+    def _stored_centroids(self, needed_by: str, advice: str = "") -> torch.Tensor:
+        """The CAE's stored class centroids, which ``needed_by`` needs (``advice`` ends the error's hint)."""
+        if self.cae.centroids is None:
+            raise ModelError(f"{needed_by} needs the CAE's stored class centroids; this CAE has none (load a "
+                             f"finished run folder{advice})")
+        return self.cae.centroids
+
+    def _as_batch(self, images: ImagesLike, what: str) -> torch.Tensor:
         return as_image_batch(images, self.cae.config.channels, self.cae.config.image_size, what)
 
-    def _parse_targets(self, target: TargetSpec, count: int) -> torch.Tensor:
+    def _parse_targets(self, target: OneTarget | torch.Tensor | np.ndarray, count: int) -> torch.Tensor:
         """:meth:`_parse_target`, and also a ``[B, M]`` tensor or array of ``M`` classes per image."""
         if isinstance(target, (torch.Tensor, np.ndarray)) and target.ndim == 2:
             if target.shape[0] != count or target.shape[1] == 0:
@@ -613,26 +676,30 @@ class Explainer:
             return self._parse_target(target.reshape(-1), target.shape[0] * target.shape[1]).view(count, -1)
         return self._parse_target(target, count)
 
-    def _parse_target(self, target: TargetSpec, count: int, what: str = "target") -> torch.Tensor:
+    def _parse_target(self, target: OneTarget | torch.Tensor | np.ndarray, count: int,
+                      what: str = "target") -> torch.Tensor:
         """A class index, class name or one per image -> ``[B]`` int64 indices, validated (errors say ``what``)."""
+        values: list[Any]  # each checked by class_index
         if isinstance(target, (torch.Tensor, np.ndarray, np.generic)):  # Python numbers from here on
             if target.ndim > 1:  # flattened, a [2, 2] leaving passed for 4 images
                 raise ExplainError(f"{what} of shape {tuple(target.shape)} for {count} images: expected one class "
                                    f"per image ([{count}])")
-            target = target.tolist() if target.ndim else target.item()
-        if isinstance(target, (int, float, str)):
-            target = [target] * count
-        if len(target) != count:
-            raise ExplainError(f"{len(target)} {what} classes for {count} images")
-        return torch.tensor([self.class_index(value, what) for value in target], dtype=torch.long)
+            values = [target.item()] * count if isinstance(target, np.generic) or not target.ndim else target.tolist()
+        elif isinstance(target, (int, float, str)):  # a float is refused by class_index, naming it
+            values = [target] * count
+        else:
+            values = list(target)
+        if len(values) != count:
+            raise ExplainError(f"{len(values)} {what} classes for {count} images")
+        return torch.tensor([self.class_index(value, what) for value in values], dtype=torch.long)
 
-    def class_index(self, value: int | str, what: str = "target") -> int:
-        """A class given by name or index (``"lesion"``, ``2``, ``"2"``) as its index; an
-        :class:`ExplainError` naming ``what`` it was given as and the classes otherwise."""
+    def class_index(self, value: int | str | np.integer | torch.Tensor, what: str = "target") -> int:
+        """A class given by name or index (``"lesion"``, ``2``, ``"2"``, a NumPy or 0-d tensor integer) as its index;
+        an :class:`ExplainError` naming ``what`` it was given as and the classes otherwise."""
         if not isinstance(value, (str, bool)):
             with contextlib.suppress(TypeError):
                 value = operator.index(value)  # NumPy and 0-d tensor integers too
-        index = class_index(value, self.class_names)
+        index = class_index(value, self.class_names) if isinstance(value, (int, str)) else None
         if index is not None and not isinstance(value, bool):  # a bool mask is no class index (True would read as 1)
             return index
         raise ExplainError(f"{what} {value!r}: not a class of this model ({classes_text(self.class_names)})")

@@ -102,7 +102,8 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
             finished = {index: files for index, path in enumerate(sources)
                         if (files := earlier.finished_files(stems[index], str(path), json_safe(settings), others))}
             result.kept, result.done_already = set().union(*finished.values()), len(finished)
-            sources, stems = ([items[i] for i in range(len(items)) if i not in finished] for items in (sources, stems))
+            sources = [path for index, path in enumerate(sources) if index not in finished]
+            stems = [stem for index, stem in enumerate(stems) if index not in finished]
         with progress(total=len(sources), desc="explain", unit="img", enabled=verbose) as bar, \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below

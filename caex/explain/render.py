@@ -9,6 +9,7 @@ so a 28 px digit is still readable.
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,9 @@ def _titled(pictures: list[Image.Image], title: str, font: ImageFont.FreeTypeFon
     return banded(strip, [line for line in lines if line], font)
 
 
-def _captioned(frame: Image.Image, caption: str, font: ImageFont.ImageFont, flip: bool) -> Image.Image:
+def _captioned(frame: Image.Image, caption: str, font: ImageFont.FreeTypeFont, flip: bool) -> Image.Image:
     """A frame with a caption band underneath (and a two-tone border when it is the flip frame)."""
-    band = font.size + 6 if hasattr(font, "size") else 16
+    band = math.ceil(font.size) + 6  # Pillow opens a font at a fractional size too
     border = FLIP_BORDER
     canvas = Image.new("RGB", (frame.width + 2 * border, frame.height + 2 * border + band),
                        FLIP_COLOUR if flip else BACKGROUND)

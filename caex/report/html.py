@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from caex.training.trainer import SAMPLE_CLASSES, SUMMARY_FILE
 from caex.utils import atomic_write_text
 from caex.utils.numbers import MISSING, fixed
 from caex.utils.plotting import MASK_LEGEND, figure_png, literal_text
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing's own from Python 3.13
 
 #: Sub-folders of a demo run, in pipeline order (``caex demo`` writes exactly these).
 STAGE_FOLDERS = ("data", "classifier", "cae", "manifold", "explain", "evaluate")
@@ -159,9 +162,9 @@ class Section:
     def reading(self, text: str) -> None:
         self.parts.append(f'<p class="reading">{html.escape(text)}</p>')
 
-    def not_given(self, folder: Path | None, option: str, command: str) -> bool:
+    def not_given(self, folder: Path | None, option: str, command: str) -> TypeIs[None]:
         """Note a part that a CAE run folder does not hold and that was not given, in one line (not one line
-        per missing file); True if so."""
+        per missing file); True if so (and ``folder`` a Path after a False, as type checkers read it)."""
         if folder is None:
             self.missing.append(f"not part of this run folder: give {option} (the output of `{command}`)")
         return folder is None
@@ -321,8 +324,8 @@ def training_curves_png(records: list[dict[str, float]]) -> bytes | None:
     figure = Figure(figsize=(3.3 * columns, 2.3 * rows))
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for axis, term in zip(axes, terms):
-        points = [(record.get(step_key, index), record[term]) for index, record in enumerate(records)
-                  if term in record]
+        points = [(index if step_key is None else record.get(step_key, index), record[term])
+                  for index, record in enumerate(records) if term in record]
         steps, values = zip(*points)
         window = len(values) // 20
         averaged = window > 1
@@ -383,11 +386,11 @@ def overview_section(sources: ReportSources) -> Section:
     if figures:
         section.parts.append(kpis_html(figures))
     stages = [(name, _read_json(sources.root / name / "stage.json", STAGE_SCHEMA)) for name in STAGE_FOLDERS]
-    rows = [[name, marker.get("status", "?"), f"{marker['seconds']:.1f}" if readings.finite(marker.get("seconds"))
-             else MISSING]
-            for name, marker in stages if marker]
-    if rows:
-        section.parts.append(table_html(["stage", "status", "seconds"], rows, caption="stages of the run"))
+    stage_rows = [[name, marker.get("status", "?"),
+                   f"{marker['seconds']:.1f}" if readings.finite(marker.get("seconds")) else MISSING]
+                  for name, marker in stages if marker]
+    if stage_rows:
+        section.parts.append(table_html(["stage", "status", "seconds"], stage_rows, caption="stages of the run"))
     if not section.parts:  # a CAE run folder alone: say what brings the headline figures
         section.missing.append("no headline figures found: they come from --classifier CLF, --manifold DIR and "
                                "--evaluate DIR")
@@ -437,9 +440,10 @@ def classifier_section(sources: ReportSources) -> Section:
     info = _json_or_missing(section, sources.classifier, "classifier.json", "classifier description",
                             CLASSIFIER_SCHEMA)
     if info:
-        rows = [["architecture", info.get("arch")], ["image size", info.get("image_size")],
-                ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
-                ["test accuracy", percent(info.get("test_accuracy"))]]
+        rows: list[list[Any]] = [
+            ["architecture", info.get("arch")], ["image size", info.get("image_size")],
+            ["channels", info.get("channels")], ["classes", ", ".join(info.get("class_names", []))],
+            ["test accuracy", percent(info.get("test_accuracy"))]]
         section.parts.append(table_html(["property", "value"], rows, caption="the classifier"))
         data = _data_from_manifold(sources) or {}  # the split it was tested on: its own record, or a summary's
         same_data = same_data_spec(data.get("spec"), info.get("data_spec"), by_name=False)  # no warning shows both
@@ -739,7 +743,7 @@ def cae_subject(rows: list[dict[str, Any]]) -> str | None:
     if not ran:
         return None
     plain = next((row for row in ran if str(row["method"]).lower() == "cae"), None)
-    best = plain or max(ran, key=lambda row: row.get("aopc") if readings.finite(row.get("aopc")) else -math.inf)
+    best = plain or max(ran, key=lambda row: row["aopc"] if readings.finite(row.get("aopc")) else -math.inf)
     return method_name(str(best["method"]))
 
 
@@ -849,7 +853,9 @@ def settings_section(sources: ReportSources) -> Section:
     def add(stage: str, folder: Path | None, name: str, schema: Schema,
             fields: list[tuple[str, Callable[[dict[str, Any]], Any]]]) -> None:
         content = None if folder is None else _read_json(folder / name, schema)
-        for label, pick in fields if content else []:
+        if not content:
+            return
+        for label, pick in fields:
             with contextlib.suppress(KeyError):
                 rows.append([stage, label, pick(content)])
 

@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import torch.utils._contextlib
 
@@ -26,7 +27,8 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     rank 0 alone warns: every rank runs the same checks, and a job would say each thing once per process."""
     if torchrun_rank():
         return
-    frame, level = sys._getframe(1), 2  # level 2: warn()'s caller
+    frame: FrameType | None = sys._getframe(1)
+    level = 2  # warn()'s caller
     while frame is not None and (_in_caex(frame.f_code.co_filename) or frame.f_code.co_filename in _WRAPPERS):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
@@ -47,12 +49,14 @@ def warnings_deferred(category: type[Warning]) -> Iterator[None]:
     training run before its network was saved, where the block ends by saving it. Should the block fail, they
     are given all the same, an error filter's shown rather than raised (the block's own error is the one to
     raise). Warnings of other categories pass as usual."""
-    held: dict[tuple[str, type[Warning], str, int], tuple[Warning | str, str | None]] = {}
+    held: dict[tuple[str, type[Warning], str, int], tuple[Warning, str | None]] = {}
     shown = warnings.showwarning
 
     def hold(message, kind, filename, lineno, file=None, line=None):  # warnings.showwarning's signature
         if issubclass(kind, category):
-            held.setdefault((str(message), kind, filename, lineno), (message, _module_of(filename, lineno)))
+            # a text handed to showwarning itself is held as the Warning that warnings.warn would make of it
+            warning = message if isinstance(message, Warning) else kind(message)
+            held.setdefault((str(message), kind, filename, lineno), (warning, _module_of(filename, lineno)))
         else:
             shown(message, kind, filename, lineno, file, line)
 
@@ -74,13 +78,16 @@ def warnings_deferred(category: type[Warning]) -> Iterator[None]:
 
 def _module_of(filename: str, lineno: int) -> str | None:
     """The module name of the frame a held warning is blamed on, for filters by module (``-W ignore:::mine``)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and (frame.f_code.co_filename, frame.f_lineno) != (filename, lineno):
         frame = frame.f_back
     return None if frame is None else frame.f_globals.get("__name__")
 
 
-def _give(message: Warning | str, kind: type[Warning], filename: str, lineno: int, module: str | None) -> None:
+def _give(message: Warning, kind: type[Warning], filename: str, lineno: int, module: str | None) -> None:
     """``warnings.warn_explicit``, naming ``module`` where known: an explicit ``module=None``, unlike none given,
     made the C version ignore an error filter."""
-    warnings.warn_explicit(message, kind, filename, lineno, **({} if module is None else {"module": module}))
+    if module is None:
+        warnings.warn_explicit(message, kind, filename, lineno)
+    else:
+        warnings.warn_explicit(message, kind, filename, lineno, module=module)
