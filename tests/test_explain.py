@@ -407,6 +407,38 @@ def test_a_path_toward_the_predicted_class_warns_naming_the_images(tiny: tuple[E
         explainer.explain(images[1:2], target=target[1:2], path="centroid", steps=3)  # no warning
 
 
+def test_explaining_in_batches_holds_the_at_target_warning_in_its_own_thread_only(
+        tiny: tuple[Explainer, torch.Tensor]) -> None:
+    """explain_files held the warning with warnings.catch_warnings, which is process-wide: threads explaining at
+    once left an "ignore AlreadyAtTargetWarning" filter behind for good, and the warning never came again."""
+    import threading
+
+    from caex.explain import AlreadyAtTargetWarning
+    from caex.explain.explainer import at_target_counted
+
+    explainer, images = tiny
+    own = explainer.classifier.predict(images[:1])
+    filters = list(warnings.filters)
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with at_target_counted():
+            explainer.explain(images[:1], target=own, path="centroid", steps=2)  # no warning here
+            inside.set()
+            leave.wait(30)
+
+    holder = threading.Thread(target=hold)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        holder.start()
+        assert inside.wait(30)
+        explainer.explain(images[:1], target=own, path="centroid", steps=2)  # another thread: still warned
+        leave.set()
+        holder.join()
+    assert [warning.category for warning in caught] == [AlreadyAtTargetWarning]
+    assert warnings.filters == filters
+
+
 def test_a_bare_module_or_swapped_arguments_say_what_to_pass(tiny: tuple[Explainer, torch.Tensor]) -> None:
     """Each was an AttributeError ('ClassifierNet' object has no attribute 'num_classes')."""
     from caex.errors import ClassifierError

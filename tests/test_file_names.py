@@ -26,6 +26,7 @@ from caex.explain import Explainer, explain_files
 from caex.explain.files import EarlierOutputs, class_slugs, collect_images, unique_stems
 from caex.model import CAE, CAEConfig
 from caex.report import html as report_html
+from caex.utils.io import folder_lock
 from caex.utils.warn import warn
 
 #: The untrained models rarely flip: said once per run, beside the point here.
@@ -182,11 +183,19 @@ def test_save_refuses_stems_that_are_no_file_name_of_their_own(explainer: Explai
                            (["q", "sub/dir"], r"stem 'sub/dir' is no file name"),
                            (["A", "a"], r"stems 'A' and 'a' name one file on a Mac's or Windows' disk"),
                            ([NFC_NAME, NFD_NAME], "name one file"),
+                           (["q", ".hid"], r"stem '\.hid' is no file name on every system .*; '_hid' is$"),
+                           (["CON", "q"], r"stem 'CON' is no file name on every system .*; '_CON' is$"),
+                           (["x:y", "q"], r"stem 'x:y' is no file name on every system .*; 'x_y' is$"),
+                           (["", "q"], r"an empty stem is no file name$"),
                            (["q", "L" * 300], r"stem 'L+'\.\.\. is too long for a file name \(at most 116 UTF-8")):
         with pytest.raises(CaexError, match=message):
             explanation.save(images, out, stems=stems)
     assert not any(tmp_path.rglob("*.json")) and not out.exists()
     assert len(explanation.save(images, out, stems=["L" * 116, "a"])) == 2
+    # another writer of the folder: its maps and summaries stay its own
+    with folder_lock(out, "caex explain"), pytest.raises(CaexError, match=r"inner: in use by caex explain \(pid "):
+        explanation.save(images, out, stems=["b", "c"])
+    assert not (out / "b.json").exists()
 
 
 @UNFLIPPED

@@ -17,13 +17,13 @@ flip" is a mask applied afterwards, never a per-image loop. Only
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import math
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -62,6 +62,23 @@ class ExplainError(CaexError):
 class AlreadyAtTargetWarning(UserWarning):
     """Images were explained toward the class they are already given: nothing flips, and the map shows what
     makes them more so rather than what would change the decision."""
+
+
+#: Whether :meth:`Explainer.explain` gives :class:`AlreadyAtTargetWarning` in this thread (see
+#: :func:`at_target_counted`).
+_WARN_AT_TARGET: contextvars.ContextVar[bool] = contextvars.ContextVar("caex_warn_at_target", default=True)
+
+
+@contextlib.contextmanager
+def at_target_counted() -> Iterator[None]:
+    """No :class:`AlreadyAtTargetWarning` from :meth:`Explainer.explain` in this thread while the block runs: a
+    caller that explains in batches counts such images and warns once. ``warnings.catch_warnings`` would do it for
+    every thread, and threads leaving it in another order than they entered left the filter for good."""
+    token = _WARN_AT_TARGET.set(False)
+    try:
+        yield
+    finally:
+        _WARN_AT_TARGET.reset(token)
 
 
 def check_steps(steps: int, label: str = "steps=") -> None:
@@ -132,9 +149,11 @@ class Explanation:
         ``.npy`` (in [0, 1]), counterfactual strip PNG, GIF and JSON summary, named ``<stem>_…`` (default ``image<i>``)
         in ``out_dir``; returns the summaries. Stems that are no file name of their own (a path, two that a Mac's
         disk takes for one, too long) are refused before anything is written
-        (:func:`caex.explain.files.check_stems`)."""
+        (:func:`caex.explain.files.check_stems`), as is an ``out_dir`` another save or ``caex explain`` is writing
+        (:func:`caex.utils.io.folder_lock`: two at once left maps beside another explanation's summaries)."""
         from caex.explain.files import check_stems
         from caex.explain.render import save_explanation
+        from caex.utils.io import folder_lock
 
         channels, size = self.frames.shape[2], self.frames.shape[-1]
         images = as_image_batch(images, channels, size, "save: images")  # the overlays' base: as explained
@@ -142,9 +161,9 @@ class Explanation:
         if len(images) != len(self) or len(stems) != len(self):
             raise ExplainError(f"save: {len(images)} images and {len(stems)} stems for {len(self)} explanations")
         check_stems(stems)
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        return [save_explanation(self, index, images[index].cpu(), out_dir, stem, stem, settings)
-                for index, stem in enumerate(stems)]
+        with folder_lock(out_dir, "Explanation.save"):
+            return [save_explanation(self, index, images[index].cpu(), out_dir, stem, stem, settings)
+                    for index, stem in enumerate(stems)]
 
     def __getitem__(self, index: int | slice | torch.Tensor | list[int]) -> Explanation:
         """The explanations of a subset of exemplars (``exp[3]`` keeps a batch axis of 1)."""
@@ -294,7 +313,7 @@ class Explainer:
             end_codes=None if end_codes is None else end_codes[owner], classify=True)
         maps, target_probs, flip_step, end_step = self._maps(frames, probs, targets, stop_at_flip, saliency)
         already = owner[targets == prediction[owner]].unique().tolist()
-        if already:
+        if already and _WARN_AT_TARGET.get():
             warn(f"image(s) {', '.join(map(str, already[:10]))}{' …' if len(already) > 10 else ''} "
                  "already classified as the target class: nothing flips, and the map shows what makes "
                  "the image more so", AlreadyAtTargetWarning)

@@ -6,7 +6,6 @@ import glob
 import hashlib
 import itertools
 import os
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import torch
 from caex.data.sources import (EXPLAIN_OUTPUTS, IMAGE_SUFFIXES, METADATA_NAMES, ReadNotes, image_tree, is_hidden,
                                load_image, without_explanations)
 from caex.data.types import is_line_breaking, nfc
-from caex.explain.explainer import AlreadyAtTargetWarning, Explainer, ExplainError, Explanation
+from caex.explain.explainer import Explainer, ExplainError, Explanation, at_target_counted
 from caex.explain.render import save_explanation
 from caex.utils.io import folder_lock, json_safe, read_json
 from caex.utils.progress import progress
@@ -105,8 +104,7 @@ def explain_files(explainer: Explainer, paths: str | os.PathLike | Sequence[str 
             sources = [path for index, path in enumerate(sources) if index not in finished]
             stems = [stem for index, stem in enumerate(stems) if index not in finished]
         with progress(total=len(sources), desc="explain", unit="img", enabled=verbose) as bar, \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore", AlreadyAtTargetWarning)  # counted over all batches below
+                at_target_counted():  # over all batches below, and warned of once
             for begin in range(0, len(sources), batch_size):
                 batch = sources[begin:begin + batch_size]
                 images = torch.stack([load_image(path, size, channels, notes=notes) for path in batch])
@@ -246,22 +244,26 @@ def unique_stems(paths: Sequence[Path], earlier: EarlierOutputs | None = None) -
 
 def check_stems(stems: Sequence[str]) -> None:
     """Refuse, before anything is written, output stems given by hand (:meth:`Explanation.save`) that are no file
-    name of their own: a path (``../x`` wrote outside the folder, ``a/b`` made a folder), two stems that a Mac's
-    or Windows' disk takes for one (``A`` and ``a``), or a stem whose longest file name does not fit
-    :data:`MAX_NAME_BYTES` (an OSError once earlier images' files were written)."""
+    name of their own on every system: a path (``../x`` wrote outside the folder, ``a/b`` made a folder), a name
+    :func:`safe_name` would change (hidden ``.x``, Windows' ``CON`` or ``x:y``: the names ``caex explain`` never
+    writes), two stems that a Mac's or Windows' disk takes for one (``A`` and ``a``), or a stem whose longest file
+    name does not fit :data:`MAX_NAME_BYTES` (an OSError once earlier images' files were written)."""
+    limit = MAX_NAME_BYTES - NAME_OVERHEAD
     seen: dict[str, str] = {}  # by name_key
     for stem in stems:
-        if stem in ("", ".", "..") or any(char in stem for char in "/\\\0"):
-            raise ExplainError(f"save: stem {stem!r} is no file name (it holds a path separator or NUL, or is "
-                               "empty, '.' or '..')")
-        if len(stem.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES - NAME_OVERHEAD:
-            raise ExplainError(f"save: stem {stem[:40]!r}... is too long for a file name (at most "
-                               f"{MAX_NAME_BYTES - NAME_OVERHEAD} UTF-8 bytes)")
+        if not stem:
+            raise ExplainError("save: an empty stem is no file name")
+        if len(stem.encode("utf-8", "surrogatepass")) > limit:
+            raise ExplainError(f"save: stem {stem[:40]!r}... is too long for a file name (at most {limit} UTF-8 "
+                               "bytes)")
+        if (safe := safe_name(stem, limit)) != stem:
+            raise ExplainError(f"save: stem {stem!r} is no file name on every system (a path, a leading '.', a "
+                               f"name Windows reserves or a character it forbids); {safe!r} is")
         first = seen.get(name_key(stem))
-        if first is not None:  # the second image's files would replace the first's
-            raise ExplainError(f"save: stems {first!r} " + ("are given more than once" if first == stem else
-                               f"and {stem!r} name one file on a Mac's or Windows' disk (which ignore case and "
-                               "Unicode form)"))
+        if first is not None:  # the second image's files would replace the first's; ascii() shows NFC from NFD
+            raise ExplainError(f"save: stems {first!r} are given more than once" if first == stem else
+                               f"save: stems {first!a} and {stem!a} name one file on a Mac's or Windows' "
+                               "disk (which ignore case and Unicode form)")
         seen[name_key(stem)] = stem
 
 
