@@ -40,6 +40,18 @@ def test_a_bar_written_to_a_log_is_lines_without_carriage_returns(monkeypatch) -
     assert lines[1].endswith("loss=0.5]")  # the last postfix, drawn with the last update
 
 
+def test_a_second_bar_at_once_writes_plain_lines_to_a_log(monkeypatch) -> None:
+    """Bars of several threads at once: the lower one's cursor-up codes made lines of '\x1b[A' alone in a log."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    with progress(total=2, desc="first") as first, progress(total=2, desc="second") as second:
+        second.update(2)
+        first.update(2)
+    lines = log.getvalue().splitlines()
+    assert "\x1b" not in log.getvalue() and all(line.strip() for line in lines)
+    assert {line.split(":")[0] for line in lines} == {"first", "second"}
+
+
 def test_tqdm_disable_silences_every_bar(monkeypatch) -> None:
     assert _run_bar(monkeypatch, TQDM_DISABLE="1") == ""
 

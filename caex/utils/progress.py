@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -52,6 +53,10 @@ def _in_notebook() -> bool:
     return "ipykernel" in sys.modules or any(base.__module__ == "tqdm.notebook" for base in tqdm.__mro__)
 
 
+#: The terminal code tqdm writes to move back up to a bar drawn below another (``ESC [ A``, ``ESC [ 2 A``).
+CURSOR_UP = re.compile(r"\x1b\[\d*A")
+
+
 class _Lines:
     """A stream that receives tqdm's redraws (``\\r`` + the bar) and writes each as a line of its own while the
     stream takes them: one that is gone (:class:`~caex.streams.BestEffortStream`) ends the bar, not the work (tqdm
@@ -62,7 +67,8 @@ class _Lines:
         self.stream = stream if isinstance(stream, BestEffortStream) else BestEffortStream(stream)
 
     def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()
+        # a bar below another (bars of several threads) is placed by moving the cursor up: no line's business
+        line = CURSOR_UP.sub("", text.replace("\r", "")).strip()
         if line:
             self.stream.write(line + "\n")
 
