@@ -91,6 +91,10 @@ def test_mass_in_mask_sums_a_float16_map_in_float32():
     masks = torch.zeros(1, 256, 256, dtype=torch.bool)
     masks[:, :128] = True
     assert mass_in_mask(saliency, masks).tolist() == [0.5]
+    tiny = torch.full((1, 256, 256), 1e-30, dtype=torch.float64)  # float64 is summed as float64, not cut down
+    tiny[0, 0, 0] = 1.0
+    assert mass_in_mask(tiny, masks).dtype == torch.float64
+    assert mass_in_mask(tiny, ~masks).item() == (128 * 256 * 1e-30) / (1.0 + (256 * 256 - 1) * 1e-30)
 
 
 # -- 4. autocast ------------------------------------------------------------------------------------
@@ -215,10 +219,20 @@ def test_a_pil_image_is_refused_with_how_to_convert_it():
             explainer.saliency(given, target=1, path="centroid", steps=2)
 
 
+def test_a_file_name_is_refused_with_where_files_are_explained(tmp_path):
+    """explain("scan.png") failed in torch ("new(): invalid data type 'str'"), a Path as "Could not infer dtype"."""
+    explainer = painted_explainer(0.0)
+    for given in ("ims/scan.png", tmp_path / "scan.png", [healthy_images(1)[0], "b.png"]):
+        with pytest.raises(ExplainError, match=r"^images: a file name \(.*(scan|b)\.png\); give image tensors, or "
+                                               r"explain files with caex\.explain\.explain_files"):
+            explainer.saliency(given, target=1, path="centroid", steps=2)
+
+
 # -- 10. the hint for integer and bool pixels ------------------------------------------------------------------
 @pytest.mark.parametrize(("dtype", "hint"), [
     (torch.uint8, "divide 8-bit images by 255"),
-    (torch.int16, "divide 16-bit images by 65535"),
+    (torch.uint16, "divide 16-bit images by 65535"),
+    (torch.int16, "window signed 16-bit pixels into [0, 1] (for CT, clip a Hounsfield range and rescale it)"),
     (torch.bool, "images.float() makes a bool batch 0 and 1 pixels"),
     (torch.int64, "divide integer pixels by their format's maximum: 255 for 8-bit, 65535 for 16-bit images"),
 ])

@@ -60,8 +60,10 @@ def _scaling_hint(dtype: torch.dtype) -> str:
         return "images.float() makes a bool batch 0 and 1 pixels"
     if dtype == torch.uint8:
         return "divide 8-bit images by 255"
-    if dtype in (torch.int16, torch.uint16):
+    if dtype == torch.uint16:
         return "divide 16-bit images by 65535"
+    if dtype == torch.int16:  # CT in Hounsfield units, say: no division brings it to [0, 1]
+        return "window signed 16-bit pixels into [0, 1] (for CT, clip a Hounsfield range and rescale it)"
     return "divide integer pixels by their format's maximum: 255 for 8-bit, 65535 for 16-bit images"
 
 

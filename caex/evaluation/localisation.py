@@ -45,11 +45,11 @@ def pointing_game(saliency: torch.Tensor, masks: torch.Tensor, patch: int = DEFA
 
 def mass_in_mask(saliency: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Share of the total saliency that falls inside the mask (0 for an all-zero map; negative values count as
-    0, as a map's mass is its positive part). Summed in float32: a float16 map's sum overflowed to inf on large
-    images."""
+    0, as a map's mass is its positive part). Summed in float32 at least: a float16 map's sum overflowed to inf on
+    large images."""
     saliency, masks = _checked_maps_and_masks(saliency, masks)
     check_finite_maps(saliency)
-    flat = saliency.flatten(1).float().clamp_min(0)
+    flat = saliency.flatten(1).to(torch.promote_types(saliency.dtype, torch.float32)).clamp_min(0)
     total = flat.sum(dim=1)
     inside = (flat * masks.flatten(1)).sum(dim=1)
     return _nan_where_empty(torch.where(total > 0, inside / total.clamp_min(1e-12), 0.0), masks)

@@ -184,11 +184,16 @@ def as_image_batch(images: ImagesLike, channels: int, size: int, what: str) -> t
     ``channels`` x ``size`` px, as a float32 batch in [0, 1]; an :class:`ExplainError` naming ``what`` otherwise.
 
     A PIL image is refused with how to convert it, as 8-bit tensors are: its mode (8-bit, 16-bit, palette, alpha)
-    decides its range and channels, which caex does not guess (torch failed as "Could not infer dtype of Image")."""
-    if any(type(image).__module__.startswith("PIL.") for image in
-           (images if isinstance(images, (list, tuple)) else [images])):
+    decides its range and channels, which caex does not guess (torch failed as "Could not infer dtype of Image").
+    So is a file name, which :func:`caex.explain.explain_files` reads as the CAE's training images were."""
+    given = images if isinstance(images, (list, tuple)) else [images]
+    if any(type(image).__module__.startswith("PIL.") for image in given):
         raise ExplainError(f"{what}: a PIL image; give float tensors [C, H, W] in [0, 1]: "
                            "torchvision.transforms.functional.to_tensor(image) converts an 8-bit one")
+    named = [image for image in given if isinstance(image, (str, os.PathLike))]
+    if named:
+        raise ExplainError(f"{what}: a file name ({named[0]!s}); give image tensors, or explain files with "
+                           "caex.explain.explain_files(explainer, paths, out_dir) (caex explain)")
     if isinstance(images, (list, tuple)):
         shapes = {tuple(np.shape(image)) for image in images}
         if not images:
