@@ -20,6 +20,7 @@ from torch import nn
 
 from caex.errors import ClassifierError
 from caex.utils.checks import check_counts, check_positive_finite, check_registry_name
+from caex.utils.seed import global_rng_kept
 
 #: Images at most this large get the CIFAR-style stem (3x3 stride-1 conv, no max-pool),
 #: so a 64 px image still has an 8x8 map at the last stage instead of 2x2.
@@ -113,7 +114,7 @@ def _check_architecture(name: str, spec: Architecture) -> None:
     that did not load, and a network without ``fc`` or fractional epochs failed as unexpected errors."""
     check_counts({"epochs": spec.epochs}, 1, ClassifierError, f"architecture {name!r}: ")
     check_positive_finite(f"architecture {name!r}: lr", spec.lr, ClassifierError)
-    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays where it was
+    with global_rng_kept(torch.device("cpu")):  # the caller's random stream stays as it was, as do other threads'
         net = spec.build(1, 2, True)  # a builder's own error is its own
     try:
         head, conv = net.fc, net.get_parameter(spec.first_conv)
@@ -152,9 +153,14 @@ class ClassifierNet(nn.Module):
         self.small_stem = small_stem
         self.backbone = backbone
         self.head = head
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", self.normalisation_buffer(mean))
+        self.register_buffer("std", self.normalisation_buffer(std))
         self.target_layer_name = target_layer_name
+
+    @staticmethod
+    def normalisation_buffer(values: Sequence[float]) -> torch.Tensor:
+        """``mean`` or ``std`` per channel as the buffer ``[1, C, 1, 1]`` the network holds."""
+        return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
@@ -187,9 +193,15 @@ def build_classifier_network(arch: str, *, channels: int, num_classes: int, imag
         raise ClassifierError(f"architecture {arch!r}: its network's `fc` is a {type(head).__name__}, not the "
                               "linear head caex needs")
     net.fc = nn.Identity()
-    return ClassifierNet(arch, net, head, mean=[0.0] * channels if mean is None else mean,
-                         std=[1.0] * channels if std is None else std, small_stem=small_stem,
+    mean, std = normalisation(channels, mean, std)
+    return ClassifierNet(arch, net, head, mean=mean, std=std, small_stem=small_stem,
                          target_layer_name=spec.target_layer)
+
+
+def normalisation(channels: int, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None) -> tuple[Sequence[float], Sequence[float]]:
+    """``mean`` and ``std`` per channel, none (0 and 1) where not given."""
+    return [0.0] * channels if mean is None else mean, [1.0] * channels if std is None else std
 
 
 def to_wrapper_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -37,6 +40,9 @@ class Classifier(abc.ABC):
         self.source: str | None = None
         self.data_spec: str | None = None
         self.data_seed: int | None = None
+        # The arguments load_classifier was called with, where it loaded this one: a model that does not pickle
+        # (TorchScript, ONNX) is loaded again with them in another process.
+        self.load_arguments: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -171,26 +177,96 @@ def require_classifier(classifier: object) -> Classifier:
 @contextlib.contextmanager
 def evaluating(module: nn.Module) -> Iterator[None]:
     """``module`` in eval mode for the block, and every submodule in its own mode again afterwards
-    (:func:`module_state_kept`): a model of the caller's that caex runs is the caller's still, in training or not."""
-    if not any(getattr(child, "training", False) for child in module.modules()):  # all in eval already
+    (:func:`module_state_kept`): a model of the caller's that caex runs is the caller's still, in training or not.
+    Threads sharing ``module`` share its hold: the last to leave gives the modes back, never one whose forward
+    pass another thread is still in."""
+    with _KEEPING.lock:
+        held = module in _KEEPING.kept or _any_training(module)  # else all in eval already, and nobody holds it
+        if held:
+            _KEEPING.enter(module)
+            module.eval()
+    try:
         yield
-        return
-    with module_state_kept(module):
-        module.eval()
-        yield
+    finally:
+        if held:
+            _KEEPING.leave(module)
 
 
 @contextlib.contextmanager
 def module_state_kept(module: nn.Module) -> Iterator[None]:
     """Give every submodule back its own train/eval mode and every parameter its ``requires_grad`` afterwards: a
-    parent's ``train(mode)`` would set all children alike, undoing a user's frozen batch norm or dropout."""
-    modes = [(child, getattr(child, "training", False)) for child in module.modules()]  # parents first
-    flags = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
+    parent's ``train(mode)`` would set all children alike, undoing a user's frozen batch norm or dropout. Re-entrant
+    across threads: the first to enter saves the state, the last to leave restores it (a second thread saved the
+    first one's eval mode, or restored train mode under the first one's forward pass)."""
+    with _KEEPING.lock:
+        _KEEPING.enter(module)
     try:
         yield
     finally:
-        for child, training in modes:  # each as it was (a child in eval under a training parent stays so)
+        _KEEPING.leave(module)
+
+
+def module_lock(module: nn.Module) -> threading.RLock:
+    """The lock of ``module``'s forward passes: held by a classifier's plain forward passes and by the attributions
+    that hook its layers (Grad-CAM keeps one activation per layer), so no forward pass of one thread runs through
+    another's hooks. Re-entrant: a hooked attribution may predict inside."""
+    with _KEEPING.lock:
+        lock = _KEEPING.forward_locks.get(module)
+        if lock is None:
+            lock = _KEEPING.forward_locks[module] = threading.RLock()
+        return lock
+
+
+def _any_training(module: nn.Module) -> bool:
+    return any(getattr(child, "training", False) for child in module.modules())
+
+
+class _SavedState:
+    """A module's submodule modes and parameter flags as the first holder found them, and how many hold it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.holders = 0
+        self.modes = [(child, getattr(child, "training", False)) for child in module.modules()]  # parents first
+        self.flags = [(parameter, parameter.requires_grad) for parameter in module.parameters()]
+
+    def restore(self) -> None:
+        for child, training in self.modes:  # each as it was (a child in eval under a training parent stays so)
             child.train(training)
-        for parameter, flag in flags:
+        for parameter, flag in self.flags:
             if parameter.requires_grad != flag:  # weights made in inference mode refuse even an unchanged flag
                 parameter.requires_grad_(flag)
+
+
+class _Keeping:
+    """The modules caex holds in its state (:func:`module_state_kept`) and their forward locks, process-wide."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.kept: weakref.WeakKeyDictionary[nn.Module, _SavedState] = weakref.WeakKeyDictionary()
+        self.forward_locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+
+    def enter(self, module: nn.Module) -> None:
+        """One more holder of ``module`` (under :attr:`lock`); the first saves its state."""
+        saved = self.kept.get(module)
+        if saved is None:
+            saved = self.kept[module] = _SavedState(module)
+        saved.holders += 1
+
+    def leave(self, module: nn.Module) -> None:
+        """One holder fewer; the last gives ``module`` its saved state back."""
+        with self.lock:
+            saved = self.kept[module]
+            saved.holders -= 1
+            if not saved.holders:
+                del self.kept[module]
+                saved.restore()
+
+    def after_fork(self) -> None:
+        """Fresh locks in a forked child: one held by a thread of the parent would be held there for good."""
+        self.lock = threading.Lock()
+        self.forward_locks = weakref.WeakKeyDictionary()
+
+
+_KEEPING = _Keeping()
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_KEEPING.after_fork)

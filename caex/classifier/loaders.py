@@ -9,6 +9,7 @@ black box. Every failure a user can cause is a one-line :class:`ClassifierError`
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 import re
@@ -16,13 +17,15 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any, SupportsIndex
 
 import torch
 from torch import nn
 
 from caex.classifier.arch import (ARCHITECTURES, ClassifierNet, build_classifier_network, infer_network_shape,
-                                  to_wrapper_state_dict)
-from caex.classifier.base import Classifier, check_logits, check_output_count, module_state_kept, require_classifier
+                                  normalisation, to_wrapper_state_dict)
+from caex.classifier.base import (Classifier, check_logits, check_output_count, evaluating, module_lock,
+                                 require_classifier)
 from caex.classifier.bundle import (
     INFO_FILE,
     ONNX_FILE,
@@ -154,29 +157,40 @@ class TorchClassifier(Classifier):
         return self._module.target_layer if isinstance(self._module, ClassifierNet) else None
 
     def _logits_batch(self, images: torch.Tensor) -> torch.Tensor:
-        with self.evaluating():
+        with module_lock(self._module), self.evaluating():  # no forward pass through another thread's hooks
             return self._logits_module(images)
 
     def _features_batch(self, images: torch.Tensor) -> torch.Tensor | None:
         features_of = getattr(self._module, "features", None)
         if not callable(features_of):  # none, or a tensor a user's module keeps under that name
             return None
-        with self.evaluating():
+        with module_lock(self._module), self.evaluating():
             features = features_of(images)
         # caex's networks (and their exports) give [b, F]; torchvision's VGG or DenseNet name their convolutional
         # trunk "features", whose maps are no feature vectors
         return features if isinstance(features, torch.Tensor) and features.ndim == 2 else None
 
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        """Pickled as any object, unless its module holds TorchScript, which does not pickle: then loaded again from
+        its file in the other process (a spawn DataLoader worker, say), as :func:`load_classifier` loaded it."""
+        if not any(isinstance(layer, torch.jit.ScriptModule) for layer in self._module.modules()):
+            return super().__reduce_ex__(protocol)
+        return _loaded_again(self, "a TorchScript module")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TorchClassifier:
+        """A copy of everything, a TorchScript module too (which copies, though it does not pickle), as before
+        :meth:`__reduce_ex__`."""
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        copied.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return copied
+
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
         """Eval mode for the block, each submodule's own mode after it: dropout and batch statistics would make
-        every prediction a different draw, and the caller may be fine-tuning the module between calls. A frozen
-        TorchScript module has no modes at all."""
-        if not any(getattr(module, "training", False) for module in self._module.modules()):
-            yield
-            return
-        with module_state_kept(self._module):
-            self._module.eval()
+        every prediction a different draw, and the caller may be fine-tuning the module between calls
+        (:func:`~caex.classifier.base.evaluating`, shared by threads)."""
+        with evaluating(self._module):
             yield
 
 
@@ -210,6 +224,20 @@ class OnnxClassifier(Classifier):
         output = torch.from_numpy(self._session.run(None, {self._input_name: images.cpu().numpy()})[0]).float()
         return self._read(output[:count])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Loaded again from its file in the other process (a spawn DataLoader worker, say), as
+        :func:`load_classifier` loaded it: an onnxruntime session does not pickle."""
+        return _loaded_again(self, "an onnxruntime session")
+
+
+def _loaded_again(classifier: Classifier, what: str) -> tuple[Any, ...]:
+    """``__reduce__``'s answer for a classifier whose model does not pickle: :func:`load_classifier` with the
+    arguments it was loaded with, else a one-line error saying to load it in each process."""
+    if classifier.load_arguments is None:
+        raise ClassifierError(f"{classifier._described}: {what} cannot be pickled (to another process); load the "
+                              "classifier in each process with caex.load_classifier(path)")
+    return functools.partial(load_classifier, **classifier.load_arguments), ()
+
 
 @torch.inference_mode(False)  # weights loaded in a notebook's inference_mode() cell still give gradients
 def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
@@ -233,6 +261,7 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
     or TorchScript export returns (default: the json's ``"outputs"``, else read row by row; see
     :class:`OutputReader`).
     """
+    arguments = dict(locals())  # as given, to load it again in another process (pickle)
     if isinstance(path, nn.Module):  # a model in hand, not a file
         raise ClassifierError(f"load_classifier takes a file or folder, not the module {type(path).__name__}; wrap "
                               "it as caex.classifier.TorchClassifier(module, class_names, image_size, channels)")
@@ -264,7 +293,7 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
         _refuse_normalisation_outside(path, mean, std, info, described, lambda: _onnx_constants(path))
         classifier: Classifier = _load_onnx(path, names, num_classes, image_size, channels, device, batch_size, info,
                                             described, outputs)
-        return _with_provenance(classifier, given, info)
+        return _with_provenance(classifier, given, info, arguments)
     device = resolve_device(device)
     if arch is None and (path.suffix.lower() == ".safetensors" or _torch_archive_kind(path) == "torch.save"
                          or _is_legacy_torch_save(path)):
@@ -286,19 +315,21 @@ def load_classifier(path: str | os.PathLike, *, arch: str | None = None, num_cla
         net = _load_state_dict_network(path, arch, mean, std)
         classifier = TorchClassifier(net, _class_names(path, int(net.head.out_features), names, num_classes),
                                      image_size, int(net.mean.shape[1]), device=device, batch_size=batch_size)
-        return _with_provenance(classifier, given, info)
+        return _with_provenance(classifier, given, info, arguments)
     module = _load_torchscript(path)
     _refuse_normalisation_outside(path, mean, std, info, described,
                                   lambda: {name: getattr(module, name, None) for name in ("mean", "std")})
     found_classes = _probe_num_classes(path, lambda x: module(x), image_size, channels, names, num_classes)
     classifier = TorchClassifier(module, _class_names(path, found_classes, names, num_classes), image_size, channels,
                                  device=device, batch_size=batch_size, outputs=outputs, source=path)
-    return _with_provenance(classifier, given, info)
+    return _with_provenance(classifier, given, info, arguments)
 
 
-def _with_provenance(classifier: Classifier, source: Path, info: ClassifierInfo | None) -> Classifier:
-    """``classifier`` with where it came from and, from its json, the data split it was trained on."""
-    classifier.source = str(source)
+def _with_provenance(classifier: Classifier, source: Path, info: ClassifierInfo | None,
+                     arguments: dict[str, Any]) -> Classifier:
+    """``classifier`` with where it came from, how it was loaded and, from its json, the data split it was trained
+    on."""
+    classifier.source, classifier.load_arguments = str(source), arguments
     if info is not None:
         classifier.data_spec, classifier.data_seed = info.data_spec, info.data_seed
     return classifier
@@ -472,12 +503,14 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
         if values is not None and len(values) != channels:
             raise ClassifierError(f"{path}: the weights take {channels}-channel images but {len(values)} {name} "
                                   "values were given (classifier.json, mean=/std=)")
-    with torch.random.fork_rng(devices=[]):  # initial weights, replaced below: the caller's stream stays as it was
+    # built on the meta device and given the file's tensors: no initial weights are drawn, from the caller's random
+    # stream or from a training's seeded one in another thread (a lock on it would wait for the whole training)
+    with torch.device("meta"):
         net = build_classifier_network(arch, channels=channels, num_classes=num_classes, mean=mean, std=std,
                                        small_stem=small_stem)
-    expected = net.state_dict()
-    for buffer in ("mean", "std"):
-        state.setdefault(buffer, expected[buffer])
+    expected = net.state_dict()  # shapes only
+    for buffer, values in zip(("mean", "std"), normalisation(channels, mean, std)):
+        state.setdefault(buffer, ClassifierNet.normalisation_buffer(values))
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(key for key in set(state) & set(expected) if state[key].shape != expected[key].shape)
@@ -486,7 +519,7 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise ClassifierError(f"{path}: weights do not match architecture {arch!r} ({problem} key "
                                   f"{keys[0]!r}{more})")
-    net.load_state_dict(state)
+    net.load_state_dict(state, assign=True)
     return net.eval()  # built here, not the caller's: inference mode from the start
 
 

@@ -154,7 +154,9 @@ def train_classifier(bundle: DataBundle, arch: str = "resnet18", *, epochs: int 
 
     Returns the network (eval mode, on ``device``, normalisation fitted to the
     training images) and its :class:`TrainMetrics`. ``epochs``/``lr`` default
-    per architecture (:data:`~caex.classifier.arch.ARCHITECTURES`).
+    per architecture (:data:`~caex.classifier.arch.ARCHITECTURES`). Trainings in threads of one process draw
+    their seeded initial weights one at a time (:func:`~caex.utils.seed.global_rng_kept`), so each gets the weights
+    it gets alone.
     """
     require_bundle(bundle)  # its test split measures the network
     epochs, lr = resolve_settings(arch, epochs, batch_size, lr)

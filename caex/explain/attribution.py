@@ -15,8 +15,11 @@ skipped method. LIME, occlusion and random only call ``predict_proba``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caex.classifier.base import Classifier, require_classifier
+from caex.classifier.base import Classifier, module_lock, require_classifier
 from caex.data.types import check_image_batch, class_index, classes_text
 from caex.errors import CaexError
 from caex.explain.paths import DEFAULT_STEPS, check_path_length
@@ -154,7 +157,7 @@ class Attributor:
         ``target``: the class being explained (Captum's meaning; ``Explainer.explain``'s ``target`` is where its
         path heads instead), one index or name per image (``[B]`` tensor, list or array), or one for all.
         """
-        chunks = []
+        chunks, forward_lock = [], self._forward_lock()
         # gradient methods need autograd, which a caller's inference_mode bars; and the model's inference mode
         with torch.inference_mode(False), self.classifier.evaluating():
             target = self._targets(inputs, target)
@@ -163,9 +166,17 @@ class Attributor:
                 batch = inputs[start:start + self.batch_size].to(self.device, self.classifier.input_dtype)
                 batch = batch.clone() if batch.is_inference() else batch  # inference tensors cannot enter autograd
                 labels = target[start:start + self.batch_size].to(self.device, torch.long)
-                attributions = self._attribute_batch(batch, labels).detach().float()
+                with forward_lock:
+                    attributions = self._attribute_batch(batch, labels).detach().float()
                 chunks.append(resize_maps(attributions, (height, width)).to(inputs.device))
         return torch.cat(chunks)
+
+    def _forward_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """The lock of the classifier module's forward passes (:func:`~caex.classifier.base.module_lock`) for a
+        gradient method, which runs the module itself: Grad-CAM and FullGrad hook its layers, and any forward pass
+        would run through another thread's hooks. Others predict, which takes it per batch."""
+        module = self.classifier.module if self.needs_gradients else None
+        return contextlib.nullcontext() if module is None else module_lock(module)
 
     def saliency(self, inputs: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Maps ``[B, H, W]`` in [0, 1]: attributions reduced over channels and normalised per image; a signed
@@ -277,7 +288,7 @@ class GradCamAttributor(Attributor):
         if layer is None:
             layer = getattr(classifier, "target_layer", None)  # a Sequential stage may be empty-falsy: test None
         if layer is None:
-            with classifier.evaluating():
+            with self._forward_lock(), classifier.evaluating():  # another thread's layers would be recorded too
                 layer = last_conv_layer(self.module, self._example())
         self._method = captum_attr().LayerGradCam(self.module, layer)
 
@@ -318,8 +329,13 @@ class FullGradAttributor(Attributor):
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         calls: list[tuple[torch.Tensor, torch.Tensor]] = []  # (bias, output) per layer call, in order
-        hooks = [layer.register_forward_hook(
-                     lambda _module, _input, output, bias=bias: calls.append((bias, output)))
+        installer = threading.get_ident()
+
+        def record(bias: torch.Tensor, output: torch.Tensor) -> None:
+            if threading.get_ident() == installer:  # not another thread's forward pass through the shared layers
+                calls.append((bias, output))
+
+        hooks = [layer.register_forward_hook(lambda _module, _input, output, bias=bias: record(bias, output))
                  for layer, bias in self._biased]
         try:
             with torch.enable_grad():  # also under a caller's no_grad, as Captum's methods do
@@ -426,21 +442,19 @@ class LimeAttributor(Attributor):
 
     def _attribute_batch(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         lime = captum_attr().Lime  # first: it imports captum with the recursion limit kept
-        from captum._utils.models.linear_model import SkLearnRidge
         from captum.attr._core.lime import get_exp_kernel_similarity_function
 
         similarity = get_exp_kernel_similarity_function("cosine", kernel_width=0.25)
         maps = []
-        with torch.random.fork_rng(devices=[]):  # Captum's surrogate fit draws a DataLoader seed from the global RNG
-            for image, label in zip(inputs, target.tolist()):  # LIME fits one surrogate model per image
-                method = lime(self.classifier.predict_proba, interpretable_model=SkLearnRidge(alpha=1.0),
-                              similarity_func=similarity,
-                              perturb_func=self._sampler(self.generator_for(image, LIME_SAMPLES_STREAM)))
-                segments = superpixels(image, self.n_segments, self.compactness).to(image.device)
-                maps.append(method.attribute(
-                    image[None], target=label, n_samples=self.n_samples, feature_mask=segments[None, None],
-                    baselines=superpixel_means(image, segments)[None],
-                    perturbations_per_eval=self.perturbations_per_eval))
+        for image, label in zip(inputs, target.tolist()):  # LIME fits one surrogate model per image
+            method = lime(self.classifier.predict_proba, interpretable_model=_private_seed_ridge()(alpha=1.0),
+                          similarity_func=similarity,
+                          perturb_func=self._sampler(self.generator_for(image, LIME_SAMPLES_STREAM)))
+            segments = superpixels(image, self.n_segments, self.compactness).to(image.device)
+            maps.append(method.attribute(
+                image[None], target=label, n_samples=self.n_samples, feature_mask=segments[None, None],
+                baselines=superpixel_means(image, segments)[None],
+                perturbations_per_eval=self.perturbations_per_eval))
         return torch.cat(maps)
 
     @staticmethod
@@ -450,6 +464,32 @@ class LimeAttributor(Attributor):
             probs = torch.full((1, int(kwargs["num_interp_features"])), 0.5)
             return torch.bernoulli(probs, generator=generator).long().to(original.device)
         return sample
+
+
+@functools.cache
+def _private_seed_ridge() -> type:
+    """Captum's ``SkLearnRidge``, fitted without a draw from torch's global generator, which would shift every
+    other thread's stream (putting the stream back afterwards, ``fork_rng``, rewound it for them instead). Defined
+    on first use, as captum is imported then."""
+    from captum._utils.models.linear_model import SkLearnRidge
+    from torch.utils.data import DataLoader
+
+    class PrivateSeedRidge(SkLearnRidge):
+        def fit(self, train_data: DataLoader, **kwargs: Any) -> Any:
+            """Lime's loader has no generator of its own, so iterating it drew its (unused) seed from the global one."""
+            loader = DataLoader(train_data.dataset, batch_size=train_data.batch_size, generator=torch.Generator())
+            return super().fit(loader, **kwargs)
+
+        def _construct_model_params(self, *, weight_values: torch.Tensor, bias_value: torch.Tensor,
+                                    **kwargs: Any) -> None:
+            """The fitted weights in captum's linear layer, built on the meta device: its initialisation, which
+            the fit's weights replace, drew from the global generator."""
+            with torch.device("meta"):
+                super()._construct_model_params(weight_values=weight_values.to("meta"),
+                                                bias_value=bias_value.to("meta"), **kwargs)
+            self.linear.weight, self.linear.bias = nn.Parameter(weight_values), nn.Parameter(bias_value)
+
+    return PrivateSeedRidge
 
 
 def superpixel_means(image: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:

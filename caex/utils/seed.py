@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -26,15 +28,36 @@ def seed_weights(seed: int, device: torch.device | None = None) -> None:
 @contextlib.contextmanager
 def global_rng_kept(device: torch.device) -> Iterator[None]:
     """Give torch's global generators that :func:`seed_weights` may seed (the CPU's, and ``device``'s) back as
-    they were after the block: a notebook's next ``torch.rand`` would otherwise repeat after every run."""
+    they were after the block: a notebook's next ``torch.rand`` would otherwise repeat after every run.
+
+    caex's sections that seed or draw from the global generators run inside, one at a time in a process (a
+    re-entrant lock held for the whole block): two trainings in threads seeded each other's stream, and gave other
+    weights than one after the other. So concurrent trainings in one process wait for each other. Draws of the
+    user's own in other threads meanwhile are not caex's to guard: they take from the seeded stream."""
     backend = _generator_backend(device)
     if backend is None:
         forked = torch.random.fork_rng(devices=[])
     else:
         index = device.index if device.index is not None else getattr(backend, "current_device", lambda: 0)()
         forked = torch.random.fork_rng(devices=[index], device_type=device.type)
-    with forked:
+    with _GLOBAL_RNG_LOCK.lock, forked:
         yield
+
+
+class _ProcessLock:
+    """A re-entrant lock, made afresh in a forked child: one held by a thread of the parent would be held there for
+    good."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+            os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self.lock = threading.RLock()
+
+
+_GLOBAL_RNG_LOCK = _ProcessLock()
 
 
 def _generator_backend(device: torch.device | None) -> Any | None:
