@@ -110,6 +110,48 @@ def tinyvgg():
     del ARCHITECTURES["tinyvgg"]
 
 
+class _BlurNet(torch.nn.Module):
+    """A network with tensors beside its weights: a non-persistent buffer and a plain tensor attribute."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.register_buffer("blur", torch.full((4, 1, 3, 3), 1 / 9), persistent=False)
+        self.scale = torch.tensor(2.0)
+        self.fc = torch.nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blurred = torch.nn.functional.conv2d(self.conv1(x), self.blur, padding=1, groups=4)
+        return self.fc(blurred.mean(dim=(2, 3)) * self.scale)
+
+
+def test_weights_load_into_a_network_with_tensors_beside_them_and_from_half_precision(tmp_path):
+    """Built on the meta device to draw no initial weights, a registered network's non-persistent buffer stayed
+    there ("Cannot copy out of meta tensor"), and a float16 file loaded as a float16 network that refused float32
+    images."""
+    from caex.classifier import ARCHITECTURES, Architecture, register_architecture
+    from caex.classifier.arch import build_classifier_network
+
+    register_architecture("blurnet", Architecture(lambda channels, num_classes, small_stem: _BlurNet(
+        channels, num_classes), target_layer="conv1", first_conv="conv1.weight", epochs=1, lr=1e-2))
+    try:
+        torch.manual_seed(0)
+        net = build_classifier_network("blurnet", channels=1, num_classes=3).eval()
+        save_bundle(net, tmp_path / "clf", class_names=["a", "b", "c"], image_size=16)
+        images = torch.rand(2, 1, 16, 16)
+        expected = torch.softmax(net(images), dim=1)
+        torch.testing.assert_close(load_classifier(tmp_path / "clf", device="cpu").predict_proba(images), expected)
+    finally:
+        del ARCHITECTURES["blurnet"]
+    net = build_classifier_network("smallcnn", channels=1, num_classes=3).eval()
+    save_file({key: value.half() if value.is_floating_point() else value for key, value in net.state_dict().items()},
+              tmp_path / "half.safetensors")
+    loaded = load_classifier(tmp_path / "half.safetensors", arch="smallcnn", device="cpu")
+    assert {tensor.dtype for tensor in loaded.module.state_dict().values() if tensor.is_floating_point()} == {
+        torch.float32}
+    torch.testing.assert_close(loaded.predict_proba(images), torch.softmax(net.half().float()(images), dim=1))
+
+
 @pytest.mark.filterwarnings("ignore:tinyvgg. balanced test accuracy")  # one epoch on 8 images: near chance, as said
 def test_a_registered_architecture_trains_saves_reloads_and_explains_like_a_shipped_one(tmp_path, tinyvgg):
     """Its defaults, Grad-CAM layer and first convolution came from per-name tables: a registered network trained

@@ -302,11 +302,13 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", ["classifier.torchscript.pt", "classifier.onnx"])
-def test_exported_classifiers_pickle_by_loading_their_file_again(exports, name):
+def test_exported_classifiers_pickle_by_loading_their_file_again(exports, name, monkeypatch):
     """Spawn-based DataLoader workers need the classifier pickled: TorchScript and onnxruntime refused it."""
-    classifier = load_classifier(exports / name, batch_size=5, device="cpu")
+    monkeypatch.chdir(exports)
+    classifier = load_classifier(name, batch_size=5, device="cpu")  # relative: pickled as the file, not the text
+    monkeypatch.chdir(exports.parent)
     copied = pickle.loads(pickle.dumps(classifier))
-    assert type(copied) is type(classifier) and copied.source == classifier.source
+    assert type(copied) is type(classifier) and copied.source == str(exports / name)
     assert copied.batch_size == 5 and copied.class_names == NAMES
     assert torch.equal(copied.predict_proba(images()), classifier.predict_proba(images()))
 

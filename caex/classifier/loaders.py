@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 import os
 import re
 import warnings
@@ -38,6 +39,7 @@ from caex.data.types import DataBundle, require_bundle, warn_other_class_names
 from caex.errors import ClassifierError
 from caex.utils.device import module_device, resolve_device
 from caex.utils.provenance import file_digest
+from caex.utils.seed import global_rng_kept
 from caex.utils.warn import warn
 
 #: The model files caex reads, by name (a PyTorch zip archive, or a pickle of torch's older format, is read
@@ -329,7 +331,8 @@ def _with_provenance(classifier: Classifier, source: Path, info: ClassifierInfo 
                      arguments: dict[str, Any]) -> Classifier:
     """``classifier`` with where it came from, how it was loaded and, from its json, the data split it was trained
     on."""
-    classifier.source, classifier.load_arguments = str(source), arguments
+    # the path made absolute: another process, or this one after os.chdir, finds the same file
+    classifier.source, classifier.load_arguments = str(source), {**arguments, "path": os.path.abspath(source)}
     if info is not None:
         classifier.data_spec, classifier.data_seed = info.data_spec, info.data_seed
     return classifier
@@ -503,14 +506,15 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
         if values is not None and len(values) != channels:
             raise ClassifierError(f"{path}: the weights take {channels}-channel images but {len(values)} {name} "
                                   "values were given (classifier.json, mean=/std=)")
-    # built on the meta device and given the file's tensors: no initial weights are drawn, from the caller's random
-    # stream or from a training's seeded one in another thread (a lock on it would wait for the whole training)
-    with torch.device("meta"):
-        net = build_classifier_network(arch, channels=channels, num_classes=num_classes, mean=mean, std=std,
-                                       small_stem=small_stem)
-    expected = net.state_dict()  # shapes only
+    build = functools.partial(build_classifier_network, arch, channels=channels, num_classes=num_classes, mean=mean,
+                              std=std, small_stem=small_stem)
     for buffer, values in zip(("mean", "std"), normalisation(channels, mean, std)):
         state.setdefault(buffer, ClassifierNet.normalisation_buffer(values))
+    net = _built_on_meta(build)
+    on_meta = net is not None
+    if net is None:
+        net = _built_on_cpu(build)
+    expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = sorted(key for key in set(state) & set(expected) if state[key].shape != expected[key].shape)
@@ -519,8 +523,38 @@ def _load_state_dict_network(path: Path, arch: str, mean: Sequence[float] | None
             more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
             raise ClassifierError(f"{path}: weights do not match architecture {arch!r} ({problem} key "
                                   f"{keys[0]!r}{more})")
-    net.load_state_dict(state, assign=True)
+    # a float16 or bfloat16 file loads into the network's float32, as a copy into its parameters always did
+    state = {key: value.to(expected[key].dtype) if value.is_floating_point() else value for key, value in state.items()}
+    net.load_state_dict(state, assign=on_meta)
+    if on_meta and _holds_meta(net):  # a tensor of the network's own beside its weights: build it for real
+        net = _built_on_cpu(build)
+        net.load_state_dict(state)
     return net.eval()  # built here, not the caller's: inference mode from the start
+
+
+def _built_on_meta(build: Callable[[], ClassifierNet]) -> ClassifierNet | None:
+    """The network to load weights into, built on the meta device: no initial weights are drawn, from the caller's
+    random stream or from a training's seeded one in another thread (whose lock is held for the whole training);
+    ``None`` where a registered architecture's builder cannot be (it reads a tensor's values)."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except Exception:  # noqa: BLE001 - built again on the CPU, where the builder's own error is raised
+        return None
+
+
+def _built_on_cpu(build: Callable[[], ClassifierNet]) -> ClassifierNet:
+    """The network built for real; its initial weights, which the file's replace, leave the caller's stream as it
+    was (:func:`~caex.utils.seed.global_rng_kept`, which waits for another thread's seeded section)."""
+    with global_rng_kept(torch.device("cpu")):
+        return build()
+
+
+def _holds_meta(net: nn.Module) -> bool:
+    """Whether a tensor that no state dict holds (a non-persistent buffer, a tensor attribute) is left on meta."""
+    attributes = (value for module in net.modules() for value in vars(module).values())
+    return any(isinstance(tensor, torch.Tensor) and tensor.is_meta
+               for tensor in itertools.chain(net.parameters(), net.buffers(), attributes))
 
 
 def _load_onnx(path: Path, names: list[str] | None, num_classes: int | None, image_size: int | None,
