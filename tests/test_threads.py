@@ -163,6 +163,38 @@ def test_no_forward_pass_runs_through_another_threads_grad_cam_hooks(other):
     assert torch.equal(results[0], expected_other)
 
 
+def test_the_training_critic_takes_turns_with_grad_cam_on_the_callers_module():
+    """train_cae ran the caller's own module as its class critic without the module's lock, so a Grad-CAM in
+    another thread recorded the critic's forward pass."""
+    import dataclasses
+
+    from caex.training import TrainConfig
+    from caex.training.trainer import _class_critic, _classifier_state_kept
+
+    classifier = training_classifier()
+    x, y = images(), images(seed=2)
+    gradcam = make_attributor("gradcam", classifier)
+    expected = gradcam.attribute(x, 0)
+    config = dataclasses.replace(TrainConfig.preset("tiny"), dc="classifier")
+    with _classifier_state_kept(classifier):
+        critic = _class_critic(classifier, config, classifier.num_classes, torch.device("cpu"))
+        done = threading.Event()
+        thread = threading.Thread(target=lambda: (critic(y).sum(), done.set()))
+
+        def start_critic(_module: nn.Module, _input: tuple, _output: torch.Tensor) -> None:
+            if not thread.is_alive() and not done.is_set():  # once, inside Grad-CAM's forward pass
+                thread.start()
+                done.wait(BLOCKED)  # it ran to the end here; it must wait for Grad-CAM's batch instead
+
+        hook = gradcam.module.register_forward_hook(start_critic)
+        try:
+            maps = gradcam.attribute(x, 0)
+        finally:
+            hook.remove()
+            thread.join(WAIT)
+    assert torch.equal(maps, expected) and done.is_set()
+
+
 def test_a_module_lock_held_by_a_thread_does_not_hang_a_forked_child():
     """The locks are made afresh in a forked child (a DataLoader worker): one held by a thread of the parent at the
     fork would be held there for good."""

@@ -942,7 +942,7 @@ def test_classifier_critic_on_another_device_leaves_the_users_classifier_usable(
     assert not any(p.requires_grad for p in critic.parameters())
     assert {p.device.type for p in classifier.module.parameters()} == {"cpu"}
     assert classifier.predict(torch.full((2, 1, 16, 16), 0.9)).tolist() == [1, 1]
-    assert _class_critic(classifier, config, 2, torch.device("cpu")) is classifier.module  # same device: no copy
+    assert _class_critic(classifier, config, 2, torch.device("cpu")).critic is classifier.module  # same device: no copy
 
 
 def test_resume_with_other_training_settings_is_refused(tmp_path) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from caex.classifier.base import Classifier, module_state_kept, require_classifier
+from caex.classifier.base import Classifier, module_lock, module_state_kept, require_classifier
 from caex.data.sources import is_hidden
 from caex.data.spec import as_recorded
 from caex.data.types import DataBundle, ImageSet
@@ -979,13 +979,27 @@ def _class_critic(classifier: Classifier | None, config: TrainConfig, num_classe
     if module is None:
         raise TrainingError("dc='classifier' needs a differentiable classifier (PyTorch/TorchScript), "
                             "this one is a black box; use dc='discriminator' (--dc discriminator)")
-    if not _on_device(module, device) or not _trainable_through(module):
-        # a copy: moving or casting the user's module would change classifier.predict
+    shared = _on_device(module, device) and _trainable_through(module)
+    if not shared:  # a copy: moving or casting the user's module would change classifier.predict
         module = copy.deepcopy(module).to(device, torch.float32)
     module = module.eval()
     for parameter in module.parameters():  # not module.requires_grad_: TorchScript modules do not support it
         parameter.requires_grad_(False)
-    return module
+    return _TakingTurns(module, classifier.module or module) if shared else module
+
+
+class _TakingTurns(nn.Module):
+    """The caller's own classifier module as the critic, each forward pass under the module's lock
+    (:func:`~caex.classifier.base.module_lock`): Grad-CAM in another thread would record the critic's pass."""
+
+    def __init__(self, critic: nn.Module, owner: nn.Module) -> None:
+        super().__init__()
+        self.critic = critic
+        self._lock = module_lock(owner)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            return self.critic(images)
 
 
 def _trainable_through(module: nn.Module) -> bool:
