@@ -9,6 +9,7 @@ import dataclasses
 import multiprocessing
 import pickle
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -86,7 +87,8 @@ def class_critic_of(classifier: TorchClassifier) -> Iterator[None]:
     """What a ``train_cae`` does with the classifier for its critic: keeps its state, and freezes it in place."""
     config = dataclasses.replace(TrainConfig.preset("tiny"), dc="classifier")
     with _classifier_state_kept(classifier):
-        assert _class_critic(classifier, config, len(NAMES), torch.device("cpu")) is classifier.logits_module
+        critic = _class_critic(classifier, config, len(NAMES), torch.device("cpu"))
+        assert critic is not None and critic.critic is classifier.logits_module  # in place, taking turns
         yield
 
 
@@ -353,3 +355,38 @@ def test_a_torchscript_module_of_unknown_file_says_how_to_load_it_in_each_proces
     copied = copy.deepcopy(classifier)  # a copy in this process copies the module, as before
     assert copied.module is not module
     assert torch.equal(copied.predict_proba(images()), classifier.predict_proba(images()))
+
+
+def test_caex_s_quiet_blocks_take_turns_and_leave_the_filters_as_they_were(exports):
+    """catch_warnings is process-wide: threads loading TorchScript files (which hushes torch's FutureWarning)
+    left an "ignore FutureWarning" filter for good when they left it out of order."""
+    from caex.utils.warn import quiet
+
+    filters = list(warnings.filters)
+    inside, leave, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with quiet(FutureWarning):
+            inside.set()
+            leave.wait(WAIT)
+
+    def second() -> None:
+        with quiet(UserWarning):
+            second_in.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert inside.wait(WAIT)
+    threads[1].start()
+    assert not second_in.wait(BLOCKED)  # it waits for the first block to end
+    leave.set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert second_in.is_set() and warnings.filters == filters
+    loads = [threading.Thread(target=lambda: [load_classifier(exports / "classifier.torchscript.pt", device="cpu")
+                                            for _ in range(3)]) for _ in range(3)]
+    for thread in loads:
+        thread.start()
+    for thread in loads:
+        thread.join(WAIT * 3)
+    assert warnings.filters == filters

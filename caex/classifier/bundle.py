@@ -14,7 +14,6 @@ import operator
 import io
 import json
 import os
-import warnings
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from caex.data.types import check_class_names
 from caex.errors import ClassifierError
 from caex.utils.checks import check_counts
 from caex.utils.io import atomic_write_bytes, newer_format, replaced_together, write_json
+from caex.utils.warn import quiet
 
 if TYPE_CHECKING:
     from caex.classifier.train import TrainMetrics
@@ -185,8 +185,7 @@ def _check_bundle_arguments(net: object, class_names: object, image_size: object
 def torchscript_bytes(net: ClassifierNet) -> bytes:
     """The scripted wrapper (``forward`` and ``features``) as bytes for ``torch.jit.load``."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still the portable format
+    with quiet(FutureWarning):  # deprecated upstream, still the portable format
         torch.jit.save(torch.jit.script(net), buffer)
     return buffer.getvalue()
 
@@ -194,8 +193,7 @@ def torchscript_bytes(net: ClassifierNet) -> bytes:
 def onnx_bytes(net: ClassifierNet, example: torch.Tensor) -> bytes:
     """An ONNX graph ``images [batch, C, H, W] in [0, 1] -> logits [batch, K]`` with a dynamic batch axis."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+    with quiet():  # the TorchScript-based exporter announces its deprecation
         # torch types f as a path alone; its TorchScript-based exporter (dynamo=False) writes to a file object too
         torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,  # type: ignore[arg-type]
                           input_names=["images"], output_names=["logits"],

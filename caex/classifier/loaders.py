@@ -14,7 +14,6 @@ import functools
 import itertools
 import os
 import re
-import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ from caex.errors import ClassifierError
 from caex.utils.device import module_device, resolve_device
 from caex.utils.provenance import file_digest
 from caex.utils.seed import global_rng_kept
-from caex.utils.warn import warn
+from caex.utils.warn import quiet, warn
 
 #: The model files caex reads, by name (a PyTorch zip archive, or a pickle of torch's older format, is read
 #: whatever its name).
@@ -440,8 +439,7 @@ def _is_legacy_torch_save(path: Path) -> bool:
 
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still what users have
+        with quiet(FutureWarning):  # deprecated upstream, still what users have
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError/zipfile errors alike
         raise ClassifierError(f"{path}: not a readable TorchScript file ({_first_sentence(_one_line(exc))}); for "

@@ -20,7 +20,6 @@ import functools
 import inspect
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
@@ -39,6 +38,7 @@ from caex.utils.checks import (check_counts, check_positive_finite, check_regist
                                is_whole_number)
 from caex.utils.rows import nonfinite_rows
 from caex.utils.seed import keyed_generator, values_crc32
+from caex.utils.warn import quiet
 
 #: The keys beside the seed and the image of the random map's and LIME's draws (see :meth:`Attributor.generator_for`).
 RANDOM_MAP_STREAM = 1
@@ -71,7 +71,7 @@ def captum_attr() -> ModuleType:
         return imported
     limit = sys.getrecursionlimit()
     try:
-        with warnings.catch_warnings():
+        with quiet(Warning):  # what captum's imports say or filter is not the caller's
             import captum.attr
     finally:
         sys.setrecursionlimit(limit)
