@@ -68,6 +68,11 @@ def test_an_unknown_option_is_refused_by_its_command(capsys, argv: list[str], ex
      "--out=VALUE (see caex data show --help)"),
     (["data", "show", "synthetic", "--out"],  # no value at all: argparse's words say it
      "caex data show: error: argument --out: expected one argument (see caex data show --help)"),
+    (["train", "DATA", "--out", "o", "--crit", "-1e-2"],  # an abbreviation argparse takes for --critic-noise
+     "caex train: error: argument --critic-noise: expected one argument; a value that starts with '-' is given as "
+     "--critic-noise=VALUE (see caex train --help)"),
+    (["train", "DATA", "--lr", "--force", "--out", "o"],  # left out before the next flag: no value read as one
+     "caex train: error: argument --lr: expected one argument (see caex train --help)"),
 ])
 def test_a_value_read_as_a_flag_says_how_to_give_it(capsys, argv: list[str], expected: str) -> None:
     """argparse takes -1e-3 for a flag, and its own message sent users looking for the value they had typed."""

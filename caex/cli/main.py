@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import codecs
 import contextlib
+import contextvars
 import importlib
+import itertools
 import os
 import re
 import select
@@ -55,9 +57,6 @@ COMMAND_MODULES = [
 class _OneLineErrors(argparse.ArgumentParser):
     """argparse's errors as one line naming the command (its default prints the whole usage block first)."""
 
-    #: The command line being parsed (set by :func:`_parse`), for what argparse's messages leave out.
-    typed: tuple[str, ...] = ()
-
     def error(self, message: str) -> NoReturn:
         needs_value = re.fullmatch(r"argument (?:\S+/)?(\S+): expected one argument", message)
         if needs_value and self._value_read_as_a_flag(needs_value[1]):  # -1e-3 is no number to argparse
@@ -65,8 +64,20 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def _value_read_as_a_flag(self, flag: str) -> bool:
-        """Whether ``flag`` was followed by something that starts with '-' (not: the value was left out)."""
-        return any(token == flag and following.startswith("-") for token, following in zip(self.typed, self.typed[1:]))
+        """Whether ``flag`` (or an abbreviation of it) was followed by something that starts with '-' and names
+        no option of the command: a value, not a value left out before the next flag."""
+        typed = _TYPED.get()
+        return any((token == flag or (token.startswith("--") and flag.startswith(token)))
+                   and following.startswith("-") and not self._names_an_option(following)
+                   for token, following in itertools.pairwise(typed))
+
+    def _names_an_option(self, token: str) -> bool:
+        name = token.split("=", 1)[0]
+        return name != "-" and any(option.startswith(name) for option in self._option_string_actions)
+
+
+#: The command line being parsed (set by :func:`_parse`), for what argparse's messages leave out.
+_TYPED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("caex_typed", default=())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -332,7 +343,7 @@ def _run(argv: Sequence[str] | None, sigterm_received: Callable[[], bool]) -> in
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     """``parser.parse_args``, but with arguments no parser knew refused by the (sub-)command they were given to:
     argparse's own refusal named ``caex`` and its help, where ``caex explain --help`` lists the options."""
-    _OneLineErrors.typed = tuple(argv)
+    _TYPED.set(tuple(argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         argv = list(argv)
