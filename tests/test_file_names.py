@@ -192,6 +192,11 @@ def test_save_refuses_stems_that_are_no_file_name_of_their_own(explainer: Explai
             explanation.save(images, out, stems=stems)
     assert not any(tmp_path.rglob("*.json")) and not out.exists()
     assert len(explanation.save(images, out, stems=["L" * 116, "a"])) == 2
+    others = out / ".thesis.docx.ab12cd34.tmp"  # another program's, named like caex's leftovers and as old
+    others.write_text("a backup")
+    os.utime(others, (1, 1))
+    explanation.save(images, out, stems=["d", "e"])
+    assert others.exists()  # a folder of the caller's: not caex's to tidy
     # another writer of the folder: its maps and summaries stay its own
     with folder_lock(out, "caex explain"), pytest.raises(CaexError, match=r"inner: in use by caex explain \(pid "):
         explanation.save(images, out, stems=["b", "c"])

@@ -161,7 +161,7 @@ class Explanation:
         if len(images) != len(self) or len(stems) != len(self):
             raise ExplainError(f"save: {len(images)} images and {len(stems)} stems for {len(self)} explanations")
         check_stems(stems)
-        with folder_lock(out_dir, "Explanation.save"):
+        with folder_lock(out_dir, "Explanation.save", tidy=False):  # any folder: other programs' .tmp files stay
             return [save_explanation(self, index, images[index].cpu(), out_dir, stem, stem, settings)
                     for index, stem in enumerate(stems)]
 

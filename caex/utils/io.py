@@ -169,7 +169,8 @@ def remove_leftovers(folder: Path) -> None:
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = True) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = True,
+                tidy: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` while the block runs, or raise :class:`CaexError` naming the holder.
 
     ``None`` (nothing written) and a path that is not a folder (a file, or
@@ -182,8 +183,10 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
     by SIGKILL, so a crash never leaves a stale lock; the file itself is removed
     when the block ends, and so is the folder the lock created (not its parents)
     if nothing was written into it. Once locked, the temporary files a killed job left in
-    the folder are removed (:func:`remove_leftovers`). Where ``flock`` does not exist (Windows)
-    the folder is not guarded, nor on a file system without it (:data:`FLOCK_UNSUPPORTED`), which is warned about.
+    the folder are removed (:func:`remove_leftovers`), unless ``tidy`` is false: a folder the caller names for
+    files of theirs (:meth:`~caex.explain.Explanation.save`) may hold hidden ``.tmp`` files of other programs.
+    Where ``flock`` does not exist (Windows) the folder is not guarded, nor on a file system without it
+    (:data:`FLOCK_UNSUPPORTED`), which is warned about.
     """
     try:
         import fcntl
@@ -232,7 +235,8 @@ def folder_lock(folder: str | os.PathLike | None, owner: str, *, create: bool = 
             handle.truncate()
             handle.write(f"{owner} (pid {os.getpid()})")
             handle.flush()
-            remove_leftovers(folder)  # locked: no live job writes here (unguarded, a slow one's staging could look old)
+            if tidy:  # locked: no live job writes here (unguarded, a slow one's staging could look old)
+                remove_leftovers(folder)
         yield
     finally:
         if unsupported is None:
