@@ -139,7 +139,10 @@ class Attributor:
             (1, channels, size, size), 0.5, device=self.device, dtype=self.classifier.input_dtype)
 
     def _black_box(self, classifier: Classifier) -> GradientsUnavailableError:
-        return GradientsUnavailableError(f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
+        if self.needs_gradients:
+            return GradientsUnavailableError(f"{self.name} needs gradients; {type(classifier).__name__} is a black box")
+        return GradientsUnavailableError(f"{self.name}: {type(classifier).__name__} is a black box, with no "
+                                         "differentiable module")
 
     @property
     def module(self) -> nn.Module:
