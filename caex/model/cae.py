@@ -106,7 +106,8 @@ class CAE(nn.Module):
 
     # -- differentiable core -------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images [B, C, H, W] in [0, 1] -> (class code [B, D], individual code [B, Cs, h, w])."""
+        """Images [B, C, H, W] in [0, 1] -> (class code [B, D], individual code [B, Cs, h, w]). Differentiable, so
+        the codes hold the graph that made them: keep them from ``torch.no_grad()``, or :meth:`class_codes`."""
         x = self._model_input(images)
         return self.class_encoder(x), self.individual_encoder(x)
 
@@ -135,10 +136,12 @@ class CAE(nn.Module):
         return to_data_range(self.decoder(class_code.to(dtype), individual_code.to(dtype)))
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """``G(E(x))``, differentiable as :meth:`encode` and :meth:`decode` are."""
         return self.decode(*self.encode(images))
 
     def swap(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
-        """``G(c_B, s_A)``: each image of A with the class features of its partner in B (or of B's one image)."""
+        """``G(c_B, s_A)``: each image of A with the class features of its partner in B (or of B's one image);
+        differentiable as :meth:`encode` and :meth:`decode` are."""
         if len(images_b) not in (1, len(images_a)):
             raise ModelError(f"swap: {len(images_b)} images in B for {len(images_a)} in A; give 1 or {len(images_a)}")
         _, individual_a = self.encode(images_a)
