@@ -395,3 +395,29 @@ def test_a_config_with_a_fractional_size_is_refused(tmp_path) -> None:
     _saved_with_config(tmp_path, config={"image_size": 32.0})
     with pytest.raises(ModelError, match=r"config\.json: CAEConfig\.image_size=32\.0: must be a whole number$"):
         CAE.load(tmp_path)
+
+
+def test_loading_a_model_again_and_again_keeps_no_memory(tmp_path) -> None:
+    """safetensors' load_file kept about 2 KB for good per call (a service reloading its model per request grew
+    without end); caex reads the file whole instead."""
+    import tracemalloc
+
+    from safetensors.torch import save_file
+
+    from caex.utils.io import read_safetensors
+
+    path = tmp_path / "weights.safetensors"
+    tensors = {f"t{index}": torch.full((4, 4), float(index)) for index in range(28)}
+    save_file(tensors, str(path))
+    assert all(torch.equal(read_safetensors(path)[name], tensor) for name, tensor in tensors.items())
+    for _ in range(20):  # warm-up
+        read_safetensors(path)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(300):
+            read_safetensors(path)
+        grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024  # load_file: about 460 KB over 300 calls

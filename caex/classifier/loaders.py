@@ -38,6 +38,7 @@ from caex.data.types import DataBundle, require_bundle, warn_other_class_names
 from caex.errors import ClassifierError
 from caex.utils.device import module_device, resolve_device
 from caex.utils.provenance import file_digest
+from caex.utils.io import read_safetensors
 from caex.utils.seed import global_rng_kept
 from caex.utils.warn import quiet, warn
 
@@ -454,9 +455,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     state: object  # what the file holds, checked below
     try:
         if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
+            state = read_safetensors(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - safetensors/pickle/zip errors all mean "unreadable"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
 from caex.data.types import DataBundle, check_class_names, check_image_batch
@@ -24,7 +24,7 @@ from caex.errors import ModelError
 from caex.model.config import CAEConfig
 from caex.model.networks import ClassEncoder, Decoder, IndividualEncoder
 from caex.utils.device import resolve_device
-from caex.utils.io import atomic_write_bytes, newer_format, read_json, write_json
+from caex.utils.io import atomic_write_bytes, newer_format, read_json, read_safetensors, write_json
 from caex.utils.progress import progress
 
 if TYPE_CHECKING:
@@ -302,6 +302,6 @@ def _check_stored_shapes(model: CAE, path: Path) -> None:
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
-        return load_file(str(path))
+        return read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
