@@ -211,6 +211,30 @@ def test_a_module_lock_held_by_a_thread_does_not_hang_a_forked_child():
         held.leave()
 
 
+def _entered_and_left(make: Callable[[], contextlib.AbstractContextManager]) -> None:
+    with make():
+        pass
+
+
+@pytest.mark.parametrize("held", ["quiet", "seeded section"])
+def test_caex_s_process_wide_locks_held_by_a_thread_do_not_hang_a_forked_child(held):
+    """caex's quiet() blocks and seeded sections take process-wide locks; one held by another thread of the parent
+    at the fork would be held in the child for good, and its next caex call that takes it would never return."""
+    from caex.utils.warn import quiet
+
+    make = (lambda: quiet(FutureWarning)) if held == "quiet" else (lambda: global_rng_kept(torch.device("cpu")))
+    holder = HeldInThread(make())
+    child = multiprocessing.get_context("fork").Process(target=_entered_and_left, args=(make,))
+    try:
+        child.start()
+        child.join(WAIT)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
+        holder.leave()
+
+
 def test_lime_leaves_other_threads_draws_alone():
     """LIME put torch's global generator back after its fits (fork_rng), rewinding the draws another thread made
     meanwhile: 9,068 of 10,349 draws of a notebook's main thread repeated."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
+
+from caex.utils.locks import ForkSafeLock
 
 
 def seed_weights(seed: int, device: torch.device | None = None) -> None:
@@ -44,20 +44,7 @@ def global_rng_kept(device: torch.device) -> Iterator[None]:
         yield
 
 
-class _ProcessLock:
-    """A re-entrant lock, made afresh in a forked child: one held by a thread of the parent would be held there for
-    good."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-            os.register_at_fork(after_in_child=self._renew)
-
-    def _renew(self) -> None:
-        self.lock = threading.RLock()
-
-
-_GLOBAL_RNG_LOCK = _ProcessLock()
+_GLOBAL_RNG_LOCK = ForkSafeLock()
 
 
 def _generator_backend(device: torch.device | None) -> Any | None:

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import os
 import sys
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from types import FrameType
 import torch.utils._contextlib
 
 from caex.utils.device import torchrun_rank
+from caex.utils.locks import ForkSafeLock
 
 _PACKAGE = os.path.normcase(os.path.realpath(Path(__file__).parents[1])) + os.sep  # caex ("caex_scripts/" is not)
 #: Frames between caex and its caller that are no caller's: a caex ``with`` block's exit, and the wrapper of
@@ -23,7 +23,7 @@ _WRAPPERS = frozenset({contextlib.__file__, torch.utils._contextlib.__file__})
 
 
 #: Held by caex's own :func:`quiet` blocks, one at a time (:func:`warnings.catch_warnings` is process-wide).
-_FILTERS_LOCK = threading.RLock()
+_FILTERS_LOCK = ForkSafeLock()
 
 
 @contextlib.contextmanager
@@ -31,7 +31,7 @@ def quiet(category: type[Warning] = Warning) -> Iterator[None]:
     """Ignore ``category`` while the block runs (a library's deprecation notice caex cannot act on). The filters are
     the process's: two threads leaving ``catch_warnings`` out of order left one's ignore filter for good, so caex's
     blocks take turns (a caller's own ``catch_warnings`` in another thread is theirs)."""
-    with _FILTERS_LOCK, warnings.catch_warnings():
+    with _FILTERS_LOCK.lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", category)
         yield
 
