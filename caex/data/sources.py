@@ -368,8 +368,13 @@ METADATA_NAMES = frozenset({"@eadir", "__macosx", "#recycle", "$recycle.bin", "s
 
 def is_hidden(name: str) -> bool:
     """Whether a file or folder named ``name`` is no data: hidden (``.DS_Store``, macOS ``._x.png``,
-    ``.ipynb_checkpoints/``) or a system's or NAS's metadata (:data:`METADATA_NAMES`)."""
-    return name.startswith(".") or name.casefold() in METADATA_NAMES
+    ``.ipynb_checkpoints/``) or a system's or NAS's metadata (:func:`is_metadata`)."""
+    return name.startswith(".") or is_metadata(name)
+
+
+def is_metadata(name: str) -> bool:
+    """Whether ``name`` is one of :data:`METADATA_NAMES`, in any case."""
+    return name.casefold() in METADATA_NAMES
 
 
 def _image_files(folder: Path) -> list[Path]:

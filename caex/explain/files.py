@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from caex.data.sources import (EXPLAIN_OUTPUTS, IMAGE_SUFFIXES, METADATA_NAMES, ReadNotes, image_tree, is_hidden,
+from caex.data.sources import (EXPLAIN_OUTPUTS, IMAGE_SUFFIXES, ReadNotes, image_tree, is_hidden, is_metadata,
                                load_image, without_explanations)
 from caex.data.types import is_line_breaking, nfc
 from caex.explain.explainer import Explainer, ExplainError, Explanation, at_target_counted
@@ -388,7 +388,7 @@ def collect_images(patterns: Sequence[str | os.PathLike], out: str | os.PathLike
         elif glob.has_magic(pattern):
             below = len(_glob_folder(pattern).parts)  # glob leaves out hidden names itself, metadata not
             files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()
-                           and not any(part.casefold() in METADATA_NAMES for part in Path(p).parts[below:]))
+                           and not any(map(is_metadata, Path(p).parts[below:])))
             held = [file for file in files if inside(file)]
             # named there (or nowhere else), not met in a search of a folder that holds --out
             if held and (inside(_glob_folder(pattern)) or len(held) == len(files)):
