@@ -720,11 +720,11 @@ class Explainer:
     def class_index(self, value: int | str | np.integer | torch.Tensor, what: str = "target") -> int:
         """A class given by name or index (``"lesion"``, ``2``, ``"2"``, a NumPy or 0-d tensor integer) as its index;
         an :class:`ExplainError` naming ``what`` it was given as and the classes otherwise."""
-        if not isinstance(value, (str, bool)):
+        if not isinstance(value, (str, bool)):  # a bool stays one, which class_index refuses (True would read as 1)
             with contextlib.suppress(TypeError):
                 value = operator.index(value)  # NumPy and 0-d tensor integers too
         index = class_index(value, self.class_names) if isinstance(value, (int, str)) else None
-        if index is not None and not isinstance(value, bool):  # a bool mask is no class index (True would read as 1)
+        if index is not None:
             return index
         raise ExplainError(f"{what} {value!r}: not a class of this model ({classes_text(self.class_names)})")
 
